@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.dse-installed
+FMNIST := /usr/share/datasets/fashion-mnist
+
+.PHONY: demo test lint data install clean
+
+install: $(STAMP)
+
+# (Re)install when the project metadata changes; editable so conf/ and studies/ are found in place.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]' 2>&1 | grep -v 'is ignored' || true
+	$(BIN)/python -c 'import dse, torch, lightning, hydra, optuna'
+	touch $@
+
+# Debian's dataset-fashion-mnist where apt runs as root; otherwise the data module downloads it.
+data:
+	@if [ ! -f $(FMNIST)/train-images-idx3-ubyte.gz ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1)) \
+	  || echo "note: dataset-fashion-mnist not installed; torchvision will download Fashion-MNIST"; \
+	fi
+
+demo: install data
+	$(BIN)/dse-model model=squeezenet_v1_0 data=imagenet
+	$(BIN)/dse-model model=squeezenet_v1_1 data=imagenet
+
+test: install data
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check dse analysis hydra_plugins tests
+
+clean:
+	rm -rf runs outputs multirun .pytest_cache

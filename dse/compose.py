@@ -1,0 +1,22 @@
+"""Compose the project's Hydra config outside ``@hydra.main`` (for dse-model, tests, notebooks)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from omegaconf import DictConfig
+
+import dse.config  # noqa: F401  (registers the structured schema)
+from dse.paths import conf_dir
+
+
+def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """The same config ``dse-train`` would see for these overrides, fully typed and validated."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+        return hydra_compose("config", overrides=list(overrides),
+                             return_hydra_config=return_hydra_config)

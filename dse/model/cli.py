@@ -1,0 +1,48 @@
+"""``dse-model [--json] [OVERRIDES...]``: the analytic report of one design point, no training."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from omegaconf import OmegaConf
+
+from dse.errors import guard
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="dse-model",
+        description="Per-layer params/MACs/shapes and model sizes of a Fire network "
+                    "(same Hydra config as dse-train, e.g. model=squeezenet_v1_0 data=imagenet).")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.sr=0.25")
+    args = parser.parse_args(argv)
+
+    def run() -> None:
+        from dse.compose import compose
+        from dse.model import analyze, build_spec, format_table
+
+        cfg = compose(args.overrides)
+        OmegaConf.resolve(cfg)
+        spec = build_spec(cfg.model)
+        report = analyze(spec, cfg.data.image_size)
+        if args.json:
+            out = report.to_dict()
+            out["config"] = OmegaConf.to_container(cfg)
+            json.dump(out, sys.stdout, indent=1)
+            print()
+        else:
+            title = (f"{cfg.model.name} on {cfg.data.name} "
+                     f"(base_e={spec.meta['base_e']} incr_e={spec.meta['incr_e']} "
+                     f"freq={spec.meta['freq']} sr={spec.meta['sr']} "
+                     f"pct3x3={spec.meta['pct3x3']} bypass={spec.bypass} "
+                     f"bn={spec.batch_norm})")
+            print(format_table(report, title))
+
+    guard("dse-model", run)
+
+
+if __name__ == "__main__":
+    main()

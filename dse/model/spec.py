@@ -1,0 +1,249 @@
+"""Metaparameters -> network spec: every layer's widths and shapes, in pure Python.
+
+The spec is the single source of truth for a design point. The PyTorch model is built from it, and
+the analytic report (params, MACs, sizes) is computed from it without importing torch, which is why
+``dse-model`` answers instantly and why a sweeper can reject an over-budget point before training.
+Channel rounding follows the reference: ``e3 = round(pct3x3 * e)``, ``s = max(1, round(sr * e))``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from dse.errors import ConfigError
+
+BYPASS_KINDS = ("none", "simple", "complex")
+POOL_KERNEL, POOL_STRIDE = 3, 2
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A plain convolution layer (the stem ``conv1`` or the classifier ``conv10``)."""
+
+    name: str
+    in_ch: int
+    out_ch: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    batch_norm: bool = False
+
+    @property
+    def params(self) -> int:
+        w = self.in_ch * self.out_ch * self.kernel**2
+        return w + (2 * self.out_ch if self.batch_norm else self.out_ch)
+
+
+@dataclass(frozen=True)
+class Fire:
+    """A Fire module: squeeze 1x1 -> (expand 1x1 || expand 3x3), plus an optional bypass."""
+
+    name: str
+    in_ch: int
+    s1x1: int
+    e1x1: int
+    e3x3: int
+    bypass: str = "none"  # none | identity | conv
+    batch_norm: bool = False
+
+    @property
+    def out_ch(self) -> int:
+        return self.e1x1 + self.e3x3
+
+    def _conv(self, cin: int, cout: int, k: int, bn: bool) -> int:
+        return 0 if cout == 0 else cin * cout * k * k + (2 * cout if bn else cout)
+
+    @property
+    def params(self) -> int:
+        bn = self.batch_norm
+        p = self._conv(self.in_ch, self.s1x1, 1, bn)
+        p += self._conv(self.s1x1, self.e1x1, 1, bn) + self._conv(self.s1x1, self.e3x3, 3, bn)
+        return p + (self._conv(self.in_ch, self.out_ch, 1, bn) if self.bypass == "conv" else 0)
+
+    def macs(self, hw: int) -> int:
+        m = self.in_ch * self.s1x1 + self.s1x1 * self.e1x1 + 9 * self.s1x1 * self.e3x3
+        return hw * (m + (self.in_ch * self.out_ch if self.bypass == "conv" else 0))
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """Where a layer sits in the network: its output shape and whether a max-pool follows it."""
+
+    layer: Conv | Fire
+    out_hw: tuple[int, int]  # spatial size of the layer's output (before a following pool)
+    pool_hw: tuple[int, int] | None  # spatial size after the following max-pool, if any
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """The whole network: stem, Fire modules, classifier, pooling and dropout."""
+
+    stem: Conv
+    fires: tuple[Fire, ...]
+    classifier: Conv
+    pool_after: tuple[str, ...]
+    dropout: float
+    batch_norm: bool
+    bypass: str
+    in_channels: int
+    num_classes: int
+    meta: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def layers(self) -> tuple[Conv | Fire, ...]:
+        return (self.stem, *self.fires, self.classifier)
+
+    @property
+    def layer_names(self) -> tuple[str, ...]:
+        return tuple(layer.name for layer in self.layers)
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    def shapes(self, image_size: int | tuple[int, int]) -> list[LayerShape]:
+        """Propagate an input size through the network; raises ConfigError if it collapses."""
+        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        out: list[LayerShape] = []
+        for layer in self.layers:
+            if isinstance(layer, Conv):
+                h, w = (conv_out(x, layer.kernel, layer.stride, layer.padding) for x in (h, w))
+            if h < 1 or w < 1:
+                raise ConfigError(
+                    f"model.{layer.name}",
+                    f"spatial size shrinks below 1x1 at {layer.name} (input {image_size}px); "
+                    "use a larger input, a smaller stem stride or fewer pool_after entries",
+                )
+            pooled = None
+            if layer.name in self.pool_after:
+                ph, pw = (pool_out(x) for x in (h, w))
+                if ph < 1 or pw < 1:
+                    raise ConfigError(
+                        "model.pool_after",
+                        f"spatial size shrinks below 1x1 at the max-pool after {layer.name} "
+                        f"(input {image_size}px); remove a pool or use a larger input",
+                    )
+                pooled = (ph, pw)
+            out.append(LayerShape(layer, (h, w), pooled))
+            if pooled:
+                h, w = pooled
+        return out
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    """Output length of a convolution (floor mode), as PyTorch computes it."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def pool_out(size: int, kernel: int = POOL_KERNEL, stride: int = POOL_STRIDE) -> int:
+    """Output length of a ceil-mode max-pool without padding, PyTorch's rule included.
+
+    Ceil mode may add one window, but PyTorch drops it when that window would start past the input.
+    """
+    out = (size - kernel + stride - 1) // stride + 1
+    if (out - 1) * stride >= size:
+        out -= 1
+    return out
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    if isinstance(cfg, dict):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def _number(cfg: Any, key: str, kind: type, default: Any = None) -> Any:
+    value = _get(cfg, key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = kind(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"model.{key}", f"must be a number (got {value!r})") from None
+    if kind is int and (not float(value).is_integer()):
+        raise ConfigError(f"model.{key}", f"must be an integer (got {value!r})")
+    return kind(value)
+
+
+def validate_metaparameters(cfg: Any) -> dict[str, Any]:
+    """Check every metaparameter once, for every entry point; return them normalised."""
+    m = {
+        "base_e": _number(cfg, "base_e", int),
+        "incr_e": _number(cfg, "incr_e", int),
+        "freq": _number(cfg, "freq", int),
+        "sr": _number(cfg, "sr", float),
+        "pct3x3": _number(cfg, "pct3x3", float),
+        "n_fire": _number(cfg, "n_fire", int, 8),
+        "dropout": _number(cfg, "dropout", float, 0.5),
+        "in_channels": _number(cfg, "in_channels", int, 3),
+        "num_classes": _number(cfg, "num_classes", int, 1000),
+    }
+    checks = [
+        ("base_e", m["base_e"] >= 1, "must be an integer >= 1"),
+        ("incr_e", m["incr_e"] >= 0, "must be an integer >= 0"),
+        ("freq", m["freq"] >= 1, "must be an integer >= 1"),
+        ("sr", m["sr"] > 0 and math.isfinite(m["sr"]), "must be > 0 (paper range (0, 1])"),
+        ("pct3x3", 0.0 <= m["pct3x3"] <= 1.0, "must be in [0, 1]"),
+        ("n_fire", m["n_fire"] >= 1, "must be an integer >= 1"),
+        ("dropout", 0.0 <= m["dropout"] < 1.0, "must be in [0, 1)"),
+        ("in_channels", m["in_channels"] >= 1, "must be an integer >= 1"),
+        ("num_classes", m["num_classes"] >= 1, "must be an integer >= 1"),
+    ]
+    for key, ok, rule in checks:
+        if not ok:
+            raise ConfigError(f"model.{key}", f"{rule} (got {m[key]!r})")
+    bypass = str(_get(cfg, "bypass", "none"))
+    if bypass not in BYPASS_KINDS:
+        raise ConfigError("model.bypass", f"must be one of {', '.join(BYPASS_KINDS)} (got {bypass!r})")
+    m["bypass"] = bypass
+    m["batch_norm"] = bool(_get(cfg, "batch_norm", False))
+    stem = _get(cfg, "stem", None) or {}
+    m["stem"] = {
+        k: _number(stem, k, int, d)
+        for k, d in (("channels", 96), ("kernel", 7), ("stride", 2), ("padding", 0))
+    }
+    for k, lo in (("channels", 1), ("kernel", 1), ("stride", 1), ("padding", 0)):
+        if m["stem"][k] < lo:
+            raise ConfigError(f"model.stem.{k}", f"must be an integer >= {lo} (got {m['stem'][k]})")
+    pools = _get(cfg, "pool_after", None)
+    m["pool_after"] = [str(p) for p in (pools if pools is not None else [])]
+    return m
+
+
+def fire_widths(i: int, base_e: int, incr_e: int, freq: int, sr: float, pct3x3: float) -> tuple:
+    """(s1x1, e1x1, e3x3) of Fire module i (0 = fire2), by the paper's formulas."""
+    e = base_e + incr_e * (i // freq)
+    e3 = round(pct3x3 * e)
+    return max(1, round(sr * e)), e - e3, e3
+
+
+def build_spec(cfg: Any) -> NetSpec:
+    """Validate the metaparameters and lay out the network they describe."""
+    m = validate_metaparameters(cfg)
+    bn, st = m["batch_norm"], m["stem"]
+    stem = Conv("conv1", m["in_channels"], st["channels"], st["kernel"], st["stride"],
+                st["padding"], bn)
+    fires: list[Fire] = []
+    cin = stem.out_ch
+    for i in range(m["n_fire"]):
+        s, e1, e3 = fire_widths(i, m["base_e"], m["incr_e"], m["freq"], m["sr"], m["pct3x3"])
+        kind = "none"
+        if m["bypass"] != "none":
+            kind = "identity" if cin == e1 + e3 else ("conv" if m["bypass"] == "complex" else "none")
+        fires.append(Fire(f"fire{i + 2}", cin, s, e1, e3, kind, bn))
+        cin = e1 + e3
+    head = Conv(f"conv{m['n_fire'] + 2}", cin, m["num_classes"], 1)
+    names = {stem.name, head.name, *(f.name for f in fires)}
+    for p in m["pool_after"]:
+        if p not in names:
+            raise ConfigError(
+                "model.pool_after",
+                f"unknown layer {p!r}; allowed: conv1, fire2..fire{m['n_fire'] + 1} "
+                f"(not {head.name})",
+            )
+        if p == head.name:
+            raise ConfigError("model.pool_after", f"cannot pool after the classifier {p!r}")
+    meta = {k: m[k] for k in ("base_e", "incr_e", "freq", "sr", "pct3x3", "n_fire")}
+    return NetSpec(stem, tuple(fires), head, tuple(m["pool_after"]), m["dropout"], bn,
+                   m["bypass"], m["in_channels"], m["num_classes"], meta)

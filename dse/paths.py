@@ -1,0 +1,22 @@
+"""Where the project's Hydra configs live, for the apps that compose them.
+
+``conf/`` and ``studies/`` sit at the repository root (the layout our users asked for), next to the
+``dse`` package; an editable install (``pip install -e .``, what ``make`` does) finds them there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+STUDIES_DIR = ROOT / "studies"
+
+
+def conf_dir() -> str:
+    """Absolute path of ``conf/``; a clear error if the package was installed without it."""
+    if not (CONF_DIR / "config.yaml").is_file():
+        raise FileNotFoundError(
+            f"dse's Hydra configs are not at {CONF_DIR}: install the project with "
+            "'pip install -e .' from a checkout (make demo / make test do)")
+    return str(CONF_DIR)

@@ -9,7 +9,7 @@ comment, as pycls does for its config keys; the semantic checks (ranges, layer n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import II
@@ -33,7 +33,7 @@ class ModelConfig:
     pct3x3: float = 0.5  # fraction of expand filters that are 3x3 (paper: pct3x3)
     n_fire: int = 8  # number of Fire modules (fire2 .. fire{n_fire+1})
     stem: StemConfig = field(default_factory=StemConfig)  # the first convolution, conv1
-    pool_after: List[str] = field(
+    pool_after: list[str] = field(
         default_factory=lambda: ["conv1", "fire4", "fire8"]
     )  # layers followed by a 3x3/2 ceil-mode max-pool
     bypass: str = "none"  # none | simple (identity where widths match) | complex (+1x1 conv elsewhere)

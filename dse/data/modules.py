@@ -1,0 +1,157 @@
+"""LightningDataModules for every dataset in ``conf/data/``, built by :func:`build_datamodule`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from dse.data.sources import load_arrays
+from dse.data.tensor import TensorBatches, TensorSplit, channel_stats
+from dse.errors import ConfigError
+
+IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100", "synthetic")
+DATASETS = (*IN_MEMORY, "imagenet")
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def _get(cfg: Any, key: str, default: Any = None) -> Any:
+    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
+
+
+def validate_data(cfg: Any) -> None:
+    """Reject a bad data config before anything is trained or written."""
+    name = _get(cfg, "name")
+    if name not in DATASETS:
+        raise ConfigError("data.name", f"unknown dataset {name!r}; one of {', '.join(DATASETS)}")
+    subset = _get(cfg, "subset")
+    if subset is not None and int(subset) <= 0:
+        raise ConfigError("data.subset", f"must be a positive integer or null (got {subset})")
+    if int(_get(cfg, "val_size", 0)) < 0:
+        raise ConfigError("data.val_size", "must be >= 0")
+    if name == "imagenet":
+        root = _get(cfg, "root")
+        if not root or not (Path(root).expanduser() / "train").is_dir():
+            raise ConfigError("data.root", f"ImageFolder root {root!r} has no train/ folder "
+                              "(expected data.root/train/<class>/*.jpg and data.root/val/...)")
+
+
+class InMemoryDataModule(L.LightningDataModule):
+    """Train/val/test splits held as tensors; moved to the training device once when resident."""
+
+    def __init__(self, cfg: Any, batch_size: int, eval_batch_size: int, seed: int = 0) -> None:
+        super().__init__()
+        validate_data(cfg)
+        self.cfg, self.batch_size, self.eval_batch_size, self.seed = cfg, batch_size, eval_batch_size, seed
+        self.splits: dict[str, TensorSplit] = {}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        c = self.cfg
+        xtr, ytr, xte, yte = load_arrays(
+            _get(c, "name"), _get(c, "root"), bool(_get(c, "download", True)),
+            int(_get(c, "channels", 3)), int(_get(c, "image_size", 32)),
+            int(_get(c, "num_classes", 10)), int(_get(c, "synthetic_size", 2048)))
+        g = torch.Generator().manual_seed(int(_get(c, "split_seed", 0)))
+        perm = torch.randperm(len(ytr), generator=g)  # fixed split, whatever the run seed
+        n_val = min(int(_get(c, "val_size", 5000)), len(ytr) // 2)
+        train, val = TensorSplit(xtr, ytr).take(perm[n_val:]), TensorSplit(xtr, ytr).take(perm[:n_val])
+        test = TensorSplit(xte, yte)
+        subset = _get(c, "subset")
+        if subset:
+            train, val, test = (s.take(torch.arange(min(int(subset), len(s))))
+                                for s in (train, val, test))
+        self.mean, self.std = channel_stats(train.x) if _get(c, "normalize", True) else (
+            torch.zeros(1, train.x.shape[1], 1, 1), torch.ones(1, train.x.shape[1], 1, 1))
+        self.splits = {"train": train, "val": val, "test": test}
+
+    def _device(self) -> torch.device:
+        trainer = self.trainer
+        if trainer is not None and _get(self.cfg, "device_resident", True):
+            return trainer.strategy.root_device
+        return torch.device("cpu")
+
+    def _batches(self, split: str, train: bool) -> TensorBatches:
+        self.setup()
+        data = self.splits[split]
+        dev = self._device()
+        if data.x.device != dev:  # one host->device copy per run, not per batch
+            self.splits[split] = data = data.to(dev)
+        return TensorBatches(
+            data, self.batch_size if train else self.eval_batch_size, self.mean, self.std,
+            shuffle=train, drop_last=train, augment=train and bool(_get(self.cfg, "augment")),
+            flip=bool(_get(self.cfg, "flip")), seed=self.seed)
+
+    @property
+    def num_train(self) -> int:
+        self.setup()
+        return len(self.splits["train"])
+
+    def train_dataloader(self) -> TensorBatches:
+        return self._batches("train", True)
+
+    def val_dataloader(self) -> TensorBatches:
+        return self._batches("val", False)
+
+    def test_dataloader(self) -> TensorBatches:
+        return self._batches("test", False)
+
+
+class ImageFolderDataModule(L.LightningDataModule):
+    """An ImageNet-style tree (``root/train``, ``root/val``) read by DataLoader workers."""
+
+    def __init__(self, cfg: Any, batch_size: int, eval_batch_size: int, seed: int = 0) -> None:
+        super().__init__()
+        validate_data(cfg)
+        self.cfg, self.batch_size, self.eval_batch_size, self.seed = cfg, batch_size, eval_batch_size, seed
+
+    def setup(self, stage: str | None = None) -> None:
+        from torchvision import datasets
+        from torchvision import transforms as T
+
+        size, root = int(_get(self.cfg, "image_size", 224)), Path(_get(self.cfg, "root")).expanduser()
+        norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        aug = [T.RandomResizedCrop(size)] if _get(self.cfg, "augment", True) else [
+            T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
+        if _get(self.cfg, "flip"):
+            aug.append(T.RandomHorizontalFlip())
+        evaluate = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), *norm])
+        train = datasets.ImageFolder(root / "train", T.Compose([*aug, *norm]))
+        val_dir = root / "val" if (root / "val").is_dir() else root / "train"
+        val = datasets.ImageFolder(val_dir, evaluate)
+        subset = _get(self.cfg, "subset")
+        if subset:
+            g = torch.Generator().manual_seed(int(_get(self.cfg, "split_seed", 0)))
+            train, val = (Subset(d, torch.randperm(len(d), generator=g)[: int(subset)].tolist())
+                          for d in (train, val))
+        self.train_set, self.val_set = train, val
+        self.num_train = len(train)
+
+    def _loader(self, ds: Any, train: bool) -> DataLoader:
+        workers = int(_get(self.cfg, "num_workers", 8))
+        return DataLoader(ds, self.batch_size if train else self.eval_batch_size, shuffle=train,
+                          drop_last=train, num_workers=workers, pin_memory=torch.cuda.is_available(),
+                          persistent_workers=workers > 0,
+                          generator=torch.Generator().manual_seed(self.seed))
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+    def test_dataloader(self) -> DataLoader:  # ImageNet's test labels are private: use val
+        return self._loader(self.val_set, False)
+
+
+def build_datamodule(cfg: Any, batch_size: int = 128, eval_batch_size: int = 1024,
+                     seed: int = 0) -> L.LightningDataModule:
+    """The data module ``cfg.data`` describes (``cfg`` may be the data node or the root config)."""
+    data = _get(cfg, "data", cfg)
+    validate_data(data)
+    cls = ImageFolderDataModule if _get(data, "name") == "imagenet" else InMemoryDataModule
+    return cls(data, batch_size, eval_batch_size, seed)

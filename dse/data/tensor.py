@@ -1,0 +1,97 @@
+"""In-memory datasets as tensors, batched on the device with batched augmentation.
+
+Small datasets (Fashion-MNIST, CIFAR) fit in memory many times over; per-sample Python transforms and
+DataLoader workers would cost more than the tiny networks' math. So the images stay uint8 tensors
+(on the GPU when training there), and each batch is indexed, augmented (random crop with padding,
+flip) and normalised with a handful of tensor ops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class TensorSplit:
+    """One split: uint8 images [N, C, H, W] and int64 labels [N]."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def take(self, idx: torch.Tensor) -> TensorSplit:
+        return TensorSplit(self.x[idx], self.y[idx])
+
+    def to(self, device: torch.device | str) -> TensorSplit:
+        return TensorSplit(self.x.to(device, non_blocking=True), self.y.to(device, non_blocking=True))
+
+
+def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator | None) -> torch.Tensor:
+    """Per-sample random crop (zero padding ``pad``) and horizontal flip, all samples at once."""
+    b, _, h, w = x.shape
+    dev = x.device
+    if pad > 0:
+        xp = F.pad(x, (pad, pad, pad, pad))
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device if gen else None)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device if gen else None)
+        rows = (oy.to(dev)[:, None] + torch.arange(h, device=dev))[:, None, :, None]
+        cols = (ox.to(dev)[:, None] + torch.arange(w, device=dev))[:, None, None, :]
+        bidx = torch.arange(b, device=dev)[:, None, None, None]
+        cidx = torch.arange(x.shape[1], device=dev)[None, :, None, None]
+        x = xp[bidx, cidx, rows, cols]
+    if flip:
+        m = torch.rand(b, generator=gen, device=gen.device if gen else None).to(dev) < 0.5
+        x = torch.where(m[:, None, None, None], x.flip(3), x)
+    return x
+
+
+class TensorBatches:
+    """An epoch-by-epoch iterable of (image, label) batches over a :class:`TensorSplit`.
+
+    Lightning accepts any sized iterable as a dataloader; this one shuffles with its own seeded
+    generator (reproducible per run seed), normalises to float, and augments when asked.
+    """
+
+    def __init__(self, split: TensorSplit, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
+                 shuffle: bool = False, drop_last: bool = False, augment: bool = False,
+                 flip: bool = False, pad: int = 4, seed: int = 0) -> None:
+        self.split, self.batch_size = split, batch_size
+        self.shuffle, self.augment, self.flip, self.pad = shuffle, augment, flip, pad
+        self.drop_last = drop_last and len(split) > batch_size
+        self.mean, self.std = mean, std
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        n, dev = len(self.split), self.split.x.device
+        order = torch.randperm(n, generator=self.gen).to(dev) if self.shuffle else None
+        mean, std = self.mean.to(dev), self.std.to(dev)
+        for i in range(len(self)):
+            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            if order is None:
+                x, y = self.split.x[sl], self.split.y[sl]
+            else:
+                idx = order[sl]
+                x, y = self.split.x[idx], self.split.y[idx]
+            x = x.float().div_(255.0)
+            if self.augment:
+                x = random_crop_flip(x, self.pad, self.flip, self.gen if dev.type == "cpu" else None)
+            yield x.sub_(mean).div_(std), y
+
+
+def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std of uint8 images, as [1, C, 1, 1] tensors in [0, 1] units."""
+    xf = x[: min(len(x), 20000)].float().div(255.0)
+    mean = xf.mean(dim=(0, 2, 3))
+    std = xf.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    return mean.view(1, -1, 1, 1), std.view(1, -1, 1, 1)

@@ -1,0 +1,14 @@
+"""Results store: one :class:`RunRecord` row per training run; SQLite per study or any SQL db."""
+
+from dse.store.record import (
+    RUN_COLUMNS,
+    STATUSES,
+    RunRecord,
+    config_hash,
+    provenance,
+    utcnow_iso,
+)
+from dse.store.store import SCHEMA_VERSION, ResultsStore
+
+__all__ = ["RUN_COLUMNS", "SCHEMA_VERSION", "STATUSES", "ResultsStore", "RunRecord", "config_hash",
+           "provenance", "utcnow_iso"]

@@ -1,0 +1,134 @@
+"""``dse-store show|export``: look at a results store, or hand it to other tools as CSV/Parquet.
+
+``STORE`` is a ``results.db`` path, a study folder ``runs/<study>/`` or a SQLAlchemy URL; left out,
+it is ``runs/<--study>/`` when that exists, else the only study folder under ``./runs``. The tool
+only reads: a path that holds no store is an error, never a new empty database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+from pathlib import Path
+from typing import NoReturn
+
+import pandas as pd
+
+from dse.errors import ConfigError, fail
+from dse.store.store import ResultsStore
+
+PROG = "dse-store"
+DB_NAME = "results.db"
+EXPORTS = (".csv", ".parquet")
+HEADERS = {"size_mib": "MiB", "val": "val%", "test": "test%", "epochs": "ep", "train_seconds": "s"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors follow dse's one-line, exit-2 contract."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(PROG, message)
+
+
+def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
+    """Resolve the ``STORE`` argument to a URL or a path of an existing ``results.db``."""
+    if store and "://" in store:
+        return store
+    if store is None:
+        if study and (runs / study / DB_NAME).is_file():
+            return str(runs / study / DB_NAME)
+        found = sorted(p.parent.name for p in runs.glob(f"*/{DB_NAME}"))
+        if len(found) != 1:
+            what = f"several studies under {runs}/ ({', '.join(found)})" if found else \
+                f"no results store under {runs}/"
+            raise ConfigError("STORE", f"{what}: pass one, e.g. {runs}/<study>")
+        return str(runs / found[0] / DB_NAME)
+    path = Path(store)
+    if path.is_dir():
+        path = path / DB_NAME
+    if not path.is_file():
+        raise ConfigError("STORE", f"no results store at {path}")
+    return str(path)
+
+
+def _open(args: argparse.Namespace) -> tuple[ResultsStore, pd.DataFrame]:
+    try:
+        store = ResultsStore(locate(args.store, args.study), create=False)
+    except ConfigError as e:  # on the command line the store is the STORE argument, not store.url
+        raise ConfigError("STORE", e.message) from e
+    if args.study and args.study not in (known := store.studies()):
+        raise ConfigError("--study", f"no study {args.study!r} in {store} "
+                                     f"(it has: {', '.join(known) or 'no runs'})")
+    statuses = args.status.split(",") if getattr(args, "status", None) else None
+    return store, store.frame(study=args.study, status=statuses)
+
+
+def format_runs(df: pd.DataFrame) -> str:
+    """The short human table: one line per run, accuracies in %, sizes in MiB."""
+    out = pd.DataFrame({
+        "run": df["run_id"].str[:8], **{c: df[c] for c in (
+            "study", "status", "model", "base_e", "incr_e", "freq", "sr", "pct3x3", "bypass",
+            "params")},
+        "size_mib": (df["size_bytes"] / 2**20).round(2),
+        "val": (df["val_top1"] * 100).round(2), "test": (df["test_top1"] * 100).round(2),
+        "epochs": df["epochs"], "train_seconds": df["train_seconds"].round(1)})
+    return out.rename(columns=HEADERS).to_string(index=False, na_rep="-")
+
+
+def show(args: argparse.Namespace) -> None:
+    store, df = _open(args)
+    if df.empty:
+        print(f"no runs in {store}")
+        return
+    df = df.sort_values(["finished_at", "started_at"], kind="stable")
+    latest = df.tail(args.n) if args.n > 0 else df
+    print(f"{store}: {len(df)} runs, latest {len(latest)}")
+    print(format_runs(latest))
+
+
+def export(args: argparse.Namespace) -> None:
+    out = Path(args.path)
+    if out.suffix.lower() not in EXPORTS:
+        raise ConfigError("PATH", f"unknown export format {out.suffix or '(none)'!r}: "
+                                  f"use {' or '.join(EXPORTS)}")
+    parquet = out.suffix.lower() == ".parquet"
+    if parquet and importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError("PATH", "writing parquet needs pyarrow: pip install pyarrow")
+    _, df = _open(args)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # no half-written export on failure
+    try:
+        if parquet:
+            df.to_parquet(tmp, index=False)
+        else:
+            df.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    print(f"wrote {len(df)} runs to {out}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _Parser(prog=PROG, description="Inspect or export a dse results store.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_show = sub.add_parser("show", help="print the latest runs")
+    p_show.add_argument("store", nargs="?", help="results.db, runs/<study>/ or a SQLAlchemy URL")
+    p_show.add_argument("--study", help="only this study")
+    p_show.add_argument("--status", help="only these statuses, comma-separated (ok,diverged)")
+    p_show.add_argument("-n", type=int, default=20, help="latest N runs (0 = all)")
+    p_show.set_defaults(fn=show)
+    p_exp = sub.add_parser("export", help="write the runs table to .csv or .parquet")
+    p_exp.add_argument("path", help="output file, .csv or .parquet")
+    p_exp.add_argument("store", nargs="?", help="results.db, runs/<study>/ or a SQLAlchemy URL")
+    p_exp.add_argument("--study", help="only this study")
+    p_exp.set_defaults(fn=export)
+    args = parser.parse_args(argv)
+    try:
+        args.fn(args)
+    except ConfigError as e:
+        fail(PROG, e)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""One training run as one row: the ``runs`` columns of docs/CONTRACTS.md and the hash keying them.
+
+The store, the sweepers (to skip design points already trained) and the report all agree on a run's
+identity through :func:`config_hash`, so it hashes only what changes the trained network's numbers:
+the ``model``, ``data`` and ``trainer`` subtrees minus bookkeeping keys (paths, workers, logging,
+preset labels). The seed is a column of its own; study, store and paths never enter the hash, so the
+same design point trained for two studies, or on two machines, is recognised as the same point.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import subprocess
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+import dse
+from dse.paths import ROOT
+
+HASHED_GROUPS = ("model", "data", "trainer")
+NON_SEMANTIC: dict[str, frozenset[str]] = {
+    "model": frozenset({"name"}),
+    "data": frozenset({"root", "download", "num_workers", "device_resident"}),
+    "trainer": frozenset({"name", "progress_bar", "checkpoint", "accelerator", "devices",
+                          "log_every_n_steps", "test"}),
+}
+STATUSES = ("ok", "failed", "diverged", "pruned")
+
+
+def utcnow_iso() -> str:
+    """Current UTC time as ISO-8601 with ms; one fixed format, so string order = time order.
+
+    ``+00:00`` rather than ``Z`` because :meth:`datetime.fromisoformat` reads it on Python 3.10.
+    """
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class RunRecord:
+    """A row of the ``runs`` table; every field has a default so training can fill it as it goes.
+
+    ``status`` starts as ``"ok"``: the training loop sets ``failed``/``diverged``/``pruned`` (with
+    ``error``) on the paths that end a run early. Metrics are ``None`` until measured and stay
+    ``None`` (SQL NULL) when a run never got that far, so a missing number never reads as 0 %.
+    """
+
+    run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    study: str = "default"
+    config_hash: str = ""
+    seed: int = 0
+    status: str = "ok"
+    error: Optional[str] = None
+    model: str = ""
+    data: str = ""
+    trainer: str = ""
+    base_e: int = 0
+    incr_e: int = 0
+    freq: int = 0
+    n_fire: int = 0
+    sr: float = 0.0
+    pct3x3: float = 0.0
+    dropout: float = 0.0
+    bypass: str = "none"
+    batch_norm: bool = False
+    stem_channels: int = 0
+    stem_kernel: int = 0
+    stem_stride: int = 0
+    pool_after: str = ""
+    params: int = 0
+    size_bytes: int = 0
+    macs: int = 0
+    image_size: int = 0
+    num_classes: int = 0
+    subset: Optional[int] = None
+    max_epochs: int = 0
+    val_top1: Optional[float] = None
+    val_top5: Optional[float] = None
+    val_loss: Optional[float] = None
+    test_top1: Optional[float] = None
+    test_top5: Optional[float] = None
+    test_loss: Optional[float] = None
+    epochs: int = 0
+    train_seconds: float = 0.0
+    images_per_s: float = 0.0
+    trial: Optional[int] = None
+    device: str = ""
+    torch_version: str = ""
+    dse_version: str = ""
+    git_commit: str = ""
+    started_at: str = field(default_factory=utcnow_iso)
+    finished_at: str = ""
+    overrides: str = ""
+    config: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The row as a plain dict in :data:`RUN_COLUMNS` order."""
+        return asdict(self)
+
+    @classmethod
+    def from_config(cls, cfg: DictConfig | Mapping[str, Any], **values: Any) -> RunRecord:
+        """Fill every column the resolved config determines (plus provenance); ``values`` win.
+
+        Training then only adds what it measures (params, metrics, timings, status), so the mapping
+        config key -> column lives in one place instead of in every caller.
+        """
+        c = _plain(cfg)
+        row: dict[str, Any] = {col: v for col, key in _FROM_CONFIG.items()
+                               if (v := _select(c, key)) is not None}
+        if (pools := _select(c, "model.pool_after")) is not None:
+            row["pool_after"] = ",".join(map(str, pools))
+        row.update(config_hash=config_hash(c), config=json.dumps(c, sort_keys=True, default=str),
+                   **provenance())
+        row.update(values)
+        return cls(**row)
+
+
+RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
+
+_FROM_CONFIG = {
+    "study": "study.name", "seed": "seed", "model": "model.name", "data": "data.name",
+    "trainer": "trainer.name", **{k: f"model.{k}" for k in (
+        "base_e", "incr_e", "freq", "n_fire", "sr", "pct3x3", "dropout", "bypass", "batch_norm")},
+    "stem_channels": "model.stem.channels", "stem_kernel": "model.stem.kernel",
+    "stem_stride": "model.stem.stride", "image_size": "data.image_size",
+    "num_classes": "model.num_classes", "subset": "data.subset", "max_epochs": "trainer.max_epochs",
+}
+
+
+def _plain(cfg: Any) -> Any:
+    """A plain-container copy of a DictConfig with interpolations (in_channels) resolved."""
+    if isinstance(cfg, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(cfg, resolve=True)
+    return cfg
+
+
+def _select(cfg: Mapping[str, Any], dotted: str) -> Any:
+    """``cfg[a][b]...`` for ``"a.b"``, or ``None`` where any level is missing."""
+    node: Any = cfg
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _canonical(x: Any) -> Any:
+    """JSON-ready value whose text does not depend on how a number was written.
+
+    Floats are rounded to 12 significant digits (0.1 + 0.2 == 0.3 here) and integral floats become
+    ints, so ``warmup_epochs: 0`` and ``0.0``, or ``sr: 0.5`` and ``0.50``, hash alike.
+    """
+    if x is None or isinstance(x, (bool, str, int)):
+        return x
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return repr(x)
+        x = float(f"{x:.12g}")
+        return int(x) if x.is_integer() else x
+    if isinstance(x, Mapping):
+        return {str(k): _canonical(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_canonical(v) for v in x]
+    if hasattr(x, "item"):  # numpy / torch scalars
+        return _canonical(x.item())
+    return str(x)
+
+
+def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
+    """16 hex chars of sha256 over the canonical JSON of the training-relevant config.
+
+    Accepts the full resolved config as a DictConfig or plain dict. Only ``model``, ``data`` and
+    ``trainer`` minus :data:`NON_SEMANTIC` keys count: moving the dataset, changing workers or the
+    study name must not make the sweepers retrain a point the store already has.
+    """
+    c = _plain(cfg)
+    kept = {g: {k: v for k, v in (c.get(g) or {}).items() if k not in NON_SEMANTIC[g]}
+            for g in HASHED_GROUPS}
+    text = json.dumps(_canonical(kept), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@functools.cache
+def _provenance() -> tuple[tuple[str, str], ...]:
+    import torch  # training has imported it already; this only reads the version
+
+    commit = "unknown"
+    if (ROOT / ".git").exists():  # a non-editable install must not report an enclosing repo
+        try:
+            out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
+                                 capture_output=True, text=True, timeout=10)
+            commit = out.stdout.strip() or commit
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return (("torch_version", str(torch.__version__)), ("dse_version", dse.__version__),
+            ("git_commit", commit))
+
+
+def provenance() -> dict[str, str]:
+    """``torch_version``, ``dse_version``, ``git_commit`` (or ``"unknown"``), keyed as the columns.
+
+    Computed once per process: a sweep appends hundreds of rows and git is not free.
+    """
+    return dict(_provenance())

@@ -1,0 +1,358 @@
+"""The results store every training run appends to: SQLite per study by default, any SQLAlchemy URL.
+
+SQLite (one file per study under ``runs/``) needs no server and survives the joblib launcher's
+parallel jobs: the file is in WAL mode so readers never block the writer, each connection waits for
+the write lock (busy timeout) and an append still refused as locked is retried with backoff. A
+PostgreSQL URL shares one store between machines (SLURM arrays).
+
+The file is checked before anything is written to it: a path that points at some other file or
+someone else's SQLite database, or a store written by a newer dse, is refused with a
+:class:`~dse.errors.ConfigError` rather than "initialised" on top of the user's data.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import fields
+from pathlib import Path
+from types import UnionType
+from typing import Any, Optional, TypeVar, Union, get_args, get_origin, get_type_hints
+
+import pandas as pd
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+from sqlalchemy.pool import StaticPool
+
+from dse.errors import ConfigError
+from dse.store.record import RunRecord
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+RUNS = "runs"
+META = "dse_meta"
+FIELD = "store.url"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_PY_TYPES: dict[type, type[sa.types.TypeEngine]] = {
+    str: sa.Text, int: sa.BigInteger, float: sa.Float, bool: sa.Boolean}
+
+Row = Union[RunRecord, Mapping[str, Any]]
+
+
+def _column(name: str, spec: Any) -> sa.Column:
+    """A column from a Python annotation (``int``, ``Optional[float]``...) or a SQLAlchemy type."""
+    nullable = get_origin(spec) in (Union, UnionType) and type(None) in get_args(spec)
+    if nullable:
+        spec = next(a for a in get_args(spec) if a is not type(None))
+    return sa.Column(name, _PY_TYPES.get(spec, spec), nullable=nullable or spec not in _PY_TYPES)
+
+
+_RUN_TYPES = get_type_hints(RunRecord)
+_METADATA = sa.MetaData()
+META_TABLE = sa.Table(META, _METADATA, sa.Column("key", sa.String(64), primary_key=True),
+                      sa.Column("value", sa.Text, nullable=False))
+RUNS_TABLE = sa.Table(RUNS, _METADATA, sa.Column("run_id", sa.String(64), primary_key=True),
+                      *(_column(f.name, _RUN_TYPES[f.name]) for f in fields(RunRecord)
+                        if f.name != "run_id"))
+# pandas dtypes for frame(): nullable ints stay ints (Int64), bools stay bools
+_RUN_DTYPES = {c.name: ("Int64" if c.nullable else "int64") if isinstance(c.type, sa.BigInteger)
+               else "float64" if isinstance(c.type, sa.Float) else "bool"
+               for c in RUNS_TABLE.columns if not isinstance(c.type, (sa.Text, sa.String))}
+
+
+def _is_busy(exc: BaseException) -> bool:
+    """SQLite's 'database is locked' / 'busy' (and PostgreSQL serialization failures): retryable."""
+    text = str(getattr(exc, "orig", exc)).lower()
+    return any(s in text for s in ("locked", "busy", "could not serialize", "deadlock"))
+
+
+def _retry(fn: Callable[[], T], deadline_s: float,
+           retryable: Callable[[BaseException], bool] = _is_busy) -> T:
+    """Run ``fn`` until it succeeds, retrying lock errors with jittered exponential backoff.
+
+    The busy timeout already waits for the lock inside SQLite; this covers what it cannot (a lock
+    upgrade refused at once in WAL mode, a checkpoint in progress, a slow network filesystem).
+    """
+    end, delay = time.monotonic() + deadline_s, 0.01
+    while True:
+        try:
+            return fn()
+        except DBAPIError as e:
+            if not retryable(e) or time.monotonic() > end:
+                raise
+        time.sleep(delay * (0.5 + random.random()))
+        delay = min(delay * 2, 1.0)
+
+
+def _native(v: Any) -> Any:
+    """Plain Python for the DB driver: numpy scalars unwrapped, NaN / pd.NA as NULL."""
+    v = v.item() if hasattr(v, "item") else v
+    return None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def _as_list(x: str | Iterable[str] | None) -> list[str] | None:
+    return [x] if isinstance(x, str) else None if x is None else list(x)
+
+
+class ResultsStore:
+    """Append-only table of :class:`RunRecord` rows (and other tables linked by ``run_id``).
+
+    ``url_or_path``: a filesystem path or ``sqlite:///`` URL (parent folders are created), or any
+    SQLAlchemy URL such as ``postgresql+psycopg2://user@host/db``. ``create=False`` opens only an
+    existing store (what read-only tools want: a mistyped path must not leave an empty database).
+    """
+
+    def __init__(self, url_or_path: str | Path, *, create: bool = True,
+                 timeout_s: float = 60.0) -> None:
+        self.timeout_s = timeout_s
+        self.url = self._parse(url_or_path)
+        self.path = self._sqlite_path(self.url)
+        if self.path is not None:  # absolute, so a job that changes directory still finds it
+            self.url = self.url.set(database=str(self.path))
+        self._check_file(create)
+        kwargs: dict[str, Any] = {}
+        if self.url.get_backend_name() == "sqlite":
+            kwargs["connect_args"] = {"timeout": timeout_s}  # sqlite3's busy timeout
+            if self.path is None:  # in-memory: one shared connection or every query sees a new db
+                kwargs.update(poolclass=StaticPool,
+                              connect_args={"check_same_thread": False, **kwargs["connect_args"]})
+        try:
+            self.engine: Engine = sa.create_engine(self.url, **kwargs)
+        except (NoSuchModuleError, ModuleNotFoundError) as e:
+            raise ConfigError(FIELD, f"no driver for {self}: {e} (PostgreSQL: "
+                                     "pip install 'dse[postgres]')") from e
+        try:
+            _retry(lambda: self._open(create), timeout_s,
+                   lambda e: _is_busy(e) or isinstance(e, IntegrityError)
+                   or "already exists" in str(e))
+        except DBAPIError as e:
+            self.engine.dispose()
+            raise ConfigError(FIELD, f"cannot open results store {self}: {e.orig}") from e
+        except ConfigError:
+            self.engine.dispose()
+            raise
+
+    # -- opening ----------------------------------------------------------------------------------
+    @staticmethod
+    def _parse(url_or_path: str | Path) -> URL:
+        text = str(url_or_path)
+        if "://" not in text:
+            return URL.create("sqlite", database=str(Path(text).expanduser().resolve()))
+        try:
+            return sa.make_url(text)
+        except ArgumentError as e:
+            raise ConfigError(FIELD, f"not a SQLAlchemy URL or path: {text!r}") from e
+
+    @staticmethod
+    def _sqlite_path(url: URL) -> Path | None:
+        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+            return None
+        return Path(url.database).expanduser().resolve()
+
+    def _check_file(self, create: bool) -> None:
+        """Refuse, before any connection touches it, a file that is not SQLite (or not there)."""
+        if self.path is None:
+            return
+        if self.path.is_dir():
+            raise ConfigError(FIELD, f"{self.path} is a directory, not a results store file")
+        if not self.path.exists():
+            if not create:
+                raise ConfigError(FIELD, f"no results store at {self.path}")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(FIELD, f"cannot create {self.path.parent}: {e}") from e
+            return
+        with self.path.open("rb") as f:
+            head = f.read(len(_SQLITE_MAGIC))
+        if head and head != _SQLITE_MAGIC:
+            raise ConfigError(FIELD, f"{self.path} exists and is not a dse results store "
+                                     "(not an SQLite database); pick another store.url")
+
+    def _open(self, create: bool) -> None:
+        """Validate an existing store or initialise an empty database (idempotent, race-safe)."""
+        with self.engine.connect() as conn:
+            tables = set(sa.inspect(conn).get_table_names())
+            version: Optional[str] = None
+            if META in tables:
+                version = conn.execute(sa.select(META_TABLE.c.value)
+                                       .where(META_TABLE.c.key == "schema_version")).scalar()
+                if version is not None and (not version.isdigit() or int(version) > SCHEMA_VERSION):
+                    raise ConfigError(FIELD, f"{self} has results-store schema version {version}, "
+                                             f"newer than this dse's {SCHEMA_VERSION}: upgrade dse")
+            elif RUNS in tables or (tables and self.url.get_backend_name() == "sqlite"):
+                # a shared server database may hold other apps' tables (Optuna's); a file may not
+                raise ConfigError(FIELD, f"{self} is a database but not a dse results store "
+                                         f"(tables: {', '.join(sorted(tables))}); pick another "
+                                         "store.url")
+            elif not create:
+                raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
+            if RUNS in tables and version is not None:
+                return
+            if not create:
+                raise ConfigError(FIELD, f"{self} is an incomplete dse results store")
+            if self.path is not None and not tables:
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # persistent; readers never block
+            _METADATA.create_all(conn)
+            if version is None:
+                conn.execute(META_TABLE.insert(), [
+                    {"key": "schema_version", "value": str(SCHEMA_VERSION)}])
+            conn.commit()
+
+    def __repr__(self) -> str:
+        return f"ResultsStore({self})"
+
+    def __str__(self) -> str:
+        return str(self.path) if self.path else self.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Release pooled connections (SQLite then folds the WAL back into the file)."""
+        self.engine.dispose()
+
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- locating ---------------------------------------------------------------------------------
+    @staticmethod
+    def default_url(runs_dir: str | Path, study: str) -> str:
+        """``sqlite:///<abs runs>/<study>/results.db``: one file per study, by its Hydra runs."""
+        if not study or Path(study).name != study or study in (".", ".."):
+            raise ConfigError("study.name", f"{study!r} is not usable as a folder name")
+        path = Path(runs_dir).expanduser().resolve() / study / "results.db"
+        return URL.create("sqlite", database=str(path)).render_as_string()
+
+    @classmethod
+    def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
+        """The store a run with this (DictConfig or dict) config appends to."""
+        def get(group: str, key: str, default: Any = None) -> Any:
+            node = cfg.get(group) if cfg is not None else None
+            return node.get(key, default) if node is not None else default
+
+        url = get("store", "url") or cls.default_url(get("paths", "runs", "runs"),
+                                                     get("study", "name", "default"))
+        return cls(url, **kwargs)
+
+    # -- writing ----------------------------------------------------------------------------------
+    def ensure_table(self, name: str, columns: Mapping[str, Any]) -> sa.Table:
+        """Create table ``name`` (if missing) with explicit column types.
+
+        ``columns`` maps names to ``str``/``int``/``float``/``bool`` (``Optional[...]``: nullable)
+        or SQLAlchemy types; for when a frame's inferred types would be wrong (an all-None column).
+        """
+        self._check_name(name)
+        table = sa.Table(name, sa.MetaData(), *(_column(k, v) for k, v in columns.items()))
+        _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s,
+               lambda e: _is_busy(e) or "already exists" in str(e))
+        return table
+
+    def append(self, record: Row | Sequence[Row] | pd.DataFrame, table: str = RUNS) -> None:
+        """Append one row (or a sequence / DataFrame of rows) in one transaction.
+
+        ``runs`` rows go through :class:`RunRecord` (unknown columns raise, missing ones take their
+        defaults) and are inserted with the explicit schema, so types never depend on pandas'
+        inference. Another table is created by pandas from the first frame appended to it, unless
+        :meth:`ensure_table` made it first.
+        """
+        self._check_name(table, writing=True)
+        if isinstance(record, pd.DataFrame):
+            rows: list[Mapping[str, Any]] = record.to_dict("records")
+        elif isinstance(record, (RunRecord, Mapping)):
+            rows = [record.to_dict() if isinstance(record, RunRecord) else record]
+        else:
+            rows = [r.to_dict() if isinstance(r, RunRecord) else r for r in record]
+        if table != RUNS:
+            frame = pd.DataFrame(list(rows))
+            _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
+                   self.timeout_s, lambda e: _is_busy(e) or "already exists" in str(e))
+            return
+        values = [{k: _native(v) for k, v in RunRecord(**r).to_dict().items()} for r in rows]
+
+        def insert() -> None:
+            with self.engine.begin() as conn:
+                conn.execute(RUNS_TABLE.insert(), values)
+
+        _retry(insert, self.timeout_s)
+
+    @staticmethod
+    def _check_name(name: str, writing: bool = False) -> None:
+        if not name or name == META or (writing and name.startswith("sqlite_")):
+            raise ValueError(f"{name!r} is not a results table name")
+
+    # -- reading ----------------------------------------------------------------------------------
+    def _table(self, name: str) -> sa.Table | None:
+        if name == RUNS:
+            return RUNS_TABLE
+        self._check_name(name)
+        if not sa.inspect(self.engine).has_table(name):
+            return None
+        return sa.Table(name, sa.MetaData(), autoload_with=self.engine)
+
+    @staticmethod
+    def _where(t: sa.Table, study: str | None, status: str | Iterable[str] | None) -> list[Any]:
+        conds = []
+        for col, val in (("study", _as_list(study)), ("status", _as_list(status))):
+            if val is None:
+                continue
+            if col not in t.c:
+                raise ValueError(f"table {t.name!r} has no {col!r} column to filter on")
+            conds.append(t.c[col].in_(val))
+        return conds
+
+    def frame(self, study: str | None = None, status: str | Iterable[str] | None = None,
+              table: str = RUNS) -> pd.DataFrame:
+        """Rows of ``table`` (oldest first), optionally of one study and some statuses.
+
+        ``runs`` comes back with :data:`RUN_COLUMNS` and their types (bool, int, nullable Int64,
+        float with NaN for missing metrics); a table that does not exist yet gives an empty frame.
+        """
+        t = self._table(table)
+        if t is None:
+            return pd.DataFrame()
+        stmt = sa.select(t).where(*self._where(t, study, status))
+        if table == RUNS:
+            stmt = stmt.order_by(t.c.started_at, t.c.finished_at, t.c.run_id)
+        df = _retry(lambda: pd.read_sql(stmt, self.engine), self.timeout_s)
+        return df.astype(_RUN_DTYPES) if table == RUNS else df
+
+    def get(self, config_hash: str, seed: int,
+            statuses: Iterable[str] | None = ("ok", "diverged")) -> dict[str, Any] | None:
+        """The latest run of this design point and seed with one of ``statuses`` (None: any)."""
+        t = RUNS_TABLE
+        stmt = (sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed),
+                                   *self._where(t, None, statuses))
+                .order_by(t.c.finished_at.desc(), t.c.started_at.desc()).limit(1))
+
+        def query() -> dict[str, Any] | None:
+            with self.engine.connect() as conn:
+                row = conn.execute(stmt).mappings().first()
+            return dict(row) if row is not None else None
+
+        return _retry(query, self.timeout_s)
+
+    def has(self, config_hash: str, seed: int,
+            statuses: Iterable[str] | None = ("ok", "diverged")) -> bool:
+        """Whether :meth:`get` finds a run: what the sweepers ask before training a point."""
+        return self.get(config_hash, seed, statuses) is not None
+
+    def studies(self) -> list[str]:
+        """Study names present in ``runs``, sorted."""
+        stmt = sa.select(RUNS_TABLE.c.study).distinct().order_by(RUNS_TABLE.c.study)
+        with self.engine.connect() as conn:
+            return list(_retry(lambda: conn.execute(stmt).scalars().all(), self.timeout_s))
+
+    def count(self, study: str | None = None, status: str | Iterable[str] | None = None,
+              table: str = RUNS) -> int:
+        """Number of rows matching :meth:`frame`'s filters, without reading them."""
+        t = self._table(table)
+        if t is None:
+            return 0
+        stmt = sa.select(sa.func.count()).select_from(t).where(*self._where(t, study, status))
+        with self.engine.connect() as conn:
+            return int(_retry(lambda: conn.execute(stmt).scalar_one(), self.timeout_s))

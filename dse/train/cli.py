@@ -1,0 +1,62 @@
+"""``dse-train [OVERRIDES]``: train one design point (or, with ``-m``, sweep many) and record it.
+
+A ``@hydra.main`` app over ``conf/``. The task returns the objectives dict (see
+:func:`dse.train.run.summarize`) so Hydra sweepers, ours included, can read them. Errors in the
+user's input become one line on stderr and exit code 2; a failed single run exits 1 after its
+``failed`` row is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+import dse.config  # noqa: F401  (registers the structured schema)
+from dse.errors import config_exceptions, fail
+from dse.paths import conf_dir
+
+log = logging.getLogger("dse.train")
+
+
+class RunFailed(RuntimeError):
+    """A single (non-sweep) run whose training raised; its row is already in the store."""
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+def app(cfg: DictConfig) -> dict[str, Any]:
+    from dse.train.run import run_point
+
+    for name in ("lightning.pytorch", "lightning.fabric"):  # keep "GPU available: ..." chatter out
+        logging.getLogger(name).setLevel(logging.WARNING)
+    hc = HydraConfig.get()
+    result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))
+    if hc.mode == RunMode.RUN:
+        acc = {k: result[k] for k in ("val_top1", "test_top1") if result.get(k) is not None}
+        log.info("%s: %s params=%s size=%.3f MiB %s", cfg.study.name, result["status"],
+                 f"{result['params']:,}", result["size_mib"],
+                 " ".join(f"{k}={v:.4f}" for k, v in acc.items()))
+        if result["status"] == "failed":
+            raise RunFailed(result["error"])
+    return result
+
+
+def main() -> None:
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us so they can be cut to one line
+    try:
+        app()
+    except RunFailed as e:
+        print(f"dse-train: run failed: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except config_exceptions() as e:
+        fail("dse-train", e)
+
+
+if __name__ == "__main__":
+    main()

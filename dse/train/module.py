@@ -1,0 +1,114 @@
+"""The LightningModule around a generated Fire network: loss, metrics, optimizer, LR schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from dse.model.net import build_model
+
+SCHEDULES = ("poly", "cosine", "onecycle", "constant")
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def lr_lambda(schedule: str, total: int, warmup: int, power: float = 1.0):
+    """LR multiplier per step: linear warmup, then poly (the paper's linear decay) / cosine / flat."""
+
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        t = min(1.0, (step - warmup) / max(1, total - warmup))
+        if schedule == "poly":
+            return (1.0 - t) ** power
+        if schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * t))
+        return 1.0
+
+    return f
+
+
+class FireClassifier(L.LightningModule):
+    """Trains ``build_model(cfg["model"])`` with cross-entropy; logs val/test top-1 and top-5.
+
+    ``cfg`` is the resolved config as a plain dict; it is saved as the only hyperparameter so a
+    checkpoint alone is enough to rebuild the network (see docs/CONTRACTS.md).
+    """
+
+    def __init__(self, cfg: dict[str, Any]) -> None:
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg})
+        self.cfg, self.tc = cfg, cfg["trainer"]
+        self.model = build_model(cfg["model"])
+        classes = int(cfg["model"]["num_classes"])
+        topk = {"top1": MulticlassAccuracy(classes, top_k=1, average="micro")}
+        if classes > 5:
+            topk["top5"] = MulticlassAccuracy(classes, top_k=5, average="micro")
+        self.val_metrics = MetricCollection(topk, prefix="val/")
+        self.test_metrics = self.val_metrics.clone(prefix="test/")
+        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        self.channels_last = False  # set by the runner on GPU
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.model(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, y = batch
+        loss = F.cross_entropy(self(x), y, label_smoothing=float(self.tc["label_smoothing"]))
+        self.train_loss.update(loss.detach())
+        self.last_loss = loss.detach()  # read by the divergence monitor, only every few steps
+        return loss
+
+    def on_train_epoch_end(self) -> None:
+        self.log("train/loss", self.train_loss.compute())
+        self.train_loss.reset()
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection,
+                   loss_metric: MeanMetric) -> None:
+        x, y = batch
+        logits = self(x)
+        loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
+        metrics.update(logits, y)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        self._eval_step(batch, self.val_metrics, self.val_loss)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        self._eval_step(batch, self.test_metrics, self.test_loss)
+
+    def _eval_end(self, metrics: MetricCollection, loss_metric: MeanMetric, prefix: str) -> None:
+        self.log_dict(metrics.compute(), prog_bar=prefix == "val")
+        self.log(f"{prefix}/loss", loss_metric.compute())
+        metrics.reset()
+        loss_metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end(self.val_metrics, self.val_loss, "val")
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end(self.test_metrics, self.test_loss, "test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        tc = self.tc
+        params = self.model.parameters()
+        if tc["optimizer"] == "sgd":
+            opt = torch.optim.SGD(params, lr=tc["lr"], momentum=tc["momentum"],
+                                  nesterov=bool(tc["nesterov"]) and tc["momentum"] > 0,
+                                  weight_decay=tc["weight_decay"])
+        else:
+            opt = torch.optim.AdamW(params, lr=tc["lr"], weight_decay=tc["weight_decay"])
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        if tc["schedule"] == "onecycle":
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc["lr"], total_steps=total)
+        else:
+            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+            warmup = int(round(float(tc["warmup_epochs"]) * steps_per_epoch))
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc["schedule"], total, warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

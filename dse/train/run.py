@@ -1,0 +1,255 @@
+"""One design point: validate, skip what the store already has, train each seed, record, return.
+
+This is the body of ``dse-train``'s Hydra task. It never raises for a training failure inside a
+sweep: the failure becomes a ``failed`` (or ``diverged``/``pruned``) row and a returned status, so
+one bad point cannot abort a multirun. Bad *input* is different: it raises
+:class:`~dse.errors.ConfigError` before anything is trained or written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import sys
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from dse.data import build_datamodule, validate_data
+from dse.errors import ConfigError
+from dse.model import analyze, build_spec
+from dse.model.report import MIB
+from dse.store import ResultsStore, config_hash, provenance, utcnow_iso
+from dse.train.divergence import DivergenceMonitor
+from dse.train.module import OPTIMIZERS, SCHEDULES, FireClassifier
+
+log = logging.getLogger("dse.train")
+METRICS = ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss")
+_RUNS_OK = ("ok", "diverged")
+
+
+def validate_trainer(tc: Any) -> None:
+    """Range checks for the solver keys (types are already enforced by the schema)."""
+    checks = [
+        ("max_epochs", tc.max_epochs >= 1, "must be >= 1"),
+        ("batch_size", tc.batch_size >= 1, "must be >= 1"),
+        ("eval_batch_size", tc.eval_batch_size >= 1, "must be >= 1"),
+        ("lr", tc.lr > 0 and math.isfinite(tc.lr), "must be > 0"),
+        ("optimizer", tc.optimizer in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
+        ("schedule", tc.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
+        ("label_smoothing", 0 <= tc.label_smoothing < 1, "must be in [0, 1)"),
+        ("warmup_epochs", tc.warmup_epochs >= 0, "must be >= 0"),
+        ("val_every", tc.val_every >= 1, "must be >= 1"),
+    ]
+    for key, ok, rule in checks:
+        if not ok:
+            raise ConfigError(f"trainer.{key}", f"{rule} (got {getattr(tc, key)!r})")
+
+
+def validate(cfg: DictConfig):
+    """Check model, data and trainer together; returns the model's analytic report."""
+    spec = build_spec(cfg.model)
+    validate_data(cfg.data)
+    validate_trainer(cfg.trainer)
+    if cfg.study.seeds < 1:
+        raise ConfigError("study.seeds", f"must be >= 1 (got {cfg.study.seeds})")
+    return analyze(spec, cfg.data.image_size)
+
+
+def device_settings(tc: Any) -> tuple[str, str, bool]:
+    """(accelerator, precision, channels_last): bf16 + channels_last on GPU, fp32 on CPU."""
+    gpu = torch.cuda.is_available() and tc.accelerator in ("auto", "gpu", "cuda")
+    accelerator = "gpu" if gpu else "cpu"
+    precision = tc.precision
+    if precision == "auto":
+        precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if gpu else "32-true"
+    cl = tc.channels_last
+    channels_last = gpu if cl == "auto" else str(cl).lower() in ("true", "1", "yes")
+    return accelerator, precision, channels_last
+
+
+class EpochTimer(Callback):
+    """Training time without validation, and which epoch was validated last."""
+
+    def __init__(self) -> None:
+        self.seconds, self.images, self.last_val_epoch, self._t0 = 0.0, 0, -1, None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.images += len(batch[1])
+
+    def _lap(self) -> None:
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.last_val_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()
+
+
+def _progress_bar(tc: Any) -> bool:
+    if tc.progress_bar == "auto":
+        return sys.stdout.isatty()
+    return str(tc.progress_bar).lower() in ("true", "1", "yes")
+
+
+def _device_name(accelerator: str) -> str:
+    if accelerator == "gpu":
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _metric(metrics: dict[str, Any], key: str) -> float | None:
+    v = metrics.get(key)
+    return None if v is None else float(v)
+
+
+def base_record(cfg: DictConfig, report: Any, seed: int, overrides: str) -> dict[str, Any]:
+    """The row's config-derived columns (everything known before training)."""
+    m, d, t = cfg.model, cfg.data, cfg.trainer
+    trial = os.environ.get("DSE_OPTUNA_TRIAL_NUMBER")
+    return dict(
+        run_id=uuid.uuid4().hex, study=cfg.study.name, config_hash=config_hash(cfg), seed=seed,
+        status="failed", error=None, model=m.name, data=d.name, trainer=t.name,
+        base_e=m.base_e, incr_e=m.incr_e, freq=m.freq, n_fire=m.n_fire, sr=float(m.sr),
+        pct3x3=float(m.pct3x3), dropout=float(m.dropout), bypass=m.bypass,
+        batch_norm=bool(m.batch_norm), stem_channels=m.stem.channels, stem_kernel=m.stem.kernel,
+        stem_stride=m.stem.stride, pool_after=",".join(m.pool_after), params=report.params,
+        size_bytes=report.size_bytes_fp32, macs=report.macs, image_size=d.image_size,
+        num_classes=d.num_classes, subset=d.subset, max_epochs=t.max_epochs, epochs=0,
+        train_seconds=0.0, images_per_s=None, trial=int(trial) if trial else None,
+        started_at=utcnow_iso(), overrides=overrides,
+        config=json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True),
+        **provenance(),
+    )
+
+
+def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides: str = "",
+               callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
+    """Train one seed; returns the complete store row, whatever happened."""
+    rec = base_record(cfg, report, seed, overrides)
+    tc = cfg.trainer
+    accelerator, precision, channels_last = device_settings(tc)
+    rec["device"] = _device_name(accelerator)
+    monitor = DivergenceMonitor(cfg.data.num_classes, tc.chance_epochs, tc.log_every_n_steps)
+    timer = EpochTimer()
+    try:
+        L.seed_everything(seed, workers=True, verbose=False)
+        container = OmegaConf.to_container(cfg, resolve=True)
+        module = FireClassifier(container)
+        module.channels_last = channels_last
+        if channels_last:
+            module.model.to(memory_format=torch.channels_last)
+        if tc.compile:
+            module.model = torch.compile(module.model)
+        dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, seed)
+        trainer = L.Trainer(
+            accelerator=accelerator, devices=tc.devices, precision=precision,
+            max_epochs=tc.max_epochs, max_steps=tc.max_steps, deterministic=tc.deterministic,
+            check_val_every_n_epoch=tc.val_every, num_sanity_val_steps=0,
+            log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
+            enable_progress_bar=_progress_bar(tc), enable_checkpointing=False,
+            logger=CSVLogger(out_dir, name="csv", version=f"seed{seed}"),
+            callbacks=[monitor, timer, *callbacks], default_root_dir=out_dir,
+        )
+        t0 = time.perf_counter()
+        trainer.fit(module, datamodule=dm)
+        rec["epochs"] = trainer.current_epoch
+        if monitor.reason is None and timer.last_val_epoch != trainer.current_epoch - 1:
+            trainer.validate(module, datamodule=dm, verbose=False)  # the final weights' accuracy
+        rec["train_seconds"] = round(time.perf_counter() - t0, 3)
+        rec["images_per_s"] = timer.images / timer.seconds if timer.seconds else None
+        metrics = dict(trainer.callback_metrics)
+        if monitor.reason is None and tc.test:
+            trainer.test(module, datamodule=dm, verbose=False)
+            metrics.update(trainer.callback_metrics)
+        for key in METRICS:
+            rec[key] = _metric(metrics, key.replace("_", "/", 1))
+        if monitor.reason:
+            rec.update(status="diverged", error=monitor.reason)
+        else:
+            rec["status"] = "ok"
+        if tc.checkpoint:
+            trainer.save_checkpoint(out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1
+                                                               else f"seed{seed}.ckpt"))
+    except Exception as e:  # recorded, never lost: the sweep goes on
+        if type(e).__name__ == "TrialPruned":
+            rec.update(status="pruned", error=str(e) or "pruned by the Optuna pruner")
+        else:
+            rec.update(status="failed", error=f"{type(e).__name__}: {e}".strip().splitlines()[0])
+            (out_dir / f"error_seed{seed}.txt").write_text(traceback.format_exc())
+            log.error("run failed: %s", rec["error"])
+        rec["epochs"] = rec.get("epochs") or 0
+    rec["finished_at"] = utcnow_iso()
+    return rec
+
+
+def summarize(rows: list[dict[str, Any]], report: Any) -> dict[str, Any]:
+    """What the sweeper reads: mean metrics over the ok seeds, plus the analytic size."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    out: dict[str, Any] = {
+        "status": "ok" if ok else rows[0]["status"],
+        "error": None if ok else rows[0].get("error"),
+        "params": report.params, "macs": report.macs, "size_bytes": report.size_bytes_fp32,
+        "size_mib": report.size_bytes_fp32 / MIB, "size_mb": report.size_bytes_fp32 / 1e6,
+        "seeds": len(rows), "run_ids": [r["run_id"] for r in rows],
+        "epochs": max((int(r.get("epochs") or 0) for r in rows), default=0),
+    }
+    for key in METRICS:
+        vals = [float(r[key]) for r in ok if r.get(key) is not None and not _isnan(r[key])]
+        out[key] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def _isnan(v: Any) -> bool:
+    try:
+        return math.isnan(float(v))
+    except (TypeError, ValueError):
+        return True
+
+
+def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
+              callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
+    """Train (or fetch from the store) every seed of one design point; append new rows."""
+    report = validate(cfg)
+    out_dir = Path(out_dir)
+    store = ResultsStore.from_config(cfg)
+    chash = config_hash(cfg)
+    rows: list[dict[str, Any]] = []
+    for seed in range(cfg.seed, cfg.seed + cfg.study.seeds):
+        stored = None if cfg.study.rerun else store.get(chash, seed, statuses=_RUNS_OK)
+        if stored is not None:
+            log.info("skip: %s seed %d already in the store (%s)", chash, seed, stored["status"])
+            rows.append(stored)
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        if not callbacks and os.environ.get("DSE_OPTUNA_TRIAL_ID"):
+            from dse.sweep.pruning import pruning_callback_from_env
+
+            cb = pruning_callback_from_env()
+            callbacks = (cb,) if cb is not None else ()
+        rec = train_once(cfg, report, seed, out_dir, overrides, callbacks)
+        store.append(rec)
+        log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", chash, seed, rec["status"],
+                 rec.get("val_top1"), rec.get("test_top1"), rec["train_seconds"])
+        rows.append(rec)
+    return summarize(rows, report)

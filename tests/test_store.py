@@ -1,0 +1,343 @@
+"""Results store: round-trips, run identity, concurrent writers, foreign files, dse-store."""
+
+from __future__ import annotations
+
+import importlib.util
+import multiprocessing as mp
+import re
+import sqlite3
+import subprocess
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from omegaconf import DictConfig, OmegaConf
+
+from dse.config import Config
+from dse.errors import ConfigError
+from dse.store import (
+    RUN_COLUMNS,
+    SCHEMA_VERSION,
+    ResultsStore,
+    RunRecord,
+    config_hash,
+    provenance,
+    utcnow_iso,
+)
+from dse.store.cli import main
+
+HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
+
+
+def full_record(i: int = 0, **kw) -> RunRecord:
+    """A record with every column set to a non-default value, so nothing round-trips by accident."""
+    values = dict(
+        run_id=f"{i:08x}" + "0" * 24, study="s1", config_hash=f"{i:016x}", seed=i, status="ok",
+        error="none really", model="fire_small", data="fashion_mnist", trainer="smoke", base_e=128,
+        incr_e=64, freq=2, n_fire=8, sr=0.25, pct3x3=0.75, dropout=0.5, bypass="simple",
+        batch_norm=True, stem_channels=64, stem_kernel=3, stem_stride=1,
+        pool_after="conv1,fire3,fire5", params=123_456_789_012, size_bytes=4 * 123_456_789_012,
+        macs=3_000_000_000, image_size=28, num_classes=10, subset=4000, max_epochs=3,
+        val_top1=0.91, val_top5=0.99, val_loss=0.25, test_top1=0.9, test_top5=0.98, test_loss=0.3,
+        epochs=3, train_seconds=12.5, images_per_s=4321.0, trial=7, device="cpu",
+        torch_version="2.x", dse_version="0.1.0", git_commit="abc", started_at=utcnow_iso(),
+        finished_at=utcnow_iso(), overrides="model.sr=0.25", config='{"a": 1}')
+    values.update(kw)
+    assert set(values) == set(RUN_COLUMNS)
+    return RunRecord(**values)
+
+
+def test_record_columns_match_contract() -> None:
+    contract = (Path(__file__).parents[1] / "docs" / "CONTRACTS.md").read_text()
+    table = contract.split("table `runs`")[1].split("## ")[0]
+    for col in RUN_COLUMNS:
+        assert re.search(rf"\b{col}\b", table), col
+    assert RUN_COLUMNS[0] == "run_id" and len(RUN_COLUMNS) == len(fields(RunRecord)) == 47
+
+
+def test_append_frame_get_round_trip(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "deep" / "er" / "results.db")
+    rec = full_record(1)
+    sparse = RunRecord(study="s2", config_hash="h", seed=0, status="failed", error="boom")
+    store.append(rec)
+    store.append(sparse.to_dict())
+    df = store.frame()
+    assert list(df.columns) == list(RUN_COLUMNS) and len(df) == 2
+    row = df[df.run_id == rec.run_id].iloc[0]
+    for col, want in rec.to_dict().items():
+        assert row[col] == want, col
+    assert df.dtypes["batch_norm"] == "bool" and df.dtypes["subset"] == "Int64"
+    nulls = df[df.run_id == sparse.run_id].iloc[0]
+    assert pd.isna(nulls["val_top1"]) and pd.isna(nulls["subset"]) and pd.isna(nulls["trial"])
+    assert store.get(rec.config_hash, rec.seed) == rec.to_dict()  # native types, exact
+    assert store.get("h", 0, statuses=None) == sparse.to_dict()
+    assert store.studies() == ["s1", "s2"]
+    assert store.count() == 2 and store.count(study="s1") == 1
+    assert store.count(status=["ok", "failed"]) == 2 and store.count(status="diverged") == 0
+    assert store.frame(study="s2", status="failed").run_id.tolist() == [sparse.run_id]
+    with pytest.raises(TypeError):
+        store.append({"not_a_column": 1})
+    store.close()
+    assert ResultsStore(f"sqlite:///{tmp_path}/deep/er/results.db").count() == 2  # reopen
+
+
+def test_has_get_statuses_and_latest(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    store.append(full_record(1, config_hash="p", seed=0, status="failed"))
+    assert not store.has("p", 0) and store.get("p", 0) is None
+    assert store.has("p", 0, statuses=None) and store.has("p", 0, statuses=["failed"])
+    late = "2030-01-01T00:00:00.000+00:00"
+    store.append(full_record(2, config_hash="p", seed=0, finished_at=late, val_top1=0.5))
+    store.append(full_record(3, config_hash="p", seed=0, finished_at=late.replace("2030", "2031"),
+                             status="diverged", val_top1=None))
+    assert store.has("p", 0) and not store.has("p", 1) and not store.has("q", 0)
+    assert store.get("p", 0)["run_id"].startswith(f"{3:08x}")  # the latest wins
+    assert store.get("p", 0, statuses=("ok",))["val_top1"] == 0.5
+
+
+def test_other_tables(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    assert store.frame(table="compressions").empty and store.count(table="compressions") == 0
+    store.append({"run_id": "a", "bits": 8, "ratio": 0.1}, table="compressions")
+    store.append(pd.DataFrame({"run_id": ["a", "b"], "bits": [4, 2], "ratio": [0.05, 0.02]}),
+                 table="compressions")
+    assert store.frame(table="compressions").bits.tolist() == [8, 4, 2]
+    t = store.ensure_table("notes", {"run_id": str, "score": float | None})
+    assert not t.c.run_id.nullable and t.c.score.nullable
+    store.append({"run_id": "a", "score": None}, table="notes")
+    assert store.count(table="notes") == 1
+    with pytest.raises(ValueError):
+        store.append({"key": "x", "value": "y"}, table="dse_meta")
+    with pytest.raises(ValueError):
+        store.frame(table="compressions", study="s")  # it has no study column
+
+
+@pytest.fixture(scope="module")
+def base_cfg() -> DictConfig:
+    """The typed schema with its defaults: what compose() returns, minus Hydra's plugin scan."""
+    return OmegaConf.structured(Config)
+
+
+def _with(cfg: DictConfig, key: str, value: object) -> DictConfig:
+    out = cfg.copy()
+    OmegaConf.update(out, key, value, force_add=True)
+    return out
+
+
+def test_config_hash_stability_and_sensitivity(base_cfg: DictConfig) -> None:
+    h = config_hash(base_cfg)
+    assert len(h) == 16 and int(h, 16) >= 0
+    assert config_hash(OmegaConf.to_container(base_cfg, resolve=True)) == h  # plain dict
+    same = {"data.root": "/elsewhere", "seed": 3, "study.name": "other", "store.url": "sqlite://",
+            "paths.runs": "/tmp/r", "model.name": "renamed", "data.num_workers": 7,
+            "data.download": False, "data.device_resident": False, "trainer.name": "x",
+            "trainer.accelerator": "gpu", "trainer.devices": 2, "trainer.progress_bar": "false",
+            "trainer.checkpoint": True, "trainer.log_every_n_steps": 1, "trainer.test": False}
+    for key, value in same.items():
+        assert config_hash(_with(base_cfg, key, value)) == h, key
+    changed = {"model.sr": 0.25, "model.bypass": "simple", "data.subset": 100, "trainer.lr": 0.01,
+               "model.stem.channels": 32, "model.pool_after": ["conv1"], "data.name": "cifar10"}
+    for key, value in changed.items():
+        assert config_hash(_with(base_cfg, key, value)) != h, key
+    # overrides as users type them: 0.50 is 0.5
+    typed = OmegaConf.merge(base_cfg, OmegaConf.from_dotlist(["model.sr=0.50", "seed=9"]))
+    assert config_hash(typed) == config_hash(_with(base_cfg, "model.sr", 0.5)) != h
+    plain = {"model": {"sr": 0.5, "x": 1}, "data": {}, "trainer": {"warmup_epochs": 0}}
+    written = {"trainer": {"warmup_epochs": 0.0}, "model": {"x": 1.0, "sr": 0.1 * 5}, "data": {}}
+    assert config_hash(plain) == config_hash(written)
+
+
+def test_record_from_config_and_provenance(tmp_path: Path, base_cfg: DictConfig) -> None:
+    cfg = base_cfg.copy()
+    for key, value in {"model.sr": 0.25, "data.subset": 100, "seed": 4, "study.name": "st",
+                       "paths.runs": str(tmp_path)}.items():
+        OmegaConf.update(cfg, key, value)
+    rec = RunRecord.from_config(cfg, status="pruned")
+    assert (rec.sr, rec.subset, rec.seed, rec.study, rec.status) == (0.25, 100, 4, "st", "pruned")
+    assert rec.config_hash == config_hash(cfg) and rec.pool_after == "conv1,fire4,fire8"
+    assert rec.stem_channels == 96 and rec.num_classes == 10 and rec.batch_norm is False
+    prov = provenance()
+    assert set(prov) == {"torch_version", "dse_version", "git_commit"} and prov["git_commit"]
+    assert rec.torch_version == prov["torch_version"] and rec.dse_version == prov["dse_version"]
+    store = ResultsStore.from_config(cfg)
+    assert store.path == tmp_path / "st" / "results.db"
+    assert ResultsStore.default_url(tmp_path, "st") == f"sqlite:///{tmp_path}/st/results.db"
+    store.append(rec)
+    assert store.get(rec.config_hash, 4, statuses=None)["config"] == rec.config
+    with pytest.raises(ConfigError):
+        ResultsStore.default_url(tmp_path, "../up")
+
+
+def _writer(path: str, worker: int, barrier) -> None:
+    store = ResultsStore(path)
+    barrier.wait()
+    for i in range(25):
+        store.append(RunRecord(study=f"w{worker}", config_hash=f"{worker}-{i}", seed=i))
+
+
+def test_concurrent_appends_lose_nothing(tmp_path: Path) -> None:
+    path = str(tmp_path / "c" / "results.db")
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_writer, args=(path, w, barrier)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    assert [p.exitcode for p in procs] == [0] * 4
+    df = ResultsStore(path).frame()
+    assert len(df) == 100 and df.run_id.is_unique
+    assert df.groupby("study").size().to_dict() == {f"w{w}": 25 for w in range(4)}
+
+
+def _snapshot(path: Path) -> tuple[bytes, int, list[str]]:
+    return path.read_bytes(), path.stat().st_mtime_ns, sorted(p.name for p in path.parent.iterdir())
+
+
+def _assert_refused(path: Path, match: str) -> None:
+    before = _snapshot(path)
+    for create in (True, False):
+        with pytest.raises(ConfigError, match=match) as err:
+            ResultsStore(path, create=create)
+        assert err.value.field == "store.url"
+    assert _snapshot(path) == before
+
+
+def test_refuses_non_sqlite_file(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    path.write_text("my thesis, do not overwrite\n")
+    _assert_refused(path, "not an SQLite database")
+
+
+def test_refuses_foreign_sqlite(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    with sqlite3.connect(path) as con:
+        con.execute("create table other (x int)")
+    con.close()
+    _assert_refused(path, "not a dse results store")
+    with sqlite3.connect(path) as con:
+        tables = [r[0] for r in con.execute("select name from sqlite_master")]
+    con.close()
+    assert tables == ["other"]
+
+
+def test_refuses_newer_schema(tmp_path: Path) -> None:
+    path = tmp_path / "results.db"
+    ResultsStore(path).close()
+    with sqlite3.connect(path) as con:
+        con.execute("update dse_meta set value=? where key='schema_version'",
+                    (str(SCHEMA_VERSION + 1),))
+    con.close()
+    _assert_refused(path, "newer")
+
+
+def test_empty_file_is_initialised_and_create_false_creates_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with pytest.raises(ConfigError, match="empty"):
+        ResultsStore(empty, create=False)
+    assert empty.stat().st_size == 0
+    ResultsStore(empty).append(RunRecord())
+    assert ResultsStore(empty, create=False).count() == 1
+    with pytest.raises(ConfigError, match="no results store"):
+        ResultsStore(tmp_path / "nope" / "r.db", create=False)
+    assert not (tmp_path / "nope").exists()
+    assert ResultsStore("sqlite://").count() == 0  # in-memory works too
+
+
+def _cli(*commands: list[str], cwd: Path) -> list[subprocess.CompletedProcess]:
+    """Run ``dse-store ARGS`` (or ``python -c CODE``) in parallel: each one imports pandas."""
+    procs = [subprocess.Popen([sys.executable, *(c if c[:1] == ["-c"] else
+                                                 ["-m", "dse.store.cli", *c])],
+                              cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c in commands]
+    outs = [p.communicate(timeout=60) for p in procs]
+    return [subprocess.CompletedProcess(p.args, p.returncode, *o)
+            for p, o in zip(procs, outs, strict=True)]
+
+
+def test_cli_show_and_export(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "runs" / "s1" / "results.db")
+    for i in range(3):
+        store.append(full_record(i, val_top1=0.5 + i / 10))
+    store.append(full_record(9, study="s2", val_top1=None, subset=None, trial=None, error=None))
+    cmds = [["show", "-n", "2"], ["export", "out/all.csv"]]  # the real entry point, STORE found
+    if HAS_PYARROW:
+        cmds.append(["export", "all.parquet", str(store.path)])
+    results = _cli(*cmds, cwd=tmp_path)
+    for r in results:
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+    assert "4 runs, latest 2" in results[0].stdout and "70.0" in results[0].stdout
+    assert "wrote 4 runs" in results[1].stdout
+    frame = store.frame()
+    text = ["run_id", "status", "config_hash", "started_at", "pool_after", "error"]
+    back = pd.read_csv(tmp_path / "out" / "all.csv", dtype=dict.fromkeys(text, str))
+    assert list(back.columns) == list(RUN_COLUMNS) and len(back) == 4
+    for col in text:
+        assert back[col].fillna("").astype(str).tolist() == \
+            frame[col].fillna("").astype(str).tolist(), col
+    for col in ("seed", "params", "macs", "sr", "val_top1", "subset", "trial", "batch_norm"):
+        pd.testing.assert_series_equal(back[col].astype("float64"), frame[col].astype("float64"))
+    if HAS_PYARROW:
+        pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "all.parquet"), frame,
+                                      check_dtype=False)
+
+
+def test_cli_filters_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    store = ResultsStore(tmp_path / "runs" / "s1" / "results.db")
+    store.append(full_record(1, status="failed"))
+    store.append(full_record(2, study="s2"))
+    monkeypatch.chdir(tmp_path)
+    main(["show", "runs/s1", "--study", "s2", "--status", "ok,diverged"])
+    out = capsys.readouterr().out
+    assert "1 runs" in out and f"{2:08x}" in out and f"{1:08x}" not in out
+    main(["show", "--status", "pruned", "--study", "s1"])
+    assert "no runs" in capsys.readouterr().out
+    main(["export", "s1.csv", "--study", "s1"])
+    assert len(pd.read_csv(tmp_path / "s1.csv")) == 1
+
+
+def test_cli_bad_input_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    ResultsStore(tmp_path / "runs" / "a" / "results.db").append(RunRecord(study="a"))
+    ResultsStore(tmp_path / "runs" / "b" / "results.db").append(RunRecord(study="b"))
+    (tmp_path / "runs" / "nostore").mkdir()
+    (tmp_path / "junk.db").write_text("not sqlite")
+    (tmp_path / "empty.db").touch()
+
+    def files() -> list[tuple[Path, int]]:  # WAL side files come and go with connections
+        return sorted((p.relative_to(tmp_path), p.stat().st_size)
+                      for p in tmp_path.rglob("*") if p.is_file() and not p.name.endswith(
+                          ("-wal", "-shm")))
+
+    before = files()
+    no_arrow = ("import sys, runpy; sys.modules['pyarrow'] = None; sys.argv[1:] = "
+                "['export', 'x.parquet', 'runs/a']; runpy.run_module('dse.store.cli', "
+                "run_name='__main__')")
+    cases = {  # argv -> what the one line must say
+        ("show", "missing.db"): "no results store at missing.db",
+        ("show", "runs/nostore"): "no results store at runs/nostore/results.db",
+        ("show",): "several studies under runs/ (a, b)",
+        ("show", "runs/a", "--study", "zz"): "no study 'zz'",
+        ("export", "x.xlsx", "runs/a"): "unknown export format '.xlsx'",
+        ("export", "x.csv", "junk.db"): "not an SQLite database",
+        ("export", "x.csv", "empty.db"): "empty, not a dse results store",
+        ("show", "runs", "-n", "x"): "invalid int value",
+        (): "required",
+    }
+    for r in _cli(["missing.db"], ["-c", no_arrow], cwd=tmp_path):  # the real entry point
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and r.stdout == "" and len(lines) == 1, r.stderr
+    assert "invalid choice" in lines[0] or "pip install pyarrow" in lines[0]
+    monkeypatch.chdir(tmp_path)
+    for argv, want in cases.items():
+        with pytest.raises(SystemExit) as exc:
+            main(list(argv))
+        out, err = capsys.readouterr()
+        assert exc.value.code == 2 and out == "", argv
+        assert err.startswith("dse-store: error: ") and err.count("\n") == 1, err
+        assert want in err, (want, err)
+    assert files() == before  # nothing written, not even an empty database

@@ -1,0 +1,40 @@
+"""dse's charts and report: the frames behind the paper's Figure 3a/3b and Table 3, a Pareto front
+and pycls-style error EDFs, from a dse results store or an Optuna storage.
+
+From Python (notebooks restyle from the same frames the CLI draws)::
+
+    import analysis
+    df = analysis.load("runs/demo")        # or "sqlite:///runs/demo/optuna.db", study="demo"
+    analysis.sr_frame(df)                  # Figure 3a: accuracy (mean, std over seeds) vs SR
+    analysis.pareto_frame(df)              # design points, Pareto flags and labels
+    analysis.write_report(df, "runs/demo/report")
+
+Names are imported on first use, so ``dse-report`` answers bad input before pandas and matplotlib
+load.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+FORMATS = ("png", "svg", "pdf")  # image formats dse-report writes (matplotlib savefig formats)
+
+_EXPORTS = {
+    "load": "analysis.load", "normalize": "analysis.load", "resolve": "analysis.source",
+    "LoadError": "analysis.source",
+    "sr_frame": "analysis.frames", "pct3x3_frame": "analysis.frames",
+    "bypass_frame": "analysis.frames", "sweep_frame": "analysis.frames",
+    "pareto_frame": "analysis.frames", "edf_frame": "analysis.frames",
+    "edf_summary": "analysis.frames", "status_counts": "analysis.frames",
+    "plot_sweep": "analysis.plots", "plot_bypass": "analysis.plots",
+    "plot_pareto": "analysis.plots", "plot_edf": "analysis.plots",
+    "sweep_commands": "analysis.commands", "write_report": "analysis.report",
+}
+__all__ = ["FORMATS", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'analysis' has no attribute {name!r}")

@@ -1,0 +1,83 @@
+"""``dse-report STUDY_DIR_OR_STORE_URL [--study NAME] [--out DIR] [--format png,svg]``.
+
+Reads a dse results store (or an Optuna storage) and writes the study's charts and ``report.md``
+into ``<study dir>/report/`` (or ``--out``). Bad input (no store there, an empty store, an unknown
+study, a bad format) is one line on stderr and exit code 2, like every dse tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import NoReturn
+
+from analysis import FORMATS
+from analysis.source import check_study, resolve
+from dse.errors import ConfigError, fail
+
+PROG = "dse-report"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors follow dse's one-line, exit-2 contract."""
+
+    def error(self, message: str) -> NoReturn:
+        fail(PROG, message)
+
+
+def parse_formats(text: str) -> list[str]:
+    """``"png,svg"`` -> ``["png", "svg"]``; an unknown format is bad input, not a crash later."""
+    formats = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if not formats or unknown:
+        raise ConfigError("--format", f"unknown format {', '.join(unknown) or repr(text)} "
+                                      f"(use a comma list of {', '.join(FORMATS)})")
+    return list(dict.fromkeys(formats))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = _Parser(
+        prog=PROG,
+        description="Charts (Figure 3a/3b, Table 3, Pareto front, error EDFs) and report.md "
+                    "for a dse study.")
+    parser.add_argument("source", metavar="STUDY_DIR_OR_STORE_URL",
+                        help="runs/<study>/ (its results.db), a results.db path, or a SQLAlchemy "
+                             "URL of a dse store or an Optuna storage")
+    parser.add_argument("--study", help="only this study (a store or an Optuna storage may hold "
+                                        "several; default: all of them)")
+    parser.add_argument("--out", help="output folder (default: <study dir>/report/)")
+    parser.add_argument("--format", default="png", help="comma list of png, svg, pdf "
+                                                        "(default png)")
+    args = parser.parse_args(argv)
+
+    try:
+        formats = parse_formats(args.format)
+        src = resolve(args.source)  # standard library only: bad input fails fast
+        check_study(src, args.study)
+        from analysis.load import load
+        from analysis.report import write_report
+
+        df = load(src, study=args.study)
+        out = Path(args.out) if args.out else _default_out(src.report_dir, src.path, args.study,
+                                                           df)
+        report = write_report(df, out, formats, source=args.source)
+    except ConfigError as e:
+        fail(PROG, e)
+    print(f"{PROG}: wrote {report.markdown} ({len(df)} runs; charts: "
+          f"{', '.join(report.drawn) or 'none'}"
+          + (f"; skipped: {', '.join(report.skipped)}" if report.skipped else "") + ")")
+
+
+def _default_out(report_dir: Path, path: Path | None, study: str | None, df: object) -> Path:
+    """``<study dir>/report``; for a server URL (no folder), ``runs/<study>/report``."""
+    if path is not None:
+        return report_dir
+    import pandas as pd
+
+    studies = sorted(set(df["study"].dropna())) if isinstance(df, pd.DataFrame) else []
+    name = study or (studies[0] if len(studies) == 1 else "all")
+    return Path("runs") / str(name) / "report"
+
+
+if __name__ == "__main__":
+    main()

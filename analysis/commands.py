@@ -1,0 +1,147 @@
+"""Rebuild the ``dse-train -m ...`` commands that produced a store from its ``overrides`` column.
+
+Every run records its Hydra job's overrides (``study=demo model.sr=0.25``). A multirun sweep
+``model.sr=0.125,0.25`` leaves one job per value, so the sweep is recovered by collecting, per
+study and per set of override keys, the values each key took and comma-joining them. A set of jobs
+that is not a full grid (two sweeps that share keys, a half-finished sweep) is split into grids
+until each command reproduces exactly the jobs seen: no command here trains a run the store lacks.
+Runs made by the Optuna sweeper (``trial`` set) are not grids: their sampled keys are named
+instead, with the study command that resumes the search.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections import defaultdict
+from typing import Any
+
+import pandas as pd
+
+PROG = "dse-train -m"
+BYPASS_ORDER = ("none", "simple", "complex")
+
+
+def parse_overrides(text: Any) -> list[tuple[str, str | None]]:
+    """``"a=1 b=x"`` -> ``[("a", "1"), ("b", "x")]``; a token without ``=`` (``~k``) gets None."""
+    if not isinstance(text, str) or not text.strip():
+        return []
+    try:
+        tokens = shlex.split(text)
+    except ValueError:  # an unbalanced quote: fall back to plain whitespace splitting
+        tokens = text.split()
+    out: list[tuple[str, str | None]] = []
+    for tok in tokens:
+        key, eq, value = tok.partition("=")
+        out.append((key, value if eq else None))
+    return out
+
+
+def _token(key: str, values: list[str | None]) -> str:
+    if values == [None]:
+        return shlex.quote(key)
+    return shlex.quote(f"{key}={','.join(v or '' for v in values)}")
+
+
+def _sorted(values: set[str | None]) -> list[str | None]:
+    """Numbers in numeric order, bypass kinds as none/simple/complex, other text in text order."""
+    def key(v: str | None) -> tuple[int, float, str]:
+        if v is None:
+            return (3, 0.0, "")
+        if v in BYPASS_ORDER:
+            return (1, float(BYPASS_ORDER.index(v)), v)
+        try:
+            f = float(v)
+            return (0, f if math.isfinite(f) else 0.0, v)
+        except ValueError:
+            return (2, 0.0, v)
+
+    return sorted(values, key=key)
+
+
+def decompose(combos: set[tuple[str | None, ...]]) -> list[list[list[str | None]]]:
+    """Split distinct value tuples into grids whose products are exactly ``combos``.
+
+    Each grid is one value list per key. A full grid comes back whole; otherwise the key with the
+    most values is split off, the remaining keys are grouped by which values of it they ran with,
+    and each group is decomposed again (terminates: every level removes one key).
+    """
+    if not combos:
+        return []
+    n = len(next(iter(combos)))
+    uniq = [_sorted({c[i] for c in combos}) for i in range(n)]
+    if math.prod(len(u) for u in uniq) == len(combos):
+        return [uniq]
+    i = max(range(n), key=lambda k: (len(uniq[k]), -k))
+    by_rest: dict[tuple[str | None, ...], set[str | None]] = defaultdict(set)
+    for c in combos:
+        by_rest[c[:i] + c[i + 1:]].add(c[i])
+    bundles: dict[tuple[str | None, ...], set[tuple[str | None, ...]]] = defaultdict(set)
+    for rest, vals in by_rest.items():
+        bundles[tuple(_sorted(vals))].add(rest)
+    grids = []
+    for vals, rests in bundles.items():
+        for g in decompose(rests):
+            grids.append(g[:i] + [list(vals)] + g[i:])
+    return grids
+
+
+def _study_token(study: str, keys: list[str]) -> list[str]:
+    """Name the study when the recorded overrides do not.
+
+    ``study=<name>`` selects ``studies/<name>.yaml`` (which may hold a sweeper's search space), so
+    it is used when that file exists; otherwise ``study.name=<name>``, which is always valid.
+    """
+    if any(k in ("study", "+study", "study.name") for k in keys) or study in ("", "default"):
+        return []
+    from dse.paths import STUDIES_DIR
+
+    key = "study" if (STUDIES_DIR / f"{study}.yaml").is_file() else "study.name"
+    return [shlex.quote(f"{key}={study}")]
+
+
+def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per command: study, command, runs (how many store rows it covers), kind, note.
+
+    ``kind`` is ``grid`` (a Hydra basic-sweeper multirun that reproduces those runs exactly),
+    ``single`` (one job) or ``optuna`` (the Optuna sweeper: sampled keys in ``note``).
+    """
+    rows: list[dict[str, Any]] = []
+    if df.empty:
+        return pd.DataFrame(columns=["study", "command", "runs", "kind", "note"])
+    trial = df["trial"] if "trial" in df.columns else pd.Series(pd.NA, index=df.index)
+    for study, sdf in df.groupby(df["study"].fillna("default").astype(str), sort=True):
+        optuna = sdf[trial.loc[sdf.index].notna()]
+        grid = sdf[trial.loc[sdf.index].isna()]
+        groups: dict[tuple[str, ...], list[tuple[str | None, ...]]] = defaultdict(list)
+        for text in grid["overrides"]:
+            pairs = parse_overrides(text)
+            keys = tuple(k for k, _ in pairs)
+            groups[keys].append(tuple(v for _, v in pairs))
+        for keys, combos in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+            counts: dict[tuple[str | None, ...], int] = defaultdict(int)
+            for c in combos:
+                counts[c] += 1
+            for g in decompose(set(counts)):
+                covered = sum(n for c, n in counts.items()
+                              if all(v in vals for v, vals in zip(c, g, strict=True)))
+                parts = [PROG, *_study_token(study, list(keys)),
+                         *(_token(k, vals) for k, vals in zip(keys, g, strict=True))]
+                jobs = math.prod(len(v) for v in g)
+                rows.append({"study": study, "command": " ".join(parts), "runs": covered,
+                             "kind": "grid" if jobs > 1 else "single",
+                             "note": f"{jobs} job{'s' if jobs != 1 else ''}"})
+        if not optuna.empty:
+            parsed = [dict(parse_overrides(t)) for t in optuna["overrides"]]
+            keys = list(dict.fromkeys(k for p in parsed for k in p))
+            fixed = [k for k in keys if len({p.get(k, "\0") for p in parsed}) == 1]
+            sampled = [k for k in keys if k not in fixed]
+            parts = [PROG, *_study_token(study, fixed),
+                     *(_token(k, [parsed[0][k]]) for k in fixed)]
+            numbers = pd.to_numeric(optuna["trial"], errors="coerce").dropna().astype(int)
+            span = f"trials {numbers.min()}–{numbers.max()}" if len(numbers) else "trials"
+            rows.append({"study": study, "command": " ".join(parts), "runs": len(optuna),
+                         "kind": "optuna",
+                         "note": f"Optuna sweeper, {span}; sampled: "
+                                 f"{', '.join(sampled) or 'nothing'}"})
+    return pd.DataFrame(rows, columns=["study", "command", "runs", "kind", "note"])

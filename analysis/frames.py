@@ -1,0 +1,381 @@
+"""The DataFrame behind every chart, computed from the run frame of :func:`analysis.load.load`.
+
+Charts only draw these frames, so a notebook can restyle any figure from the same numbers and the
+tests can check the numbers without looking at pixels. Conventions shared by every frame:
+
+* accuracies stay fractions in [0, 1] (as stored); plots and tables show percent;
+* "mean ± std over seeds" uses the sample standard deviation (``ddof=1``): seeds are a sample of
+  the training noise, not the whole population; a point with one seed has std NaN (no error bar);
+* only ``status == "ok"`` runs count toward accuracies; diverged/failed/pruned runs are counted
+  beside them (``n_bad``) so a sweep point that lost seeds is visible rather than silently thinner.
+
+When the data cannot support a chart (e.g. no fixed group with two SR values) the frame is empty and
+``frame.attrs["skipped"]`` says why, in words the report prints.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.load import CONTEXT, METAPARAMS, STATUSES, config_of
+
+METRICS = ["val_top1", "test_top1", "val_top5", "test_top5"]
+BYPASS_ORDER = ["none", "simple", "complex"]
+PRESETS = ("squeezenet_v1_0", "squeezenet_v1_1")
+
+# Config key of each sweepable column: it differs inside its sweep group by definition.
+_SWEPT_KEY = {"sr": ("model", "sr"), "pct3x3": ("model", "pct3x3"), "bypass": ("model", "bypass")}
+
+
+# Where the paper held the other metaparameters during each sweep (§5.2-5.3, §6): among equally
+# large candidate groups (a full grid has many), the one closest to this setting is charted.
+PAPER_CONTEXT: dict[str, dict[str, Any]] = {
+    "sr": {"pct3x3": 0.5, "bypass": "none"},
+    "pct3x3": {"sr": 0.5, "bypass": "none"},
+    "bypass": {"sr": 0.125, "pct3x3": 0.5},
+}
+
+
+def ok_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs that finished and are design points (not diverged, failed, pruned or running)."""
+    return df[df["status"] == "ok"]
+
+
+def pick_metric(df: pd.DataFrame) -> str | None:
+    """The accuracy that ranks design points: validation top-1, else test top-1.
+
+    Validation first because choosing a Pareto set on the test split would make its test numbers
+    optimistic; test top-1 stands in only when a source has no validation numbers (e.g. an Optuna
+    study whose objective was test accuracy).
+    """
+    ok = ok_runs(df)
+    for m in ("val_top1", "test_top1"):
+        if m in ok.columns and ok[m].notna().any():
+            return m
+    return None
+
+
+def _cell(v: Any) -> str:
+    """A stable text form of one cell for grouping keys (NA-safe, lists included)."""
+    if isinstance(v, (list, tuple, dict)):
+        return json.dumps(v, sort_keys=True)
+    try:
+        if pd.isna(v):
+            return "<NA>"
+    except (TypeError, ValueError):
+        pass
+    if isinstance(v, (float, np.floating)):
+        return repr(float(v))
+    return str(v)
+
+
+def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
+    """Per run, the store's config_hash of its stored config with the swept key removed.
+
+    Two runs with equal metaparameter columns can still differ in, say, ``trainer.lr``; pooling them
+    as seeds of one sweep would be wrong. Hashing the config minus the swept key with the store's
+    own :func:`dse.store.config_hash` uses exactly the store's idea of "training-relevant" (paths,
+    workers and logging never split a group). Rows without a stored config (Optuna trials) get "".
+    """
+    from dse.store import config_hash
+
+    drop = _SWEPT_KEY.get(swept or "")
+
+    def one(text: Any) -> str:
+        cfg = config_of(text)
+        if not cfg:
+            return ""
+        if drop is not None and isinstance(cfg.get(drop[0]), dict):
+            cfg = {**cfg, drop[0]: {k: v for k, v in cfg[drop[0]].items() if k != drop[1]}}
+        return config_hash(cfg)
+
+    if df.empty or "config" not in df.columns:
+        return pd.Series("", index=df.index, dtype=object)
+    return df["config"].map(one).astype(object)
+
+
+def context_key(df: pd.DataFrame, swept: str | None) -> pd.Series:
+    """Per run, everything that must be equal for runs to share a sweep: all metaparameters but
+    ``swept``, data, trainer, epochs, study and the hidden config digest."""
+    cols = [c for c in METAPARAMS + CONTEXT if c != swept and c in df.columns]
+    if df.empty:
+        return pd.Series([], index=df.index, dtype=object)
+    text = df[cols].apply(lambda r: "|".join(_cell(v) for v in r), axis=1)
+    return (text + "|" + _hidden_fingerprint(df, swept)).astype(object)
+
+
+def point_key(df: pd.DataFrame) -> pd.Series:
+    """Per run, its design point: study + config_hash, or study + every column when a row has no
+    hash (Optuna trials)."""
+    if df.empty:
+        return pd.Series([], index=df.index, dtype=object)
+    fallback = context_key(df, None)
+    h = df["config_hash"].astype(object) if "config_hash" in df.columns else None
+    key = fallback if h is None else h.where(h.notna(), fallback)
+    return (df["study"].map(_cell) + "/" + key.map(_cell)).astype(object)
+
+
+def _sort_values(values: pd.Series, param: str) -> pd.Series:
+    if param == "bypass":
+        return values.map(lambda v: BYPASS_ORDER.index(v) if v in BYPASS_ORDER else 9)
+    return pd.to_numeric(values, errors="coerce")
+
+
+def _metrics_for(ok: pd.DataFrame) -> list[str]:
+    """Top-1 always; top-5 only when there are more than 5 classes (else it is trivially 100 %)."""
+    classes = pd.to_numeric(ok["num_classes"], errors="coerce").max() if len(ok) else np.nan
+    wanted = METRICS if not (pd.notna(classes) and classes <= 5) else METRICS[:2]
+    return [m for m in wanted if ok[m].notna().any()]
+
+
+def _aggregate(ok: pd.DataFrame, bad: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
+    """Mean / sample std (ddof=1) / count of each metric per value of ``by``, sizes beside them.
+
+    A value whose runs all diverged or failed still gets a row (``n`` 0, metrics NaN): a sweep
+    point that never trained is a result too, and the chart marks it.
+    """
+    g = ok.groupby(by, sort=False, dropna=False)
+    values = list(dict.fromkeys([*ok[by], *bad[by]]))
+    out = pd.DataFrame({"n": g.size()}).reindex(values)
+    out["n"] = out["n"].fillna(0).astype(int)
+    for m in metrics:
+        vals = g[m]
+        out[f"{m}_mean"] = vals.mean()
+        out[f"{m}_std"] = vals.std(ddof=1)
+        out[f"{m}_n"] = vals.count()
+        out[f"{m}_n"] = out[f"{m}_n"].fillna(0).astype(int)
+    both = pd.concat([ok, bad])
+    for col in ("params", "size_bytes", "macs"):
+        out[col] = both.groupby(by, sort=False, dropna=False)[col].agg(
+            lambda s: s.dropna().iloc[0] if s.notna().any() else pd.NA).reindex(values)
+    out["size_mb"] = pd.to_numeric(out["size_bytes"], errors="coerce") / 1e6
+    out["size_mib"] = pd.to_numeric(out["size_bytes"], errors="coerce") / 2**20
+    out["seeds"] = g["seed"].agg(lambda s: ",".join(str(x) for x in sorted(s.dropna())))
+    out["seeds"] = out["seeds"].fillna("")
+    nbad = bad.groupby(by, dropna=False).size() if len(bad) else pd.Series(dtype=int)
+    out["n_bad"] = nbad.reindex(out.index).fillna(0).astype(int)
+    out.index.name = by
+    return out.reset_index()
+
+
+def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
+    """Mean ± std over seeds of val/test accuracy against one metaparameter, all else fixed.
+
+    Among the groups of ok runs that share every other metaparameter, the data, the trainer and
+    the study, the one with the most distinct values of ``param`` (then the most runs, then the
+    one nearest :data:`PAPER_CONTEXT`) is chosen: that is the sweep the user ran; smaller groups
+    are usually a sweep's shared corner point.
+    Rows: one per value of ``param`` (bypass in none/simple/complex order, numbers ascending).
+    ``attrs``: ``fixed`` (the shared values), ``param``, ``metrics``, ``groups`` (how many
+    candidate groups), ``n_runs`` and ``n_bad``.
+    """
+    ok = ok_runs(df)
+    ok = ok[ok[param].notna()] if param in ok.columns else ok.iloc[0:0]
+    empty = pd.DataFrame(columns=[param, "n"])
+    empty.attrs.update(param=param, fixed={}, metrics=[], groups=0)
+    if ok.empty:
+        empty.attrs["skipped"] = f"no ok run records {param}"
+        return empty
+    keys_all = context_key(df, param)
+    keys = keys_all.loc[ok.index]
+    paper = PAPER_CONTEXT.get(param, {})
+    off_paper = sum((ok[c].map(_cell) != _cell(v)).astype(int) for c, v in paper.items())
+    stats = (pd.DataFrame({"key": keys, "v": ok[param].map(_cell), "off": off_paper})
+             .groupby("key").agg(values=("v", "nunique"), runs=("v", "size"), off=("off", "min"))
+             .reset_index().sort_values(["values", "runs", "off", "key"],
+                                        ascending=[False, False, True, True]))
+    candidates = stats[stats["values"] >= 2]
+    if candidates.empty:
+        vals = sorted({_cell(v) for v in ok[param]})
+        empty.attrs["skipped"] = (
+            f"no group of ok runs varies only {param} with the rest fixed "
+            f"(values seen: {', '.join(vals)}; need >= 2 in one fixed group)")
+        return empty
+    best = candidates.iloc[0]["key"]
+    sel = ok[keys == best]
+    bad = df[(keys_all == best) & (df["status"] != "ok")]
+    metrics = _metrics_for(sel)
+    out = _aggregate(sel, bad, param, metrics)
+    out = out.iloc[np.argsort(_sort_values(out[param], param).to_numpy(), kind="stable")]
+    out = out.reset_index(drop=True)
+    first = sel.iloc[0]
+    out.attrs.update(
+        param=param, metrics=metrics, groups=len(candidates),
+        fixed={c: first[c] for c in METAPARAMS + CONTEXT if c != param and c in sel.columns},
+        n_runs=len(sel), n_bad=len(bad))
+    return out
+
+
+def sr_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3a: accuracy and size against the squeeze ratio SR (see :func:`sweep_frame`)."""
+    return sweep_frame(df, "sr")
+
+
+def pct3x3_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Figure 3b: accuracy and size against the fraction of 3x3 expand filters."""
+    return sweep_frame(df, "pct3x3")
+
+
+def bypass_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Table 3: accuracy and size for no / simple / complex bypass, everything else fixed."""
+    return sweep_frame(df, "bypass")
+
+
+def varying_columns(frame: pd.DataFrame) -> list[str]:
+    """Metaparameters (and model/data/trainer/study) that take more than one value in ``frame``;
+    only these are worth printing in a point's label.
+
+    Columns fully determined by the preset name (a SqueezeNet preset's stem, pools and BatchNorm)
+    are left out when ``model`` itself varies: ``model=squeezenet_v1_1`` already says them.
+    """
+    cols = ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS]
+    keys = {c: frame[c].map(_cell) for c in cols if c in frame.columns}
+    varying = [c for c in cols if c in keys and keys[c].nunique() > 1]
+    if "model" in varying:
+        implied = [c for c in varying if c != "model"
+                   and (keys[c].groupby(keys["model"]).nunique() <= 1).all()]
+        varying = [c for c in varying if c not in implied]
+    return varying
+
+
+def _short(v: Any) -> str:
+    """How a metaparameter value reads in a label: 0.125 not 0.12500, true not True, - for NA."""
+    text = _cell(v)
+    if text == "<NA>":
+        return "-"
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v)).lower()
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):g}"
+    return text
+
+
+def describe(row: pd.Series, cols: list[str]) -> str:
+    """``sr=0.25 pct3x3=0.5 bypass=simple``: a point's varying metaparameters, compactly."""
+    return " ".join(f"{c}={_short(row.get(c))}" for c in cols)
+
+
+def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:
+    """True where no other point is at least as small and as accurate and strictly better in one.
+
+    Exact duplicates are both kept: neither dominates the other.
+    """
+    size = np.asarray(size, dtype=float)
+    acc = np.asarray(acc, dtype=float)
+    le = size[None, :] <= size[:, None]  # [i, j]: j no bigger than i
+    ge = acc[None, :] >= acc[:, None]
+    strict = (size[None, :] < size[:, None]) | (acc[None, :] > acc[:, None])
+    return ~(le & ge & strict).any(axis=1)
+
+
+def pareto_frame(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
+    """One row per design point (ok runs averaged over seeds) with its size and mean accuracy;
+    ``pareto`` marks the non-dominated points (max ``metric``, min size_bytes), numbered by size in
+    ``label``; ``desc`` names the metaparameters that vary across the study. ``attrs["metric"]``.
+
+    The front is taken over design-point means, not single runs: with several seeds a lucky seed
+    would otherwise put a point on the front that its other seeds do not support.
+    """
+    metric = metric or pick_metric(df)
+    ok = ok_runs(df)
+    if metric is None or ok.empty:
+        out = pd.DataFrame(columns=["point", "pareto", "label"])
+        out.attrs.update(metric=metric, skipped="no ok run has an accuracy")
+        return out
+    ok = ok[ok[metric].notna() & ok["size_bytes"].notna()]
+    if ok.empty:
+        out = pd.DataFrame(columns=["point", "pareto", "label"])
+        out.attrs.update(metric=metric, skipped=f"no ok run has both {metric} and a model size")
+        return out
+    ok = ok.assign(point=point_key(ok))
+    g = ok.groupby("point", sort=False)
+    first = g.first()  # metaparameters and sizes are equal within a point
+    keep = [c for c in ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS, "params",
+                        "size_bytes", "macs", "config_hash"] if c in first.columns]
+    out = first[keep].copy()
+    out["n"] = g.size()
+    out["acc_mean"] = g[metric].mean()
+    out["acc_std"] = g[metric].std(ddof=1)
+    out["seeds"] = g["seed"].agg(lambda s: ",".join(str(x) for x in sorted(s.dropna())))
+    out = out.reset_index()
+    out["size_mb"] = out["size_bytes"].astype(float) / 1e6
+    out["size_mib"] = out["size_bytes"].astype(float) / 2**20
+    out["preset"] = out["model"].isin(PRESETS)
+    out["pareto"] = pareto_mask(out["size_bytes"].to_numpy(float),
+                                out["acc_mean"].to_numpy(float))
+    out = out.sort_values(["size_bytes", "acc_mean"], ascending=[True, False])
+    out = out.reset_index(drop=True)
+    cols = varying_columns(out)
+    out["desc"] = out.apply(lambda r: describe(r, cols), axis=1)
+    labels = np.zeros(len(out), dtype=int)
+    labels[out["pareto"].to_numpy()] = np.arange(1, int(out["pareto"].sum()) + 1)
+    out["label"] = labels
+    out.attrs.update(metric=metric, varying=cols)
+    return out
+
+
+def edf_frame(df: pd.DataFrame, metric: str | None = None,
+              by: list[str] | None = None) -> pd.DataFrame:
+    """pycls-style error EDFs: per group, each ok run's error e = 1 - metric and the fraction of the
+    group's runs with error <= e (the empirical CDF evaluated at the run's own error).
+
+    Groups: ``by`` columns, or by default whichever of study / model / bypass take several values
+    (one curve per design space, study or bypass choice), else one curve "all". Ties share the
+    higher fraction (rank method "max"), which is exactly the ECDF at that error. Columns: group,
+    error, edf, n, the ``by`` columns; ``attrs`` holds metric and by.
+    """
+    metric = metric or pick_metric(df)
+    ok = ok_runs(df)
+    if metric is None or ok.empty or not ok[metric].notna().any():
+        out = pd.DataFrame(columns=["group", "error", "edf", "n"])
+        out.attrs.update(metric=metric, by=by or [], skipped="no ok run has an accuracy")
+        return out
+    ok = ok[ok[metric].notna()]
+    if by is None:
+        by = [c for c in ("study", "model", "bypass") if ok[c].map(_cell).nunique() > 1]
+    group = (ok[by].apply(lambda r: " / ".join(_cell(v) for v in r), axis=1).astype(object)
+             if by else pd.Series("all", index=ok.index, dtype=object))
+    out = pd.DataFrame({"group": group, "error": 1.0 - ok[metric].astype(float)})
+    for c in by:
+        out[c] = ok[c]
+    out["n"] = out.groupby("group")["error"].transform("size").astype(int)
+    out["edf"] = out.groupby("group")["error"].rank(method="max") / out["n"]
+    order = out[by].apply(lambda r: tuple(
+        (BYPASS_ORDER.index(v) if v in BYPASS_ORDER else 9, "") if c == "bypass" else (0, _cell(v))
+        for c, v in zip(by, r, strict=True)), axis=1) if by else out["group"]
+    out = out.assign(_o=order).sort_values(["_o", "error"]).drop(columns="_o")
+    out = out.reset_index(drop=True)
+    out.attrs.update(metric=metric, by=by)
+    return out
+
+
+def edf_summary(edf: pd.DataFrame) -> pd.DataFrame:
+    """n, min and mean error per EDF curve (the numbers in the chart's legend)."""
+    if edf.empty:
+        return pd.DataFrame(columns=["group", "n", "min_error", "mean_error"])
+    g = edf.groupby("group", sort=False)["error"]
+    return pd.DataFrame({"n": g.size(), "min_error": g.min(), "mean_error": g.mean(),
+                         "median_error": g.median()}).reset_index()
+
+
+def status_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs per study and status (ok, diverged, failed, pruned, ...), with a total column."""
+    statuses = [s for s in STATUSES if (df["status"] == s).any()]
+    statuses += sorted(set(df["status"]) - set(statuses))
+    table = pd.crosstab(df["study"].fillna("?"), df["status"]).reindex(columns=statuses,
+                                                                      fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table.columns.name = None
+    return table.reset_index()
+
+
+def bad_runs(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs that are not design points (diverged, failed, pruned), with their reason."""
+    bad = df[df["status"] != "ok"]
+    cols = [c for c in ["study", "run_id", "trial", "status", "seed", "model", *METAPARAMS,
+                        "size_bytes", "epochs", "error"] if c in bad.columns]
+    return bad[cols].reset_index(drop=True)

@@ -1,0 +1,274 @@
+"""Turn any results source into one pandas frame with the run-record columns of docs/CONTRACTS.md.
+
+Every chart and table in :mod:`analysis` reads this one frame, so how a result was stored (a dse
+results store, an Optuna storage) is dealt with here and nowhere else; *where* it is (a study
+folder ``runs/<study>/`` meaning its ``results.db``, an SQLite file, any SQLAlchemy URL) is
+:mod:`analysis.source`'s job.
+
+Bad input raises :class:`~analysis.source.LoadError` (a :class:`dse.errors.ConfigError`), which
+``dse-report`` turns into the project's one-line, exit-2 error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis.source import ARG, LoadError, Source, resolve
+from dse.errors import ConfigError
+
+# The run record (docs/CONTRACTS.md), column -> pandas dtype. Nullable dtypes keep "missing"
+# distinct from 0 (a run that failed before testing has no test_top1, not 0 %).
+COLUMNS: dict[str, str] = {
+    "run_id": "object", "study": "object", "config_hash": "object", "seed": "Int64",
+    "status": "object", "error": "object",
+    "model": "object", "data": "object", "trainer": "object",
+    "base_e": "Int64", "incr_e": "Int64", "freq": "Int64", "n_fire": "Int64",
+    "sr": "float64", "pct3x3": "float64", "dropout": "float64",
+    "bypass": "object", "batch_norm": "boolean",
+    "stem_channels": "Int64", "stem_kernel": "Int64", "stem_stride": "Int64",
+    "pool_after": "object",
+    "params": "Int64", "size_bytes": "Int64", "macs": "Int64",
+    "image_size": "Int64", "num_classes": "Int64", "subset": "Int64", "max_epochs": "Int64",
+    "val_top1": "float64", "val_top5": "float64", "val_loss": "float64",
+    "test_top1": "float64", "test_top5": "float64", "test_loss": "float64",
+    "epochs": "Int64", "train_seconds": "float64", "images_per_s": "float64", "trial": "Int64",
+    "device": "object", "torch_version": "object", "dse_version": "object",
+    "git_commit": "object", "started_at": "object", "finished_at": "object",
+    "overrides": "object", "config": "object",
+}
+
+# Metaparameters of a design point (what a sweep varies) and the fixed context a sweep must share.
+METAPARAMS = ["base_e", "incr_e", "freq", "n_fire", "sr", "pct3x3", "dropout", "bypass",
+              "batch_norm", "stem_channels", "stem_kernel", "stem_stride", "pool_after"]
+CONTEXT = ["study", "model", "data", "trainer", "image_size", "num_classes", "subset",
+           "max_epochs"]
+STATUSES = ["ok", "diverged", "failed", "pruned", "rejected", "running"]
+
+# Optuna parameter names are Hydra override keys (``model.sr``); these map them onto columns.
+_PARAM_ALIASES = {
+    "model.name": "model", "data.name": "data", "trainer.name": "trainer",
+    "data.image_size": "image_size", "data.num_classes": "num_classes", "data.subset": "subset",
+    "trainer.max_epochs": "max_epochs", "model.stem.channels": "stem_channels",
+    "model.stem.kernel": "stem_kernel", "model.stem.stride": "stem_stride",
+}
+# Trial state -> run status. dse's sweeper refines FAIL: "diverged" (its job said so) and
+# "rejected" (a point over a size/MACs budget, told FAIL without training).
+_OPTUNA_STATES = {"COMPLETE": "ok", "FAIL": "failed", "PRUNED": "pruned",
+                  "RUNNING": "running", "WAITING": "running"}
+
+
+# User attrs of dse's sweeper that are not record columns (handled apart, or bookkeeping).
+_TRIAL_BOOKKEEPING = {"status", "error", "rejected", "interrupted", "discarded", "constraints",
+                      "run_ids"}
+
+
+def normalize(df: pd.DataFrame) -> pd.DataFrame:
+    """Give ``df`` every contract column, in contract order, with nullable dtypes.
+
+    Stores written by older code, Optuna trials and hand-made test frames all lack some columns;
+    filling them with NA here means no chart has to ask whether a column exists.
+    """
+    out = df.copy()
+    for col, dtype in COLUMNS.items():
+        if col not in out.columns:
+            empty = {"float64": np.nan, "object": None}.get(dtype, pd.NA)
+            out[col] = pd.Series(empty, index=out.index, dtype=dtype)
+            continue
+        try:
+            if dtype == "Int64":
+                out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
+            elif dtype == "float64":
+                out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+            elif dtype == "boolean":
+                out[col] = out[col].map(_to_bool).astype("boolean")
+            else:
+                out[col] = out[col].astype(object).where(out[col].notna(), None)
+        except (TypeError, ValueError):
+            pass  # leave a column we cannot coerce as it is; charts skip what they cannot read
+    extra = [c for c in out.columns if c not in COLUMNS]
+    out = out[list(COLUMNS) + extra].reset_index(drop=True)
+    out["status"] = out["status"].fillna("ok").astype(str)
+    return out
+
+
+def _to_bool(v: Any) -> Any:
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+        return pd.NA
+    if isinstance(v, str):
+        return v.strip().lower() in ("1", "true", "yes", "on")
+    return bool(v)
+
+
+def _read_dse(src: Source) -> pd.DataFrame:
+    """All runs of a dse store, through :class:`dse.store.ResultsStore` (it owns the schema).
+
+    ``create=False``: a report never initialises a store; the store's own refusal (newer schema,
+    not a store) becomes a LoadError with the store's words.
+    """
+    from dse.store import ResultsStore
+
+    try:
+        store = ResultsStore(src.url if src.path is None else src.path, create=False)
+    except ConfigError as e:
+        raise LoadError(ARG, e.message) from None
+    try:
+        return store.frame()
+    finally:
+        store.close()
+
+
+def _param_column(name: str) -> str:
+    """``model.sr`` -> ``sr``; ``model.stem.channels`` -> ``stem_channels``; others keep dots."""
+    if name in _PARAM_ALIASES:
+        return _PARAM_ALIASES[name]
+    if name.startswith("model."):
+        return name[len("model."):].replace(".", "_")
+    return name
+
+
+def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
+    """Optuna trials as run records: params -> metaparameter columns, values -> named objectives.
+
+    Objective names come from ``study.metric_names`` (set by dse's sweeper); a value named like a
+    record column (``val_top1``) fills that column, so every chart works on Optuna studies too.
+    Columns the trials lack (model size, say) are filled from a dse store beside the storage when
+    one records the same study and trial numbers.
+    """
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        storage = optuna.storages.RDBStorage(src.url, skip_table_creation=True)
+        names = optuna.get_all_study_names(storage)
+    except Exception as e:  # noqa: BLE001 - schema/version errors from Optuna or SQLAlchemy
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LoadError(ARG, f"cannot read Optuna storage: {first}") from None
+    if study is not None and study not in names:
+        raise LoadError("--study", f"unknown study {study!r} in {src.url} "
+                                   f"(known: {', '.join(sorted(names)) or 'none'})")
+    rows: list[dict[str, Any]] = []
+    for name in [study] if study is not None else names:
+        st = optuna.load_study(study_name=name, storage=storage)
+        metric_names = st.metric_names or (
+            ["value"] if len(st.directions) == 1 else
+            [f"value_{i}" for i in range(len(st.directions))])
+        for t in st.get_trials(deepcopy=False):
+            attrs = t.user_attrs
+            if "discarded" in attrs:  # claimed over budget by a racing worker: never a run
+                continue
+            row: dict[str, Any] = {"study": name, "trial": t.number,
+                                   "status": _OPTUNA_STATES.get(t.state.name, t.state.name.lower())}
+            # dse's sweeper stores the job's summary (sizes, mean metrics) as "result" and the
+            # analytic size of a budget-rejected point as "analytic"; flat attrs are taken as is
+            result = attrs.get("result") if isinstance(attrs.get("result"), dict) else {}
+            analytic = attrs.get("analytic") if isinstance(attrs.get("analytic"), dict) else {}
+            flat = {k: v for k, v in attrs.items() if not isinstance(v, dict)}
+            for k, v in {**analytic, **result, **flat}.items():
+                if k in _TRIAL_BOOKKEEPING:
+                    continue
+                if isinstance(v, (str, int, float, bool)) or v is None:
+                    row[_param_column(k)] = v
+            reason = next((attrs[k] for k in ("error", "rejected", "interrupted") if k in attrs),
+                          None)
+            row["error"] = str(reason) if reason is not None else None
+            if "rejected" in attrs:
+                row["status"] = "rejected"  # failed a size/MACs budget before training
+            elif row["status"] == "failed" and result.get("status") in ("diverged", "pruned"):
+                row["status"] = result["status"]
+            for k, v in t.params.items():
+                row[_param_column(k)] = v
+            for mname, v in zip(metric_names, t.values or [], strict=False):
+                row[mname] = v
+            if t.datetime_start is not None:
+                row["started_at"] = t.datetime_start.isoformat()
+            if t.datetime_complete is not None:
+                row["finished_at"] = t.datetime_complete.isoformat()
+            row.setdefault("run_id", f"{name}-trial-{t.number}")
+            if "overrides" not in row:
+                row["overrides"] = " ".join(f"{k}={_override_value(v)}"
+                                            for k, v in t.params.items())
+            rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return _fill_from_sibling_store(df, src)
+
+
+def _override_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
+    """Fill trial columns that are missing (size, accuracies, metaparameters) from results.db."""
+    if src.path is None:
+        return df
+    store = src.path.resolve().parent / "results.db"
+    if not store.is_file() or store == src.path.resolve():
+        return df
+    try:
+        runs = normalize(_read_dse(resolve(store)))
+    except Exception:  # noqa: BLE001 - the sibling store is a bonus, never an error
+        return df
+    runs = runs[runs["trial"].notna()]
+    if runs.empty:
+        return df
+    runs = runs.drop_duplicates(["study", "trial"], keep="last").set_index(["study", "trial"])
+    keyed = df.assign(trial=df["trial"].astype("Int64")).set_index(["study", "trial"])
+    for col in runs.columns:
+        if col in ("status", "run_id"):
+            continue
+        other = runs[col].reindex(keyed.index)
+        if col not in keyed.columns:
+            keyed[col] = other.to_numpy()
+        else:
+            keyed[col] = keyed[col].where(keyed[col].notna(), other.to_numpy())
+    return keyed.reset_index()
+
+
+def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -> pd.DataFrame:
+    """Every run of ``source`` (optionally one study) as a frame with the contract's columns.
+
+    ``source`` may also be a DataFrame (a notebook's own filtered frame): it is only normalized.
+    Raises :class:`LoadError` when there is nothing to report on, because an empty chart would
+    look like a result.
+    """
+    if isinstance(source, pd.DataFrame):
+        df = normalize(source)
+        where = "the frame"
+    else:
+        src = source if isinstance(source, Source) else resolve(source)
+        df = _read_dse(src) if src.kind == "dse" else _read_optuna(src, study)
+        where = src.url
+        if df is None or df.empty:
+            raise LoadError(ARG, f"{where} holds no runs yet")
+        df = normalize(df)
+    if study is not None:
+        known = sorted(str(s) for s in df["study"].dropna().unique())
+        if study not in known:
+            raise LoadError("--study", f"unknown study {study!r} in {where} "
+                                       f"(known: {', '.join(known) or 'none'})")
+        df = df[df["study"] == study].reset_index(drop=True)
+    if df.empty:
+        raise LoadError(ARG, f"{where} holds no runs")
+    return df
+
+
+def config_of(row_config: Any) -> dict[str, Any]:
+    """The resolved config stored with a run (JSON text), or {} when absent or unreadable."""
+    if isinstance(row_config, dict):
+        return row_config
+    if not isinstance(row_config, str) or not row_config.strip():
+        return {}
+    try:
+        value = json.loads(row_config)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

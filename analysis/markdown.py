@@ -1,0 +1,51 @@
+"""Markdown tables for report.md: pandas' ``to_markdown`` when tabulate is installed, else our own.
+
+tabulate is not a dse dependency (and not in the default environment), so the report must not need
+it; when it is there, pandas' renderer is used so output matches what notebooks produce. Cells are
+formatted to strings before either renderer sees them, so both give the same numbers.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+from typing import Any
+
+import pandas as pd
+
+_NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?( ± [\d.]+)?%?$")
+
+
+def _text(v: Any) -> str:
+    """One cell as Markdown-safe text: pipes escaped, line breaks flattened, NA as '-'."""
+    if v is None or (not isinstance(v, (str, list, tuple, dict)) and pd.isna(v)):
+        return "-"
+    return str(v).replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip() or "-"
+
+
+def has_tabulate() -> bool:
+    """Whether pandas can render Markdown itself (it needs the optional tabulate package)."""
+    return importlib.util.find_spec("tabulate") is not None
+
+
+def to_markdown(df: pd.DataFrame, use_tabulate: bool | None = None) -> str:
+    """A GitHub pipe table of ``df`` (index dropped); numeric-looking columns right-aligned."""
+    cells = df.astype(object).map(_text) if len(df) else df.astype(str)
+    cells.columns = [_text(c) for c in df.columns]
+    if use_tabulate is None:
+        use_tabulate = has_tabulate()
+    if use_tabulate:
+        return cells.to_markdown(index=False, disable_numparse=True)
+    rows = cells.values.tolist()
+    headers = list(cells.columns)
+    right = [bool(rows) and all(_NUMERIC.match(r[i]) or r[i] == "-" for r in rows)
+             for i in range(len(headers))]
+    widths = [max([len(h), 3, *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(v.rjust(w) if r else v.ljust(w)
+                                 for v, w, r in zip(values, widths, right, strict=True)) + " |"
+
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1))
+                         for w, r in zip(widths, right, strict=True)) + "|"
+    return "\n".join([line(headers), sep, *(line(r) for r in rows)])

@@ -1,0 +1,281 @@
+"""Write a study's charts and ``report.md``: every chart the data supports, and why not the rest.
+
+The report is meant to be regenerated while a study runs: each chart is drawn only when its frame
+has enough data (two SR values in one fixed group, two design points for a front, ...), and the
+Markdown states the reason for every chart it skipped, so a half-finished study gives a correct
+half-report rather than empty axes. Tables in the Markdown are the frames the charts were drawn
+from, so every number in a picture can be looked up.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis import FORMATS
+from analysis import frames as F
+from analysis import plots as P
+from analysis.commands import sweep_commands
+from analysis.load import config_of
+from analysis.markdown import has_tabulate, to_markdown
+
+CHARTS = {  # file stem -> section title
+    "micro_sr": "SR sweep (paper Figure 3a)",
+    "micro_pct3x3": "pct3x3 sweep (paper Figure 3b)",
+    "macro_bypass": "Bypass connections (paper Table 3)",
+    "pareto": "Pareto front: accuracy vs model size",
+    "edf": "Error EDFs (pycls style)",
+}
+METRIC_NAMES = {"val_top1": "val top-1", "test_top1": "test top-1", "val_top5": "val top-5",
+                "test_top5": "test top-5"}
+
+
+@dataclass
+class Chart:
+    """One chart of the report: its frame, the files written, or the reason it was skipped."""
+
+    name: str
+    title: str
+    frame: pd.DataFrame
+    files: list[Path] = field(default_factory=list)
+    skipped: str | None = None
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` produced."""
+
+    out_dir: Path
+    markdown: Path
+    charts: dict[str, Chart]
+
+    @property
+    def drawn(self) -> list[str]:
+        return [n for n, c in self.charts.items() if c.skipped is None]
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        return {n: c.skipped for n, c in self.charts.items() if c.skipped is not None}
+
+
+def _pm(mean: Any, std: Any) -> str:
+    """``92.27 ± 0.14`` in percent; a lone seed shows just the mean."""
+    if mean is None or pd.isna(mean):
+        return "-"
+    if std is None or pd.isna(std):
+        return f"{100 * float(mean):.2f}"
+    return f"{100 * float(mean):.2f} ± {100 * float(std):.2f}"
+
+
+def _num(v: Any, digits: int = 2) -> str:
+    if v is None or pd.isna(v):
+        return "-"
+    return f"{float(v):,.{digits}f}"
+
+
+def _int(v: Any) -> str:
+    return "-" if v is None or pd.isna(v) else f"{int(v):,}"
+
+
+def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
+    param = frame.attrs["param"]
+    out = pd.DataFrame({param: frame[param].map(P._fmt)})
+    for m in frame.attrs["metrics"]:
+        out[f"{METRIC_NAMES[m]} %"] = [_pm(a, b) for a, b in
+                                       zip(frame[f"{m}_mean"], frame[f"{m}_std"], strict=True)]
+    out["params"] = frame["params"].map(_int)
+    out["MB"] = frame["size_mb"].map(_num)
+    out["MiB"] = frame["size_mib"].map(_num)
+    out["ok seeds"] = frame["n"].map(_int)
+    out["not ok"] = frame["n_bad"].map(_int)
+    return out
+
+
+def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
+    """Design points (or just the Pareto set) as a Markdown-ready table."""
+    sel = points[points["pareto"]] if only_front else points
+    metric = METRIC_NAMES.get(points.attrs.get("metric") or "", "accuracy")
+    out = pd.DataFrame({
+        "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
+        "metaparameters": sel["desc"].replace("", "(all equal)"),
+        f"{metric} %": [_pm(a, b) for a, b in zip(sel["acc_mean"], sel["acc_std"], strict=True)],
+        "seeds": sel["n"].map(_int), "params": sel["params"].map(_int),
+        "MB": sel["size_mb"].map(_num), "MiB": sel["size_mib"].map(_num),
+    })
+    if not only_front:
+        out.insert(1, "front", sel["pareto"].map(lambda b: "yes" if b else ""))
+    if sel["preset"].any():
+        out["preset"] = sel["preset"].map(lambda b: "SqueezeNet" if b else "")
+    return out
+
+
+def _too_few_points(frame: pd.DataFrame, minimum: int, what: str) -> str | None:
+    return None if len(frame) >= minimum else f"only {len(frame)} {what} (need >= {minimum})"
+
+
+def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png",)
+                 ) -> dict[str, Chart]:
+    """Compute every chart's frame, draw those the data supports, record why others are not."""
+    ok = F.ok_runs(df)
+    title_all = P.context_title(df)
+    charts: dict[str, Chart] = {}
+    if ok.empty:
+        counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
+        reason = f"no run finished ok ({counts}): nothing to chart"
+        for name, title in CHARTS.items():
+            charts[name] = Chart(name, title, pd.DataFrame(), skipped=reason)
+        return charts
+    for name, fn in (("micro_sr", F.sr_frame), ("micro_pct3x3", F.pct3x3_frame),
+                     ("macro_bypass", F.bypass_frame)):
+        frame = fn(df)
+        chart = Chart(name, CHARTS[name], frame, skipped=frame.attrs.get("skipped"))
+        if chart.skipped is None:
+            title = f"{CHARTS[name]} — {P.context_title(frame.attrs['fixed'])}"
+            fig = (P.plot_bypass(frame, title) if name == "macro_bypass"
+                   else P.plot_sweep(frame, title))
+            chart.files = P.save(fig, out_dir, name, formats)
+        charts[name] = chart
+    points = F.pareto_frame(df)
+    chart = Chart("pareto", CHARTS["pareto"], points,
+                  skipped=points.attrs.get("skipped")
+                  or _too_few_points(points, 2, "design point with accuracy and size"))
+    if chart.skipped is None:
+        chart.files = P.save(P.plot_pareto(points, df, title_all, points.attrs["metric"]),
+                             out_dir, "pareto", formats)
+    charts["pareto"] = chart
+    edf = F.edf_frame(df)
+    chart = Chart("edf", CHARTS["edf"], edf,
+                  skipped=edf.attrs.get("skipped") or _too_few_points(edf, 2, "ok run"))
+    if chart.skipped is None:
+        chart.files = P.save(P.plot_edf(edf, title_all), out_dir, "edf", formats)
+    charts["edf"] = chart
+    return charts
+
+
+def _notes(df: pd.DataFrame) -> dict[str, str]:
+    """``study.note`` per study, from the stored configs (the free text users attach to sweeps)."""
+    notes: dict[str, str] = {}
+    for study, text in zip(df["study"], df["config"], strict=True):
+        note = (config_of(text).get("study") or {}).get("note")
+        if note and str(study) not in notes:
+            notes[str(study)] = str(note)
+    return notes
+
+
+def _image_link(chart: Chart) -> str:
+    files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
+                   if p.suffix[1:] in FORMATS else 9)
+    return f"![{chart.title}]({files[0].name})" if files else ""
+
+
+def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
+    """report.md's text: status counts, one section per chart (image + table or skip reason),
+    the Pareto set, runs that are not design points, and the sweep commands."""
+    studies = sorted({str(s) for s in df["study"].dropna()})
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [f"# dse report: {', '.join(studies) or 'runs'}", "",
+             f"{P.context_title(df)}  ",
+             f"source: `{source or 'DataFrame'}`, generated {now}, {len(df)} runs", ""]
+    ok = F.ok_runs(df)
+    if ok.empty:
+        lines += ["> **No run finished ok**: every run in this store diverged, failed or was "
+                  "pruned, so there is nothing to chart. See *Runs that are not design points* "
+                  "below.", ""]
+    lines += ["## Runs by status", "", to_markdown(F.status_counts(df)), ""]
+    lines += ["## Charts", "", to_markdown(pd.DataFrame({
+        "chart": [f"{n}" for n in charts],
+        "what": [c.title for c in charts.values()],
+        "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
+                   else f"skipped: {c.skipped}" for c in charts.values()]})), ""]
+    for name, chart in charts.items():
+        lines += [f"## {chart.title}", ""]
+        if chart.skipped is not None:
+            lines += [f"*Skipped:* {chart.skipped}.", ""]
+            continue
+        lines += [_image_link(chart), ""]
+        frame = chart.frame
+        if name in ("micro_sr", "micro_pct3x3", "macro_bypass"):
+            fixed = P.fixed_text(frame.attrs["fixed"], skip=[frame.attrs["param"]])
+            lines += [f"Fixed: {P.context_title(frame.attrs['fixed'])}; `{fixed}`.  ",
+                      f"Mean ± sample std (ddof=1) over ok seeds; {frame.attrs['n_runs']} ok runs"
+                      f", {frame.attrs['n_bad']} not ok at these points"
+                      + (f"; chosen among {frame.attrs['groups']} groups that vary "
+                         f"{frame.attrs['param']} (most values, then most runs, then nearest the "
+                         "paper's setting)" if frame.attrs["groups"] > 1 else "") + ".",
+                      "", to_markdown(sweep_table(frame)), ""]
+        elif name == "pareto":
+            metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
+            lines += [f"Design points = ok runs averaged over seeds; the front maximises mean "
+                      f"{metric} accuracy and minimises fp32 size (MB = 10^6 bytes). "
+                      f"{int(frame['pareto'].sum())} of {len(frame)} points are on it.", "",
+                      "### Pareto set", "", to_markdown(pareto_table(frame)), "",
+                      "<details><summary>All design points</summary>", "",
+                      to_markdown(pareto_table(frame, only_front=False)), "", "</details>", ""]
+        elif name == "edf":
+            summary = F.edf_summary(frame)
+            metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
+            table = pd.DataFrame({
+                "curve": summary["group"], "n": summary["n"].map(_int),
+                "min error %": (100 * summary["min_error"]).map(_num),
+                "mean error %": (100 * summary["mean_error"]).map(_num),
+                "median error %": (100 * summary["median_error"]).map(_num)})
+            by = ", ".join(frame.attrs.get("by") or []) or "all runs"
+            lines += [f"Error = 1 − {metric}, one step per ok run; curves by {by}.", "",
+                      to_markdown(table), ""]
+    bad = F.bad_runs(df)
+    lines += ["## Runs that are not design points", ""]
+    if bad.empty:
+        lines += ["None: every run finished ok.", ""]
+    else:
+        table = pd.DataFrame({
+            "study": bad["study"], "run": bad["run_id"].map(lambda v: str(v)[:8]),
+            "status": bad["status"], "seed": bad["seed"].map(_int),
+            "point": bad.apply(lambda r: F.describe(r, ["model", "sr", "pct3x3", "bypass"]),
+                               axis=1),
+            "MB": (bad["size_bytes"].astype(float) / 1e6).map(_num),
+            "reason": bad["error"].map(lambda e: "-" if e is None or pd.isna(e)
+                                       else str(e).strip().splitlines()[0][:120])})
+        lines += [to_markdown(table), ""]
+    cmds = sweep_commands(df)
+    notes = _notes(df)
+    lines += ["## Sweep commands", "",
+              "Reconstructed from the runs' recorded Hydra overrides; each grid command re-runs "
+              "exactly the jobs in the store (dse-train skips design points and seeds it already "
+              "has).", "", "```bash"]
+    for study, sub in cmds.groupby("study", sort=True):
+        lines.append(f"# study {study}" + (f": {notes[study]}" if study in notes else ""))
+        for _, r in sub.iterrows():
+            lines.append(f"# {r['runs']} run{'s' if r['runs'] != 1 else ''}, {r['note']}")
+            lines.append(r["command"])
+    if cmds.empty:
+        lines.append("# no run recorded its overrides")
+    lines += ["```", "",
+              f"<sub>Tables rendered by {'tabulate' if has_tabulate() else 'analysis.markdown'}."
+              "</sub>", ""]
+    return "\n".join(lines)
+
+
+def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),
+                 source: str = "") -> Report:
+    """Draw the charts into ``out_dir`` and write ``out_dir/report.md``; returns what was done.
+
+    Stale charts from an earlier run of the report are removed when this run skips them, so the
+    folder never shows a chart the Markdown says was skipped.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    charts = build_charts(df, out, formats)
+    for name, chart in charts.items():
+        for fmt in FORMATS:
+            path = out / f"{name}.{fmt}"
+            if path.exists() and path not in chart.files:
+                path.unlink()
+    md = out / "report.md"
+    md.write_text(render_markdown(df, charts, source), encoding="utf-8")
+    return Report(out_dir=out, markdown=md, charts=charts)

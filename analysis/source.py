@@ -1,0 +1,159 @@
+"""Where results live: a study folder, an SQLite file or a database URL; a dse store or Optuna's.
+
+Kept free of pandas, SQLAlchemy (for SQLite) and matplotlib so that ``dse-report`` answers a wrong
+path in a fraction of a second: everything here is the standard library until a server URL needs a
+driver. Stores are told apart by their tables (Optuna: ``studies``/``trials``; dse: ``dse_meta``/
+``runs``), never by file names, and are opened read-only so a wrong path never creates a database.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from dse.errors import ConfigError
+
+ARG = "STUDY_DIR_OR_STORE_URL"
+DB_NAME = "results.db"
+
+
+class LoadError(ConfigError):
+    """The source holds no usable results (no store, empty store, unknown study)."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """A resolved results source: where it is, what kind it is, where its report goes."""
+
+    url: str  # SQLAlchemy URL
+    kind: str  # "dse" or "optuna"
+    path: Path | None  # the SQLite file, when the source is one
+    report_dir: Path  # default output folder: <study dir>/report
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file behind an ``sqlite://`` URL; None for other databases or in-memory SQLite.
+
+    SQLAlchemy's rule: ``sqlite:///rel/path`` is relative, ``sqlite:////abs/path`` absolute; a
+    query string (``?mode=ro``) is not part of the path.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise LoadError(ARG, f"not a database URL: {url!r}")
+    if scheme.split("+")[0] != "sqlite":
+        return None
+    db = unquote(rest[1:] if rest.startswith("/") else rest).split("?")[0]
+    if db in ("", ":memory:") or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    """Table names of an SQLite file, opened read-only so a wrong path never creates a database."""
+    try:
+        con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error as e:
+        raise LoadError(ARG, f"{path} is not an SQLite store ({e})") from None
+    return {r[0] for r in rows}
+
+
+def url_tables(url: str) -> set[str]:
+    """Table names behind a non-SQLite URL (PostgreSQL etc.)."""
+    from sqlalchemy import create_engine, inspect
+
+    try:
+        engine = create_engine(url)
+        try:
+            return set(inspect(engine).get_table_names())
+        finally:
+            engine.dispose()
+    except Exception as e:  # noqa: BLE001 - driver errors vary; all mean "cannot read this"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LoadError(ARG, f"cannot open {url}: {first}") from None
+
+
+def store_kind(tables: set[str], where: str) -> str:
+    """``"optuna"`` or ``"dse"`` from a database's tables; anything else is not a results source.
+
+    A shared server database may hold both (dse's store allows other apps' tables); the dse store
+    wins there, as its per-seed rows are the richer record of the same runs.
+    """
+    if {"dse_meta", "runs"} <= tables:
+        return "dse"
+    if {"studies", "trials"} <= tables:
+        return "optuna"
+    if "runs" in tables:
+        return "dse"
+    found = ", ".join(sorted(tables)) or "no tables"
+    raise LoadError(ARG, f"{where} holds neither a dse store (dse_meta/runs) nor an Optuna "
+                         f"storage (studies/trials); found {found}")
+
+
+def resolve(source: str | Path) -> Source:
+    """Decide what ``source`` is (study folder, SQLite file or URL) and which kind of store."""
+    text = str(source)
+    if "://" in text:
+        url = text
+        path = sqlite_path(url)
+        if path is not None and not path.is_file():
+            raise LoadError(ARG, f"no store at {url} ({path} does not exist)")
+    else:
+        path = Path(text)
+        if path.is_dir():
+            db = path / DB_NAME
+            if not db.is_file():
+                hint = ""
+                if (path / "optuna.db").is_file():
+                    hint = f" (an Optuna storage is there: pass sqlite:///{path / 'optuna.db'})"
+                raise LoadError(ARG, f"no {DB_NAME} in {path}{hint}")
+            path = db
+        elif not path.is_file():
+            raise LoadError(ARG, f"no such file or folder: {path}")
+        url = f"sqlite:///{path.resolve()}"
+    if path is not None:
+        kind = store_kind(sqlite_tables(path), str(path))
+        report_dir = path.resolve().parent / "report"
+    else:
+        kind = store_kind(url_tables(url), url)
+        report_dir = Path("runs") / "report"
+    return Source(url=url, kind=kind, path=path, report_dir=report_dir)
+
+
+def sqlite_studies(src: Source) -> dict[str, int] | None:
+    """Study name -> number of runs (dse) or trials (Optuna) of an SQLite source; None otherwise.
+
+    Read with the standard library so that an empty store or a mistyped ``--study`` is reported
+    before pandas is imported.
+    """
+    if src.path is None:
+        return None
+    query = ("SELECT study, COUNT(*) FROM runs GROUP BY study" if src.kind == "dse" else
+             "SELECT s.study_name, COUNT(t.trial_id) FROM studies s "
+             "LEFT JOIN trials t ON t.study_id = s.study_id GROUP BY s.study_name")
+    try:
+        con = sqlite3.connect(f"file:{src.path.resolve()}?mode=ro", uri=True)
+        try:
+            return {str(name): int(n) for name, n in con.execute(query).fetchall()}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None  # an unexpected schema: let the full loader decide
+
+
+def check_study(src: Source, study: str | None) -> None:
+    """Fail fast on an empty SQLite source or a study it does not hold (see :func:`load`)."""
+    counts = sqlite_studies(src)
+    if counts is None:
+        return
+    if study is not None and study not in counts:
+        raise LoadError("--study", f"unknown study {study!r} in {src.url} "
+                                   f"(known: {', '.join(sorted(counts)) or 'none'})")
+    runs = sum(counts.values()) if study is None else counts[study]
+    if runs == 0:
+        raise LoadError(ARG, f"{src.url} holds no runs yet")

@@ -1,0 +1,165 @@
+"""Synthetic run records with known answers: for tests, docs and trying ``dse-report`` on a CPU.
+
+The rows look like a Fashion-MNIST study of the paper's three experiments (SR sweep, pct3x3 sweep,
+bypass), with real analytic sizes from :mod:`dse.model` and real config hashes from
+:mod:`dse.store`, but made-up accuracies: a smooth curve with a plateau (as in Figure 3) plus
+seeded noise. A few runs diverge, fail or are pruned, so every code path of the report has data.
+Nothing here trains or imports torch.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import uuid
+from pathlib import Path
+from typing import Any
+
+SR_VALUES = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
+PCT_VALUES = (0.01, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.99)
+BYPASS_VALUES = ("none", "simple", "complex")
+
+_MODELS: dict[str, dict[str, Any]] = {
+    "fire_small": {"stem": {"channels": 64, "kernel": 3, "stride": 1, "padding": 1},
+                   "pool_after": ["conv1", "fire3", "fire5"], "batch_norm": True},
+    "squeezenet_v1_0": {"stem": {"channels": 96, "kernel": 7, "stride": 2, "padding": 0},
+                        "pool_after": ["conv1", "fire4", "fire8"], "batch_norm": False},
+    "squeezenet_v1_1": {"stem": {"channels": 64, "kernel": 3, "stride": 2, "padding": 0},
+                        "pool_after": ["conv1", "fire3", "fire5"], "batch_norm": False},
+}
+
+
+def base_config(study: str = "demo", model: str = "fire_small", max_epochs: int = 30) -> dict:
+    """A resolved config dict shaped like ``dse-train``'s (only what records and hashes read)."""
+    return {
+        "model": {"name": model, "base_e": 128, "incr_e": 128, "freq": 2, "sr": 0.125,
+                  "pct3x3": 0.5, "n_fire": 8, "bypass": "none", "dropout": 0.5,
+                  "in_channels": 1, "num_classes": 10, **copy.deepcopy(_MODELS[model])},
+        "data": {"name": "fashion_mnist", "channels": 1, "image_size": 28, "num_classes": 10,
+                 "subset": None, "val_size": 5000, "split_seed": 0, "augment": False,
+                 "root": None, "num_workers": 2},
+        "trainer": {"name": "default", "max_epochs": max_epochs, "batch_size": 128,
+                    "optimizer": "sgd", "lr": 0.04, "schedule": "poly", "weight_decay": 2e-4,
+                    "accelerator": "auto"},
+        "study": {"name": study, "seeds": 3, "rerun": False, "note": "synthetic demo data"},
+        "store": {"url": None}, "paths": {"runs": "runs"}, "seed": 0,
+    }
+
+
+def record(cfg: dict, seed: int, overrides: str, status: str = "ok",
+           accuracy: float | None = None, error: str | None = None,
+           trial: int | None = None) -> dict[str, Any]:
+    """One run record (the contract's columns) for ``cfg`` trained with ``seed``.
+
+    ``accuracy`` is the validation top-1; test top-1 sits 0.4 points below it and top-5 near 99 %,
+    as on Fashion-MNIST. Non-ok runs carry no test numbers (they stopped before testing).
+    """
+    from dse.model import analyze, build_spec
+    from dse.store import config_hash
+
+    cfg = copy.deepcopy(cfg)
+    cfg["seed"] = seed
+    m, d, t = cfg["model"], cfg["data"], cfg["trainer"]
+    rep = analyze(build_spec(m), d["image_size"])
+    ok = status == "ok"
+    acc = accuracy if accuracy is not None else 0.1
+    return {
+        "run_id": uuid.UUID(int=random.Random(f"{overrides}/{seed}/{status}").getrandbits(128)).hex,
+        "study": cfg["study"]["name"], "config_hash": config_hash(cfg), "seed": seed,
+        "status": status, "error": error, "model": m["name"], "data": d["name"],
+        "trainer": t["name"], "base_e": m["base_e"], "incr_e": m["incr_e"], "freq": m["freq"],
+        "n_fire": m["n_fire"], "sr": float(m["sr"]), "pct3x3": float(m["pct3x3"]),
+        "dropout": m["dropout"], "bypass": m["bypass"], "batch_norm": m["batch_norm"],
+        "stem_channels": m["stem"]["channels"], "stem_kernel": m["stem"]["kernel"],
+        "stem_stride": m["stem"]["stride"], "pool_after": ",".join(m["pool_after"]),
+        "params": rep.params, "size_bytes": rep.size_bytes_fp32, "macs": rep.macs,
+        "image_size": d["image_size"], "num_classes": d["num_classes"], "subset": d["subset"],
+        "max_epochs": t["max_epochs"],
+        "val_top1": acc, "val_top5": min(1.0, 0.985 + acc / 100) if ok else None,
+        "val_loss": -math.log(max(acc, 1e-3)), "test_top1": acc - 0.004 if ok else None,
+        "test_top5": min(1.0, 0.984 + acc / 100) if ok else None,
+        "test_loss": -math.log(max(acc - 0.004, 1e-3)) if ok else None,
+        "epochs": t["max_epochs"] if ok else 2, "train_seconds": 60.0, "images_per_s": 9000.0,
+        "trial": trial, "device": "synthetic", "torch_version": "", "dse_version": "0.1.0",
+        "git_commit": "synthetic", "started_at": f"2026-01-01T00:{seed:02d}:00.000+00:00",
+        "finished_at": f"2026-01-01T01:{seed:02d}:00.000+00:00", "overrides": overrides,
+        "config": json.dumps(cfg, sort_keys=True),
+    }
+
+
+def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> float:
+    """Made-up val top-1 with the paper's shapes: rises with SR to a plateau near 0.75, peaks
+    around pct3x3 = 0.5, simple bypass best, complex second."""
+    a = 0.905 + 0.02 * (1 - math.exp(-5 * (sr - 0.125)))
+    a -= 0.012 * (pct3x3 - 0.5) ** 2 * 4
+    a += {"none": 0.0, "simple": 0.004, "complex": 0.002}[bypass]
+    return round(a + rng.gauss(0, 0.0015), 5)
+
+
+def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: bool = True,
+                 bypass: bool = True, presets: bool = True, failures: bool = True,
+                 max_epochs: int = 30) -> list[dict[str, Any]]:
+    """Rows of a study that ran the paper's three experiments, like a real store would hold them.
+
+    Points shared by two sweeps (SR 0.5 / pct3x3 0.5; bypass none) are stored once, as the
+    sweepers skip what the store already has. Failures: SR 1.0 seed 0 diverged, pct3x3 0.99 seed 1
+    failed, a pruned run.
+    """
+    rng = random.Random(0)
+    rows: list[dict[str, Any]] = []
+    seen: set[tuple[str, int]] = set()
+
+    def add(overrides: str, changes: dict[str, Any], model: str = "fire_small") -> None:
+        cfg = base_config(study, model, max_epochs)
+        cfg["model"].update(changes)
+        for s in range(seeds):
+            r = record(cfg, s, f"study={study} {overrides}".strip())
+            if (r["config_hash"], s) in seen:
+                continue
+            seen.add((r["config_hash"], s))
+            m = cfg["model"]
+            r["val_top1"] = _accuracy(m["sr"], m["pct3x3"], m["bypass"], rng)
+            r["test_top1"] = round(r["val_top1"] - 0.004 + rng.gauss(0, 0.001), 5)
+            if model != "fire_small":  # no BatchNorm: a little worse
+                r["val_top1"] -= 0.01
+                r["test_top1"] -= 0.01
+            if failures and overrides == "model.sr=1.0" and s == 0:
+                r.update(status="diverged", error="accuracy at chance after 2 epochs (dead ReLUs)",
+                         val_top1=0.1, test_top1=None, test_top5=None, val_top5=0.5, epochs=2)
+            if failures and overrides == "model.sr=0.5 model.pct3x3=0.99" and s == 1:
+                r.update(status="failed", error="RuntimeError: CUDA out of memory", val_top1=None,
+                         val_top5=None, test_top1=None, test_top5=None, epochs=0)
+            rows.append(r)
+
+    if sr:
+        for v in SR_VALUES:
+            add(f"model.sr={v}", {"sr": v})
+    if pct3x3:
+        for v in PCT_VALUES:
+            add(f"model.sr=0.5 model.pct3x3={v}", {"sr": 0.5, "pct3x3": v})
+    if bypass:
+        for v in BYPASS_VALUES:
+            add(f"model.bypass={v}", {"bypass": v})
+    if presets:
+        for name in ("squeezenet_v1_0", "squeezenet_v1_1"):
+            add(f"model={name}", {}, model=name)
+    if failures:
+        cfg = base_config(study, "fire_small", max_epochs)
+        cfg["model"].update(sr=0.25, pct3x3=0.25, bypass="simple")
+        rows.append(record(cfg, 0, f"study={study} model.sr=0.25 model.pct3x3=0.25 "
+                                   "model.bypass=simple", status="pruned", accuracy=0.6,
+                           error="pruned at epoch 2"))
+    return rows
+
+
+def write_store(path: str | Path, rows: list[dict[str, Any]]) -> Path:
+    """Append ``rows`` to a (new or existing) dse results store at ``path``; returns the path."""
+    from dse.store import ResultsStore
+
+    path = Path(path)
+    with ResultsStore(path) as store:
+        if rows:
+            store.append(rows)
+    return path

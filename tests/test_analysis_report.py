@@ -1,0 +1,153 @@
+"""dse-report end to end on synthetic stores: the files, the images, the Markdown, Optuna input.
+
+One store is reported once per module (drawing is the slow part); each test reads what it wrote.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from analysis import frames as F
+from analysis.cli import main
+from analysis.load import load
+from analysis.source import LoadError
+from analysis.synthetic import base_config, demo_records, record, write_store
+
+CHARTS = ["micro_sr", "macro_bypass", "pareto", "edf"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """runs/demo/ with an SR sweep, a bypass sweep, presets and failures, but no pct3x3 sweep,
+    reported once as PNG and SVG over a stale micro_pct3x3.png from an imagined earlier report."""
+    root = tmp_path_factory.mktemp("runs") / "demo"
+    write_store(root / "results.db", demo_records(seeds=2, pct3x3=False))
+    (root / "report").mkdir()
+    (root / "report" / "micro_pct3x3.png").write_bytes(b"stale")
+    main([str(root), "--format", "png,svg"])
+    return root
+
+
+def test_every_supported_chart_is_a_sane_png(study: Path) -> None:
+    out = study / "report"
+    for name in CHARTS:
+        path = out / f"{name}.png"
+        assert path.is_file(), name
+        with Image.open(path) as im:
+            im.verify()
+        with Image.open(path) as im:
+            assert im.format == "PNG"
+            w, h = im.size
+            assert 900 <= w <= 2200 and 500 <= h <= 1400, (name, im.size)
+            # not a blank canvas: a chart has many distinct colours
+            assert len(im.convert("RGB").getcolors(maxcolors=1 << 16) or range(1 << 16)) > 50
+
+
+def test_chart_without_its_sweep_is_skipped_and_explained(study: Path) -> None:
+    out = study / "report"
+    assert not (out / "micro_pct3x3.png").exists()
+    md = (out / "report.md").read_text()
+    assert "micro_pct3x3 " in md and "skipped: no group of ok runs varies only pct3x3" in md
+
+
+def test_report_markdown_has_tables_pareto_set_counts_and_commands(study: Path) -> None:
+    md = (study / "report" / "report.md").read_text()
+    for name in CHARTS:
+        assert f"]({name}.png)" in md
+    assert "## Runs by status" in md and "| demo " in md
+    assert "### Pareto set" in md and "SqueezeNet" in md
+    assert "90." in md and "±" in md  # accuracies in percent with seed std
+    assert "dse-train -m study=demo model.sr=0.125,0.25,0.375,0.5,0.625,0.75,0.875,1.0" in md
+    assert "dse-train -m study=demo model.bypass=simple,complex" in md
+    assert "CUDA out of memory" not in md  # that failure belongs to the (absent) pct3x3 sweep
+    assert "dead ReLUs" in md  # the diverged run is listed with its reason
+    df = load(study)
+    points = F.pareto_frame(df)
+    assert f"{int(points['pareto'].sum())} of {len(points)} points are on it" in md
+
+
+def test_svg_too_and_no_stale_chart_left(study: Path) -> None:
+    out = study / "report"
+    for name in CHARTS:
+        assert (out / f"{name}.svg").read_text().lstrip().startswith(("<?xml", "<svg")), name
+    assert not (out / "micro_pct3x3.png").exists()  # skipped now, so the old file is removed
+    assert "](pareto.png)" in (out / "report.md").read_text()  # PNG preferred in the links
+
+
+def test_store_with_only_failed_runs_says_so(tmp_path: Path) -> None:
+    cfg = base_config("bad")
+    rows = [record(cfg, s, "study=bad", status="failed", error="boom") for s in range(2)]
+    write_store(tmp_path / "bad" / "results.db", rows)
+    out = tmp_path / "elsewhere"
+    main([f"sqlite:///{tmp_path / 'bad' / 'results.db'}", "--out", str(out)])
+    assert not (tmp_path / "bad" / "report").exists()
+    assert not list(out.glob("*.png"))
+    md = (out / "report.md").read_text()
+    assert "No run finished ok" in md and "skipped: no run finished ok (2 failed)" in md
+
+
+def test_optuna_storage_becomes_the_same_frame(tmp_path: Path) -> None:
+    """Trials as dse's sweeper writes them: params named by override keys, objectives named by
+    ``metric_names``, the job summary in user attr ``result``, budget rejections, a discarded
+    claim."""
+    optuna = pytest.importorskip("optuna")
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    url = f"sqlite:///{tmp_path / 'optuna.db'}"
+    dists = {"model.sr": FloatDistribution(0.125, 1.0, step=0.125),
+             "model.bypass": CategoricalDistribution(["none", "simple"])}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st = optuna.create_study(study_name="opt", storage=url,
+                                 directions=["maximize", "minimize"])
+        st.set_metric_names(["val_top1", "size_mib"])
+        optuna.create_study(study_name="other", storage=url)
+    for i, sr in enumerate([0.125, 0.25, 0.5, 0.75]):
+        st.add_trial(create_trial(
+            params={"model.sr": sr, "model.bypass": "none"}, distributions=dists,
+            values=[0.9 + i / 100, i + 1.0],
+            user_attrs={"result": {"status": "ok", "size_bytes": 1_000_000 * (i + 1),
+                                   "params": 250_000 * (i + 1), "test_top1": 0.89 + i / 100}}))
+    st.add_trial(create_trial(params={"model.sr": 1.0, "model.bypass": "simple"},
+                              distributions=dists, state=TrialState.FAIL,
+                              user_attrs={"error": "RuntimeError: boom"}))
+    st.add_trial(create_trial(params={"model.sr": 1.0, "model.bypass": "none"},
+                              distributions=dists, state=TrialState.FAIL,
+                              user_attrs={"rejected": "size_mib=22 breaks size_mib <= 10",
+                                          "analytic": {"size_bytes": 23_000_000}}))
+    st.add_trial(create_trial(params={"model.sr": 0.5, "model.bypass": "simple"},
+                              distributions=dists, state=TrialState.PRUNED))
+    st.add_trial(create_trial(params={"model.sr": 0.5, "model.bypass": "none"},
+                              distributions=dists, state=TrialState.FAIL,
+                              user_attrs={"discarded": "n_trials already claimed"}))
+    # dse-train's own rows for the trained trials, in the results.db beside the storage, fill
+    # what the trials lack (MACs, config hash, pct3x3...); the rejected trial never trained
+    sib = []
+    for i, sr in enumerate([0.125, 0.25, 0.5, 0.75]):
+        cfg = base_config("opt")
+        cfg["model"]["sr"] = sr
+        sib.append(record(cfg, 0, f"study=opt model.sr={sr}", accuracy=0.9, trial=i))
+    write_store(tmp_path / "results.db", sib)
+    df = load(url, study="opt")
+    assert df["macs"].iloc[:4].tolist() == [r["macs"] for r in sib]
+    assert df["config_hash"].iloc[:4].tolist() == [r["config_hash"] for r in sib]
+    assert df["pct3x3"].iloc[:4].tolist() == [0.5] * 4 and df["macs"].iloc[4:].isna().all()
+    assert df["status"].tolist() == ["ok"] * 4 + ["failed", "rejected", "pruned"]
+    assert df["trial"].tolist() == list(range(7))  # the discarded claim is not a run
+    assert df["sr"].tolist() == [0.125, 0.25, 0.5, 0.75, 1.0, 1.0, 0.5]
+    assert df["val_top1"].iloc[:4].tolist() == pytest.approx([0.9, 0.91, 0.92, 0.93])
+    assert df["size_bytes"].iloc[:4].tolist() == [1_000_000, 2_000_000, 3_000_000, 4_000_000]
+    assert df["size_bytes"].iloc[5] == 23_000_000
+    assert df["error"].iloc[4] == "RuntimeError: boom" and "breaks" in df["error"].iloc[5]
+    assert df["size_mib"].iloc[:4].tolist() == [1.0, 2.0, 3.0, 4.0]  # extra objective column
+    assert F.pareto_frame(df)["pareto"].all()  # bigger is always more accurate here
+    assert F.sr_frame(df)["sr"].tolist() == [0.125, 0.25, 0.5, 0.75]
+    assert set(load(url)["study"]) == {"opt"}  # "other" has no trials
+    with pytest.raises(LoadError, match="unknown study 'nope'"):
+        load(url, study="nope")

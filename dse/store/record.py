@@ -89,7 +89,7 @@ class RunRecord:
     test_loss: Optional[float] = None
     epochs: int = 0
     train_seconds: float = 0.0
-    images_per_s: float = 0.0
+    images_per_s: Optional[float] = None
     trial: Optional[int] = None
     device: str = ""
     torch_version: str = ""

@@ -30,7 +30,7 @@ from dse.data import build_datamodule, validate_data
 from dse.errors import ConfigError
 from dse.model import analyze, build_spec
 from dse.model.report import MIB
-from dse.store import ResultsStore, config_hash, provenance, utcnow_iso
+from dse.store import ResultsStore, RunRecord, config_hash, provenance, utcnow_iso
 from dse.train.divergence import DivergenceMonitor
 from dse.train.module import OPTIMIZERS, SCHEDULES, FireClassifier
 
@@ -248,7 +248,7 @@ def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
             cb = pruning_callback_from_env()
             callbacks = (cb,) if cb is not None else ()
         rec = train_once(cfg, report, seed, out_dir, overrides, callbacks)
-        store.append(rec)
+        store.append(RunRecord(**rec))  # the dataclass rejects a misspelt column
         log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", chash, seed, rec["status"],
                  rec.get("val_top1"), rec.get("test_top1"), rec["train_seconds"])
         rows.append(rec)

@@ -1,0 +1,140 @@
+"""Training on real Fashion-MNIST, the store row it writes, divergence, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dse.compose import compose
+from dse.data import build_datamodule
+from dse.model import analyze, build_spec
+from dse.store import RUN_COLUMNS, ResultsStore, config_hash
+from dse.train.divergence import DivergenceMonitor
+from dse.train.module import FireClassifier
+from tests.conftest import run_cli
+
+
+def test_fashion_mnist_splits_and_subset() -> None:
+    dm = build_datamodule(compose([]).data)
+    dm.setup()
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 55000, "val": 5000, "test": 10000}
+    assert dm.splits["train"].x.shape[1:] == (1, 28, 28) and dm.splits["train"].x.dtype == torch.uint8
+    again = build_datamodule(compose(["seed=7"]).data)  # the split is fixed, whatever the run seed
+    again.setup()
+    assert torch.equal(again.splits["val"].y, dm.splits["val"].y)
+    small = build_datamodule(compose(["data.subset=300"]).data, batch_size=64)
+    small.setup()
+    assert {k: len(v) for k, v in small.splits.items()} == {"train": 300, "val": 300, "test": 300}
+    batches = list(small.train_dataloader())
+    assert len(batches) == 4 and all(x.shape == (64, 1, 28, 28) for x, _ in batches)  # drop_last
+    x = torch.cat([b[0] for b in small.val_dataloader()])
+    assert abs(float(x.mean())) < 0.2 and 0.8 < float(x.std()) < 1.2  # normalised
+
+
+def test_augmentation_keeps_shapes_and_labels() -> None:
+    dm = build_datamodule(compose(["data=synthetic", "data.augment=true", "data.flip=true",
+                                   "data.synthetic_size=256"]).data, batch_size=32)
+    dm.setup()
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (32, 3, 32, 32) and y.shape == (32,)
+
+
+@pytest.mark.slow
+def test_smoke_run_reaches_70_percent_and_writes_the_row(workdir) -> None:
+    res = run_cli("dse-train", "trainer=smoke", "data.subset=4000", "trainer.checkpoint=true", cwd=workdir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    df = ResultsStore(workdir / "runs/default/results.db").frame()
+    assert len(df) == 1
+    row = df.iloc[0]
+    cfg = compose(["trainer=smoke", "data.subset=4000", "trainer.checkpoint=true"])
+    rep = analyze(build_spec(cfg.model), 28)
+    assert row.status == "ok" and row.error is None or (isinstance(row.error, float) and math.isnan(row.error))
+    assert row.test_top1 >= 0.70, row.test_top1
+    assert 0 < row.val_top1 <= 1 and 0 < row.test_top5 <= 1 and row.val_top5 >= row.val_top1
+    assert row.params == rep.params == 729_418 and row.size_bytes == 4 * rep.params and row.macs == rep.macs
+    assert (row.study, row.model, row.data, row.trainer) == ("default", "fire_small", "fashion_mnist", "smoke")
+    assert row.config_hash == config_hash(cfg) and row.seed == 0 and row.epochs == 3
+    assert (row.base_e, row.incr_e, row.freq, row.sr, row.pct3x3, row.bypass) == (128, 128, 2, 0.125, 0.5, "none")
+    assert row.subset == 4000 and row.train_seconds > 0 and row.images_per_s > 0
+    assert row.torch_version.startswith(torch.__version__.split("+")[0]) and row.device.startswith("cpu")
+    assert json.loads(row.config)["trainer"]["name"] == "smoke"
+    assert set(RUN_COLUMNS) <= set(df.columns)
+    ckpt = next((workdir / "runs/default/single").glob("*/checkpoints/last.ckpt"))
+    state = torch.load(ckpt, weights_only=True, map_location="cpu")
+    assert state["hyper_parameters"]["cfg"]["model"]["sr"] == 0.125
+    metrics = next((workdir / "runs/default/single").glob("*/csv/seed0/metrics.csv")).read_text()
+    assert "val/top1" in metrics and "train/loss" in metrics
+
+
+def _fit(module: FireClassifier, cfg, epochs: int) -> DivergenceMonitor:
+    monitor = DivergenceMonitor(10, chance_epochs=2, check_every=1)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
+                        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+                        callbacks=[monitor])
+    trainer.fit(module, datamodule=build_datamodule(cfg, batch_size=50, eval_batch_size=200))
+    return monitor
+
+
+def _module(overrides: list[str]):
+    cfg = compose(["trainer=smoke", "data.subset=200", *overrides])
+    return FireClassifier(OmegaConf.to_container(cfg, resolve=True)), cfg
+
+
+def test_divergence_fires_on_nan() -> None:
+    module, cfg = _module([])
+    with torch.no_grad():
+        module.model.features.conv1.conv.weight[0, 0, 0, 0] = float("nan")
+    monitor = _fit(module, cfg, epochs=3)
+    assert monitor.reason is not None and "non-finite" in monitor.reason
+
+
+def test_divergence_fires_on_dead_network() -> None:
+    module, cfg = _module(["model.batch_norm=false"])
+    with torch.no_grad():  # every classifier ReLU dead: logits are all 0, gradients all 0
+        module.model.classifier.conv10.conv.bias.fill_(-100.0)
+    monitor = _fit(module, cfg, epochs=4)
+    assert monitor.reason is not None and monitor.reason.startswith("dead network")
+    assert module.trainer.current_epoch == 2  # stopped after chance_epochs, not after 4
+
+
+def test_healthy_run_is_not_flagged() -> None:
+    module, cfg = _module(["data.subset=400"])
+    assert _fit(module, cfg, epochs=2).reason is None
+
+
+def test_diverged_run_is_recorded(workdir) -> None:
+    res = run_cli("dse-train", "trainer=smoke", "data.subset=200", "model.batch_norm=false",
+                  "trainer.optimizer=sgd", "trainer.lr=1e6", "trainer.schedule=constant", cwd=workdir)
+    df = ResultsStore(workdir / "runs/default/results.db").frame()
+    assert res.returncode == 0 and len(df) == 1
+    assert df.iloc[0].status == "diverged" and df.iloc[0].error, df.iloc[0].error
+
+
+def test_exception_in_training_is_a_failed_row(workdir) -> None:
+    # labels up to 9 but a 5-way classifier: cross-entropy raises inside the first training step
+    res = run_cli("dse-train", "data=synthetic", "data.synthetic_size=128", "model.num_classes=5",
+                  "trainer=smoke", "trainer.max_epochs=1", cwd=workdir)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1].startswith("dse-train: run failed:")
+    df = ResultsStore(workdir / "runs/default/results.db").frame()
+    assert list(df.status) == ["failed"] and "Target" in df.iloc[0].error
+
+
+@pytest.mark.parametrize(("args", "field"), [
+    (["data=nope"], "data"), (["data.name=nope"], "data.name"),
+    (["data=imagenet", "data.root=/nonexistent/imagenet"], "data.root"),
+    (["data.subset=0"], "data.subset"), (["data.subset=-5"], "data.subset"),
+    (["trainer.nonexistent=1"], "trainer.nonexistent"), (["trainer.lr=-1"], "trainer.lr"),
+    (["trainer.optimizer=rmsprop"], "trainer.optimizer"), (["model.sr=0"], "model.sr"),
+])
+def test_bad_input_exit_2_nothing_written(workdir, args: list[str], field: str) -> None:
+    res = run_cli("dse-train", *args, cwd=workdir)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2, res.stderr[-1500:]
+    assert len(lines) == 1 and lines[0].startswith("dse-train: error:") and field in lines[0], lines
+    assert not (workdir / "runs/default/results.db").exists()

@@ -120,7 +120,8 @@ def test_random_metaparameters_spec_equals_torch() -> None:
         ov = [f"model.base_e={rng.choice([8, 32, 100, 128])}", f"model.incr_e={rng.choice([0, 16, 128])}",
               f"model.freq={rng.randint(1, 4)}", f"model.sr={rng.choice([0.05, 0.125, 0.3, 1.0, 1.5])}",
               f"model.pct3x3={rng.choice([0.0, 0.2, 0.5, 0.99, 1.0])}",
-              f"model.n_fire={rng.randint(1, 10)}", f"model.bypass={rng.choice(['none', 'simple', 'complex'])}",
+              f"model.n_fire={rng.randint(1, 10)}",
+              f"model.bypass={rng.choice(['none', 'simple', 'complex'])}",
               f"model.batch_norm={rng.choice(['true', 'false'])}", "model.pool_after=[conv1,fire2]"]
         rep, cfg = report(ov)
         model = build_model(cfg.model)

@@ -24,9 +24,12 @@ data:
 	  || echo "note: dataset-fashion-mnist not installed; torchvision will download Fashion-MNIST"; \
 	fi
 
+# The main job on the embedded default: a 5-point SR sweep of fire_small on Fashion-MNIST (CPU),
+# the results table from the store, then the charts.
 demo: install data
-	$(BIN)/dse-model model=squeezenet_v1_0 data=imagenet
-	$(BIN)/dse-model model=squeezenet_v1_1 data=imagenet
+	$(BIN)/dse-train -m study=demo $(DEMO_ARGS)
+	$(BIN)/dse-store show runs/demo -n 0
+	$(BIN)/dse-report runs/demo
 
 test: install data
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

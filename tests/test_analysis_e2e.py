@@ -1,0 +1,26 @@
+"""From a tiny real sweep on CPU to the report: the charts are drawn from what training stored."""
+
+from __future__ import annotations
+
+import analysis
+from tests.conftest import run_cli
+
+
+def test_tiny_real_sweep_to_report(workdir) -> None:
+    res = run_cli("dse-train", "-m", "study=demo", "data.subset=200", "trainer.max_epochs=1",
+                  "model.base_e=16", "model.incr_e=16", "model.sr=0.25,0.5,1.0", cwd=workdir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    res = run_cli("dse-report", "runs/demo", cwd=workdir)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = workdir / "runs/demo/report"
+    assert (out / "micro_sr.png").stat().st_size > 10_000 and (out / "pareto.png").is_file()
+    assert not (out / "micro_pct3x3.png").exists()  # no pct3x3 sweep in this store
+    report = (out / "report.md").read_text()
+    assert "micro_pct3x3" in report and "dse-train -m" in report
+    df = analysis.load(workdir / "runs/demo")
+    frame = analysis.sr_frame(df)
+    assert sorted(frame.sr) == [0.25, 0.5, 1.0]
+    stored = df.set_index("sr").val_top1
+    for _, row in frame.iterrows():
+        mean = row.filter(like="val_top1").filter(like="mean")
+        assert abs(float(mean.iloc[0]) - stored[row.sr]) < 1e-9

@@ -141,3 +141,34 @@ def test_bad_input_exit_2_nothing_written(workdir, args: list[str], field: str) 
     assert res.returncode == 2, res.stderr[-1500:]
     assert len(lines) == 1 and lines[0].startswith("dse-train: error:") and field in lines[0], lines
     assert not (workdir / "runs/default/results.db").exists()
+
+
+def _image_folder(root, classes: int = 2, per_class: int = 6, size: int = 40) -> None:
+    from PIL import Image
+
+    g = torch.Generator().manual_seed(0)
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                px = torch.randint(0, 256, (size, size, 3), generator=g, dtype=torch.uint8).numpy()
+                Image.fromarray(px).save(d / f"{i}.png")
+
+
+def test_image_folder_module_and_run(workdir) -> None:
+    _image_folder(workdir / "imgs")
+    cfg = compose(["data=imagenet", f"data.root={workdir / 'imgs'}", "data.image_size=32",
+                   "data.num_classes=2", "data.num_workers=0"])
+    dm = build_datamodule(cfg.data, batch_size=4, eval_batch_size=5)
+    dm.setup()
+    assert dm.num_train == 12
+    x, y = next(iter(dm.train_dataloader()))
+    assert x.shape == (4, 3, 32, 32) and set(y.tolist()) <= {0, 1}
+    assert sum(len(b[1]) for b in dm.val_dataloader()) == 12
+    res = run_cli("dse-train", "data=imagenet", f"data.root={workdir / 'imgs'}", "data.image_size=32",
+                  "data.num_classes=2", "data.num_workers=0", "trainer=smoke", "trainer.max_epochs=1",
+                  "trainer.batch_size=4", cwd=workdir)
+    assert res.returncode == 0, res.stderr[-1500:]
+    row = ResultsStore(workdir / "runs/default/results.db").frame().iloc[0]
+    assert row.status == "ok" and row.data == "imagenet" and row.num_classes == 2

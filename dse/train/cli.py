@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 import hydra
@@ -35,6 +36,9 @@ def app(cfg: DictConfig) -> dict[str, Any]:
 
     for name in ("lightning.pytorch", "lightning.fabric"):  # keep "GPU available: ..." chatter out
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Lightning's own deprecation noise and its advice for DataLoader-less in-memory batches
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     hc = HydraConfig.get()
     result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))
     if hc.mode == RunMode.RUN:

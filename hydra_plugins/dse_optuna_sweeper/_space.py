@@ -1,0 +1,175 @@
+"""Hydra's override grammar -> Optuna distributions, and sampled values -> job overrides.
+
+Users already know Hydra's sweep syntax from the basic sweeper, so the search space reuses it:
+``choice(a,b)`` is categorical, ``range(a,b,step)`` an integer (or stepped float) range with the
+stop *excluded* as in Hydra and Python, ``interval(a,b)`` a float interval and ``tag(log, ...)``
+puts it on a log scale. Plain values are passed to every job unchanged. Sampled values are written
+back as override strings that Hydra parses to exactly the sampled value (strings are escaped).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from dse.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from hydra.core.override_parser.types import Override
+    from optuna.distributions import BaseDistribution
+
+ALLOWED_TAGS = {"log"}
+
+
+@dataclass
+class Param:
+    """One searched key: its Optuna name and distribution, and how to write a value back."""
+
+    name: str  # Optuna parameter name: the override key (with @package), no +/++ prefix
+    key: str  # the key element of the job override, prefix included
+    distribution: BaseDistribution
+    choice_texts: list[str] = field(default_factory=list)  # categorical: override text per choice
+
+    def override(self, value: Any) -> str:
+        """The job override that sets this parameter to ``value``."""
+        from optuna.distributions import CategoricalDistribution, IntDistribution
+
+        dist = self.distribution
+        if isinstance(dist, CategoricalDistribution):
+            text = self.choice_texts[int(dist.to_internal_repr(value))]
+        elif isinstance(dist, IntDistribution):
+            text = str(int(value))
+        else:
+            text = repr(float(value))
+        return f"{self.key}={text}"
+
+
+@dataclass
+class SearchSpace:
+    """Searched parameters plus the fixed overrides every job gets."""
+
+    params: dict[str, Param]
+    fixed: list[str]
+
+    @property
+    def distributions(self) -> dict[str, BaseDistribution]:
+        return {name: p.distribution for name, p in self.params.items()}
+
+    def overrides(self, values: Mapping[str, Any]) -> list[str]:
+        """The job's overrides for one sampled point (fixed ones first, as on a command line)."""
+        return [*self.fixed, *(p.override(values[n]) for n, p in self.params.items())]
+
+    def probe_values(self) -> dict[str, Any]:
+        """One valid point (first choice, lower bounds) to compose a job config before sampling."""
+        from optuna.distributions import CategoricalDistribution
+
+        out: dict[str, Any] = {}
+        for name, p in self.params.items():
+            d = p.distribution
+            out[name] = d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
+        return out
+
+
+def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> SearchSpace:
+    """Parse ``hydra.sweeper.params`` and the command line; the command line wins per key."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    entries: list[tuple[str, str]] = [
+        (f"hydra.sweeper.params.{k}", f"{k}={v}") for k, v in (params or {}).items()
+    ]
+    entries += [(str(a), str(a)) for a in arguments]
+    searched: dict[str, Param] = {}
+    fixed: dict[str, str] = {}
+    for where, line in entries:
+        try:
+            (ov,) = parser.parse_overrides([line])
+        except Exception as e:  # OverrideParseException, HydraException: bad grammar
+            raise ConfigError(where, _first_line(e)) from None
+        name = ov.key_or_group + (f"@{ov.package}" if ov.package else "")
+        searched.pop(name, None)
+        fixed.pop(name, None)
+        if ov.is_sweep_override():
+            searched[name] = Param(name, ov.get_key_element(), *_distribution(ov, where))
+        else:
+            fixed[name] = line
+    return SearchSpace(searched, list(fixed.values()))
+
+
+def _distribution(ov: Override, where: str) -> tuple[BaseDistribution, list[str]]:
+    """The Optuna distribution (and categorical override texts) of one sweep override."""
+    from hydra.core.override_parser.types import (
+        ChoiceSweep,
+        IntervalSweep,
+        QuotedString,
+        RangeSweep,
+        Transformer,
+    )
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    value = ov.value()
+    tags = set(getattr(value, "tags", set()) or set())
+    unknown = tags - ALLOWED_TAGS
+    if unknown:
+        raise ConfigError(where, f"unknown tag(s) {sorted(unknown)}; only 'log' is understood")
+    log = "log" in tags
+    try:
+        if isinstance(value, ChoiceSweep) or (ov.is_choice_sweep() and isinstance(value, list)):
+            if isinstance(value, ChoiceSweep) and value.shuffle:
+                raise ConfigError(where, "shuffle() means nothing to a sampler; use choice()")
+            if log:
+                raise ConfigError(where, "tag(log, ...) applies to range() and interval() only")
+            items = value.list if isinstance(value, ChoiceSweep) else value
+            if not items:
+                raise ConfigError(where, "choice() needs at least one value")
+            texts = [Transformer.str(x) for x in items]
+            choices = [x.text if isinstance(x, QuotedString) else
+                       x if x is None or isinstance(x, (str, int, float, bool)) else
+                       Transformer.str(x) for x in items]
+            if len(set(texts)) != len(texts):
+                raise ConfigError(where, "choice() lists a value twice")
+            return CategoricalDistribution(choices), texts
+        if isinstance(value, RangeSweep):
+            if value.shuffle:
+                raise ConfigError(where, "shuffle() means nothing to a sampler; use range()")
+            values = list(value.range())
+            if not values:
+                raise ConfigError(where, f"range({value.start}, {value.stop}, {value.step}) "
+                                         "is empty (the stop is excluded)")
+            low, high, step = min(values), max(values), abs(value.step)
+            if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+                if log and step != 1:
+                    raise ConfigError(where, "tag(log, range(...)) needs step 1")
+                return IntDistribution(int(low), int(high), log=log,
+                                       step=1 if log else int(step)), []
+            if log:
+                raise ConfigError(where, "tag(log, range(...)) needs integer bounds and step 1")
+            return FloatDistribution(float(low), float(high), step=float(step)), []
+        if isinstance(value, IntervalSweep):
+            lo, hi = float(value.start), float(value.end)  # type: ignore[arg-type]
+            if not (math.isfinite(lo) and math.isfinite(hi)):
+                raise ConfigError(where, "interval() bounds must be finite numbers")
+            if lo >= hi:
+                raise ConfigError(where, f"interval({lo:g}, {hi:g}): low must be < high")
+            if log and lo <= 0:
+                raise ConfigError(where, f"tag(log, interval({lo:g}, {hi:g})) needs low > 0")
+            return FloatDistribution(lo, hi, log=log), []
+    except ConfigError:
+        raise
+    except (ValueError, TypeError) as e:  # Optuna's own range checks
+        raise ConfigError(where, _first_line(e)) from None
+    raise ConfigError(where, "unsupported sweep; use choice(), range(), interval() or "
+                             "tag(log, ...)")
+
+
+def _first_line(e: BaseException) -> str:
+    """The informative line of a (Hydra parser) error: the cause, not "Error parsing override"."""
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(e).__name__
+    if lines[0].startswith("Error parsing override") and len(lines) > 1 \
+            and not lines[1].startswith("See "):
+        return lines[1]
+    return lines[0]

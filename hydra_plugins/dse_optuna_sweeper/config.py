@@ -1,0 +1,68 @@
+"""The sweeper's structured config, registered as ``hydra/sweeper: dse_optuna``.
+
+Registering a dataclass (rather than shipping a YAML file) gives every key a type, so a typo such as
+``hydra.sweeper.n_trails=5`` fails at composition time, before a storage is created. The module is
+imported by Hydra's plugin scan on every start-up; it must stay free of Optuna imports, and free of
+``from __future__ import annotations``: the scanner runs the module before it is in ``sys.modules``,
+where ``dataclasses`` would look up string annotations.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+
+DEFAULT_OBJECTIVES = [["val_top1", "maximize"], ["size_mib", "minimize"]]
+
+
+@dataclass
+class SamplerConf:
+    name: str = "tpe"  # tpe | nsgaii | gp | random | qmc
+    seed: Optional[int] = 0  # sampler seed (+ trials already in the study, so a resume differs)
+    n_startup_trials: int = 10  # tpe/gp: random trials before the model takes over
+    population_size: int = 50  # nsgaii: individuals per generation
+    qmc_type: str = "sobol"  # qmc: sobol | halton | lhs
+
+
+@dataclass
+class PrunerConf:
+    name: str = "median"  # median | hyperband | threshold | none (single-objective studies only)
+    monitor: Optional[str] = None  # metric the job reports per epoch; None = val/<objective suffix>
+    n_startup_trials: int = 5  # median: trials that must finish before any is pruned
+    n_warmup_steps: int = 0  # median, threshold: epochs a trial runs before it may be pruned
+    interval_steps: int = 1  # median, threshold: epochs between two pruning checks
+    lower: Optional[float] = None  # threshold: prune when the metric is below this
+    upper: Optional[float] = None  # threshold: prune when the metric is above this
+    min_resource: int = 1  # hyperband: epochs every trial gets
+    max_resource: Any = "auto"  # hyperband: epochs of a full trial ("auto": learnt from trials)
+    reduction_factor: int = 3  # hyperband: keep 1 in reduction_factor trials per rung
+
+
+@dataclass
+class DseOptunaSweeperConf:
+    _target_: str = "hydra_plugins.dse_optuna_sweeper.dse_optuna_sweeper.DseOptunaSweeper"
+    study_name: str = "${study.name}"  # Optuna study name (shared by workers and reruns)
+    # SQLAlchemy URL (sqlite:///..., postgresql://...) or journal:PATH (Optuna's JournalStorage)
+    storage: str = "sqlite:///${paths.runs}/${study.name}/optuna.db"
+    n_trials: int = 20  # finished trials the study should have (all workers, all reruns)
+    n_jobs: int = 1  # trials asked and launched together (set hydra.launcher.n_jobs alike)
+    objectives: list[Any] = field(
+        default_factory=lambda: [list(o) for o in DEFAULT_OBJECTIVES]
+    )  # [[metric, maximize|minimize], ...]: names of values in the job's returned dict
+    constraints: list[str] = field(default_factory=list)  # e.g. "size_mib <= 5", "macs <= 2e7"
+    sampler: SamplerConf = field(default_factory=SamplerConf)  # how points are proposed
+    pruner: PrunerConf = field(default_factory=PrunerConf)  # how bad trials are stopped early
+    max_failure_rate: float = 0.5  # stop once failed trials exceed this fraction of n_trials
+    max_rejections: int = 1000  # stop after this many over-budget points in a row
+    heartbeat_interval: int = 60  # seconds between heartbeats of running trials (RDB storages)
+    grace_period: Optional[int] = None  # seconds without heartbeat before a trial is stale
+    results_file: str = "optimization_results.yaml"  # written in hydra.sweep.dir at the end
+    params: dict[str, str] = field(default_factory=dict)  # search space, Hydra override grammar
+
+
+ConfigStore.instance().store(
+    group="hydra/sweeper",
+    name="dse_optuna",
+    node=DseOptunaSweeperConf,
+    provider="dse_optuna_sweeper",
+)

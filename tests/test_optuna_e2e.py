@@ -1,0 +1,127 @@
+"""dse-train -m with the dse_optuna sweeper: real (tiny) trainings on Fashion-MNIST subsets.
+
+Every run here is the command a user types, on networks small enough for 2 CPU cores: the search
+space of studies/pareto.yaml narrowed from the command line (the command line wins per key) and
+1-epoch trainings on 200-image subsets. Accuracy is near chance and that is fine: these tests check
+the plumbing between the sweeper, dse-train, the results store and Optuna's storage.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+pytestmark = pytest.mark.slow
+
+BIN = Path(sys.executable).parent
+DSE_TRAIN = BIN / "dse-train"
+TINY = ["data.subset=200", "trainer=smoke", "trainer.max_epochs=1", "trainer.test=false",
+        "trainer.batch_size=100", "trainer.eval_batch_size=200", "model.stem.channels=8",
+        "model.n_fire=4", "model.base_e=choice(8,16)", "model.incr_e=choice(0,8)"]
+POOLS = "model.pool_after=[conv1,fire3]"
+
+if not DSE_TRAIN.exists():  # pragma: no cover - only before dse-train is installed
+    pytest.skip("dse-train is not installed (pip install -e .)", allow_module_level=True)
+
+
+def dse_train(cwd: Path, *args: str, background: bool = False, timeout: float = 600
+              ) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = [str(DSE_TRAIN), "-m", "study=pareto", f"paths.runs={cwd / 'runs'}", *args]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if background:
+        return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
+
+
+def load(cwd: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/runs/{name}/optuna.db")
+
+
+def store_rows(cwd: Path, name: str) -> list[tuple[int | None, str]]:
+    """(trial, status) of every row dse-train appended to the study's results store."""
+    with sqlite3.connect(cwd / "runs" / name / "results.db") as db:
+        return db.execute("SELECT trial, status FROM runs ORDER BY trial").fetchall()
+
+
+def by_state(study: optuna.Study, state: str) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in study.trials if t.state.name == state]
+
+
+def test_dse_train_finds_the_sweeper(tmp_path):
+    p = ok(subprocess.run([str(DSE_TRAIN), "--info", "plugins"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300))
+    assert "DseOptunaSweeper" in p.stdout and "JoblibLauncher" in p.stdout
+    p = ok(subprocess.run([str(DSE_TRAIN), "study=pareto", "--cfg", "hydra", "--package",
+                           "hydra.sweeper"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300))
+    assert "hydra_plugins.dse_optuna_sweeper.dse_optuna_sweeper.DseOptunaSweeper" in p.stdout
+    assert "model.pct3x3: interval(0.0, 1.0)" in p.stdout
+
+
+def test_pareto_study_then_resume_with_a_larger_budget(tmp_path):
+    ok(dse_train(tmp_path, "hydra.sweeper.n_trials=6", *TINY, POOLS))
+    study = load(tmp_path, "pareto")
+    assert len(by_state(study, "COMPLETE")) == 6
+    assert study.metric_names == ["val_top1", "size_mib"]
+    assert study.best_trials, "empty Pareto set"
+    (results,) = (tmp_path / "runs" / "pareto" / "multirun").glob("*/optimization_results.yaml")
+    assert "pareto:" in results.read_text()
+    assert store_rows(tmp_path, "pareto") == [(n, "ok") for n in range(6)]
+
+    ok(dse_train(tmp_path, "hydra.sweeper.n_trials=8", *TINY, POOLS))
+    study = load(tmp_path, "pareto")
+    assert [t.number for t in by_state(study, "COMPLETE")] == list(range(8))  # exactly 2 more
+    assert len(study.trials) == 8
+    assert store_rows(tmp_path, "pareto") == [(n, "ok") for n in range(8)]
+
+
+def test_two_workers_share_one_study(tmp_path):
+    args = ["study.name=workers", "hydra.sweeper.n_trials=4", *TINY, POOLS]
+    procs = [dse_train(tmp_path, *args, background=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-6000:]
+    study = load(tmp_path, "workers")
+    complete = sorted(t.number for t in by_state(study, "COMPLETE"))
+    assert len(complete) == 4
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert all("discarded" in t.user_attrs for t in study.trials if t.number not in complete)
+    assert sorted(n for n, _ in store_rows(tmp_path, "workers")) == complete
+
+
+def test_a_raising_job_fails_its_trial_and_the_study_goes_on(tmp_path):
+    # pools after every Fire module shrink 28x28 inputs to nothing: dse-train raises in the job
+    p = ok(dse_train(tmp_path, "study.name=raising", "hydra.sweeper.n_trials=2",
+                     "hydra.sweeper.max_failure_rate=1", "hydra.sweeper.constraints=[]",
+                     *TINY, "model.pool_after=[conv1,fire2,fire3,fire4,fire5]"))
+    study = load(tmp_path, "raising")
+    assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # the 2nd ran after the 1st
+    for t in study.trials:
+        assert "spatial size" in t.user_attrs["error"], t.user_attrs
+    assert "trials: 2 failed" in p.stdout
+
+
+def test_the_pruner_stops_a_real_training(tmp_path):
+    # a threshold nobody reaches: every trial is pruned at its first validation epoch
+    ok(dse_train(tmp_path, "study.name=pruning", "hydra.sweeper.n_trials=2",
+                 "hydra.sweeper.objectives=[[val_top1,maximize]]", "hydra.sweeper.constraints=[]",
+                 "hydra.sweeper.pruner.name=threshold", "hydra.sweeper.pruner.lower=1.01",
+                 *TINY, POOLS, "trainer.max_epochs=3"))
+    study = load(tmp_path, "pruning")
+    assert [t.state.name for t in study.trials] == ["PRUNED", "PRUNED"]
+    for t in study.trials:
+        assert list(t.intermediate_values) == [0]  # reported epoch 0, then stopped
+    assert store_rows(tmp_path, "pruning") == [(0, "pruned"), (1, "pruned")]

@@ -1,0 +1,721 @@
+"""The dse_optuna Hydra sweeper, driven through a tiny stand-in for dse-train.
+
+The stand-in is a real ``@hydra.main`` app over the project's ``conf/`` whose task "trains"
+instantly: it returns dse-train's result dict computed from the model spec, and can be told (by
+environment variables, per trial number) to raise, to report a failed run, to sleep, to drop a
+metric or to report a learning curve to the pruner. That isolates the plugin: search space,
+storage, resume, concurrent workers, failures, budgets, heartbeats, pruning and the dashboard.
+End-to-end runs with the real dse-train are in test_optuna_e2e.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+optuna = pytest.importorskip("optuna")
+
+from dse.errors import ConfigError  # noqa: E402
+from hydra_plugins.dse_optuna_sweeper._space import build_search_space  # noqa: E402
+from hydra_plugins.dse_optuna_sweeper._sweep import (  # noqa: E402
+    Constraint,
+    parse_constraints,
+    parse_objectives,
+    quote,
+    validate_settings,
+)
+
+BIN = Path(sys.executable).parent
+
+FAKE_APP = textwrap.dedent('''
+    """Stand-in for dse-train: the real conf/, an instant analytic 'training'."""
+    import json
+    import os
+    import time
+
+    import hydra
+
+    import dse.config  # noqa: F401
+    from dse.errors import config_exceptions, fail
+    from dse.paths import conf_dir
+
+
+    def _nums(var):
+        return {int(x) for x in os.environ.get(var, "").split(",") if x.strip()}
+
+
+    @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
+    def app(cfg):
+        from dse.model import analyze, build_spec
+        from dse.sweep.pruning import trial_from_env, trial_number_from_env
+
+        num = trial_number_from_env()
+        rep = analyze(build_spec(cfg.model), int(cfg.data.image_size))
+        m = cfg.model
+        acc = (0.5 + 0.4 * (1 - 1 / (1 + rep.params / 3e5)) + 0.05 * float(m.pct3x3)
+               - 0.02 * float(m.sr))
+        if os.environ.get("FAKE_LOG"):
+            with open(os.environ["FAKE_LOG"], "a") as f:
+                env = {k: v for k, v in os.environ.items() if k.startswith("DSE_OPTUNA_")}
+                f.write(json.dumps({"trial": num, "pid": os.getpid(), "env": env,
+                                    "cwd_out": os.getcwd()}) + "\\n")
+        time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
+        if num in _nums("FAKE_RAISE"):
+            raise RuntimeError(f"fake job {num} raised")
+        out = {"status": "ok", "error": None, "val_top1": acc, "val_top5": 1.0,
+               "test_top1": acc, "size_mib": rep.size_mib, "size_bytes": rep.size_bytes_fp32,
+               "params": rep.params, "macs": rep.macs, "epochs": 3,
+               "val_top1_history": [acc / 3, acc / 2, acc]}
+        if num in _nums("FAKE_FAIL"):
+            out.update(status="failed", error="fake failure", val_top1=None)
+        if os.environ.get("FAKE_DROP"):
+            out.pop(os.environ["FAKE_DROP"])
+        if os.environ.get("FAKE_PRUNE"):  # what the Lightning callback does, minus Lightning
+            trial = trial_from_env()
+            assert trial is not None and trial.number == num
+            for epoch in range(3):  # trial 0 learns best, later trials ever worse
+                trial.report((0.9 - 0.2 * num) * (epoch + 1) / 3, step=epoch)
+                out["epochs"] = epoch + 1
+                if trial.should_prune():
+                    out.update(status="pruned", error=f"pruned at epoch {epoch}")
+                    break
+        return out
+
+
+    def main():
+        os.environ["HYDRA_FULL_ERROR"] = "1"
+        try:
+            app()
+        except config_exceptions() as e:
+            fail("fake-train", e)
+
+
+    if __name__ == "__main__":
+        main()
+''')
+
+SPACE = ["model.base_e=choice(16,32,64)", "model.sr=interval(0.1,0.5)",
+         "model.bypass=choice(none,simple)"]
+
+
+# ----------------------------------------------------------------------------- helpers
+@pytest.fixture(scope="session")
+def fake_app(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("fakeapp") / "fake_train.py"
+    path.write_text(FAKE_APP)
+    return path
+
+
+def run_fake(app: Path, cwd: Path, *args: str, env: dict[str, str] | None = None,
+             timeout: float = 300, background: bool = False
+             ) -> subprocess.CompletedProcess | subprocess.Popen:
+    cmd = [sys.executable, str(app), "-m", "hydra/sweeper=dse_optuna",
+           f"paths.runs={cwd / 'runs'}", "hydra.sweeper.heartbeat_interval=1", *args]
+    full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
+    if background:
+        return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc
+
+
+def load(cwd: Path, name: str) -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{cwd}/runs/{name}/optuna.db")
+
+
+def states(study: optuna.Study) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for t in study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def results_file(cwd: Path, name: str) -> dict:
+    files = sorted((cwd / "runs" / name / "multirun").glob("*/optimization_results.yaml"))
+    assert files, f"no optimization_results.yaml under {cwd / 'runs' / name}"
+    return yaml.safe_load(files[-1].read_text())
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-4000:]
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("fake-train: error: "), proc.stderr[-4000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-4000:]
+    for n in needles:
+        assert n in lines[-1], lines[-1]
+    return lines[-1]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ----------------------------------------------------------------------------- in-process units
+def test_plugin_is_discovered_without_importing_optuna():
+    """Hydra finds our sweeper and the joblib launcher in the shared hydra_plugins namespace,
+    and its start-up scan does not pay for importing Optuna."""
+    code = textwrap.dedent("""
+        import sys
+        from hydra.core.config_store import ConfigStore
+        from hydra.core.plugins import Plugins
+        from hydra.plugins.launcher import Launcher
+        from hydra.plugins.sweeper import Sweeper
+        p = Plugins.instance()
+        import hydra_plugins
+        print(sorted(c.__name__ for c in p.discover(Sweeper)))
+        print(sorted(c.__name__ for c in p.discover(Launcher)))
+        print("optuna" in sys.modules, "torch" in sys.modules)
+        print("dse_optuna.yaml" in ConfigStore.instance().list("hydra/sweeper"))
+        print(not hasattr(hydra_plugins, "__file__") or hydra_plugins.__file__ is None)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120).stdout.splitlines()
+    assert "DseOptunaSweeper" in out[0]
+    assert "JoblibLauncher" in out[1]
+    assert out[2] == "False False"
+    assert out[3] == "True"
+    assert out[4] == "True", "hydra_plugins must stay a namespace package"
+
+
+def test_search_space_from_override_grammar():
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
+
+    space = build_search_space(
+        {"model.base_e": "choice(16, 32)", "model.freq": "range(1, 5)",
+         "model.incr_e": "range(0, 65, 16)", "model.sr": "tag(log, interval(0.05, 1.0))",
+         "model.pct3x3": "interval(0, 1)", "model.n_fire": "8", "model.bypass": "none"},
+        ["model.bypass=choice(none,simple,'a b')", "model.n_fire=6", "+foo.bar=range(3,0,-1)"])
+    d = space.distributions
+    assert d["model.base_e"] == CategoricalDistribution([16, 32])
+    assert d["model.freq"] == IntDistribution(1, 4)  # Hydra's range: the stop is excluded
+    assert d["model.incr_e"] == IntDistribution(0, 64, step=16)
+    assert d["model.sr"] == FloatDistribution(0.05, 1.0, log=True)
+    assert d["model.pct3x3"] == FloatDistribution(0.0, 1.0)
+    assert d["model.bypass"] == CategoricalDistribution(["none", "simple", "a b"])
+    assert d["foo.bar"] == IntDistribution(1, 3)
+    assert space.fixed == ["model.n_fire=6"]  # the command line wins over hydra.sweeper.params
+    ov = space.overrides({"model.base_e": 32, "model.freq": 3, "model.incr_e": 48,
+                          "model.sr": 0.1, "model.pct3x3": 0.25, "model.bypass": "a b",
+                          "foo.bar": 2})
+    assert ov == ["model.n_fire=6", "model.base_e=32", "model.freq=3", "model.incr_e=48",
+                  "model.sr=0.1", "model.pct3x3=0.25", r"model.bypass=a\ b", "+foo.bar=2"]
+    # every override parses back to the sampled value
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(ov)
+    assert [p.value() for p in parsed] == [6, 32, 3, 48, 0.1, 0.25, "a b", 2]
+
+
+@pytest.mark.parametrize("params, needle", [
+    ({"model.sr": "uniform(0, 1)"}, "hydra.sweeper.params.model.sr"),
+    ({"model.sr": "interval(0.5, 0.5)"}, "low must be < high"),
+    ({"model.sr": "interval(0.9, 0.1)"}, "low must be < high"),
+    ({"model.sr": "tag(log, interval(0, 1))"}, "needs low > 0"),
+    ({"model.sr": "tag(lgo, interval(0.1, 1))"}, "unknown tag"),
+    ({"model.freq": "range(5, 1)"}, "is empty"),
+    ({"model.freq": "shuffle(range(1, 5))"}, "shuffle"),
+    ({"model.n_fire": "8"}, "searches nothing"),
+])
+def test_bad_search_space_is_one_config_error(params, needle):
+    with pytest.raises(ConfigError) as e:
+        validate_settings({"study_name": "s", "storage": "sqlite:///x.db", "params": params}, [])
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+def test_objectives_constraints_and_settings_validation(tmp_path):
+    assert [(o.metric, o.direction) for o in parse_objectives(
+        [["val_top1", "maximize"], ["size_mib", "MINIMIZE"]])] == [
+        ("val_top1", "maximize"), ("size_mib", "minimize")]
+    assert parse_objectives(["val_top1", "maximize"])[0].metric == "val_top1"
+    for bad, needle in [([["val_top1", "up"]], "maximize or minimize"),
+                        ([["accuracy", "maximize"]], "returns no metric 'accuracy'"),
+                        ([["val_top1", "maximize"], ["val_top1", "minimize"]], "twice"),
+                        ([], "non-empty")]:
+        with pytest.raises(ConfigError, match=needle):
+            parse_objectives(bad)
+    cons = parse_constraints(["size_mib <= 5", "macs<=2e7", "val_top1 >= 0.5"])
+    assert cons == [Constraint("size_mib", "<=", 5.0), Constraint("macs", "<=", 2e7),
+                    Constraint("val_top1", ">=", 0.5)]
+    assert cons[0].violation(4.0) < 0 < cons[0].violation(6.0)
+    assert cons[1].violation(2e7) == 0.0 and cons[2].violation(0.4) > 0
+    for bad in ["size_mib < 5", "size == 3", "size_mib <= lots", "mass <= 3"]:
+        with pytest.raises(ConfigError, match="hydra.sweeper.constraints"):
+            parse_constraints([bad])
+    base = {"study_name": "s", "params": {"model.sr": "interval(0.1, 0.2)"}}
+    for extra, needle in [({"storage": "nosuchdb://x/y"}, "unknown database kind"),
+                          ({"storage": "sqlite://"}, "in-memory"),
+                          ({"storage": ""}, "is required"),
+                          ({"storage": "not a url"}, "cannot parse"),
+                          ({"storage": "sqlite:///x.db", "sampler": {"name": "cmaes"}},
+                           "unknown sampler"),
+                          ({"storage": "sqlite:///x.db", "pruner": {"name": "patient"}},
+                           "unknown pruner"),
+                          ({"storage": "sqlite:///x.db", "n_trials": 0}, "n_trials"),
+                          ({"storage": "sqlite:///x.db", "max_failure_rate": 2}, "[0, 1]")]:
+        with pytest.raises(ConfigError, match="hydra.sweeper") as e:
+            validate_settings({**base, **extra}, [])
+        assert needle in str(e.value)
+    s = validate_settings({**base, "storage": f"journal:{tmp_path}/j.log"}, [])
+    assert s.storage.kind == "journal" and s.storage.url == f"journal:{tmp_path}/j.log"
+    s = validate_settings({**base, "storage": "sqlite:///rel/o.db"}, [])
+    assert s.storage.url == f"sqlite:///{Path.cwd()}/rel/o.db"  # jobs may run elsewhere
+    assert not list(tmp_path.iterdir()), "validation must not write anything"
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsgaii", "gp", "random", "qmc"])
+def test_every_sampler_handles_two_objectives_with_constraints(name):
+    from hydra_plugins.dse_optuna_sweeper._optuna import make_sampler
+    from hydra_plugins.dse_optuna_sweeper._sweep import suggest
+
+    space = build_search_space({"model.base_e": "choice(16, 32)", "model.freq": "range(1, 5)",
+                                "model.sr": "tag(log, interval(0.05, 1.0))"}, [])
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for n in range(4):
+        trial = study.ask()
+        study.sampler = make_sampler(name, 7 + n, n_startup_trials=2, population_size=2)
+        params = {k: suggest(trial, k, d) for k, d in space.distributions.items()}
+        assert params["model.freq"] in range(1, 5) and 0.05 <= params["model.sr"] <= 1.0
+        trial.set_constraint("size", params["model.sr"] - 0.5)
+        study.tell(trial, [params["model.sr"], params["model.freq"]])
+    assert len(study.trials) == 4
+    first = optuna.create_study(directions=["maximize", "minimize"])
+    t = first.ask()
+    first.sampler = make_sampler(name, 7)
+    again = {k: suggest(t, k, d) for k, d in space.distributions.items()}
+    assert again == study.trials[0].params  # seed + trial number: reproducible
+
+
+@pytest.mark.parametrize("value", ["plain", "sqlite:////tmp/a b/optuna.db", "it's",
+                                   "ends with \\", "a\\'b", "${oops}", '{"name":"median"}',
+                                   "postgresql://u:p%40ss@127.0.0.1:5432/db"])
+def test_quote_round_trips_through_hydra(value):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    (ov,) = OverridesParser.create().parse_overrides([f"++x.y={quote(value)}"])
+    assert OmegaConf.create({"y": ov.value()}).y == value  # as hydra.job.env_set sees it
+
+
+def test_lightning_pruning_callback_reports_and_prunes(tmp_path, monkeypatch):
+    """dse.sweep.pruning: the job's side, on a stub trainer (training itself is e2e-tested)."""
+    from types import SimpleNamespace
+
+    import lightning.pytorch as pl
+    import torch
+
+    from dse.sweep import pruning
+    from hydra_plugins.dse_optuna_sweeper._optuna import pruner_spec
+
+    for var in ("STORAGE", "STUDY", "TRIAL_ID", "TRIAL_NUMBER", "PRUNER"):
+        monkeypatch.delenv(f"DSE_OPTUNA_{var}", raising=False)
+    assert pruning.pruning_callback_from_env() is None  # not in a sweep
+    assert pruning.trial_number_from_env() is None
+    url = f"sqlite:///{tmp_path}/o.db"
+    storage = optuna.storages.RDBStorage(url)
+    for name, directions in (("one", ["maximize"]), ("two", ["maximize", "minimize"])):
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+        trial = study.ask()
+        monkeypatch.setenv("DSE_OPTUNA_STORAGE", url)
+        monkeypatch.setenv("DSE_OPTUNA_STUDY", name)
+        monkeypatch.setenv("DSE_OPTUNA_TRIAL_NUMBER", str(trial.number))
+        monkeypatch.setenv("DSE_OPTUNA_TRIAL_ID", str(storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(name), trial.number)))
+        monkeypatch.setenv("DSE_OPTUNA_PRUNER", json.dumps(pruner_spec(
+            {"name": "threshold", "lower": 0.5, "n_warmup_steps": 1})))
+        assert pruning.trial_number_from_env() == 0
+        cb = pruning.pruning_callback_from_env()
+        if name == "two":
+            assert cb is None  # Optuna cannot prune multi-objective trials
+            continue
+        assert isinstance(cb, pl.Callback) and cb.monitor == "val/top1"
+
+        def trainer(epoch: int, value: float, sanity: bool = False) -> SimpleNamespace:
+            return SimpleNamespace(sanity_checking=sanity, current_epoch=epoch,
+                                   callback_metrics={"val/top1": torch.tensor(value)})
+
+        cb.on_validation_end(trainer(0, 0.01, sanity=True), None)  # sanity check: ignored
+        cb.on_validation_end(trainer(0, 0.2), None)  # warm-up epoch: reported, kept
+        with pytest.raises(optuna.TrialPruned, match="epoch 1"):
+            cb.on_validation_end(trainer(1, 0.3), None)
+        assert study.trials[0].intermediate_values == pytest.approx({0: 0.2, 1: 0.3})
+    storage.engine.dispose()
+
+
+# ----------------------------------------------------------------------------- sweeps
+def test_study_runs_resumes_and_writes_results(fake_app, tmp_path):
+    log = tmp_path / "jobs.jsonl"
+    env = {"FAKE_LOG": str(log)}
+    p = ok(run_fake(fake_app, tmp_path, "study.name=s1", "hydra.sweeper.n_trials=3", *SPACE,
+                    env=env))
+    study = load(tmp_path, "s1")
+    assert states(study) == {"COMPLETE": 3}
+    assert study.metric_names == ["val_top1", "size_mib"]
+    assert "Pareto set" in p.stdout and "val_top1" in p.stdout
+    res = results_file(tmp_path, "s1")
+    assert res["trials"]["complete"] == 3 and res["pareto"]
+    front = {t.number for t in study.best_trials}
+    assert {e["number"] for e in res["pareto"]} == front
+    for e in res["pareto"]:
+        assert set(e["params"]) == {"model.base_e", "model.sr", "model.bypass"}
+        assert Path(e["output_dir"]).name == str(e["number"])  # job dir = trial number
+    jobs = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert [j["trial"] for j in jobs] == [0, 1, 2]
+    env0 = jobs[0]["env"]
+    assert env0["DSE_OPTUNA_STUDY"] == "s1" and env0["DSE_OPTUNA_TRIAL_NUMBER"] == "0"
+    assert env0["DSE_OPTUNA_STORAGE"] == f"sqlite:///{tmp_path}/runs/s1/optuna.db"
+    assert json.loads(env0["DSE_OPTUNA_PRUNER"])["name"] == "none"  # two objectives
+    t0 = study.trials[0]
+    assert t0.user_attrs["result"]["status"] == "ok"
+    assert t0.user_attrs["result"]["params"] > 0
+    storage = optuna.storages.RDBStorage(env0["DSE_OPTUNA_STORAGE"])
+    assert int(env0["DSE_OPTUNA_TRIAL_ID"]) == storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name("s1"), 0)
+    storage.engine.dispose()
+
+    # the same command with a larger budget adds exactly the difference
+    ok(run_fake(fake_app, tmp_path, "study.name=s1", "hydra.sweeper.n_trials=5", *SPACE, env=env))
+    study = load(tmp_path, "s1")
+    assert states(study) == {"COMPLETE": 5}
+    assert [t.number for t in study.trials] == [0, 1, 2, 3, 4]
+    # and once the budget is spent, a rerun trains nothing
+    ok(run_fake(fake_app, tmp_path, "study.name=s1", "hydra.sweeper.n_trials=5", *SPACE, env=env))
+    assert len(log.read_text().splitlines()) == 5
+    assert states(load(tmp_path, "s1")) == {"COMPLETE": 5}
+
+
+def test_failures_are_recorded_and_the_study_goes_on(fake_app, tmp_path):
+    p = ok(run_fake(fake_app, tmp_path, "study.name=f", "hydra.sweeper.n_trials=4",
+                    "hydra.sweeper.max_failure_rate=0.5", *SPACE,
+                    env={"FAKE_RAISE": "1", "FAKE_FAIL": "2"}))
+    study = load(tmp_path, "f")
+    by_number = {t.number: t for t in study.trials}
+    assert len(by_number) == 4
+    assert by_number[1].state.name == "FAIL"
+    assert "RuntimeError: fake job 1 raised" in by_number[1].user_attrs["error"]
+    assert by_number[2].state.name == "FAIL"
+    assert by_number[2].user_attrs["error"] == "fake failure"
+    assert by_number[0].state.name == by_number[3].state.name == "COMPLETE"
+    assert results_file(tmp_path, "f")["trials"]["failed"] == 2
+    assert "trial 1 failed" in p.stderr + p.stdout
+
+    # max_failure_rate: failures may use at most rate * n_trials of the budget
+    p = run_fake(fake_app, tmp_path, "study.name=g", "hydra.sweeper.n_trials=6",
+                 "hydra.sweeper.max_failure_rate=0.25", *SPACE, env={"FAKE_RAISE": "0,1,2,3"})
+    assert p.returncode == 1
+    assert "2 failed trials exceed max_failure_rate=0.25" in p.stderr.strip().splitlines()[-1]
+    assert states(load(tmp_path, "g")) == {"FAIL": 2}
+
+
+def test_budget_constraints_reject_points_before_training(fake_app, tmp_path):
+    log = tmp_path / "jobs.jsonl"
+    ok(run_fake(fake_app, tmp_path, "study.name=c", "hydra.sweeper.n_trials=4", *SPACE,
+                "hydra.sweeper.constraints=['size_mib <= 3.9', 'macs <= 2e7']",
+                "hydra.sweeper.sampler.seed=3", env={"FAKE_LOG": str(log)}))
+    study = load(tmp_path, "c")
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    rejected = [t for t in study.trials if "rejected" in t.user_attrs]
+    assert len(complete) == 4 and rejected, states(study)
+    for t in rejected:
+        assert t.state.name == "FAIL" and "breaks" in t.user_attrs["rejected"]
+        assert t.user_attrs["analytic"]["size_mib"] > 3.9 or t.user_attrs["analytic"]["macs"] > 2e7
+        assert any(v > 0 for v in t.constraints.values())
+    for t in complete:
+        assert t.values[1] <= 3.9 and all(v <= 0 for v in t.constraints.values())
+    trained = {json.loads(ln)["trial"] for ln in log.read_text().splitlines()}
+    assert trained == {t.number for t in complete}  # rejected points never reached a job
+    res = results_file(tmp_path, "c")
+    assert res["trials"]["rejected"] == len(rejected)
+    assert {e["number"] for e in res["pareto"]} == {t.number for t in study.best_trials}
+
+
+def test_two_workers_share_one_sqlite_study(fake_app, tmp_path):
+    log = tmp_path / "jobs.jsonl"
+    env = {"FAKE_LOG": str(log), "FAKE_SLEEP": "0.4"}
+    args = ["study.name=w", "hydra.sweeper.n_trials=6", *SPACE]
+    procs = [run_fake(fake_app, tmp_path, *args, env=env, background=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-4000:]
+    study = load(tmp_path, "w")
+    complete = [t.number for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 6
+    others = [t for t in study.trials if t.state.name != "COMPLETE"]
+    assert all("discarded" in t.user_attrs for t in others), others  # a lost race, if any
+    jobs = [json.loads(ln) for ln in log.read_text().splitlines()]
+    assert sorted(j["trial"] for j in jobs) == sorted(complete)  # each trial ran exactly once
+    dirs = [t.user_attrs["output_dir"] for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(set(dirs)) == 6
+
+
+def test_joblib_launcher_runs_trials_in_parallel(fake_app, tmp_path):
+    ok(run_fake(fake_app, tmp_path, "study.name=j", "hydra.sweeper.n_trials=4",
+                "hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                *SPACE, env={"FAKE_RAISE": "3"}))
+    study = load(tmp_path, "j")
+    assert states(study) == {"COMPLETE": 3, "FAIL": 1}
+    assert "fake job 3 raised" in study.trials[3].user_attrs["error"]
+
+
+def test_killed_worker_trial_is_failed_by_heartbeat_and_refilled(fake_app, tmp_path):
+    args = ["study.name=h", "hydra.sweeper.n_trials=2", "hydra.sweeper.grace_period=2", *SPACE]
+    p = run_fake(fake_app, tmp_path, *args, env={"FAKE_SLEEP": "120"}, background=True)
+    try:
+        _wait_for_running(tmp_path, "h", p)
+        time.sleep(1.5)  # at least one heartbeat from the sweeper's thread
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)  # a worker killed mid-trial (no cleanup runs)
+        p.communicate()
+    assert states(load(tmp_path, "h")) == {"RUNNING": 1}
+    time.sleep(2.5)  # past the grace period
+    ok(run_fake(fake_app, tmp_path, *args))
+    study = load(tmp_path, "h")
+    assert study.trials[0].state.name == "FAIL" and not study.trials[0].user_attrs
+    assert states(study) == {"FAIL": 1, "COMPLETE": 2}  # the stale trial did not use the budget
+    assert results_file(tmp_path, "h")["trials"]["stale"] == 1
+
+
+def _wait_for_running(cwd: Path, name: str, proc: subprocess.Popen, limit: float = 120) -> None:
+    db = cwd / "runs" / name / "optuna.db"
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        assert proc.poll() is None, proc.communicate()[0][-4000:]
+        if db.exists():
+            try:
+                if any(t.state.name == "RUNNING" for t in load(cwd, name).trials):
+                    return
+            except Exception:  # the schema may be half-created
+                pass
+        time.sleep(0.5)
+    pytest.fail("the worker never started a trial")
+
+
+def test_ctrl_c_marks_the_running_trial_interrupted(fake_app, tmp_path):
+    args = ["study.name=i", "hydra.sweeper.n_trials=1", *SPACE]
+    p = run_fake(fake_app, tmp_path, *args, env={"FAKE_SLEEP": "120"}, background=True)
+    try:
+        _wait_for_running(tmp_path, "i", p)
+        p.send_signal(signal.SIGINT)
+        p.communicate(timeout=60)
+    finally:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.communicate()
+    assert p.returncode != 0
+    (t,) = load(tmp_path, "i").trials
+    assert t.state.name == "FAIL" and t.user_attrs["interrupted"].startswith("KeyboardInterrupt")
+    ok(run_fake(fake_app, tmp_path, *args))  # the interrupted trial did not use the budget
+    assert states(load(tmp_path, "i")) == {"FAIL": 1, "COMPLETE": 1}
+
+
+def test_median_pruner_stops_a_single_objective_trial(fake_app, tmp_path):
+    ok(run_fake(fake_app, tmp_path, "study.name=p", "hydra.sweeper.n_trials=3", *SPACE,
+                "hydra.sweeper.objectives=[[val_top1,maximize]]",
+                "hydra.sweeper.pruner.n_startup_trials=1", env={"FAKE_PRUNE": "1"}))
+    study = load(tmp_path, "p")
+    by_number = {t.number: t for t in study.trials}
+    assert by_number[0].state.name == "COMPLETE"
+    assert by_number[0].intermediate_values == pytest.approx({0: 0.3, 1: 0.6, 2: 0.9})
+    for n in (1, 2):
+        assert by_number[n].state.name == "PRUNED"
+        assert list(by_number[n].intermediate_values) == [0]  # stopped after its first epoch
+    res = results_file(tmp_path, "p")
+    assert res["best"]["number"] == 0 and res["best_value"] == pytest.approx(
+        by_number[0].value)
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_app, tmp_path):
+    bad_storage = ("postgresql+psycopg2://dse@127.0.0.1:1/nope" if _has_psycopg2()
+                   else "sqlite:////proc/none/x.db")
+    cases = [
+        (["++hydra.sweeper.params={model.sr:'uniform(0,1)'}"], "Unknown function 'uniform'"),
+        (["model.sr=interval(0.5,0.1)"], "low must be < high"),
+        (["hydra.sweeper.objectives=[[val_top1,upward]]"], "maximize or minimize"),
+        (["hydra.sweeper.objectives=[[accuracy,maximize]]"], "no metric 'accuracy'"),
+        ([f"hydra.sweeper.storage={bad_storage}"], "hydra.sweeper.storage: cannot open"),
+    ]
+    for extra, needle in cases:
+        p = run_fake(fake_app, tmp_path, "study.name=bad", *SPACE, *extra)
+        one_line_error(p, needle)
+        assert not (tmp_path / "runs").exists(), f"{extra} left files behind"
+    # a metric the job does not return stops the sweep at the first trial
+    p = run_fake(fake_app, tmp_path, "study.name=drop", *SPACE, env={"FAKE_DROP": "size_mib"})
+    one_line_error(p, "the job returned no metric 'size_mib'")
+    assert states(load(tmp_path, "drop")) == {"FAIL": 1}
+
+
+def _has_psycopg2() -> bool:
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_journal_storage(fake_app, tmp_path):
+    journal = tmp_path / "runs" / "jr" / "optuna.journal"
+    ok(run_fake(fake_app, tmp_path, "study.name=jr", "hydra.sweeper.n_trials=2", *SPACE,
+                "hydra.sweeper.storage=journal:runs/jr/optuna.journal"))
+    from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+    study = optuna.load_study(study_name="jr",
+                              storage=JournalStorage(JournalFileBackend(str(journal))))
+    assert states(study) == {"COMPLETE": 2}
+
+
+def test_dashboard_serves_the_study(fake_app, tmp_path):
+    ok(run_fake(fake_app, tmp_path, "study.name=dash", "hydra.sweeper.n_trials=3", *SPACE))
+    exe = BIN / "optuna-dashboard"
+    if not exe.exists():
+        pytest.skip("optuna-dashboard is not installed next to this Python")
+    port = free_port()
+    log = (tmp_path / "dashboard.log").open("w")
+    server = subprocess.Popen([str(exe), f"sqlite:///{tmp_path}/runs/dash/optuna.db",
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        studies = None
+        for _ in range(120):  # bounded: about a minute
+            if server.poll() is not None:
+                pytest.fail(f"optuna-dashboard exited: {(tmp_path / 'dashboard.log').read_text()}")
+            try:
+                with urllib.request.urlopen(f"{base}/api/studies", timeout=2) as r:
+                    studies = json.load(r)["study_summaries"]
+                break
+            except OSError:
+                time.sleep(0.5)
+        assert studies is not None, "the dashboard never answered"
+        (summary,) = [s for s in studies if s["study_name"] == "dash"]
+        with urllib.request.urlopen(f"{base}/api/studies/{summary['study_id']}?after=0",
+                                    timeout=10) as r:
+            detail = json.load(r)
+        assert detail["name"] == "dash"
+        assert detail["directions"] == ["maximize", "minimize"]
+        assert detail["objective_names"] == ["val_top1", "size_mib"]
+        assert len(detail["trials"]) == 3
+        assert {t["state"] for t in detail["trials"]} == {"Complete"}
+        assert detail["best_trials"]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+def _pg_bindir() -> Path | None:
+    for cand in [shutil.which("pg_ctl"), *sorted(map(str, Path("/usr/lib/postgresql").glob(
+            "*/bin/pg_ctl")), reverse=True)]:
+        if cand and (Path(cand).parent / "initdb").exists():
+            return Path(cand).resolve().parent
+    return None
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[dict]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1, owned by this test module."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; "
+                    "apt-get install postgresql")
+    if not _has_psycopg2():
+        pytest.skip("psycopg2 is not installed; pip install 'dse[postgres]'")
+    as_user: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="dse-pg-"))  # not pytest's root-only tmp dir
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root without runuser to drop privileges for postgres")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        as_user = [runuser, "-u", "postgres", "--"]
+    data, sock, port = base / "data", base / "sock", free_port()
+
+    def pg(*cmd: str, timeout: float = 120) -> None:
+        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=timeout)
+
+    try:
+        pg(str(bindir / "initdb"), "-D", str(data), "-U", "dse", "-A", "trust", "--no-sync",
+           "-E", "UTF8")
+        pg("mkdir", "-p", str(sock))
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w",
+           "-o", f"-h 127.0.0.1 -p {port} -k {sock} -F", "start")
+    except subprocess.CalledProcessError as e:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL: {e.stderr.decode()[-2000:]}")
+    try:
+        yield {"host": "127.0.0.1", "port": port, "user": "dse"}
+    finally:
+        try:
+            pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_database(postgres: dict) -> Iterator[str]:
+    import psycopg2
+
+    name = f"dse_test_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    conn = psycopg2.connect(dbname="postgres", **postgres)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield (f"postgresql+psycopg2://{postgres['user']}@{postgres['host']}:"
+               f"{postgres['port']}/{name}")
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()
+
+
+def test_two_workers_on_postgresql(fake_app, tmp_path, pg_database):
+    args = ["study.name=pg", "hydra.sweeper.n_trials=5", f"hydra.sweeper.storage={pg_database}",
+            *SPACE]
+    procs = [run_fake(fake_app, tmp_path, *args, env={"FAKE_SLEEP": "0.3"}, background=True)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    for p, out in zip(procs, outs, strict=True):
+        assert p.returncode == 0, out[-4000:]
+    storage = optuna.storages.RDBStorage(pg_database)
+    study = optuna.load_study(study_name="pg", storage=storage)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == 5
+    assert len({t.number for t in study.trials}) == len(study.trials)
+    assert all("discarded" in t.user_attrs for t in study.trials if t not in complete)
+    assert not (tmp_path / "runs" / "pg" / "optuna.db").exists()
+    storage.remove_session()
+    storage.engine.dispose()  # let the fixture drop the database

@@ -50,8 +50,9 @@ def one_line(exc: BaseException) -> str:
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     if not lines:
         return type(exc).__name__
-    # Hydra puts the useful detail ("Key 'x' is not in struct") on a later line.
-    detail = next((ln for ln in lines[1:] if "not in struct" in ln or "not found" in ln), "")
+    # Hydra puts the useful detail ("Unknown function 'uniform'") on a later line, after advice.
+    detail = next((ln for ln in lines[1:] if not ln.startswith(("To append", "Available", "Set the"))),
+                  "")
     return f"{lines[0]} {detail}".strip()
 
 

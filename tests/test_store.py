@@ -302,8 +302,9 @@ def test_cli_filters_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 
 def test_cli_bad_input_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
-    ResultsStore(tmp_path / "runs" / "a" / "results.db").append(RunRecord(study="a"))
-    ResultsStore(tmp_path / "runs" / "b" / "results.db").append(RunRecord(study="b"))
+    for name in "ab":  # closed, so the WAL is folded into the file before sizes are taken
+        with ResultsStore(tmp_path / "runs" / name / "results.db") as store:
+            store.append(RunRecord(study=name))
     (tmp_path / "runs" / "nostore").mkdir()
     (tmp_path / "junk.db").write_text("not sqlite")
     (tmp_path / "empty.db").touch()

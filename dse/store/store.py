@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import math
 import random
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import closing
 from dataclasses import fields
 from pathlib import Path
 from types import UnionType
@@ -36,7 +38,6 @@ SCHEMA_VERSION = 1
 RUNS = "runs"
 META = "dse_meta"
 FIELD = "store.url"
-_SQLITE_MAGIC = b"SQLite format 3\x00"
 _PY_TYPES: dict[type, type[sa.types.TypeEngine]] = {
     str: sa.Text, int: sa.BigInteger, float: sa.Float, bool: sa.Boolean}
 
@@ -167,11 +168,16 @@ class ResultsStore:
             except OSError as e:
                 raise ConfigError(FIELD, f"cannot create {self.path.parent}: {e}") from e
             return
-        with self.path.open("rb") as f:
-            head = f.read(len(_SQLITE_MAGIC))
-        if head and head != _SQLITE_MAGIC:
-            raise ConfigError(FIELD, f"{self.path} exists and is not a dse results store "
-                                     "(not an SQLite database); pick another store.url")
+        # The header is read through SQLite, never with open()/close(): closing any descriptor of
+        # the file drops every POSIX lock this process holds on it, so another process could take
+        # our live connection for gone, checkpoint and delete the WAL under it, losing our rows.
+        try:
+            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as e:
+            if "not a database" in str(e) or "malformed" in str(e):
+                raise ConfigError(FIELD, f"{self.path} exists and is not a dse results store "
+                                         "(not an SQLite database); pick another store.url") from None
 
     def _open(self, create: bool) -> None:
         """Validate an existing store or initialise an empty database (idempotent, race-safe)."""

@@ -252,4 +252,5 @@ def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
         log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", chash, seed, rec["status"],
                  rec.get("val_top1"), rec.get("test_top1"), rec["train_seconds"])
         rows.append(rec)
+    store.close()  # release the SQLite connection now, not whenever the engine is collected
     return summarize(rows, report)

@@ -1,0 +1,81 @@
+"""``dse-compress CHECKPOINT [options] [key=value ...]``: Deep Compression of a trained network.
+
+Every input is checked (checkpoint, bit widths, densities, overrides) before anything is trained or
+written; bad input is one line on stderr and exit code 2, like every dse tool.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import warnings
+
+from dse.errors import fail, guard
+
+PROG = "dse-compress"
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=PROG, description="Prune + retrain, quantize (k-means weight sharing) + fine-tune, "
+        "and Huffman-code a dse-train checkpoint; print a Table-2-style size/accuracy table.")
+    p.add_argument("checkpoint", help="a dse-train checkpoint (trainer.checkpoint=true)")
+    p.add_argument("--bits", default="8,6", help="weight-sharing bit widths, 1..16 (default 8,6)")
+    p.add_argument("--density", default="table1",
+                   help="table1 | uniform:D | D | layer=D,... with D in (0, 1] (default table1)")
+    p.add_argument("--retrain-epochs", type=int, default=1, help="masked retraining after pruning")
+    p.add_argument("--finetune-epochs", type=int, default=1, help="centroid fine-tuning per width")
+    p.add_argument("--lr-scale", type=float, default=0.1,
+                   help="retraining/fine-tuning LR = trainer.lr times this (default 0.1)")
+    p.add_argument("--index-bits", default="4,5",
+                   help="relative-index width for convs,classifier (default 4,5)")
+    p.add_argument("--out", default=None,
+                   help="output folder (default: <run dir>/compress next to checkpoints/)")
+    p.add_argument("--no-store", action="store_true", help="do not append to the results store")
+    p.add_argument("overrides", nargs="*", help="key=value on the checkpoint's config, "
+                                                "e.g. data.subset=2000 trainer.accelerator=cpu")
+    p.error = lambda message: fail(PROG, message)  # type: ignore[method-assign]
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_intermixed_args(argv)
+
+    def run() -> None:
+        from pathlib import Path
+
+        from dse.compress.pipeline import (
+            Options,
+            compress,
+            format_table,
+            int_list,
+            load_checkpoint,
+            record,
+        )
+
+        options = Options(bits=int_list(args.bits, "--bits"), density=args.density,
+                          retrain_epochs=args.retrain_epochs, finetune_epochs=args.finetune_epochs,
+                          lr_scale=args.lr_scale,
+                          index_bits=int_list(args.index_bits, "--index-bits")).validate()
+        ckpt = load_checkpoint(args.checkpoint, args.overrides)
+        run_dir = ckpt.path.parent.parent if ckpt.path.parent.name == "checkpoints" else (
+            ckpt.path.parent)
+        out = Path(args.out) if args.out else run_dir / "compress"
+        import lightning  # noqa: F401  (sets its loggers to INFO on import: quiet them after)
+
+        for name in ("lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        warnings.filterwarnings("ignore", module="lightning")
+        result = compress(ckpt, options, out)
+        print(f"{ckpt.cfg.model.name} on {ckpt.cfg.data.name}: density {options.density}, "
+              f"index bits {options.index_bits}, dense {result['dense_bytes']:,} bytes")
+        print(format_table(result))
+        where = "" if args.no_store else f"; rows appended to {record(ckpt, result)}"
+        print(f"files in {out}{where}")
+
+    guard(PROG, run)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

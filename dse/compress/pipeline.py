@@ -1,0 +1,335 @@
+"""Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report.
+
+Retraining and fine-tuning go through Lightning with the project's :class:`FireClassifier`, not a
+private loop: the optimiser, LR schedule, metrics, device-resident data and GPU precision are then
+exactly those the network was trained with (the retraining LR is the checkpoint's ``trainer.lr``
+times ``lr_scale``, Deep Compression's "lower learning rate"). Neither compression stage needs any
+help from the loop: pruning masks live in ``torch.nn.utils.prune`` hooks and shared weights in a
+parametrization, so ``model.parameters()`` already exposes only what may change.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from dse.compress.prune import (
+    count_params,
+    finalize,
+    nonzero_weights,
+    prune_model,
+    resolve_densities,
+)
+from dse.compress.quantize import check_bits, quantize_model
+from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plain_state_dict
+from dse.errors import ConfigError
+from dse.model import build_model, build_spec
+
+log = logging.getLogger("dse.compress")
+CKPT = "CHECKPOINT"
+METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
+TABLE = "compressions"
+COLUMNS: dict[str, Any] = {
+    "compression_id": str, "run_id": str | None, "study": str, "config_hash": str,
+    "checkpoint": str, "overrides": str, "model": str, "data": str, "stage": str, "label": str,
+    "bits": int | None,
+    "density": str, "index_bits": str, "retrain_epochs": int, "finetune_epochs": int,
+    "size_bytes": int, "size_mb": float, "ratio": float, "nonzero_weights": int, "params": int,
+    **dict.fromkeys(METRICS, float | None), "file": str | None, "created_at": str,
+    "dse_version": str, "git_commit": str,
+}
+
+
+@dataclass
+class Options:
+    """What to do to the checkpoint (the command-line flags of ``dse-compress``)."""
+
+    bits: tuple[int, ...] = (8, 6)
+    density: str = "table1"
+    retrain_epochs: int = 1
+    finetune_epochs: int = 1
+    lr_scale: float = 0.1
+    index_bits: tuple[int, int] = DEFAULT_INDEX_BITS
+
+    def validate(self) -> Options:
+        self.bits = tuple(check_bits(b) for b in self.bits)
+        if not self.bits:
+            raise ConfigError("--bits", "give at least one bit width")
+        for key in ("retrain_epochs", "finetune_epochs"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"--{key.replace('_', '-')}", "must be >= 0")
+        if not self.lr_scale > 0:
+            raise ConfigError("--lr-scale", f"must be > 0 (got {self.lr_scale})")
+        self.index_bits = tuple(self.index_bits) * (2 if len(self.index_bits) == 1 else 1)
+        if len(self.index_bits) != 2 or not all(1 <= b <= 16 for b in self.index_bits):
+            raise ConfigError("--index-bits", f"must be in 1..16 (got {self.index_bits})")
+        return self
+
+
+@dataclass
+class Checkpoint:
+    """A dse training checkpoint: resolved config (overrides applied), weights, provenance."""
+
+    path: Path
+    cfg: DictConfig
+    original_cfg: dict[str, Any]
+    state: dict[str, torch.Tensor]
+    run_id: str | None = None
+    seed: int = 0
+    overrides: tuple[str, ...] = ()
+
+
+def int_list(text: str, option: str) -> tuple[int, ...]:
+    """``"8,6"`` -> (8, 6), as a one-line ConfigError naming the option when malformed."""
+    try:
+        return tuple(int(x) for x in str(text).split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(option, f"expected comma-separated integers (got {text!r})") from None
+
+
+def _apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> DictConfig:
+    """Hydra-style ``key=value`` overrides on the checkpoint's config (unknown keys are errors)."""
+    base = OmegaConf.create(cfg)
+    OmegaConf.set_struct(base, True)
+    for item in overrides:
+        key = item.split("=", 1)[0].lstrip("+~")
+        if "=" not in item or item[0] in "+~":
+            raise ConfigError(key or item, f"expected key=value (got {item!r})")
+        if key == "model" or key.startswith("model."):
+            raise ConfigError(key, "the architecture comes from the checkpoint; it cannot be "
+                                   "overridden")
+    return OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+
+
+def load_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoint:
+    """Read and check a ``dse-train`` checkpoint (docs/CONTRACTS.md) without writing anything."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(CKPT, f"no such file: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle, zip and weights_only errors all mean "not ours"
+        raise ConfigError(CKPT, f"{path} is not a dse checkpoint ({type(e).__name__})") from None
+    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    cfg = hp.get("cfg") if isinstance(hp, dict) else None
+    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
+    if not isinstance(cfg, dict) or not isinstance(state, dict) or "model" not in cfg:
+        raise ConfigError(CKPT, f"{path} is not a dse checkpoint (no hyper_parameters.cfg / "
+                                "state_dict)")
+    weights = {k.removeprefix("model.").removeprefix("_orig_mod."): v  # (trainer.compile=true)
+               for k, v in state.items() if k.startswith("model.")}
+    model = build_model(cfg["model"])
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ConfigError(CKPT, f"{path}: weights do not fit the architecture in its config "
+                                f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+    seed = re.fullmatch(r"seed(\d+)\.ckpt", path.name)
+    run_id = ckpt.get("run_id") or hp.get("run_id")
+    return Checkpoint(path, _apply_overrides(cfg, overrides), cfg, weights, run_id,
+                      int(seed.group(1)) if seed else int(cfg.get("seed", 0)), tuple(overrides))
+
+
+class Lab:
+    """Retrains and evaluates models with the checkpoint's Lightning setup (one data module)."""
+
+    def __init__(self, cfg: DictConfig, seed: int) -> None:
+        from dse.data import build_datamodule
+        from dse.train.run import device_settings, validate_trainer
+
+        validate_trainer(cfg.trainer)
+        self.cfg = OmegaConf.to_container(cfg, resolve=True)
+        tc = self.cfg["trainer"]
+        self.accelerator, self.precision, _ = device_settings(cfg.trainer)
+        self.seed = seed
+        self.dm = build_datamodule(cfg, tc["batch_size"], tc["eval_batch_size"], seed)
+
+    def _trainer(self, epochs: int | None = None) -> Any:
+        """A fitting trainer (never validates: :meth:`evaluate` measures the final weights), or
+        with ``epochs=None`` an evaluating one."""
+        import lightning as L
+
+        return L.Trainer(accelerator=self.accelerator, devices=self.cfg["trainer"]["devices"],
+                         precision=self.precision, max_epochs=epochs or 1,
+                         limit_val_batches=None if epochs is None else 0,
+                         num_sanity_val_steps=0, logger=False, enable_checkpointing=False,
+                         enable_model_summary=False, enable_progress_bar=False)
+
+    def _module(self, model: nn.Module, trainer_overrides: dict[str, Any] | None = None) -> Any:
+        from dse.train.module import FireClassifier
+
+        cfg = copy.deepcopy(self.cfg)
+        cfg["trainer"].update(trainer_overrides or {})
+        module = FireClassifier(cfg)
+        module.model = model
+        return module
+
+    def fit(self, model: nn.Module, epochs: int, lr_scale: float) -> nn.Module:
+        """Train in place for ``epochs`` at the checkpoint's LR times ``lr_scale``, no warmup."""
+        import lightning as L
+
+        if epochs > 0:
+            L.seed_everything(self.seed, verbose=False)
+            tc = self.cfg["trainer"]
+            module = self._module(model, {"lr": tc["lr"] * lr_scale, "warmup_epochs": 0,
+                                          "max_steps": -1})
+            self._trainer(epochs).fit(module, datamodule=self.dm)
+        return model
+
+    def evaluate(self, model: nn.Module) -> dict[str, float | None]:
+        """Validation and (unless ``trainer.test=false``) test top-1/top-5 of ``model``."""
+        module, trainer = self._module(model), self._trainer()
+        metrics: dict[str, Any] = {}
+        trainer.validate(module, datamodule=self.dm, verbose=False)
+        metrics.update(trainer.callback_metrics)
+        if self.cfg["trainer"].get("test", True):
+            trainer.test(module, datamodule=self.dm, verbose=False)
+            metrics.update(trainer.callback_metrics)
+        return {k: (float(metrics[k.replace("_", "/")]) if k.replace("_", "/") in metrics
+                    else None) for k in METRICS}
+
+
+def _state_bits(model: nn.Module) -> dict[str, bytes]:
+    return {k: v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+            for k, v in model.state_dict().items()}
+
+
+def _plain_copy(model: nn.Module, cfg: Any) -> nn.Module:
+    """A hook-free, parametrization-free copy of ``model`` (what the decoder reproduces)."""
+    fresh = build_model(cfg)
+    fresh.load_state_dict({k: v.cpu() for k, v in plain_state_dict(model).items()})
+    return fresh
+
+
+def compress(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None,
+             lab: Lab | None = None) -> dict[str, Any]:
+    """Run the whole pipeline; returns rows (one per Table-2 stage), files and size breakdowns."""
+    cfg, opts = ckpt.cfg, options.validate()
+    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+    model = build_model(model_cfg)
+    model.load_state_dict(ckpt.state)
+    densities = resolve_densities(model, opts.density)  # bad densities fail before any work
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise ConfigError("--out", f"{out} exists and is not a directory")
+    lab = lab or Lab(cfg, ckpt.seed)
+
+    dense_bytes = 4 * build_spec(model_cfg).params  # the contract's size_bytes of the run
+    rows: list[dict[str, Any]] = []
+    files: dict[str, bytes] = {}
+    parts: dict[str, dict[str, int]] = {}
+
+    def row(stage: str, label: str, bits: int | None, size: int, m: nn.Module, metrics: dict,
+            file: str | None) -> None:
+        rows.append(dict(stage=stage, label=label, bits=bits, size_bytes=size, size_mb=size / 1e6,
+                         size_mib=size / 2**20, ratio=dense_bytes / size,
+                         nonzero_weights=nonzero_weights(m), params=count_params(m),
+                         **metrics, file=file))
+
+    log.info("dense: evaluating")
+    row("dense", "dense fp32", 32, dense_bytes, model, lab.evaluate(model), None)
+    log.info("pruning (%s) and retraining %d epochs", opts.density, opts.retrain_epochs)
+    prune_model(model, densities)
+    lab.fit(model, opts.retrain_epochs, opts.lr_scale)
+    finalize(model)
+    pruned_metrics = lab.evaluate(model)
+    enc = encode_report(model, huffman=False, index_bits=opts.index_bits)
+    files["pruned.dsec"], parts["pruned.dsec"] = enc.data, enc.parts
+    row("pruned", f"pruned ({opts.density})", 32, enc.size, model, pruned_metrics, "pruned.dsec")
+    for bits in opts.bits:
+        log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
+        q = copy.deepcopy(model)
+        quantize_model(q, bits, seed=ckpt.seed)
+        lab.fit(q, opts.finetune_epochs, opts.lr_scale)
+        metrics = lab.evaluate(q)
+        reference = _state_bits(_plain_copy(q, model_cfg))
+        for huff, name, stage in ((False, f"q{bits}.dsec", "quantized"),
+                                  (True, f"q{bits}_huffman.dsec", "huffman")):
+            enc = encode_report(q, huffman=huff, index_bits=opts.index_bits)
+            if _state_bits(decode(enc.data, build_model(model_cfg))) != reference:
+                raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
+            files[name], parts[name] = enc.data, enc.parts
+            label = f"quantized {bits}-bit" + (" + Huffman" if huff else "")
+            row(stage, label, bits, enc.size, q, metrics, name)
+    result = dict(checkpoint=str(ckpt.path), run_id=ckpt.run_id, options=asdict(opts),
+                  overrides=list(ckpt.overrides),
+                  model=model_cfg, dense_bytes=dense_bytes, rows=rows, parts=parts)
+    if out is not None:
+        write_outputs(out, result, files)
+    return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Table-2-style Markdown table of a :func:`compress` result."""
+    def pct(v: float | None) -> str:
+        return "-" if v is None else f"{100 * v:.2f}"
+
+    lines = ["| stage | size (bytes) | MB | MiB | ratio | non-zero weights | params | val top-1 "
+             "| val top-5 | test top-1 | test top-5 |", "|---|" + "---:|" * 10]
+    for r in result["rows"]:
+        lines.append(f"| {r['label']} | {r['size_bytes']:,} | {r['size_mb']:.3f} | "
+                     f"{r['size_mib']:.3f} | {r['ratio']:.1f}x | {r['nonzero_weights']:,} | "
+                     f"{r['params']:,} | " + " | ".join(pct(r[k]) for k in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Compressed files, ``model.json`` (to rebuild the template), JSON and Markdown tables."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    (out / "model.json").write_text(json.dumps(result["model"], indent=1) + "\n")
+    (out / "compression.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "compression.md").write_text(format_table(result) + "\n")
+
+
+def store_rows(ckpt: Checkpoint, result: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``compressions`` rows of a result, linked to the training run by ``run_id``."""
+    from dse.store import config_hash, provenance, utcnow_iso
+
+    cfg, opts, prov = ckpt.cfg, result["options"], provenance()
+    common = dict(run_id=ckpt.run_id, study=cfg.study.name, config_hash=config_hash(
+        ckpt.original_cfg), checkpoint=str(ckpt.path.resolve()), model=cfg.model.name,
+        overrides=" ".join(ckpt.overrides), data=cfg.data.name, density=opts["density"],
+        index_bits=",".join(map(str, opts["index_bits"])), retrain_epochs=opts["retrain_epochs"],
+        finetune_epochs=opts["finetune_epochs"], created_at=utcnow_iso(),
+        dse_version=prov["dse_version"], git_commit=prov["git_commit"])
+    return [{**common, "compression_id": uuid.uuid4().hex,
+             **{k: r[k] for k in COLUMNS if k in r}} for r in result["rows"]]
+
+
+def _ensure_columns(engine: Any, table: Any) -> None:
+    """Add columns a table made by an older dse-compress lacks (nullable, so old rows stay)."""
+    import sqlalchemy as sa
+
+    have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
+    with engine.begin() as conn:
+        for col in table.columns:
+            if col.name not in have:
+                kind = col.type.compile(dialect=engine.dialect)
+                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
+
+
+def record(ckpt: Checkpoint, result: dict[str, Any]) -> str:
+    """Append the rows to the study's results store (finding ``run_id`` there if needed)."""
+    from dse.store import ResultsStore, config_hash
+
+    with ResultsStore.from_config(ckpt.cfg) as store:
+        if ckpt.run_id is None:
+            run = store.get(config_hash(ckpt.original_cfg), ckpt.seed, statuses=None)
+            ckpt.run_id = run["run_id"] if run else None
+        _ensure_columns(store.engine, store.ensure_table(TABLE, COLUMNS))
+        store.append(store_rows(ckpt, result), table=TABLE)
+        return str(store)

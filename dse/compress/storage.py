@@ -1,0 +1,249 @@
+"""The compressed model file: sparse relative indices, codebooks, Huffman coding (Deep Compression).
+
+Layout (little-endian; every section byte-aligned and attributed to one *part*, so that the file's
+length is exactly the sum of the parts reported by :func:`encode_report`):
+
+``header``    magic ``DSEC``, version, flags, layer and tensor counts; per compressed conv: name,
+              shape, mode (0 raw fp32 values, 1 codebook), value bits, index bits, codebook size,
+              kept-weight count, index-entry count, stream flags and payload lengths; per extra
+              tensor: name, dtype, shape.
+``codebook``  per layer ``k`` fp32 centroids (codebook mode).
+``huffman``   per Huffman-coded stream, one 5-bit code length per alphabet symbol (canonical code).
+``values``    per layer the kept weights in row-major order: codes at ``bits`` bits or Huffman-coded
+              (codebook mode), or fp32 (raw mode: pruned but not quantized).
+``index``     per layer the gaps between kept weights at ``index_bits`` bits or Huffman-coded. A
+              symbol ``d >= 1`` puts the next kept weight ``d`` positions after the previous one;
+              ``d = 0`` is a *filler zero*, for gaps longer than ``2**index_bits - 1``: it advances
+              ``2**index_bits - 1`` positions and stores no value (Deep Compression stores a zero
+              weight there; ours is implicit, which saves its ``bits``).
+``bias``      every other tensor of the state dict (biases, BatchNorm) verbatim.
+
+A stream is Huffman-coded only when that (table included) is smaller than fixed width.
+Decoding restores every tensor bit for bit: pruned weights are +0.0, kept ones their centroid.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from dse.compress import huffman as hf
+from dse.compress.prune import classifier_name, conv_layers
+from dse.compress.quantize import shared
+from dse.errors import ConfigError
+
+MAGIC, VERSION = b"DSEC", 1
+PARTS = ("header", "codebook", "huffman", "values", "index", "bias")
+DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64, torch.int32,
+          torch.int16, torch.int8, torch.uint8, torch.bool)
+MODE_RAW, MODE_CODEBOOK = 0, 1
+HUFF_VALUES, HUFF_INDEX = 1, 2
+DEFAULT_INDEX_BITS = (4, 5)  # (convolutions, classifier): Deep Compression's conv / fc choice
+_LAYER = struct.Struct("<BBBIIIIIB")  # mode, value bits, index bits, k, n, entries, lens, flags
+
+
+@dataclass
+class Encoded:
+    """A compressed file and where its bytes went: ``len(data) == sum(parts.values())``."""
+
+    data: bytes
+    parts: dict[str, int] = field(default_factory=dict)
+    layers: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+class _Writer:
+    """Appends byte sections and tallies them by part and layer."""
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.parts: dict[str, int] = dict.fromkeys(PARTS, 0)
+        self.layers: dict[str, dict[str, int]] = defaultdict(lambda: dict.fromkeys(PARTS, 0))
+
+    def add(self, part: str, data: bytes, layer: str = "") -> None:
+        self.chunks.append(data)
+        self.parts[part] += len(data)
+        if layer:
+            self.layers[layer][part] += len(data)
+
+    def name(self, text: str, layer: str = "") -> None:
+        raw = text.encode()
+        self.add("header", struct.pack("<B", len(raw)) + raw, layer)
+
+    def shape(self, shape: tuple[int, ...], layer: str = "") -> None:
+        self.add("header", struct.pack(f"<B{len(shape)}I", len(shape), *shape), layer)
+
+
+class _Reader:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if self.pos + n > len(self.data):
+            raise ValueError("truncated compressed file")
+        out = self.data[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def unpack(self, fmt: str) -> tuple:
+        return struct.unpack(fmt, self.take(struct.calcsize(fmt)))
+
+    def name(self) -> str:
+        return self.take(self.unpack("<B")[0]).decode()
+
+    def shape(self) -> tuple[int, ...]:
+        nd = self.unpack("<B")[0]
+        return self.unpack(f"<{nd}I")
+
+
+def gaps(positions: np.ndarray, index_bits: int) -> np.ndarray:
+    """Relative-index symbols of sorted flat positions, filler zeros inserted (see module doc)."""
+    step = (1 << index_bits) - 1
+    g = np.diff(np.asarray(positions, dtype=np.int64), prepend=-1)
+    fill = (g - 1) // step
+    out = np.zeros(len(g) + int(fill.sum()), dtype=np.int64)
+    out[np.cumsum(fill + 1) - 1] = g - fill * step
+    return out
+
+
+def positions(symbols: np.ndarray, index_bits: int) -> np.ndarray:
+    """Inverse of :func:`gaps`."""
+    step = np.where(symbols == 0, (1 << index_bits) - 1, symbols)
+    return (np.cumsum(step) - 1)[symbols != 0]
+
+
+def _stream(symbols: np.ndarray, alphabet: int, width: int, try_huffman: bool
+            ) -> tuple[bytes, bytes, bool]:
+    """(Huffman table, payload, huffman?) of a symbol stream, whichever coding is smaller."""
+    fixed = hf.pack_fixed(symbols, width)
+    if not try_huffman or not len(symbols):
+        return b"", fixed, False
+    lengths = hf.code_lengths(np.bincount(symbols, minlength=alphabet))
+    table, coded = hf.length_table(lengths), hf.huffman_encode(symbols, lengths)
+    return (table, coded, True) if len(table) + len(coded) < len(fixed) else (b"", fixed, False)
+
+
+def _index_bits(index_bits: int | tuple[int, int]) -> tuple[int, int]:
+    pair = (index_bits, index_bits) if isinstance(index_bits, int) else tuple(index_bits)
+    if len(pair) != 2 or not all(isinstance(b, int) and 1 <= b <= 16 for b in pair):
+        raise ConfigError("--index-bits", f"must be one or two integers in 1..16 "
+                          f"(got {index_bits})")
+    return pair  # type: ignore[return-value]
+
+
+def extra_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """State-dict entries other than conv weights (and pruning / parametrization internals)."""
+    weights = {f"{n}.weight" for n in conv_layers(model)}
+    for key, value in model.state_dict().items():
+        if not (key in weights or ".parametrizations." in key
+                or key.endswith(("weight_orig", "weight_mask"))):
+            yield key, value
+
+
+def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict a plain (unpruned, unparametrized) copy of ``model`` would have.
+
+    Built from effective weights rather than by ``deepcopy`` + ``remove_parametrizations``: a deep
+    copy shares the parametrized class with the original, and removing it from one breaks both.
+    """
+    state = {f"{n}.weight": m.weight.detach() for n, m in conv_layers(model).items()}
+    return {**state, **dict(extra_tensors(model))}
+
+
+def encode_report(model: nn.Module, *, huffman: bool = True,
+                  index_bits: int | tuple[int, int] = DEFAULT_INDEX_BITS) -> Encoded:
+    """Compress a model's conv weights; layers with shared weights are stored as codebooks.
+
+    Works on a pruned model (hooks or plain zeros: kept = non-zero, stored as fp32) and on a
+    quantized one (:func:`dse.compress.quantize.quantize_model`: kept = its mask, stored as codes).
+    """
+    conv_bits, fc_bits = _index_bits(index_bits)
+    convs, last = conv_layers(model), classifier_name(model)
+    extras = list(extra_tensors(model))
+    out = _Writer()
+    out.add("header", MAGIC + struct.pack("<BBHH", VERSION, int(huffman), len(convs), len(extras)))
+    for name, module in convs.items():
+        ib = fc_bits if name == last else conv_bits
+        weight = module.weight.detach().cpu()
+        share = shared(module)
+        if share is None:
+            w = weight.float().reshape(-1).numpy()
+            pos = np.flatnonzero(w)
+            mode, vbits, k, codebook = MODE_RAW, 32, 0, b""
+            vtable, vdata, vhuff = b"", w[pos].astype("<f4").tobytes(), False
+        else:
+            mask = share.mask.cpu().reshape(-1).numpy()
+            pos = np.flatnonzero(mask)
+            codes = share.codes.cpu().reshape(-1).numpy()[pos]
+            cb = share.codebook.detach().cpu().float().numpy()
+            mode, vbits, k = MODE_CODEBOOK, share.bits, len(cb)
+            codebook = cb.astype("<f4").tobytes()
+            vtable, vdata, vhuff = _stream(codes, k, vbits, huffman)
+        syms = gaps(pos, ib)
+        itable, idata, ihuff = _stream(syms, 1 << ib, ib, huffman)
+        flags = (HUFF_VALUES if vhuff else 0) | (HUFF_INDEX if ihuff else 0)
+        out.name(name, name)
+        out.shape(tuple(weight.shape), name)
+        out.add("header", _LAYER.pack(mode, vbits, ib, k, len(pos), len(syms), len(vdata),
+                                      len(idata), flags), name)
+        out.add("codebook", codebook, name)
+        out.add("huffman", vtable + itable, name)
+        out.add("values", vdata, name)
+        out.add("index", idata, name)
+    for key, value in extras:
+        out.name(key)
+        out.add("header", struct.pack("<B", DTYPES.index(value.dtype)))
+        out.shape(tuple(value.shape))
+        out.add("bias", value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
+                .numpy().tobytes())
+    return Encoded(b"".join(out.chunks), dict(out.parts), dict(out.layers))
+
+
+def encode(model: nn.Module, *, huffman: bool = True,
+           index_bits: int | tuple[int, int] = DEFAULT_INDEX_BITS) -> bytes:
+    """The compressed file of ``model`` (see :func:`encode_report` for the size breakdown)."""
+    return encode_report(model, huffman=huffman, index_bits=index_bits).data
+
+
+def decode(data: bytes, model_template: nn.Module) -> nn.Module:
+    """Load a compressed file into a plain model of the same architecture; return that model."""
+    r = _Reader(data)
+    magic, (version, _, n_layers, n_extra) = r.take(4), r.unpack("<BBHH")
+    if magic != MAGIC or version != VERSION:
+        raise ValueError("not a dse compressed model file (bad magic or version)")
+    state: dict[str, torch.Tensor] = {}
+    for _ in range(n_layers):
+        name, shape = r.name(), r.shape()
+        mode, vbits, ib, k, n, entries, vlen, ilen, flags = r.unpack(_LAYER.format)
+        codebook = np.frombuffer(r.take(4 * k), "<f4")
+        vtable = r.take(hf.table_bytes(k)) if flags & HUFF_VALUES else b""
+        itable = r.take(hf.table_bytes(1 << ib)) if flags & HUFF_INDEX else b""
+        if mode == MODE_RAW:
+            vals = np.frombuffer(r.take(vlen), "<f4")
+        else:
+            codes = (hf.huffman_decode(r.take(vlen), hf.read_length_table(vtable, k), n)
+                     if vtable else hf.unpack_fixed(r.take(vlen), vbits, n))
+            vals = codebook[codes]
+        syms = (hf.huffman_decode(r.take(ilen), hf.read_length_table(itable, 1 << ib), entries)
+                if itable else hf.unpack_fixed(r.take(ilen), ib, entries))
+        flat = np.zeros(int(np.prod(shape)), dtype=np.float32)
+        flat[positions(syms, ib)] = vals
+        state[f"{name}.weight"] = torch.from_numpy(flat.reshape(shape))
+    for _ in range(n_extra):
+        key, dtype, shape = r.name(), DTYPES[r.unpack("<B")[0]], r.shape()
+        nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+        raw = torch.tensor(bytearray(r.take(nbytes)), dtype=torch.uint8)
+        state[key] = raw.view(dtype).reshape(shape)
+    if r.pos != len(data):
+        raise ValueError(f"{len(data) - r.pos} trailing bytes after the compressed model")
+    model_template.load_state_dict(state, strict=True)
+    return model_template

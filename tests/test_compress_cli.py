@@ -1,0 +1,123 @@
+"""``dse-compress``: bad input (one line, exit 2, nothing written) and a small end-to-end run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from dse.compose import compose
+from dse.compress.cli import main
+from dse.compress.storage import decode
+from dse.data import build_datamodule
+from dse.model import build_model, build_spec
+from dse.store import ResultsStore, config_hash
+from dse.train.module import FireClassifier
+
+NARROW = ["model.base_e=16", "model.incr_e=16"]  # a fast network for the bad-input checks
+# fire_small at half width (185k params): full width is ~4x slower on 2 CPU cores, too slow here
+SMALL = ["model.base_e=64", "model.incr_e=64", "model.stem.channels=32"]
+
+
+def _cfg(overrides: list[str]) -> dict:
+    return OmegaConf.to_container(compose(overrides), resolve=True)
+
+
+def _save(path: Path, cfg: dict, model: torch.nn.Module | None = None) -> Path:
+    """A checkpoint in dse-train's layout (docs/CONTRACTS.md) without training."""
+    model = model or build_model(cfg["model"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"hyper_parameters": {"cfg": cfg},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+def _fails(capsys: pytest.CaptureFixture, argv: list[str], needle: str) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith("dse-compress: error:") and needle in err, err
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+    cfg = _cfg([*NARROW, f"paths.runs={tmp_path}/runs"])
+    good = _save(tmp_path / "run/checkpoints/last.ckpt", cfg)
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
+    other_arch = _save(tmp_path / "arch.ckpt", cfg, build_model({**cfg["model"], "sr": 0.5}))
+    before = sorted(tmp_path.rglob("*"))
+    out = ["--out", str(tmp_path / "out")]
+    cases = [
+        ([str(tmp_path / "missing.ckpt")], "no such file"),
+        ([str(tmp_path / "junk.ckpt")], "not a dse checkpoint"),
+        ([str(tmp_path / "other.ckpt")], "not a dse checkpoint"),
+        ([str(other_arch)], "do not fit the architecture"),
+        ([str(good), "--bits", "0"], "--bits"),
+        ([str(good), "--bits", "8,17"], "--bits"),
+        ([str(good), "--bits", "eight"], "--bits"),
+        ([str(good), "--density", "0"], "(0, 1]"),
+        ([str(good), "--density", "uniform:1.5"], "(0, 1]"),
+        ([str(good), "--density", "fire42.squeeze=0.5"], "unknown layer"),
+        ([str(good), "--retrain-epochs", "x"], "invalid int"),
+        ([str(good), "model.sr=0.5"], "model.sr"),
+        ([str(good), "data.nonsense=1"], "nonsense"),
+        ([str(good), "data.subset=-3"], "data.subset"),
+        ([str(good), "trainer.lr=-1"], "trainer.lr"),
+    ]
+    for argv, needle in cases:
+        _fails(capsys, [*argv, *out], needle)
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+def _train(cfg: dict, epochs: int, path: Path) -> Path:
+    """Train a checkpoint as dse-train would save it (FireClassifier, Lightning checkpoint)."""
+    L.seed_everything(0, verbose=False)
+    module = FireClassifier(cfg)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, limit_val_batches=0,
+                        enable_progress_bar=False, enable_checkpointing=False,
+                        enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=build_datamodule(cfg, 64, 500, 0))
+    trainer.save_checkpoint(path)
+    return path
+
+
+@pytest.mark.slow
+def test_end_to_end_fire_small_keeps_accuracy(tmp_path, capsys):
+    cfg = _cfg(["model=fire_small", *SMALL, "trainer=smoke", "data.subset=1000",
+                f"paths.runs={tmp_path}/runs"])
+    ckpt = _train(cfg, 3, tmp_path / "run/checkpoints/last.ckpt")
+    with ResultsStore.from_config(cfg) as store:  # the training run the rows must link to
+        store.append({"run_id": "r" * 32, "config_hash": config_hash(cfg), "seed": 0})
+    main([str(ckpt), "--bits", "6", "--retrain-epochs", "1", "--finetune-epochs", "1",
+          "--lr-scale", "0.3", "trainer.eval_batch_size=250"])
+    printed = capsys.readouterr().out
+    assert "quantized 6-bit + Huffman" in printed and "| dense fp32 |" in printed
+    out = tmp_path / "run/compress"
+    result = json.loads((out / "compression.json").read_text())
+    dense, pruned, quant, huff = result["rows"]
+    assert dense["size_bytes"] == 4 * build_spec(cfg["model"]).params and dense["nonzero_weights"] > pruned[
+        "nonzero_weights"] == quant["nonzero_weights"]
+    assert dense["size_bytes"] > pruned["size_bytes"] > quant["size_bytes"] > huff["size_bytes"]
+    assert huff["ratio"] > 5
+    for row in (pruned, quant, huff):
+        assert (out / row["file"]).stat().st_size == row["size_bytes"]
+        assert sum(result["parts"][row["file"]].values()) == row["size_bytes"]
+    assert dense["test_top1"] > 0.3  # well above chance (0.1): there is accuracy to keep
+    assert quant["test_top1"] >= dense["test_top1"] - 0.05 and quant["test_top1"] == huff[
+        "test_top1"]
+    model = decode((out / huff["file"]).read_bytes(), build_model(json.loads(
+        (out / "model.json").read_text())))
+    assert len(torch.unique(model.features.fire9.expand3x3.conv.weight)) <= 2**6 + 1
+    assert (out / "compression.md").read_text().count("\n") == 6
+    with ResultsStore.from_config(cfg) as store:
+        rows = store.frame(table="compressions")
+    assert list(rows.stage) == ["dense", "pruned", "quantized", "huffman"]
+    assert list(rows.label) == [r["label"] for r in result["rows"]]
+    assert set(rows.run_id) == {"r" * 32} and set(rows.bits.dropna()) == {32, 6}
+    assert set(rows.overrides) == {"trainer.eval_batch_size=250"} and set(rows.config_hash) == {
+        config_hash(cfg)}

@@ -69,7 +69,7 @@ def test_smoke_run_reaches_70_percent_and_writes_the_row(workdir) -> None:
     assert set(RUN_COLUMNS) <= set(df.columns)
     ckpt = next((workdir / "runs/default/single").glob("*/checkpoints/last.ckpt"))
     state = torch.load(ckpt, weights_only=True, map_location="cpu")
-    assert state["hyper_parameters"]["cfg"]["model"]["sr"] == 0.125
+    assert state["hyper_parameters"]["cfg"]["model"]["sr"] == 0.125 and state["run_id"] == row.run_id
     metrics = next((workdir / "runs/default/single").glob("*/csv/seed0/metrics.csv")).read_text()
     assert "val/top1" in metrics and "train/loss" in metrics
 

@@ -106,6 +106,17 @@ class EpochTimer(Callback):
         self._lap()
 
 
+class RunIdTag(Callback):
+    """Writes the store row's ``run_id`` into checkpoints, so dse-compress links to the run exactly."""
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        checkpoint["run_id"] = self.run_id
+
+
 def _progress_bar(tc: Any) -> bool:
     if tc.progress_bar == "auto":
         return sys.stdout.isatty()
@@ -169,7 +180,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
             log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
             enable_progress_bar=_progress_bar(tc), enable_checkpointing=False,
             logger=CSVLogger(out_dir, name="csv", version=f"seed{seed}"),
-            callbacks=[monitor, timer, *callbacks], default_root_dir=out_dir,
+            callbacks=[monitor, timer, RunIdTag(rec["run_id"]), *callbacks], default_root_dir=out_dir,
         )
         t0 = time.perf_counter()
         trainer.fit(module, datamodule=dm)

@@ -21,7 +21,7 @@ from typing import Any
 FORMATS = ("png", "svg", "pdf")  # image formats dse-report writes (matplotlib savefig formats)
 
 _EXPORTS = {
-    "load": "analysis.load", "normalize": "analysis.load", "resolve": "analysis.source",
+    "load": "analysis.loading", "normalize": "analysis.loading", "resolve": "analysis.source",
     "LoadError": "analysis.source",
     "sr_frame": "analysis.frames", "pct3x3_frame": "analysis.frames",
     "bypass_frame": "analysis.frames", "sweep_frame": "analysis.frames",

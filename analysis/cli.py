@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> None:
         formats = parse_formats(args.format)
         src = resolve(args.source)  # standard library only: bad input fails fast
         check_study(src, args.study)
-        from analysis.load import load
+        from analysis.loading import load
         from analysis.report import write_report
 
         df = load(src, study=args.study)

@@ -1,4 +1,4 @@
-"""The DataFrame behind every chart, computed from the run frame of :func:`analysis.load.load`.
+"""The DataFrame behind every chart, computed from the run frame of :func:`analysis.loading.load`.
 
 Charts only draw these frames, so a notebook can restyle any figure from the same numbers and the
 tests can check the numbers without looking at pixels. Conventions shared by every frame:
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.load import CONTEXT, METAPARAMS, STATUSES, config_of
+from analysis.loading import CONTEXT, METAPARAMS, STATUSES, config_of
 
 METRICS = ["val_top1", "test_top1", "val_top5", "test_top5"]
 BYPASS_ORDER = ["none", "simple", "complex"]

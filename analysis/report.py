@@ -21,7 +21,7 @@ from analysis import FORMATS
 from analysis import frames as F
 from analysis import plots as P
 from analysis.commands import sweep_commands
-from analysis.load import config_of
+from analysis.loading import config_of
 from analysis.markdown import has_tabulate, to_markdown
 
 CHARTS = {  # file stem -> section title

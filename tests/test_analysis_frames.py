@@ -16,7 +16,7 @@ import pytest
 
 from analysis import frames as F
 from analysis.commands import decompose, parse_overrides, sweep_commands
-from analysis.load import load, normalize
+from analysis.loading import load, normalize
 from analysis.markdown import to_markdown
 from analysis.synthetic import base_config, demo_records, record
 

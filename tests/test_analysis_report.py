@@ -13,7 +13,7 @@ from PIL import Image
 
 from analysis import frames as F
 from analysis.cli import main
-from analysis.load import load
+from analysis.loading import load
 from analysis.source import LoadError
 from analysis.synthetic import base_config, demo_records, record, write_store
 

@@ -20,7 +20,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import dse.config  # noqa: F401  (registers the structured schema)
-from dse.errors import config_exceptions, fail
+from dse.errors import ConfigError, config_exceptions, fail
 from dse.paths import conf_dir
 
 log = logging.getLogger("dse.train")
@@ -40,7 +40,12 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=".*LeafSpec.*")
     warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
     hc = HydraConfig.get()
-    result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))
+    try:
+        result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))
+    except ConfigError as e:
+        if hc.mode == RunMode.RUN:  # exit here: past this point Hydra adds its own stderr line
+            fail("dse-train", e)
+        raise  # in a sweep the sweeper decides (ours records a FAIL trial)
     if hc.mode == RunMode.RUN:
         acc = {k: result[k] for k in ("val_top1", "test_top1") if result.get(k) is not None}
         log.info("%s: %s params=%s size=%.3f MiB %s", cfg.study.name, result["status"],

@@ -37,17 +37,20 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator
     """Per-sample random crop (zero padding ``pad``) and horizontal flip, all samples at once."""
     b, _, h, w = x.shape
     dev = x.device
+    # Without a generator, draw on the images' device: drawing on the CPU and copying each batch's
+    # offsets to the GPU would be a pageable host->device copy, which waits for the GPU every step.
+    rdev = gen.device if gen is not None else dev
     if pad > 0:
         xp = F.pad(x, (pad, pad, pad, pad))
-        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device if gen else None)
-        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=gen.device if gen else None)
+        oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=rdev)
+        ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=rdev)
         rows = (oy.to(dev)[:, None] + torch.arange(h, device=dev))[:, None, :, None]
         cols = (ox.to(dev)[:, None] + torch.arange(w, device=dev))[:, None, None, :]
         bidx = torch.arange(b, device=dev)[:, None, None, None]
         cidx = torch.arange(x.shape[1], device=dev)[None, :, None, None]
         x = xp[bidx, cidx, rows, cols]
     if flip:
-        m = torch.rand(b, generator=gen, device=gen.device if gen else None).to(dev) < 0.5
+        m = torch.rand(b, generator=gen, device=rdev).to(dev) < 0.5
         x = torch.where(m[:, None, None, None], x.flip(3), x)
     return x
 

@@ -33,6 +33,45 @@ def lr_lambda(schedule: str, total: int, warmup: int, power: float = 1.0):
     return f
 
 
+def _fused_if_possible(cls: type[torch.optim.Optimizer], params: list[Any], **kw: Any
+                       ) -> torch.optim.Optimizer:
+    """``cls(params, fused=True)`` where this torch and device have the fused kernel, else the default.
+
+    The same update rule in one kernel instead of a loop over the ~80 parameter tensors of a Fire
+    net: measured 4x cheaper for AdamW on CPU (11.2 -> 2.7 ms a step for fire_small) and one launch
+    instead of dozens on GPU. Older torch (CPU fused kernels arrived in 2.4) falls back quietly.
+    """
+    try:
+        return cls(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(params, **kw)
+
+
+def build_optimizer(params: Any, tc: Any, total_steps: int, max_epochs: int
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimizer and per-step LR scheduler ``trainer.*`` describes, for ``total_steps`` steps.
+
+    A module-level function (rather than inline in ``configure_optimizers``) so that ``dse-bench``'s
+    plain PyTorch loop steps exactly the same solver as the Lightning path it is compared with.
+    """
+    params = list(params)
+    if tc["optimizer"] == "sgd":
+        opt = _fused_if_possible(torch.optim.SGD, params, lr=tc["lr"], momentum=tc["momentum"],
+                                 nesterov=bool(tc["nesterov"]) and tc["momentum"] > 0,
+                                 weight_decay=tc["weight_decay"])
+    else:
+        opt = _fused_if_possible(torch.optim.AdamW, params, lr=tc["lr"], weight_decay=tc["weight_decay"])
+    total = max(1, int(total_steps))
+    if tc["schedule"] == "onecycle":
+        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
+            opt, max_lr=tc["lr"], total_steps=total)
+    else:
+        steps_per_epoch = max(1, total // max(1, max_epochs))
+        warmup = int(round(float(tc["warmup_epochs"]) * steps_per_epoch))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc["schedule"], total, warmup))
+    return opt, sched
+
+
 class FireClassifier(L.LightningModule):
     """Trains ``build_model(cfg["model"])`` with cross-entropy; logs val/test top-1 and top-5.
 
@@ -51,7 +90,11 @@ class FireClassifier(L.LightningModule):
             topk["top5"] = MulticlassAccuracy(classes, top_k=5, average="micro")
         self.val_metrics = MetricCollection(topk, prefix="val/")
         self.test_metrics = self.val_metrics.clone(prefix="test/")
-        self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # nan_strategy="disable": the default "warn" tests `nans.any()` in Python on every update, a
+        # host sync per training step on GPU. A NaN loss now shows as a NaN epoch mean (which the
+        # divergence monitor treats as diverged) instead of being dropped with a warning.
+        self.train_loss = MeanMetric(nan_strategy="disable")
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         self.channels_last = False  # set by the runner on GPU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -96,19 +139,6 @@ class FireClassifier(L.LightningModule):
         self._eval_end(self.test_metrics, self.test_loss, "test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        tc = self.tc
-        params = self.model.parameters()
-        if tc["optimizer"] == "sgd":
-            opt = torch.optim.SGD(params, lr=tc["lr"], momentum=tc["momentum"],
-                                  nesterov=bool(tc["nesterov"]) and tc["momentum"] > 0,
-                                  weight_decay=tc["weight_decay"])
-        else:
-            opt = torch.optim.AdamW(params, lr=tc["lr"], weight_decay=tc["weight_decay"])
         total = max(1, int(self.trainer.estimated_stepping_batches))
-        if tc["schedule"] == "onecycle":
-            sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc["lr"], total_steps=total)
-        else:
-            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-            warmup = int(round(float(tc["warmup_epochs"]) * steps_per_epoch))
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc["schedule"], total, warmup))
+        opt, sched = build_optimizer(self.model.parameters(), self.tc, total, self.trainer.max_epochs or 1)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

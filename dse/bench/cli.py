@@ -1,0 +1,83 @@
+"""``dse-bench [OVERRIDES] [--k 1,2,4,8] [--out DIR] [--target 0.92] [--compile] [--steps N]``.
+
+Measures, on whatever device is there, the numbers docs/BENCHMARKS.md explains: the training step
+against a plain PyTorch loop, epoch time and time to a target accuracy, and K packed trials per
+device (with the ``hydra.launcher.n_jobs`` to use). Writes ``bench.json`` and ``bench.md`` to
+``--out`` (default ``<paths.runs>/bench/<UTC timestamp>/``) and prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from dse.errors import ConfigError, config_exceptions, fail
+
+
+def _ints(text: str) -> list[int]:
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dse-bench", description=__doc__.split("\n\n")[1].replace("\n", " "),
+        epilog="CPU example: dse-bench data.subset=512 trainer.max_epochs=1 --k 1,2 --steps 10")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, as for dse-train (e.g. trainer=fast)")
+    p.add_argument("--k", type=_ints, default=[1, 2, 4, 8], metavar="1,2,4,8",
+                   help="concurrent trials per device to try (default 1,2,4,8)")
+    p.add_argument("--out", default=None, help="output folder (default <paths.runs>/bench/<timestamp>)")
+    p.add_argument("--target", type=float, default=0.92,
+                   help="validation top-1 to reach in the epochs section (default 0.92)")
+    p.add_argument("--no-target", action="store_true", help="train all max_epochs, do not stop early")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile (and reduce-overhead/CUDA graphs on GPU)")
+    p.add_argument("--steps", type=int, default=200, help="timed steps in the step section (default 200)")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps before them (default max(2, min(20, steps // 5)))")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="alternate project/plain this many times, keep the best (noisy machines)")
+    p.add_argument("--pack-epochs", type=int, default=None,
+                   help="trainer.max_epochs of each packed trial (default: as configured)")
+    p.add_argument("--only", type=lambda s: [t.strip() for t in s.split(",") if t.strip()],
+                   default=None, metavar="step,epochs,packing", help="run only these sections")
+    p.add_argument("--timeout", type=float, default=3600.0,
+                   help="seconds per packing K before its trials are killed (default 3600)")
+    p.add_argument("--json", action="store_true", help="print the JSON instead of the Markdown")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_intermixed_args(argv)
+    from dse.bench.options import SECTIONS, BenchOptions
+
+    opts = BenchOptions(
+        overrides=list(args.overrides), ks=args.k, out=args.out,
+        target=None if args.no_target else args.target, compile=args.compile, steps=args.steps,
+        warmup=args.warmup, repeats=args.repeats, pack_epochs=args.pack_epochs,
+        sections=args.only or list(SECTIONS), timeout=args.timeout)
+    try:
+        opts.check()  # before importing torch: a typo costs a second, not half a minute
+        from dse.bench.run import run_bench
+
+        for name in ("lightning.pytorch", "lightning.fabric"):  # keep "GPU available: ..." chatter out
+            logging.getLogger(name).setLevel(logging.WARNING)
+        doc = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
+    except (ConfigError, *config_exceptions()) as e:
+        fail("dse-bench", e)
+    if args.json:
+        import json
+
+        print(json.dumps(doc, indent=2, default=str))
+    else:
+        from pathlib import Path
+
+        print((Path(doc["out"]) / "bench.md").read_text(), end="")
+        print(f"(written to {doc['out']}/bench.json and bench.md)")
+
+
+if __name__ == "__main__":
+    main()

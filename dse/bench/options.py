@@ -1,0 +1,50 @@
+"""``dse-bench``'s options, kept free of torch/Lightning imports so bad options fail instantly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dse.errors import ConfigError
+
+SECTIONS = ("step", "epochs", "packing")
+# Applied before the user's overrides (which therefore win): a bench needs no progress bar.
+BENCH_DEFAULTS = ("trainer.progress_bar=false",)
+
+
+@dataclass
+class BenchOptions:
+    """Everything ``dse-bench`` was asked for; stored verbatim in the JSON for reproducibility."""
+
+    overrides: list[str] = field(default_factory=list)  # Hydra overrides, as for dse-train
+    ks: list[int] = field(default_factory=lambda: [1, 2, 4, 8])  # concurrent trials to try
+    out: str | None = None  # output folder; None = <paths.runs>/bench/<UTC timestamp>
+    target: float | None = 0.92  # validation top-1 to reach in the epochs section
+    compile: bool = False  # also measure torch.compile variants
+    steps: int = 200  # timed optimizer steps in the step section
+    warmup: int | None = None  # untimed steps first; None = max(2, min(20, steps // 5))
+    repeats: int = 1  # project/plain alternations in the step section (best of)
+    pack_epochs: int | None = None  # trainer.max_epochs of each packed trial; None = as configured
+    sections: list[str] = field(default_factory=lambda: list(SECTIONS))  # which sections to run
+    timeout: float = 3600.0  # seconds per packing K before its workers are killed
+
+    def check(self) -> None:
+        """Reject nonsense before anything runs (same one-line contract as the other tools)."""
+        if self.steps < 1:
+            raise ConfigError("--steps", f"must be >= 1 (got {self.steps})")
+        if self.warmup is not None and self.warmup < 0:
+            raise ConfigError("--warmup", f"must be >= 0 (got {self.warmup})")
+        if self.repeats < 1:
+            raise ConfigError("--repeats", f"must be >= 1 (got {self.repeats})")
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError("--k", f"needs positive integers (got {self.ks})")
+        if self.target is not None and not 0 < self.target <= 1:
+            raise ConfigError("--target", f"is a fraction in (0, 1] (got {self.target})")
+        if self.pack_epochs is not None and self.pack_epochs < 1:
+            raise ConfigError("--pack-epochs", f"must be >= 1 (got {self.pack_epochs})")
+        unknown = [s for s in self.sections if s not in SECTIONS]
+        if unknown:
+            raise ConfigError("--only", f"unknown section(s) {unknown}; one of {', '.join(SECTIONS)}")
+
+    @property
+    def warmup_steps(self) -> int:
+        return self.warmup if self.warmup is not None else max(2, min(20, self.steps // 5))

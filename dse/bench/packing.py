@@ -1,0 +1,139 @@
+"""Trial packing: K concurrent trials (separate processes) on one device, and the K to use.
+
+Fire networks on Fashion-MNIST are far too small to fill an H100: one trial leaves most of the GPU
+idle between its small kernels, so several trials side by side finish more trials per hour. This
+measures exactly that, with real ``train_once`` trials in ``python -m dse.bench.worker`` processes
+released together (see :mod:`dse.bench.worker`), and recommends the smallest K whose throughput is
+within :data:`TOLERANCE` of the best: more processes than that only cost memory and latency.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from dse.bench.worker import TAG
+
+TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
+
+
+def _reader(proc: subprocess.Popen, lines: list[dict[str, Any]], ready: threading.Event) -> None:
+    """Collect a worker's protocol lines (and drain everything else so its pipe never fills)."""
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if not line.startswith(TAG + " "):
+            continue
+        kind, _, payload = line[len(TAG) + 1:].strip().partition(" ")
+        lines.append({"kind": kind, **json.loads(payload or "{}")})
+        if kind == "ready":
+            ready.set()
+    ready.set()  # EOF: the worker died before (or after) saying ready; the caller checks
+
+
+def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int = 0,
+          timeout: float = 3600.0) -> dict[str, Any]:
+    """Start ``k`` workers, release them together, and measure the concurrent window."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs, readers, outputs, events, logs = [], [], [], [], []
+    t_spawn = time.time()
+    try:
+        for i in range(k):
+            spec = {"overrides": overrides, "seed": seed + i, "out": str(out_dir / f"trial{i}"),
+                    "threads": threads}
+            log = open(out_dir / f"trial{i}.log", "w")  # noqa: SIM115 - closed in finally
+            logs.append(log)
+            p = subprocess.Popen([sys.executable, "-m", "dse.bench.worker", json.dumps(spec)],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                 bufsize=1, env=env)
+            lines: list[dict[str, Any]] = []
+            ev = threading.Event()
+            th = threading.Thread(target=_reader, args=(p, lines, ev), daemon=True)
+            th.start()
+            procs.append(p)
+            readers.append(th)
+            outputs.append(lines)
+            events.append(ev)
+        deadline = time.monotonic() + timeout
+        for i, ev in enumerate(events):
+            ev.wait(max(0.0, deadline - time.monotonic()))
+            if not any(d["kind"] == "ready" for d in outputs[i]):
+                raise RuntimeError(f"worker {i} of K={k} did not start (see {out_dir}/trial{i}.log)")
+        t_ready = time.time()
+        for p in procs:  # release all K together
+            assert p.stdin is not None
+            p.stdin.write("go\n")
+            p.stdin.flush()
+        for p in procs:
+            p.wait(max(1.0, deadline - time.monotonic()))
+        for th in readers:
+            th.join(5.0)
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"K={k} ran past {timeout:.0f}s (see {out_dir})") from None
+    finally:
+        for p in procs:  # only the processes started here
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+        for log in logs:
+            log.close()
+    results = [next((d for d in lines if d["kind"] == "result"), None) for lines in outputs]
+    bad = [i for i, r in enumerate(results) if r is None or r["status"] not in ("ok", "diverged")]
+    if bad:
+        first = results[bad[0]]
+        why = first["error"] if first else f"no result (see {out_dir}/trial{bad[0]}.log)"
+        return {"k": k, "error": f"{len(bad)} of {k} trials failed: {why}"}
+    ok = [r for r in results if r is not None]
+    span = max(r["t_end"] for r in ok) - min(r["t_go"] for r in ok)
+    images = sum(int(r["images"]) for r in ok)
+    ready = [d for lines in outputs for d in lines if d["kind"] == "ready"]
+    return {
+        "k": k, "span_s": round(span, 3),
+        "trials_per_hour": k * 3600.0 / span if span > 0 else None,
+        "images_per_s": images / span if span > 0 else None,
+        "trial_s": round(sum(r["t_end"] - r["t_go"] for r in ok) / k, 3),
+        "train_s": round(sum(r["train_s"] for r in ok) / k, 3),
+        "startup_s": round(max(d["startup_s"] for d in ready), 3),
+        "spawn_to_ready_s": round(t_ready - t_spawn, 3),
+        "threads_per_trial": ok[0].get("threads"),
+        "val_top1": [r.get("val_top1") for r in ok],
+    }
+
+
+def recommend(runs: list[dict[str, Any]], tolerance: float = TOLERANCE) -> int | None:
+    """The smallest K whose trials/hour is within ``tolerance`` of the best K's."""
+    good = [r for r in runs if r.get("trials_per_hour")]
+    if not good:
+        return None
+    best = max(r["trials_per_hour"] for r in good)
+    return min(r["k"] for r in good if r["trials_per_hour"] >= (1.0 - tolerance) * best)
+
+
+def measure_packing(overrides: list[str], ks: list[int], seed: int, out_dir: Path, cpu: bool,
+                    timeout: float = 3600.0) -> dict[str, Any]:
+    """Every K in ``ks``; on CPU each trial gets ``cores // K`` threads (as a CPU sweep should).
+
+    ``OMP_NUM_THREADS``, when set, caps the threads of every trial (on a shared CPU, 1 thread per
+    process avoids OpenMP threads spinning against other people's jobs).
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cap = int(os.environ.get("OMP_NUM_THREADS") or 0) or cores
+    runs = []
+    for k in ks:
+        threads = max(1, min(cap, cores // k)) if cpu else 0
+        runs.append(run_k(overrides, k, seed, out_dir / f"k{k}", threads, timeout))
+    base = next((r["trials_per_hour"] for r in runs if r["k"] == 1 and r.get("trials_per_hour")), None)
+    for r in runs:
+        if base and r.get("trials_per_hour"):
+            r["speedup_vs_k1"] = r["trials_per_hour"] / base
+    rec = recommend(runs)
+    best = max((r for r in runs if r.get("trials_per_hour")), key=lambda r: r["trials_per_hour"],
+               default=None)
+    return {"ks": ks, "tolerance": TOLERANCE, "runs": runs, "recommended_k": rec,
+            "best_k": best["k"] if best else None, "overrides": overrides}

@@ -1,0 +1,118 @@
+"""Run every ``dse-bench`` section on one config and write ``bench.json`` + ``bench.md``.
+
+Sections run in a fixed order (step, compile, epochs, packing) in one process, so every number in one
+report comes from the same device, the same software and, on a shared machine, roughly the same
+neighbours. Packing runs last and in child processes, so it cannot disturb the others.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dse.bench.options import BENCH_DEFAULTS, BenchOptions
+from dse.bench.packing import measure_packing
+from dse.bench.report import markdown
+from dse.bench.step import measure_compile, measure_step
+from dse.bench.target import time_to_target
+from dse.compose import compose
+from dse.train.run import device_settings
+
+
+def _cpu_name() -> str:
+    try:  # Linux names the model; platform.processor() often says only "x86_64"
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine(cfg: DictConfig) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    import lightning
+
+    from dse.store import provenance
+
+    accelerator, precision, channels_last = device_settings(cfg.trainer)
+    dev = (torch.cuda.get_device_name() if accelerator == "gpu"
+           else f"cpu ({_cpu_name()})")
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    return {
+        "device": dev, "accelerator": accelerator, "precision": precision,
+        "channels_last": channels_last, "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(), "load_avg_1m": load, "host": platform.node(),
+        "python": platform.python_version(),
+        "lightning_version": lightning.__version__, **provenance(),
+    }
+
+
+def default_out(cfg: DictConfig) -> Path:
+    return Path(cfg.paths.runs) / "bench" / datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+
+
+def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
+    """Run the requested sections; returns the JSON document (also written to ``opts.out``)."""
+    opts.check()
+    overrides = [*BENCH_DEFAULTS, *opts.overrides]
+    cfg = compose(overrides)
+    from dse.train.run import validate
+
+    validate(cfg)  # bad input fails here, before any output folder exists
+    out = Path(opts.out) if opts.out else default_out(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    tc, m = cfg.trainer, cfg.model
+    doc: dict[str, Any] = {
+        "version": 1,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "options": asdict(opts),
+        "machine": machine(cfg),
+        "config": {"model": m.name, "data": cfg.data.name, "trainer": tc.name,
+                   "batch_size": int(tc.batch_size), "max_epochs": int(tc.max_epochs),
+                   "subset": cfg.data.subset, "augment": bool(cfg.data.augment),
+                   "resolved": OmegaConf.to_container(cfg, resolve=True)},
+        "step": None, "compile": None, "epochs": None, "packing": None,
+    }
+    t_all = time.perf_counter()
+
+    def save() -> None:
+        (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))
+
+    warmup = opts.warmup_steps
+    if "step" in opts.sections:
+        log(f"dse-bench: step ({warmup} warm-up + {opts.steps} timed steps, x{opts.repeats}) ...")
+        doc["step"] = measure_step(cfg, warmup, opts.steps, out / "step", opts.repeats)
+        save()
+        if opts.compile:
+            log("dse-bench: torch.compile variants ...")
+            doc["compile"] = measure_compile(overrides, cfg, warmup, opts.steps, out / "compile",
+                                             timeout=opts.timeout)
+            save()
+    if "epochs" in opts.sections:
+        log(f"dse-bench: epochs (up to {tc.max_epochs}, target {opts.target}) ...")
+        doc["epochs"] = time_to_target(cfg, opts.target, out / "epochs")
+        save()
+    if "packing" in opts.sections:
+        pack = list(overrides)
+        if opts.pack_epochs is not None:
+            pack.append(f"trainer.max_epochs={opts.pack_epochs}")
+        log(f"dse-bench: packing K={','.join(map(str, opts.ks))} ...")
+        doc["packing"] = measure_packing(pack, opts.ks, int(cfg.seed), out / "packing",
+                                         cpu=device_settings(tc)[0] == "cpu", timeout=opts.timeout)
+        save()
+    doc["seconds"] = round(time.perf_counter() - t_all, 2)
+    save()
+    (out / "bench.md").write_text(markdown(doc))
+    doc["out"] = str(out)
+    return doc

@@ -1,0 +1,227 @@
+"""Training-step throughput: dse's Lightning path against a plain PyTorch loop on the same work.
+
+Both sides build the same network from ``cfg.model`` with the same seed, draw the same batches from
+the same in-memory data (:class:`~dse.data.tensor.TensorBatches`, on the device when resident), and
+step the same solver (:func:`~dse.train.module.build_optimizer`) under the same precision and memory
+format (:func:`~dse.train.run.device_settings`). The project side *is* ``dse-train``'s code path:
+:func:`~dse.train.run.train_once`, with only a timing callback added. Whatever the ratio shows is
+therefore the cost of the framework around the math (hooks, metrics, logging, syncs).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from dse.bench.timing import StepClock, now
+from dse.bench.worker import TAG
+from dse.data import build_datamodule
+from dse.data.tensor import TensorBatches
+from dse.model import build_model
+from dse.train.module import build_optimizer
+from dse.train.run import device_settings, train_once, validate
+
+
+def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float
+            ) -> dict[str, Any]:
+    return {
+        "images_per_s": images / seconds if seconds > 0 else None,
+        "step_ms": 1000.0 * seconds / steps if steps else None,
+        "cpu_ms_per_step": round(1000.0 * cpu_s / steps, 3) if steps else None,
+        "timed_steps": steps, "timed_images": images, "timed_seconds": round(seconds, 4),
+        "warmup_s": None if warmup_s is None else round(warmup_s, 3),
+    }
+
+
+def _compile_cost(res: dict[str, Any], warmup: int) -> dict[str, Any]:
+    """Warm-up time beyond what ``warmup`` steady-state steps would take: the one-off compile cost."""
+    if res.get("warmup_s") is not None and res.get("step_ms"):
+        res["compile_s"] = round(max(0.0, res["warmup_s"] - warmup * res["step_ms"] / 1000.0), 3)
+    return res
+
+
+def step_config(cfg: DictConfig, warmup: int, steps: int, compile: bool = False) -> DictConfig:
+    """``cfg`` trimmed to ``warmup + steps`` optimizer steps: no test, no checkpoint, no bar."""
+    c = copy.deepcopy(cfg)
+    total = warmup + steps
+    c.trainer.max_steps = total
+    c.trainer.max_epochs = max(int(c.trainer.max_epochs), total)  # max_steps is the binding cap
+    c.trainer.test = False
+    c.trainer.checkpoint = False
+    c.trainer.compile = bool(compile)
+    c.trainer.val_every = max(int(c.trainer.val_every), total + 1)  # no validation inside the window
+    return c
+
+
+def project_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, compile: bool = False
+                 ) -> dict[str, Any]:
+    """Images/s of ``train_once`` (dse-train's path) over ``steps`` steps after ``warmup``."""
+    c = step_config(cfg, warmup, steps, compile)
+    clock = StepClock(warmup, steps)
+    rec = train_once(c, validate(c), int(c.seed), out_dir, "dse-bench step", (clock,))
+    if not clock.finished:  # a "diverged" verdict after the window (e.g. at chance) still timed fine
+        why = rec["error"] or f"stopped after {clock.done_steps} of {warmup + steps} steps"
+        raise RuntimeError(f"project training ({rec['status']}): {why} (see {out_dir})")
+    res = _result(clock.images, clock.seconds, steps, clock.warmup_s, clock.cpu_seconds)
+    return _compile_cost(res, warmup) if compile else res
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision.startswith("bf16"):
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision.startswith("16"):
+        return torch.autocast(device.type, dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | None = None
+               ) -> dict[str, Any]:
+    """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach).
+
+    ``compile_mode``: None (eager), ``"default"`` or ``"reduce-overhead"`` (CUDA graphs on GPU).
+    """
+    tc = cfg.trainer
+    accelerator, precision, channels_last = device_settings(tc)
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    seed = int(cfg.seed)
+    L.seed_everything(seed, workers=True, verbose=False)
+    model = build_model(cfg.model).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, seed)
+    dm.setup("fit")
+    split = dm.splits["train"]
+    if bool(cfg.data.get("device_resident", True)):
+        split = split.to(device)
+    batches = TensorBatches(split, tc.batch_size, dm.mean, dm.std, shuffle=True, drop_last=True,
+                            augment=bool(cfg.data.augment), flip=bool(cfg.data.flip), seed=seed)
+    total = warmup + steps
+    opt, sched = build_optimizer(model.parameters(), tc, total, max(1, -(-total // len(batches))))
+    net = torch.compile(model, mode=compile_mode) if compile_mode else model
+    graphs = compile_mode == "reduce-overhead" and device.type == "cuda"
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.startswith("16"))
+    smoothing = float(tc.label_smoothing)
+    model.train()
+
+    def batches_forever():
+        while True:
+            yield from batches
+
+    t_start = now(device)
+    t0: float | None = None
+    warmup_s, images, c0 = 0.0, 0, time.process_time()
+    for i, (x, y) in enumerate(batches_forever()):
+        if i == warmup:
+            t0, c0 = now(device), time.process_time()
+            warmup_s = t0 - t_start
+        if device.type != x.device.type:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
+        with _autocast(device, precision):
+            loss = F.cross_entropy(net(x), y, label_smoothing=smoothing)
+        opt.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
+        sched.step()
+        if t0 is not None:
+            images += len(y)
+        if i + 1 == total:
+            break
+    t1, c1 = now(device), time.process_time()
+    res = _result(images, t1 - (t0 if t0 is not None else t_start), steps, warmup_s, c1 - c0)
+    return _compile_cost(res, warmup) if compile_mode else res
+
+
+def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
+                 ) -> dict[str, Any]:
+    """Project vs plain, alternated ``repeats`` times; the best (fastest) run of each is kept.
+
+    Alternating and keeping the best is what makes this usable on a shared machine: a neighbour's
+    burst slows one repeat, not the comparison.
+    """
+    project: list[dict[str, Any]] = []
+    plain: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    for r in range(repeats):
+        project.append(project_step(cfg, warmup, steps, out_dir / f"project{r}"))
+        plain.append(plain_step(cfg, warmup, steps))
+    best_project = max(project, key=lambda d: d["images_per_s"] or 0.0)
+    best_plain = max(plain, key=lambda d: d["images_per_s"] or 0.0)
+    ratio = (best_project["images_per_s"] / best_plain["images_per_s"]
+             if best_project["images_per_s"] and best_plain["images_per_s"] else None)
+    cpu = (best_plain["cpu_ms_per_step"] / best_project["cpu_ms_per_step"]
+           if best_plain.get("cpu_ms_per_step") and best_project.get("cpu_ms_per_step") else None)
+    return {
+        "steps": steps, "warmup": warmup, "repeats": repeats, "batch_size": int(cfg.trainer.batch_size),
+        "project": best_project, "plain": best_plain, "ratio": ratio, "cpu_ratio": cpu,
+        "project_all": [d["images_per_s"] for d in project],
+        "plain_all": [d["images_per_s"] for d in plain],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+COMPILE_MIN_WARMUP = 10  # compiled code (and CUDA-graph recording) needs a few calls to settle
+
+
+def _compile_variant(overrides: list[str], variant: str, warmup: int, steps: int, out_dir: Path,
+                     cache: Path, timeout: float) -> dict[str, Any]:
+    """One variant in a fresh ``python -m dse.bench.worker`` with its inductor cache at ``cache``."""
+    spec = {"mode": "step", "overrides": overrides, "variant": variant, "warmup": warmup,
+            "steps": steps, "out": str(out_dir)}
+    env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "dse.bench.worker", json.dumps(spec)], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f}s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(f"{TAG} result "):
+            return json.loads(line.split(" ", 2)[2])
+    tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    return {"error": f"worker exited {proc.returncode}: {tail}"}
+
+
+def measure_compile(overrides: list[str], cfg: DictConfig, warmup: int, steps: int, out_dir: Path,
+                    timeout: float = 1800.0) -> dict[str, Any]:
+    """``torch.compile`` variants: the project path (``trainer.compile``) and the plain loop's modes.
+
+    Each variant runs twice in fresh processes sharing a new, empty inductor cache: the first run's
+    ``compile_s`` is the cold cost (the first trial of a sweep worker), the second's the warm cost
+    (later trials, served from the on-disk cache). Throughput is the second run's.
+    """
+    gpu = device_settings(cfg.trainer)[0] == "gpu"
+    warmup = max(warmup, COMPILE_MIN_WARMUP)
+    variants = ["project", "plain"] + (["plain_reduce_overhead"] if gpu else [])  # CUDA graphs: GPU
+    out: dict[str, Any] = {}
+    for v in variants:
+        cache = Path(tempfile.mkdtemp(prefix=f"inductor-{v}-", dir=out_dir.parent))
+        try:
+            cold = _compile_variant(overrides, v, warmup, steps, out_dir / f"{v}-cold", cache, timeout)
+            warm = (_compile_variant(overrides, v, warmup, steps, out_dir / f"{v}-warm", cache, timeout)
+                    if "error" not in cold else cold)
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
+        if "error" in warm:
+            out[v] = warm
+            continue
+        out[v] = {**warm, "compile_s": cold.get("compile_s"), "compile_s_warm": warm.get("compile_s"),
+                  "warmup": warmup}
+    return out

@@ -1,0 +1,103 @@
+"""Child processes of dse-bench: ``python -m dse.bench.worker SPEC_JSON``.
+
+``mode: "trial"`` (the default) is one packed trial, driven by :mod:`dse.bench.packing`;
+``mode: "step"`` is one compiled step measurement, driven by :func:`dse.bench.step.measure_compile`,
+which needs a fresh process (and inductor cache) per variant so that a compile is never silently
+served from the previous variant's in-memory caches.
+
+A trial worker does everything a trial needs *before* it trains (imports, config, dataset parse, CUDA
+context) and then says ``ready`` and waits for ``go`` on stdin. The parent releases all K workers at
+once, so the measured window holds K trials training concurrently, not K processes importing torch:
+a Hydra launcher's pool pays the start-up once per worker, not once per trial.
+
+Protocol (one line each, prefixed with :data:`TAG` so Lightning's own output cannot be mistaken for
+it): ``ready {...}`` then, after ``go``, ``result {...}`` with absolute ``time.time()`` stamps.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+TAG = "DSE-BENCH"
+
+
+def emit(kind: str, payload: dict[str, Any]) -> None:
+    """One protocol line on stdout."""
+    print(f"{TAG} {kind} {json.dumps(payload)}", flush=True)
+
+
+def step_main(spec: dict[str, Any]) -> int:
+    """Measure one ``variant`` (project | plain | plain_reduce_overhead) with torch.compile."""
+    import logging
+
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    from dse.bench.step import plain_step, project_step
+    from dse.compose import compose
+
+    cfg = compose(spec["overrides"])
+    warmup, steps, variant = int(spec["warmup"]), int(spec["steps"]), spec["variant"]
+    try:
+        if variant == "project":
+            res = project_step(cfg, warmup, steps, Path(spec["out"]), compile=True)
+        else:
+            res = plain_step(cfg, warmup, steps,
+                             "reduce-overhead" if variant == "plain_reduce_overhead" else "default")
+    except Exception as e:  # noqa: BLE001 - a compiler failure is a result for the report
+        res = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0]}
+    emit("result", res)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    if spec.get("mode") == "step":
+        return step_main(spec)
+    threads = int(spec.get("threads") or 0)
+    if threads > 0:  # before torch starts its pools; K workers x all cores would oversubscribe a CPU
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    t_spawn = time.time()
+    import logging
+
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    from dse.bench.timing import EpochClock, sync
+    from dse.compose import compose
+    from dse.data import InMemoryDataModule, build_datamodule
+    from dse.train.run import train_once, validate
+
+    cfg = compose(spec["overrides"])
+    report = validate(cfg)
+    dm = build_datamodule(cfg, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
+    if isinstance(dm, InMemoryDataModule):  # parse and split now (cached per process), not in the window
+        dm.setup("fit")
+    if torch.cuda.is_available():
+        torch.zeros(1, device="cuda")  # create the CUDA context now too
+        sync()
+    emit("ready", {"pid": os.getpid(), "startup_s": round(time.time() - t_spawn, 3)})
+    if sys.stdin.readline().strip() != "go":
+        return 1
+    out = Path(spec["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    clock = EpochClock(None)
+    t_go = time.time()
+    rec = train_once(cfg, report, int(spec["seed"]), out, "dse-bench packing", (clock,))
+    sync()
+    emit("result", {"status": rec["status"], "error": rec["error"], "t_go": t_go, "t_end": time.time(),
+                    "images": clock.images, "train_s": round(sum(clock.epoch_seconds), 4),
+                    "val_top1": rec.get("val_top1"), "threads": torch.get_num_threads()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

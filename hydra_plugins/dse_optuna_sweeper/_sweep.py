@@ -670,11 +670,7 @@ class StudyRunner:
                          f"{', '.join(sorted(map(str, result)))})")
                 self._fail(trial, fatal)
                 return fatal
-            v = result[o.metric]
-            try:
-                v = float(v)
-            except (TypeError, ValueError):
-                v = math.nan
+            v = _as_finite(result[o.metric])
             if not math.isfinite(v):
                 return self._fail(trial, f"objective {o.metric} is {result[o.metric]!r}")
             values.append(v)
@@ -685,10 +681,7 @@ class StudyRunner:
                 fatal = f"the job returned no metric {c.metric!r} for constraint {c.key!r}"
                 self._fail(trial, fatal)
                 return fatal
-            try:
-                value = float(raw)
-            except (TypeError, ValueError):
-                value = math.nan
+            value = _as_finite(raw)
             if not math.isfinite(value):
                 return self._fail(trial, f"constraint metric {c.metric} is {raw!r}")
             violations[c.key] = c.violation(value)
@@ -908,3 +901,11 @@ def run_sweep(raw_settings: Mapping[str, Any], arguments: Sequence[str],
     runner.run()
     runner.report()
     return runner.returns
+
+
+def _as_finite(x: object) -> float:
+    """``float(x)``, or NaN when the job returned something that is not a number."""
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan

@@ -31,12 +31,11 @@ import yaml
 optuna = pytest.importorskip("optuna")
 
 from dse.errors import ConfigError  # noqa: E402
-from hydra_plugins.dse_optuna_sweeper._space import build_search_space  # noqa: E402
+from hydra_plugins.dse_optuna_sweeper._space import build_search_space, quote  # noqa: E402
 from hydra_plugins.dse_optuna_sweeper._sweep import (  # noqa: E402
     Constraint,
     parse_constraints,
     parse_objectives,
-    quote,
     validate_settings,
 )
 
@@ -127,11 +126,18 @@ def run_fake(app: Path, cwd: Path, *args: str, env: dict[str, str] | None = None
     cmd = [sys.executable, str(app), "-m", "hydra/sweeper=dse_optuna",
            f"paths.runs={cwd / 'runs'}", "hydra.sweeper.heartbeat_interval=1", *args]
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
-    if background:
+    if background:  # SIGINT as a terminal delivers it, even where this runner ignores it
         return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                                preexec_fn=_default_sigint)
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
+
+
+def _default_sigint() -> None:
+    """Undo the SIG_IGN a shell gives background jobs of a script: Python keeps an inherited
+    ignore, so a runner started with ``&`` would pass it on and a test's SIGINT would be lost."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
@@ -309,6 +315,67 @@ def test_every_sampler_handles_two_objectives_with_constraints(name):
     first.sampler = make_sampler(name, 7)
     again = {k: suggest(t, k, d) for k, d in space.distributions.items()}
     assert again == study.trials[0].params  # seed + trial number: reproducible
+
+
+# hydra-optuna-sweeper's own cases (its tests/test_optuna_sweeper_plugin.py), then dse's differences
+OFFICIAL_CASES = [
+    ("choice(1,2)", "cat", [1, 2]),
+    ("choice(true, false)", "cat", [True, False]),
+    ("choice('hello', 'world')", "cat", ["hello", "world"]),
+    ("interval(1, 5)", "float", (1.0, 5.0, False)),
+    ("int(interval(1, 5))", "int", (1, 5, False)),
+    ("tag(log, interval(1, 5))", "float", (1.0, 5.0, True)),
+    ("tag(log, int(interval(1, 5)))", "int", (1, 5, True)),
+    ("int(interval(16, 256))", "int", (16, 256, False)),
+    ("tag(log, int(interval(16, 256)))", "int", (16, 256, True)),
+    ("float(range(1, 4))", "float", (1.0, 3.0, False)),  # stop excluded, as everywhere here
+    ("int(choice(1.5, 2.7))", "cat", [1, 2]),
+    ("float(choice(1, 2))", "cat", [1.0, 2.0]),
+    ("str(choice(1, 2))", "cat", ["1", "2"]),
+    ("bool(choice(0, 1))", "cat", [False, True]),
+]
+
+
+@pytest.mark.parametrize("sweep, kind, expected", OFFICIAL_CASES)
+def test_casts_are_honoured_and_write_back_the_cast_type(sweep, kind, expected):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    (d,) = build_search_space(None, [f"key={sweep}"]).distributions.values()
+    if kind == "cat":
+        assert d == CategoricalDistribution(expected)
+        values = expected
+    else:
+        cls = IntDistribution if kind == "int" else FloatDistribution
+        low, high, log = expected
+        assert type(d) is cls and (d.low, d.high, d.log) == (low, high, log)
+        assert all(type(v) is type(low) for v in (d.low, d.high))
+        values = [low, high]
+    space = build_search_space(None, [f"key={sweep}"])
+    for v in values:  # what the job receives parses back to the sampled value and its type
+        (ov,) = OverridesParser.create().parse_overrides(space.overrides({"key": v}))
+        assert ov.value() == v and type(ov.value()) is type(v)
+
+
+def test_an_int_cast_interval_trains_integer_widths(fake_app, tmp_path):
+    ok(run_fake(fake_app, tmp_path, "study.name=cast", "hydra.sweeper.n_trials=2",
+                "model.base_e=tag(log, int(interval(16, 64)))", "model.sr=interval(0.1,0.5)"))
+    study = load(tmp_path, "cast")
+    assert states(study) == {"COMPLETE": 2}
+    assert all(type(t.params["model.base_e"]) is int and 16 <= t.params["model.base_e"] <= 64
+               for t in study.trials)
+
+
+def test_deliberate_differences_from_hydra_optuna_sweeper():
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    d = build_search_space(None, ["a=range(1,3)", "b=range(0.5, 5.5, step=1)"]).distributions
+    assert d["a"] == IntDistribution(1, 2)  # theirs: IntDistribution(1, 3)
+    assert d["b"] == FloatDistribution(0.5, 4.5, step=1.0)  # theirs: high 5.5
+    with pytest.raises(ConfigError, match="shuffle"):
+        build_search_space(None, ["c=shuffle(range(1,3))"])  # theirs: a categorical
+    with pytest.raises(ConfigError, match="Intervals cannot be cast to str"):
+        build_search_space(None, ["c=str(interval(1,3))"])
 
 
 @pytest.mark.parametrize("value", ["plain", "sqlite:////tmp/a b/optuna.db", "it's",
@@ -515,20 +582,31 @@ def _wait_for_running(cwd: Path, name: str, proc: subprocess.Popen, limit: float
     pytest.fail("the worker never started a trial")
 
 
-def test_ctrl_c_marks_the_running_trial_interrupted(fake_app, tmp_path):
+def _ignores(pid: int, sig: signal.Signals) -> bool:
+    """Whether process ``pid`` ignores ``sig`` (its SigIgn mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigIgn:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+@pytest.mark.parametrize("sig, why", [(signal.SIGINT, "KeyboardInterrupt"),
+                                      (signal.SIGTERM, "Terminated: SIGTERM")])
+def test_ctrl_c_or_kill_marks_the_running_trial_interrupted(fake_app, tmp_path, sig, why):
     args = ["study.name=i", "hydra.sweeper.n_trials=1", *SPACE]
     p = run_fake(fake_app, tmp_path, *args, env={"FAKE_SLEEP": "120"}, background=True)
     try:
         _wait_for_running(tmp_path, "i", p)
-        p.send_signal(signal.SIGINT)
-        p.communicate(timeout=60)
+        assert not _ignores(p.pid, sig), "the worker ignores the signal: the test would prove nothing"
+        p.send_signal(sig)
+        p.communicate(timeout=20)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
             p.communicate()
     assert p.returncode != 0
     (t,) = load(tmp_path, "i").trials
-    assert t.state.name == "FAIL" and t.user_attrs["interrupted"].startswith("KeyboardInterrupt")
+    assert t.state.name == "FAIL" and t.user_attrs["interrupted"].startswith(why)
     ok(run_fake(fake_app, tmp_path, *args))  # the interrupted trial did not use the budget
     assert states(load(tmp_path, "i")) == {"FAIL": 1, "COMPLETE": 1}
 

@@ -72,6 +72,30 @@ class SearchSpace:
         return out
 
 
+def quote(value: str) -> str:
+    """Quote ``value`` for Hydra's override grammar so it parses back to exactly ``value``."""
+    out: list[str] = []
+    i, n = 0, len(value)
+    while i < n:
+        j = i
+        while j < n and value[j] == "\\":
+            j += 1
+        if j > i:  # backslashes are literal unless they precede a quote or end the string
+            run = j - i
+            out.append("\\" * (2 * run if j == n or value[j] == "'" else run))
+            i = j
+            continue
+        ch = value[i]
+        if ch == "'":
+            out.append("\\'")
+        elif value.startswith("${", i):
+            out.append("\\$")
+        else:
+            out.append(ch)
+        i += 1
+    return "'" + "".join(out) + "'"
+
+
 def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> SearchSpace:
     """Parse ``hydra.sweeper.params`` and the command line; the command line wins per key."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -124,7 +148,7 @@ def _distribution(ov: Override, where: str) -> tuple[BaseDistribution, list[str]
             items = value.list if isinstance(value, ChoiceSweep) else value
             if not items:
                 raise ConfigError(where, "choice() needs at least one value")
-            texts = [Transformer.str(x) for x in items]
+            texts = [_choice_text(x) for x in items]
             choices = [x.text if isinstance(x, QuotedString) else
                        x if x is None or isinstance(x, (str, int, float, bool)) else
                        Transformer.str(x) for x in items]
@@ -155,6 +179,8 @@ def _distribution(ov: Override, where: str) -> tuple[BaseDistribution, list[str]
                 raise ConfigError(where, f"interval({lo:g}, {hi:g}): low must be < high")
             if log and lo <= 0:
                 raise ConfigError(where, f"tag(log, interval({lo:g}, {hi:g})) needs low > 0")
+            if _is_int(value.start) and _is_int(value.end):  # int(interval(...)): both ends kept
+                return IntDistribution(int(lo), int(hi), log=log), []
             return FloatDistribution(lo, hi, log=log), []
     except ConfigError:
         raise
@@ -162,6 +188,24 @@ def _distribution(ov: Override, where: str) -> tuple[BaseDistribution, list[str]
         raise ConfigError(where, _first_line(e)) from None
     raise ConfigError(where, "unsupported sweep; use choice(), range(), interval() or "
                              "tag(log, ...)")
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _choice_text(x: Any) -> str:
+    """Override text that parses back to choice ``x``: ``str(choice(1,2))`` gives the strings
+    '1' and '2', which must be written quoted or the job would receive the integers."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import QuotedString, Transformer
+
+    text = Transformer.str(x)
+    if isinstance(x, str) and not isinstance(x, QuotedString):
+        (ov,) = OverridesParser.create().parse_overrides([f"k={text}"])
+        if ov.value() != x or not isinstance(ov.value(), str):
+            return quote(x)
+    return text
 
 
 def _first_line(e: BaseException) -> str:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dse.errors import ConfigError
+from dse.signals import stop_signals
 from hydra_plugins.dse_optuna_sweeper._optuna import (
     StorageSpec,
     check_sampler,
@@ -42,7 +43,7 @@ from hydra_plugins.dse_optuna_sweeper._optuna import (
     parse_storage,
     pruner_spec,
 )
-from hydra_plugins.dse_optuna_sweeper._space import SearchSpace, build_search_space
+from hydra_plugins.dse_optuna_sweeper._space import SearchSpace, build_search_space, quote
 from hydra_plugins.dse_optuna_sweeper.config import DEFAULT_OBJECTIVES
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -258,30 +259,6 @@ def effective_pruner(settings: Settings) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- helpers
-def quote(value: str) -> str:
-    """Quote ``value`` for Hydra's override grammar so it parses back to exactly ``value``."""
-    out: list[str] = []
-    i, n = 0, len(value)
-    while i < n:
-        j = i
-        while j < n and value[j] == "\\":
-            j += 1
-        if j > i:  # backslashes are literal unless they precede a quote or end the string
-            run = j - i
-            out.append("\\" * (2 * run if j == n or value[j] == "'" else run))
-            i = j
-            continue
-        ch = value[i]
-        if ch == "'":
-            out.append("\\'")
-        elif value.startswith("${", i):
-            out.append("\\$")
-        else:
-            out.append(ch)
-        i += 1
-    return "'" + "".join(out) + "'"
-
-
 def env_overrides(env: Mapping[str, str]) -> list[str]:
     """Per-job environment through ``hydra.job.env_set`` (honoured by every launcher)."""
     return [f"++hydra.job.env_set.{k}={quote(str(v))}" for k, v in env.items()]
@@ -381,7 +358,8 @@ class _Heartbeat:
     def __exit__(self, *exc: object) -> None:
         if self._thread is not None:
             self._stop.set()
-            self._thread.join()
+            # a beat blocked on a locked database must not hold up a stop: the thread is a daemon
+            self._thread.join(timeout=5.0)
             self._thread = None
 
     def _run(self) -> None:
@@ -736,7 +714,7 @@ class StudyRunner:
             try:
                 full = self._run_batch(min(s.n_jobs, room), heartbeat, pending)
             except BaseException as e:
-                # ^C, a crashed launcher, a stop: tell what was left running, so it neither holds
+                # ^C, SIGTERM, a crashed launcher: tell what was left running, so it neither holds
                 # the budget nor waits out the heartbeat's grace period; a rerun refills it
                 why = f"{type(e).__name__}: {_one_line(e)}".rstrip(": ")
                 for trial in pending:
@@ -898,7 +876,8 @@ def run_sweep(raw_settings: Mapping[str, Any], arguments: Sequence[str],
     runner = StudyRunner(settings, hydra_context, config, launcher)
     runner.probe()
     runner.open()
-    runner.run()
+    with stop_signals():  # kill/scancel (SIGTERM) tells the running trials, as Ctrl-C does
+        runner.run()
     runner.report()
     return runner.returns
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -13,14 +13,10 @@ from omegaconf import OmegaConf
 from dse.compose import compose
 from dse.compress.cli import main
 from dse.compress.storage import decode
-from dse.data import build_datamodule
 from dse.model import build_model, build_spec
-from dse.store import ResultsStore, config_hash
-from dse.train.module import FireClassifier
+from dse.store import ResultsStore
 
 NARROW = ["model.base_e=16", "model.incr_e=16"]  # a fast network for the bad-input checks
-# fire_small at half width (185k params): full width is ~4x slower on 2 CPU cores, too slow here
-SMALL = ["model.base_e=64", "model.incr_e=64", "model.stem.channels=32"]
 
 
 def _cfg(overrides: list[str]) -> dict:
@@ -74,50 +70,54 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     assert sorted(tmp_path.rglob("*")) == before
 
 
-def _train(cfg: dict, epochs: int, path: Path) -> Path:
-    """Train a checkpoint as dse-train would save it (FireClassifier, Lightning checkpoint)."""
-    L.seed_everything(0, verbose=False)
-    module = FireClassifier(cfg)
-    trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, limit_val_batches=0,
-                        enable_progress_bar=False, enable_checkpointing=False,
-                        enable_model_summary=False, num_sanity_val_steps=0)
-    trainer.fit(module, datamodule=build_datamodule(cfg, 64, 500, 0))
-    trainer.save_checkpoint(path)
-    return path
+def _copy_run(smoke_run: Path, dest: Path) -> Path:
+    """The shared smoke run's checkpoint and store, copied so this test may write beside them."""
+    (src,) = (smoke_run / "runs/default/single").glob("*/checkpoints/last.ckpt")
+    ckpt = dest / "run/checkpoints/last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    shutil.copy(src, ckpt)
+    (dest / "runs/default").mkdir(parents=True)
+    shutil.copy(smoke_run / "runs/default/results.db", dest / "runs/default/results.db")
+    return ckpt
 
 
 @pytest.mark.slow
-def test_end_to_end_fire_small_keeps_accuracy(tmp_path, capsys):
-    cfg = _cfg(["model=fire_small", *SMALL, "trainer=smoke", "data.subset=1000",
-                f"paths.runs={tmp_path}/runs"])
-    ckpt = _train(cfg, 3, tmp_path / "run/checkpoints/last.ckpt")
-    with ResultsStore.from_config(cfg) as store:  # the training run the rows must link to
-        store.append({"run_id": "r" * 32, "config_hash": config_hash(cfg), "seed": 0})
+def test_end_to_end_fire_small_keeps_accuracy(smoke_run, tmp_path, capsys, monkeypatch):
+    """Deep Compression of a net past its steep part (the smoke run: ~79% after 3 epochs, >= 70%
+    already after 2), retrained and fine-tuned deterministically, so the accuracy comparison is
+    between two fixed numbers, not two draws of seed noise. Compression is evaluated on the first
+    1,000 test images, the same ones for every stage (a paired comparison)."""
+    monkeypatch.chdir(tmp_path)  # the checkpoint's store is runs/default/results.db, relative
+    ckpt = _copy_run(smoke_run, tmp_path)
+    overrides = ["data.subset=1000", "trainer.deterministic=true", "trainer.eval_batch_size=250"]
     main([str(ckpt), "--bits", "6", "--retrain-epochs", "1", "--finetune-epochs", "1",
-          "--lr-scale", "0.3", "trainer.eval_batch_size=250"])
+          "--lr-scale", "0.3", *overrides])
     printed = capsys.readouterr().out
     assert "quantized 6-bit + Huffman" in printed and "| dense fp32 |" in printed
     out = tmp_path / "run/compress"
     result = json.loads((out / "compression.json").read_text())
     dense, pruned, quant, huff = result["rows"]
-    assert dense["size_bytes"] == 4 * build_spec(cfg["model"]).params and dense["nonzero_weights"] > pruned[
+    cfg = json.loads((out / "model.json").read_text())
+    assert dense["size_bytes"] == 4 * build_spec(cfg).params and dense["nonzero_weights"] > pruned[
         "nonzero_weights"] == quant["nonzero_weights"]
     assert dense["size_bytes"] > pruned["size_bytes"] > quant["size_bytes"] > huff["size_bytes"]
     assert huff["ratio"] > 5
     for row in (pruned, quant, huff):
         assert (out / row["file"]).stat().st_size == row["size_bytes"]
         assert sum(result["parts"][row["file"]].values()) == row["size_bytes"]
-    assert dense["test_top1"] > 0.3  # well above chance (0.1): there is accuracy to keep
+    assert dense["test_top1"] > 0.70  # trained: there is accuracy to keep
+    # the bound: see docs/COMPRESSION.md (6-bit drops measured over seeds on this checkpoint)
     assert quant["test_top1"] >= dense["test_top1"] - 0.05 and quant["test_top1"] == huff[
         "test_top1"]
-    model = decode((out / huff["file"]).read_bytes(), build_model(json.loads(
-        (out / "model.json").read_text())))
-    assert len(torch.unique(model.features.fire9.expand3x3.conv.weight)) <= 2**6 + 1
+    model = decode((out / huff["file"]).read_bytes(), build_model(cfg))
+    for name, p in model.named_parameters():  # every shared-weight layer has <= 2^6 values + 0
+        if name.endswith("weight") and p.dim() == 4:
+            assert len(torch.unique(p)) <= 2**6 + 1, name
     assert (out / "compression.md").read_text().count("\n") == 6
-    with ResultsStore.from_config(cfg) as store:
+    (run_id,) = ResultsStore("runs/default/results.db", create=False).frame().run_id
+    with ResultsStore("runs/default/results.db", create=False) as store:
         rows = store.frame(table="compressions")
     assert list(rows.stage) == ["dense", "pruned", "quantized", "huffman"]
     assert list(rows.label) == [r["label"] for r in result["rows"]]
-    assert set(rows.run_id) == {"r" * 32} and set(rows.bits.dropna()) == {32, 6}
-    assert set(rows.overrides) == {"trainer.eval_batch_size=250"} and set(rows.config_hash) == {
-        config_hash(cfg)}
+    assert set(rows.run_id) == {run_id} and set(rows.bits.dropna()) == {32, 6}
+    assert set(rows.overrides) == {" ".join(overrides)}

@@ -14,6 +14,7 @@ from typing import NoReturn
 from analysis import FORMATS
 from analysis.source import check_study, resolve
 from dse.errors import ConfigError, fail
+from dse.outputs import check_writable
 
 PROG = "dse-report"
 
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
         df = load(src, study=args.study)
         out = Path(args.out) if args.out else _default_out(src.report_dir, src.path, args.study,
                                                            df)
+        check_writable(out, "--out", directory=True)
         report = write_report(df, out, formats, source=args.source)
     except ConfigError as e:
         fail(PROG, e)

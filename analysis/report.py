@@ -23,6 +23,7 @@ from analysis import plots as P
 from analysis.commands import sweep_commands
 from analysis.loading import config_of
 from analysis.markdown import has_tabulate, to_markdown
+from dse.outputs import staged_dir
 
 CHARTS = {  # file stem -> section title
     "micro_sr": "SR sweep (paper Figure 3a)",
@@ -262,20 +263,23 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
 
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),
-                 source: str = "") -> Report:
-    """Draw the charts into ``out_dir`` and write ``out_dir/report.md``; returns what was done.
+                 source: str = "", option: str = "--out") -> Report:
+    """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing; returns what was done.
 
-    Stale charts from an earlier run of the report are removed when this run skips them, so the
-    folder never shows a chart the Markdown says was skipped.
+    Everything is rendered into a staging folder first (:func:`dse.outputs.staged_dir`), so a
+    failure (a full disk) leaves the previous report as it was rather than some new charts beside
+    an old ``report.md``; the one-line error then names ``option``. Stale charts from an
+    earlier report are removed when this one skips them, so the folder never shows a chart the
+    Markdown says was skipped.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    charts = build_charts(df, out, formats)
+    with staged_dir(out, option) as stage:
+        charts = build_charts(df, stage, formats)
+        (stage / "report.md").write_text(render_markdown(df, charts, source), encoding="utf-8")
     for name, chart in charts.items():
+        chart.files = [out / p.name for p in chart.files]
         for fmt in FORMATS:
             path = out / f"{name}.{fmt}"
             if path.exists() and path not in chart.files:
                 path.unlink()
-    md = out / "report.md"
-    md.write_text(render_markdown(df, charts, source), encoding="utf-8")
-    return Report(out_dir=out, markdown=md, charts=charts)
+    return Report(out_dir=out, markdown=out / "report.md", charts=charts)

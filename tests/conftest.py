@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,41 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh launch directory (runs/ lands here)."""
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+def assert_one_line(res: subprocess.CompletedProcess, line: str) -> None:
+    """dse's bad-input contract: exit code 2 and exactly ``line`` on stderr, nothing on stdout."""
+    assert (res.returncode, res.stderr.strip().splitlines(), res.stdout) == (2, [line], ""), (
+        res.returncode, res.stdout[-1000:], res.stderr[-2000:])
+
+
+def tree(root: Path) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its content (None for folders): 'nothing written' checks."""
+    return {str(p.relative_to(root)): None if p.is_dir() else p.read_bytes()
+            for p in sorted(root.rglob("*"))}
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
+    """``tmpfs(name, size="64k", ro=False)`` mounts a real tiny filesystem at ``tmp_path/name``:
+    a full disk after ``size`` bytes, or a read-only one. Unmounted after the test."""
+    mounted: list[Path] = []
+
+    def mount(name: str, size: str = "64k", ro: bool = False) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("a real full or read-only disk needs root to mount a tmpfs")
+        where = tmp_path / name
+        where.mkdir()
+        options = f"size={size}" + (",ro" if ro else "")
+        res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)],
+                             capture_output=True, text=True)
+        if res.returncode != 0:
+            where.rmdir()
+            why = (res.stderr.strip() or "mount failed").splitlines()[0]
+            pytest.skip(f"cannot mount a tmpfs here: {why}")
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in reversed(mounted):
+        subprocess.run(["umount", str(where)], check=True)

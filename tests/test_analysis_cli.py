@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from analysis.synthetic import demo_records, write_store
+from tests.conftest import assert_one_line, run_cli, tree
 
 
 def _command() -> list[str]:
@@ -60,3 +61,21 @@ def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "missing").exists()  # a wrong URL never creates a database
     assert not (tmp_path / "empty" / "report").exists()  # nothing written on bad input
     assert not (tmp_path / "demo" / "report").exists()
+
+
+def test_unwritable_or_full_out_is_one_line_and_keeps_the_old_report(tmp_path: Path,
+                                                                     tmpfs) -> None:
+    ro, full = tmpfs("ro", ro=True), tmpfs("full", size="256k")  # room for one chart, not five
+    write_store(tmp_path / "demo" / "results.db", demo_records(seeds=1))
+    (tmp_path / "file.txt").write_text("a file\n")
+    (full / "report.md").write_text("the previous report\n")
+    cases = {  # --out -> why it cannot be written
+        "/proc/nope": "No such file or directory", "file.txt/report": "Not a directory",
+        "file.txt": "Not a directory", f"{ro}/report": "Read-only file system",
+        str(full): "No space left on device",
+    }
+    before = tree(tmp_path)
+    for out, why in cases.items():
+        res = run_cli("dse-report", "demo", "--out", out, cwd=tmp_path)
+        assert_one_line(res, f"dse-report: error: --out: cannot write {out}: {why}")
+    assert tree(tmp_path) == before  # no chart beside the old report.md, no staging folder

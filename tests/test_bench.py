@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 
 from dse.bench.packing import recommend
 from dse.bench.report import markdown
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line, run_cli, tree
 
 # Real Fashion-MNIST and the real training path, but a narrow net and a few hundred images.
 TINY = ["data.subset=256", "trainer=smoke", "trainer.max_epochs=1", "trainer.batch_size=32",
@@ -67,6 +68,22 @@ def test_bench_bad_input_is_one_line_exit_2(tmp_path) -> None:
         lines = [ln for ln in res.stderr.splitlines() if ln.startswith("dse-bench: error:")]
         assert len(lines) == 1, (args, res.stderr[-2000:])
         assert not (tmp_path / "x").exists()  # nothing written for bad input
+
+
+def test_bench_unwritable_out_is_one_line_exit_2(tmp_path, tmpfs) -> None:
+    ro = tmpfs("ro", ro=True)
+    (tmp_path / "file.txt").write_text("a file\n")
+    before = tree(tmp_path)
+    for out, why in {"/proc/nope": "No such file or directory", "file.txt/b": "Not a directory",
+                     f"{ro}/b": "Read-only file system"}.items():  # answered before torch loads
+        res = run_cli("dse-bench", "--out", out, cwd=tmp_path, timeout=120)
+        assert_one_line(res, f"dse-bench: error: --out: cannot write {out}: {why}")
+    res = run_cli("dse-bench", f"paths.runs={ro}", *TINY, cwd=tmp_path, timeout=120)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 1, res.stderr[-2000:]
+    assert re.fullmatch(rf"dse-bench: error: paths\.runs: cannot write {ro}/bench/[\d_-]+: "
+                        "Read-only file system", lines[0]), lines
+    assert tree(tmp_path) == before
 
 
 def test_recommend_picks_smallest_k_within_tolerance() -> None:

@@ -15,6 +15,7 @@ from dse.compress.cli import main
 from dse.compress.storage import decode
 from dse.model import build_model, build_spec
 from dse.store import ResultsStore
+from tests.conftest import assert_one_line, run_cli, tree
 
 NARROW = ["model.base_e=16", "model.incr_e=16"]  # a fast network for the bad-input checks
 
@@ -121,3 +122,33 @@ def test_end_to_end_fire_small_keeps_accuracy(smoke_run, tmp_path, capsys, monke
     assert list(rows.label) == [r["label"] for r in result["rows"]]
     assert set(rows.run_id) == {run_id} and set(rows.bits.dropna()) == {32, 6}
     assert set(rows.overrides) == {" ".join(overrides)}
+
+
+def test_unwritable_out_or_store_fails_before_any_work(tmp_path, tmpfs):
+    ro = tmpfs("ro", ro=True)
+    ckpt = str(_save(tmp_path / "run/checkpoints/last.ckpt", _cfg([*NARROW, "paths.runs=runs"])))
+    (tmp_path / "file.txt").write_text("a file\n")
+    before = tree(tmp_path)
+    for out, why in {"/proc/nope": "No such file or directory", "file.txt/c": "Not a directory",
+                     f"{ro}/c": "Read-only file system"}.items():  # checked before the checkpoint
+        res = run_cli("dse-compress", "missing.ckpt", "--out", out, cwd=tmp_path)
+        assert_one_line(res, f"dse-compress: error: --out: cannot write {out}: {why}")
+    for override, says in ((f"paths.runs={ro}", f"cannot create {ro}/default"),
+                           ("store.url=nope://x", "no driver for nope://x")):
+        res = run_cli("dse-compress", ckpt, override, cwd=tmp_path)
+        line = res.stderr.strip()
+        assert res.returncode == 2 and line.startswith("dse-compress: error: store.url: "), line
+        assert says in line and "\n" not in line, line
+    assert tree(tmp_path) == before
+
+
+def test_full_disk_leaves_the_previous_compression(tmp_path, tmpfs):
+    full = tmpfs("full")  # the untrained NARROW net's four .dsec files need ~80 kB
+    ckpt = str(_save(tmp_path / "run/checkpoints/last.ckpt", _cfg(NARROW)))
+    (full / "compression.md").write_text("the previous table\n")
+    res = run_cli("dse-compress", ckpt, "--out", str(full), "--no-store", "--bits", "4",
+                  "--retrain-epochs", "0", "--finetune-epochs", "0", "data.subset=100",
+                  "trainer.test=false", "trainer.accelerator=cpu", cwd=tmp_path)
+    assert_one_line(res, f"dse-compress: error: --out: cannot write {full}: No space left on device")
+    assert tree(full) == {"compression.md": b"the previous table\n"}
+    assert not (tmp_path / "run/compress").exists() and not (tmp_path / "runs").exists()

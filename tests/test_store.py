@@ -27,6 +27,7 @@ from dse.store import (
     utcnow_iso,
 )
 from dse.store.cli import main
+from tests.conftest import assert_one_line, run_cli, tree
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
 
@@ -342,3 +343,20 @@ def test_cli_bad_input_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.Monke
         assert err.startswith("dse-store: error: ") and err.count("\n") == 1, err
         assert want in err, (want, err)
     assert files() == before  # nothing written, not even an empty database
+
+
+def test_cli_export_to_unwritable_or_full_paths_is_one_line(tmp_path: Path, tmpfs) -> None:
+    ro, full = tmpfs("ro", ro=True), tmpfs("full")
+    with ResultsStore(tmp_path / "runs" / "s1" / "results.db") as store:
+        store.append([full_record(i, config="x" * 1000) for i in range(80)])  # ~100 kB of CSV
+    (tmp_path / "file.txt").write_text("a file\n")
+    (full / "all.csv").write_text("old\n")
+    cases = {  # PATH -> why it cannot be written
+        "/proc/nope/x.csv": "No such file or directory", "file.txt/x.csv": "Not a directory",
+        f"{ro}/x.csv": "Read-only file system", f"{full}/all.csv": "No space left on device",
+    }
+    before = tree(tmp_path)
+    for path, why in cases.items():
+        res = run_cli("dse-store", "export", path, "runs/s1", cwd=tmp_path)
+        assert_one_line(res, f"dse-store: error: PATH: cannot write {path}: {why}")
+    assert tree(tmp_path) == before  # the old export intact, no temporary file left

@@ -16,7 +16,7 @@ from dse.model import analyze, build_spec
 from dse.store import RUN_COLUMNS, ResultsStore, config_hash
 from dse.train.divergence import DivergenceMonitor
 from dse.train.module import FireClassifier
-from tests.conftest import run_cli
+from tests.conftest import assert_one_line, run_cli, tree
 
 
 def test_fashion_mnist_splits_and_subset() -> None:
@@ -140,6 +140,25 @@ def test_bad_input_exit_2_nothing_written(workdir, args: list[str], field: str) 
     assert res.returncode == 2, res.stderr[-1500:]
     assert len(lines) == 1 and lines[0].startswith("dse-train: error:") and field in lines[0], lines
     assert not (workdir / "runs/default/results.db").exists()
+
+
+def test_unwritable_runs_dir_is_one_line_before_hydra_writes(workdir, tmpfs) -> None:
+    ro = tmpfs("ro", ro=True)
+    (workdir / "file.txt").write_text("a file\n")
+    cases = {  # the failing key and path -> why
+        ("paths.runs", "/proc/nope"): "No such file or directory",
+        ("paths.runs", "file.txt/runs"): "Not a directory",
+        ("paths.runs", f"{ro}/runs"): "Read-only file system",
+        ("hydra.run.dir", "/proc/nope/run"): "No such file or directory",
+    }
+    before = tree(workdir)
+    for (key, path), why in cases.items():
+        res = run_cli("dse-train", f"{key}={path}", "trainer=smoke", cwd=workdir)
+        assert_one_line(res, f"dse-train: error: {key}: cannot write {path}: {why}")
+    res = run_cli("dse-train", "-m", f"paths.runs={ro}/runs", "model.sr=0.5,1.0", cwd=workdir)
+    assert_one_line(res, f"dse-train: error: paths.runs: cannot write {ro}/runs: "
+                         "Read-only file system")
+    assert tree(workdir) == before
 
 
 def _image_folder(root, classes: int = 2, per_class: int = 6, size: int = 40) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from dse.errors import ConfigError
+from dse.outputs import check_writable
 
 SECTIONS = ("step", "epochs", "packing")
 # Applied before the user's overrides (which therefore win): a bench needs no progress bar.
@@ -44,6 +45,8 @@ class BenchOptions:
         unknown = [s for s in self.sections if s not in SECTIONS]
         if unknown:
             raise ConfigError("--only", f"unknown section(s) {unknown}; one of {', '.join(SECTIONS)}")
+        if self.out is not None:
+            check_writable(self.out, "--out", directory=True)
 
     @property
     def warmup_steps(self) -> int:

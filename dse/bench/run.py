@@ -25,6 +25,7 @@ from dse.bench.report import markdown
 from dse.bench.step import measure_compile, measure_step
 from dse.bench.target import time_to_target
 from dse.compose import compose
+from dse.outputs import check_writable, write_text
 from dse.train.run import device_settings
 
 
@@ -71,6 +72,8 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
 
     validate(cfg)  # bad input fails here, before any output folder exists
     out = Path(opts.out) if opts.out else default_out(cfg)
+    field = "--out" if opts.out else "paths.runs"
+    check_writable(out, field, directory=True)
     out.mkdir(parents=True, exist_ok=True)
     tc, m = cfg.trainer, cfg.model
     doc: dict[str, Any] = {
@@ -86,8 +89,8 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     }
     t_all = time.perf_counter()
 
-    def save() -> None:
-        (out / "bench.json").write_text(json.dumps(doc, indent=2, default=str))
+    def save() -> None:  # after each section, so a crash later still leaves the numbers so far
+        write_text(out / "bench.json", json.dumps(doc, indent=2, default=str), field)
 
     warmup = opts.warmup_steps
     if "step" in opts.sections:
@@ -113,6 +116,6 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
         save()
     doc["seconds"] = round(time.perf_counter() - t_all, 2)
     save()
-    (out / "bench.md").write_text(markdown(doc))
+    write_text(out / "bench.md", markdown(doc), field)
     doc["out"] = str(out)
     return doc

@@ -1,7 +1,8 @@
 """``dse-compress CHECKPOINT [options] [key=value ...]``: Deep Compression of a trained network.
 
-Every input is checked (checkpoint, bit widths, densities, overrides) before anything is trained or
-written; bad input is one line on stderr and exit code 2, like every dse tool.
+Every input is checked (--out, checkpoint, bit widths, densities, overrides, the results store)
+before anything is trained or written; bad input is one line on stderr and exit code 2, like every
+dse tool. The output files are written all together or not at all (:func:`dse.outputs.staged_dir`).
 """
 
 from __future__ import annotations
@@ -39,42 +40,56 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_intermixed_args(argv)
+def _quiet_lightning() -> None:
+    import lightning  # noqa: F401  (sets its loggers to INFO on import: quiet them after)
 
-    def run() -> None:
-        from pathlib import Path
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", module="lightning")
 
-        from dse.compress.pipeline import (
-            Options,
-            compress,
-            format_table,
-            int_list,
-            load_checkpoint,
-            record,
-        )
 
-        options = Options(bits=int_list(args.bits, "--bits"), density=args.density,
-                          retrain_epochs=args.retrain_epochs, finetune_epochs=args.finetune_epochs,
-                          lr_scale=args.lr_scale,
-                          index_bits=int_list(args.index_bits, "--index-bits")).validate()
-        ckpt = load_checkpoint(args.checkpoint, args.overrides)
-        run_dir = ckpt.path.parent.parent if ckpt.path.parent.name == "checkpoints" else (
-            ckpt.path.parent)
-        out = Path(args.out) if args.out else run_dir / "compress"
-        import lightning  # noqa: F401  (sets its loggers to INFO on import: quiet them after)
+def _run(args: argparse.Namespace) -> None:
+    """Check everything (--out, options, checkpoint, densities, config, store), then compress."""
+    from contextlib import nullcontext
+    from pathlib import Path
 
-        for name in ("lightning.pytorch", "lightning.fabric"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-        warnings.filterwarnings("ignore", module="lightning")
-        result = compress(ckpt, options, out)
+    from dse.outputs import check_writable
+
+    if args.out:  # before torch is imported or the checkpoint read
+        check_writable(args.out, "--out", directory=True)
+    from dse.compress.pipeline import (
+        Options,
+        check,
+        compress,
+        format_table,
+        int_list,
+        load_checkpoint,
+        record,
+    )
+    from dse.store import ResultsStore
+
+    options = Options(bits=int_list(args.bits, "--bits"), density=args.density,
+                      retrain_epochs=args.retrain_epochs, finetune_epochs=args.finetune_epochs,
+                      lr_scale=args.lr_scale,
+                      index_bits=int_list(args.index_bits, "--index-bits")).validate()
+    ckpt = load_checkpoint(args.checkpoint, args.overrides)
+    run_dir = ckpt.path.parent.parent if ckpt.path.parent.name == "checkpoints" else (
+        ckpt.path.parent)
+    out = Path(args.out) if args.out else run_dir / "compress"
+    lab = check(ckpt, options, out)
+    _quiet_lightning()
+    with nullcontext() if args.no_store else ResultsStore.from_config(ckpt.cfg) as store:
+        result = compress(ckpt, options, out, lab)
         print(f"{ckpt.cfg.model.name} on {ckpt.cfg.data.name}: density {options.density}, "
               f"index bits {options.index_bits}, dense {result['dense_bytes']:,} bytes")
         print(format_table(result))
-        where = "" if args.no_store else f"; rows appended to {record(ckpt, result)}"
-        print(f"files in {out}{where}")
+        where = "" if store is None else f"; rows appended to {record(store, ckpt, result)}"
+    print(f"files in {out}{where}")
 
-    guard(PROG, run)
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_intermixed_args(argv)
+    guard(PROG, lambda: _run(args))
 
 
 if __name__ == "__main__":

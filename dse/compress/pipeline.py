@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -35,9 +35,14 @@ from dse.compress.quantize import check_bits, quantize_model
 from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plain_state_dict
 from dse.errors import ConfigError
 from dse.model import build_model, build_spec
+from dse.outputs import check_writable, staged_dir
+
+if TYPE_CHECKING:
+    from dse.store import ResultsStore
 
 log = logging.getLogger("dse.compress")
 CKPT = "CHECKPOINT"
+OUT = "--out"
 METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
 TABLE = "compressions"
 COLUMNS: dict[str, Any] = {
@@ -213,18 +218,34 @@ def _plain_copy(model: nn.Module, cfg: Any) -> nn.Module:
     return fresh
 
 
-def compress(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None,
-             lab: Lab | None = None) -> dict[str, Any]:
-    """Run the whole pipeline; returns rows (one per Table-2 stage), files and size breakdowns."""
-    cfg, opts = ckpt.cfg, options.validate()
-    model_cfg = OmegaConf.to_container(cfg.model, resolve=True)
+def _dense_model(ckpt: Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
+    model_cfg = OmegaConf.to_container(ckpt.cfg.model, resolve=True)
     model = build_model(model_cfg)
     model.load_state_dict(ckpt.state)
-    densities = resolve_densities(model, opts.density)  # bad densities fail before any work
+    return model, model_cfg
+
+
+def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None) -> Lab:
+    """Everything about a compression job that bad input can break, checked before any work: the
+    options, the densities against the checkpoint's layers, its trainer and data config, and that
+    ``out_dir`` can be written. Returns the :class:`Lab` that will do the work."""
+    options.validate()
+    resolve_densities(_dense_model(ckpt)[0], options.density)
+    if out_dir is not None:
+        check_writable(out_dir, OUT, directory=True)
+    return Lab(ckpt.cfg, ckpt.seed)
+
+
+def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
+             lab: Lab | None = None) -> dict[str, Any]:
+    """Run the whole pipeline; returns rows (one per Table-2 stage), files and size breakdowns.
+
+    ``lab`` is what :func:`check` returned; without it the checks run here first.
+    """
+    lab = lab or check(ckpt, opts, out_dir)
+    model, model_cfg = _dense_model(ckpt)
+    densities = resolve_densities(model, opts.density)
     out = Path(out_dir) if out_dir is not None else None
-    if out is not None and out.exists() and not out.is_dir():
-        raise ConfigError("--out", f"{out} exists and is not a directory")
-    lab = lab or Lab(cfg, ckpt.seed)
 
     dense_bytes = 4 * build_spec(model_cfg).params  # the contract's size_bytes of the run
     rows: list[dict[str, Any]] = []
@@ -286,13 +307,14 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
-    """Compressed files, ``model.json`` (to rebuild the template), JSON and Markdown tables."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name, data in files.items():
-        (out / name).write_bytes(data)
-    (out / "model.json").write_text(json.dumps(result["model"], indent=1) + "\n")
-    (out / "compression.json").write_text(json.dumps(result, indent=1) + "\n")
-    (out / "compression.md").write_text(format_table(result) + "\n")
+    """Compressed files, ``model.json`` (to rebuild the template), JSON and Markdown tables: all of
+    them or, when writing fails (a full disk), none and the previous ones untouched."""
+    with staged_dir(out, OUT) as stage:
+        for name, data in files.items():
+            (stage / name).write_bytes(data)
+        (stage / "model.json").write_text(json.dumps(result["model"], indent=1) + "\n")
+        (stage / "compression.json").write_text(json.dumps(result, indent=1) + "\n")
+        (stage / "compression.md").write_text(format_table(result) + "\n")
 
 
 def store_rows(ckpt: Checkpoint, result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -322,14 +344,16 @@ def _ensure_columns(engine: Any, table: Any) -> None:
                 conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
 
 
-def record(ckpt: Checkpoint, result: dict[str, Any]) -> str:
-    """Append the rows to the study's results store (finding ``run_id`` there if needed)."""
-    from dse.store import ResultsStore, config_hash
+def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str:
+    """Append the rows to the study's results store (finding ``run_id`` there if needed).
 
-    with ResultsStore.from_config(ckpt.cfg) as store:
-        if ckpt.run_id is None:
-            run = store.get(config_hash(ckpt.original_cfg), ckpt.seed, statuses=None)
-            ckpt.run_id = run["run_id"] if run else None
-        _ensure_columns(store.engine, store.ensure_table(TABLE, COLUMNS))
-        store.append(store_rows(ckpt, result), table=TABLE)
-        return str(store)
+    The store is opened by the caller before the work, so a bad ``store.url`` costs nothing.
+    """
+    from dse.store import config_hash
+
+    if ckpt.run_id is None:
+        run = store.get(config_hash(ckpt.original_cfg), ckpt.seed, statuses=None)
+        ckpt.run_id = run["run_id"] if run else None
+    _ensure_columns(store.engine, store.ensure_table(TABLE, COLUMNS))
+    store.append(store_rows(ckpt, result), table=TABLE)
+    return str(store)

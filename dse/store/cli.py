@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import os
 from pathlib import Path
 from typing import NoReturn
 
 import pandas as pd
 
 from dse.errors import ConfigError, fail
+from dse.outputs import atomic_path, check_writable
 from dse.store.store import ResultsStore
 
 PROG = "dse-store"
@@ -95,17 +95,13 @@ def export(args: argparse.Namespace) -> None:
     parquet = out.suffix.lower() == ".parquet"
     if parquet and importlib.util.find_spec("pyarrow") is None:
         raise ConfigError("PATH", "writing parquet needs pyarrow: pip install pyarrow")
+    check_writable(out, "PATH")
     _, df = _open(args)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # no half-written export on failure
-    try:
+    with atomic_path(out, "PATH") as tmp:
         if parquet:
             df.to_parquet(tmp, index=False)
         else:
             df.to_csv(tmp, index=False)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     print(f"wrote {len(df)} runs to {out}")
 
 

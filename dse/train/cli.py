@@ -16,11 +16,13 @@ from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import dse.config  # noqa: F401  (registers the structured schema)
 from dse.errors import ConfigError, config_exceptions, fail
+from dse.outputs import check_writable
 from dse.paths import conf_dir
 
 log = logging.getLogger("dse.train")
@@ -28,6 +30,27 @@ log = logging.getLogger("dse.train")
 
 class RunFailed(RuntimeError):
     """A single (non-sweep) run whose training raised; its row is already in the store."""
+
+
+class CheckOutputs(Callback):
+    """Refuses unwritable output folders before Hydra makes the run or sweep dir (``conf/config.yaml``
+    registers it): Hydra's own ``mkdir`` would fail with a traceback, after composing and logging."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.run.dir")
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        self._check(config, "hydra.sweep.dir")
+
+    @staticmethod
+    def _check(config: DictConfig, key: str) -> None:
+        try:
+            check_writable(config.paths.runs, "paths.runs", directory=True)
+            run_dir = OmegaConf.select(config, key, throw_on_resolution_failure=False)
+            if run_dir is not None:
+                check_writable(run_dir, key, directory=True)
+        except ConfigError as e:  # exit here: Hydra turns a callback's exceptions into warnings
+            fail("dse-train", e)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")

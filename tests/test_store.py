@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing as mp
+import os
 import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import fields
 from pathlib import Path
 
@@ -15,6 +18,8 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.cli import main as report_main
+from analysis.loading import load
 from dse.config import Config
 from dse.errors import ConfigError
 from dse.store import (
@@ -27,6 +32,7 @@ from dse.store import (
     utcnow_iso,
 )
 from dse.store.cli import main
+from tests.conftest import run_cli
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
 
@@ -342,3 +348,117 @@ def test_cli_bad_input_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.Monke
         assert err.startswith("dse-store: error: ") and err.count("\n") == 1, err
         assert want in err, (want, err)
     assert files() == before  # nothing written, not even an empty database
+
+
+def test_store_url_is_a_url_or_a_store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for bad in ("garbage", "runs/typo", "notes.txt"):
+        with pytest.raises(ConfigError, match="neither a SQLAlchemy URL .* nor a store path") as e:
+            ResultsStore(bad)
+        assert e.value.field == "store.url"
+    assert list(tmp_path.iterdir()) == []
+    for good in ("a.db", "b.sqlite", "c.SQLITE3"):
+        ResultsStore(good).close()
+    (tmp_path / "folder").mkdir()
+    ResultsStore("folder").append(RunRecord())  # a folder means its results.db
+    (tmp_path / "folder" / "results.db").rename(tmp_path / "mystore")
+    assert ResultsStore("mystore", create=False).count() == 1  # an existing file, whatever its name
+    before = sorted(tmp_path.rglob("*.db"))
+    res = run_cli("dse-train", "store.url=garbage", "trainer=smoke", "data.subset=500",
+                  "trainer.max_epochs=1", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.splitlines() == [
+        "dse-train: error: store.url: 'garbage' is neither a SQLAlchemy URL (dialect://...) nor a "
+        "store path (an existing folder or file, or a new file ending in .db, .sqlite or .sqlite3)"]
+    assert not (tmp_path / "garbage").exists() and sorted(tmp_path.rglob("*.db")) == before
+
+
+def test_paths_with_hash_or_question_mark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    for i, name in enumerate(("st#x", "a?b", "100%")):
+        with ResultsStore(f"{name}/results.db") as store:
+            store.append(full_record(i))
+        main(["show", name])
+        assert f"{tmp_path / name / 'results.db'}: 1 runs" in capsys.readouterr().out
+        assert ResultsStore(name, create=False).count() == 1
+        assert load(name).run_id.tolist() == [full_record(i).run_id]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["100%", "a?b", "st#x"]  # no ./st, ./a
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """Makes a read-only view of a folder: a read-only bind mount as root (root ignores mode bits,
+    not a read-only mount), mode 555 otherwise; undone after the test."""
+    undo: list[Callable[[], object]] = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            undo.append(lambda: folder.chmod(0o755))
+            return folder
+        view = folder.with_name(folder.name + "-ro")
+        view.mkdir()
+        for cmd in (["mount", "--bind", str(folder), str(view)],
+                    ["mount", "-o", "remount,ro,bind", str(view)]):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"read-only bind mounts are not permitted here: {done.stderr.strip()}")
+            if cmd[1] == "--bind":
+                undo.append(lambda: subprocess.run(["umount", str(view)], check=True))
+        assert not os.access(view, os.W_OK)
+        return view
+
+    yield make
+    for step in reversed(undo):
+        step()
+
+
+def test_store_on_a_read_only_folder_is_read(tmp_path: Path, read_only: Callable[[Path], Path],
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with ResultsStore(tmp_path / "study" / "results.db") as store:
+        store.append(full_record(1))
+    view = read_only(tmp_path / "study")
+    monkeypatch.chdir(tmp_path)
+    main(["show", str(view)])
+    assert "1 runs" in capsys.readouterr().out
+    main(["export", "out.csv", str(view)])
+    assert pd.read_csv(tmp_path / "out.csv", dtype=str).run_id.tolist() == [full_record(1).run_id]
+    report_main([str(view), "--out", str(tmp_path / "report")])
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "report" / "report.md").is_file()
+    with pytest.raises(ConfigError, match="is read-only .*: results cannot be written there"):
+        ResultsStore(view)  # a run must not train for hours and then fail to store
+    assert sorted(p.name for p in view.iterdir()) == ["results.db"]
+
+
+def test_foreign_databases_are_refused_in_one_line_leaving_no_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    scripts = {"foreign.db": ["create table x (a)"],
+               "no_run_id.db": ["create table dse_meta (key, value)",
+                                "insert into dse_meta values ('schema_version', '1')",
+                                "create table runs (x)"]}
+    for name, statements in scripts.items():
+        with closing(sqlite3.connect(tmp_path / name)) as con:
+            con.execute("pragma journal_mode=wal")
+            for sql in statements:
+                con.execute(sql)
+            con.commit()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.chdir(tmp_path)
+    no_run_id = "no_run_id.db has a runs table without dse's columns (run_id, study, config_hash, seed, ...)"
+    cases = {(main, "show", "foreign.db"): "is a database but not a dse results store (tables: x)",
+             (main, "show", "no_run_id.db"): no_run_id,
+             (main, "export", "x.csv", "no_run_id.db"): no_run_id,
+             (report_main, "foreign.db"): "holds neither a dse store",
+             (report_main, "no_run_id.db"): no_run_id}
+    for (fn, *argv), want in cases.items():
+        with pytest.raises(SystemExit) as exc:
+            fn(argv)
+        out, err = capsys.readouterr()
+        assert exc.value.code == 2 and out == "" and err.count("\n") == 1, (argv, err)
+        assert want in err, (want, err)
+    with pytest.raises(ConfigError, match="without dse's columns"):
+        ResultsStore(tmp_path / "no_run_id.db")  # a writer too, before it adds tables
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal/-shm, no x.csv

@@ -17,9 +17,9 @@ import pandas as pd
 
 from dse.errors import ConfigError, fail
 from dse.store.store import ResultsStore
+from dse.storefile import DB_NAME
 
 PROG = "dse-store"
-DB_NAME = "results.db"
 EXPORTS = (".csv", ".parquet")
 HEADERS = {"size_mib": "MiB", "val": "val%", "test": "test%", "epochs": "ep", "train_seconds": "s"}
 

@@ -9,6 +9,8 @@ import re
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import fields
@@ -27,12 +29,15 @@ from dse.store import (
     SCHEMA_VERSION,
     ResultsStore,
     RunRecord,
+    claims,
     config_hash,
     provenance,
     utcnow_iso,
 )
 from dse.store.cli import main
+from dse.store.store import CLAIMS_TABLE
 from tests.conftest import run_cli
+from tests.test_optuna_sweeper import pg_database, postgres  # noqa: F401  (fixtures)
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
 
@@ -462,3 +467,61 @@ def test_foreign_databases_are_refused_in_one_line_leaving_no_files(
     with pytest.raises(ConfigError, match="without dse's columns"):
         ResultsStore(tmp_path / "no_run_id.db")  # a writer too, before it adds tables
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal/-shm, no x.csv
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return str(tmp_path / "r.db") if request.param == "sqlite" else \
+        request.getfixturevalue("pg_database")
+
+
+def _plant(store: ResultsStore, seed: int, host: str, pid: int, expires_in: float) -> None:
+    """A claim row as another worker's process would have inserted it."""
+    with store.engine.begin() as conn:
+        conn.execute(CLAIMS_TABLE.insert().values(
+            config_hash="h", seed=seed, run_id=f"theirs{seed}", token=f"t{seed}", host=host,
+            pid=pid, claimed_at=utcnow_iso(), expires_at=time.time() + expires_in))
+
+
+def test_claims_one_holder_heartbeat_release_and_stale_takeover(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(claims, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(claims, "POLL_S", 0.05)
+    store = ResultsStore(store_url)
+    mine = claims.acquire(store, "h", 0)
+    assert isinstance(mine, claims.Claim)
+    live = claims.acquire(store, "h", 0)  # held by this very process: alive
+    assert isinstance(live, claims.Holder) and live.run_id == mine.run_id
+    assert (live.host, live.pid) == (claims.HOST, os.getpid()) and not live.stale()
+    with mine:
+        deadline = time.monotonic() + 60
+        while claims.holder(store, "h", 0).expires_at == live.expires_at:  # until it beats
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+    assert claims.holder(store, "h", 0) is None  # released
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _plant(store, 1, claims.HOST, dead.pid, 3600)  # this host, dead process: stale at once
+    _plant(store, 2, "elsewhere", 1, 3600)  # another host: live until it expires
+    _plant(store, 3, "elsewhere", 1, -1)
+    got = {seed: claims.acquire(store, "h", seed) for seed in (1, 2, 3)}
+    assert isinstance(got[1], claims.Claim) and isinstance(got[3], claims.Claim)
+    assert isinstance(got[2], claims.Holder) and got[2].run_id == "theirs2"
+    assert claims.holder(store, "h", 1).pid == os.getpid()
+
+    held = claims.acquire(store, "p", 0)
+    waiter = claims.acquire(store, "p", 0)
+    assert isinstance(held, claims.Claim) and isinstance(waiter, claims.Holder)
+
+    def finish() -> None:
+        with held:
+            time.sleep(0.3)
+            store.append(RunRecord(run_id=held.run_id, config_hash="p", seed=0))
+
+    worker = threading.Thread(target=finish)
+    worker.start()
+    row = claims.wait(store, waiter)  # returns once the holder stored its row and let go
+    worker.join()
+    assert row is not None and row["run_id"] == held.run_id and row["config_hash"] == "p"
+    store.close()

@@ -122,3 +122,18 @@ def test_seeds_give_n_rows_per_point(workdir) -> None:
     df = rows(workdir)
     assert len(df) == 6 and df.groupby("sr").seed.apply(sorted).tolist() == [[0, 1, 2]] * 2
     assert df.groupby("sr").config_hash.nunique().tolist() == [1, 1]
+
+
+def test_two_sweeps_at_once_train_each_point_once(workdir) -> None:
+    args = [str(BIN / "dse-train"), "-m", *TINY, "model.sr=0.25,0.5"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    df = rows(workdir)
+    assert len(df) == 2 and sorted(df.sr) == [0.25, 0.5] and set(df.status) == {"ok"}
+    assert not df.duplicated(["config_hash", "seed"]).any()
+    log = "".join(outs)
+    assert log.count("seed 0: ok") == 2  # each point trained by one of the two sweeps
+    assert log.count("already in the store") + log.count("trained meanwhile by") == 2

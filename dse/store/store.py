@@ -8,7 +8,7 @@ PostgreSQL URL shares one store between machines (SLURM arrays).
 The file is checked before anything is written to it: a path that points at some other file or
 someone else's SQLite database, or a store written by a newer dse, is refused with a
 :class:`~dse.errors.ConfigError` rather than "initialised" on top of the user's data. Connections to
-a file are not pooled: a run touches the store seldom (a look before training, its row after), and
+a file are not pooled: a run touches the store seldom (a look, a claim, heartbeats, its row), and
 a connection kept open while it trains would write into a file deleted meanwhile instead of failing.
 """
 
@@ -40,6 +40,7 @@ T = TypeVar("T")
 SCHEMA_VERSION = 1
 RUNS = "runs"
 META = "dse_meta"
+CLAIMS = "claims"
 FIELD = "store.url"
 _PY_TYPES: dict[type, type[sa.types.TypeEngine]] = {
     str: sa.Text, int: sa.BigInteger, float: sa.Float, bool: sa.Boolean}
@@ -62,6 +63,13 @@ META_TABLE = sa.Table(META, _METADATA, sa.Column("key", sa.String(64), primary_k
 RUNS_TABLE = sa.Table(RUNS, _METADATA, sa.Column("run_id", sa.String(64), primary_key=True),
                       *(_column(f.name, _RUN_TYPES[f.name]) for f in fields(RunRecord)
                         if f.name != "run_id"))
+# who trains which (config_hash, seed) now: the primary key lets one worker at a time have it
+CLAIMS_TABLE = sa.Table(
+    CLAIMS, _METADATA, sa.Column("config_hash", sa.String(64), primary_key=True),
+    sa.Column("seed", sa.BigInteger, primary_key=True, autoincrement=False),
+    *(sa.Column(name, kind, nullable=False) for name, kind in (
+        ("run_id", sa.String(64)), ("token", sa.String(64)), ("host", sa.Text),
+        ("pid", sa.BigInteger), ("claimed_at", sa.Text), ("expires_at", sa.Float))))
 # pandas dtypes for frame(): nullable ints stay ints (Int64), bools stay bools
 _RUN_DTYPES = {c.name: ("Int64" if c.nullable else "int64") if isinstance(c.type, sa.BigInteger)
                else "float64" if isinstance(c.type, sa.Float) else "bool"
@@ -216,7 +224,8 @@ class ResultsStore:
                 raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
             if RUNS in tables and version is not None:
                 self._check_runs_columns(conn)
-                return
+                if not create or CLAIMS in tables:
+                    return
             if not create:
                 raise ConfigError(FIELD, f"{self} is an incomplete dse results store")
             if self.path is not None and not tables:
@@ -314,7 +323,7 @@ class ResultsStore:
 
     @staticmethod
     def _check_name(name: str, writing: bool = False) -> None:
-        if not name or name == META or (writing and name.startswith("sqlite_")):
+        if not name or name == META or (writing and (name == CLAIMS or name.startswith("sqlite_"))):
             raise ValueError(f"{name!r} is not a results table name")
 
     # -- reading ----------------------------------------------------------------------------------
@@ -360,7 +369,13 @@ class ResultsStore:
         stmt = (sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed),
                                    *self._where(t, None, statuses))
                 .order_by(t.c.finished_at.desc(), t.c.started_at.desc()).limit(1))
+        return self._first(stmt)
 
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """The row with this ``run_id``, or None."""
+        return self._first(sa.select(RUNS_TABLE).where(RUNS_TABLE.c.run_id == run_id))
+
+    def _first(self, stmt: sa.Select) -> dict[str, Any] | None:
         def query() -> dict[str, Any] | None:
             with self.engine.connect() as conn:
                 row = conn.execute(stmt).mappings().first()

@@ -106,6 +106,13 @@ def _native(v: Any) -> Any:
     return None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
 
 
+def native_row(record: Row) -> dict[str, Any]:
+    """A ``runs`` row as the driver (and JSON) takes it: checked by :class:`RunRecord` (unknown
+    columns raise, missing ones take their defaults), numpy scalars unwrapped, NaN as NULL."""
+    row = record if isinstance(record, RunRecord) else RunRecord(**record)
+    return {k: _native(v) for k, v in row.to_dict().items()}
+
+
 def _as_list(x: str | Iterable[str] | None) -> list[str] | None:
     return [x] if isinstance(x, str) else None if x is None else list(x)
 
@@ -313,13 +320,34 @@ class ResultsStore:
             _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
                    self.timeout_s, lambda e: _is_busy(e) or "already exists" in str(e))
             return
-        values = [{k: _native(v) for k, v in RunRecord(**r).to_dict().items()} for r in rows]
+        values = [native_row(r) for r in rows]
 
         def insert() -> None:
             with self.engine.begin() as conn:
                 conn.execute(RUNS_TABLE.insert(), values)
 
         _retry(insert, self.timeout_s)
+
+    def append_new(self, records: Sequence[Row]) -> int:
+        """Append the ``runs`` rows whose ``run_id`` the store lacks; returns how many were new.
+
+        What ``dse-store import`` does with rows kept beside a run: importing a file twice, or a
+        row that did reach the store after all, adds nothing.
+        """
+        values = list({v["run_id"]: v for v in map(native_row, records)}.values())
+        t = RUNS_TABLE
+
+        def insert() -> int:
+            with self.engine.begin() as conn:
+                have = set(conn.execute(sa.select(t.c.run_id).where(
+                    t.c.run_id.in_([v["run_id"] for v in values]))).scalars())
+                new = [v for v in values if v["run_id"] not in have]
+                if new:
+                    conn.execute(t.insert(), new)
+            return len(new)
+
+        return _retry(insert, self.timeout_s,  # a concurrent import inserted one of them first
+                      lambda e: _is_busy(e) or isinstance(e, IntegrityError))
 
     @staticmethod
     def _check_name(name: str, writing: bool = False) -> None:

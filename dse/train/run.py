@@ -33,6 +33,7 @@ from dse.errors import ConfigError
 from dse.model import analyze, build_spec
 from dse.model.report import MIB
 from dse.store import ResultsStore, RunRecord, claims, config_hash, provenance, utcnow_iso
+from dse.store.fallback import append_or_keep
 from dse.train.divergence import DivergenceMonitor
 from dse.train.module import OPTIMIZERS, SCHEDULES, FireClassifier
 
@@ -298,7 +299,7 @@ class _Point:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         rec = train_once(self.cfg, self.report, seed, self.out_dir, self.overrides, self.callbacks,
                          run_id)
-        store.append(RunRecord(**rec))  # the dataclass rejects a misspelt column
+        append_or_keep(store, RunRecord(**rec), self.out_dir)  # RunRecord rejects a misspelt column
         log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", self.chash, seed,
                  rec["status"], rec.get("val_top1"), rec.get("test_top1"), rec["train_seconds"])
         return rec

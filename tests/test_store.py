@@ -469,6 +469,16 @@ def test_foreign_databases_are_refused_in_one_line_leaving_no_files(
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal/-shm, no x.csv
 
 
+@pytest.mark.skipif(not HAS_PYARROW, reason="pyarrow is not installed (pip install -e .)")
+def test_parquet_export_round_trip_keeps_dtypes_and_values(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    store.append([full_record(1), RunRecord(study="s2", status="failed", error="boom")])
+    main(["export", str(tmp_path / "all.parquet"), str(store.path)])
+    assert "wrote 2 runs" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "all.parquet"), store.frame())
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(tmp_path / "r.db") if request.param == "sqlite" else \

@@ -97,6 +97,20 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def drop_repeated_seeds(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (study, config_hash, seed): its first ok row, else its first row.
+
+    A seed stored twice (two sweeps that raced before the store had claims, ``study.rerun``, a
+    failed seed trained again) is one seed: counted twice, its copy would shrink the std toward 0.
+    Rows without a hash or seed (Optuna trials) are all kept.
+    """
+    key = ["study", "config_hash", "seed"]
+    keyed = df[key].notna().all(axis=1) & (df["config_hash"].astype(str) != "")
+    first_ok = df[keyed].assign(_bad=df["status"] != "ok").sort_values("_bad", kind="stable")
+    repeated = first_ok.index[first_ok.duplicated(key)]
+    return df.drop(index=repeated).reset_index(drop=True)
+
+
 def _to_bool(v: Any) -> Any:
     if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
         return pd.NA
@@ -236,7 +250,8 @@ def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
 def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -> pd.DataFrame:
     """Every run of ``source`` (optionally one study) as a frame with the contract's columns.
 
-    ``source`` may also be a DataFrame (a notebook's own filtered frame): it is only normalized.
+    ``source`` may also be a DataFrame (a notebook's own filtered frame): it is only normalized
+    (and, like every source, rid of repeated seeds: :func:`drop_repeated_seeds`).
     Raises :class:`LoadError` when there is nothing to report on, because an empty chart would
     look like a result.
     """
@@ -250,6 +265,7 @@ def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -
         if df is None or df.empty:
             raise LoadError(ARG, f"{where} holds no runs yet")
         df = normalize(df)
+    df = drop_repeated_seeds(df)
     if study is not None:
         known = sorted(str(s) for s in df["study"].dropna().unique())
         if study not in known:

@@ -3,7 +3,7 @@
 Kept free of pandas, SQLAlchemy (for SQLite) and matplotlib so that ``dse-report`` answers a wrong
 path in a fraction of a second: everything here is the standard library until a server URL needs a
 driver. Stores are told apart by their tables (Optuna: ``studies``/``trials``; dse: ``dse_meta``/
-``runs``), never by file names, and are opened read-only so a wrong path never creates a database.
+``runs``), never by file names, and are opened so that a wrong path never creates a database.
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 from urllib.parse import unquote
 
 from dse.errors import ConfigError
+from dse.storefile import DB_NAME, reader_uri, sqlite_url
 
 ARG = "STUDY_DIR_OR_STORE_URL"
-DB_NAME = "results.db"
 
 
 class LoadError(ConfigError):
@@ -51,9 +51,9 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def sqlite_tables(path: Path) -> set[str]:
-    """Table names of an SQLite file, opened read-only so a wrong path never creates a database."""
+    """Table names of an SQLite file, opened so that a wrong path never creates a database."""
     try:
-        con = sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True)
+        con = sqlite3.connect(reader_uri(path.resolve()), uri=True)
         try:
             rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
         finally:
@@ -115,7 +115,7 @@ def resolve(source: str | Path) -> Source:
             path = db
         elif not path.is_file():
             raise LoadError(ARG, f"no such file or folder: {path}")
-        url = f"sqlite:///{path.resolve()}"
+        url = sqlite_url(path.resolve())
     if path is not None:
         kind = store_kind(sqlite_tables(path), str(path))
         report_dir = path.resolve().parent / "report"
@@ -137,7 +137,7 @@ def sqlite_studies(src: Source) -> dict[str, int] | None:
              "SELECT s.study_name, COUNT(t.trial_id) FROM studies s "
              "LEFT JOIN trials t ON t.study_id = s.study_id GROUP BY s.study_name")
     try:
-        con = sqlite3.connect(f"file:{src.path.resolve()}?mode=ro", uri=True)
+        con = sqlite3.connect(reader_uri(src.path.resolve()), uri=True)
         try:
             return {str(name): int(n) for name, n in con.execute(query).fetchall()}
         finally:

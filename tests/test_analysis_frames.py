@@ -18,7 +18,7 @@ from analysis import frames as F
 from analysis.commands import decompose, parse_overrides, sweep_commands
 from analysis.loading import load, normalize
 from analysis.markdown import to_markdown
-from analysis.synthetic import base_config, demo_records, record
+from analysis.synthetic import base_config, demo_records, record, write_store
 
 
 def _run(study: str = "s", seed: int = 0, acc: float | None = 0.9, status: str = "ok",
@@ -60,6 +60,23 @@ def test_sr_frame_mean_and_sample_std_over_seeds() -> None:
     assert fr["size_bytes"].is_monotonic_increasing
     assert fr.attrs["fixed"]["pct3x3"] == 0.5 and fr.attrs["n_bad"] == 1
     assert "val_top5" in fr.attrs["metrics"]  # 10 classes: top-5 is shown
+
+
+def test_a_seed_stored_twice_counts_once(tmp_path) -> None:
+    rows = [_run(seed=0, acc=0.90, sr=0.25), _run(seed=1, acc=0.92, sr=0.25),
+            _run(seed=0, acc=0.94, sr=0.5)]
+    # a second sweep's copy of a seed (stores written before claims), and a seed that failed
+    # before it trained: neither is a seed of its own
+    copy = {**rows[2], "run_id": "copy", "val_top1": 0.5, "started_at": "2026-01-02T00:00:00"}
+    failed = {**_run(seed=1, sr=0.25, status="failed"), "started_at": "2025-12-31T00:00:00"}
+    df = load(write_store(tmp_path / "results.db", [*rows, copy, failed]))
+    assert sorted(df.run_id) == sorted(r["run_id"] for r in rows)
+    fr = F.sr_frame(df)
+    assert fr["n"].tolist() == [2, 1] and fr["n_bad"].tolist() == [0, 0]
+    assert fr["seeds"].tolist() == ["0,1", "0"]
+    assert fr["val_top1_mean"].tolist() == pytest.approx([0.91, 0.94])
+    assert fr["val_top1_std"].iloc[0] == pytest.approx(statistics.stdev([0.90, 0.92]))
+    assert np.isnan(fr["val_top1_std"].iloc[1])  # one seed: no error bar, not std 0
 
 
 def test_sweep_picks_largest_fixed_group_and_never_pools_other_settings() -> None:

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import multiprocessing as mp
+import os
 import re
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import fields
 from pathlib import Path
 
@@ -15,6 +20,8 @@ import pandas as pd
 import pytest
 from omegaconf import DictConfig, OmegaConf
 
+from analysis.cli import main as report_main
+from analysis.loading import load
 from dse.config import Config
 from dse.errors import ConfigError
 from dse.store import (
@@ -22,12 +29,15 @@ from dse.store import (
     SCHEMA_VERSION,
     ResultsStore,
     RunRecord,
+    claims,
     config_hash,
     provenance,
     utcnow_iso,
 )
 from dse.store.cli import main
+from dse.store.store import CLAIMS_TABLE
 from tests.conftest import assert_one_line, run_cli, tree
+from tests.test_optuna_sweeper import pg_database, postgres  # noqa: F401  (fixtures)
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
 
@@ -360,3 +370,185 @@ def test_cli_export_to_unwritable_or_full_paths_is_one_line(tmp_path: Path, tmpf
         res = run_cli("dse-store", "export", path, "runs/s1", cwd=tmp_path)
         assert_one_line(res, f"dse-store: error: PATH: cannot write {path}: {why}")
     assert tree(tmp_path) == before  # the old export intact, no temporary file left
+
+
+def test_store_url_is_a_url_or_a_store_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for bad in ("garbage", "runs/typo", "notes.txt"):
+        with pytest.raises(ConfigError, match="neither a SQLAlchemy URL .* nor a store path") as e:
+            ResultsStore(bad)
+        assert e.value.field == "store.url"
+    assert list(tmp_path.iterdir()) == []
+    for good in ("a.db", "b.sqlite", "c.SQLITE3"):
+        ResultsStore(good).close()
+    (tmp_path / "folder").mkdir()
+    ResultsStore("folder").append(RunRecord())  # a folder means its results.db
+    (tmp_path / "folder" / "results.db").rename(tmp_path / "mystore")
+    assert ResultsStore("mystore", create=False).count() == 1  # an existing file, whatever its name
+    before = sorted(tmp_path.rglob("*.db"))
+    res = run_cli("dse-train", "store.url=garbage", "trainer=smoke", "data.subset=500",
+                  "trainer.max_epochs=1", cwd=tmp_path)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert res.stderr.splitlines() == [
+        "dse-train: error: store.url: 'garbage' is neither a SQLAlchemy URL (dialect://...) nor a "
+        "store path (an existing folder or file, or a new file ending in .db, .sqlite or .sqlite3)"]
+    assert not (tmp_path / "garbage").exists() and sorted(tmp_path.rglob("*.db")) == before
+
+
+def test_paths_with_hash_or_question_mark(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    for i, name in enumerate(("st#x", "a?b", "100%")):
+        with ResultsStore(f"{name}/results.db") as store:
+            store.append(full_record(i))
+        main(["show", name])
+        assert f"{tmp_path / name / 'results.db'}: 1 runs" in capsys.readouterr().out
+        assert ResultsStore(name, create=False).count() == 1
+        assert load(name).run_id.tolist() == [full_record(i).run_id]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["100%", "a?b", "st#x"]  # no ./st, ./a
+
+
+@pytest.fixture
+def read_only(tmp_path: Path) -> Iterator[Callable[[Path], Path]]:
+    """Makes a read-only view of a folder: a read-only bind mount as root (root ignores mode bits,
+    not a read-only mount), mode 555 otherwise; undone after the test."""
+    undo: list[Callable[[], object]] = []
+
+    def make(folder: Path) -> Path:
+        if os.geteuid() != 0:
+            folder.chmod(0o555)
+            undo.append(lambda: folder.chmod(0o755))
+            return folder
+        view = folder.with_name(folder.name + "-ro")
+        view.mkdir()
+        for cmd in (["mount", "--bind", str(folder), str(view)],
+                    ["mount", "-o", "remount,ro,bind", str(view)]):
+            done = subprocess.run(cmd, capture_output=True, text=True)
+            if done.returncode != 0:
+                pytest.skip(f"read-only bind mounts are not permitted here: {done.stderr.strip()}")
+            if cmd[1] == "--bind":
+                undo.append(lambda: subprocess.run(["umount", str(view)], check=True))
+        assert not os.access(view, os.W_OK)
+        return view
+
+    yield make
+    for step in reversed(undo):
+        step()
+
+
+def test_store_on_a_read_only_folder_is_read(tmp_path: Path, read_only: Callable[[Path], Path],
+                                             monkeypatch: pytest.MonkeyPatch,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with ResultsStore(tmp_path / "study" / "results.db") as store:
+        store.append(full_record(1))
+    view = read_only(tmp_path / "study")
+    monkeypatch.chdir(tmp_path)
+    main(["show", str(view)])
+    assert "1 runs" in capsys.readouterr().out
+    main(["export", "out.csv", str(view)])
+    assert pd.read_csv(tmp_path / "out.csv", dtype=str).run_id.tolist() == [full_record(1).run_id]
+    report_main([str(view), "--out", str(tmp_path / "report")])
+    assert "wrote" in capsys.readouterr().out and (tmp_path / "report" / "report.md").is_file()
+    with pytest.raises(ConfigError, match="is read-only .*: results cannot be written there"):
+        ResultsStore(view)  # a run must not train for hours and then fail to store
+    assert sorted(p.name for p in view.iterdir()) == ["results.db"]
+
+
+def test_foreign_databases_are_refused_in_one_line_leaving_no_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    scripts = {"foreign.db": ["create table x (a)"],
+               "no_run_id.db": ["create table dse_meta (key, value)",
+                                "insert into dse_meta values ('schema_version', '1')",
+                                "create table runs (x)"]}
+    for name, statements in scripts.items():
+        with closing(sqlite3.connect(tmp_path / name)) as con:
+            con.execute("pragma journal_mode=wal")
+            for sql in statements:
+                con.execute(sql)
+            con.commit()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.chdir(tmp_path)
+    no_run_id = "no_run_id.db has a runs table without dse's columns (run_id, study, config_hash, seed, ...)"
+    cases = {(main, "show", "foreign.db"): "is a database but not a dse results store (tables: x)",
+             (main, "show", "no_run_id.db"): no_run_id,
+             (main, "export", "x.csv", "no_run_id.db"): no_run_id,
+             (report_main, "foreign.db"): "holds neither a dse store",
+             (report_main, "no_run_id.db"): no_run_id}
+    for (fn, *argv), want in cases.items():
+        with pytest.raises(SystemExit) as exc:
+            fn(argv)
+        out, err = capsys.readouterr()
+        assert exc.value.code == 2 and out == "" and err.count("\n") == 1, (argv, err)
+        assert want in err, (want, err)
+    with pytest.raises(ConfigError, match="without dse's columns"):
+        ResultsStore(tmp_path / "no_run_id.db")  # a writer too, before it adds tables
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no -wal/-shm, no x.csv
+
+
+@pytest.mark.skipif(not HAS_PYARROW, reason="pyarrow is not installed (pip install -e .)")
+def test_parquet_export_round_trip_keeps_dtypes_and_values(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    store.append([full_record(1), RunRecord(study="s2", status="failed", error="boom")])
+    main(["export", str(tmp_path / "all.parquet"), str(store.path)])
+    assert "wrote 2 runs" in capsys.readouterr().out
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "all.parquet"), store.frame())
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    return str(tmp_path / "r.db") if request.param == "sqlite" else \
+        request.getfixturevalue("pg_database")
+
+
+def _plant(store: ResultsStore, seed: int, host: str, pid: int, expires_in: float) -> None:
+    """A claim row as another worker's process would have inserted it."""
+    with store.engine.begin() as conn:
+        conn.execute(CLAIMS_TABLE.insert().values(
+            config_hash="h", seed=seed, run_id=f"theirs{seed}", token=f"t{seed}", host=host,
+            pid=pid, claimed_at=utcnow_iso(), expires_at=time.time() + expires_in))
+
+
+def test_claims_one_holder_heartbeat_release_and_stale_takeover(
+        store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(claims, "HEARTBEAT_S", 0.05)
+    monkeypatch.setattr(claims, "POLL_S", 0.05)
+    store = ResultsStore(store_url)
+    mine = claims.acquire(store, "h", 0)
+    assert isinstance(mine, claims.Claim)
+    live = claims.acquire(store, "h", 0)  # held by this very process: alive
+    assert isinstance(live, claims.Holder) and live.run_id == mine.run_id
+    assert (live.host, live.pid) == (claims.HOST, os.getpid()) and not live.stale()
+    with mine:
+        deadline = time.monotonic() + 60
+        while claims.holder(store, "h", 0).expires_at == live.expires_at:  # until it beats
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.05)
+    assert claims.holder(store, "h", 0) is None  # released
+
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    _plant(store, 1, claims.HOST, dead.pid, 3600)  # this host, dead process: stale at once
+    _plant(store, 2, "elsewhere", 1, 3600)  # another host: live until it expires
+    _plant(store, 3, "elsewhere", 1, -1)
+    got = {seed: claims.acquire(store, "h", seed) for seed in (1, 2, 3)}
+    assert isinstance(got[1], claims.Claim) and isinstance(got[3], claims.Claim)
+    assert isinstance(got[2], claims.Holder) and got[2].run_id == "theirs2"
+    assert claims.holder(store, "h", 1).pid == os.getpid()
+
+    held = claims.acquire(store, "p", 0)
+    waiter = claims.acquire(store, "p", 0)
+    assert isinstance(held, claims.Claim) and isinstance(waiter, claims.Holder)
+
+    def finish() -> None:
+        with held:
+            time.sleep(0.3)
+            store.append(RunRecord(run_id=held.run_id, config_hash="p", seed=0))
+
+    worker = threading.Thread(target=finish)
+    worker.start()
+    row = claims.wait(store, waiter)  # returns once the holder stored its row and let go
+    worker.join()
+    assert row is not None and row["run_id"] == held.run_id and row["config_hash"] == "p"
+    store.close()

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
+from pathlib import Path
+
+import pytest
+from lightning.pytorch.callbacks import Callback
 
 from dse.compose import compose
 from dse.store import ResultsStore
+from dse.store.cli import main as store_main
 from dse.train.run import run_point
 from tests.conftest import BIN, run_cli
 
@@ -122,3 +130,53 @@ def test_seeds_give_n_rows_per_point(workdir) -> None:
     df = rows(workdir)
     assert len(df) == 6 and df.groupby("sr").seed.apply(sorted).tolist() == [[0, 1, 2]] * 2
     assert df.groupby("sr").config_hash.nunique().tolist() == [1, 1]
+
+
+def test_two_sweeps_at_once_train_each_point_once(workdir) -> None:
+    args = [str(BIN / "dse-train"), "-m", *TINY, "model.sr=0.25,0.5"]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    procs = [subprocess.Popen(args, cwd=workdir, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=900)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[-2000:] for o in outs]
+    df = rows(workdir)
+    assert len(df) == 2 and sorted(df.sr) == [0.25, 0.5] and set(df.status) == {"ok"}
+    assert not df.duplicated(["config_hash", "seed"]).any()
+    log = "".join(outs)
+    assert log.count("seed 0: ok") == 2  # each point trained by one of the two sweeps
+    assert log.count("already in the store") + log.count("trained meanwhile by") == 2
+
+
+class _StoreVanishes(Callback):
+    """Deletes the store's folder as training ends, as a lost mount or an eager cleanup would."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        shutil.rmtree(self.folder)
+
+
+def test_row_the_store_refuses_is_kept_and_imported_once(workdir, caplog, capsys) -> None:
+    cfg = compose([t for t in TINY if not t.startswith("hydra")] + ["model.sr=0.25"])
+    store_dir, kept = workdir / "runs" / "t", workdir / "out" / "unstored_rows.jsonl"
+    with caplog.at_level(logging.INFO, logger="dse.store"):
+        result = run_point(cfg, workdir / "out", callbacks=(_StoreVanishes(store_dir),))
+    assert result["status"] == "ok" and not store_dir.exists()
+    [row] = [json.loads(line) for line in kept.read_text().splitlines()]
+    assert row["run_id"] == result["run_ids"][0] and row["val_top1"] == result["val_top1"]
+    [warning] = [r.getMessage() for r in caplog.records
+                 if r.name == "dse.store" and r.levelno >= logging.WARNING]
+    assert warning.endswith(f"; result kept in {kept}; import with "
+                            f"`dse-store import {kept} {store_dir / 'results.db'}`"), warning
+    (workdir / "bad.jsonl").write_text('{"run_id": "x", "no_such_column": 1}\n')
+    with pytest.raises(SystemExit) as exc:
+        store_main(["import", "bad.jsonl", "new.db"])
+    assert exc.value.code == 2 and not (workdir / "new.db").exists()
+    assert capsys.readouterr().err.startswith("dse-store: error: FILE: bad.jsonl line 1 is not a "
+                                              "kept dse row")
+    for added in (1, 0):  # by run_id: importing twice adds the row once
+        store_main(["import", str(kept), str(store_dir / "results.db")])
+        assert f"imported {added} of 1 rows" in capsys.readouterr().out
+    df = rows(workdir)
+    assert df.run_id.tolist() == [row["run_id"]] and df.val_top1.tolist() == [row["val_top1"]]

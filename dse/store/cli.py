@@ -1,8 +1,10 @@
-"""``dse-store show|export``: look at a results store, or hand it to other tools as CSV/Parquet.
+"""``dse-store show|export|import``: look at a results store, hand it to other tools as CSV/Parquet,
+or put rows that a run kept beside itself (its store refused them) into a store.
 
 ``STORE`` is a ``results.db`` path, a study folder ``runs/<study>/`` or a SQLAlchemy URL; left out,
-it is ``runs/<--study>/`` when that exists, else the only study folder under ``./runs``. The tool
-only reads: a path that holds no store is an error, never a new empty database.
+it is ``runs/<--study>/`` when that exists, else the only study folder under ``./runs``. ``show``
+and ``export`` only read: a path that holds no store is an error, never a new empty database.
+``import`` writes, so a STORE it is given may be new.
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import pandas as pd
 
 from dse.errors import ConfigError, fail
 from dse.outputs import atomic_path, check_writable
+from dse.store.fallback import read_kept
 from dse.store.store import ResultsStore
+from dse.storefile import DB_NAME
 
 PROG = "dse-store"
-DB_NAME = "results.db"
 EXPORTS = (".csv", ".parquet")
 HEADERS = {"size_mib": "MiB", "val": "val%", "test": "test%", "epochs": "ep", "train_seconds": "s"}
 
@@ -52,11 +55,15 @@ def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> s
     return str(path)
 
 
-def _open(args: argparse.Namespace) -> tuple[ResultsStore, pd.DataFrame]:
+def _store(where: str, create: bool = False) -> ResultsStore:
     try:
-        store = ResultsStore(locate(args.store, args.study), create=False)
+        return ResultsStore(where, create=create)
     except ConfigError as e:  # on the command line the store is the STORE argument, not store.url
         raise ConfigError("STORE", e.message) from e
+
+
+def _open(args: argparse.Namespace) -> tuple[ResultsStore, pd.DataFrame]:
+    store = _store(locate(args.store, args.study))
     if args.study and args.study not in (known := store.studies()):
         raise ConfigError("--study", f"no study {args.study!r} in {store} "
                                      f"(it has: {', '.join(known) or 'no runs'})")
@@ -105,6 +112,14 @@ def export(args: argparse.Namespace) -> None:
     print(f"wrote {len(df)} runs to {out}")
 
 
+def import_kept(args: argparse.Namespace) -> None:
+    rows = read_kept(Path(args.file))  # all of it checked before the store is touched
+    with _store(args.store or locate(None, None), create=True) as store:
+        added = store.append_new(rows)
+        print(f"imported {added} of {len(rows)} rows into {store} "
+              f"({len(rows) - added} were there already)")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = _Parser(prog=PROG, description="Inspect or export a dse results store.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +134,12 @@ def main(argv: list[str] | None = None) -> None:
     p_exp.add_argument("store", nargs="?", help="results.db, runs/<study>/ or a SQLAlchemy URL")
     p_exp.add_argument("--study", help="only this study")
     p_exp.set_defaults(fn=export)
+    p_imp = sub.add_parser("import", help="add the rows of a run's unstored_rows.jsonl "
+                                          "(those already in the store are skipped)")
+    p_imp.add_argument("file", help="the unstored_rows.jsonl a run kept beside itself")
+    p_imp.add_argument("store", nargs="?", help="results.db (created if new), runs/<study>/ or a "
+                                                "SQLAlchemy URL")
+    p_imp.set_defaults(fn=import_kept)
     args = parser.parse_args(argv)
     try:
         args.fn(args)

@@ -7,7 +7,9 @@ PostgreSQL URL shares one store between machines (SLURM arrays).
 
 The file is checked before anything is written to it: a path that points at some other file or
 someone else's SQLite database, or a store written by a newer dse, is refused with a
-:class:`~dse.errors.ConfigError` rather than "initialised" on top of the user's data.
+:class:`~dse.errors.ConfigError` rather than "initialised" on top of the user's data. Connections to
+a file are not pooled: a run touches the store seldom (a look, a claim, heartbeats, its row), and
+a connection kept open while it trains would write into a file deleted meanwhile instead of failing.
 """
 
 from __future__ import annotations
@@ -27,16 +29,18 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.pool import NullPool, StaticPool
 
 from dse.errors import ConfigError
 from dse.store.record import RunRecord
+from dse.storefile import DB_NAME, reader_uri, sqlite_url, store_file, writable, writer_uri
 
 T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 RUNS = "runs"
 META = "dse_meta"
+CLAIMS = "claims"
 FIELD = "store.url"
 _PY_TYPES: dict[type, type[sa.types.TypeEngine]] = {
     str: sa.Text, int: sa.BigInteger, float: sa.Float, bool: sa.Boolean}
@@ -59,6 +63,13 @@ META_TABLE = sa.Table(META, _METADATA, sa.Column("key", sa.String(64), primary_k
 RUNS_TABLE = sa.Table(RUNS, _METADATA, sa.Column("run_id", sa.String(64), primary_key=True),
                       *(_column(f.name, _RUN_TYPES[f.name]) for f in fields(RunRecord)
                         if f.name != "run_id"))
+# who trains which (config_hash, seed) now: the primary key lets one worker at a time have it
+CLAIMS_TABLE = sa.Table(
+    CLAIMS, _METADATA, sa.Column("config_hash", sa.String(64), primary_key=True),
+    sa.Column("seed", sa.BigInteger, primary_key=True, autoincrement=False),
+    *(sa.Column(name, kind, nullable=False) for name, kind in (
+        ("run_id", sa.String(64)), ("token", sa.String(64)), ("host", sa.Text),
+        ("pid", sa.BigInteger), ("claimed_at", sa.Text), ("expires_at", sa.Float))))
 # pandas dtypes for frame(): nullable ints stay ints (Int64), bools stay bools
 _RUN_DTYPES = {c.name: ("Int64" if c.nullable else "int64") if isinstance(c.type, sa.BigInteger)
                else "float64" if isinstance(c.type, sa.Float) else "bool"
@@ -95,6 +106,13 @@ def _native(v: Any) -> Any:
     return None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
 
 
+def native_row(record: Row) -> dict[str, Any]:
+    """A ``runs`` row as the driver (and JSON) takes it: checked by :class:`RunRecord` (unknown
+    columns raise, missing ones take their defaults), numpy scalars unwrapped, NaN as NULL."""
+    row = record if isinstance(record, RunRecord) else RunRecord(**record)
+    return {k: _native(v) for k, v in row.to_dict().items()}
+
+
 def _as_list(x: str | Iterable[str] | None) -> list[str] | None:
     return [x] if isinstance(x, str) else None if x is None else list(x)
 
@@ -115,14 +133,8 @@ class ResultsStore:
         if self.path is not None:  # absolute, so a job that changes directory still finds it
             self.url = self.url.set(database=str(self.path))
         self._check_file(create)
-        kwargs: dict[str, Any] = {}
-        if self.url.get_backend_name() == "sqlite":
-            kwargs["connect_args"] = {"timeout": timeout_s}  # sqlite3's busy timeout
-            if self.path is None:  # in-memory: one shared connection or every query sees a new db
-                kwargs.update(poolclass=StaticPool,
-                              connect_args={"check_same_thread": False, **kwargs["connect_args"]})
         try:
-            self.engine: Engine = sa.create_engine(self.url, **kwargs)
+            self.engine: Engine = sa.create_engine(self.url, **self._engine_options(create))
         except (NoSuchModuleError, ModuleNotFoundError) as e:
             raise ConfigError(FIELD, f"no driver for {self}: {e} (PostgreSQL: "
                                      "pip install 'dse[postgres]')") from e
@@ -141,12 +153,28 @@ class ResultsStore:
     @staticmethod
     def _parse(url_or_path: str | Path) -> URL:
         text = str(url_or_path)
-        if "://" not in text:
-            return URL.create("sqlite", database=str(Path(text).expanduser().resolve()))
-        try:
-            return sa.make_url(text)
-        except ArgumentError as e:
-            raise ConfigError(FIELD, f"not a SQLAlchemy URL or path: {text!r}") from e
+        if "://" in text:
+            try:
+                return sa.make_url(text)
+            except ArgumentError as e:
+                raise ConfigError(FIELD, f"not a SQLAlchemy URL: {text!r}") from e
+        path = store_file(Path(text).expanduser())
+        if path is None:
+            raise ConfigError(FIELD, f"{text!r} is neither a SQLAlchemy URL (dialect://...) nor a "
+                                     "store path (an existing folder or file, or a new file "
+                                     "ending in .db, .sqlite or .sqlite3)")
+        return URL.create("sqlite", database=str(path.resolve()))
+
+    def _engine_options(self, create: bool) -> dict[str, Any]:
+        """Connection set-up: our own quoted ``file:`` URI for a file, one shared in-memory db."""
+        if self.url.get_backend_name() != "sqlite":
+            return {}
+        if self.path is None:  # in-memory: one shared connection or every query sees a new db
+            return {"poolclass": StaticPool,
+                    "connect_args": {"timeout": self.timeout_s, "check_same_thread": False}}
+        uri = writer_uri(self.path) if create else reader_uri(self.path)
+        return {"poolclass": NullPool,  # the busy timeout makes each connection wait for the lock
+                "creator": lambda: sqlite3.connect(uri, uri=True, timeout=self.timeout_s)}
 
     @staticmethod
     def _sqlite_path(url: URL) -> Path | None:
@@ -167,12 +195,16 @@ class ResultsStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ConfigError(FIELD, f"cannot create {self.path.parent}: {e}") from e
+        if create and not writable(self.path):  # fail now, not after hours of training
+            raise ConfigError(FIELD, f"{self.path} is read-only (the file or its folder): "
+                                     "results cannot be written there")
+        if not self.path.exists():
             return
         # The header is read through SQLite, never with open()/close(): closing any descriptor of
         # the file drops every POSIX lock this process holds on it, so another process could take
         # our live connection for gone, checkpoint and delete the WAL under it, losing our rows.
         try:
-            with closing(sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)) as db:
+            with closing(sqlite3.connect(reader_uri(self.path), uri=True)) as db:
                 db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as e:
             if "not a database" in str(e) or "malformed" in str(e):
@@ -198,7 +230,9 @@ class ResultsStore:
             elif not create:
                 raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
             if RUNS in tables and version is not None:
-                return
+                self._check_runs_columns(conn)
+                if not create or CLAIMS in tables:
+                    return
             if not create:
                 raise ConfigError(FIELD, f"{self} is an incomplete dse results store")
             if self.path is not None and not tables:
@@ -208,6 +242,15 @@ class ResultsStore:
                 conn.execute(META_TABLE.insert(), [
                     {"key": "schema_version", "value": str(SCHEMA_VERSION)}])
             conn.commit()
+
+    def _check_runs_columns(self, conn: sa.Connection) -> None:
+        """Refuse a ``runs`` table that is not ours before a query on it fails with a traceback."""
+        have = {c["name"] for c in sa.inspect(conn).get_columns(RUNS)}
+        missing = [c.name for c in RUNS_TABLE.columns if c.name not in have]
+        if missing:
+            shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+            raise ConfigError(FIELD, f"{self} has a runs table without dse's columns ({shown}): "
+                                     "not a dse results store; pick another store.url")
 
     def __repr__(self) -> str:
         return f"ResultsStore({self})"
@@ -231,8 +274,7 @@ class ResultsStore:
         """``sqlite:///<abs runs>/<study>/results.db``: one file per study, by its Hydra runs."""
         if not study or Path(study).name != study or study in (".", ".."):
             raise ConfigError("study.name", f"{study!r} is not usable as a folder name")
-        path = Path(runs_dir).expanduser().resolve() / study / "results.db"
-        return URL.create("sqlite", database=str(path)).render_as_string()
+        return sqlite_url(Path(runs_dir).expanduser().resolve() / study / DB_NAME)
 
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
@@ -278,7 +320,7 @@ class ResultsStore:
             _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
                    self.timeout_s, lambda e: _is_busy(e) or "already exists" in str(e))
             return
-        values = [{k: _native(v) for k, v in RunRecord(**r).to_dict().items()} for r in rows]
+        values = [native_row(r) for r in rows]
 
         def insert() -> None:
             with self.engine.begin() as conn:
@@ -286,9 +328,30 @@ class ResultsStore:
 
         _retry(insert, self.timeout_s)
 
+    def append_new(self, records: Sequence[Row]) -> int:
+        """Append the ``runs`` rows whose ``run_id`` the store lacks; returns how many were new.
+
+        What ``dse-store import`` does with rows kept beside a run: importing a file twice, or a
+        row that did reach the store after all, adds nothing.
+        """
+        values = list({v["run_id"]: v for v in map(native_row, records)}.values())
+        t = RUNS_TABLE
+
+        def insert() -> int:
+            with self.engine.begin() as conn:
+                have = set(conn.execute(sa.select(t.c.run_id).where(
+                    t.c.run_id.in_([v["run_id"] for v in values]))).scalars())
+                new = [v for v in values if v["run_id"] not in have]
+                if new:
+                    conn.execute(t.insert(), new)
+            return len(new)
+
+        return _retry(insert, self.timeout_s,  # a concurrent import inserted one of them first
+                      lambda e: _is_busy(e) or isinstance(e, IntegrityError))
+
     @staticmethod
     def _check_name(name: str, writing: bool = False) -> None:
-        if not name or name == META or (writing and name.startswith("sqlite_")):
+        if not name or name == META or (writing and (name == CLAIMS or name.startswith("sqlite_"))):
             raise ValueError(f"{name!r} is not a results table name")
 
     # -- reading ----------------------------------------------------------------------------------
@@ -334,7 +397,13 @@ class ResultsStore:
         stmt = (sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed),
                                    *self._where(t, None, statuses))
                 .order_by(t.c.finished_at.desc(), t.c.started_at.desc()).limit(1))
+        return self._first(stmt)
 
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        """The row with this ``run_id``, or None."""
+        return self._first(sa.select(RUNS_TABLE).where(RUNS_TABLE.c.run_id == run_id))
+
+    def _first(self, stmt: sa.Select) -> dict[str, Any] | None:
         def query() -> dict[str, Any] | None:
             with self.engine.connect() as conn:
                 row = conn.execute(stmt).mappings().first()

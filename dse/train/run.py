@@ -1,4 +1,4 @@
-"""One design point: validate, skip what the store already has, train each seed, record, return.
+"""One design point: validate, skip what the store has, claim the rest, train each seed, record, return.
 
 This is the body of ``dse-train``'s Hydra task. It never raises for a training failure inside a
 sweep: the failure becomes a ``failed`` (or ``diverged``/``pruned``) row and a returned status, so
@@ -8,6 +8,7 @@ one bad point cannot abort a multirun. Bad *input* is different: it raises
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import math
@@ -17,6 +18,7 @@ import sys
 import time
 import traceback
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +32,8 @@ from dse.data import build_datamodule, validate_data
 from dse.errors import ConfigError
 from dse.model import analyze, build_spec
 from dse.model.report import MIB
-from dse.store import ResultsStore, RunRecord, config_hash, provenance, utcnow_iso
+from dse.store import ResultsStore, RunRecord, claims, config_hash, provenance, utcnow_iso
+from dse.store.fallback import append_or_keep
 from dse.train.divergence import DivergenceMonitor
 from dse.train.module import OPTIMIZERS, SCHEDULES, FireClassifier
 
@@ -134,12 +137,13 @@ def _metric(metrics: dict[str, Any], key: str) -> float | None:
     return None if v is None else float(v)
 
 
-def base_record(cfg: DictConfig, report: Any, seed: int, overrides: str) -> dict[str, Any]:
+def base_record(cfg: DictConfig, report: Any, seed: int, overrides: str,
+                run_id: str | None = None) -> dict[str, Any]:
     """The row's config-derived columns (everything known before training)."""
     m, d, t = cfg.model, cfg.data, cfg.trainer
     trial = os.environ.get("DSE_OPTUNA_TRIAL_NUMBER")
     return dict(
-        run_id=uuid.uuid4().hex, study=cfg.study.name, config_hash=config_hash(cfg), seed=seed,
+        run_id=run_id or uuid.uuid4().hex, study=cfg.study.name, config_hash=config_hash(cfg), seed=seed,
         status="failed", error=None, model=m.name, data=d.name, trainer=t.name,
         base_e=m.base_e, incr_e=m.incr_e, freq=m.freq, n_fire=m.n_fire, sr=float(m.sr),
         pct3x3=float(m.pct3x3), dropout=float(m.dropout), bypass=m.bypass,
@@ -155,9 +159,12 @@ def base_record(cfg: DictConfig, report: Any, seed: int, overrides: str) -> dict
 
 
 def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides: str = "",
-               callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
-    """Train one seed; returns the complete store row, whatever happened."""
-    rec = base_record(cfg, report, seed, overrides)
+               callbacks: tuple[Callback, ...] = (), run_id: str | None = None) -> dict[str, Any]:
+    """Train one seed; returns the complete store row, whatever happened.
+
+    ``run_id``: the id the row must have (the one its claim announced to waiting workers).
+    """
+    rec = base_record(cfg, report, seed, overrides, run_id)
     tc = cfg.trainer
     accelerator, precision, channels_last = device_settings(tc)
     rec["device"] = _device_name(accelerator)
@@ -238,30 +245,78 @@ def _isnan(v: Any) -> bool:
         return True
 
 
+@dataclass
+class _Point:
+    """One design point being run: what each of its seeds needs to be fetched or trained."""
+
+    cfg: DictConfig
+    report: Any
+    out_dir: Path
+    overrides: str
+    given_callbacks: tuple[Callback, ...]
+
+    @functools.cached_property
+    def chash(self) -> str:
+        return config_hash(self.cfg)
+
+    @functools.cached_property
+    def callbacks(self) -> tuple[Callback, ...]:
+        """The caller's callbacks, else the Optuna pruner of the trial this job runs (if any)."""
+        if self.given_callbacks or not os.environ.get("DSE_OPTUNA_TRIAL_ID"):
+            return self.given_callbacks
+        from dse.sweep.pruning import pruning_callback_from_env
+
+        cb = pruning_callback_from_env()
+        return (cb,) if cb is not None else ()
+
+    def stored(self, store: ResultsStore, seed: int) -> dict[str, Any] | None:
+        if self.cfg.study.rerun:
+            return None
+        row = store.get(self.chash, seed, statuses=_RUNS_OK)
+        if row is not None:
+            log.info("skip: %s seed %d already in the store (%s)", self.chash, seed, row["status"])
+        return row
+
+    def row(self, store: ResultsStore, seed: int, wait: bool) -> dict[str, Any] | claims.Holder:
+        """This seed's row: stored already, trained here under a claim, or the stored row of
+        the worker that held the claim. With ``wait=False`` a live holder is returned instead."""
+        while True:
+            if (stored := self.stored(store, seed)) is not None:
+                return stored
+            got = claims.acquire(store, self.chash, seed)
+            if isinstance(got, claims.Claim):
+                with got:  # stored by another worker between our look and our claim?
+                    return self.stored(store, seed) or self.train(store, seed, got.run_id)
+            if not wait:
+                log.info("later: %s seed %d is being trained by %s", self.chash, seed, got)
+                return got
+            if (theirs := claims.wait(store, got)) is not None:
+                log.info("skip: %s seed %d trained meanwhile by %s (%s)", self.chash, seed, got,
+                         theirs["status"])
+                return theirs
+
+    def train(self, store: ResultsStore, seed: int, run_id: str) -> dict[str, Any]:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        rec = train_once(self.cfg, self.report, seed, self.out_dir, self.overrides, self.callbacks,
+                         run_id)
+        append_or_keep(store, RunRecord(**rec), self.out_dir)  # RunRecord rejects a misspelt column
+        log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", self.chash, seed,
+                 rec["status"], rec.get("val_top1"), rec.get("test_top1"), rec["train_seconds"])
+        return rec
+
+
 def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
               callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
-    """Train (or fetch from the store) every seed of one design point; append new rows."""
-    report = validate(cfg)
-    out_dir = Path(out_dir)
-    store = ResultsStore.from_config(cfg)
-    chash = config_hash(cfg)
-    rows: list[dict[str, Any]] = []
-    for seed in range(cfg.seed, cfg.seed + cfg.study.seeds):
-        stored = None if cfg.study.rerun else store.get(chash, seed, statuses=_RUNS_OK)
-        if stored is not None:
-            log.info("skip: %s seed %d already in the store (%s)", chash, seed, stored["status"])
-            rows.append(stored)
-            continue
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if not callbacks and os.environ.get("DSE_OPTUNA_TRIAL_ID"):
-            from dse.sweep.pruning import pruning_callback_from_env
+    """Train (or fetch from the store) every seed of one design point; append new rows.
 
-            cb = pruning_callback_from_env()
-            callbacks = (cb,) if cb is not None else ()
-        rec = train_once(cfg, report, seed, out_dir, overrides, callbacks)
-        store.append(RunRecord(**rec))  # the dataclass rejects a misspelt column
-        log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", chash, seed, rec["status"],
-                 rec.get("val_top1"), rec.get("test_top1"), rec["train_seconds"])
-        rows.append(rec)
-    store.close()  # release the SQLite connection now, not whenever the engine is collected
-    return summarize(rows, report)
+    A seed that another worker is training is put off until the others are done, then taken from
+    the store once that worker stored it: concurrent sweeps train each (point, seed) once.
+    """
+    point = _Point(cfg, validate(cfg), Path(out_dir), overrides, callbacks)
+    with ResultsStore.from_config(cfg) as store:
+        rows = {seed: point.row(store, seed, wait=False)
+                for seed in range(cfg.seed, cfg.seed + cfg.study.seeds)}
+        for seed, row in rows.items():
+            if isinstance(row, claims.Holder):
+                rows[seed] = point.row(store, seed, wait=True)
+    return summarize(list(rows.values()), point.report)

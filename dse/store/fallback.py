@@ -1,0 +1,76 @@
+"""Rows that trained but could not be stored: kept as JSON lines beside the run, imported later.
+
+A run can take hours and its store can fill its disk, vanish or turn read-only meanwhile; dying
+with a traceback at the last step would lose the result. So the append is retried, then the row is
+written to :data:`FALLBACK_NAME` in the run's folder, one line saying where and how to import it
+(``dse-store import``, idempotent by ``run_id``), and the sweep goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import time
+from pathlib import Path
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from dse.errors import ConfigError
+from dse.store.record import RunRecord
+from dse.store.store import ResultsStore, native_row
+
+log = logging.getLogger("dse.store")
+
+FALLBACK_NAME = "unstored_rows.jsonl"
+ATTEMPTS = 3
+BACKOFF_S = 0.5  # doubled after each failed attempt: a full disk or a failover may pass
+
+
+def append_or_keep(store: ResultsStore, record: RunRecord, run_dir: Path) -> Path | None:
+    """Append ``record`` to ``store``; when it keeps refusing, keep the row in ``run_dir``.
+
+    Returns the file the row went to, or None when the store took it.
+    """
+    for attempt in range(ATTEMPTS):
+        try:
+            store.append(record)
+            return None
+        except (SQLAlchemyError, OSError) as e:
+            reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+        if attempt + 1 < ATTEMPTS:
+            time.sleep(BACKOFF_S * 2**attempt)
+    line = json.dumps(native_row(record), sort_keys=True)
+    path = run_dir / FALLBACK_NAME
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(line + "\n")
+    except OSError as e:
+        log.error("the store refused the result (%s) and %s cannot be written (%s); the row: %s",
+                  reason, path, e, line)
+        return None
+    log.warning("the store refused the result (%s); result kept in %s; import with "
+                "`dse-store import %s %s`", reason, path, shlex.quote(str(path)),
+                shlex.quote(str(store)))
+    return path
+
+
+def read_kept(path: Path, field: str = "FILE") -> list[RunRecord]:
+    """The rows of a kept-rows file; a file that is not one is bad input naming ``field``."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as e:
+        raise ConfigError(field, f"cannot read {path}: {e.strerror or e}") from None
+    rows: list[RunRecord] = []
+    for number, text in enumerate(lines, 1):
+        if not text.strip():
+            continue
+        try:
+            rows.append(RunRecord(**json.loads(text)))
+        except (ValueError, TypeError) as e:
+            raise ConfigError(field, f"{path} line {number} is not a kept dse row "
+                                     f"({str(e).splitlines()[0]})") from None
+    if not rows:
+        raise ConfigError(field, f"{path} holds no rows")
+    return rows

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 
 import lightning as L
 import pytest
 import torch
+from lightning.fabric.connector import _PRECISION_INPUT
 from omegaconf import OmegaConf
 
 from dse.compose import compose
 from dse.data import build_datamodule
+from dse.errors import ConfigError
 from dse.model import analyze, build_spec
 from dse.store import RUN_COLUMNS, ResultsStore, config_hash
 from dse.train.divergence import DivergenceMonitor
 from dse.train.module import FireClassifier
+from dse.validate import PRECISIONS, validate
 from tests.conftest import assert_one_line, run_cli, tree
 
 
@@ -159,6 +163,50 @@ def test_unwritable_runs_dir_is_one_line_before_hydra_writes(workdir, tmpfs) -> 
     assert_one_line(res, f"dse-train: error: paths.runs: cannot write {ro}/runs: "
                          "Read-only file system")
     assert tree(workdir) == before
+
+
+@pytest.mark.parametrize(("overrides", "error"), [
+    (["trainer.devices=0"], "trainer.devices: must be a positive integer, -1 (all), 'auto' or a list of "
+                            "device indices (got 0)"),
+    (["trainer.devices=[0,0]"], "trainer.devices: must be a positive integer, -1 (all), 'auto' or a list of "
+                                "device indices (got [0, 0])"),
+    (["trainer.momentum=-1"], "trainer.momentum: must be in [0, 1) (got -1.0)"),
+    (["trainer.weight_decay=-1"], "trainer.weight_decay: must be >= 0 (got -1.0)"),
+    (["trainer.max_steps=-5"], "trainer.max_steps: must be -1 (no cap) or >= 1 (got -5)"),
+    (["trainer.max_steps=0"], "trainer.max_steps: must be -1 (no cap) or >= 1 (got 0)"),
+    (["trainer.accelerator=tpu"], "trainer.accelerator: must be one of auto, cpu, gpu, cuda (got 'tpu')"),
+    (["trainer.channels_last=maybe"],
+     "trainer.channels_last: must be one of auto, true, false (got 'maybe')"),
+    (["trainer.progress_bar=1"], "trainer.progress_bar: must be one of auto, true, false (got '1')"),
+    (["trainer.chance_epochs=-1"], "trainer.chance_epochs: must be >= 1 (got -1)"),
+    (["trainer.log_every_n_steps=0"], "trainer.log_every_n_steps: must be >= 1 (got 0)"),
+    (["data.num_classes=3"], "data.num_classes: fashion_mnist has num_classes 10 (got 3)"),
+    (["data=cifar10", "data.channels=1"], "data.channels: cifar10 has channels 3 (got 1)"),
+    (["data.image_size=32"], "data.image_size: fashion_mnist has image_size 28 (got 32)"),
+    (["data.root=/nonexistent"], "data.root: no such directory '/nonexistent'"),
+    (["data=synthetic", "data.image_size=0"], "data.image_size: must be >= 1 (got 0)"),
+    (["+trainer.extra=1"], "trainer.extra: unknown key (not in the schema, dse/config.py)"),
+    (["+extra=1"], "extra: unknown key (not in the schema, dse/config.py)"),
+    (["study.name=a/b"], "study.name: 'a/b' is not usable as a folder name (one name, no '/')"),
+])
+def test_validate_names_the_bad_value(overrides: list[str], error: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        validate(compose(overrides))
+    assert str(e.value) == error
+
+
+def test_validate_accepts_every_documented_value(tmp_path) -> None:
+    validate(compose([]))
+    for value in PRECISIONS:
+        validate(compose([f"trainer.precision={value}"]))
+    for ov in ("trainer.devices=-1", "trainer.devices=auto", "trainer.devices=[0,1]", "trainer.max_steps=-1",
+               "trainer.channels_last=true", "trainer.channels_last=False", "trainer.progress_bar=auto",
+               "trainer.accelerator=cuda", "trainer.momentum=0", f"data.root={tmp_path}"):
+        validate(compose([ov]))
+    validate(compose(["data=synthetic", "data.num_classes=3", "data.channels=5", "data.image_size=40"]))
+    # every precision dse allows is one Lightning accepts ("auto" is dse's own, see device_settings)
+    lightning = {str(v) for kind in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(kind)}
+    assert set(PRECISIONS) - {"auto"} <= lightning
 
 
 def _image_folder(root, classes: int = 2, per_class: int = 6, size: int = 40) -> None:

@@ -27,6 +27,7 @@ from dse.bench.target import time_to_target
 from dse.compose import compose
 from dse.outputs import check_writable, write_text
 from dse.train.run import device_settings
+from dse.validate import validate
 
 
 def _cpu_name() -> str:
@@ -68,8 +69,6 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     opts.check()
     overrides = [*BENCH_DEFAULTS, *opts.overrides]
     cfg = compose(overrides)
-    from dse.train.run import validate
-
     validate(cfg)  # bad input fails here, before any output folder exists
     out = Path(opts.out) if opts.out else default_out(cfg)
     field = "--out" if opts.out else "paths.runs"

@@ -33,7 +33,8 @@ from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
 from dse.model import build_model
 from dse.train.module import build_optimizer
-from dse.train.run import device_settings, train_once, validate
+from dse.train.run import device_settings, train_once
+from dse.validate import validate
 
 
 def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float

@@ -17,7 +17,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from dse.bench.timing import EpochClock
-from dse.train.run import train_once, validate
+from dse.train.run import train_once
+from dse.validate import validate
 
 
 def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict[str, Any]:

@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
     from dse.bench.timing import EpochClock, sync
     from dse.compose import compose
     from dse.data import InMemoryDataModule, build_datamodule
-    from dse.train.run import train_once, validate
+    from dse.train.run import train_once
+    from dse.validate import validate
 
     cfg = compose(spec["overrides"])
     report = validate(cfg)

@@ -152,7 +152,8 @@ class Lab:
 
     def __init__(self, cfg: DictConfig, seed: int) -> None:
         from dse.data import build_datamodule
-        from dse.train.run import device_settings, validate_trainer
+        from dse.train.run import device_settings
+        from dse.validate import validate_trainer
 
         validate_trainer(cfg.trainer)
         self.cfg = OmegaConf.to_container(cfg, resolve=True)

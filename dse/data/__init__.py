@@ -1,12 +1,5 @@
 """Datasets as LightningDataModules: in-memory tensors for small sets, ImageFolder for ImageNet."""
 
-from dse.data.modules import (
-    DATASETS,
-    ImageFolderDataModule,
-    InMemoryDataModule,
-    build_datamodule,
-    validate_data,
-)
+from dse.data.modules import ImageFolderDataModule, InMemoryDataModule, build_datamodule
 
-__all__ = ["DATASETS", "ImageFolderDataModule", "InMemoryDataModule", "build_datamodule",
-           "validate_data"]
+__all__ = ["ImageFolderDataModule", "InMemoryDataModule", "build_datamodule"]

@@ -12,32 +12,13 @@ from torch.utils.data import DataLoader, Subset
 
 from dse.data.sources import load_arrays
 from dse.data.tensor import TensorBatches, TensorSplit, channel_stats
-from dse.errors import ConfigError
+from dse.validate import validate_data
 
-IN_MEMORY = ("fashion_mnist", "cifar10", "cifar100", "synthetic")
-DATASETS = (*IN_MEMORY, "imagenet")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 def _get(cfg: Any, key: str, default: Any = None) -> Any:
     return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
-
-
-def validate_data(cfg: Any) -> None:
-    """Reject a bad data config before anything is trained or written."""
-    name = _get(cfg, "name")
-    if name not in DATASETS:
-        raise ConfigError("data.name", f"unknown dataset {name!r}; one of {', '.join(DATASETS)}")
-    subset = _get(cfg, "subset")
-    if subset is not None and int(subset) <= 0:
-        raise ConfigError("data.subset", f"must be a positive integer or null (got {subset})")
-    if int(_get(cfg, "val_size", 0)) < 0:
-        raise ConfigError("data.val_size", "must be >= 0")
-    if name == "imagenet":
-        root = _get(cfg, "root")
-        if not root or not (Path(root).expanduser() / "train").is_dir():
-            raise ConfigError("data.root", f"ImageFolder root {root!r} has no train/ folder "
-                              "(expected data.root/train/<class>/*.jpg and data.root/val/...)")
 
 
 @lru_cache(maxsize=2)

@@ -34,6 +34,7 @@ from sqlalchemy.pool import NullPool, StaticPool
 from dse.errors import ConfigError
 from dse.store.record import RunRecord
 from dse.storefile import DB_NAME, reader_uri, sqlite_url, store_file, writable, writer_uri
+from dse.validate import check_study_name
 
 T = TypeVar("T")
 
@@ -272,8 +273,7 @@ class ResultsStore:
     @staticmethod
     def default_url(runs_dir: str | Path, study: str) -> str:
         """``sqlite:///<abs runs>/<study>/results.db``: one file per study, by its Hydra runs."""
-        if not study or Path(study).name != study or study in (".", ".."):
-            raise ConfigError("study.name", f"{study!r} is not usable as a folder name")
+        study = check_study_name(study)
         return sqlite_url(Path(runs_dir).expanduser().resolve() / study / DB_NAME)
 
     @classmethod

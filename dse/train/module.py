@@ -13,9 +13,6 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from dse.model.net import build_model
 
-SCHEDULES = ("poly", "cosine", "onecycle", "constant")
-OPTIMIZERS = ("sgd", "adamw")
-
 
 def lr_lambda(schedule: str, total: int, warmup: int, power: float = 1.0):
     """LR multiplier per step: linear warmup, then poly (the paper's linear decay) / cosine / flat."""

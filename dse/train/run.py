@@ -28,58 +28,28 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
-from dse.data import build_datamodule, validate_data
-from dse.errors import ConfigError
-from dse.model import analyze, build_spec
+from dse.data import build_datamodule
 from dse.model.report import MIB
 from dse.store import ResultsStore, RunRecord, claims, config_hash, provenance, utcnow_iso
 from dse.store.fallback import append_or_keep
 from dse.train.divergence import DivergenceMonitor
-from dse.train.module import OPTIMIZERS, SCHEDULES, FireClassifier
+from dse.train.module import FireClassifier
+from dse.validate import switch, validate
 
 log = logging.getLogger("dse.train")
 METRICS = ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss")
 _RUNS_OK = ("ok", "diverged")
 
 
-def validate_trainer(tc: Any) -> None:
-    """Range checks for the solver keys (types are already enforced by the schema)."""
-    checks = [
-        ("max_epochs", tc.max_epochs >= 1, "must be >= 1"),
-        ("batch_size", tc.batch_size >= 1, "must be >= 1"),
-        ("eval_batch_size", tc.eval_batch_size >= 1, "must be >= 1"),
-        ("lr", tc.lr > 0 and math.isfinite(tc.lr), "must be > 0"),
-        ("optimizer", tc.optimizer in OPTIMIZERS, f"must be one of {', '.join(OPTIMIZERS)}"),
-        ("schedule", tc.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}"),
-        ("label_smoothing", 0 <= tc.label_smoothing < 1, "must be in [0, 1)"),
-        ("warmup_epochs", tc.warmup_epochs >= 0, "must be >= 0"),
-        ("val_every", tc.val_every >= 1, "must be >= 1"),
-    ]
-    for key, ok, rule in checks:
-        if not ok:
-            raise ConfigError(f"trainer.{key}", f"{rule} (got {getattr(tc, key)!r})")
-
-
-def validate(cfg: DictConfig):
-    """Check model, data and trainer together; returns the model's analytic report."""
-    spec = build_spec(cfg.model)
-    validate_data(cfg.data)
-    validate_trainer(cfg.trainer)
-    if cfg.study.seeds < 1:
-        raise ConfigError("study.seeds", f"must be >= 1 (got {cfg.study.seeds})")
-    return analyze(spec, cfg.data.image_size)
-
-
 def device_settings(tc: Any) -> tuple[str, str, bool]:
     """(accelerator, precision, channels_last): bf16 + channels_last on GPU, fp32 on CPU."""
-    gpu = torch.cuda.is_available() and tc.accelerator in ("auto", "gpu", "cuda")
+    gpu = torch.cuda.is_available() and tc.accelerator != "cpu"
     accelerator = "gpu" if gpu else "cpu"
     precision = tc.precision
     if precision == "auto":
         precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if gpu else "32-true"
-    cl = tc.channels_last
-    channels_last = gpu if cl == "auto" else str(cl).lower() in ("true", "1", "yes")
-    return accelerator, precision, channels_last
+    cl = switch("trainer.channels_last", tc.channels_last)
+    return accelerator, precision, gpu if cl is None else cl
 
 
 class EpochTimer(Callback):
@@ -121,9 +91,8 @@ class RunIdTag(Callback):
 
 
 def _progress_bar(tc: Any) -> bool:
-    if tc.progress_bar == "auto":
-        return sys.stdout.isatty()
-    return str(tc.progress_bar).lower() in ("true", "1", "yes")
+    on = switch("trainer.progress_bar", tc.progress_bar)
+    return sys.stdout.isatty() if on is None else on
 
 
 def _device_name(accelerator: str) -> str:

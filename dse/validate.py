@@ -1,0 +1,159 @@
+"""Config-level checks: the one place every entry point asks "can this config be trained?".
+
+The schema (:mod:`dse.config`) enforces types when Hydra composes; this module enforces values:
+ranges, the allowed values of each enumeration, keys the schema does not know, the fixed shape of a
+dataset and the study name. dse-train (before Hydra creates a run dir, and again in the task),
+dse-bench and the Optuna sweeper (on every choice and range end, before a storage exists) all call
+:func:`validate`, so a value is refused the same way wherever it is typed.
+
+Each enumeration is defined here once and its check is derived from it; ``device_settings`` and
+the progress bar read their auto/true/false switches through the same :func:`switch`, so a check
+and its use cannot drift apart. Nothing here imports torch: the sweeper and ``dse-bench`` refuse
+bad input in milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection, Mapping
+from dataclasses import is_dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, get_type_hints
+
+from omegaconf import DictConfig, OmegaConf
+
+from dse.config import Config
+from dse.errors import ConfigError
+from dse.model import ModelReport, analyze, build_spec
+
+# trainer enumerations; "auto" = bf16-mixed (or 16-mixed) on GPU, 32-true on CPU (device_settings)
+PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("poly", "cosine", "onecycle", "constant")
+# three-way switches (trainer.channels_last, trainer.progress_bar); "auto" is decided at run time
+SWITCHES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
+
+
+class Shape(NamedTuple):
+    """What a dataset with fixed images delivers, whatever the config says."""
+
+    channels: int
+    image_size: int
+    num_classes: int
+
+
+FIXED_SHAPES = {"fashion_mnist": Shape(1, 28, 10), "cifar10": Shape(3, 32, 10),
+                "cifar100": Shape(3, 32, 100)}
+DATASETS = (*FIXED_SHAPES, "synthetic", "imagenet")
+
+
+def one_of(field: str, value: Any, allowed: Collection[str]) -> str:
+    """``value`` if it is one of ``allowed``, else a ConfigError that lists them."""
+    if value not in allowed:
+        raise ConfigError(field, f"must be one of {', '.join(allowed)} (got {value!r})")
+    return value
+
+
+def switch(field: str, value: Any) -> bool | None:
+    """An auto/true/false setting as None/True/False (YAML booleans arrive as 'True'/'False')."""
+    return SWITCHES[one_of(field, str(value).lower(), SWITCHES)]
+
+
+def check_study_name(name: Any, field: str = "study.name") -> str:
+    """A study name is one folder under ``paths.runs``: never a path that leads elsewhere."""
+    text = "" if name is None else str(name)
+    if not text.strip() or Path(text).name != text or text in (".", ".."):
+        raise ConfigError(field, f"{text!r} is not usable as a folder name (one name, no '/')")
+    return text
+
+
+def _check(group: str, node: Any, rules: list[tuple[str, bool, str]]) -> None:
+    for key, ok, rule in rules:
+        if not ok:
+            raise ConfigError(f"{group}.{key}", f"{rule} (got {node.get(key)!r})")
+
+
+def _finite(x: Any) -> bool:
+    return math.isfinite(float(x))
+
+
+def _devices_ok(devices: Any) -> bool:
+    if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
+        ids = list(devices)
+        return bool(ids) and len(set(ids)) == len(ids) and all(
+            isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
+    if isinstance(devices, bool):
+        return False
+    return devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1))
+
+
+def validate_trainer(tc: Any) -> None:
+    """Enumerations and ranges of the solver keys (types are already enforced by the schema)."""
+    for key, allowed in (("optimizer", OPTIMIZERS), ("schedule", SCHEDULES),
+                         ("precision", PRECISIONS), ("accelerator", ACCELERATORS)):
+        one_of(f"trainer.{key}", tc.get(key), allowed)
+    for key in ("channels_last", "progress_bar"):
+        switch(f"trainer.{key}", tc.get(key))
+    _check("trainer", tc, [
+        ("max_epochs", tc.max_epochs >= 1, "must be >= 1"),
+        ("max_steps", tc.max_steps == -1 or tc.max_steps >= 1, "must be -1 (no cap) or >= 1"),
+        ("batch_size", tc.batch_size >= 1, "must be >= 1"),
+        ("eval_batch_size", tc.eval_batch_size >= 1, "must be >= 1"),
+        ("lr", tc.lr > 0 and _finite(tc.lr), "must be > 0"),
+        ("momentum", 0 <= tc.momentum < 1, "must be in [0, 1)"),
+        ("weight_decay", tc.weight_decay >= 0 and _finite(tc.weight_decay), "must be >= 0"),
+        ("label_smoothing", 0 <= tc.label_smoothing < 1, "must be in [0, 1)"),
+        ("warmup_epochs", tc.warmup_epochs >= 0 and _finite(tc.warmup_epochs), "must be >= 0"),
+        ("val_every", tc.val_every >= 1, "must be >= 1"),
+        ("chance_epochs", tc.chance_epochs >= 1, "must be >= 1"),
+        ("log_every_n_steps", tc.log_every_n_steps >= 1, "must be >= 1"),
+        ("devices", _devices_ok(tc.devices),
+         "must be a positive integer, -1 (all), 'auto' or a list of device indices"),
+    ])
+
+
+def validate_data(dc: Mapping[str, Any]) -> None:
+    """Reject a bad data config (a dict or the ``data`` node) before anything is loaded or written."""
+    name = one_of("data.name", dc.get("name"), DATASETS)
+    subset = dc.get("subset")
+    if subset is not None and int(subset) <= 0:
+        raise ConfigError("data.subset", f"must be a positive integer or null (got {subset})")
+    _check("data", dc, [(key, int(dc.get(key, lo)) >= lo, f"must be >= {lo}") for key, lo in (
+        ("channels", 1), ("image_size", 1), ("num_classes", 1), ("synthetic_size", 1),
+        ("val_size", 0), ("num_workers", 0))])
+    shape = FIXED_SHAPES.get(name)
+    for key, fixed in shape._asdict().items() if shape else ():
+        if key in dc and dc[key] != fixed:
+            raise ConfigError(f"data.{key}", f"{name} has {key} {fixed} (got {dc[key]!r})")
+    root = dc.get("root")
+    if root is not None and not Path(str(root)).expanduser().is_dir():
+        raise ConfigError("data.root", f"no such directory {root!r}")
+    if name == "imagenet" and not (root and (Path(root).expanduser() / "train").is_dir()):
+        raise ConfigError("data.root", f"ImageFolder root {root!r} has no train/ folder "
+                          "(expected data.root/train/<class>/*.jpg and data.root/val/...)")
+
+
+def check_keys(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None:
+    """Refuse keys the schema does not have (``+model.extra=1``): nothing reads them, yet those in
+    model/data/trainer would change the config hash and split one design point in two."""
+    types = get_type_hints(schema)
+    for key in cfg:
+        if not prefix and key == "hydra":  # the callback and the sweeper see Hydra's own node
+            continue
+        if key not in types:
+            raise ConfigError(f"{prefix}{key}", "unknown key (not in the schema, dse/config.py)")
+        if is_dataclass(types[key]) and OmegaConf.is_dict(cfg[key]):
+            check_keys(cfg[key], types[key], f"{prefix}{key}.")
+
+
+def validate(cfg: DictConfig) -> ModelReport:
+    """Check keys, model, data, trainer and study together; returns the model's analytic report."""
+    check_keys(cfg)
+    spec = build_spec(cfg.model)
+    validate_data(cfg.data)
+    validate_trainer(cfg.trainer)
+    check_study_name(cfg.study.name)
+    if cfg.study.seeds < 1:
+        raise ConfigError("study.seeds", f"must be >= 1 (got {cfg.study.seeds})")
+    return analyze(spec, cfg.data.image_size)

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import fields
 
 import pytest
 import torch
 import torchvision
 
 from dse.compose import compose
+from dse.config import ModelConfig
 from dse.errors import ConfigError
 from dse.model import analyze, build_model, build_spec, load_torchvision
+from dse.model.spec import SPEC_KEYS, spec_inputs
 from tests.conftest import run_cli
 
 V10 = ["model=squeezenet_v1_0", "data=imagenet"]
@@ -178,3 +181,13 @@ def test_bad_input_one_line_exit_2(override: str, field: str) -> None:
 def test_validation_is_shared() -> None:
     with pytest.raises(ConfigError, match="model.sr"):
         build_model({"base_e": 1, "incr_e": 0, "freq": 1, "sr": 0, "pct3x3": 0.5})
+
+
+def test_pools_are_one_set_in_network_order() -> None:
+    with pytest.raises(ConfigError) as e:
+        build_spec({**compose([]).model, "pool_after": ["conv1", "fire3", "conv1", "fire3"]})
+    assert str(e.value) == ("model.pool_after: lists 'conv1', 'fire3' twice (a layer is followed by "
+                            "one max-pool at most)")
+    model = {"name": "x", "sr": 0.5, "extra": 1, "pool_after": ["fire5", "conv1", "fire10", "fire3"]}
+    assert spec_inputs(model) == {"sr": 0.5, "pool_after": ["conv1", "fire3", "fire5", "fire10"]}
+    assert set(SPEC_KEYS) == {f.name for f in fields(ModelConfig)} - {"name"}  # the schema's model keys

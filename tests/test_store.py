@@ -155,6 +155,9 @@ def test_config_hash_stability_and_sensitivity(base_cfg: DictConfig) -> None:
     # overrides as users type them: 0.50 is 0.5
     typed = OmegaConf.merge(base_cfg, OmegaConf.from_dotlist(["model.sr=0.50", "seed=9"]))
     assert config_hash(typed) == config_hash(_with(base_cfg, "model.sr", 0.5)) != h
+    # one network, one hash: the model counts through its spec's inputs, pools as a set in layer order
+    pools = _with(base_cfg, "model.pool_after", ["fire8", "conv1", "fire4"])
+    assert config_hash(pools) == config_hash(_with(base_cfg, "model.extra", 1)) == h
     plain = {"model": {"sr": 0.5, "x": 1}, "data": {}, "trainer": {"warmup_epochs": 0}}
     written = {"trainer": {"warmup_epochs": 0.0}, "model": {"x": 1.0, "sr": 0.1 * 5}, "data": {}}
     assert config_hash(plain) == config_hash(written)

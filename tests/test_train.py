@@ -187,6 +187,8 @@ def test_unwritable_runs_dir_is_one_line_before_hydra_writes(workdir, tmpfs) -> 
     (["data=synthetic", "data.image_size=0"], "data.image_size: must be >= 1 (got 0)"),
     (["+trainer.extra=1"], "trainer.extra: unknown key (not in the schema, dse/config.py)"),
     (["+extra=1"], "extra: unknown key (not in the schema, dse/config.py)"),
+    (["model.pool_after=[conv1,conv1,fire3,fire5]"], "model.pool_after: lists 'conv1' twice (a layer is "
+                                                     "followed by one max-pool at most)"),
     (["study.name=a/b"], "study.name: 'a/b' is not usable as a folder name (one name, no '/')"),
 ])
 def test_validate_names_the_bad_value(overrides: list[str], error: str) -> None:

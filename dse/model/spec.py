@@ -9,6 +9,9 @@ Channel rounding follows the reference: ``e3 = round(pct3x3 * e)``, ``s = max(1,
 from __future__ import annotations
 
 import math
+import re
+import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +19,13 @@ from dse.errors import ConfigError
 
 BYPASS_KINDS = ("none", "simple", "complex")
 POOL_KERNEL, POOL_STRIDE = 3, 2
+# numeric metaparameters: type and default (None = required)
+NUMBERS: dict[str, tuple[type, Any]] = {
+    "base_e": (int, None), "incr_e": (int, None), "freq": (int, None), "sr": (float, None),
+    "pct3x3": (float, None), "n_fire": (int, 8), "dropout": (float, 0.5), "in_channels": (int, 3),
+    "num_classes": (int, 1000),
+}
+SPEC_KEYS = (*NUMBERS, "bypass", "batch_norm", "stem", "pool_after")  # all the spec reads
 
 
 @dataclass(frozen=True)
@@ -168,17 +178,7 @@ def _number(cfg: Any, key: str, kind: type, default: Any = None) -> Any:
 
 def validate_metaparameters(cfg: Any) -> dict[str, Any]:
     """Check every metaparameter once, for every entry point; return them normalised."""
-    m = {
-        "base_e": _number(cfg, "base_e", int),
-        "incr_e": _number(cfg, "incr_e", int),
-        "freq": _number(cfg, "freq", int),
-        "sr": _number(cfg, "sr", float),
-        "pct3x3": _number(cfg, "pct3x3", float),
-        "n_fire": _number(cfg, "n_fire", int, 8),
-        "dropout": _number(cfg, "dropout", float, 0.5),
-        "in_channels": _number(cfg, "in_channels", int, 3),
-        "num_classes": _number(cfg, "num_classes", int, 1000),
-    }
+    m = {key: _number(cfg, key, kind, default) for key, (kind, default) in NUMBERS.items()}
     checks = [
         ("base_e", m["base_e"] >= 1, "must be an integer >= 1"),
         ("incr_e", m["incr_e"] >= 0, "must be an integer >= 0"),
@@ -208,7 +208,30 @@ def validate_metaparameters(cfg: Any) -> dict[str, Any]:
             raise ConfigError(f"model.stem.{k}", f"must be an integer >= {lo} (got {m['stem'][k]})")
     pools = _get(cfg, "pool_after", None)
     m["pool_after"] = [str(p) for p in (pools if pools is not None else [])]
+    twice = sorted({p for p in m["pool_after"] if m["pool_after"].count(p) > 1})
+    if twice:
+        raise ConfigError("model.pool_after", f"lists {', '.join(map(repr, twice))} twice "
+                                              "(a layer is followed by one max-pool at most)")
     return m
+
+
+def _position(layer: str) -> tuple[int, str]:
+    """Where a layer sits: conv1 is 1, fireN is N, the classifier n_fire+2 (unknown names last)."""
+    m = re.fullmatch(r"(?:conv|fire)(\d+)", layer)
+    return (int(m.group(1)), "") if m else (sys.maxsize, layer)
+
+
+def spec_inputs(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model keys that decide the network, with ``pool_after`` in network order, once each.
+
+    What :func:`dse.store.config_hash` hashes for the model: a label (``name``), a key nothing reads
+    or pools listed in another order do not split one network into two design points. Partial
+    configs are fine (the report hashes configs with a swept key removed).
+    """
+    out = {key: model[key] for key in SPEC_KEYS if key in model}
+    if isinstance(out.get("pool_after"), Sequence) and not isinstance(out["pool_after"], str):
+        out["pool_after"] = sorted(dict.fromkeys(map(str, out["pool_after"])), key=_position)
+    return out
 
 
 def fire_widths(i: int, base_e: int, incr_e: int, freq: int, sr: float, pct3x3: float) -> tuple:

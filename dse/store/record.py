@@ -23,11 +23,12 @@ from typing import Any, Optional
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 import dse
+from dse.model.spec import spec_inputs
 from dse.paths import ROOT
 
 HASHED_GROUPS = ("model", "data", "trainer")
+# the model counts through its spec's inputs (dse.model.spec.spec_inputs): name is not one of them
 NON_SEMANTIC: dict[str, frozenset[str]] = {
-    "model": frozenset({"name"}),
     "data": frozenset({"root", "download", "num_workers", "device_resident"}),
     "trainer": frozenset({"name", "progress_bar", "checkpoint", "accelerator", "devices",
                           "log_every_n_steps", "test"}),
@@ -176,12 +177,14 @@ def _canonical(x: Any) -> Any:
 def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
     """16 hex chars of sha256 over the canonical JSON of the training-relevant config.
 
-    Accepts the full resolved config as a DictConfig or plain dict. Only ``model``, ``data`` and
-    ``trainer`` minus :data:`NON_SEMANTIC` keys count: moving the dataset, changing workers or the
-    study name must not make the sweepers retrain a point the store already has.
+    Accepts the full resolved config as a DictConfig or plain dict. Only the model's spec inputs
+    (pools in network order) and ``data`` and ``trainer`` minus :data:`NON_SEMANTIC` keys count:
+    moving the dataset, changing workers, the study name or the order pools are listed in must not
+    make the sweepers retrain a point the store already has.
     """
     c = _plain(cfg)
-    kept = {g: {k: v for k, v in (c.get(g) or {}).items() if k not in NON_SEMANTIC[g]}
+    kept = {g: spec_inputs(c.get(g) or {}) if g == "model" else
+            {k: v for k, v in (c.get(g) or {}).items() if k not in NON_SEMANTIC[g]}
             for g in HASHED_GROUPS}
     text = json.dumps(_canonical(kept), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

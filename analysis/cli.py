@@ -7,23 +7,14 @@ study, a bad format) is one line on stderr and exit code 2, like every dse tool.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import NoReturn
 
 from analysis import FORMATS
 from analysis.source import check_study, resolve
-from dse.errors import ConfigError, fail
+from dse.errors import ArgumentParser, ConfigError, fail
 from dse.outputs import check_writable
 
 PROG = "dse-report"
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors follow dse's one-line, exit-2 contract."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(PROG, message)
 
 
 def parse_formats(text: str) -> list[str]:
@@ -37,7 +28,7 @@ def parse_formats(text: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = _Parser(
+    parser = ArgumentParser(
         prog=PROG,
         description="Charts (Figure 3a/3b, Table 3, Pareto front, error EDFs) and report.md "
                     "for a dse study.")

@@ -7,6 +7,7 @@ errors, OmegaConf's type errors and dse's own range checks all read alike.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
@@ -41,6 +42,9 @@ def one_line(exc: BaseException) -> str:
         if isinstance(e, ConfigError):
             return str(e)
     for e in chain:
+        if (missing := _missing_option(e)) is not None:
+            return missing
+    for e in chain:
         if isinstance(e, OmegaConfBaseException):
             key = getattr(e, "full_key", None)
             msg = str(getattr(e, "msg", "") or e).strip().splitlines()[0]
@@ -54,6 +58,20 @@ def one_line(exc: BaseException) -> str:
     detail = next((ln for ln in lines[1:] if not ln.startswith(("To append", "Available", "Set the"))),
                   "")
     return f"{lines[0]} {detail}".strip()
+
+
+def _missing_option(exc: BaseException) -> str | None:
+    """``model: no option 'nope' (choose one of ...)`` for a config-group option that does not exist.
+
+    Hydra's own text lists the options one per line after advice, so a generic cut of it would end
+    in whichever option happens to come first.
+    """
+    from hydra.errors import MissingConfigException
+
+    if not isinstance(exc, MissingConfigException) or not exc.missing_cfg_file or not exc.options:
+        return None
+    group, _, option = exc.missing_cfg_file.rpartition("/")
+    return f"{group}: no option {option!r} (choose one of {', '.join(exc.options)})"
 
 
 def fail(prog: str, exc: BaseException | str) -> NoReturn:
@@ -77,3 +95,13 @@ def guard(prog: str, fn: Callable[[], T]) -> T:
         return fn()
     except config_exceptions() as e:
         fail(prog, e)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors follow the bad-input contract: one line, exit 2, no usage block.
+
+    Sub-parsers inherit it (``add_subparsers`` builds them with the parser's own class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        fail(self.prog.split()[0], message)

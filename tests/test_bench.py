@@ -62,11 +62,12 @@ def test_bench_cpu_writes_every_section(tmp_path) -> None:
 
 def test_bench_bad_input_is_one_line_exit_2(tmp_path) -> None:
     # option errors answer before torch is imported; one config error goes through compose + validate
-    for args in (["--steps", "0"], ["--k", "0"], ["--target", "92"], ["trainer.batch_size=0"]):
+    for args in (["--steps", "0"], ["--k", "0"], ["--target", "92"], ["trainer.batch_size=0"],
+                 ["--bogus"]):  # argparse's usage block too is one line
         res = run_cli("dse-bench", *args, "--out", str(tmp_path / "x"), cwd=tmp_path, timeout=120)
         assert res.returncode == 2, (args, res.stderr[-2000:])
-        lines = [ln for ln in res.stderr.splitlines() if ln.startswith("dse-bench: error:")]
-        assert len(lines) == 1, (args, res.stderr[-2000:])
+        lines = res.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("dse-bench: error:"), (args, res.stderr[-2000:])
         assert not (tmp_path / "x").exists()  # nothing written for bad input
 
 

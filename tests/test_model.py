@@ -168,7 +168,10 @@ def test_dse_model_table() -> None:
     ("model.n_fire=0", "model.n_fire"), ("model.bypass=diagonal", "model.bypass"),
     ("model.pool_after=[conv1,fire42]", "model.pool_after"), ("model.sr=abc", "model.sr"),
     ("model.base_e=12.5", "model.base_e"), ("model.stem.stride=8", "model."),
-    ("model.nonsense=1", "model.nonsense"),
+    ("model.nonsense=1", "model.nonsense"), ("+model.extra=1", "model.extra: unknown key"),
+    ("model.pool_after=[conv1,conv1]", "model.pool_after: lists 'conv1' twice"),
+    ("model=nope", "model: no option 'nope' (choose one of fire_small, squeezenet_v1_0, squeezenet_v1_1)"),
+    ("--bogus", "dse-model: error: unrecognized arguments: --bogus"),
 ])
 def test_bad_input_one_line_exit_2(override: str, field: str) -> None:
     res = run_cli("dse-model", override)

@@ -341,6 +341,8 @@ def test_cli_bad_input_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.Monke
         ("export", "x.csv", "junk.db"): "not an SQLite database",
         ("export", "x.csv", "empty.db"): "empty, not a dse results store",
         ("show", "runs", "-n", "x"): "invalid int value",
+        ("show", "runs/a", "--status", "ok,bogus"):
+            "--status: unknown status 'bogus' (statuses: ok, failed, diverged, pruned)",
         (): "required",
     }
     for r in _cli(["missing.db"], ["-c", no_arrow], cwd=tmp_path):  # the real entry point

@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from dse.errors import ConfigError, config_exceptions, fail
+from dse.errors import ArgumentParser, ConfigError, config_exceptions, fail
 
 
 def _ints(text: str) -> list[int]:
@@ -23,7 +23,7 @@ def _ints(text: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="dse-bench", description=__doc__.split("\n\n")[1].replace("\n", " "),
         epilog="CPU example: dse-bench data.subset=512 trainer.max_epochs=1 --k 1,2 --steps 10")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for dse-train (e.g. trainer=fast)")

@@ -12,13 +12,13 @@ import logging
 import sys
 import warnings
 
-from dse.errors import fail, guard
+from dse.errors import ArgumentParser, guard
 
 PROG = "dse-compress"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog=PROG, description="Prune + retrain, quantize (k-means weight sharing) + fine-tune, "
         "and Huffman-code a dse-train checkpoint; print a Table-2-style size/accuracy table.")
     p.add_argument("checkpoint", help="a dse-train checkpoint (trainer.checkpoint=true)")
@@ -36,7 +36,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-store", action="store_true", help="do not append to the results store")
     p.add_argument("overrides", nargs="*", help="key=value on the checkpoint's config, "
                                                 "e.g. data.subset=2000 trainer.accelerator=cpu")
-    p.error = lambda message: fail(PROG, message)  # type: ignore[method-assign]
     return p
 
 

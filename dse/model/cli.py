@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
 from omegaconf import OmegaConf
 
-from dse.errors import guard
+from dse.errors import ArgumentParser, guard
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="dse-model",
         description="Per-layer params/MACs/shapes and model sizes of a Fire network "
                     "(same Hydra config as dse-train, e.g. model=squeezenet_v1_0 data=imagenet).")
@@ -23,9 +22,11 @@ def main(argv: list[str] | None = None) -> None:
     def run() -> None:
         from dse.compose import compose
         from dse.model import analyze, build_spec, format_table
+        from dse.validate import check_keys
 
         cfg = compose(args.overrides)
         OmegaConf.resolve(cfg)
+        check_keys(cfg)
         spec = build_spec(cfg.model)
         report = analyze(spec, cfg.data.image_size)
         if args.json:

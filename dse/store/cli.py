@@ -12,26 +12,19 @@ from __future__ import annotations
 import argparse
 import importlib.util
 from pathlib import Path
-from typing import NoReturn
 
 import pandas as pd
 
-from dse.errors import ConfigError, fail
+from dse.errors import ArgumentParser, ConfigError, fail
 from dse.outputs import atomic_path, check_writable
 from dse.store.fallback import read_kept
+from dse.store.record import STATUSES
 from dse.store.store import ResultsStore
 from dse.storefile import DB_NAME
 
 PROG = "dse-store"
 EXPORTS = (".csv", ".parquet")
 HEADERS = {"size_mib": "MiB", "val": "val%", "test": "test%", "epochs": "ep", "train_seconds": "s"}
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse whose usage errors follow dse's one-line, exit-2 contract."""
-
-    def error(self, message: str) -> NoReturn:
-        fail(PROG, message)
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
@@ -55,6 +48,18 @@ def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> s
     return str(path)
 
 
+def _statuses(text: str | None) -> list[str] | None:
+    """``--status ok,diverged`` as a list; a status no run can have is bad input, not 0 rows."""
+    if not text:
+        return None
+    statuses = [s.strip() for s in text.split(",") if s.strip()]
+    unknown = [s for s in statuses if s not in STATUSES]
+    if unknown or not statuses:
+        raise ConfigError("--status", f"unknown status {', '.join(map(repr, unknown)) or repr(text)}"
+                                      f" (statuses: {', '.join(STATUSES)})")
+    return statuses
+
+
 def _store(where: str, create: bool = False) -> ResultsStore:
     try:
         return ResultsStore(where, create=create)
@@ -63,11 +68,11 @@ def _store(where: str, create: bool = False) -> ResultsStore:
 
 
 def _open(args: argparse.Namespace) -> tuple[ResultsStore, pd.DataFrame]:
+    statuses = _statuses(getattr(args, "status", None))
     store = _store(locate(args.store, args.study))
     if args.study and args.study not in (known := store.studies()):
         raise ConfigError("--study", f"no study {args.study!r} in {store} "
                                      f"(it has: {', '.join(known) or 'no runs'})")
-    statuses = args.status.split(",") if getattr(args, "status", None) else None
     return store, store.frame(study=args.study, status=statuses)
 
 
@@ -121,7 +126,7 @@ def import_kept(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = _Parser(prog=PROG, description="Inspect or export a dse results store.")
+    parser = ArgumentParser(prog=PROG, description="Inspect or export a dse results store.")
     sub = parser.add_subparsers(dest="command", required=True)
     p_show = sub.add_parser("show", help="print the latest runs")
     p_show.add_argument("store", nargs="?", help="results.db, runs/<study>/ or a SQLAlchemy URL")

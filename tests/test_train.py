@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import subprocess
+import time
 import typing
 
 import lightning as L
@@ -20,7 +24,7 @@ from dse.store import RUN_COLUMNS, ResultsStore, config_hash
 from dse.train.divergence import DivergenceMonitor
 from dse.train.module import FireClassifier
 from dse.validate import PRECISIONS, validate
-from tests.conftest import assert_one_line, run_cli, tree
+from tests.conftest import BIN, assert_one_line, run_cli, tree
 
 
 def test_fashion_mnist_splits_and_subset() -> None:
@@ -126,24 +130,38 @@ def test_exception_in_training_is_a_failed_row(workdir) -> None:
     res = run_cli("dse-train", "data=synthetic", "data.synthetic_size=128", "model.num_classes=5",
                   "trainer=smoke", "trainer.max_epochs=1", cwd=workdir)
     assert res.returncode == 1
-    assert res.stderr.strip().splitlines()[-1].startswith("dse-train: run failed:")
+    lines = res.stderr.splitlines()  # dse's line only: not Hydra's "Error executing job ..." before it
+    assert len(lines) == 1 and lines[0].startswith("dse-train: run failed: IndexError: Target"), lines
     df = ResultsStore(workdir / "runs/default/results.db").frame()
     assert list(df.status) == ["failed"] and "Target" in df.iloc[0].error
 
 
-@pytest.mark.parametrize(("args", "field"), [
-    (["data=nope"], "data"), (["data.name=nope"], "data.name"),
-    (["data=imagenet", "data.root=/nonexistent/imagenet"], "data.root"),
-    (["data.subset=0"], "data.subset"), (["data.subset=-5"], "data.subset"),
-    (["trainer.nonexistent=1"], "trainer.nonexistent"), (["trainer.lr=-1"], "trainer.lr"),
-    (["trainer.optimizer=rmsprop"], "trainer.optimizer"), (["model.sr=0"], "model.sr"),
+@pytest.mark.parametrize(("args", "line"), [
+    (["data=nope"], "data: no option 'nope' (choose one of cifar10, cifar100, fashion_mnist, imagenet, "
+                    "synthetic)"),
+    (["model=nope"], "model: no option 'nope' (choose one of fire_small, squeezenet_v1_0, squeezenet_v1_1)"),
+    (["data.name=nope"], "data.name: must be one of fashion_mnist, cifar10, cifar100, synthetic, imagenet "
+                         "(got 'nope')"),
+    (["data=imagenet", "data.root=/nonexistent/imagenet"],
+     "data.root: no such directory '/nonexistent/imagenet'"),
+    (["data.subset=0"], "data.subset: must be a positive integer or null (got 0)"),
+    (["trainer.nonexistent=1"], "Could not override 'trainer.nonexistent'. trainer.nonexistent: Key "
+                                "'nonexistent' not in 'TrainerConfig'"),
+    (["trainer.optimizer=rmsprop"], "trainer.optimizer: must be one of sgd, adamw (got 'rmsprop')"),
+    (["trainer.precision=bogus"], "trainer.precision: must be one of auto, 32-true, 32, bf16-mixed, "
+                                  "16-mixed, bf16-true, 16-true, 64-true (got 'bogus')"),
+    (["model.sr=0"], "model.sr: must be > 0 (paper range (0, 1]) (got 0.0)"),
+    (["+model.extra=1"], "model.extra: unknown key (not in the schema, dse/config.py)"),
+    (["study.name=./escape/x"], "study.name: './escape/x' is not usable as a folder name (one name, no '/')"),
+    (["study.name=../escape"], "study.name: '../escape' is not usable as a folder name (one name, no '/')"),
+    (["-m", "study.name=../escape", "model.sr=0.25,0.5"],  # the sweep dir is named after it too
+     "study.name: '../escape' is not usable as a folder name (one name, no '/')"),
+    (["--bogus"], "unrecognized arguments: --bogus"),
 ])
-def test_bad_input_exit_2_nothing_written(workdir, args: list[str], field: str) -> None:
+def test_bad_input_exit_2_nothing_written(workdir, args: list[str], line: str) -> None:
     res = run_cli("dse-train", *args, cwd=workdir)
-    lines = res.stderr.strip().splitlines()
-    assert res.returncode == 2, res.stderr[-1500:]
-    assert len(lines) == 1 and lines[0].startswith("dse-train: error:") and field in lines[0], lines
-    assert not (workdir / "runs/default/results.db").exists()
+    assert_one_line(res, f"dse-train: error: {line}")
+    assert tree(workdir) == {}  # no run dir, no store, nothing outside runs/ either
 
 
 def test_unwritable_runs_dir_is_one_line_before_hydra_writes(workdir, tmpfs) -> None:
@@ -209,6 +227,21 @@ def test_validate_accepts_every_documented_value(tmp_path) -> None:
     # every precision dse allows is one Lightning accepts ("auto" is dse's own, see device_settings)
     lightning = {str(v) for kind in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(kind)}
     assert set(PRECISIONS) - {"auto"} <= lightning
+
+
+def test_ctrl_c_during_fit_exits_130_with_one_line(workdir) -> None:
+    proc = subprocess.Popen(
+        [str(BIN / "dse-train"), "trainer=smoke", "data.subset=500", "trainer.max_epochs=1000"], cwd=workdir,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True)
+    deadline = time.time() + 600
+    while not list(workdir.glob("runs/default/single/*/csv/seed0/hparams.yaml")):  # fit has started
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.stderr else ""
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=300)
+    assert (proc.returncode, err) == (130, "dse-train: interrupted\n")
+    assert ResultsStore(workdir / "runs/default/results.db").frame().empty  # an interrupted run has no row
 
 
 def _image_folder(root, classes: int = 2, per_class: int = 6, size: int = 40) -> None:

@@ -2,8 +2,8 @@
 
 A ``@hydra.main`` app over ``conf/``. The task returns the objectives dict (see
 :func:`dse.train.run.summarize`) so Hydra sweepers, ours included, can read them. Errors in the
-user's input become one line on stderr and exit code 2; a failed single run exits 1 after its
-``failed`` row is written.
+user's input become one line on stderr and exit code 2 with nothing written; a failed single run
+exits 1 after its ``failed`` row is written; Ctrl-C exits 130.
 """
 
 from __future__ import annotations
@@ -21,15 +21,31 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import dse.config  # noqa: F401  (registers the structured schema)
-from dse.errors import ConfigError, config_exceptions, fail
+from dse.errors import ArgumentParser, ConfigError, config_exceptions, fail, guard
 from dse.outputs import check_writable
 from dse.paths import conf_dir
+from dse.signals import EXIT_INTERRUPTED
+from dse.validate import check_study_name, validate
 
+PROG = "dse-train"
 log = logging.getLogger("dse.train")
 
 
-class RunFailed(RuntimeError):
-    """A single (non-sweep) run whose training raised; its row is already in the store."""
+class ValidateFirst(Callback):
+    """Checks a single run's config before Hydra creates its run dir (``hydra.callbacks`` in conf/).
+
+    Hydra writes ``.hydra/*.yaml`` and ``cli.log`` into the run dir before the task starts, so a
+    check in the task comes too late for "bad input writes nothing". Hydra turns exceptions from a
+    callback into warnings, hence the exit from here. Sweep jobs are checked in the task, where a
+    bad point becomes a failed job and the sweep goes on (dse_optuna also checks its space first);
+    a sweep's own dir is named after ``study.name``, so that is checked before it exists.
+    """
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        guard(PROG, lambda: validate(config))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        guard(PROG, lambda: check_study_name(config.study.name))
 
 
 class CheckOutputs(Callback):
@@ -50,7 +66,7 @@ class CheckOutputs(Callback):
             if run_dir is not None:
                 check_writable(run_dir, key, directory=True)
         except ConfigError as e:  # exit here: Hydra turns a callback's exceptions into warnings
-            fail("dse-train", e)
+            fail(PROG, e)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
@@ -67,27 +83,40 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))
     except ConfigError as e:
         if hc.mode == RunMode.RUN:  # exit here: past this point Hydra adds its own stderr line
-            fail("dse-train", e)
+            fail(PROG, e)
         raise  # in a sweep the sweeper decides (ours records a FAIL trial)
     if hc.mode == RunMode.RUN:
         acc = {k: result[k] for k in ("val_top1", "test_top1") if result.get(k) is not None}
         log.info("%s: %s params=%s size=%.3f MiB %s", cfg.study.name, result["status"],
                  f"{result['params']:,}", result["size_mib"],
                  " ".join(f"{k}={v:.4f}" for k, v in acc.items()))
-        if result["status"] == "failed":
-            raise RunFailed(result["error"])
+        if result["status"] == "failed":  # exit here too, for the same reason
+            print(f"{PROG}: run failed: {result['error']}", file=sys.stderr)
+            raise SystemExit(1)
     return result
+
+
+def check_arguments() -> None:
+    """Parse the command line with Hydra's own flags, but with dse's one-line usage errors.
+
+    Hydra offers no hook into its argparse parser, whose errors print a usage block; a copy of its
+    arguments in :class:`~dse.errors.ArgumentParser` rejects the same input in one line first.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    ArgumentParser(prog=PROG, parents=[get_args_parser()], add_help=False).parse_args()
 
 
 def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us so they can be cut to one line
     try:
+        check_arguments()
         app()
-    except RunFailed as e:
-        print(f"dse-train: run failed: {e}", file=sys.stderr)
-        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     except config_exceptions() as e:
-        fail("dse-train", e)
+        fail(PROG, e)
 
 
 if __name__ == "__main__":

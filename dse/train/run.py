@@ -139,6 +139,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
     rec["device"] = _device_name(accelerator)
     monitor = DivergenceMonitor(cfg.data.num_classes, tc.chance_epochs, tc.log_every_n_steps)
     timer = EpochTimer()
+    trainer: L.Trainer | None = None
     try:
         L.seed_everything(seed, workers=True, verbose=False)
         container = OmegaConf.to_container(cfg, resolve=True)
@@ -178,6 +179,10 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
         if tc.checkpoint:
             trainer.save_checkpoint(out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1
                                                                else f"seed{seed}.ckpt"))
+    except SystemExit:
+        if trainer is not None and trainer.interrupted:  # Lightning turns Ctrl-C into exit(1)
+            raise KeyboardInterrupt from None
+        raise
     except Exception as e:  # recorded, never lost: the sweep goes on
         if type(e).__name__ == "TrialPruned":
             rec.update(status="pruned", error=str(e) or "pruned by the Optuna pruner")

@@ -102,15 +102,21 @@ def test_two_workers_share_one_study(tmp_path):
     assert sorted(n for n, _ in store_rows(tmp_path, "workers")) == complete
 
 
-def test_a_raising_job_fails_its_trial_and_the_study_goes_on(tmp_path):
-    # pools after every Fire module shrink 28x28 inputs to nothing: dse-train raises in the job
+def test_a_failing_job_fails_its_trial_and_the_study_goes_on(tmp_path):
+    # pools after every Fire module shrink 28x28 inputs to nothing in every trial: refused up front
+    p = dse_train(tmp_path, "study.name=collapse", *TINY, "model.pool_after=[conv1,fire2,fire3,fire4,fire5]")
+    assert (p.returncode, p.stderr) == (2, "dse-train: error: model.pool_after: spatial size shrinks below "
+                                           "1x1 at the max-pool after fire5 (input 28px); remove a pool or "
+                                           "use a larger input\n")
+    assert not (tmp_path / "runs").exists()
+    # a 5-way classifier on 10-class labels raises inside training: each trial trains and fails
     p = ok(dse_train(tmp_path, "study.name=raising", "hydra.sweeper.n_trials=2",
                      "hydra.sweeper.max_failure_rate=1", "hydra.sweeper.constraints=[]",
-                     *TINY, "model.pool_after=[conv1,fire2,fire3,fire4,fire5]"))
+                     *TINY, POOLS, "data=synthetic", "data.synthetic_size=128", "model.num_classes=5"))
     study = load(tmp_path, "raising")
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # the 2nd ran after the 1st
     for t in study.trials:
-        assert "spatial size" in t.user_attrs["error"], t.user_attrs
+        assert "Target" in t.user_attrs["error"], t.user_attrs
     assert "trials: 2 failed" in p.stdout
 
 

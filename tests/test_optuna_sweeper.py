@@ -647,6 +647,37 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_app, tmp_path):
     assert states(load(tmp_path, "drop")) == {"FAIL": 1}
 
 
+def test_values_dse_train_refuses_are_refused_before_the_storage(fake_app, tmp_path):
+    """Every choice and both ends of every range go through dse.validate before a study exists."""
+    sr = "model.sr=interval(0.1,0.5)"
+    weird = "model.bypass: search space value 'weird': must be one of none, simple, complex (got 'weird')"
+    escape = "'../escape' is not usable as a folder name (one name, no '/')"
+    cases = [
+        (["model.bypass=choice(none,weird)"], weird),
+        # was: 1,000 rejected trials, then blamed on the constraints
+        (["model.bypass=choice(weird,odd)", "hydra.sweeper.constraints=['size_mib <= 5']"], weird),
+        (["model.sr=interval(0,0.5)"],
+         "model.sr: search space value 0.0: must be > 0 (paper range (0, 1]) (got 0.0)"),
+        ([sr, "trainer.momentum=interval(0.5,1.5)"],
+         "trainer.momentum: search space value 1.5: must be in [0, 1) (got 1.5)"),
+        (["model.n_fire=range(0,4)", "model.pool_after=[conv1]"],
+         "model.n_fire: search space value 0: must be an integer >= 1 (got 0)"),
+        ([sr, "trainer.precision=bogus"], "trainer.precision: must be one of auto, 32-true, 32, "
+                                          "bf16-mixed, 16-mixed, bf16-true, 16-true, 64-true (got 'bogus')"),
+        ([sr, "hydra.sweeper.study_name=../escape"], f"hydra.sweeper.study_name: {escape}"),
+        (["study.name=choice(ok,../escape)"], f"study.name: search space value '../escape': {escape}"),
+    ]
+    for extra, line in cases:
+        p = run_fake(fake_app, tmp_path, *extra)
+        assert (p.returncode, p.stderr) == (2, f"fake-train: error: {line}\n"), p.stderr[-3000:]
+        assert list(tmp_path.iterdir()) == [], f"{extra} left files behind"
+    # invalid only together (4 Fire modules have no fire8): those trials fail, the study runs
+    ok(run_fake(fake_app, tmp_path, "study.name=combo", "model.n_fire=choice(8,4)",
+                "model.pool_after=choice([conv1,fire3,fire5],[conv1,fire3,fire8])",
+                "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1"))
+    assert sum(states(load(tmp_path, "combo")).values()) == 2
+
+
 def _has_psycopg2() -> bool:
     try:
         import psycopg2  # noqa: F401

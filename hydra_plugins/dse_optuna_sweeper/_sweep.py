@@ -34,6 +34,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dse.errors import ConfigError
 from dse.signals import stop_signals
+from dse.validate import check_study_name, validate
 from hydra_plugins.dse_optuna_sweeper._optuna import (
     StorageSpec,
     check_sampler,
@@ -199,6 +200,7 @@ def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Setti
     study_name = raw.get("study_name")
     if study_name is None or not str(study_name).strip():
         raise ConfigError("hydra.sweeper.study_name", "is required")
+    check_study_name(study_name, "hydra.sweeper.study_name")  # the same rule as study.name
     objectives = parse_objectives(raw.get("objectives", DEFAULT_OBJECTIVES))
     constraints = parse_constraints(raw.get("constraints"))
     sampler = dict(_plain(raw.get("sampler")) or {})
@@ -282,6 +284,21 @@ def analytic_metrics(job_cfg: Any) -> dict[str, float]:
     report = analyze(build_spec(job_cfg.model), int(job_cfg.data.image_size))
     return {"params": report.params, "macs": report.macs, "size_bytes": report.size_bytes_fp32,
             "size_mib": report.size_mib, "size_mb": report.size_mb}
+
+
+def _invalid(job_cfg: DictConfig) -> ConfigError | None:
+    """What dse-train would refuse in this job config (None if it would train it)."""
+    try:
+        validate(job_cfg)
+    except ConfigError as e:
+        return e
+    return None
+
+
+def _owns(param: str, field: str) -> bool:
+    """Does searching ``param`` (a key or a config group) set ``field``?"""
+    key = param.split("@", 1)[0]
+    return field == key or field.startswith(f"{key}.")
 
 
 def _counts(trial: optuna.trial.FrozenTrial) -> bool:
@@ -395,11 +412,12 @@ class StudyRunner:
         return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
 
     def probe(self) -> None:
-        """Compose job configs that use every choice and both ends of every range once, so typos
-        in keys, group options or value types fail before the storage exists, not mid-study.
+        """Compose and validate job configs that use every choice and both ends of every range
+        once, so typos in keys, group options or value types, and values dse-train refuses
+        (:func:`dse.validate.validate`), fail before the storage exists, not trial by trial.
 
         Choices are combined across parameters (composition costs ~0.4 s here), so this takes
-        max(2, most choices of one parameter) compositions.
+        max(2, most choices of one parameter) compositions, plus a few where a point is invalid.
         """
         from optuna.distributions import CategoricalDistribution
 
@@ -424,6 +442,7 @@ class StudyRunner:
                 raise ConfigError("hydra.sweeper.params", f"cannot compose a job config with "
                                                           f"{' '.join(overrides)}: {_one_line(e)}"
                                   ) from None
+            self._refuse_invalid(point, job_cfg)
             cfg = cfg if cfg is not None else job_cfg
         assert cfg is not None
         if self.s.pre_constraints:
@@ -434,6 +453,32 @@ class StudyRunner:
                 raise ConfigError("hydra.sweeper.constraints",
                                   "budgets on params/macs/size need model.* and "
                                   "data.image_size in the job config") from None
+
+    def _refuse_invalid(self, point: Mapping[str, Any], job_cfg: DictConfig) -> None:
+        """Raise if this probe point is invalid because of one searched value or the fixed input.
+
+        A point can also be invalid only as a combination (more pools than a small ``n_fire`` has
+        layers): other points are fine, so that is left to the trials. To tell them apart, the
+        offending field is checked again with the fixed overrides plus one searched value at a
+        time (the parameters owning the field first) and with the fixed overrides alone.
+        """
+        error = _invalid(job_cfg)
+        if error is None:
+            return
+        params = self.s.space.params
+        owners = [n for n in params if _owns(n, error.field)]
+        for name in [*owners, None, *(n for n in params if n not in owners)]:
+            one = [] if name is None else [params[name].override(point[name])]
+            try:
+                alone = _invalid(self.job_config([*self.s.space.fixed, *one]))
+            except Exception:  # the value composes only together with other searched values
+                continue
+            if alone is None or alone.field != error.field:
+                continue
+            if name is None:
+                raise alone
+            detail = alone.message if alone.field == name else str(alone)
+            raise ConfigError(name, f"search space value {point[name]!r}: {detail}")
 
     # -- storage -------------------------------------------------------------
     def open(self) -> optuna.Study:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -19,6 +20,13 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+
+
+def restore_sigint() -> None:
+    """``preexec_fn`` for a child that must receive SIGINT as from a terminal: a shell starts
+    background jobs of a script with SIGINT ignored and Python keeps an inherited ignore, so under
+    such a runner the child would drop the test's SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def run_cli(prog: str, *args: str, cwd: str | Path | None = None, timeout: float = 600,
@@ -37,10 +45,20 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The launch dir of one real ``dse-train`` smoke run (fire_small, 4,000 Fashion-MNIST images,
     3 epochs, final checkpoint, its store row): the suite's most expensive step, shared by the
     training, compression and store tests instead of each training its own network. Read-only:
-    a test that writes copies what it needs."""
-    workdir = tmp_path_factory.mktemp("smoke")
-    res = run_cli("dse-train", *SMOKE, cwd=workdir, timeout=1800)
-    assert res.returncode == 0, res.stderr[-2000:]
+    a test that writes copies what it needs. Under pytest-xdist the workers share one run through
+    a file lock in the session's temporary root."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    workdir, done = root / "smoke-run", root / "smoke-run.done"
+    with FileLock(root / "smoke-run.lock"):
+        if not done.exists():
+            shutil.rmtree(workdir, ignore_errors=True)
+            workdir.mkdir()
+            res = run_cli("dse-train", *SMOKE, cwd=workdir, timeout=1800)
+            assert res.returncode == 0, res.stderr[-2000:]
+            done.touch()
     return workdir
 
 

@@ -38,6 +38,7 @@ from hydra_plugins.dse_optuna_sweeper._sweep import (  # noqa: E402
     parse_objectives,
     validate_settings,
 )
+from tests.conftest import restore_sigint  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -129,15 +130,9 @@ def run_fake(app: Path, cwd: Path, *args: str, env: dict[str, str] | None = None
     if background:  # SIGINT as a terminal delivers it, even where this runner ignores it
         return subprocess.Popen(cmd, cwd=cwd, env=full_env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                                preexec_fn=_default_sigint)
+                                preexec_fn=restore_sigint)
     return subprocess.run(cmd, cwd=cwd, env=full_env, capture_output=True, text=True,
                           timeout=timeout)
-
-
-def _default_sigint() -> None:
-    """Undo the SIG_IGN a shell gives background jobs of a script: Python keeps an inherited
-    ignore, so a runner started with ``&`` would pass it on and a test's SIGINT would be lost."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def ok(proc: subprocess.CompletedProcess) -> subprocess.CompletedProcess:

@@ -24,7 +24,7 @@ from dse.store import RUN_COLUMNS, ResultsStore, config_hash
 from dse.train.divergence import DivergenceMonitor
 from dse.train.module import FireClassifier
 from dse.validate import PRECISIONS, validate
-from tests.conftest import BIN, assert_one_line, run_cli, tree
+from tests.conftest import BIN, assert_one_line, restore_sigint, run_cli, tree
 
 
 def test_fashion_mnist_splits_and_subset() -> None:
@@ -229,16 +229,17 @@ def test_validate_accepts_every_documented_value(tmp_path) -> None:
     assert set(PRECISIONS) - {"auto"} <= lightning
 
 
-def test_ctrl_c_during_fit_exits_130_with_one_line(workdir) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_kill_during_fit_exits_130_with_one_line(workdir, sig) -> None:
     proc = subprocess.Popen(
         [str(BIN / "dse-train"), "trainer=smoke", "data.subset=500", "trainer.max_epochs=1000"], cwd=workdir,
         env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+        text=True, preexec_fn=restore_sigint)
     deadline = time.time() + 600
     while not list(workdir.glob("runs/default/single/*/csv/seed0/hparams.yaml")):  # fit has started
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=300)
     assert (proc.returncode, err) == (130, "dse-train: interrupted\n")
     assert ResultsStore(workdir / "runs/default/results.db").frame().empty  # an interrupted run has no row

@@ -24,7 +24,7 @@ import dse.config  # noqa: F401  (registers the structured schema)
 from dse.errors import ArgumentParser, ConfigError, config_exceptions, fail, guard
 from dse.outputs import check_writable
 from dse.paths import conf_dir
-from dse.signals import EXIT_INTERRUPTED
+from dse.signals import EXIT_INTERRUPTED, stop_signals
 from dse.validate import check_study_name, validate
 
 PROG = "dse-train"
@@ -111,7 +111,8 @@ def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us so they can be cut to one line
     try:
         check_arguments()
-        app()
+        with stop_signals():  # kill / scancel: the same prompt, recorded stop as Ctrl-C
+            app()
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None

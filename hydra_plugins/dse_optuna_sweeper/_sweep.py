@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dse.errors import ConfigError
-from dse.signals import stop_signals
+from dse.signals import SignalGate, stop_signals
 from dse.validate import check_study_name, validate
 from hydra_plugins.dse_optuna_sweeper._optuna import (
     StorageSpec,
@@ -406,6 +406,7 @@ class StudyRunner:
         self.study: optuna.Study | None = None
         self.storage: Any = None
         self.study_id: int | None = None
+        self.gate = SignalGate()
 
     # -- configuration -------------------------------------------------------
     def job_config(self, overrides: list[str]) -> DictConfig:
@@ -785,6 +786,7 @@ class StudyRunner:
                 trial = self.study.ask()  # claims the next number, samples nothing yet
             pending.append(trial)
             heartbeat.beat(self.trial_id(trial))  # from now on a dead worker's trial goes stale
+            self.gate.deliver()  # a stop held during ask acts now that the trial can be told
             if self.used(below=trial.number) >= s.n_trials:  # another worker got there first
                 self.discard(trial)
                 pending.remove(trial)
@@ -805,7 +807,7 @@ class StudyRunner:
         log.info("dse_optuna: launching trial(s) %s",
                  ", ".join(str(t.number) for t, _, _ in batch))
         try:
-            with heartbeat:
+            with heartbeat, self.gate.open():
                 rets = self.launcher.launch([ov for _, ov, _ in batch],
                                             initial_job_idx=self.job_idx)
         finally:
@@ -921,7 +923,9 @@ def run_sweep(raw_settings: Mapping[str, Any], arguments: Sequence[str],
     runner = StudyRunner(settings, hydra_context, config, launcher)
     runner.probe()
     runner.open()
-    with stop_signals():  # kill/scancel (SIGTERM) tells the running trials, as Ctrl-C does
+    # kill/scancel (SIGTERM) tells the running trials, as Ctrl-C does; both wait for storage
+    # calls to finish and act at once while jobs run
+    with stop_signals(), runner.gate.held():
         runner.run()
     runner.report()
     return runner.returns

@@ -24,7 +24,7 @@ from pathlib import Path
 
 BIN = Path(sys.executable).parent
 ARGS = ["-m", "study=pareto", "trainer=smoke", "data.subset=500", "trainer.max_epochs=2",
-        "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_interval=1"]
+        "hydra.sweeper.n_trials=4", "hydra.sweeper.heartbeat_interval=1"]
 
 
 def _rows(db: Path, sql: str) -> list[tuple]:
@@ -51,19 +51,23 @@ def _params(work: Path, number: int) -> int:
                      f"where t.number = {number}"))
 
 
+def _training(work: Path) -> int:
+    """How many trials have started training (Lightning wrote their hparams.yaml)."""
+    return len(list((work / "runs/pareto/multirun").glob("*/*/csv/seed0/hparams.yaml")))
+
+
 MOMENTS: dict[str, Callable[[Path], bool]] = {
     # trial 0 asked (a RUNNING row), its point not yet sampled: between ask and suggest
     "ask of trial 0": lambda w: any(n == 0 for n, _ in _trials(w)) and _params(w, 0) == 0,
-    # trial 0 is training: its Lightning CSV log exists, no store row yet
-    "training trial 0": lambda w: _ran(w) == 0 and any(
-        (w / "runs/pareto/multirun").glob("*/0/csv/seed0/metrics.csv")),
-    # trial 0's row is stored: the job is returning and the sweeper tells its result
-    "tell of trial 0": lambda w: _ran(w) == 1,
-    # trial 1 asked right after trial 0 was told
-    "ask of trial 1": lambda w: any(n == 1 for n, _ in _trials(w)),
-    # trial 1 is training
-    "training trial 1": lambda w: _ran(w) == 1 and any(
-        (w / "runs/pareto/multirun").glob("*/1/csv/seed0/metrics.csv")),
+    # the first trained trial is in Lightning's fit (budget-rejected trials never train)
+    "training, 1st trained trial": lambda w: _ran(w) == 0 and _training(w) == 1,
+    # its row is stored: the job is returning and the sweeper is about to tell its result
+    "tell, 1st trained trial": lambda w: _ran(w) == 1,
+    # the next trial asked right after the first one was told
+    "ask, next trial": lambda w: _ran(w) == 1 and len(_trials(w)) >= 2 and _trials(w)[-1][1]
+    == "RUNNING" and _training(w) == 1,
+    # the second trained trial is in fit
+    "training, 2nd trained trial": lambda w: _ran(w) == 1 and _training(w) == 2,
 }
 
 

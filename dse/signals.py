@@ -116,7 +116,3 @@ class SignalGate:
     def _note(self, signum: int, frame: FrameType | None) -> None:
         self.pending = self.pending if self.pending is not None else signum
 
-
-def sigint_ignored() -> bool:
-    """Whether this process inherited SIGINT as ignored (a background job of a script)."""
-    return signal.getsignal(signal.SIGINT) is signal.SIG_IGN

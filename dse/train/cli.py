@@ -31,42 +31,35 @@ PROG = "dse-train"
 log = logging.getLogger("dse.train")
 
 
-class ValidateFirst(Callback):
-    """Checks a single run's config before Hydra creates its run dir (``hydra.callbacks`` in conf/).
+class Preflight(Callback):
+    """Checks the input and the output folders before Hydra writes anything (``hydra.callbacks``
+    in conf/config.yaml): bad input is one line and exit 2, with nothing written.
 
     Hydra writes ``.hydra/*.yaml`` and ``cli.log`` into the run dir before the task starts, so a
-    check in the task comes too late for "bad input writes nothing". Hydra turns exceptions from a
-    callback into warnings, hence the exit from here. Sweep jobs are checked in the task, where a
-    bad point becomes a failed job and the sweep goes on (dse_optuna also checks its space first);
-    a sweep's own dir is named after ``study.name``, so that is checked before it exists.
+    check in the task comes too late, and its own ``mkdir`` of an unwritable dir fails with a
+    traceback. A single run's whole config is validated here; sweep jobs are checked in the task,
+    where a bad point becomes a failed job and the sweep goes on (dse_optuna also checks its space
+    first), so for a sweep only ``study.name``, which names the sweep dir, is checked here. Hydra
+    turns exceptions from a callback into warnings, hence the exits from here.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         guard(PROG, lambda: validate(config))
+        self._check_outputs(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         guard(PROG, lambda: check_study_name(config.study.name))
-
-
-class CheckOutputs(Callback):
-    """Refuses unwritable output folders before Hydra makes the run or sweep dir (``conf/config.yaml``
-    registers it): Hydra's own ``mkdir`` would fail with a traceback, after composing and logging."""
-
-    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.run.dir")
-
-    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        self._check(config, "hydra.sweep.dir")
+        self._check_outputs(config, "hydra.sweep.dir")
 
     @staticmethod
-    def _check(config: DictConfig, key: str) -> None:
-        try:
+    def _check_outputs(config: DictConfig, key: str) -> None:
+        def check() -> None:
             check_writable(config.paths.runs, "paths.runs", directory=True)
             run_dir = OmegaConf.select(config, key, throw_on_resolution_failure=False)
             if run_dir is not None:
                 check_writable(run_dir, key, directory=True)
-        except ConfigError as e:  # exit here: Hydra turns a callback's exceptions into warnings
-            fail(PROG, e)
+
+        guard(PROG, check)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from dse.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import Override
     from optuna.distributions import BaseDistribution
 
@@ -116,13 +117,14 @@ def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str
         searched.pop(name, None)
         fixed.pop(name, None)
         if ov.is_sweep_override():
-            searched[name] = Param(name, ov.get_key_element(), *_distribution(ov, where))
+            searched[name] = Param(name, ov.get_key_element(), *_distribution(ov, where, parser))
         else:
             fixed[name] = line
     return SearchSpace(searched, list(fixed.values()))
 
 
-def _distribution(ov: Override, where: str) -> tuple[BaseDistribution, list[str]]:
+def _distribution(ov: Override, where: str, parser: OverridesParser
+                  ) -> tuple[BaseDistribution, list[str]]:
     """The Optuna distribution (and categorical override texts) of one sweep override."""
     from hydra.core.override_parser.types import (
         ChoiceSweep,
@@ -148,7 +150,7 @@ def _distribution(ov: Override, where: str) -> tuple[BaseDistribution, list[str]
             items = value.list if isinstance(value, ChoiceSweep) else value
             if not items:
                 raise ConfigError(where, "choice() needs at least one value")
-            texts = [_choice_text(x) for x in items]
+            texts = [_choice_text(x, parser) for x in items]
             choices = [x.text if isinstance(x, QuotedString) else
                        x if x is None or isinstance(x, (str, int, float, bool)) else
                        Transformer.str(x) for x in items]
@@ -194,15 +196,14 @@ def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _choice_text(x: Any) -> str:
+def _choice_text(x: Any, parser: OverridesParser) -> str:
     """Override text that parses back to choice ``x``: ``str(choice(1,2))`` gives the strings
     '1' and '2', which must be written quoted or the job would receive the integers."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.core.override_parser.types import QuotedString, Transformer
 
     text = Transformer.str(x)
     if isinstance(x, str) and not isinstance(x, QuotedString):
-        (ov,) = OverridesParser.create().parse_overrides([f"k={text}"])
+        (ov,) = parser.parse_overrides([f"k={text}"])
         if ov.value() != x or not isinstance(ov.value(), str):
             return quote(x)
     return text

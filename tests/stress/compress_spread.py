@@ -5,7 +5,7 @@ tests/test_compress_cli.py::test_end_to_end_fire_small_keeps_accuracy (docs/COMP
 the seed changes k-means' initialisation and the retraining/fine-tuning data order, nothing else.
 
     dse-train trainer=smoke data.subset=4000 trainer.checkpoint=true
-    python tests/stress/compress_spread.py runs/default/single/*/checkpoints/last.ckpt --seeds 6
+    python -m tests.stress.compress_spread runs/default/single/*/checkpoints/last.ckpt --seeds 6
 """
 
 from __future__ import annotations

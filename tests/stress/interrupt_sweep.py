@@ -6,7 +6,7 @@ results SQLite files, read-only), sends the signal, and reports how long the pro
 and the state of every trial. A good stop exits within 10 s and leaves no trial RUNNING: the trial
 in flight is ``FAIL`` with user attribute ``interrupted``.
 
-    python tests/stress/interrupt_sweep.py [--signal INT|TERM] [--out DIR]
+    python -m tests.stress.interrupt_sweep [--signal INT|TERM] [--out DIR]   # from the repo root
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+from tests.conftest import restore_sigint
 
 BIN = Path(sys.executable).parent
 ARGS = ["-m", "study=pareto", "trainer=smoke", "data.subset=500", "trainer.max_epochs=2",
@@ -71,15 +73,11 @@ MOMENTS: dict[str, Callable[[Path], bool]] = {
 }
 
 
-def _default_sigint() -> None:
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def interrupt_at(moment: str, sig: signal.Signals, root: Path) -> dict:
     work = Path(tempfile.mkdtemp(prefix="interrupt-", dir=root))
     proc = subprocess.Popen([str(BIN / "dse-train"), *ARGS], cwd=work, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True, start_new_session=True,
-                            preexec_fn=_default_sigint)
+                            preexec_fn=restore_sigint)
     reached = MOMENTS[moment]
     deadline = time.monotonic() + 600
     while not reached(work):

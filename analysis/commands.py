@@ -18,6 +18,8 @@ from typing import Any
 
 import pandas as pd
 
+from dse.sweep.handoff import TRIAL_KEY
+
 PROG = "dse-train -m"
 BYPASS_ORDER = ("none", "simple", "complex")
 
@@ -132,7 +134,8 @@ def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
                              "kind": "grid" if jobs > 1 else "single",
                              "note": f"{jobs} job{'s' if jobs != 1 else ''}"})
         if not optuna.empty:
-            parsed = [dict(parse_overrides(t)) for t in optuna["overrides"]]
+            parsed = [{k: v for k, v in parse_overrides(t) if k.lstrip("+") != TRIAL_KEY}
+                      for t in optuna["overrides"]]  # the sweeper's handoff, not a choice
             keys = list(dict.fromkeys(k for p in parsed for k in p))
             fixed = [k for k in keys if len({p.get(k, "\0") for p in parsed}) == 1]
             sampled = [k for k in keys if k not in fixed]

@@ -26,6 +26,11 @@ class ConfigError(ValueError):
         self.message = message
 
 
+def first_line(text: object) -> str:
+    """The first non-empty line of ``text`` (an exception's message, a traceback), stripped."""
+    return next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+
+
 def one_line(exc: BaseException) -> str:
     """Condense a (possibly chained, multi-line) config exception into one readable line."""
     try:  # OmegaConf errors know the offending key; Hydra wraps them in composition errors

@@ -68,6 +68,17 @@ def check_study_name(name: Any, field: str = "study.name") -> str:
     return text
 
 
+def int_at_least(value: Any, lo: int, field: str) -> int:
+    """``value`` as an int if it is a whole number >= ``lo`` (``3.0`` is, ``True`` is not)."""
+    try:
+        ok = not isinstance(value, bool) and float(value).is_integer() and int(value) >= lo
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError(field, f"must be an integer >= {lo} (got {value!r})")
+    return int(value)
+
+
 def _check(group: str, node: Any, rules: list[tuple[str, bool, str]]) -> None:
     for key, ok, rule in rules:
         if not ok:

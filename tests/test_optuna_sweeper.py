@@ -31,13 +31,13 @@ import yaml
 optuna = pytest.importorskip("optuna")
 
 from dse.errors import ConfigError  # noqa: E402
-from hydra_plugins.dse_optuna_sweeper._space import build_search_space, quote  # noqa: E402
-from hydra_plugins.dse_optuna_sweeper._sweep import (  # noqa: E402
+from hydra_plugins.dse_optuna_sweeper._settings import (  # noqa: E402
     Constraint,
     parse_constraints,
     parse_objectives,
     validate_settings,
 )
+from hydra_plugins.dse_optuna_sweeper._space import build_search_space, quote  # noqa: E402
 from tests.conftest import restore_sigint  # noqa: E402
 
 BIN = Path(sys.executable).parent
@@ -62,9 +62,10 @@ FAKE_APP = textwrap.dedent('''
     @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
     def app(cfg):
         from dse.model import analyze, build_spec
-        from dse.sweep.pruning import trial_from_env, trial_number_from_env
+        from dse.sweep.pruning import trial_from_env
+        from dse.train.summary import summarize
 
-        num = trial_number_from_env()
+        num = cfg.study.trial
         rep = analyze(build_spec(cfg.model), int(cfg.data.image_size))
         m = cfg.model
         acc = (0.5 + 0.4 * (1 - 1 / (1 + rep.params / 3e5)) + 0.05 * float(m.pct3x3)
@@ -77,23 +78,23 @@ FAKE_APP = textwrap.dedent('''
         time.sleep(float(os.environ.get("FAKE_SLEEP", "0")))
         if num in _nums("FAKE_RAISE"):
             raise RuntimeError(f"fake job {num} raised")
-        out = {"status": "ok", "error": None, "val_top1": acc, "val_top5": 1.0,
-               "test_top1": acc, "size_mib": rep.size_mib, "size_bytes": rep.size_bytes_fp32,
-               "params": rep.params, "macs": rep.macs, "epochs": 3,
-               "val_top1_history": [acc / 3, acc / 2, acc]}
+        # one seed's store row, as dse.train.run.train_once fills it, and dse-train's summary of it
+        row = {"run_id": f"fake-{num}", "status": "ok", "error": None, "epochs": 3,
+               "val_top1": acc, "val_top5": 1.0, "test_top1": acc}
         if num in _nums("FAKE_FAIL"):
-            out.update(status="failed", error="fake failure", val_top1=None)
-        if os.environ.get("FAKE_DROP"):
-            out.pop(os.environ["FAKE_DROP"])
+            row.update(status="failed", error="fake failure", val_top1=None)
         if os.environ.get("FAKE_PRUNE"):  # what the Lightning callback does, minus Lightning
             trial = trial_from_env()
             assert trial is not None and trial.number == num
             for epoch in range(3):  # trial 0 learns best, later trials ever worse
                 trial.report((0.9 - 0.2 * num) * (epoch + 1) / 3, step=epoch)
-                out["epochs"] = epoch + 1
+                row["epochs"] = epoch + 1
                 if trial.should_prune():
-                    out.update(status="pruned", error=f"pruned at epoch {epoch}")
+                    row.update(status="pruned", error=f"pruned at epoch {epoch}")
                     break
+        out = summarize([row], rep)
+        if os.environ.get("FAKE_DROP"):
+            out.pop(os.environ["FAKE_DROP"])
         return out
 
 
@@ -291,7 +292,7 @@ def test_objectives_constraints_and_settings_validation(tmp_path):
 
 @pytest.mark.parametrize("name", ["tpe", "nsgaii", "gp", "random", "qmc"])
 def test_every_sampler_handles_two_objectives_with_constraints(name):
-    from hydra_plugins.dse_optuna_sweeper._optuna import make_sampler
+    from hydra_plugins.dse_optuna_sweeper._samplers import make_sampler
     from hydra_plugins.dse_optuna_sweeper._sweep import suggest
 
     space = build_search_space({"model.base_e": "choice(16, 32)", "model.freq": "range(1, 5)",
@@ -392,12 +393,13 @@ def test_lightning_pruning_callback_reports_and_prunes(tmp_path, monkeypatch):
     import torch
 
     from dse.sweep import pruning
-    from hydra_plugins.dse_optuna_sweeper._optuna import pruner_spec
+    from dse.sweep.handoff import Handoff
+    from dse.sweep.pruners import pruner_spec
 
     for var in ("STORAGE", "STUDY", "TRIAL_ID", "TRIAL_NUMBER", "PRUNER"):
         monkeypatch.delenv(f"DSE_OPTUNA_{var}", raising=False)
     assert pruning.pruning_callback_from_env() is None  # not in a sweep
-    assert pruning.trial_number_from_env() is None
+    assert Handoff.from_env() is None
     url = f"sqlite:///{tmp_path}/o.db"
     storage = optuna.storages.RDBStorage(url)
     for name, directions in (("one", ["maximize"]), ("two", ["maximize", "minimize"])):
@@ -410,7 +412,7 @@ def test_lightning_pruning_callback_reports_and_prunes(tmp_path, monkeypatch):
             storage.get_study_id_from_name(name), trial.number)))
         monkeypatch.setenv("DSE_OPTUNA_PRUNER", json.dumps(pruner_spec(
             {"name": "threshold", "lower": 0.5, "n_warmup_steps": 1})))
-        assert pruning.trial_number_from_env() == 0
+        assert Handoff.from_env().trial_number == 0
         cb = pruning.pruning_callback_from_env()
         if name == "two":
             assert cb is None  # Optuna cannot prune multi-objective trials

@@ -1,73 +1,43 @@
-"""The training job's side of the Optuna sweeper: which trial am I, and should I stop early?
+"""The training job's side of the Optuna sweeper: should this trial stop early?
 
-The dse_optuna sweeper (hydra_plugins/dse_optuna_sweeper) launches each trial as an ordinary Hydra
-job and hands it its trial through environment variables set with ``hydra.job.env_set`` (which
-every launcher honours, joblib's processes and Slurm included):
-
-``DSE_OPTUNA_STORAGE``       the study's storage (absolute SQLAlchemy URL or ``journal:PATH``)
-``DSE_OPTUNA_STUDY``         the study name
-``DSE_OPTUNA_TRIAL_ID``      the trial's storage id
-``DSE_OPTUNA_TRIAL_NUMBER``  the trial's number in the study (what the results store records)
-``DSE_OPTUNA_PRUNER``        the pruner as JSON: ``{"name": "median", "monitor": "val/top1", ...}``
-
-The job reopens the study itself, so the pruner compares this trial with every other worker's
-trials in the shared storage. Nothing here imports Optuna or Lightning until a sweep asks for it.
+The job reopens the study (:mod:`dse.sweep.handoff` says where), so the pruner compares this trial
+with every other worker's trials in the shared storage. Nothing here imports Optuna or Lightning
+until a sweep asks for it: outside a sweep :func:`pruning_callback_from_env` returns None at once.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from dse.sweep.handoff import Handoff
+from dse.sweep.pruners import make_pruner
+from dse.sweep.storage import open_storage, parse_storage
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import lightning.pytorch as pl
     import optuna
 
-log = logging.getLogger(__name__)
-
-ENV_STORAGE = "DSE_OPTUNA_STORAGE"
-ENV_STUDY = "DSE_OPTUNA_STUDY"
-ENV_TRIAL_ID = "DSE_OPTUNA_TRIAL_ID"
-ENV_TRIAL_NUMBER = "DSE_OPTUNA_TRIAL_NUMBER"
-ENV_PRUNER = "DSE_OPTUNA_PRUNER"
 DEFAULT_MONITOR = "val/top1"
-
-
-def trial_number_from_env() -> int | None:
-    """The Optuna trial number of this job, or None outside an Optuna sweep."""
-    raw = os.environ.get(ENV_TRIAL_NUMBER, "").strip()
-    try:
-        return int(raw) if raw else None
-    except ValueError:
-        return None
+log = logging.getLogger(__name__)
 
 
 def trial_from_env() -> optuna.Trial | None:
     """This job's live Optuna trial (its study loaded with the sweep's pruner), or None."""
-    storage_url = os.environ.get(ENV_STORAGE, "").strip()
-    study_name = os.environ.get(ENV_STUDY, "").strip()
-    trial_id = os.environ.get(ENV_TRIAL_ID, "").strip()
-    if not (storage_url and study_name and trial_id):
+    handoff = Handoff.from_env()
+    if handoff is None:
         return None
     import optuna
 
-    from hydra_plugins.dse_optuna_sweeper._optuna import make_pruner, open_storage, parse_storage
-
-    storage = open_storage(parse_storage(storage_url))
-    study = optuna.load_study(study_name=study_name, storage=storage,
-                              pruner=make_pruner(os.environ.get(ENV_PRUNER)))
-    return optuna.trial.Trial(study, int(trial_id))
-
-
-def _pruner_settings() -> dict[str, Any]:
-    raw = os.environ.get(ENV_PRUNER, "").strip()
-    try:
-        return json.loads(raw) if raw else {}
-    except ValueError:
-        return {}
+    storage = open_storage(parse_storage(handoff.storage))
+    study = optuna.load_study(study_name=handoff.study, storage=storage,
+                              pruner=make_pruner(handoff.pruner))
+    trial = optuna.trial.Trial(study, handoff.trial_id)
+    if trial.number != handoff.trial_number:
+        raise RuntimeError(f"trial id {handoff.trial_id} of study {handoff.study!r} is trial "
+                           f"{trial.number}, not {handoff.trial_number}: a stale handoff")
+    return trial
 
 
 def _callback_class() -> type:
@@ -126,12 +96,10 @@ def pruning_callback_from_env(monitor: str | None = None) -> pl.Callback | None:
     callback still reports the metric, so the dashboard plots learning curves; it never prunes.
     ``monitor`` defaults to the sweep's ``hydra.sweeper.pruner.monitor`` (else ``val/top1``).
     """
-    if not os.environ.get(ENV_TRIAL_ID):
+    handoff = Handoff.from_env()
+    if handoff is None:
         return None
     trial = trial_from_env()
-    if trial is None:
+    if trial is None or len(trial.study.directions) != 1:
         return None
-    if len(trial.study.directions) != 1:
-        return None
-    settings = _pruner_settings()
-    return _callback_class()(trial, monitor or settings.get("monitor") or DEFAULT_MONITOR)
+    return _callback_class()(trial, monitor or handoff.pruner.get("monitor") or DEFAULT_MONITOR)

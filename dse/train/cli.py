@@ -1,7 +1,7 @@
 """``dse-train [OVERRIDES]``: train one design point (or, with ``-m``, sweep many) and record it.
 
 A ``@hydra.main`` app over ``conf/``. The task returns the objectives dict (see
-:func:`dse.train.run.summarize`) so Hydra sweepers, ours included, can read them. Errors in the
+:func:`dse.train.summary.summarize`) so Hydra sweepers, ours included, can read them. Errors in the
 user's input become one line on stderr and exit code 2 with nothing written; a failed single run
 exits 1 after its ``failed`` row is written; Ctrl-C exits 130.
 """

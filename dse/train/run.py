@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import math
 import os
 import platform
 import sys
@@ -29,15 +28,14 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from dse.data import build_datamodule
-from dse.model.report import MIB
 from dse.store import ResultsStore, RunRecord, claims, config_hash, provenance, utcnow_iso
 from dse.store.fallback import append_or_keep
 from dse.train.divergence import DivergenceMonitor
 from dse.train.module import FireClassifier
+from dse.train.summary import METRICS, summarize
 from dse.validate import switch, validate
 
 log = logging.getLogger("dse.train")
-METRICS = ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss")
 _RUNS_OK = ("ok", "diverged")
 
 
@@ -195,30 +193,6 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
     return rec
 
 
-def summarize(rows: list[dict[str, Any]], report: Any) -> dict[str, Any]:
-    """What the sweeper reads: mean metrics over the ok seeds, plus the analytic size."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    out: dict[str, Any] = {
-        "status": "ok" if ok else rows[0]["status"],
-        "error": None if ok else rows[0].get("error"),
-        "params": report.params, "macs": report.macs, "size_bytes": report.size_bytes_fp32,
-        "size_mib": report.size_bytes_fp32 / MIB, "size_mb": report.size_bytes_fp32 / 1e6,
-        "seeds": len(rows), "run_ids": [r["run_id"] for r in rows],
-        "epochs": max((int(r.get("epochs") or 0) for r in rows), default=0),
-    }
-    for key in METRICS:
-        vals = [float(r[key]) for r in ok if r.get(key) is not None and not _isnan(r[key])]
-        out[key] = sum(vals) / len(vals) if vals else None
-    return out
-
-
-def _isnan(v: Any) -> bool:
-    try:
-        return math.isnan(float(v))
-    except (TypeError, ValueError):
-        return True
-
-
 @dataclass
 class _Point:
     """One design point being run: what each of its seeds needs to be fetched or trained."""
@@ -236,7 +210,7 @@ class _Point:
     @functools.cached_property
     def callbacks(self) -> tuple[Callback, ...]:
         """The caller's callbacks, else the Optuna pruner of the trial this job runs (if any)."""
-        if self.given_callbacks or not os.environ.get("DSE_OPTUNA_TRIAL_ID"):
+        if self.given_callbacks:
             return self.given_callbacks
         from dse.sweep.pruning import pruning_callback_from_env
 

@@ -1,0 +1,68 @@
+"""What the dse_optuna sweeper hands each training job, written and read here only.
+
+A trial runs as an ordinary Hydra job on whatever launcher the user picked (joblib's processes,
+Slurm), so the handoff uses what every launcher carries:
+
+* the trial **number** as a config value, ``study.trial``: it is part of the job's resolved config,
+  so the results store records it with the run (column ``trial``) and the run's ``config`` says it;
+* the **connection** to the live trial, for the job's pruner, as environment variables set through
+  ``hydra.job.env_set``: the storage URL may hold a password, which must never reach the recorded
+  config, and none of it changes what the network computes.
+
+``DSE_OPTUNA_STORAGE``       the study's storage (absolute SQLAlchemy URL or ``journal:PATH``)
+``DSE_OPTUNA_STUDY``         the study name
+``DSE_OPTUNA_TRIAL_ID``      the trial's storage id
+``DSE_OPTUNA_TRIAL_NUMBER``  the trial's number, which the job's trial is checked against
+``DSE_OPTUNA_PRUNER``        the pruner as JSON (:func:`dse.sweep.pruners.pruner_spec`)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+ENV_PREFIX = "DSE_OPTUNA_"
+TRIAL_KEY = "study.trial"
+_FIELDS = ("storage", "study", "trial_id", "trial_number", "pruner")
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """One trial as its job sees it."""
+
+    storage: str  # the storage URL the sweeper validated (dse.sweep.storage.parse_storage)
+    study: str  # the Optuna study name
+    trial_id: int  # the trial's id in the storage
+    trial_number: int  # the trial's number in the study
+    pruner: dict[str, Any]  # dse.sweep.pruners.pruner_spec of the sweep
+
+    def env(self) -> dict[str, str]:
+        """The environment variables that carry this handoff."""
+        values = {**{f: str(getattr(self, f)) for f in _FIELDS},
+                  "pruner": json.dumps(self.pruner, separators=(",", ":"))}
+        return {f"{ENV_PREFIX}{f.upper()}": values[f] for f in _FIELDS}
+
+    def overrides(self, quote: Any = str) -> list[str]:
+        """Job overrides: the trial number as a config value and the rest as ``env_set``.
+
+        ``quote`` makes a value safe in Hydra's override grammar (the sweeper's own quoting).
+        """
+        return [f"++{TRIAL_KEY}={self.trial_number}",
+                *(f"++hydra.job.env_set.{k}={quote(v)}" for k, v in self.env().items())]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Handoff | None:
+        """This job's handoff, or None outside a dse_optuna sweep (or with a partial one)."""
+        env = os.environ if env is None else env
+        raw = {f: env.get(f"{ENV_PREFIX}{f.upper()}", "").strip() for f in _FIELDS}
+        if not all(raw[f] for f in ("storage", "study", "trial_id", "trial_number")):
+            return None
+        try:
+            pruner = json.loads(raw["pruner"]) if raw["pruner"] else {}
+            return cls(raw["storage"], raw["study"], int(raw["trial_id"]),
+                       int(raw["trial_number"]), pruner if isinstance(pruner, dict) else {})
+        except ValueError:
+            return None

@@ -1,0 +1,115 @@
+"""The study's storage, from a URL: validated without touching it, opened the same way everywhere.
+
+The sweeper and each training job (its pruner reports to the trial) must open the *same* storage;
+the job receives the URL the sweeper validated (:mod:`dse.sweep.handoff`), so parsing and opening
+live here once. :func:`parse_storage` never creates anything, which is why the sweeper can refuse
+bad input before a file exists.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dse.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import optuna
+
+JOURNAL_PREFIX = "journal:"
+STORAGE_FIELD = "hydra.sweeper.storage"
+
+
+@dataclass(frozen=True)
+class StorageSpec:
+    """A validated storage: ``url`` is absolute, so jobs in other dirs open the same one."""
+
+    kind: str  # "rdb" or "journal"
+    url: str  # what jobs receive (dse.sweep.handoff) (password included, never logged)
+    path: Path | None  # the file behind a SQLite or journal storage, else None
+    display: str  # the URL with its password hidden, for logs and results files
+
+
+def parse_storage(url: str | None, cwd: Path | None = None) -> StorageSpec:
+    """Validate a storage URL without opening it; relative file paths become absolute.
+
+    ``journal:PATH`` (also ``journal:///abs/path`` and ``journal://rel/path``) selects Optuna's
+    JournalStorage over a file; anything else must be an SQLAlchemy URL whose driver is installed.
+    """
+    if url is None or not str(url).strip():
+        raise ConfigError(STORAGE_FIELD, "is required (an SQLAlchemy URL or journal:PATH)")
+    url = str(url).strip()
+    cwd = cwd or Path.cwd()
+    if url.startswith(JOURNAL_PREFIX):
+        raw = url[len(JOURNAL_PREFIX):]
+        raw = raw[2:] if raw.startswith("//") else raw
+        if not raw:
+            raise ConfigError(STORAGE_FIELD, f"{url!r} names no file (use journal:PATH)")
+        path = Path(raw).expanduser()
+        path = path if path.is_absolute() else (cwd / path)
+        if path.is_dir():
+            raise ConfigError(STORAGE_FIELD, f"{path} is a directory, not a journal file")
+        return StorageSpec("journal", f"{JOURNAL_PREFIX}{path}", path, f"{JOURNAL_PREFIX}{path}")
+
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as e:
+        raise ConfigError(STORAGE_FIELD, f"cannot parse {url!r} as a database URL or "
+                                         f"journal:PATH ({e})") from None
+    path: Path | None = None
+    if parsed.get_backend_name() == "sqlite":
+        db = parsed.database
+        if not db or db == ":memory:" or db.startswith("file::memory:"):
+            raise ConfigError(STORAGE_FIELD, "an in-memory SQLite database cannot be shared with "
+                                             "the jobs or resumed; give it a file")
+        path = Path(db).expanduser()
+        path = path if path.is_absolute() else (cwd / path)
+        if path.is_dir():
+            raise ConfigError(STORAGE_FIELD, f"{path} is a directory, not a database file")
+        parsed = parsed.set(database=str(path))
+    try:
+        dialect = parsed.get_dialect()
+        dialect.import_dbapi()
+    except NoSuchModuleError:
+        raise ConfigError(STORAGE_FIELD, f"unknown database kind {parsed.drivername!r} in "
+                                         f"{parsed.render_as_string()!r}") from None
+    except ImportError as e:
+        hint = " (pip install 'dse[postgres]')" if "postgres" in parsed.drivername else ""
+        raise ConfigError(STORAGE_FIELD, f"the driver for {parsed.drivername!r} is not "
+                                         f"installed: {e}{hint}") from None
+    return StorageSpec("rdb", parsed.render_as_string(hide_password=False), path,
+                       parsed.render_as_string(hide_password=True))
+
+
+def open_storage(spec: StorageSpec, *, heartbeat_interval: int | None = None,
+                 grace_period: int | None = None,
+                 stale_callback: Callable[..., None] | None = None) -> optuna.storages.BaseStorage:
+    """Open (and, for a new database, create) the storage ``spec`` describes.
+
+    Heartbeats exist only for RDB storages in Optuna; a journal storage ignores those settings,
+    so stale trials of a killed worker stay RUNNING there (see docs/OPTUNA.md).
+    """
+    import optuna
+
+    if spec.kind == "journal":
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        assert spec.path is not None
+        return JournalStorage(JournalFileBackend(str(spec.path)))
+    engine_kwargs: dict[str, Any] = {}
+    if spec.url.startswith("sqlite"):
+        # several workers share one file: wait for the write lock rather than fail at once
+        engine_kwargs["connect_args"] = {"timeout": 120}
+    else:
+        engine_kwargs["pool_pre_ping"] = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RDBStorage(
+            spec.url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
+            grace_period=grace_period, heartbeat_stale_trial_callback=stale_callback)

@@ -1,0 +1,75 @@
+"""What a dse_optuna trial's state and user attributes mean: written by the sweeper, read by reports.
+
+Optuna has one FAIL state for several different events, and the budget, the results file and
+``dse-report`` must tell them apart, so the sweeper marks each with a user attribute named here:
+
+``error``        the job ran and failed (raised, ``failed``/``diverged``, a bad return): uses budget
+``rejected``     a point over a size/MACs budget, refused from its spec before training: no budget
+``discarded``    asked over ``n_trials`` by a racing worker and given back at once: never a run
+``interrupted``  stopped by Ctrl-C or SIGTERM while running: no budget, a rerun refills it
+(none)           failed by the heartbeat check: its worker died (``stale``): no budget
+
+``result`` holds the job's returned summary (:func:`dse.train.summary.summarize`), ``analytic`` the
+spec-derived sizes of a rejected point, ``constraints`` the violations told to the sampler and
+``output_dir`` the job's folder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from optuna.trial import FrozenTrial
+
+ERROR, REJECTED, DISCARDED, INTERRUPTED = "error", "rejected", "discarded", "interrupted"
+RESULT, ANALYTIC, CONSTRAINTS, OUTPUT_DIR = "result", "analytic", "constraints", "output_dir"
+MARKS = (ERROR, REJECTED, DISCARDED, INTERRUPTED)
+# the kinds of trial a study reports, in the results file's order
+KINDS = ("complete", "pruned", "failed", "rejected", "discarded", "interrupted", "stale", "running")
+_RUN_STATUS = {"complete": "ok", "pruned": "pruned", "failed": "failed", "rejected": "rejected",
+               "interrupted": "failed", "stale": "failed", "running": "running"}
+
+
+def kind(trial: FrozenTrial) -> str:
+    """One of :data:`KINDS` (``waiting`` counts as running)."""
+    state = trial.state.name
+    if state in ("COMPLETE", "PRUNED"):
+        return state.lower()
+    if state != "FAIL":
+        return "running"
+    if ERROR in trial.user_attrs:
+        return "failed"
+    return next((m for m in MARKS if m in trial.user_attrs), "stale")
+
+
+def uses_budget(trial: FrozenTrial) -> bool:
+    """Running, finished and really failed trials count toward ``n_trials``; the rest do not, so
+    a rerun refills them (waiting trials are not dse's: it never enqueues)."""
+    return trial.state.name == "RUNNING" or kind(trial) in ("complete", "pruned", "failed")
+
+
+def run_status(trial: FrozenTrial) -> tuple[str, str | None]:
+    """The trial as a run's ``status`` and ``error`` columns (refined by the job's own status)."""
+    k = kind(trial)
+    status = _RUN_STATUS.get(k, k)
+    result = _dict(trial.user_attrs.get(RESULT))
+    if status == "failed" and result.get("status") in ("diverged", "pruned"):
+        status = result["status"]
+    reason = next((trial.user_attrs[m] for m in (ERROR, REJECTED, INTERRUPTED)
+                   if m in trial.user_attrs), None)
+    return status, None if reason is None else str(reason)
+
+
+def recorded_values(trial: FrozenTrial) -> dict[str, Any]:
+    """The scalar facts the sweeper stored with a trial: analytic sizes, then the job's summary,
+    then flat attributes (later ones win), without the marks above."""
+    attrs = trial.user_attrs
+    flat = {k: v for k, v in attrs.items() if not isinstance(v, (dict, list))}
+    merged = {**_dict(attrs.get(ANALYTIC)), **_dict(attrs.get(RESULT)), **flat}
+    return {k: v for k, v in merged.items() if k not in (*MARKS, "status")
+            and (v is None or isinstance(v, (str, int, float, bool)))}
+
+
+def _dict(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}

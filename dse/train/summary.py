@@ -1,0 +1,38 @@
+"""What one design point's training returns to Hydra's sweepers: its seeds' rows, summarised.
+
+Torch-free, so a sweeper (or a test's stand-in app) can build the same summary without importing
+the training stack.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from dse.model.report import MIB
+
+METRICS = ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss")
+
+
+def summarize(rows: list[dict[str, Any]], report: Any) -> dict[str, Any]:
+    """What the sweeper reads: mean metrics over the ok seeds, plus the analytic size."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    out: dict[str, Any] = {
+        "status": "ok" if ok else rows[0]["status"],
+        "error": None if ok else rows[0].get("error"),
+        "params": report.params, "macs": report.macs, "size_bytes": report.size_bytes_fp32,
+        "size_mib": report.size_bytes_fp32 / MIB, "size_mb": report.size_bytes_fp32 / 1e6,
+        "seeds": len(rows), "run_ids": [r["run_id"] for r in rows],
+        "epochs": max((int(r.get("epochs") or 0) for r in rows), default=0),
+    }
+    for key in METRICS:
+        vals = [float(r[key]) for r in ok if r.get(key) is not None and not _isnan(r[key])]
+        out[key] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def _isnan(v: Any) -> bool:
+    try:
+        return math.isnan(float(v))
+    except (TypeError, ValueError):
+        return True

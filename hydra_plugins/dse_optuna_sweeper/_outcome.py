@@ -1,0 +1,135 @@
+"""A finished job's return turned into what Optuna is told: pure, so it is unit-tested in process.
+
+The job is dse-train's task (its return is :func:`dse.train.summary.summarize`), but anything a Hydra
+task can do is handled: raise, return a number, a dict with any status, miss a metric, return NaN.
+A failure of one trial is recorded and the study goes on; only a return that can never satisfy the
+objectives (a metric it does not have) is ``fatal`` and stops the sweep, since every later trial
+would fail the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dse.errors import first_line
+from dse.sweep import trials
+from hydra_plugins.dse_optuna_sweeper._settings import Constraint, Objective, plain
+
+FAILED_STATUSES = ("failed", "diverged")
+
+
+@dataclass
+class Outcome:
+    """What to tell about one trial: its state, values, user attributes and constraints."""
+
+    state: str  # "complete" | "pruned" | "fail"
+    values: list[float] | None = None  # objective values, in the objectives' order (complete)
+    attrs: dict[str, Any] = field(default_factory=dict)  # user attributes (dse.sweep.trials)
+    constraints: dict[str, float] = field(default_factory=dict)  # set_constraint after training
+    fatal: str | None = None  # why the sweep must stop (the same error would repeat)
+    note: str = ""  # the log line's text
+    exc: BaseException | None = None  # the job's exception, for the log's traceback
+
+
+def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
+           constraints: Sequence[Constraint], analytic: Mapping[str, float]) -> Outcome:
+    """The outcome of a job whose return value ``get_return()`` yields (or raises).
+
+    ``analytic``: the point's spec-derived sizes, whose constraints were told before training.
+    """
+    import optuna
+
+    try:
+        result = get_return()
+    except optuna.TrialPruned as e:
+        return Outcome("pruned", note=first_line(e) or "pruned")
+    except Exception as e:  # the job raised: a failed trial, the study goes on
+        return _failed(f"{type(e).__name__}: {first_line(e)}".rstrip(": "), exc=e)
+    result = plain(result)
+    if isinstance(result, (int, float)) and not isinstance(result, bool):
+        result = {objectives[0].metric: result} if len(objectives) == 1 else {}
+    if not isinstance(result, Mapping):
+        return _failed(f"the job returned {type(result).__name__}, not a dict")
+    status = str(result.get("status") or "ok").lower()
+    # one attribute, not one per metric: every attribute is a database commit
+    kept = {trials.RESULT: jsonable({k: v for k, v in result.items()
+                                     if k != "error" and v is not None})}
+    if status == "pruned":
+        return Outcome("pruned", attrs=kept)
+    if status in FAILED_STATUSES:
+        return _failed(str(result.get("error") or status), status, kept)
+    if status != "ok":
+        return _failed(f"the job returned unknown status {status!r}", attrs=kept)
+    return _scored(result, objectives, constraints, analytic, kept)
+
+
+def _scored(result: Mapping[str, Any], objectives: Sequence[Objective],
+            constraints: Sequence[Constraint], analytic: Mapping[str, float],
+            attrs: dict[str, Any]) -> Outcome:
+    """An ``ok`` return: its objective values and constraint violations, or why it has none."""
+    values: list[float] = []
+    for o in objectives:
+        if o.metric not in result:
+            fatal = (f"the job returned no metric {o.metric!r} (it returned "
+                     f"{', '.join(sorted(map(str, result)))})")
+            return _failed(fatal, attrs=attrs, fatal=True)
+        v = as_finite(result[o.metric])
+        if not math.isfinite(v):
+            return _failed(f"objective {o.metric} is {result[o.metric]!r}", attrs=attrs)
+        values.append(v)
+    violations: dict[str, float] = {}
+    after: dict[str, float] = {}
+    for c in constraints:
+        raw = result.get(c.metric, analytic.get(c.metric))
+        if raw is None:
+            return _failed(f"the job returned no metric {c.metric!r} for constraint {c.key!r}",
+                           attrs=attrs, fatal=True)
+        value = as_finite(raw)
+        if not math.isfinite(value):
+            return _failed(f"constraint metric {c.metric} is {raw!r}", attrs=attrs)
+        violations[c.key] = c.violation(value)
+        if not (c.analytic and c.metric in analytic):  # those were told before training
+            after[c.key] = violations[c.key]
+    if violations:
+        attrs = {**attrs, trials.CONSTRAINTS: violations}
+    shown = " ".join(f"{o.metric}={v:.6g}" for o, v in zip(objectives, values, strict=True))
+    return Outcome("complete", values=values, attrs=attrs, constraints=after, note=shown)
+
+
+def _failed(error: str, status: str = "failed", attrs: dict[str, Any] | None = None,
+            fatal: bool = False, exc: BaseException | None = None) -> Outcome:
+    return Outcome("fail", attrs={**(attrs or {}), trials.ERROR: error},
+                   fatal=error if fatal else None, note=f"{status}: {error}", exc=exc)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` if JSON can hold it (what a user attribute must be), else its text."""
+    import json
+
+    value = plain(value)
+    try:
+        json.dumps(value)
+        return value
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def as_finite(x: object) -> float:
+    """``float(x)``, or NaN when the job returned something that is not a number."""
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def budget_check(analytic: Mapping[str, float], pre_constraints: Sequence[Constraint]
+                 ) -> tuple[dict[str, float], str | None]:
+    """Violations of the constraints known before training, and why the point breaks them (None
+    when it fits): such a point is rejected without training."""
+    violations = {c.key: c.violation(float(analytic[c.metric])) for c in pre_constraints}
+    broken = [f"{c.metric}={analytic[c.metric]:g} breaks {c.metric} {c.op} {c.bound:g}"
+              for c in pre_constraints if violations[c.key] > 0]
+    return violations, "; ".join(broken) or None

@@ -1,0 +1,208 @@
+"""The study in its storage: opened once per worker, seeded per trial, counted, kept alive.
+
+Several workers (processes, Slurm jobs) share one study, so everything that reads or writes the
+storage for the loop lives here: creating the study while another worker may be creating the same
+tables, the per-trial seeded sampler, the budget count over every worker's trials, stale trials,
+and the heartbeat thread that lets a killed worker's trials go stale.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dse.errors import ConfigError, first_line
+from dse.sweep import trials
+from dse.sweep.pruners import make_pruner
+from dse.sweep.storage import StorageSpec, open_storage
+from hydra_plugins.dse_optuna_sweeper._samplers import make_sampler
+from hydra_plugins.dse_optuna_sweeper._settings import Settings
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import optuna
+
+log = logging.getLogger(__name__)
+_CREATE_ATTEMPTS = 8
+
+
+@contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Silence Optuna's notes that do not apply to ask-and-tell with heartbeats."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed.*")
+        yield
+
+
+def sampler_for(conf: dict[str, Any], number: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler that draws trial ``number``'s point, seeded with ``seed + number``.
+
+    Seeding per trial number (Optuna's samplers keep their history in the storage, not in the
+    object) makes a study reproducible however it is resumed, and keeps concurrent workers from
+    drawing the same random points. QMC keeps one seed: its points come from one scrambled
+    sequence, indexed through the storage.
+    """
+    seed = conf.get("seed")
+    if seed is not None and number is not None and conf["name"] != "qmc":
+        seed = int(seed) + number
+    return make_sampler(conf["name"], seed, n_startup_trials=int(conf.get("n_startup_trials", 10)),
+                        population_size=int(conf.get("population_size", 50)),
+                        qmc_type=str(conf.get("qmc_type", "sobol")))
+
+
+class Heartbeat:
+    """Records heartbeats of the trials being trained, so a killed worker's trials go stale.
+
+    ``Study.optimize`` runs such a thread itself; ask-and-tell has to, through the storage's public
+    ``record_heartbeat``.
+    """
+
+    def __init__(self, storage: Any, interval: int | None) -> None:
+        self.storage = storage
+        self.interval = interval if hasattr(storage, "record_heartbeat") else None
+        self.trial_ids: set[int] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat(self, trial_id: int) -> None:
+        if self.interval:
+            self.storage.record_heartbeat(trial_id)
+
+    def __enter__(self) -> Heartbeat:
+        if self.interval:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="dse-optuna-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            # a beat blocked on a locked database must not hold up a stop: the thread is a daemon
+            self._thread.join(timeout=5.0)
+            self._thread = None
+
+    def _run(self) -> None:
+        assert self.interval
+        while not self._stop.wait(self.interval):
+            for tid in list(self.trial_ids):
+                try:
+                    self.storage.record_heartbeat(tid)
+                except Exception as e:  # a missed beat must not kill the sweep
+                    log.warning("dse_optuna: heartbeat failed: %s", first_line(e))
+
+
+class OpenStudy:
+    """This worker's handle on the shared study (created if new, checked against the settings)."""
+
+    def __init__(self, settings: Settings, pruner: dict[str, Any]) -> None:
+        import optuna
+
+        self.s = settings
+        made = _make_parent(settings.storage)
+        try:
+            self.storage, study = self._create()
+        except Exception as e:
+            # Remove the folders we made, if still empty; never a database file, which may be
+            # another worker's that is being created at this very moment.
+            for p in made:  # deepest first
+                with suppress(OSError):
+                    p.rmdir()
+            raise ConfigError("hydra.sweeper.storage", f"cannot open {settings.storage.display}: "
+                                                       f"{first_line(e)}") from None
+        self._check(study)
+        with quiet_optuna():
+            self.study = optuna.load_study(study_name=settings.study_name, storage=self.storage,
+                                           sampler=sampler_for(settings.sampler, None),
+                                           pruner=make_pruner(pruner))
+        self.study_id = self.storage.get_study_id_from_name(settings.study_name)
+
+    def _create(self) -> tuple[Any, optuna.Study]:
+        """create_study, retried while another worker is creating the same tables."""
+        import optuna
+        from optuna.exceptions import StorageInternalError
+        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+
+        s = self.s
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                with quiet_optuna():
+                    storage = open_storage(s.storage, heartbeat_interval=s.heartbeat_interval,
+                                           grace_period=s.grace_period)
+                    return storage, optuna.create_study(
+                        study_name=s.study_name, storage=storage, load_if_exists=True,
+                        directions=[o.direction for o in s.objectives],
+                        sampler=optuna.samplers.RandomSampler(), pruner=optuna.pruners.NopPruner())
+            except (SQLAlchemyError, StorageInternalError) as e:
+                # a worker starting at the same moment is creating the tables (SQLite: "table
+                # ... already exists", "locked"; PostgreSQL: duplicate type or key)
+                text = f"{e} {e.__cause__ or ''}".lower()
+                racing = isinstance(e, (IntegrityError, StorageInternalError)) or any(
+                    s in text for s in ("already exists", "duplicate", "locked", "busy"))
+                if not racing or attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+        raise AssertionError("unreachable")
+
+    def _check(self, study: optuna.Study) -> None:
+        """Refuse a study whose directions or metric names differ from the settings'."""
+        s, where = self.s, self.s.storage.display
+        have = [d.name.lower() for d in study.directions]
+        if have != [o.direction for o in s.objectives]:
+            raise ConfigError("hydra.sweeper.objectives",
+                              f"study {s.study_name!r} in {where} has directions {have}, not "
+                              f"{[o.direction for o in s.objectives]}; use another study name")
+        names = study.metric_names
+        if names is not None and list(names) != s.metric_names:
+            raise ConfigError("hydra.sweeper.objectives",
+                              f"study {s.study_name!r} in {where} optimizes {list(names)}, not "
+                              f"{s.metric_names}; use another study name")
+        if names is None:
+            with quiet_optuna():
+                study.set_metric_names(s.metric_names)
+
+    def trial_id(self, trial: optuna.Trial) -> int:
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+
+    def fail_stale(self) -> None:
+        import optuna
+
+        with quiet_optuna():
+            optuna.storages.fail_stale_trials(self.study)
+
+    def used(self, below: int | None = None) -> int:
+        """Trials using the budget (those numbered below ``below`` when given), every worker's."""
+        return sum(1 for t in self.study.get_trials(deepcopy=False)
+                   if trials.uses_budget(t) and (below is None or t.number < below))
+
+    def failures(self) -> int:
+        return sum(1 for t in self.study.get_trials(deepcopy=False)
+                   if trials.kind(t) == "failed")
+
+
+def _make_parent(spec: StorageSpec) -> list[Path]:
+    """Create the folder of a file storage; returns the folders made (deepest first)."""
+    if spec.path is None:
+        return []
+    parent = spec.path.parent
+    made = []
+    for p in [parent, *parent.parents]:
+        if p.exists():
+            break
+        made.append(p)
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError("hydra.sweeper.storage", f"cannot create {parent}: "
+                                                   f"{e.strerror or e}") from None
+    return made

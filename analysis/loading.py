@@ -21,6 +21,7 @@ import pandas as pd
 
 from analysis.source import ARG, LoadError, Source, resolve
 from dse.errors import ConfigError
+from dse.sweep import trials
 
 # The run record (docs/CONTRACTS.md), column -> pandas dtype. Nullable dtypes keep "missing"
 # distinct from 0 (a run that failed before testing has no test_top1, not 0 %).
@@ -57,17 +58,6 @@ _PARAM_ALIASES = {
     "trainer.max_epochs": "max_epochs", "model.stem.channels": "stem_channels",
     "model.stem.kernel": "stem_kernel", "model.stem.stride": "stem_stride",
 }
-# Trial state -> run status. dse's sweeper refines FAIL: "diverged" (its job said so) and
-# "rejected" (a point over a size/MACs budget, told FAIL without training).
-_OPTUNA_STATES = {"COMPLETE": "ok", "FAIL": "failed", "PRUNED": "pruned",
-                  "RUNNING": "running", "WAITING": "running"}
-
-
-# User attrs of dse's sweeper that are not record columns (handled apart, or bookkeeping).
-_TRIAL_BOOKKEEPING = {"status", "error", "rejected", "interrupted", "discarded", "constraints",
-                      "run_ids"}
-
-
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
     """Give ``df`` every contract column, in contract order, with nullable dtypes.
 
@@ -172,46 +162,30 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
         metric_names = st.metric_names or (
             ["value"] if len(st.directions) == 1 else
             [f"value_{i}" for i in range(len(st.directions))])
-        for t in st.get_trials(deepcopy=False):
-            attrs = t.user_attrs
-            if "discarded" in attrs:  # claimed over budget by a racing worker: never a run
-                continue
-            row: dict[str, Any] = {"study": name, "trial": t.number,
-                                   "status": _OPTUNA_STATES.get(t.state.name, t.state.name.lower())}
-            # dse's sweeper stores the job's summary (sizes, mean metrics) as "result" and the
-            # analytic size of a budget-rejected point as "analytic"; flat attrs are taken as is
-            result = attrs.get("result") if isinstance(attrs.get("result"), dict) else {}
-            analytic = attrs.get("analytic") if isinstance(attrs.get("analytic"), dict) else {}
-            flat = {k: v for k, v in attrs.items() if not isinstance(v, dict)}
-            for k, v in {**analytic, **result, **flat}.items():
-                if k in _TRIAL_BOOKKEEPING:
-                    continue
-                if isinstance(v, (str, int, float, bool)) or v is None:
-                    row[_param_column(k)] = v
-            reason = next((attrs[k] for k in ("error", "rejected", "interrupted") if k in attrs),
-                          None)
-            row["error"] = str(reason) if reason is not None else None
-            if "rejected" in attrs:
-                row["status"] = "rejected"  # failed a size/MACs budget before training
-            elif row["status"] == "failed" and result.get("status") in ("diverged", "pruned"):
-                row["status"] = result["status"]
-            for k, v in t.params.items():
-                row[_param_column(k)] = v
-            for mname, v in zip(metric_names, t.values or [], strict=False):
-                row[mname] = v
-            if t.datetime_start is not None:
-                row["started_at"] = t.datetime_start.isoformat()
-            if t.datetime_complete is not None:
-                row["finished_at"] = t.datetime_complete.isoformat()
-            row.setdefault("run_id", f"{name}-trial-{t.number}")
-            if "overrides" not in row:
-                row["overrides"] = " ".join(f"{k}={_override_value(v)}"
-                                            for k, v in t.params.items())
-            rows.append(row)
+        rows += [_trial_row(name, t, metric_names) for t in st.get_trials(deepcopy=False)
+                 if trials.kind(t) != "discarded"]  # claimed over budget by a racing worker
     df = pd.DataFrame(rows)
     if df.empty:
         return df
     return _fill_from_sibling_store(df, src)
+
+
+def _trial_row(study: str, t: Any, metric_names: list[str]) -> dict[str, Any]:
+    """One trial as a run record: what the sweeper stored with it (:mod:`dse.sweep.trials`), its
+    params under their column names, its values under the study's metric names."""
+    status, error = trials.run_status(t)
+    row: dict[str, Any] = {"study": study, "trial": t.number, "status": status, "error": error}
+    row.update({_param_column(k): v for k, v in trials.recorded_values(t).items()})
+    row.update({_param_column(k): v for k, v in t.params.items()})
+    row.update(zip(metric_names, t.values or [], strict=False))
+    if t.datetime_start is not None:
+        row["started_at"] = t.datetime_start.isoformat()
+    if t.datetime_complete is not None:
+        row["finished_at"] = t.datetime_complete.isoformat()
+    row.setdefault("run_id", f"{study}-trial-{t.number}")
+    if "overrides" not in row:
+        row["overrides"] = " ".join(f"{k}={_override_value(v)}" for k, v in t.params.items())
+    return row
 
 
 def _override_value(v: Any) -> str:

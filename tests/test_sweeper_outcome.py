@@ -1,0 +1,152 @@
+"""The sweeper's decisions in process: a job's return -> what Optuna is told, and what trials mean.
+
+test_optuna_sweeper.py drives the same code through real Hydra multiruns; here each case is one
+call, so every branch of :func:`decide` and of :mod:`dse.sweep.trials` is pinned exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+optuna = pytest.importorskip("optuna")
+
+from optuna.trial import TrialState, create_trial  # noqa: E402
+
+from dse.sweep import trials  # noqa: E402
+from dse.train.summary import summarize  # noqa: E402
+from hydra_plugins.dse_optuna_sweeper._outcome import budget_check, decide  # noqa: E402
+from hydra_plugins.dse_optuna_sweeper._settings import (  # noqa: E402
+    Objective,
+    parse_constraints,
+)
+
+TWO = [Objective("val_top1", "maximize"), Objective("size_mib", "minimize")]
+ONE = TWO[:1]
+
+
+class _Report:
+    params, macs, size_bytes_fp32 = 1000, 50_000, 4000
+
+
+def _ok(**values):
+    row = {"run_id": "r0", "status": "ok", "error": None, "epochs": 2, "val_top1": 0.8, **values}
+    return summarize([row], _Report())
+
+
+def _returns(value):
+    return lambda: value
+
+
+def _raises(exc):
+    def get():
+        raise exc
+    return get
+
+
+def test_a_summary_is_told_complete_with_its_values_in_objective_order():
+    out = decide(_returns(_ok()), TWO, [], {})
+    assert out.state == "complete" and out.fatal is None
+    assert out.values == [0.8, 4000 / 2**20]
+    kept = out.attrs[trials.RESULT]
+    assert kept["status"] == "ok" and kept["params"] == 1000 and kept["run_ids"] == ["r0"]
+    assert "error" not in kept and "test_top1" not in kept  # None values are not stored
+    assert out.note == f"val_top1=0.8 size_mib={4000 / 2**20:.6g}"
+
+
+def test_a_raising_job_is_a_failed_trial_and_the_study_goes_on():
+    out = decide(_raises(RuntimeError("boom\nsecond line")), TWO, [], {})
+    assert (out.state, out.fatal) == ("fail", None)
+    assert out.attrs == {trials.ERROR: "RuntimeError: boom"}
+    assert isinstance(out.exc, RuntimeError)
+    assert decide(_raises(ValueError()), TWO, [], {}).attrs[trials.ERROR] == "ValueError"
+
+
+def test_pruned_by_exception_or_by_status():
+    out = decide(_raises(optuna.TrialPruned("at epoch 2")), ONE, [], {})
+    assert (out.state, out.note, out.attrs) == ("pruned", "at epoch 2", {})
+    row = {"run_id": "r0", "status": "pruned", "error": "pruned at epoch 1", "epochs": 1}
+    out = decide(_returns(summarize([row], _Report())), ONE, [], {})
+    assert out.state == "pruned" and out.attrs[trials.RESULT]["status"] == "pruned"
+
+
+@pytest.mark.parametrize("status", ["failed", "diverged"])
+def test_failed_and_diverged_runs_are_failed_trials_with_the_runs_error(status):
+    row = {"run_id": "r0", "status": status, "error": "loss is nan", "epochs": 1}
+    out = decide(_returns(summarize([row], _Report())), TWO, [], {})
+    assert (out.state, out.fatal, out.attrs[trials.ERROR]) == ("fail", None, "loss is nan")
+    assert out.note == f"{status}: loss is nan"
+    assert out.attrs[trials.RESULT]["status"] == status
+
+
+def test_numbers_odd_types_and_unknown_statuses():
+    out = decide(_returns(0.75), ONE, [], {})
+    assert (out.state, out.values) == ("complete", [0.75])
+    out = decide(_returns(0.75), TWO, [], {})  # a bare number cannot name two objectives
+    assert out.state == "fail" and out.fatal.startswith("the job returned no metric 'val_top1'")
+    out = decide(_returns([1, 2]), ONE, [], {})
+    assert (out.attrs[trials.ERROR], out.fatal) == ("the job returned list, not a dict", None)
+    out = decide(_returns({"status": "weird", "val_top1": 1.0}), ONE, [], {})
+    assert out.attrs[trials.ERROR] == "the job returned unknown status 'weird'"
+
+
+def test_a_missing_objective_stops_the_sweep_and_a_nan_one_fails_the_trial():
+    out = decide(_returns({k: v for k, v in _ok().items() if k != "size_mib"}), TWO, [], {})
+    assert out.state == "fail" and out.fatal == out.attrs[trials.ERROR]
+    assert out.fatal.startswith("the job returned no metric 'size_mib' (it returned epochs, ")
+    out = decide(_returns(_ok(val_top1=math.nan)), TWO, [], {})
+    assert out.state == "fail" and out.fatal is None
+    assert out.attrs[trials.ERROR] == "objective val_top1 is None"  # summarize drops NaN seeds
+
+
+def test_constraints_known_before_training_are_not_told_twice():
+    cons = parse_constraints(["size_mib <= 0.001", "val_top1 >= 0.9"])
+    analytic = {"size_mib": 4000 / 2**20}
+    out = decide(_returns(_ok()), TWO, cons, analytic)
+    assert out.state == "complete"
+    size_v = (4000 / 2**20 - 0.001) / 0.001
+    assert out.attrs[trials.CONSTRAINTS] == pytest.approx({"size_mib<=0.001": size_v,
+                                                            "val_top1>=0.9": (0.9 - 0.8) / 0.9})
+    assert out.constraints == pytest.approx({"val_top1>=0.9": (0.9 - 0.8) / 0.9})
+    out = decide(_returns(_ok()), TWO, parse_constraints(["train_seconds <= 5"]), {})
+    assert out.fatal == "the job returned no metric 'train_seconds' for constraint 'train_seconds<=5'"
+
+
+def test_budget_check_rejects_with_the_broken_bounds_in_words():
+    cons = parse_constraints(["params <= 500", "macs <= 1e6"])
+    violations, reason = budget_check({"params": 1000, "macs": 50_000}, cons)
+    assert violations == pytest.approx({"params<=500": 1.0, "macs<=1e+06": -0.95})
+    assert reason == "params=1000 breaks params <= 500"
+    assert budget_check({"params": 100, "macs": 5}, cons)[1] is None
+
+
+def _trial(state, **attrs):
+    values = [0.5] if state == TrialState.COMPLETE else None
+    return create_trial(state=state, values=values, user_attrs=attrs,
+                        params={}, distributions={})
+
+
+@pytest.mark.parametrize("state, attrs, kind, budget, status", [
+    (TrialState.COMPLETE, {}, "complete", True, "ok"),
+    (TrialState.PRUNED, {}, "pruned", True, "pruned"),
+    (TrialState.RUNNING, {}, "running", True, "running"),
+    (TrialState.WAITING, {}, "running", False, "running"),
+    (TrialState.FAIL, {"error": "boom"}, "failed", True, "failed"),
+    (TrialState.FAIL, {"error": "x", "result": {"status": "diverged"}}, "failed", True, "diverged"),
+    (TrialState.FAIL, {"rejected": "params=9 breaks params <= 1"}, "rejected", False, "rejected"),
+    (TrialState.FAIL, {"discarded": "n_trials"}, "discarded", False, "discarded"),
+    (TrialState.FAIL, {"interrupted": "KeyboardInterrupt"}, "interrupted", False, "failed"),
+    (TrialState.FAIL, {}, "stale", False, "failed"),
+])
+def test_what_a_trial_means(state, attrs, kind, budget, status):
+    t = _trial(state, **attrs)
+    assert trials.kind(t) == kind and trials.uses_budget(t) is budget
+    assert trials.run_status(t)[0] == status
+
+
+def test_recorded_values_merge_analytic_result_and_flat_attrs():
+    t = _trial(TrialState.FAIL, rejected="too big", analytic={"params": 9, "macs": 3},
+               result={"params": 10, "status": "ok", "run_ids": ["a"]}, output_dir="/x", note=1)
+    assert trials.recorded_values(t) == {"params": 10, "macs": 3, "output_dir": "/x", "note": 1}
+    assert trials.run_status(t) == ("rejected", "too big")

@@ -62,16 +62,6 @@ class SearchSpace:
         """The job's overrides for one sampled point (fixed ones first, as on a command line)."""
         return [*self.fixed, *(p.override(values[n]) for n, p in self.params.items())]
 
-    def probe_values(self) -> dict[str, Any]:
-        """One valid point (first choice, lower bounds) to compose a job config before sampling."""
-        from optuna.distributions import CategoricalDistribution
-
-        out: dict[str, Any] = {}
-        for name, p in self.params.items():
-            d = p.distribution
-            out[name] = d.choices[0] if isinstance(d, CategoricalDistribution) else d.low
-        return out
-
 
 def quote(value: str) -> str:
     """Quote ``value`` for Hydra's override grammar so it parses back to exactly ``value``."""
@@ -126,14 +116,7 @@ def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str
 def _distribution(ov: Override, where: str, parser: OverridesParser
                   ) -> tuple[BaseDistribution, list[str]]:
     """The Optuna distribution (and categorical override texts) of one sweep override."""
-    from hydra.core.override_parser.types import (
-        ChoiceSweep,
-        IntervalSweep,
-        QuotedString,
-        RangeSweep,
-        Transformer,
-    )
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
 
     value = ov.value()
     tags = set(getattr(value, "tags", set()) or set())
@@ -143,53 +126,75 @@ def _distribution(ov: Override, where: str, parser: OverridesParser
     log = "log" in tags
     try:
         if isinstance(value, ChoiceSweep) or (ov.is_choice_sweep() and isinstance(value, list)):
-            if isinstance(value, ChoiceSweep) and value.shuffle:
-                raise ConfigError(where, "shuffle() means nothing to a sampler; use choice()")
-            if log:
-                raise ConfigError(where, "tag(log, ...) applies to range() and interval() only")
-            items = value.list if isinstance(value, ChoiceSweep) else value
-            if not items:
-                raise ConfigError(where, "choice() needs at least one value")
-            texts = [_choice_text(x, parser) for x in items]
-            choices = [x.text if isinstance(x, QuotedString) else
-                       x if x is None or isinstance(x, (str, int, float, bool)) else
-                       Transformer.str(x) for x in items]
-            if len(set(texts)) != len(texts):
-                raise ConfigError(where, "choice() lists a value twice")
-            return CategoricalDistribution(choices), texts
+            return _categorical(value, log, where, parser)
         if isinstance(value, RangeSweep):
-            if value.shuffle:
-                raise ConfigError(where, "shuffle() means nothing to a sampler; use range()")
-            values = list(value.range())
-            if not values:
-                raise ConfigError(where, f"range({value.start}, {value.stop}, {value.step}) "
-                                         "is empty (the stop is excluded)")
-            low, high, step = min(values), max(values), abs(value.step)
-            if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
-                if log and step != 1:
-                    raise ConfigError(where, "tag(log, range(...)) needs step 1")
-                return IntDistribution(int(low), int(high), log=log,
-                                       step=1 if log else int(step)), []
-            if log:
-                raise ConfigError(where, "tag(log, range(...)) needs integer bounds and step 1")
-            return FloatDistribution(float(low), float(high), step=float(step)), []
+            return _range(value, log, where), []
         if isinstance(value, IntervalSweep):
-            lo, hi = float(value.start), float(value.end)  # type: ignore[arg-type]
-            if not (math.isfinite(lo) and math.isfinite(hi)):
-                raise ConfigError(where, "interval() bounds must be finite numbers")
-            if lo >= hi:
-                raise ConfigError(where, f"interval({lo:g}, {hi:g}): low must be < high")
-            if log and lo <= 0:
-                raise ConfigError(where, f"tag(log, interval({lo:g}, {hi:g})) needs low > 0")
-            if _is_int(value.start) and _is_int(value.end):  # int(interval(...)): both ends kept
-                return IntDistribution(int(lo), int(hi), log=log), []
-            return FloatDistribution(lo, hi, log=log), []
+            return _interval(value, log, where), []
     except ConfigError:
         raise
     except (ValueError, TypeError) as e:  # Optuna's own range checks
         raise ConfigError(where, _first_line(e)) from None
     raise ConfigError(where, "unsupported sweep; use choice(), range(), interval() or "
                              "tag(log, ...)")
+
+
+def _categorical(value: Any, log: bool, where: str, parser: OverridesParser
+                 ) -> tuple[BaseDistribution, list[str]]:
+    """``choice(...)`` (or ``a,b,c``): the choices as Optuna values and as override texts."""
+    from hydra.core.override_parser.types import ChoiceSweep, QuotedString, Transformer
+    from optuna.distributions import CategoricalDistribution
+
+    if isinstance(value, ChoiceSweep) and value.shuffle:
+        raise ConfigError(where, "shuffle() means nothing to a sampler; use choice()")
+    if log:
+        raise ConfigError(where, "tag(log, ...) applies to range() and interval() only")
+    items = value.list if isinstance(value, ChoiceSweep) else value
+    if not items:
+        raise ConfigError(where, "choice() needs at least one value")
+    texts = [_choice_text(x, parser) for x in items]
+    choices = [x.text if isinstance(x, QuotedString) else
+               x if x is None or isinstance(x, (str, int, float, bool)) else
+               Transformer.str(x) for x in items]
+    if len(set(texts)) != len(texts):
+        raise ConfigError(where, "choice() lists a value twice")
+    return CategoricalDistribution(choices), texts
+
+
+def _range(value: Any, log: bool, where: str) -> BaseDistribution:
+    """``range(start, stop, step)``, stop excluded: integer, or a stepped float range."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    if value.shuffle:
+        raise ConfigError(where, "shuffle() means nothing to a sampler; use range()")
+    values = list(value.range())
+    if not values:
+        raise ConfigError(where, f"range({value.start}, {value.stop}, {value.step}) "
+                                 "is empty (the stop is excluded)")
+    low, high, step = min(values), max(values), abs(value.step)
+    if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
+        if log and step != 1:
+            raise ConfigError(where, "tag(log, range(...)) needs step 1")
+        return IntDistribution(int(low), int(high), log=log, step=1 if log else int(step))
+    if log:
+        raise ConfigError(where, "tag(log, range(...)) needs integer bounds and step 1")
+    return FloatDistribution(float(low), float(high), step=float(step))
+
+
+def _interval(value: Any, log: bool, where: str) -> BaseDistribution:
+    """``interval(low, high)``: a float interval, or integers under Hydra's ``int()`` cast."""
+    from optuna.distributions import FloatDistribution, IntDistribution
+
+    lo, hi = float(value.start), float(value.end)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        raise ConfigError(where, "interval() bounds must be finite numbers")
+    if lo >= hi:
+        raise ConfigError(where, f"interval({lo:g}, {hi:g}): low must be < high")
+    if log and lo <= 0:
+        raise ConfigError(where, f"tag(log, interval({lo:g}, {hi:g})) needs low > 0")
+    if _is_int(value.start) and _is_int(value.end):  # int(interval(...)): both ends kept
+        return IntDistribution(int(lo), int(hi), log=log)
+    return FloatDistribution(lo, hi, log=log)
 
 
 def _is_int(x: Any) -> bool:

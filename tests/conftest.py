@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -105,3 +109,88 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
     yield mount
     for where in reversed(mounted):
         subprocess.run(["umount", str(where)], check=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def has_psycopg2() -> bool:
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# ----------------------------------------------------------------------------- PostgreSQL
+def _pg_bindir() -> Path | None:
+    for cand in [shutil.which("pg_ctl"), *sorted(map(str, Path("/usr/lib/postgresql").glob(
+            "*/bin/pg_ctl")), reverse=True)]:
+        if cand and (Path(cand).parent / "initdb").exists():
+            return Path(cand).resolve().parent
+    return None
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[dict]:
+    """A throw-away PostgreSQL cluster on 127.0.0.1, one per test process (xdist worker)."""
+    bindir = _pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; "
+                    "apt-get install postgresql")
+    if not has_psycopg2():
+        pytest.skip("psycopg2 is not installed; pip install 'dse[postgres]'")
+    as_user: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="dse-pg-"))  # not pytest's root-only tmp dir
+    if os.geteuid() == 0:  # postgres refuses to run as root
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server")
+        runuser = shutil.which("runuser")
+        if runuser is None:
+            pytest.skip("running as root without runuser to drop privileges for postgres")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        as_user = [runuser, "-u", "postgres", "--"]
+    data, sock, port = base / "data", base / "sock", free_port()
+
+    def pg(*cmd: str, timeout: float = 120) -> None:
+        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=timeout)
+
+    try:
+        pg(str(bindir / "initdb"), "-D", str(data), "-U", "dse", "-A", "trust", "--no-sync",
+           "-E", "UTF8")
+        pg("mkdir", "-p", str(sock))
+        pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w",
+           "-o", f"-h 127.0.0.1 -p {port} -k {sock} -F", "start")
+    except subprocess.CalledProcessError as e:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL: {e.stderr.decode()[-2000:]}")
+    try:
+        yield {"host": "127.0.0.1", "port": port, "user": "dse"}
+    finally:
+        try:
+            pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_database(postgres: dict) -> Iterator[str]:
+    import psycopg2
+
+    name = f"dse_test_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    conn = psycopg2.connect(dbname="postgres", **postgres)
+    conn.autocommit = True
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{name}"')
+        yield (f"postgresql+psycopg2://{postgres['user']}@{postgres['host']}:"
+               f"{postgres['port']}/{name}")
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        conn.close()

@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import pwd
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,7 +33,7 @@ from hydra_plugins.dse_optuna_sweeper._settings import (  # noqa: E402
     validate_settings,
 )
 from hydra_plugins.dse_optuna_sweeper._space import build_search_space, quote  # noqa: E402
-from tests.conftest import restore_sigint  # noqa: E402
+from tests.conftest import free_port, has_psycopg2, restore_sigint  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -166,12 +161,6 @@ def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> str:
     for n in needles:
         assert n in lines[-1], lines[-1]
     return lines[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ----------------------------------------------------------------------------- in-process units
@@ -625,7 +614,7 @@ def test_median_pruner_stops_a_single_objective_trial(fake_app, tmp_path):
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_app, tmp_path):
-    bad_storage = ("postgresql+psycopg2://dse@127.0.0.1:1/nope" if _has_psycopg2()
+    bad_storage = ("postgresql+psycopg2://dse@127.0.0.1:1/nope" if has_psycopg2()
                    else "sqlite:////proc/none/x.db")
     cases = [
         (["++hydra.sweeper.params={model.sr:'uniform(0,1)'}"], "Unknown function 'uniform'"),
@@ -673,14 +662,6 @@ def test_values_dse_train_refuses_are_refused_before_the_storage(fake_app, tmp_p
                 "model.pool_after=choice([conv1,fire3,fire5],[conv1,fire3,fire8])",
                 "hydra.sweeper.n_trials=2", "hydra.sweeper.max_failure_rate=1"))
     assert sum(states(load(tmp_path, "combo")).values()) == 2
-
-
-def _has_psycopg2() -> bool:
-    try:
-        import psycopg2  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 def test_journal_storage(fake_app, tmp_path):
@@ -735,77 +716,6 @@ def test_dashboard_serves_the_study(fake_app, tmp_path):
             server.kill()
             server.wait()
         log.close()
-
-
-# ----------------------------------------------------------------------------- PostgreSQL
-def _pg_bindir() -> Path | None:
-    for cand in [shutil.which("pg_ctl"), *sorted(map(str, Path("/usr/lib/postgresql").glob(
-            "*/bin/pg_ctl")), reverse=True)]:
-        if cand and (Path(cand).parent / "initdb").exists():
-            return Path(cand).resolve().parent
-    return None
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[dict]:
-    """A throw-away PostgreSQL cluster on 127.0.0.1, owned by this test module."""
-    bindir = _pg_bindir()
-    if bindir is None:
-        pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; "
-                    "apt-get install postgresql")
-    if not _has_psycopg2():
-        pytest.skip("psycopg2 is not installed; pip install 'dse[postgres]'")
-    as_user: list[str] = []
-    base = Path(tempfile.mkdtemp(prefix="dse-pg-"))  # not pytest's root-only tmp dir
-    if os.geteuid() == 0:  # postgres refuses to run as root
-        try:
-            pw = pwd.getpwnam("postgres")
-        except KeyError:
-            pytest.skip("running as root and there is no 'postgres' user to run the server")
-        runuser = shutil.which("runuser")
-        if runuser is None:
-            pytest.skip("running as root without runuser to drop privileges for postgres")
-        os.chown(base, pw.pw_uid, pw.pw_gid)
-        as_user = [runuser, "-u", "postgres", "--"]
-    data, sock, port = base / "data", base / "sock", free_port()
-
-    def pg(*cmd: str, timeout: float = 120) -> None:
-        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=timeout)
-
-    try:
-        pg(str(bindir / "initdb"), "-D", str(data), "-U", "dse", "-A", "trust", "--no-sync",
-           "-E", "UTF8")
-        pg("mkdir", "-p", str(sock))
-        pg(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "server.log"), "-w",
-           "-o", f"-h 127.0.0.1 -p {port} -k {sock} -F", "start")
-    except subprocess.CalledProcessError as e:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"could not start PostgreSQL: {e.stderr.decode()[-2000:]}")
-    try:
-        yield {"host": "127.0.0.1", "port": port, "user": "dse"}
-    finally:
-        try:
-            pg(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
-        finally:
-            shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def pg_database(postgres: dict) -> Iterator[str]:
-    import psycopg2
-
-    name = f"dse_test_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-    conn = psycopg2.connect(dbname="postgres", **postgres)
-    conn.autocommit = True
-    try:
-        with conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}"')
-        yield (f"postgresql+psycopg2://{postgres['user']}@{postgres['host']}:"
-               f"{postgres['port']}/{name}")
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        conn.close()
 
 
 def test_two_workers_on_postgresql(fake_app, tmp_path, pg_database):

@@ -37,7 +37,6 @@ from dse.store import (
 from dse.store.cli import main
 from dse.store.store import CLAIMS_TABLE
 from tests.conftest import assert_one_line, run_cli, tree
-from tests.test_optuna_sweeper import pg_database, postgres  # noqa: F401  (fixtures)
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
 

@@ -97,6 +97,7 @@ class StudyConfig:
     seeds: int = 1  # runs per design point, seeds seed .. seed+seeds-1
     rerun: bool = False  # retrain points the store already has
     note: str = ""  # free text stored with the sweep commands in the report
+    trial: Optional[int] = None  # Optuna trial number when run by the dse_optuna sweeper (set by it)
 
 
 @dataclass

@@ -128,8 +128,8 @@ class RunRecord:
 RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
 PROVENANCE = ("torch_version", "dse_version", "git_commit")
 
-# column <- the dotted config key it is read from. num_classes is the dataset's (model.num_classes interpolates it):
-# what the run was scored on, and the chance level the divergence check uses.
+# column <- the dotted config key it is read from. num_classes is the dataset's (model.num_classes
+# interpolates it): what the run was scored on, and the chance level the divergence check uses.
 CONFIG_KEYS: dict[str, str] = {
     "study": "study.name", "seed": "seed", "model": "model.name", "data": "data.name",
     "trainer": "trainer.name", **{k: f"model.{k}" for k in (

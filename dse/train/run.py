@@ -27,7 +27,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from dse.data import build_datamodule
-from dse.model.report import MIB
+from dse.metrics import LOGGED, analytic_values
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
 from dse.train.divergence import DivergenceMonitor
@@ -35,7 +35,7 @@ from dse.train.module import FireClassifier
 from dse.validate import switch, validate
 
 log = logging.getLogger("dse.train")
-METRICS = ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss")
+METRICS = LOGGED  # the record's measured columns, read from Lightning under REGISTRY[name].key
 _RUNS_OK = ("ok", "diverged")
 
 
@@ -190,8 +190,7 @@ def summarize(rows: list[dict[str, Any]], report: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "status": "ok" if ok else rows[0]["status"],
         "error": None if ok else rows[0].get("error"),
-        "params": report.params, "macs": report.macs, "size_bytes": report.size_bytes_fp32,
-        "size_mib": report.size_bytes_fp32 / MIB, "size_mb": report.size_bytes_fp32 / 1e6,
+        **analytic_values(report),
         "seeds": len(rows), "run_ids": [r["run_id"] for r in rows],
         "epochs": max((int(r.get("epochs") or 0) for r in rows), default=0),
     }

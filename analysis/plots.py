@@ -316,7 +316,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     has_rug = not bad.empty
     front = points[points["pareto"]].sort_values("size_bytes")
     n_table = min(len(front), max_table)
-    fig = _figure(12.5, 6.4 + 0.0 * n_table)
+    fig = _figure(12.5, 6.4)
     gs = fig.add_gridspec(2 if has_rug else 1, 2, width_ratios=[2.1, 1],
                           height_ratios=[7, 1] if has_rug else None)
     ax = fig.add_subplot(gs[0, 0])

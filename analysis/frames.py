@@ -22,8 +22,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.loading import CONTEXT, METAPARAMS, STATUSES, config_of
+from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 
-METRICS = ["val_top1", "test_top1", "val_top5", "test_top5"]
+METRICS = sorted(ACCURACY, key=lambda m: REGISTRY[m].topk)  # top-1 first: the charts' order
 BYPASS_ORDER = ["none", "simple", "complex"]
 PRESETS = ("squeezenet_v1_0", "squeezenet_v1_1")
 
@@ -128,7 +129,8 @@ def _sort_values(values: pd.Series, param: str) -> pd.Series:
 def _metrics_for(ok: pd.DataFrame) -> list[str]:
     """Top-1 always; top-5 only when there are more than 5 classes (else it is trivially 100 %)."""
     classes = pd.to_numeric(ok["num_classes"], errors="coerce").max() if len(ok) else np.nan
-    wanted = METRICS if not (pd.notna(classes) and classes <= 5) else METRICS[:2]
+    wanted = METRICS if not (pd.notna(classes) and classes <= 5) else [
+        m for m in METRICS if REGISTRY[m].topk == 1]
     return [m for m in wanted if ok[m].notna().any()]
 
 
@@ -152,8 +154,8 @@ def _aggregate(ok: pd.DataFrame, bad: pd.DataFrame, by: str, metrics: list[str])
     for col in ("params", "size_bytes", "macs"):
         out[col] = both.groupby(by, sort=False, dropna=False)[col].agg(
             lambda s: s.dropna().iloc[0] if s.notna().any() else pd.NA).reindex(values)
-    out["size_mb"] = pd.to_numeric(out["size_bytes"], errors="coerce") / 1e6
-    out["size_mib"] = pd.to_numeric(out["size_bytes"], errors="coerce") / 2**20
+    out["size_mb"] = to_mb(pd.to_numeric(out["size_bytes"], errors="coerce"))
+    out["size_mib"] = to_mib(pd.to_numeric(out["size_bytes"], errors="coerce"))
     out["seeds"] = g["seed"].agg(lambda s: ",".join(str(x) for x in sorted(s.dropna())))
     out["seeds"] = out["seeds"].fillna("")
     nbad = bad.groupby(by, dropna=False).size() if len(bad) else pd.Series(dtype=int)
@@ -302,8 +304,8 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     out["acc_std"] = g[metric].std(ddof=1)
     out["seeds"] = g["seed"].agg(lambda s: ",".join(str(x) for x in sorted(s.dropna())))
     out = out.reset_index()
-    out["size_mb"] = out["size_bytes"].astype(float) / 1e6
-    out["size_mib"] = out["size_bytes"].astype(float) / 2**20
+    out["size_mb"] = to_mb(out["size_bytes"].astype(float))
+    out["size_mib"] = to_mib(out["size_bytes"].astype(float))
     out["preset"] = out["model"].isin(PRESETS)
     out["pareto"] = pareto_mask(out["size_bytes"].to_numpy(float),
                                 out["acc_mean"].to_numpy(float))

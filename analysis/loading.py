@@ -21,28 +21,12 @@ import pandas as pd
 
 from analysis.source import ARG, LoadError, Source, resolve
 from dse.errors import ConfigError
+from dse.store.record import CONFIG_KEYS, run_dtypes
 from dse.sweep import trials
 
-# The run record (docs/CONTRACTS.md), column -> pandas dtype. Nullable dtypes keep "missing"
-# distinct from 0 (a run that failed before testing has no test_top1, not 0 %).
-COLUMNS: dict[str, str] = {
-    "run_id": "object", "study": "object", "config_hash": "object", "seed": "Int64",
-    "status": "object", "error": "object",
-    "model": "object", "data": "object", "trainer": "object",
-    "base_e": "Int64", "incr_e": "Int64", "freq": "Int64", "n_fire": "Int64",
-    "sr": "float64", "pct3x3": "float64", "dropout": "float64",
-    "bypass": "object", "batch_norm": "boolean",
-    "stem_channels": "Int64", "stem_kernel": "Int64", "stem_stride": "Int64",
-    "pool_after": "object",
-    "params": "Int64", "size_bytes": "Int64", "macs": "Int64",
-    "image_size": "Int64", "num_classes": "Int64", "subset": "Int64", "max_epochs": "Int64",
-    "val_top1": "float64", "val_top5": "float64", "val_loss": "float64",
-    "test_top1": "float64", "test_top5": "float64", "test_loss": "float64",
-    "epochs": "Int64", "train_seconds": "float64", "images_per_s": "float64", "trial": "Int64",
-    "device": "object", "torch_version": "object", "dse_version": "object",
-    "git_commit": "object", "started_at": "object", "finished_at": "object",
-    "overrides": "object", "config": "object",
-}
+# The run record's columns (docs/CONTRACTS.md) -> pandas dtype, all NA-capable: a run that failed
+# before testing has no test_top1 (not 0 %), and an Optuna trial has no seed.
+COLUMNS: dict[str, str] = run_dtypes(nullable=True)
 
 # Metaparameters of a design point (what a sweep varies) and the fixed context a sweep must share.
 METAPARAMS = ["base_e", "incr_e", "freq", "n_fire", "sr", "pct3x3", "dropout", "bypass",
@@ -51,13 +35,10 @@ CONTEXT = ["study", "model", "data", "trainer", "image_size", "num_classes", "su
            "max_epochs"]
 STATUSES = ["ok", "diverged", "failed", "pruned", "rejected", "running"]
 
-# Optuna parameter names are Hydra override keys (``model.sr``); these map them onto columns.
-_PARAM_ALIASES = {
-    "model.name": "model", "data.name": "data", "trainer.name": "trainer",
-    "data.image_size": "image_size", "data.num_classes": "num_classes", "data.subset": "subset",
-    "trainer.max_epochs": "max_epochs", "model.stem.channels": "stem_channels",
-    "model.stem.kernel": "stem_kernel", "model.stem.stride": "stem_stride",
-}
+# Optuna parameter names are Hydra override keys (``model.sr``): the record's own mapping read back.
+_PARAM_ALIASES = {key: col for col, key in CONFIG_KEYS.items()}
+
+
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
     """Give ``df`` every contract column, in contract order, with nullable dtypes.
 

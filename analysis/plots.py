@@ -27,15 +27,16 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from analysis.frames import BYPASS_ORDER, METAPARAMS, ok_runs
+from dse.metrics import REGISTRY, to_mb
 
 BYPASS_COLORS = {"none": "#1f77b4", "simple": "#2ca02c", "complex": "#d62728"}
 OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
-METRIC_STYLE: dict[str, dict[str, Any]] = {
-    "val_top1": {"color": "#1f77b4", "marker": "o", "ls": "-", "label": "val top-1"},
-    "test_top1": {"color": "#ff7f0e", "marker": "s", "ls": "--", "label": "test top-1"},
-    "val_top5": {"color": "#1f77b4", "marker": "o", "ls": "-", "label": "val top-5"},
-    "test_top5": {"color": "#ff7f0e", "marker": "s", "ls": "--", "label": "test top-5"},
-}
+METRIC_STYLE: dict[str, dict[str, Any]] = {m: {**style, "label": REGISTRY[m].label} for m, style in {
+    "val_top1": {"color": "#1f77b4", "marker": "o", "ls": "-"},
+    "test_top1": {"color": "#ff7f0e", "marker": "s", "ls": "--"},
+    "val_top5": {"color": "#1f77b4", "marker": "o", "ls": "-"},
+    "test_top5": {"color": "#ff7f0e", "marker": "s", "ls": "--"},
+}.items()}
 STATUS_STYLE = {"diverged": ("X", "#d62728"), "failed": ("v", "#333333"),
                 "pruned": ("|", "#7f7f7f"), "rejected": ("s", "#bcbd22"),
                 "running": (".", "#7f7f7f")}
@@ -315,7 +316,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     has_rug = not bad.empty
     front = points[points["pareto"]].sort_values("size_bytes")
     n_table = min(len(front), max_table)
-    fig = _figure(12.5, 6.4 + 0.0 * n_table)
+    fig = _figure(12.5, 6.4)
     gs = fig.add_gridspec(2 if has_rug else 1, 2, width_ratios=[2.1, 1],
                           height_ratios=[7, 1] if has_rug else None)
     ax = fig.add_subplot(gs[0, 0])
@@ -330,7 +331,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
         if sel.empty:
             continue
         rsel = ok[run_kind == kind]
-        ax.scatter(rsel["size_bytes"] / 1e6, 100 * rsel[metric], s=9, color=_bypass_color(kind),
+        ax.scatter(to_mb(rsel["size_bytes"]), 100 * rsel[metric], s=9, color=_bypass_color(kind),
                    alpha=0.3, lw=0, zorder=2)
         plain = sel[~sel["preset"]]
         ax.scatter(plain["size_mb"], 100 * plain["acc_mean"], s=34, color=_bypass_color(kind),
@@ -370,7 +371,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
             sel = bad[bad["status"] == s]
             sized = sel[sel["size_bytes"].notna()]
             marker, color = STATUS_STYLE.get(s, ("o", "#7f7f7f"))
-            rug.scatter(sized["size_bytes"].astype(float) / 1e6, np.full(len(sized), i),
+            rug.scatter(to_mb(sized["size_bytes"].astype(float)), np.full(len(sized), i),
                         marker=marker, color=color, s=36, zorder=3)
             missing = len(sel) - len(sized)
             size_note = ("" if not missing else ", size unknown" if missing == len(sel)

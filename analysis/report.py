@@ -23,6 +23,7 @@ from analysis import plots as P
 from analysis.commands import sweep_commands
 from analysis.loading import config_of
 from analysis.markdown import has_tabulate, to_markdown
+from dse.metrics import REGISTRY, to_mb
 from dse.outputs import staged_dir
 
 CHARTS = {  # file stem -> section title
@@ -32,8 +33,7 @@ CHARTS = {  # file stem -> section title
     "pareto": "Pareto front: accuracy vs model size",
     "edf": "Error EDFs (pycls style)",
 }
-METRIC_NAMES = {"val_top1": "val top-1", "test_top1": "test top-1", "val_top5": "val top-5",
-                "test_top5": "test top-5"}
+METRIC_NAMES = {m: REGISTRY[m].label for m in F.METRICS}
 
 
 @dataclass
@@ -239,7 +239,7 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
             "status": bad["status"], "seed": bad["seed"].map(_int),
             "point": bad.apply(lambda r: F.describe(r, ["model", "sr", "pct3x3", "bypass"]),
                                axis=1),
-            "MB": (bad["size_bytes"].astype(float) / 1e6).map(_num),
+            "MB": to_mb(bad["size_bytes"].astype(float)).map(_num),
             "reason": bad["error"].map(lambda e: "-" if e is None or pd.isna(e)
                                        else str(e).strip().splitlines()[0][:120])})
         lines += [to_markdown(table), ""]

@@ -10,7 +10,6 @@ Nothing here trains or imports torch.
 from __future__ import annotations
 
 import copy
-import json
 import math
 import random
 import uuid
@@ -54,39 +53,30 @@ def record(cfg: dict, seed: int, overrides: str, status: str = "ok",
     """One run record (the contract's columns) for ``cfg`` trained with ``seed``.
 
     ``accuracy`` is the validation top-1; test top-1 sits 0.4 points below it and top-5 near 99 %,
-    as on Fashion-MNIST. Non-ok runs carry no test numbers (they stopped before testing).
+    as on Fashion-MNIST. Non-ok runs carry no test numbers (they stopped before testing). The
+    config's columns come from :meth:`RunRecord.from_config`, as training's do, so a synthetic row
+    cannot drift from a real one; provenance is given, so torch is never imported.
     """
     from dse.model import analyze, build_spec
-    from dse.store import config_hash
+    from dse.store import RunRecord
 
     cfg = copy.deepcopy(cfg)
     cfg["seed"] = seed
-    m, d, t = cfg["model"], cfg["data"], cfg["trainer"]
-    rep = analyze(build_spec(m), d["image_size"])
+    rep = analyze(build_spec(cfg["model"]), cfg["data"]["image_size"])
     ok = status == "ok"
     acc = accuracy if accuracy is not None else 0.1
-    return {
-        "run_id": uuid.UUID(int=random.Random(f"{overrides}/{seed}/{status}").getrandbits(128)).hex,
-        "study": cfg["study"]["name"], "config_hash": config_hash(cfg), "seed": seed,
-        "status": status, "error": error, "model": m["name"], "data": d["name"],
-        "trainer": t["name"], "base_e": m["base_e"], "incr_e": m["incr_e"], "freq": m["freq"],
-        "n_fire": m["n_fire"], "sr": float(m["sr"]), "pct3x3": float(m["pct3x3"]),
-        "dropout": m["dropout"], "bypass": m["bypass"], "batch_norm": m["batch_norm"],
-        "stem_channels": m["stem"]["channels"], "stem_kernel": m["stem"]["kernel"],
-        "stem_stride": m["stem"]["stride"], "pool_after": ",".join(m["pool_after"]),
-        "params": rep.params, "size_bytes": rep.size_bytes_fp32, "macs": rep.macs,
-        "image_size": d["image_size"], "num_classes": d["num_classes"], "subset": d["subset"],
-        "max_epochs": t["max_epochs"],
-        "val_top1": acc, "val_top5": min(1.0, 0.985 + acc / 100) if ok else None,
-        "val_loss": -math.log(max(acc, 1e-3)), "test_top1": acc - 0.004 if ok else None,
-        "test_top5": min(1.0, 0.984 + acc / 100) if ok else None,
-        "test_loss": -math.log(max(acc - 0.004, 1e-3)) if ok else None,
-        "epochs": t["max_epochs"] if ok else 2, "train_seconds": 60.0, "images_per_s": 9000.0,
-        "trial": trial, "device": "synthetic", "torch_version": "", "dse_version": "0.1.0",
-        "git_commit": "synthetic", "started_at": f"2026-01-01T00:{seed:02d}:00.000+00:00",
-        "finished_at": f"2026-01-01T01:{seed:02d}:00.000+00:00", "overrides": overrides,
-        "config": json.dumps(cfg, sort_keys=True),
-    }
+    return RunRecord.from_config(
+        cfg, run_id=uuid.UUID(int=random.Random(f"{overrides}/{seed}/{status}").getrandbits(128)).hex,
+        status=status, error=error, params=rep.params, size_bytes=rep.size_bytes_fp32, macs=rep.macs,
+        val_top1=acc, val_top5=min(1.0, 0.985 + acc / 100) if ok else None,
+        val_loss=-math.log(max(acc, 1e-3)), test_top1=acc - 0.004 if ok else None,
+        test_top5=min(1.0, 0.984 + acc / 100) if ok else None,
+        test_loss=-math.log(max(acc - 0.004, 1e-3)) if ok else None,
+        epochs=cfg["trainer"]["max_epochs"] if ok else 2, train_seconds=60.0, images_per_s=9000.0,
+        trial=trial, device="synthetic", torch_version="", dse_version="0.1.0",
+        git_commit="synthetic", started_at=f"2026-01-01T00:{seed:02d}:00.000+00:00",
+        finished_at=f"2026-01-01T01:{seed:02d}:00.000+00:00", overrides=overrides,
+    ).to_dict()
 
 
 def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> float:

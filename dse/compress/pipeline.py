@@ -34,6 +34,7 @@ from dse.compress.prune import (
 from dse.compress.quantize import check_bits, quantize_model
 from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plain_state_dict
 from dse.errors import ConfigError
+from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
 from dse.outputs import check_writable, staged_dir
 
@@ -43,7 +44,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("dse.compress")
 CKPT = "CHECKPOINT"
 OUT = "--out"
-METRICS = ("val_top1", "val_top5", "test_top1", "test_top5")
+METRICS = ACCURACY
 TABLE = "compressions"
 COLUMNS: dict[str, Any] = {
     "compression_id": str, "run_id": str | None, "study": str, "config_hash": str,
@@ -203,8 +204,8 @@ class Lab:
         if self.cfg["trainer"].get("test", True):
             trainer.test(module, datamodule=self.dm, verbose=False)
             metrics.update(trainer.callback_metrics)
-        return {k: (float(metrics[k.replace("_", "/")]) if k.replace("_", "/") in metrics
-                    else None) for k in METRICS}
+        keys = {k: REGISTRY[k].key for k in METRICS}
+        return {k: float(metrics[key]) if key in metrics else None for k, key in keys.items()}
 
 
 def _state_bits(model: nn.Module) -> dict[str, bytes]:
@@ -255,8 +256,8 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
 
     def row(stage: str, label: str, bits: int | None, size: int, m: nn.Module, metrics: dict,
             file: str | None) -> None:
-        rows.append(dict(stage=stage, label=label, bits=bits, size_bytes=size, size_mb=size / 1e6,
-                         size_mib=size / 2**20, ratio=dense_bytes / size,
+        rows.append(dict(stage=stage, label=label, bits=bits, size_bytes=size, size_mb=to_mb(size),
+                         size_mib=to_mib(size), ratio=dense_bytes / size,
                          nonzero_weights=nonzero_weights(m), params=count_params(m),
                          **metrics, file=file))
 
@@ -295,15 +296,13 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
 
 def format_table(result: dict[str, Any]) -> str:
     """Table-2-style Markdown table of a :func:`compress` result."""
-    def pct(v: float | None) -> str:
-        return "-" if v is None else f"{100 * v:.2f}"
-
-    lines = ["| stage | size (bytes) | MB | MiB | ratio | non-zero weights | params | val top-1 "
-             "| val top-5 | test top-1 | test top-5 |", "|---|" + "---:|" * 10]
+    accuracies = [REGISTRY[k] for k in METRICS]
+    lines = ["| stage | size (bytes) | MB | MiB | ratio | non-zero weights | params | "
+             + " | ".join(m.label for m in accuracies) + " |", "|---|" + "---:|" * (6 + len(accuracies))]
     for r in result["rows"]:
         lines.append(f"| {r['label']} | {r['size_bytes']:,} | {r['size_mb']:.3f} | "
                      f"{r['size_mib']:.3f} | {r['ratio']:.1f}x | {r['nonzero_weights']:,} | "
-                     f"{r['params']:,} | " + " | ".join(pct(r[k]) for k in METRICS) + " |")
+                     f"{r['params']:,} | " + " | ".join(m.show(r[m.name]) for m in accuracies) + " |")
     return "\n".join(lines)
 
 

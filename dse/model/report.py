@@ -11,10 +11,10 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dse.metrics import to_mb, to_mib
 from dse.model.spec import Conv, Fire, NetSpec
 
 SIZE_BITS = (32, 16, 8, 6)
-MB, MIB = 1e6, 2**20
 
 
 @dataclass(frozen=True)
@@ -50,16 +50,16 @@ class ModelReport:
 
     @property
     def size_mib(self) -> float:
-        return self.size_bytes_fp32 / MIB
+        return to_mib(self.size_bytes_fp32)
 
     @property
     def size_mb(self) -> float:
-        return self.size_bytes_fp32 / MB
+        return to_mb(self.size_bytes_fp32)
 
     def to_dict(self) -> dict[str, Any]:
         sizes = {
-            str(b): {"bytes": self.size_bytes(b), "MB": self.size_bytes(b) / MB,
-                     "MiB": self.size_bytes(b) / MIB}
+            str(b): {"bytes": self.size_bytes(b), "MB": to_mb(self.size_bytes(b)),
+                     "MiB": to_mib(self.size_bytes(b))}
             for b in SIZE_BITS
         }
         return {
@@ -134,7 +134,7 @@ def format_table(report: ModelReport, title: str = "") -> str:
     out.append(f"MACs           {report.macs:,} ({report.macs / 1e6:.1f} M)")
     for b in SIZE_BITS:
         n = report.size_bytes(b)
-        out.append(f"size {b:>2}-bit    {n:,} B = {n / MB:.3f} MB = {n / MIB:.3f} MiB")
+        out.append(f"size {b:>2}-bit    {n:,} B = {to_mb(n):.3f} MB = {to_mib(n):.3f} MiB")
     out.append(f"peak activation {report.peak_activation:,} values "
-               f"({4 * report.peak_activation / MIB:.2f} MiB fp32 per image)")
+               f"({to_mib(4 * report.peak_activation):.2f} MiB fp32 per image)")
     return "\n".join(out)

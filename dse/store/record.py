@@ -1,5 +1,10 @@
 """One training run as one row: the ``runs`` columns of docs/CONTRACTS.md and the hash keying them.
 
+:class:`RunRecord` owns the row: its columns and their types (the store's SQL table and every
+pandas frame derive theirs from it, :func:`run_dtypes`) and which config key fills each column
+(:data:`CONFIG_KEYS`, used by :meth:`RunRecord.from_config` for training and synthetic rows alike),
+so a new column is one field here plus its line in docs/CONTRACTS.md (a test compares the two).
+
 The store, the sweepers (to skip design points already trained) and the report all agree on a run's
 identity through :func:`config_hash`, so it hashes only what changes the trained network's numbers:
 the ``model``, ``data`` and ``trainer`` subtrees minus bookkeeping keys (paths, workers, logging,
@@ -18,7 +23,8 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Optional
+from types import UnionType
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -113,26 +119,74 @@ class RunRecord:
         config key -> column lives in one place instead of in every caller.
         """
         c = _plain(cfg)
-        row: dict[str, Any] = {col: v for col, key in _FROM_CONFIG.items()
+        row: dict[str, Any] = {col: _as_column(col, v) for col, key in CONFIG_KEYS.items()
                                if (v := _select(c, key)) is not None}
         if (pools := _select(c, "model.pool_after")) is not None:
             row["pool_after"] = ",".join(map(str, pools))
-        row.update(config_hash=config_hash(c), config=json.dumps(c, sort_keys=True, default=str),
-                   **provenance())
+        row.update(config_hash=config_hash(c), config=json.dumps(c, sort_keys=True, default=str))
+        if not set(PROVENANCE) <= values.keys():  # given (synthetic rows): no torch import
+            row.update(provenance())
         row.update(values)
         return cls(**row)
 
 
 RUN_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(RunRecord))
+PROVENANCE = ("torch_version", "dse_version", "git_commit")
 
-_FROM_CONFIG = {
+# column <- the dotted config key it is read from. num_classes is the dataset's (model.num_classes
+# interpolates it): what the run was scored on, and the chance level the divergence check uses.
+CONFIG_KEYS: dict[str, str] = {
     "study": "study.name", "seed": "seed", "model": "model.name", "data": "data.name",
     "trainer": "trainer.name", **{k: f"model.{k}" for k in (
         "base_e", "incr_e", "freq", "n_fire", "sr", "pct3x3", "dropout", "bypass", "batch_norm")},
     "stem_channels": "model.stem.channels", "stem_kernel": "model.stem.kernel",
     "stem_stride": "model.stem.stride", "image_size": "data.image_size",
-    "num_classes": "model.num_classes", "subset": "data.subset", "max_epochs": "trainer.max_epochs",
+    "num_classes": "data.num_classes", "subset": "data.subset", "max_epochs": "trainer.max_epochs",
+    "trial": "study.trial",
 }
+
+
+def split_optional(hint: Any) -> tuple[Any, bool]:
+    """``(int, True)`` for ``Optional[int]``, ``(int, False)`` for ``int``: the type and whether
+    the column may be NULL, as SQL and pandas both need to know."""
+    args = get_args(hint)
+    if get_origin(hint) in (Union, UnionType) and type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+COLUMN_TYPES: dict[str, tuple[type, bool]] = {
+    col: split_optional(hint) for col, hint in get_type_hints(RunRecord).items()}
+_PANDAS_DTYPES = {int: "int64", float: "float64", bool: "bool", str: "object"}
+_NA_CAPABLE = {"int64": "Int64", "bool": "boolean"}
+
+
+def run_dtypes(nullable: bool = False) -> dict[str, str]:
+    """Each column's pandas dtype, from :class:`RunRecord`'s type hints, in :data:`RUN_COLUMNS` order.
+
+    ``Optional[int]`` becomes ``Int64`` so a missing subset or trial stays missing, never 0.
+    ``nullable=True`` makes every int and bool NA-capable: the analysis frame also holds rows from
+    sources that lack columns (Optuna trials, hand-made frames), where any value may be missing.
+    """
+    out = {}
+    for col in RUN_COLUMNS:
+        kind, optional = COLUMN_TYPES[col]
+        dtype = _PANDAS_DTYPES[kind]
+        out[col] = _NA_CAPABLE.get(dtype, dtype) if optional or nullable else dtype
+    return out
+
+
+RUN_DTYPES: dict[str, str] = run_dtypes()
+
+
+def _as_column(col: str, value: Any) -> Any:
+    """A config value in its column's type: ``sr: 1`` is stored as 1.0, as a float column holds."""
+    kind, _ = COLUMN_TYPES[col]
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind is bool and isinstance(value, int):
+        return bool(value)
+    return value
 
 
 def _plain(cfg: Any) -> Any:

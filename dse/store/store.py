@@ -22,8 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from dataclasses import fields
 from pathlib import Path
-from types import UnionType
-from typing import Any, Optional, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Optional, TypeVar, Union, get_type_hints
 
 import pandas as pd
 import sqlalchemy as sa
@@ -32,7 +31,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 from sqlalchemy.pool import NullPool, StaticPool
 
 from dse.errors import ConfigError
-from dse.store.record import RunRecord
+from dse.store.record import RUN_DTYPES, RunRecord, split_optional
 from dse.storefile import DB_NAME, reader_uri, sqlite_url, store_file, writable, writer_uri
 from dse.validate import check_study_name
 
@@ -51,9 +50,7 @@ Row = Union[RunRecord, Mapping[str, Any]]
 
 def _column(name: str, spec: Any) -> sa.Column:
     """A column from a Python annotation (``int``, ``Optional[float]``...) or a SQLAlchemy type."""
-    nullable = get_origin(spec) in (Union, UnionType) and type(None) in get_args(spec)
-    if nullable:
-        spec = next(a for a in get_args(spec) if a is not type(None))
+    spec, nullable = split_optional(spec)
     return sa.Column(name, _PY_TYPES.get(spec, spec), nullable=nullable or spec not in _PY_TYPES)
 
 
@@ -71,10 +68,8 @@ CLAIMS_TABLE = sa.Table(
     *(sa.Column(name, kind, nullable=False) for name, kind in (
         ("run_id", sa.String(64)), ("token", sa.String(64)), ("host", sa.Text),
         ("pid", sa.BigInteger), ("claimed_at", sa.Text), ("expires_at", sa.Float))))
-# pandas dtypes for frame(): nullable ints stay ints (Int64), bools stay bools
-_RUN_DTYPES = {c.name: ("Int64" if c.nullable else "int64") if isinstance(c.type, sa.BigInteger)
-               else "float64" if isinstance(c.type, sa.Float) else "bool"
-               for c in RUNS_TABLE.columns if not isinstance(c.type, (sa.Text, sa.String))}
+# frame()'s dtypes: text columns stay as the driver returns them
+_FRAME_DTYPES = {col: dtype for col, dtype in RUN_DTYPES.items() if dtype != "object"}
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -388,7 +383,7 @@ class ResultsStore:
         if table == RUNS:
             stmt = stmt.order_by(t.c.started_at, t.c.finished_at, t.c.run_id)
         df = _retry(lambda: pd.read_sql(stmt, self.engine), self.timeout_s)
-        return df.astype(_RUN_DTYPES) if table == RUNS else df
+        return df.astype(_FRAME_DTYPES) if table == RUNS else df
 
     def get(self, config_hash: str, seed: int,
             statuses: Iterable[str] | None = ("ok", "diverged")) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
+from dse.metrics import REGISTRY
 from dse.sweep.handoff import Handoff
 from dse.sweep.pruners import make_pruner
 from dse.sweep.storage import open_storage, parse_storage
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     import lightning.pytorch as pl
     import optuna
 
-DEFAULT_MONITOR = "val/top1"
+DEFAULT_MONITOR = REGISTRY["val_top1"].key
 log = logging.getLogger(__name__)
 
 

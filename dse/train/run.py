@@ -9,14 +9,11 @@ one bad point cannot abort a multirun. Bad *input* is different: it raises
 from __future__ import annotations
 
 import functools
-import json
 import logging
-import os
 import platform
 import sys
 import time
 import traceback
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,11 +25,12 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from dse.data import build_datamodule
-from dse.store import ResultsStore, RunRecord, claims, config_hash, provenance, utcnow_iso
+from dse.metrics import LOGGED, REGISTRY
+from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
 from dse.train.divergence import DivergenceMonitor
 from dse.train.module import FireClassifier
-from dse.train.summary import METRICS, summarize
+from dse.train.summary import summarize
 from dse.validate import switch, validate
 
 log = logging.getLogger("dse.train")
@@ -106,23 +104,14 @@ def _metric(metrics: dict[str, Any], key: str) -> float | None:
 
 def base_record(cfg: DictConfig, report: Any, seed: int, overrides: str,
                 run_id: str | None = None) -> dict[str, Any]:
-    """The row's config-derived columns (everything known before training)."""
-    m, d, t = cfg.model, cfg.data, cfg.trainer
-    trial = os.environ.get("DSE_OPTUNA_TRIAL_NUMBER")
-    return dict(
-        run_id=run_id or uuid.uuid4().hex, study=cfg.study.name, config_hash=config_hash(cfg), seed=seed,
-        status="failed", error=None, model=m.name, data=d.name, trainer=t.name,
-        base_e=m.base_e, incr_e=m.incr_e, freq=m.freq, n_fire=m.n_fire, sr=float(m.sr),
-        pct3x3=float(m.pct3x3), dropout=float(m.dropout), bypass=m.bypass,
-        batch_norm=bool(m.batch_norm), stem_channels=m.stem.channels, stem_kernel=m.stem.kernel,
-        stem_stride=m.stem.stride, pool_after=",".join(m.pool_after), params=report.params,
-        size_bytes=report.size_bytes_fp32, macs=report.macs, image_size=d.image_size,
-        num_classes=d.num_classes, subset=d.subset, max_epochs=t.max_epochs, epochs=0,
-        train_seconds=0.0, images_per_s=None, trial=int(trial) if trial else None,
-        started_at=utcnow_iso(), overrides=overrides,
-        config=json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True),
-        **provenance(),
-    )
+    """The row as known before training: the config's columns plus the model's analytic counts.
+
+    ``failed`` until training says otherwise, so a run killed mid-way never reads as ok.
+    """
+    given = {"run_id": run_id} if run_id else {}
+    return RunRecord.from_config(cfg, seed=seed, status="failed", params=report.params,
+                                 size_bytes=report.size_bytes_fp32, macs=report.macs,
+                                 overrides=overrides, **given).to_dict()
 
 
 def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides: str = "",
@@ -168,8 +157,8 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
         if monitor.reason is None and tc.test:
             trainer.test(module, datamodule=dm, verbose=False)
             metrics.update(trainer.callback_metrics)
-        for key in METRICS:
-            rec[key] = _metric(metrics, key.replace("_", "/", 1))
+        for key in LOGGED:
+            rec[key] = _metric(metrics, REGISTRY[key].key)
         if monitor.reason:
             rec.update(status="diverged", error=monitor.reason)
         else:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dse.model.report import MIB
+from dse.metrics import LOGGED, analytic_values
 
-METRICS = ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss")
+# means over the ok seeds: the record's measured metrics, then the run's speed
+AVERAGED = (*LOGGED, "train_seconds", "images_per_s")
 
 
 def summarize(rows: list[dict[str, Any]], report: Any) -> dict[str, Any]:
@@ -20,12 +21,11 @@ def summarize(rows: list[dict[str, Any]], report: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "status": "ok" if ok else rows[0]["status"],
         "error": None if ok else rows[0].get("error"),
-        "params": report.params, "macs": report.macs, "size_bytes": report.size_bytes_fp32,
-        "size_mib": report.size_bytes_fp32 / MIB, "size_mb": report.size_bytes_fp32 / 1e6,
+        **analytic_values(report),
         "seeds": len(rows), "run_ids": [r["run_id"] for r in rows],
         "epochs": max((int(r.get("epochs") or 0) for r in rows), default=0),
     }
-    for key in METRICS:
+    for key in AVERAGED:
         vals = [float(r[key]) for r in ok if r.get(key) is not None and not _isnan(r[key])]
         out[key] = sum(vals) / len(vals) if vals else None
     return out

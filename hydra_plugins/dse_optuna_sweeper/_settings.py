@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from dse.errors import ConfigError
+from dse.metrics import DIRECTIONS, REGISTRY, SWEEPABLE
 from dse.sweep.pruners import pruner_spec
 from dse.sweep.storage import StorageSpec, parse_storage
 from dse.validate import check_study_name, int_at_least
@@ -26,13 +27,6 @@ from hydra_plugins.dse_optuna_sweeper.config import DEFAULT_OBJECTIVES
 
 log = logging.getLogger(__name__)
 
-# What dse-train's task returns (dse.train.summary.summarize): the names objectives may use.
-KNOWN_METRICS = ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss",
-                 "size_mib", "size_mb", "size_bytes", "params", "macs", "epochs",
-                 "train_seconds", "images_per_s")
-# Known from the model spec alone (dse.model.analyze), so budgets on them are checked pre-training.
-ANALYTIC_METRICS = ("params", "macs", "size_bytes", "size_mib", "size_mb")
-DIRECTIONS = ("maximize", "minimize")
 _CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*(\S+)\s*$")
 
 
@@ -57,7 +51,7 @@ class Constraint:
     @property
     def analytic(self) -> bool:
         """Known from the model spec alone, so checked before training."""
-        return self.metric in ANALYTIC_METRICS
+        return REGISTRY[self.metric].analytic
 
     def violation(self, value: float) -> float:
         """Relative excess over the bound (scale-free, so MACs and MiB can be summed)."""
@@ -127,9 +121,9 @@ def parse_objectives(raw: Any) -> list[Objective]:
         if direction not in DIRECTIONS:
             raise ConfigError(field, f"direction of {metric!r} must be maximize or minimize "
                                      f"(got {item[1]!r})")
-        if metric not in KNOWN_METRICS:
+        if metric not in SWEEPABLE:
             raise ConfigError(field, f"the job returns no metric {metric!r}; known metrics: "
-                                     f"{', '.join(KNOWN_METRICS)}")
+                                     f"{', '.join(SWEEPABLE)}")
         if any(o.metric == metric for o in out):
             raise ConfigError(field, f"metric {metric!r} is listed twice")
         out.append(Objective(metric, direction))
@@ -150,9 +144,9 @@ def parse_constraints(raw: Any) -> list[Constraint]:
         if not m:
             raise ConfigError(field, f"{item!r} is not 'metric <= number' or 'metric >= number'")
         metric, op, num = m.groups()
-        if metric not in KNOWN_METRICS:
+        if metric not in SWEEPABLE:
             raise ConfigError(field, f"unknown metric {metric!r} in {item!r}; known metrics: "
-                                     f"{', '.join(KNOWN_METRICS)}")
+                                     f"{', '.join(SWEEPABLE)}")
         try:
             bound = float(num)
         except ValueError:
@@ -232,11 +226,11 @@ def effective_pruner(settings: Settings) -> dict[str, Any]:
     if len(settings.objectives) > 1:
         log.info("dse_optuna: pruning is off: Optuna prunes single-objective studies only")
         return {"name": "none", "monitor": None}
-    metric = settings.objectives[0].metric
+    metric = REGISTRY[settings.objectives[0].metric]
     if not spec.get("monitor"):
-        if not metric.startswith("val_"):
+        if not metric.per_epoch:
             log.warning("dse_optuna: pruning is off: objective %r has no per-epoch validation "
-                        "metric; set hydra.sweeper.pruner.monitor", metric)
+                        "metric; set hydra.sweeper.pruner.monitor", metric.name)
             return {"name": "none", "monitor": None}
-        spec["monitor"] = "val/" + metric[len("val_"):]
+        spec["monitor"] = metric.key
     return spec

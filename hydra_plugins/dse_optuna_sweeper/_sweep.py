@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from omegaconf import DictConfig
 
 from dse.errors import ConfigError, first_line
+from dse.metrics import analytic_values
 from dse.signals import SignalGate, stop_signals
 from dse.sweep import trials
 from dse.sweep.handoff import Handoff
@@ -60,9 +61,7 @@ def analytic_metrics(job_cfg: Any) -> dict[str, float]:
     """Params, MACs and sizes of the job's network from its spec (pure Python, no torch)."""
     from dse.model import analyze, build_spec
 
-    report = analyze(build_spec(job_cfg.model), int(job_cfg.data.image_size))
-    return {"params": report.params, "macs": report.macs, "size_bytes": report.size_bytes_fp32,
-            "size_mib": report.size_mib, "size_mb": report.size_mb}
+    return analytic_values(analyze(build_spec(job_cfg.model), int(job_cfg.data.image_size)))
 
 
 class StudyRunner:

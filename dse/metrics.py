@@ -1,0 +1,108 @@
+"""Every number dse reports about a design point, described once (as pycls keeps ``metrics_info``).
+
+Which metrics dse-train's task returns (what objectives and budgets may name), which are known from
+the spec before training, how each is labelled, in which unit it is shown and which way is better:
+training, the sweepers, the compression table and the report all read that here, so adding or
+relabelling a metric is one edit. Bytes become MB and MiB here and nowhere else, because the
+paper's "MB" mixes the two and every table reports both. Nothing heavy is imported: the sweeper
+reads this before any job starts, and the report without torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; dse.model imports this module
+    from dse.model.report import ModelReport
+
+MB = 1e6
+MIB = 2**20
+DIRECTIONS = ("maximize", "minimize")
+
+
+def to_mb(nbytes: Any) -> Any:
+    """Bytes (a number, array or Series) in MB of 10^6 bytes: the unit the charts plot."""
+    return nbytes / MB
+
+
+def to_mib(nbytes: Any) -> Any:
+    """Bytes (a number, array or Series) in MiB of 2^20 bytes: the unit objectives default to."""
+    return nbytes / MIB
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: a ``runs`` column or a key of dse-train's summary, and how to show it.
+
+    ``unit`` ``"%"`` means the value is stored as a fraction in [0, 1] and shown times 100.
+    ``key`` is the Lightning key :class:`~dse.train.module.FireClassifier` logs it under (None when
+    it is not logged); ``per_epoch`` when it is logged at every validation, so a pruner can watch it.
+    ``report_attr`` names the :class:`~dse.model.ModelReport` attribute that gives it before training.
+    """
+
+    name: str
+    direction: Literal["maximize", "minimize"]
+    label: str
+    unit: str = ""
+    fmt: str = ",.0f"
+    key: str | None = None
+    per_epoch: bool = False
+    report_attr: str | None = None
+    topk: int | None = None
+
+    @property
+    def analytic(self) -> bool:
+        """Known from the model spec alone, so a budget on it is checked without training."""
+        return self.report_attr is not None
+
+    @property
+    def percent(self) -> bool:
+        return self.unit == "%"
+
+    def show(self, value: float | None, missing: str = "-") -> str:
+        """``value`` in the metric's unit and format (a fraction as a percentage), no unit sign."""
+        if value is None:
+            return missing
+        return format(100 * value if self.percent else value, self.fmt)
+
+
+def _accuracy(split: str, k: int) -> Metric:
+    return Metric(f"{split}_top{k}", "maximize", f"{split} top-{k}", "%", ".2f", key=f"{split}/top{k}",
+                  per_epoch=split == "val", topk=k)
+
+
+def _loss(split: str) -> Metric:
+    return Metric(f"{split}_loss", "minimize", f"{split} loss", "", ".4f", key=f"{split}/loss",
+                  per_epoch=split == "val")
+
+
+_ALL = (
+    _accuracy("val", 1), _accuracy("val", 5), _loss("val"),
+    _accuracy("test", 1), _accuracy("test", 5), _loss("test"),
+    Metric("size_mib", "minimize", "model size", "MiB", ".3f", report_attr="size_mib"),
+    Metric("size_mb", "minimize", "model size", "MB", ".3f", report_attr="size_mb"),
+    Metric("size_bytes", "minimize", "model size", "bytes", report_attr="size_bytes_fp32"),
+    Metric("params", "minimize", "parameters", report_attr="params"),
+    Metric("macs", "minimize", "MACs", report_attr="macs"),
+    Metric("epochs", "minimize", "epochs"),
+    Metric("train_seconds", "minimize", "training time", "s", ".1f"),
+    Metric("images_per_s", "maximize", "training throughput", "img/s"),
+)
+REGISTRY: MappingProxyType[str, Metric] = MappingProxyType({m.name: m for m in _ALL})
+
+# What dse-train's task returns (dse.train.run.summarize): the names objectives and budgets may use.
+SWEEPABLE: tuple[str, ...] = tuple(REGISTRY)
+# Known before training (dse.model.analyze): budgets on these reject a point without training it.
+ANALYTIC: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.analytic)
+# What training measures through Lightning: the record's metric columns.
+LOGGED: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.key is not None)
+# Accuracies (fractions, shown in %), validation before test.
+ACCURACY: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.percent)
+
+
+def analytic_values(report: ModelReport) -> dict[str, float]:
+    """The :data:`ANALYTIC` metrics of one network: what a budget is checked against pre-training
+    and what a run's summary reports as its size."""
+    return {n: getattr(report, REGISTRY[n].report_attr) for n in ANALYTIC}

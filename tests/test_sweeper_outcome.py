@@ -26,13 +26,21 @@ TWO = [Objective("val_top1", "maximize"), Objective("size_mib", "minimize")]
 ONE = TWO[:1]
 
 
-class _Report:
-    params, macs, size_bytes_fp32 = 1000, 50_000, 4000
+def _report():
+    from dse.compose import compose
+    from dse.model import analyze, build_spec
+
+    cfg = compose(["model.base_e=16", "model.incr_e=16"])
+    return analyze(build_spec(cfg.model), cfg.data.image_size)
+
+
+REPORT = _report()
+MIB = REPORT.size_bytes_fp32 / 2**20
 
 
 def _ok(**values):
     row = {"run_id": "r0", "status": "ok", "error": None, "epochs": 2, "val_top1": 0.8, **values}
-    return summarize([row], _Report())
+    return summarize([row], REPORT)
 
 
 def _returns(value):
@@ -48,11 +56,11 @@ def _raises(exc):
 def test_a_summary_is_told_complete_with_its_values_in_objective_order():
     out = decide(_returns(_ok()), TWO, [], {})
     assert out.state == "complete" and out.fatal is None
-    assert out.values == [0.8, 4000 / 2**20]
+    assert out.values == [0.8, MIB]
     kept = out.attrs[trials.RESULT]
-    assert kept["status"] == "ok" and kept["params"] == 1000 and kept["run_ids"] == ["r0"]
+    assert kept["status"] == "ok" and kept["params"] == REPORT.params and kept["run_ids"] == ["r0"]
     assert "error" not in kept and "test_top1" not in kept  # None values are not stored
-    assert out.note == f"val_top1=0.8 size_mib={4000 / 2**20:.6g}"
+    assert out.note == f"val_top1=0.8 size_mib={MIB:.6g}"
 
 
 def test_a_raising_job_is_a_failed_trial_and_the_study_goes_on():
@@ -67,14 +75,14 @@ def test_pruned_by_exception_or_by_status():
     out = decide(_raises(optuna.TrialPruned("at epoch 2")), ONE, [], {})
     assert (out.state, out.note, out.attrs) == ("pruned", "at epoch 2", {})
     row = {"run_id": "r0", "status": "pruned", "error": "pruned at epoch 1", "epochs": 1}
-    out = decide(_returns(summarize([row], _Report())), ONE, [], {})
+    out = decide(_returns(summarize([row], REPORT)), ONE, [], {})
     assert out.state == "pruned" and out.attrs[trials.RESULT]["status"] == "pruned"
 
 
 @pytest.mark.parametrize("status", ["failed", "diverged"])
 def test_failed_and_diverged_runs_are_failed_trials_with_the_runs_error(status):
     row = {"run_id": "r0", "status": status, "error": "loss is nan", "epochs": 1}
-    out = decide(_returns(summarize([row], _Report())), TWO, [], {})
+    out = decide(_returns(summarize([row], REPORT)), TWO, [], {})
     assert (out.state, out.fatal, out.attrs[trials.ERROR]) == ("fail", None, "loss is nan")
     assert out.note == f"{status}: loss is nan"
     assert out.attrs[trials.RESULT]["status"] == status
@@ -102,10 +110,10 @@ def test_a_missing_objective_stops_the_sweep_and_a_nan_one_fails_the_trial():
 
 def test_constraints_known_before_training_are_not_told_twice():
     cons = parse_constraints(["size_mib <= 0.001", "val_top1 >= 0.9"])
-    analytic = {"size_mib": 4000 / 2**20}
+    analytic = {"size_mib": MIB}
     out = decide(_returns(_ok()), TWO, cons, analytic)
     assert out.state == "complete"
-    size_v = (4000 / 2**20 - 0.001) / 0.001
+    size_v = (MIB - 0.001) / 0.001
     assert out.attrs[trials.CONSTRAINTS] == pytest.approx({"size_mib<=0.001": size_v,
                                                             "val_top1>=0.9": (0.9 - 0.8) / 0.9})
     assert out.constraints == pytest.approx({"val_top1>=0.9": (0.9 - 0.8) / 0.9})

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line
 from dse.storefile import DB_NAME, reader_uri, sqlite_url
 
 ARG = "STUDY_DIR_OR_STORE_URL"
@@ -74,8 +74,7 @@ def url_tables(url: str) -> set[str]:
         finally:
             engine.dispose()
     except Exception as e:  # noqa: BLE001 - driver errors vary; all mean "cannot read this"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LoadError(ARG, f"cannot open {url}: {first}") from None
+        raise LoadError(ARG, f"cannot open {url}: {first_line(e)}") from None
 
 
 def store_kind(tables: set[str], where: str) -> str:

@@ -26,6 +26,26 @@ class ConfigError(ValueError):
         self.message = message
 
 
+def lines_of(exc_or_text: BaseException | str) -> list[str]:
+    """The non-blank lines of an error's text, stripped: drivers and Hydra pad and wrap freely."""
+    return [ln.strip() for ln in str(exc_or_text).splitlines() if ln.strip()]
+
+
+def first_line(exc_or_text: BaseException | str, *, typed: bool = False) -> str:
+    """The first non-blank line of an error: what fits in a log line, a table cell or a stored row.
+
+    An exception without text is named by its type, so the line is never empty. ``typed`` gives
+    ``TypeName: first line``, for records where the kind of failure matters as much as its text.
+    """
+    lines = lines_of(exc_or_text)
+    if not isinstance(exc_or_text, BaseException):
+        return lines[0] if lines else ""
+    name = type(exc_or_text).__name__
+    if not lines:
+        return name
+    return f"{name}: {lines[0]}" if typed else lines[0]
+
+
 def one_line(exc: BaseException) -> str:
     """Condense a (possibly chained, multi-line) config exception into one readable line."""
     try:  # OmegaConf errors know the offending key; Hydra wraps them in composition errors
@@ -47,11 +67,11 @@ def one_line(exc: BaseException) -> str:
     for e in chain:
         if isinstance(e, OmegaConfBaseException):
             key = getattr(e, "full_key", None)
-            msg = str(getattr(e, "msg", "") or e).strip().splitlines()[0]
-            head = str(exc).strip().splitlines()[0] if e is not exc else ""
+            msg = first_line(str(getattr(e, "msg", "") or e))
+            head = first_line(str(exc)) if e is not exc else ""
             text = f"{key}: {msg}" if key else msg
             return f"{head} {text}".strip() if head and head not in text else text
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    lines = lines_of(exc)
     if not lines:
         return type(exc).__name__
     # Hydra puts the useful detail ("Unknown function 'uniform'") on a later line, after advice.

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from dse.errors import first_line
+
 TAG = "DSE-BENCH"
 
 
@@ -49,7 +51,7 @@ def step_main(spec: dict[str, Any]) -> int:
             res = plain_step(cfg, warmup, steps,
                              "reduce-overhead" if variant == "plain_reduce_overhead" else "default")
     except Exception as e:  # noqa: BLE001 - a compiler failure is a result for the report
-        res = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0]}
+        res = {"error": first_line(e, typed=True)}
     emit("result", res)
     return 0
 

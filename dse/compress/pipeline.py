@@ -33,7 +33,7 @@ from dse.compress.prune import (
 )
 from dse.compress.quantize import check_bits, quantize_model
 from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plain_state_dict
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line, lines_of
 from dse.model import build_model, build_spec
 from dse.outputs import check_writable, staged_dir
 
@@ -138,9 +138,9 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoi
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()
+        detail = (lines_of(e)[1:] or [first_line(e)])[0]  # torch names the mismatch on line 2
         raise ConfigError(CKPT, f"{path}: weights do not fit the architecture in its config "
-                                f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+                                f"({detail})") from None
     seed = re.fullmatch(r"seed(\d+)\.ckpt", path.name)
     run_id = ckpt.get("run_id") or hp.get("run_id")
     return Checkpoint(path, _apply_overrides(cfg, overrides), cfg, weights, run_id,

@@ -36,6 +36,7 @@ from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plai
 from dse.errors import ConfigError, first_line, lines_of
 from dse.model import build_model, build_spec
 from dse.outputs import check_writable, staged_dir
+from dse.text import table
 
 if TYPE_CHECKING:
     from dse.store import ResultsStore
@@ -298,13 +299,12 @@ def format_table(result: dict[str, Any]) -> str:
     def pct(v: float | None) -> str:
         return "-" if v is None else f"{100 * v:.2f}"
 
-    lines = ["| stage | size (bytes) | MB | MiB | ratio | non-zero weights | params | val top-1 "
-             "| val top-5 | test top-1 | test top-5 |", "|---|" + "---:|" * 10]
-    for r in result["rows"]:
-        lines.append(f"| {r['label']} | {r['size_bytes']:,} | {r['size_mb']:.3f} | "
-                     f"{r['size_mib']:.3f} | {r['ratio']:.1f}x | {r['nonzero_weights']:,} | "
-                     f"{r['params']:,} | " + " | ".join(pct(r[k]) for k in METRICS) + " |")
-    return "\n".join(lines)
+    header = ["stage", "size (bytes)", "MB", "MiB", "ratio", "non-zero weights", "params",
+              "val top-1", "val top-5", "test top-1", "test top-5"]
+    rows = [[r["label"], f"{r['size_bytes']:,}", f"{r['size_mb']:.3f}", f"{r['size_mib']:.3f}",
+             f"{r['ratio']:.1f}x", f"{r['nonzero_weights']:,}", f"{r['params']:,}",
+             *(pct(r[k]) for k in METRICS)] for r in result["rows"]]
+    return table(header, rows, align=[None, *["right"] * 10], markdown=True, pad=False)
 
 
 def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from dse.model.spec import Conv, Fire, NetSpec
+from dse.text import table
 
 SIZE_BITS = (32, 16, 8, 6)
 MB, MIB = 1e6, 2**20
@@ -118,15 +119,8 @@ def format_table(report: ModelReport, title: str = "") -> str:
     body = [(r.name + (f" [{r.bypass}]" if r.bypass not in (None, "none") else ""),
              "x".join(map(str, r.out_shape)), _fmt(r.s1x1), _fmt(r.e1x1), _fmt(r.e3x3),
              _fmt(r.params), _fmt(r.macs)) for r in report.layers]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-    line = "  ".join
     out = [title] if title else []
-    out.append(line(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths,
-               strict=True))))
-    out.append(line("-" * w for w in widths))
-    for row in body:
-        out.append(line(c.ljust(w) if i < 2 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    out.append(table(head, body, align=("left", "left", *["right"] * 5)))
     out.append("")
     c, h, w = report.input_shape
     out.append(f"input          {c}x{h}x{w}")

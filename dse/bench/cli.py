@@ -9,10 +9,10 @@ device (with the ``hydra.launcher.n_jobs`` to use). Writes ``bench.json`` and ``
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
 from dse.errors import ArgumentParser, ConfigError, config_exceptions, fail
+from dse.logs import quiet_lightning
 
 
 def _ints(text: str) -> list[int]:
@@ -63,8 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         opts.check()  # before importing torch: a typo costs a second, not half a minute
         from dse.bench.run import run_bench
 
-        for name in ("lightning.pytorch", "lightning.fabric"):  # keep "GPU available: ..." chatter out
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_lightning()
         doc = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     except (ConfigError, *config_exceptions()) as e:
         fail("dse-bench", e)

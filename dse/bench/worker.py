@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dse.errors import first_line
+from dse.logs import quiet_lightning
 
 TAG = "DSE-BENCH"
 
@@ -35,10 +36,7 @@ def emit(kind: str, payload: dict[str, Any]) -> None:
 
 def step_main(spec: dict[str, Any]) -> int:
     """Measure one ``variant`` (project | plain | plain_reduce_overhead) with torch.compile."""
-    import logging
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
     from dse.bench.step import plain_step, project_step
     from dse.compose import compose
 
@@ -64,14 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     if threads > 0:  # before torch starts its pools; K workers x all cores would oversubscribe a CPU
         os.environ["OMP_NUM_THREADS"] = str(threads)
     t_spawn = time.time()
-    import logging
-
     import torch
 
     if threads > 0:
         torch.set_num_threads(threads)
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
 
     from dse.bench.timing import EpochClock, sync
     from dse.compose import compose

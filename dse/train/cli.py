@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
 from typing import Any
 
 import hydra
@@ -22,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import dse.config  # noqa: F401  (registers the structured schema)
 from dse.errors import ArgumentParser, ConfigError, config_exceptions, fail, guard
+from dse.logs import quiet_lightning
 from dse.outputs import check_writable
 from dse.paths import conf_dir
 from dse.signals import EXIT_INTERRUPTED, stop_signals
@@ -66,11 +66,7 @@ class Preflight(Callback):
 def app(cfg: DictConfig) -> dict[str, Any]:
     from dse.train.run import run_point
 
-    for name in ("lightning.pytorch", "lightning.fabric"):  # keep "GPU available: ..." chatter out
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # Lightning's own deprecation noise and its advice for DataLoader-less in-memory batches
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    quiet_lightning()
     hc = HydraConfig.get()
     try:
         result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from analysis import FORMATS
 from analysis.source import check_study, resolve
-from dse.errors import ArgumentParser, ConfigError, fail
+from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.outputs import check_writable
 
 PROG = "dse-report"
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
                                                         "(default png)")
     args = parser.parse_args(argv)
 
-    try:
+    with bad_input(PROG):
         formats = parse_formats(args.format)
         src = resolve(args.source)  # standard library only: bad input fails fast
         check_study(src, args.study)
@@ -54,8 +54,6 @@ def main(argv: list[str] | None = None) -> None:
                                                            df)
         check_writable(out, "--out", directory=True)
         report = write_report(df, out, formats, source=args.source)
-    except ConfigError as e:
-        fail(PROG, e)
     print(f"{PROG}: wrote {report.markdown} ({len(df)} runs; charts: "
           f"{', '.join(report.drawn) or 'none'}"
           + (f"; skipped: {', '.join(report.skipped)}" if report.skipped else "") + ")")

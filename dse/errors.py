@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import NoReturn, TypeVar
-
-T = TypeVar("T")
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
 EXIT_BAD_INPUT = 2
 
@@ -109,10 +108,15 @@ def config_exceptions() -> tuple[type[BaseException], ...]:
     return (ConfigError, HydraException, OmegaConfBaseException)
 
 
-def guard(prog: str, fn: Callable[[], T]) -> T:
-    """Run ``fn``; map bad-input exceptions to a one-line error and exit 2."""
+@contextmanager
+def bad_input(prog: str) -> Iterator[None]:
+    """Run the body; bad input raised in it becomes ``prog: error: <one line>`` and exit 2.
+
+    Every dse command wraps its work in this one way, so which exceptions count as the user's
+    fault (:func:`config_exceptions`) and how they read is decided here and nowhere else.
+    """
     try:
-        return fn()
+        yield
     except config_exceptions() as e:
         fail(prog, e)
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dse.errors import ArgumentParser, ConfigError, config_exceptions, fail
+from dse.errors import ArgumentParser, bad_input
 from dse.logs import quiet_lightning
+
+PROG = "dse-bench"
 
 
 def _ints(text: str) -> list[int]:
@@ -24,7 +26,7 @@ def _ints(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
-        prog="dse-bench", description=__doc__.split("\n\n")[1].replace("\n", " "),
+        prog=PROG, description=__doc__.split("\n\n")[1].replace("\n", " "),
         epilog="CPU example: dse-bench data.subset=512 trainer.max_epochs=1 --k 1,2 --steps 10")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for dse-train (e.g. trainer=fast)")
     p.add_argument("--k", type=_ints, default=[1, 2, 4, 8], metavar="1,2,4,8",
@@ -59,14 +61,12 @@ def main(argv: list[str] | None = None) -> None:
         target=None if args.no_target else args.target, compile=args.compile, steps=args.steps,
         warmup=args.warmup, repeats=args.repeats, pack_epochs=args.pack_epochs,
         sections=args.only or list(SECTIONS), timeout=args.timeout)
-    try:
+    with bad_input(PROG):
         opts.check()  # before importing torch: a typo costs a second, not half a minute
         from dse.bench.run import run_bench
 
         quiet_lightning()
         doc = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except (ConfigError, *config_exceptions()) as e:
-        fail("dse-bench", e)
     if args.json:
         import json
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dse.errors import ArgumentParser, guard
+from dse.errors import ArgumentParser, bad_input
 from dse.logs import quiet_lightning
 
 PROG = "dse-compress"
@@ -79,7 +79,8 @@ def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_intermixed_args(argv)
-    guard(PROG, lambda: _run(args))
+    with bad_input(PROG):
+        _run(args)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dse.errors import ArgumentParser, ConfigError, fail
+from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.outputs import atomic_path, check_writable
 from dse.store.fallback import read_kept
 from dse.store.record import STATUSES
@@ -146,10 +146,8 @@ def main(argv: list[str] | None = None) -> None:
                                                 "SQLAlchemy URL")
     p_imp.set_defaults(fn=import_kept)
     args = parser.parse_args(argv)
-    try:
+    with bad_input(PROG):
         args.fn(args)
-    except ConfigError as e:
-        fail(PROG, e)
 
 
 if __name__ == "__main__":

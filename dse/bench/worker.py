@@ -10,28 +10,21 @@ context) and then says ``ready`` and waits for ``go`` on stdin. The parent relea
 once, so the measured window holds K trials training concurrently, not K processes importing torch:
 a Hydra launcher's pool pays the start-up once per worker, not once per trial.
 
-Protocol (one line each, prefixed with :data:`TAG` so Lightning's own output cannot be mistaken for
-it): ``ready {...}`` then, after ``go``, ``result {...}`` with absolute ``time.time()`` stamps.
+Protocol (:mod:`dse.bench.protocol`): ``ready {...}`` then, after ``go``, ``result {...}`` with
+absolute ``time.time()`` stamps.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from dse.bench.protocol import emit, read_spec
 from dse.errors import first_line
 from dse.logs import quiet_lightning
-
-TAG = "DSE-BENCH"
-
-
-def emit(kind: str, payload: dict[str, Any]) -> None:
-    """One protocol line on stdout."""
-    print(f"{TAG} {kind} {json.dumps(payload)}", flush=True)
 
 
 def step_main(spec: dict[str, Any]) -> int:
@@ -55,7 +48,7 @@ def step_main(spec: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    spec = read_spec(argv if argv is not None else sys.argv[1:])
     if spec.get("mode") == "step":
         return step_main(spec)
     threads = int(spec.get("threads") or 0)

@@ -125,6 +125,18 @@ def test_other_tables(tmp_path: Path) -> None:
         store.frame(table="compressions", study="s")  # it has no study column
 
 
+def test_ensure_table_adds_the_columns_an_older_table_lacks(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    store.ensure_table("notes", {"run_id": str})
+    store.append({"run_id": "old"}, table="notes")
+    t = store.ensure_table("notes", {"run_id": str, "score": float | None, "bits": int})
+    assert t.c.score.nullable
+    store.append({"run_id": "new", "score": 0.5, "bits": 8}, table="notes")
+    rows = store.frame(table="notes")
+    assert rows.run_id.tolist() == ["old", "new"] and rows.score.isna().tolist() == [True, False]
+    assert store.ensure_table("notes", {"run_id": str}) is not None  # extra columns stay, no error
+
+
 @pytest.fixture(scope="module")
 def base_cfg() -> DictConfig:
     """The typed schema with its defaults: what compose() returns, minus Hydra's plugin scan."""

@@ -333,18 +333,6 @@ def store_rows(ckpt: Checkpoint, result: dict[str, Any]) -> list[dict[str, Any]]
              **{k: r[k] for k in COLUMNS if k in r}} for r in result["rows"]]
 
 
-def _ensure_columns(engine: Any, table: Any) -> None:
-    """Add columns a table made by an older dse-compress lacks (nullable, so old rows stay)."""
-    import sqlalchemy as sa
-
-    have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
-    with engine.begin() as conn:
-        for col in table.columns:
-            if col.name not in have:
-                kind = col.type.compile(dialect=engine.dialect)
-                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
-
-
 def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str:
     """Append the rows to the study's results store (finding ``run_id`` there if needed).
 
@@ -355,6 +343,6 @@ def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str
     if ckpt.run_id is None:
         run = store.get(config_hash(ckpt.original_cfg), ckpt.seed, statuses=None)
         ckpt.run_id = run["run_id"] if run else None
-    _ensure_columns(store.engine, store.ensure_table(TABLE, COLUMNS))
+    store.ensure_table(TABLE, COLUMNS)
     store.append(store_rows(ckpt, result), table=TABLE)
     return str(store)

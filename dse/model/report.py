@@ -20,7 +20,11 @@ MB, MIB = 1e6, 2**20
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One line of the per-layer table (a conv, a Fire module or a max-pool)."""
+    """One line of the per-layer table (a conv, a Fire module or a max-pool).
+
+    ``bypass`` is the Fire module's :attr:`~dse.model.spec.Fire.shortcut` (none | identity | conv),
+    under the name ``dse-model --json`` has always printed it.
+    """
 
     name: str
     out_shape: tuple[int, int, int]  # H, W, C
@@ -91,7 +95,7 @@ def analyze(spec: NetSpec, image_size: int) -> ModelReport:
             peak = max(peak, hw * layer.out_ch)
         elif isinstance(layer, Fire):
             rows.append(LayerRow(layer.name, (h, w, layer.out_ch), layer.s1x1, layer.e1x1,
-                                 layer.e3x3, layer.params, layer.macs(hw), layer.bypass))
+                                 layer.e3x3, layer.params, layer.macs(hw), layer.shortcut))
             peak = max(peak, hw * layer.out_ch, hw * layer.s1x1)
         if ls.pool_hw:
             ph, pw = ls.pool_hw

@@ -1,7 +1,7 @@
 """Where results live: a study folder, an SQLite file or a database URL; a dse store or Optuna's.
 
-Kept free of pandas, SQLAlchemy (for SQLite) and matplotlib so that ``dse-report`` answers a wrong
-path in a fraction of a second: everything here is the standard library until a server URL needs a
+Kept free of pandas, SQLAlchemy (for SQLite) and matplotlib so that ``dse-report`` refuses a wrong
+path before importing them: everything here is the standard library until a server URL needs a
 driver. Stores are told apart by their tables (Optuna: ``studies``/``trials``; dse: ``dse_meta``/
 ``runs``), never by file names, and are opened so that a wrong path never creates a database.
 """

@@ -94,16 +94,16 @@ def test_append_frame_get_round_trip(tmp_path: Path) -> None:
     assert ResultsStore(f"sqlite:///{tmp_path}/deep/er/results.db").count() == 2  # reopen
 
 
-def test_has_get_statuses_and_latest(tmp_path: Path) -> None:
+def test_get_statuses_and_latest(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
     store.append(full_record(1, config_hash="p", seed=0, status="failed"))
-    assert not store.has("p", 0) and store.get("p", 0) is None
-    assert store.has("p", 0, statuses=None) and store.has("p", 0, statuses=["failed"])
+    assert store.get("p", 0) is None
+    assert store.get("p", 0, statuses=None) and store.get("p", 0, statuses=["failed"])
     late = "2030-01-01T00:00:00.000+00:00"
     store.append(full_record(2, config_hash="p", seed=0, finished_at=late, val_top1=0.5))
     store.append(full_record(3, config_hash="p", seed=0, finished_at=late.replace("2030", "2031"),
                              status="diverged", val_top1=None))
-    assert store.has("p", 0) and not store.has("p", 1) and not store.has("q", 0)
+    assert store.get("p", 0) and store.get("p", 1) is None and store.get("q", 0) is None
     assert store.get("p", 0)["run_id"].startswith(f"{3:08x}")  # the latest wins
     assert store.get("p", 0, statuses=("ok",))["val_top1"] == 0.5
 

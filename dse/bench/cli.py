@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         warmup=args.warmup, repeats=args.repeats, pack_epochs=args.pack_epochs,
         sections=args.only or list(SECTIONS), timeout=args.timeout)
     with bad_input(PROG):
-        opts.check()  # before importing torch: a typo costs a second, not half a minute
+        opts.check()  # before torch is imported, so a typo is refused at once
         from dse.bench.run import run_bench
 
         quiet_lightning()

@@ -113,10 +113,6 @@ class NetSpec:
         return (self.stem, *self.fires, self.classifier)
 
     @property
-    def layer_names(self) -> tuple[str, ...]:
-        return tuple(layer.name for layer in self.layers)
-
-    @property
     def params(self) -> int:
         return sum(layer.params for layer in self.layers)
 

@@ -426,11 +426,6 @@ class ResultsStore:
 
         return _retry(query, self.timeout_s)
 
-    def has(self, config_hash: str, seed: int,
-            statuses: Iterable[str] | None = ("ok", "diverged")) -> bool:
-        """Whether :meth:`get` finds a run: what the sweepers ask before training a point."""
-        return self.get(config_hash, seed, statuses) is not None
-
     def studies(self) -> list[str]:
         """Study names present in ``runs``, sorted."""
         stmt = sa.select(RUNS_TABLE.c.study).distinct().order_by(RUNS_TABLE.c.study)

@@ -13,13 +13,14 @@ from analysis import FORMATS
 from analysis.source import check_study, resolve
 from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.outputs import check_writable
+from dse.text import comma_list
 
 PROG = "dse-report"
 
 
 def parse_formats(text: str) -> list[str]:
     """``"png,svg"`` -> ``["png", "svg"]``; an unknown format is bad input, not a crash later."""
-    formats = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    formats = [f.lower().lstrip(".") for f in comma_list(text)]
     unknown = [f for f in formats if f not in FORMATS]
     if not formats or unknown:
         raise ConfigError("--format", f"unknown format {', '.join(unknown) or repr(text)} "

@@ -1,7 +1,7 @@
-"""Text tables: the one renderer behind every aligned or Markdown table dse prints or writes.
+"""Text in and out of the tools: comma lists on the command line, tables in what they print.
 
-Cells arrive as final strings (each caller formats its own numbers and escapes what it must), so
-the renderer only decides layout, and every table in the project lines up by the same rules.
+Table cells arrive as final strings (each caller formats its own numbers and escapes what it
+must), so the renderer only decides layout, and every table in the project lines up by one rule.
 """
 
 from __future__ import annotations
@@ -11,6 +11,11 @@ from typing import Literal
 
 Align = Literal["left", "right"] | None
 MD_MIN_WIDTH = 3  # a Markdown rule cell needs three dashes
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: how every option that takes a list reads it."""
+    return [t.strip() for t in str(text).split(",") if t.strip()]
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], *,

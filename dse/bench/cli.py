@@ -13,13 +13,14 @@ import sys
 
 from dse.errors import ArgumentParser, bad_input
 from dse.logs import quiet_lightning
+from dse.text import comma_list
 
 PROG = "dse-bench"
 
 
 def _ints(text: str) -> list[int]:
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        return [int(t) for t in comma_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
@@ -44,8 +45,8 @@ def parser() -> argparse.ArgumentParser:
                    help="alternate project/plain this many times, keep the best (noisy machines)")
     p.add_argument("--pack-epochs", type=int, default=None,
                    help="trainer.max_epochs of each packed trial (default: as configured)")
-    p.add_argument("--only", type=lambda s: [t.strip() for t in s.split(",") if t.strip()],
-                   default=None, metavar="step,epochs,packing", help="run only these sections")
+    p.add_argument("--only", type=comma_list, default=None, metavar="step,epochs,packing",
+                   help="run only these sections")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds per packing K before its trials are killed (default 3600)")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the Markdown")

@@ -36,7 +36,7 @@ from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plai
 from dse.errors import ConfigError, first_line, lines_of
 from dse.model import build_model, build_spec
 from dse.outputs import check_writable, staged_dir
-from dse.text import table
+from dse.text import comma_list, table
 
 if TYPE_CHECKING:
     from dse.store import ResultsStore
@@ -99,7 +99,7 @@ class Checkpoint:
 def int_list(text: str, option: str) -> tuple[int, ...]:
     """``"8,6"`` -> (8, 6), as a one-line ConfigError naming the option when malformed."""
     try:
-        return tuple(int(x) for x in str(text).split(",") if x.strip())
+        return tuple(int(x) for x in comma_list(text))
     except ValueError:
         raise ConfigError(option, f"expected comma-separated integers (got {text!r})") from None
 

@@ -21,6 +21,7 @@ from dse.store.fallback import read_kept
 from dse.store.record import STATUSES
 from dse.store.store import ResultsStore
 from dse.storefile import DB_NAME
+from dse.text import comma_list
 
 PROG = "dse-store"
 EXPORTS = (".csv", ".parquet")
@@ -52,7 +53,7 @@ def _statuses(text: str | None) -> list[str] | None:
     """``--status ok,diverged`` as a list; a status no run can have is bad input, not 0 rows."""
     if not text:
         return None
-    statuses = [s.strip() for s in text.split(",") if s.strip()]
+    statuses = comma_list(text)
     unknown = [s for s in statuses if s not in STATUSES]
     if unknown or not statuses:
         raise ConfigError("--status", f"unknown status {', '.join(map(repr, unknown)) or repr(text)}"

@@ -11,15 +11,16 @@ from pathlib import Path
 
 from analysis import FORMATS
 from analysis.source import check_study, resolve
-from dse.errors import ArgumentParser, ConfigError, fail
+from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.outputs import check_writable
+from dse.text import comma_list
 
 PROG = "dse-report"
 
 
 def parse_formats(text: str) -> list[str]:
     """``"png,svg"`` -> ``["png", "svg"]``; an unknown format is bad input, not a crash later."""
-    formats = [f.strip().lower().lstrip(".") for f in text.split(",") if f.strip()]
+    formats = [f.lower().lstrip(".") for f in comma_list(text)]
     unknown = [f for f in formats if f not in FORMATS]
     if not formats or unknown:
         raise ConfigError("--format", f"unknown format {', '.join(unknown) or repr(text)} "
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
                                                         "(default png)")
     args = parser.parse_args(argv)
 
-    try:
+    with bad_input(PROG):
         formats = parse_formats(args.format)
         src = resolve(args.source)  # standard library only: bad input fails fast
         check_study(src, args.study)
@@ -54,8 +55,6 @@ def main(argv: list[str] | None = None) -> None:
                                                            df)
         check_writable(out, "--out", directory=True)
         report = write_report(df, out, formats, source=args.source)
-    except ConfigError as e:
-        fail(PROG, e)
     print(f"{PROG}: wrote {report.markdown} ({len(df)} runs; charts: "
           f"{', '.join(report.drawn) or 'none'}"
           + (f"; skipped: {', '.join(report.skipped)}" if report.skipped else "") + ")")

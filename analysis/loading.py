@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.source import ARG, LoadError, Source, resolve
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line
 from dse.store.record import CONFIG_KEYS, run_dtypes
 from dse.sweep import trials
 
@@ -132,8 +132,7 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
         storage = optuna.storages.RDBStorage(src.url, skip_table_creation=True)
         names = optuna.get_all_study_names(storage)
     except Exception as e:  # noqa: BLE001 - schema/version errors from Optuna or SQLAlchemy
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LoadError(ARG, f"cannot read Optuna storage: {first}") from None
+        raise LoadError(ARG, f"cannot read Optuna storage: {first_line(e)}") from None
     if study is not None and study not in names:
         raise LoadError("--study", f"unknown study {study!r} in {src.url} "
                                    f"(known: {', '.join(sorted(names)) or 'none'})")

@@ -13,6 +13,8 @@ from typing import Any
 
 import pandas as pd
 
+from dse.text import table
+
 _NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?( ± [\d.]+)?%?$")
 
 
@@ -40,12 +42,4 @@ def to_markdown(df: pd.DataFrame, use_tabulate: bool | None = None) -> str:
     headers = list(cells.columns)
     right = [bool(rows) and all(_NUMERIC.match(r[i]) or r[i] == "-" for r in rows)
              for i in range(len(headers))]
-    widths = [max([len(h), 3, *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
-
-    def line(values: list[str]) -> str:
-        return "| " + " | ".join(v.rjust(w) if r else v.ljust(w)
-                                 for v, w, r in zip(values, widths, right, strict=True)) + " |"
-
-    sep = "|" + "|".join(("-" * (w + 1) + ":") if r else (":" + "-" * (w + 1))
-                         for w, r in zip(widths, right, strict=True)) + "|"
-    return "\n".join([line(headers), sep, *(line(r) for r in rows)])
+    return table(headers, rows, align=["right" if r else "left" for r in right], markdown=True)

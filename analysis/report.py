@@ -23,6 +23,7 @@ from analysis import plots as P
 from analysis.commands import sweep_commands
 from analysis.loading import config_of
 from analysis.markdown import has_tabulate, to_markdown
+from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb
 from dse.outputs import staged_dir
 
@@ -241,7 +242,7 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
                                axis=1),
             "MB": to_mb(bad["size_bytes"].astype(float)).map(_num),
             "reason": bad["error"].map(lambda e: "-" if e is None or pd.isna(e)
-                                       else str(e).strip().splitlines()[0][:120])})
+                                       else first_line(str(e))[:120])})
         lines += [to_markdown(table), ""]
     cmds = sweep_commands(df)
     notes = _notes(df)

@@ -1,7 +1,7 @@
 """Where results live: a study folder, an SQLite file or a database URL; a dse store or Optuna's.
 
-Kept free of pandas, SQLAlchemy (for SQLite) and matplotlib so that ``dse-report`` answers a wrong
-path in a fraction of a second: everything here is the standard library until a server URL needs a
+Kept free of pandas, SQLAlchemy (for SQLite) and matplotlib so that ``dse-report`` refuses a wrong
+path before importing them: everything here is the standard library until a server URL needs a
 driver. Stores are told apart by their tables (Optuna: ``studies``/``trials``; dse: ``dse_meta``/
 ``runs``), never by file names, and are opened so that a wrong path never creates a database.
 """
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line
 from dse.storefile import DB_NAME, reader_uri, sqlite_url
 
 ARG = "STUDY_DIR_OR_STORE_URL"
@@ -74,8 +74,7 @@ def url_tables(url: str) -> set[str]:
         finally:
             engine.dispose()
     except Exception as e:  # noqa: BLE001 - driver errors vary; all mean "cannot read this"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise LoadError(ARG, f"cannot open {url}: {first}") from None
+        raise LoadError(ARG, f"cannot open {url}: {first_line(e)}") from None
 
 
 def store_kind(tables: set[str], where: str) -> str:

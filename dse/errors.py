@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
-from typing import NoReturn, TypeVar
-
-T = TypeVar("T")
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import NoReturn
 
 EXIT_BAD_INPUT = 2
 
@@ -26,9 +25,24 @@ class ConfigError(ValueError):
         self.message = message
 
 
-def first_line(text: object) -> str:
-    """The first non-empty line of ``text`` (an exception's message, a traceback), stripped."""
-    return next((ln.strip() for ln in str(text).splitlines() if ln.strip()), "")
+def lines_of(exc_or_text: BaseException | str) -> list[str]:
+    """The non-blank lines of an error's text, stripped: drivers and Hydra pad and wrap freely."""
+    return [ln.strip() for ln in str(exc_or_text).splitlines() if ln.strip()]
+
+
+def first_line(exc_or_text: BaseException | str, *, typed: bool = False) -> str:
+    """The first non-blank line of an error: what fits in a log line, a table cell or a stored row.
+
+    An exception without text is named by its type, so the line is never empty. ``typed`` gives
+    ``TypeName: first line``, for records where the kind of failure matters as much as its text.
+    """
+    lines = lines_of(exc_or_text)
+    if not isinstance(exc_or_text, BaseException):
+        return lines[0] if lines else ""
+    name = type(exc_or_text).__name__
+    if not lines:
+        return name
+    return f"{name}: {lines[0]}" if typed else lines[0]
 
 
 def one_line(exc: BaseException) -> str:
@@ -52,11 +66,11 @@ def one_line(exc: BaseException) -> str:
     for e in chain:
         if isinstance(e, OmegaConfBaseException):
             key = getattr(e, "full_key", None)
-            msg = str(getattr(e, "msg", "") or e).strip().splitlines()[0]
-            head = str(exc).strip().splitlines()[0] if e is not exc else ""
+            msg = first_line(str(getattr(e, "msg", "") or e))
+            head = first_line(str(exc)) if e is not exc else ""
             text = f"{key}: {msg}" if key else msg
             return f"{head} {text}".strip() if head and head not in text else text
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    lines = lines_of(exc)
     if not lines:
         return type(exc).__name__
     # Hydra puts the useful detail ("Unknown function 'uniform'") on a later line, after advice.
@@ -94,10 +108,15 @@ def config_exceptions() -> tuple[type[BaseException], ...]:
     return (ConfigError, HydraException, OmegaConfBaseException)
 
 
-def guard(prog: str, fn: Callable[[], T]) -> T:
-    """Run ``fn``; map bad-input exceptions to a one-line error and exit 2."""
+@contextmanager
+def bad_input(prog: str) -> Iterator[None]:
+    """Run the body; bad input raised in it becomes ``prog: error: <one line>`` and exit 2.
+
+    Every dse command wraps its work in this one way, so which exceptions count as the user's
+    fault (:func:`config_exceptions`) and how they read is decided here and nowhere else.
+    """
     try:
-        return fn()
+        yield
     except config_exceptions() as e:
         fail(prog, e)
 

@@ -109,16 +109,16 @@ def test_append_frame_get_round_trip(tmp_path: Path) -> None:
     assert ResultsStore(f"sqlite:///{tmp_path}/deep/er/results.db").count() == 2  # reopen
 
 
-def test_has_get_statuses_and_latest(tmp_path: Path) -> None:
+def test_get_statuses_and_latest(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "r.db")
     store.append(full_record(1, config_hash="p", seed=0, status="failed"))
-    assert not store.has("p", 0) and store.get("p", 0) is None
-    assert store.has("p", 0, statuses=None) and store.has("p", 0, statuses=["failed"])
+    assert store.get("p", 0) is None
+    assert store.get("p", 0, statuses=None) and store.get("p", 0, statuses=["failed"])
     late = "2030-01-01T00:00:00.000+00:00"
     store.append(full_record(2, config_hash="p", seed=0, finished_at=late, val_top1=0.5))
     store.append(full_record(3, config_hash="p", seed=0, finished_at=late.replace("2030", "2031"),
                              status="diverged", val_top1=None))
-    assert store.has("p", 0) and not store.has("p", 1) and not store.has("q", 0)
+    assert store.get("p", 0) and store.get("p", 1) is None and store.get("q", 0) is None
     assert store.get("p", 0)["run_id"].startswith(f"{3:08x}")  # the latest wins
     assert store.get("p", 0, statuses=("ok",))["val_top1"] == 0.5
 
@@ -138,6 +138,18 @@ def test_other_tables(tmp_path: Path) -> None:
         store.append({"key": "x", "value": "y"}, table="dse_meta")
     with pytest.raises(ValueError):
         store.frame(table="compressions", study="s")  # it has no study column
+
+
+def test_ensure_table_adds_the_columns_an_older_table_lacks(tmp_path: Path) -> None:
+    store = ResultsStore(tmp_path / "r.db")
+    store.ensure_table("notes", {"run_id": str})
+    store.append({"run_id": "old"}, table="notes")
+    t = store.ensure_table("notes", {"run_id": str, "score": float | None, "bits": int})
+    assert t.c.score.nullable
+    store.append({"run_id": "new", "score": 0.5, "bits": 8}, table="notes")
+    rows = store.frame(table="notes")
+    assert rows.run_id.tolist() == ["old", "new"] and rows.score.isna().tolist() == [True, False]
+    assert store.ensure_table("notes", {"run_id": str}) is not None  # extra columns stay, no error
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ epoch time and time to a target accuracy (how long is one trial?), K concurrent 
 (what should ``hydra.launcher.n_jobs`` be?), and optionally ``torch.compile`` (does it pay back?).
 
 Nothing heavy is imported here, so ``dse-bench --help`` and option errors answer without loading
-torch and Lightning (tens of seconds on a busy machine).
+torch and Lightning.
 """
 
 from __future__ import annotations

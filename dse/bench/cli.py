@@ -9,22 +9,25 @@ device (with the ``hydra.launcher.n_jobs`` to use). Writes ``bench.json`` and ``
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
-from dse.errors import ArgumentParser, ConfigError, config_exceptions, fail
+from dse.errors import ArgumentParser, bad_input
+from dse.logs import quiet_lightning
+from dse.text import comma_list
+
+PROG = "dse-bench"
 
 
 def _ints(text: str) -> list[int]:
     try:
-        return [int(t) for t in text.split(",") if t.strip()]
+        return [int(t) for t in comma_list(text)]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
 def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
-        prog="dse-bench", description=__doc__.split("\n\n")[1].replace("\n", " "),
+        prog=PROG, description=__doc__.split("\n\n")[1].replace("\n", " "),
         epilog="CPU example: dse-bench data.subset=512 trainer.max_epochs=1 --k 1,2 --steps 10")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for dse-train (e.g. trainer=fast)")
     p.add_argument("--k", type=_ints, default=[1, 2, 4, 8], metavar="1,2,4,8",
@@ -42,8 +45,8 @@ def parser() -> argparse.ArgumentParser:
                    help="alternate project/plain this many times, keep the best (noisy machines)")
     p.add_argument("--pack-epochs", type=int, default=None,
                    help="trainer.max_epochs of each packed trial (default: as configured)")
-    p.add_argument("--only", type=lambda s: [t.strip() for t in s.split(",") if t.strip()],
-                   default=None, metavar="step,epochs,packing", help="run only these sections")
+    p.add_argument("--only", type=comma_list, default=None, metavar="step,epochs,packing",
+                   help="run only these sections")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds per packing K before its trials are killed (default 3600)")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the Markdown")
@@ -59,15 +62,12 @@ def main(argv: list[str] | None = None) -> None:
         target=None if args.no_target else args.target, compile=args.compile, steps=args.steps,
         warmup=args.warmup, repeats=args.repeats, pack_epochs=args.pack_epochs,
         sections=args.only or list(SECTIONS), timeout=args.timeout)
-    try:
-        opts.check()  # before importing torch: a typo costs a second, not half a minute
+    with bad_input(PROG):
+        opts.check()  # before torch is imported, so a typo is refused at once
         from dse.bench.run import run_bench
 
-        for name in ("lightning.pytorch", "lightning.fabric"):  # keep "GPU available: ..." chatter out
-            logging.getLogger(name).setLevel(logging.WARNING)
+        quiet_lightning()
         doc = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
-    except (ConfigError, *config_exceptions()) as e:
-        fail("dse-bench", e)
     if args.json:
         import json
 

@@ -9,16 +9,14 @@ within :data:`TOLERANCE` of the best: more processes than that only cost memory 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from dse.bench.worker import TAG
+from dse.bench.protocol import parse, worker_command
 
 TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
 
@@ -26,11 +24,8 @@ TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
 def _reader(proc: subprocess.Popen, lines: list[dict[str, Any]], ready: threading.Event) -> None:
     """Collect a worker's protocol lines (and drain everything else so its pipe never fills)."""
     assert proc.stdout is not None
-    for line in proc.stdout:
-        if not line.startswith(TAG + " "):
-            continue
-        kind, _, payload = line[len(TAG) + 1:].strip().partition(" ")
-        lines.append({"kind": kind, **json.loads(payload or "{}")})
+    for kind, payload in filter(None, map(parse, proc.stdout)):
+        lines.append({"kind": kind, **payload})
         if kind == "ready":
             ready.set()
     ready.set()  # EOF: the worker died before (or after) saying ready; the caller checks
@@ -49,9 +44,8 @@ def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int =
                     "threads": threads}
             log = open(out_dir / f"trial{i}.log", "w")  # noqa: SIM115 - closed in finally
             logs.append(log)
-            p = subprocess.Popen([sys.executable, "-m", "dse.bench.worker", json.dumps(spec)],
-                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-                                 bufsize=1, env=env)
+            p = subprocess.Popen(worker_command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=log, text=True, bufsize=1, env=env)
             lines: list[dict[str, Any]] = []
             ev = threading.Event()
             th = threading.Thread(target=_reader, args=(p, lines, ev), daemon=True)

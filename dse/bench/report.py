@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from dse.text import table
+
 
 def _f(v: Any, digits: int = 1, suffix: str = "") -> str:
     if v is None:
@@ -18,8 +20,7 @@ def _pct(v: float | None) -> str:
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(r) + " |" for r in rows)]
+    return table(header, rows, markdown=True, pad=False).split("\n")
 
 
 def _variant(name: str, r: dict[str, Any] | None) -> list[str]:

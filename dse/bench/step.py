@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,8 +25,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from dse.bench.protocol import parse, worker_command
 from dse.bench.timing import StepClock, now
-from dse.bench.worker import TAG
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
 from dse.model import build_model
@@ -189,13 +187,13 @@ def _compile_variant(overrides: list[str], variant: str, warmup: int, steps: int
             "steps": steps, "out": str(out_dir)}
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     try:
-        proc = subprocess.run([sys.executable, "-m", "dse.bench.worker", json.dumps(spec)], env=env,
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(worker_command(spec), env=env, capture_output=True, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f}s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith(f"{TAG} result "):
-            return json.loads(line.split(" ", 2)[2])
+    for kind, payload in filter(None, map(parse, reversed(proc.stdout.splitlines()))):
+        if kind == "result":
+            return payload
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {"error": f"worker exited {proc.returncode}: {tail}"}
 

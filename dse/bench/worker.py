@@ -10,33 +10,26 @@ context) and then says ``ready`` and waits for ``go`` on stdin. The parent relea
 once, so the measured window holds K trials training concurrently, not K processes importing torch:
 a Hydra launcher's pool pays the start-up once per worker, not once per trial.
 
-Protocol (one line each, prefixed with :data:`TAG` so Lightning's own output cannot be mistaken for
-it): ``ready {...}`` then, after ``go``, ``result {...}`` with absolute ``time.time()`` stamps.
+Protocol (:mod:`dse.bench.protocol`): ``ready {...}`` then, after ``go``, ``result {...}`` with
+absolute ``time.time()`` stamps.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-TAG = "DSE-BENCH"
-
-
-def emit(kind: str, payload: dict[str, Any]) -> None:
-    """One protocol line on stdout."""
-    print(f"{TAG} {kind} {json.dumps(payload)}", flush=True)
+from dse.bench.protocol import emit, read_spec
+from dse.errors import first_line
+from dse.logs import quiet_lightning
 
 
 def step_main(spec: dict[str, Any]) -> int:
     """Measure one ``variant`` (project | plain | plain_reduce_overhead) with torch.compile."""
-    import logging
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
     from dse.bench.step import plain_step, project_step
     from dse.compose import compose
 
@@ -49,27 +42,24 @@ def step_main(spec: dict[str, Any]) -> int:
             res = plain_step(cfg, warmup, steps,
                              "reduce-overhead" if variant == "plain_reduce_overhead" else "default")
     except Exception as e:  # noqa: BLE001 - a compiler failure is a result for the report
-        res = {"error": f"{type(e).__name__}: {e}".strip().splitlines()[0]}
+        res = {"error": first_line(e, typed=True)}
     emit("result", res)
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])
+    spec = read_spec(argv if argv is not None else sys.argv[1:])
     if spec.get("mode") == "step":
         return step_main(spec)
     threads = int(spec.get("threads") or 0)
     if threads > 0:  # before torch starts its pools; K workers x all cores would oversubscribe a CPU
         os.environ["OMP_NUM_THREADS"] = str(threads)
     t_spawn = time.time()
-    import logging
-
     import torch
 
     if threads > 0:
         torch.set_num_threads(threads)
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_lightning()
 
     from dse.bench.timing import EpochClock, sync
     from dse.compose import compose

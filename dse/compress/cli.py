@@ -8,11 +8,10 @@ dse tool. The output files are written all together or not at all (:func:`dse.ou
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
-import warnings
 
-from dse.errors import ArgumentParser, guard
+from dse.errors import ArgumentParser, bad_input
+from dse.logs import quiet_lightning
 
 PROG = "dse-compress"
 
@@ -37,14 +36,6 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value on the checkpoint's config, "
                                                 "e.g. data.subset=2000 trainer.accelerator=cpu")
     return p
-
-
-def _quiet_lightning() -> None:
-    import lightning  # noqa: F401  (sets its loggers to INFO on import: quiet them after)
-
-    for name in ("lightning.pytorch", "lightning.fabric"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    warnings.filterwarnings("ignore", module="lightning")
 
 
 def _run(args: argparse.Namespace) -> None:
@@ -76,7 +67,7 @@ def _run(args: argparse.Namespace) -> None:
         ckpt.path.parent)
     out = Path(args.out) if args.out else run_dir / "compress"
     lab = check(ckpt, options, out)
-    _quiet_lightning()
+    quiet_lightning(every_warning=True)
     with nullcontext() if args.no_store else ResultsStore.from_config(ckpt.cfg) as store:
         result = compress(ckpt, options, out, lab)
         print(f"{ckpt.cfg.model.name} on {ckpt.cfg.data.name}: density {options.density}, "
@@ -88,7 +79,8 @@ def _run(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_intermixed_args(argv)
-    guard(PROG, lambda: _run(args))
+    with bad_input(PROG):
+        _run(args)
 
 
 if __name__ == "__main__":

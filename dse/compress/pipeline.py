@@ -33,10 +33,11 @@ from dse.compress.prune import (
 )
 from dse.compress.quantize import check_bits, quantize_model
 from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plain_state_dict
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line, lines_of
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
 from dse.outputs import check_writable, staged_dir
+from dse.text import comma_list, table
 
 if TYPE_CHECKING:
     from dse.store import ResultsStore
@@ -99,7 +100,7 @@ class Checkpoint:
 def int_list(text: str, option: str) -> tuple[int, ...]:
     """``"8,6"`` -> (8, 6), as a one-line ConfigError naming the option when malformed."""
     try:
-        return tuple(int(x) for x in str(text).split(",") if x.strip())
+        return tuple(int(x) for x in comma_list(text))
     except ValueError:
         raise ConfigError(option, f"expected comma-separated integers (got {text!r})") from None
 
@@ -139,9 +140,9 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoi
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
-        first = str(e).strip().splitlines()
+        detail = (lines_of(e)[1:] or [first_line(e)])[0]  # torch names the mismatch on line 2
         raise ConfigError(CKPT, f"{path}: weights do not fit the architecture in its config "
-                                f"({first[1].strip() if len(first) > 1 else first[0]})") from None
+                                f"({detail})") from None
     seed = re.fullmatch(r"seed(\d+)\.ckpt", path.name)
     run_id = ckpt.get("run_id") or hp.get("run_id")
     return Checkpoint(path, _apply_overrides(cfg, overrides), cfg, weights, run_id,
@@ -297,13 +298,13 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
 def format_table(result: dict[str, Any]) -> str:
     """Table-2-style Markdown table of a :func:`compress` result."""
     accuracies = [REGISTRY[k] for k in METRICS]
-    lines = ["| stage | size (bytes) | MB | MiB | ratio | non-zero weights | params | "
-             + " | ".join(m.label for m in accuracies) + " |", "|---|" + "---:|" * (6 + len(accuracies))]
-    for r in result["rows"]:
-        lines.append(f"| {r['label']} | {r['size_bytes']:,} | {r['size_mb']:.3f} | "
-                     f"{r['size_mib']:.3f} | {r['ratio']:.1f}x | {r['nonzero_weights']:,} | "
-                     f"{r['params']:,} | " + " | ".join(m.show(r[m.name]) for m in accuracies) + " |")
-    return "\n".join(lines)
+    header = ["stage", "size (bytes)", "MB", "MiB", "ratio", "non-zero weights", "params",
+              *(m.label for m in accuracies)]
+    rows = [[r["label"], f"{r['size_bytes']:,}", f"{r['size_mb']:.3f}", f"{r['size_mib']:.3f}",
+             f"{r['ratio']:.1f}x", f"{r['nonzero_weights']:,}", f"{r['params']:,}",
+             *(m.show(r[m.name]) for m in accuracies)] for r in result["rows"]]
+    return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True,
+                 pad=False)
 
 
 def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
@@ -332,18 +333,6 @@ def store_rows(ckpt: Checkpoint, result: dict[str, Any]) -> list[dict[str, Any]]
              **{k: r[k] for k in COLUMNS if k in r}} for r in result["rows"]]
 
 
-def _ensure_columns(engine: Any, table: Any) -> None:
-    """Add columns a table made by an older dse-compress lacks (nullable, so old rows stay)."""
-    import sqlalchemy as sa
-
-    have = {c["name"] for c in sa.inspect(engine).get_columns(table.name)}
-    with engine.begin() as conn:
-        for col in table.columns:
-            if col.name not in have:
-                kind = col.type.compile(dialect=engine.dialect)
-                conn.execute(sa.text(f'ALTER TABLE {table.name} ADD COLUMN "{col.name}" {kind}'))
-
-
 def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str:
     """Append the rows to the study's results store (finding ``run_id`` there if needed).
 
@@ -354,6 +343,6 @@ def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str
     if ckpt.run_id is None:
         run = store.get(config_hash(ckpt.original_cfg), ckpt.seed, statuses=None)
         ckpt.run_id = run["run_id"] if run else None
-    _ensure_columns(store.engine, store.ensure_table(TABLE, COLUMNS))
+    store.ensure_table(TABLE, COLUMNS)
     store.append(store_rows(ckpt, result), table=TABLE)
     return str(store)

@@ -29,9 +29,9 @@ def _prepared_splits(name: str, root: str | None, download: bool, channels: int,
     """Train/val/test splits and normalisation stats, computed once per process per data config.
 
     :func:`load_arrays` already caches the parsed files; this also caches what every run used to
-    redo from them (the split's fancy-index copies and the channel statistics: ~0.8 s a run for
-    Fashion-MNIST on a busy 2-core box), so the runs of a sweep after the first start training at
-    once. Nothing downstream mutates these CPU tensors (batches are copies; ``.to(cuda)`` copies).
+    redo from them (the split's fancy-index copies and the channel statistics; docs/BENCHMARKS.md
+    has the figures), so the runs of a sweep after the first start training at once. Nothing
+    downstream mutates these CPU tensors (batches are copies; ``.to(cuda)`` copies).
     """
     xtr, ytr, xte, yte = load_arrays(name, root, download, channels, image_size, num_classes,
                                      synthetic_size)

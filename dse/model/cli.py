@@ -2,47 +2,52 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
 from omegaconf import OmegaConf
 
-from dse.errors import ArgumentParser, guard
+from dse.errors import ArgumentParser, bad_input
+
+PROG = "dse-model"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(
-        prog="dse-model",
+        prog=PROG,
         description="Per-layer params/MACs/shapes and model sizes of a Fire network "
                     "(same Hydra config as dse-train, e.g. model=squeezenet_v1_0 data=imagenet).")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.sr=0.25")
     args = parser.parse_args(argv)
+    with bad_input(PROG):
+        _run(args)
 
-    def run() -> None:
-        from dse.compose import compose
-        from dse.model import analyze, build_spec, format_table
-        from dse.validate import check_keys
 
-        cfg = compose(args.overrides)
-        OmegaConf.resolve(cfg)
-        check_keys(cfg)
-        spec = build_spec(cfg.model)
-        report = analyze(spec, cfg.data.image_size)
-        if args.json:
-            out = report.to_dict()
-            out["config"] = OmegaConf.to_container(cfg)
-            json.dump(out, sys.stdout, indent=1)
-            print()
-        else:
-            title = (f"{cfg.model.name} on {cfg.data.name} "
-                     f"(base_e={spec.meta['base_e']} incr_e={spec.meta['incr_e']} "
-                     f"freq={spec.meta['freq']} sr={spec.meta['sr']} "
-                     f"pct3x3={spec.meta['pct3x3']} bypass={spec.bypass} "
-                     f"bn={spec.batch_norm})")
-            print(format_table(report, title))
+def _run(args: argparse.Namespace) -> None:
+    """Compose the config, lay out its network and print the report (or its JSON)."""
+    from dse.compose import compose
+    from dse.model import analyze, build_spec, format_table
+    from dse.validate import check_keys
 
-    guard("dse-model", run)
+    cfg = compose(args.overrides)
+    OmegaConf.resolve(cfg)
+    check_keys(cfg)
+    spec = build_spec(cfg.model)
+    report = analyze(spec, cfg.data.image_size)
+    if args.json:
+        out = report.to_dict()
+        out["config"] = OmegaConf.to_container(cfg)
+        json.dump(out, sys.stdout, indent=1)
+        print()
+        return
+    title = (f"{cfg.model.name} on {cfg.data.name} "
+             f"(base_e={spec.meta['base_e']} incr_e={spec.meta['incr_e']} "
+             f"freq={spec.meta['freq']} sr={spec.meta['sr']} "
+             f"pct3x3={spec.meta['pct3x3']} bypass={spec.bypass} "
+             f"bn={spec.batch_norm})")
+    print(format_table(report, title))
 
 
 if __name__ == "__main__":

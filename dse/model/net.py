@@ -29,16 +29,16 @@ def conv_block(cin: int, cout: int, kernel: int, stride: int = 1, padding: int =
 
 
 class FireModule(nn.Module):
-    """Squeeze 1x1 -> concat(expand 1x1, expand 3x3); a bypass adds the input (or a 1x1 of it)."""
+    """Squeeze 1x1 -> concat(expand 1x1, expand 3x3); a shortcut adds the input (or a 1x1 of it)."""
 
     def __init__(self, f: Fire) -> None:
         super().__init__()
         self.squeeze = conv_block(f.in_ch, f.s1x1, 1, bn=f.batch_norm)
         self.expand1x1 = conv_block(f.s1x1, f.e1x1, 1, bn=f.batch_norm) if f.e1x1 else None
         self.expand3x3 = conv_block(f.s1x1, f.e3x3, 3, padding=1, bn=f.batch_norm) if f.e3x3 else None
-        self.bypass = f.bypass
+        self.identity = f.shortcut == "identity"
         self.shortcut = (conv_block(f.in_ch, f.out_ch, 1, bn=f.batch_norm, relu=False)
-                         if f.bypass == "conv" else None)
+                         if f.shortcut == "conv" else None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.squeeze(x)
@@ -46,7 +46,7 @@ class FireModule(nn.Module):
         out = branches[0] if len(branches) == 1 else torch.cat(branches, 1)
         if self.shortcut is not None:
             return out + self.shortcut(x)
-        return out + x if self.bypass == "identity" else out
+        return out + x if self.identity else out
 
 
 class FireNet(nn.Module):

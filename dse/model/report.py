@@ -13,13 +13,18 @@ from typing import Any
 
 from dse.metrics import to_mb, to_mib
 from dse.model.spec import Conv, Fire, NetSpec
+from dse.text import table
 
 SIZE_BITS = (32, 16, 8, 6)
 
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One line of the per-layer table (a conv, a Fire module or a max-pool)."""
+    """One line of the per-layer table (a conv, a Fire module or a max-pool).
+
+    ``bypass`` is the Fire module's :attr:`~dse.model.spec.Fire.shortcut` (none | identity | conv),
+    under the name ``dse-model --json`` has always printed it.
+    """
 
     name: str
     out_shape: tuple[int, int, int]  # H, W, C
@@ -90,7 +95,7 @@ def analyze(spec: NetSpec, image_size: int) -> ModelReport:
             peak = max(peak, hw * layer.out_ch)
         elif isinstance(layer, Fire):
             rows.append(LayerRow(layer.name, (h, w, layer.out_ch), layer.s1x1, layer.e1x1,
-                                 layer.e3x3, layer.params, layer.macs(hw), layer.bypass))
+                                 layer.e3x3, layer.params, layer.macs(hw), layer.shortcut))
             peak = max(peak, hw * layer.out_ch, hw * layer.s1x1)
         if ls.pool_hw:
             ph, pw = ls.pool_hw
@@ -118,15 +123,8 @@ def format_table(report: ModelReport, title: str = "") -> str:
     body = [(r.name + (f" [{r.bypass}]" if r.bypass not in (None, "none") else ""),
              "x".join(map(str, r.out_shape)), _fmt(r.s1x1), _fmt(r.e1x1), _fmt(r.e3x3),
              _fmt(r.params), _fmt(r.macs)) for r in report.layers]
-    widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=True)]
-    line = "  ".join
     out = [title] if title else []
-    out.append(line(h.ljust(w) if i < 2 else h.rjust(w) for i, (h, w) in enumerate(zip(head, widths,
-               strict=True))))
-    out.append(line("-" * w for w in widths))
-    for row in body:
-        out.append(line(c.ljust(w) if i < 2 else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+    out.append(table(head, body, align=("left", "left", *["right"] * 5)))
     out.append("")
     c, h, w = report.input_shape
     out.append(f"input          {c}x{h}x{w}")

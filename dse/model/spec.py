@@ -17,7 +17,8 @@ from typing import Any
 
 from dse.errors import ConfigError
 
-BYPASS_KINDS = ("none", "simple", "complex")
+BYPASS_KINDS = ("none", "simple", "complex")  # model.bypass: the paper's network-wide choice
+SHORTCUT_KINDS = ("none", "identity", "conv")  # Fire.shortcut: what that choice puts on one module
 POOL_KERNEL, POOL_STRIDE = 3, 2
 # numeric metaparameters: type and default (None = required)
 NUMBERS: dict[str, tuple[type, Any]] = {
@@ -48,14 +49,20 @@ class Conv:
 
 @dataclass(frozen=True)
 class Fire:
-    """A Fire module: squeeze 1x1 -> (expand 1x1 || expand 3x3), plus an optional bypass."""
+    """A Fire module: squeeze 1x1 -> (expand 1x1 || expand 3x3), plus an optional shortcut.
+
+    ``shortcut`` is this module's realisation of the network's ``bypass`` (none | simple | complex),
+    one of :data:`SHORTCUT_KINDS`: ``identity`` adds the input (simple or complex bypass, widths
+    equal), ``conv`` adds a 1x1 convolution of it (complex bypass, widths differ), ``none`` adds
+    nothing. A separate word, so a per-layer value is never mistaken for the config's.
+    """
 
     name: str
     in_ch: int
     s1x1: int
     e1x1: int
     e3x3: int
-    bypass: str = "none"  # none | identity | conv
+    shortcut: str = "none"
     batch_norm: bool = False
 
     @property
@@ -70,11 +77,11 @@ class Fire:
         bn = self.batch_norm
         p = self._conv(self.in_ch, self.s1x1, 1, bn)
         p += self._conv(self.s1x1, self.e1x1, 1, bn) + self._conv(self.s1x1, self.e3x3, 3, bn)
-        return p + (self._conv(self.in_ch, self.out_ch, 1, bn) if self.bypass == "conv" else 0)
+        return p + (self._conv(self.in_ch, self.out_ch, 1, bn) if self.shortcut == "conv" else 0)
 
     def macs(self, hw: int) -> int:
         m = self.in_ch * self.s1x1 + self.s1x1 * self.e1x1 + 9 * self.s1x1 * self.e3x3
-        return hw * (m + (self.in_ch * self.out_ch if self.bypass == "conv" else 0))
+        return hw * (m + (self.in_ch * self.out_ch if self.shortcut == "conv" else 0))
 
 
 @dataclass(frozen=True)
@@ -104,10 +111,6 @@ class NetSpec:
     @property
     def layers(self) -> tuple[Conv | Fire, ...]:
         return (self.stem, *self.fires, self.classifier)
-
-    @property
-    def layer_names(self) -> tuple[str, ...]:
-        return tuple(layer.name for layer in self.layers)
 
     @property
     def params(self) -> int:
@@ -241,6 +244,15 @@ def fire_widths(i: int, base_e: int, incr_e: int, freq: int, sr: float, pct3x3: 
     return max(1, round(sr * e)), e - e3, e3
 
 
+def shortcut_kind(bypass: str, in_ch: int, out_ch: int) -> str:
+    """The :data:`SHORTCUT_KINDS` entry a network-wide ``bypass`` gives a module of these widths."""
+    if bypass == "none":
+        return "none"
+    if in_ch == out_ch:
+        return "identity"
+    return "conv" if bypass == "complex" else "none"
+
+
 def build_spec(cfg: Any) -> NetSpec:
     """Validate the metaparameters and lay out the network they describe."""
     m = validate_metaparameters(cfg)
@@ -251,10 +263,7 @@ def build_spec(cfg: Any) -> NetSpec:
     cin = stem.out_ch
     for i in range(m["n_fire"]):
         s, e1, e3 = fire_widths(i, m["base_e"], m["incr_e"], m["freq"], m["sr"], m["pct3x3"])
-        kind = "none"
-        if m["bypass"] != "none":
-            kind = "identity" if cin == e1 + e3 else ("conv" if m["bypass"] == "complex" else "none")
-        fires.append(Fire(f"fire{i + 2}", cin, s, e1, e3, kind, bn))
+        fires.append(Fire(f"fire{i + 2}", cin, s, e1, e3, shortcut_kind(m["bypass"], cin, e1 + e3), bn))
         cin = e1 + e3
     head = Conv(f"conv{m['n_fire'] + 2}", cin, m["num_classes"], 1)
     names = {stem.name, head.name, *(f.name for f in fires)}

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from dse.errors import ArgumentParser, ConfigError, fail
+from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.outputs import atomic_path, check_writable
 from dse.store.fallback import read_kept
 from dse.store.record import STATUSES
 from dse.store.store import ResultsStore
 from dse.storefile import DB_NAME
+from dse.text import comma_list
 
 PROG = "dse-store"
 EXPORTS = (".csv", ".parquet")
@@ -52,7 +53,7 @@ def _statuses(text: str | None) -> list[str] | None:
     """``--status ok,diverged`` as a list; a status no run can have is bad input, not 0 rows."""
     if not text:
         return None
-    statuses = [s.strip() for s in text.split(",") if s.strip()]
+    statuses = comma_list(text)
     unknown = [s for s in statuses if s not in STATUSES]
     if unknown or not statuses:
         raise ConfigError("--status", f"unknown status {', '.join(map(repr, unknown)) or repr(text)}"
@@ -146,10 +147,8 @@ def main(argv: list[str] | None = None) -> None:
                                                 "SQLAlchemy URL")
     p_imp.set_defaults(fn=import_kept)
     args = parser.parse_args(argv)
-    try:
+    with bad_input(PROG):
         args.fn(args)
-    except ConfigError as e:
-        fail(PROG, e)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line
 from dse.store.record import RunRecord
 from dse.store.store import ResultsStore, native_row
 
@@ -37,7 +37,7 @@ def append_or_keep(store: ResultsStore, record: RunRecord, run_dir: Path) -> Pat
             store.append(record)
             return None
         except (SQLAlchemyError, OSError) as e:
-            reason = str(getattr(e, "orig", e)).strip().splitlines()[0]
+            reason = first_line(getattr(e, "orig", e))
         if attempt + 1 < ATTEMPTS:
             time.sleep(BACKOFF_S * 2**attempt)
     line = json.dumps(native_row(record), sort_keys=True)
@@ -70,7 +70,7 @@ def read_kept(path: Path, field: str = "FILE") -> list[RunRecord]:
             rows.append(RunRecord(**json.loads(text)))
         except (ValueError, TypeError) as e:
             raise ConfigError(field, f"{path} line {number} is not a kept dse row "
-                                     f"({str(e).splitlines()[0]})") from None
+                                     f"({first_line(e)})") from None
     if not rows:
         raise ConfigError(field, f"{path} holds no rows")
     return rows

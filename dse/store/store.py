@@ -284,16 +284,31 @@ class ResultsStore:
 
     # -- writing ----------------------------------------------------------------------------------
     def ensure_table(self, name: str, columns: Mapping[str, Any]) -> sa.Table:
-        """Create table ``name`` (if missing) with explicit column types.
+        """Create table ``name`` (if missing) with explicit column types; add the columns it lacks.
 
         ``columns`` maps names to ``str``/``int``/``float``/``bool`` (``Optional[...]``: nullable)
         or SQLAlchemy types; for when a frame's inferred types would be wrong (an all-None column).
+        A table made by an older dse gains the newer columns as nullable ones, so its rows stay.
         """
         self._check_name(name)
         table = sa.Table(name, sa.MetaData(), *(_column(k, v) for k, v in columns.items()))
         _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s,
                lambda e: _is_busy(e) or "already exists" in str(e))
+        _retry(lambda: self._add_missing_columns(table), self.timeout_s,
+               lambda e: _is_busy(e) or "already exists" in str(e) or "duplicate column" in str(e))
         return table
+
+    def _add_missing_columns(self, table: sa.Table) -> None:
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns(table.name)}
+        missing = [c for c in table.columns if c.name not in have]
+        if not missing:
+            return
+        quote = self.engine.dialect.identifier_preparer
+        with self.engine.begin() as conn:
+            for col in missing:
+                kind = col.type.compile(dialect=self.engine.dialect)
+                conn.execute(sa.text(f"ALTER TABLE {quote.format_table(table)} "
+                                     f"ADD COLUMN {quote.format_column(col)} {kind}"))
 
     def append(self, record: Row | Sequence[Row] | pd.DataFrame, table: str = RUNS) -> None:
         """Append one row (or a sequence / DataFrame of rows) in one transaction.
@@ -405,11 +420,6 @@ class ResultsStore:
             return dict(row) if row is not None else None
 
         return _retry(query, self.timeout_s)
-
-    def has(self, config_hash: str, seed: int,
-            statuses: Iterable[str] | None = ("ok", "diverged")) -> bool:
-        """Whether :meth:`get` finds a run: what the sweepers ask before training a point."""
-        return self.get(config_hash, seed, statuses) is not None
 
     def studies(self) -> list[str]:
         """Study names present in ``runs``, sorted."""

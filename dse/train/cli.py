@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import warnings
+from contextlib import nullcontext
 from typing import Any
 
 import hydra
@@ -21,7 +21,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import dse.config  # noqa: F401  (registers the structured schema)
-from dse.errors import ArgumentParser, ConfigError, config_exceptions, fail, guard
+from dse.errors import ArgumentParser, bad_input
+from dse.logs import quiet_lightning
 from dse.outputs import check_writable
 from dse.paths import conf_dir
 from dse.signals import EXIT_INTERRUPTED, stop_signals
@@ -44,41 +45,36 @@ class Preflight(Callback):
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        guard(PROG, lambda: validate(config))
+        with bad_input(PROG):
+            validate(config)
         self._check_outputs(config, "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        guard(PROG, lambda: check_study_name(config.study.name))
+        with bad_input(PROG):
+            check_study_name(config.study.name)
         self._check_outputs(config, "hydra.sweep.dir")
 
     @staticmethod
     def _check_outputs(config: DictConfig, key: str) -> None:
-        def check() -> None:
+        with bad_input(PROG):
             check_writable(config.paths.runs, "paths.runs", directory=True)
             run_dir = OmegaConf.select(config, key, throw_on_resolution_failure=False)
             if run_dir is not None:
                 check_writable(run_dir, key, directory=True)
-
-        guard(PROG, check)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def app(cfg: DictConfig) -> dict[str, Any]:
     from dse.train.run import run_point
 
-    for name in ("lightning.pytorch", "lightning.fabric"):  # keep "GPU available: ..." chatter out
-        logging.getLogger(name).setLevel(logging.WARNING)
-    # Lightning's own deprecation noise and its advice for DataLoader-less in-memory batches
-    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
-    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+    quiet_lightning()
     hc = HydraConfig.get()
-    try:
+    single = hc.mode == RunMode.RUN
+    # a single run exits here (past this point Hydra adds its own stderr line); in a sweep the
+    # sweeper decides (ours records a FAIL trial)
+    with bad_input(PROG) if single else nullcontext():
         result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))
-    except ConfigError as e:
-        if hc.mode == RunMode.RUN:  # exit here: past this point Hydra adds its own stderr line
-            fail(PROG, e)
-        raise  # in a sweep the sweeper decides (ours records a FAIL trial)
-    if hc.mode == RunMode.RUN:
+    if single:
         acc = {k: result[k] for k in ("val_top1", "test_top1") if result.get(k) is not None}
         log.info("%s: %s params=%s size=%.3f MiB %s", cfg.study.name, result["status"],
                  f"{result['params']:,}", result["size_mib"],
@@ -103,14 +99,13 @@ def check_arguments() -> None:
 def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us so they can be cut to one line
     try:
-        check_arguments()
-        with stop_signals():  # kill / scancel: the same prompt, recorded stop as Ctrl-C
-            app()
+        with bad_input(PROG):
+            check_arguments()
+            with stop_signals():  # kill / scancel: the same prompt, recorded stop as Ctrl-C
+                app()
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         raise SystemExit(EXIT_INTERRUPTED) from None
-    except config_exceptions() as e:
-        fail(PROG, e)
 
 
 if __name__ == "__main__":

@@ -35,8 +35,8 @@ def _fused_if_possible(cls: type[torch.optim.Optimizer], params: list[Any], **kw
     """``cls(params, fused=True)`` where this torch and device have the fused kernel, else the default.
 
     The same update rule in one kernel instead of a loop over the ~80 parameter tensors of a Fire
-    net: measured 4x cheaper for AdamW on CPU (11.2 -> 2.7 ms a step for fire_small) and one launch
-    instead of dozens on GPU. Older torch (CPU fused kernels arrived in 2.4) falls back quietly.
+    net: several times cheaper on CPU (figures in docs/BENCHMARKS.md) and one launch instead of
+    dozens on GPU. Older torch (CPU fused kernels arrived in 2.4) falls back quietly.
     """
     try:
         return cls(params, fused=True, **kw)

@@ -25,6 +25,7 @@ from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from dse.data import build_datamodule
+from dse.errors import first_line
 from dse.metrics import LOGGED, REGISTRY
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
@@ -174,7 +175,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
         if type(e).__name__ == "TrialPruned":
             rec.update(status="pruned", error=str(e) or "pruned by the Optuna pruner")
         else:
-            rec.update(status="failed", error=f"{type(e).__name__}: {e}".strip().splitlines()[0])
+            rec.update(status="failed", error=first_line(e, typed=True))
             (out_dir / f"error_seed{seed}.txt").write_text(traceback.format_exc())
             log.error("run failed: %s", rec["error"])
         rec["epochs"] = rec.get("epochs") or 0

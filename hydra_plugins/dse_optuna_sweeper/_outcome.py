@@ -45,9 +45,9 @@ def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
     try:
         result = get_return()
     except optuna.TrialPruned as e:
-        return Outcome("pruned", note=first_line(e) or "pruned")
+        return Outcome("pruned", note=first_line(str(e)) or "pruned")
     except Exception as e:  # the job raised: a failed trial, the study goes on
-        return _failed(f"{type(e).__name__}: {first_line(e)}".rstrip(": "), exc=e)
+        return _failed(first_line(e, typed=True), exc=e)
     result = plain(result)
     if isinstance(result, (int, float)) and not isinstance(result, bool):
         result = {objectives[0].metric: result} if len(objectives) == 1 else {}

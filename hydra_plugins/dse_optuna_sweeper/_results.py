@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dse.sweep import trials
+from dse.text import table
 from hydra_plugins.dse_optuna_sweeper._outcome import jsonable
 from hydra_plugins.dse_optuna_sweeper._settings import Settings
 
@@ -76,17 +77,11 @@ def format_table(metrics: list[str], front: Sequence[FrozenTrial], states: Mappi
                  title: str) -> str:
     """A plain-text table of the best trials: number, objective values, parameters."""
     names = sorted({k for t in front for k in t.params})
-    header = ["trial", *metrics, *names]
     rows = [[str(t.number), *(f"{v:.6g}" for v in t.values), *(_fmt(t.params.get(k)) for k in names)]
             for t in front]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h)
-              for i, h in enumerate(header)]
     shown = ", ".join(f"{v} {k}" for k, v in states.items() if v)
-    lines = [f"{title} ({len(front)}; trials: {shown or 'none'})",
-             "  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join(lines)
+    return (f"{title} ({len(front)}; trials: {shown or 'none'})\n"
+            + table(["trial", *metrics, *names], rows))
 
 
 def _fmt(v: Any) -> str:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, lines_of
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -216,7 +216,7 @@ def _choice_text(x: Any, parser: OverridesParser) -> str:
 
 def _first_line(e: BaseException) -> str:
     """The informative line of a (Hydra parser) error: the cause, not "Error parsing override"."""
-    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    lines = lines_of(e)
     if not lines:
         return type(e).__name__
     if lines[0].startswith("Error parsing override") and len(lines) > 1 \

@@ -187,7 +187,7 @@ class StudyRunner:
             except BaseException as e:
                 # ^C, SIGTERM, a crashed launcher: tell what was left running, so it neither holds
                 # the budget nor waits out the heartbeat's grace period; a rerun refills it
-                why = f"{type(e).__name__}: {first_line(e)}".rstrip(": ")
+                why = first_line(e, typed=True)
                 for trial in pending:
                     with suppress(Exception):  # already told (a rejection that raised)
                         self.give_back(trial, trials.INTERRUPTED, why)

@@ -1,0 +1,38 @@
+"""The line protocol between dse-bench and its ``python -m dse.bench.worker`` children.
+
+A worker gets its spec as its one argument, in JSON, and prints ``DSE-BENCH <kind> {json}`` lines
+(``ready``, then ``result``) on stdout among whatever Lightning prints; the tag is what tells them
+apart. Both ends share this module, so the worker and the modules that start it need not import
+each other.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+TAG = "DSE-BENCH"
+
+
+def worker_command(spec: dict[str, Any]) -> list[str]:
+    """The command line that starts one worker on ``spec`` (its only argument, as JSON)."""
+    return [sys.executable, "-m", "dse.bench.worker", json.dumps(spec)]
+
+
+def read_spec(argv: list[str]) -> dict[str, Any]:
+    """The spec :func:`worker_command` passed, on the worker's side."""
+    return json.loads(argv[0])
+
+
+def emit(kind: str, payload: dict[str, Any]) -> None:
+    """Print one protocol line, flushed: the parent reads it while the worker keeps running."""
+    print(f"{TAG} {kind} {json.dumps(payload)}", flush=True)
+
+
+def parse(line: str) -> tuple[str, dict[str, Any]] | None:
+    """``(kind, payload)`` of a protocol line; None for any other output of the worker."""
+    if not line.startswith(TAG + " "):
+        return None
+    kind, _, payload = line[len(TAG) + 1:].strip().partition(" ")
+    return kind, json.loads(payload or "{}")

@@ -1,0 +1,27 @@
+"""Lightning's console chatter, silenced the same way by every tool that trains."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
+# Lightning's own deprecation noise, and its advice for the DataLoader-less in-memory batches
+NOISE = (".*LeafSpec.*", ".*smaller than the logging interval.*")
+
+
+def quiet_lightning(*, every_warning: bool = False) -> None:
+    """Keep "GPU available: ..." and Lightning's known noise out of a tool's output.
+
+    Lightning sets its loggers to INFO when imported, so it is imported here first: a level set
+    before that import would be undone by it. ``every_warning`` also drops all of Lightning's
+    warnings: dse-compress prints a table, and its several short fits would repeat each warning.
+    """
+    import lightning  # noqa: F401
+
+    for name in LIGHTNING_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for message in NOISE:
+        warnings.filterwarnings("ignore", message=message)
+    if every_warning:
+        warnings.filterwarnings("ignore", module="lightning")

@@ -1,0 +1,58 @@
+"""Text in and out of the tools: comma lists on the command line, tables in what they print.
+
+Table cells arrive as final strings (each caller formats its own numbers and escapes what it
+must), so the renderer only decides layout, and every table in the project lines up by one rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Literal
+
+Align = Literal["left", "right"] | None
+MD_MIN_WIDTH = 3  # a Markdown rule cell needs three dashes
+
+
+def comma_list(text: str) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``: how every option that takes a list reads it."""
+    return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def table(header: Sequence[str], rows: Iterable[Sequence[str]], *,
+          align: Sequence[Align] | None = None, markdown: bool = False, pad: bool = True) -> str:
+    """``header`` and ``rows`` as one table, lines joined by ``\\n`` (no final newline).
+
+    Plain text (the default) pads columns two spaces apart with a dashed rule under the header.
+    ``markdown=True`` gives a GitHub pipe table; with ``pad=False`` its cells are not padded, the
+    compact form for files read as rendered Markdown. ``align`` is per column: ``"right"`` for
+    numbers, ``"left"`` (Markdown: an explicit ``:---``) or None (left, no marker).
+    """
+    body = [list(r) for r in rows]
+    aligns = list(align) if align is not None else [None] * len(header)
+    if markdown and not pad:
+        return "\n".join([_pipes(header), "|" + "|".join(_rule(3 + bool(a), a) for a in aligns) + "|",
+                          *(_pipes(r) for r in body)])
+    least = MD_MIN_WIDTH if markdown else 0
+    widths = [max([least, len(h), *(len(r[i]) for r in body)]) for i, h in enumerate(header)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [c.rjust(w) if a == "right" else c.ljust(w)
+                  for c, w, a in zip(cells, widths, aligns, strict=True)]
+        return _pipes(padded) if markdown else "  ".join(padded).rstrip()
+
+    rule = ("|" + "|".join(_rule(w + 2, a) for w, a in zip(widths, aligns, strict=True)) + "|"
+            if markdown else "  ".join("-" * w for w in widths))
+    return "\n".join([line(header), rule, *(line(r) for r in body)])
+
+
+def _pipes(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _rule(width: int, align: Align) -> str:
+    """One Markdown rule cell of ``width`` characters, with its alignment colon."""
+    if align == "right":
+        return "-" * (width - 1) + ":"
+    if align == "left":
+        return ":" + "-" * (width - 1)
+    return "-" * width

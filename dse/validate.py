@@ -124,8 +124,12 @@ def validate_trainer(tc: Any) -> None:
     ])
 
 
-def validate_data(dc: Mapping[str, Any]) -> None:
-    """Reject a bad data config (a dict or the ``data`` node) before anything is loaded or written."""
+def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
+    """Reject a bad data config (a dict or the ``data`` node) before anything is loaded or written.
+
+    ``on_disk=False`` skips the checks of ``data.root`` for callers that never read the data
+    (dse-model lays out ImageNet's network on a machine without ImageNet).
+    """
     name = one_of("data.name", dc.get("name"), DATASETS)
     subset = dc.get("subset")
     if subset is not None and int(subset) <= 0:
@@ -137,6 +141,8 @@ def validate_data(dc: Mapping[str, Any]) -> None:
     for key, fixed in shape._asdict().items() if shape else ():
         if key in dc and dc[key] != fixed:
             raise ConfigError(f"data.{key}", f"{name} has {key} {fixed} (got {dc[key]!r})")
+    if not on_disk:
+        return
     root = dc.get("root")
     if root is not None and not Path(str(root)).expanduser().is_dir():
         raise ConfigError("data.root", f"no such directory {root!r}")
@@ -158,11 +164,15 @@ def check_keys(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None
             check_keys(cfg[key], types[key], f"{prefix}{key}.")
 
 
-def validate(cfg: DictConfig) -> ModelReport:
-    """Check keys, model, data, trainer and study together; returns the model's analytic report."""
+def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
+    """Check keys, model, data, trainer and study together; returns the model's analytic report.
+
+    Every entry point calls this (dse-train, the Optuna sweeper, dse-bench, dse-compress,
+    dse-model), so a value is refused in the same words wherever it is typed.
+    """
     check_keys(cfg)
     spec = build_spec(cfg.model)
-    validate_data(cfg.data)
+    validate_data(cfg.data, on_disk=data_on_disk)
     validate_trainer(cfg.trainer)
     check_study_name(cfg.study.name)
     if cfg.study.seeds < 1:

@@ -60,11 +60,13 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
         ([str(good), "--density", "0"], "(0, 1]"),
         ([str(good), "--density", "uniform:1.5"], "(0, 1]"),
         ([str(good), "--density", "fire42.squeeze=0.5"], "unknown layer"),
+        ([str(good), "--density", "fire2.squeeze=0.5,conv10"], "'conv10' is not layer=D"),
         ([str(good), "--retrain-epochs", "x"], "invalid int"),
         ([str(good), "model.sr=0.5"], "model.sr"),
         ([str(good), "data.nonsense=1"], "nonsense"),
         ([str(good), "data.subset=-3"], "data.subset"),
         ([str(good), "trainer.lr=-1"], "trainer.lr"),
+        ([str(good), "study.seeds=0"], "study.seeds"),
     ]
     for argv, needle in cases:
         _fails(capsys, [*argv, *out], needle)

@@ -155,9 +155,7 @@ class Lab:
     def __init__(self, cfg: DictConfig, seed: int) -> None:
         from dse.data import build_datamodule
         from dse.train.run import device_settings
-        from dse.validate import validate_trainer
 
-        validate_trainer(cfg.trainer)
         self.cfg = OmegaConf.to_container(cfg, resolve=True)
         tc = self.cfg["trainer"]
         self.accelerator, self.precision, _ = device_settings(cfg.trainer)
@@ -232,7 +230,10 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
     """Everything about a compression job that bad input can break, checked before any work: the
     options, the densities against the checkpoint's layers, its trainer and data config, and that
     ``out_dir`` can be written. Returns the :class:`Lab` that will do the work."""
+    from dse.validate import validate
+
     options.validate()
+    validate(ckpt.cfg)
     resolve_densities(_dense_model(ckpt)[0], options.density)
     if out_dir is not None:
         check_writable(out_dir, OUT, directory=True)

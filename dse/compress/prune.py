@@ -19,6 +19,7 @@ from torch import nn
 from torch.nn.utils import prune
 
 from dse.errors import ConfigError
+from dse.text import comma_list
 
 # SqueezeNet paper, Table 1: kept fraction of each layer's weights (squeeze, expand1x1, expand3x3).
 TABLE1_FIRE: dict[str, tuple[float, float, float]] = {
@@ -77,6 +78,15 @@ def _check_density(key: str, value: object) -> float:
     return d
 
 
+def _density_map(text: str) -> dict[str, str]:
+    """``fire2.squeeze=0.5,conv10=0.2`` as a layer -> density-text map; every item needs its ``=``."""
+    pairs = [item.split("=", 1) for item in comma_list(text)]
+    bad = next(("=".join(p) for p in pairs if len(p) != 2), None)
+    if bad is not None:
+        raise ConfigError("--density", f"{bad!r} is not layer=D (in {text!r})")
+    return dict(pairs)
+
+
 def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]
                       ) -> dict[str, float]:
     """Per-layer densities for every conv from ``table1``, ``uniform:D``, a number or a map.
@@ -90,7 +100,7 @@ def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]
         if text == "table1":
             return table1_densities(model)
         if "=" in text:
-            spec = dict(item.split("=", 1) for item in text.split(",") if item.strip())
+            spec = _density_map(text)
         else:
             spec = _check_density("--density", text.removeprefix("uniform:"))
     if not isinstance(spec, Mapping):

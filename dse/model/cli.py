@@ -28,14 +28,13 @@ def main(argv: list[str] | None = None) -> None:
 def _run(args: argparse.Namespace) -> None:
     """Compose the config, lay out its network and print the report (or its JSON)."""
     from dse.compose import compose
-    from dse.model import analyze, build_spec, format_table
-    from dse.validate import check_keys
+    from dse.model import build_spec, format_table
+    from dse.validate import validate
 
     cfg = compose(args.overrides)
     OmegaConf.resolve(cfg)
-    check_keys(cfg)
+    report = validate(cfg, data_on_disk=False)  # the layout needs no dataset on this machine
     spec = build_spec(cfg.model)
-    report = analyze(spec, cfg.data.image_size)
     if args.json:
         out = report.to_dict()
         out["config"] = OmegaConf.to_container(cfg)

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 import dse.config  # noqa: F401  (registers the structured schema)
 from dse.errors import ArgumentParser, bad_input
 from dse.logs import quiet_lightning
+from dse.metrics import REGISTRY
 from dse.outputs import check_writable
 from dse.paths import conf_dir
 from dse.signals import EXIT_INTERRUPTED, stop_signals
@@ -76,8 +77,9 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))
     if single:
         acc = {k: result[k] for k in ("val_top1", "test_top1") if result.get(k) is not None}
-        log.info("%s: %s params=%s size=%.3f MiB %s", cfg.study.name, result["status"],
-                 f"{result['params']:,}", result["size_mib"],
+        size = REGISTRY["size_mib"]
+        log.info("%s: %s params=%s size=%s %s %s", cfg.study.name, result["status"],
+                 f"{result['params']:,}", size.show(result["size_mib"]), size.unit,
                  " ".join(f"{k}={v:.4f}" for k, v in acc.items()))
         if result["status"] == "failed":  # exit here too, for the same reason
             print(f"{PROG}: run failed: {result['error']}", file=sys.stderr)

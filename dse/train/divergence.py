@@ -13,6 +13,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from dse.metrics import REGISTRY
+
+VAL_LOSS, VAL_TOP1 = REGISTRY["val_loss"].key, REGISTRY["val_top1"].key
+
 
 class DivergenceMonitor(Callback):
     """Sets ``trainer.should_stop`` and ``self.reason`` when a run diverges or is dead.
@@ -43,14 +47,14 @@ class DivergenceMonitor(Callback):
         if trainer.sanity_checking or self.reason:
             return
         metrics = trainer.callback_metrics
-        val_loss = metrics.get("val/loss")
+        val_loss = metrics.get(VAL_LOSS)
         if val_loss is not None and not math.isfinite(float(val_loss)):
             self._stop(trainer, f"non-finite validation loss at epoch {trainer.current_epoch}")
             return
         train_loss = pl_module.train_loss
-        if train_loss.update_count == 0 or "val/top1" not in metrics:
+        if train_loss.update_count == 0 or VAL_TOP1 not in metrics:
             return
-        loss, top1 = float(train_loss.compute()), float(metrics["val/top1"])
+        loss, top1 = float(train_loss.compute()), float(metrics[VAL_TOP1])
         if self.first_loss is None:
             self.first_loss = loss
         chance = 1.0 / self.num_classes

@@ -115,6 +115,49 @@ def base_record(cfg: DictConfig, report: Any, seed: int, overrides: str,
                                  overrides=overrides, **given).to_dict()
 
 
+def _module(cfg: DictConfig, channels_last: bool) -> FireClassifier:
+    module = FireClassifier(OmegaConf.to_container(cfg, resolve=True))
+    module.channels_last = channels_last
+    if channels_last:
+        module.model.to(memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        module.model = torch.compile(module.model)
+    return module
+
+
+def _trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Path, seed: int,
+             callbacks: list[Callback]) -> L.Trainer:
+    tc = cfg.trainer
+    return L.Trainer(
+        accelerator=accelerator, devices=tc.devices, precision=precision,
+        max_epochs=tc.max_epochs, max_steps=tc.max_steps, deterministic=tc.deterministic,
+        check_val_every_n_epoch=tc.val_every, num_sanity_val_steps=0,
+        log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
+        enable_progress_bar=_progress_bar(tc), enable_checkpointing=False,
+        logger=CSVLogger(out_dir, name="csv", version=f"seed{seed}"),
+        callbacks=callbacks, default_root_dir=out_dir,
+    )
+
+
+def _fit(rec: dict[str, Any], trainer: L.Trainer, module: FireClassifier, dm: Any,
+         monitor: DivergenceMonitor, timer: EpochTimer, test: bool) -> None:
+    """Fit, validate the final weights, test; fill the row's measured columns and status as they
+    become known, so a failure part-way still records how far the run got."""
+    t0 = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    rec["epochs"] = trainer.current_epoch
+    if monitor.reason is None and timer.last_val_epoch != trainer.current_epoch - 1:
+        trainer.validate(module, datamodule=dm, verbose=False)  # the final weights' accuracy
+    rec["train_seconds"] = round(time.perf_counter() - t0, 3)
+    rec["images_per_s"] = timer.images / timer.seconds if timer.seconds else None
+    metrics = dict(trainer.callback_metrics)
+    if monitor.reason is None and test:
+        trainer.test(module, datamodule=dm, verbose=False)
+        metrics.update(trainer.callback_metrics)
+    rec.update({key: _metric(metrics, REGISTRY[key].key) for key in LOGGED})
+    rec.update(status="diverged" if monitor.reason else "ok", error=monitor.reason)
+
+
 def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides: str = "",
                callbacks: tuple[Callback, ...] = (), run_id: str | None = None) -> dict[str, Any]:
     """Train one seed; returns the complete store row, whatever happened.
@@ -130,40 +173,11 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
     trainer: L.Trainer | None = None
     try:
         L.seed_everything(seed, workers=True, verbose=False)
-        container = OmegaConf.to_container(cfg, resolve=True)
-        module = FireClassifier(container)
-        module.channels_last = channels_last
-        if channels_last:
-            module.model.to(memory_format=torch.channels_last)
-        if tc.compile:
-            module.model = torch.compile(module.model)
+        module = _module(cfg, channels_last)
         dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, seed)
-        trainer = L.Trainer(
-            accelerator=accelerator, devices=tc.devices, precision=precision,
-            max_epochs=tc.max_epochs, max_steps=tc.max_steps, deterministic=tc.deterministic,
-            check_val_every_n_epoch=tc.val_every, num_sanity_val_steps=0,
-            log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
-            enable_progress_bar=_progress_bar(tc), enable_checkpointing=False,
-            logger=CSVLogger(out_dir, name="csv", version=f"seed{seed}"),
-            callbacks=[monitor, timer, RunIdTag(rec["run_id"]), *callbacks], default_root_dir=out_dir,
-        )
-        t0 = time.perf_counter()
-        trainer.fit(module, datamodule=dm)
-        rec["epochs"] = trainer.current_epoch
-        if monitor.reason is None and timer.last_val_epoch != trainer.current_epoch - 1:
-            trainer.validate(module, datamodule=dm, verbose=False)  # the final weights' accuracy
-        rec["train_seconds"] = round(time.perf_counter() - t0, 3)
-        rec["images_per_s"] = timer.images / timer.seconds if timer.seconds else None
-        metrics = dict(trainer.callback_metrics)
-        if monitor.reason is None and tc.test:
-            trainer.test(module, datamodule=dm, verbose=False)
-            metrics.update(trainer.callback_metrics)
-        for key in LOGGED:
-            rec[key] = _metric(metrics, REGISTRY[key].key)
-        if monitor.reason:
-            rec.update(status="diverged", error=monitor.reason)
-        else:
-            rec["status"] = "ok"
+        trainer = _trainer(cfg, accelerator, precision, out_dir, seed,
+                           [monitor, timer, RunIdTag(rec["run_id"]), *callbacks])
+        _fit(rec, trainer, module, dm, monitor, timer, tc.test)
         if tc.checkpoint:
             trainer.save_checkpoint(out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1
                                                                else f"seed{seed}.ckpt"))

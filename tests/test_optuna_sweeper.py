@@ -46,7 +46,7 @@ FAKE_APP = textwrap.dedent('''
     import hydra
 
     import dse.config  # noqa: F401
-    from dse.errors import config_exceptions, fail
+    from dse.errors import bad_input
     from dse.paths import conf_dir
 
 
@@ -95,10 +95,8 @@ FAKE_APP = textwrap.dedent('''
 
     def main():
         os.environ["HYDRA_FULL_ERROR"] = "1"
-        try:
+        with bad_input("fake-train"):
             app()
-        except config_exceptions() as e:
-            fail("fake-train", e)
 
 
     if __name__ == "__main__":

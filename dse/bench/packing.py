@@ -23,6 +23,19 @@ from dse.bench.protocol import parse, worker_command
 TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, not the machine's core count.
+
+    Where a cpuset (a container, a SLURM allocation) or ``taskset`` limits the process,
+    ``os.cpu_count()`` still counts every core of the machine, and splitting threads by it would
+    oversubscribe the cores there are; the bench reports and splits by this one number. (A CPU
+    quota without a cpuset is not seen here.)
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def _reader(proc: subprocess.Popen, lines: list[dict[str, Any]], ready: threading.Event) -> None:
     """Collect a worker's protocol lines (and drain everything else so its pipe never fills)."""
     assert proc.stdout is not None
@@ -144,7 +157,7 @@ def measure_packing(overrides: list[str], ks: list[int], seed: int, out_dir: Pat
     ``OMP_NUM_THREADS``, when set, caps the threads of every trial (on a shared CPU, 1 thread per
     process avoids OpenMP threads spinning against other people's jobs).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     cap = int(os.environ.get("OMP_NUM_THREADS") or 0) or cores
     runs = []
     for k in ks:

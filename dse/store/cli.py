@@ -20,7 +20,7 @@ from dse.outputs import atomic_path, check_writable
 from dse.store.fallback import read_kept
 from dse.store.record import STATUSES
 from dse.store.store import ResultsStore
-from dse.storefile import DB_NAME
+from dse.storefile import DB_NAME, named_store, study_file
 from dse.text import comma_list
 
 PROG = "dse-store"
@@ -29,24 +29,31 @@ HEADERS = {"size_mib": "MiB", "val": "val%", "test": "test%", "epochs": "ep", "t
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
-    """Resolve the ``STORE`` argument to a URL or a path of an existing ``results.db``."""
-    if store and "://" in store:
-        return store
+    """Resolve the ``STORE`` argument to a URL or a path of an existing ``results.db``.
+
+    Which file a given STORE names is :func:`dse.storefile.named_store`'s rule, shared with
+    ``dse-report``; a URL goes to the store as it is, which refuses it if there is no store.
+    """
     if store is None:
-        if study and (runs / study / DB_NAME).is_file():
-            return str(runs / study / DB_NAME)
-        found = sorted(p.parent.name for p in runs.glob(f"*/{DB_NAME}"))
-        if len(found) != 1:
-            what = f"several studies under {runs}/ ({', '.join(found)})" if found else \
-                f"no results store under {runs}/"
-            raise ConfigError("STORE", f"{what}: pass one, e.g. {runs}/<study>")
-        return str(runs / found[0] / DB_NAME)
-    path = Path(store)
-    if path.is_dir():
-        path = path / DB_NAME
-    if not path.is_file():
-        raise ConfigError("STORE", f"no results store at {path}")
-    return str(path)
+        return _only_study(study, runs)
+    named = named_store(store)
+    if named.url is not None:
+        return named.url
+    if named.file is None or not named.file.is_file():
+        raise ConfigError("STORE", f"no results store at {named.file}")
+    return str(named.file)
+
+
+def _only_study(study: str | None, runs: Path) -> str:
+    """No STORE given: ``runs/<study>/`` when it has a store, else the one study under ``runs/``."""
+    if study and study_file(runs, study).is_file():
+        return str(study_file(runs, study))
+    found = sorted(p.parent.name for p in runs.glob(f"*/{DB_NAME}"))
+    if len(found) != 1:
+        what = f"several studies under {runs}/ ({', '.join(found)})" if found else \
+            f"no results store under {runs}/"
+        raise ConfigError("STORE", f"{what}: pass one, e.g. {runs}/<study>")
+    return str(study_file(runs, found[0]))
 
 
 def _statuses(text: str | None) -> list[str] | None:

@@ -47,7 +47,7 @@ from dse.store.schema import (
     native_row,
     stored_version,
 )
-from dse.storefile import DB_NAME, reader_uri, sqlite_url, store_file, writable, writer_uri
+from dse.storefile import reader_uri, sqlite_url, store_file, study_file, writable, writer_uri
 from dse.validate import check_study_name
 
 # the schema's names stay importable from here: claims, fallback and the tests take them so
@@ -223,8 +223,7 @@ class ResultsStore:
     @staticmethod
     def default_url(runs_dir: str | Path, study: str) -> str:
         """``sqlite:///<abs runs>/<study>/results.db``: one file per study, by its Hydra runs."""
-        study = check_study_name(study)
-        return sqlite_url(Path(runs_dir).expanduser().resolve() / study / DB_NAME)
+        return sqlite_url(study_file(Path(runs_dir).expanduser().resolve(), check_study_name(study)))
 
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:

@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from dse.errors import ArgumentParser, ConfigError, bad_input
+from dse.metrics import REGISTRY, to_mib
 from dse.outputs import atomic_path, check_writable
 from dse.store.fallback import read_kept
 from dse.store.record import STATUSES
@@ -25,7 +26,10 @@ from dse.text import comma_list
 
 PROG = "dse-store"
 EXPORTS = (".csv", ".parquet")
-HEADERS = {"size_mib": "MiB", "val": "val%", "test": "test%", "epochs": "ep", "train_seconds": "s"}
+# column -> header: units as the metrics registry shows them, so "MiB" means what it means everywhere
+HEADERS = {"size_mib": REGISTRY["size_mib"].unit, "val": "val" + REGISTRY["val_top1"].unit,
+           "test": "test" + REGISTRY["test_top1"].unit, "epochs": "ep",
+           "train_seconds": REGISTRY["train_seconds"].unit}
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
@@ -90,7 +94,7 @@ def format_runs(df: pd.DataFrame) -> str:
         "run": df["run_id"].str[:8], **{c: df[c] for c in (
             "study", "status", "model", "base_e", "incr_e", "freq", "sr", "pct3x3", "bypass",
             "params")},
-        "size_mib": (df["size_bytes"] / 2**20).round(2),
+        "size_mib": to_mib(df["size_bytes"]).round(2),
         "val": (df["val_top1"] * 100).round(2), "test": (df["test_top1"] * 100).round(2),
         "epochs": df["epochs"], "train_seconds": df["train_seconds"].round(1)})
     return out.rename(columns=HEADERS).to_string(index=False, na_rep="-")

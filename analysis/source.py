@@ -11,10 +11,9 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 from dse.errors import ConfigError, first_line
-from dse.storefile import DB_NAME, reader_uri, sqlite_url
+from dse.storefile import DB_NAME, named_store, reader_uri, sqlite_url
 
 ARG = "STUDY_DIR_OR_STORE_URL"
 
@@ -31,23 +30,6 @@ class Source:
     kind: str  # "dse" or "optuna"
     path: Path | None  # the SQLite file, when the source is one
     report_dir: Path  # default output folder: <study dir>/report
-
-
-def sqlite_path(url: str) -> Path | None:
-    """The file behind an ``sqlite://`` URL; None for other databases or in-memory SQLite.
-
-    SQLAlchemy's rule: ``sqlite:///rel/path`` is relative, ``sqlite:////abs/path`` absolute; a
-    query string (``?mode=ro``) is not part of the path.
-    """
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        raise LoadError(ARG, f"not a database URL: {url!r}")
-    if scheme.split("+")[0] != "sqlite":
-        return None
-    db = unquote(rest[1:] if rest.startswith("/") else rest).split("?")[0]
-    if db in ("", ":memory:") or db.startswith("file:"):
-        return None
-    return Path(db)
 
 
 def sqlite_tables(path: Path) -> set[str]:
@@ -95,25 +77,21 @@ def store_kind(tables: set[str], where: str) -> str:
 
 
 def resolve(source: str | Path) -> Source:
-    """Decide what ``source`` is (study folder, SQLite file or URL) and which kind of store."""
-    text = str(source)
-    if "://" in text:
-        url = text
-        path = sqlite_path(url)
+    """Decide what ``source`` is (study folder, SQLite file or URL) and which kind of store.
+
+    Which file an argument names is :func:`dse.storefile.named_store`'s rule, shared with
+    ``dse-store``; the wording of a missing store is this tool's own.
+    """
+    named = named_store(source)
+    path = named.file
+    if named.url is not None:
+        url = named.url
         if path is not None and not path.is_file():
             raise LoadError(ARG, f"no store at {url} ({path} does not exist)")
     else:
-        path = Path(text)
-        if path.is_dir():
-            db = path / DB_NAME
-            if not db.is_file():
-                hint = ""
-                if (path / "optuna.db").is_file():
-                    hint = f" (an Optuna storage is there: pass sqlite:///{path / 'optuna.db'})"
-                raise LoadError(ARG, f"no {DB_NAME} in {path}{hint}")
-            path = db
-        elif not path.is_file():
-            raise LoadError(ARG, f"no such file or folder: {path}")
+        assert path is not None  # a folder or file argument always names a file
+        if not path.is_file():
+            raise LoadError(ARG, _missing(named.folder, path))
         url = sqlite_url(path.resolve())
     if path is not None:
         kind = store_kind(sqlite_tables(path), str(path))
@@ -122,6 +100,16 @@ def resolve(source: str | Path) -> Source:
         kind = store_kind(url_tables(url), url)
         report_dir = Path("runs") / "report"
     return Source(url=url, kind=kind, path=path, report_dir=report_dir)
+
+
+def _missing(folder: Path | None, path: Path) -> str:
+    """Why a folder or file argument is no source; a folder with only Optuna's file says so."""
+    if folder is None:
+        return f"no such file or folder: {path}"
+    hint = ""
+    if (folder / "optuna.db").is_file():
+        hint = f" (an Optuna storage is there: pass sqlite:///{folder / 'optuna.db'})"
+    return f"no {DB_NAME} in {folder}{hint}"
 
 
 def sqlite_studies(src: Source) -> dict[str, int] | None:

@@ -1,32 +1,82 @@
 """What names a results-store file and how sqlite3 opens one, with the standard library only.
 
-``dse-report`` answers a wrong path before pandas or SQLAlchemy are imported, and the store opens
-its file through the same rules, so they live here once. Paths go into ``file:`` URIs
-percent-quoted: SQLite reads ``?`` and ``#`` as the start of a query or fragment, so an unquoted
-``runs/a#b/results.db`` opened (and created) ``runs/a``.
+``dse-report`` answers a wrong path before pandas or SQLAlchemy are imported, ``dse-store`` reads
+its STORE argument by the same rule and the store opens its file through it, so the rule lives
+here once. Paths go into ``file:`` URIs percent-quoted: SQLite reads ``?`` and ``#`` as the start
+of a query or fragment, so an unquoted ``runs/a#b/results.db`` opened (and created) ``runs/a``.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote, urlencode
 
 DB_NAME = "results.db"
 SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 
-def store_file(path: Path) -> Path | None:
-    """The SQLite file ``path`` names, or None when it cannot be meant as one.
+@dataclass(frozen=True)
+class NamedStore:
+    """What a store argument (a folder, a file or a database URL) names, before anything opens it.
 
-    A folder means its ``results.db``; an existing file is checked later by its content; a new
-    file must end in :data:`SUFFIXES`, so a mistyped URL (``store.url=garbage``) is refused rather
-    than created as ``./garbage``.
+    Each tool words its own refusal from this (dse-report hints at an Optuna file in the folder,
+    dse-store names the file it looked for), so only the rule itself is shared.
     """
+
+    url: str | None  # the argument itself, when it is a database URL
+    file: Path | None  # the SQLite file it names; None for a server database or in-memory SQLite
+    folder: Path | None  # the folder given, whose results.db ``file`` is
+
+
+def named_store(arg: str | Path) -> NamedStore:
+    """Which store ``arg`` names: a URL (``dialect://``), a folder's ``results.db``, or a file.
+
+    Nothing is created or checked beyond telling a folder from a file: whether the file exists,
+    and what to say when it does not, is the caller's.
+    """
+    text = str(arg)
+    if "://" in text:
+        return NamedStore(url=text, file=sqlite_file(text), folder=None)
+    path = Path(text)
     if path.is_dir():
-        return path / DB_NAME
-    if path.is_file() or path.suffix.lower() in SUFFIXES:
-        return path
+        return NamedStore(url=None, file=path / DB_NAME, folder=path)
+    return NamedStore(url=None, file=path, folder=None)
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind an ``sqlite://`` URL; None for other databases or in-memory SQLite.
+
+    SQLAlchemy's rule: ``sqlite:///rel/path`` is relative, ``sqlite:////abs/path`` absolute; a
+    query string (``?mode=ro``) is not part of the path.
+    """
+    scheme, _, rest = url.partition("://")
+    if scheme.split("+")[0] != "sqlite":
+        return None
+    db = unquote(rest[1:] if rest.startswith("/") else rest).split("?")[0]
+    if db in ("", ":memory:") or db.startswith("file:"):
+        return None
+    return Path(db)
+
+
+def study_file(runs: Path, study: str) -> Path:
+    """``<runs>/<study>/results.db``: where a study's runs are stored unless store.url says otherwise."""
+    return runs / study / DB_NAME
+
+
+def store_file(path: Path) -> Path | None:
+    """The SQLite file ``path`` names for writing, or None when it cannot be meant as one.
+
+    A folder means its ``results.db`` (:func:`named_store`); an existing file is checked later by
+    its content; a new file must end in :data:`SUFFIXES`, so a mistyped URL (``store.url=garbage``)
+    is refused rather than created as ``./garbage``.
+    """
+    named = named_store(path)
+    file = named.file
+    if file is not None and (named.folder is not None or file.is_file()
+                             or file.suffix.lower() in SUFFIXES):
+        return file
     return None
 
 

@@ -13,12 +13,27 @@ import os
 import subprocess
 import threading
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from dse.bench.protocol import parse, worker_command
 
 TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, not the machine's core count.
+
+    Where a cpuset (a container, a SLURM allocation) or ``taskset`` limits the process,
+    ``os.cpu_count()`` still counts every core of the machine, and splitting threads by it would
+    oversubscribe the cores there are; the bench reports and splits by this one number. (A CPU
+    quota without a cpuset is not seen here.)
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def _reader(proc: subprocess.Popen, lines: list[dict[str, Any]], ready: threading.Event) -> None:
@@ -31,53 +46,54 @@ def _reader(proc: subprocess.Popen, lines: list[dict[str, Any]], ready: threadin
     ready.set()  # EOF: the worker died before (or after) saying ready; the caller checks
 
 
-def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int = 0,
-          timeout: float = 3600.0) -> dict[str, Any]:
-    """Start ``k`` workers, release them together, and measure the concurrent window."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs, readers, outputs, events, logs = [], [], [], [], []
-    t_spawn = time.time()
-    try:
-        for i in range(k):
-            spec = {"overrides": overrides, "seed": seed + i, "out": str(out_dir / f"trial{i}"),
-                    "threads": threads}
-            log = open(out_dir / f"trial{i}.log", "w")  # noqa: SIM115 - closed in finally
-            logs.append(log)
-            p = subprocess.Popen(worker_command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                 stderr=log, text=True, bufsize=1, env=env)
-            lines: list[dict[str, Any]] = []
-            ev = threading.Event()
-            th = threading.Thread(target=_reader, args=(p, lines, ev), daemon=True)
-            th.start()
-            procs.append(p)
-            readers.append(th)
-            outputs.append(lines)
-            events.append(ev)
-        deadline = time.monotonic() + timeout
-        for i, ev in enumerate(events):
-            ev.wait(max(0.0, deadline - time.monotonic()))
-            if not any(d["kind"] == "ready" for d in outputs[i]):
-                raise RuntimeError(f"worker {i} of K={k} did not start (see {out_dir}/trial{i}.log)")
-        t_ready = time.time()
-        for p in procs:  # release all K together
-            assert p.stdin is not None
-            p.stdin.write("go\n")
-            p.stdin.flush()
-        for p in procs:
-            p.wait(max(1.0, deadline - time.monotonic()))
-        for th in readers:
-            th.join(5.0)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"K={k} ran past {timeout:.0f}s (see {out_dir})") from None
-    finally:
-        for p in procs:  # only the processes started here
-            if p.poll() is None:
-                p.kill()
-                p.wait()
-        for log in logs:
-            log.close()
-    results = [next((d for d in lines if d["kind"] == "result"), None) for lines in outputs]
+@dataclass
+class _Worker:
+    """One trial process, the thread draining its stdout and the protocol lines read so far."""
+
+    proc: subprocess.Popen
+    reader: threading.Thread
+    ready: threading.Event
+    lines: list[dict[str, Any]] = field(default_factory=list)
+
+    def said(self, kind: str) -> dict[str, Any] | None:
+        return next((d for d in self.lines if d["kind"] == kind), None)
+
+
+def _spawn(spec: dict[str, Any], log: IO[str], env: dict[str, str]) -> _Worker:
+    """Start one worker on ``spec``; it waits for ``go`` on stdin after saying ready."""
+    proc = subprocess.Popen(worker_command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=log, text=True, bufsize=1, env=env)
+    lines: list[dict[str, Any]] = []
+    ready = threading.Event()
+    reader = threading.Thread(target=_reader, args=(proc, lines, ready), daemon=True)
+    reader.start()
+    return _Worker(proc, reader, ready, lines)
+
+
+def _release(workers: list[_Worker], k: int, out_dir: Path, deadline: float) -> float:
+    """Wait until every worker is ready, let all go at once and wait for them to end.
+
+    Returns when they were released (wall clock), the end of what start-up costs.
+    """
+    for i, w in enumerate(workers):
+        w.ready.wait(max(0.0, deadline - time.monotonic()))
+        if w.said("ready") is None:
+            raise RuntimeError(f"worker {i} of K={k} did not start (see {out_dir}/trial{i}.log)")
+    t_ready = time.time()
+    for w in workers:  # release all K together
+        assert w.proc.stdin is not None
+        w.proc.stdin.write("go\n")
+        w.proc.stdin.flush()
+    for w in workers:
+        w.proc.wait(max(1.0, deadline - time.monotonic()))
+    for w in workers:
+        w.reader.join(5.0)
+    return t_ready
+
+
+def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: float) -> dict[str, Any]:
+    """The concurrent window's throughput from the workers' results, or why it has none."""
+    results = [w.said("result") for w in workers]
     bad = [i for i, r in enumerate(results) if r is None or r["status"] not in ("ok", "diverged")]
     if bad:
         first = results[bad[0]]
@@ -86,7 +102,7 @@ def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int =
     ok = [r for r in results if r is not None]
     span = max(r["t_end"] for r in ok) - min(r["t_go"] for r in ok)
     images = sum(int(r["images"]) for r in ok)
-    ready = [d for lines in outputs for d in lines if d["kind"] == "ready"]
+    ready = [d for w in workers for d in w.lines if d["kind"] == "ready"]
     return {
         "k": k, "span_s": round(span, 3),
         "trials_per_hour": k * 3600.0 / span if span > 0 else None,
@@ -94,10 +110,35 @@ def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int =
         "trial_s": round(sum(r["t_end"] - r["t_go"] for r in ok) / k, 3),
         "train_s": round(sum(r["train_s"] for r in ok) / k, 3),
         "startup_s": round(max(d["startup_s"] for d in ready), 3),
-        "spawn_to_ready_s": round(t_ready - t_spawn, 3),
+        "spawn_to_ready_s": round(spawn_to_ready_s, 3),
         "threads_per_trial": ok[0].get("threads"),
         "val_top1": [r.get("val_top1") for r in ok],
     }
+
+
+def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int = 0,
+          timeout: float = 3600.0) -> dict[str, Any]:
+    """Start ``k`` workers, release them together, and measure the concurrent window."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    workers: list[_Worker] = []
+    t_spawn = time.time()
+    with ExitStack() as logs:
+        try:
+            for i in range(k):
+                spec = {"overrides": overrides, "seed": seed + i, "out": str(out_dir / f"trial{i}"),
+                        "threads": threads}
+                log = logs.enter_context(open(out_dir / f"trial{i}.log", "w"))
+                workers.append(_spawn(spec, log, env))
+            t_ready = _release(workers, k, out_dir, time.monotonic() + timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"K={k} ran past {timeout:.0f}s (see {out_dir})") from None
+        finally:
+            for w in workers:  # only the processes started here
+                if w.proc.poll() is None:
+                    w.proc.kill()
+                    w.proc.wait()
+    return _window(workers, k, out_dir, t_ready - t_spawn)
 
 
 def recommend(runs: list[dict[str, Any]], tolerance: float = TOLERANCE) -> int | None:
@@ -116,7 +157,7 @@ def measure_packing(overrides: list[str], ks: list[int], seed: int, out_dir: Pat
     ``OMP_NUM_THREADS``, when set, caps the threads of every trial (on a shared CPU, 1 thread per
     process avoids OpenMP threads spinning against other people's jobs).
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = usable_cores()
     cap = int(os.environ.get("OMP_NUM_THREADS") or 0) or cores
     runs = []
     for k in ks:

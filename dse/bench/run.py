@@ -20,7 +20,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dse.bench.options import BENCH_DEFAULTS, BenchOptions
-from dse.bench.packing import measure_packing
+from dse.bench.packing import measure_packing, usable_cores
 from dse.bench.report import markdown
 from dse.bench.step import measure_compile, measure_step
 from dse.bench.target import time_to_target
@@ -42,7 +42,7 @@ def _cpu_name() -> str:
 
 
 def machine(cfg: DictConfig) -> dict[str, Any]:
-    """What the numbers were measured on."""
+    """What the numbers were measured on; ``cpu_count`` is the usable cores packing splits threads by."""
     import lightning
 
     from dse.store import provenance
@@ -53,7 +53,7 @@ def machine(cfg: DictConfig) -> dict[str, Any]:
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "device": dev, "accelerator": accelerator, "precision": precision,
-        "channels_last": channels_last, "cpu_count": os.cpu_count(),
+        "channels_last": channels_last, "cpu_count": usable_cores(),
         "torch_threads": torch.get_num_threads(), "load_avg_1m": load, "host": platform.node(),
         "python": platform.python_version(),
         "lightning_version": lightning.__version__, **provenance(),

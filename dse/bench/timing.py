@@ -14,6 +14,10 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from dse.metrics import REGISTRY
+
+VAL_TOP1 = REGISTRY["val_top1"].key  # what FireClassifier logs validation top-1 under
+
 
 def sync(device: torch.device | str | None = None) -> None:
     """Wait for queued GPU work (no-op on CPU) so the next clock reading includes it."""
@@ -120,9 +124,9 @@ class EpochClock(Callback):
         self._lap()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or "val/top1" not in trainer.callback_metrics:
+        if trainer.sanity_checking or VAL_TOP1 not in trainer.callback_metrics:
             return
-        top1 = float(trainer.callback_metrics["val/top1"])
+        top1 = float(trainer.callback_metrics[VAL_TOP1])
         self.val_top1.append((trainer.current_epoch, top1))
         if self.target is not None and self.reached_epoch is None and top1 >= self.target:
             self.reached_epoch = trainer.current_epoch + 1

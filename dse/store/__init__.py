@@ -8,7 +8,8 @@ from dse.store.record import (
     provenance,
     utcnow_iso,
 )
-from dse.store.store import SCHEMA_VERSION, ResultsStore
+from dse.store.schema import SCHEMA_VERSION
+from dse.store.store import ResultsStore
 
 __all__ = ["RUN_COLUMNS", "SCHEMA_VERSION", "STATUSES", "ResultsStore", "RunRecord", "config_hash",
            "provenance", "utcnow_iso"]

@@ -16,37 +16,48 @@ from pathlib import Path
 import pandas as pd
 
 from dse.errors import ArgumentParser, ConfigError, bad_input
+from dse.metrics import REGISTRY, to_mib
 from dse.outputs import atomic_path, check_writable
 from dse.store.fallback import read_kept
 from dse.store.record import STATUSES
 from dse.store.store import ResultsStore
-from dse.storefile import DB_NAME
+from dse.storefile import DB_NAME, named_store, study_file
 from dse.text import comma_list
 
 PROG = "dse-store"
 EXPORTS = (".csv", ".parquet")
-HEADERS = {"size_mib": "MiB", "val": "val%", "test": "test%", "epochs": "ep", "train_seconds": "s"}
+# column -> header: units as the metrics registry shows them, so "MiB" means what it means everywhere
+HEADERS = {"size_mib": REGISTRY["size_mib"].unit, "val": "val" + REGISTRY["val_top1"].unit,
+           "test": "test" + REGISTRY["test_top1"].unit, "epochs": "ep",
+           "train_seconds": REGISTRY["train_seconds"].unit}
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
-    """Resolve the ``STORE`` argument to a URL or a path of an existing ``results.db``."""
-    if store and "://" in store:
-        return store
+    """Resolve the ``STORE`` argument to a URL or a path of an existing ``results.db``.
+
+    Which file a given STORE names is :func:`dse.storefile.named_store`'s rule, shared with
+    ``dse-report``; a URL goes to the store as it is, which refuses it if there is no store.
+    """
     if store is None:
-        if study and (runs / study / DB_NAME).is_file():
-            return str(runs / study / DB_NAME)
-        found = sorted(p.parent.name for p in runs.glob(f"*/{DB_NAME}"))
-        if len(found) != 1:
-            what = f"several studies under {runs}/ ({', '.join(found)})" if found else \
-                f"no results store under {runs}/"
-            raise ConfigError("STORE", f"{what}: pass one, e.g. {runs}/<study>")
-        return str(runs / found[0] / DB_NAME)
-    path = Path(store)
-    if path.is_dir():
-        path = path / DB_NAME
-    if not path.is_file():
-        raise ConfigError("STORE", f"no results store at {path}")
-    return str(path)
+        return _only_study(study, runs)
+    named = named_store(store)
+    if named.url is not None:
+        return named.url
+    if named.file is None or not named.file.is_file():
+        raise ConfigError("STORE", f"no results store at {named.file}")
+    return str(named.file)
+
+
+def _only_study(study: str | None, runs: Path) -> str:
+    """No STORE given: ``runs/<study>/`` when it has a store, else the one study under ``runs/``."""
+    if study and study_file(runs, study).is_file():
+        return str(study_file(runs, study))
+    found = sorted(p.parent.name for p in runs.glob(f"*/{DB_NAME}"))
+    if len(found) != 1:
+        what = f"several studies under {runs}/ ({', '.join(found)})" if found else \
+            f"no results store under {runs}/"
+        raise ConfigError("STORE", f"{what}: pass one, e.g. {runs}/<study>")
+    return str(study_file(runs, found[0]))
 
 
 def _statuses(text: str | None) -> list[str] | None:
@@ -83,7 +94,7 @@ def format_runs(df: pd.DataFrame) -> str:
         "run": df["run_id"].str[:8], **{c: df[c] for c in (
             "study", "status", "model", "base_e", "incr_e", "freq", "sr", "pct3x3", "bypass",
             "params")},
-        "size_mib": (df["size_bytes"] / 2**20).round(2),
+        "size_mib": to_mib(df["size_bytes"]).round(2),
         "val": (df["val_top1"] * 100).round(2), "test": (df["test_top1"] * 100).round(2),
         "epochs": df["epochs"], "train_seconds": df["train_seconds"].round(1)})
     return out.rename(columns=HEADERS).to_string(index=False, na_rep="-")

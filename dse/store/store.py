@@ -14,15 +14,13 @@ a connection kept open while it trains would write into a file deleted meanwhile
 
 from __future__ import annotations
 
-import math
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
-from dataclasses import fields
 from pathlib import Path
-from typing import Any, Optional, TypeVar, Union, get_type_hints
+from typing import Any, Optional, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
@@ -31,45 +29,31 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 from sqlalchemy.pool import NullPool, StaticPool
 
 from dse.errors import ConfigError
-from dse.store.record import RUN_DTYPES, RunRecord, split_optional
-from dse.storefile import DB_NAME, reader_uri, sqlite_url, store_file, writable, writer_uri
+from dse.store.record import RunRecord
+from dse.store.schema import (
+    CLAIMS,
+    CLAIMS_TABLE,
+    FIELD,
+    FRAME_DTYPES,
+    META,
+    RUNS,
+    RUNS_TABLE,
+    SCHEMA_VERSION,
+    Row,
+    check_runs_columns,
+    check_table_name,
+    column,
+    initialise,
+    native_row,
+    stored_version,
+)
+from dse.storefile import reader_uri, sqlite_url, store_file, study_file, writable, writer_uri
 from dse.validate import check_study_name
 
+# the schema's names stay importable from here: claims, fallback and the tests take them so
+__all__ = ["CLAIMS_TABLE", "FIELD", "SCHEMA_VERSION", "ResultsStore", "native_row"]
+
 T = TypeVar("T")
-
-SCHEMA_VERSION = 1
-RUNS = "runs"
-META = "dse_meta"
-CLAIMS = "claims"
-FIELD = "store.url"
-_PY_TYPES: dict[type, type[sa.types.TypeEngine]] = {
-    str: sa.Text, int: sa.BigInteger, float: sa.Float, bool: sa.Boolean}
-
-Row = Union[RunRecord, Mapping[str, Any]]
-
-
-def _column(name: str, spec: Any) -> sa.Column:
-    """A column from a Python annotation (``int``, ``Optional[float]``...) or a SQLAlchemy type."""
-    spec, nullable = split_optional(spec)
-    return sa.Column(name, _PY_TYPES.get(spec, spec), nullable=nullable or spec not in _PY_TYPES)
-
-
-_RUN_TYPES = get_type_hints(RunRecord)
-_METADATA = sa.MetaData()
-META_TABLE = sa.Table(META, _METADATA, sa.Column("key", sa.String(64), primary_key=True),
-                      sa.Column("value", sa.Text, nullable=False))
-RUNS_TABLE = sa.Table(RUNS, _METADATA, sa.Column("run_id", sa.String(64), primary_key=True),
-                      *(_column(f.name, _RUN_TYPES[f.name]) for f in fields(RunRecord)
-                        if f.name != "run_id"))
-# who trains which (config_hash, seed) now: the primary key lets one worker at a time have it
-CLAIMS_TABLE = sa.Table(
-    CLAIMS, _METADATA, sa.Column("config_hash", sa.String(64), primary_key=True),
-    sa.Column("seed", sa.BigInteger, primary_key=True, autoincrement=False),
-    *(sa.Column(name, kind, nullable=False) for name, kind in (
-        ("run_id", sa.String(64)), ("token", sa.String(64)), ("host", sa.Text),
-        ("pid", sa.BigInteger), ("claimed_at", sa.Text), ("expires_at", sa.Float))))
-# frame()'s dtypes: text columns stay as the driver returns them
-_FRAME_DTYPES = {col: dtype for col, dtype in RUN_DTYPES.items() if dtype != "object"}
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -94,19 +78,6 @@ def _retry(fn: Callable[[], T], deadline_s: float,
                 raise
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 1.0)
-
-
-def _native(v: Any) -> Any:
-    """Plain Python for the DB driver: numpy scalars unwrapped, NaN / pd.NA as NULL."""
-    v = v.item() if hasattr(v, "item") else v
-    return None if v is pd.NA or (isinstance(v, float) and math.isnan(v)) else v
-
-
-def native_row(record: Row) -> dict[str, Any]:
-    """A ``runs`` row as the driver (and JSON) takes it: checked by :class:`RunRecord` (unknown
-    columns raise, missing ones take their defaults), numpy scalars unwrapped, NaN as NULL."""
-    row = record if isinstance(record, RunRecord) else RunRecord(**record)
-    return {k: _native(v) for k, v in row.to_dict().items()}
 
 
 def _as_list(x: str | Iterable[str] | None) -> list[str] | None:
@@ -213,11 +184,7 @@ class ResultsStore:
             tables = set(sa.inspect(conn).get_table_names())
             version: Optional[str] = None
             if META in tables:
-                version = conn.execute(sa.select(META_TABLE.c.value)
-                                       .where(META_TABLE.c.key == "schema_version")).scalar()
-                if version is not None and (not version.isdigit() or int(version) > SCHEMA_VERSION):
-                    raise ConfigError(FIELD, f"{self} has results-store schema version {version}, "
-                                             f"newer than this dse's {SCHEMA_VERSION}: upgrade dse")
+                version = stored_version(conn, str(self))
             elif RUNS in tables or (tables and self.url.get_backend_name() == "sqlite"):
                 # a shared server database may hold other apps' tables (Optuna's); a file may not
                 raise ConfigError(FIELD, f"{self} is a database but not a dse results store "
@@ -226,27 +193,15 @@ class ResultsStore:
             elif not create:
                 raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
             if RUNS in tables and version is not None:
-                self._check_runs_columns(conn)
+                check_runs_columns(conn, str(self))
                 if not create or CLAIMS in tables:
                     return
             if not create:
                 raise ConfigError(FIELD, f"{self} is an incomplete dse results store")
             if self.path is not None and not tables:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # persistent; readers never block
-            _METADATA.create_all(conn)
-            if version is None:
-                conn.execute(META_TABLE.insert(), [
-                    {"key": "schema_version", "value": str(SCHEMA_VERSION)}])
+            initialise(conn, version)
             conn.commit()
-
-    def _check_runs_columns(self, conn: sa.Connection) -> None:
-        """Refuse a ``runs`` table that is not ours before a query on it fails with a traceback."""
-        have = {c["name"] for c in sa.inspect(conn).get_columns(RUNS)}
-        missing = [c.name for c in RUNS_TABLE.columns if c.name not in have]
-        if missing:
-            shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
-            raise ConfigError(FIELD, f"{self} has a runs table without dse's columns ({shown}): "
-                                     "not a dse results store; pick another store.url")
 
     def __repr__(self) -> str:
         return f"ResultsStore({self})"
@@ -268,8 +223,7 @@ class ResultsStore:
     @staticmethod
     def default_url(runs_dir: str | Path, study: str) -> str:
         """``sqlite:///<abs runs>/<study>/results.db``: one file per study, by its Hydra runs."""
-        study = check_study_name(study)
-        return sqlite_url(Path(runs_dir).expanduser().resolve() / study / DB_NAME)
+        return sqlite_url(study_file(Path(runs_dir).expanduser().resolve(), check_study_name(study)))
 
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
@@ -290,8 +244,8 @@ class ResultsStore:
         or SQLAlchemy types; for when a frame's inferred types would be wrong (an all-None column).
         A table made by an older dse gains the newer columns as nullable ones, so its rows stay.
         """
-        self._check_name(name)
-        table = sa.Table(name, sa.MetaData(), *(_column(k, v) for k, v in columns.items()))
+        check_table_name(name)
+        table = sa.Table(name, sa.MetaData(), *(column(k, v) for k, v in columns.items()))
         _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s,
                lambda e: _is_busy(e) or "already exists" in str(e))
         _retry(lambda: self._add_missing_columns(table), self.timeout_s,
@@ -318,7 +272,7 @@ class ResultsStore:
         inference. Another table is created by pandas from the first frame appended to it, unless
         :meth:`ensure_table` made it first.
         """
-        self._check_name(table, writing=True)
+        check_table_name(table, writing=True)
         if isinstance(record, pd.DataFrame):
             rows: list[Mapping[str, Any]] = record.to_dict("records")
         elif isinstance(record, (RunRecord, Mapping)):
@@ -359,16 +313,11 @@ class ResultsStore:
         return _retry(insert, self.timeout_s,  # a concurrent import inserted one of them first
                       lambda e: _is_busy(e) or isinstance(e, IntegrityError))
 
-    @staticmethod
-    def _check_name(name: str, writing: bool = False) -> None:
-        if not name or name == META or (writing and (name == CLAIMS or name.startswith("sqlite_"))):
-            raise ValueError(f"{name!r} is not a results table name")
-
     # -- reading ----------------------------------------------------------------------------------
     def _table(self, name: str) -> sa.Table | None:
         if name == RUNS:
             return RUNS_TABLE
-        self._check_name(name)
+        check_table_name(name)
         if not sa.inspect(self.engine).has_table(name):
             return None
         return sa.Table(name, sa.MetaData(), autoload_with=self.engine)
@@ -398,7 +347,7 @@ class ResultsStore:
         if table == RUNS:
             stmt = stmt.order_by(t.c.started_at, t.c.finished_at, t.c.run_id)
         df = _retry(lambda: pd.read_sql(stmt, self.engine), self.timeout_s)
-        return df.astype(_FRAME_DTYPES) if table == RUNS else df
+        return df.astype(FRAME_DTYPES) if table == RUNS else df
 
     def get(self, config_hash: str, seed: int,
             statuses: Iterable[str] | None = ("ok", "diverged")) -> dict[str, Any] | None:

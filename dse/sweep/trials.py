@@ -25,6 +25,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 ERROR, REJECTED, DISCARDED, INTERRUPTED = "error", "rejected", "discarded", "interrupted"
 RESULT, ANALYTIC, CONSTRAINTS, OUTPUT_DIR = "result", "analytic", "constraints", "output_dir"
 MARKS = (ERROR, REJECTED, DISCARDED, INTERRUPTED)
+# the system attribute Optuna reads a trial's constraint values from, and optuna-dashboard shows
+CONSTRAINTS_SYSTEM_ATTR = "constraints"
 # the kinds of trial a study reports, in the results file's order
 KINDS = ("complete", "pruned", "failed", "rejected", "discarded", "interrupted", "stale", "running")
 _RUN_STATUS = {"complete": "ok", "pruned": "pruned", "failed": "failed", "rejected": "rejected",

@@ -28,7 +28,6 @@ class Outcome:
     state: str  # "complete" | "pruned" | "fail"
     values: list[float] | None = None  # objective values, in the objectives' order (complete)
     attrs: dict[str, Any] = field(default_factory=dict)  # user attributes (dse.sweep.trials)
-    constraints: dict[str, float] = field(default_factory=dict)  # set_constraint after training
     fatal: str | None = None  # why the sweep must stop (the same error would repeat)
     note: str = ""  # the log line's text
     exc: BaseException | None = None  # the job's exception, for the log's traceback
@@ -38,7 +37,7 @@ def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
            constraints: Sequence[Constraint], analytic: Mapping[str, float]) -> Outcome:
     """The outcome of a job whose return value ``get_return()`` yields (or raises).
 
-    ``analytic``: the point's spec-derived sizes, whose constraints were told before training.
+    ``analytic``: the point's spec-derived sizes, for constraints the job does not return.
     """
     import optuna
 
@@ -81,7 +80,6 @@ def _scored(result: Mapping[str, Any], objectives: Sequence[Objective],
             return _failed(f"objective {o.metric} is {result[o.metric]!r}", attrs=attrs)
         values.append(v)
     violations: dict[str, float] = {}
-    after: dict[str, float] = {}
     for c in constraints:
         raw = result.get(c.metric, analytic.get(c.metric))
         if raw is None:
@@ -91,12 +89,10 @@ def _scored(result: Mapping[str, Any], objectives: Sequence[Objective],
         if not math.isfinite(value):
             return _failed(f"constraint metric {c.metric} is {raw!r}", attrs=attrs)
         violations[c.key] = c.violation(value)
-        if not (c.analytic and c.metric in analytic):  # those were told before training
-            after[c.key] = violations[c.key]
     if violations:
         attrs = {**attrs, trials.CONSTRAINTS: violations}
     shown = " ".join(f"{o.metric}={v:.6g}" for o, v in zip(objectives, values, strict=True))
-    return Outcome("complete", values=values, attrs=attrs, constraints=after, note=shown)
+    return Outcome("complete", values=values, attrs=attrs, note=shown)
 
 
 def _failed(error: str, status: str = "failed", attrs: dict[str, Any] | None = None,

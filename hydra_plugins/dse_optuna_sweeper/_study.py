@@ -174,6 +174,16 @@ class OpenStudy:
     def trial_id(self, trial: optuna.Trial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
+    def set_constraints(self, trial: optuna.Trial, violations: list[float]) -> None:
+        """Tell a trial's constraint values (feasible when all <= 0), once, before it is told.
+
+        As the list Optuna has always read from ``system_attrs["constraints"]``: Optuna 5's
+        ``Trial.set_constraint`` writes one key per constraint instead, which optuna-dashboard
+        0.21 does not read, so its trial pages would show no constraints at all.
+        """
+        self.storage.set_trial_system_attr(self.trial_id(trial), trials.CONSTRAINTS_SYSTEM_ATTR,
+                                           [float(v) for v in violations])
+
     def fail_stale(self) -> None:
         import optuna
 

@@ -97,8 +97,7 @@ class StudyRunner:
     # -- one trial -----------------------------------------------------------
     def prepare(self, trial: optuna.Trial) -> Prepared | None:
         """The job of an asked trial, or None when it was rejected (told FAIL) pre-training."""
-        from optuna.trial import TrialState
-
+        assert self.db is not None
         point = self.s.space.overrides(trial.params)
         analytic: dict[str, float] = {}
         reason = None
@@ -109,15 +108,19 @@ class StudyRunner:
                 reason = first_line(e)
             if reason is None:
                 violations, reason = budget_check(analytic, self.s.pre_constraints)
-                for key, v in violations.items():
-                    trial.set_constraint(key, v)
-        if reason is None:
-            self.rejections_in_a_row = 0
-            assert self.db is not None
-            handoff = Handoff(self.s.storage.url, self.s.study_name, self.db.trial_id(trial),
-                              trial.number, self.pruner)
-            return trial, [*point, *handoff.overrides(quote),
-                           f"hydra.sweep.subdir={trial.number}"], analytic
+                if reason is not None:
+                    self.db.set_constraints(trial, list(violations.values()))
+        if reason is not None:
+            return self.reject(trial, reason, analytic)
+        self.rejections_in_a_row = 0
+        handoff = Handoff(self.s.storage.url, self.s.study_name, self.db.trial_id(trial),
+                          trial.number, self.pruner)
+        return trial, [*point, *handoff.overrides(quote), f"hydra.sweep.subdir={trial.number}"], analytic
+
+    def reject(self, trial: optuna.Trial, reason: str, analytic: dict[str, float]) -> None:
+        """Tell a point refused before training; stop once ``max_rejections`` come in a row."""
+        from optuna.trial import TrialState
+
         if analytic:
             trial.set_user_attr(trials.ANALYTIC, analytic)
         trial.set_user_attr(trials.REJECTED, reason)
@@ -128,7 +131,6 @@ class StudyRunner:
             raise ConfigError("hydra.sweeper.constraints",
                               f"{self.rejections_in_a_row} sampled points in a row were "
                               "rejected; loosen the constraints or the search space")
-        return None
 
     def finish(self, trial: optuna.Trial, ret: JobReturn, analytic: Mapping[str, float]
                ) -> str | None:
@@ -146,8 +148,9 @@ class StudyRunner:
 
         for key, value in outcome.attrs.items():
             trial.set_user_attr(key, value)
-        for key, value in outcome.constraints.items():
-            trial.set_constraint(key, value)
+        if outcome.state == "complete" and self.s.constraints:
+            violations = outcome.attrs[trials.CONSTRAINTS]
+            self.db.set_constraints(trial, [violations[c.key] for c in self.s.constraints])
         if outcome.state == "complete":
             self.study.tell(trial, outcome.values)
             log.info("dse_optuna: trial %d: %s", trial.number, outcome.note)

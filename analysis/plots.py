@@ -26,6 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
+from analysis.fmt import is_missing, value_text
 from analysis.frames import BYPASS_ORDER, METAPARAMS, ok_runs
 from dse.metrics import REGISTRY, to_mb
 
@@ -67,28 +68,13 @@ def _figure(w: float, h: float) -> Figure:
     return fig
 
 
-def _missing(v: Any) -> bool:
-    return v is None or (not isinstance(v, (str, list, tuple, dict)) and bool(pd.isna(v)))
-
-
-def _fmt(v: Any) -> str:
-    """A value as it reads in titles and tables: 0.125 not 0.12500, true not True, - for NA."""
-    if _missing(v):
-        return "-"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v)).lower()
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):g}"
-    return str(v)
-
-
 def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
     """``study 'demo' · fashion_mnist · 30 epochs``: where the numbers come from."""
     def values(col: str) -> list[str]:
         if isinstance(df, dict):
             v = df.get(col)
-            return [] if _missing(v) else [_fmt(v)]
-        return sorted({_fmt(v) for v in df[col].dropna()}) if col in df else []
+            return [] if is_missing(v) else [value_text(v)]
+        return sorted({value_text(v) for v in df[col].dropna()}) if col in df else []
 
     studies, data, epochs, subset = (values(c) for c in ("study", "data", "max_epochs", "subset"))
     parts = [("study " if len(studies) < 2 else "studies ") + ", ".join(studies or ["?"])]
@@ -102,8 +88,8 @@ def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
 def fixed_text(fixed: dict[str, Any], skip: Iterable[str] = ()) -> str:
     """The metaparameters a sweep held fixed, for its subtitle."""
     keys = [k for k in ["model", *METAPARAMS]
-            if k in fixed and k not in set(skip) and not _missing(fixed[k])]
-    return "  ".join(f"{k}={_fmt(fixed[k])}" for k in keys)
+            if k in fixed and k not in set(skip) and not is_missing(fixed[k])]
+    return "  ".join(f"{k}={value_text(fixed[k])}" for k in keys)
 
 
 def _wrap(text: str, width: int = 110) -> str:
@@ -215,7 +201,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_ylabel(f"{name} accuracy (%)")
         ax.set_title(f"{name}: solid = val, hatched = test", fontsize=9)
         ax.set_xticks(xs)
-        ax.set_xticklabels([f"{k}\n{_fmt(round(mb, 2))} MB ({mib:.2f} MiB)\nn={n}"
+        ax.set_xticklabels([f"{k}\n{value_text(round(mb, 2))} MB ({mib:.2f} MiB)\nn={n}"
                             for k, mb, mib, n in zip(kinds, frame["size_mb"], frame["size_mib"],
                                                      frame["n"], strict=True)])
         ax.grid(True, axis="y", alpha=0.3)

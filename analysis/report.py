@@ -21,6 +21,7 @@ from analysis import FORMATS
 from analysis import frames as F
 from analysis import plots as P
 from analysis.commands import sweep_commands
+from analysis.fmt import value_text
 from analysis.loading import config_of
 from analysis.markdown import has_tabulate, to_markdown
 from dse.errors import first_line
@@ -87,7 +88,7 @@ def _int(v: Any) -> str:
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
-    out = pd.DataFrame({param: frame[param].map(P._fmt)})
+    out = pd.DataFrame({param: frame[param].map(value_text)})
     for m in frame.attrs["metrics"]:
         out[f"{METRIC_NAMES[m]} %"] = [_pm(a, b) for a, b in
                                        zip(frame[f"{m}_mean"], frame[f"{m}_std"], strict=True)]

@@ -27,3 +27,22 @@ def value_text(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         return f"{float(v):g}"
     return str(v)
+
+
+def pm_percent(mean: Any, std: Any) -> str:
+    """``92.27 ± 0.14`` in percent; a lone seed has no std, so it shows just the mean."""
+    if is_missing(mean):
+        return "-"
+    if is_missing(std):
+        return f"{100 * float(mean):.2f}"
+    return f"{100 * float(mean):.2f} ± {100 * float(std):.2f}"
+
+
+def number(v: Any, digits: int = 2) -> str:
+    """``1,234.57``: thousands separated, so sizes and errors line up in a right-aligned column."""
+    return "-" if is_missing(v) else f"{float(v):,.{digits}f}"
+
+
+def integer(v: Any) -> str:
+    """``1,234`` for counts and parameters; - for NA (a run that never reached the count)."""
+    return "-" if is_missing(v) else f"{int(v):,}"

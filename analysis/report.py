@@ -13,7 +13,6 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -21,7 +20,7 @@ from analysis import FORMATS
 from analysis import frames as F
 from analysis import plots as P
 from analysis.commands import sweep_commands
-from analysis.fmt import value_text
+from analysis.fmt import integer, number, pm_percent, value_text
 from analysis.loading import config_of
 from analysis.markdown import has_tabulate, to_markdown
 from dse.errors import first_line
@@ -66,37 +65,18 @@ class Report:
         return {n: c.skipped for n, c in self.charts.items() if c.skipped is not None}
 
 
-def _pm(mean: Any, std: Any) -> str:
-    """``92.27 ± 0.14`` in percent; a lone seed shows just the mean."""
-    if mean is None or pd.isna(mean):
-        return "-"
-    if std is None or pd.isna(std):
-        return f"{100 * float(mean):.2f}"
-    return f"{100 * float(mean):.2f} ± {100 * float(std):.2f}"
-
-
-def _num(v: Any, digits: int = 2) -> str:
-    if v is None or pd.isna(v):
-        return "-"
-    return f"{float(v):,.{digits}f}"
-
-
-def _int(v: Any) -> str:
-    return "-" if v is None or pd.isna(v) else f"{int(v):,}"
-
-
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
     out = pd.DataFrame({param: frame[param].map(value_text)})
     for m in frame.attrs["metrics"]:
-        out[f"{METRIC_NAMES[m]} %"] = [_pm(a, b) for a, b in
-                                       zip(frame[f"{m}_mean"], frame[f"{m}_std"], strict=True)]
-    out["params"] = frame["params"].map(_int)
-    out["MB"] = frame["size_mb"].map(_num)
-    out["MiB"] = frame["size_mib"].map(_num)
-    out["ok seeds"] = frame["n"].map(_int)
-    out["not ok"] = frame["n_bad"].map(_int)
+        pairs = zip(frame[f"{m}_mean"], frame[f"{m}_std"], strict=True)
+        out[f"{METRIC_NAMES[m]} %"] = [pm_percent(a, b) for a, b in pairs]
+    out["params"] = frame["params"].map(integer)
+    out["MB"] = frame["size_mb"].map(number)
+    out["MiB"] = frame["size_mib"].map(number)
+    out["ok seeds"] = frame["n"].map(integer)
+    out["not ok"] = frame["n_bad"].map(integer)
     return out
 
 
@@ -107,9 +87,9 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
     out = pd.DataFrame({
         "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
         "metaparameters": sel["desc"].replace("", "(all equal)"),
-        f"{metric} %": [_pm(a, b) for a, b in zip(sel["acc_mean"], sel["acc_std"], strict=True)],
-        "seeds": sel["n"].map(_int), "params": sel["params"].map(_int),
-        "MB": sel["size_mb"].map(_num), "MiB": sel["size_mib"].map(_num),
+        f"{metric} %": [pm_percent(a, b) for a, b in zip(sel["acc_mean"], sel["acc_std"], strict=True)],
+        "seeds": sel["n"].map(integer), "params": sel["params"].map(integer),
+        "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number),
     })
     if not only_front:
         out.insert(1, "front", sel["pareto"].map(lambda b: "yes" if b else ""))
@@ -224,10 +204,10 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
             summary = F.edf_summary(frame)
             metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
             table = pd.DataFrame({
-                "curve": summary["group"], "n": summary["n"].map(_int),
-                "min error %": (100 * summary["min_error"]).map(_num),
-                "mean error %": (100 * summary["mean_error"]).map(_num),
-                "median error %": (100 * summary["median_error"]).map(_num)})
+                "curve": summary["group"], "n": summary["n"].map(integer),
+                "min error %": (100 * summary["min_error"]).map(number),
+                "mean error %": (100 * summary["mean_error"]).map(number),
+                "median error %": (100 * summary["median_error"]).map(number)})
             by = ", ".join(frame.attrs.get("by") or []) or "all runs"
             lines += [f"Error = 1 − {metric}, one step per ok run; curves by {by}.", "",
                       to_markdown(table), ""]
@@ -238,10 +218,10 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
     else:
         table = pd.DataFrame({
             "study": bad["study"], "run": bad["run_id"].map(lambda v: str(v)[:8]),
-            "status": bad["status"], "seed": bad["seed"].map(_int),
+            "status": bad["status"], "seed": bad["seed"].map(integer),
             "point": bad.apply(lambda r: F.describe(r, ["model", "sr", "pct3x3", "bypass"]),
                                axis=1),
-            "MB": to_mb(bad["size_bytes"].astype(float)).map(_num),
+            "MB": to_mb(bad["size_bytes"].astype(float)).map(number),
             "reason": bad["error"].map(lambda e: "-" if e is None or pd.isna(e)
                                        else first_line(str(e))[:120])})
         lines += [to_markdown(table), ""]

@@ -1,36 +1,43 @@
 """Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no seaborn, no pyplot state).
 
-Figures are built with :class:`matplotlib.figure.Figure` and rendered by Agg, so drawing never
-touches a GUI backend or pyplot's global figure list: the CLI works headless and a notebook can call
-these functions and restyle the returned Figure. Shared conventions, so charts read alike:
-
-* accuracy in percent, model size in MB (10^6 bytes of fp32 weights; MiB in the tables);
-* one colour per bypass kind everywhere (:data:`BYPASS_COLORS`);
-* error bars are ± one sample standard deviation over seeds (ddof=1);
-* every title names the study, the dataset and the epochs.
+Each function returns a Figure a notebook can restyle; :mod:`analysis.style` holds what the charts
+share (colours, fonts, titles). Error bars are ± one sample standard deviation over seeds (ddof=1)
+on every chart that has them.
 """
 
 from __future__ import annotations
 
-import functools
-import textwrap
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
-from analysis.fmt import is_missing, value_text
-from analysis.frames import BYPASS_ORDER, METAPARAMS, ok_runs
+from analysis.fmt import value_text
+from analysis.frames import BYPASS_ORDER, ok_runs
+from analysis.style import (
+    BYPASS_COLORS,
+    DPI,
+    FONT,
+    STATUS_STYLE,
+    bypass_color,
+    bypass_kinds,
+    context_title,
+    fixed_text,
+    new_figure,
+    styled,
+    wrap,
+)
 from dse.metrics import REGISTRY, to_mb
 
-BYPASS_COLORS = {"none": "#1f77b4", "simple": "#2ca02c", "complex": "#d62728"}
+__all__ = ["BYPASS_COLORS", "DPI", "FONT", "METRIC_STYLE", "OTHER_COLORS", "PARAM_LABEL",
+           "SIZE_COLOR", "STATUS_STYLE", "context_title", "fixed_text", "place_labels",
+           "plot_bypass", "plot_edf", "plot_pareto", "plot_sweep", "save"]
+
 OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
 METRIC_STYLE: dict[str, dict[str, Any]] = {m: {**style, "label": REGISTRY[m].label} for m, style in {
     "val_top1": {"color": "#1f77b4", "marker": "o", "ls": "-"},
@@ -38,67 +45,14 @@ METRIC_STYLE: dict[str, dict[str, Any]] = {m: {**style, "label": REGISTRY[m].lab
     "val_top5": {"color": "#1f77b4", "marker": "o", "ls": "-"},
     "test_top5": {"color": "#ff7f0e", "marker": "s", "ls": "--"},
 }.items()}
-STATUS_STYLE = {"diverged": ("X", "#d62728"), "failed": ("v", "#333333"),
-                "pruned": ("|", "#7f7f7f"), "rejected": ("s", "#bcbd22"),
-                "running": (".", "#7f7f7f")}
 SIZE_COLOR = "#555555"
-P = ParamSpec("P")
-R = TypeVar("R")
-DPI = 130
-FONT = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-        "xtick.labelsize": 9, "ytick.labelsize": 9}
 PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
                "pct3x3": "3x3 share of expand filters, pct3x3 (%)",
                "bypass": "bypass"}
 
 
-def _styled(fn: Callable[P, R]) -> Callable[P, R]:
-    """Apply :data:`FONT` while a chart is built, without touching the caller's rcParams."""
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with matplotlib.rc_context(FONT):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def _figure(w: float, h: float) -> Figure:
-    fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
-    """``study 'demo' · fashion_mnist · 30 epochs``: where the numbers come from."""
-    def values(col: str) -> list[str]:
-        if isinstance(df, dict):
-            v = df.get(col)
-            return [] if is_missing(v) else [value_text(v)]
-        return sorted({value_text(v) for v in df[col].dropna()}) if col in df else []
-
-    studies, data, epochs, subset = (values(c) for c in ("study", "data", "max_epochs", "subset"))
-    parts = [("study " if len(studies) < 2 else "studies ") + ", ".join(studies or ["?"])]
-    parts.append(", ".join(data) or "dataset not recorded")
-    parts.append(f"{'/'.join(epochs)} epochs" if epochs else "epochs not recorded")
-    if subset:
-        parts.append(f"subset {'/'.join(subset)}")
-    return " · ".join(parts)
-
-
-def fixed_text(fixed: dict[str, Any], skip: Iterable[str] = ()) -> str:
-    """The metaparameters a sweep held fixed, for its subtitle."""
-    keys = [k for k in ["model", *METAPARAMS]
-            if k in fixed and k not in set(skip) and not is_missing(fixed[k])]
-    return "  ".join(f"{k}={value_text(fixed[k])}" for k in keys)
-
-
-def _wrap(text: str, width: int = 110) -> str:
-    """Break a long ``k=v  k=v`` line at separators so suptitles never run off the figure."""
-    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) if text else ""
-
-
 # -- micro sweeps (Figure 3a / 3b) ----------------------------------------------------------------
-@_styled
+@styled
 def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     """Accuracy (mean ± std over seeds) against SR or pct3x3, model size on the right axis.
 
@@ -109,7 +63,7 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     metrics = frame.attrs["metrics"]
     top5 = [m for m in metrics if m.endswith("top5")]
     top1 = [m for m in metrics if m.endswith("top1")]
-    fig = _figure(9, 6.8 if top5 else 5.2)
+    fig = new_figure(9, 6.8 if top5 else 5.2)
     axes = fig.subplots(2 if top5 else 1, 1, sharex=True,
                         gridspec_kw={"height_ratios": [2.2, 1]} if top5 else None)
     axes = list(np.atleast_1d(axes))
@@ -157,22 +111,22 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
             else "one seed per point, so no error bars")
     note = (f"n = {seed_txt} ok seed{'s' if seeds[-1] > 1 else ''} per point; {bars}"
             + (f"; {bad} diverged/failed run{'s' if bad != 1 else ''} excluded" if bad else ""))
-    fig.suptitle(f"{title}\n{_wrap(fixed_text(frame.attrs['fixed'], skip=[param]))}\n{note}",
+    fig.suptitle(f"{title}\n{wrap(fixed_text(frame.attrs['fixed'], skip=[param]))}\n{note}",
                  fontsize=10)
     return fig
 
 
 # -- macro: bypass (Table 3) ----------------------------------------------------------------------
-@_styled
+@styled
 def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     """Bars of val/test accuracy per bypass kind (colour = bypass kind), size under each group."""
     metrics = frame.attrs["metrics"]
     panels = [[m for m in metrics if m.endswith("top1")]]
     if any(m.endswith("top5") for m in metrics):
         panels.append([m for m in metrics if m.endswith("top5")])
-    fig = _figure(4.2 * len(panels) + 2.2, 5.2)
+    fig = new_figure(4.2 * len(panels) + 2.2, 5.2)
     axes = list(np.atleast_1d(fig.subplots(1, len(panels))))
-    kinds = _kinds(frame["bypass"]).tolist()
+    kinds = bypass_kinds(frame["bypass"]).tolist()
     xs = np.arange(len(kinds))
     for ax, group in zip(axes, panels, strict=True):
         width = 0.8 / len(group)
@@ -207,21 +161,12 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         ax.grid(True, axis="y", alpha=0.3)
     bars_note = ("error bars ± 1 sample std (ddof=1)" if int(frame["n"].max()) > 1
                  else "one seed each, so no error bars")
-    fig.suptitle(f"{title}\n{_wrap(fixed_text(frame.attrs['fixed'], skip=['bypass']))}\n"
+    fig.suptitle(f"{title}\n{wrap(fixed_text(frame.attrs['fixed'], skip=['bypass']))}\n"
                  f"bars: mean over seeds; {bars_note}; y axis does not start at 0", fontsize=10)
     return fig
 
 
 # -- Pareto ---------------------------------------------------------------------------------------
-def _kinds(values: pd.Series) -> pd.Series:
-    """Bypass kinds as text, "unknown" where a source did not record one (some Optuna studies)."""
-    return values.map(lambda v: v if isinstance(v, str) and v else "unknown").astype(object)
-
-
-def _bypass_color(kind: Any) -> str:
-    return BYPASS_COLORS.get(str(kind), "#7f7f7f")
-
-
 def place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
                  avoid_xy: np.ndarray | None = None, avoid_r: Sequence[float] | None = None,
                  fontsize: float = 8) -> list[Any]:
@@ -293,7 +238,7 @@ def place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Seque
     return out
 
 
-@_styled
+@styled
 def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
                 max_table: int = 24) -> Figure:
     """Accuracy against model size (log x) for every ok run and design point, the Pareto front as
@@ -302,7 +247,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     has_rug = not bad.empty
     front = points[points["pareto"]].sort_values("size_bytes")
     n_table = min(len(front), max_table)
-    fig = _figure(12.5, 6.4)
+    fig = new_figure(12.5, 6.4)
     gs = fig.add_gridspec(2 if has_rug else 1, 2, width_ratios=[2.1, 1],
                           height_ratios=[7, 1] if has_rug else None)
     ax = fig.add_subplot(gs[0, 0])
@@ -311,21 +256,21 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     ok = ok_runs(runs)
     ok = ok[ok[metric].notna() & ok["size_bytes"].notna()]
     name = metric.replace("_top1", " top-1").replace("_top5", " top-5")
-    point_kind, run_kind = _kinds(points["bypass"]), _kinds(ok["bypass"])
+    point_kind, run_kind = bypass_kinds(points["bypass"]), bypass_kinds(ok["bypass"])
     for kind in [*BYPASS_ORDER, *sorted(set(point_kind) - set(BYPASS_ORDER))]:
         sel = points[point_kind == kind]
         if sel.empty:
             continue
         rsel = ok[run_kind == kind]
-        ax.scatter(to_mb(rsel["size_bytes"]), 100 * rsel[metric], s=9, color=_bypass_color(kind),
+        ax.scatter(to_mb(rsel["size_bytes"]), 100 * rsel[metric], s=9, color=bypass_color(kind),
                    alpha=0.3, lw=0, zorder=2)
         plain = sel[~sel["preset"]]
-        ax.scatter(plain["size_mb"], 100 * plain["acc_mean"], s=34, color=_bypass_color(kind),
+        ax.scatter(plain["size_mb"], 100 * plain["acc_mean"], s=34, color=bypass_color(kind),
                    edgecolor="white", lw=0.6, zorder=3, label=f"bypass={kind}")
     presets = points[points["preset"]]
     if not presets.empty:
         ax.scatter(presets["size_mb"], 100 * presets["acc_mean"], s=170, marker="*",
-                   color=[_bypass_color(k) for k in presets["bypass"]], edgecolor="black",
+                   color=[bypass_color(k) for k in presets["bypass"]], edgecolor="black",
                    lw=0.8, zorder=5, label="SqueezeNet preset (v1.0 / v1.1)")
     if not front.empty:
         fx = front["size_mb"].to_numpy(float)
@@ -413,13 +358,13 @@ def _wrap_table(lines: list[str], width: int) -> str:
 
 
 # -- EDF ------------------------------------------------------------------------------------------
-@_styled
+@styled
 def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     """pycls-style error EDFs: for each group, the fraction of its models with error below e."""
     by = edf.attrs.get("by", [])
     metric = edf.attrs.get("metric") or "val_top1"
     name = metric.replace("_top1", " top-1").replace("_top5", " top-5")
-    fig = _figure(9, 5.4)
+    fig = new_figure(9, 5.4)
     ax = fig.subplots()
     groups = list(dict.fromkeys(edf["group"]))
     styles = ["-", "--", ":", "-."]
@@ -431,7 +376,7 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
         if "bypass" in by:
             kind = str(sel["bypass"].iloc[0])
             rest = " / ".join(str(sel[c].iloc[0]) for c in by if c != "bypass")
-            color = _bypass_color(kind)
+            color = bypass_color(kind)
             ls = styles[other_seen.setdefault(rest, len(other_seen)) % len(styles)]
         else:
             color, ls = OTHER_COLORS[i % len(OTHER_COLORS)] if len(groups) > 1 else "#1f77b4", "-"

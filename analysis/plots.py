@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
@@ -69,51 +70,80 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     axes = list(np.atleast_1d(axes))
     x = frame[param].astype(float).to_numpy()
     xs = 100 * x if param == "pct3x3" else x
-    for ax, group, name in ((axes[0], top1, "top-1"), *(((axes[1], top5, "top-5"),) if top5
-                                                        else ())):
-        for m in group:
-            st = METRIC_STYLE[m]
-            y = 100 * frame[f"{m}_mean"].astype(float).to_numpy()
-            err = 100 * frame[f"{m}_std"].astype(float).to_numpy()  # NaN (1 seed): no bar
-            ax.errorbar(xs, y, yerr=err, color=st["color"], marker=st["marker"], ls=st["ls"],
-                        capsize=3, lw=1.6, ms=5, label=f"{st['label']} (mean ± std)")
-        ax.set_ylabel(f"{name} accuracy (%)")
-        ax.grid(True, alpha=0.3)
-        ax.yaxis.set_major_locator(MaxNLocator(6))
-    ax0 = axes[0]
-    lost = frame["n"].astype(int).to_numpy() == 0  # every seed diverged or failed
+    panels = [(axes[0], top1, "top-1"), *([(axes[1], top5, "top-5")] if top5 else [])]
+    for ax, group, name in panels:
+        _accuracy_panel(ax, frame, xs, group, name)
+    _mark_lost_points(axes[0], frame, xs)
+    size = _size_axis(axes[0], frame, xs)
+    _sweep_legend(axes[0], size, top5_apart=bool(top5))
+    last = axes[-1]
+    last.set_xticks(xs)
+    last.set_xticklabels([f"{v:g}%" if param == "pct3x3" else f"{v:g}" for v in xs])
+    last.set_xlabel(PARAM_LABEL.get(param, param))
+    fixed = wrap(fixed_text(frame.attrs["fixed"], skip=[param]))
+    fig.suptitle(f"{title}\n{fixed}\n{_seed_note(frame)}", fontsize=10)
+    return fig
+
+
+def _accuracy_panel(ax: Axes, frame: pd.DataFrame, xs: np.ndarray, metrics: list[str],
+                    name: str) -> None:
+    """One panel of :func:`plot_sweep`: a mean ± std curve per metric of one top-k."""
+    for m in metrics:
+        st = METRIC_STYLE[m]
+        y = 100 * frame[f"{m}_mean"].astype(float).to_numpy()
+        err = 100 * frame[f"{m}_std"].astype(float).to_numpy()  # NaN (1 seed): no bar
+        ax.errorbar(xs, y, yerr=err, color=st["color"], marker=st["marker"], ls=st["ls"],
+                    capsize=3, lw=1.6, ms=5, label=f"{st['label']} (mean ± std)")
+    ax.set_ylabel(f"{name} accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.yaxis.set_major_locator(MaxNLocator(6))
+
+
+def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
+    """A cross at the foot of the axis where every seed diverged or failed: a value that never
+    trained is a result, and a gap in the curve alone would hide it."""
+    lost = frame["n"].astype(int).to_numpy() == 0
     if lost.any():
-        ax0.scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=ax0.get_xaxis_transform(),
-                    marker="X", s=60, color=STATUS_STYLE["diverged"][1], clip_on=False,
-                    zorder=5, label="no ok run at this value")
-    size = ax0.twinx()
+        ax.scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=ax.get_xaxis_transform(),
+                   marker="X", s=60, color=STATUS_STYLE["diverged"][1], clip_on=False,
+                   zorder=5, label="no ok run at this value")
+
+
+def _size_axis(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> Axes:
+    """Model size on a right-hand axis from 0, so the accuracy/size trade-off reads in one panel."""
+    size = ax.twinx()
     size.plot(xs, frame["size_mb"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
               lw=1.3, label="model size (MB)")
     size.set_ylabel("model size (MB, fp32)", color=SIZE_COLOR)
     size.tick_params(axis="y", colors=SIZE_COLOR)
     size.set_ylim(0, float(frame["size_mb"].max()) * 1.15)
-    h1, l1 = ax0.get_legend_handles_labels()
+    return size
+
+
+def _sweep_legend(ax: Axes, size: Axes, top5_apart: bool) -> None:
+    """One legend row above the top panel for both axes, the lost-point marker last.
+
+    With top-5 in its own panel the entries drop "top-1": the panels' y labels already say it.
+    """
+    h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = size.get_legend_handles_labels()
-    if top5:
+    if top5_apart:
         l1 = [lab.replace(" top-1", "") for lab in l1]
     handles, labels = h1 + h2, l1 + l2
     order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("no ok"))
-    ax0.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center",
-               bbox_to_anchor=(0.5, 1.0), ncol=len(order), frameon=False)
-    last = axes[-1]
-    last.set_xticks(xs)
-    last.set_xticklabels([f"{v:g}%" if param == "pct3x3" else f"{v:g}" for v in xs])
-    last.set_xlabel(PARAM_LABEL.get(param, param))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center",
+              bbox_to_anchor=(0.5, 1.0), ncol=len(order), frameon=False)
+
+
+def _seed_note(frame: pd.DataFrame) -> str:
+    """The subtitle line saying how many seeds each point averages and how many runs were lost."""
     bad = int(frame["n_bad"].sum()) if "n_bad" in frame else 0
     seeds = sorted(set(frame["n"].astype(int)) - {0})
     seed_txt = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
     bars = ("error bars ± 1 sample std (ddof=1)" if seeds[-1] > 1
             else "one seed per point, so no error bars")
-    note = (f"n = {seed_txt} ok seed{'s' if seeds[-1] > 1 else ''} per point; {bars}"
+    return (f"n = {seed_txt} ok seed{'s' if seeds[-1] > 1 else ''} per point; {bars}"
             + (f"; {bad} diverged/failed run{'s' if bad != 1 else ''} excluded" if bad else ""))
-    fig.suptitle(f"{title}\n{wrap(fixed_text(frame.attrs['fixed'], skip=[param]))}\n{note}",
-                 fontsize=10)
-    return fig
 
 
 # -- macro: bypass (Table 3) ----------------------------------------------------------------------

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 
 from analysis.fmt import value_text
 from analysis.frames import BYPASS_ORDER, ok_runs
+from analysis.labels import place_labels
 from analysis.style import (
     BYPASS_COLORS,
     DPI,
@@ -197,77 +197,6 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
 
 
 # -- Pareto ---------------------------------------------------------------------------------------
-def place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
-                 avoid_xy: np.ndarray | None = None, avoid_r: Sequence[float] | None = None,
-                 fontsize: float = 8) -> list[Any]:
-    """Annotate points with small labels that do not overlap each other or the markers.
-
-    A greedy repel: for each label try offsets on growing rings around its point and keep the first
-    whose box hits no placed label, no marker and stays inside the axes; if none is free take the
-    least-overlapping one and draw a leader line. Runs after layout, in display pixels.
-    """
-    fig = ax.figure
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    axbox = ax.get_window_extent(renderer)
-    pts = ax.transData.transform(np.column_stack([xs, ys])) if len(xs) else np.zeros((0, 2))
-    others = (ax.transData.transform(avoid_xy) if avoid_xy is not None and len(avoid_xy)
-              else np.zeros((0, 2)))
-    marks = np.vstack([pts, others])
-    px_per_pt = fig.dpi / 72.0
-    radii = np.concatenate([np.full(len(pts), 7.0 * px_per_pt),  # the front's 70-pt^2 rings
-                            (np.asarray(avoid_r, float) * px_per_pt if avoid_r is not None
-                             else np.full(len(others), 4.0 * px_per_pt))])
-    placed: list[tuple[float, float, float, float]] = []
-    out = []
-    rings = [(9, 9), (9, -15), (-17, 9), (-17, -15), (12, -3), (-22, -3), (-3, 12), (-3, -19)]
-    candidates = [(dx * k, dy * k) for k in (1.0, 1.7, 2.5, 3.4) for dx, dy in rings]
-
-    def overlap(b: tuple[float, float, float, float]) -> float:
-        x0, y0, x1, y1 = b
-        area = 0.0
-        for p in placed:
-            w = min(x1, p[2]) - max(x0, p[0])
-            h = min(y1, p[3]) - max(y0, p[1])
-            if w > 0 and h > 0:
-                area += w * h
-        for (mx, my), r in zip(marks, radii, strict=True):
-            w = min(x1, mx + r) - max(x0, mx - r)
-            h = min(y1, my + r) - max(y0, my - r)
-            if w > 0 and h > 0:
-                area += w * h
-        if x0 < axbox.x0 or x1 > axbox.x1 or y0 < axbox.y0 or y1 > axbox.y1:
-            area += 1e6
-        return area
-
-    scale = fig.dpi / 72.0
-    font = FontProperties(size=fontsize, weight="bold")
-    for (px, py), x, y, text in zip(pts, xs, ys, texts, strict=True):
-        tw, th, _ = renderer.get_text_width_height_descent(text, font, ismath=False)
-        w, h = tw + 4, th + 3
-        best, best_cost = candidates[0], float("inf")
-        for dx, dy in candidates:
-            x0 = px + dx * scale
-            y0 = py + dy * scale
-            cost = overlap((x0, y0, x0 + w, y0 + h))
-            if cost < best_cost:
-                best, best_cost = (dx, dy), cost
-            if cost == 0:
-                break
-        dx, dy = best
-        ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
-                          fontsize=fontsize, fontweight="bold", ha="left", va="bottom",
-                          bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none",
-                                "alpha": 0.8},
-                          arrowprops={"arrowstyle": "-", "lw": 0.7, "color": "0.3",
-                                      "shrinkA": 0, "shrinkB": 4}, zorder=7)
-        ann.set_in_layout(False)
-        x0, y0 = px + dx * scale, py + dy * scale
-        placed.append((x0, y0, x0 + w, y0 + h))
-        out.append(ann)
-    return out
-
-
 @styled
 def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
                 max_table: int = 24) -> Figure:

@@ -90,3 +90,8 @@ def bypass_kinds(values: pd.Series) -> pd.Series:
 def bypass_color(kind: Any) -> str:
     """The bypass kind's colour; grey for kinds :data:`BYPASS_COLORS` does not know."""
     return BYPASS_COLORS.get(str(kind), "#7f7f7f")
+
+
+def accuracy_name(metric: str) -> str:
+    """``val_top1`` -> ``val top-1``: the metric as axis labels and titles name it."""
+    return metric.replace("_top1", " top-1").replace("_top5", " top-5")

@@ -171,7 +171,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
             highs.append(np.nanmax(y + e0))
             pos = xs - 0.4 + width * (j + 0.5)
             test = m.startswith("test")
-            colors = [BYPASS_COLORS.get(k, "#7f7f7f") for k in kinds]
+            colors = [bypass_color(k) for k in kinds]
             bars = ax.bar(pos, y, width * 0.92, color=colors, alpha=0.55 if test else 0.95,
                           hatch="//" if test else None, edgecolor="white" if not test else "black",
                           linewidth=0.6, yerr=err, capsize=4, error_kw={"lw": 1.2})

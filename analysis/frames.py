@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from analysis.fmt import value_text
 from analysis.loading import CONTEXT, METAPARAMS, STATUSES, config_of
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 
@@ -244,21 +245,9 @@ def varying_columns(frame: pd.DataFrame) -> list[str]:
     return varying
 
 
-def _short(v: Any) -> str:
-    """How a metaparameter value reads in a label: 0.125 not 0.12500, true not True, - for NA."""
-    text = _cell(v)
-    if text == "<NA>":
-        return "-"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v)).lower()
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):g}"
-    return text
-
-
 def describe(row: pd.Series, cols: list[str]) -> str:
     """``sr=0.25 pct3x3=0.5 bypass=simple``: a point's varying metaparameters, compactly."""
-    return " ".join(f"{c}={_short(row.get(c))}" for c in cols)
+    return " ".join(f"{c}={value_text(row.get(c))}" for c in cols)
 
 
 def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:

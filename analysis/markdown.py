@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.fmt import is_missing
 from dse.text import table
 
 _NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?( ± [\d.]+)?%?$")
@@ -20,7 +21,7 @@ _NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?( ± [\d.]+)?%?$
 
 def _text(v: Any) -> str:
     """One cell as Markdown-safe text: pipes escaped, line breaks flattened, NA as '-'."""
-    if v is None or (not isinstance(v, (str, list, tuple, dict)) and pd.isna(v)):
+    if is_missing(v):
         return "-"
     return str(v).replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip() or "-"
 

@@ -1,35 +1,46 @@
 """Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no seaborn, no pyplot state).
 
-Figures are built with :class:`matplotlib.figure.Figure` and rendered by Agg, so drawing never
-touches a GUI backend or pyplot's global figure list: the CLI works headless and a notebook can call
-these functions and restyle the returned Figure. Shared conventions, so charts read alike:
-
-* accuracy in percent, model size in MB (10^6 bytes of fp32 weights; MiB in the tables);
-* one colour per bypass kind everywhere (:data:`BYPASS_COLORS`);
-* error bars are ± one sample standard deviation over seeds (ddof=1);
-* every title names the study, the dataset and the epochs.
+Each function returns a Figure a notebook can restyle; :mod:`analysis.style` holds what the charts
+share (colours, fonts, titles). Error bars are ± one sample standard deviation over seeds (ddof=1)
+on every chart that has them. The Pareto chart is drawn in :mod:`analysis.pareto_plot` and
+importable from here like the rest.
 """
 
 from __future__ import annotations
 
-import functools
-import textwrap
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
-import matplotlib
 import numpy as np
 import pandas as pd
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.ticker import MaxNLocator
 
-from analysis.frames import BYPASS_ORDER, METAPARAMS, ok_runs
-from dse.metrics import REGISTRY, to_mb
+from analysis.fmt import value_text
+from analysis.labels import place_labels
+from analysis.pareto_plot import plot_pareto
+from analysis.style import (
+    BYPASS_COLORS,
+    DPI,
+    FONT,
+    STATUS_STYLE,
+    accuracy_name,
+    bypass_color,
+    bypass_kinds,
+    context_title,
+    fixed_text,
+    new_figure,
+    styled,
+    wrap,
+)
+from dse.metrics import REGISTRY
 
-BYPASS_COLORS = {"none": "#1f77b4", "simple": "#2ca02c", "complex": "#d62728"}
+__all__ = ["BYPASS_COLORS", "DPI", "FONT", "METRIC_STYLE", "OTHER_COLORS", "PARAM_LABEL",
+           "SIZE_COLOR", "STATUS_STYLE", "context_title", "fixed_text", "place_labels",
+           "plot_bypass", "plot_edf", "plot_pareto", "plot_sweep", "save"]
+
 OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
 METRIC_STYLE: dict[str, dict[str, Any]] = {m: {**style, "label": REGISTRY[m].label} for m, style in {
     "val_top1": {"color": "#1f77b4", "marker": "o", "ls": "-"},
@@ -37,82 +48,14 @@ METRIC_STYLE: dict[str, dict[str, Any]] = {m: {**style, "label": REGISTRY[m].lab
     "val_top5": {"color": "#1f77b4", "marker": "o", "ls": "-"},
     "test_top5": {"color": "#ff7f0e", "marker": "s", "ls": "--"},
 }.items()}
-STATUS_STYLE = {"diverged": ("X", "#d62728"), "failed": ("v", "#333333"),
-                "pruned": ("|", "#7f7f7f"), "rejected": ("s", "#bcbd22"),
-                "running": (".", "#7f7f7f")}
 SIZE_COLOR = "#555555"
-P = ParamSpec("P")
-R = TypeVar("R")
-DPI = 130
-FONT = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
-        "xtick.labelsize": 9, "ytick.labelsize": 9}
 PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
                "pct3x3": "3x3 share of expand filters, pct3x3 (%)",
                "bypass": "bypass"}
 
 
-def _styled(fn: Callable[P, R]) -> Callable[P, R]:
-    """Apply :data:`FONT` while a chart is built, without touching the caller's rcParams."""
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with matplotlib.rc_context(FONT):
-            return fn(*args, **kwargs)
-
-    return wrapper
-
-
-def _figure(w: float, h: float) -> Figure:
-    fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _missing(v: Any) -> bool:
-    return v is None or (not isinstance(v, (str, list, tuple, dict)) and bool(pd.isna(v)))
-
-
-def _fmt(v: Any) -> str:
-    """A value as it reads in titles and tables: 0.125 not 0.12500, true not True, - for NA."""
-    if _missing(v):
-        return "-"
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v)).lower()
-    if isinstance(v, (float, np.floating)):
-        return f"{float(v):g}"
-    return str(v)
-
-
-def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
-    """``study 'demo' · fashion_mnist · 30 epochs``: where the numbers come from."""
-    def values(col: str) -> list[str]:
-        if isinstance(df, dict):
-            v = df.get(col)
-            return [] if _missing(v) else [_fmt(v)]
-        return sorted({_fmt(v) for v in df[col].dropna()}) if col in df else []
-
-    studies, data, epochs, subset = (values(c) for c in ("study", "data", "max_epochs", "subset"))
-    parts = [("study " if len(studies) < 2 else "studies ") + ", ".join(studies or ["?"])]
-    parts.append(", ".join(data) or "dataset not recorded")
-    parts.append(f"{'/'.join(epochs)} epochs" if epochs else "epochs not recorded")
-    if subset:
-        parts.append(f"subset {'/'.join(subset)}")
-    return " · ".join(parts)
-
-
-def fixed_text(fixed: dict[str, Any], skip: Iterable[str] = ()) -> str:
-    """The metaparameters a sweep held fixed, for its subtitle."""
-    keys = [k for k in ["model", *METAPARAMS]
-            if k in fixed and k not in set(skip) and not _missing(fixed[k])]
-    return "  ".join(f"{k}={_fmt(fixed[k])}" for k in keys)
-
-
-def _wrap(text: str, width: int = 110) -> str:
-    """Break a long ``k=v  k=v`` line at separators so suptitles never run off the figure."""
-    return "\n".join(textwrap.wrap(text, width=width, break_long_words=False)) if text else ""
-
-
 # -- micro sweeps (Figure 3a / 3b) ----------------------------------------------------------------
-@_styled
+@styled
 def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     """Accuracy (mean ± std over seeds) against SR or pct3x3, model size on the right axis.
 
@@ -123,70 +66,99 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     metrics = frame.attrs["metrics"]
     top5 = [m for m in metrics if m.endswith("top5")]
     top1 = [m for m in metrics if m.endswith("top1")]
-    fig = _figure(9, 6.8 if top5 else 5.2)
+    fig = new_figure(9, 6.8 if top5 else 5.2)
     axes = fig.subplots(2 if top5 else 1, 1, sharex=True,
                         gridspec_kw={"height_ratios": [2.2, 1]} if top5 else None)
     axes = list(np.atleast_1d(axes))
     x = frame[param].astype(float).to_numpy()
     xs = 100 * x if param == "pct3x3" else x
-    for ax, group, name in ((axes[0], top1, "top-1"), *(((axes[1], top5, "top-5"),) if top5
-                                                        else ())):
-        for m in group:
-            st = METRIC_STYLE[m]
-            y = 100 * frame[f"{m}_mean"].astype(float).to_numpy()
-            err = 100 * frame[f"{m}_std"].astype(float).to_numpy()  # NaN (1 seed): no bar
-            ax.errorbar(xs, y, yerr=err, color=st["color"], marker=st["marker"], ls=st["ls"],
-                        capsize=3, lw=1.6, ms=5, label=f"{st['label']} (mean ± std)")
-        ax.set_ylabel(f"{name} accuracy (%)")
-        ax.grid(True, alpha=0.3)
-        ax.yaxis.set_major_locator(MaxNLocator(6))
-    ax0 = axes[0]
-    lost = frame["n"].astype(int).to_numpy() == 0  # every seed diverged or failed
+    panels = [(axes[0], top1, "top-1"), *([(axes[1], top5, "top-5")] if top5 else [])]
+    for ax, group, name in panels:
+        _accuracy_panel(ax, frame, xs, group, name)
+    _mark_lost_points(axes[0], frame, xs)
+    size = _size_axis(axes[0], frame, xs)
+    _sweep_legend(axes[0], size, top5_apart=bool(top5))
+    last = axes[-1]
+    last.set_xticks(xs)
+    last.set_xticklabels([f"{v:g}%" if param == "pct3x3" else f"{v:g}" for v in xs])
+    last.set_xlabel(PARAM_LABEL.get(param, param))
+    fixed = wrap(fixed_text(frame.attrs["fixed"], skip=[param]))
+    fig.suptitle(f"{title}\n{fixed}\n{_seed_note(frame)}", fontsize=10)
+    return fig
+
+
+def _accuracy_panel(ax: Axes, frame: pd.DataFrame, xs: np.ndarray, metrics: list[str],
+                    name: str) -> None:
+    """One panel of :func:`plot_sweep`: a mean ± std curve per metric of one top-k."""
+    for m in metrics:
+        st = METRIC_STYLE[m]
+        y = 100 * frame[f"{m}_mean"].astype(float).to_numpy()
+        err = 100 * frame[f"{m}_std"].astype(float).to_numpy()  # NaN (1 seed): no bar
+        ax.errorbar(xs, y, yerr=err, color=st["color"], marker=st["marker"], ls=st["ls"],
+                    capsize=3, lw=1.6, ms=5, label=f"{st['label']} (mean ± std)")
+    ax.set_ylabel(f"{name} accuracy (%)")
+    ax.grid(True, alpha=0.3)
+    ax.yaxis.set_major_locator(MaxNLocator(6))
+
+
+def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
+    """A cross at the foot of the axis where every seed diverged or failed: a value that never
+    trained is a result, and a gap in the curve alone would hide it."""
+    lost = frame["n"].astype(int).to_numpy() == 0
     if lost.any():
-        ax0.scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=ax0.get_xaxis_transform(),
-                    marker="X", s=60, color=STATUS_STYLE["diverged"][1], clip_on=False,
-                    zorder=5, label="no ok run at this value")
-    size = ax0.twinx()
+        ax.scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=ax.get_xaxis_transform(),
+                   marker="X", s=60, color=STATUS_STYLE["diverged"][1], clip_on=False,
+                   zorder=5, label="no ok run at this value")
+
+
+def _size_axis(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> Axes:
+    """Model size on a right-hand axis from 0, so the accuracy/size trade-off reads in one panel."""
+    size = ax.twinx()
     size.plot(xs, frame["size_mb"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
               lw=1.3, label="model size (MB)")
     size.set_ylabel("model size (MB, fp32)", color=SIZE_COLOR)
     size.tick_params(axis="y", colors=SIZE_COLOR)
     size.set_ylim(0, float(frame["size_mb"].max()) * 1.15)
-    h1, l1 = ax0.get_legend_handles_labels()
+    return size
+
+
+def _sweep_legend(ax: Axes, size: Axes, top5_apart: bool) -> None:
+    """One legend row above the top panel for both axes, the lost-point marker last.
+
+    With top-5 in its own panel the entries drop "top-1": the panels' y labels already say it.
+    """
+    h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = size.get_legend_handles_labels()
-    if top5:
+    if top5_apart:
         l1 = [lab.replace(" top-1", "") for lab in l1]
     handles, labels = h1 + h2, l1 + l2
     order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("no ok"))
-    ax0.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center",
-               bbox_to_anchor=(0.5, 1.0), ncol=len(order), frameon=False)
-    last = axes[-1]
-    last.set_xticks(xs)
-    last.set_xticklabels([f"{v:g}%" if param == "pct3x3" else f"{v:g}" for v in xs])
-    last.set_xlabel(PARAM_LABEL.get(param, param))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center",
+              bbox_to_anchor=(0.5, 1.0), ncol=len(order), frameon=False)
+
+
+def _seed_note(frame: pd.DataFrame) -> str:
+    """The subtitle line saying how many seeds each point averages and how many runs were lost."""
     bad = int(frame["n_bad"].sum()) if "n_bad" in frame else 0
     seeds = sorted(set(frame["n"].astype(int)) - {0})
     seed_txt = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
     bars = ("error bars ± 1 sample std (ddof=1)" if seeds[-1] > 1
             else "one seed per point, so no error bars")
-    note = (f"n = {seed_txt} ok seed{'s' if seeds[-1] > 1 else ''} per point; {bars}"
+    return (f"n = {seed_txt} ok seed{'s' if seeds[-1] > 1 else ''} per point; {bars}"
             + (f"; {bad} diverged/failed run{'s' if bad != 1 else ''} excluded" if bad else ""))
-    fig.suptitle(f"{title}\n{_wrap(fixed_text(frame.attrs['fixed'], skip=[param]))}\n{note}",
-                 fontsize=10)
-    return fig
 
 
 # -- macro: bypass (Table 3) ----------------------------------------------------------------------
-@_styled
+@styled
 def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     """Bars of val/test accuracy per bypass kind (colour = bypass kind), size under each group."""
     metrics = frame.attrs["metrics"]
     panels = [[m for m in metrics if m.endswith("top1")]]
     if any(m.endswith("top5") for m in metrics):
         panels.append([m for m in metrics if m.endswith("top5")])
-    fig = _figure(4.2 * len(panels) + 2.2, 5.2)
+    fig = new_figure(4.2 * len(panels) + 2.2, 5.2)
     axes = list(np.atleast_1d(fig.subplots(1, len(panels))))
-    kinds = _kinds(frame["bypass"]).tolist()
+    kinds = bypass_kinds(frame["bypass"]).tolist()
     xs = np.arange(len(kinds))
     for ax, group in zip(axes, panels, strict=True):
         width = 0.8 / len(group)
@@ -199,7 +171,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
             highs.append(np.nanmax(y + e0))
             pos = xs - 0.4 + width * (j + 0.5)
             test = m.startswith("test")
-            colors = [BYPASS_COLORS.get(k, "#7f7f7f") for k in kinds]
+            colors = [bypass_color(k) for k in kinds]
             bars = ax.bar(pos, y, width * 0.92, color=colors, alpha=0.55 if test else 0.95,
                           hatch="//" if test else None, edgecolor="white" if not test else "black",
                           linewidth=0.6, yerr=err, capsize=4, error_kw={"lw": 1.2})
@@ -215,225 +187,25 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_ylabel(f"{name} accuracy (%)")
         ax.set_title(f"{name}: solid = val, hatched = test", fontsize=9)
         ax.set_xticks(xs)
-        ax.set_xticklabels([f"{k}\n{_fmt(round(mb, 2))} MB ({mib:.2f} MiB)\nn={n}"
+        ax.set_xticklabels([f"{k}\n{value_text(round(mb, 2))} MB ({mib:.2f} MiB)\nn={n}"
                             for k, mb, mib, n in zip(kinds, frame["size_mb"], frame["size_mib"],
                                                      frame["n"], strict=True)])
         ax.grid(True, axis="y", alpha=0.3)
     bars_note = ("error bars ± 1 sample std (ddof=1)" if int(frame["n"].max()) > 1
                  else "one seed each, so no error bars")
-    fig.suptitle(f"{title}\n{_wrap(fixed_text(frame.attrs['fixed'], skip=['bypass']))}\n"
+    fig.suptitle(f"{title}\n{wrap(fixed_text(frame.attrs['fixed'], skip=['bypass']))}\n"
                  f"bars: mean over seeds; {bars_note}; y axis does not start at 0", fontsize=10)
     return fig
 
 
-# -- Pareto ---------------------------------------------------------------------------------------
-def _kinds(values: pd.Series) -> pd.Series:
-    """Bypass kinds as text, "unknown" where a source did not record one (some Optuna studies)."""
-    return values.map(lambda v: v if isinstance(v, str) and v else "unknown").astype(object)
-
-
-def _bypass_color(kind: Any) -> str:
-    return BYPASS_COLORS.get(str(kind), "#7f7f7f")
-
-
-def place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
-                 avoid_xy: np.ndarray | None = None, avoid_r: Sequence[float] | None = None,
-                 fontsize: float = 8) -> list[Any]:
-    """Annotate points with small labels that do not overlap each other or the markers.
-
-    A greedy repel: for each label try offsets on growing rings around its point and keep the first
-    whose box hits no placed label, no marker and stays inside the axes; if none is free take the
-    least-overlapping one and draw a leader line. Runs after layout, in display pixels.
-    """
-    fig = ax.figure
-    fig.canvas.draw()
-    renderer = fig.canvas.get_renderer()
-    axbox = ax.get_window_extent(renderer)
-    pts = ax.transData.transform(np.column_stack([xs, ys])) if len(xs) else np.zeros((0, 2))
-    others = (ax.transData.transform(avoid_xy) if avoid_xy is not None and len(avoid_xy)
-              else np.zeros((0, 2)))
-    marks = np.vstack([pts, others])
-    px_per_pt = fig.dpi / 72.0
-    radii = np.concatenate([np.full(len(pts), 7.0 * px_per_pt),  # the front's 70-pt^2 rings
-                            (np.asarray(avoid_r, float) * px_per_pt if avoid_r is not None
-                             else np.full(len(others), 4.0 * px_per_pt))])
-    placed: list[tuple[float, float, float, float]] = []
-    out = []
-    rings = [(9, 9), (9, -15), (-17, 9), (-17, -15), (12, -3), (-22, -3), (-3, 12), (-3, -19)]
-    candidates = [(dx * k, dy * k) for k in (1.0, 1.7, 2.5, 3.4) for dx, dy in rings]
-
-    def overlap(b: tuple[float, float, float, float]) -> float:
-        x0, y0, x1, y1 = b
-        area = 0.0
-        for p in placed:
-            w = min(x1, p[2]) - max(x0, p[0])
-            h = min(y1, p[3]) - max(y0, p[1])
-            if w > 0 and h > 0:
-                area += w * h
-        for (mx, my), r in zip(marks, radii, strict=True):
-            w = min(x1, mx + r) - max(x0, mx - r)
-            h = min(y1, my + r) - max(y0, my - r)
-            if w > 0 and h > 0:
-                area += w * h
-        if x0 < axbox.x0 or x1 > axbox.x1 or y0 < axbox.y0 or y1 > axbox.y1:
-            area += 1e6
-        return area
-
-    scale = fig.dpi / 72.0
-    font = FontProperties(size=fontsize, weight="bold")
-    for (px, py), x, y, text in zip(pts, xs, ys, texts, strict=True):
-        tw, th, _ = renderer.get_text_width_height_descent(text, font, ismath=False)
-        w, h = tw + 4, th + 3
-        best, best_cost = candidates[0], float("inf")
-        for dx, dy in candidates:
-            x0 = px + dx * scale
-            y0 = py + dy * scale
-            cost = overlap((x0, y0, x0 + w, y0 + h))
-            if cost < best_cost:
-                best, best_cost = (dx, dy), cost
-            if cost == 0:
-                break
-        dx, dy = best
-        ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
-                          fontsize=fontsize, fontweight="bold", ha="left", va="bottom",
-                          bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none",
-                                "alpha": 0.8},
-                          arrowprops={"arrowstyle": "-", "lw": 0.7, "color": "0.3",
-                                      "shrinkA": 0, "shrinkB": 4}, zorder=7)
-        ann.set_in_layout(False)
-        x0, y0 = px + dx * scale, py + dy * scale
-        placed.append((x0, y0, x0 + w, y0 + h))
-        out.append(ann)
-    return out
-
-
-@_styled
-def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
-                max_table: int = 24) -> Figure:
-    """Accuracy against model size (log x) for every ok run and design point, the Pareto front as
-    a staircase with numbered points and a key table, presets starred, failed runs in a rug."""
-    bad = runs[runs["status"] != "ok"]
-    has_rug = not bad.empty
-    front = points[points["pareto"]].sort_values("size_bytes")
-    n_table = min(len(front), max_table)
-    fig = _figure(12.5, 6.4)
-    gs = fig.add_gridspec(2 if has_rug else 1, 2, width_ratios=[2.1, 1],
-                          height_ratios=[7, 1] if has_rug else None)
-    ax = fig.add_subplot(gs[0, 0])
-    key = fig.add_subplot(gs[:, 1])
-    key.axis("off")
-    ok = ok_runs(runs)
-    ok = ok[ok[metric].notna() & ok["size_bytes"].notna()]
-    name = metric.replace("_top1", " top-1").replace("_top5", " top-5")
-    point_kind, run_kind = _kinds(points["bypass"]), _kinds(ok["bypass"])
-    for kind in [*BYPASS_ORDER, *sorted(set(point_kind) - set(BYPASS_ORDER))]:
-        sel = points[point_kind == kind]
-        if sel.empty:
-            continue
-        rsel = ok[run_kind == kind]
-        ax.scatter(to_mb(rsel["size_bytes"]), 100 * rsel[metric], s=9, color=_bypass_color(kind),
-                   alpha=0.3, lw=0, zorder=2)
-        plain = sel[~sel["preset"]]
-        ax.scatter(plain["size_mb"], 100 * plain["acc_mean"], s=34, color=_bypass_color(kind),
-                   edgecolor="white", lw=0.6, zorder=3, label=f"bypass={kind}")
-    presets = points[points["preset"]]
-    if not presets.empty:
-        ax.scatter(presets["size_mb"], 100 * presets["acc_mean"], s=170, marker="*",
-                   color=[_bypass_color(k) for k in presets["bypass"]], edgecolor="black",
-                   lw=0.8, zorder=5, label="SqueezeNet preset (v1.0 / v1.1)")
-    if not front.empty:
-        fx = front["size_mb"].to_numpy(float)
-        fy = 100 * front["acc_mean"].to_numpy(float)
-        ax.step(np.append(fx, fx[-1] * 1.15), np.append(fy, fy[-1]), where="post", color="black",
-                lw=1.2, alpha=0.7, zorder=4, label="Pareto front (max acc, min size)")
-        ax.scatter(fx, fy, s=70, facecolor="none", edgecolor="black", lw=1.1, zorder=6)
-    ax.scatter([], [], s=9, color="0.5", alpha=0.4, label="single runs (seeds)")
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
-    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(NullFormatter())
-    lo, hi = float(points["size_mb"].min()), float(points["size_mb"].max())
-    ax.set_xlim(lo / 1.25, hi * 1.25)
-    ys = 100 * pd.concat([points["acc_mean"], ok[metric]]).astype(float)
-    span = max(float(ys.max() - ys.min()), 0.5)
-    ax.set_ylim(float(ys.min()) - 0.08 * span, float(ys.max()) + 0.15 * span)
-    ax.set_ylabel(f"{name} accuracy (%), mean over seeds")
-    ax.grid(True, which="both", alpha=0.25)
-    handles, labels = ax.get_legend_handles_labels()
-    key.legend(handles, labels, loc="lower left", frameon=False, fontsize=8)
-    if has_rug:
-        rug = fig.add_subplot(gs[1, 0], sharex=ax)
-        statuses = [s for s in STATUS_STYLE
-                    if (bad["status"] == s).any()]
-        statuses += sorted(set(bad["status"]) - set(statuses))
-        tick_labels: list[str] = []
-        for i, s in enumerate(statuses):
-            sel = bad[bad["status"] == s]
-            sized = sel[sel["size_bytes"].notna()]
-            marker, color = STATUS_STYLE.get(s, ("o", "#7f7f7f"))
-            rug.scatter(to_mb(sized["size_bytes"].astype(float)), np.full(len(sized), i),
-                        marker=marker, color=color, s=36, zorder=3)
-            missing = len(sel) - len(sized)
-            size_note = ("" if not missing else ", size unknown" if missing == len(sel)
-                         else f", {missing} of unknown size")
-            tick_labels.append(f"{s} ({len(sel)}{size_note})")
-        rug.set_yticks(range(len(statuses)))
-        rug.set_yticklabels(tick_labels, fontsize=8)
-        rug.set_ylim(-0.7, len(statuses) - 0.3)
-        rug.grid(True, axis="x", which="both", alpha=0.25)
-        rug.set_xlabel("model size (MB, fp32 weights, log scale)")
-        ax.tick_params(labelbottom=False)
-        rug.set_title("runs that are not design points (no accuracy plotted)", fontsize=8,
-                      loc="left")
-    else:
-        ax.set_xlabel("model size (MB, fp32 weights, log scale)")
-    fig.suptitle(f"Pareto front: {name} accuracy vs model size — {title}\n"
-                 f"{len(points)} design points from {len(ok)} ok runs; "
-                 f"{len(bad)} not ok", fontsize=10)
-    # key table: number -> metaparameters, accuracy, size
-    lines = [f"{'#':>2}  {'acc %':>6}  {'MB':>6}  metaparameters"]
-    for _, r in front.head(n_table).iterrows():
-        lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  {r['size_mb']:6.2f}  "
-                     f"{r['desc'] or '(all equal)'}")
-    if len(front) > n_table:
-        lines.append(f"... {len(front) - n_table} more in report.md")
-    key.set_title("Pareto set (numbers on the chart)", fontsize=9, loc="left")
-    key.text(0.0, 1.0, _wrap_table(lines, 62), va="top", ha="left", family="monospace",
-             fontsize=7.5, transform=key.transAxes)
-    if not front.empty:
-        fig.canvas.draw()
-        fig.set_layout_engine("none")
-        rest = points[~points["pareto"]]
-        others = rest[["size_mb", "acc_mean"]].to_numpy(float) * np.array([1.0, 100.0])
-        place_labels(ax, front["size_mb"].astype(float).tolist(),
-                     (100 * front["acc_mean"].astype(float)).tolist(),
-                     [str(int(v)) for v in front["label"]], avoid_xy=others,
-                     avoid_r=np.where(rest["preset"], 10.0, 4.0))
-    return fig
-
-
-def _wrap_table(lines: list[str], width: int) -> str:
-    """Wrap long metaparameter lists under their own column instead of running off the figure."""
-    out = []
-    indent = " " * 20
-    for line in lines:
-        while len(line) > width:
-            cut = line.rfind(" ", 20, width)
-            cut = cut if cut > 20 else width
-            out.append(line[:cut])
-            line = indent + line[cut:].lstrip()
-        out.append(line)
-    return "\n".join(out)
-
-
 # -- EDF ------------------------------------------------------------------------------------------
-@_styled
+@styled
 def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     """pycls-style error EDFs: for each group, the fraction of its models with error below e."""
     by = edf.attrs.get("by", [])
     metric = edf.attrs.get("metric") or "val_top1"
-    name = metric.replace("_top1", " top-1").replace("_top5", " top-5")
-    fig = _figure(9, 5.4)
+    name = accuracy_name(metric)
+    fig = new_figure(9, 5.4)
     ax = fig.subplots()
     groups = list(dict.fromkeys(edf["group"]))
     styles = ["-", "--", ":", "-."]
@@ -445,7 +217,7 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
         if "bypass" in by:
             kind = str(sel["bypass"].iloc[0])
             rest = " / ".join(str(sel[c].iloc[0]) for c in by if c != "bypass")
-            color = _bypass_color(kind)
+            color = bypass_color(kind)
             ls = styles[other_seen.setdefault(rest, len(other_seen)) % len(styles)]
         else:
             color, ls = OTHER_COLORS[i % len(OTHER_COLORS)] if len(groups) > 1 else "#1f77b4", "-"

@@ -10,10 +10,9 @@ from, so every number in a picture can be looked up.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
@@ -21,6 +20,7 @@ from analysis import FORMATS
 from analysis import frames as F
 from analysis import plots as P
 from analysis.commands import sweep_commands
+from analysis.fmt import integer, number, pm_percent, value_text
 from analysis.loading import config_of
 from analysis.markdown import has_tabulate, to_markdown
 from dse.errors import first_line
@@ -65,37 +65,18 @@ class Report:
         return {n: c.skipped for n, c in self.charts.items() if c.skipped is not None}
 
 
-def _pm(mean: Any, std: Any) -> str:
-    """``92.27 ± 0.14`` in percent; a lone seed shows just the mean."""
-    if mean is None or pd.isna(mean):
-        return "-"
-    if std is None or pd.isna(std):
-        return f"{100 * float(mean):.2f}"
-    return f"{100 * float(mean):.2f} ± {100 * float(std):.2f}"
-
-
-def _num(v: Any, digits: int = 2) -> str:
-    if v is None or pd.isna(v):
-        return "-"
-    return f"{float(v):,.{digits}f}"
-
-
-def _int(v: Any) -> str:
-    return "-" if v is None or pd.isna(v) else f"{int(v):,}"
-
-
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
-    out = pd.DataFrame({param: frame[param].map(P._fmt)})
+    out = pd.DataFrame({param: frame[param].map(value_text)})
     for m in frame.attrs["metrics"]:
-        out[f"{METRIC_NAMES[m]} %"] = [_pm(a, b) for a, b in
-                                       zip(frame[f"{m}_mean"], frame[f"{m}_std"], strict=True)]
-    out["params"] = frame["params"].map(_int)
-    out["MB"] = frame["size_mb"].map(_num)
-    out["MiB"] = frame["size_mib"].map(_num)
-    out["ok seeds"] = frame["n"].map(_int)
-    out["not ok"] = frame["n_bad"].map(_int)
+        pairs = zip(frame[f"{m}_mean"], frame[f"{m}_std"], strict=True)
+        out[f"{METRIC_NAMES[m]} %"] = [pm_percent(a, b) for a, b in pairs]
+    out["params"] = frame["params"].map(integer)
+    out["MB"] = frame["size_mb"].map(number)
+    out["MiB"] = frame["size_mib"].map(number)
+    out["ok seeds"] = frame["n"].map(integer)
+    out["not ok"] = frame["n_bad"].map(integer)
     return out
 
 
@@ -106,9 +87,9 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
     out = pd.DataFrame({
         "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
         "metaparameters": sel["desc"].replace("", "(all equal)"),
-        f"{metric} %": [_pm(a, b) for a, b in zip(sel["acc_mean"], sel["acc_std"], strict=True)],
-        "seeds": sel["n"].map(_int), "params": sel["params"].map(_int),
-        "MB": sel["size_mb"].map(_num), "MiB": sel["size_mib"].map(_num),
+        f"{metric} %": [pm_percent(a, b) for a, b in zip(sel["acc_mean"], sel["acc_std"], strict=True)],
+        "seeds": sel["n"].map(integer), "params": sel["params"].map(integer),
+        "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number),
     })
     if not only_front:
         out.insert(1, "front", sel["pareto"].map(lambda b: "yes" if b else ""))
@@ -179,77 +160,119 @@ def _image_link(chart: Chart) -> str:
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
     """report.md's text: status counts, one section per chart (image + table or skip reason),
     the Pareto set, runs that are not design points, and the sweep commands."""
+    lines = _header(df, source)
+    lines += ["## Runs by status", "", to_markdown(F.status_counts(df)), ""]
+    lines += _chart_index(charts)
+    for name, chart in charts.items():
+        lines += _chart_section(name, chart)
+    lines += _bad_runs_section(df)
+    lines += _commands_section(df)
+    lines += [f"<sub>Tables rendered by {'tabulate' if has_tabulate() else 'analysis.markdown'}."
+              "</sub>", ""]
+    return "\n".join(lines)
+
+
+def _header(df: pd.DataFrame, source: str) -> list[str]:
+    """Title, where the runs come from and when this was written; a warning up front when no run
+    finished ok, since every chart section below will then only say it was skipped."""
     studies = sorted({str(s) for s in df["study"].dropna()})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# dse report: {', '.join(studies) or 'runs'}", "",
              f"{P.context_title(df)}  ",
              f"source: `{source or 'DataFrame'}`, generated {now}, {len(df)} runs", ""]
-    ok = F.ok_runs(df)
-    if ok.empty:
+    if F.ok_runs(df).empty:
         lines += ["> **No run finished ok**: every run in this store diverged, failed or was "
                   "pruned, so there is nothing to chart. See *Runs that are not design points* "
                   "below.", ""]
-    lines += ["## Runs by status", "", to_markdown(F.status_counts(df)), ""]
-    lines += ["## Charts", "", to_markdown(pd.DataFrame({
+    return lines
+
+
+def _chart_index(charts: dict[str, Chart]) -> list[str]:
+    """One row per chart with its files or the reason it was skipped, before any section."""
+    return ["## Charts", "", to_markdown(pd.DataFrame({
         "chart": [f"{n}" for n in charts],
         "what": [c.title for c in charts.values()],
         "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
                    else f"skipped: {c.skipped}" for c in charts.values()]})), ""]
-    for name, chart in charts.items():
-        lines += [f"## {chart.title}", ""]
-        if chart.skipped is not None:
-            lines += [f"*Skipped:* {chart.skipped}.", ""]
-            continue
-        lines += [_image_link(chart), ""]
-        frame = chart.frame
-        if name in ("micro_sr", "micro_pct3x3", "macro_bypass"):
-            fixed = P.fixed_text(frame.attrs["fixed"], skip=[frame.attrs["param"]])
-            lines += [f"Fixed: {P.context_title(frame.attrs['fixed'])}; `{fixed}`.  ",
-                      f"Mean ± sample std (ddof=1) over ok seeds; {frame.attrs['n_runs']} ok runs"
-                      f", {frame.attrs['n_bad']} not ok at these points"
-                      + (f"; chosen among {frame.attrs['groups']} groups that vary "
-                         f"{frame.attrs['param']} (most values, then most runs, then nearest the "
-                         "paper's setting)" if frame.attrs["groups"] > 1 else "") + ".",
-                      "", to_markdown(sweep_table(frame)), ""]
-        elif name == "pareto":
-            metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
-            lines += [f"Design points = ok runs averaged over seeds; the front maximises mean "
-                      f"{metric} accuracy and minimises fp32 size (MB = 10^6 bytes). "
-                      f"{int(frame['pareto'].sum())} of {len(frame)} points are on it.", "",
-                      "### Pareto set", "", to_markdown(pareto_table(frame)), "",
-                      "<details><summary>All design points</summary>", "",
-                      to_markdown(pareto_table(frame, only_front=False)), "", "</details>", ""]
-        elif name == "edf":
-            summary = F.edf_summary(frame)
-            metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
-            table = pd.DataFrame({
-                "curve": summary["group"], "n": summary["n"].map(_int),
-                "min error %": (100 * summary["min_error"]).map(_num),
-                "mean error %": (100 * summary["mean_error"]).map(_num),
-                "median error %": (100 * summary["median_error"]).map(_num)})
-            by = ", ".join(frame.attrs.get("by") or []) or "all runs"
-            lines += [f"Error = 1 − {metric}, one step per ok run; curves by {by}.", "",
-                      to_markdown(table), ""]
+
+
+def _chart_section(name: str, chart: Chart) -> list[str]:
+    """A chart's section: its image and the table it was drawn from, or why it was skipped."""
+    lines = [f"## {chart.title}", ""]
+    if chart.skipped is not None:
+        return lines + [f"*Skipped:* {chart.skipped}.", ""]
+    lines += [_image_link(chart), ""]
+    body = _SECTION_BODY.get(name)
+    return lines + (body(chart.frame) if body is not None else [])
+
+
+def _sweep_text(frame: pd.DataFrame) -> list[str]:
+    """What a sweep held fixed, how its points were averaged and chosen, and its table."""
+    attrs = frame.attrs
+    fixed = P.fixed_text(attrs["fixed"], skip=[attrs["param"]])
+    chosen = (f"; chosen among {attrs['groups']} groups that vary {attrs['param']} (most values, "
+              "then most runs, then nearest the paper's setting)" if attrs["groups"] > 1 else "")
+    return [f"Fixed: {P.context_title(attrs['fixed'])}; `{fixed}`.  ",
+            f"Mean ± sample std (ddof=1) over ok seeds; {attrs['n_runs']} ok runs"
+            f", {attrs['n_bad']} not ok at these points" + chosen + ".",
+            "", to_markdown(sweep_table(frame)), ""]
+
+
+def _pareto_text(frame: pd.DataFrame) -> list[str]:
+    """How the front is defined, the Pareto set, and every design point folded away."""
+    metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
+    return [f"Design points = ok runs averaged over seeds; the front maximises mean "
+            f"{metric} accuracy and minimises fp32 size (MB = 10^6 bytes). "
+            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it.", "",
+            "### Pareto set", "", to_markdown(pareto_table(frame)), "",
+            "<details><summary>All design points</summary>", "",
+            to_markdown(pareto_table(frame, only_front=False)), "", "</details>", ""]
+
+
+def _edf_text(frame: pd.DataFrame) -> list[str]:
+    """What the error is, how curves are grouped, and each curve's n / min / mean / median."""
+    summary = F.edf_summary(frame)
+    metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
+    table = pd.DataFrame({
+        "curve": summary["group"], "n": summary["n"].map(integer),
+        "min error %": (100 * summary["min_error"]).map(number),
+        "mean error %": (100 * summary["mean_error"]).map(number),
+        "median error %": (100 * summary["median_error"]).map(number)})
+    by = ", ".join(frame.attrs.get("by") or []) or "all runs"
+    return [f"Error = 1 − {metric}, one step per ok run; curves by {by}.", "",
+            to_markdown(table), ""]
+
+
+_SECTION_BODY: dict[str, Callable[[pd.DataFrame], list[str]]] = {
+    "micro_sr": _sweep_text, "micro_pct3x3": _sweep_text, "macro_bypass": _sweep_text,
+    "pareto": _pareto_text, "edf": _edf_text,
+}
+
+
+def _bad_runs_section(df: pd.DataFrame) -> list[str]:
+    """Every run that is not a design point, with the first line of its error: what to rerun."""
     bad = F.bad_runs(df)
-    lines += ["## Runs that are not design points", ""]
+    lines = ["## Runs that are not design points", ""]
     if bad.empty:
-        lines += ["None: every run finished ok.", ""]
-    else:
-        table = pd.DataFrame({
-            "study": bad["study"], "run": bad["run_id"].map(lambda v: str(v)[:8]),
-            "status": bad["status"], "seed": bad["seed"].map(_int),
-            "point": bad.apply(lambda r: F.describe(r, ["model", "sr", "pct3x3", "bypass"]),
-                               axis=1),
-            "MB": to_mb(bad["size_bytes"].astype(float)).map(_num),
-            "reason": bad["error"].map(lambda e: "-" if e is None or pd.isna(e)
-                                       else first_line(str(e))[:120])})
-        lines += [to_markdown(table), ""]
+        return lines + ["None: every run finished ok.", ""]
+    table = pd.DataFrame({
+        "study": bad["study"], "run": bad["run_id"].map(lambda v: str(v)[:8]),
+        "status": bad["status"], "seed": bad["seed"].map(integer),
+        "point": bad.apply(lambda r: F.describe(r, ["model", "sr", "pct3x3", "bypass"]), axis=1),
+        "MB": to_mb(bad["size_bytes"].astype(float)).map(number),
+        "reason": bad["error"].map(lambda e: "-" if e is None or pd.isna(e)
+                                   else first_line(str(e))[:120])})
+    return lines + [to_markdown(table), ""]
+
+
+def _commands_section(df: pd.DataFrame) -> list[str]:
+    """The sweep commands that reproduce the store, grouped by study with each study's note."""
     cmds = sweep_commands(df)
     notes = _notes(df)
-    lines += ["## Sweep commands", "",
-              "Reconstructed from the runs' recorded Hydra overrides; each grid command re-runs "
-              "exactly the jobs in the store (dse-train skips design points and seeds it already "
-              "has).", "", "```bash"]
+    lines = ["## Sweep commands", "",
+             "Reconstructed from the runs' recorded Hydra overrides; each grid command re-runs "
+             "exactly the jobs in the store (dse-train skips design points and seeds it already "
+             "has).", "", "```bash"]
     for study, sub in cmds.groupby("study", sort=True):
         lines.append(f"# study {study}" + (f": {notes[study]}" if study in notes else ""))
         for _, r in sub.iterrows():
@@ -257,10 +280,7 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
             lines.append(r["command"])
     if cmds.empty:
         lines.append("# no run recorded its overrides")
-    lines += ["```", "",
-              f"<sub>Tables rendered by {'tabulate' if has_tabulate() else 'analysis.markdown'}."
-              "</sub>", ""]
-    return "\n".join(lines)
+    return lines + ["```", ""]
 
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),

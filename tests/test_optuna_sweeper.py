@@ -410,10 +410,13 @@ def test_lightning_pruning_callback_reports_and_prunes(tmp_path, monkeypatch):
             return SimpleNamespace(sanity_checking=sanity, current_epoch=epoch,
                                    callback_metrics={"val/top1": torch.tensor(value)})
 
-        cb.on_validation_end(trainer(0, 0.01, sanity=True), None)  # sanity check: ignored
-        cb.on_validation_end(trainer(0, 0.2), None)  # warm-up epoch: reported, kept
+        def module(epoch: int) -> SimpleNamespace:
+            return SimpleNamespace(current_epoch=epoch)
+
+        cb.on_validation_end(trainer(0, 0.01, sanity=True), module(0))  # sanity check: ignored
+        cb.on_validation_end(trainer(0, 0.2), module(0))  # warm-up epoch: reported, kept
         with pytest.raises(optuna.TrialPruned, match="epoch 1"):
-            cb.on_validation_end(trainer(1, 0.3), None)
+            cb.on_validation_end(trainer(1, 0.3), module(1))
         assert study.trials[0].intermediate_values == pytest.approx({0: 0.2, 1: 0.3})
     storage.engine.dispose()
 

@@ -1,15 +1,17 @@
 """The training job's side of the Optuna sweeper: should this trial stop early?
 
 The job reopens the study (:mod:`dse.sweep.handoff` says where), so the pruner compares this trial
-with every other worker's trials in the shared storage. Nothing here imports Optuna or Lightning
-until a sweep asks for it: outside a sweep :func:`pruning_callback_from_env` returns None at once.
+with every other worker's trials in the shared storage. The callback is optuna-integration's
+``PyTorchLightningPruningCallback``, given what dse adds: metric-name aliases and leaving NaN to
+the divergence monitor. Nothing here imports Optuna or Lightning until a sweep asks for it: outside
+a sweep :func:`pruning_callback_from_env` returns None at once.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dse.metrics import REGISTRY
 from dse.sweep.handoff import Handoff
@@ -24,7 +26,30 @@ DEFAULT_MONITOR = REGISTRY["val_top1"].key
 log = logging.getLogger(__name__)
 
 
-def trial_from_env() -> optuna.Trial | None:
+class JobTrial:
+    """The running trial as its job sees it: report and should_prune, through public API only.
+
+    ``optuna.trial.Trial(study, trial_id)`` would do, but Optuna documents that constructor as not
+    meant for direct use; a trial asked by another process is reached through the storage
+    (``set_trial_intermediate_value``, ``get_trial``) and the study's pruner (``prune``), which is
+    what ``Trial.report`` and ``Trial.should_prune`` do inside.
+    """
+
+    def __init__(self, study: optuna.Study, storage: Any, trial_id: int) -> None:
+        self.study, self.storage, self.trial_id = study, storage, trial_id
+        self.number = storage.get_trial_number_from_id(trial_id)
+
+    def report(self, value: float, step: int) -> None:
+        if step in self.storage.get_trial(self.trial_id).intermediate_values:
+            log.warning("pruning: step %d of trial %d was already reported", step, self.number)
+            return
+        self.storage.set_trial_intermediate_value(self.trial_id, step, float(value))
+
+    def should_prune(self) -> bool:
+        return self.study.pruner.prune(self.study, self.storage.get_trial(self.trial_id))
+
+
+def trial_from_env() -> JobTrial | None:
     """This job's live Optuna trial (its study loaded with the sweep's pruner), or None."""
     handoff = Handoff.from_env()
     if handoff is None:
@@ -34,7 +59,7 @@ def trial_from_env() -> optuna.Trial | None:
     storage = open_storage(parse_storage(handoff.storage))
     study = optuna.load_study(study_name=handoff.study, storage=storage,
                               pruner=make_pruner(handoff.pruner))
-    trial = optuna.trial.Trial(study, handoff.trial_id)
+    trial = JobTrial(study, storage, handoff.trial_id)
     if trial.number != handoff.trial_number:
         raise RuntimeError(f"trial id {handoff.trial_id} of study {handoff.study!r} is trial "
                            f"{trial.number}, not {handoff.trial_number}: a stale handoff")
@@ -42,52 +67,46 @@ def trial_from_env() -> optuna.Trial | None:
 
 
 def _callback_class() -> type:
-    """Defined lazily so importing this module never imports Lightning."""
-    import lightning.pytorch as pl
-    import optuna
+    """Defined lazily so importing this module never imports Lightning or optuna-integration."""
+    from optuna_integration import PyTorchLightningPruningCallback
 
-    class OptunaPruningCallback(pl.Callback):
-        """Reports the monitored validation metric every validation epoch; prunes when told.
+    class PruningCallback(PyTorchLightningPruningCallback):
+        """Reports the monitored validation metric every validation epoch (step = epoch) and
+        raises :class:`optuna.TrialPruned` out of ``trainer.fit`` when the pruner says so; dse's
+        training stores the run as ``pruned`` and returns ``{"status": "pruned", ...}``.
 
-        Raises :class:`optuna.TrialPruned` out of ``trainer.fit``; dse's training code catches it,
-        stores the run as ``pruned`` and returns ``{"status": "pruned", ...}`` to the sweeper.
-        The step reported is the epoch index, so epochs compare across trials.
+        ``val/top1`` and ``val_top1`` both find the metric Lightning logged as ``val/top1``; a NaN
+        or infinite value is not reported (the divergence monitor stops that run).
+        One process only: under DDP the callback reports nothing (a warning says so).
         """
 
-        def __init__(self, trial: optuna.Trial, monitor: str = DEFAULT_MONITOR) -> None:
-            super().__init__()
+        def __init__(self, trial: JobTrial, monitor: str = DEFAULT_MONITOR) -> None:
+            super().__init__(trial, monitor)  # type: ignore[arg-type]
+            self.wanted = monitor
             self.trial = trial
-            self.monitor = monitor
-            self.reports = 0
 
-        def _value(self, trainer: pl.Trainer) -> float | None:
-            metrics = trainer.callback_metrics
-            for key in (self.monitor, self.monitor.replace("/", "_"),
-                        self.monitor.replace("_", "/", 1)):
-                if key in metrics:
-                    return float(metrics[key])
-            return None
+        def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            self.is_ddp_backend = bool(getattr(trainer, "world_size", 1) > 1)
+            if self.is_ddp_backend:
+                log.warning("pruning: trial %d trains on %d processes; nothing is reported",
+                            self.trial.number, trainer.world_size)
 
         def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if trainer.sanity_checking:
+            if trainer.sanity_checking or self.is_ddp_backend:
                 return
-            value = self._value(trainer)
-            if value is None:
-                if self.reports == 0:
-                    log.warning("pruning: no metric %r among %s; nothing reported", self.monitor,
-                                sorted(trainer.callback_metrics))
+            metrics = trainer.callback_metrics
+            key = next((k for k in (self.wanted, self.wanted.replace("/", "_"),
+                                    self.wanted.replace("_", "/", 1)) if k in metrics), None)
+            if key is None:
+                log.warning("pruning: no metric %r among %s; nothing reported", self.wanted,
+                            sorted(metrics))
                 return
-            if not math.isfinite(value):
-                return  # divergence is the divergence monitor's business, not the pruner's
-            epoch = int(trainer.current_epoch)
-            self.trial.report(value, step=epoch)
-            self.reports += 1
-            if self.trial.should_prune():
-                raise optuna.TrialPruned(
-                    f"trial {self.trial.number} pruned at epoch {epoch} "
-                    f"({self.monitor}={value:.4f})")
+            if not math.isfinite(float(metrics[key])):
+                return
+            self.monitor = key
+            super().on_validation_end(trainer, pl_module)
 
-    return OptunaPruningCallback
+    return PruningCallback
 
 
 def pruning_callback_from_env(monitor: str | None = None) -> pl.Callback | None:

@@ -37,7 +37,7 @@ class Preflight(Callback):
     """Checks the input and the output folders before Hydra writes anything (``hydra.callbacks``
     in conf/config.yaml): bad input is one line and exit 2, with nothing written.
 
-    Hydra writes ``.hydra/*.yaml`` and ``cli.log`` into the run dir before the task starts, so a
+    Hydra writes ``.hydra/*.yaml`` and ``dse-train.log`` into the run dir before the task starts, so a
     check in the task comes too late, and its own ``mkdir`` of an unwritable dir fails with a
     traceback. A single run's whole config is validated here; sweep jobs are checked in the task,
     where a bad point becomes a failed job and the sweep goes on (dse_optuna also checks its space

@@ -194,3 +194,32 @@ def test_pools_are_one_set_in_network_order() -> None:
     model = {"name": "x", "sr": 0.5, "extra": 1, "pool_after": ["fire5", "conv1", "fire10", "fire3"]}
     assert spec_inputs(model) == {"sr": 0.5, "pool_after": ["conv1", "fire3", "fire5", "fire10"]}
     assert set(SPEC_KEYS) == {f.name for f in fields(ModelConfig)} - {"name"}  # the schema's model keys
+
+
+def test_dse_model_grid_sizes_every_point_before_training() -> None:
+    res = run_cli("dse-model", "-m", "--json", *V11, "model.sr=0.125,0.5", "model.bypass=none,simple")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    assert [r["overrides"] for r in rows] == [
+        ["model.sr=0.125", "model.bypass=none"], ["model.sr=0.125", "model.bypass=simple"],
+        ["model.sr=0.5", "model.bypass=none"], ["model.sr=0.5", "model.bypass=simple"]]
+    for r in rows:
+        rep = report([*V11, *r["overrides"]])[0]
+        assert (r["params"], r["macs"], r["size_bytes"]) == (rep.params, rep.macs, rep.size_bytes_fp32)
+    table = run_cli("dse-model", "-m", *V11, "model.sr=0.125,0.5")
+    assert table.returncode == 0 and table.stdout.startswith("2 design points\n")
+    assert f"{report([*V11, 'model.sr=0.5'])[0].params:,}" in table.stdout
+
+
+def test_dse_model_cfg_job_prints_the_composed_config() -> None:
+    res = run_cli("dse-model", "--cfg", "job", "model.sr=0.25")
+    assert res.returncode == 0, res.stderr
+    import yaml
+
+    cfg = yaml.safe_load(res.stdout)
+    assert cfg["model"]["sr"] == 0.25 and "hydra" not in cfg
+    assert cfg["model"]["num_classes"] == "${data.num_classes}"  # unresolved, as Hydra prints it
+    resolved = yaml.safe_load(run_cli("dse-model", "--cfg", "job", "--resolve").stdout)
+    assert resolved["model"]["num_classes"] == 10
+    bad = run_cli("dse-model", "-m", "model.sr=0.25,0")
+    assert bad.returncode == 2 and bad.stderr.startswith("dse-model: error: model.sr")

@@ -1,37 +1,72 @@
-"""``dse-model [--json] [OVERRIDES...]``: the analytic report of one design point, no training."""
+"""``dse-model [-m] [--json] [--cfg job|hydra|all [--resolve]] [OVERRIDES...]``: no training.
+
+One design point's per-layer report; with ``-m`` (Hydra's multirun spelling, the same sweep syntax
+``dse-train -m`` takes: ``model.sr=0.125,0.25``) one line per point of the grid, with its size and
+MACs, before anything trains; with ``--cfg`` the composed config, as a Hydra app prints it.
+"""
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from dse.errors import ArgumentParser, bad_input
 
 PROG = "dse-model"
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(
+def parser() -> argparse.ArgumentParser:
+    p = ArgumentParser(
         prog=PROG,
         description="Per-layer params/MACs/shapes and model sizes of a Fire network "
                     "(same Hydra config as dse-train, e.g. model=squeezenet_v1_0 data=imagenet).")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.sr=0.25")
-    args = parser.parse_args(argv)
+    p.add_argument("-m", "--multirun", action="store_true",
+                   help="expand sweeps (model.sr=0.125,0.25) and print one line per grid point")
+    p.add_argument("--json", action="store_true", help="print JSON (one object, or a list with -m)")
+    p.add_argument("--cfg", choices=("job", "hydra", "all"),
+                   help="print the composed config instead, as a Hydra app does")
+    p.add_argument("--resolve", action="store_true", help="with --cfg: resolve interpolations")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. model.sr=0.25")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     with bad_input(PROG):
-        _run(args)
+        if args.cfg:
+            _print_config(args)
+        elif args.multirun:
+            _grid(args)
+        else:
+            _point(args)
 
 
-def _run(args: argparse.Namespace) -> None:
-    """Compose the config, lay out its network and print the report (or its JSON)."""
+def _config(overrides: list[str], hydra: bool = False) -> DictConfig:
     from dse.compose import compose
+
+    return compose(overrides, return_hydra_config=hydra)
+
+
+def _print_config(args: argparse.Namespace) -> None:
+    """``--cfg job`` prints the task's config, ``hydra`` Hydra's node, ``all`` both."""
+    cfg = _config(args.overrides, hydra=args.cfg != "job")
+    if args.cfg == "hydra":
+        cfg = OmegaConf.create({"hydra": cfg.hydra})
+    elif args.cfg == "job":
+        cfg = OmegaConf.create(OmegaConf.to_container(cfg))
+    print(OmegaConf.to_yaml(cfg, resolve=args.resolve), end="")
+
+
+def _point(args: argparse.Namespace) -> None:
+    """Compose the config, lay out its network and print the report (or its JSON)."""
     from dse.model import build_spec, format_table
     from dse.validate import validate
 
-    cfg = compose(args.overrides)
+    cfg = _config(args.overrides)
     OmegaConf.resolve(cfg)
     report = validate(cfg, data_on_disk=False)  # the layout needs no dataset on this machine
     spec = build_spec(cfg.model)
@@ -49,5 +84,38 @@ def _run(args: argparse.Namespace) -> None:
     print(format_table(report, title))
 
 
-if __name__ == "__main__":
-    main()
+def grid_points(overrides: list[str]) -> list[list[str]]:
+    """Every job ``dse-train -m`` would launch for ``overrides``, as its override list (the
+    basic sweeper's cross product, in its order: the last sweep varies fastest)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+            if o.is_sweep_override() else [o.input_line] for o in parsed]
+    return [list(p) for p in itertools.product(*axes)]
+
+
+def _grid(args: argparse.Namespace) -> None:
+    """One line per grid point: its swept values, params, size and MACs (or a JSON list)."""
+    from dse.metrics import ANALYTIC, REGISTRY, analytic_values
+    from dse.text import table
+    from dse.validate import validate
+
+    points = grid_points(args.overrides)
+    swept = [i for i, axis in enumerate(zip(*points, strict=True)) if len(set(axis)) > 1]
+    rows = []
+    for point in points:
+        cfg = _config(point)
+        OmegaConf.resolve(cfg)
+        rows.append(([point[i] for i in swept], analytic_values(validate(cfg, data_on_disk=False))))
+    if args.json:
+        json.dump([{"overrides": p, **values} for p, values in rows], sys.stdout, indent=1)
+        print()
+        return
+    shown = [m for m in ("params", "size_mib", "macs") if m in ANALYTIC]
+    header = ["point", *(f"{REGISTRY[m].label} ({REGISTRY[m].unit})" if REGISTRY[m].unit
+                         else REGISTRY[m].label for m in shown)]
+    cells = [[" ".join(p) or "(no sweep)", *(REGISTRY[m].show(v[m]) for m in shown)]
+             for p, v in rows]
+    print(f"{len(rows)} design point{'s' if len(rows) != 1 else ''}")
+    print(table(header, cells, align=[None, *["right"] * len(shown)]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 
 from omegaconf import DictConfig
@@ -20,3 +21,14 @@ def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) ->
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides),
                              return_hydra_config=return_hydra_config)
+
+
+def grid_points(overrides: Sequence[str]) -> list[list[str]]:
+    """Every job ``dse-train -m`` would launch for ``overrides``, as its override list (the
+    basic sweeper's cross product, in its order: the last sweep varies fastest)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+            if o.is_sweep_override() else [o.input_line] for o in parsed]
+    return [list(p) for p in itertools.product(*axes)]

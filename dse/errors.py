@@ -24,6 +24,10 @@ class ConfigError(ValueError):
         self.field = field
         self.message = message
 
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        """Pickle by (field, message): a joblib worker sends a failed job's error back pickled."""
+        return type(self), (self.field, self.message)
+
 
 def lines_of(exc_or_text: BaseException | str) -> list[str]:
     """The non-blank lines of an error's text, stripped: drivers and Hydra pad and wrap freely."""

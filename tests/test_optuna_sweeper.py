@@ -431,6 +431,9 @@ def test_study_runs_resumes_and_writes_results(fake_app, tmp_path):
     assert states(study) == {"COMPLETE": 3}
     assert study.metric_names == ["val_top1", "size_mib"]
     assert "Pareto set" in p.stdout and "val_top1" in p.stdout
+    log_text = p.stdout + p.stderr
+    assert "dse_optuna: [1/3] trials finished · 0 failed · ETA" in log_text
+    assert "dse_optuna: [3/3] trials finished · 0 failed\n" in log_text
     res = results_file(tmp_path, "s1")
     assert res["trials"]["complete"] == 3 and res["pareto"]
     front = {t.number for t in study.best_trials}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -111,6 +112,9 @@ def test_joblib_two_processes_land_every_row_once(workdir) -> None:
     df = rows(workdir)
     assert len(df) == 4 and sorted(df.sr) == [0.125, 0.25, 0.375, 0.5] and set(df.status) == {"ok"}
     assert df.run_id.is_unique
+    # one progress line per finished point, counted across both worker processes
+    done = sorted(int(m) for m in re.findall(r"\[(\d)/4\] ok model\.sr=", res.stdout + res.stderr))
+    assert done == [1, 2, 3, 4]
 
 
 def test_failing_point_is_recorded_and_the_sweep_goes_on(workdir) -> None:
@@ -122,6 +126,8 @@ def test_failing_point_is_recorded_and_the_sweep_goes_on(workdir) -> None:
     five_way = df.config.str.contains('"num_classes": 5')
     assert len(df) == 2 and dict(zip(five_way, df.status, strict=True)) == {True: "failed", False: "ok"}
     assert "Target" in df[five_way].error.iloc[0]
+    log = res.stdout + res.stderr
+    assert re.search(r"\[\d/2\] failed model\.num_classes=5 \(\d+s\) · 1 failed", log), log[-3000:]
 
 
 def test_seeds_give_n_rows_per_point(workdir) -> None:

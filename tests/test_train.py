@@ -274,3 +274,19 @@ def test_image_folder_module_and_run(workdir) -> None:
     assert res.returncode == 0, res.stderr[-1500:]
     row = ResultsStore(workdir / "runs/default/results.db").frame().iloc[0]
     assert row.status == "ok" and row.data == "imagenet" and row.num_classes == 2
+
+
+def test_sweep_progress_line_counts_failures_and_estimates_what_is_left() -> None:
+    from dse.train.progress import duration, progress_line
+
+    head = {"total": 4, "start": 100.0, "swept": ["model.sr"]}
+    events = [head, {"status": "ok", "point": "model.sr=0.25", "seconds": 10.0},
+              {"status": "failed", "point": "model.sr=0.5", "seconds": 2.4}]
+    assert progress_line(events, events[2], now=130.0) == \
+        "[2/4] failed model.sr=0.5 (2s) · 1 failed · ETA 30s"
+    events += [{"status": "diverged", "point": "", "seconds": 61}, {"status": "ok", "point": "x",
+                                                                    "seconds": 3}]
+    assert progress_line(events, events[3], now=200.0) == \
+        "[4/4] diverged (no overrides) (1m01s) · 1 failed"
+    assert [duration(s) for s in (0.4, 59.6, 61, 3599, 3600, 7325)] == \
+        ["0s", "1m00s", "1m01s", "59m59s", "1h00m", "2h02m"]

@@ -8,7 +8,6 @@ MACs, before anything trains; with ``--cfg`` the composed config, as a Hydra app
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import sys
 
@@ -84,19 +83,9 @@ def _point(args: argparse.Namespace) -> None:
     print(format_table(report, title))
 
 
-def grid_points(overrides: list[str]) -> list[list[str]]:
-    """Every job ``dse-train -m`` would launch for ``overrides``, as its override list (the
-    basic sweeper's cross product, in its order: the last sweep varies fastest)."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parsed = OverridesParser.create().parse_overrides(overrides)
-    axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
-            if o.is_sweep_override() else [o.input_line] for o in parsed]
-    return [list(p) for p in itertools.product(*axes)]
-
-
 def _grid(args: argparse.Namespace) -> None:
     """One line per grid point: its swept values, params, size and MACs (or a JSON list)."""
+    from dse.compose import grid_points
     from dse.metrics import ANALYTIC, REGISTRY, analytic_values
     from dse.text import table
     from dse.validate import validate

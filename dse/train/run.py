@@ -88,8 +88,17 @@ class RunIdTag(Callback):
 
 
 def _progress_bar(tc: Any) -> bool:
+    """``auto``: Lightning's per-epoch bar for a single run on a terminal; a sweep prints one line
+    per finished point instead (dse.train.progress), which the bars would break up."""
     on = switch("trainer.progress_bar", tc.progress_bar)
-    return sys.stdout.isatty() if on is None else on
+    return sys.stdout.isatty() and not _in_multirun() if on is None else on
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
 def _device_name(accelerator: str) -> str:

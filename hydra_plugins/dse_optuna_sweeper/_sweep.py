@@ -17,6 +17,7 @@ Order matters for the promises in docs/OPTUNA.md:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -29,6 +30,7 @@ from dse.metrics import analytic_values
 from dse.signals import SignalGate, stop_signals
 from dse.sweep import trials
 from dse.sweep.handoff import Handoff
+from dse.train.progress import duration
 from hydra_plugins.dse_optuna_sweeper._outcome import Outcome, budget_check, decide
 from hydra_plugins.dse_optuna_sweeper._probe import probe
 from hydra_plugins.dse_optuna_sweeper._results import write_results
@@ -75,6 +77,7 @@ class StudyRunner:
         self.launcher = launcher
         self.pruner = effective_pruner(settings)
         self.job_idx = 0
+        self.finished_here = 0  # trials this worker launched and told
         self.rejections_in_a_row = 0
         self.returns: list[Sequence[JobReturn]] = []
         self.db: OpenStudy | None = None
@@ -178,6 +181,7 @@ class StudyRunner:
                  "objectives %s", s.study_name, s.storage.display, db.used(), s.n_trials,
                  s.sampler["name"], ", ".join(f"{o.direction} {o.metric}" for o in s.objectives))
         heartbeat = Heartbeat(db.storage, s.heartbeat_interval)
+        started = time.time()
         full = False
         while not full:
             db.fail_stale()
@@ -196,11 +200,22 @@ class StudyRunner:
                         self.give_back(trial, trials.INTERRUPTED, why)
                 raise
             failures = db.failures()
+            self._progress(failures, started)
             if failures > s.max_failure_rate * s.n_trials:
                 self.report()
                 raise SystemExit(
                     f"dse_optuna: stopping study {s.study_name!r}: {failures} failed trials "
                     f"exceed max_failure_rate={s.max_failure_rate:g} of n_trials={s.n_trials}")
+
+    def _progress(self, failures: int, started: float) -> None:
+        """``[7/20] trials finished · 1 failed · ETA 4m10s``, over every worker's trials; the ETA
+        is this worker's pace, so with several workers it errs long."""
+        done = sum(trials.kind(t) in ("complete", "pruned", "failed")
+                   for t in self.study.get_trials(deepcopy=False))
+        left = max(0, self.s.n_trials - done)
+        eta = (time.time() - started) / max(1, self.finished_here) * left
+        log.info("dse_optuna: [%d/%d] trials finished · %d failed%s", done, self.s.n_trials,
+                 failures, f" · ETA {duration(eta)}" if left else "")
 
     def _ask(self, heartbeat: Heartbeat, pending: list[optuna.Trial]) -> optuna.Trial | None:
         """A new trial with its point sampled, or None when other workers filled n_trials."""
@@ -251,6 +266,7 @@ class StudyRunner:
         for (trial, _, analytic), ret in zip(batch, rets, strict=True):
             errors.append(self.finish(trial, ret, analytic))
             pending.remove(trial)
+        self.finished_here += len(batch)
         fatal = [e for e in errors if e]
         if fatal:
             raise ConfigError("hydra.sweeper.objectives", fatal[0])

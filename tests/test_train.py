@@ -290,3 +290,15 @@ def test_sweep_progress_line_counts_failures_and_estimates_what_is_left() -> Non
         "[4/4] diverged (no overrides) (1m01s) · 1 failed"
     assert [duration(s) for s in (0.4, 59.6, 61, 3599, 3600, 7325)] == \
         ["0s", "1m00s", "1m01s", "59m59s", "1h00m", "2h02m"]
+
+
+def test_config_error_survives_pickling() -> None:
+    """A joblib worker pickles a failed job's exception back to the sweeper."""
+    import pickle
+
+    from dse.errors import ConfigError
+
+    e = pickle.loads(pickle.dumps(ConfigError("model.bypass", "must be one of none, simple")))
+    assert (type(e), e.field, e.message, str(e)) == (
+        ConfigError, "model.bypass", "must be one of none, simple",
+        "model.bypass: must be one of none, simple")

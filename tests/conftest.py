@@ -117,9 +117,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def has_psycopg2() -> bool:
+def has_psycopg() -> bool:
     try:
-        import psycopg2  # noqa: F401
+        import psycopg  # noqa: F401
     except ImportError:
         return False
     return True
@@ -141,8 +141,8 @@ def postgres() -> Iterator[dict]:
     if bindir is None:
         pytest.skip("PostgreSQL server binaries (initdb, pg_ctl) not found; "
                     "apt-get install postgresql")
-    if not has_psycopg2():
-        pytest.skip("psycopg2 is not installed; pip install 'dse[postgres]'")
+    if not has_psycopg():
+        pytest.skip("psycopg (3) is not installed; pip install 'dse[postgres]'")
     as_user: list[str] = []
     base = Path(tempfile.mkdtemp(prefix="dse-pg-"))  # not pytest's root-only tmp dir
     if os.geteuid() == 0:  # postgres refuses to run as root
@@ -180,15 +180,14 @@ def postgres() -> Iterator[dict]:
 
 @pytest.fixture
 def pg_database(postgres: dict) -> Iterator[str]:
-    import psycopg2
+    import psycopg
 
     name = f"dse_test_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
-    conn = psycopg2.connect(dbname="postgres", **postgres)
-    conn.autocommit = True
+    conn = psycopg.connect(dbname="postgres", autocommit=True, **postgres)
     try:
         with conn.cursor() as cur:
             cur.execute(f'CREATE DATABASE "{name}"')
-        yield (f"postgresql+psycopg2://{postgres['user']}@{postgres['host']}:"
+        yield (f"postgresql://{postgres['user']}@{postgres['host']}:"
                f"{postgres['port']}/{name}")
         with conn.cursor() as cur:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

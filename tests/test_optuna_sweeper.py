@@ -33,7 +33,7 @@ from hydra_plugins.dse_optuna_sweeper._settings import (  # noqa: E402
     validate_settings,
 )
 from hydra_plugins.dse_optuna_sweeper._space import build_search_space, quote  # noqa: E402
-from tests.conftest import free_port, has_psycopg2, restore_sigint  # noqa: E402
+from tests.conftest import free_port, has_psycopg, restore_sigint  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -618,7 +618,7 @@ def test_median_pruner_stops_a_single_objective_trial(fake_app, tmp_path):
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_app, tmp_path):
-    bad_storage = ("postgresql+psycopg2://dse@127.0.0.1:1/nope" if has_psycopg2()
+    bad_storage = ("postgresql://dse@127.0.0.1:1/nope" if has_psycopg()
                    else "sqlite:////proc/none/x.db")
     cases = [
         (["++hydra.sweeper.params={model.sr:'uniform(0,1)'}"], "Unknown function 'uniform'"),

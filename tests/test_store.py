@@ -584,3 +584,40 @@ def test_claims_one_holder_heartbeat_release_and_stale_takeover(
     worker.join()
     assert row is not None and row["run_id"] == held.run_id and row["config_hash"] == "p"
     store.close()
+
+
+def _racing_writer(url: str, worker: int, barrier, n: int) -> None:
+    barrier.wait()  # every worker is a first writer: the schema is created while they race
+    store = ResultsStore(url)
+    for i in range(n):
+        store.append(RunRecord(study="race", config_hash=f"{worker}-{i}", seed=i, status="ok",
+                               params=1000 + i, size_bytes=4000 + 4 * i, val_top1=0.5))
+
+
+def test_postgres_store_under_four_racing_writers(pg_database: str, tmp_path: Path) -> None:
+    """The README's plain postgresql:// URL (psycopg 3): 4 processes x 50 appends, tables created
+    once while the first writers race, then dse-store and dse-report read the store by URL."""
+    ctx = mp.get_context("spawn")  # no forked SQLAlchemy engines or psycopg connections
+    barrier = ctx.Barrier(4)
+    procs = [ctx.Process(target=_racing_writer, args=(pg_database, w, barrier, 50))
+             for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(180)
+    assert [p.exitcode for p in procs] == [0] * 4
+    store = ResultsStore(pg_database, create=False)
+    df = store.frame()
+    assert len(df) == 200 and df.run_id.is_unique and df.config_hash.is_unique
+    import sqlalchemy as sa
+
+    with store.engine.connect() as conn:
+        meta = conn.execute(sa.text("select key, value from dse_meta")).all()
+    assert sorted(meta) == sorted(set(meta)) and [k for k, _ in meta].count("schema_version") == 1
+    store.close()
+    shown = run_cli("dse-store", "show", pg_database, "-n", "0")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("race") == 200
+    report = run_cli("dse-report", pg_database, "--out", str(tmp_path / "rep"))
+    assert report.returncode == 0, report.stderr
+    assert "(200 runs;" in report.stdout and (tmp_path / "rep" / "report.md").is_file()

@@ -88,7 +88,7 @@ class ResultsStore:
     """Append-only table of :class:`RunRecord` rows (and other tables linked by ``run_id``).
 
     ``url_or_path``: a filesystem path or ``sqlite:///`` URL (parent folders are created), or any
-    SQLAlchemy URL such as ``postgresql+psycopg2://user@host/db``. ``create=False`` opens only an
+    SQLAlchemy URL such as ``postgresql://user@host/db``. ``create=False`` opens only an
     existing store (what read-only tools want: a mistyped path must not leave an empty database).
     """
 

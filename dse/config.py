@@ -119,6 +119,9 @@ class Config:
     store: StoreConfig = field(default_factory=StoreConfig)  # where results are appended
     paths: PathsConfig = field(default_factory=PathsConfig)  # output locations
     seed: int = 0  # global seed (model init, shuffling, augmentation)
+    # multirun jobs sharing each visible GPU: job N gets GPU (N // jobs_per_gpu) mod GPUs via
+    # CUDA_VISIBLE_DEVICES (dse/train/devices.py); 1 = round-robin; dse-bench's recommended K packs
+    jobs_per_gpu: int = 1
 
 
 def register_configs() -> None:

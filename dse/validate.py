@@ -2,9 +2,10 @@
 
 The schema (:mod:`dse.config`) enforces types when Hydra composes; this module enforces values:
 ranges, the allowed values of each enumeration, keys the schema does not know, the fixed shape of a
-dataset and the study name. dse-train (before Hydra creates a run dir, and again in the task),
-dse-bench and the Optuna sweeper (on every choice and range end, before a storage exists) all call
-:func:`validate`, so a value is refused the same way wherever it is typed.
+dataset, one device for in-memory data and the study name. dse-train (before
+Hydra creates a run dir, and again in the task), dse-bench and the Optuna sweeper (on every choice
+and range end, before a storage exists) all call :func:`validate`, so a value is refused the same
+way wherever it is typed.
 
 Each enumeration is defined here once and its check is derived from it; ``device_settings`` and
 the progress bar read their auto/true/false switches through the same :func:`switch`, so a check
@@ -46,6 +47,8 @@ class Shape(NamedTuple):
 FIXED_SHAPES = {"fashion_mnist": Shape(1, 28, 10), "cifar10": Shape(3, 32, 10),
                 "cifar100": Shape(3, 32, 100)}
 DATASETS = (*FIXED_SHAPES, "synthetic", "imagenet")
+# held as tensors by dse/data (TensorBatches): one device each, as no batch is sharded per rank
+IN_MEMORY = (*FIXED_SHAPES, "synthetic")
 
 
 def one_of(field: str, value: Any, allowed: Collection[str]) -> str:
@@ -124,6 +127,16 @@ def validate_trainer(tc: Any) -> None:
     ])
 
 
+def one_device(data_name: str, devices: Any) -> None:
+    """An in-memory dataset trains on exactly one device: under DDP every rank would iterate the
+    whole split (dse/data/tensor.py does not shard), so a bigger ``trainer.devices`` is refused."""
+    n = len(devices) if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)) else devices
+    if data_name in IN_MEMORY and n != 1:
+        raise ConfigError("trainer.devices", f"{data_name} is held in memory and trains on one device, "
+                          f"its batches are not sharded per rank (got {devices!r}): use 1; a multirun "
+                          "spreads its jobs over the GPUs (jobs_per_gpu)")
+
+
 def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
     """Reject a bad data config (a dict or the ``data`` node) before anything is loaded or written.
 
@@ -174,6 +187,8 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
     spec = build_spec(cfg.model)
     validate_data(cfg.data, on_disk=data_on_disk)
     validate_trainer(cfg.trainer)
+    one_device(cfg.data.name, cfg.trainer.devices)
+    int_at_least(OmegaConf.select(cfg, "jobs_per_gpu", default=1), 1, "jobs_per_gpu")
     check_study_name(cfg.study.name)
     if cfg.study.seeds < 1:
         raise ConfigError("study.seeds", f"must be >= 1 (got {cfg.study.seeds})")

@@ -2,7 +2,7 @@
 
 The schema (:mod:`dse.config`) enforces types when Hydra composes; this module enforces values:
 ranges, the allowed values of each enumeration, keys the schema does not know, the fixed shape of a
-dataset, one device for in-memory data and the study name. dse-train (before
+dataset, one device for in-memory data, the logger's package and the study name. dse-train (before
 Hydra creates a run dir, and again in the task), dse-bench and the Optuna sweeper (on every choice
 and range end, before a storage exists) all call :func:`validate`, so a value is refused the same
 way wherever it is typed.
@@ -15,6 +15,7 @@ bad input in milliseconds.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import is_dataclass
@@ -49,6 +50,12 @@ FIXED_SHAPES = {"fashion_mnist": Shape(1, 28, 10), "cifar10": Shape(3, 32, 10),
 DATASETS = (*FIXED_SHAPES, "synthetic", "imagenet")
 # held as tensors by dse/data (TensorBatches): one device each, as no batch is sharded per rank
 IN_MEMORY = (*FIXED_SHAPES, "synthetic")
+# Lightning logger class -> (the pyproject extra that installs it, modules any one of which it needs)
+LOGGER_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "TensorBoardLogger": ("tensorboard", ("tensorboard", "tensorboardX")),
+    "MLFlowLogger": ("mlflow", ("mlflow",)),
+    "WandbLogger": ("wandb", ("wandb",)),
+}
 
 
 def one_of(field: str, value: Any, allowed: Collection[str]) -> str:
@@ -137,6 +144,20 @@ def one_device(data_name: str, devices: Any) -> None:
                           "spreads its jobs over the GPUs (jobs_per_gpu)")
 
 
+def validate_logger(node: Any) -> None:
+    """The ``logger`` node: null (no logger) or a ``_target_`` whose package is installed."""
+    if node is None:
+        return
+    target = node.get("_target_")
+    if not isinstance(target, str) or not target:
+        raise ConfigError("logger._target_", "missing: pick a preset (logger=csv, tensorboard, mlflow "
+                          "or wandb) or name a Lightning logger class")
+    extra, modules = LOGGER_EXTRAS.get(target.rsplit(".", 1)[-1], ("", ()))
+    if modules and not any(importlib.util.find_spec(m) for m in modules):
+        raise ConfigError("logger", f"{target.rsplit('.', 1)[-1]} needs the {modules[0]} package "
+                          f"(pip install -e '.[{extra}]')")
+
+
 def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
     """Reject a bad data config (a dict or the ``data`` node) before anything is loaded or written.
 
@@ -178,7 +199,7 @@ def check_keys(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None
 
 
 def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
-    """Check keys, model, data, trainer and study together; returns the model's analytic report.
+    """Check keys, model, data, trainer, logger and study together; returns the model's analytic report.
 
     Every entry point calls this (dse-train, the Optuna sweeper, dse-bench, dse-compress,
     dse-model), so a value is refused in the same words wherever it is typed.
@@ -188,6 +209,7 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
     validate_data(cfg.data, on_disk=data_on_disk)
     validate_trainer(cfg.trainer)
     one_device(cfg.data.name, cfg.trainer.devices)
+    validate_logger(OmegaConf.select(cfg, "logger"))
     int_at_least(OmegaConf.select(cfg, "jobs_per_gpu", default=1), 1, "jobs_per_gpu")
     check_study_name(cfg.study.name)
     if cfg.study.seeds < 1:

@@ -118,7 +118,13 @@ class Config:
     study: StudyConfig = field(default_factory=StudyConfig)  # which study a run belongs to
     store: StoreConfig = field(default_factory=StoreConfig)  # where results are appended
     paths: PathsConfig = field(default_factory=PathsConfig)  # output locations
+    # the Lightning logger, a Hydra `_target_` node (conf/logger/: csv, tensorboard, mlflow, wandb);
+    # save dir and version are set per run and seed (dse/train/loggers.py); null = no logger
+    logger: Optional[dict[str, Any]] = None
     seed: int = 0  # global seed (model init, shuffling, augmentation)
+    # multirun jobs sharing each visible GPU: job N gets GPU (N // jobs_per_gpu) mod GPUs via
+    # CUDA_VISIBLE_DEVICES (dse/train/devices.py); 1 = round-robin; dse-bench's recommended K packs
+    jobs_per_gpu: int = 1
 
 
 def register_configs() -> None:

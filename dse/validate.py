@@ -2,9 +2,10 @@
 
 The schema (:mod:`dse.config`) enforces types when Hydra composes; this module enforces values:
 ranges, the allowed values of each enumeration, keys the schema does not know, the fixed shape of a
-dataset and the study name. dse-train (before Hydra creates a run dir, and again in the task),
-dse-bench and the Optuna sweeper (on every choice and range end, before a storage exists) all call
-:func:`validate`, so a value is refused the same way wherever it is typed.
+dataset, one device for in-memory data, the logger's package and the study name. dse-train (before
+Hydra creates a run dir, and again in the task), dse-bench and the Optuna sweeper (on every choice
+and range end, before a storage exists) all call :func:`validate`, so a value is refused the same
+way wherever it is typed.
 
 Each enumeration is defined here once and its check is derived from it; ``device_settings`` and
 the progress bar read their auto/true/false switches through the same :func:`switch`, so a check
@@ -14,6 +15,7 @@ bad input in milliseconds.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import is_dataclass
@@ -46,6 +48,14 @@ class Shape(NamedTuple):
 FIXED_SHAPES = {"fashion_mnist": Shape(1, 28, 10), "cifar10": Shape(3, 32, 10),
                 "cifar100": Shape(3, 32, 100)}
 DATASETS = (*FIXED_SHAPES, "synthetic", "imagenet")
+# held as tensors by dse/data (TensorBatches): one device each, as no batch is sharded per rank
+IN_MEMORY = (*FIXED_SHAPES, "synthetic")
+# Lightning logger class -> (the pyproject extra that installs it, modules any one of which it needs)
+LOGGER_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "TensorBoardLogger": ("tensorboard", ("tensorboard", "tensorboardX")),
+    "MLFlowLogger": ("mlflow", ("mlflow",)),
+    "WandbLogger": ("wandb", ("wandb",)),
+}
 
 
 def one_of(field: str, value: Any, allowed: Collection[str]) -> str:
@@ -124,6 +134,30 @@ def validate_trainer(tc: Any) -> None:
     ])
 
 
+def one_device(data_name: str, devices: Any) -> None:
+    """An in-memory dataset trains on exactly one device: under DDP every rank would iterate the
+    whole split (dse/data/tensor.py does not shard), so a bigger ``trainer.devices`` is refused."""
+    n = len(devices) if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)) else devices
+    if data_name in IN_MEMORY and n != 1:
+        raise ConfigError("trainer.devices", f"{data_name} is held in memory and trains on one device, "
+                          f"its batches are not sharded per rank (got {devices!r}): use 1; a multirun "
+                          "spreads its jobs over the GPUs (jobs_per_gpu)")
+
+
+def validate_logger(node: Any) -> None:
+    """The ``logger`` node: null (no logger) or a ``_target_`` whose package is installed."""
+    if node is None:
+        return
+    target = node.get("_target_")
+    if not isinstance(target, str) or not target:
+        raise ConfigError("logger._target_", "missing: pick a preset (logger=csv, tensorboard, mlflow "
+                          "or wandb) or name a Lightning logger class")
+    extra, modules = LOGGER_EXTRAS.get(target.rsplit(".", 1)[-1], ("", ()))
+    if modules and not any(importlib.util.find_spec(m) for m in modules):
+        raise ConfigError("logger", f"{target.rsplit('.', 1)[-1]} needs the {modules[0]} package "
+                          f"(pip install -e '.[{extra}]')")
+
+
 def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
     """Reject a bad data config (a dict or the ``data`` node) before anything is loaded or written.
 
@@ -165,7 +199,7 @@ def check_keys(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None
 
 
 def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
-    """Check keys, model, data, trainer and study together; returns the model's analytic report.
+    """Check keys, model, data, trainer, logger and study together; returns the model's analytic report.
 
     Every entry point calls this (dse-train, the Optuna sweeper, dse-bench, dse-compress,
     dse-model), so a value is refused in the same words wherever it is typed.
@@ -174,6 +208,9 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
     spec = build_spec(cfg.model)
     validate_data(cfg.data, on_disk=data_on_disk)
     validate_trainer(cfg.trainer)
+    one_device(cfg.data.name, cfg.trainer.devices)
+    validate_logger(OmegaConf.select(cfg, "logger"))
+    int_at_least(OmegaConf.select(cfg, "jobs_per_gpu", default=1), 1, "jobs_per_gpu")
     check_study_name(cfg.study.name)
     if cfg.study.seeds < 1:
         raise ConfigError("study.seeds", f"must be >= 1 (got {cfg.study.seeds})")

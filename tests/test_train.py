@@ -219,10 +219,13 @@ def test_validate_accepts_every_documented_value(tmp_path) -> None:
     validate(compose([]))
     for value in PRECISIONS:
         validate(compose([f"trainer.precision={value}"]))
-    for ov in ("trainer.devices=-1", "trainer.devices=auto", "trainer.devices=[0,1]", "trainer.max_steps=-1",
+    for ov in ("trainer.max_steps=-1",
                "trainer.channels_last=true", "trainer.channels_last=False", "trainer.progress_bar=auto",
                "trainer.accelerator=cuda", "trainer.momentum=0", f"data.root={tmp_path}"):
         validate(compose([ov]))
+    (tmp_path / "train").mkdir()  # several devices: ImageFolder data only (in-memory data trains on one)
+    for ov in ("trainer.devices=-1", "trainer.devices=auto", "trainer.devices=[0,1]"):
+        validate(compose(["data=imagenet", f"data.root={tmp_path}", ov]))
     validate(compose(["data=synthetic", "data.num_classes=3", "data.channels=5", "data.image_size=40"]))
     # every precision dse allows is one Lightning accepts ("auto" is dse's own, see device_settings)
     lightning = {str(v) for kind in typing.get_args(_PRECISION_INPUT) for v in typing.get_args(kind)}

@@ -233,7 +233,9 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
     from dse.validate import validate
 
     options.validate()
-    validate(ckpt.cfg)
+    plain = OmegaConf.to_container(ckpt.cfg)
+    plain.pop("logger", None)  # retraining here logs nothing: a logger's package is not needed
+    validate(OmegaConf.create(plain))
     resolve_densities(_dense_model(ckpt)[0], options.density)
     if out_dir is not None:
         check_writable(out_dir, OUT, directory=True)

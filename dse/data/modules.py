@@ -76,6 +76,9 @@ class InMemoryDataModule(L.LightningDataModule):
         return torch.device("cpu")
 
     def _batches(self, split: str, train: bool) -> TensorBatches:
+        if self.trainer is not None and self.trainer.world_size > 1:  # validate() refuses it first
+            raise RuntimeError(f"in-memory data trains on one device, not {self.trainer.world_size} "
+                               "(batches are not sharded per rank): set trainer.devices=1")
         self.setup()
         data = self.splits[split]
         dev = self._device()

@@ -104,6 +104,7 @@ class RunRecord:
     git_commit: str = ""
     started_at: str = field(default_factory=utcnow_iso)
     finished_at: str = ""
+    log_uri: str = ""
     overrides: str = ""
     config: str = ""
 

@@ -66,6 +66,9 @@ class Preflight(Callback):
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")
 def app(cfg: DictConfig) -> dict[str, Any]:
+    import torch
+
+    from dse.train.devices import ENV, pin_job
     from dse.train.run import run_point
 
     quiet_lightning()
@@ -74,6 +77,10 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     # a single run exits here (past this point Hydra adds its own stderr line); in a sweep the
     # sweeper decides (ours records a FAIL trial)
     with bad_input(PROG) if single else nullcontext():
+        # a multirun job gets one of the visible GPUs, before CUDA starts (dse/train/devices.py)
+        if (gpu := pin_job(None if single else hc.job.num, cfg.jobs_per_gpu, cfg.trainer,
+                           torch.cuda.device_count, torch.cuda.is_initialized())) is not None:
+            log.info("job %d: %s=%s", hc.job.num, ENV, gpu)
         result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))
     if single:
         acc = {k: result[k] for k in ("val_top1", "test_top1") if result.get(k) is not None}

@@ -21,7 +21,6 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
 
 from dse.data import build_datamodule
@@ -30,6 +29,7 @@ from dse.metrics import LOGGED, REGISTRY
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
 from dse.train.divergence import DivergenceMonitor
+from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
 from dse.train.summary import summarize
 from dse.validate import switch, validate
@@ -143,7 +143,7 @@ def _trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Path, s
         check_val_every_n_epoch=tc.val_every, num_sanity_val_steps=0,
         log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
         enable_progress_bar=_progress_bar(tc), enable_checkpointing=False,
-        logger=CSVLogger(out_dir, name="csv", version=f"seed{seed}"),
+        logger=build_logger(cfg, out_dir, seed),
         callbacks=callbacks, default_root_dir=out_dir,
     )
 
@@ -186,6 +186,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
         dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, seed)
         trainer = _trainer(cfg, accelerator, precision, out_dir, seed,
                            [monitor, timer, RunIdTag(rec["run_id"]), *callbacks])
+        rec["log_uri"] = log_uri(trainer.logger)
         _fit(rec, trainer, module, dm, monitor, timer, tc.test)
         if tc.checkpoint:
             trainer.save_checkpoint(out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1

@@ -1,6 +1,13 @@
 """A real one-node Slurm for the tests: munged, slurmctld and slurmd on localhost, owned by the test
 session (foreground processes, stopped afterwards), configured by a slurm.conf in a temp dir.
 
+No accounting (no slurmdbd and database to run), so the real ``sacct`` only says "Slurm accounting
+storage is disabled". submitit polls ``sacct`` for the state of the jobs it waits on; it warns at every
+failed poll and, worse, never learns that a job died without writing its result (scancel, OOM), so
+the launcher would wait for ever. :data:`SACCT` stands in, first on the cluster's ``PATH``: the same
+``JobID|State|NodeList`` answer from the controller's memory of recent jobs (``squeue -t all``,
+MinJobAge seconds), which is what submitit reads. A real cluster has accounting and needs none of it.
+
 Everything the cluster writes (config, munge key and socket, state, spool, logs) lives in that temp
 dir; the machine's /etc/slurm and /etc/munge are not touched and no system daemon is needed.
 Tools find the cluster through ``SLURM_CONF`` in the environment (:attr:`SlurmCluster.env`), for
@@ -56,6 +63,17 @@ NodeName=localhost NodeAddr=127.0.0.1 CPUs={cpus} RealMemory={mem_mb} State=UNKN
 PartitionName=debug Nodes=localhost Default=YES MaxTime=INFINITE State=UP OverSubscribe=NO
 """
 
+# submitit calls: sacct -o JobID,State,NodeList --parsable2 -j ID [-j ID ...]
+SACCT = """\
+#!/bin/bash
+# sacct for a cluster without accounting (tests/slurm.py): the states submitit polls, from squeue
+ids=()
+while [ $# -gt 0 ]; do case "$1" in -j) ids+=("$2"); shift 2;; *) shift;; esac; done
+echo "JobID|State|NodeList"
+[ ${#ids[@]} -gt 0 ] || exit 0
+exec squeue -h -t all -j "$(IFS=,; echo "${ids[*]}")" -o "%i|%T|%N" 2>/dev/null
+"""
+
 
 @dataclass
 class SlurmCluster:
@@ -69,7 +87,9 @@ class SlurmCluster:
 
     @property
     def env(self) -> dict[str, str]:
-        return {"SLURM_CONF": str(self.conf)}
+        """For every Slurm client: this cluster's config, and :data:`SACCT` first on the path."""
+        return {"SLURM_CONF": str(self.conf),
+                "PATH": f"{self.base / 'bin'}{os.pathsep}{os.environ.get('PATH', os.defpath)}"}
 
     def run(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess:
         """A Slurm client command against this cluster (check=False, text output)."""
@@ -125,11 +145,13 @@ def _mem_mb() -> int:
 def start(timeout: float = 60) -> SlurmCluster:
     """Start munged, slurmctld and slurmd; return once ``sinfo`` shows the node idle."""
     base = Path(tempfile.mkdtemp(prefix="dse-slurm-"))  # 0700, root's: munged checks that
-    for sub in ("state", "spool", "munge"):
+    for sub in ("state", "spool", "munge", "bin"):
         (base / sub).mkdir()
     (base / "munge").chmod(0o700)
     cluster = SlurmCluster(base=base, conf=base / "slurm.conf", cpus=os.cpu_count() or 1,
                            mem_mb=_mem_mb())
+    (base / "bin" / "sacct").write_text(SACCT)
+    (base / "bin" / "sacct").chmod(0o755)
     key, sock = base / "munge" / "munge.key", base / "munge" / "munge.socket"
     cluster.conf.write_text(SLURM_CONF.format(
         base=base, munge_socket=sock, ctld_port=_free_port(), slurmd_port=_free_port(),

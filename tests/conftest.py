@@ -193,3 +193,13 @@ def pg_database(postgres: dict) -> Iterator[str]:
             cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         conn.close()
+
+
+# ----------------------------------------------------------------------------- Slurm
+@pytest.fixture(scope="session")
+def slurm_cluster() -> Iterator:
+    """A real one-node Slurm (munged, slurmctld, slurmd on localhost; tests/slurm.py), one per test
+    process, stopped after the session. Skips with one line where not root or not installed."""
+    from tests.slurm import session_cluster
+
+    yield from session_cluster()

@@ -18,6 +18,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -98,6 +99,7 @@ class RunRecord:
     train_seconds: float = 0.0
     images_per_s: Optional[float] = None
     trial: Optional[int] = None
+    slurm_job: Optional[str] = None
     device: str = ""
     torch_version: str = ""
     dse_version: str = ""
@@ -259,6 +261,14 @@ def _provenance() -> tuple[tuple[str, str], ...]:
             pass
     return (("torch_version", str(torch.__version__)), ("dse_version", dse.__version__),
             ("git_commit", commit))
+
+
+def slurm_job(env: Mapping[str, str] = os.environ) -> Optional[str]:
+    """The Slurm job this process runs in, as squeue, sacct and submitit's folders name it:
+    ``JOBID``, or ``ARRAYJOBID_TASK`` for a task of a job array; None outside Slurm."""
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID") or None
 
 
 def provenance() -> dict[str, str]:

@@ -28,6 +28,7 @@ from dse.errors import first_line
 from dse.metrics import LOGGED, REGISTRY
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
+from dse.store.record import slurm_job
 from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
@@ -121,7 +122,7 @@ def base_record(cfg: DictConfig, report: Any, seed: int, overrides: str,
     given = {"run_id": run_id} if run_id else {}
     return RunRecord.from_config(cfg, seed=seed, status="failed", params=report.params,
                                  size_bytes=report.size_bytes_fp32, macs=report.macs,
-                                 overrides=overrides, **given).to_dict()
+                                 overrides=overrides, slurm_job=slurm_job(), **given).to_dict()
 
 
 def _module(cfg: DictConfig, channels_last: bool) -> FireClassifier:

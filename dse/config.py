@@ -85,6 +85,8 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the network
     val_every: int = 1  # validate every N epochs (the last epoch always validates)
     checkpoint: bool = False  # save the final weights (last.ckpt) in the run dir
+    checkpoint_every: int = 1  # epochs between resume checkpoints, 0 = off (MBs, ms each: a kill loses <= 1)
+    keep_checkpoints: int = 1  # newest resume checkpoints kept (1 will do: the old goes once the new is in)
     progress_bar: str = "auto"  # auto (when stdout is a terminal) | true | false
     test: bool = True  # evaluate on the test split after training
     chance_epochs: int = 2  # epochs after which a run still at chance with no loss drop is stopped

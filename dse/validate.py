@@ -95,6 +95,10 @@ def _check(group: str, node: Any, rules: list[tuple[str, bool, str]]) -> None:
             raise ConfigError(f"{group}.{key}", f"{rule} (got {node.get(key)!r})")
 
 
+def _whole(x: Any, lo: int) -> bool:
+    return not isinstance(x, bool) and isinstance(x, int) and x >= lo
+
+
 def _finite(x: Any) -> bool:
     return math.isfinite(float(x))
 
@@ -129,6 +133,8 @@ def validate_trainer(tc: Any) -> None:
         ("val_every", tc.val_every >= 1, "must be >= 1"),
         ("chance_epochs", tc.chance_epochs >= 1, "must be >= 1"),
         ("log_every_n_steps", tc.log_every_n_steps >= 1, "must be >= 1"),
+        ("checkpoint_every", _whole(tc.get("checkpoint_every", 0), 0), "must be an integer >= 0"),
+        ("keep_checkpoints", _whole(tc.get("keep_checkpoints", 1), 1), "must be an integer >= 1"),
         ("devices", _devices_ok(tc.devices),
          "must be a positive integer, -1 (all), 'auto' or a list of device indices"),
     ])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -48,13 +49,18 @@ def _prepared_splits(name: str, root: str | None, download: bool, channels: int,
 
 
 class InMemoryDataModule(L.LightningDataModule):
-    """Train/val/test splits held as tensors; moved to the training device once when resident."""
+    """Train/val/test splits held as tensors; moved to the training device once when resident.
+
+    ``position``: where the next training epoch starts, (epoch, first batch); set by a run that
+    resumes from checkpoints (dse.train.checkpoints), see :class:`TensorBatches`.
+    """
 
     def __init__(self, cfg: Any, batch_size: int, eval_batch_size: int, seed: int = 0) -> None:
         super().__init__()
         validate_data(cfg)
         self.cfg, self.batch_size, self.eval_batch_size, self.seed = cfg, batch_size, eval_batch_size, seed
         self.splits: dict[str, TensorSplit] = {}
+        self.position: Callable[[], tuple[int, int]] | None = None
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
@@ -87,7 +93,7 @@ class InMemoryDataModule(L.LightningDataModule):
         return TensorBatches(
             data, self.batch_size if train else self.eval_batch_size, self.mean, self.std,
             shuffle=train, drop_last=train, augment=train and bool(_get(self.cfg, "augment")),
-            flip=bool(_get(self.cfg, "flip")), seed=self.seed)
+            flip=bool(_get(self.cfg, "flip")), seed=self.seed, position=self.position if train else None)
 
     @property
     def num_train(self) -> int:

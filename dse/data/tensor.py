@@ -8,8 +8,9 @@ flip) and normalised with a handful of tensor ops.
 
 from __future__ import annotations
 
+import hashlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import torch
@@ -55,31 +56,54 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator
     return x
 
 
+def keyed_seed(*keys: int) -> int:
+    """A 63-bit generator seed from integers (run seed, epoch[, batch]), the same in every process.
+
+    Each epoch's order and each batch's augmentation draw from a generator seeded by their position
+    rather than from one generator advanced since epoch 0, so a run resumed at epoch k (or mid-way
+    through it) sees exactly the batches an uninterrupted run sees (dse.train.checkpoints).
+    """
+    digest = hashlib.blake2b(",".join(map(str, keys)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
 class TensorBatches:
     """An epoch-by-epoch iterable of (image, label) batches over a :class:`TensorSplit`.
 
-    Lightning accepts any sized iterable as a dataloader; this one shuffles with its own seeded
-    generator (reproducible per run seed), normalises to float, and augments when asked.
+    Lightning accepts any sized iterable as a dataloader; this one shuffles and augments with
+    generators keyed by (seed, epoch[, batch]) (:func:`keyed_seed`), normalises to float, and
+    augments when asked. ``position`` says which (epoch, first batch) the next iteration is:
+    training supplies it so a resumed run continues where its checkpoint left off; without it the
+    n-th iteration is epoch n from its first batch.
     """
 
     def __init__(self, split: TensorSplit, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  shuffle: bool = False, drop_last: bool = False, augment: bool = False,
-                 flip: bool = False, pad: int = 4, seed: int = 0) -> None:
+                 flip: bool = False, pad: int = 4, seed: int = 0,
+                 position: Callable[[], tuple[int, int]] | None = None) -> None:
         self.split, self.batch_size = split, batch_size
         self.shuffle, self.augment, self.flip, self.pad = shuffle, augment, flip, pad
         self.drop_last = drop_last and len(split) > batch_size
         self.mean, self.std = mean, std
-        self.gen = torch.Generator().manual_seed(seed)
+        self.seed, self.position, self._iterations = seed, position, 0
 
     def __len__(self) -> int:
         n = len(self.split)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch, first = self.position() if self.position is not None else (self._iterations, 0)
+        self._iterations += 1
         n, dev = len(self.split), self.split.x.device
-        order = torch.randperm(n, generator=self.gen).to(dev) if self.shuffle else None
+        order = None
+        if self.shuffle:
+            g = torch.Generator().manual_seed(keyed_seed(self.seed, epoch))
+            order = torch.randperm(n, generator=g).to(dev)
+        # drawn on the images' device: CPU offsets copied to the GPU each batch would be a pageable
+        # host->device copy, which waits for the GPU every step
+        aug = torch.Generator(device=dev) if self.augment else None
         mean, std = self.mean.to(dev), self.std.to(dev)
-        for i in range(len(self)):
+        for i in range(first, len(self)):
             sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
             if order is None:
                 x, y = self.split.x[sl], self.split.y[sl]
@@ -87,8 +111,9 @@ class TensorBatches:
                 idx = order[sl]
                 x, y = self.split.x[idx], self.split.y[idx]
             x = x.float().div_(255.0)
-            if self.augment:
-                x = random_crop_flip(x, self.pad, self.flip, self.gen if dev.type == "cpu" else None)
+            if aug is not None:
+                aug.manual_seed(keyed_seed(self.seed, epoch, i))
+                x = random_crop_flip(x, self.pad, self.flip, aug)
             yield x.sub_(mean).div_(std), y
 
 

@@ -38,7 +38,7 @@ HASHED_GROUPS = ("model", "data", "trainer")
 NON_SEMANTIC: dict[str, frozenset[str]] = {
     "data": frozenset({"root", "download", "num_workers", "device_resident"}),
     "trainer": frozenset({"name", "progress_bar", "checkpoint", "accelerator", "devices",
-                          "log_every_n_steps", "test"}),
+                          "log_every_n_steps", "test", "checkpoint_every", "keep_checkpoints"}),
 }
 STATUSES = ("ok", "failed", "diverged", "pruned")
 
@@ -98,6 +98,7 @@ class RunRecord:
     epochs: int = 0
     train_seconds: float = 0.0
     images_per_s: Optional[float] = None
+    resumed_from_epoch: Optional[int] = None
     trial: Optional[int] = None
     slurm_job: Optional[str] = None
     device: str = ""

@@ -8,6 +8,7 @@ one bad point cannot abort a multirun. Bad *input* is different: it raises
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import platform
@@ -20,8 +21,9 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from omegaconf import DictConfig, OmegaConf
+from sqlalchemy.exc import SQLAlchemyError
 
 from dse.data import build_datamodule
 from dse.errors import first_line
@@ -29,6 +31,7 @@ from dse.metrics import LOGGED, REGISTRY
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
 from dse.store.record import slurm_job
+from dse.train.checkpoints import Resume, discard, resume_dir
 from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
@@ -143,18 +146,23 @@ def _trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Path, s
         max_epochs=tc.max_epochs, max_steps=tc.max_steps, deterministic=tc.deterministic,
         check_val_every_n_epoch=tc.val_every, num_sanity_val_steps=0,
         log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
-        enable_progress_bar=_progress_bar(tc), enable_checkpointing=False,
+        enable_progress_bar=_progress_bar(tc),
+        enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
         logger=build_logger(cfg, out_dir, seed),
         callbacks=callbacks, default_root_dir=out_dir,
     )
 
 
 def _fit(rec: dict[str, Any], trainer: L.Trainer, module: FireClassifier, dm: Any,
-         monitor: DivergenceMonitor, timer: EpochTimer, test: bool) -> None:
-    """Fit, validate the final weights, test; fill the row's measured columns and status as they
-    become known, so a failure part-way still records how far the run got."""
+         monitor: DivergenceMonitor, timer: EpochTimer, test: bool, resume: Resume | None) -> None:
+    """Fit (from the resume checkpoint, if any), validate the final weights, test; fill the row's
+    measured columns and status as they become known, so a failure part-way still records how far
+    the run got."""
     t0 = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    with resume.held if resume else contextlib.nullcontext():  # a stop signal waits for a whole step
+        trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None)
+    if resume and resume.ckpt:
+        rec["resumed_from_epoch"] = resume.state.resumed_from
     rec["epochs"] = trainer.current_epoch
     if monitor.reason is None and timer.last_val_epoch != trainer.current_epoch - 1:
         trainer.validate(module, datamodule=dm, verbose=False)  # the final weights' accuracy
@@ -176,6 +184,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
     """
     rec = base_record(cfg, report, seed, overrides, run_id)
     tc = cfg.trainer
+    resume: Resume | None = None
     accelerator, precision, channels_last = device_settings(tc)
     rec["device"] = _device_name(accelerator)
     monitor = DivergenceMonitor(cfg.data.num_classes, tc.chance_epochs, tc.log_every_n_steps)
@@ -185,10 +194,16 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
         L.seed_everything(seed, workers=True, verbose=False)
         module = _module(cfg, channels_last)
         dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, seed)
+        resume = Resume.for_run(cfg, seed, monitor)
+        if resume is not None:
+            dm.position = resume.state.position  # each epoch's batches from where the run is
+            if resume.ckpt is not None:
+                log.info("resuming %s seed %d from %s", rec["config_hash"], seed, resume.ckpt)
         trainer = _trainer(cfg, accelerator, precision, out_dir, seed,
-                           [monitor, timer, RunIdTag(rec["run_id"]), *callbacks])
+                           [monitor, timer, RunIdTag(rec["run_id"]), *callbacks,
+                            *(resume.callbacks if resume else ())])
         rec["log_uri"] = log_uri(trainer.logger)
-        _fit(rec, trainer, module, dm, monitor, timer, tc.test)
+        _fit(rec, trainer, module, dm, monitor, timer, tc.test, resume)
         if tc.checkpoint:
             trainer.save_checkpoint(out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1
                                                                else f"seed{seed}.ckpt"))
@@ -259,13 +274,31 @@ class _Point:
                 return theirs
 
     def train(self, store: ResultsStore, seed: int, run_id: str) -> dict[str, Any]:
+        """Train (or resume) one seed and store its row; then its resume checkpoints go.
+
+        A process killed before this stores nothing, so its claim goes stale and its checkpoints
+        stay for the rerun. Once the row is safe (stored, or kept in the run dir) the resume
+        folder is removed whatever the status: a failed or diverged point's checkpoints would
+        only fill the disk of a long sweep.
+        """
         self.out_dir.mkdir(parents=True, exist_ok=True)
         rec = train_once(self.cfg, self.report, seed, self.out_dir, self.overrides, self.callbacks,
                          run_id)
-        append_or_keep(store, RunRecord(**rec), self.out_dir)  # RunRecord rejects a misspelt column
+        kept = append_or_keep(store, RunRecord(**rec), self.out_dir)  # rejects a misspelt column
+        if kept is not None or _has_run(store, rec["run_id"]):
+            discard(resume_dir(self.cfg, seed))
         log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", self.chash, seed,
                  rec["status"], rec.get("val_top1"), rec.get("test_top1"), rec["train_seconds"])
         return rec
+
+
+def _has_run(store: ResultsStore, run_id: str) -> bool:
+    """Whether the store holds this row (``append_or_keep`` also returns None when it could keep
+    the row nowhere: then the checkpoints are all that is left of the run)."""
+    try:
+        return store.run(run_id) is not None
+    except SQLAlchemyError:
+        return False
 
 
 def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",

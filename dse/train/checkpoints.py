@@ -1,0 +1,212 @@
+"""Resume checkpoints: a run that is killed, preempted or out of time continues where it stopped.
+
+Each (design point, seed) checkpoints into its own folder, :func:`resume_dir`::
+
+    <paths.runs>/<study.name>/resume/<config_hash>/seed<seed>/epoch=E-step=S.ckpt
+
+keyed by what identifies the run, not by the time-stamped Hydra run dir, which a rerun of the same
+command (or a Slurm resubmission) does not reuse. ``E`` is the 0-based epoch being trained when the
+file was written and ``S`` the optimizer steps done. A run that starts finds the newest whole file
+there and resumes from it (``trainer.fit(..., ckpt_path=...)``); once its row is stored the folder
+is removed (:func:`discard`), so a sweep leaves nothing behind but the runs it lost.
+
+What Lightning does: :class:`ResumeCheckpoint` is a ``ModelCheckpoint`` that writes every
+``trainer.checkpoint_every`` epochs at the epoch's end (after its validation) and keeps the newest
+``trainer.keep_checkpoints`` (top-k on ``step``, maximised, is newest-k). Its writes are atomic (an
+fsspec transaction: a temporary file moved into place), and ``fit(ckpt_path=...)`` restores the
+weights, optimizer, LR schedule, loop counters and callback states.
+
+What is written here by hand, and why:
+
+- :func:`newest`: Lightning has no "resume from the newest file of this folder" (``ckpt_path="last"``
+  needs a ``last.ckpt`` copy on every save); files whose zip directory is incomplete are skipped.
+- :func:`prune` after each save: ModelCheckpoint never deletes the file a run resumed from, so a
+  run resumed once would keep one file too many.
+- :class:`ResumeState`, a callback whose state rides in every checkpoint: torch's global RNG
+  (dropout draws from it; Lightning 2.x saves no RNG state), the data position (epoch, batch) that
+  :class:`~dse.data.tensor.TensorBatches` starts from, and the divergence monitor's first-epoch
+  loss. With these a resumed run on the CPU with ``trainer.deterministic=true`` ends bit-identical
+  to an uninterrupted one (tests/test_resume.py).
+- The stop on a signal. ``OnExceptionCheckpoint`` (or ``ModelCheckpoint(save_on_exception=True)``)
+  saves wherever the exception lands: mid-step, with the weights updated but the step counters or
+  the LR schedule not, so resuming from it is not the run that would have happened. Instead, while
+  training, :class:`~dse.signals.HeldStops` holds SIGINT/SIGTERM/SIGUSR1 until the next safe point,
+  the end of a training step (not an epoch's last) or of an epoch (after its validation); there the
+  checkpoint is written and the signal then handled as it would have been (dse-train: exit 130).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import shutil
+import warnings
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+
+from dse.signals import HeldStops
+from dse.store import config_hash
+from dse.validate import validate_trainer
+
+log = logging.getLogger("dse.train")
+
+RESUME = "resume"  # <paths.runs>/<study.name>/resume/...
+_NAME = re.compile(r"^epoch=(\d+)-step=(\d+)(?:-v(\d+))?\.ckpt$")
+
+# A resumed run finds its own folder full, and resumes mid-epoch with TensorBatches positioned by
+# ResumeState (not through Lightning's state_dict protocol): both of Lightning's warnings are expected.
+warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended")
+
+
+def check_settings(tc: Any) -> tuple[int, int]:
+    """``(checkpoint_every, keep_checkpoints)``, checked by :func:`dse.validate.validate_trainer`
+    (the rules live there, with every other trainer key's)."""
+    validate_trainer(tc)
+    return int(tc.checkpoint_every), int(tc.keep_checkpoints)
+
+
+def resume_dir(cfg: Any, seed: int) -> Path:
+    """Where this design point's seed keeps its resume checkpoints."""
+    return Path(cfg.paths.runs) / cfg.study.name / RESUME / config_hash(cfg) / f"seed{seed}"
+
+
+def checkpoints(folder: Path) -> list[Path]:
+    """The resume checkpoints in ``folder``, oldest first (by step, then epoch, then version)."""
+    found = []
+    for p in folder.glob("*.ckpt") if folder.is_dir() else ():
+        if m := _NAME.match(p.name):
+            found.append(((int(m[2]), int(m[1]), int(m[3] or 0)), p))
+    return [p for _, p in sorted(found)]
+
+
+def newest(folder: Path) -> Path | None:
+    """The newest whole checkpoint in ``folder`` (torch writes zip files: a cut one lacks its end)."""
+    for p in reversed(checkpoints(folder)):
+        if zipfile.is_zipfile(p):
+            return p
+        log.warning("ignoring the incomplete checkpoint %s", p)
+    return None
+
+
+def prune(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` checkpoints in ``folder``; the ones deleted."""
+    old = checkpoints(folder)[:-keep] if keep > 0 else checkpoints(folder)
+    for p in old:
+        p.unlink(missing_ok=True)
+    return old
+
+
+def discard(folder: Path) -> None:
+    """Remove a run's resume folder once its row is safe, and its design point's folder if empty.
+
+    ``resume/`` itself stays: another worker may be creating its own folder in it right now.
+    """
+    shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):  # other seeds of the point in it, or gone already
+        folder.parent.rmdir()
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """Lightning's ModelCheckpoint as dse uses it: every ``every`` epochs, the newest ``keep``."""
+
+    def __init__(self, folder: Path, every: int, keep: int) -> None:
+        super().__init__(dirpath=folder, filename="{epoch}-{step}", monitor="step", mode="max",
+                         save_top_k=keep, every_n_epochs=every, save_on_train_epoch_end=True)
+        self.folder, self.keep = folder, keep
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        prune(self.folder, self.keep)
+
+
+class ResumeState(Callback):
+    """What a checkpoint needs beyond Lightning's own state to resume exactly; stops on signals.
+
+    ``position()`` is where the next training epoch starts, (epoch, first batch): the data module
+    reads it (:attr:`dse.data.modules.InMemoryDataModule.position`). ``resumed_from`` is the number
+    of whole epochs in the checkpoint this run resumed from, or None.
+    """
+
+    def __init__(self, folder: Path, keep: int, held: HeldStops, monitor: Any) -> None:
+        self.folder, self.keep, self.held, self.monitor = folder, keep, held, monitor
+        self.epoch, self.batch = 0, 0
+        self.resumed_from: int | None = None
+
+    def position(self) -> tuple[int, int]:
+        return self.epoch, self.batch
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.held.armed = True
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.held.armed = False  # a signal still pending is handled when fit returns
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self.batch += 1
+        # an epoch's last step is followed by its validation: the epoch's end is the safe point
+        if self.held.pending is not None and batch_idx + 1 < trainer.num_training_batches:
+            self._checkpoint_and_stop(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch, self.batch = trainer.current_epoch + 1, 0
+        if self.held.pending is not None:
+            self._checkpoint_and_stop(trainer)
+
+    def _checkpoint_and_stop(self, trainer: L.Trainer) -> None:
+        path = self.folder / f"epoch={trainer.current_epoch}-step={trainer.global_step}.ckpt"
+        trainer.save_checkpoint(path)
+        prune(self.folder, self.keep)
+        log.info("stopping on a signal; resume checkpoint %s", path)
+        self.held.deliver()
+
+    def state_dict(self) -> dict[str, Any]:
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+        return {"epoch": self.epoch, "batch": self.batch, "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if cuda else [],
+                "divergence_first_loss": getattr(self.monitor, "first_loss", None)}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.epoch, self.batch = int(state_dict["epoch"]), int(state_dict["batch"])
+        self.resumed_from = self.epoch
+        torch.set_rng_state(state_dict["torch_rng"])
+        cuda = state_dict.get("cuda_rng") or []
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
+        if self.monitor is not None:
+            self.monitor.first_loss = state_dict.get("divergence_first_loss")
+
+
+@dataclass
+class Resume:
+    """One run's resume machinery: its folder, the checkpoint it resumes from (None: fresh), the
+    signal holder to train inside, and the callbacks to train with."""
+
+    folder: Path
+    ckpt: Path | None
+    held: HeldStops
+    state: ResumeState
+    saver: ResumeCheckpoint
+
+    @classmethod
+    def for_run(cls, cfg: Any, seed: int, monitor: Any) -> Resume | None:
+        """None when ``trainer.checkpoint_every`` is 0 (no resume checkpoints)."""
+        every, keep = check_settings(cfg.trainer)
+        if every == 0:
+            return None
+        folder = resume_dir(cfg, seed)
+        held = HeldStops()
+        return cls(folder, newest(folder), held, ResumeState(folder, keep, held, monitor),
+                   ResumeCheckpoint(folder, every, keep))
+
+    @property
+    def callbacks(self) -> list[Callback]:
+        return [self.state, self.saver]

@@ -8,8 +8,10 @@ from dse.errors import ConfigError
 from dse.outputs import check_writable
 
 SECTIONS = ("step", "epochs", "packing")
-# Applied before the user's overrides (which therefore win): a bench needs no progress bar.
-BENCH_DEFAULTS = ("trainer.progress_bar=false",)
+# Applied before the user's overrides (which therefore win): a bench needs no progress bar, and
+# no resume checkpoints, which would add their writes to the timings and let K identical packed
+# trials resume from each other's folder (they share a design point and seed).
+BENCH_DEFAULTS = ("trainer.progress_bar=false", "trainer.checkpoint_every=0")
 
 
 @dataclass

@@ -149,3 +149,51 @@ def test_slurm_scancel_mid_run_fails_the_trial_and_a_rerun_refills_it(slurm_clus
     ok = [r["trial"] for r in store_rows(pg_database) if r["status"] == "ok"]
     assert sorted(ok) == complete, ok
     assert optuna.trial.TrialState.RUNNING not in {t.state for t in study.trials}
+
+
+def test_slurm_requeued_job_continues_from_its_checkpoint(slurm_cluster, tmp_path):
+    """``scontrol requeue`` (what preemption does) stops a training job mid-run; the job, run again
+    by Slurm, resumes from its newest resume checkpoint instead of epoch 0."""
+    import sqlalchemy as sa
+
+    runs = tmp_path / "runs"
+    # three epochs slow enough to requeue during the second; no divergence stop (a tiny net may
+    # sit at chance for two epochs, which is not what this test is about)
+    cmd = [str(BIN / "dse-train"), "study.name=requeue", "trainer=smoke", "data.subset=400",
+           "trainer.max_epochs=3", "trainer.test=false", "trainer.batch_size=8",
+           "trainer.chance_epochs=100",
+           "model.base_e=16", "model.incr_e=16", f"paths.runs={runs}"]
+    script = tmp_path / "train.sh"
+    script.write_text("#!/bin/bash\ncd " + str(tmp_path) + "\nexec "
+                      + " ".join(f"'{a}'" for a in cmd) + "\n")
+    script.chmod(0o755)
+    job = sbatch(slurm_cluster, "--requeue", f"--output={tmp_path}/%j.out", "--open-mode=append",
+                 str(script), env=job_env(slurm_cluster))
+    resume = runs / "requeue" / "resume"
+    end = time.monotonic() + 300
+    while not list(resume.glob("*/seed0/*.ckpt")) and time.monotonic() < end:
+        time.sleep(0.5)
+    log = tmp_path / f"{job}.out"
+    assert list(resume.glob("*/seed0/*.ckpt")), log.read_text()[-3000:] + slurm_cluster.logs()
+    assert slurm_cluster.run("scontrol", "requeue", job).returncode == 0
+    # Slurm holds a requeued batch job back (BeginTime) for a while; start it as soon as it can
+    end = time.monotonic() + 60
+    while slurm_cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now").returncode \
+            and time.monotonic() < end:
+        time.sleep(1)
+    store = runs / "requeue" / "results.db"
+    end = time.monotonic() + 400
+    rows: list = []
+    while not rows and time.monotonic() < end:
+        time.sleep(1)
+        if store.is_file():
+            engine = sa.create_engine(f"sqlite:///{store}")
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text("SELECT status, epochs, resumed_from_epoch, slurm_job "
+                                            "FROM runs")).all()
+            engine.dispose()
+    assert len(rows) == 1, log.read_text()[-4000:] + slurm_cluster.logs()
+    status, epochs, resumed, slurm_job = rows[0]
+    assert (status, epochs, slurm_job) == ("ok", 3, job), rows
+    assert resumed is not None and 1 <= resumed < 3, (rows, log.read_text()[-3000:])
+    assert not list(resume.glob("*/seed0/*.ckpt"))  # removed once the row is stored

@@ -97,6 +97,16 @@ class RunRecord:
     epochs: int = 0
     train_seconds: float = 0.0
     images_per_s: Optional[float] = None
+    # CPU inference latency of the trained network (dse.metrics.LATENCY; trainer.latency=true)
+    latency_ms: Optional[float] = None
+    latency_p90_ms: Optional[float] = None
+    latency_b64_ms: Optional[float] = None
+    latency_b64_p90_ms: Optional[float] = None
+    torch_latency_ms: Optional[float] = None
+    torch_latency_p90_ms: Optional[float] = None
+    torch_latency_b64_ms: Optional[float] = None
+    torch_latency_b64_p90_ms: Optional[float] = None
+    latency_threads: Optional[int] = None
     trial: Optional[int] = None
     device: str = ""
     torch_version: str = ""

@@ -12,8 +12,8 @@ install: $(STAMP)
 # (Re)install when the project metadata changes; editable so conf/ and studies/ are found in place.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev,postgres]' 2>&1 | grep -v 'is ignored' || true
-	$(BIN)/python -c 'import dse, torch, lightning, hydra, optuna'
+	$(BIN)/python -m pip install -q -e '.[dev,postgres,export]' 2>&1 | grep -v 'is ignored' || true
+	$(BIN)/python -c 'import dse, torch, lightning, hydra, optuna, onnxruntime'
 	touch $@
 
 # Debian's dataset-fashion-mnist where apt runs as root; otherwise the data module downloads it.

@@ -119,9 +119,15 @@ def validate_trainer(tc: Any) -> None:
         ("val_every", tc.val_every >= 1, "must be >= 1"),
         ("chance_epochs", tc.chance_epochs >= 1, "must be >= 1"),
         ("log_every_n_steps", tc.log_every_n_steps >= 1, "must be >= 1"),
+        ("latency_threads", tc.get("latency_threads", 1) >= 1, "must be >= 1"),
         ("devices", _devices_ok(tc.devices),
          "must be a positive integer, -1 (all), 'auto' or a list of device indices"),
     ])
+    if tc.get("latency"):
+        from dse.export import INSTALL_HINT, missing
+
+        if lacking := missing():
+            raise ConfigError("trainer.latency", f"true needs {', '.join(lacking)} ({INSTALL_HINT})")
 
 
 def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:

@@ -37,7 +37,7 @@ HASHED_GROUPS = ("model", "data", "trainer")
 NON_SEMANTIC: dict[str, frozenset[str]] = {
     "data": frozenset({"root", "download", "num_workers", "device_resident"}),
     "trainer": frozenset({"name", "progress_bar", "checkpoint", "accelerator", "devices",
-                          "log_every_n_steps", "test"}),
+                          "log_every_n_steps", "test", "latency", "latency_threads"}),
 }
 STATUSES = ("ok", "failed", "diverged", "pruned")
 

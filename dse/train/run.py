@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dse.data import build_datamodule
 from dse.errors import first_line
+from dse.export.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
@@ -187,6 +188,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
         trainer = _trainer(cfg, accelerator, precision, out_dir, seed,
                            [monitor, timer, RunIdTag(rec["run_id"]), *callbacks])
         _fit(rec, trainer, module, dm, monitor, timer, tc.test)
+        rec.update(latency_columns(module.model, cfg, rec["status"]))  # trainer.latency=true
         if tc.checkpoint:
             trainer.save_checkpoint(out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1
                                                                else f"seed{seed}.ckpt"))

@@ -96,6 +96,11 @@ class Checkpoint:
     seed: int = 0
     overrides: tuple[str, ...] = ()
 
+    @property
+    def run_dir(self) -> Path:
+        """The training run's folder: the one holding ``checkpoints/`` (else the file's own)."""
+        return self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path.parent
+
 
 def int_list(text: str, option: str) -> tuple[int, ...]:
     """``"8,6"`` -> (8, 6), as a one-line ConfigError naming the option when malformed."""

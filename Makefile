@@ -12,8 +12,8 @@ install: $(STAMP)
 # (Re)install when the project metadata changes; editable so conf/ and studies/ are found in place.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e '.[dev,postgres,slurm,tensorboard]' 2>&1 | grep -v 'is ignored' || true
-	$(BIN)/python -c 'import dse, torch, lightning, hydra, optuna, tensorboard, hydra_plugins.hydra_submitit_launcher'
+	$(BIN)/python -m pip install -q -e '.[dev,postgres,slurm,tensorboard,export]' 2>&1 | grep -v 'is ignored' || true
+	$(BIN)/python -c 'import dse, torch, lightning, hydra, optuna, tensorboard, onnxruntime, hydra_plugins.hydra_submitit_launcher'
 	touch $@
 
 # Debian's dataset-fashion-mnist where apt runs as root; otherwise the data module downloads it.

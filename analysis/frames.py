@@ -263,25 +263,35 @@ def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return ~(le & ge & strict).any(axis=1)
 
 
-def pareto_frame(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
-    """One row per design point (ok runs averaged over seeds) with its size and mean accuracy;
-    ``pareto`` marks the non-dominated points (max ``metric``, min size_bytes), numbered by size in
-    ``label``; ``desc`` names the metaparameters that vary across the study. ``attrs["metric"]``.
+COSTS = ("size_bytes", "latency_ms")  # what a Pareto front may trade accuracy against
+
+
+def pareto_frame(df: pd.DataFrame, metric: str | None = None,
+                 cost: str = "size_bytes") -> pd.DataFrame:
+    """One row per design point (ok runs averaged over seeds) with its size, its mean ``cost`` and
+    mean accuracy; ``pareto`` marks the non-dominated points (max ``metric``, min ``cost``: the fp32
+    size, or a measured latency such as ``latency_ms``), numbered by cost in ``label``; ``desc``
+    names the metaparameters that vary across the study. ``attrs``: ``metric``, ``cost``.
 
     The front is taken over design-point means, not single runs: with several seeds a lucky seed
-    would otherwise put a point on the front that its other seeds do not support.
+    would otherwise put a point on the front that its other seeds do not support. A latency is
+    averaged over the seeds that measured it, like the accuracy.
     """
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
+    empty = pd.DataFrame(columns=["point", "pareto", "label", "cost"])
+    empty.attrs.update(metric=metric, cost=cost)
     if metric is None or ok.empty:
-        out = pd.DataFrame(columns=["point", "pareto", "label"])
-        out.attrs.update(metric=metric, skipped="no ok run has an accuracy")
-        return out
-    ok = ok[ok[metric].notna() & ok["size_bytes"].notna()]
+        empty.attrs["skipped"] = "no ok run has an accuracy"
+        return empty
+    has_cost = ok[cost].notna() if cost in ok.columns else pd.Series(False, index=ok.index)
+    ok = ok[ok[metric].notna() & ok["size_bytes"].notna() & has_cost]
     if ok.empty:
-        out = pd.DataFrame(columns=["point", "pareto", "label"])
-        out.attrs.update(metric=metric, skipped=f"no ok run has both {metric} and a model size")
-        return out
+        what = "a model size" if cost == "size_bytes" else cost
+        hint = (" (it is measured by training with trainer.latency=true)"
+                if REGISTRY[cost].latency else "")
+        empty.attrs["skipped"] = f"no ok run has both {metric} and {what}{hint}"
+        return empty
     ok = ok.assign(point=point_key(ok))
     g = ok.groupby("point", sort=False)
     first = g.first()  # metaparameters and sizes are equal within a point
@@ -291,21 +301,53 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None) -> pd.DataFrame:
     out["n"] = g.size()
     out["acc_mean"] = g[metric].mean()
     out["acc_std"] = g[metric].std(ddof=1)
+    out["cost"] = g[cost].mean().astype(float)
+    if cost not in out.columns:
+        out[cost] = out["cost"]
     out["seeds"] = g["seed"].agg(lambda s: ",".join(str(x) for x in sorted(s.dropna())))
     out = out.reset_index()
     out["size_mb"] = to_mb(out["size_bytes"].astype(float))
     out["size_mib"] = to_mib(out["size_bytes"].astype(float))
     out["preset"] = out["model"].isin(PRESETS)
-    out["pareto"] = pareto_mask(out["size_bytes"].to_numpy(float),
-                                out["acc_mean"].to_numpy(float))
-    out = out.sort_values(["size_bytes", "acc_mean"], ascending=[True, False])
+    out["pareto"] = pareto_mask(out["cost"].to_numpy(float), out["acc_mean"].to_numpy(float))
+    out = out.sort_values(["cost", "acc_mean"], ascending=[True, False])
     out = out.reset_index(drop=True)
     cols = varying_columns(out)
     out["desc"] = out.apply(lambda r: describe(r, cols), axis=1)
     labels = np.zeros(len(out), dtype=int)
     labels[out["pareto"].to_numpy()] = np.arange(1, int(out["pareto"].sum()) + 1)
     out["label"] = labels
-    out.attrs.update(metric=metric, varying=cols)
+    out.attrs.update(metric=metric, cost=cost, varying=cols)
+    return out
+
+
+def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Which design points win on which front: every point on at least one of ``fronts`` (cost ->
+    :func:`pareto_frame`), with its number on each front (``<cost>_label``, 0: not on it) and its
+    mean cost on each (NaN where that front lacks the point, e.g. a run without latency).
+
+    Points are matched by their ``point`` key; rows follow the first front's order (by its cost),
+    then the points only later fronts have. ``desc`` names what varies among these points.
+    """
+    labels = [f"{c}_label" for c in fronts]
+    base: dict[str, pd.Series] = {}
+    for pts in fronts.values():
+        for _, r in pts.iterrows():
+            base.setdefault(r["point"], r)
+    if not base:
+        return pd.DataFrame(columns=["point", "desc", *labels, *fronts])
+    keep = [c for c in ["point", "study", "model", "data", "trainer", "max_epochs", *METAPARAMS,
+                        "acc_mean", "acc_std", "n", "size_mb", "preset"]
+            if c in next(iter(base.values())).index]
+    out = pd.DataFrame([r[keep] for r in base.values()]).reset_index(drop=True)
+    for cost, pts in fronts.items():
+        by_point = pts.set_index("point")
+        out[f"{cost}_label"] = out["point"].map(by_point["label"]).fillna(0).astype(int)
+        out[cost] = out["point"].map(by_point["cost"]).astype(float)
+    out = out[(out[labels] > 0).any(axis=1)].reset_index(drop=True)
+    cols = varying_columns(out)
+    out["desc"] = out.apply(lambda r: describe(r, cols), axis=1)
+    out.attrs.update(costs=list(fronts))
     return out
 
 

@@ -32,9 +32,11 @@ CHARTS = {  # file stem -> section title
     "micro_pct3x3": "pct3x3 sweep (paper Figure 3b)",
     "macro_bypass": "Bypass connections (paper Table 3)",
     "pareto": "Pareto front: accuracy vs model size",
+    "pareto_latency": "Pareto front: accuracy vs latency",
     "edf": "Error EDFs (pycls style)",
 }
 METRIC_NAMES = {m: REGISTRY[m].label for m in F.METRICS}
+LATENCY_COST = "latency_ms"  # the latency front's cost: onnxruntime, batch 1, median (dse.metrics)
 
 
 @dataclass
@@ -91,11 +93,36 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
         "seeds": sel["n"].map(integer), "params": sel["params"].map(integer),
         "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number),
     })
+    cost = points.attrs.get("cost", "size_bytes")
+    if cost != "size_bytes":
+        out[f"{cost} ({REGISTRY[cost].unit})"] = sel["cost"].map(REGISTRY[cost].show)
     if not only_front:
         out.insert(1, "front", sel["pareto"].map(lambda b: "yes" if b else ""))
     if sel["preset"].any():
         out["preset"] = sel["preset"].map(lambda b: "SqueezeNet" if b else "")
     return out
+
+
+def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
+    """The design points on the size front, the latency front or both (:func:`F.fronts_frame`),
+    as a Markdown-ready table: their number on each front and where they win."""
+    costs = fronts.attrs.get("costs") or ["size_bytes", LATENCY_COST]
+    size_label, lat_label = (f"{c}_label" for c in costs)
+    lat = REGISTRY[costs[1]]
+
+    def wins(r: pd.Series) -> str:
+        on = [name for name, col in (("size", size_label), ("latency", lat_label)) if r[col]]
+        return "both" if len(on) == 2 else f"{on[0]} only"
+
+    return pd.DataFrame({
+        "metaparameters": fronts["desc"].replace("", "(all equal)"),
+        "accuracy %": [pm_percent(a, b) for a, b in zip(fronts["acc_mean"], fronts["acc_std"],
+                                                        strict=True)],
+        "MB": fronts["size_mb"].map(number), f"{lat.name} ({lat.unit})": fronts[costs[1]].map(
+            lat.show),
+        "size front #": fronts[size_label].map(lambda v: str(v) if v else ""),
+        "latency front #": fronts[lat_label].map(lambda v: str(v) if v else ""),
+        "wins on": fronts.apply(wins, axis=1)})
 
 
 def _too_few_points(frame: pd.DataFrame, minimum: int, what: str) -> str | None:
@@ -132,6 +159,7 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
         chart.files = P.save(P.plot_pareto(points, df, title_all, points.attrs["metric"]),
                              out_dir, "pareto", formats)
     charts["pareto"] = chart
+    charts["pareto_latency"] = _latency_chart(df, points, out_dir, formats, title_all)
     edf = F.edf_frame(df)
     chart = Chart("edf", CHARTS["edf"], edf,
                   skipped=edf.attrs.get("skipped") or _too_few_points(edf, 2, "ok run"))
@@ -139,6 +167,24 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
         chart.files = P.save(P.plot_edf(edf, title_all), out_dir, "edf", formats)
     charts["edf"] = chart
     return charts
+
+
+def _latency_chart(df: pd.DataFrame, size_points: pd.DataFrame, out_dir: Path,
+                   formats: Sequence[str], title: str) -> Chart:
+    """Accuracy vs measured latency, drawn when runs measured it; ``attrs["fronts"]`` compares its
+    front with the size front (which design points win on each)."""
+    points = F.pareto_frame(df, size_points.attrs.get("metric"), cost=LATENCY_COST)
+    chart = Chart("pareto_latency", CHARTS["pareto_latency"], points,
+                  skipped=points.attrs.get("skipped")
+                  or _too_few_points(points, 2, "design point with accuracy and latency"))
+    if chart.skipped is None:
+        threads = sorted({int(t) for t in F.ok_runs(df)["latency_threads"].dropna()})
+        points.attrs.update(
+            threads=threads, unmeasured=int(len(size_points) - len(points)),
+            fronts=F.fronts_frame({"size_bytes": size_points, LATENCY_COST: points}))
+        chart.files = P.save(P.plot_pareto(points, df, title, points.attrs["metric"]), out_dir,
+                             "pareto_latency", formats)
+    return chart
 
 
 def _notes(df: pd.DataFrame) -> dict[str, str]:
@@ -229,6 +275,28 @@ def _pareto_text(frame: pd.DataFrame) -> list[str]:
             to_markdown(pareto_table(frame, only_front=False)), "", "</details>", ""]
 
 
+def _pareto_latency_text(frame: pd.DataFrame) -> list[str]:
+    """How the latency front is defined and measured, its Pareto set, and which design points
+    win on the size front, the latency front or both."""
+    metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
+    lat = REGISTRY[LATENCY_COST]
+    threads = ", ".join(map(str, frame.attrs.get("threads") or [])) or "?"
+    missing = frame.attrs.get("unmeasured", 0)
+    left_out = (f" {missing} design point{'s' if missing != 1 else ''} without a measured latency "
+                "(trained without trainer.latency=true) are left out." if missing > 0 else "")
+    return [f"Design points = ok runs averaged over seeds; the front maximises mean {metric} "
+            f"accuracy and minimises `{lat.name}`, the {lat.label} in {lat.unit}, measured on the "
+            f"CPU after training with {threads} thread(s) (trainer.latency=true). Latencies are "
+            "wall times: compare points measured on one machine. "
+            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it.{left_out}", "",
+            "### Pareto set", "", to_markdown(pareto_table(frame)), "",
+            "### Which design points win on each front", "",
+            "Every design point on the size front, the latency front or both (the numbers are "
+            "those on each chart); a point small on disk is not always fast, since latency also "
+            "follows activations, layer count and how well each layer maps to the runtime.", "",
+            to_markdown(fronts_table(frame.attrs["fronts"])), ""]
+
+
 def _edf_text(frame: pd.DataFrame) -> list[str]:
     """What the error is, how curves are grouped, and each curve's n / min / mean / median."""
     summary = F.edf_summary(frame)
@@ -245,7 +313,7 @@ def _edf_text(frame: pd.DataFrame) -> list[str]:
 
 _SECTION_BODY: dict[str, Callable[[pd.DataFrame], list[str]]] = {
     "micro_sr": _sweep_text, "micro_pct3x3": _sweep_text, "macro_bypass": _sweep_text,
-    "pareto": _pareto_text, "edf": _edf_text,
+    "pareto": _pareto_text, "pareto_latency": _pareto_latency_text, "edf": _edf_text,
 }
 
 

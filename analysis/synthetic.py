@@ -88,14 +88,32 @@ def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> floa
     return round(a + rng.gauss(0, 0.0015), 5)
 
 
+def latency_columns(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    """Made-up ``latency_*`` columns (dse.metrics.LATENCY) of an ok row, 1 thread: onnxruntime at
+    batch 1 ~ 0.04 ms + 11 ms per GMAC (the order measured for fire_small on a 2-core CPU), a
+    bypass costs a little more than its MACs say (extra adds and shortcut convs), torch eager ~10x
+    slower, batch 64 ~50x batch 1, p90 15 % above the median, 2 % seed noise."""
+    from dse.metrics import LATENCY, REGISTRY
+
+    extra = {"none": 1.0, "simple": 1.08, "complex": 1.2}.get(row["bypass"], 1.0)
+    base = (0.04 + 1.1e-8 * row["macs"]) * extra * (1 + rng.gauss(0, 0.02))
+    out: dict[str, Any] = {"latency_threads": 1}
+    for name in LATENCY:
+        m = REGISTRY[name]
+        factor = (10.0 if m.runtime == "torch" else 1.0) * (m.batch if m.batch <= 1 else 50.0)
+        out[name] = round(base * factor * (1.15 if m.quantile > 0.5 else 1.0), 5)
+    return out
+
+
 def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: bool = True,
                  bypass: bool = True, presets: bool = True, failures: bool = True,
-                 max_epochs: int = 30) -> list[dict[str, Any]]:
+                 max_epochs: int = 30, latency: bool = False) -> list[dict[str, Any]]:
     """Rows of a study that ran the paper's three experiments, like a real store would hold them.
 
     Points shared by two sweeps (SR 0.5 / pct3x3 0.5; bypass none) are stored once, as the
     sweepers skip what the store already has. Failures: SR 1.0 seed 0 diverged, pct3x3 0.99 seed 1
-    failed, a pruned run.
+    failed, a pruned run. ``latency``: ok rows carry :func:`latency_columns` (as with
+    ``trainer.latency=true``).
     """
     rng = random.Random(0)
     rows: list[dict[str, Any]] = []
@@ -121,6 +139,8 @@ def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: b
             if failures and overrides == "model.sr=0.5 model.pct3x3=0.99" and s == 1:
                 r.update(status="failed", error="RuntimeError: CUDA out of memory", val_top1=None,
                          val_top5=None, test_top1=None, test_top5=None, epochs=0)
+            if latency and r["status"] == "ok":
+                r.update(latency_columns(r, rng))
             rows.append(r)
 
     if sr:

@@ -91,6 +91,8 @@ class TrainerConfig:
     test: bool = True  # evaluate on the test split after training
     chance_epochs: int = 2  # epochs after which a run still at chance with no loss drop is stopped
     log_every_n_steps: int = 50  # metrics logging interval (CSV logger)
+    latency: bool = False  # after an ok run, time CPU inference (onnxruntime, torch): latency_* columns
+    latency_threads: int = 1  # CPU threads the latency is measured with (stored as latency_threads)
 
 
 @dataclass

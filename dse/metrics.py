@@ -40,6 +40,9 @@ class Metric:
     ``key`` is the Lightning key :class:`~dse.train.module.FireClassifier` logs it under (None when
     it is not logged); ``per_epoch`` when it is logged at every validation, so a pruner can watch it.
     ``report_attr`` names the :class:`~dse.model.ModelReport` attribute that gives it before training.
+    A latency has a ``runtime`` (``onnxruntime`` or ``torch``, on the CPU), the ``batch`` it times
+    and the ``quantile`` of the repeated timings it reports (0.5: the median); dse.export.latency
+    measures exactly the latencies listed here, after training (``trainer.latency=true``).
     """
 
     name: str
@@ -51,11 +54,19 @@ class Metric:
     per_epoch: bool = False
     report_attr: str | None = None
     topk: int | None = None
+    runtime: str | None = None
+    batch: int | None = None
+    quantile: float | None = None
 
     @property
     def analytic(self) -> bool:
         """Known from the model spec alone, so a budget on it is checked without training."""
         return self.report_attr is not None
+
+    @property
+    def latency(self) -> bool:
+        """Measured by running the trained network (dse.export.latency), not by training it."""
+        return self.runtime is not None
 
     @property
     def percent(self) -> bool:
@@ -78,6 +89,16 @@ def _loss(split: str) -> Metric:
                   per_epoch=split == "val")
 
 
+def _latency(runtime: str, batch: int, quantile: float) -> Metric:
+    """``latency_ms`` (onnxruntime, batch 1, median), ``torch_latency_b64_p90_ms``, ...: wall time
+    of one forward pass of a batch, in milliseconds."""
+    name = "_".join(["torch"] * (runtime == "torch") + ["latency"] + [f"b{batch}"] * (batch != 1)
+                    + ["p90"] * (quantile == 0.9) + ["ms"])
+    stat = "median" if quantile == 0.5 else f"p{round(100 * quantile)}"
+    return Metric(name, "minimize", f"latency ({runtime}, batch {batch}, {stat})", "ms", ".3f",
+                  runtime=runtime, batch=batch, quantile=quantile)
+
+
 _ALL = (
     _accuracy("val", 1), _accuracy("val", 5), _loss("val"),
     _accuracy("test", 1), _accuracy("test", 5), _loss("test"),
@@ -89,6 +110,9 @@ _ALL = (
     Metric("epochs", "minimize", "epochs"),
     Metric("train_seconds", "minimize", "training time", "s", ".1f"),
     Metric("images_per_s", "maximize", "training throughput", "img/s"),
+    # latency_ms (onnxruntime, batch 1, median) is the one to sweep on; the rest are its context
+    *(_latency(runtime, batch, q) for runtime in ("onnxruntime", "torch") for batch in (1, 64)
+      for q in (0.5, 0.9)),
 )
 REGISTRY: MappingProxyType[str, Metric] = MappingProxyType({m.name: m for m in _ALL})
 
@@ -98,6 +122,8 @@ SWEEPABLE: tuple[str, ...] = tuple(REGISTRY)
 ANALYTIC: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.analytic)
 # What training measures through Lightning: the record's metric columns.
 LOGGED: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.key is not None)
+# Measured by running the trained network on the CPU (trainer.latency=true): store columns too.
+LATENCY: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.latency)
 # Accuracies (fractions, shown in %), validation before test.
 ACCURACY: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.percent)
 

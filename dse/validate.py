@@ -135,9 +135,15 @@ def validate_trainer(tc: Any) -> None:
         ("log_every_n_steps", tc.log_every_n_steps >= 1, "must be >= 1"),
         ("checkpoint_every", _whole(tc.get("checkpoint_every", 0), 0), "must be an integer >= 0"),
         ("keep_checkpoints", _whole(tc.get("keep_checkpoints", 1), 1), "must be an integer >= 1"),
+        ("latency_threads", tc.get("latency_threads", 1) >= 1, "must be >= 1"),
         ("devices", _devices_ok(tc.devices),
          "must be a positive integer, -1 (all), 'auto' or a list of device indices"),
     ])
+    if tc.get("latency"):
+        from dse.export import INSTALL_HINT, missing
+
+        if lacking := missing():
+            raise ConfigError("trainer.latency", f"true needs {', '.join(lacking)} ({INSTALL_HINT})")
 
 
 def one_device(data_name: str, devices: Any) -> None:

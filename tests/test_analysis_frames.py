@@ -169,6 +169,25 @@ def test_pareto_frame_over_design_point_means() -> None:
         pts["size_bytes"].to_numpy(float), pts["acc_mean"].to_numpy(float))
 
 
+def test_latency_front_and_which_points_win_on_each() -> None:
+    rows = [_run(sr=0.125, acc=0.90), _run(sr=0.25, acc=0.92),  # a: smallest; b: faster than a
+            _run(sr=0.5, acc=0.91), _run(sr=0.75, acc=0.95)]  # c: dominated twice; d: no latency
+    for r, ms in zip(rows, (1.0, 0.5, 2.0, None), strict=True):
+        r.update(latency_ms=ms)
+    df = _frame(rows)
+    size, fast = F.pareto_frame(df), F.pareto_frame(df, cost="latency_ms")
+    assert size.loc[size["pareto"], "sr"].tolist() == [0.125, 0.25, 0.75]
+    assert fast["sr"].tolist() == [0.25, 0.125, 0.5] and fast["cost"].tolist() == [0.5, 1.0, 2.0]
+    assert fast.loc[fast["pareto"], "sr"].tolist() == [0.25]  # b is faster and more accurate
+    fronts = F.fronts_frame({"size_bytes": size, "latency_ms": fast})
+    assert fronts["sr"].tolist() == [0.125, 0.25, 0.75]
+    assert fronts["size_bytes_label"].tolist() == [1, 2, 3]
+    assert fronts["latency_ms_label"].tolist() == [0, 1, 0]
+    assert fronts["latency_ms"].tolist()[:2] == [1.0, 0.5] and np.isnan(fronts["latency_ms"][2])
+    none = F.pareto_frame(_frame([_run(sr=0.125)]), cost="latency_ms")
+    assert none.empty and "trainer.latency=true" in none.attrs["skipped"]
+
+
 # -- EDF ------------------------------------------------------------------------------------------
 def test_edf_is_the_empirical_cdf_per_group_with_ties() -> None:
     accs = {"none": [0.90, 0.92, 0.92, 0.95], "simple": [0.91, 0.93]}

@@ -17,15 +17,16 @@ from analysis.loading import load
 from analysis.source import LoadError
 from analysis.synthetic import base_config, demo_records, record, write_store
 
-CHARTS = ["micro_sr", "macro_bypass", "pareto", "edf"]
+CHARTS = ["micro_sr", "macro_bypass", "pareto", "pareto_latency", "edf"]
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """runs/demo/ with an SR sweep, a bypass sweep, presets and failures, but no pct3x3 sweep,
-    reported once as PNG and SVG over a stale micro_pct3x3.png from an imagined earlier report."""
+    reported once as PNG and SVG over a stale micro_pct3x3.png from an imagined earlier report.
+    Its ok runs measured their latency (trainer.latency=true), so the latency front is drawn."""
     root = tmp_path_factory.mktemp("runs") / "demo"
-    write_store(root / "results.db", demo_records(seeds=2, pct3x3=False))
+    write_store(root / "results.db", demo_records(seeds=2, pct3x3=False, latency=True))
     (root / "report").mkdir()
     (root / "report" / "micro_pct3x3.png").write_bytes(b"stale")
     main([str(root), "--format", "png,svg"])
@@ -68,6 +69,17 @@ def test_report_markdown_has_tables_pareto_set_counts_and_commands(study: Path) 
     df = load(study)
     points = F.pareto_frame(df)
     assert f"{int(points['pareto'].sum())} of {len(points)} points are on it" in md
+    fast = F.pareto_frame(df, cost="latency_ms")
+    assert fast.attrs["cost"] == "latency_ms" and len(fast) == len(points)  # every point timed
+    assert f"{int(fast['pareto'].sum())} of {len(fast)} points are on it" in md
+    section = md.split("## Pareto front: accuracy vs latency")[1].split("\n## ")[0]
+    assert "measured on the CPU after training with 1 thread(s)" in section
+    assert "### Which design points win on each front" in section and "| wins on" in section
+    fronts = F.fronts_frame({"size_bytes": points, "latency_ms": fast})
+    assert len(fronts) == len(set(points.loc[points["pareto"], "point"])
+                              | set(fast.loc[fast["pareto"], "point"]))
+    assert section.count("| both ") + section.count("| size only ") + section.count(
+        "| latency only ") == len(fronts)
 
 
 def test_svg_too_and_no_stale_chart_left(study: Path) -> None:

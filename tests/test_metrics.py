@@ -13,6 +13,7 @@ from dse.metrics import (
     ACCURACY,
     ANALYTIC,
     DIRECTIONS,
+    LATENCY,
     LOGGED,
     REGISTRY,
     SWEEPABLE,
@@ -25,9 +26,16 @@ from dse.store import RUN_COLUMNS
 
 
 def test_names_the_task_returns_and_the_record_stores() -> None:
-    assert SWEEPABLE == ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss",
-                         "size_mib", "size_mb", "size_bytes", "params", "macs", "epochs",
-                         "train_seconds", "images_per_s")
+    known = ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss",
+             "size_mib", "size_mb", "size_bytes", "params", "macs", "epochs", "train_seconds",
+             "images_per_s")
+    assert tuple(SWEEPABLE) == known + LATENCY
+    assert LATENCY == ("latency_ms", "latency_p90_ms", "latency_b64_ms", "latency_b64_p90_ms",
+                       "torch_latency_ms", "torch_latency_p90_ms", "torch_latency_b64_ms",
+                       "torch_latency_b64_p90_ms")
+    assert set(LATENCY) <= set(RUN_COLUMNS) and not set(LATENCY) & set(ANALYTIC)
+    assert (REGISTRY["latency_ms"].runtime, REGISTRY["latency_ms"].batch,
+            REGISTRY["latency_ms"].quantile) == ("onnxruntime", 1, 0.5)
     assert set(ANALYTIC) == {"params", "macs", "size_bytes", "size_mib", "size_mb"}
     assert LOGGED == ("val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss")
     assert ACCURACY == ("val_top1", "val_top5", "test_top1", "test_top5")

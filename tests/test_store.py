@@ -52,8 +52,10 @@ def full_record(i: int = 0, **kw) -> RunRecord:
         pool_after="conv1,fire3,fire5", params=123_456_789_012, size_bytes=4 * 123_456_789_012,
         macs=3_000_000_000, image_size=28, num_classes=10, subset=4000, max_epochs=3,
         val_top1=0.91, val_top5=0.99, val_loss=0.25, test_top1=0.9, test_top5=0.98, test_loss=0.3,
-        epochs=3, train_seconds=12.5, images_per_s=4321.0, resumed_from_epoch=2, trial=7,
-        slurm_job="41_2", device="cpu",
+        epochs=3, train_seconds=12.5, images_per_s=4321.0, resumed_from_epoch=2, latency_ms=0.18,
+        latency_p90_ms=0.21, latency_b64_ms=11.2, latency_b64_p90_ms=12.9, torch_latency_ms=4.0,
+        torch_latency_p90_ms=4.6, torch_latency_b64_ms=110.3, torch_latency_b64_p90_ms=121.7,
+        latency_threads=1, trial=7, slurm_job="41_2", device="cpu",
         torch_version="2.x", dse_version="0.1.0", git_commit="abc", started_at=utcnow_iso(),
         finished_at=utcnow_iso(), log_uri="/runs/s1/single/t/csv/seed0", overrides="model.sr=0.25",
         config='{"a": 1}')
@@ -67,7 +69,7 @@ def test_record_columns_match_contract() -> None:
     table = contract.split("table `runs`")[1].split("## ")[0]
     for col in RUN_COLUMNS:
         assert re.search(rf"\b{col}\b", table), col
-    assert RUN_COLUMNS[0] == "run_id" and len(RUN_COLUMNS) == len(fields(RunRecord)) == 50
+    assert RUN_COLUMNS[0] == "run_id" and len(RUN_COLUMNS) == len(fields(RunRecord)) == 59
 
 
 def test_contract_table_lists_the_record_in_order() -> None:

@@ -32,6 +32,9 @@ def parser() -> argparse.ArgumentParser:
                    help="relative-index width for convs,classifier (default 4,5)")
     p.add_argument("--out", default=None,
                    help="output folder (default: <run dir>/compress next to checkpoints/)")
+    p.add_argument("--int8", action="store_true",
+                   help="also an int8 ONNX file of the dense network (onnxruntime static "
+                        "quantization), with its accuracy and latency; needs dse[export]")
     p.add_argument("--no-store", action="store_true", help="do not append to the results store")
     p.add_argument("overrides", nargs="*", help="key=value on the checkpoint's config, "
                                                 "e.g. data.subset=2000 trainer.accelerator=cpu")
@@ -60,12 +63,10 @@ def _run(args: argparse.Namespace) -> None:
 
     options = Options(bits=int_list(args.bits, "--bits"), density=args.density,
                       retrain_epochs=args.retrain_epochs, finetune_epochs=args.finetune_epochs,
-                      lr_scale=args.lr_scale,
+                      lr_scale=args.lr_scale, int8=args.int8,
                       index_bits=int_list(args.index_bits, "--index-bits")).validate()
     ckpt = load_checkpoint(args.checkpoint, args.overrides)
-    run_dir = ckpt.path.parent.parent if ckpt.path.parent.name == "checkpoints" else (
-        ckpt.path.parent)
-    out = Path(args.out) if args.out else run_dir / "compress"
+    out = Path(args.out) if args.out else ckpt.run_dir / "compress"
     lab = check(ckpt, options, out)
     quiet_lightning(every_warning=True)
     with nullcontext() if args.no_store else ResultsStore.from_config(ckpt.cfg) as store:

@@ -47,12 +47,15 @@ CKPT = "CHECKPOINT"
 OUT = "--out"
 METRICS = ACCURACY
 TABLE = "compressions"
+INT8_FILE = "int8.onnx"
+LATENCY_COLUMN = "latency_ms"  # onnxruntime, batch 1, median (dse.metrics)
 COLUMNS: dict[str, Any] = {
     "compression_id": str, "run_id": str | None, "study": str, "config_hash": str,
     "checkpoint": str, "overrides": str, "model": str, "data": str, "stage": str, "label": str,
     "bits": int | None,
     "density": str, "index_bits": str, "retrain_epochs": int, "finetune_epochs": int,
-    "size_bytes": int, "size_mb": float, "ratio": float, "nonzero_weights": int, "params": int,
+    "size_bytes": int, "size_mb": float, "ratio": float, LATENCY_COLUMN: float | None,
+    "nonzero_weights": int, "params": int,
     **dict.fromkeys(METRICS, float | None), "file": str | None, "created_at": str,
     "dse_version": str, "git_commit": str,
 }
@@ -68,6 +71,7 @@ class Options:
     finetune_epochs: int = 1
     lr_scale: float = 0.1
     index_bits: tuple[int, int] = DEFAULT_INDEX_BITS
+    int8: bool = False  # also an int8 ONNX file of the dense network (dse.export.int8), timed
 
     def validate(self) -> Options:
         self.bits = tuple(check_bits(b) for b in self.bits)
@@ -81,6 +85,11 @@ class Options:
         self.index_bits = tuple(self.index_bits) * (2 if len(self.index_bits) == 1 else 1)
         if len(self.index_bits) != 2 or not all(1 <= b <= 16 for b in self.index_bits):
             raise ConfigError("--index-bits", f"must be in 1..16 (got {self.index_bits})")
+        if self.int8:
+            from dse.export import INSTALL_HINT, missing
+
+            if lacking := missing():
+                raise ConfigError("--int8", f"needs {', '.join(lacking)} ({INSTALL_HINT})")
         return self
 
 
@@ -95,6 +104,11 @@ class Checkpoint:
     run_id: str | None = None
     seed: int = 0
     overrides: tuple[str, ...] = ()
+
+    @property
+    def run_dir(self) -> Path:
+        """The training run's folder: the one holding ``checkpoints/`` (else the file's own)."""
+        return self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path.parent
 
 
 def int_list(text: str, option: str) -> tuple[int, ...]:
@@ -267,6 +281,10 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
 
     log.info("dense: evaluating")
     row("dense", "dense fp32", 32, dense_bytes, model, lab.evaluate(model), None)
+    if opts.int8:  # of the dense network, before pruning changes it; its row comes last
+        dense = copy.deepcopy(model)
+        int8_file, int8_metrics, latencies = int8_stage(ckpt, lab, model)
+        rows[0][LATENCY_COLUMN] = latencies["dense"]
     log.info("pruning (%s) and retraining %d epochs", opts.density, opts.retrain_epochs)
     prune_model(model, densities)
     lab.fit(model, opts.retrain_epochs, opts.lr_scale)
@@ -290,6 +308,10 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
             files[name], parts[name] = enc.data, enc.parts
             label = f"quantized {bits}-bit" + (" + Huffman" if huff else "")
             row(stage, label, bits, enc.size, q, metrics, name)
+    if opts.int8:
+        files[INT8_FILE] = int8_file
+        row("int8", "int8 (onnxruntime static)", 8, len(int8_file), dense, int8_metrics, INT8_FILE)
+        rows[-1][LATENCY_COLUMN] = latencies["int8"]
     result = dict(checkpoint=str(ckpt.path), run_id=ckpt.run_id, options=asdict(opts),
                   overrides=list(ckpt.overrides),
                   model=model_cfg, dense_bytes=dense_bytes, rows=rows, parts=parts)
@@ -298,14 +320,45 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
     return result
 
 
+def int8_stage(ckpt: Checkpoint, lab: Lab, model: nn.Module
+               ) -> tuple[bytes, dict[str, float | None], dict[str, float]]:
+    """The int8 ONNX file of the dense ``model`` (calibrated on the train split), its accuracies
+    and the ``latency_ms`` of it and of the dense fp32 ONNX file, both with onnxruntime."""
+    from dse.export import formats, int8, runtime
+    from dse.export.latency import profile
+
+    log.info("int8: exporting, calibrating on %d train images, evaluating, timing",
+             int8.CALIBRATION_IMAGES)
+    shape = formats.input_shape(lab.cfg)
+    fp32 = formats.to_onnx(model, shape)
+    calibration = runtime.first_images(lab.dm, "train", int8.CALIBRATION_IMAGES)[0].numpy()
+    data = int8.quantize(fp32, calibration)
+    run = runtime.runner("int8", data)
+    splits = ["val", *(["test"] if lab.cfg["trainer"].get("test", True) else [])]
+    acc = {split: runtime.accuracy(run, runtime.batches(lab.dm, split)) for split in splits}
+    split_of = {m: m.split("_")[0] for m in METRICS}  # val_top1 -> val
+    metrics = {m: acc[split_of[m]][REGISTRY[m].topk] if split_of[m] in acc else None
+               for m in METRICS}
+    lat = REGISTRY[LATENCY_COLUMN]
+    threads = int(ckpt.cfg.trainer.get("latency_threads", 1))
+    latencies = {name: profile(runtime.runner("onnx", f, threads), shape, threads,
+                               batches=(lat.batch,))[lat.batch][lat.quantile]
+                 for name, f in (("dense", fp32), ("int8", data))}
+    return data, metrics, latencies
+
+
 def format_table(result: dict[str, Any]) -> str:
-    """Table-2-style Markdown table of a :func:`compress` result."""
+    """Table-2-style Markdown table of a :func:`compress` result (with ``latency_ms`` where the
+    int8 stage measured it)."""
     accuracies = [REGISTRY[k] for k in METRICS]
+    timed = any(r.get(LATENCY_COLUMN) is not None for r in result["rows"])
+    lat = [REGISTRY[LATENCY_COLUMN]] if timed else []
     header = ["stage", "size (bytes)", "MB", "MiB", "ratio", "non-zero weights", "params",
-              *(m.label for m in accuracies)]
+              *(m.label for m in accuracies), *(f"{m.label} {m.unit}" for m in lat)]
     rows = [[r["label"], f"{r['size_bytes']:,}", f"{r['size_mb']:.3f}", f"{r['size_mib']:.3f}",
              f"{r['ratio']:.1f}x", f"{r['nonzero_weights']:,}", f"{r['params']:,}",
-             *(m.show(r[m.name]) for m in accuracies)] for r in result["rows"]]
+             *(m.show(r[m.name]) for m in accuracies), *(m.show(r.get(m.name)) for m in lat)]
+            for r in result["rows"]]
     return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True,
                  pad=False)
 

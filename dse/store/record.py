@@ -38,7 +38,8 @@ HASHED_GROUPS = ("model", "data", "trainer")
 NON_SEMANTIC: dict[str, frozenset[str]] = {
     "data": frozenset({"root", "download", "num_workers", "device_resident"}),
     "trainer": frozenset({"name", "progress_bar", "checkpoint", "accelerator", "devices",
-                          "log_every_n_steps", "test", "checkpoint_every", "keep_checkpoints"}),
+                          "log_every_n_steps", "test", "checkpoint_every", "keep_checkpoints",
+                          "latency", "latency_threads"}),
 }
 STATUSES = ("ok", "failed", "diverged", "pruned")
 
@@ -99,6 +100,16 @@ class RunRecord:
     train_seconds: float = 0.0
     images_per_s: Optional[float] = None
     resumed_from_epoch: Optional[int] = None
+    # CPU inference latency of the trained network (dse.metrics.LATENCY; trainer.latency=true)
+    latency_ms: Optional[float] = None
+    latency_p90_ms: Optional[float] = None
+    latency_b64_ms: Optional[float] = None
+    latency_b64_p90_ms: Optional[float] = None
+    torch_latency_ms: Optional[float] = None
+    torch_latency_p90_ms: Optional[float] = None
+    torch_latency_b64_ms: Optional[float] = None
+    torch_latency_b64_p90_ms: Optional[float] = None
+    latency_threads: Optional[int] = None
     trial: Optional[int] = None
     slurm_job: Optional[str] = None
     device: str = ""

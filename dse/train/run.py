@@ -27,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dse.data import build_datamodule
 from dse.errors import first_line
+from dse.export.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
@@ -204,6 +205,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
                             *(resume.callbacks if resume else ())])
         rec["log_uri"] = log_uri(trainer.logger)
         _fit(rec, trainer, module, dm, monitor, timer, tc.test, resume)
+        rec.update(latency_columns(module.model, cfg, rec["status"]))  # trainer.latency=true
         if tc.checkpoint:
             trainer.save_checkpoint(out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1
                                                                else f"seed{seed}.ckpt"))

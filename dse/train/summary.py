@@ -9,10 +9,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from dse.metrics import LOGGED, analytic_values
+from dse.metrics import LATENCY, LOGGED, analytic_values
 
-# means over the ok seeds: the record's measured metrics, then the run's speed
-AVERAGED = (*LOGGED, "train_seconds", "images_per_s")
+# means over the ok seeds: the record's measured metrics, the run's speed, its inference latency
+AVERAGED = (*LOGGED, "train_seconds", "images_per_s", *LATENCY)
 
 
 def summarize(rows: list[dict[str, Any]], report: Any) -> dict[str, Any]:

@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dse.errors import ConfigError, first_line
+from dse.metrics import REGISTRY
 from dse.validate import validate
 from hydra_plugins.dse_optuna_sweeper._settings import Settings
 from hydra_plugins.dse_optuna_sweeper._space import SearchSpace
@@ -52,6 +53,7 @@ def probe(settings: Settings, compose: Compose) -> None:
                                                       f"{' '.join(overrides)}: {first_line(e)}"
                               ) from None
         _refuse_invalid(settings.space, point, job_cfg, compose)
+        _refuse_unmeasured(settings, job_cfg)
         first = first if first is not None else job_cfg
     if settings.pre_constraints:
         try:
@@ -61,6 +63,18 @@ def probe(settings: Settings, compose: Compose) -> None:
             raise ConfigError("hydra.sweeper.constraints",
                               "budgets on params/macs/size need model.* and "
                               "data.image_size in the job config") from None
+
+
+def _refuse_unmeasured(settings: Settings, job_cfg: DictConfig) -> None:
+    """A latency objective or constraint needs jobs that measure it (``trainer.latency=true``):
+    without it every trial would end without the metric, so the sweep is refused up front."""
+    named = [("hydra.sweeper.objectives", o.metric) for o in settings.objectives] + [
+        ("hydra.sweeper.constraints", c.metric) for c in settings.constraints]
+    for field, metric in named:
+        if REGISTRY[metric].latency and not OmegaConf.select(job_cfg, "trainer.latency",
+                                                             default=False):
+            raise ConfigError(field, f"{metric} is measured only when jobs run with "
+                                     "trainer.latency=true (add it to the overrides)")
 
 
 def _invalid(job_cfg: DictConfig) -> ConfigError | None:

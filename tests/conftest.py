@@ -111,6 +111,38 @@ def tmpfs(tmp_path: Path) -> Iterator[Callable[..., Path]]:
         subprocess.run(["umount", str(where)], check=True)
 
 
+def config_dict(overrides: list[str]) -> dict:
+    """The resolved config dse-train would see for ``overrides``, as a plain dict."""
+    from omegaconf import OmegaConf
+
+    from dse.compose import compose
+
+    return OmegaConf.to_container(compose(overrides), resolve=True)
+
+
+def save_checkpoint(path: Path, cfg: dict, model=None) -> Path:
+    """A checkpoint in dse-train's layout (docs/CONTRACTS.md) without training."""
+    import torch
+
+    from dse.model import build_model
+
+    model = model or build_model(cfg["model"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"hyper_parameters": {"cfg": cfg},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
+    return path
+
+
+def cli_fails(capsys: pytest.CaptureFixture, main: Callable[[list[str]], None], prog: str,
+              argv: list[str], needle: str) -> None:
+    """``main(argv)`` refuses its input the dse way: one line naming ``needle``, exit 2."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1, err
+    assert err.startswith(f"{prog}: error:") and needle in err, err
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

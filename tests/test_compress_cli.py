@@ -8,45 +8,26 @@ from pathlib import Path
 
 import pytest
 import torch
-from omegaconf import OmegaConf
 
-from dse.compose import compose
 from dse.compress.cli import main
 from dse.compress.storage import decode
 from dse.model import build_model, build_spec
 from dse.store import ResultsStore
-from tests.conftest import assert_one_line, run_cli, tree
+from tests.conftest import assert_one_line, cli_fails, config_dict, run_cli, save_checkpoint, tree
 
 NARROW = ["model.base_e=16", "model.incr_e=16"]  # a fast network for the bad-input checks
 
 
-def _cfg(overrides: list[str]) -> dict:
-    return OmegaConf.to_container(compose(overrides), resolve=True)
-
-
-def _save(path: Path, cfg: dict, model: torch.nn.Module | None = None) -> Path:
-    """A checkpoint in dse-train's layout (docs/CONTRACTS.md) without training."""
-    model = model or build_model(cfg["model"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": {"cfg": cfg},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
-    return path
-
-
 def _fails(capsys: pytest.CaptureFixture, argv: list[str], needle: str) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exc.value.code == 2 and len(err.splitlines()) == 1, err
-    assert err.startswith("dse-compress: error:") and needle in err, err
+    cli_fails(capsys, main, "dse-compress", argv, needle)
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
-    cfg = _cfg([*NARROW, f"paths.runs={tmp_path}/runs"])
-    good = _save(tmp_path / "run/checkpoints/last.ckpt", cfg)
+    cfg = config_dict([*NARROW, f"paths.runs={tmp_path}/runs"])
+    good = save_checkpoint(tmp_path / "run/checkpoints/last.ckpt", cfg)
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     torch.save({"state_dict": {}}, tmp_path / "other.ckpt")
-    other_arch = _save(tmp_path / "arch.ckpt", cfg, build_model({**cfg["model"], "sr": 0.5}))
+    other_arch = save_checkpoint(tmp_path / "arch.ckpt", cfg, build_model({**cfg["model"], "sr": 0.5}))
     before = sorted(tmp_path.rglob("*"))
     out = ["--out", str(tmp_path / "out")]
     cases = [
@@ -128,7 +109,8 @@ def test_end_to_end_fire_small_keeps_accuracy(smoke_run, tmp_path, capsys, monke
 
 def test_unwritable_out_or_store_fails_before_any_work(tmp_path, tmpfs):
     ro = tmpfs("ro", ro=True)
-    ckpt = str(_save(tmp_path / "run/checkpoints/last.ckpt", _cfg([*NARROW, "paths.runs=runs"])))
+    ckpt = str(save_checkpoint(tmp_path / "run/checkpoints/last.ckpt",
+                               config_dict([*NARROW, "paths.runs=runs"])))
     (tmp_path / "file.txt").write_text("a file\n")
     before = tree(tmp_path)
     for out, why in {"/proc/nope": "No such file or directory", "file.txt/c": "Not a directory",
@@ -146,7 +128,7 @@ def test_unwritable_out_or_store_fails_before_any_work(tmp_path, tmpfs):
 
 def test_full_disk_leaves_the_previous_compression(tmp_path, tmpfs):
     full = tmpfs("full")  # the untrained NARROW net's four .dsec files need ~80 kB
-    ckpt = str(_save(tmp_path / "run/checkpoints/last.ckpt", _cfg(NARROW)))
+    ckpt = str(save_checkpoint(tmp_path / "run/checkpoints/last.ckpt", config_dict(NARROW)))
     (full / "compression.md").write_text("the previous table\n")
     res = run_cli("dse-compress", ckpt, "--out", str(full), "--no-store", "--bits", "4",
                   "--retrain-epochs", "0", "--finetune-epochs", "0", "data.subset=100",

@@ -16,7 +16,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from omegaconf import OmegaConf
 
 pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
@@ -33,36 +32,20 @@ from dse.metrics import LATENCY, REGISTRY  # noqa: E402
 from dse.model import analyze, build_model, build_spec  # noqa: E402
 from dse.store import ResultsStore, config_hash  # noqa: E402
 from dse.validate import validate  # noqa: E402
-from tests.conftest import BIN, assert_one_line, tree  # noqa: E402
+from tests.conftest import BIN, assert_one_line, cli_fails, config_dict, save_checkpoint, tree  # noqa: E402
 
 NARROW = ["model.base_e=16", "model.incr_e=16"]
 SUBSET = "data.subset=300"
 
 
-def _cfg(overrides: list[str]) -> dict:
-    return OmegaConf.to_container(compose(overrides), resolve=True)
-
-
-def _save(path: Path, cfg: dict, model: torch.nn.Module | None = None) -> Path:
-    model = model or build_model(cfg["model"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": {"cfg": cfg},
-                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
-    return path
-
-
 def _fails(capsys: pytest.CaptureFixture, argv: list[str], needle: str) -> None:
-    with pytest.raises(SystemExit) as exc:
-        main(argv)
-    err = capsys.readouterr().err.strip()
-    assert exc.value.code == 2 and len(err.splitlines()) == 1, err
-    assert err.startswith("dse-export: error:") and needle in err, err
+    cli_fails(capsys, main, "dse-export", argv, needle)
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    cfg = _cfg(NARROW)
-    good = _save(tmp_path / "run/checkpoints/last.ckpt", cfg)
+    cfg = config_dict(NARROW)
+    good = save_checkpoint(tmp_path / "run/checkpoints/last.ckpt", cfg)
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     (tmp_path / "junk.dsec").write_bytes(b"DSEC? no")
     (tmp_path / "other.dsec").write_bytes(encode(build_model({**cfg["model"], "sr": 0.5})))

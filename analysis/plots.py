@@ -244,7 +244,7 @@ def plot_importance(frame: pd.DataFrame, title: str, evaluators: dict[str, str])
     """Horizontal bars of each knob's importance under each evaluator (``evaluators``: column ->
     name), the most important knob on top, the value at the end of each bar."""
     knobs = frame["knob"].tolist()
-    fig = new_figure(9, 1.6 + 0.55 * len(knobs) * len(evaluators) ** 0.5)
+    fig = new_figure(9, max(4.0, 1.4 + 0.4 * len(knobs) * len(evaluators)))
     ax = fig.subplots()
     ys = np.arange(len(knobs))[::-1]
     height = 0.8 / len(evaluators)

@@ -182,21 +182,26 @@ def describe(tr: Trend) -> str:
     which = "plateau " if tr.knee != tr.values[0] and tr.shape != "rises" else ""
     test = (f"{which}{p} {', '.join(v(x) for x in tr.versus)} vs {p} {v(tr.values[0])}: "
             f"{tr.rise.text()}")
+    left_out = (f"; {p} {', '.join(v(x) for x in tr.dropped)} left out (< {MIN_SEEDS} ok seeds)"
+                if tr.dropped else "")
     noise = (f" Seed noise: pooled sample std {tr.noise:.2f} points over {len(tr.values)} {p} "
-             f"values ({_seeds_text(tr.ns)} each).")
+             f"values ({_seeds_text(tr.ns)} each{left_out}).")
     if tr.shape == "flat":
-        return f"{name} does not change with {p} distinguishably from seed noise ({test}).{noise}"
+        return (f"{name} shows no {p} trend: the change is not distinguishable from seed noise "
+                f"({test}).{noise}")
     if tr.shape == "falls":
-        return f"{name} falls with {p}, distinguishably from seed noise ({test}).{noise}"
+        return f"{name} falls with {p}; the fall is distinguishable from seed noise ({test}).{noise}"
     if tr.shape == "rises":
-        return (f"{name} rises with {p} up to the largest value tried, {v(tr.knee)}, "
-                f"distinguishably from seed noise ({test}); no plateau within the sweep.{noise}")
+        return (f"{name} rises with {p} up to the largest value tried, {v(tr.knee)}, with no "
+                f"plateau within the sweep; the rise is distinguishable from seed noise "
+                f"({test}).{noise}")
     fall = (f"; it falls at {p} {v(tr.fall[0])} ({tr.fall[1]:.2f} points below the knee)"
             if tr.fall else "")
-    return (f"{name} rises with {p} up to {v(tr.knee)}, distinguishably from seed noise ({test}), "
-            f"then plateaus (the best later value is {tr.gain:+.2f} points from it, under the "
-            f"{100 * CONFIDENCE:.0f} % seed-noise threshold of {tr.threshold:.2f} points; steps "
-            f"after it ≤ {tr.step:.2f} points){fall}.{noise}")
+    return (f"{name} rises with {p} up to {v(tr.knee)}, then plateaus; the rise is "
+            f"distinguishable from seed noise ({test}). After the knee the best value is "
+            f"{tr.gain:+.2f} points from it, under the {100 * CONFIDENCE:.0f} % seed-noise "
+            f"threshold of {tr.threshold:.2f} points, and steps are ≤ {tr.step:.2f} points"
+            f"{fall}.{noise}")
 
 
 @dataclass(frozen=True)

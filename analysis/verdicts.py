@@ -12,8 +12,8 @@ rules (docs/REPORTS.md, "Verdicts"), with accuracies in percentage points of the
   significant difference ``LSD_ij = t(0.975, nu) * sigma * sqrt(1/n_i + 1/n_j)``;
 * the **knee** is the smallest swept value that no later value beats by more than the LSD; the
   **plateau** is the knee and the later values within the LSD of it (one further below "falls");
-* the **rise** is Welch's t-test between the first value's seeds and the plateau's (the later
-  values' when the plateau starts at the first): "distinguishable from seed noise" when p < 5 %,
+* the **rise** is Welch's t-test between the first value's seeds and the plateau's (every later
+  value's when the plateau starts at the first): "distinguishable from seed noise" when p < 5 %,
   which is when its 95 % confidence interval excludes 0.
 """
 
@@ -156,7 +156,7 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     later = range(knee + 1, k)
     plateau = [knee] + [i for i in later if means[knee] - means[i] < lsd(i, knee)]
     fall = next(((xs[i], means[knee] - means[i]) for i in later if i not in plateau), None)
-    others = [i for i in plateau if i != 0] or [k - 1]
+    others = plateau if knee > 0 else list(later)
     rise = welch(arrays[0], np.concatenate([arrays[i] for i in others]))
     steps = [abs(means[b] - means[a]) for a, b in zip(plateau, plateau[1:], strict=False)]
     return Trend(param, metric, values=xs, means=means, ns=ns, dropped=dropped, noise=noise,
@@ -186,17 +186,18 @@ def describe(tr: Trend) -> str:
                 if tr.dropped else "")
     noise = (f" Seed noise: pooled sample std {tr.noise:.2f} points over {len(tr.values)} {p} "
              f"values ({_seeds_text(tr.ns)} each{left_out}).")
+    fall = (f"; it falls at {p} {v(tr.fall[0])} ({tr.fall[1]:.2f} points below "
+            f"{'the knee' if tr.knee != tr.values[0] else p + ' ' + v(tr.knee)})"
+            if tr.fall else "")
     if tr.shape == "flat":
         return (f"{name} shows no {p} trend: the change is not distinguishable from seed noise "
-                f"({test}).{noise}")
+                f"({test}){fall}.{noise}")
     if tr.shape == "falls":
         return f"{name} falls with {p}; the fall is distinguishable from seed noise ({test}).{noise}"
     if tr.shape == "rises":
         return (f"{name} rises with {p} up to the largest value tried, {v(tr.knee)}, with no "
                 f"plateau within the sweep; the rise is distinguishable from seed noise "
                 f"({test}).{noise}")
-    fall = (f"; it falls at {p} {v(tr.fall[0])} ({tr.fall[1]:.2f} points below the knee)"
-            if tr.fall else "")
     return (f"{name} rises with {p} up to {v(tr.knee)}, then plateaus; the rise is "
             f"distinguishable from seed noise ({test}). After the knee the best value is "
             f"{tr.gain:+.2f} points from it, under the {100 * CONFIDENCE:.0f} % seed-noise "

@@ -158,6 +158,14 @@ def test_a_flat_sweep_is_not_distinguishable_from_seed_noise() -> None:
         "0.375, 0.5, 0.625, 0.75, 1 vs SR 0.125: ")
 
 
+def test_a_falling_sweep_is_compared_with_every_later_value() -> None:
+    tr = study_verdicts(_sr_store(lambda sr: 0.9 - 0.02 * sr))[0].sr
+    assert tr.shape == "falls" and tr.knee == 0.125 and tr.versus == list(SR_VALUES[1:])
+    assert tr.rise.diff == pytest.approx(-2 * (sum(SR_VALUES[1:]) / 6 - 0.125))
+    assert describe(tr).startswith("val top-1 falls with SR; the fall is distinguishable from "
+                                   "seed noise (SR 0.25, 0.375, 0.5, 0.625, 0.75, 1 vs SR 0.125: ")
+
+
 def test_too_few_seeds_or_values_is_not_enough_data() -> None:
     one_seed = study_verdicts(_sr_store(lambda sr: 0.9 + 0.1 * sr, offsets=(0.0,)))[0].sr
     assert one_seed.shape == "not enough data"

@@ -1,5 +1,6 @@
-"""dse's charts and report: the frames behind the paper's Figure 3a/3b and Table 3, a Pareto front
-and pycls-style error EDFs, from a dse results store or an Optuna storage.
+"""dse's charts and report: the frames behind the paper's Figure 3a/3b and Table 3, a Pareto front,
+pycls-style error EDFs and good ranges, knob importances, verdicts over seeds and the paper check,
+from a dse results store or an Optuna storage.
 
 From Python (notebooks restyle from the same frames the CLI draws)::
 
@@ -7,6 +8,8 @@ From Python (notebooks restyle from the same frames the CLI draws)::
     df = analysis.load("runs/demo")        # or "sqlite:///runs/demo/optuna.db", study="demo"
     analysis.sr_frame(df)                  # Figure 3a: accuracy (mean, std over seeds) vs SR
     analysis.pareto_frame(df)              # design points, Pareto flags and labels
+    analysis.importance_frame(df)          # fANOVA / PED-ANOVA importance per knob
+    analysis.paper_check(analysis.study_verdicts(df))  # each paper claim: agrees / disagrees / ...
     analysis.write_report(df, "runs/demo/report")
 
 Names are imported on first use, so ``dse-report`` answers bad input before pandas and matplotlib
@@ -30,6 +33,9 @@ _EXPORTS = {
     "plot_sweep": "analysis.plots", "plot_bypass": "analysis.plots",
     "plot_pareto": "analysis.plots", "plot_edf": "analysis.plots",
     "sweep_commands": "analysis.commands", "write_report": "analysis.report",
+    "importance_frame": "analysis.importance", "good_ranges": "analysis.ranges",
+    "study_verdicts": "analysis.verdicts", "describe": "analysis.verdicts",
+    "paper_check": "analysis.paper_check", "plot_importance": "analysis.plots",
 }
 __all__ = ["FORMATS", *_EXPORTS]
 

@@ -23,6 +23,7 @@ import pandas as pd
 
 from analysis.fmt import value_text
 from analysis.loading import CONTEXT, METAPARAMS, STATUSES, config_of
+from analysis.paper import PAPER_CONTEXT
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 
 METRICS = sorted(ACCURACY, key=lambda m: REGISTRY[m].topk)  # top-1 first: the charts' order
@@ -31,15 +32,6 @@ PRESETS = ("squeezenet_v1_0", "squeezenet_v1_1")
 
 # Config key of each sweepable column: it differs inside its sweep group by definition.
 _SWEPT_KEY = {"sr": ("model", "sr"), "pct3x3": ("model", "pct3x3"), "bypass": ("model", "bypass")}
-
-
-# Where the paper held the other metaparameters during each sweep (§5.2-5.3, §6): among equally
-# large candidate groups (a full grid has many), the one closest to this setting is charted.
-PAPER_CONTEXT: dict[str, dict[str, Any]] = {
-    "sr": {"pct3x3": 0.5, "bypass": "none"},
-    "pct3x3": {"sr": 0.5, "bypass": "none"},
-    "bypass": {"sr": 0.125, "pct3x3": 0.5},
-}
 
 
 def ok_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -174,7 +166,8 @@ def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
     are usually a sweep's shared corner point.
     Rows: one per value of ``param`` (bypass in none/simple/complex order, numbers ascending).
     ``attrs``: ``fixed`` (the shared values), ``param``, ``metrics``, ``groups`` (how many
-    candidate groups), ``n_runs`` and ``n_bad``.
+    candidate groups), ``n_runs``, ``n_bad`` and ``runs`` (the pooled ok runs' labels in ``df``,
+    for statistics that need each seed's value).
     """
     ok = ok_runs(df)
     ok = ok[ok[param].notna()] if param in ok.columns else ok.iloc[0:0]
@@ -209,7 +202,7 @@ def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
     out.attrs.update(
         param=param, metrics=metrics, groups=len(candidates),
         fixed={c: first[c] for c in METAPARAMS + CONTEXT if c != param and c in sel.columns},
-        n_runs=len(sel), n_bad=len(bad))
+        n_runs=len(sel), n_bad=len(bad), runs=sel.index.tolist())
     return out
 
 
@@ -359,7 +352,7 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None,
     Groups: ``by`` columns, or by default whichever of study / model / bypass take several values
     (one curve per design space, study or bypass choice), else one curve "all". Ties share the
     higher fraction (rank method "max"), which is exactly the ECDF at that error. Columns: group,
-    error, edf, n, the ``by`` columns; ``attrs`` holds metric and by.
+    error, edf, n, the ``by`` columns, run (the run's label in ``df``); ``attrs``: metric and by.
     """
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
@@ -375,6 +368,7 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None,
     out = pd.DataFrame({"group": group, "error": 1.0 - ok[metric].astype(float)})
     for c in by:
         out[c] = ok[c]
+    out["run"] = ok.index
     out["n"] = out.groupby("group")["error"].transform("size").astype(int)
     out["edf"] = out.groupby("group")["error"].rank(method="max") / out["n"]
     order = out[by].apply(lambda r: tuple(

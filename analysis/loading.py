@@ -77,7 +77,8 @@ def drop_repeated_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """
     key = ["study", "config_hash", "seed"]
     keyed = df[key].notna().all(axis=1) & (df["config_hash"].astype(str) != "")
-    first_ok = df[keyed].assign(_bad=df["status"] != "ok").sort_values("_bad", kind="stable")
+    first_ok = df[keyed]
+    first_ok = first_ok.assign(_bad=first_ok["status"] != "ok").sort_values("_bad", kind="stable")
     repeated = first_ok.index[first_ok.duplicated(key)]
     return df.drop(index=repeated).reset_index(drop=True)
 

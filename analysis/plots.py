@@ -39,7 +39,7 @@ from dse.metrics import REGISTRY
 
 __all__ = ["BYPASS_COLORS", "DPI", "FONT", "METRIC_STYLE", "OTHER_COLORS", "PARAM_LABEL",
            "SIZE_COLOR", "STATUS_STYLE", "context_title", "fixed_text", "place_labels",
-           "plot_bypass", "plot_edf", "plot_pareto", "plot_sweep", "save"]
+           "plot_bypass", "plot_edf", "plot_importance", "plot_pareto", "plot_sweep", "save"]
 
 OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
 METRIC_STYLE: dict[str, dict[str, Any]] = {m: {**style, "label": REGISTRY[m].label} for m, style in {
@@ -232,6 +232,40 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
               frameon=False, title=" / ".join(by) if by else None, title_fontsize=9)
     fig.suptitle(f"Error EDF of ok runs — {title}\none step per run; "
                  "diverged / failed runs are not design points and are left out", fontsize=10)
+    return fig
+
+
+# -- importances ----------------------------------------------------------------------------------
+IMPORTANCE_COLORS = {"fanova": "#1f77b4", "ped_anova": "#ff7f0e"}
+
+
+@styled
+def plot_importance(frame: pd.DataFrame, title: str, evaluators: dict[str, str]) -> Figure:
+    """Horizontal bars of each knob's importance under each evaluator (``evaluators``: column ->
+    name), the most important knob on top, the value at the end of each bar."""
+    knobs = frame["knob"].tolist()
+    fig = new_figure(9, max(4.0, 1.4 + 0.4 * len(knobs) * len(evaluators)))
+    ax = fig.subplots()
+    ys = np.arange(len(knobs))[::-1]
+    height = 0.8 / len(evaluators)
+    for j, (col, name) in enumerate(evaluators.items()):
+        pos = ys + 0.4 - height * (j + 0.5)
+        vals = frame[col].astype(float).to_numpy()
+        bars = ax.barh(pos, vals, height * 0.92, color=IMPORTANCE_COLORS.get(col, OTHER_COLORS[j]),
+                       label=name)
+        for b, v in zip(bars, vals, strict=True):
+            ax.annotate(f"{v:.2f}", (v, b.get_y() + b.get_height() / 2), xytext=(3, 0),
+                        textcoords="offset points", va="center", fontsize=8)
+    ax.set_yticks(ys)
+    ax.set_yticklabels(knobs)
+    ax.set_xlim(0, 1.08)
+    ax.set_xlabel("importance (normalised: each evaluator's bars sum to 1)")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(evaluators), frameon=False)
+    a = frame.attrs
+    fig.suptitle(f"Importances — {title}\n{accuracy_name(a['metric'])} over {a['n_runs']} ok runs "
+                 f"({a['n_points']} design points, one trial per seed); fANOVA seed {a['seed']}, "
+                 f"PED-ANOVA on the best {100 * a['fraction']:.0f} %", fontsize=10)
     return fig
 
 

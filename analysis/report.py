@@ -20,7 +20,9 @@ from analysis import FORMATS
 from analysis import frames as F
 from analysis import plots as P
 from analysis.commands import sweep_commands
+from analysis.findings import findings_sections, importance_text
 from analysis.fmt import integer, number, pm_percent, value_text
+from analysis.importance import EVALUATORS, importance_frame
 from analysis.loading import config_of
 from analysis.markdown import has_tabulate, to_markdown
 from dse.errors import first_line
@@ -34,6 +36,7 @@ CHARTS = {  # file stem -> section title
     "pareto": "Pareto front: accuracy vs model size",
     "pareto_latency": "Pareto front: accuracy vs latency",
     "edf": "Error EDFs (pycls style)",
+    "importance": "Metaparameter importances (fANOVA, PED-ANOVA)",
 }
 METRIC_NAMES = {m: REGISTRY[m].label for m in F.METRICS}
 LATENCY_COST = "latency_ms"  # the latency front's cost: onnxruntime, batch 1, median (dse.metrics)
@@ -166,6 +169,12 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
     if chart.skipped is None:
         chart.files = P.save(P.plot_edf(edf, title_all), out_dir, "edf", formats)
     charts["edf"] = chart
+    imp = importance_frame(df)
+    chart = Chart("importance", CHARTS["importance"], imp, skipped=imp.attrs.get("skipped"))
+    if chart.skipped is None:
+        chart.files = P.save(P.plot_importance(imp, title_all, EVALUATORS), out_dir, "importance",
+                             formats)
+    charts["importance"] = chart
     return charts
 
 
@@ -205,12 +214,15 @@ def _image_link(chart: Chart) -> str:
 
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
     """report.md's text: status counts, one section per chart (image + table or skip reason),
-    the Pareto set, runs that are not design points, and the sweep commands."""
+    the Pareto set, the findings (good ranges, verdicts, paper check), runs that are not design
+    points, and the sweep commands."""
     lines = _header(df, source)
     lines += ["## Runs by status", "", to_markdown(F.status_counts(df)), ""]
     lines += _chart_index(charts)
     for name, chart in charts.items():
         lines += _chart_section(name, chart)
+    if not F.ok_runs(df).empty:
+        lines += findings_sections(df)
     lines += _bad_runs_section(df)
     lines += _commands_section(df)
     lines += [f"<sub>Tables rendered by {'tabulate' if has_tabulate() else 'analysis.markdown'}."
@@ -314,6 +326,7 @@ def _edf_text(frame: pd.DataFrame) -> list[str]:
 _SECTION_BODY: dict[str, Callable[[pd.DataFrame], list[str]]] = {
     "micro_sr": _sweep_text, "micro_pct3x3": _sweep_text, "macro_bypass": _sweep_text,
     "pareto": _pareto_text, "pareto_latency": _pareto_latency_text, "edf": _edf_text,
+    "importance": importance_text,
 }
 
 

@@ -5,6 +5,7 @@ One store is reported once per module (drawing is the slow part); each test read
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -13,11 +14,15 @@ from PIL import Image
 
 from analysis import frames as F
 from analysis.cli import main
+from analysis.importance import importance_frame
 from analysis.loading import load
+from analysis.paper_check import paper_check
+from analysis.ranges import good_ranges
 from analysis.source import LoadError
 from analysis.synthetic import base_config, demo_records, record, write_store
+from analysis.verdicts import describe, study_verdicts
 
-CHARTS = ["micro_sr", "macro_bypass", "pareto", "pareto_latency", "edf"]
+CHARTS = ["micro_sr", "macro_bypass", "pareto", "pareto_latency", "edf", "importance"]
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +85,29 @@ def test_report_markdown_has_tables_pareto_set_counts_and_commands(study: Path) 
                               | set(fast.loc[fast["pareto"], "point"]))
     assert section.count("| both ") + section.count("| size only ") + section.count(
         "| latency only ") == len(fronts)
+
+
+def test_report_markdown_answers_which_knob_where_and_whether_real(study: Path) -> None:
+    md = (study / "report" / "report.md").read_text()
+    df = load(study)
+    imp = importance_frame(df)
+    section = md.split("## Metaparameter importances (fANOVA, PED-ANOVA)")[1].split("\n## ")[0]
+    assert "](importance.png)" in section
+    assert f"over the {imp.attrs['n_runs']} ok runs the evaluators saw" in section
+    assert section.count("| numeric ") + section.count("| categorical ") == len(imp)
+    ranges = md.split("## Good ranges (best 25 % of runs)")[1].split("\n## ")[0]
+    assert f"| {good_ranges(df).iloc[0]['knob']} " in ranges
+    verdicts = study_verdicts(df)
+    (v,) = verdicts
+    assert f"- **SR:** {describe(v.sr)}" in md
+    assert "the rise is distinguishable from seed noise" in describe(v.sr)
+    assert "SR 1 left out (< 2 ok seeds)" in describe(v.sr)  # its seed 0 diverged
+    assert "- **pct3x3:** Not enough data for the pct3x3 trend: no group of ok runs" in md
+    check = md.split("## Paper check")[1].split("\n## ")[0]
+    table = paper_check(verdicts)
+    assert len(table) == 5 and table.loc[1, "outcome"] == "not enough data"  # no pct3x3 sweep
+    for claim, outcome in zip(table["claim"], table["outcome"], strict=True):
+        assert re.search(rf"\| {re.escape(claim)} .*\| {outcome} +\|", check), claim
 
 
 def test_svg_too_and_no_stale_chart_left(study: Path) -> None:

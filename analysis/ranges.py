@@ -1,0 +1,108 @@
+"""Good ranges, pycls-style: for each knob, where the best runs of the error EDF lie.
+
+Radosavovic et al. ("Designing Network Design Spaces") read a design space's good region off its
+best models rather than its mean, since a design space is judged by how easily it yields good
+models. Two readings are given per knob, both over the ok runs' error EDF (:func:`F.edf_frame`,
+one curve over every scored run):
+
+* **best x %**: the values the runs with EDF <= x take (the interval for a numeric knob, the values
+  and their counts for a categorical one);
+* **bootstrap**: pycls's ``get_filters`` estimate of where the *best* model likely falls: draw x % of
+  the runs with replacement, keep the one with the lowest error, repeat; the 2.5 / 50 / 97.5
+  percentiles of the winners' values (for a categorical knob, how often each value wins). It is
+  seeded, so a report reads the same every time it is written.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from analysis import frames as F
+from analysis.fmt import value_text
+from analysis.space import MIN_RUNS, choices, coverage, is_numeric, knobs
+
+GOOD_FRACTION = 0.25  # "the best x %": pycls samples 25 % of a sweep; PED-ANOVA's target too
+BOOTSTRAPS = 2500  # pycls get_filters' b
+PERCENTILES = (2.5, 50.0, 97.5)  # pycls: alpha = 5 %
+SEED = 0
+
+COLUMNS = ["knob", "kind", "all", "best", "bootstrap", "best_low", "best_high",
+           "boot_low", "boot_median", "boot_high"]
+
+
+def best_runs(edf: pd.DataFrame, fraction: float) -> pd.DataFrame:
+    """The EDF's rows at or below ``fraction``; the lowest error (all its ties) when no run is,
+    since the best x % of a handful of runs would otherwise be nothing."""
+    best = edf[edf["edf"] <= fraction + 1e-12]
+    return best if len(best) else edf[edf["error"] == edf["error"].min()]
+
+
+def winners(errors: np.ndarray, fraction: float, seed: int = SEED,
+            draws: int = BOOTSTRAPS) -> np.ndarray:
+    """Indices of the bootstrap's winners: the lowest error of each draw of ``fraction`` x n runs."""
+    n = len(errors)
+    size = max(1, int(n * fraction))
+    samples = np.random.default_rng(seed).integers(0, n, size=(draws, size))
+    return samples[np.arange(draws), np.argmin(errors[samples], axis=1)]
+
+
+def _counts(values: pd.Series, knob: str, percent: bool = False) -> str:
+    """``simple ×3, none ×1`` (or ``simple 62 %, none 38 %``), most frequent first."""
+    counts = values.map(value_text).value_counts()
+    order = {v: i for i, v in enumerate(choices(values, knob))}
+    items = sorted(counts.items(), key=lambda kv: (-kv[1], order.get(kv[0], 99)))
+    if percent:
+        return ", ".join(f"{v} {100 * c / len(values):.0f} %" for v, c in items)
+    return ", ".join(f"{v} ×{c}" for v, c in items)
+
+
+def _span(lo: float, hi: float) -> str:
+    return value_text(lo) if lo == hi else f"{value_text(lo)} – {value_text(hi)}"
+
+
+def _knob_row(knob: str, runs: pd.DataFrame, best: pd.DataFrame, won: pd.DataFrame) -> dict:
+    """One knob's row: its values over every run, over the best runs and over the winners."""
+    if not is_numeric(runs[knob]):
+        return {"knob": knob, "kind": "categorical", "all": ", ".join(choices(runs[knob], knob)),
+                "best": _counts(best[knob], knob), "bootstrap": _counts(won[knob], knob, True)}
+    all_v, best_v, won_v = (f[knob].astype(float) for f in (runs, best, won))
+    lo, med, hi = np.percentile(won_v.to_numpy(), PERCENTILES)
+    return {"knob": knob, "kind": "numeric", "all": _span(all_v.min(), all_v.max()),
+            "best": _span(best_v.min(), best_v.max()),
+            "bootstrap": _span(lo, hi) + (f" (median {value_text(med)})" if lo != hi else ""),
+            "best_low": best_v.min(), "best_high": best_v.max(),
+            "boot_low": lo, "boot_median": med, "boot_high": hi}
+
+
+def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str | None = None,
+                seed: int = SEED) -> pd.DataFrame:
+    """One row per knob (:func:`analysis.space.knobs`): ``all`` (the values seen), ``best`` (over
+    the best ``fraction`` of runs), ``bootstrap`` (pycls's 95 % range of the best run, with its
+    median); numeric knobs also as numbers (``best_low`` ... ``boot_high``).
+
+    ``attrs``: metric, fraction, n_runs, n_best, error_cutoff (the worst error among the best runs),
+    bootstraps, seed, coverage (:func:`analysis.space.coverage`); ``skipped`` when there are fewer
+    than :data:`MIN_RUNS` scored runs or no knob varies.
+    """
+    edf = F.edf_frame(df, metric, by=[])
+    out = pd.DataFrame(columns=COLUMNS)
+    out.attrs.update(metric=edf.attrs.get("metric"), fraction=fraction, n_runs=len(edf),
+                     bootstraps=BOOTSTRAPS, seed=seed)
+    if len(edf) < MIN_RUNS:
+        out.attrs["skipped"] = (edf.attrs.get("skipped")
+                                or f"only {len(edf)} ok runs with an accuracy (need >= {MIN_RUNS})")
+        return out
+    runs = df.loc[edf["run"]].reset_index(drop=True)
+    cols = knobs(runs)
+    if not cols:
+        out.attrs["skipped"] = "no metaparameter varies among the ok runs"
+        return out
+    best = best_runs(edf.reset_index(drop=True), fraction)
+    won = runs.iloc[winners(edf["error"].to_numpy(float), fraction, seed)]
+    rows = [_knob_row(k, runs, runs.loc[best.index], won) for k in cols]
+    out = pd.DataFrame(rows, columns=COLUMNS)
+    out.attrs.update(metric=edf.attrs["metric"], fraction=fraction, n_runs=len(edf),
+                     n_best=len(best), error_cutoff=float(best["error"].max()),
+                     bootstraps=BOOTSTRAPS, seed=seed, coverage=coverage(runs, cols))
+    return out

@@ -1,0 +1,265 @@
+"""Verdicts in words and numbers: does accuracy follow SR or pct3x3, and does a bypass help, by
+more than seed noise alone would produce?
+
+A chart shows means and error bars; whether a difference is real is a test over the seeds. The
+rules (docs/REPORTS.md, "Verdicts"), with accuracies in percentage points of the ranking accuracy
+(:func:`analysis.frames.pick_metric`) and :data:`CONFIDENCE` 95 %:
+
+* a sweep value counts when it has >= :data:`MIN_SEEDS` ok seeds; a trend needs
+  >= :data:`MIN_POINTS` such values, else "not enough data";
+* **seed noise** is the pooled within-value sample std sigma, with nu = sum(n_i - 1) degrees of freedom;
+* two values' means differ beyond noise when they are further apart than Fisher's least
+  significant difference ``LSD_ij = t(0.975, nu) * sigma * sqrt(1/n_i + 1/n_j)``;
+* the **knee** is the smallest swept value that no later value beats by more than the LSD; the
+  **plateau** is the knee and the later values within the LSD of it (one further below "falls");
+* the **rise** is Welch's t-test between the first value's seeds and the plateau's (every later
+  value's when the plateau starts at the first): "distinguishable from seed noise" when p < 5 %,
+  which is when its 95 % confidence interval excludes 0.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from analysis import frames as F
+from analysis.fmt import value_text
+from analysis.style import accuracy_name
+
+CONFIDENCE = 0.95
+MIN_SEEDS = 2  # ok seeds a sweep value needs before its spread means anything
+MIN_POINTS = 3  # swept values a trend needs: two give a difference, not a shape
+PAIRS = (("none", "simple"), ("none", "complex"), ("simple", "complex"))  # (baseline, other)
+PARAM_NAME = {"sr": "SR", "pct3x3": "pct3x3"}
+
+
+@dataclass(frozen=True)
+class Welch:
+    """Welch's t-test of mean(b) - mean(a), in points, with its confidence interval; its text reads
+    "b vs a" (n = n_b vs n_a)."""
+
+    diff: float
+    low: float
+    high: float
+    p: float
+    n_a: int
+    n_b: int
+
+    @property
+    def distinguishable(self) -> bool:
+        return self.p < 1 - CONFIDENCE
+
+    @property
+    def half(self) -> float:
+        return (self.high - self.low) / 2
+
+    def text(self) -> str:
+        """``+0.40 ± 0.25 points (95 % CI [+0.15, +0.65], Welch's t-test p = 0.012, n = 3 vs 3)``"""
+        return (f"{self.diff:+.2f} ± {self.half:.2f} points ({100 * CONFIDENCE:.0f} % CI "
+                f"[{self.low:+.2f}, {self.high:+.2f}], Welch's t-test p = {self.p:.2g}, "
+                f"n = {self.n_b} vs {self.n_a})")
+
+    @property
+    def noise_words(self) -> str:
+        return ("distinguishable from seed noise" if self.distinguishable
+                else "not distinguishable from seed noise")
+
+
+def welch(a: np.ndarray, b: np.ndarray) -> Welch:
+    """Welch's t-test (scipy) of ``b`` against ``a``; identical seeds (no spread at all) give an
+    exact difference: p = 1 if the means are equal, else 0."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    diff = float(b.mean() - a.mean())
+    if a.var(ddof=1) + b.var(ddof=1) == 0:
+        return Welch(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a), len(b))
+    res = stats.ttest_ind(b, a, equal_var=False)
+    ci = res.confidence_interval(CONFIDENCE)
+    return Welch(diff, float(ci.low), float(ci.high), float(res.pvalue), len(a), len(b))
+
+
+def seed_values(frame: pd.DataFrame, df: pd.DataFrame, metric: str) -> dict[Any, np.ndarray]:
+    """Each swept value's ok seeds' ``metric`` in points, in the frame's order (from the runs the
+    frame pooled, ``attrs["runs"]``)."""
+    param = frame.attrs["param"]
+    runs = df.loc[frame.attrs.get("runs", [])]
+    runs = runs[runs[metric].notna()]
+    return {v: 100 * runs.loc[runs[param] == v, metric].to_numpy(float) for v in frame[param]}
+
+
+@dataclass(frozen=True)
+class Trend:
+    """An SR or pct3x3 sweep's shape (see the module docstring for every rule)."""
+
+    param: str
+    metric: str | None
+    reason: str | None = None  # why there is not enough data
+    values: list[Any] = field(default_factory=list)
+    means: list[float] = field(default_factory=list)
+    ns: list[int] = field(default_factory=list)
+    dropped: list[Any] = field(default_factory=list)  # values with < MIN_SEEDS ok seeds
+    noise: float = math.nan
+    knee: Any = None
+    plateau: list[Any] = field(default_factory=list)
+    fall: tuple[Any, float] | None = None  # (first value below the plateau, points below the knee)
+    rise: Welch | None = None
+    versus: list[Any] = field(default_factory=list)  # the values whose seeds the rise pools
+    step: float = math.nan  # the largest |step| between neighbouring plateau values
+    gain: float = math.nan  # the best later plateau value's mean minus the knee's
+    threshold: float = math.nan  # the largest LSD between the knee and a later value
+
+    @property
+    def shape(self) -> str:
+        if self.rise is None:
+            return "not enough data"
+        if not self.rise.distinguishable:
+            return "flat"
+        if self.rise.diff < 0:
+            return "falls"
+        return "rises" if self.knee == self.values[-1] else "rises, then plateaus"
+
+
+def _knee(means: list[float], lsd: Any) -> int:
+    k = len(means)
+    return next(j for j in range(k)
+                if all(means[i] - means[j] < lsd(i, j) for i in range(j + 1, k)))
+
+
+def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
+    """The :class:`Trend` of a sweep frame (:func:`F.sweep_frame`) over the runs of ``df``."""
+    param = frame.attrs["param"]
+    if frame.attrs.get("skipped") or metric is None:
+        return Trend(param, metric, reason=frame.attrs.get("skipped") or "no accuracy")
+    seeds = seed_values(frame, df, metric)
+    used = {v: a for v, a in seeds.items() if len(a) >= MIN_SEEDS}
+    dropped = [v for v in seeds if v not in used]
+    if len(used) < MIN_POINTS:
+        return Trend(param, metric, dropped=dropped, reason=(
+            f"only {len(used)} {PARAM_NAME.get(param, param)} value{'s' if len(used) != 1 else ''}"
+            f" with >= {MIN_SEEDS} "
+            f"ok seeds (need >= {MIN_POINTS})"))
+    xs, arrays = list(used), list(used.values())
+    means, ns = [float(a.mean()) for a in arrays], [len(a) for a in arrays]
+    dof = sum(n - 1 for n in ns)
+    noise = math.sqrt(sum((n - 1) * float(a.var(ddof=1)) for n, a in zip(ns, arrays, strict=True))
+                      / dof)
+    t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof))
+
+    def lsd(i: int, j: int) -> float:
+        return t * noise * math.sqrt(1 / ns[i] + 1 / ns[j])
+
+    k, knee = len(xs), _knee(means, lsd)
+    later = range(knee + 1, k)
+    plateau = [knee] + [i for i in later if means[knee] - means[i] < lsd(i, knee)]
+    fall = next(((xs[i], means[knee] - means[i]) for i in later if i not in plateau), None)
+    others = plateau if knee > 0 else list(later)
+    rise = welch(arrays[0], np.concatenate([arrays[i] for i in others]))
+    steps = [abs(means[b] - means[a]) for a, b in zip(plateau, plateau[1:], strict=False)]
+    return Trend(param, metric, values=xs, means=means, ns=ns, dropped=dropped, noise=noise,
+                 knee=xs[knee], plateau=[xs[i] for i in plateau], fall=fall, rise=rise,
+                 versus=[xs[i] for i in others],
+                 step=max(steps, default=0.0),
+                 gain=max((means[i] - means[knee] for i in plateau[1:]), default=0.0),
+                 threshold=max((lsd(i, knee) for i in later), default=lsd(k - 1, k - 2)))
+
+
+def _seeds_text(ns: list[int]) -> str:
+    lo, hi = min(ns), max(ns)
+    return f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
+
+
+def describe(tr: Trend) -> str:
+    """The trend in one sentence with its numbers; it always says whether the change is
+    distinguishable from seed noise (or why there is not enough data to say)."""
+    p, name = PARAM_NAME.get(tr.param, tr.param), accuracy_name(tr.metric or "accuracy")
+    if tr.rise is None:
+        return f"Not enough data for the {p} trend: {tr.reason}."
+    v = value_text
+    which = "plateau " if tr.knee != tr.values[0] and tr.shape != "rises" else ""
+    test = (f"{which}{p} {', '.join(v(x) for x in tr.versus)} vs {p} {v(tr.values[0])}: "
+            f"{tr.rise.text()}")
+    left_out = (f"; {p} {', '.join(v(x) for x in tr.dropped)} left out (< {MIN_SEEDS} ok seeds)"
+                if tr.dropped else "")
+    noise = (f" Seed noise: pooled sample std {tr.noise:.2f} points over {len(tr.values)} {p} "
+             f"values ({_seeds_text(tr.ns)} each{left_out}).")
+    fall = (f"; it falls at {p} {v(tr.fall[0])} ({tr.fall[1]:.2f} points below "
+            f"{'the knee' if tr.knee != tr.values[0] else p + ' ' + v(tr.knee)})"
+            if tr.fall else "")
+    if tr.shape == "flat":
+        return (f"{name} shows no {p} trend: the change is not distinguishable from seed noise "
+                f"({test}){fall}.{noise}")
+    if tr.shape == "falls":
+        return f"{name} falls with {p}; the fall is distinguishable from seed noise ({test}).{noise}"
+    if tr.shape == "rises":
+        return (f"{name} rises with {p} up to the largest value tried, {v(tr.knee)}, with no "
+                f"plateau within the sweep; the rise is distinguishable from seed noise "
+                f"({test}).{noise}")
+    return (f"{name} rises with {p} up to {v(tr.knee)}, then plateaus; the rise is "
+            f"distinguishable from seed noise ({test}). After the knee the best value is "
+            f"{tr.gain:+.2f} points from it, under the {100 * CONFIDENCE:.0f} % seed-noise "
+            f"threshold of {tr.threshold:.2f} points, and steps are ≤ {tr.step:.2f} points"
+            f"{fall}.{noise}")
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """One bypass comparison, ``other`` minus ``base`` (Welch), or why it cannot be made."""
+
+    base: str
+    other: str
+    test: Welch | None = None
+    reason: str | None = None
+
+    def text(self) -> str:
+        head = f"{self.other} − {self.base}"
+        if self.test is None:
+            return f"{head}: not enough data ({self.reason})"
+        better = "better" if self.test.diff > 0 else "worse"
+        verdict = (f"{self.other} is {better}, distinguishable from seed noise"
+                   if self.test.distinguishable else "not distinguishable from seed noise")
+        return f"{head}: {self.test.text()}: {verdict}"
+
+
+def bypass_contrasts(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> list[Contrast]:
+    """simple − none, complex − none and complex − simple, for the kinds the bypass sweep holds."""
+    if frame.attrs.get("skipped") or metric is None:
+        return []
+    seeds = seed_values(frame, df, metric)
+    out = []
+    for base, other in PAIRS:
+        if base not in seeds or other not in seeds:
+            continue
+        few = [f"{k}: {len(seeds[k])} ok seed{'s' if len(seeds[k]) != 1 else ''}"
+               for k in (base, other) if len(seeds[k]) < MIN_SEEDS]
+        out.append(Contrast(base, other, reason=f"need >= {MIN_SEEDS} each; {', '.join(few)}")
+                   if few else Contrast(base, other, welch(seeds[base], seeds[other])))
+    return out
+
+
+@dataclass(frozen=True)
+class Verdicts:
+    """One study's verdicts and the sweep frames they were computed from."""
+
+    study: str
+    metric: str | None
+    frames: dict[str, pd.DataFrame]
+    sr: Trend
+    pct3x3: Trend
+    bypass: list[Contrast]
+
+
+def study_verdicts(df: pd.DataFrame) -> list[Verdicts]:
+    """Per study (each has its own sweeps), its SR and pct3x3 trends and bypass contrasts."""
+    out = []
+    for study in sorted({str(s) for s in df["study"].dropna()}):
+        sub = df[df["study"].astype(str) == study]
+        metric = F.pick_metric(sub)
+        frames = {p: F.sweep_frame(sub, p) for p in ("sr", "pct3x3", "bypass")}
+        out.append(Verdicts(study, metric, frames, trend(frames["sr"], sub, metric),
+                            trend(frames["pct3x3"], sub, metric),
+                            bypass_contrasts(frames["bypass"], sub, metric)))
+    return out

@@ -81,7 +81,7 @@ class InMemoryDataModule(L.LightningDataModule):
             return trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _batches(self, split: str, train: bool) -> TensorBatches:
+    def _batches(self, split: str, train: bool, seed: int | None = None) -> TensorBatches:
         if self.trainer is not None and self.trainer.world_size > 1:  # validate() refuses it first
             raise RuntimeError(f"in-memory data trains on one device, not {self.trainer.world_size} "
                                "(batches are not sharded per rank): set trainer.devices=1")
@@ -93,7 +93,8 @@ class InMemoryDataModule(L.LightningDataModule):
         return TensorBatches(
             data, self.batch_size if train else self.eval_batch_size, self.mean, self.std,
             shuffle=train, drop_last=train, augment=train and bool(_get(self.cfg, "augment")),
-            flip=bool(_get(self.cfg, "flip")), seed=self.seed, position=self.position if train else None)
+            flip=bool(_get(self.cfg, "flip")), seed=self.seed if seed is None else seed,
+            position=self.position if train else None)
 
     @property
     def num_train(self) -> int:
@@ -102,6 +103,11 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train", True)
+
+    def train_batches(self, seed: int) -> TensorBatches:
+        """The training batches a run with this seed sees (order, augmentation): fused training
+        draws one stream per member from the one copy of the data on the device."""
+        return self._batches("train", True, seed)
 
     def val_dataloader(self) -> TensorBatches:
         return self._batches("val", False)

@@ -49,9 +49,13 @@ class JobTrial:
         return self.study.pruner.prune(self.study, self.storage.get_trial(self.trial_id))
 
 
-def trial_from_env() -> JobTrial | None:
-    """This job's live Optuna trial (its study loaded with the sweep's pruner), or None."""
-    handoff = Handoff.from_env()
+def trial_from_env(handoff: Handoff | None = None) -> JobTrial | None:
+    """This job's live Optuna trial (its study loaded with the sweep's pruner), or None.
+
+    ``handoff``: a job's handoff read earlier (the fused launcher trains several jobs' trials in one
+    process, so it cannot read theirs from this process's environment); default: from the env.
+    """
+    handoff = handoff or Handoff.from_env()
     if handoff is None:
         return None
     import optuna
@@ -123,3 +127,19 @@ def pruning_callback_from_env(monitor: str | None = None) -> pl.Callback | None:
     if trial is None or len(trial.study.directions) != 1:
         return None
     return _callback_class()(trial, monitor or handoff.pruner.get("monitor") or DEFAULT_MONITOR)
+
+
+def member_trial(handoff: Handoff | None) -> tuple[JobTrial | None, str]:
+    """(trial, monitored metric) for one member of a fused group: the trial is None outside a
+    sweep and for multi-objective studies, which Optuna cannot prune, as for the callback."""
+    if handoff is None:
+        return None, DEFAULT_MONITOR
+    trial = trial_from_env(handoff)
+    if trial is None or len(trial.study.directions) != 1:
+        return None, DEFAULT_MONITOR
+    return trial, _lightning_key(handoff.pruner.get("monitor") or DEFAULT_MONITOR)
+
+
+def _lightning_key(monitor: str) -> str:
+    """``val_top1`` or ``val/top1`` -> the key Lightning logs (``val/top1``)."""
+    return monitor if "/" in monitor else monitor.replace("_", "/", 1)

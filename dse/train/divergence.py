@@ -18,6 +18,26 @@ from dse.metrics import REGISTRY
 VAL_LOSS, VAL_TOP1 = REGISTRY["val_loss"].key, REGISTRY["val_top1"].key
 
 
+def nonfinite(loss: float, step: int, epoch: int) -> str | None:
+    """The reason a run with this training loss diverged, or None while it is finite."""
+    if math.isfinite(loss):
+        return None
+    return f"non-finite training loss ({loss}) at step {step}, epoch {epoch}"
+
+
+def dead(top1: float, first_loss: float, loss: float, epoch: int, num_classes: int,
+         chance_epochs: int) -> str | None:
+    """The reason a run is dead (val top-1 at chance and training loss not falling after
+    ``chance_epochs`` epochs; ``epoch`` counts from 0), or None."""
+    chance = 1.0 / num_classes
+    at_chance = top1 <= 1.5 * chance
+    flat = not math.isfinite(loss) or loss >= 0.98 * first_loss
+    if epoch + 1 >= chance_epochs and at_chance and flat:
+        return (f"dead network: val top-1 {top1:.3f} at chance ({chance:.3f}) and training loss "
+                f"not falling ({first_loss:.3f} -> {loss:.3f}) after {epoch + 1} epochs")
+    return None
+
+
 class DivergenceMonitor(Callback):
     """Sets ``trainer.should_stop`` and ``self.reason`` when a run diverges or is dead.
 
@@ -40,8 +60,8 @@ class DivergenceMonitor(Callback):
         if batch_idx % self.check_every == 0 or batch_idx + 1 == trainer.num_training_batches:
             loss = getattr(pl_module, "last_loss", None)
             if loss is not None and not bool(torch.isfinite(loss)):
-                self._stop(trainer, f"non-finite training loss ({float(loss)}) at step "
-                                    f"{trainer.global_step}, epoch {trainer.current_epoch}")
+                self._stop(trainer, nonfinite(float(loss), trainer.global_step,
+                                              trainer.current_epoch))
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or self.reason:
@@ -57,10 +77,7 @@ class DivergenceMonitor(Callback):
         loss, top1 = float(train_loss.compute()), float(metrics[VAL_TOP1])
         if self.first_loss is None:
             self.first_loss = loss
-        chance = 1.0 / self.num_classes
-        at_chance = top1 <= 1.5 * chance
-        flat = not math.isfinite(loss) or loss >= 0.98 * self.first_loss
-        if trainer.current_epoch + 1 >= self.chance_epochs and at_chance and flat:
-            self._stop(trainer, f"dead network: val top-1 {top1:.3f} at chance ({chance:.3f}) and "
-                                f"training loss not falling ({self.first_loss:.3f} -> {loss:.3f}) "
-                                f"after {trainer.current_epoch + 1} epochs")
+        reason = dead(top1, self.first_loss, loss, trainer.current_epoch, self.num_classes,
+                      self.chance_epochs)
+        if reason is not None:
+            self._stop(trainer, reason)

@@ -106,7 +106,7 @@ def _in_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
-def _device_name(accelerator: str) -> str:
+def device_name(accelerator: str) -> str:
     if accelerator == "gpu":
         return torch.cuda.get_device_name()
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
@@ -139,8 +139,9 @@ def _module(cfg: DictConfig, channels_last: bool) -> FireClassifier:
     return module
 
 
-def _trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Path, seed: int,
-             callbacks: list[Callback]) -> L.Trainer:
+def make_trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Path, seed: int,
+                 callbacks: list[Callback], logger: Any = None) -> L.Trainer:
+    """The Lightning Trainer ``cfg.trainer`` describes; ``logger`` None: the run's own logger."""
     tc = cfg.trainer
     return L.Trainer(
         accelerator=accelerator, devices=tc.devices, precision=precision,
@@ -149,7 +150,7 @@ def _trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Path, s
         log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
         enable_progress_bar=_progress_bar(tc),
         enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
-        logger=build_logger(cfg, out_dir, seed),
+        logger=build_logger(cfg, out_dir, seed) if logger is None else logger,
         callbacks=callbacks, default_root_dir=out_dir,
     )
 
@@ -177,6 +178,11 @@ def _fit(rec: dict[str, Any], trainer: L.Trainer, module: FireClassifier, dm: An
     rec.update(status="diverged" if monitor.reason else "ok", error=monitor.reason)
 
 
+def final_checkpoint(cfg: DictConfig, out_dir: Path, seed: int) -> Path:
+    """Where ``trainer.checkpoint=true`` puts a run's final weights (docs/CONTRACTS.md)."""
+    return out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1 else f"seed{seed}.ckpt")
+
+
 def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides: str = "",
                callbacks: tuple[Callback, ...] = (), run_id: str | None = None) -> dict[str, Any]:
     """Train one seed; returns the complete store row, whatever happened.
@@ -187,7 +193,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
     tc = cfg.trainer
     resume: Resume | None = None
     accelerator, precision, channels_last = device_settings(tc)
-    rec["device"] = _device_name(accelerator)
+    rec["device"] = device_name(accelerator)
     monitor = DivergenceMonitor(cfg.data.num_classes, tc.chance_epochs, tc.log_every_n_steps)
     timer = EpochTimer()
     trainer: L.Trainer | None = None
@@ -200,15 +206,14 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
             dm.position = resume.state.position  # each epoch's batches from where the run is
             if resume.ckpt is not None:
                 log.info("resuming %s seed %d from %s", rec["config_hash"], seed, resume.ckpt)
-        trainer = _trainer(cfg, accelerator, precision, out_dir, seed,
+        trainer = make_trainer(cfg, accelerator, precision, out_dir, seed,
                            [monitor, timer, RunIdTag(rec["run_id"]), *callbacks,
                             *(resume.callbacks if resume else ())])
         rec["log_uri"] = log_uri(trainer.logger)
         _fit(rec, trainer, module, dm, monitor, timer, tc.test, resume)
         rec.update(latency_columns(module.model, cfg, rec["status"]))  # trainer.latency=true
         if tc.checkpoint:
-            trainer.save_checkpoint(out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1
-                                                               else f"seed{seed}.ckpt"))
+            trainer.save_checkpoint(final_checkpoint(cfg, out_dir, seed))
     except SystemExit:
         if trainer is not None and trainer.interrupted:  # Lightning turns Ctrl-C into exit(1)
             raise KeyboardInterrupt from None
@@ -226,7 +231,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
 
 
 @dataclass
-class _Point:
+class Point:
     """One design point being run: what each of its seeds needs to be fetched or trained."""
 
     cfg: DictConfig
@@ -286,11 +291,16 @@ class _Point:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         rec = train_once(self.cfg, self.report, seed, self.out_dir, self.overrides, self.callbacks,
                          run_id)
+        return self.record(store, rec)
+
+    def record(self, store: ResultsStore, rec: dict[str, Any]) -> dict[str, Any]:
+        """Store a trained seed's row (or keep it in the run dir); then its resume folder goes."""
         kept = append_or_keep(store, RunRecord(**rec), self.out_dir)  # rejects a misspelt column
         if kept is not None or _has_run(store, rec["run_id"]):
-            discard(resume_dir(self.cfg, seed))
-        log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", self.chash, seed,
-                 rec["status"], rec.get("val_top1"), rec.get("test_top1"), rec["train_seconds"])
+            discard(resume_dir(self.cfg, rec["seed"]))
+        log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", self.chash, rec["seed"],
+                 rec["status"], rec.get("val_top1"), rec.get("test_top1"),
+                 rec.get("train_seconds") or 0.0)
         return rec
 
 
@@ -310,7 +320,7 @@ def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
     A seed that another worker is training is put off until the others are done, then taken from
     the store once that worker stored it: concurrent sweeps train each (point, seed) once.
     """
-    point = _Point(cfg, validate(cfg), Path(out_dir), overrides, callbacks)
+    point = Point(cfg, validate(cfg), Path(out_dir), overrides, callbacks)
     with ResultsStore.from_config(cfg) as store:
         rows = {seed: point.row(store, seed, wait=False)
                 for seed in range(cfg.seed, cfg.seed + cfg.study.seeds)}

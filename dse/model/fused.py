@@ -1,0 +1,278 @@
+"""K Fire networks as one network of grouped layers: one kernel launch trains K design points.
+
+A sweep trains many small networks, each of which leaves a GPU almost idle (the step is
+launch-bound). Following HFTA (Wang et al., MLSys 2021), the K members become one network whose
+every convolution is grouped (``groups=K``) and whose BatchNorm runs over the stacked channels, so
+member k only ever sees its own channels. Members may differ in any width (SR, pct3x3, base_e,
+incr_e, freq) and in bypass kind; each layer is padded to the widest member, and the padding is
+held at exactly zero: its weights start at zero and :meth:`FusedFireNet.mask_grads` zeroes their
+gradients, so SGD and AdamW (zero gradient, zero state, decoupled decay of a zero) never move them.
+Member k therefore computes exactly its own :class:`~dse.model.net.FireNet`, which
+:meth:`FusedFireNet.member_state` and :meth:`FusedFireNet.load_member` convert to and from.
+
+No library does this for a network family with per-member widths (HFTA's operators fuse identical
+models), hence the hand-written layers. Layer names mirror ``FireNet``'s so member state dicts
+share its keys.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from dse.model.spec import POOL_KERNEL, POOL_STRIDE, Conv, Fire, NetSpec
+
+
+def macro_key(spec: NetSpec) -> tuple:
+    """What members of one fused network must share: the layout, not the widths or the bypass."""
+    return (spec.stem, len(spec.fires), spec.pool_after, spec.batch_norm, spec.in_channels,
+            spec.num_classes)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where each member's channels sit in a fused tensor of ``K * width`` channels: member k's
+    channel c is fused channel ``k * width + pos[k][c]``."""
+
+    width: int
+    pos: tuple[tuple[int, ...], ...]
+
+    @classmethod
+    def plain(cls, counts: list[int]) -> Layout:
+        return cls(max(counts), tuple(tuple(range(c)) for c in counts))
+
+    @classmethod
+    def concat(cls, a: Layout, b: Layout) -> Layout:
+        """Fire's expand output: member k's 1x1 channels, then its 3x3 channels after ``a.width``."""
+        return cls(a.width + b.width, tuple(pa + tuple(a.width + p for p in pb)
+                                            for pa, pb in zip(a.pos, b.pos, strict=True)))
+
+    def channels(self, k: int) -> torch.Tensor:
+        return torch.tensor([k * self.width + p for p in self.pos[k]], dtype=torch.long)
+
+
+class GroupedBlock(nn.Module):
+    """``conv_block`` for K members: grouped conv, optional BatchNorm over the stacked channels,
+    optional ReLU. ``has[k]`` says whether member k has this layer at all (a member without 3x3
+    filters, or without a conv shortcut here, keeps its slice at zero)."""
+
+    def __init__(self, src: Layout, dst: Layout, has: list[bool], kernel: int, stride: int = 1,
+                 padding: int = 0, bn: bool = False, relu: bool = True) -> None:
+        super().__init__()
+        k = len(has)
+        self.src, self.dst, self.has = src, dst, has
+        self.conv = nn.Conv2d(k * src.width, k * dst.width, kernel, stride, padding, groups=k,
+                              bias=not bn)
+        self.bn = nn.BatchNorm2d(k * dst.width) if bn else None
+        self.relu = nn.ReLU(inplace=True) if relu else None
+        for p in self.parameters():
+            nn.init.zeros_(p)
+
+    def index(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member k's output rows and (within its group) input columns of the conv weight."""
+        return self.dst.channels(k), torch.tensor(self.src.pos[k], dtype=torch.long)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        if self.bn is not None:
+            x = self.bn(x)
+        return self.relu(x) if self.relu is not None else x
+
+
+class FusedFire(nn.Module):
+    """K Fire modules: squeeze, expand 1x1 || 3x3 regrouped per member, shortcuts per member."""
+
+    def __init__(self, fires: list[Fire], src: Layout) -> None:
+        super().__init__()
+        bn, k = fires[0].batch_norm, len(fires)
+        sq = Layout.plain([f.s1x1 for f in fires])
+        e1, e3 = Layout.plain([f.e1x1 for f in fires]), Layout.plain([f.e3x3 for f in fires])
+        self.out = Layout.concat(e1, e3)
+        self.k, self.widths = k, (e1.width, e3.width)
+        self.squeeze = GroupedBlock(src, sq, [True] * k, 1, bn=bn)
+        self.expand1x1 = (GroupedBlock(sq, e1, [f.e1x1 > 0 for f in fires], 1, bn=bn)
+                          if e1.width else None)
+        self.expand3x3 = (GroupedBlock(sq, e3, [f.e3x3 > 0 for f in fires], 3, padding=1, bn=bn)
+                          if e3.width else None)
+        conv = [f.shortcut == "conv" for f in fires]
+        self.shortcut = GroupedBlock(src, self.out, conv, 1, bn=bn, relu=False) if any(conv) else None
+        self._identity(fires, src)
+
+    def _identity(self, fires: list[Fire], src: Layout) -> None:
+        """Per-member masked identity: output channel <- the same member channel of the input.
+        Unused entries point into the member's own input block, so a member's NaN stays its own."""
+        n = self.k * self.out.width
+        idx = torch.tensor([(c // self.out.width) * src.width for c in range(n)], dtype=torch.long)
+        keep = torch.zeros(n)
+        for k, f in enumerate(fires):
+            if f.shortcut == "identity":
+                idx[self.out.channels(k)] = src.channels(k)
+                keep[self.out.channels(k)] = 1.0
+        self.register_buffer("identity_idx", idx, persistent=False)
+        self.register_buffer("identity_keep", keep.view(1, -1, 1, 1), persistent=False)
+        self.has_identity = any(f.shortcut == "identity" for f in fires)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.squeeze(x)
+        outs = [b(s) for b in (self.expand1x1, self.expand3x3) if b is not None]
+        if len(outs) == 2:
+            n, _, h, w = outs[0].shape
+            out = torch.cat([o.reshape(n, self.k, -1, h, w) for o in outs], 2).reshape(n, -1, h, w)
+        else:
+            out = outs[0]
+        if self.shortcut is not None:
+            out = out + self.shortcut(x)
+        if self.has_identity:
+            out = out + x.index_select(1, self.identity_idx) * self.identity_keep
+        return out
+
+
+class FusedFireNet(nn.Module):
+    """K members with one macro layout (:func:`macro_key`) as one network.
+
+    Input: ``[N, K * C, H, W]``, member k's images in channels ``k*C .. k*C+C-1``; output: logits
+    ``[N, K, classes]``. Dropout is drawn per member from its own generator (``dropout_generators``),
+    so each member's masks are its own stream, reproducible from its seed.
+    """
+
+    def __init__(self, specs: list[NetSpec]) -> None:
+        super().__init__()
+        if len({macro_key(s) for s in specs}) != 1:
+            raise ValueError("fused members must share stem, n_fire, pool_after, batch_norm, "
+                             "input channels and classes")
+        self.specs, self.k = specs, len(specs)
+        first = specs[0]
+        layout = Layout.plain([first.in_channels] * self.k)
+        feats: OrderedDict[str, nn.Module] = OrderedDict()
+        for layers in zip(*(s.layers[:-1] for s in specs), strict=True):
+            name = layers[0].name
+            if isinstance(layers[0], Conv):
+                dst = Layout.plain([c.out_ch for c in layers])
+                c = layers[0]
+                feats[name] = GroupedBlock(layout, dst, [True] * self.k, c.kernel, c.stride,
+                                           c.padding, c.batch_norm)
+            else:
+                feats[name] = FusedFire(list(layers), layout)
+                dst = feats[name].out
+            layout = dst
+            if name in first.pool_after:
+                feats["pool" + name.removeprefix("conv").removeprefix("fire")] = nn.MaxPool2d(
+                    POOL_KERNEL, POOL_STRIDE, ceil_mode=True)
+        self.features = nn.Sequential(feats)
+        head = first.classifier
+        self.dropout = [s.dropout for s in specs]
+        self.dropout_generators: list[torch.Generator | None] = [None] * self.k
+        self.classifier = nn.Sequential(OrderedDict(**{head.name: GroupedBlock(
+            layout, Layout.plain([head.out_ch] * self.k), [True] * self.k, 1)}))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self._layout = layout
+        self.register_buffer("active", torch.ones(self.k, dtype=torch.bool), persistent=False)
+        self._masks = self._build_masks()
+        self._live_cache: dict[str, torch.Tensor] = {}
+
+    def blocks(self) -> dict[str, GroupedBlock]:
+        return {n: m for n, m in self.named_modules() if isinstance(m, GroupedBlock)}
+
+    def _build_masks(self) -> dict[str, torch.Tensor]:
+        """Per parameter, per member: where its real entries are (``[K, *param.shape]`` bools)."""
+        masks: dict[str, torch.Tensor] = {}
+        for name, block in self.blocks().items():
+            for pname, p in block.named_parameters():
+                m = torch.zeros(self.k, *p.shape, dtype=torch.bool)
+                for k in range(self.k):
+                    if block.has[k]:
+                        rows, cols = block.index(k)
+                        if pname == "conv.weight":
+                            m[k][rows[:, None], cols[None, :]] = True
+                        else:
+                            m[k][rows] = True
+                masks[f"{name}.{pname}"] = m
+        return masks
+
+    def mask_grads(self) -> None:
+        """Zero every gradient outside the active members' real entries (``torch.where``, so a
+        diverged member's NaN gradient is dropped too, not multiplied by zero)."""
+        for name, p in self.named_parameters():
+            if p.grad is not None:
+                p.grad = torch.where(self._live(name, p.device), p.grad,
+                                     torch.zeros((), dtype=p.grad.dtype, device=p.device))
+
+    def _live(self, name: str, device: torch.device) -> torch.Tensor:
+        """The union of the active members' masks, cached until a member is frozen."""
+        live = self._live_cache.get(name)
+        if live is None or live.device != device:
+            act = self.active.cpu().view(-1, *([1] * (self._masks[name].dim() - 1)))
+            live = self._live_cache[name] = (self._masks[name] & act).any(0).to(device)
+        return live
+
+    def freeze(self, k: int, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Take member k out of training: its group's whole slice of every layer (and of the
+        optimizer state) becomes zero, NaN included, and its gradients are masked from now on, so
+        it can never disturb the others."""
+        self.active[k] = False
+        self._live_cache.clear()
+        with torch.no_grad():
+            for block in self.blocks().values():
+                rows = slice(k * block.dst.width, (k + 1) * block.dst.width)
+                for p in block.parameters():
+                    p[rows] = 0.0
+                    state = optimizer.state.get(p, {}) if optimizer is not None else {}
+                    for t in state.values():
+                        if torch.is_tensor(t) and t.shape == p.shape:
+                            t[rows] = 0.0
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's weights and BN statistics under ``FireNet``'s state-dict keys."""
+        out: dict[str, torch.Tensor] = {}
+        for name, block in self.blocks().items():
+            if not block.has[k]:
+                continue
+            rows, cols = block.index(k)
+            for tname, t in [*block.named_parameters(), *block.named_buffers()]:
+                dev_rows = rows.to(t.device)
+                if tname == "conv.weight":
+                    out[f"{name}.{tname}"] = t.detach()[dev_rows][:, cols.to(t.device)].clone()
+                elif t.dim() == 0:  # num_batches_tracked: one count for the whole group
+                    out[f"{name}.{tname}"] = t.detach().clone()
+                else:
+                    out[f"{name}.{tname}"] = t.detach()[dev_rows].clone()
+        return out
+
+    def load_member(self, k: int, state: dict[str, torch.Tensor]) -> None:
+        """Write a ``FireNet`` state dict (its keys) into member k's slices."""
+        blocks = self.blocks()
+        with torch.no_grad():
+            for key, value in state.items():
+                name, _, tname = key.rpartition(".")
+                name, _, sub = name.rpartition(".")
+                block, t = blocks[name], dict([*blocks[name].named_parameters(),
+                                               *blocks[name].named_buffers()])[f"{sub}.{tname}"]
+                rows, cols = (i.to(t.device) for i in block.index(k))
+                v = value.to(t.device, t.dtype)
+                if f"{sub}.{tname}" == "conv.weight":
+                    t[rows[:, None], cols[None, :]] = v
+                elif t.dim() == 0:
+                    t.copy_(v)
+                else:
+                    t[rows] = v
+
+    def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not any(self.dropout):
+            return x
+        n, _, h, w = x.shape
+        parts = x.reshape(n, self.k, -1, h, w).unbind(1)
+        kept = []
+        for p, g, part in zip(self.dropout, self.dropout_generators, parts, strict=True):
+            if p == 0:
+                kept.append(part)
+                continue
+            keep = torch.rand(part.shape, generator=g, device=part.device) >= p
+            kept.append(part * keep / (1.0 - p))
+        return torch.stack(kept, 1).reshape(n, -1, h, w)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.classifier(self._dropout(self.features(x)))
+        return self.pool(x).flatten(1).view(x.shape[0], self.k, -1)

@@ -1,0 +1,141 @@
+"""A batch of jobs trained in fused groups: skip what the store has, claim the rest, group, record.
+
+The fused counterpart of :func:`dse.train.run.run_point`, for a launcher that holds a whole batch
+of a sweep (``hydra/launcher=dse_fused``). Per (job, seed) it keeps run_point's contract: a seed
+the store has is not retrained, a seed is trained only under this process's claim, one another
+worker holds is taken from the store once that worker is done, and every trained seed leaves a
+row. Claimed seeds are grouped by :func:`dse.train.fused.group_key` into groups of at most
+``max_members``; a job that cannot be fused (:func:`dse.train.fused.fusable`) trains on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from dse.model.fused import macro_key
+from dse.model.spec import build_spec
+from dse.store import ResultsStore, claims
+from dse.sweep.handoff import Handoff
+from dse.train.fused import Member, fusable, group_key, train_group
+from dse.train.run import Point
+from dse.train.summary import summarize
+from dse.validate import validate
+
+log = logging.getLogger("dse.train")
+
+
+@dataclass
+class Job:
+    """One job of the batch as its launcher prepared it."""
+
+    cfg: DictConfig
+    out_dir: Path
+    overrides: str = ""
+    handoff: Handoff | None = None  # the job's Optuna trial, read from its env_set
+
+
+@dataclass
+class _Seed:
+    job: int
+    seed: int
+    claim: claims.Claim
+
+
+def _seeds(cfg: DictConfig) -> range:
+    return range(cfg.seed, cfg.seed + cfg.study.seeds)
+
+
+def _member(point: Point, job: Job, s: _Seed) -> Member:
+    from dse.sweep.pruning import member_trial
+
+    trial, monitor = member_trial(job.handoff)
+    return Member(point.cfg, point.report, s.seed, point.out_dir, point.overrides,
+                  s.claim.holder.run_id, trial, monitor)
+
+
+def plan(points: list[Point], todo: list[_Seed], max_members: int) -> list[list[_Seed]]:
+    """The groups to train, in batch order: compatible seeds together, at most ``max_members``
+    each; a seed whose job cannot be fused is a group of one."""
+    by_key: dict[Any, list[_Seed]] = defaultdict(list)
+    for s in todo:
+        p = points[s.job]
+        why = fusable(p.cfg)
+        key = ("alone", s.job, s.seed) if why else group_key(p.cfg, macro_key(build_spec(p.cfg.model)))
+        by_key[key].append(s)
+    return [seeds[i:i + max_members] for seeds in by_key.values()
+            for i in range(0, len(seeds), max_members)]
+
+
+def _claim_all(points: list[Point], store_of: Any, rows: dict, todo: list[_Seed],
+               held: dict) -> None:
+    """Stored rows into ``rows``; claimed seeds into ``todo``; others' live claims into ``held``."""
+    for j, p in enumerate(points):
+        for seed in _seeds(p.cfg):
+            store = store_of(p)
+            if (row := p.stored(store, seed)) is not None:
+                rows[j, seed] = row
+                continue
+            got = claims.acquire(store, p.chash, seed)
+            if isinstance(got, claims.Holder):
+                held[j, seed] = got
+                continue
+            got.__enter__()
+            if (row := p.stored(store, seed)) is not None:  # stored between our look and claim
+                got.__exit__(None, None, None)
+                rows[j, seed] = row
+            else:
+                todo.append(_Seed(j, seed, got))
+
+
+def _train(points: list[Point], jobs: list[Job], group: list[_Seed], store_of: Any) -> list[dict]:
+    p0 = points[group[0].job]
+    if len(group) == 1 and fusable(p0.cfg):
+        log.info("%s seed %d trains alone: %s", p0.chash, group[0].seed, fusable(p0.cfg))
+        p0.out_dir.mkdir(parents=True, exist_ok=True)
+        from dse.train.run import train_once
+
+        return [train_once(p0.cfg, p0.report, group[0].seed, p0.out_dir, p0.overrides,
+                           p0.callbacks, group[0].claim.holder.run_id)]
+    members = [_member(points[s.job], jobs[s.job], s) for s in group]
+    for m in members:
+        m.out_dir.mkdir(parents=True, exist_ok=True)
+    log.info("fused group of %d: %s", len(members),
+             ", ".join(f"{m.out_dir.name}/seed{m.seed}" for m in members))
+    return train_group(members)
+
+
+def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
+    """Every job's summary (:func:`dse.train.summary.summarize`), in job order."""
+    points = [Point(j.cfg, validate(j.cfg), j.out_dir, j.overrides, ()) for j in jobs]
+    rows: dict[tuple[int, int], Any] = {}
+    todo: list[_Seed] = []
+    held: dict[tuple[int, int], claims.Holder] = {}
+    with contextlib.ExitStack() as stack:
+        stores: dict[str, ResultsStore] = {}
+
+        def store_of(p: Point) -> ResultsStore:
+            key = p.cfg.store.url or ResultsStore.default_url(p.cfg.paths.runs, p.cfg.study.name)
+            if key not in stores:
+                stores[key] = stack.enter_context(ResultsStore.from_config(p.cfg))
+            return stores[key]
+
+        try:
+            _claim_all(points, store_of, rows, todo, held)
+            for group in plan(points, todo, max_members):
+                for s, rec in zip(group, _train(points, jobs, group, store_of), strict=True):
+                    rows[s.job, s.seed] = points[s.job].record(store_of(points[s.job]), rec)
+                    s.claim.__exit__(None, None, None)
+        finally:
+            for s in todo:
+                if (s.job, s.seed) not in rows:
+                    s.claim.__exit__(None, None, None)
+        for (j, seed), _holder in held.items():
+            rows[j, seed] = points[j].row(store_of(points[j]), seed, wait=True)
+    return [summarize([rows[j, s] for s in _seeds(p.cfg)], p.report) for j, p in enumerate(points)]

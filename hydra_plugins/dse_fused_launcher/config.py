@@ -1,0 +1,25 @@
+"""The launcher's structured config, registered as ``hydra/launcher: dse_fused``.
+
+A dataclass, so a misspelt key fails at composition. Imported by Hydra's plugin scan on every
+start-up: no torch or dse imports here, and no ``from __future__ import annotations`` (see
+hydra_plugins/dse_optuna_sweeper/config.py for why).
+"""
+
+from dataclasses import dataclass
+
+from hydra.core.config_store import ConfigStore
+
+MODES = ("auto", "fused", "sequential")
+
+
+@dataclass
+class FusedLauncherConf:
+    _target_: str = "hydra_plugins.dse_fused_launcher.dse_fused_launcher.FusedLauncher"
+    max_members: int = 16  # most (job, seed) members trained in one fused network
+    # auto: fused on a GPU, sequential on a CPU (where fusing gains nothing; docs/BENCHMARKS.md) |
+    # fused: always (what the CPU tests check) | sequential: every job on its own, like hydra's basic
+    mode: str = "auto"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="dse_fused", node=FusedLauncherConf,
+                             provider="dse")

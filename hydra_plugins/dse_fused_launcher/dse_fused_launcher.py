@@ -1,0 +1,143 @@
+"""The Launcher Hydra instantiates for ``hydra/launcher=dse_fused``.
+
+Three steps per batch. (1) Every job goes through Hydra's own ``run_job`` with a task that only
+prepares it (validates the config, notes its output dir, overrides and Optuna handoff), so each
+job dir gets exactly the ``.hydra/`` files and log a basic-launcher job gets, and a bad point fails
+alone. (2) :func:`dse.train.group.run_jobs` trains the prepared jobs' seeds in fused groups, with
+the group's log lines in every member job's log. (3) Each job's ``JobReturn`` gets its summary and
+the sweep's callbacks hear of its end, so grids, ``study.seeds``, skip/resume and the Optuna sweeper
+see what they see with any other launcher. In ``sequential`` mode (``auto`` on a CPU) it is the
+basic launcher: each job's own task, in order.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from hydra_plugins.dse_fused_launcher.config import MODES
+
+log = logging.getLogger(__name__)
+
+
+def _prepare(cfg: DictConfig) -> Any:
+    """The job's side of step (1): run inside ``run_job``, where its HydraConfig and env are set."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from dse.logs import quiet_lightning
+    from dse.sweep.handoff import Handoff
+    from dse.train.group import Job
+    from dse.validate import validate
+
+    quiet_lightning()
+    validate(cfg)  # a bad point is this job's failure, as in the basic launcher
+    hc = HydraConfig.get()
+    return Job(cfg, Path(hc.runtime.output_dir), " ".join(hc.overrides.task), Handoff.from_env())
+
+
+@contextmanager
+def _logs_into(paths: list[Path]) -> Iterator[None]:
+    """Copy the root logger's records into each job's log file while its group trains."""
+    root = logging.getLogger()
+    fmt = root.handlers[0].formatter if root.handlers else None
+    handlers = [logging.FileHandler(p) for p in paths]
+    for h in handlers:
+        h.setFormatter(fmt or logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        root.addHandler(h)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            root.removeHandler(h)
+            h.close()
+
+
+class _NoCallbacks:
+    """What step (1)'s ``run_job`` calls instead of the sweep's callbacks, which hear of a job once
+    it has trained, in step (3). (Hydra's own ``Callbacks`` class is internal.)"""
+
+    def on_job_start(self, **kwargs: Any) -> None:
+        pass
+
+    def on_job_end(self, **kwargs: Any) -> None:
+        pass
+
+
+class FusedLauncher(Launcher):
+    """Trains a batch of jobs as fused groups (see the module docstring)."""
+
+    def __init__(self, max_members: int = 16, mode: str = "auto") -> None:
+        if mode not in MODES:
+            raise ValueError(f"hydra.launcher.mode: must be one of {', '.join(MODES)} (got {mode!r})")
+        if int(max_members) < 1:
+            raise ValueError(f"hydra.launcher.max_members: must be >= 1 (got {max_members})")
+        self.max_members, self.mode = int(max_members), mode
+        self.config: DictConfig | None = None
+        self.hydra_context: HydraContext | None = None
+        self.task_function: TaskFunction | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
+              config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def _fused(self) -> bool:
+        if self.mode != "auto":
+            return self.mode == "fused"
+        import torch
+
+        return torch.cuda.is_available() and str(self.config.trainer.accelerator) != "cpu"
+
+    def _run(self, overrides: Sequence[str], idx: int, task: TaskFunction,
+             context: HydraContext) -> tuple[DictConfig, JobReturn]:
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(cfg):
+            cfg.hydra.job.id = idx
+            cfg.hydra.job.num = idx
+        ret = run_job(hydra_context=context, task_function=task, config=cfg,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return cfg, ret
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None and self.task_function
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        fused = self._fused()
+        log.info(f"Launching {len(job_overrides)} jobs locally, "
+                 + (f"fused (at most {self.max_members} per group)" if fused else "one at a time"))
+        if not fused:
+            return [self._run(ov, initial_job_idx + i, self.task_function, self.hydra_context)[1]
+                    for i, ov in enumerate(job_overrides)]
+        return self._launch_fused(job_overrides, initial_job_idx)
+
+    def _launch_fused(self, job_overrides: Sequence[Sequence[str]], first: int) -> list[JobReturn]:
+        from hydra.core.hydra_config import HydraConfig
+
+        from dse.train.group import run_jobs
+
+        callbacks = self.hydra_context.callbacks
+        quiet = HydraContext(config_loader=self.hydra_context.config_loader, callbacks=_NoCallbacks())  # type: ignore[arg-type]
+        jobs = [self._run(ov, first + i, _prepare, quiet) for i, ov in enumerate(job_overrides)]
+        ready = [(cfg, ret) for cfg, ret in jobs if ret.status == JobStatus.COMPLETED]
+        for cfg, _ in ready:
+            HydraConfig.instance().set_config(cfg)
+            callbacks.on_job_start(config=cfg, task_function=self.task_function)
+        logs = [Path(str(cfg.hydra.runtime.output_dir)) / f"{cfg.hydra.job.name}.log" for cfg, _ in ready]
+        with _logs_into(logs):
+            summaries = run_jobs([ret.return_value for _, ret in ready], self.max_members)
+        for (_, ret), summary in zip(ready, summaries, strict=True):
+            ret.return_value = summary
+        for cfg, ret in jobs:  # a job that failed to prepare is reported too, as run_job would
+            HydraConfig.instance().set_config(cfg)
+            callbacks.on_job_end(config=cfg, job_return=ret)
+        return [ret for _, ret in jobs]

@@ -33,6 +33,7 @@ PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "1
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "onecycle", "constant")
+FUSED_MODES = ("auto", "fused", "sequential")  # hydra.launcher.mode of hydra/launcher=dse_fused
 # three-way switches (trainer.channels_last, trainer.progress_bar); "auto" is decided at run time
 SWITCHES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
 
@@ -154,6 +155,15 @@ def one_device(data_name: str, devices: Any) -> None:
         raise ConfigError("trainer.devices", f"{data_name} is held in memory and trains on one device, "
                           f"its batches are not sharded per rank (got {devices!r}): use 1; a multirun "
                           "spreads its jobs over the GPUs (jobs_per_gpu)")
+
+
+def validate_fused_launcher(node: Any) -> None:
+    """``hydra/launcher=dse_fused``'s settings; any other launcher (or none) passes. Checked by
+    dse-train's preflight, before a sweep writes anything, and by the launcher itself."""
+    if node is None or "FusedLauncher" not in str(node.get("_target_", "")):
+        return
+    one_of("hydra.launcher.mode", node.get("mode"), FUSED_MODES)
+    int_at_least(node.get("max_members"), 1, "hydra.launcher.max_members")
 
 
 def validate_logger(node: Any) -> None:

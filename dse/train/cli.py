@@ -27,7 +27,7 @@ from dse.metrics import REGISTRY
 from dse.outputs import check_writable
 from dse.paths import conf_dir
 from dse.signals import EXIT_INTERRUPTED, stop_signals
-from dse.validate import check_study_name, validate
+from dse.validate import check_study_name, validate, validate_fused_launcher
 
 PROG = "dse-train"
 log = logging.getLogger("dse.train")
@@ -53,6 +53,7 @@ class Preflight(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         with bad_input(PROG):
             check_study_name(config.study.name)
+            validate_fused_launcher(OmegaConf.select(config, "hydra.launcher"))
         self._check_outputs(config, "hydra.sweep.dir")
 
     @staticmethod

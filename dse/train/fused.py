@@ -45,6 +45,7 @@ from dse.train.run import (
     final_checkpoint,
     make_trainer,
 )
+from dse.validate import IN_MEMORY
 
 log = logging.getLogger("dse.train")
 DROPOUT_STREAM = -1  # keyed_seed(seed, DROPOUT_STREAM) seeds a member's dropout generator
@@ -282,7 +283,7 @@ MEMBER_KEYS = ("name", "base_e", "incr_e", "freq", "sr", "pct3x3", "bypass", "dr
 def fusable(cfg: DictConfig) -> str | None:
     """Why this job cannot train fused (it trains on its own), or None."""
     tc = cfg.trainer
-    reasons = [(cfg.data.name == "imagenet", "an ImageFolder dataset is not held in memory"),
+    reasons = [(cfg.data.name not in IN_MEMORY, f"data={cfg.data.name} is not held in memory"),
                (str(tc.devices) not in ("1", "auto"), f"trainer.devices={tc.devices}"),
                (bool(tc.compile), "trainer.compile=true"),
                ("Wandb" in str((cfg.logger or {}).get("_target_", "")),

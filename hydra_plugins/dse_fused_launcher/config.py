@@ -9,8 +9,6 @@ from dataclasses import dataclass
 
 from hydra.core.config_store import ConfigStore
 
-MODES = ("auto", "fused", "sequential")
-
 
 @dataclass
 class FusedLauncherConf:
@@ -18,6 +16,7 @@ class FusedLauncherConf:
     max_members: int = 16  # most (job, seed) members trained in one fused network
     # auto: fused on a GPU, sequential on a CPU (where fusing gains nothing; docs/BENCHMARKS.md) |
     # fused: always (what the CPU tests check) | sequential: every job on its own, like hydra's basic
+    # (the rules: dse.validate.validate_fused_launcher)
     mode: str = "auto"
 
 

@@ -23,8 +23,6 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from hydra_plugins.dse_fused_launcher.config import MODES
-
 log = logging.getLogger(__name__)
 
 
@@ -75,17 +73,20 @@ class FusedLauncher(Launcher):
     """Trains a batch of jobs as fused groups (see the module docstring)."""
 
     def __init__(self, max_members: int = 16, mode: str = "auto") -> None:
-        if mode not in MODES:
-            raise ValueError(f"hydra.launcher.mode: must be one of {', '.join(MODES)} (got {mode!r})")
-        if int(max_members) < 1:
-            raise ValueError(f"hydra.launcher.max_members: must be >= 1 (got {max_members})")
-        self.max_members, self.mode = int(max_members), mode
+        self.max_members, self.mode = max_members, mode
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
+        """Checks the settings here, not in ``__init__`` (Hydra wraps a constructor's error in its
+        own); dse-train's preflight has checked them already, before anything was written."""
+        from dse.validate import validate_fused_launcher
+
+        validate_fused_launcher({"_target_": type(self).__name__, "mode": self.mode,
+                                 "max_members": self.max_members})
+        self.max_members = int(self.max_members)
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
     def _fused(self) -> bool:

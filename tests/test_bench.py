@@ -60,9 +60,32 @@ def test_bench_cpu_writes_every_section(tmp_path) -> None:
     assert pack["runs"][0]["speedup_vs_k1"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
+def test_bench_fused_trains_the_same_members_three_ways(tmp_path) -> None:
+    out = tmp_path / "bench"
+    res = run_cli("dse-bench", *TINY, "model.dropout=0", "--fused", "1,2", "--out", str(out),
+                  cwd=tmp_path, timeout=300, env={"OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    doc = json.loads((out / "bench.json").read_text())
+    assert doc["step"] is None and doc["packing"] is None  # --fused alone: that section only
+    fused = doc["fused"]
+    assert [r["k"] for r in fused["runs"]] == [1, 2]
+    for r in fused["runs"]:
+        for way in ("fused", "sequential", "processes"):
+            assert "error" not in r[way], (way, r[way])
+            assert _pos(r[way]["trials_per_hour"]) and _pos(r[way]["images_per_s"])
+            assert len(r[way]["val_top1"]) == r["k"]
+        # the same members (SR 0.125 and 0.25, seed 0) fused and alone: the same accuracy
+        assert r["fused"]["val_top1"] == pytest.approx(r["sequential"]["val_top1"], abs=2 / 256)
+        assert r["fused_vs_sequential"] == pytest.approx(
+            r["fused"]["trials_per_hour"] / r["sequential"]["trials_per_hour"])
+    assert "## Fused: K design points" in (out / "bench.md").read_text()
+
+
 def test_bench_bad_input_is_one_line_exit_2(tmp_path) -> None:
     # option errors answer before torch is imported; one config error goes through compose + validate
-    for args in (["--steps", "0"], ["--k", "0"], ["--target", "92"], ["trainer.batch_size=0"],
+    for args in (["--steps", "0"], ["--k", "0"], ["--fused", "0"], ["--target", "92"],
+                 ["trainer.batch_size=0"],
                  ["--bogus"]):  # argparse's usage block too is one line
         res = run_cli("dse-bench", *args, "--out", str(tmp_path / "x"), cwd=tmp_path, timeout=120)
         assert res.returncode == 2, (args, res.stderr[-2000:])

@@ -1,8 +1,9 @@
-"""``dse-bench [OVERRIDES] [--k 1,2,4,8] [--out DIR] [--target 0.92] [--compile] [--steps N]``.
+"""``dse-bench [OVERRIDES] [--k 1,2,4,8] [--fused 1,4,8,16] [--out DIR] [--target 0.92] [--compile]``.
 
 Measures, on whatever device is there, the numbers docs/BENCHMARKS.md explains: the training step
-against a plain PyTorch loop, epoch time and time to a target accuracy, and K packed trials per
-device (with the ``hydra.launcher.n_jobs`` to use). Writes ``bench.json`` and ``bench.md`` to
+against a plain PyTorch loop, epoch time and time to a target accuracy, K packed trials per
+device (with the ``hydra.launcher.n_jobs`` to use), and K design points fused into one network
+against the same K one at a time and as K processes (``--fused``). Writes ``bench.json`` and ``bench.md`` to
 ``--out`` (default ``<paths.runs>/bench/<UTC timestamp>/``) and prints the Markdown.
 """
 
@@ -47,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
                    help="trainer.max_epochs of each packed trial (default: as configured)")
     p.add_argument("--only", type=comma_list, default=None, metavar="step,epochs,packing",
                    help="run only these sections")
+    p.add_argument("--fused", type=_ints, default=None, metavar="1,4,8,16",
+                   help="K design points fused vs one at a time vs K processes, for each K; "
+                        "alone (without --only) it runs only this section")
     p.add_argument("--timeout", type=float, default=3600.0,
                    help="seconds per packing K before its trials are killed (default 3600)")
     p.add_argument("--json", action="store_true", help="print the JSON instead of the Markdown")
@@ -55,13 +59,15 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_intermixed_args(argv)
-    from dse.bench.options import SECTIONS, BenchOptions
+    from dse.bench.options import DEFAULT_SECTIONS, BenchOptions
+
+    sections = args.only or (["fused"] if args.fused else list(DEFAULT_SECTIONS))
 
     opts = BenchOptions(
         overrides=list(args.overrides), ks=args.k, out=args.out,
         target=None if args.no_target else args.target, compile=args.compile, steps=args.steps,
         warmup=args.warmup, repeats=args.repeats, pack_epochs=args.pack_epochs,
-        sections=args.only or list(SECTIONS), timeout=args.timeout)
+        sections=sections, fused_ks=args.fused or [], timeout=args.timeout)
     with bad_input(PROG):
         opts.check()  # before torch is imported, so a typo is refused at once
         from dse.bench.run import run_bench

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from dse.errors import ConfigError
 from dse.outputs import check_writable
 
-SECTIONS = ("step", "epochs", "packing")
+SECTIONS = ("step", "epochs", "packing", "fused")
+DEFAULT_SECTIONS = ("step", "epochs", "packing")  # fused runs when --fused names its Ks
 # Applied before the user's overrides (which therefore win): a bench needs no progress bar, and
 # no resume checkpoints, which would add their writes to the timings and let K identical packed
 # trials resume from each other's folder (they share a design point and seed).
@@ -27,7 +28,8 @@ class BenchOptions:
     warmup: int | None = None  # untimed steps first; None = max(2, min(20, steps // 5))
     repeats: int = 1  # project/plain alternations in the step section (best of)
     pack_epochs: int | None = None  # trainer.max_epochs of each packed trial; None = as configured
-    sections: list[str] = field(default_factory=lambda: list(SECTIONS))  # which sections to run
+    sections: list[str] = field(default_factory=lambda: list(DEFAULT_SECTIONS))  # which to run
+    fused_ks: list[int] = field(default_factory=list)  # K fused vs one at a time vs K processes
     timeout: float = 3600.0  # seconds per packing K before its workers are killed
 
     def check(self) -> None:
@@ -40,6 +42,8 @@ class BenchOptions:
             raise ConfigError("--repeats", f"must be >= 1 (got {self.repeats})")
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError("--k", f"needs positive integers (got {self.ks})")
+        if any(k < 1 for k in self.fused_ks) or ("fused" in self.sections and not self.fused_ks):
+            raise ConfigError("--fused", f"needs positive integers (got {self.fused_ks})")
         if self.target is not None and not 0 < self.target <= 1:
             raise ConfigError("--target", f"is a fraction in (0, 1] (got {self.target})")
         if self.pack_epochs is not None and self.pack_epochs < 1:

@@ -117,8 +117,14 @@ def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: flo
 
 
 def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int = 0,
-          timeout: float = 3600.0) -> dict[str, Any]:
-    """Start ``k`` workers, release them together, and measure the concurrent window."""
+          timeout: float = 3600.0, points: list[tuple[list[str], int]] | None = None
+          ) -> dict[str, Any]:
+    """Start ``k`` workers, release them together, and measure the concurrent window.
+
+    ``points``: per worker, its extra overrides and seed (default: none, and ``seed + i``), so
+    dse-bench --fused packs the very design points it fuses.
+    """
+    points = points or [([], seed + i) for i in range(k)]
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     workers: list[_Worker] = []
@@ -126,8 +132,9 @@ def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int =
     with ExitStack() as logs:
         try:
             for i in range(k):
-                spec = {"overrides": overrides, "seed": seed + i, "out": str(out_dir / f"trial{i}"),
-                        "threads": threads}
+                extra, own_seed = points[i]
+                spec = {"overrides": [*overrides, *extra], "seed": own_seed,
+                        "out": str(out_dir / f"trial{i}"), "threads": threads}
                 log = logs.enter_context(open(out_dir / f"trial{i}.log", "w"))
                 workers.append(_spawn(spec, log, env))
             t_ready = _release(workers, k, out_dir, time.monotonic() + timeout)

@@ -108,6 +108,25 @@ def _packing(p: dict[str, Any]) -> list[str]:
                     ""]
 
 
+def _fused_row(r: dict[str, Any]) -> list[str]:
+    ways = [r[w] for w in ("fused", "sequential", "processes")]
+    cells = [_f(w.get("trials_per_hour")) if "error" not in w else "failed" for w in ways]
+    return [str(r["k"]), *cells, _f(r["fused"].get("images_per_s")),
+            _f(r.get("fused_vs_sequential"), 2, "x"), _f(r.get("fused_vs_processes"), 2, "x"),
+            _f(r.get("fused_vs_best_packing"), 2, "x")]
+
+
+def _fused(p: dict[str, Any]) -> list[str]:
+    """K members (an SR x seed grid) three ways, and the ratios the fused launcher is judged by."""
+    lines = ["## Fused: K design points in one network vs one at a time vs K processes", ""]
+    lines += _table(["K", "fused trials/h", "one-at-a-time trials/h", "K processes trials/h",
+                     "fused images/s", "fused / one-at-a-time", "fused / K processes",
+                     "fused / best packing"], [_fused_row(r) for r in p["runs"]])
+    errors = [f"K={r['k']} {w}: {r[w]['error']}" for r in p["runs"]
+              for w in ("fused", "sequential", "processes") if "error" in r[w]]
+    return lines + [""] + [f"- {e}" for e in errors] + ([""] if errors else [])
+
+
 def markdown(doc: dict[str, Any]) -> str:
     """Render ``doc`` (see :func:`dse.bench.run.run_bench`) as Markdown; a section not run is left out."""
     lines = _header(doc)
@@ -117,5 +136,7 @@ def markdown(doc: dict[str, Any]) -> str:
         lines += _epochs(doc["epochs"])
     if doc.get("packing"):
         lines += _packing(doc["packing"])
+    if doc.get("fused"):
+        lines += _fused(doc["fused"])
     lines.append(f"Total bench time: {_f(doc.get('seconds'), 1)} s.")
     return "\n".join(lines) + "\n"

@@ -84,7 +84,7 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
                    "batch_size": int(tc.batch_size), "max_epochs": int(tc.max_epochs),
                    "subset": cfg.data.subset, "augment": bool(cfg.data.augment),
                    "resolved": OmegaConf.to_container(cfg, resolve=True)},
-        "step": None, "compile": None, "epochs": None, "packing": None,
+        "step": None, "compile": None, "epochs": None, "packing": None, "fused": None,
     }
     t_all = time.perf_counter()
 
@@ -112,6 +112,13 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
         log(f"dse-bench: packing K={','.join(map(str, opts.ks))} ...")
         doc["packing"] = measure_packing(pack, opts.ks, int(cfg.seed), out / "packing",
                                          cpu=device_settings(tc)[0] == "cpu", timeout=opts.timeout)
+        save()
+    if "fused" in opts.sections:
+        from dse.bench.fused import measure_fused
+
+        log(f"dse-bench: fused K={','.join(map(str, opts.fused_ks))} ...")
+        doc["fused"] = measure_fused(overrides, opts.fused_ks, int(cfg.seed), out / "fused",
+                                     cpu=device_settings(tc)[0] == "cpu", timeout=opts.timeout)
         save()
     doc["seconds"] = round(time.perf_counter() - t_all, 2)
     save()

@@ -3,8 +3,8 @@
 The contract: member k of a fused group computes exactly its own network, so a fused run ends
 where its separate ``dse-train`` run ends, up to fp32 rounding. The tolerance: grouped convolutions
 sum in another order than plain ones, and training amplifies rounding, as it amplifies a change of
-thread count. Measured at this test's settings (SGD, lr 0.01, 8 steps) the parameters of fused and
-separate runs differ by <= 4e-6 relative (L2 norm of the whole vector); the test allows 1e-4, and
+thread count. Measured at this test's settings (SGD, lr 0.01, 4 steps) the parameters of fused and
+separate runs differ by <= 5e-7 relative (L2 norm of the whole vector); the test allows 1e-4, and
 5e-4 for the losses. (With AdamW at lr 3e-3 both a fused run and a separate run with 1 instead of 2
 threads drift to ~1e-3 after 8 steps: Adam turns the rounding noise of near-zero gradients into
 +-lr steps, so there only the metrics' agreement is meaningful.)
@@ -26,8 +26,8 @@ from dse.model.spec import build_spec
 from dse.train.fused import Member, fusable, train_group
 from dse.train.run import train_once
 
-# 512 images a split, batch 64: 8 steps; augmentation on (fused members see the very same crops)
-SMALL = ["trainer=smoke", "data.subset=512", "model.base_e=16", "model.incr_e=16",
+# 256 images a split, batch 64: 4 steps; augmentation on (fused members see the very same crops)
+SMALL = ["trainer=smoke", "data.subset=256", "model.base_e=16", "model.incr_e=16",
          "model.dropout=0", "data.augment=true", "data.flip=true", "trainer.max_epochs=1",
          "trainer.optimizer=sgd", "trainer.lr=0.01", "trainer.progress_bar=false",
          "trainer.checkpoint_every=0", "trainer.checkpoint=true"]
@@ -165,10 +165,11 @@ def _same_run(got: tuple[dict, Path], want: tuple[dict, Path]) -> None:
     assert set(g) == set(w)  # the same columns
     for key in CLOSE:
         assert math.isclose(g[key], w[key], rel_tol=5e-4), (key, g[key], w[key])
-    for key in ACCURACY:  # one image of 512 at most
-        assert abs(g[key] - w[key]) <= 1 / 512 + 1e-9, (key, g[key], w[key])
+    for key in ACCURACY:  # one image of 256 at most
+        assert abs(g[key] - w[key]) <= 1 / 256 + 1e-9, (key, g[key], w[key])
     a, b = _weights(gck), _weights(wck)
-    assert float((a - b).norm() / b.norm()) < 1e-4
+    drift = float((a - b).norm() / b.norm())
+    assert drift < 1e-4, drift
 
 
 def test_fused_members_end_where_their_separate_runs_end(separate, tmp_path: Path) -> None:

@@ -64,6 +64,27 @@ def default_out(cfg: DictConfig) -> Path:
     return Path(cfg.paths.runs) / "bench" / datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
 
 
+def _many_trials(opts: BenchOptions, overrides: list[str], cfg: DictConfig, out: Path,
+                 doc: dict[str, Any], save: Any, log: Any) -> None:
+    """The sections that train whole trials several at a time: packing and fused."""
+    cpu = device_settings(cfg.trainer)[0] == "cpu"
+    if "packing" in opts.sections:
+        pack = list(overrides)
+        if opts.pack_epochs is not None:
+            pack.append(f"trainer.max_epochs={opts.pack_epochs}")
+        log(f"dse-bench: packing K={','.join(map(str, opts.ks))} ...")
+        doc["packing"] = measure_packing(pack, opts.ks, int(cfg.seed), out / "packing", cpu=cpu,
+                                         timeout=opts.timeout)
+        save()
+    if "fused" in opts.sections:
+        from dse.bench.fused import measure_fused
+
+        log(f"dse-bench: fused K={','.join(map(str, opts.fused_ks))} ...")
+        doc["fused"] = measure_fused(overrides, opts.fused_ks, int(cfg.seed), out / "fused",
+                                     cpu=cpu, timeout=opts.timeout)
+        save()
+
+
 def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     """Run the requested sections; returns the JSON document (also written to ``opts.out``)."""
     opts.check()
@@ -105,21 +126,7 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
         log(f"dse-bench: epochs (up to {tc.max_epochs}, target {opts.target}) ...")
         doc["epochs"] = time_to_target(cfg, opts.target, out / "epochs")
         save()
-    if "packing" in opts.sections:
-        pack = list(overrides)
-        if opts.pack_epochs is not None:
-            pack.append(f"trainer.max_epochs={opts.pack_epochs}")
-        log(f"dse-bench: packing K={','.join(map(str, opts.ks))} ...")
-        doc["packing"] = measure_packing(pack, opts.ks, int(cfg.seed), out / "packing",
-                                         cpu=device_settings(tc)[0] == "cpu", timeout=opts.timeout)
-        save()
-    if "fused" in opts.sections:
-        from dse.bench.fused import measure_fused
-
-        log(f"dse-bench: fused K={','.join(map(str, opts.fused_ks))} ...")
-        doc["fused"] = measure_fused(overrides, opts.fused_ks, int(cfg.seed), out / "fused",
-                                     cpu=device_settings(tc)[0] == "cpu", timeout=opts.timeout)
-        save()
+    _many_trials(opts, overrides, cfg, out, doc, save, log)
     doc["seconds"] = round(time.perf_counter() - t_all, 2)
     save()
     write_text(out / "bench.md", markdown(doc), field)

@@ -11,10 +11,8 @@ parametrization, so ``model.parameters()`` already exposes only what may change.
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import re
-import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -32,35 +30,19 @@ from dse.compress.prune import (
     resolve_densities,
 )
 from dse.compress.quantize import check_bits, quantize_model
+from dse.compress.results import INT8_FILE, LATENCY_COLUMN, METRICS, OUT, write_outputs
 from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plain_state_dict
 from dse.errors import ConfigError, first_line, lines_of
-from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
+from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
-from dse.outputs import check_writable, staged_dir
-from dse.text import comma_list, table
+from dse.outputs import check_writable
+from dse.text import comma_list
 
 if TYPE_CHECKING:
-    from dse.store import ResultsStore
+    pass
 
 log = logging.getLogger("dse.compress")
 CKPT = "CHECKPOINT"
-OUT = "--out"
-METRICS = ACCURACY
-TABLE = "compressions"
-INT8_FILE = "int8.onnx"
-LATENCY_COLUMN = "latency_ms"  # onnxruntime, batch 1, median (dse.metrics)
-COLUMNS: dict[str, Any] = {
-    "compression_id": str, "run_id": str | None, "study": str, "config_hash": str,
-    "checkpoint": str, "overrides": str, "model": str, "data": str, "stage": str, "label": str,
-    "bits": int | None,
-    "density": str, "index_bits": str, "retrain_epochs": int, "finetune_epochs": int,
-    "size_bytes": int, "size_mb": float, "ratio": float, LATENCY_COLUMN: float | None,
-    "nonzero_weights": int, "params": int,
-    **dict.fromkeys(METRICS, float | None), "file": str | None, "created_at": str,
-    "dse_version": str, "git_commit": str,
-}
-
-
 @dataclass
 class Options:
     """What to do to the checkpoint (the command-line flags of ``dse-compress``)."""
@@ -256,6 +238,27 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
     return Lab(ckpt.cfg, ckpt.seed)
 
 
+def _quantized(model: nn.Module, model_cfg: Any, bits: int, seed: int | None, opts: Options,
+               lab: Lab, files: dict[str, bytes], parts: dict[str, dict[str, int]], row: Any
+               ) -> None:
+    """One bit width: quantize a copy, fine-tune, then its plain and Huffman-coded files, each
+    decoded and checked against the quantized weights before its row is added."""
+    log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
+    q = copy.deepcopy(model)
+    quantize_model(q, bits, seed=seed)
+    lab.fit(q, opts.finetune_epochs, opts.lr_scale)
+    metrics = lab.evaluate(q)
+    reference = _state_bits(_plain_copy(q, model_cfg))
+    for huff, name, stage in ((False, f"q{bits}.dsec", "quantized"),
+                              (True, f"q{bits}_huffman.dsec", "huffman")):
+        enc = encode_report(q, huffman=huff, index_bits=opts.index_bits)
+        if _state_bits(decode(enc.data, build_model(model_cfg))) != reference:
+            raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
+        files[name], parts[name] = enc.data, enc.parts
+        row(stage, f"quantized {bits}-bit" + (" + Huffman" if huff else ""), bits, enc.size, q,
+            metrics, name)
+
+
 def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
              lab: Lab | None = None) -> dict[str, Any]:
     """Run the whole pipeline; returns rows (one per Table-2 stage), files and size breakdowns.
@@ -294,20 +297,7 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
     files["pruned.dsec"], parts["pruned.dsec"] = enc.data, enc.parts
     row("pruned", f"pruned ({opts.density})", 32, enc.size, model, pruned_metrics, "pruned.dsec")
     for bits in opts.bits:
-        log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
-        q = copy.deepcopy(model)
-        quantize_model(q, bits, seed=ckpt.seed)
-        lab.fit(q, opts.finetune_epochs, opts.lr_scale)
-        metrics = lab.evaluate(q)
-        reference = _state_bits(_plain_copy(q, model_cfg))
-        for huff, name, stage in ((False, f"q{bits}.dsec", "quantized"),
-                                  (True, f"q{bits}_huffman.dsec", "huffman")):
-            enc = encode_report(q, huffman=huff, index_bits=opts.index_bits)
-            if _state_bits(decode(enc.data, build_model(model_cfg))) != reference:
-                raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
-            files[name], parts[name] = enc.data, enc.parts
-            label = f"quantized {bits}-bit" + (" + Huffman" if huff else "")
-            row(stage, label, bits, enc.size, q, metrics, name)
+        _quantized(model, model_cfg, bits, ckpt.seed, opts, lab, files, parts, row)
     if opts.int8:
         files[INT8_FILE] = int8_file
         row("int8", "int8 (onnxruntime static)", 8, len(int8_file), dense, int8_metrics, INT8_FILE)
@@ -345,60 +335,3 @@ def int8_stage(ckpt: Checkpoint, lab: Lab, model: nn.Module
                                batches=(lat.batch,))[lat.batch][lat.quantile]
                  for name, f in (("dense", fp32), ("int8", data))}
     return data, metrics, latencies
-
-
-def format_table(result: dict[str, Any]) -> str:
-    """Table-2-style Markdown table of a :func:`compress` result (with ``latency_ms`` where the
-    int8 stage measured it)."""
-    accuracies = [REGISTRY[k] for k in METRICS]
-    timed = any(r.get(LATENCY_COLUMN) is not None for r in result["rows"])
-    lat = [REGISTRY[LATENCY_COLUMN]] if timed else []
-    header = ["stage", "size (bytes)", "MB", "MiB", "ratio", "non-zero weights", "params",
-              *(m.label for m in accuracies), *(f"{m.label} {m.unit}" for m in lat)]
-    rows = [[r["label"], f"{r['size_bytes']:,}", f"{r['size_mb']:.3f}", f"{r['size_mib']:.3f}",
-             f"{r['ratio']:.1f}x", f"{r['nonzero_weights']:,}", f"{r['params']:,}",
-             *(m.show(r[m.name]) for m in accuracies), *(m.show(r.get(m.name)) for m in lat)]
-            for r in result["rows"]]
-    return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True,
-                 pad=False)
-
-
-def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
-    """Compressed files, ``model.json`` (to rebuild the template), JSON and Markdown tables: all of
-    them or, when writing fails (a full disk), none and the previous ones untouched."""
-    with staged_dir(out, OUT) as stage:
-        for name, data in files.items():
-            (stage / name).write_bytes(data)
-        (stage / "model.json").write_text(json.dumps(result["model"], indent=1) + "\n")
-        (stage / "compression.json").write_text(json.dumps(result, indent=1) + "\n")
-        (stage / "compression.md").write_text(format_table(result) + "\n")
-
-
-def store_rows(ckpt: Checkpoint, result: dict[str, Any]) -> list[dict[str, Any]]:
-    """The ``compressions`` rows of a result, linked to the training run by ``run_id``."""
-    from dse.store import config_hash, provenance, utcnow_iso
-
-    cfg, opts, prov = ckpt.cfg, result["options"], provenance()
-    common = dict(run_id=ckpt.run_id, study=cfg.study.name, config_hash=config_hash(
-        ckpt.original_cfg), checkpoint=str(ckpt.path.resolve()), model=cfg.model.name,
-        overrides=" ".join(ckpt.overrides), data=cfg.data.name, density=opts["density"],
-        index_bits=",".join(map(str, opts["index_bits"])), retrain_epochs=opts["retrain_epochs"],
-        finetune_epochs=opts["finetune_epochs"], created_at=utcnow_iso(),
-        dse_version=prov["dse_version"], git_commit=prov["git_commit"])
-    return [{**common, "compression_id": uuid.uuid4().hex,
-             **{k: r[k] for k in COLUMNS if k in r}} for r in result["rows"]]
-
-
-def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str:
-    """Append the rows to the study's results store (finding ``run_id`` there if needed).
-
-    The store is opened by the caller before the work, so a bad ``store.url`` costs nothing.
-    """
-    from dse.store import config_hash
-
-    if ckpt.run_id is None:
-        run = store.get(config_hash(ckpt.original_cfg), ckpt.seed, statuses=None)
-        ckpt.run_id = run["run_id"] if run else None
-    store.ensure_table(TABLE, COLUMNS)
-    store.append(store_rows(ckpt, result), table=TABLE)
-    return str(store)

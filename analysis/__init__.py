@@ -29,7 +29,7 @@ _EXPORTS = {
     "sr_frame": "analysis.frames", "pct3x3_frame": "analysis.frames",
     "bypass_frame": "analysis.frames", "sweep_frame": "analysis.frames",
     "pareto_frame": "analysis.frames", "edf_frame": "analysis.frames",
-    "edf_summary": "analysis.frames", "status_counts": "analysis.frames",
+    "edf_summary": "analysis.frames", "status_counts": "analysis.status",
     "plot_sweep": "analysis.plots", "plot_bypass": "analysis.plots",
     "plot_pareto": "analysis.plots", "plot_edf": "analysis.plots",
     "sweep_commands": "analysis.commands", "write_report": "analysis.report",

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fmt import value_text
-from analysis.loading import CONTEXT, METAPARAMS, STATUSES, config_of
+from analysis.loading import CONTEXT, METAPARAMS, config_of
 from analysis.paper import PAPER_CONTEXT
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 
@@ -387,22 +387,3 @@ def edf_summary(edf: pd.DataFrame) -> pd.DataFrame:
     g = edf.groupby("group", sort=False)["error"]
     return pd.DataFrame({"n": g.size(), "min_error": g.min(), "mean_error": g.mean(),
                          "median_error": g.median()}).reset_index()
-
-
-def status_counts(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs per study and status (ok, diverged, failed, pruned, ...), with a total column."""
-    statuses = [s for s in STATUSES if (df["status"] == s).any()]
-    statuses += sorted(set(df["status"]) - set(statuses))
-    table = pd.crosstab(df["study"].fillna("?"), df["status"]).reindex(columns=statuses,
-                                                                      fill_value=0)
-    table["total"] = table.sum(axis=1)
-    table.columns.name = None
-    return table.reset_index()
-
-
-def bad_runs(df: pd.DataFrame) -> pd.DataFrame:
-    """Runs that are not design points (diverged, failed, pruned), with their reason."""
-    bad = df[df["status"] != "ok"]
-    cols = [c for c in ["study", "run_id", "trial", "status", "seed", "model", *METAPARAMS,
-                        "size_bytes", "epochs", "error"] if c in bad.columns]
-    return bad[cols].reset_index(drop=True)

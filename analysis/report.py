@@ -25,6 +25,7 @@ from analysis.fmt import integer, number, pm_percent, value_text
 from analysis.importance import EVALUATORS, importance_frame
 from analysis.loading import config_of
 from analysis.markdown import has_tabulate, to_markdown
+from analysis.status import bad_runs, status_counts
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb
 from dse.outputs import staged_dir
@@ -217,7 +218,7 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
     the Pareto set, the findings (good ranges, verdicts, paper check), runs that are not design
     points, and the sweep commands."""
     lines = _header(df, source)
-    lines += ["## Runs by status", "", to_markdown(F.status_counts(df)), ""]
+    lines += ["## Runs by status", "", to_markdown(status_counts(df)), ""]
     lines += _chart_index(charts)
     for name, chart in charts.items():
         lines += _chart_section(name, chart)
@@ -332,7 +333,7 @@ _SECTION_BODY: dict[str, Callable[[pd.DataFrame], list[str]]] = {
 
 def _bad_runs_section(df: pd.DataFrame) -> list[str]:
     """Every run that is not a design point, with the first line of its error: what to rerun."""
-    bad = F.bad_runs(df)
+    bad = bad_runs(df)
     lines = ["## Runs that are not design points", ""]
     if bad.empty:
         return lines + ["None: every run finished ok.", ""]

@@ -18,6 +18,7 @@ from analysis import frames as F
 from analysis.commands import decompose, parse_overrides, sweep_commands
 from analysis.loading import load, normalize
 from analysis.markdown import to_markdown
+from analysis.status import status_counts
 from analysis.synthetic import base_config, demo_records, record, write_store
 
 
@@ -211,7 +212,7 @@ def test_edf_is_the_empirical_cdf_per_group_with_ties() -> None:
 def test_only_failed_runs_give_empty_frames_not_errors() -> None:
     df = _frame([_run(sr=sr, status="failed") for sr in (0.125, 0.25)])
     assert F.pareto_frame(df).empty and F.edf_frame(df).empty and F.sr_frame(df).empty
-    counts = F.status_counts(df)
+    counts = status_counts(df)
     assert counts["failed"].tolist() == [2] and counts["total"].tolist() == [2]
 
 

@@ -193,3 +193,21 @@ def test_a_diverging_member_is_recorded_and_the_others_train_on(separate, tmp_pa
     assert "non-finite training loss" in rows[1][0]["error"]
     for k in (0, 2):
         _same_run(rows[k], separate[k])
+
+
+def test_a_batch_is_grouped_by_layout_and_settings_in_order_and_capped(tmp_path: Path) -> None:
+    from dse.train.group import _Seed, plan
+    from dse.train.run import Point
+    from dse.validate import validate
+
+    jobs = [[*SMALL, "model.sr=0.125"], [*SMALL, "model.sr=0.5", "model.bypass=simple"],
+            [*SMALL, "model.batch_norm=false"], [*SMALL, "trainer.compile=true"],
+            [*SMALL, "model.pct3x3=0.25"], [*SMALL, "trainer.lr=0.02"]]
+    points = [Point(c := compose(j), validate(c), tmp_path / str(i), "", ())
+              for i, j in enumerate(jobs)]
+    todo = [_Seed(j, seed, None) for j in range(len(jobs)) for seed in (0, 1)]
+    groups = [[(s.job, s.seed) for s in g] for g in plan(points, todo, max_members=3)]
+    assert groups == [[(0, 0), (0, 1), (1, 0)], [(1, 1), (4, 0), (4, 1)],  # widths and bypass share
+                      [(2, 0), (2, 1)],  # another layout (no BatchNorm)
+                      [(3, 0)], [(3, 1)],  # trainer.compile=true trains alone
+                      [(5, 0), (5, 1)]]  # another trainer setting

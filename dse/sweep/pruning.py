@@ -113,17 +113,19 @@ def _callback_class() -> type:
     return PruningCallback
 
 
-def pruning_callback_from_env(monitor: str | None = None) -> pl.Callback | None:
+def pruning_callback_from_env(monitor: str | None = None, handoff: Handoff | None = None
+                              ) -> pl.Callback | None:
     """A Lightning callback that reports to this job's Optuna trial, or None outside a sweep.
 
     None too for multi-objective studies (Optuna cannot prune those). With pruner ``none`` the
     callback still reports the metric, so the dashboard plots learning curves; it never prunes.
-    ``monitor`` defaults to the sweep's ``hydra.sweeper.pruner.monitor`` (else ``val/top1``).
+    ``monitor`` defaults to the sweep's ``hydra.sweeper.pruner.monitor`` (else ``val/top1``);
+    ``handoff``: a job's handoff read earlier (the fused launcher's), default: from the env.
     """
-    handoff = Handoff.from_env()
+    handoff = handoff or Handoff.from_env()
     if handoff is None:
         return None
-    trial = trial_from_env()
+    trial = trial_from_env(handoff)
     if trial is None or len(trial.study.directions) != 1:
         return None
     return _callback_class()(trial, monitor or handoff.pruner.get("monitor") or DEFAULT_MONITOR)

@@ -24,7 +24,7 @@ from dse.model.spec import build_spec
 from dse.store import ResultsStore, claims
 from dse.sweep.handoff import Handoff
 from dse.train.fused import Member, fusable, group_key, train_group
-from dse.train.run import Point
+from dse.train.run import Point, train_once
 from dse.train.summary import summarize
 from dse.validate import validate
 
@@ -99,10 +99,11 @@ def _train(points: list[Point], jobs: list[Job], group: list[_Seed], store_of: A
     if len(group) == 1 and fusable(p0.cfg):
         log.info("%s seed %d trains alone: %s", p0.chash, group[0].seed, fusable(p0.cfg))
         p0.out_dir.mkdir(parents=True, exist_ok=True)
-        from dse.train.run import train_once
+        from dse.sweep.pruning import pruning_callback_from_env
 
+        cb = pruning_callback_from_env(handoff=jobs[group[0].job].handoff)  # its env is gone
         return [train_once(p0.cfg, p0.report, group[0].seed, p0.out_dir, p0.overrides,
-                           p0.callbacks, group[0].claim.holder.run_id)]
+                           (cb,) if cb is not None else (), group[0].claim.holder.run_id)]
     members = [_member(points[s.job], jobs[s.job], s) for s in group]
     for m in members:
         m.out_dir.mkdir(parents=True, exist_ok=True)

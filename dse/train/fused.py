@@ -23,8 +23,6 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
 
 from dse.data import build_datamodule
 from dse.data.tensor import keyed_seed
@@ -36,7 +34,7 @@ from dse.model.net import FireNet, build_model
 from dse.store import utcnow_iso
 from dse.train.divergence import dead, nonfinite
 from dse.train.loggers import build_logger, log_uri
-from dse.train.module import build_optimizer
+from dse.train.module import accuracy_metrics, build_optimizer
 from dse.train.run import (
     EpochTimer,
     base_record,
@@ -105,13 +103,6 @@ class FusedData(L.LightningDataModule):
         return self.dm.test_dataloader()
 
 
-def _topk(classes: int, prefix: str) -> MetricCollection:
-    topk = {"top1": MulticlassAccuracy(classes, top_k=1, average="micro")}
-    if classes > 5:
-        topk["top5"] = MulticlassAccuracy(classes, top_k=5, average="micro")
-    return MetricCollection(topk, prefix=prefix)
-
-
 def member_nets(members: list[Member]) -> list[FireNet]:
     """Each member's network, initialised as its separate run initialises it (seed, then build)."""
     nets = []
@@ -133,8 +124,8 @@ class FusedClassifier(L.LightningModule):
             self.model.load_member(k, net.state_dict())
         cfg = members[0].cfg
         self.tc, self.k, classes = cfg.trainer, len(members), int(cfg.model.num_classes)
-        self.val_metrics = torch.nn.ModuleList(_topk(classes, "val/") for _ in members)
-        self.test_metrics = torch.nn.ModuleList(_topk(classes, "test/") for _ in members)
+        self.val_metrics = torch.nn.ModuleList(accuracy_metrics(classes, "val/") for _ in members)
+        self.test_metrics = torch.nn.ModuleList(accuracy_metrics(classes, "test/") for _ in members)
         self.check_every, self.chance_epochs = int(self.tc.log_every_n_steps), int(self.tc.chance_epochs)
         self.channels_last = False
         self._sums: dict[str, torch.Tensor] = {}

@@ -69,6 +69,14 @@ def build_optimizer(params: Any, tc: Any, total_steps: int, max_epochs: int
     return opt, sched
 
 
+def accuracy_metrics(classes: int, prefix: str) -> MetricCollection:
+    """Top-1, and top-5 where there are more than 5 classes (else it is trivially 100 %)."""
+    topk = {"top1": MulticlassAccuracy(classes, top_k=1, average="micro")}
+    if classes > 5:
+        topk["top5"] = MulticlassAccuracy(classes, top_k=5, average="micro")
+    return MetricCollection(topk, prefix=prefix)
+
+
 class FireClassifier(L.LightningModule):
     """Trains ``build_model(cfg["model"])`` with cross-entropy; logs val/test top-1 and top-5.
 
@@ -82,11 +90,8 @@ class FireClassifier(L.LightningModule):
         self.cfg, self.tc = cfg, cfg["trainer"]
         self.model = build_model(cfg["model"])
         classes = int(cfg["model"]["num_classes"])
-        topk = {"top1": MulticlassAccuracy(classes, top_k=1, average="micro")}
-        if classes > 5:
-            topk["top5"] = MulticlassAccuracy(classes, top_k=5, average="micro")
-        self.val_metrics = MetricCollection(topk, prefix="val/")
-        self.test_metrics = self.val_metrics.clone(prefix="test/")
+        self.val_metrics = accuracy_metrics(classes, "val/")
+        self.test_metrics = accuracy_metrics(classes, "test/")
         # nan_strategy="disable": the default "warn" tests `nans.any()` in Python on every update, a
         # host sync per training step on GPU. A NaN loss now shows as a NaN epoch mean (which the
         # divergence monitor treats as diverged) instead of being dropped with a warning.

@@ -23,6 +23,7 @@ from dse.model.fused import FusedFireNet
 from dse.model.net import FireNet
 from dse.model.report import analyze
 from dse.model.spec import build_spec
+from dse.store import ResultsStore, config_hash
 from dse.train.fused import Member, fusable, train_group
 from dse.train.run import train_once
 
@@ -211,3 +212,22 @@ def test_a_batch_is_grouped_by_layout_and_settings_in_order_and_capped(tmp_path:
                       [(2, 0), (2, 1)],  # another layout (no BatchNorm)
                       [(3, 0)], [(3, 1)],  # trainer.compile=true trains alone
                       [(5, 0), (5, 1)]]  # another trainer setting
+
+
+def test_a_failing_group_is_every_members_failed_row_and_the_batch_goes_on(tmp_path: Path) -> None:
+    from dse.train.group import Job, run_jobs
+
+    # 10-class labels: the 5-way members' cross-entropy raises in the first step, the 10-way trains
+    base = ["data=synthetic", "data.synthetic_size=128", "trainer=smoke", "trainer.max_epochs=1",
+            "model.base_e=16", "model.incr_e=16", "trainer.progress_bar=false",
+            "trainer.checkpoint_every=0", f"paths.runs={tmp_path}", "study.name=fail", "study.seeds=2"]
+    jobs = [Job(compose([*base, f"model.num_classes={n}"]), tmp_path / str(i))
+            for i, n in enumerate((5, 10))]
+    summaries = run_jobs(jobs, max_members=4)
+    assert [s["status"] for s in summaries] == ["failed", "ok"]
+    assert summaries[0]["error"].startswith("IndexError: Target")
+    df = ResultsStore(tmp_path / "fail/results.db", create=False).frame()
+    five = df.config_hash == config_hash(jobs[0].cfg)
+    assert sorted(zip(five, df.seed, df.status, strict=True)) == [
+        (False, 0, "ok"), (False, 1, "ok"), (True, 0, "failed"), (True, 1, "failed")]
+    assert (tmp_path / "0/error_seed0.txt").is_file() and (tmp_path / "0/error_seed1.txt").is_file()

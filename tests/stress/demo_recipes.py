@@ -1,7 +1,8 @@
 """The seed spread of candidate training recipes for `make demo`, against the SR effect they show.
 
-Not collected by pytest (it trains ~50 networks: about an hour on 2 busy cores). It picked the
-demo's recipe (docs/REPORTS.md, "Choosing the demo's recipe"): each candidate is ``study=demo``
+Not collected by pytest (8 runs a candidate at the defaults: ~80 minutes for all 11 on 2 busy
+cores). It picked the demo's recipe (docs/BENCHMARKS.md, "Choosing the demo's recipe"): each
+candidate is ``BASE`` (the demo as it was before, ``trainer=smoke`` on 2,000 images x 2 epochs)
 plus its overrides, trained at the SR ends with several seeds, one process at a time; the table
 says, per candidate, each SR point's mean ± sd over seeds, the SR effect (mean at the largest SR
 minus mean at the smallest), the effect over the pooled seed sd, Welch's t and the mean
@@ -31,13 +32,17 @@ BIN = Path(sys.executable).parent
 _B32 = ["trainer.batch_size=32"]
 _COS = ["trainer.schedule=cosine", "trainer.warmup_epochs=0.25"]
 _SGD = ["trainer.optimizer=sgd", "trainer.momentum=0.9", "trainer.nesterov=true"]
-CANDIDATES: dict[str, list[str]] = {  # name: overrides on top of study=demo
-    "smoke": [],  # today's demo: adamw 3e-3 one-cycle, batch 64, 2,000 images x 2 epochs
+# the demo before this choice; the candidates' stores were trained on it (same config hashes)
+BASE = ["study=demo", "trainer=smoke", "data.subset=2000", "trainer.max_epochs=2",
+        "trainer.eval_batch_size=500"]
+CANDIDATES: dict[str, list[str]] = {  # name: overrides on top of BASE
+    "smoke": [],  # the old demo: adamw 3e-3 one-cycle, batch 64, 2,000 images x 2 epochs
     "adamw1e-3": ["trainer.lr=1e-3"],
     "adamw1e-3-b32": ["trainer.lr=1e-3", *_B32],
     "adamw1e-3-cos-b32": [*_COS, "trainer.lr=1e-3", *_B32],
     "sgd0.05-cos-b32": [*_SGD, *_COS, "trainer.lr=0.05", *_B32],
-    "adamw1e-3-b32-4k1ep": ["trainer.lr=1e-3", *_B32, "data.subset=4000", "trainer.max_epochs=1"],
+    "adamw1e-3-b32-4k1ep": ["trainer.lr=1e-3", *_B32, "data.subset=4000",
+                            "trainer.max_epochs=1"],  # the pick: conf/trainer/demo.yaml
     "adamw1e-3-cos-b16": [*_COS, "trainer.lr=1e-3", "trainer.batch_size=16"],
     "adamw2e-3-cos-b32": [*_COS, "trainer.lr=2e-3", *_B32],
     "adamw1e-3-cos-b32-ls": [*_COS, "trainer.lr=1e-3", *_B32, "trainer.label_smoothing=0.1"],
@@ -48,8 +53,8 @@ CANDIDATES: dict[str, list[str]] = {  # name: overrides on top of study=demo
 
 
 def train(name: str, runs: Path, srs: list[str], seeds: int, first_seed: int) -> None:
-    """One ``dse-train -m study=demo`` multirun for the candidate; the store skips what it has."""
-    cmd = [str(BIN / "dse-train"), "-m", "study=demo", f"study.name={name}", f"paths.runs={runs}",
+    """One ``dse-train -m`` multirun for the candidate; the store skips what it has."""
+    cmd = [str(BIN / "dse-train"), "-m", *BASE, f"study.name={name}", f"paths.runs={runs}",
            f"model.sr={','.join(srs)}", f"study.seeds={seeds}", f"seed={first_seed}",
            "trainer.progress_bar=false", *CANDIDATES[name]]
     print("$", " ".join(cmd[1:]), flush=True)

@@ -24,7 +24,7 @@ data:
 	  || echo "note: dataset-fashion-mnist not installed; torchvision will download Fashion-MNIST"; \
 	fi
 
-# The main job on the embedded default: a 5-point SR sweep of fire_small on Fashion-MNIST (CPU),
+# The main job on the embedded default: a 5-point, 2-seed SR sweep of fire_small on Fashion-MNIST (CPU),
 # the results table from the store, then the charts.
 demo: install data
 	$(BIN)/dse-train -m study=demo $(DEMO_ARGS)

@@ -18,9 +18,9 @@ def test_tiny_real_sweep_to_report(workdir) -> None:
     report = (out / "report.md").read_text()
     assert "micro_pct3x3" in report and "dse-train -m" in report
     df = analysis.load(workdir / "runs/demo")
-    frame = analysis.sr_frame(df)
-    assert sorted(frame.sr) == [0.25, 0.5, 1.0]
-    stored = df.set_index("sr").val_top1
-    for _, row in frame.iterrows():
-        mean = row.filter(like="val_top1").filter(like="mean")
-        assert abs(float(mean.iloc[0]) - stored[row.sr]) < 1e-9
+    assert len(df) == 6 and sorted(df.seed) == [0, 0, 0, 1, 1, 1]  # the demo's 2 seeds a point
+    frame = analysis.sr_frame(df).set_index("sr")
+    assert sorted(frame.index) == [0.25, 0.5, 1.0] and set(frame.val_top1_n) == {2}
+    stored = df.groupby("sr").val_top1
+    assert (frame.val_top1_mean - stored.mean()).abs().max() < 1e-9
+    assert (frame.val_top1_std - stored.std(ddof=1)).abs().max() < 1e-9  # the error bars

@@ -44,7 +44,11 @@ def test_studies_compose_to_the_papers_grids() -> None:
     cfg = compose(["study=sr_sweep", "model=squeezenet_v1_0", "data=imagenet", "trainer=paper"])
     assert (cfg.model.name, cfg.data.name, cfg.trainer.name, cfg.model.stem.kernel) == (
         "squeezenet_v1_0", "imagenet", "paper", 7)
-    assert compose(["study=demo"]).data.subset == 2000
+    cfg = compose(["study=demo"], return_hydra_config=True)  # docs/BENCHMARKS.md picked this recipe
+    assert (cfg.data.subset, cfg.study.seeds, cfg.trainer.name) == (4000, 2, "demo")
+    assert (cfg.trainer.max_epochs, cfg.trainer.batch_size, cfg.trainer.optimizer, cfg.trainer.lr,
+            cfg.trainer.schedule) == (1, 32, "adamw", 1e-3, "onecycle")
+    assert cfg.hydra.sweeper.params["model.sr"] == "0.125,0.25,0.375,0.5,0.75"
 
 
 def test_slurm_launcher_composes() -> None:

@@ -64,7 +64,8 @@ def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
     studies, data, epochs, subset = (values(c) for c in ("study", "data", "max_epochs", "subset"))
     parts = [("study " if len(studies) < 2 else "studies ") + ", ".join(studies or ["?"])]
     parts.append(", ".join(data) or "dataset not recorded")
-    parts.append(f"{'/'.join(epochs)} epochs" if epochs else "epochs not recorded")
+    unit = "epoch" if epochs == ["1"] else "epochs"
+    parts.append(f"{'/'.join(epochs)} {unit}" if epochs else "epochs not recorded")
     if subset:
         parts.append(f"subset {'/'.join(subset)}")
     return " · ".join(parts)

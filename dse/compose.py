@@ -25,10 +25,13 @@ def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) ->
 
 def grid_points(overrides: Sequence[str]) -> list[list[str]]:
     """Every job ``dse-train -m`` would launch for ``overrides``, as its override list (the
-    basic sweeper's cross product, in its order: the last sweep varies fastest)."""
+    basic sweeper's cross product, in its order: the last sweep varies fastest; a key given twice,
+    as a study's ``hydra.sweeper.params`` and again on the command line, keeps its first place
+    and its last value)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parsed = OverridesParser.create().parse_overrides(list(overrides))
-    axes = [[f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
-            if o.is_sweep_override() else [o.input_line] for o in parsed]
-    return [list(p) for p in itertools.product(*axes)]
+    axes: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        axes[o.get_key_element()] = ([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
+                                     if o.is_sweep_override() else [o.input_line])
+    return [list(p) for p in itertools.product(*axes.values())]

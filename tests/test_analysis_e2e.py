@@ -10,6 +10,8 @@ def test_tiny_real_sweep_to_report(workdir) -> None:
     res = run_cli("dse-train", "-m", "study=demo", "data.subset=200", "trainer.max_epochs=1",
                   "model.base_e=16", "model.incr_e=16", "model.sr=0.25,0.5,1.0", cwd=workdir)
     assert res.returncode == 0, res.stderr[-2000:]
+    log = res.stdout + res.stderr  # the command line's SR list replaces the study's
+    assert "sweep: 3 points" in log and "[3/3] ok model.sr=1.0" in log, log[-3000:]
     res = run_cli("dse-report", "runs/demo", cwd=workdir)
     assert res.returncode == 0, res.stderr[-2000:]
     out = workdir / "runs/demo/report"

@@ -305,3 +305,17 @@ def test_config_error_survives_pickling() -> None:
     assert (type(e), e.field, e.message, str(e)) == (
         ConfigError, "model.bypass", "must be one of none, simple",
         "model.bypass: must be one of none, simple")
+
+
+def test_a_studys_own_sweep_is_counted_and_the_command_line_replaces_it(tmp_path) -> None:
+    from dse.compose import grid_points
+    from dse.train.progress import PROGRESS_FILE, SweepProgress
+
+    assert grid_points(["model.sr=0.125,0.25", "seed=1", "model.sr=0.5,1.0"]) == [
+        ["model.sr=0.5", "seed=1"], ["model.sr=1.0", "seed=1"]]
+    for extra, total in (([], 5), (["model.sr=0.25,0.5"], 2)):
+        cfg = compose(["study=demo", f"hydra.sweep.dir={tmp_path}"], return_hydra_config=True)
+        OmegaConf.update(cfg, "hydra.overrides.task", extra, force_add=True)
+        SweepProgress().on_multirun_start(cfg)
+        head = json.loads((tmp_path / PROGRESS_FILE).read_text().splitlines()[0])
+        assert (head["total"], head["swept"]) == (total, ["model.sr"])

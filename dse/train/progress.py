@@ -65,7 +65,9 @@ class SweepProgress(Callback):
             return
         from dse.compose import grid_points
 
-        points = grid_points(list(config.hydra.overrides.task))
+        # what the basic sweeper sweeps: the study's hydra.sweeper.params, then the command line
+        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+        points = grid_points([*params, *config.hydra.overrides.task])
         swept = sorted({ov.split("=", 1)[0] for p in points for ov in p
                         if sum(ov in q for q in points) < len(points)})
         head = {"total": len(points), "start": time.time(), "swept": swept}

@@ -75,9 +75,10 @@ def _verdicts_section(verdicts: list[Verdicts]) -> list[str]:
              f"A sweep value counts with >= {MIN_SEEDS} ok seeds, a trend needs >= {MIN_POINTS} "
              "such values. Seed noise is the pooled within-value sample std; the knee is the "
              "smallest value no later value beats by more than the 95 % least significant "
-             "difference (LSD = t · σ · √(1/n_i + 1/n_j)); the rise is Welch's t-test of the "
-             "plateau's seeds against the first value's, \"distinguishable from seed noise\" when "
-             "p < 0.05.", ""]
+             "difference (LSD = t · σ · √(1/n_i + 1/n_j)); the rise is a t-test of the plateau's "
+             "seeds against the first value's on that pooled seed noise (the LSD's error term), "
+             "\"distinguishable from seed noise\" when p < 0.05; bypass kinds are compared by "
+             "Welch's t-test.", ""]
     for v in verdicts:
         if len(verdicts) > 1:
             lines += [f"### study {v.study}", ""]

@@ -2,7 +2,7 @@
 
 Each claim gets one of three outcomes, with the numbers on both sides: **agrees**, **disagrees**, or
 **not enough data** (no such sweep, or fewer seeds and values than :mod:`analysis.verdicts` needs).
-The accuracy claims are read from the verdicts (Welch's t-test over seeds, the knee rule), so a
+The accuracy claims are read from the verdicts (t-tests over seeds, the knee rule), so a
 difference the seeds cannot tell from noise never counts as agreement; "not distinguishable from
 seed noise" with enough data is a disagreement, since the paper reports a difference. The paper
 measured ImageNet top-5 (Figure 3) and top-1 (Table 3); the study's ranking accuracy stands in for

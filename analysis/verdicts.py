@@ -12,9 +12,13 @@ rules (docs/REPORTS.md, "Verdicts"), with accuracies in percentage points of the
   significant difference ``LSD_ij = t(0.975, nu) * sigma * sqrt(1/n_i + 1/n_j)``;
 * the **knee** is the smallest swept value that no later value beats by more than the LSD; the
   **plateau** is the knee and the later values within the LSD of it (one further below "falls");
-* the **rise** is Welch's t-test between the first value's seeds and the plateau's (every later
-  value's when the plateau starts at the first): "distinguishable from seed noise" when p < 5 %,
-  which is when its 95 % confidence interval excludes 0.
+* the **rise** compares the first value's seeds with the plateau's (every later value's when the
+  plateau starts at the first) by a t-test on the pooled seed noise sigma (nu degrees of freedom,
+  the error term the LSD uses): "distinguishable from seed noise" when p < 5 %, which is when its
+  95 % confidence interval excludes 0. Not Welch's test: the plateau pools several values, whose
+  differences are not seed noise, and with 2 seeds at the first value Welch's test has about one
+  degree of freedom, so a rise of 4 sigma would read as noise;
+* a **bypass** difference is Welch's t-test over the two kinds' seeds.
 """
 
 from __future__ import annotations
@@ -39,9 +43,9 @@ PARAM_NAME = {"sr": "SR", "pct3x3": "pct3x3"}
 
 
 @dataclass(frozen=True)
-class Welch:
-    """Welch's t-test of mean(b) - mean(a), in points, with its confidence interval; its text reads
-    "b vs a" (n = n_b vs n_a)."""
+class Difference:
+    """A t-test of mean(b) - mean(a), in points, with its confidence interval; its text reads
+    "b vs a" (n = n_b vs n_a) and names the test."""
 
     diff: float
     low: float
@@ -49,6 +53,7 @@ class Welch:
     p: float
     n_a: int
     n_b: int
+    test: str = "Welch's t-test"
 
     @property
     def distinguishable(self) -> bool:
@@ -61,7 +66,7 @@ class Welch:
     def text(self) -> str:
         """``+0.40 ± 0.25 points (95 % CI [+0.15, +0.65], Welch's t-test p = 0.012, n = 3 vs 3)``"""
         return (f"{self.diff:+.2f} ± {self.half:.2f} points ({100 * CONFIDENCE:.0f} % CI "
-                f"[{self.low:+.2f}, {self.high:+.2f}], Welch's t-test p = {self.p:.2g}, "
+                f"[{self.low:+.2f}, {self.high:+.2f}], {self.test} p = {self.p:.2g}, "
                 f"n = {self.n_b} vs {self.n_a})")
 
     @property
@@ -70,16 +75,30 @@ class Welch:
                 else "not distinguishable from seed noise")
 
 
-def welch(a: np.ndarray, b: np.ndarray) -> Welch:
+def welch(a: np.ndarray, b: np.ndarray) -> Difference:
     """Welch's t-test (scipy) of ``b`` against ``a``; identical seeds (no spread at all) give an
     exact difference: p = 1 if the means are equal, else 0."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = float(b.mean() - a.mean())
     if a.var(ddof=1) + b.var(ddof=1) == 0:
-        return Welch(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a), len(b))
+        return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a), len(b))
     res = stats.ttest_ind(b, a, equal_var=False)
     ci = res.confidence_interval(CONFIDENCE)
-    return Welch(diff, float(ci.low), float(ci.high), float(res.pvalue), len(a), len(b))
+    return Difference(diff, float(ci.low), float(ci.high), float(res.pvalue), len(a), len(b))
+
+
+def pooled(a: np.ndarray, b: np.ndarray, noise: float, dof: int) -> Difference:
+    """Student's t-test of mean(b) - mean(a) with the pooled seed noise ``noise`` (``dof``
+    degrees of freedom) as the spread: the contrast of a one-way ANOVA over the sweep's values."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    diff = float(b.mean() - a.mean())
+    se = noise * math.sqrt(1 / len(a) + 1 / len(b))
+    test = f"t-test on the pooled seed noise (ν = {dof})"
+    if se == 0:
+        return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a), len(b), test)
+    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof)) * se
+    p = float(2 * stats.t.sf(abs(diff) / se, dof))
+    return Difference(diff, diff - half, diff + half, p, len(a), len(b), test)
 
 
 def seed_values(frame: pd.DataFrame, df: pd.DataFrame, metric: str) -> dict[Any, np.ndarray]:
@@ -106,7 +125,7 @@ class Trend:
     knee: Any = None
     plateau: list[Any] = field(default_factory=list)
     fall: tuple[Any, float] | None = None  # (first value below the plateau, points below the knee)
-    rise: Welch | None = None
+    rise: Difference | None = None
     versus: list[Any] = field(default_factory=list)  # the values whose seeds the rise pools
     step: float = math.nan  # the largest |step| between neighbouring plateau values
     gain: float = math.nan  # the best later plateau value's mean minus the knee's
@@ -157,7 +176,7 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     plateau = [knee] + [i for i in later if means[knee] - means[i] < lsd(i, knee)]
     fall = next(((xs[i], means[knee] - means[i]) for i in later if i not in plateau), None)
     others = plateau if knee > 0 else list(later)
-    rise = welch(arrays[0], np.concatenate([arrays[i] for i in others]))
+    rise = pooled(arrays[0], np.concatenate([arrays[i] for i in others]), noise, dof)
     steps = [abs(means[b] - means[a]) for a, b in zip(plateau, plateau[1:], strict=False)]
     return Trend(param, metric, values=xs, means=means, ns=ns, dropped=dropped, noise=noise,
                  knee=xs[knee], plateau=[xs[i] for i in plateau], fall=fall, rise=rise,
@@ -211,7 +230,7 @@ class Contrast:
 
     base: str
     other: str
-    test: Welch | None = None
+    test: Difference | None = None
     reason: str | None = None
 
     def text(self) -> str:

@@ -132,6 +132,18 @@ def _sr_store(curve, offsets: tuple[float, ...] = OFFSETS, values=SR_VALUES) -> 
     return _frame(_points({(("sr", sr),): curve(sr) for sr in values}, offsets))
 
 
+def test_a_rise_of_several_sigma_over_two_seeds_a_value_is_distinguishable() -> None:
+    # the demo's shape: 5 SR values x 2 seeds, +7 points after the first value, seed sd 2.1 points
+    df = _sr_store(lambda sr: 0.66 + 0.07 * (sr > 0.125), offsets=(-0.015, 0.015),
+                   values=(0.125, 0.25, 0.375, 0.5, 0.75))
+    tr = study_verdicts(df)[0].sr
+    assert tr.noise == pytest.approx(1.5 * math.sqrt(2))
+    assert tr.rise.diff == pytest.approx(7.0) and tr.rise.distinguishable
+    # Welch's test of those 2 seeds against the plateau's 8 has about one degree of freedom
+    assert welch([64.5, 67.5], [71.5, 74.5] * 4).p > 0.05
+    assert "t-test on the pooled seed noise (ν = 5)" in describe(tr)
+
+
 def test_a_planted_plateau_is_found_at_its_place() -> None:
     df = _sr_store(lambda sr: 0.85 + 0.04 * min(sr, 0.5) / 0.5)  # flat from SR 0.5
     tr = study_verdicts(df)[0].sr
@@ -141,6 +153,8 @@ def test_a_planted_plateau_is_found_at_its_place() -> None:
     assert tr.rise.diff == pytest.approx(3.0)  # 89 % on the plateau vs 86 % at SR 0.125
     assert tr.rise.distinguishable and tr.rise.low > 0 and (tr.rise.n_a, tr.rise.n_b) == (3, 12)
     assert tr.threshold == pytest.approx(stats.t.ppf(0.975, 14) * 0.1 * math.sqrt(2 / 3))
+    # the rise's spread is the pooled seed noise (nu = 14), not the plateau values' spread
+    assert tr.rise.half == pytest.approx(stats.t.ppf(0.975, 14) * 0.1 * math.sqrt(1 / 3 + 1 / 12))
     text = describe(tr)
     assert text.startswith("val top-1 rises with SR up to 0.5, then plateaus; the rise is "
                            "distinguishable from seed noise (plateau SR 0.5, 0.625, 0.75, 1 vs "

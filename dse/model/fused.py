@@ -193,20 +193,20 @@ class FusedFireNet(nn.Module):
         return masks
 
     def mask_grads(self) -> None:
-        """Zero every gradient outside the active members' real entries (``torch.where``, so a
-        diverged member's NaN gradient is dropped too, not multiplied by zero)."""
+        """Zero every gradient outside the active members' real entries (a fill, so a diverged
+        member's NaN gradient is dropped too, not multiplied by zero)."""
         for name, p in self.named_parameters():
             if p.grad is not None:
-                p.grad = torch.where(self._live(name, p.device), p.grad,
-                                     torch.zeros((), dtype=p.grad.dtype, device=p.device))
+                p.grad.masked_fill_(self._dead(name, p.device), 0.0)
 
-    def _live(self, name: str, device: torch.device) -> torch.Tensor:
-        """The union of the active members' masks, cached until a member is frozen."""
-        live = self._live_cache.get(name)
-        if live is None or live.device != device:
+    def _dead(self, name: str, device: torch.device) -> torch.Tensor:
+        """Where no active member has a real entry, cached until a member is frozen (one in-place
+        fill per parameter and step, no allocation on the hot path)."""
+        dead = self._live_cache.get(name)
+        if dead is None or dead.device != device:
             act = self.active.cpu().view(-1, *([1] * (self._masks[name].dim() - 1)))
-            live = self._live_cache[name] = (self._masks[name] & act).any(0).to(device)
-        return live
+            dead = self._live_cache[name] = ~(self._masks[name] & act).any(0).to(device)
+        return dead
 
     def freeze(self, k: int, optimizer: torch.optim.Optimizer | None = None) -> None:
         """Take member k out of training: its group's whole slice of every layer (and of the

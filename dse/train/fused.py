@@ -360,11 +360,12 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = ()) -> 
                    "error": m.reason, "epochs": 0}
         else:
             rec = _row(m, trainer, timer, seconds, accelerator, lg)
-            net = build_model(m.cfg.model)
-            net.load_state_dict(module.model.member_state(k))
-            rec.update(latency_columns(net, m.cfg, rec["status"]))
-            if m.cfg.trainer.checkpoint:
-                save_member(m, net, trainer, rec["run_id"])
+            if m.cfg.trainer.latency or m.cfg.trainer.checkpoint:  # the member as its own network
+                net = build_model(m.cfg.model)
+                net.load_state_dict(module.model.member_state(k))
+                rec.update(latency_columns(net, m.cfg, rec["status"]))
+                if m.cfg.trainer.checkpoint:
+                    save_member(m, net, trainer, rec["run_id"])
         if lg:
             lg.finalize("success")
         rec["finished_at"] = utcnow_iso()

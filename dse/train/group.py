@@ -63,12 +63,12 @@ def _member(point: Point, job: Job, s: _Seed) -> Member:
 def plan(points: list[Point], todo: list[_Seed], max_members: int) -> list[list[_Seed]]:
     """The groups to train, in batch order: compatible seeds together, at most ``max_members``
     each; a seed whose job cannot be fused is a group of one."""
+    keys = {j: None if fusable(points[j].cfg) else
+            group_key(points[j].cfg, macro_key(build_spec(points[j].cfg.model)))
+            for j in dict.fromkeys(s.job for s in todo)}  # once per job, not per seed
     by_key: dict[Any, list[_Seed]] = defaultdict(list)
     for s in todo:
-        p = points[s.job]
-        why = fusable(p.cfg)
-        key = ("alone", s.job, s.seed) if why else group_key(p.cfg, macro_key(build_spec(p.cfg.model)))
-        by_key[key].append(s)
+        by_key[keys[s.job] or ("alone", s.job, s.seed)].append(s)
     return [seeds[i:i + max_members] for seeds in by_key.values()
             for i in range(0, len(seeds), max_members)]
 
@@ -96,8 +96,8 @@ def _claim_all(points: list[Point], store_of: Any, rows: dict, todo: list[_Seed]
 
 def _train(points: list[Point], jobs: list[Job], group: list[_Seed], store_of: Any) -> list[dict]:
     p0 = points[group[0].job]
-    if len(group) == 1 and fusable(p0.cfg):
-        log.info("%s seed %d trains alone: %s", p0.chash, group[0].seed, fusable(p0.cfg))
+    if len(group) == 1 and (why := fusable(p0.cfg)):
+        log.info("%s seed %d trains alone: %s", p0.chash, group[0].seed, why)
         p0.out_dir.mkdir(parents=True, exist_ok=True)
         from dse.sweep.pruning import pruning_callback_from_env
 

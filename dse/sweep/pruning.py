@@ -113,6 +113,17 @@ def _callback_class() -> type:
     return PruningCallback
 
 
+def _pruned_trial(handoff: Handoff | None) -> tuple[JobTrial, str] | None:
+    """(trial, the sweep's pruner monitor) of a single-objective sweep's job, else None (Optuna
+    cannot prune multi-objective studies)."""
+    if handoff is None:
+        return None
+    trial = trial_from_env(handoff)
+    if trial is None or len(trial.study.directions) != 1:
+        return None
+    return trial, handoff.pruner.get("monitor") or DEFAULT_MONITOR
+
+
 def pruning_callback_from_env(monitor: str | None = None, handoff: Handoff | None = None
                               ) -> pl.Callback | None:
     """A Lightning callback that reports to this job's Optuna trial, or None outside a sweep.
@@ -122,26 +133,15 @@ def pruning_callback_from_env(monitor: str | None = None, handoff: Handoff | Non
     ``monitor`` defaults to the sweep's ``hydra.sweeper.pruner.monitor`` (else ``val/top1``);
     ``handoff``: a job's handoff read earlier (the fused launcher's), default: from the env.
     """
-    handoff = handoff or Handoff.from_env()
-    if handoff is None:
-        return None
-    trial = trial_from_env(handoff)
-    if trial is None or len(trial.study.directions) != 1:
-        return None
-    return _callback_class()(trial, monitor or handoff.pruner.get("monitor") or DEFAULT_MONITOR)
+    found = _pruned_trial(handoff or Handoff.from_env())
+    return None if found is None else _callback_class()(found[0], monitor or found[1])
 
 
 def member_trial(handoff: Handoff | None) -> tuple[JobTrial | None, str]:
-    """(trial, monitored metric) for one member of a fused group: the trial is None outside a
-    sweep and for multi-objective studies, which Optuna cannot prune, as for the callback."""
-    if handoff is None:
+    """(trial, monitored Lightning key) for one member of a fused group, by the callback's rules;
+    never from this process's environment, which holds no member's handoff."""
+    found = _pruned_trial(handoff)
+    if found is None:
         return None, DEFAULT_MONITOR
-    trial = trial_from_env(handoff)
-    if trial is None or len(trial.study.directions) != 1:
-        return None, DEFAULT_MONITOR
-    return trial, _lightning_key(handoff.pruner.get("monitor") or DEFAULT_MONITOR)
-
-
-def _lightning_key(monitor: str) -> str:
-    """``val_top1`` or ``val/top1`` -> the key Lightning logs (``val/top1``)."""
-    return monitor if "/" in monitor else monitor.replace("_", "/", 1)
+    monitor = found[1]
+    return found[0], monitor if "/" in monitor else monitor.replace("_", "/", 1)  # val_top1 too

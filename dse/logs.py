@@ -6,8 +6,11 @@ import logging
 import warnings
 
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
-# Lightning's own deprecation noise, and its advice for the DataLoader-less in-memory batches
-NOISE = (".*LeafSpec.*", ".*smaller than the logging interval.*")
+# Lightning's own deprecation noise, its advice for the DataLoader-less in-memory batches, and its
+# hint to prepend srun, given once per job on any machine where Slurm is installed: dse's Slurm
+# launcher (submitit) starts one task per job itself, so there is nothing to prepend
+NOISE = (".*LeafSpec.*", ".*smaller than the logging interval.*",
+         ".*`srun` command is available on your system but is not used.*")
 
 
 def quiet_lightning(*, every_warning: bool = False) -> None:

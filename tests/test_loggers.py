@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -87,3 +88,26 @@ def test_tensorboard_sweep_logs_each_epoch_and_spreads_jobs(workdir: Path) -> No
         events.Reload()
         top1 = events.Scalars("val/top1")
         assert len(top1) == 2 and all(0 <= e.value <= 1 for e in top1)  # one per epoch
+
+
+def test_quiet_lightning_drops_the_srun_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where Slurm is installed, Lightning hints once per job to prepend ``srun``; dse's tools don't
+    print it (its Slurm launcher starts the one task itself), and do print other warnings."""
+    import warnings
+
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    from dse.logs import quiet_lightning
+
+    srun = tmp_path / "srun"
+    srun.write_text("#!/bin/sh\n")
+    srun.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.delenv("SLURM_NTASKS", raising=False)
+    monkeypatch.delenv("SLURM_JOB_NAME", raising=False)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        quiet_lightning()
+        SLURMEnvironment._validate_srun_used()
+        warnings.warn("still shown", UserWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["still shown"]

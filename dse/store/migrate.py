@@ -66,7 +66,8 @@ def pending(at: int) -> list[Script]:
 
 
 def upgrade(conn: sa.Connection, at: int, where: str, *, all_kinds: bool = False) -> list[str]:
-    """Apply the revisions after ``at`` on ``conn`` (inside the caller's transaction) and stamp.
+    """Apply the revisions after ``at`` on ``conn`` (inside the caller's transaction) and stamp
+    the head (also on a store from before migrations that needs no change).
 
     Without ``all_kinds`` a revision that is not additive is refused, naming the command that
     applies it. Returns the revisions applied.
@@ -77,13 +78,11 @@ def upgrade(conn: sa.Connection, at: int, where: str, *, all_kinds: bool = False
         raise ConfigError(FIELD, f"{where} needs schema change {held[0].revision} "
                                  f"({held[0].doc}), which rewrites data: back it up and run "
                                  f"`dse-store upgrade {where}`")
-    if not todo:
-        return []
     ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
     with Operations.context(ctx):
         for rev in todo:
             rev.module.upgrade()
-    ctx.stamp(ScriptDirectory(str(MIGRATIONS.parent)), todo[-1].revision)
+    ctx.stamp(ScriptDirectory(str(MIGRATIONS.parent)), chain()[-1].revision)
     record_version(conn)
     return [rev.revision for rev in todo]
 

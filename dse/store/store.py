@@ -98,6 +98,7 @@ class ResultsStore:
         self.timeout_s = timeout_s
         self.upgraded: list[str] = []
         self.revision = 0  # the schema revision the store is at once open
+        self._legacy = False  # written before migrations: no version table yet
         self._runs = RUNS_TABLE
         self.url = self._parse(url_or_path)
         self.path = self._sqlite_path(self.url)
@@ -189,7 +190,7 @@ class ResultsStore:
             if not create:
                 self._read_as_is(conn)
                 return
-        if self.revision == SCHEMA_VERSION:
+        if self.revision == SCHEMA_VERSION and not self._legacy:
             return
         from dse.store import migrate  # Alembic, imported only when a store needs it
 
@@ -215,6 +216,7 @@ class ResultsStore:
                 raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
             return 0
         at = stored_version(conn, str(self), tables)
+        self._legacy = at is None
         if at is not None:
             return at
         from dse.store import migrate

@@ -115,6 +115,7 @@ class RunRecord:
     device: str = ""
     torch_version: str = ""
     dse_version: str = ""
+    training_semantics: Optional[int] = None  # dse.TRAINING_SEMANTICS; null: before it was stored
     git_commit: str = ""
     started_at: str = field(default_factory=utcnow_iso)
     finished_at: str = ""
@@ -138,7 +139,8 @@ class RunRecord:
                                if (v := _select(c, key)) is not None}
         if (pools := _select(c, "model.pool_after")) is not None:
             row["pool_after"] = ",".join(map(str, pools))
-        row.update(config_hash=config_hash(c), config=json.dumps(c, sort_keys=True, default=str))
+        row.update(config_hash=config_hash(c), config=json.dumps(c, sort_keys=True, default=str),
+                   training_semantics=dse.TRAINING_SEMANTICS)
         if not set(PROVENANCE) <= values.keys():  # given (synthetic rows): no torch import
             row.update(provenance())
         row.update(values)

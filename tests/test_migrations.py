@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
+import dse
 from analysis.cli import main as report_main
 from dse.store import ResultsStore, RunRecord
 from dse.store.cli import main as store_main
@@ -118,7 +119,7 @@ def test_release_store_is_read_as_it_is_then_upgraded_by_one_append(
     with ResultsStore(path) as writer:
         assert writer.upgraded == [r.revision for r in chain()][int(name[1:5]):]
         writer.append(RunRecord(study="old", config_hash="0" * 16, seed=7, log_uri="x",
-                                latency_ms=1.5))
+                                latency_ms=1.5, training_semantics=dse.TRAINING_SEMANTICS))
         df = writer.frame()
     assert len(df) == len(want["runs"]) + 1
     assert_rows_equal(df[df["seed"] != 7], want["runs"])
@@ -129,7 +130,10 @@ def test_release_store_is_read_as_it_is_then_upgraded_by_one_append(
         meta = dict(con.execute("select key, value from dse_meta"))
     assert meta["schema_version"] == str(SCHEMA_VERSION)
     report_main([str(path), "--out", str(tmp_path / "report")])
-    assert (tmp_path / "report" / "report.md").is_file()
+    n = len(want["runs"])
+    assert (f"**Mixed training semantics** (runs per semantics: unknown: {n}, "
+            f"{dse.TRAINING_SEMANTICS}: 1; this dse trains {dse.TRAINING_SEMANTICS})"
+            ) in (tmp_path / "report" / "report.md").read_text()
 
 
 def test_reader_on_a_read_only_mount_never_writes(tmpfs, tmp_path: Path,

@@ -115,13 +115,13 @@ class RunRecord:
     device: str = ""
     torch_version: str = ""
     dse_version: str = ""
-    training_semantics: Optional[int] = None  # dse.TRAINING_SEMANTICS; null: before it was stored
     git_commit: str = ""
     started_at: str = field(default_factory=utcnow_iso)
     finished_at: str = ""
     log_uri: str = ""
     overrides: str = ""
     config: str = ""
+    training_semantics: Optional[int] = None  # dse.TRAINING_SEMANTICS; null: before it was stored
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a plain dict in :data:`RUN_COLUMNS` order."""

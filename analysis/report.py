@@ -250,6 +250,8 @@ def _header(df: pd.DataFrame, source: str) -> list[str]:
 def _semantics_note(df: pd.DataFrame) -> list[str]:
     """A warning when the runs were trained under more than one training semantics: the same
     config hash then names different training, and their numbers do not compare."""
+    if "training_semantics" not in df:
+        return []
     kinds = df["training_semantics"].astype("Int64").astype(object).where(
         df["training_semantics"].notna(), "unknown")
     counts = kinds.value_counts()

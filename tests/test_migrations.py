@@ -233,3 +233,17 @@ def test_four_workers_upgrade_an_old_postgres_store_once(pg_database: str) -> No
         assert_rows_equal(store.frame(), expected(name)["runs"])
         store.append(RunRecord(study="old", config_hash="1" * 16))
         assert store.count() == n + 1
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_release_rows_on_postgres_are_read_then_upgraded(name: str, pg_database: str) -> None:
+    n = _old_schema_on(pg_database, name)
+    with ResultsStore(pg_database, create=False) as reader:
+        assert reader.revision == int(name[1:5])
+        assert_rows_equal(reader.frame(), expected(name)["runs"])
+    with ResultsStore(pg_database) as writer:
+        assert writer.upgraded == [r.revision for r in chain()][int(name[1:5]):]
+        writer.append(RunRecord(study="old", config_hash="2" * 16, seed=3))
+        df = writer.frame()
+    assert len(df) == n + 1
+    assert_rows_equal(df[df["seed"] != 3], expected(name)["runs"])

@@ -1,5 +1,6 @@
 """The rest of a user's state across an upgrade: a checkpoint and an Optuna study that the
-2026-12-01 release (d2d673e) wrote keep working with today's code (tests/fixtures/releases/)."""
+2026-12-01 release (d2d673e) wrote, and the resume folder of a run an older release lost, keep
+working with today's code (tests/fixtures/releases/)."""
 
 from __future__ import annotations
 
@@ -53,3 +54,20 @@ def test_old_optuna_study_resumes_with_todays_sweeper(workdir: Path) -> None:
     assert new, [t.state for t in after]
     with ResultsStore(study / "results.db", create=False) as store:
         assert store.count() == rows + len(new) and store.revision == SCHEMA_VERSION
+
+
+@pytest.mark.slow
+def test_resume_folder_of_a_killed_run_resumes(workdir: Path) -> None:
+    """0fc79e8, the first release with resume checkpoints, was killed after epoch 0's."""
+    resume = workdir / "runs" / "old" / "resume"
+    shutil.copytree(RELEASES / "r0005_0fc79e8.resume", resume)
+    [ckpt] = resume.glob("*/seed0/*.ckpt")
+    res = run_cli("dse-train", "trainer=smoke", "study.name=old", "model.base_e=16",
+                  "model.incr_e=16", "data.subset=2000", "trainer.max_epochs=2",
+                  "trainer.checkpoint_every=1", cwd=workdir, env=ONE_THREAD)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"resuming {ckpt.parts[-3]} seed 0 from runs/old/resume/" in res.stdout + res.stderr
+    with ResultsStore(workdir / "runs" / "old" / "results.db", create=False) as store:
+        [row] = store.frame().to_dict("records")
+    assert (row["status"], row["epochs"], row["resumed_from_epoch"]) == ("ok", 2, 1)
+    assert row["config_hash"] == ckpt.parts[-3] and not any(resume.iterdir())

@@ -18,6 +18,7 @@ chain by its tables and columns: the last revision whose ``ADDS`` it has entirel
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -33,6 +34,7 @@ from dse.errors import ConfigError
 from dse.store.schema import FIELD, MIGRATIONS, RUNS, VERSION_TABLE, missing_columns, record_version
 from dse.storefile import reader_uri
 
+logging.getLogger("alembic").setLevel(logging.WARNING)  # dse's own line says what was upgraded
 # pg_advisory_xact_lock's key for "this database's dse store is being migrated" ('dsestore')
 PG_LOCK_KEY = 0x64736573746F7265
 

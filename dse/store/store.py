@@ -14,6 +14,7 @@ a connection kept open while it trains would write into a file deleted meanwhile
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import time
@@ -50,6 +51,7 @@ from dse.validate import check_study_name
 # the schema's names stay importable from here: claims, fallback and the tests take them so
 __all__ = ["CLAIMS_TABLE", "FIELD", "SCHEMA_VERSION", "ResultsStore", "native_row"]
 
+log = logging.getLogger("dse.store")
 T = TypeVar("T")
 _NA_DTYPES = run_dtypes(nullable=True)
 
@@ -201,6 +203,8 @@ class ResultsStore:
             at = self._revision(conn, create)  # another worker may have migrated meanwhile
             self.upgraded = migrate.upgrade(conn, at, str(self), all_kinds=upgrade)
             conn.commit()
+        if at and self.upgraded:
+            log.info("upgraded results store %s from schema %d to %d", self, at, SCHEMA_VERSION)
         self.revision = SCHEMA_VERSION
 
     def _revision(self, conn: sa.Connection, create: bool) -> int:

@@ -186,7 +186,7 @@ def test_a_store_from_a_newer_dse_is_refused_in_one_line(
 # ----------------------------------------------------------------------------- PostgreSQL
 def _old_schema_on(url: str, name: str) -> int:
     """The release's own tables (reflected from its file) and rows, created on PostgreSQL."""
-    src = sa.create_engine(f"sqlite:///{RELEASES / (name + '.db')}")
+    src = sa.create_engine(f"sqlite:///file:{RELEASES / (name + '.db')}?mode=ro&immutable=1&uri=true")
     meta = sa.MetaData()
     meta.reflect(src)
     dst = sa.create_engine(url)

@@ -3,7 +3,8 @@
 :class:`RunRecord` owns the row: its columns and their types (the store's SQL table and every
 pandas frame derive theirs from it, :func:`run_dtypes`) and which config key fills each column
 (:data:`CONFIG_KEYS`, used by :meth:`RunRecord.from_config` for training and synthetic rows alike),
-so a new column is one field here plus its line in docs/CONTRACTS.md (a test compares the two).
+so a new column is one field here, its revision file in dse/store/migrations/versions/ and its
+line in docs/CONTRACTS.md (tests compare each with the fields).
 
 The store, the sweepers (to skip design points already trained) and the report all agree on a run's
 identity through :func:`config_hash`, so it hashes only what changes the trained network's numbers:

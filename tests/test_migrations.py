@@ -212,13 +212,9 @@ print(json.dumps(store.upgraded))
 """
 
 
-def test_four_workers_upgrade_an_old_postgres_store_once(pg_database: str) -> None:
-    name = FIXTURES[0]
-    n = _old_schema_on(pg_database, name)
-    with ResultsStore(pg_database, create=False) as reader:  # reads it as it is, writes nothing
-        assert_rows_equal(reader.frame(), expected(name)["runs"])
-    assert VERSION_TABLE not in sa.inspect(sa.create_engine(pg_database)).get_table_names()
-    procs = [subprocess.Popen([sys.executable, "-c", _OPEN, pg_database], stdin=subprocess.PIPE,
+def _four_open(url: str) -> list[list[str]]:
+    """What four processes, released at once, each upgraded while opening ``url`` to write."""
+    procs = [subprocess.Popen([sys.executable, "-c", _OPEN, url], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
     for p in procs:
@@ -226,8 +222,25 @@ def test_four_workers_upgrade_an_old_postgres_store_once(pg_database: str) -> No
         p.stdin.flush()
     results = [p.communicate(timeout=120) for p in procs]
     assert all(p.returncode == 0 for p in procs), [err for _, err in results]
-    upgraded = sorted(json.loads(out) for out, _ in results)
-    assert upgraded == [[], [], [], [r.revision for r in chain()[1:]]]
+    return sorted(json.loads(out) for out, _ in results)
+
+
+def test_four_workers_upgrade_an_old_sqlite_store_once(tmp_path: Path) -> None:
+    name = FIXTURES[0]
+    path = fixture_copy(name, tmp_path)
+    assert _four_open(str(path)) == [[], [], [], [r.revision for r in chain()[1:]]]
+    with ResultsStore(path, create=False) as store:
+        assert store.revision == SCHEMA_VERSION
+        assert_rows_equal(store.frame(), expected(name)["runs"])
+
+
+def test_four_workers_upgrade_an_old_postgres_store_once(pg_database: str) -> None:
+    name = FIXTURES[0]
+    n = _old_schema_on(pg_database, name)
+    with ResultsStore(pg_database, create=False) as reader:  # reads it as it is, writes nothing
+        assert_rows_equal(reader.frame(), expected(name)["runs"])
+    assert VERSION_TABLE not in sa.inspect(sa.create_engine(pg_database)).get_table_names()
+    assert _four_open(pg_database) == [[], [], [], [r.revision for r in chain()[1:]]]
     with ResultsStore(pg_database) as store:
         assert store.upgraded == [] and store.count() == n
         assert_rows_equal(store.frame(), expected(name)["runs"])

@@ -206,7 +206,8 @@ def _old_schema_on(url: str, name: str) -> int:
 _OPEN = """
 import json, sys
 from dse.store import ResultsStore
-sys.stdin.readline()  # all four start together
+print("ready", flush=True)
+sys.stdin.readline()  # all four start together, once every one has imported dse
 store = ResultsStore(sys.argv[1])
 print(json.dumps(store.upgraded))
 """
@@ -217,6 +218,7 @@ def _four_open(url: str) -> list[list[str]]:
     procs = [subprocess.Popen([sys.executable, "-c", _OPEN, url], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(4)]
+    assert [p.stdout.readline() for p in procs] == ["ready\n"] * 4
     for p in procs:
         p.stdin.write("go\n")
         p.stdin.flush()

@@ -95,7 +95,8 @@ def stored_version(conn: sa.Connection, where: str, tables: set[str]) -> Optiona
                 if VERSION_TABLE in tables else None)
     for version in (meta, revision):
         if _newer(version):
-            raise ConfigError(FIELD, f"{where} has results-store schema version {version}, "
+            shown = int(version) if str(version).isdigit() else version  # revision "0008" is 8
+            raise ConfigError(FIELD, f"{where} has results-store schema version {shown}, "
                                      f"newer than this dse's {SCHEMA_VERSION}: upgrade dse")
     return int(revision) if revision is not None else None
 

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import dse
 from analysis import FORMATS
 from analysis import frames as F
 from analysis import plots as P
@@ -243,7 +244,23 @@ def _header(df: pd.DataFrame, source: str) -> list[str]:
         lines += ["> **No run finished ok**: every run in this store diverged, failed or was "
                   "pruned, so there is nothing to chart. See *Runs that are not design points* "
                   "below.", ""]
-    return lines
+    return lines + _semantics_note(df)
+
+
+def _semantics_note(df: pd.DataFrame) -> list[str]:
+    """A warning when the runs were trained under more than one training semantics: the same
+    config hash then names different training, and their numbers do not compare."""
+    if "training_semantics" not in df:
+        return []
+    kinds = df["training_semantics"].astype("Int64").astype(object).where(
+        df["training_semantics"].notna(), "unknown")
+    counts = kinds.value_counts()
+    if len(counts) < 2:
+        return []
+    shown = ", ".join(f"{k}: {n}" for k, n in counts.items())
+    return [f"> **Mixed training semantics** (runs per semantics: {shown}; this dse trains "
+            f"{dse.TRAINING_SEMANTICS}): older rows count as done; `study.rerun=stale` retrains "
+            "them.", ""]
 
 
 def _chart_index(charts: dict[str, Chart]) -> list[str]:

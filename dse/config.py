@@ -99,7 +99,9 @@ class TrainerConfig:
 class StudyConfig:
     name: str = "default"  # study name: the results store folder runs/<name>/
     seeds: int = 1  # runs per design point, seeds seed .. seed+seeds-1
-    rerun: bool = False  # retrain points the store already has
+    # retrain points the store already has: true (all), stale (those whose rows an older or
+    # unknown training semantics produced, dse.TRAINING_SEMANTICS), false (none)
+    rerun: Any = False
     note: str = ""  # free text stored with the sweep commands in the report
     trial: Optional[int] = None  # Optuna trial number when run by the dse_optuna sweeper (set by it)
 

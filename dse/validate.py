@@ -33,6 +33,7 @@ PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "1
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("poly", "cosine", "onecycle", "constant")
+STALE = "stale"  # study.rerun=stale: retrain the rows an older training semantics produced
 FUSED_MODES = ("auto", "fused", "sequential")  # hydra.launcher.mode of hydra/launcher=dse_fused
 # three-way switches (trainer.channels_last, trainer.progress_bar); "auto" is decided at run time
 SWITCHES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
@@ -236,4 +237,7 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
     check_study_name(cfg.study.name)
     if cfg.study.seeds < 1:
         raise ConfigError("study.seeds", f"must be >= 1 (got {cfg.study.seeds})")
+    if not (isinstance(cfg.study.rerun, bool) or cfg.study.rerun == STALE):
+        raise ConfigError("study.rerun", f"must be true, false or {STALE} "
+                                         f"(got {cfg.study.rerun!r})")
     return analyze(spec, cfg.data.image_size)

@@ -208,6 +208,7 @@ def test_unwritable_runs_dir_is_one_line_before_hydra_writes(workdir, tmpfs) -> 
     (["model.pool_after=[conv1,conv1,fire3,fire5]"], "model.pool_after: lists 'conv1' twice (a layer is "
                                                      "followed by one max-pool at most)"),
     (["study.name=a/b"], "study.name: 'a/b' is not usable as a folder name (one name, no '/')"),
+    (["study.rerun=maybe"], "study.rerun: must be true, false or stale (got 'maybe')"),
 ])
 def test_validate_names_the_bad_value(overrides: list[str], error: str) -> None:
     with pytest.raises(ConfigError) as e:

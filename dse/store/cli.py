@@ -1,10 +1,13 @@
-"""``dse-store show|export|import``: look at a results store, hand it to other tools as CSV/Parquet,
-or put rows that a run kept beside itself (its store refused them) into a store.
+"""``dse-store show|export|import|upgrade``: look at a results store, hand it to other tools as
+CSV/Parquet, put rows that a run kept beside itself (its store refused them) into a store, or bring
+a store written by an older dse to this one's schema (a file is backed up first).
 
 ``STORE`` is a ``results.db`` path, a study folder ``runs/<study>/`` or a SQLAlchemy URL; left out,
 it is ``runs/<--study>/`` when that exists, else the only study folder under ``./runs``. ``show``
 and ``export`` only read: a path that holds no store is an error, never a new empty database.
-``import`` writes, so a STORE it is given may be new.
+``import`` writes, so a STORE it is given may be new. ``show`` and ``export`` read an older store
+as it is (columns it lacks are empty); any writer, ``import`` included, first applies the additive
+schema changes it lacks, and ``upgrade`` applies all of them.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from dse.metrics import REGISTRY, to_mib
 from dse.outputs import atomic_path, check_writable
 from dse.store.fallback import read_kept
 from dse.store.record import STATUSES
-from dse.store.store import ResultsStore
+from dse.store.store import SCHEMA_VERSION, ResultsStore
 from dse.storefile import DB_NAME, named_store, study_file
 from dse.text import comma_list
 
@@ -72,9 +75,9 @@ def _statuses(text: str | None) -> list[str] | None:
     return statuses
 
 
-def _store(where: str, create: bool = False) -> ResultsStore:
+def _store(where: str, create: bool = False, upgrade: bool = False) -> ResultsStore:
     try:
-        return ResultsStore(where, create=create)
+        return ResultsStore(where, create=create, upgrade=upgrade)
     except ConfigError as e:  # on the command line the store is the STORE argument, not store.url
         raise ConfigError("STORE", e.message) from e
 
@@ -137,6 +140,23 @@ def import_kept(args: argparse.Namespace) -> None:
               f"({len(rows) - added} were there already)")
 
 
+def upgrade(args: argparse.Namespace) -> None:
+    where = locate(args.store, None)
+    with _store(where) as current:  # read-only first: what is no dse store is never copied
+        if current.revision == SCHEMA_VERSION:
+            print(f"{current} is at this dse's schema ({SCHEMA_VERSION}) already")
+            return
+    file = named_store(where).file
+    if file is not None:
+        from dse.store.migrate import backup
+
+        check_writable(file, "STORE")
+        print(f"backed up {file} to {backup(file)}")
+    with _store(where, create=True, upgrade=True) as store:
+        print(f"upgraded {store} from schema {current.revision} to {SCHEMA_VERSION} "
+              f"(changes {', '.join(store.upgraded)})")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog=PROG, description="Inspect or export a dse results store.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -157,6 +177,10 @@ def main(argv: list[str] | None = None) -> None:
     p_imp.add_argument("store", nargs="?", help="results.db (created if new), runs/<study>/ or a "
                                                 "SQLAlchemy URL")
     p_imp.set_defaults(fn=import_kept)
+    p_up = sub.add_parser("upgrade", help="bring a store written by an older dse to this dse's "
+                                          "schema (an SQLite file is backed up beside it first)")
+    p_up.add_argument("store", help="results.db, runs/<study>/ or a SQLAlchemy URL")
+    p_up.set_defaults(fn=upgrade)
     args = parser.parse_args(argv)
     with bad_input(PROG):
         args.fn(args)

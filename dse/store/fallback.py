@@ -17,7 +17,7 @@ from pathlib import Path
 from sqlalchemy.exc import SQLAlchemyError
 
 from dse.errors import ConfigError, first_line
-from dse.store.record import RunRecord
+from dse.store.record import RunRecord, checked_row
 from dse.store.store import ResultsStore, native_row
 
 log = logging.getLogger("dse.store")
@@ -57,20 +57,27 @@ def append_or_keep(store: ResultsStore, record: RunRecord, run_dir: Path) -> Pat
 
 
 def read_kept(path: Path, field: str = "FILE") -> list[RunRecord]:
-    """The rows of a kept-rows file; a file that is not one is bad input naming ``field``."""
+    """The rows of a kept-rows file, every one checked (:func:`checked_row`) before any is used:
+    a file that is not one, or one bad row, is bad input naming ``field``, the line and column."""
     try:
-        lines = path.read_text().splitlines()
+        text = path.read_bytes().decode("utf-8")
     except OSError as e:
         raise ConfigError(field, f"cannot read {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(field, f"{path} is not a kept-rows file (not UTF-8 text)") from None
     rows: list[RunRecord] = []
-    for number, text in enumerate(lines, 1):
-        if not text.strip():
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
             continue
         try:
-            rows.append(RunRecord(**json.loads(text)))
-        except (ValueError, TypeError) as e:
-            raise ConfigError(field, f"{path} line {number} is not a kept dse row "
-                                     f"({first_line(e)})") from None
+            rows.append(checked_row(json.loads(line)))
+        except json.JSONDecodeError as e:
+            raise ConfigError(field, f"{path} line {number} is not a kept dse row (not JSON: "
+                                     f"{e.msg})") from None
+        except ValueError as e:
+            col, why = e.args if len(e.args) == 2 else ("row", first_line(e))
+            raise ConfigError(field, f"{path} line {number} is not a kept dse row ({col} "
+                                     f"{why})") from None
     if not rows:
         raise ConfigError(field, f"{path} holds no rows")
     return rows

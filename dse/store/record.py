@@ -3,7 +3,8 @@
 :class:`RunRecord` owns the row: its columns and their types (the store's SQL table and every
 pandas frame derive theirs from it, :func:`run_dtypes`) and which config key fills each column
 (:data:`CONFIG_KEYS`, used by :meth:`RunRecord.from_config` for training and synthetic rows alike),
-so a new column is one field here plus its line in docs/CONTRACTS.md (a test compares the two).
+so a new column is one field here, its revision file in dse/store/migrations/versions/ and its
+line in docs/CONTRACTS.md (tests compare each with the fields).
 
 The store, the sweepers (to skip design points already trained) and the report all agree on a run's
 identity through :func:`config_hash`, so it hashes only what changes the trained network's numbers:
@@ -121,6 +122,7 @@ class RunRecord:
     log_uri: str = ""
     overrides: str = ""
     config: str = ""
+    training_semantics: Optional[int] = None  # dse.TRAINING_SEMANTICS; null: before it was stored
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a plain dict in :data:`RUN_COLUMNS` order."""
@@ -138,7 +140,8 @@ class RunRecord:
                                if (v := _select(c, key)) is not None}
         if (pools := _select(c, "model.pool_after")) is not None:
             row["pool_after"] = ",".join(map(str, pools))
-        row.update(config_hash=config_hash(c), config=json.dumps(c, sort_keys=True, default=str))
+        row.update(config_hash=config_hash(c), config=json.dumps(c, sort_keys=True, default=str),
+                   training_semantics=dse.TRAINING_SEMANTICS)
         if not set(PROVENANCE) <= values.keys():  # given (synthetic rows): no torch import
             row.update(provenance())
         row.update(values)
@@ -174,6 +177,65 @@ COLUMN_TYPES: dict[str, tuple[type, bool]] = {
     col: split_optional(hint) for col, hint in get_type_hints(RunRecord).items()}
 _PANDAS_DTYPES = {int: "int64", float: "float64", bool: "bool", str: "object"}
 _NA_CAPABLE = {"int64": "Int64", "bool": "boolean"}
+
+
+MAX_TEXT = 256 * 1024  # characters: a whole config JSON fits many times, a runaway file does not
+INT64 = (-(2**63), 2**63 - 1)
+# what a row may not lack: without them it is no run of a design point (config_hash "" matches none)
+REQUIRED = ("run_id", "study", "config_hash", "seed", "status")
+
+
+def checked_row(values: Any) -> RunRecord:
+    """A row from outside (a kept-rows JSON line) as a :class:`RunRecord`, or ``ValueError(column,
+    why)``: every column of its declared type, ints in int64, the floats that may not be NULL
+    finite, text under :data:`MAX_TEXT`, the status one of :data:`STATUSES`.
+
+    ``RunRecord(**values)`` checks only the names; a value of the wrong type would reach the store
+    and break every later read of it (an infinite seed cannot become an int64 column).
+    """
+    if not isinstance(values, Mapping):
+        raise ValueError("row", f"a JSON object, not {type(values).__name__}")
+    for col in REQUIRED:
+        if col not in values:
+            raise ValueError(col, "missing")
+    for col, value in values.items():
+        if col not in COLUMN_TYPES:
+            raise ValueError(col, "not a runs column")
+        _check_value(col, value)
+    if values["status"] not in STATUSES:
+        raise ValueError("status", f"{values['status']!r} is not one of {', '.join(STATUSES)}")
+    for col in ("run_id", "config_hash"):
+        if not values[col] or len(values[col]) > 64:
+            raise ValueError(col, "must be 1 to 64 characters")
+    return RunRecord(**{c: _as_column(c, v) for c, v in values.items()})
+
+
+def _check_value(col: str, value: Any) -> None:
+    kind, optional = COLUMN_TYPES[col]
+    if value is None:
+        if not optional:
+            raise ValueError(col, "must not be null")
+        return
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool) and \
+            INT64[0] <= value <= INT64[1]
+    elif kind is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
+            optional or math.isfinite(value))
+    else:
+        ok = isinstance(value, str) and len(value) <= MAX_TEXT
+    if not ok:
+        what = {bool: "true or false", int: "an integer in int64", float: "a number" if optional
+                else "a finite number"}.get(kind, f"text of at most {MAX_TEXT:,} characters")
+        raise ValueError(col, f"must be {what}, not {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    """A value as an error line can hold it: its repr, or its type and size when that is long."""
+    text = repr(value)
+    return text if len(text) <= 40 else f"a {type(value).__name__} of {len(text):,} characters"
 
 
 def run_dtypes(nullable: bool = False) -> dict[str, str]:

@@ -2,8 +2,9 @@
 
 The store refuses any database that is not one of these before writing to it (someone else's
 SQLite file, a ``runs`` table with other columns, a store from a newer dse), so the definition and
-the checks against it live together: a column added to :class:`~dse.store.record.RunRecord` is
-both created and expected from here.
+the checks against it live together. The tables a store *has* are built by the migration chain
+(:mod:`dse.store.migrate`); the tables here are what this dse reads and writes, derived from
+:class:`~dse.store.record.RunRecord` (a test checks that the chain ends at these columns).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, Optional, Union, get_type_hints
 
 import pandas as pd
@@ -19,7 +21,11 @@ import sqlalchemy as sa
 from dse.errors import ConfigError
 from dse.store.record import RUN_DTYPES, RunRecord, split_optional
 
-SCHEMA_VERSION = 1
+MIGRATIONS = Path(__file__).with_name("migrations") / "versions"
+# the newest revision file (NNNN_what.py, revision "NNNN") is this dse's schema version
+SCHEMA_VERSION = max(int(p.name[:4]) for p in MIGRATIONS.glob("[0-9][0-9][0-9][0-9]_*.py"))
+# never Alembic's default alembic_version: Optuna's storage may share the PostgreSQL database
+VERSION_TABLE = "dse_alembic_version"
 RUNS = "runs"
 META = "dse_meta"
 CLAIMS = "claims"
@@ -73,28 +79,37 @@ def native_row(record: Row) -> dict[str, Any]:
     return {k: _native(v) for k, v in row.to_dict().items()}
 
 
-def stored_version(conn: sa.Connection, where: str) -> Optional[str]:
-    """The schema version a store records (None: not recorded yet); a newer one is refused."""
-    version = conn.execute(sa.select(META_TABLE.c.value)
-                           .where(META_TABLE.c.key == "schema_version")).scalar()
-    if version is not None and (not version.isdigit() or int(version) > SCHEMA_VERSION):
-        raise ConfigError(FIELD, f"{where} has results-store schema version {version}, "
-                                 f"newer than this dse's {SCHEMA_VERSION}: upgrade dse")
-    return version
+def _newer(version: Any) -> bool:
+    return version is not None and (not str(version).isdigit() or int(version) > SCHEMA_VERSION)
 
 
-def check_runs_columns(conn: sa.Connection, where: str) -> None:
-    """Refuse a ``runs`` table that is not ours before a query on it fails with a traceback."""
-    have = {c["name"] for c in sa.inspect(conn).get_columns(RUNS)}
-    missing = [c.name for c in RUNS_TABLE.columns if c.name not in have]
-    if missing:
-        shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
-        raise ConfigError(FIELD, f"{where} has a runs table without dse's columns ({shown}): "
-                                 "not a dse results store; pick another store.url")
+def stored_version(conn: sa.Connection, where: str, tables: set[str]) -> Optional[int]:
+    """The revision a store is at (None: written before migrations, by ``dse_meta`` version 1).
+
+    A newer one, by the version table or by ``dse_meta`` (which older dse versions read), is
+    refused in one line: this code cannot know what the newer columns mean.
+    """
+    meta = conn.execute(sa.select(META_TABLE.c.value)
+                        .where(META_TABLE.c.key == "schema_version")).scalar()
+    revision = (conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
+                if VERSION_TABLE in tables else None)
+    for version in (meta, revision):
+        if _newer(version):
+            shown = int(version) if str(version).isdigit() else version  # revision "0008" is 8
+            raise ConfigError(FIELD, f"{where} has results-store schema version {shown}, "
+                                     f"newer than this dse's {SCHEMA_VERSION}: upgrade dse")
+    return int(revision) if revision is not None else None
 
 
-def initialise(conn: sa.Connection, version: Optional[str]) -> None:
-    """Create the tables a store lacks and record the schema version if it has none yet."""
-    METADATA.create_all(conn)
-    if version is None:
-        conn.execute(META_TABLE.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])
+def missing_columns(where: str, missing: list[str]) -> ConfigError:
+    """The refusal of a ``runs`` table that is not ours, before a query on it fails."""
+    shown = ", ".join(missing[:4]) + (", ..." if len(missing) > 4 else "")
+    return ConfigError(FIELD, f"{where} has a runs table without dse's columns ({shown}): "
+                              "not a dse results store; pick another store.url")
+
+
+def record_version(conn: sa.Connection) -> None:
+    """Write the schema version into ``dse_meta`` too: older dse versions read only that, and so
+    refuse a store this dse has upgraded instead of writing rows without its new columns."""
+    conn.execute(META_TABLE.delete().where(META_TABLE.c.key == "schema_version"))
+    conn.execute(META_TABLE.insert(), [{"key": "schema_version", "value": str(SCHEMA_VERSION)}])

@@ -14,13 +14,14 @@ a connection kept open while it trains would write into a file deleted meanwhile
 
 from __future__ import annotations
 
+import logging
 import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, TypeVar
 
 import pandas as pd
 import sqlalchemy as sa
@@ -29,9 +30,8 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModu
 from sqlalchemy.pool import NullPool, StaticPool
 
 from dse.errors import ConfigError
-from dse.store.record import RunRecord
+from dse.store.record import RUN_COLUMNS, RunRecord, run_dtypes
 from dse.store.schema import (
-    CLAIMS,
     CLAIMS_TABLE,
     FIELD,
     FRAME_DTYPES,
@@ -40,10 +40,8 @@ from dse.store.schema import (
     RUNS_TABLE,
     SCHEMA_VERSION,
     Row,
-    check_runs_columns,
     check_table_name,
     column,
-    initialise,
     native_row,
     stored_version,
 )
@@ -53,7 +51,9 @@ from dse.validate import check_study_name
 # the schema's names stay importable from here: claims, fallback and the tests take them so
 __all__ = ["CLAIMS_TABLE", "FIELD", "SCHEMA_VERSION", "ResultsStore", "native_row"]
 
+log = logging.getLogger("dse.store")
 T = TypeVar("T")
+_NA_DTYPES = run_dtypes(nullable=True)
 
 
 def _is_busy(exc: BaseException) -> bool:
@@ -89,12 +89,19 @@ class ResultsStore:
 
     ``url_or_path``: a filesystem path or ``sqlite:///`` URL (parent folders are created), or any
     SQLAlchemy URL such as ``postgresql://user@host/db``. ``create=False`` opens only an
-    existing store (what read-only tools want: a mistyped path must not leave an empty database).
+    existing store and never writes to it (what read-only tools want: a mistyped path must not
+    leave an empty database, an older store is read as it is). A writer brings an older store to
+    this dse's schema (:mod:`dse.store.migrate`); ``upgrade=True`` also applies the changes that
+    are not additive (``dse-store upgrade``). ``upgraded`` lists the revisions this open applied.
     """
 
-    def __init__(self, url_or_path: str | Path, *, create: bool = True,
+    def __init__(self, url_or_path: str | Path, *, create: bool = True, upgrade: bool = False,
                  timeout_s: float = 60.0) -> None:
         self.timeout_s = timeout_s
+        self.upgraded: list[str] = []
+        self.revision = 0  # the schema revision the store is at once open
+        self._legacy = False  # written before migrations: no version table yet
+        self._runs = RUNS_TABLE
         self.url = self._parse(url_or_path)
         self.path = self._sqlite_path(self.url)
         if self.path is not None:  # absolute, so a job that changes directory still finds it
@@ -106,7 +113,7 @@ class ResultsStore:
             raise ConfigError(FIELD, f"no driver for {self}: {e} (PostgreSQL: "
                                      "pip install 'dse[postgres]')") from e
         try:
-            _retry(lambda: self._open(create), timeout_s,
+            _retry(lambda: self._open(create, upgrade), timeout_s,
                    lambda e: _is_busy(e) or isinstance(e, IntegrityError)
                    or "already exists" in str(e))
         except DBAPIError as e:
@@ -178,30 +185,55 @@ class ResultsStore:
                 raise ConfigError(FIELD, f"{self.path} exists and is not a dse results store "
                                          "(not an SQLite database); pick another store.url") from None
 
-    def _open(self, create: bool) -> None:
-        """Validate an existing store or initialise an empty database (idempotent, race-safe)."""
+    def _open(self, create: bool, upgrade: bool) -> None:
+        """Validate an existing store; a writer also migrates an older or empty one (race-safe)."""
         with self.engine.connect() as conn:
-            tables = set(sa.inspect(conn).get_table_names())
-            version: Optional[str] = None
-            if META in tables:
-                version = stored_version(conn, str(self))
-            elif RUNS in tables or (tables and self.url.get_backend_name() == "sqlite"):
+            self.revision = self._revision(conn, create)
+            if not create:
+                self._read_as_is(conn)
+                return
+        if self.revision == SCHEMA_VERSION and not self._legacy:
+            return
+        from dse.store import migrate  # Alembic, imported only when a store needs it
+
+        if self.revision == 0 and self.path is not None:
+            with self.engine.connect() as conn:  # persistent; readers never block the writer
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+        with migrate.write_locked(self.engine, self.path is not None) as conn:
+            at = self._revision(conn, create)  # another worker may have migrated meanwhile
+            self.upgraded = migrate.upgrade(conn, at, str(self), all_kinds=upgrade)
+            conn.commit()
+        if at and self.upgraded:
+            log.info("upgraded results store %s from schema %d to %d", self, at, SCHEMA_VERSION)
+        self.revision = SCHEMA_VERSION
+
+    def _revision(self, conn: sa.Connection, create: bool) -> int:
+        """The schema revision the store is at (0: an empty database), or a one-line refusal."""
+        tables = set(sa.inspect(conn).get_table_names())
+        if META not in tables:
+            if RUNS in tables or (tables and self.url.get_backend_name() == "sqlite"):
                 # a shared server database may hold other apps' tables (Optuna's); a file may not
                 raise ConfigError(FIELD, f"{self} is a database but not a dse results store "
                                          f"(tables: {', '.join(sorted(tables))}); pick another "
                                          "store.url")
-            elif not create:
-                raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
-            if RUNS in tables and version is not None:
-                check_runs_columns(conn, str(self))
-                if not create or CLAIMS in tables:
-                    return
             if not create:
-                raise ConfigError(FIELD, f"{self} is an incomplete dse results store")
-            if self.path is not None and not tables:
-                conn.exec_driver_sql("PRAGMA journal_mode=WAL")  # persistent; readers never block
-            initialise(conn, version)
-            conn.commit()
+                raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
+            return 0
+        at = stored_version(conn, str(self), tables)
+        self._legacy = at is None
+        if at is not None:
+            return at
+        from dse.store import migrate
+
+        return migrate.legacy_revision(conn, str(self))
+
+    def _read_as_is(self, conn: sa.Connection) -> None:
+        """Read an older store without changing it: query the columns it has, the rest are NA."""
+        have = {c["name"] for c in sa.inspect(conn).get_columns(RUNS)}
+        if have >= set(RUN_COLUMNS):
+            return
+        self._runs = sa.Table(RUNS, sa.MetaData(), *(sa.Column(c.name, c.type)
+                                                     for c in RUNS_TABLE.columns if c.name in have))
 
     def __repr__(self) -> str:
         return f"ResultsStore({self})"
@@ -316,7 +348,7 @@ class ResultsStore:
     # -- reading ----------------------------------------------------------------------------------
     def _table(self, name: str) -> sa.Table | None:
         if name == RUNS:
-            return RUNS_TABLE
+            return self._runs
         check_table_name(name)
         if not sa.inspect(self.engine).has_table(name):
             return None
@@ -347,12 +379,15 @@ class ResultsStore:
         if table == RUNS:
             stmt = stmt.order_by(t.c.started_at, t.c.finished_at, t.c.run_id)
         df = _retry(lambda: pd.read_sql(stmt, self.engine), self.timeout_s)
-        return df.astype(FRAME_DTYPES) if table == RUNS else df
+        if table != RUNS:
+            return df
+        absent = {c: _NA_DTYPES[c] for c in RUN_COLUMNS if c not in df.columns}  # an older store
+        return df.reindex(columns=list(RUN_COLUMNS)).astype({**FRAME_DTYPES, **absent})
 
     def get(self, config_hash: str, seed: int,
             statuses: Iterable[str] | None = ("ok", "diverged")) -> dict[str, Any] | None:
         """The latest run of this design point and seed with one of ``statuses`` (None: any)."""
-        t = RUNS_TABLE
+        t = self._runs
         stmt = (sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed),
                                    *self._where(t, None, statuses))
                 .order_by(t.c.finished_at.desc(), t.c.started_at.desc()).limit(1))
@@ -360,7 +395,7 @@ class ResultsStore:
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """The row with this ``run_id``, or None."""
-        return self._first(sa.select(RUNS_TABLE).where(RUNS_TABLE.c.run_id == run_id))
+        return self._first(sa.select(self._runs).where(self._runs.c.run_id == run_id))
 
     def _first(self, stmt: sa.Select) -> dict[str, Any] | None:
         def query() -> dict[str, Any] | None:
@@ -372,7 +407,7 @@ class ResultsStore:
 
     def studies(self) -> list[str]:
         """Study names present in ``runs``, sorted."""
-        stmt = sa.select(RUNS_TABLE.c.study).distinct().order_by(RUNS_TABLE.c.study)
+        stmt = sa.select(self._runs.c.study).distinct().order_by(self._runs.c.study)
         with self.engine.connect() as conn:
             return list(_retry(lambda: conn.execute(stmt).scalars().all(), self.timeout_s))
 

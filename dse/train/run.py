@@ -25,6 +25,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint
 from omegaconf import DictConfig, OmegaConf
 from sqlalchemy.exc import SQLAlchemyError
 
+from dse import TRAINING_SEMANTICS
 from dse.data import build_datamodule
 from dse.errors import first_line
 from dse.export.latency import latency_columns
@@ -37,7 +38,7 @@ from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
 from dse.train.summary import summarize
-from dse.validate import switch, validate
+from dse.validate import STALE, switch, validate
 
 log = logging.getLogger("dse.train")
 _RUNS_OK = ("ok", "diverged")
@@ -255,11 +256,26 @@ class Point:
         return (cb,) if cb is not None else ()
 
     def stored(self, store: ResultsStore, seed: int) -> dict[str, Any] | None:
-        if self.cfg.study.rerun:
+        """The stored row that makes training this seed unnecessary, or None.
+
+        A row of an older or unknown training semantics still counts (a week of sweeps is not
+        dropped by an upgrade), saying so, unless ``study.rerun=stale`` retrains it.
+        """
+        rerun = self.cfg.study.rerun
+        if rerun is True:
             return None
         row = store.get(self.chash, seed, statuses=_RUNS_OK)
-        if row is not None:
-            log.info("skip: %s seed %d already in the store (%s)", self.chash, seed, row["status"])
+        if row is None:
+            return None
+        semantics = row.get("training_semantics")
+        stale = "" if semantics == TRAINING_SEMANTICS else \
+            f", training semantics {semantics or 'unknown'}, now {TRAINING_SEMANTICS}"
+        if stale and rerun == STALE:
+            log.info("retrain: %s seed %d is in the store from older training%s",
+                     self.chash, seed, stale)
+            return None
+        log.info("skip: %s seed %d already in the store (%s%s)", self.chash, seed,
+                 row["status"], stale)
         return row
 
     def row(self, store: ResultsStore, seed: int, wait: bool) -> dict[str, Any] | claims.Holder:

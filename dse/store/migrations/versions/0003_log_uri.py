@@ -1,0 +1,17 @@
+"""runs.log_uri (1fdeab2, 2026-12-02): where the run's Lightning logger wrote."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from dse.store.migrations import add_nullable
+
+revision = "0003"
+down_revision = "0002"
+ADDITIVE = True
+COLUMNS = {"log_uri": sa.Text}
+ADDS = {"runs": tuple(COLUMNS)}
+
+
+def upgrade() -> None:
+    add_nullable("runs", COLUMNS)

@@ -1,0 +1,17 @@
+"""runs.slurm_job (7feb1a0, 2026-12-02): the Slurm job that trained the row."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from dse.store.migrations import add_nullable
+
+revision = "0004"
+down_revision = "0003"
+ADDITIVE = True
+COLUMNS = {"slurm_job": sa.Text}
+ADDS = {"runs": tuple(COLUMNS)}
+
+
+def upgrade() -> None:
+    add_nullable("runs", COLUMNS)

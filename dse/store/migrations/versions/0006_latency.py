@@ -1,0 +1,20 @@
+"""The CPU latency columns (a8245f9, 2026-12-02): onnxruntime and torch, batch 1 and 64."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from dse.store.migrations import add_nullable
+
+revision = "0006"
+down_revision = "0005"
+ADDITIVE = True
+COLUMNS = {name: sa.Float for name in (
+    "latency_ms", "latency_p90_ms", "latency_b64_ms", "latency_b64_p90_ms", "torch_latency_ms",
+    "torch_latency_p90_ms", "torch_latency_b64_ms", "torch_latency_b64_p90_ms")} | {
+    "latency_threads": sa.BigInteger}
+ADDS = {"runs": tuple(COLUMNS)}
+
+
+def upgrade() -> None:
+    add_nullable("runs", COLUMNS)

@@ -7,7 +7,8 @@ Each (design point, seed) checkpoints into its own folder, :func:`resume_dir`::
 keyed by what identifies the run, not by the time-stamped Hydra run dir, which a rerun of the same
 command (or a Slurm resubmission) does not reuse. ``E`` is the 0-based epoch being trained when the
 file was written and ``S`` the optimizer steps done. A run that starts finds the newest whole file
-there and resumes from it (``trainer.fit(..., ckpt_path=...)``); once its row is stored the folder
+there and resumes from it (``trainer.fit(..., ckpt_path=..., weights_only=True)``: a checkpoint is
+data, never code); once its row is stored the folder
 is removed (:func:`discard`), so a sweep leaves nothing behind but the runs it lost.
 
 What Lightning does: :class:`ResumeCheckpoint` is a ``ModelCheckpoint`` that writes every
@@ -51,6 +52,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from dse.errors import ConfigError, first_line
 from dse.signals import HeldStops
 from dse.store import config_hash
 from dse.validate import validate_trainer
@@ -87,13 +89,37 @@ def checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def check_folder(cfg: Any, seed: int) -> Path:
+    """:func:`resume_dir`, refused unless it is where it says: no link from ``paths.runs`` down
+    (``paths.runs`` itself may be one). A linked folder would have a run write and delete
+    checkpoints wherever the link leads, and read a file someone else put there."""
+    folder = resume_dir(cfg, seed)
+    runs = Path(cfg.paths.runs).resolve()
+    real = runs / folder.relative_to(Path(cfg.paths.runs))
+    if folder.resolve() != real:
+        raise ConfigError("paths.runs", f"{folder} leads to {folder.resolve()}: a resume folder "
+                                        "is never followed out of its place under paths.runs")
+    return folder
+
+
+def loadable(path: Path) -> bool:
+    """Whether ``path`` is a whole checkpoint of plain data: its zip directory is complete (a cut
+    file lacks its end) and it unpickles with ``weights_only=True``, so loading it runs no code
+    whatever the environment (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) says."""
+    if not zipfile.is_zipfile(path):
+        log.warning("ignoring the incomplete checkpoint %s", path)
+        return False
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        log.warning("ignoring the checkpoint %s: not plain data (%s)", path, first_line(e))
+        return False
+    return True
+
+
 def newest(folder: Path) -> Path | None:
-    """The newest whole checkpoint in ``folder`` (torch writes zip files: a cut one lacks its end)."""
-    for p in reversed(checkpoints(folder)):
-        if zipfile.is_zipfile(p):
-            return p
-        log.warning("ignoring the incomplete checkpoint %s", p)
-    return None
+    """The newest loadable checkpoint in ``folder``; the others are left for :func:`prune`."""
+    return next((p for p in reversed(checkpoints(folder)) if loadable(p)), None)
 
 
 def prune(folder: Path, keep: int) -> list[Path]:
@@ -202,7 +228,7 @@ class Resume:
         every, keep = check_settings(cfg.trainer)
         if every == 0:
             return None
-        folder = resume_dir(cfg, seed)
+        folder = check_folder(cfg, seed)
         held = HeldStops()
         return cls(folder, newest(folder), held, ResumeState(folder, keep, held, monitor),
                    ResumeCheckpoint(folder, every, keep))

@@ -71,9 +71,10 @@ def in_memory(url: str) -> bool:
         "mode=memory" in db
 
 
-def study_file(runs: Path, study: str) -> Path:
-    """``<runs>/<study>/results.db``: where a study's runs are stored unless store.url says otherwise."""
-    return runs / study / DB_NAME
+def study_file(runs: Path, study: str, name: str = DB_NAME) -> Path:
+    """``<runs>/<study>/results.db``: where a study's runs are stored unless store.url says
+    otherwise (``name``: another file of the study's, such as the Optuna storage)."""
+    return runs / study / name
 
 
 def store_file(path: Path) -> Path | None:

@@ -13,9 +13,11 @@ is removed (:func:`discard`), so a sweep leaves nothing behind but the runs it l
 
 What Lightning does: :class:`ResumeCheckpoint` is a ``ModelCheckpoint`` that writes every
 ``trainer.checkpoint_every`` epochs at the epoch's end (after its validation) and keeps the newest
-``trainer.keep_checkpoints`` (top-k on ``step``, maximised, is newest-k). Its writes are atomic (an
-fsspec transaction: a temporary file moved into place), and ``fit(ckpt_path=...)`` restores the
-weights, optimizer, LR schedule, loop counters and callback states.
+``trainer.keep_checkpoints`` (top-k on ``step``, maximised, is newest-k), and ``fit(ckpt_path=...)``
+restores the weights, optimizer, LR schedule, loop counters and callback states. Every checkpoint a
+dse Trainer writes goes through :class:`AtomicCheckpointIO`: Lightning's own writer stages the file
+in the system's temporary folder and moves it, which on another file system is a copy that a full
+disk cuts short under the final name.
 
 What is written here by hand, and why:
 
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import re
 import shutil
 import warnings
@@ -51,8 +54,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from dse.errors import ConfigError, first_line
+from dse.outputs import atomic_path
 from dse.signals import HeldStops
 from dse.store import config_hash
 from dse.validate import validate_trainer
@@ -138,6 +143,18 @@ def discard(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # other seeds of the point in it, or gone already
         folder.parent.rmdir()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary name in their own folder, synced, then renamed: a file
+    under a checkpoint's name is always whole, whatever the disk or a kill does mid-write."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        with atomic_path(path, "trainer.checkpoint") as tmp, open(tmp, "wb") as f:
+            torch.save(checkpoint, f)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 class ResumeCheckpoint(ModelCheckpoint):

@@ -32,7 +32,7 @@ from dse.metrics import LOGGED, REGISTRY
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
 from dse.store.record import slurm_job
-from dse.train.checkpoints import Resume, check_folder, discard, resume_dir
+from dse.train.checkpoints import AtomicCheckpointIO, Resume, check_folder, discard, resume_dir
 from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, check_logger, log_uri
 from dse.train.module import FireClassifier
@@ -158,7 +158,7 @@ def make_trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Pat
         enable_progress_bar=_progress_bar(tc),
         enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
         logger=build_logger(cfg, out_dir, seed) if logger is None else logger,
-        callbacks=callbacks, default_root_dir=out_dir,
+        callbacks=callbacks, default_root_dir=out_dir, plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -232,13 +232,13 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
         else:
             rec.update(status="failed", error=first_line(e, typed=True))
             log.error("run failed: %s", rec["error"])
-            _keep_traceback(out_dir / f"error_seed{seed}.txt")
+            keep_traceback(out_dir / f"error_seed{seed}.txt")
         rec["epochs"] = rec.get("epochs") or 0
     rec["finished_at"] = utcnow_iso()
     return rec
 
 
-def _keep_traceback(path: Path) -> None:
+def keep_traceback(path: Path) -> None:
     """Best effort: the row carries the error; the full traceback beside the run is a help that a
     full or read-only run folder must not turn into a second failure that loses the row."""
     try:

@@ -7,7 +7,9 @@ in a fresh launch folder; its outcome is one of
   the case itself expects (``expect``: a full disk records its failed row and exits 1);
 - ``wrote``: exit 2 and one line, but files appeared in the launch folder (or outside it);
 - ``traceback``, ``multi-line``, ``accepted`` (exit 0), ``wrong exit``, ``ran code`` (a
-  checkpoint's pickle ran), ``skipped`` (the case needs what this machine lacks: root for a tmpfs).
+  checkpoint's pickle ran), ``wrong place`` (an Optuna storage outside its study folder), ``no
+  row`` (a failure the store never heard of), ``skipped`` (the case needs what this machine lacks:
+  root for a tmpfs).
 
     python -m tests.stress.bad_inputs [--only NAME,...] [--verbose]
 
@@ -45,6 +47,7 @@ class Case:
     setup: Callable[[Path], list[str]] | None = None  # extra args it adds
     env: dict[str, str] = field(default_factory=dict)
     expect: int = 2  # the exit code of a clean outcome
+    check: Callable[[Path], str | None] | None = None  # after a clean exit: what else went wrong
 
 
 def _foreign(d: Path) -> list[str]:
@@ -149,6 +152,21 @@ class _Skip(Exception):
     pass
 
 
+def _storage_in(name: str) -> Callable[[Path], str | None]:
+    """The Optuna storage must be ``runs/<name>/optuna.db``, the study folder the results use."""
+    return lambda d: None if (d / "runs" / name / "optuna.db").is_file() else "wrong place"
+
+
+def _failed_row(d: Path) -> str | None:
+    """A full run folder must still leave the run's failed row in the store elsewhere."""
+    db = d.parent / f"{d.name}-store.db"
+    if not db.is_file():
+        return "no row"
+    with sqlite3.connect(db) as con:
+        rows = con.execute("SELECT status FROM runs").fetchall()
+    return None if rows == [("failed",)] else "no row"
+
+
 PARETO = ["study=pareto", "hydra.sweeper.n_trials=1", *TINY[1:]]
 GRID = ["-m", *TINY]
 CASES = [
@@ -157,11 +175,14 @@ CASES = [
          expect=0),
     Case("resume-symlink", "dse-train", TINY, _linked_resume),
     # 2. a full disk under paths.runs: the failed row still reaches the store
-    Case("full-disk", "dse-train", TINY, _full_disk, expect=1),
+    Case("full-disk", "dse-train", TINY, _full_disk, expect=1, check=_failed_row),
     # 3. a study name never moves the Optuna storage
-    Case("name-escape", "dse-train", ["-m", *PARETO, "study.name=..%2F..%2Fprobe-escaped"], expect=0),
-    Case("name-question", "dse-train", ["-m", *PARETO, "study.name=ques?tion"], expect=0),
-    Case("name-percent", "dse-train", ["-m", *PARETO, "study.name=per%41cent"], expect=0),
+    Case("name-escape", "dse-train", ["-m", *PARETO, "study.name=..%2F..%2Fprobe-escaped"],
+         expect=0, check=_storage_in("..%2F..%2Fprobe-escaped")),
+    Case("name-question", "dse-train", ["-m", *PARETO, "study.name=ques?tion"],
+         expect=0, check=_storage_in("ques?tion")),
+    Case("name-percent", "dse-train", ["-m", *PARETO, "study.name=per%41cent"],
+         expect=0, check=_storage_in("per%41cent")),
     # 4. store.url refused before Hydra writes
     Case("url-garbage", "dse-train", [*TINY, "store.url=garbage"]),
     Case("url-bogus", "dse-train", [*TINY, "store.url=bogus://x"]),
@@ -229,7 +250,7 @@ def judge(case: Case, res: subprocess.CompletedProcess, d: Path, before: set[str
         return "wrote"
     if case.expect != 2 and escaped:
         return "wrote"
-    return "clean"
+    return (case.check(d) if case.check else None) or "clean"
 
 
 def run(case: Case, verbose: bool) -> tuple[str, str]:

@@ -80,7 +80,7 @@ class TrainerConfig:
     schedule: str = "poly"  # poly (linear decay, the paper's) | cosine | onecycle | constant
     warmup_epochs: float = 0.0  # linear warmup length (poly/cosine/constant)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
-    accelerator: str = "auto"  # auto | cpu | gpu
+    accelerator: str = "auto"  # auto | cpu | gpu (refused where no GPU is visible)
     devices: Any = 1  # Lightning devices
     precision: str = "auto"  # auto (bf16-mixed on GPU, 32 on CPU) | 32 | bf16-mixed | 16-mixed
     channels_last: str = "auto"  # auto (on GPU) | true | false

@@ -41,6 +41,7 @@ What is written here by hand, and why:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import re
@@ -151,8 +152,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
+        buffer = io.BytesIO()  # serialised first: torch hides a full disk behind its own error
+        torch.save(checkpoint, buffer)
         with atomic_path(path, "trainer.checkpoint") as tmp, open(tmp, "wb") as f:
-            torch.save(checkpoint, f)
+            f.write(buffer.getbuffer())
             f.flush()
             os.fsync(f.fileno())
 

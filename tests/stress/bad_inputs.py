@@ -263,7 +263,7 @@ def run(case: Case, verbose: bool) -> tuple[str, str]:
         except _Skip as e:
             return "skipped", str(e)
         before, before_out = files(d), files(outside)
-        res = subprocess.run([str(BIN / case.prog), *case.args, *extra], cwd=d, capture_output=True,
+        res = subprocess.run([str(BIN / case.prog), *extra, *case.args], cwd=d, capture_output=True,
                              text=True, timeout=900,
                              env={**os.environ, "PYTHONWARNINGS": "ignore", **case.env})
         outcome = judge(case, res, d, before | before_out, outside)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import is_dataclass
 from pathlib import Path
@@ -266,8 +267,6 @@ def check_shapes(model: Any, data: Any) -> None:
 
 def physical_memory() -> int:
     """Bytes of RAM in this machine (what the kernel reports; 0 when it does not say)."""
-    import os
-
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):

@@ -253,7 +253,7 @@ def judge(case: Case, res: subprocess.CompletedProcess, d: Path, before: set[str
     return (case.check(d) if case.check else None) or "clean"
 
 
-def run(case: Case, verbose: bool) -> tuple[str, str]:
+def run(case: Case, verbose: bool, timeout: float) -> tuple[str, str]:
     outside = Path(tempfile.mkdtemp(prefix="bad-inputs-"))
     d = outside / "launch"
     d.mkdir()
@@ -263,9 +263,12 @@ def run(case: Case, verbose: bool) -> tuple[str, str]:
         except _Skip as e:
             return "skipped", str(e)
         before, before_out = files(d), files(outside)
-        res = subprocess.run([str(BIN / case.prog), *extra, *case.args], cwd=d, capture_output=True,
-                             text=True, timeout=900,
-                             env={**os.environ, "PYTHONWARNINGS": "ignore", **case.env})
+        try:
+            res = subprocess.run([str(BIN / case.prog), *extra, *case.args], cwd=d,
+                                 capture_output=True, text=True, timeout=timeout,
+                                 env={**os.environ, "PYTHONWARNINGS": "ignore", **case.env})
+        except subprocess.TimeoutExpired:
+            return "timed out", f"still running after {timeout:.0f} s: accepted"
         outcome = judge(case, res, d, before | before_out, outside)
         if verbose:
             print(f"--- {case.name}: rc={res.returncode}\n{res.stderr[-1500:]}", file=sys.stderr)
@@ -280,13 +283,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", default="", help="comma-separated case names")
     ap.add_argument("--verbose", action="store_true")
+    ap.add_argument("--timeout", type=float, default=900, help="seconds per case (default 900)")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     counts: Counter[str] = Counter()
     for case in CASES:
         if only and case.name not in only:
             continue
-        outcome, last = run(case, args.verbose)
+        outcome, last = run(case, args.verbose, args.timeout)
         counts[outcome] += 1
         print(f"{case.name:<20} {outcome:<11} {last}", flush=True)
     print("\n" + "  ".join(f"{k}: {v}" for k, v in sorted(counts.items())))

@@ -35,3 +35,24 @@ def grid_points(overrides: Sequence[str]) -> list[list[str]]:
         axes[o.get_key_element()] = ([f"{o.get_key_element()}={v}" for v in o.sweep_string_iterator()]
                                      if o.is_sweep_override() else [o.input_line])
     return [list(p) for p in itertools.product(*axes.values())]
+
+
+def grid_sweep(config: DictConfig) -> bool:
+    """Whether a multirun's sweeper is Hydra's basic one (a grid: every point known up front)."""
+    return "BasicSweeper" in str(config.hydra.sweeper.get("_target_", ""))
+
+
+def sweep_points(config: DictConfig) -> list[list[str]]:
+    """The jobs of a grid multirun's config (from Hydra's callbacks): the study's
+    ``hydra.sweeper.params``, then the command line, through :func:`grid_points`."""
+    params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
+    return grid_points([*params, *config.hydra.overrides.task])
+
+
+def job_configs(config: DictConfig) -> list[DictConfig]:
+    """Every job config of a grid multirun, composed as Hydra's launchers compose them (inside a
+    running Hydra app, from its ``config``), so each can be checked before the first job runs."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    loader = GlobalHydra.instance().config_loader()
+    return [loader.load_sweep_config(config, point) for point in sweep_points(config)]

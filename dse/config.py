@@ -9,10 +9,13 @@ comment, as pycls does for its config keys; the semantic checks (ranges, layer n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import II
+from omegaconf import II, OmegaConf
+
+from dse.storefile import sqlite_url, study_file
 
 
 @dataclass
@@ -77,7 +80,7 @@ class TrainerConfig:
     schedule: str = "poly"  # poly (linear decay, the paper's) | cosine | onecycle | constant
     warmup_epochs: float = 0.0  # linear warmup length (poly/cosine/constant)
     label_smoothing: float = 0.0  # cross-entropy label smoothing
-    accelerator: str = "auto"  # auto | cpu | gpu
+    accelerator: str = "auto"  # auto | cpu | gpu (refused where no GPU is visible)
     devices: Any = 1  # Lightning devices
     precision: str = "auto"  # auto (bf16-mixed on GPU, 32 on CPU) | 32 | bf16-mixed | 16-mixed
     channels_last: str = "auto"  # auto (on GPU) | true | false
@@ -133,10 +136,19 @@ class Config:
     jobs_per_gpu: int = 1
 
 
+def study_sqlite(runs: str, study: str, name: str) -> str:
+    """``${dse_study_sqlite:RUNS,STUDY,FILE}``: the SQLite URL of a file in a study's folder, by
+    the results store's own rule (:mod:`dse.storefile`), so a study name with ``%``, ``?`` or
+    ``#`` names its folder and never a query, another file or another folder."""
+    return sqlite_url(study_file(Path(runs), study, name))
+
+
 def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can list ``base_config`` first in its defaults."""
+    """Register the schema so ``conf/config.yaml`` can list ``base_config`` first in its defaults,
+    and the resolver the sweeper's default storage is written with."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=Config)
+    OmegaConf.register_new_resolver("dse_study_sqlite", study_sqlite, replace=True)
 
 
 register_configs()

@@ -98,8 +98,12 @@ def _missing_option(exc: BaseException) -> str | None:
 
 
 def fail(prog: str, exc: BaseException | str) -> NoReturn:
-    """Print ``prog: error: <one line>`` to stderr and exit with code 2."""
-    text = exc if isinstance(exc, str) else one_line(exc)
+    """Print ``prog: error: <one line>`` to stderr and exit with code 2.
+
+    A message may carry a driver's own line breaks (psycopg's "connection refused" adds "Is the
+    server running ...?"): they are joined here, where the one-line contract is kept.
+    """
+    text = " ".join(lines_of(exc if isinstance(exc, str) else one_line(exc)))
     print(f"{prog}: error: {text}", file=sys.stderr)
     raise SystemExit(EXIT_BAD_INPUT)
 

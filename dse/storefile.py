@@ -60,9 +60,21 @@ def sqlite_file(url: str) -> Path | None:
     return Path(db)
 
 
-def study_file(runs: Path, study: str) -> Path:
-    """``<runs>/<study>/results.db``: where a study's runs are stored unless store.url says otherwise."""
-    return runs / study / DB_NAME
+def in_memory(url: str) -> bool:
+    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``, a
+    ``file::memory:`` or ``mode=memory`` URI): one that is gone when its last connection closes."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+")[0] != "sqlite":
+        return False
+    db = unquote(rest[1:] if rest.startswith("/") else rest)
+    return db.split("?")[0] in ("", ":memory:") or db.startswith("file::memory:") or \
+        "mode=memory" in db
+
+
+def study_file(runs: Path, study: str, name: str = DB_NAME) -> Path:
+    """``<runs>/<study>/results.db``: where a study's runs are stored unless store.url says
+    otherwise (``name``: another file of the study's, such as the Optuna storage)."""
+    return runs / study / name
 
 
 def store_file(path: Path) -> Path | None:

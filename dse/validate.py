@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import importlib.util
 import math
-from collections.abc import Collection, Mapping
+import os
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, get_type_hints
@@ -27,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from dse.config import Config
 from dse.errors import ConfigError
 from dse.model import ModelReport, analyze, build_spec
+from dse.storefile import in_memory
 
 # trainer enumerations; "auto" = bf16-mixed (or 16-mixed) on GPU, 32-true on CPU (device_settings)
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
@@ -37,6 +39,8 @@ STALE = "stale"  # study.rerun=stale: retrain the rows an older training semanti
 FUSED_MODES = ("auto", "fused", "sequential")  # hydra.launcher.mode of hydra/launcher=dse_fused
 # three-way switches (trainer.channels_last, trainer.progress_bar); "auto" is decided at run time
 SWITCHES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
+SEEDS = (0, 2**32 - 1)  # what Lightning's seed_everything accepts (numpy's uint32)
+NAME_MAX = 255  # bytes in one file name (Linux file systems): study.name is a folder's
 
 
 class Shape(NamedTuple):
@@ -49,6 +53,8 @@ class Shape(NamedTuple):
 
 FIXED_SHAPES = {"fashion_mnist": Shape(1, 28, 10), "cifar10": Shape(3, 32, 10),
                 "cifar100": Shape(3, 32, 100)}
+# training images of each in-memory dataset before its validation split (synthetic: synthetic_size)
+TRAIN_IMAGES = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
 DATASETS = (*FIXED_SHAPES, "synthetic", "imagenet")
 # held as tensors by dse/data (TensorBatches): one device each, as no batch is sharded per rank
 IN_MEMORY = (*FIXED_SHAPES, "synthetic")
@@ -77,6 +83,9 @@ def check_study_name(name: Any, field: str = "study.name") -> str:
     text = "" if name is None else str(name)
     if not text.strip() or Path(text).name != text or text in (".", ".."):
         raise ConfigError(field, f"{text!r} is not usable as a folder name (one name, no '/')")
+    if len(text.encode()) > NAME_MAX:
+        raise ConfigError(field, f"is {len(text.encode())} bytes long: a folder name has at most "
+                                 f"{NAME_MAX}")
     return text
 
 
@@ -165,6 +174,14 @@ def validate_fused_launcher(node: Any) -> None:
         return
     one_of("hydra.launcher.mode", node.get("mode"), FUSED_MODES)
     int_at_least(node.get("max_members"), 1, "hydra.launcher.max_members")
+    from hydra.core.config_store import ConfigStore
+
+    # the launcher's own structured config (registered by its plugin) owns its keys
+    known = ConfigStore.instance().load("hydra/launcher/dse_fused.yaml").node
+    for key in node:
+        if key not in known:
+            raise ConfigError(f"hydra.launcher.{key}", "unknown key (not in hydra/launcher=dse_fused's "
+                                                       f"settings: {', '.join(map(str, known))})")
 
 
 def validate_logger(node: Any) -> None:
@@ -192,8 +209,9 @@ def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
     if subset is not None and int(subset) <= 0:
         raise ConfigError("data.subset", f"must be a positive integer or null (got {subset})")
     _check("data", dc, [(key, int(dc.get(key, lo)) >= lo, f"must be >= {lo}") for key, lo in (
-        ("channels", 1), ("image_size", 1), ("num_classes", 1), ("synthetic_size", 1),
+        ("channels", 1), ("image_size", 1), ("num_classes", 2), ("synthetic_size", 2),
         ("val_size", 0), ("num_workers", 0))])
+    val_split(name, dc)
     shape = FIXED_SHAPES.get(name)
     for key, fixed in shape._asdict().items() if shape else ():
         if key in dc and dc[key] != fixed:
@@ -206,6 +224,86 @@ def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
     if name == "imagenet" and not (root and (Path(root).expanduser() / "train").is_dir()):
         raise ConfigError("data.root", f"ImageFolder root {root!r} has no train/ folder "
                           "(expected data.root/train/<class>/*.jpg and data.root/val/...)")
+
+
+def val_split(name: str, dc: Mapping[str, Any]) -> int:
+    """``data.val_size`` of an in-memory dataset: at least one image, at most half its training
+    images (the rest train); a larger value is refused rather than capped, as it enters the hash."""
+    val = int(dc.get("val_size", 0))
+    if name not in IN_MEMORY:
+        return val
+    train = TRAIN_IMAGES.get(name) or int(dc.get("synthetic_size", 0))
+    if not 1 <= val <= train // 2:
+        raise ConfigError("data.val_size", f"must be in [1, {train // 2}], half of {name}'s "
+                                           f"{train} training images (got {val})")
+    return val
+
+
+def check_seeds(seed: Any, seeds: Any) -> None:
+    """``seed`` .. ``seed + study.seeds - 1`` must all be seeds Lightning accepts."""
+    lo, hi = SEEDS
+    first = int_at_least(seed, lo, "seed")
+    n = int_at_least(seeds, 1, "study.seeds")
+    if first > hi:
+        raise ConfigError("seed", f"must be in [{lo}, {hi}] (got {first})")
+    if first + n - 1 > hi:
+        raise ConfigError("seed", f"seed + study.seeds - 1 must be <= {hi} (got {first + n - 1})")
+
+
+def check_shapes(model: Any, data: Any) -> None:
+    """The network takes the dataset's images (``model.in_channels``, which defaults to
+    ``data.channels``) and, for a dataset of fixed classes, has one output per class.
+
+    A synthetic dataset's labels are left free of the classifier: a smaller classifier is the
+    suite's real in-training failure (a failed row, the sweep goes on).
+    """
+    if model.get("in_channels") != data.get("channels"):
+        raise ConfigError("model.in_channels", f"must equal data.channels ({data.get('channels')!r})"
+                                               f", the images' (got {model.get('in_channels')!r})")
+    shape = FIXED_SHAPES.get(data.get("name"))
+    if shape and model.get("num_classes") != shape.num_classes:
+        raise ConfigError("model.num_classes", f"{data.get('name')} has {shape.num_classes} classes "
+                                               f"(got {model.get('num_classes')!r})")
+
+
+def physical_memory() -> int:
+    """Bytes of RAM in this machine (what the kernel reports; 0 when it does not say)."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_fits(report: ModelReport, batch_size: int, limit: int | None = None) -> None:
+    """Refuse a network that cannot train in this machine's memory (``limit``: its RAM).
+
+    A lower bound, known before anything is allocated: fp32 weights, gradients and two optimizer
+    buffers (4 x params x 4 bytes) plus the largest activation of a batch, which training must hold
+    at once; a point above it would only fail (or swap) after loading the data.
+    """
+    limit = physical_memory() if limit is None else limit
+    need = 16 * report.params + 4 * batch_size * report.peak_activation
+    if limit and need > limit:
+        raise ConfigError("model", f"needs at least {need / 2**30:,.1f} GiB to train (params "
+                                   f"{report.params:,}, peak activation {report.peak_activation:,} "
+                                   f"x batch {batch_size}); this machine has {limit / 2**30:,.1f} GiB")
+
+
+def check_runs(runs: Any) -> str:
+    """``paths.runs``, the root of every study folder: a folder name, never empty (which would
+    put the studies, their stores and Hydra's dirs into the launch folder itself)."""
+    text = "" if runs is None else str(runs)
+    if not text.strip():
+        raise ConfigError("paths.runs", "is empty: name the folder the studies go in (e.g. runs)")
+    return text
+
+
+def check_store_url(url: Any) -> None:
+    """``store.url``: whatever names a store (dse/storefile.py) except an in-memory database,
+    whose rows would vanish when the run ends; whether the store opens is the store's to say."""
+    if url is not None and in_memory(str(url)):
+        raise ConfigError("store.url", f"{url!r} is an in-memory database: its rows are lost when "
+                                       "the run ends (give a file or a server URL)")
 
 
 def check_keys(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None:
@@ -221,6 +319,34 @@ def check_keys(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None
             check_keys(cfg[key], types[key], f"{prefix}{key}.")
 
 
+def schema_type(key: str, schema: type = Config) -> Any:
+    """The type the schema gives a dotted key (None where it does not have one)."""
+    kind: Any = schema
+    for part in key.split("."):
+        if not is_dataclass(kind) or part not in (hints := get_type_hints(kind)):
+            return None
+        kind = hints[part]
+    return kind
+
+
+def check_bools(overrides: Sequence[str]) -> None:
+    """Boolean keys on the command line take true or false: OmegaConf reads any other number as
+    a bool, so ``trainer.compile=2`` would train compiled instead of being refused."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    for o in OverridesParser.create().parse_overrides(list(overrides)):
+        key = o.key_or_group
+        if o.is_delete() or schema_type(key) is not bool:
+            continue
+        try:
+            values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        except Exception:  # an interval or a tagged sweep: Optuna's space, checked by its probe
+            continue
+        for v in values:
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                raise ConfigError(key, f"must be true or false (got {v!r})")
+
+
 def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
     """Check keys, model, data, trainer, logger and study together; returns the model's analytic report.
 
@@ -228,16 +354,20 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
     dse-model), so a value is refused in the same words wherever it is typed.
     """
     check_keys(cfg)
-    spec = build_spec(cfg.model)
     validate_data(cfg.data, on_disk=data_on_disk)
+    check_shapes(cfg.model, cfg.data)
+    spec = build_spec(cfg.model)
     validate_trainer(cfg.trainer)
     one_device(cfg.data.name, cfg.trainer.devices)
     validate_logger(OmegaConf.select(cfg, "logger"))
     int_at_least(OmegaConf.select(cfg, "jobs_per_gpu", default=1), 1, "jobs_per_gpu")
     check_study_name(cfg.study.name)
-    if cfg.study.seeds < 1:
-        raise ConfigError("study.seeds", f"must be >= 1 (got {cfg.study.seeds})")
+    check_seeds(OmegaConf.select(cfg, "seed", default=0), cfg.study.seeds)
     if not (isinstance(cfg.study.rerun, bool) or cfg.study.rerun == STALE):
         raise ConfigError("study.rerun", f"must be true, false or {STALE} "
                                          f"(got {cfg.study.rerun!r})")
-    return analyze(spec, cfg.data.image_size)
+    check_runs(OmegaConf.select(cfg, "paths.runs", default="runs"))
+    check_store_url(OmegaConf.select(cfg, "store.url", default=None))
+    report = analyze(spec, cfg.data.image_size)
+    check_fits(report, cfg.trainer.batch_size)
+    return report

@@ -16,8 +16,10 @@ the daemons and for sbatch/squeue/scancel/sinfo, and so for submitit, which call
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -56,6 +58,7 @@ AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none
 JobCompType=jobcomp/none
 ReturnToService=2
+CommunicationParameters=NoCtldInAddrAny,NoInAddrAny
 KillWait=5
 MinJobAge=600
 SchedulerParameters=sched_interval=1
@@ -202,9 +205,13 @@ def _wait(ok, timeout: float, what: str, cluster: SlurmCluster) -> None:
 
 
 def stop(cluster: SlurmCluster, keep: bool = False) -> None:
-    """Cancel what is left, stop the daemons (slurmd, slurmctld, munged: reverse start order)."""
+    """Cancel what is left, stop the daemons (slurmd, slurmctld, munged: reverse start order),
+    then end what they started and left behind: a ``slurmstepd`` runs in a session of its own
+    and outlives slurmd, so it is found by the cluster's ``SLURM_CONF`` in its environment."""
     if any(p.poll() is None for p in cluster.procs[1:]):
         cluster.run("scancel", "--full", "-u", "root", timeout=30)
+        with contextlib.suppress(TimeoutError):
+            cluster.wait_idle(timeout=30)
     for p in reversed(cluster.procs):
         if p.poll() is None:
             p.terminate()
@@ -213,8 +220,42 @@ def stop(cluster: SlurmCluster, keep: bool = False) -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=10)
+    _end(started_by(cluster))
     if not keep:
         shutil.rmtree(cluster.base, ignore_errors=True)
+
+
+def started_by(cluster: SlurmCluster) -> list[int]:
+    """PIDs of live processes whose environment names this cluster's slurm.conf (its daemons'
+    children: step daemons and the jobs' own processes), this process excepted."""
+    mark = f"SLURM_CONF={cluster.conf}".encode()
+    pids = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        pid = int(environ.parent.name)
+        with contextlib.suppress(OSError):
+            if pid != os.getpid() and mark in environ.read_bytes().split(b"\0"):
+                pids.append(pid)
+    return pids
+
+
+def _end(pids: list[int], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL what is still there after ``timeout`` seconds."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        end = time.monotonic() + timeout
+        while (pids := [p for p in pids if Path(f"/proc/{p}").exists() and not _zombie(p)]) \
+                and time.monotonic() < end:
+            time.sleep(0.2)
+        if not pids:
+            return
+
+
+def _zombie(pid: int) -> bool:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return False
 
 
 def session_cluster() -> Iterator[SlurmCluster]:

@@ -78,7 +78,7 @@ def test_image_folder_may_use_several_devices_and_one_index_is_one_device(tmp_pa
 
 
 def test_in_memory_module_refuses_a_sharded_trainer() -> None:
-    dm = build_datamodule(compose(["data=synthetic", "data.synthetic_size=8"]))
+    dm = build_datamodule(compose(["data=synthetic", "data.synthetic_size=8", "data.val_size=2"]))
     dm.trainer = SimpleNamespace(world_size=2)
     with pytest.raises(RuntimeError, match="one device, not 2"):
         dm.train_dataloader()

@@ -218,7 +218,8 @@ def test_a_failing_group_is_every_members_failed_row_and_the_batch_goes_on(tmp_p
     from dse.train.group import Job, run_jobs
 
     # 10-class labels: the 5-way members' cross-entropy raises in the first step, the 10-way trains
-    base = ["data=synthetic", "data.synthetic_size=128", "trainer=smoke", "trainer.max_epochs=1",
+    base = ["data=synthetic", "data.synthetic_size=128", "data.val_size=32",
+            "trainer=smoke", "trainer.max_epochs=1",
             "model.base_e=16", "model.incr_e=16", "trainer.progress_bar=false",
             "trainer.checkpoint_every=0", f"paths.runs={tmp_path}", "study.name=fail", "study.seeds=2"]
     jobs = [Job(compose([*base, f"model.num_classes={n}"]), tmp_path / str(i))

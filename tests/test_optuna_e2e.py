@@ -112,7 +112,8 @@ def test_a_failing_job_fails_its_trial_and_the_study_goes_on(tmp_path):
     # a 5-way classifier on 10-class labels raises inside training: each trial trains and fails
     p = ok(dse_train(tmp_path, "study.name=raising", "hydra.sweeper.n_trials=2",
                      "hydra.sweeper.max_failure_rate=1", "hydra.sweeper.constraints=[]",
-                     *TINY, POOLS, "data=synthetic", "data.synthetic_size=128", "model.num_classes=5"))
+                     *TINY, POOLS, "data=synthetic", "data.synthetic_size=128", "data.val_size=32",
+                     "model.num_classes=5"))
     study = load(tmp_path, "raising")
     assert [t.state.name for t in study.trials] == ["FAIL", "FAIL"]  # the 2nd ran after the 1st
     for t in study.trials:

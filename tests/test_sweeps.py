@@ -123,7 +123,7 @@ def test_joblib_two_processes_land_every_row_once(workdir) -> None:
 
 def test_failing_point_is_recorded_and_the_sweep_goes_on(workdir) -> None:
     # a 5-way classifier on 10-class labels raises inside training; the 10-way point trains
-    res = run_cli("dse-train", "-m", *TINY, "data=synthetic", "data.synthetic_size=128",
+    res = run_cli("dse-train", "-m", *TINY, "data=synthetic", "data.synthetic_size=128", "data.val_size=32",
                   "model.num_classes=5,10", cwd=workdir)
     assert res.returncode == 0, res.stderr[-2000:]
     df = rows(workdir)

@@ -46,7 +46,7 @@ def test_fashion_mnist_splits_and_subset() -> None:
 
 def test_augmentation_keeps_shapes_and_labels() -> None:
     dm = build_datamodule(compose(["data=synthetic", "data.augment=true", "data.flip=true",
-                                   "data.synthetic_size=256"]).data, batch_size=32)
+                                   "data.synthetic_size=256", "data.val_size=64"]).data, batch_size=32)
     dm.setup()
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (32, 3, 32, 32) and y.shape == (32,)
@@ -127,7 +127,8 @@ def test_diverged_run_is_recorded(workdir) -> None:
 
 def test_exception_in_training_is_a_failed_row(workdir) -> None:
     # labels up to 9 but a 5-way classifier: cross-entropy raises inside the first training step
-    res = run_cli("dse-train", "data=synthetic", "data.synthetic_size=128", "model.num_classes=5",
+    res = run_cli("dse-train", "data=synthetic", "data.synthetic_size=128", "data.val_size=32",
+                  "model.num_classes=5",
                   "trainer=smoke", "trainer.max_epochs=1", cwd=workdir)
     assert res.returncode == 1
     lines = res.stderr.splitlines()  # dse's line only: not Hydra's "Error executing job ..." before it

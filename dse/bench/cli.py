@@ -61,7 +61,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser().parse_intermixed_args(argv)
     from dse.bench.options import DEFAULT_SECTIONS, BenchOptions
 
-    sections = args.only or (["fused"] if args.fused else list(DEFAULT_SECTIONS))
+    sections = args.only if args.only is not None else (
+        ["fused"] if args.fused else list(DEFAULT_SECTIONS))
 
     opts = BenchOptions(
         overrides=list(args.overrides), ks=args.k, out=args.out,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from dse.errors import ConfigError
@@ -48,6 +49,10 @@ class BenchOptions:
             raise ConfigError("--target", f"is a fraction in (0, 1] (got {self.target})")
         if self.pack_epochs is not None and self.pack_epochs < 1:
             raise ConfigError("--pack-epochs", f"must be >= 1 (got {self.pack_epochs})")
+        if not self.sections:
+            raise ConfigError("--only", f"names no section; one or more of {', '.join(SECTIONS)}")
+        if not (math.isfinite(self.timeout) and self.timeout > 0):
+            raise ConfigError("--timeout", f"must be a number of seconds > 0 (got {self.timeout})")
         unknown = [s for s in self.sections if s not in SECTIONS]
         if unknown:
             raise ConfigError("--only", f"unknown section(s) {unknown}; one of {', '.join(SECTIONS)}")

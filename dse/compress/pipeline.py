@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from dse.compress.prune import (
@@ -32,7 +33,8 @@ from dse.compress.prune import (
 from dse.compress.quantize import check_bits, quantize_model
 from dse.compress.results import INT8_FILE, LATENCY_COLUMN, METRICS, OUT, write_outputs
 from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plain_state_dict
-from dse.errors import ConfigError, first_line, lines_of
+from dse.config import Config
+from dse.errors import ConfigError, first_line, lines_of, one_line
 from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
 from dse.outputs import check_writable
@@ -102,8 +104,13 @@ def int_list(text: str, option: str) -> tuple[int, ...]:
 
 
 def _apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> DictConfig:
-    """Hydra-style ``key=value`` overrides on the checkpoint's config (unknown keys are errors)."""
-    base = OmegaConf.create(cfg)
+    """Hydra-style ``key=value`` overrides on the checkpoint's config (unknown keys are errors),
+    typed by the schema as dse-train's are: ``trainer.batch_size=abc`` is refused here, not
+    met as a string deep inside a retraining."""
+    try:
+        base = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+    except OmegaConfBaseException as e:
+        raise ConfigError(CKPT, f"its config does not fit this dse's schema ({one_line(e)})") from None
     OmegaConf.set_struct(base, True)
     for item in overrides:
         key = item.split("=", 1)[0].lstrip("+~")

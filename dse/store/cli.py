@@ -32,7 +32,7 @@ EXPORTS = (".csv", ".parquet")
 # column -> header: units as the metrics registry shows them, so "MiB" means what it means everywhere
 HEADERS = {"size_mib": REGISTRY["size_mib"].unit, "val": "val" + REGISTRY["val_top1"].unit,
            "test": "test" + REGISTRY["test_top1"].unit, "epochs": "ep",
-           "train_seconds": REGISTRY["train_seconds"].unit}
+           "resumed_from_epoch": "from", "train_seconds": REGISTRY["train_seconds"].unit}
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
@@ -65,7 +65,7 @@ def _only_study(study: str | None, runs: Path) -> str:
 
 def _statuses(text: str | None) -> list[str] | None:
     """``--status ok,diverged`` as a list; a status no run can have is bad input, not 0 rows."""
-    if not text:
+    if text is None:
         return None
     statuses = comma_list(text)
     unknown = [s for s in statuses if s not in STATUSES]
@@ -99,7 +99,8 @@ def format_runs(df: pd.DataFrame) -> str:
             "params")},
         "size_mib": to_mib(df["size_bytes"]).round(2),
         "val": (df["val_top1"] * 100).round(2), "test": (df["test_top1"] * 100).round(2),
-        "epochs": df["epochs"], "train_seconds": df["train_seconds"].round(1)})
+        "epochs": df["epochs"], "resumed_from_epoch": df["resumed_from_epoch"].astype("Int64"),
+        "train_seconds": df["train_seconds"].round(1)})
     return out.rename(columns=HEADERS).to_string(index=False, na_rep="-")
 
 

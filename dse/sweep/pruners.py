@@ -11,12 +11,28 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from dse.errors import ConfigError
+from dse.metrics import REGISTRY
 from dse.validate import int_at_least
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
 
 PRUNERS = ("median", "hyperband", "threshold", "none")
+
+
+def _monitor(value: Any) -> str | None:
+    """``pruner.monitor``: a metric logged at every validation, by its Lightning key (``val/top1``)
+    or registry name (``val_top1``); None lets the objective decide. Anything else would never be
+    reported, so the pruner would silently never prune."""
+    if value is None:
+        return None
+    keys = {m.name: m.key for m in REGISTRY.values() if m.per_epoch and m.key}
+    if str(value) in keys.values():
+        return str(value)
+    if str(value) in keys:
+        return keys[str(value)]
+    raise ConfigError("hydra.sweeper.pruner.monitor", f"{value!r} is not logged every epoch "
+                                                      f"(one of {', '.join(keys.values())})")
 
 
 def pruner_spec(conf: Any) -> dict[str, Any]:
@@ -26,7 +42,7 @@ def pruner_spec(conf: Any) -> dict[str, Any]:
     if name not in PRUNERS:
         raise ConfigError("hydra.sweeper.pruner.name",
                           f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
-    spec: dict[str, Any] = {"name": name, "monitor": get("monitor", None)}
+    spec: dict[str, Any] = {"name": name, "monitor": _monitor(get("monitor", None))}
     if name == "median":
         for key, lo in (("n_startup_trials", 0), ("n_warmup_steps", 0), ("interval_steps", 1)):
             spec[key] = int_at_least(get(key, lo), lo, f"hydra.sweeper.pruner.{key}")

@@ -8,8 +8,10 @@ bad input before a file exists.
 
 from __future__ import annotations
 
+import sqlite3
 import warnings
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -72,6 +74,7 @@ def parse_storage(url: str | None, cwd: Path | None = None) -> StorageSpec:
         path = path if path.is_absolute() else (cwd / path)
         if path.is_dir():
             raise ConfigError(STORAGE_FIELD, f"{path} is a directory, not a database file")
+        refuse_results_store(path)
         parsed = parsed.set(database=str(path))
     try:
         dialect = parsed.get_dialect()
@@ -85,6 +88,24 @@ def parse_storage(url: str | None, cwd: Path | None = None) -> StorageSpec:
                                          f"installed: {e}{hint}") from None
     return StorageSpec("rdb", parsed.render_as_string(hide_password=False), path,
                        parsed.render_as_string(hide_password=True))
+
+
+def refuse_results_store(path: Path) -> None:
+    """A dse results store is not an Optuna storage: Optuna would add its tables to the file,
+    and dse-report and dse-store would then see an Optuna storage or a foreign database in it."""
+    if not path.is_file():
+        return
+    from dse.store.schema import META, RUNS
+    from dse.storefile import reader_uri
+
+    try:
+        with closing(sqlite3.connect(reader_uri(path), uri=True)) as db:
+            tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError:
+        return  # not SQLite at all: Optuna's own error says so when it opens it
+    if {META, RUNS} <= tables:
+        raise ConfigError(STORAGE_FIELD, f"{path} is a dse results store, not an Optuna storage "
+                                         "(use another file, e.g. optuna.db beside it)")
 
 
 def open_storage(spec: StorageSpec, *, heartbeat_interval: int | None = None,

@@ -7,14 +7,17 @@ Each (design point, seed) checkpoints into its own folder, :func:`resume_dir`::
 keyed by what identifies the run, not by the time-stamped Hydra run dir, which a rerun of the same
 command (or a Slurm resubmission) does not reuse. ``E`` is the 0-based epoch being trained when the
 file was written and ``S`` the optimizer steps done. A run that starts finds the newest whole file
-there and resumes from it (``trainer.fit(..., ckpt_path=...)``); once its row is stored the folder
+there and resumes from it (``trainer.fit(..., ckpt_path=..., weights_only=True)``: a checkpoint is
+data, never code); once its row is stored the folder
 is removed (:func:`discard`), so a sweep leaves nothing behind but the runs it lost.
 
 What Lightning does: :class:`ResumeCheckpoint` is a ``ModelCheckpoint`` that writes every
 ``trainer.checkpoint_every`` epochs at the epoch's end (after its validation) and keeps the newest
-``trainer.keep_checkpoints`` (top-k on ``step``, maximised, is newest-k). Its writes are atomic (an
-fsspec transaction: a temporary file moved into place), and ``fit(ckpt_path=...)`` restores the
-weights, optimizer, LR schedule, loop counters and callback states.
+``trainer.keep_checkpoints`` (top-k on ``step``, maximised, is newest-k), and ``fit(ckpt_path=...)``
+restores the weights, optimizer, LR schedule, loop counters and callback states. Every checkpoint a
+dse Trainer writes goes through :class:`AtomicCheckpointIO`: Lightning's own writer stages the file
+in the system's temporary folder and moves it, which on another file system is a copy that a full
+disk cuts short under the final name.
 
 What is written here by hand, and why:
 
@@ -38,7 +41,9 @@ What is written here by hand, and why:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
+import os
 import re
 import shutil
 import warnings
@@ -50,7 +55,10 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from dse.errors import ConfigError, first_line
+from dse.outputs import atomic_path
 from dse.signals import HeldStops
 from dse.store import config_hash
 from dse.validate import validate_trainer
@@ -87,13 +95,37 @@ def checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def check_folder(cfg: Any, seed: int) -> Path:
+    """:func:`resume_dir`, refused unless it is where it says: no link from ``paths.runs`` down
+    (``paths.runs`` itself may be one). A linked folder would have a run write and delete
+    checkpoints wherever the link leads, and read a file someone else put there."""
+    folder = resume_dir(cfg, seed)
+    runs = Path(cfg.paths.runs).resolve()
+    real = runs / folder.relative_to(Path(cfg.paths.runs))
+    if folder.resolve() != real:
+        raise ConfigError("paths.runs", f"{folder} leads to {folder.resolve()}: a resume folder "
+                                        "is never followed out of its place under paths.runs")
+    return folder
+
+
+def loadable(path: Path) -> bool:
+    """Whether ``path`` is a whole checkpoint of plain data: its zip directory is complete (a cut
+    file lacks its end) and it unpickles with ``weights_only=True``, so loading it runs no code
+    whatever the environment (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) says."""
+    if not zipfile.is_zipfile(path):
+        log.warning("ignoring the incomplete checkpoint %s", path)
+        return False
+    try:
+        torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        log.warning("ignoring the checkpoint %s: not plain data (%s)", path, first_line(e))
+        return False
+    return True
+
+
 def newest(folder: Path) -> Path | None:
-    """The newest whole checkpoint in ``folder`` (torch writes zip files: a cut one lacks its end)."""
-    for p in reversed(checkpoints(folder)):
-        if zipfile.is_zipfile(p):
-            return p
-        log.warning("ignoring the incomplete checkpoint %s", p)
-    return None
+    """The newest loadable checkpoint in ``folder``; the others are left for :func:`prune`."""
+    return next((p for p in reversed(checkpoints(folder)) if loadable(p)), None)
 
 
 def prune(folder: Path, keep: int) -> list[Path]:
@@ -112,6 +144,20 @@ def discard(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # other seeds of the point in it, or gone already
         folder.parent.rmdir()
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints written to a temporary name in their own folder, synced, then renamed: a file
+    under a checkpoint's name is always whole, whatever the disk or a kill does mid-write."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
+                        storage_options: Any | None = None) -> None:
+        buffer = io.BytesIO()  # serialised first: torch hides a full disk behind its own error
+        torch.save(checkpoint, buffer)
+        with atomic_path(path, "trainer.checkpoint") as tmp, open(tmp, "wb") as f:
+            f.write(buffer.getbuffer())
+            f.flush()
+            os.fsync(f.fileno())
 
 
 class ResumeCheckpoint(ModelCheckpoint):
@@ -202,7 +248,7 @@ class Resume:
         every, keep = check_settings(cfg.trainer)
         if every == 0:
             return None
-        folder = resume_dir(cfg, seed)
+        folder = check_folder(cfg, seed)
         held = HeldStops()
         return cls(folder, newest(folder), held, ResumeState(folder, keep, held, monitor),
                    ResumeCheckpoint(folder, every, keep))

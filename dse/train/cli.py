@@ -27,7 +27,7 @@ from dse.metrics import REGISTRY
 from dse.outputs import check_writable
 from dse.paths import conf_dir
 from dse.signals import EXIT_INTERRUPTED, stop_signals
-from dse.validate import check_study_name, validate, validate_fused_launcher
+from dse.validate import check_bools, check_runs, check_study_name, validate_fused_launcher
 
 PROG = "dse-train"
 log = logging.getLogger("dse.train")
@@ -39,30 +39,44 @@ class Preflight(Callback):
 
     Hydra writes ``.hydra/*.yaml`` and ``dse-train.log`` into the run dir before the task starts, so a
     check in the task comes too late, and its own ``mkdir`` of an unwritable dir fails with a
-    traceback. A single run's whole config is validated here; sweep jobs are checked in the task,
-    where a bad point becomes a failed job and the sweep goes on (dse_optuna also checks its space
-    first), so for a sweep only ``study.name``, which names the sweep dir, is checked here. Hydra
+    traceback. A single run's config, and every point of a grid (Hydra's basic sweeper), get
+    :func:`~dse.train.run.check_job` and their stores are opened; one bad point refuses the
+    whole grid before its first job, as dse_optuna's probe refuses a bad search space. Hydra
     turns exceptions from a callback into warnings, hence the exits from here.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        with bad_input(PROG):
-            validate(config)
-        self._check_outputs(config, "hydra.run.dir")
+        self._check_jobs(config, [config], "hydra.run.dir")
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from dse.compose import grid_sweep, job_configs
+
         with bad_input(PROG):
             check_study_name(config.study.name)
+            check_runs(config.paths.runs)
             validate_fused_launcher(OmegaConf.select(config, "hydra.launcher"))
-        self._check_outputs(config, "hydra.sweep.dir")
+            jobs = job_configs(config) if grid_sweep(config) else []
+        self._check_jobs(config, jobs, "hydra.sweep.dir")
+
+    @classmethod
+    def _check_jobs(cls, config: DictConfig, jobs: list[DictConfig], key: str) -> None:
+        with bad_input(PROG):
+            check_bools(config.hydra.overrides.task)
+            from dse.train.run import check_job, check_stores
+
+            # the jobs' own keys: Hydra's node still lacks what the launcher sets (output dir, num)
+            jobs = [OmegaConf.masked_copy(job, [k for k in job if k != "hydra"]) for job in jobs]
+            for job in jobs:
+                check_job(job)
+            cls._check_outputs(config, key)
+            check_stores(jobs)
 
     @staticmethod
     def _check_outputs(config: DictConfig, key: str) -> None:
-        with bad_input(PROG):
-            check_writable(config.paths.runs, "paths.runs", directory=True)
-            run_dir = OmegaConf.select(config, key, throw_on_resolution_failure=False)
-            if run_dir is not None:
-                check_writable(run_dir, key, directory=True)
+        check_writable(check_runs(config.paths.runs), "paths.runs", directory=True)
+        run_dir = OmegaConf.select(config, key, throw_on_resolution_failure=False)
+        if run_dir is not None:
+            check_writable(run_dir, key, directory=True)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import time
-import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from dse.train.run import (
     device_name,
     device_settings,
     final_checkpoint,
+    keep_traceback,
     make_trainer,
 )
 from dse.validate import IN_MEMORY
@@ -351,7 +351,7 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = ()) -> 
         log.error("fused group of %d failed: %s", len(members), first_line(e, typed=True))
         for m in members:
             m.status, m.reason = "failed", first_line(e, typed=True)
-            (m.out_dir / f"error_seed{m.seed}.txt").write_text(traceback.format_exc())
+            keep_traceback(m.out_dir / f"error_seed{m.seed}.txt")
     seconds = time.perf_counter() - t0
     rows = []
     for k, (m, lg) in enumerate(zip(members, loggers, strict=True)):

@@ -12,12 +12,16 @@ the ``logger`` group never enters the config hash (dse/store/record.py hashes mo
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from dse.errors import ConfigError, first_line
 
 
 def _mlflow(out: str, seed: int, node: Mapping[str, Any]) -> dict[str, Any]:
@@ -41,6 +45,27 @@ def per_run_kwargs(target: str, out_dir: str | Path, seed: int,
     out = os.path.abspath(out_dir)
     make = PER_RUN.get(target.rsplit(".", 1)[-1], lambda out, seed, node: {"save_dir": out})
     return make(out, seed, node or {})
+
+
+def check_logger(node: Mapping[str, Any] | None) -> None:
+    """The preset's class exists and takes its arguments, so a typo is bad input before a run
+    dir exists rather than a failed row per seed (:func:`dse.validate.validate_logger` checks,
+    torch-free, that its package is installed). A class taking ``**kwargs`` accepts any key."""
+    if node is None:
+        return
+    target = str(node.get("_target_"))
+    module, _, name = target.rpartition(".")
+    try:  # not hydra.utils.get_class: it logs its own multi-line error first
+        params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except Exception as e:
+        raise ConfigError("logger._target_", f"no logger class {target!r} ({first_line(e)})"
+                          ) from None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    for key in node:
+        if not str(key).startswith("_") and key not in params:
+            raise ConfigError(f"logger.{key}", f"{target.rsplit('.', 1)[-1]} takes no such "
+                                               f"argument ({', '.join(params)})")
 
 
 def build_logger(cfg: DictConfig, out_dir: str | Path, seed: int) -> Any:

@@ -20,6 +20,8 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
+from dse.compose import grid_sweep, sweep_points
+
 log = logging.getLogger("dse.train")
 PROGRESS_FILE = ".dse_progress.jsonl"
 
@@ -50,10 +52,6 @@ def progress_line(events: list[dict[str, Any]], last: dict[str, Any], now: float
     return " ".join(parts) + f" · {failed} failed" + (f" · ETA {duration(eta)}" if left else "")
 
 
-def _grid_sweep(config: DictConfig) -> bool:
-    return "BasicSweeper" in str(config.hydra.sweeper.get("_target_", ""))
-
-
 class SweepProgress(Callback):
     """Counts a grid's points as they finish (see the module docstring)."""
 
@@ -61,13 +59,9 @@ class SweepProgress(Callback):
         self._t0: float | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        if not _grid_sweep(config):
+        if not grid_sweep(config):
             return
-        from dse.compose import grid_points
-
-        # what the basic sweeper sweeps: the study's hydra.sweeper.params, then the command line
-        params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
-        points = grid_points([*params, *config.hydra.overrides.task])
+        points = sweep_points(config)
         swept = sorted({ov.split("=", 1)[0] for p in points for ov in p
                         if sum(ov in q for q in points) < len(points)})
         head = {"total": len(points), "start": time.time(), "swept": swept}

@@ -27,15 +27,15 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from dse import TRAINING_SEMANTICS
 from dse.data import build_datamodule
-from dse.errors import first_line
+from dse.errors import ConfigError, first_line
 from dse.export.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
 from dse.store.fallback import append_or_keep
 from dse.store.record import slurm_job
-from dse.train.checkpoints import Resume, discard, resume_dir
+from dse.train.checkpoints import AtomicCheckpointIO, Resume, check_folder, discard, resume_dir
 from dse.train.divergence import DivergenceMonitor
-from dse.train.loggers import build_logger, log_uri
+from dse.train.loggers import build_logger, check_logger, log_uri
 from dse.train.module import FireClassifier
 from dse.train.summary import summarize
 from dse.validate import STALE, switch, validate
@@ -45,7 +45,14 @@ _RUNS_OK = ("ok", "diverged")
 
 
 def device_settings(tc: Any) -> tuple[str, str, bool]:
-    """(accelerator, precision, channels_last): bf16 + channels_last on GPU, fp32 on CPU."""
+    """(accelerator, precision, channels_last): bf16 + channels_last on GPU, fp32 on CPU.
+
+    ``trainer.accelerator=gpu`` without a visible GPU is refused, not trained on the CPU: timings
+    and the stored ``device`` would silently describe another machine than the one asked for.
+    """
+    if tc.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator", f"{tc.accelerator} asked for, but no GPU is "
+                                                 "visible here (use auto or cpu)")
     gpu = torch.cuda.is_available() and tc.accelerator != "cpu"
     accelerator = "gpu" if gpu else "cpu"
     precision = tc.precision
@@ -152,7 +159,7 @@ def make_trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Pat
         enable_progress_bar=_progress_bar(tc),
         enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
         logger=build_logger(cfg, out_dir, seed) if logger is None else logger,
-        callbacks=callbacks, default_root_dir=out_dir,
+        callbacks=callbacks, default_root_dir=out_dir, plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -163,7 +170,8 @@ def _fit(rec: dict[str, Any], trainer: L.Trainer, module: FireClassifier, dm: An
     the run got."""
     t0 = time.perf_counter()
     with resume.held if resume else contextlib.nullcontext():  # a stop signal waits for a whole step
-        trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None,
+                    weights_only=True)
     if resume and resume.ckpt:
         rec["resumed_from_epoch"] = resume.state.resumed_from
     rec["epochs"] = trainer.current_epoch
@@ -224,11 +232,44 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
             rec.update(status="pruned", error=str(e) or "pruned by the Optuna pruner")
         else:
             rec.update(status="failed", error=first_line(e, typed=True))
-            (out_dir / f"error_seed{seed}.txt").write_text(traceback.format_exc())
             log.error("run failed: %s", rec["error"])
+            keep_traceback(out_dir / f"error_seed{seed}.txt")
         rec["epochs"] = rec.get("epochs") or 0
     rec["finished_at"] = utcnow_iso()
     return rec
+
+
+def keep_traceback(path: Path) -> None:
+    """Best effort: the row carries the error; the full traceback beside the run is a help that a
+    full or read-only run folder must not turn into a second failure that loses the row."""
+    try:
+        path.write_text(traceback.format_exc())
+    except OSError as e:
+        log.warning("traceback not kept (%s): %s", path, first_line(e))
+
+
+def check_job(cfg: DictConfig) -> Any:
+    """:func:`dse.validate.validate` and what it cannot check without torch: the GPU asked for,
+    the logger's class and arguments and each seed's resume folder. dse-train's preflight runs it
+    on every job before Hydra writes; each job runs it again before it trains. Returns the
+    model's analytic report."""
+    report = validate(cfg)
+    device_settings(cfg.trainer)
+    check_logger(OmegaConf.select(cfg, "logger"))
+    for seed in range(cfg.seed, cfg.seed + cfg.study.seeds):
+        check_folder(cfg, seed)
+    return report
+
+
+def check_stores(cfgs: list[DictConfig]) -> None:
+    """Open (creating if new) each store these jobs append to: a URL that is garbage, a foreign
+    file, a newer schema, a missing driver or an unreachable server is refused before training."""
+    seen = set()
+    for cfg in cfgs:
+        key = (OmegaConf.select(cfg, "store.url"), str(cfg.paths.runs), str(cfg.study.name))
+        if key not in seen:
+            seen.add(key)
+            ResultsStore.from_config(cfg).close()
 
 
 @dataclass
@@ -336,7 +377,7 @@ def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
     A seed that another worker is training is put off until the others are done, then taken from
     the store once that worker stored it: concurrent sweeps train each (point, seed) once.
     """
-    point = Point(cfg, validate(cfg), Path(out_dir), overrides, callbacks)
+    point = Point(cfg, check_job(cfg), Path(out_dir), overrides, callbacks)
     with ResultsStore.from_config(cfg) as store:
         rows = {seed: point.row(store, seed, wait=False)
                 for seed in range(cfg.seed, cfg.seed + cfg.study.seeds)}

@@ -43,7 +43,8 @@ class DseOptunaSweeperConf:
     _target_: str = "hydra_plugins.dse_optuna_sweeper.dse_optuna_sweeper.DseOptunaSweeper"
     study_name: str = "${study.name}"  # Optuna study name (shared by workers and reruns)
     # SQLAlchemy URL (sqlite:///..., postgresql://...) or journal:PATH (Optuna's JournalStorage)
-    storage: str = "sqlite:///${paths.runs}/${study.name}/optuna.db"
+    # (default: <paths.runs>/<study.name>/optuna.db, quoted by the results store's rule)
+    storage: str = "${dse_study_sqlite:${paths.runs},${study.name},optuna.db}"
     n_trials: int = 20  # finished trials the study should have (all workers, all reruns)
     n_jobs: int = 1  # trials asked and launched together (set hydra.launcher.n_jobs alike)
     objectives: list[Any] = field(

@@ -34,7 +34,7 @@ from hydra_plugins.dse_optuna_sweeper._settings import (  # noqa: E402
     validate_settings,
 )
 from hydra_plugins.dse_optuna_sweeper._space import build_search_space, quote  # noqa: E402
-from tests.conftest import free_port, has_psycopg, restore_sigint  # noqa: E402
+from tests.conftest import ROOT, free_port, has_psycopg, restore_sigint  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -220,6 +220,26 @@ def test_search_space_from_override_grammar():
 
     parsed = OverridesParser.create().parse_overrides(ov)
     assert [p.value() for p in parsed] == [6, 32, 3, 48, 0.1, 0.25, "a b", 2]
+
+
+def test_shipped_studies_search_ordered_knobs_with_ordered_distributions():
+    """A number knob searched as choice() is a categorical: the sampler sees no order and the
+    dashboard's contour plot sorts it as text (128, 16, 32, 64)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    searched = {}
+    for path in sorted((ROOT / "studies").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        if any("dse_optuna" in str(d) for d in doc.get("defaults", [])):
+            params = doc["hydra"]["sweeper"]["params"]
+            for name, dist in build_search_space(params, []).distributions.items():
+                searched[f"{path.stem}:{name}"] = dist
+    assert "pareto:model.base_e" in searched
+    for name, dist in searched.items():
+        if isinstance(dist, CategoricalDistribution):
+            assert not any(isinstance(c, (int, float)) for c in dist.choices), name
+    assert searched["pareto:model.base_e"] == IntDistribution(16, 128, log=True)
+    assert searched["pareto:model.incr_e"] == IntDistribution(0, 128, step=16)
 
 
 @pytest.mark.parametrize("params, needle", [

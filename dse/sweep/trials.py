@@ -11,9 +11,9 @@ Optuna has one FAIL state for several different events, and the budget, the resu
 
 ``result`` holds the job's returned summary (:func:`dse.train.summary.summarize`), ``analytic`` the
 spec-derived sizes of a rejected point, ``constraints`` each constraint's value, relative violation
-(what the sampler is told) and feasibility, and
-``output_dir`` the job's folder. The study itself carries its budgets (:data:`STUDY_CONSTRAINTS`,
-as of the last worker that opened it), so a report can draw them (:func:`budgets`).
+(what the sampler is told) and feasibility, and ``output_dir`` the job's folder. The study itself
+carries its budgets (:data:`STUDY_CONSTRAINTS`, as of the last worker that opened it), so a report
+can draw them (:func:`budgets`).
 """
 
 from __future__ import annotations

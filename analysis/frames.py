@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.fmt import value_text
+from analysis.fmt import is_missing, value_text
 from analysis.loading import CONTEXT, METAPARAMS, SETTING, config_of
 from analysis.paper import PAPER_CONTEXT
 from dse.metrics import ACCURACY, MB, MIB, REGISTRY, to_mb, to_mib
@@ -273,8 +273,13 @@ def setting_columns(df: pd.DataFrame) -> list[str]:
 
 
 def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
-    """Per row, its data setting as text (``subset=500 max_epochs=1``; "" with no ``cols``)."""
-    return pd.Series([describe(r, cols) for _, r in df.iterrows()], index=df.index, dtype=object)
+    """Per row, its data setting as text (``subset=500 max_epochs=1``; "" with no ``cols``); no
+    subset is the whole training set (``subset=all``), any other missing value is unknown."""
+    def text(r: pd.Series) -> str:
+        return " ".join(f"{c}={'all' if c == 'subset' else '?'}" if is_missing(r.get(c))
+                        else f"{c}={value_text(r.get(c))}" for c in cols)
+
+    return pd.Series([text(r) for _, r in df.iterrows()], index=df.index, dtype=object)
 
 
 def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:

@@ -24,7 +24,7 @@ from analysis.synthetic import base_config, demo_records, record
 RUG_TITLE = "runs that are not design points (no accuracy plotted)"
 
 
-def _point(subset: int, epochs: int, base_e: int, bypass: str, acc: float, status: str = "ok",
+def _point(subset: int | None, epochs: int, base_e: int, bypass: str, acc: float, status: str = "ok",
            study: str = "pareto") -> dict:
     cfg = base_config(study, max_epochs=epochs)
     cfg["data"]["subset"] = subset
@@ -175,3 +175,12 @@ def test_sr_chart_draws_chance_when_the_curves_come_near_it() -> None:
     top = next(a for a in far.axes if a.get_ylabel() == "top-1 accuracy (%)")
     assert _hlines(top) == [] and top.get_ylim()[0] > 80
     assert F.chance(10) == 0.1 and F.chance(10, 5) == 0.5 and F.chance(None) is None
+
+
+def test_a_setting_without_subset_reads_as_the_whole_training_set() -> None:
+    rows = [_point(subset, 3, base_e, "none", 0.8 + base_e / 1000)
+            for subset in (None, 500) for base_e in (16, 64)]
+    points = F.pareto_frame(load(pd.DataFrame(rows)))
+    assert points.attrs["settings"] == ["subset=500", "subset=all"]
+    assert points.groupby("setting")["pareto"].sum().to_dict() == {"subset=500": 2,
+                                                                   "subset=all": 2}

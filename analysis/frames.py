@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from analysis.fmt import value_text
-from analysis.loading import CONTEXT, METAPARAMS, config_of
+from analysis.fmt import is_missing, value_text
+from analysis.loading import CONTEXT, METAPARAMS, SETTING, config_of
 from analysis.paper import PAPER_CONTEXT
-from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
+from dse.metrics import ACCURACY, MB, MIB, REGISTRY, to_mb, to_mib
 
 METRICS = sorted(ACCURACY, key=lambda m: REGISTRY[m].topk)  # top-1 first: the charts' order
 BYPASS_ORDER = ["none", "simple", "complex"]
@@ -206,6 +206,12 @@ def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
     return out
 
 
+def chance(num_classes: Any, k: int = 1) -> float | None:
+    """The top-``k`` accuracy of guessing (k / classes, at most 1), None when classes are unknown."""
+    n = pd.to_numeric(pd.Series([num_classes]), errors="coerce").iloc[0]
+    return None if pd.isna(n) or n <= 0 else min(1.0, k / float(n))
+
+
 def sr_frame(df: pd.DataFrame) -> pd.DataFrame:
     """Figure 3a: accuracy and size against the squeeze ratio SR (see :func:`sweep_frame`)."""
     return sweep_frame(df, "sr")
@@ -257,6 +263,40 @@ def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:
 
 
 COSTS = ("size_bytes", "latency_ms")  # what a Pareto front may trade accuracy against
+# A budget on any of these is a line on the size axis; the value is its bytes per unit.
+_SIZE_BUDGETS = {"size_bytes": 1, "size_mb": MB, "size_mib": MIB}
+
+
+def setting_columns(df: pd.DataFrame) -> list[str]:
+    """The :data:`~analysis.loading.SETTING` columns that take several values in ``df``."""
+    return [c for c in SETTING if c in df.columns and df[c].map(_cell).nunique() > 1]
+
+
+def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
+    """Per row, its data setting as text (``subset=500 max_epochs=1``; "" with no ``cols``); no
+    subset is the whole training set (``subset=all``), any other missing value is unknown."""
+    def text(r: pd.Series) -> str:
+        return " ".join(f"{c}={'all' if c == 'subset' else '?'}" if is_missing(r.get(c))
+                        else f"{c}={value_text(r.get(c))}" for c in cols)
+
+    return pd.Series([text(r) for _, r in df.iterrows()], index=df.index, dtype=object)
+
+
+def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
+    """The studies' budgets (``df.attrs["budgets"]``, :func:`analysis.loading.load`) that bound
+    ``cost``'s axis, as (text, position in the axis's unit: MiB for the size, the metric's own
+    unit for a latency), in the order the studies list them, each once."""
+    out: dict[str, float] = {}
+    for study in sorted({str(s) for s in df["study"].dropna()}) if "study" in df else []:
+        for metric, op, bound in (df.attrs.get("budgets") or {}).get(study, []):
+            if cost == "size_bytes" and metric in _SIZE_BUDGETS:
+                x = to_mib(float(bound) * _SIZE_BUDGETS[metric])
+            elif metric == cost:
+                x = float(bound)
+            else:
+                continue
+            out.setdefault(f"{metric} {op} {bound:g}", x)
+    return list(out.items())
 
 
 def pareto_frame(df: pd.DataFrame, metric: str | None = None,
@@ -264,7 +304,13 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
     """One row per design point (ok runs averaged over seeds) with its size, its mean ``cost`` and
     mean accuracy; ``pareto`` marks the non-dominated points (max ``metric``, min ``cost``: the fp32
     size, or a measured latency such as ``latency_ms``), numbered by cost in ``label``; ``desc``
-    names the metaparameters that vary across the study. ``attrs``: ``metric``, ``cost``.
+    names the metaparameters that vary across the study. ``attrs``: ``metric``, ``cost``,
+    ``setting`` (the setting columns that vary), ``settings`` and ``budgets``
+    (:func:`budget_lines`).
+
+    Accuracies compare only within a data setting (:data:`~analysis.loading.SETTING`: 3 epochs
+    on 500 images is another question than 30 on 60,000), so there is one front per ``setting``
+    (its varying setting columns as text, "" when there is one), numbered setting by setting.
 
     The front is taken over design-point means, not single runs: with several seeds a lucky seed
     would otherwise put a point on the front that its other seeds do not support. A latency is
@@ -288,8 +334,8 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
     ok = ok.assign(point=point_key(ok))
     g = ok.groupby("point", sort=False)
     first = g.first()  # metaparameters and sizes are equal within a point
-    keep = [c for c in ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS, "params",
-                        "size_bytes", "macs", "config_hash"] if c in first.columns]
+    keep = [c for c in ["study", "model", *SETTING, *METAPARAMS, "params", "size_bytes", "macs",
+                        "config_hash"] if c in first.columns]
     out = first[keep].copy()
     out["n"] = g.size()
     out["acc_mean"] = g[metric].mean()
@@ -302,15 +348,24 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
     out["size_mb"] = to_mb(out["size_bytes"].astype(float))
     out["size_mib"] = to_mib(out["size_bytes"].astype(float))
     out["preset"] = out["model"].isin(PRESETS)
-    out["pareto"] = pareto_mask(out["cost"].to_numpy(float), out["acc_mean"].to_numpy(float))
-    out = out.sort_values(["cost", "acc_mean"], ascending=[True, False])
+    setting = setting_columns(out)
+    out["setting"] = setting_of(out, setting)
+    out["pareto"] = False
+    for rows in out.groupby("setting", sort=False).groups.values():
+        sel = out.loc[rows]
+        out.loc[rows, "pareto"] = pareto_mask(sel["cost"].to_numpy(float),
+                                              sel["acc_mean"].to_numpy(float))
+    out = out.sort_values([*setting, "cost", "acc_mean"], ascending=[True] * (len(setting) + 1)
+                          + [False], na_position="last")
     out = out.reset_index(drop=True)
-    cols = varying_columns(out)
+    cols = [c for c in varying_columns(out) if c not in setting]
     out["desc"] = out.apply(lambda r: describe(r, cols), axis=1)
     labels = np.zeros(len(out), dtype=int)
     labels[out["pareto"].to_numpy()] = np.arange(1, int(out["pareto"].sum()) + 1)
     out["label"] = labels
-    out.attrs.update(metric=metric, cost=cost, varying=cols)
+    out.attrs.update(metric=metric, cost=cost, varying=cols, setting=setting,
+                     settings=list(dict.fromkeys(out["setting"])),
+                     budgets=budget_lines(df, cost))
     return out
 
 

@@ -31,8 +31,10 @@ COLUMNS: dict[str, str] = run_dtypes(nullable=True)
 # Metaparameters of a design point (what a sweep varies) and the fixed context a sweep must share.
 METAPARAMS = ["base_e", "incr_e", "freq", "n_fire", "sr", "pct3x3", "dropout", "bypass",
               "batch_norm", "stem_channels", "stem_kernel", "stem_stride", "pool_after"]
-CONTEXT = ["study", "model", "data", "trainer", "image_size", "num_classes", "subset",
-           "max_epochs"]
+# What a run's accuracy means (the data it saw, how long and how it trained): accuracies compare,
+# and one Pareto front is drawn, only among runs whose setting is equal.
+SETTING = ["data", "trainer", "image_size", "num_classes", "subset", "max_epochs"]
+CONTEXT = ["study", "model", *SETTING]
 STATUSES = ["ok", "diverged", "failed", "pruned", "rejected", "running"]
 
 # Optuna parameter names are Hydra override keys (``model.sr``): the record's own mapping read back.
@@ -138,17 +140,37 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
         raise LoadError("--study", f"unknown study {study!r} in {src.url} "
                                    f"(known: {', '.join(sorted(names)) or 'none'})")
     rows: list[dict[str, Any]] = []
+    budgets: dict[str, list[tuple[str, str, float]]] = {}
     for name in [study] if study is not None else names:
         st = optuna.load_study(study_name=name, storage=storage)
+        budgets[name] = trials.budgets(st.user_attrs)
         metric_names = st.metric_names or (
             ["value"] if len(st.directions) == 1 else
             [f"value_{i}" for i in range(len(st.directions))])
         rows += [_trial_row(name, t, metric_names) for t in st.get_trials(deepcopy=False)
                  if trials.kind(t) != "discarded"]  # claimed over budget by a racing worker
     df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    return _fill_from_sibling_store(df, src)
+    if not df.empty:
+        df = _fill_from_sibling_store(df, src)
+    df.attrs["budgets"] = budgets
+    return df
+
+
+def _sibling_budgets(src: Source) -> dict[str, list[tuple[str, str, float]]]:
+    """The budgets of the Optuna studies in an ``optuna.db`` beside a dse store (the sweeper's
+    default storage): its runs' results.db does not record the sweep's constraints."""
+    sibling = src.path.resolve().parent / "optuna.db" if src.path is not None else None
+    if sibling is None or not sibling.is_file():
+        return {}
+    try:
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{sibling}", skip_table_creation=True)
+        return {s.study_name: trials.budgets(s.user_attrs)
+                for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+    except Exception:  # noqa: BLE001 - the sibling storage is a bonus, never an error
+        return {}
 
 
 def _trial_row(study: str, t: Any, metric_names: list[str]) -> dict[str, Any]:
@@ -208,7 +230,9 @@ def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -
     ``source`` may also be a DataFrame (a notebook's own filtered frame): it is only normalized
     (and, like every source, rid of repeated seeds: :func:`drop_repeated_seeds`).
     Raises :class:`LoadError` when there is nothing to report on, because an empty chart would
-    look like a result.
+    look like a result. ``attrs["budgets"]``: per study, the sweep's constraints as (metric, op,
+    bound) (:func:`dse.sweep.trials.budgets`; from an Optuna storage, or one beside a dse store);
+    a frame passed in keeps its own.
     """
     if isinstance(source, pd.DataFrame):
         df = normalize(source)
@@ -219,7 +243,9 @@ def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -
         where = src.url
         if df is None or df.empty:
             raise LoadError(ARG, f"{where} holds no runs yet")
+        budgets = df.attrs.get("budgets") if src.kind == "optuna" else _sibling_budgets(src)
         df = normalize(df)
+        df.attrs["budgets"] = budgets or {}
     df = drop_repeated_seeds(df)
     if study is not None:
         known = sorted(str(s) for s in df["study"].dropna().unique())

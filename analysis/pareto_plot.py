@@ -16,15 +16,17 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
+from matplotlib.legend_handler import HandlerTuple
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from analysis.frames import BYPASS_ORDER, ok_runs
+from analysis.frames import BYPASS_ORDER, ok_runs, setting_of
 from analysis.labels import place_labels
 from analysis.style import STATUS_STYLE, accuracy_name, bypass_color, bypass_kinds, new_figure, styled
-from dse.metrics import REGISTRY, to_mb
+from dse.metrics import REGISTRY, to_mib
 
-SIZE_AXIS = "model size (MB, fp32 weights, log scale)"
+SIZE_AXIS = "model size (MiB, fp32 weights, log scale)"
 
 
 @dataclass(frozen=True)
@@ -40,27 +42,34 @@ class CostAxis:
 
 
 def cost_axis(cost: str) -> CostAxis:
-    """The axis of :func:`analysis.frames.pareto_frame`'s ``cost``: MB for the fp32 size, the
-    metric's own unit (ms) for a latency."""
+    """The axis of :func:`analysis.frames.pareto_frame`'s ``cost``: MiB for the fp32 size (the
+    unit of the ``size_mib`` objective and budgets), the metric's own unit (ms) for a latency."""
     if cost == "size_bytes":
-        return CostAxis("size_mb", lambda runs: to_mb(runs["size_bytes"].astype(float)), SIZE_AXIS,
-                        "MB", "model size")
+        return CostAxis("size_mib", lambda runs: to_mib(runs["size_bytes"].astype(float)),
+                        SIZE_AXIS, "MiB", "model size")
     m = REGISTRY[cost]
     return CostAxis("cost", lambda runs: runs[cost].astype(float),
                     f"{m.label} ({m.unit}, log scale)", m.unit, "latency" if m.latency else m.label,
                     "6.3g")
 
 
+FRONT_STYLES = (("-", "o"), ("--", "^"), (":", "s"), ("-.", "D"))  # per data setting
+MARKER_NAMES = {"o": "circles", "^": "triangles", "s": "squares", "D": "diamonds"}
+BUDGET_COLOR = "#8c564b"
+
+
 @styled
 def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
                 max_table: int = 24) -> Figure:
     """Accuracy against the frame's cost (log x: model size, or a latency) for every ok run and
-    design point, the Pareto front as a staircase with numbered points and a key table, presets
-    starred, failed runs in a rug (size chart only: they have no latency)."""
+    design point, one Pareto front per data setting as a staircase with numbered points and a key
+    table, presets starred, the studies' budgets on this cost as vertical lines, failed runs in a
+    rug (size chart only: they have no latency)."""
     axis = cost_axis(points.attrs.get("cost", "size_bytes"))
     bad = runs[runs["status"] != "ok"]
-    has_rug = not bad.empty and axis.column == "size_mb"
-    front = points[points["pareto"]].sort_values("cost")
+    has_rug = not bad.empty and axis.column == "size_mib"
+    front = points[points["pareto"]]
+    settings = points.attrs.get("settings") or [""]
     fig = new_figure(12.5, 6.4)
     gs = fig.add_gridspec(2 if has_rug else 1, 2, width_ratios=[2.1, 1],
                           height_ratios=[7, 1] if has_rug else None)
@@ -69,51 +78,72 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     key.axis("off")
     ok = ok_runs(runs)
     ok = ok[ok[metric].notna() & axis.run_x(ok).notna()]
+    ok_setting = setting_of(ok, points.attrs.get("setting") or [])
     name = accuracy_name(metric)
-    _draw_points(ax, points, ok, metric, axis)
-    _draw_front(ax, front, axis)
-    # The per-seed dots stay unlabelled (one entry per kind would crowd the key): one grey entry.
-    ax.scatter([], [], s=9, color="0.5", alpha=0.4, label="single runs (seeds)")
-    _cost_accuracy_axes(ax, points, ok[metric], name, axis)
+    faint = _draw_points(ax, points, ok, ok_setting, metric, axis, settings)
+    for i, setting in enumerate(settings):
+        _draw_front(ax, front[front["setting"] == setting], axis, FRONT_STYLES[i % 4], setting)
+    budgets = points.attrs.get("budgets") or []
+    _draw_budgets(ax, budgets)
+    rug = bad[bad["size_bytes"].notna()] if has_rug else bad.iloc[0:0]
+    xs = pd.concat([points[axis.column], axis.run_x(ok), to_mib(rug["size_bytes"].astype(float)),
+                    pd.Series([x for _, x in budgets], dtype=float)])
+    _cost_accuracy_axes(ax, xs, pd.concat([points["acc_mean"], ok[metric]]), name)
     handles, labels = ax.get_legend_handles_labels()
-    key.legend(handles, labels, loc="lower left", frameon=False, fontsize=8)
+    handles.append(tuple(faint))
+    labels.append("single runs (seeds)")
+    key.legend(handles, labels, loc="lower left", frameon=False, fontsize=8,
+               handler_map={tuple: HandlerTuple(ndivide=None, pad=0.1)})
     if has_rug:
-        _draw_rug(fig.add_subplot(gs[1, 0], sharex=ax), bad)
+        rug_ax = fig.add_subplot(gs[1, 0], sharex=ax)
+        _draw_rug(rug_ax, bad)
+        _draw_budgets(rug_ax, budgets, label=False)
         ax.tick_params(labelbottom=False)
     else:
         ax.set_xlabel(axis.label)
+    fronts = (f"; one front per data setting ({', '.join(settings)})" if len(settings) > 1
+              else "")
     fig.suptitle(f"Pareto front: {name} accuracy vs {axis.what} — {title}\n"
                  f"{len(points)} design points from {len(ok)} ok runs; "
-                 f"{len(bad)} not ok", fontsize=10)
-    _key_table(key, front, max_table, axis)
+                 f"{len(bad)} not ok{fronts}", fontsize=10)
+    _key_table(key, front, max_table, axis, settings)
     if not front.empty:
         _number_front(ax, points, front, axis)
     return fig
 
 
-def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, metric: str,
-                 axis: CostAxis) -> None:
-    """Per bypass kind, faint single runs under solid design-point means; presets as big stars."""
+def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: pd.Series,
+                 metric: str, axis: CostAxis, settings: list[str]) -> list[PathCollection]:
+    """Per bypass kind and data setting, faint single runs under solid design-point means (the
+    setting's marker); presets as big stars. Returns one faint collection per kind drawn, for the
+    legend's "single runs" entry (so it shows the colours the runs have)."""
     point_kind, run_kind = bypass_kinds(points["bypass"]), bypass_kinds(ok["bypass"])
+    faint: list[PathCollection] = []
     for kind in [*BYPASS_ORDER, *sorted(set(point_kind) - set(BYPASS_ORDER))]:
-        sel = points[point_kind == kind]
-        if sel.empty:
+        if not (point_kind == kind).any():
             continue
-        rsel = ok[run_kind == kind]
-        ax.scatter(axis.run_x(rsel), 100 * rsel[metric], s=9, color=bypass_color(kind),
-                   alpha=0.3, lw=0, zorder=2)
-        plain = sel[~sel["preset"]]
-        ax.scatter(plain[axis.column], 100 * plain["acc_mean"], s=34, color=bypass_color(kind),
-                   edgecolor="white", lw=0.6, zorder=3, label=f"bypass={kind}")
+        for i, setting in enumerate(settings):
+            marker = FRONT_STYLES[i % 4][1]
+            rsel = ok[(run_kind == kind) & (ok_setting == setting)]
+            runs = ax.scatter(axis.run_x(rsel), 100 * rsel[metric], s=9, marker=marker,
+                              color=bypass_color(kind), alpha=0.3, lw=0, zorder=2)
+            faint += [runs] if i == 0 else []
+            sel = points[(point_kind == kind) & (points["setting"] == setting) & ~points["preset"]]
+            ax.scatter(sel[axis.column], 100 * sel["acc_mean"], s=34, marker=marker,
+                       color=bypass_color(kind), edgecolor="white", lw=0.6, zorder=3,
+                       label=f"bypass={kind}" if i == 0 else None)
     presets = points[points["preset"]]
     if not presets.empty:
         ax.scatter(presets[axis.column], 100 * presets["acc_mean"], s=170, marker="*",
                    color=[bypass_color(k) for k in presets["bypass"]], edgecolor="black",
                    lw=0.8, zorder=5, label="SqueezeNet preset (v1.0 / v1.1)")
+    return faint
 
 
-def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis) -> None:
-    """The front as a staircase (what any cost buys at best) and rings on its points.
+def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str, str],
+                setting: str) -> None:
+    """One setting's front as a staircase (what any cost buys at best) and rings on its points;
+    the legend names the setting (and its points' marker) when there are several.
 
     The last step runs on past the largest point so its level reads as a step, not a dot.
     """
@@ -121,22 +151,36 @@ def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis) -> None:
         return
     fx = front[axis.column].to_numpy(float)
     fy = 100 * front["acc_mean"].to_numpy(float)
-    short = "size" if axis.column == "size_mb" else axis.what
+    short = "size" if axis.column == "size_mib" else axis.what
+    ls, marker = style
     ax.step(np.append(fx, fx[-1] * 1.15), np.append(fy, fy[-1]), where="post", color="black",
-            lw=1.2, alpha=0.7, zorder=4, label=f"Pareto front (max acc, min {short})")
+            ls=ls, lw=1.2, alpha=0.7, zorder=4,
+            label=None if setting else f"Pareto front (max acc, min {short})")
     ax.scatter(fx, fy, s=70, facecolor="none", edgecolor="black", lw=1.1, zorder=6)
+    if setting:  # the legend's entry: this front's line with its points' marker
+        ax.plot([], [], color="black", ls=ls, lw=1.2, marker=marker, ms=5, mfc="0.5", mec="0.5",
+                label=f"Pareto front, {setting}")
 
 
-def _cost_accuracy_axes(ax: Axes, points: pd.DataFrame, run_acc: pd.Series, name: str,
-                        axis: CostAxis) -> None:
-    """Log cost axis with plain-number ticks; limits that fit every point and every single run."""
+def _draw_budgets(ax: Axes, budgets: list[tuple[str, float]], label: bool = True) -> None:
+    """Each budget on this cost as a vertical line: points past it were never trained (a budget
+    known before training) or are infeasible."""
+    for text, x in budgets:
+        ax.axvline(x, color=BUDGET_COLOR, ls=(0, (5, 3)), lw=1.2, zorder=1,
+                   label=f"budget {text}" if label else None)
+
+
+def _cost_accuracy_axes(ax: Axes, xs: pd.Series, ys: pd.Series, name: str) -> None:
+    """Log cost axis with plain-number ticks; limits that fit every x drawn on it or on the rug
+    below (points, single runs, runs that are not design points, budgets) and every accuracy."""
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
-    lo, hi = float(points[axis.column].min()), float(points[axis.column].max())
-    ax.set_xlim(lo / 1.25, hi * 1.25)
-    ys = 100 * pd.concat([points["acc_mean"], run_acc]).astype(float)
+    xs = xs.astype(float)
+    xs = xs[np.isfinite(xs) & (xs > 0)]
+    ax.set_xlim(float(xs.min()) / 1.25, float(xs.max()) * 1.25)
+    ys = 100 * ys.astype(float)
     span = max(float(ys.max() - ys.min()), 0.5)
     ax.set_ylim(float(ys.min()) - 0.08 * span, float(ys.max()) + 0.15 * span)
     ax.set_ylabel(f"{name} accuracy (%), mean over seeds")
@@ -156,7 +200,7 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
         sel = bad[bad["status"] == s]
         sized = sel[sel["size_bytes"].notna()]
         marker, color = STATUS_STYLE.get(s, ("o", "#7f7f7f"))
-        rug.scatter(to_mb(sized["size_bytes"].astype(float)), np.full(len(sized), i),
+        rug.scatter(to_mib(sized["size_bytes"].astype(float)), np.full(len(sized), i),
                     marker=marker, color=color, s=36, zorder=3)
         missing = len(sel) - len(sized)
         size_note = ("" if not missing else ", size unknown" if missing == len(sel)
@@ -170,13 +214,20 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
     rug.set_title("runs that are not design points (no accuracy plotted)", fontsize=8, loc="left")
 
 
-def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis) -> None:
-    """Number -> accuracy, cost and metaparameters for the first ``max_table`` front points."""
+def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis,
+               settings: list[str]) -> None:
+    """Number -> accuracy, cost and metaparameters for the first ``max_table`` front points,
+    under a heading per data setting when there are several."""
     n_table = min(len(front), max_table)
     lines = [f"{'#':>2}  {'acc %':>6}  {axis.unit:>6}  metaparameters"]
-    for _, r in front.head(n_table).iterrows():
-        lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  {r[axis.column]:{axis.fmt}}  "
-                     f"{r['desc'] or '(all equal)'}")
+    shown = front.sort_values("label").head(n_table)
+    for i, setting in enumerate(settings):
+        sel = shown[shown["setting"] == setting]
+        if setting and not sel.empty:
+            lines.append(f"-- {setting} ({MARKER_NAMES[FRONT_STYLES[i % 4][1]]}) --")
+        for _, r in sel.iterrows():
+            lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  "
+                         f"{r[axis.column]:{axis.fmt}}  {r['desc'] or '(all equal)'}")
     if len(front) > n_table:
         lines.append(f"... {len(front) - n_table} more in report.md")
     key.set_title("Pareto set (numbers on the chart)", fontsize=9, loc="left")

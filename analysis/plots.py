@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from analysis.fmt import value_text
+from analysis.frames import chance
 from analysis.labels import place_labels
 from analysis.pareto_plot import plot_pareto
 from analysis.style import (
@@ -73,8 +74,9 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     x = frame[param].astype(float).to_numpy()
     xs = 100 * x if param == "pct3x3" else x
     panels = [(axes[0], top1, "top-1"), *([(axes[1], top5, "top-5")] if top5 else [])]
-    for ax, group, name in panels:
+    for k, (ax, group, name) in enumerate(panels):
         _accuracy_panel(ax, frame, xs, group, name)
+        _chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), 5 if k else 1))
     _mark_lost_points(axes[0], frame, xs)
     size = _size_axis(axes[0], frame, xs)
     _sweep_legend(axes[0], size, top5_apart=bool(top5))
@@ -101,6 +103,24 @@ def _accuracy_panel(ax: Axes, frame: pd.DataFrame, xs: np.ndarray, metrics: list
     ax.yaxis.set_major_locator(MaxNLocator(6))
 
 
+CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span), chance is drawn
+
+
+def _chance_line(ax: Axes, level: float | None) -> None:
+    """Chance accuracy as a line, the y range stretched to it, when the curves come within
+    :data:`CHANCE_MARGIN` points (or their own span) of it: a zoomed axis would otherwise make
+    noise at chance look like a trend. Curves far above chance keep their zoom."""
+    if level is None:
+        return
+    lo, hi = ax.dataLim.intervaly
+    pct = 100 * level
+    if not np.isfinite(lo) or lo - pct > max(CHANCE_MARGIN, hi - lo):
+        return
+    ax.axhline(pct, color="black", ls="-.", lw=1.0, zorder=1,
+               label=f"chance ({pct:g} %)")
+    ax.set_ylim(min(lo, pct) - 0.06 * (max(hi, pct) - min(lo, pct)), None)
+
+
 def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
     """A cross at the foot of the axis where every seed diverged or failed: a value that never
     trained is a result, and a gap in the curve alone would hide it."""
@@ -114,11 +134,11 @@ def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
 def _size_axis(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> Axes:
     """Model size on a right-hand axis from 0, so the accuracy/size trade-off reads in one panel."""
     size = ax.twinx()
-    size.plot(xs, frame["size_mb"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
-              lw=1.3, label="model size (MB)")
-    size.set_ylabel("model size (MB, fp32)", color=SIZE_COLOR)
+    size.plot(xs, frame["size_mib"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
+              lw=1.3, label="model size (MiB)")
+    size.set_ylabel("model size (MiB, fp32)", color=SIZE_COLOR)
     size.tick_params(axis="y", colors=SIZE_COLOR)
-    size.set_ylim(0, float(frame["size_mb"].max()) * 1.15)
+    size.set_ylim(0, float(frame["size_mib"].max()) * 1.15)
     return size
 
 
@@ -132,7 +152,8 @@ def _sweep_legend(ax: Axes, size: Axes, top5_apart: bool) -> None:
     if top5_apart:
         l1 = [lab.replace(" top-1", "") for lab in l1]
     handles, labels = h1 + h2, l1 + l2
-    order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("no ok"))
+    order = sorted(range(len(labels)), key=lambda i: (labels[i].startswith("no ok"),
+                                                      labels[i].startswith("chance")))
     ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center",
               bbox_to_anchor=(0.5, 1.0), ncol=len(order), frameon=False)
 
@@ -187,7 +208,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_ylabel(f"{name} accuracy (%)")
         ax.set_title(f"{name}: solid = val, hatched = test", fontsize=9)
         ax.set_xticks(xs)
-        ax.set_xticklabels([f"{k}\n{value_text(round(mb, 2))} MB ({mib:.2f} MiB)\nn={n}"
+        ax.set_xticklabels([f"{k}\n{mib:.2f} MiB ({value_text(round(mb, 2))} MB)\nn={n}"
                             for k, mb, mib, n in zip(kinds, frame["size_mb"], frame["size_mib"],
                                                      frame["n"], strict=True)])
         ax.grid(True, axis="y", alpha=0.3)

@@ -103,6 +103,8 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
         out[f"{cost} ({REGISTRY[cost].unit})"] = sel["cost"].map(REGISTRY[cost].show)
     if not only_front:
         out.insert(1, "front", sel["pareto"].map(lambda b: "yes" if b else ""))
+    if len(points.attrs.get("settings") or []) > 1:
+        out.insert(1, "data setting", sel["setting"])
     if sel["preset"].any():
         out["preset"] = sel["preset"].map(lambda b: "SqueezeNet" if b else "")
     return out
@@ -294,12 +296,27 @@ def _sweep_text(frame: pd.DataFrame) -> list[str]:
             "", to_markdown(sweep_table(frame)), ""]
 
 
+def _fronts_note(frame: pd.DataFrame) -> str:
+    """Which data settings got a front of their own, and the budgets drawn, as sentences."""
+    settings = frame.attrs.get("settings") or []
+    note = ("" if len(settings) < 2 else
+            f" Accuracies compare only within a data setting, so there is one front per setting "
+            f"({'; '.join(settings)}), numbered setting by setting.")
+    budgets = frame.attrs.get("budgets") or []
+    if budgets:
+        note += (f" The sweep's budget{'s' if len(budgets) > 1 else ''} "
+                 + ", ".join(f"`{t}`" for t, _ in budgets)
+                 + (" are drawn as dashed lines." if len(budgets) > 1 else " is drawn as a dashed line."))
+    return note
+
+
 def _pareto_text(frame: pd.DataFrame) -> list[str]:
     """How the front is defined, the Pareto set, and every design point folded away."""
     metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
     return [f"Design points = ok runs averaged over seeds; the front maximises mean "
-            f"{metric} accuracy and minimises fp32 size (MB = 10^6 bytes). "
-            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it.", "",
+            f"{metric} accuracy and minimises fp32 size (MiB = 2^20 bytes). "
+            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it."
+            + _fronts_note(frame), "",
             "### Pareto set", "", to_markdown(pareto_table(frame)), "",
             "<details><summary>All design points</summary>", "",
             to_markdown(pareto_table(frame, only_front=False)), "", "</details>", ""]
@@ -318,7 +335,8 @@ def _pareto_latency_text(frame: pd.DataFrame) -> list[str]:
             f"accuracy and minimises `{lat.name}`, the {lat.label} in {lat.unit}, measured on the "
             f"CPU after training with {threads} thread(s) (trainer.latency=true). Latencies are "
             "wall times: compare points measured on one machine. "
-            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it.{left_out}", "",
+            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it.{left_out}"
+            + _fronts_note(frame), "",
             "### Pareto set", "", to_markdown(pareto_table(frame)), "",
             "### Which design points win on each front", "",
             "Every design point on the size front, the latency front or both (the numbers are "

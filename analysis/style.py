@@ -1,6 +1,8 @@
 """What every chart of :mod:`analysis.plots` shares, so the charts read alike wherever they are drawn.
 
-* accuracy in percent, model size in MB (10^6 bytes of fp32 weights; MiB in the tables);
+* accuracy in percent, model size in MiB (2^20 bytes of fp32 weights): the unit of the ``size_mib``
+  objective and budgets, so a chart reads in the numbers the sweep was given (:mod:`dse.metrics`
+  converts; the tables add MB for the paper's mixed "MB");
 * one colour per bypass kind everywhere (:data:`BYPASS_COLORS`), one marker per run status;
 * every title names the study, the dataset and the epochs (:func:`context_title`);
 * fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams.

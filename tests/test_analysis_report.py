@@ -148,6 +148,7 @@ def test_optuna_storage_becomes_the_same_frame(tmp_path: Path) -> None:
                                  directions=["maximize", "minimize"])
         st.set_metric_names(["val_top1", "size_mib"])
         optuna.create_study(study_name="other", storage=url)
+    st.set_user_attr("constraints", [{"metric": "size_mib", "op": "<=", "bound": 10.0}])
     for i, sr in enumerate([0.125, 0.25, 0.5, 0.75]):
         st.add_trial(create_trial(
             params={"model.sr": sr, "model.bypass": "none"}, distributions=dists,
@@ -189,5 +190,12 @@ def test_optuna_storage_becomes_the_same_frame(tmp_path: Path) -> None:
     assert F.pareto_frame(df)["pareto"].all()  # bigger is always more accurate here
     assert F.sr_frame(df)["sr"].tolist() == [0.125, 0.25, 0.5, 0.75]
     assert set(load(url)["study"]) == {"opt"}  # "other" has no trials
+    # the sweep's budget, recorded on the study, reaches the chart's frame from the storage and
+    # from the results.db beside it (which does not record the sweep's constraints itself)
+    assert df.attrs["budgets"] == {"opt": [("size_mib", "<=", 10.0)]}
+    assert F.pareto_frame(df).attrs["budgets"] == [("size_mib <= 10", 10.0)]
+    beside = load(tmp_path / "results.db")
+    assert beside.attrs["budgets"]["opt"] == [("size_mib", "<=", 10.0)]
+    assert F.pareto_frame(beside).attrs["budgets"] == [("size_mib <= 10", 10.0)]
     with pytest.raises(LoadError, match="unknown study 'nope'"):
         load(url, study="nope")

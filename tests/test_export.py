@@ -216,8 +216,8 @@ def test_trainer_latency_true_fills_the_columns_and_the_sweeper_reads_them(tmp_p
     assert not constraint.analytic  # checked after training, on what the job returns
     outcome = decide(lambda: summary, [Objective("val_top1", "maximize")], [constraint], {})
     assert outcome.state == "complete"
-    assert outcome.attrs[trials.CONSTRAINTS] == {
-        "latency_ms<=2": pytest.approx((summary["latency_ms"] - 2) / 2)}
+    assert outcome.violations == [pytest.approx((summary["latency_ms"] - 2) / 2)]
+    assert outcome.attrs[trials.CONSTRAINTS]["latency_ms<=2"]["value"] == summary["latency_ms"]
     # jobs that do not measure it are refused before any trial
     settings = SimpleNamespace(objectives=[Objective("latency_ms", "minimize")], constraints=[])
     _refuse_unmeasured(settings, cfg)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from hydra_plugins.dse_optuna_sweeper._settings import (  # noqa: E402
     validate_settings,
 )
 from hydra_plugins.dse_optuna_sweeper._space import build_search_space, quote  # noqa: E402
-from tests.conftest import free_port, has_psycopg, restore_sigint  # noqa: E402
+from tests.conftest import ROOT, free_port, has_psycopg, restore_sigint  # noqa: E402
 
 BIN = Path(sys.executable).parent
 
@@ -219,6 +220,26 @@ def test_search_space_from_override_grammar():
 
     parsed = OverridesParser.create().parse_overrides(ov)
     assert [p.value() for p in parsed] == [6, 32, 3, 48, 0.1, 0.25, "a b", 2]
+
+
+def test_shipped_studies_search_ordered_knobs_with_ordered_distributions():
+    """A number knob searched as choice() is a categorical: the sampler sees no order and the
+    dashboard's contour plot sorts it as text (128, 16, 32, 64)."""
+    from optuna.distributions import CategoricalDistribution, IntDistribution
+
+    searched = {}
+    for path in sorted((ROOT / "studies").glob("*.yaml")):
+        doc = yaml.safe_load(path.read_text())
+        if any("dse_optuna" in str(d) for d in doc.get("defaults", [])):
+            params = doc["hydra"]["sweeper"]["params"]
+            for name, dist in build_search_space(params, []).distributions.items():
+                searched[f"{path.stem}:{name}"] = dist
+    assert "pareto:model.base_e" in searched
+    for name, dist in searched.items():
+        if isinstance(dist, CategoricalDistribution):
+            assert not any(isinstance(c, (int, float)) for c in dist.choices), name
+    assert searched["pareto:model.base_e"] == IntDistribution(16, 128, log=True)
+    assert searched["pareto:model.incr_e"] == IntDistribution(0, 128, step=16)
 
 
 @pytest.mark.parametrize("params, needle", [
@@ -434,6 +455,10 @@ def test_study_runs_resumes_and_writes_results(fake_app, tmp_path):
     log_text = p.stdout + p.stderr
     assert "dse_optuna: [1/3] trials finished · 0 failed · ETA" in log_text
     assert "dse_optuna: [3/3] trials finished · 0 failed\n" in log_text
+    # launch lines carry the trial's own point, not the handoff's ~500 characters of env_set
+    launches = [ln for ln in log_text.splitlines() if re.search(r"#\d+ : ", ln)]
+    assert len(launches) == 3 and all("model.sr=" in ln for ln in launches), launches
+    assert not any("env_set" in ln or "DSE_OPTUNA" in ln for ln in launches), launches
     res = results_file(tmp_path, "s1")
     assert res["trials"]["complete"] == 3 and res["pareto"]
     front = {t.number for t in study.best_trials}
@@ -681,8 +706,20 @@ def test_journal_storage(fake_app, tmp_path):
 
 def test_dashboard_serves_the_study(fake_app, tmp_path):
     # every point fits the size budget and misses the accuracy one: all three trials infeasible
-    ok(run_fake(fake_app, tmp_path, "study.name=dash", "hydra.sweeper.n_trials=3", *SPACE,
-                "hydra.sweeper.constraints=['size_mib <= 100', 'val_top1 >= 0.99']"))
+    p = ok(run_fake(fake_app, tmp_path, "study.name=dash", "hydra.sweeper.n_trials=3", *SPACE,
+                    "hydra.sweeper.constraints=['size_mib <= 100', 'val_top1 >= 0.99']"))
+    log_text = p.stdout + p.stderr
+    for t in load(tmp_path, "dash").trials:  # each trial's line says it is infeasible and why
+        acc = t.values[0]
+        assert (f"trial {t.number}: val_top1={acc:.6g} size_mib={t.values[1]:.6g} — infeasible: "
+                f"val_top1={acc:g} breaks val_top1 >= 0.99\n") in log_text
+    # the study ends with one line, not an empty table; the results file counts the same
+    assert ("Pareto set: empty, no trial is feasible (3 broke val_top1 >= 0.99); "
+            "trials: 3 complete\n") in p.stdout
+    assert results_file(tmp_path, "dash")["infeasible"] == {"val_top1 >= 0.99": 3}
+    assert load(tmp_path, "dash").user_attrs["constraints"] == [
+        {"metric": "size_mib", "op": "<=", "bound": 100.0},
+        {"metric": "val_top1", "op": ">=", "bound": 0.99}]
     exe = BIN / "optuna-dashboard"
     if not exe.exists():
         pytest.skip("optuna-dashboard is not installed next to this Python")
@@ -715,11 +752,15 @@ def test_dashboard_serves_the_study(fake_app, tmp_path):
         assert {t["state"] for t in detail["trials"]} == {"Complete"}
         assert detail["best_trials"]
         # the constraints are served as the dashboard reads them, one value per budget, in order
+        # and the user attribute names each value, so a violation never reads as an accuracy
         for t in detail["trials"]:
-            violations = json.loads(dict((a["key"], a["value"]) for a in t["user_attrs"])
-                                    ["constraints"].replace("'", '"'))
-            assert t["constraints"] == pytest.approx([violations["size_mib<=100"],
-                                                      violations["val_top1>=0.99"]])
+            named = json.loads(dict((a["key"], a["value"]) for a in t["user_attrs"])
+                               ["constraints"])
+            size, acc = named["size_mib<=100"], named["val_top1>=0.99"]
+            assert t["constraints"] == pytest.approx([size["relative_violation"],
+                                                      acc["relative_violation"]])
+            assert acc["relative_violation"] == pytest.approx((0.99 - acc["value"]) / 0.99)
+            assert (size["feasible"], acc["feasible"]) == (True, False)
             assert t["constraints"][0] <= 0 < t["constraints"][1]
         # ... while its Pareto set ignores them (docs/OPTUNA.md); Optuna's own leaves them out
         assert load(tmp_path, "dash").best_trials == []

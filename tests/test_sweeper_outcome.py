@@ -114,8 +114,17 @@ def test_constraints_known_before_training_are_not_told_twice():
     out = decide(_returns(_ok()), TWO, cons, analytic)
     assert out.state == "complete"
     size_v = (MIB - 0.001) / 0.001
-    assert out.attrs[trials.CONSTRAINTS] == pytest.approx({"size_mib<=0.001": size_v,
-                                                            "val_top1>=0.9": (0.9 - 0.8) / 0.9})
+    assert out.violations == pytest.approx([size_v, (0.9 - 0.8) / 0.9])
+    assert out.attrs[trials.CONSTRAINTS] == {  # named, so a violation never reads as an accuracy
+        "size_mib<=0.001": {"value": MIB, "relative_violation": pytest.approx(size_v),
+                            "feasible": False},
+        "val_top1>=0.9": {"value": pytest.approx(0.8),
+                          "relative_violation": pytest.approx((0.9 - 0.8) / 0.9),
+                          "feasible": False}}
+    assert out.note == (f"val_top1=0.8 size_mib={MIB:.6g} — infeasible: size_mib={MIB:g} breaks "
+                        "size_mib <= 0.001; val_top1=0.8 breaks val_top1 >= 0.9")
+    fine = decide(_returns(_ok()), TWO, parse_constraints(["val_top1 >= 0.5"]), analytic)
+    assert fine.violations == pytest.approx([-0.6]) and "infeasible" not in fine.note
     out = decide(_returns(_ok()), TWO, parse_constraints(["train_seconds <= 5"]), {})
     assert out.fatal == "the job returned no metric 'train_seconds' for constraint 'train_seconds<=5'"
 

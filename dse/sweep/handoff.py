@@ -49,9 +49,16 @@ class Handoff:
         """Job overrides: the trial number as a config value and the rest as ``env_set``.
 
         ``quote`` makes a value safe in Hydra's override grammar (the sweeper's own quoting).
+        The variables are declared empty by the sweeper's config (:func:`declared_env`), so they
+        are plain ``hydra.*`` overrides, which launchers leave out of their launch lines.
         """
         return [f"++{TRIAL_KEY}={self.trial_number}",
-                *(f"++hydra.job.env_set.{k}={quote(v)}" for k, v in self.env().items())]
+                *(f"hydra.job.env_set.{k}={quote(v)}" for k, v in self.env().items())]
+
+    @staticmethod
+    def declared_env() -> dict[str, str]:
+        """Every variable of the handoff, empty (what a job outside a trial reads as no handoff)."""
+        return {f"{ENV_PREFIX}{f.upper()}": "" for f in _FIELDS}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Handoff | None:

@@ -10,8 +10,10 @@ Optuna has one FAIL state for several different events, and the budget, the resu
 (none)           failed by the heartbeat check: its worker died (``stale``): no budget
 
 ``result`` holds the job's returned summary (:func:`dse.train.summary.summarize`), ``analytic`` the
-spec-derived sizes of a rejected point, ``constraints`` the violations told to the sampler and
-``output_dir`` the job's folder.
+spec-derived sizes of a rejected point, ``constraints`` each constraint's value, relative violation
+(what the sampler is told) and feasibility, and ``output_dir`` the job's folder. The study itself
+carries its budgets (:data:`STUDY_CONSTRAINTS`, as of the last worker that opened it), so a report
+can draw them (:func:`budgets`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ RESULT, ANALYTIC, CONSTRAINTS, OUTPUT_DIR = "result", "analytic", "constraints",
 MARKS = (ERROR, REJECTED, DISCARDED, INTERRUPTED)
 # the system attribute Optuna reads a trial's constraint values from, and optuna-dashboard shows
 CONSTRAINTS_SYSTEM_ATTR = "constraints"
+# the study's user attribute listing its budgets, [{"metric", "op", "bound"}, ...] (charts draw them)
+STUDY_CONSTRAINTS = "constraints"
 # the kinds of trial a study reports, in the results file's order
 KINDS = ("complete", "pruned", "failed", "rejected", "discarded", "interrupted", "stale", "running")
 _RUN_STATUS = {"complete": "ok", "pruned": "pruned", "failed": "failed", "rejected": "rejected",
@@ -75,3 +79,13 @@ def recorded_values(trial: FrozenTrial) -> dict[str, Any]:
 
 def _dict(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
+
+
+def budgets(study_attrs: Mapping[str, Any]) -> list[tuple[str, str, float]]:
+    """A study's budgets from its user attributes: (metric, ``<=`` or ``>=``, bound) each; none
+    for a study the sweeper did not constrain (or wrote before budgets were recorded)."""
+    raw = study_attrs.get(STUDY_CONSTRAINTS)
+    if not isinstance(raw, list):
+        return []
+    return [(str(c["metric"]), str(c["op"]), float(c["bound"])) for c in raw
+            if isinstance(c, Mapping) and {"metric", "op", "bound"} <= set(c)]

@@ -64,13 +64,37 @@ def write_results(study: optuna.Study, settings: Settings, sweep_dir: Path) -> P
         doc["best"] = _entry(front[0], names) if front else None
     else:
         doc["pareto"] = [_entry(t, names) for t in front]
+    broken = infeasible(study, settings)
+    if broken:
+        doc["infeasible"] = broken
     sweep_dir.mkdir(parents=True, exist_ok=True)
     path = sweep_dir / settings.results_file
     path.write_text(yaml.safe_dump(jsonable(doc), sort_keys=False))
-    print(format_table(names, front, states,
-                       "best trial" if len(settings.objectives) == 1 else "Pareto set"))
+    title = "best trial" if len(settings.objectives) == 1 else "Pareto set"
+    print(format_table(names, front, states, title) if front
+          else none_feasible(title, states, broken))
     log.info("dse_optuna: results in %s", path)
     return path
+
+
+def infeasible(study: optuna.Study, settings: Settings) -> dict[str, int]:
+    """Complete trials that break each constraint (by its text; a trial may break several):
+    Optuna keeps them off the Pareto set, so this is where they went."""
+    seen: Counter[str] = Counter()
+    for t in study.get_trials(deepcopy=False):
+        values = t.system_attrs.get(trials.CONSTRAINTS_SYSTEM_ATTR) or []
+        if trials.kind(t) == "complete":
+            seen.update(f"{c.metric} {c.op} {c.bound:g}"
+                        for c, v in zip(settings.constraints, values, strict=False) if v > 0)
+    return dict(seen)
+
+
+def none_feasible(title: str, states: Mapping[str, int], broken: Mapping[str, int]) -> str:
+    """The one line that replaces an empty table: why there is no best trial."""
+    shown = ", ".join(f"{v} {k}" for k, v in states.items() if v) or "none"
+    why = ("no trial is feasible (" + ", ".join(f"{n} broke {c}" for c, n in broken.items()) + ")"
+           if broken else "no complete trial")
+    return f"{title}: empty, {why}; trials: {shown}"
 
 
 def format_table(metrics: list[str], front: Sequence[FrozenTrial], states: Mapping[str, int],

@@ -155,7 +155,8 @@ class OpenStudy:
         raise AssertionError("unreachable")
 
     def _check(self, study: optuna.Study) -> None:
-        """Refuse a study whose directions or metric names differ from the settings'."""
+        """Refuse a study whose directions or metric names differ from the settings'; record the
+        budgets it is run under (this worker's, :data:`dse.sweep.trials.STUDY_CONSTRAINTS`)."""
         s, where = self.s, self.s.storage.display
         have = [d.name.lower() for d in study.directions]
         if have != [o.direction for o in s.objectives]:
@@ -170,6 +171,8 @@ class OpenStudy:
         if names is None:
             with quiet_optuna():
                 study.set_metric_names(s.metric_names)
+        study.set_user_attr(trials.STUDY_CONSTRAINTS, [
+            {"metric": c.metric, "op": c.op, "bound": c.bound} for c in s.constraints])
 
     def trial_id(self, trial: optuna.Trial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)

@@ -152,8 +152,7 @@ class StudyRunner:
         for key, value in outcome.attrs.items():
             trial.set_user_attr(key, value)
         if outcome.state == "complete" and self.s.constraints:
-            violations = outcome.attrs[trials.CONSTRAINTS]
-            self.db.set_constraints(trial, [violations[c.key] for c in self.s.constraints])
+            self.db.set_constraints(trial, outcome.violations)
         if outcome.state == "complete":
             self.study.tell(trial, outcome.values)
             log.info("dse_optuna: trial %d: %s", trial.number, outcome.note)

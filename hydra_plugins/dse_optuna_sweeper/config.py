@@ -12,6 +12,8 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from dse.sweep.handoff import Handoff
+
 DEFAULT_OBJECTIVES = [["val_top1", "maximize"], ["size_mib", "minimize"]]
 
 
@@ -61,9 +63,14 @@ class DseOptunaSweeperConf:
     params: dict[str, str] = field(default_factory=dict)  # search space, Hydra override grammar
 
 
+# Global, so the option also declares the trial handoff's variables (empty) in hydra.job.env_set:
+# each trial then sets them as plain hydra.* overrides, which launchers leave out of their
+# "#3 : model.sr=..." lines (an undeclared key would need "++", ~500 characters a line).
 ConfigStore.instance().store(
     group="hydra/sweeper",
     name="dse_optuna",
-    node=DseOptunaSweeperConf,
+    package="_global_",
+    node={"hydra": {"sweeper": DseOptunaSweeperConf,
+                    "job": {"env_set": Handoff.declared_env()}}},
     provider="dse_optuna_sweeper",
 )

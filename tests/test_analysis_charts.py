@@ -1,0 +1,186 @@
+"""What the charts draw, read back from the matplotlib artists: limits, lines, legend handles.
+
+Rows come from :mod:`analysis.synthetic` (real sizes and hashes, chosen accuracies), so each test
+states where a point, a budget or the chance level must sit on the axes.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+
+from analysis import frames as F
+from analysis import plots as P
+from analysis.loading import load
+from analysis.report import _pareto_text, pareto_table
+from analysis.synthetic import base_config, demo_records, record
+
+RUG_TITLE = "runs that are not design points (no accuracy plotted)"
+
+
+def _point(subset: int | None, epochs: int, base_e: int, bypass: str, acc: float, status: str = "ok",
+           study: str = "pareto") -> dict:
+    cfg = base_config(study, max_epochs=epochs)
+    cfg["data"]["subset"] = subset
+    cfg["model"].update(base_e=base_e, incr_e=base_e, bypass=bypass)
+    r = record(cfg, 0, f"model.base_e={base_e} model.bypass={bypass} data.subset={subset}",
+               status=status, accuracy=acc)
+    if status != "ok":
+        r.update(val_top1=None, test_top1=None, val_top5=None, test_top5=None)
+    return r
+
+
+def _sweep_study() -> pd.DataFrame:
+    """Two data settings (subset 4000 for 3 epochs, 500 for 1) of the same four widths, and one
+    point rejected far beyond every trained size, under a 5 MiB budget."""
+    rows = [_point(subset, epochs, base_e, "simple" if base_e == 32 else "none",
+                   acc + 0.01 * i)
+            for subset, epochs, acc in ((4000, 3, 0.82), (500, 1, 0.70))
+            for i, base_e in enumerate((16, 32, 64, 128))]
+    rows.append(_point(4000, 3, 512, "none", 0.0, status="rejected"))
+    df = load(pd.DataFrame(rows))
+    df.attrs["budgets"] = {"pareto": [("size_mib", "<=", 5.0)]}
+    return df
+
+
+def _axes(fig: Figure) -> tuple[Axes, Axes | None]:
+    """The Pareto chart's accuracy axes and its rug (None when there is none)."""
+    rug = [a for a in fig.axes if a.get_title(loc="left") == RUG_TITLE]
+    main = [a for a in fig.axes if "accuracy" in a.get_ylabel()]
+    return main[0], (rug[0] if rug else None)
+
+
+def _vlines(ax: Axes) -> list[float]:
+    return [float(ln.get_xdata()[0]) for ln in ax.get_lines()
+            if len(set(np.asarray(ln.get_xdata(), float))) == 1 and ln.get_xdata()[0] > 0
+            and tuple(ln.get_ydata()) == (0, 1)]
+
+
+@pytest.fixture(scope="module")
+def sweep() -> tuple[pd.DataFrame, pd.DataFrame, Figure]:
+    df = _sweep_study()
+    points = F.pareto_frame(df)
+    return df, points, P.plot_pareto(points, df, P.context_title(df), points.attrs["metric"])
+
+
+def test_rug_points_lie_inside_the_shared_x_range(sweep) -> None:
+    df, _, fig = sweep
+    ax, rug = _axes(fig)
+    assert rug is not None
+    (rejected,) = [c for c in rug.collections if len(c.get_offsets())]
+    x = float(rejected.get_offsets()[0][0])
+    size_bytes = float(df.loc[df["status"] == "rejected", "size_bytes"].iloc[0])
+    assert x == pytest.approx(size_bytes / 2**20)  # at its size in MiB, beyond every point
+    for axes in (ax, rug):
+        lo, hi = axes.get_xlim()
+        assert lo < x < hi
+
+
+def test_size_axis_is_mib_like_the_objective(sweep) -> None:
+    _, points, fig = sweep
+    ax, rug = _axes(fig)
+    assert "MiB" in rug.get_xlabel() and "MB" not in rug.get_xlabel().replace("MiB", "")
+    drawn = np.concatenate([c.get_offsets()[:, 0] for c in ax.collections if c.get_sizes()[0] == 34])
+    assert sorted(drawn) == pytest.approx(sorted(points["size_bytes"].astype(float) / 2**20))
+    sweep_fig = P.plot_sweep(F.sr_frame(load(pd.DataFrame(demo_records()))), "t")
+    assert "model size (MiB, fp32)" in [a.get_ylabel() for a in sweep_fig.axes]
+
+
+def test_budget_is_a_line_on_the_cost_axis_with_its_label(sweep) -> None:
+    _, points, fig = sweep
+    assert points.attrs["budgets"] == [("size_mib <= 5", 5.0)]
+    ax, rug = _axes(fig)
+    assert _vlines(ax) == [5.0] and _vlines(rug) == [5.0]
+    labels = [t.get_text() for a in fig.axes if a.get_legend() for t in a.get_legend().get_texts()]
+    assert "budget size_mib <= 5" in labels
+    # a budget in MB or bytes is drawn at its MiB; one on another metric is not a size line
+    df = _sweep_study()
+    df.attrs["budgets"] = {"pareto": [("size_mb", "<=", 2.0), ("val_top1", ">=", 0.3)],
+                           "other study": [("size_bytes", "<=", 1.0)]}
+    assert F.budget_lines(df, "size_bytes") == [("size_mb <= 2", pytest.approx(2e6 / 2**20))]
+    assert F.budget_lines(df, "latency_ms") == []
+    df.attrs["budgets"] = {}  # a grid store: nothing drawn
+    no_budget = F.pareto_frame(df)
+    fig = P.plot_pareto(no_budget, df, "t", no_budget.attrs["metric"])
+    assert _vlines(_axes(fig)[0]) == []
+
+
+def test_single_runs_legend_shows_the_colours_drawn(sweep) -> None:
+    _, _, fig = sweep
+    ax, _ = _axes(fig)
+    faint = {tuple(c.get_facecolor()[0]) for c in ax.collections
+             if c.get_alpha() == 0.3 and len(c.get_offsets())}
+    legend = next(a.get_legend() for a in fig.axes if a.get_legend())
+    assert "single runs (seeds)" in [t.get_text() for t in legend.get_texts()]
+    shown = {tuple(c.get_facecolor()[0]) for c in legend.findobj(PathCollection)
+             if c.get_alpha() == 0.3}
+    assert shown == faint and len(faint) == 2  # none and simple bypass: blue and green
+    assert not any(np.allclose(c[:3], 0.5) for c in shown)  # no grey that nothing on the chart is
+
+
+def test_one_front_per_data_setting(sweep) -> None:
+    df, points, fig = sweep
+    assert points.attrs["setting"] == ["subset", "max_epochs"]
+    assert points.attrs["settings"] == ["subset=500 max_epochs=1", "subset=4000 max_epochs=3"]
+    # every width is more accurate than the last in both settings: each is its own full front;
+    # one front over both would have dropped all of subset 500 (less accurate at equal size)
+    fronts = points[points["pareto"]].groupby("setting")["label"].apply(list).to_dict()
+    assert fronts == {"subset=500 max_epochs=1": [1, 2, 3, 4],
+                      "subset=4000 max_epochs=3": [5, 6, 7, 8]}
+    assert "subset" not in " ".join(points["desc"])  # the setting is named once, not per point
+    ax, _ = _axes(fig)
+    styles = {ln.get_linestyle() for ln in ax.get_lines() if len(ln.get_xdata()) > 2}
+    assert len(styles) == 2  # two staircases, told apart by line style
+    labels = [t.get_text() for a in fig.axes if a.get_legend() for t in a.get_legend().get_texts()]
+    assert {"Pareto front, subset=500 max_epochs=1",
+            "Pareto front, subset=4000 max_epochs=3"} <= set(labels)
+    assert "one front per data setting" in fig.texts[0].get_text()
+    text = " ".join(_pareto_text(points))
+    assert "one front per setting (subset=500 max_epochs=1; subset=4000 max_epochs=3)" in text
+    assert "budget `size_mib <= 5` is drawn" in text
+    table = pareto_table(points)
+    assert table["data setting"].tolist() == ["subset=500 max_epochs=1"] * 4 + [
+        "subset=4000 max_epochs=3"] * 4
+
+
+def _near_chance(acc: float) -> pd.DataFrame:
+    rng = random.Random(0)
+    rows = []
+    for sr in (0.125, 0.25, 0.5, 0.75, 1.0):
+        cfg = base_config("chance")
+        cfg["model"]["sr"] = sr
+        rows += [record(cfg, s, f"model.sr={sr}", accuracy=acc + 0.03 * rng.random())
+                 for s in range(2)]
+    return F.sr_frame(load(pd.DataFrame(rows)))
+
+
+def _hlines(ax: Axes) -> list[float]:
+    return [float(ln.get_ydata()[0]) for ln in ax.get_lines()
+            if tuple(ln.get_xdata()) == (0, 1)]
+
+
+def test_sr_chart_draws_chance_when_the_curves_come_near_it() -> None:
+    fig = P.plot_sweep(_near_chance(0.11), "near chance")  # 11-14 %, 10 classes
+    top = next(a for a in fig.axes if a.get_ylabel() == "top-1 accuracy (%)")
+    assert _hlines(top) == [10.0]
+    assert top.get_ylim()[0] < 10.0  # the zoom includes chance
+    assert "chance (10 %)" in [t.get_text() for t in top.get_legend().get_texts()]
+    far = P.plot_sweep(_near_chance(0.85), "far above chance")  # 85-88 %: keeps its zoom
+    top = next(a for a in far.axes if a.get_ylabel() == "top-1 accuracy (%)")
+    assert _hlines(top) == [] and top.get_ylim()[0] > 80
+    assert F.chance(10) == 0.1 and F.chance(10, 5) == 0.5 and F.chance(None) is None
+
+
+def test_a_setting_without_subset_reads_as_the_whole_training_set() -> None:
+    rows = [_point(subset, 3, base_e, "none", 0.8 + base_e / 1000)
+            for subset in (None, 500) for base_e in (16, 64)]
+    points = F.pareto_frame(load(pd.DataFrame(rows)))
+    assert points.attrs["settings"] == ["subset=500", "subset=all"]
+    assert points.groupby("setting")["pareto"].sum().to_dict() == {"subset=500": 2,
+                                                                   "subset=all": 2}

@@ -126,6 +126,30 @@ class OpenStudy:
                                            sampler=sampler_for(settings.sampler, None),
                                            pruner=make_pruner(pruner))
         self.study_id = self.storage.get_study_id_from_name(settings.study_name)
+        self.distributions = self._resumed_space()
+
+    def _resumed_space(self) -> dict[str, Any]:
+        """The distributions to sample: the settings', except where the study already sampled a
+        parameter from another kind of distribution (e.g. a ``choice`` that a later dse made an
+        ordered ``int``). Optuna refuses two kinds for one parameter of a study, so a resumed
+        study goes on in the space it was started in, and says so once; a new ``study.name``
+        starts one in the settings' space."""
+        from optuna.distributions import check_distribution_compatibility
+
+        stored: dict[str, Any] = {}
+        for t in self.study.get_trials(deepcopy=False):
+            for name, dist in t.distributions.items():
+                stored.setdefault(name, dist)
+        space = dict(self.s.space.distributions)
+        for name, dist in space.items():
+            try:
+                check_distribution_compatibility(stored.get(name, dist), dist)
+            except ValueError:
+                log.warning("dse_optuna: %s: study %r sampled it from %s, so resuming keeps that "
+                            "(this config's %s needs a new study.name)", name,
+                            self.s.study_name, stored[name], dist)
+                space[name] = stored[name]
+        return space
 
     def _create(self) -> tuple[Any, optuna.Study]:
         """create_study, retried while another worker is creating the same tables."""

@@ -230,7 +230,7 @@ class StudyRunner:
             return None
         self.study.sampler = sampler_for(self.s.sampler, trial.number)
         with quiet_optuna():
-            for name, dist in self.s.space.distributions.items():
+            for name, dist in self.db.distributions.items():
                 suggest(trial, name, dist)
         return trial
 

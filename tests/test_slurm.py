@@ -77,6 +77,20 @@ def load_study(url: str, name: str):
     return optuna.load_study(study_name=name, storage=url)
 
 
+def claims(url: str) -> int:
+    """How many (config hash, seed) a worker has claimed to train now: its training started."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(sa.text("SELECT count(*) FROM claims")).scalar_one()
+    except sa.exc.ProgrammingError:  # no claims table yet
+        return 0
+    finally:
+        engine.dispose()
+
+
 def test_slurm_grid_jobs_append_to_postgres_with_their_job_ids(slurm_cluster, pg_database,
                                                                   tmp_path):
     res = run_cli("dse-train", "-m", "hydra/launcher=slurm", "study.name=slurmgrid", *TINY,
@@ -117,7 +131,10 @@ def test_slurm_scancel_mid_run_fails_the_trial_and_a_rerun_refills_it(slurm_clus
                                                                         tmp_path):
     import optuna
 
-    beat = ("study.name=slurmcancel", "hydra.sweeper.n_trials=2",
+    # trials of a few seconds, so the cancel below lands in training however fast the start-up;
+    # no divergence stop (a tiny net may sit at chance for two epochs: not what this test is about)
+    beat = ("study.name=slurmcancel", "hydra.sweeper.n_trials=2", "data.subset=1000",
+            "trainer.max_epochs=3", "trainer.chance_epochs=100",
             "hydra.sweeper.heartbeat_interval=1", "hydra.sweeper.grace_period=3")
     script = worker_script(tmp_path / "worker.sh", tmp_path / "runs", pg_database, *beat)
     env = job_env(slurm_cluster)
@@ -132,7 +149,8 @@ def test_slurm_scancel_mid_run_fails_the_trial_and_a_rerun_refills_it(slurm_clus
             pass
         time.sleep(0.5)
     assert running is not None, (tmp_path / "first.out").read_text()[-3000:]
-    time.sleep(2)  # mid-training, not mid-ask
+    while not claims(pg_database) and time.monotonic() < end:  # mid-training, not mid-ask
+        time.sleep(0.2)
     assert slurm_cluster.run("scancel", job).returncode == 0
     slurm_cluster.wait_idle(120)
     study = load_study(pg_database, "slurmcancel")

@@ -22,6 +22,7 @@ import pandas as pd
 from analysis.source import ARG, LoadError, Source, resolve
 from dse.errors import ConfigError, first_line
 from dse.store.record import CONFIG_KEYS, run_dtypes
+from dse.storefile import OPTUNA_DB, sqlite_url
 from dse.sweep import trials
 
 # The run record's columns (docs/CONTRACTS.md) -> pandas dtype, all NA-capable: a run that failed
@@ -159,14 +160,14 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
 def _sibling_budgets(src: Source) -> dict[str, list[tuple[str, str, float]]]:
     """The budgets of the Optuna studies in an ``optuna.db`` beside a dse store (the sweeper's
     default storage): its runs' results.db does not record the sweep's constraints."""
-    sibling = src.path.resolve().parent / "optuna.db" if src.path is not None else None
+    sibling = src.path.resolve().parent / OPTUNA_DB if src.path is not None else None
     if sibling is None or not sibling.is_file():
         return {}
     try:
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = optuna.storages.RDBStorage(f"sqlite:///{sibling}", skip_table_creation=True)
+        storage = optuna.storages.RDBStorage(sqlite_url(sibling), skip_table_creation=True)
         return {s.study_name: trials.budgets(s.user_attrs)
                 for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
     except Exception:  # noqa: BLE001 - the sibling storage is a bonus, never an error

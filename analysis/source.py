@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dse.errors import ConfigError, first_line
-from dse.storefile import DB_NAME, named_store, reader_uri, sqlite_url
+from dse.storefile import DB_NAME, OPTUNA_DB, named_store, reader_uri, sqlite_url
 
 ARG = "STUDY_DIR_OR_STORE_URL"
 
@@ -107,8 +107,8 @@ def _missing(folder: Path | None, path: Path) -> str:
     if folder is None:
         return f"no such file or folder: {path}"
     hint = ""
-    if (folder / "optuna.db").is_file():
-        hint = f" (an Optuna storage is there: pass sqlite:///{folder / 'optuna.db'})"
+    if (folder / OPTUNA_DB).is_file():
+        hint = f" (an Optuna storage is there: pass {sqlite_url(folder / OPTUNA_DB)})"
     return f"no {DB_NAME} in {folder}{hint}"
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import quote, unquote, urlencode
 
 DB_NAME = "results.db"
+OPTUNA_DB = "optuna.db"  # the dse_optuna sweeper's default storage, beside DB_NAME
 SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
 

@@ -88,18 +88,18 @@ def optuna_study(path: Path) -> None:
 
 
 def check_train(argv: list[str], imagenet: Path) -> None:
-    """Every job ``dse-train ARGV`` would launch composes and passes :func:`dse.validate.validate`."""
-    from omegaconf import OmegaConf
-
-    from dse.compose import compose, grid_points
+    """Every job ``dse-train ARGV`` would launch composes and passes :func:`dse.validate.validate`
+    (a grid's jobs as dse-train's preflight lists them: :func:`dse.compose.sweep_points`)."""
+    from dse.compose import compose, grid_points, grid_sweep, sweep_points
     from dse.validate import validate
 
     overrides = [a.replace("/data/imagenet", str(imagenet)) for a in argv if a != "-m"]
     base = compose(grid_points(overrides)[0], return_hydra_config=True)
-    params = base.hydra.sweeper.get("params")
-    if "-m" in argv and params and base.hydra.sweeper._target_.endswith("BasicSweeper"):
-        overrides = [f"{k}={v}" for k, v in OmegaConf.to_container(params).items()] + overrides
-    for point in grid_points(overrides):
+    points = [grid_points(overrides)[0]]
+    if "-m" in argv and grid_sweep(base):
+        base.hydra.overrides.task = overrides
+        points = sweep_points(base)
+    for point in points:
         validate(compose(point))
 
 

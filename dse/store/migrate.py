@@ -40,10 +40,15 @@ PG_LOCK_KEY = 0x64736573746F7265
 
 
 @functools.cache
+def scripts() -> ScriptDirectory:
+    """Alembic's view of ``migrations/versions/`` (read once a process)."""
+    return ScriptDirectory(str(MIGRATIONS.parent))
+
+
+@functools.cache
 def chain() -> tuple[Script, ...]:
     """The revisions from the first to the head, in the order they apply."""
-    script = ScriptDirectory(str(MIGRATIONS.parent))
-    return tuple(reversed(list(script.walk_revisions())))
+    return tuple(reversed(list(scripts().walk_revisions())))
 
 
 def legacy_revision(conn: sa.Connection, where: str) -> int:
@@ -84,7 +89,7 @@ def upgrade(conn: sa.Connection, at: int, where: str, *, all_kinds: bool = False
     with Operations.context(ctx):
         for rev in todo:
             rev.module.upgrade()
-    ctx.stamp(ScriptDirectory(str(MIGRATIONS.parent)), chain()[-1].revision)
+    ctx.stamp(scripts(), chain()[-1].revision)
     record_version(conn)
     return [rev.revision for rev in todo]
 

@@ -12,6 +12,7 @@ from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
 
+from dse.storefile import OPTUNA_DB
 from dse.sweep.handoff import Handoff
 
 DEFAULT_OBJECTIVES = [["val_top1", "maximize"], ["size_mib", "minimize"]]
@@ -46,7 +47,7 @@ class DseOptunaSweeperConf:
     study_name: str = "${study.name}"  # Optuna study name (shared by workers and reruns)
     # SQLAlchemy URL (sqlite:///..., postgresql://...) or journal:PATH (Optuna's JournalStorage)
     # (default: <paths.runs>/<study.name>/optuna.db, quoted by the results store's rule)
-    storage: str = "${dse_study_sqlite:${paths.runs},${study.name},optuna.db}"
+    storage: str = f"${{dse_study_sqlite:${{paths.runs}},${{study.name}},{OPTUNA_DB}}}"
     n_trials: int = 20  # finished trials the study should have (all workers, all reruns)
     n_jobs: int = 1  # trials asked and launched together (set hydra.launcher.n_jobs alike)
     objectives: list[Any] = field(

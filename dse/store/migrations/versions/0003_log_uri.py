@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from dse.store.migrations import add_nullable
+from dse.store.migrations import nullable_columns
 
 revision = "0003"
 down_revision = "0002"
 ADDITIVE = True
-COLUMNS = {"log_uri": sa.Text}
-ADDS = {"runs": tuple(COLUMNS)}
-
-
-def upgrade() -> None:
-    add_nullable("runs", COLUMNS)
+ADDS, upgrade = nullable_columns("runs", {"log_uri": sa.Text})

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from dse.store.migrations import add_nullable
+from dse.store.migrations import nullable_columns
 
 revision = "0004"
 down_revision = "0003"
 ADDITIVE = True
-COLUMNS = {"slurm_job": sa.Text}
-ADDS = {"runs": tuple(COLUMNS)}
-
-
-def upgrade() -> None:
-    add_nullable("runs", COLUMNS)
+ADDS, upgrade = nullable_columns("runs", {"slurm_job": sa.Text})

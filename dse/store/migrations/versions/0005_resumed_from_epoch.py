@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from dse.store.migrations import add_nullable
+from dse.store.migrations import nullable_columns
 
 revision = "0005"
 down_revision = "0004"
 ADDITIVE = True
-COLUMNS = {"resumed_from_epoch": sa.BigInteger}
-ADDS = {"runs": tuple(COLUMNS)}
-
-
-def upgrade() -> None:
-    add_nullable("runs", COLUMNS)
+ADDS, upgrade = nullable_columns("runs", {"resumed_from_epoch": sa.BigInteger})

@@ -4,17 +4,12 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from dse.store.migrations import add_nullable
+from dse.store.migrations import nullable_columns
 
 revision = "0006"
 down_revision = "0005"
 ADDITIVE = True
-COLUMNS = {name: sa.Float for name in (
+ADDS, upgrade = nullable_columns("runs", {name: sa.Float for name in (
     "latency_ms", "latency_p90_ms", "latency_b64_ms", "latency_b64_p90_ms", "torch_latency_ms",
     "torch_latency_p90_ms", "torch_latency_b64_ms", "torch_latency_b64_p90_ms")} | {
-    "latency_threads": sa.BigInteger}
-ADDS = {"runs": tuple(COLUMNS)}
-
-
-def upgrade() -> None:
-    add_nullable("runs", COLUMNS)
+    "latency_threads": sa.BigInteger})

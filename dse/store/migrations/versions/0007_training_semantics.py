@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from dse.store.migrations import add_nullable
+from dse.store.migrations import nullable_columns
 
 revision = "0007"
 down_revision = "0006"
 ADDITIVE = True
-COLUMNS = {"training_semantics": sa.BigInteger}
-ADDS = {"runs": tuple(COLUMNS)}
-
-
-def upgrade() -> None:
-    add_nullable("runs", COLUMNS)
+ADDS, upgrade = nullable_columns("runs", {"training_semantics": sa.BigInteger})

@@ -21,8 +21,8 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 import onnxruntime as ort  # noqa: E402
 
+from dse.checkpoint import load_checkpoint  # noqa: E402
 from dse.compose import compose  # noqa: E402
-from dse.compress.pipeline import load_checkpoint  # noqa: E402
 from dse.compress.storage import decode, encode  # noqa: E402
 from dse.data import build_datamodule  # noqa: E402
 from dse.errors import ConfigError  # noqa: E402

@@ -50,7 +50,8 @@ def _run(args: argparse.Namespace) -> None:
 
     if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
-    from dse.compress.pipeline import Options, check, compress, int_list, load_checkpoint
+    from dse.checkpoint import load_checkpoint
+    from dse.compress.pipeline import Options, check, compress, int_list
     from dse.compress.results import format_table, record
     from dse.store import ResultsStore
 

@@ -12,17 +12,15 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
+from dse.checkpoint import Checkpoint
 from dse.compress.prune import (
     count_params,
     finalize,
@@ -33,8 +31,7 @@ from dse.compress.prune import (
 from dse.compress.quantize import check_bits, quantize_model
 from dse.compress.results import INT8_FILE, LATENCY_COLUMN, METRICS, OUT, write_outputs
 from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plain_state_dict
-from dse.config import Config
-from dse.errors import ConfigError, first_line, lines_of, one_line
+from dse.errors import ConfigError
 from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
 from dse.outputs import check_writable
@@ -44,7 +41,8 @@ if TYPE_CHECKING:
     pass
 
 log = logging.getLogger("dse.compress")
-CKPT = "CHECKPOINT"
+
+
 @dataclass
 class Options:
     """What to do to the checkpoint (the command-line flags of ``dse-compress``)."""
@@ -77,79 +75,12 @@ class Options:
         return self
 
 
-@dataclass
-class Checkpoint:
-    """A dse training checkpoint: resolved config (overrides applied), weights, provenance."""
-
-    path: Path
-    cfg: DictConfig
-    original_cfg: dict[str, Any]
-    state: dict[str, torch.Tensor]
-    run_id: str | None = None
-    seed: int = 0
-    overrides: tuple[str, ...] = ()
-
-    @property
-    def run_dir(self) -> Path:
-        """The training run's folder: the one holding ``checkpoints/`` (else the file's own)."""
-        return self.path.parent.parent if self.path.parent.name == "checkpoints" else self.path.parent
-
-
 def int_list(text: str, option: str) -> tuple[int, ...]:
     """``"8,6"`` -> (8, 6), as a one-line ConfigError naming the option when malformed."""
     try:
         return tuple(int(x) for x in comma_list(text))
     except ValueError:
         raise ConfigError(option, f"expected comma-separated integers (got {text!r})") from None
-
-
-def _apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> DictConfig:
-    """Hydra-style ``key=value`` overrides on the checkpoint's config (unknown keys are errors),
-    typed by the schema as dse-train's are: ``trainer.batch_size=abc`` is refused here, not
-    met as a string deep inside a retraining."""
-    try:
-        base = OmegaConf.merge(OmegaConf.structured(Config), cfg)
-    except OmegaConfBaseException as e:
-        raise ConfigError(CKPT, f"its config does not fit this dse's schema ({one_line(e)})") from None
-    OmegaConf.set_struct(base, True)
-    for item in overrides:
-        key = item.split("=", 1)[0].lstrip("+~")
-        if "=" not in item or item[0] in "+~":
-            raise ConfigError(key or item, f"expected key=value (got {item!r})")
-        if key == "model" or key.startswith("model."):
-            raise ConfigError(key, "the architecture comes from the checkpoint; it cannot be "
-                                   "overridden")
-    return OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
-
-
-def load_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoint:
-    """Read and check a ``dse-train`` checkpoint (docs/CONTRACTS.md) without writing anything."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(CKPT, f"no such file: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle, zip and weights_only errors all mean "not ours"
-        raise ConfigError(CKPT, f"{path} is not a dse checkpoint ({type(e).__name__})") from None
-    hp = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
-    cfg = hp.get("cfg") if isinstance(hp, dict) else None
-    state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
-    if not isinstance(cfg, dict) or not isinstance(state, dict) or "model" not in cfg:
-        raise ConfigError(CKPT, f"{path} is not a dse checkpoint (no hyper_parameters.cfg / "
-                                "state_dict)")
-    weights = {k.removeprefix("model.").removeprefix("_orig_mod."): v  # (trainer.compile=true)
-               for k, v in state.items() if k.startswith("model.")}
-    model = build_model(cfg["model"])
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        detail = (lines_of(e)[1:] or [first_line(e)])[0]  # torch names the mismatch on line 2
-        raise ConfigError(CKPT, f"{path}: weights do not fit the architecture in its config "
-                                f"({detail})") from None
-    seed = re.fullmatch(r"seed(\d+)\.ckpt", path.name)
-    run_id = ckpt.get("run_id") or hp.get("run_id")
-    return Checkpoint(path, _apply_overrides(cfg, overrides), cfg, weights, run_id,
-                      int(seed.group(1)) if seed else int(cfg.get("seed", 0)), tuple(overrides))
 
 
 class Lab:

@@ -16,7 +16,7 @@ from dse.outputs import staged_dir
 from dse.text import table
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
-    from dse.compress.pipeline import Checkpoint
+    from dse.checkpoint import Checkpoint
     from dse.store import ResultsStore
 
 OUT = "--out"

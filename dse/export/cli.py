@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> None:
     opts = _options(args)
     from omegaconf import OmegaConf
 
-    from dse.compress.pipeline import load_checkpoint
+    from dse.checkpoint import load_checkpoint
     from dse.export import job
     from dse.model import build_model
     from dse.outputs import check_writable

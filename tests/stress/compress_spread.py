@@ -14,7 +14,8 @@ import argparse
 import dataclasses
 import statistics
 
-from dse.compress.pipeline import Options, compress, load_checkpoint
+from dse.checkpoint import load_checkpoint
+from dse.compress.pipeline import Options, compress
 
 OVERRIDES = ["data.subset=1000", "trainer.deterministic=true"]  # the test's settings
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from dse.model.net import FireNet
 from dse.model.spec import POOL_KERNEL, POOL_STRIDE, Conv, Fire, NetSpec
 
 
@@ -173,6 +174,15 @@ class FusedFireNet(nn.Module):
         self._masks = self._build_masks()
         self._live_cache: dict[str, torch.Tensor] = {}
 
+    @classmethod
+    def of(cls, nets: list[FireNet], generators: list[torch.Generator]) -> FusedFireNet:
+        """The members' initialised networks as one, each drawing dropout from its generator."""
+        fused = cls([n.spec for n in nets])
+        for k, net in enumerate(nets):
+            fused.load_member(k, net.state_dict())
+        fused.dropout_generators = list(generators)
+        return fused
+
     def blocks(self) -> dict[str, GroupedBlock]:
         return {n: m for n, m in self.named_modules() if isinstance(m, GroupedBlock)}
 
@@ -260,6 +270,8 @@ class FusedFireNet(nn.Module):
                     t[rows] = v
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's dropout from its own generator, drawn as ``F.dropout`` draws on the CPU
+        (Bernoulli noise, scaled, multiplied), so a group of one equals ``FireNet`` bit for bit."""
         if not self.training or not any(self.dropout):
             return x
         n, _, h, w = x.shape
@@ -269,9 +281,9 @@ class FusedFireNet(nn.Module):
             if p == 0:
                 kept.append(part)
                 continue
-            keep = torch.rand(part.shape, generator=g, device=part.device) >= p
-            kept.append(part * keep / (1.0 - p))
-        return torch.stack(kept, 1).reshape(n, -1, h, w)
+            noise = torch.empty_like(part).bernoulli_(1 - p, generator=g)
+            kept.append(part * noise.div_(1 - p))
+        return kept[0] if self.k == 1 else torch.stack(kept, 1).reshape(n, -1, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.classifier(self._dropout(self.features(x)))

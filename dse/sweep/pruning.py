@@ -137,11 +137,31 @@ def pruning_callback_from_env(monitor: str | None = None, handoff: Handoff | Non
     return None if found is None else _callback_class()(found[0], monitor or found[1])
 
 
-def member_trial(handoff: Handoff | None) -> tuple[JobTrial | None, str]:
-    """(trial, monitored Lightning key) for one member of a fused group, by the callback's rules;
-    never from this process's environment, which holds no member's handoff."""
-    found = _pruned_trial(handoff)
-    if found is None:
-        return None, DEFAULT_MONITOR
-    monitor = found[1]
-    return found[0], monitor if "/" in monitor else monitor.replace("_", "/", 1)  # val_top1 too
+def member_pruning(handoffs: list[Handoff | None]) -> pl.Callback | None:
+    """One callback that reports each member of a fused group to its own trial and ends the
+    members their pruners prune (``pl_module.stop``), or None when no member is a prunable
+    trial. Never from this process's environment, which holds no member's handoff."""
+    found = [_pruned_trial(h) for h in handoffs]
+    if not any(found):
+        return None
+    from lightning.pytorch.callbacks import Callback
+
+    class MemberPruning(Callback):
+        """Per member: its trial and the Lightning key its pruner watches (``val_top1`` too)."""
+
+        def __init__(self) -> None:
+            self.trials = [(f[0], f[1] if "/" in f[1] else f[1].replace("_", "/", 1)) if f else None
+                           for f in found]
+
+        def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+            if trainer.sanity_checking:
+                return
+            epoch = trainer.current_epoch
+            for k, (got, results) in enumerate(zip(self.trials, pl_module.results, strict=True)):
+                if got is None or not pl_module.live[k] or got[1] not in results:
+                    continue
+                got[0].report(results[got[1]], epoch)
+                if got[0].should_prune():
+                    pl_module.stop(k, "pruned", f"Trial was pruned at epoch {epoch}.")
+
+    return MemberPruning()

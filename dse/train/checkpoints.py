@@ -26,10 +26,10 @@ What is written here by hand, and why:
 - :func:`prune` after each save: ModelCheckpoint never deletes the file a run resumed from, so a
   run resumed once would keep one file too many.
 - :class:`ResumeState`, a callback whose state rides in every checkpoint: torch's global RNG
-  (dropout draws from it; Lightning 2.x saves no RNG state), the data position (epoch, batch) that
-  :class:`~dse.data.tensor.TensorBatches` starts from, and the divergence monitor's first-epoch
-  loss. With these a resumed run on the CPU with ``trainer.deterministic=true`` ends bit-identical
-  to an uninterrupted one (tests/test_resume.py).
+  (Lightning 2.x saves no RNG state; the members' dropout generators ride in the module's part),
+  the data position (epoch, batch) that :class:`~dse.data.tensor.TensorBatches` starts from, and
+  the divergence monitor's first-epoch losses. With these a resumed run on the CPU with
+  ``trainer.deterministic=true`` ends bit-identical to an uninterrupted one (tests/test_resume.py).
 - The stop on a signal. ``OnExceptionCheckpoint`` (or ``ModelCheckpoint(save_on_exception=True)``)
   saves wherever the exception lands: mid-step, with the weights updated but the step counters or
   the LR schedule not, so resuming from it is not the run that would have happened. Instead, while
@@ -227,8 +227,10 @@ class ResumeState(Callback):
         cuda = state_dict.get("cuda_rng") or []
         if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
-        if self.monitor is not None:
-            self.monitor.first_loss = state_dict.get("divergence_first_loss")
+        if self.monitor is not None:  # per member; an older dse's single run kept one float
+            first = state_dict.get("divergence_first_loss")
+            self.monitor.first_loss = (first if isinstance(first, dict) else
+                                       {} if first is None else {0: first})
 
 
 @dataclass

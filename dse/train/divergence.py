@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import lightning as L
-import torch
 from lightning.pytorch.callbacks import Callback
 
 from dse.metrics import REGISTRY
@@ -39,45 +38,52 @@ def dead(top1: float, first_loss: float, loss: float, epoch: int, num_classes: i
 
 
 class DivergenceMonitor(Callback):
-    """Sets ``trainer.should_stop`` and ``self.reason`` when a run diverges or is dead.
+    """Ends a member (``pl_module.stop``) that diverges or is dead; ``reasons[k]`` says why.
 
-    The loss is read only every ``check_every`` steps (a host sync on GPU), and at chance-check time
-    the epoch's mean training loss is compared with the first epoch's.
+    Per member of :class:`~dse.train.module.FireClassifier`: the loss is read only every
+    ``check_every`` steps (one host sync for all members), and at chance-check time each member's
+    epoch mean training loss is compared with its first epoch's.
     """
 
     def __init__(self, num_classes: int, chance_epochs: int = 2, check_every: int = 50) -> None:
         self.num_classes, self.chance_epochs, self.check_every = num_classes, chance_epochs, check_every
-        self.reason: str | None = None
-        self.first_loss: float | None = None
+        self.reasons: dict[int, str] = {}
+        self.first_loss: dict[int, float] = {}
 
-    def _stop(self, trainer: L.Trainer, reason: str) -> None:
-        if self.reason is None:
-            self.reason = reason
-        trainer.should_stop = True
+    @property
+    def reason(self) -> str | None:
+        """A group of one's reason (a single run's)."""
+        return self.reasons.get(0)
+
+    def _stop(self, pl_module: L.LightningModule, k: int, reason: str) -> None:
+        self.reasons[k] = reason
+        pl_module.stop(k, "diverged", reason)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs,
-                            batch, batch_idx: int) -> None:
+                           batch, batch_idx: int) -> None:
         if batch_idx % self.check_every == 0 or batch_idx + 1 == trainer.num_training_batches:
-            loss = getattr(pl_module, "last_loss", None)
-            if loss is not None and not bool(torch.isfinite(loss)):
-                self._stop(trainer, nonfinite(float(loss), trainer.global_step,
-                                              trainer.current_epoch))
+            losses = pl_module.last_loss.tolist()
+            for k, loss in enumerate(losses):
+                if pl_module.live[k] and (why := nonfinite(loss, trainer.global_step,
+                                                           trainer.current_epoch)):
+                    self._stop(pl_module, k, why)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or self.reason:
+        if trainer.sanity_checking:
             return
-        metrics = trainer.callback_metrics
-        val_loss = metrics.get(VAL_LOSS)
-        if val_loss is not None and not math.isfinite(float(val_loss)):
-            self._stop(trainer, f"non-finite validation loss at epoch {trainer.current_epoch}")
-            return
-        train_loss = pl_module.train_loss
-        if train_loss.update_count == 0 or VAL_TOP1 not in metrics:
-            return
-        loss, top1 = float(train_loss.compute()), float(metrics[VAL_TOP1])
-        if self.first_loss is None:
-            self.first_loss = loss
-        reason = dead(top1, self.first_loss, loss, trainer.current_epoch, self.num_classes,
-                      self.chance_epochs)
-        if reason is not None:
-            self._stop(trainer, reason)
+        for k, results in enumerate(pl_module.results):
+            if not pl_module.live[k]:
+                continue
+            val_loss = results.get(VAL_LOSS)
+            if val_loss is not None and not math.isfinite(val_loss):
+                self._stop(pl_module, k, f"non-finite validation loss at epoch {trainer.current_epoch}")
+                continue
+            train_loss = pl_module.train_loss[k]
+            if train_loss.update_count == 0 or VAL_TOP1 not in results:
+                continue
+            loss = float(train_loss.compute())
+            first = self.first_loss.setdefault(k, loss)
+            reason = dead(results[VAL_TOP1], first, loss, trainer.current_epoch, self.num_classes,
+                          self.chance_epochs)
+            if reason is not None:
+                self._stop(pl_module, k, reason)

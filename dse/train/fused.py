@@ -1,57 +1,159 @@
-"""Train K design points (job, seed) as one :class:`~dse.model.fused.FusedFireNet` through Lightning.
+"""The one training body: K >= 1 (design point, seed) members as one fused network; a single
+``dse-train`` run is a group of one.
 
-Each member keeps what makes it its own run: its seed's initialisation (built exactly as
-``dse-train`` builds it), its seed's batch order and augmentation (one index stream per member over
-the one copy of the data), its own loss (summed for one backward), metrics, CSV log, divergence
-check and Optuna pruning. A member that diverges or is pruned is frozen (zeroed, masked) and
-recorded; the others go on. Every member's row is built like :func:`dse.train.run.train_once`'s,
-so the store cannot tell a fused run from a separate one except by its ``fused`` mark in the log.
+Each member keeps what makes it its own run: its seed's initialisation and dropout stream (seed,
+build, then a generator continuing the global stream: what a separate run's dropout would draw),
+its seed's batch order and augmentation (one index stream per member over the one copy of the
+data), its own loss, metrics, log, divergence check and Optuna pruning. A member that diverges or
+is pruned is frozen and recorded; the others go on. So a member's row is its separate run's (bit
+for bit for a group of one on the CPU, within fp rounding for K > 1).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import platform
+import sys
 import time
+import traceback
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, Checkpoint
 from omegaconf import DictConfig, OmegaConf
 
+from dse.checkpoint import save_checkpoint
 from dse.data import build_datamodule
-from dse.data.tensor import keyed_seed
-from dse.errors import first_line
+from dse.errors import ConfigError, first_line
 from dse.export.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
 from dse.model.fused import FusedFireNet
-from dse.model.net import FireNet, build_model
-from dse.store import utcnow_iso
-from dse.train.divergence import dead, nonfinite
+from dse.model.net import build_model
+from dse.store import RunRecord, utcnow_iso
+from dse.store.record import slurm_job
+from dse.train.checkpoints import AtomicCheckpointIO, Resume
+from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
-from dse.train.module import accuracy_metrics, build_optimizer
-from dse.train.run import (
-    EpochTimer,
-    base_record,
-    device_name,
-    device_settings,
-    final_checkpoint,
-    keep_traceback,
-    make_trainer,
-)
-from dse.validate import IN_MEMORY
+from dse.train.module import FireClassifier
+from dse.validate import IN_MEMORY, switch
 
 log = logging.getLogger("dse.train")
-DROPOUT_STREAM = -1  # keyed_seed(seed, DROPOUT_STREAM) seeds a member's dropout generator
+
+
+def device_settings(tc: Any) -> tuple[str, str, bool]:
+    """(accelerator, precision, channels_last): bf16 + channels_last on GPU, fp32 on CPU.
+
+    ``trainer.accelerator=gpu`` without a visible GPU is refused, not trained on the CPU: timings
+    and the stored ``device`` would silently describe another machine than the one asked for.
+    """
+    if tc.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator", f"{tc.accelerator} asked for, but no GPU is "
+                                                 "visible here (use auto or cpu)")
+    gpu = torch.cuda.is_available() and tc.accelerator != "cpu"
+    accelerator = "gpu" if gpu else "cpu"
+    precision = tc.precision
+    if precision == "auto":
+        precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if gpu else "32-true"
+    cl = switch("trainer.channels_last", tc.channels_last)
+    return accelerator, precision, gpu if cl is None else cl
+
+
+def device_name(accelerator: str) -> str:
+    if accelerator == "gpu":
+        return torch.cuda.get_device_name()
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+class EpochTimer(Callback):
+    """Training time without validation, and which epoch was validated last."""
+
+    def __init__(self) -> None:
+        self.seconds, self.images, self.last_val_epoch, self._t0 = 0.0, 0, -1, None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.images += len(batch[1])
+
+    def _lap(self) -> None:
+        if self._t0 is not None:
+            self.seconds += time.perf_counter() - self._t0
+            self._t0 = None
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.last_val_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()
+
+
+def _progress_bar(tc: Any) -> bool:
+    """``auto``: Lightning's per-epoch bar for a single run on a terminal; a sweep prints one line
+    per finished point instead (dse.train.progress), which the bars would break up."""
+    on = switch("trainer.progress_bar", tc.progress_bar)
+    return sys.stdout.isatty() and not _in_multirun() if on is None else on
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def make_trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Path,
+                 callbacks: list[Callback]) -> L.Trainer:
+    """The Lightning Trainer ``cfg.trainer`` describes; the module writes each member's logger."""
+    tc = cfg.trainer
+    return L.Trainer(
+        accelerator=accelerator, devices=tc.devices, precision=precision,
+        max_epochs=tc.max_epochs, max_steps=tc.max_steps, deterministic=tc.deterministic,
+        check_val_every_n_epoch=tc.val_every, num_sanity_val_steps=0,
+        log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
+        enable_progress_bar=_progress_bar(tc),
+        enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
+        logger=False, callbacks=callbacks, default_root_dir=out_dir, plugins=[AtomicCheckpointIO()],
+    )
+
+
+def base_record(cfg: DictConfig, report: Any, seed: int, overrides: str,
+                run_id: str | None = None) -> dict[str, Any]:
+    """The row as known before training: the config's columns plus the model's analytic counts.
+
+    ``failed`` until training says otherwise, so a run killed mid-way never reads as ok.
+    """
+    given = {"run_id": run_id} if run_id else {}
+    return RunRecord.from_config(cfg, seed=seed, status="failed", params=report.params,
+                                 size_bytes=report.size_bytes_fp32, macs=report.macs,
+                                 overrides=overrides, slurm_job=slurm_job(), **given).to_dict()
+
+
+def final_checkpoint(cfg: DictConfig, out_dir: Path, seed: int) -> Path:
+    """Where ``trainer.checkpoint=true`` puts a run's final weights (docs/CONTRACTS.md)."""
+    return out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1 else f"seed{seed}.ckpt")
+
+
+def keep_traceback(path: Path) -> None:
+    """Best effort: the row carries the error; the full traceback beside the run is a help that a
+    full or read-only run folder must not turn into a second failure that loses the row."""
+    try:
+        path.write_text(traceback.format_exc())
+    except OSError as e:
+        log.warning("traceback not kept (%s): %s", path, first_line(e))
 
 
 @dataclass
 class Member:
-    """One (design point, seed) to train in a group, and what its row needs."""
+    """One (design point, seed) to train, and what its row needs."""
 
     cfg: DictConfig
     report: Any
@@ -59,12 +161,7 @@ class Member:
     out_dir: Path
     overrides: str = ""
     run_id: str | None = None
-    trial: Any = None  # dse.sweep.pruning.JobTrial of an Optuna job, or None
-    monitor: str = REGISTRY["val_top1"].key  # the metric its pruner watches
-    status: str = "ok"
-    reason: str | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    epochs: int = 0
+    handoff: Any = None  # dse.sweep.handoff.Handoff of an Optuna job, or None
 
 
 class StackedBatches:
@@ -103,169 +200,16 @@ class FusedData(L.LightningDataModule):
         return self.dm.test_dataloader()
 
 
-def member_nets(members: list[Member]) -> list[FireNet]:
-    """Each member's network, initialised as its separate run initialises it (seed, then build)."""
-    nets = []
+def member_net(members: list[Member]) -> FusedFireNet:
+    """The members' networks as one, each initialised as its separate run initialises it (seed,
+    then build) and drawing dropout from a copy of the global stream right after its build, which
+    is what a separate run's dropout would draw from (nothing else draws from it in training)."""
+    nets, generators = [], []
     for m in members:
         L.seed_everything(m.seed, workers=True, verbose=False)
         nets.append(build_model(m.cfg.model))
-    return nets
-
-
-class FusedClassifier(L.LightningModule):
-    """The fused network, its K losses, K sets of metrics, and the freezing of finished members."""
-
-    def __init__(self, members: list[Member], loggers: list[Any]) -> None:
-        super().__init__()
-        self.members, self.member_loggers = members, loggers
-        nets = member_nets(members)
-        self.model = FusedFireNet([n.spec for n in nets])
-        for k, net in enumerate(nets):
-            self.model.load_member(k, net.state_dict())
-        cfg = members[0].cfg
-        self.tc, self.k, classes = cfg.trainer, len(members), int(cfg.model.num_classes)
-        self.val_metrics = torch.nn.ModuleList(accuracy_metrics(classes, "val/") for _ in members)
-        self.test_metrics = torch.nn.ModuleList(accuracy_metrics(classes, "test/") for _ in members)
-        self.check_every, self.chance_epochs = int(self.tc.log_every_n_steps), int(self.tc.chance_epochs)
-        self.channels_last = False
-        self._sums: dict[str, torch.Tensor] = {}
-        self.first_loss: list[float | None] = [None] * self.k
-
-    def on_fit_start(self) -> None:
-        dev = self.device
-        self.model.dropout_generators = [
-            torch.Generator(device=dev).manual_seed(keyed_seed(m.seed, DROPOUT_STREAM))
-            for m in self.members]
-        for m, lg in zip(self.members, self.member_loggers, strict=True):
-            if lg:
-                lg.log_hyperparams({"cfg": OmegaConf.to_container(m.cfg, resolve=True)})
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
-
-    def _losses(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
-        """Each member's mean cross-entropy over its batch, ``[K]``."""
-        return F.cross_entropy(logits.permute(0, 2, 1), y, reduction="none",
-                               label_smoothing=smoothing).mean(0)
-
-    def _add(self, key: str, value: torch.Tensor) -> None:
-        self._sums[key] = self._sums.get(key, 0) + value
-
-    def _take(self, key: str) -> torch.Tensor:
-        return self._sums.pop(key)
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
-        x, y = batch
-        losses = self._losses(self(x), y, float(self.tc.label_smoothing))
-        self.last_loss = losses.detach()
-        self._add("train_loss", self.last_loss)
-        self._add("train_steps", torch.ones((), device=x.device))
-        return torch.where(self.model.active, losses, torch.zeros_like(losses)).sum()
-
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.model.mask_grads()
-
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if batch_idx % self.check_every and batch_idx + 1 != self.trainer.num_training_batches:
-            return
-        for k, loss in enumerate(self.last_loss.tolist()):  # one host sync for all members
-            if self.model.active[k] and (why := nonfinite(loss, self.global_step, self.current_epoch)):
-                self.stop(k, "diverged", why)
-
-    def stop(self, k: int, status: str, reason: str) -> None:
-        """Freeze member k with its final status; the fit ends when no member is left."""
-        m = self.members[k]
-        m.status, m.reason, m.epochs = status, reason, self.current_epoch + 1
-        log.info("fused member %d (%s seed %d): %s: %s", k, m.cfg.model.name, m.seed, status, reason)
-        self.model.freeze(k, self.trainer.optimizers[0] if self.trainer.optimizers else None)
-        if not bool(self.model.active.any()):
-            self.trainer.should_stop = True
-
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: torch.nn.ModuleList,
-                   prefix: str) -> None:
-        x, y = batch
-        logits = self(x.repeat(1, self.k, 1, 1))
-        self._add(f"{prefix}/loss", self._losses(logits, y[:, None].expand(-1, self.k)) * len(y))
-        self._add(f"{prefix}/n", torch.tensor(float(len(y)), device=x.device))
-        for k, mc in enumerate(metrics):
-            mc.update(logits[:, k], y)
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        self._eval_step(batch, self.val_metrics, "val")
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        self._eval_step(batch, self.test_metrics, "test")
-
-    def _eval_end(self, metrics: torch.nn.ModuleList, prefix: str) -> list[dict[str, float]]:
-        loss = (self._take(f"{prefix}/loss") / self._take(f"{prefix}/n")).tolist()
-        out = []
-        for k, mc in enumerate(metrics):
-            out.append({**{n: float(v) for n, v in mc.compute().items()}, f"{prefix}/loss": loss[k]})
-            mc.reset()
-        return out
-
-    def on_validation_epoch_end(self) -> None:
-        results = self._eval_end(self.val_metrics, "val")
-        if self.trainer.sanity_checking:
-            return
-        train = self._sums.get("train_loss")
-        steps = self._sums.get("train_steps")
-        mean = (train / steps).tolist() if train is not None else [None] * self.k
-        for k, m in enumerate(self.members):
-            if not self.model.active[k]:
-                continue
-            m.metrics.update(results[k])
-            if mean[k] is not None:
-                m.metrics["train/loss"] = mean[k]
-            self._log(k, results[k])
-            self._check(k, results[k], mean[k])
-
-    def _check(self, k: int, val: dict[str, float], train_loss: float | None) -> None:
-        """The dead-network rule and the member's pruner, after its validation epoch."""
-        m = self.members[k]
-        if not torch.isfinite(torch.tensor(val["val/loss"])):
-            return self.stop(k, "diverged", f"non-finite validation loss at epoch {self.current_epoch}")
-        if train_loss is not None:
-            self.first_loss[k] = self.first_loss[k] if self.first_loss[k] is not None else train_loss
-            why = dead(val["val/top1"], self.first_loss[k], train_loss, self.current_epoch,
-                       int(m.cfg.data.num_classes), self.chance_epochs)
-            if why:
-                return self.stop(k, "diverged", why)
-        if m.trial is not None and m.monitor in val:
-            m.trial.report(val[m.monitor], self.current_epoch)
-            if m.trial.should_prune():
-                self.stop(k, "pruned", f"Trial was pruned at epoch {self.current_epoch}.")
-        return None
-
-    def on_train_epoch_end(self) -> None:
-        train, steps = self._sums.pop("train_loss", None), self._sums.pop("train_steps", None)
-        if train is None:
-            return
-        for k, loss in enumerate((train / steps).tolist()):
-            if self.model.active[k]:
-                self.members[k].metrics["train/loss"] = loss
-                self._log(k, {"train/loss": loss})
-
-    def on_test_epoch_end(self) -> None:
-        for k, res in enumerate(self._eval_end(self.test_metrics, "test")):
-            if self.model.active[k]:
-                self.members[k].metrics.update(res)
-                self._log(k, res)
-
-    def _log(self, k: int, metrics: dict[str, float]) -> None:
-        lg = self.member_loggers[k]
-        if lg:
-            # Lightning's own step for epoch-end logs: the last step during fit, the count in test
-            step = self.global_step if self.trainer.testing else max(0, self.global_step - 1)
-            lg.log_metrics({**metrics, "epoch": self.current_epoch}, step=step)
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        opt, sched = build_optimizer(self.model.parameters(), self.tc, total,
-                                     self.trainer.max_epochs or 1)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        generators.append(torch.Generator().set_state(torch.get_rng_state()))
+    return FusedFireNet.of(nets, generators)
 
 
 MEMBER_KEYS = ("name", "base_e", "incr_e", "freq", "sr", "pct3x3", "bypass", "dropout")
@@ -292,82 +236,119 @@ def group_key(cfg: DictConfig, spec_key: tuple) -> tuple:
     return spec_key, config_hash(plain)
 
 
-def _row(m: Member, trainer: L.Trainer | None, timer: EpochTimer, seconds: float,
-         accelerator: str, lg: Any) -> dict[str, Any]:
-    """Member m's store row, as :func:`dse.train.run.train_once` would have written it."""
-    rec = base_record(m.cfg, m.report, m.seed, m.overrides, m.run_id)
-    rec.update(device=device_name(accelerator), log_uri=log_uri(lg) if lg else "")
-    if m.status == "pruned":  # a separate run's fit raises TrialPruned: nothing measured is kept
-        return {**rec, "status": "pruned", "error": m.reason, "epochs": 0}
-    rec["epochs"] = m.epochs if m.status == "diverged" else trainer.current_epoch
+def _module(members: list[Member], loggers: list[Any], channels_last: bool) -> FireClassifier:
+    cfg = members[0].cfg
+    module = FireClassifier(OmegaConf.to_container(cfg, resolve=True), member_net(members), loggers)
+    module.channels_last = channels_last
+    if channels_last:
+        module.model.to(memory_format=torch.channels_last)
+    if cfg.trainer.compile:
+        module.model = torch.compile(module.model)
+    return module
+
+
+def _data(members: list[Member], monitor: DivergenceMonitor) -> tuple[Any, Resume | None]:
+    """A group of one trains on its run's own data module (any dataset) and resumes."""
+    cfg, tc = members[0].cfg, members[0].cfg.trainer
+    if len(members) > 1:
+        return FusedData(cfg, [m.seed for m in members]), None
+    dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, members[0].seed)
+    resume = Resume.for_run(cfg, members[0].seed, monitor)
+    if resume is not None:
+        dm.position = resume.state.position  # each epoch's batches from where the run is
+        if resume.ckpt is not None:
+            log.info("resuming seed %d from %s", members[0].seed, resume.ckpt)
+    return dm, resume
+
+
+def _fit(trainer: L.Trainer, module: FireClassifier, dm: Any, timer: EpochTimer,
+         resume: Resume | None) -> None:
+    """Fit (from the resume checkpoint, if any), validate the final weights, test."""
+    with resume.held if resume else contextlib.nullcontext():  # a stop signal waits for a whole step
+        trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None,
+                    weights_only=True)
+    if bool(module.live.any()) and timer.last_val_epoch != trainer.current_epoch - 1:
+        trainer.validate(module, datamodule=dm, verbose=False)  # the final weights' accuracy
+    if bool(module.live.any()) and module.tc["test"]:
+        trainer.test(module, datamodule=dm, verbose=False)
+
+
+def _trained(rec: dict[str, Any], k: int, module: FireClassifier, trainer: L.Trainer,
+             timer: EpochTimer, seconds: float) -> None:
+    """Member k's measured columns and status, as its fit left them."""
+    status, reason, epochs = module.outcome[k] or ("ok", None, 0)
+    if status == "pruned":  # a separate run's fit raises TrialPruned: nothing measured is kept
+        rec.update(status="pruned", error=reason, epochs=0)
+        return
+    rec["epochs"] = epochs if module.frozen[k] else trainer.current_epoch
     rec["train_seconds"] = round(seconds, 3)
     rec["images_per_s"] = timer.images / timer.seconds if timer.seconds else None
-    rec.update({key: m.metrics.get(REGISTRY[key].key) for key in LOGGED})
-    rec.update(status=m.status, error=m.reason)
-    return rec
+    rec.update({key: module.results[k].get(REGISTRY[key].key) for key in LOGGED})
+    rec.update(status=status, error=reason)
 
 
-def save_member(m: Member, net: FireNet, trainer: L.Trainer, run_id: str) -> None:
-    """Member m's final weights where its separate run puts them, in the checkpoint contract
-    (docs/CONTRACTS.md: ``hyper_parameters.cfg``, ``model.``-prefixed weights, ``run_id``), so
-    ``FireClassifier.load_from_checkpoint``, dse-compress and dse-export read it alike. Without
-    optimizer state: a fused member is never resumed on its own."""
-    path = final_checkpoint(m.cfg, m.out_dir, m.seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"hyper_parameters": {"cfg": OmegaConf.to_container(m.cfg, resolve=True)},
-                "state_dict": {f"model.{k}": v for k, v in net.state_dict().items()},
-                "run_id": run_id, "epoch": trainer.current_epoch, "global_step": trainer.global_step,
-                "pytorch-lightning_version": L.__version__}, path)
-
-
-def _fit(trainer: L.Trainer, module: FusedClassifier, data: FusedData, timer: EpochTimer) -> None:
-    trainer.fit(module, datamodule=data)
-    if bool(module.model.active.any()) and timer.last_val_epoch != trainer.current_epoch - 1:
-        trainer.validate(module, datamodule=data, verbose=False)  # the final weights' accuracy
-    if bool(module.model.active.any()) and module.tc.test:
-        trainer.test(module, datamodule=data, verbose=False)
+def _failed(rows: list[dict[str, Any]], members: list[Member], module: FireClassifier | None,
+            e: Exception) -> None:
+    """An exception out of training: TrialPruned ends the members still training as ``pruned``;
+    anything else is every member's ``failed`` row, its traceback kept beside each run."""
+    for k, (rec, m) in enumerate(zip(rows, members, strict=True)):
+        if type(e).__name__ == "TrialPruned":
+            if module is None or module.outcome[k] is None:
+                rec.update(status="pruned", error=str(e) or "pruned by the Optuna pruner")
+        else:
+            rec.update(status="failed", error=first_line(e, typed=True))
+            keep_traceback(m.out_dir / f"error_seed{m.seed}.txt")
+        rec["epochs"] = 0
+    if type(e).__name__ != "TrialPruned":
+        log.error("run failed: %s", first_line(e, typed=True))
 
 
 def train_group(members: list[Member], callbacks: tuple[Callback, ...] = ()) -> list[dict[str, Any]]:
-    """Train the members (one :func:`group_key`) as one fused network; a row per member,
+    """Train the members (one :func:`group_key`) as one network; a complete store row per member,
     whatever happened: a failure of the group is every member's ``failed`` row."""
-    cfg = members[0].cfg
-    accelerator, precision, channels_last = device_settings(cfg.trainer)
+    from dse.sweep.pruning import member_pruning
+
+    cfg, t0 = members[0].cfg, time.perf_counter()
+    tc = cfg.trainer
+    rows = [base_record(m.cfg, m.report, m.seed, m.overrides, m.run_id) for m in members]
+    accelerator, precision, channels_last = device_settings(tc)
+    monitor = DivergenceMonitor(cfg.data.num_classes, tc.chance_epochs, tc.log_every_n_steps)
+    timer = EpochTimer()
+    trainer: L.Trainer | None = None
+    module: FireClassifier | None = None
     loggers = [build_logger(m.cfg, m.out_dir, m.seed) for m in members]
-    timer, trainer, t0 = EpochTimer(), None, time.perf_counter()
+    for rec, lg, m in zip(rows, loggers, members, strict=True):
+        rec.update(device=device_name(accelerator), log_uri=log_uri(lg))
+        if lg:
+            lg.log_hyperparams({"cfg": OmegaConf.to_container(m.cfg, resolve=True)})
     try:
-        module = FusedClassifier(members, loggers)
-        module.channels_last = channels_last
-        if channels_last:
-            module.model.to(memory_format=torch.channels_last)
-        trainer = make_trainer(cfg, accelerator, precision, members[0].out_dir, members[0].seed,
-                               [timer, *callbacks], logger=False)
-        _fit(trainer, module, FusedData(cfg, [m.seed for m in members]), timer)
+        module = _module(members, loggers, channels_last)
+        dm, resume = _data(members, monitor)
+        pruning = member_pruning([m.handoff for m in members])
+        trainer = make_trainer(cfg, accelerator, precision, members[0].out_dir,
+                               [monitor, timer, *callbacks, *([pruning] if pruning else ()),
+                                *(resume.callbacks if resume else ())])
+        _fit(trainer, module, dm, timer, resume)
+        for k, rec in enumerate(rows):
+            _trained(rec, k, module, trainer, timer, time.perf_counter() - t0)
+            if resume and resume.ckpt:
+                rec["resumed_from_epoch"] = resume.state.resumed_from
+            if rec["status"] != "pruned" and (tc.latency or tc.checkpoint):  # the member alone
+                net = build_model(members[k].cfg.model)
+                net.load_state_dict(module.model.member_state(k))
+                rec.update(latency_columns(net, members[k].cfg, rec["status"]))  # trainer.latency=true
+                if tc.checkpoint:
+                    save_checkpoint(final_checkpoint(members[k].cfg, members[k].out_dir, members[k].seed),
+                                    OmegaConf.to_container(members[k].cfg, resolve=True), net,
+                                    rec["run_id"], trainer.current_epoch, trainer.global_step)
     except SystemExit:
         if trainer is not None and trainer.interrupted:  # Lightning turns Ctrl-C into exit(1)
             raise KeyboardInterrupt from None
         raise
-    except Exception as e:  # recorded for every member, never lost: the sweep goes on
-        log.error("fused group of %d failed: %s", len(members), first_line(e, typed=True))
-        for m in members:
-            m.status, m.reason = "failed", first_line(e, typed=True)
-            keep_traceback(m.out_dir / f"error_seed{m.seed}.txt")
-    seconds = time.perf_counter() - t0
-    rows = []
-    for k, (m, lg) in enumerate(zip(members, loggers, strict=True)):
-        if m.status == "failed":
-            rec = {**base_record(m.cfg, m.report, m.seed, m.overrides, m.run_id),
-                   "error": m.reason, "epochs": 0}
-        else:
-            rec = _row(m, trainer, timer, seconds, accelerator, lg)
-            if m.cfg.trainer.latency or m.cfg.trainer.checkpoint:  # the member as its own network
-                net = build_model(m.cfg.model)
-                net.load_state_dict(module.model.member_state(k))
-                rec.update(latency_columns(net, m.cfg, rec["status"]))
-                if m.cfg.trainer.checkpoint:
-                    save_member(m, net, trainer, rec["run_id"])
+    except Exception as e:  # recorded, never lost: the sweep goes on
+        _failed(rows, members, module, e)
+    for rec, lg in zip(rows, loggers, strict=True):
         if lg:
             lg.finalize("success")
         rec["finished_at"] = utcnow_iso()
-        rows.append(rec)
     return rows

@@ -24,7 +24,7 @@ from dse.model.spec import build_spec
 from dse.store import ResultsStore, claims
 from dse.sweep.handoff import Handoff
 from dse.train.fused import Member, fusable, group_key, train_group
-from dse.train.run import Point, train_once
+from dse.train.run import Point
 from dse.train.summary import summarize
 from dse.validate import validate
 
@@ -50,14 +50,6 @@ class _Seed:
 
 def _seeds(cfg: DictConfig) -> range:
     return range(cfg.seed, cfg.seed + cfg.study.seeds)
-
-
-def _member(point: Point, job: Job, s: _Seed) -> Member:
-    from dse.sweep.pruning import member_trial
-
-    trial, monitor = member_trial(job.handoff)
-    return Member(point.cfg, point.report, s.seed, point.out_dir, point.overrides,
-                  s.claim.holder.run_id, trial, monitor)
 
 
 def plan(points: list[Point], todo: list[_Seed], max_members: int) -> list[list[_Seed]]:
@@ -94,21 +86,17 @@ def _claim_all(points: list[Point], store_of: Any, rows: dict, todo: list[_Seed]
                 todo.append(_Seed(j, seed, got))
 
 
-def _train(points: list[Point], jobs: list[Job], group: list[_Seed], store_of: Any) -> list[dict]:
-    p0 = points[group[0].job]
-    if len(group) == 1 and (why := fusable(p0.cfg)):
-        log.info("%s seed %d trains alone: %s", p0.chash, group[0].seed, why)
-        p0.out_dir.mkdir(parents=True, exist_ok=True)
-        from dse.sweep.pruning import pruning_callback_from_env
-
-        cb = pruning_callback_from_env(handoff=jobs[group[0].job].handoff)  # its env is gone
-        return [train_once(p0.cfg, p0.report, group[0].seed, p0.out_dir, p0.overrides,
-                           (cb,) if cb is not None else (), group[0].claim.holder.run_id)]
-    members = [_member(points[s.job], jobs[s.job], s) for s in group]
+def _train(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[dict]:
+    members = [Member(points[s.job].cfg, points[s.job].report, s.seed, points[s.job].out_dir,
+                      points[s.job].overrides, s.claim.holder.run_id, jobs[s.job].handoff)
+               for s in group]
     for m in members:
         m.out_dir.mkdir(parents=True, exist_ok=True)
-    log.info("fused group of %d: %s", len(members),
-             ", ".join(f"{m.out_dir.name}/seed{m.seed}" for m in members))
+    if len(members) == 1 and (why := fusable(members[0].cfg)):
+        log.info("%s seed %d trains alone: %s", points[group[0].job].chash, members[0].seed, why)
+    else:
+        log.info("fused group of %d: %s", len(members),
+                 ", ".join(f"{m.out_dir.name}/seed{m.seed}" for m in members))
     return train_group(members)
 
 
@@ -130,7 +118,7 @@ def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
         try:
             _claim_all(points, store_of, rows, todo, held)
             for group in plan(points, todo, max_members):
-                for s, rec in zip(group, _train(points, jobs, group, store_of), strict=True):
+                for s, rec in zip(group, _train(points, jobs, group), strict=True):
                     rows[s.job, s.seed] = points[s.job].record(store_of(points[s.job]), rec)
                     s.claim.__exit__(None, None, None)
         finally:

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
+from dse.metrics import REGISTRY
 from dse.model.net import build_model
+
+log = logging.getLogger("dse.train")
 
 
 def lr_lambda(schedule: str, total: int, warmup: int, power: float = 1.0):
@@ -70,57 +75,121 @@ def build_optimizer(params: Any, tc: Any, total_steps: int, max_epochs: int
 
 
 def accuracy_metrics(classes: int, prefix: str) -> MetricCollection:
-    """Top-1, and top-5 where there are more than 5 classes (else it is trivially 100 %)."""
-    topk = {"top1": MulticlassAccuracy(classes, top_k=1, average="micro")}
-    if classes > 5:
-        topk["top5"] = MulticlassAccuracy(classes, top_k=5, average="micro")
-    return MetricCollection(topk, prefix=prefix)
+    """The registry's top-k accuracies of this split (``prefix`` ``"val/"``), each where k is below
+    the class count (else it is trivially 100 %): a new top-k metric is one registry entry."""
+    return MetricCollection({m.key.removeprefix(prefix): MulticlassAccuracy(classes, top_k=m.topk,
+                                                                            average="micro")
+                             for m in REGISTRY.values()
+                             if m.topk and m.key.startswith(prefix) and m.topk < classes},
+                            prefix=prefix)
+
+
+def _means(k: int, **kw: Any) -> nn.ModuleList:
+    return nn.ModuleList(MeanMetric(**kw) for _ in range(k))
 
 
 class FireClassifier(L.LightningModule):
-    """Trains ``build_model(cfg["model"])`` with cross-entropy; logs val/test top-1 and top-5.
+    """Trains K >= 1 Fire networks as one: a :class:`~dse.model.fused.FusedFireNet` (a single run is
+    a group of one), each member with its own cross-entropy, metrics, log and outcome.
 
-    ``cfg`` is the resolved config as a plain dict; it is saved as the only hyperparameter so a
-    checkpoint alone is enough to rebuild the network (see docs/CONTRACTS.md).
+    ``cfg`` is the (first member's) resolved config as a plain dict, saved as the only
+    hyperparameter; ``model`` defaults to ``build_model(cfg["model"])`` (dse-compress retrains a
+    plain :class:`~dse.model.net.FireNet`, a group of one). ``loggers``: one Lightning logger (or
+    ``False``) per member, written here because one Trainer logger cannot keep K runs apart.
+    Divergence and pruning callbacks end a member with :meth:`stop`; ``results[k]`` holds member
+    k's latest epoch metrics under their Lightning keys.
     """
 
-    def __init__(self, cfg: dict[str, Any]) -> None:
+    def __init__(self, cfg: dict[str, Any], model: nn.Module | None = None,
+                 loggers: list[Any] | None = None) -> None:
         super().__init__()
         self.save_hyperparameters({"cfg": cfg})
         self.cfg, self.tc = cfg, cfg["trainer"]
-        self.model = build_model(cfg["model"])
+        self.model = model if model is not None else build_model(cfg["model"])
+        self.k = k = getattr(self.model, "k", 1)
+        self.member_loggers = loggers or [False] * k
         classes = int(cfg["model"]["num_classes"])
-        self.val_metrics = accuracy_metrics(classes, "val/")
-        self.test_metrics = accuracy_metrics(classes, "test/")
+        self.val_metrics = nn.ModuleList(accuracy_metrics(classes, "val/") for _ in range(k))
+        self.test_metrics = nn.ModuleList(accuracy_metrics(classes, "test/") for _ in range(k))
         # nan_strategy="disable": the default "warn" tests `nans.any()` in Python on every update, a
         # host sync per training step on GPU. A NaN loss now shows as a NaN epoch mean (which the
         # divergence monitor treats as diverged) instead of being dropped with a warning.
-        self.train_loss = MeanMetric(nan_strategy="disable")
-        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        self.train_loss = _means(k, nan_strategy="disable")
+        self.val_loss, self.test_loss = _means(k), _means(k)
+        self.register_buffer("live", torch.ones(k, dtype=torch.bool), persistent=False)
+        self.frozen = [False] * k
+        self.outcome: list[tuple[str, str, int] | None] = [None] * k  # (status, reason, epochs)
+        self.results: list[dict[str, float]] = [{} for _ in range(k)]
         self.channels_last = False  # set by the runner on GPU
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, K, classes]``."""
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
-        return self.model(x)
+        return self.model(x).view(len(x), self.k, -1)
+
+    def _losses(self, logits: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+        """Each member's mean cross-entropy over its batch (labels ``[N]`` or ``[N, K]``), ``[K]``."""
+        y = y.view(len(y), -1).expand(-1, self.k)
+        return torch.stack([F.cross_entropy(logits[:, k], y[:, k], label_smoothing=smoothing)
+                            for k in range(self.k)])
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
-        loss = F.cross_entropy(self(x), y, label_smoothing=float(self.tc["label_smoothing"]))
-        self.train_loss.update(loss.detach())
-        self.last_loss = loss.detach()  # read by the divergence monitor, only every few steps
-        return loss
+        losses = self._losses(self(x), y, float(self.tc["label_smoothing"]))
+        self.last_loss = losses.detach()  # read by the divergence monitor, only every few steps
+        for k, mean in enumerate(self.train_loss):
+            mean.update(self.last_loss[k])
+        return torch.where(self.live, losses, torch.zeros_like(losses)).sum()
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        if self.k > 1:  # a group of one has no padding and no frozen neighbour
+            self.model.mask_grads()
+
+    def stop(self, k: int, status: str, reason: str) -> None:
+        """End member k with its final status. The others go on with it frozen (zeroed, masked);
+        the last one ends the fit, as a single run's stop does, its weights as they are."""
+        self.outcome[k] = (status, reason, self.current_epoch + 1)
+        self.live[k] = False
+        log.info("member %d of %d: %s: %s", k, self.k, status, reason)
+        if bool(self.live.any()):
+            self.frozen[k] = True
+            self.model.freeze(k, self.trainer.optimizers[0] if self.trainer.optimizers else None)
+        else:
+            self.trainer.should_stop = True
+
+    def _publish(self, values: list[dict[str, torch.Tensor]], prog_bar: bool = False) -> None:
+        """Member k's epoch metrics into ``results[k]`` and its logger (a frozen member's are
+        zeros, not its own); a group of one also into Lightning's (progress bar, callback_metrics)."""
+        if self.k == 1:
+            self.log_dict(values[0], prog_bar=prog_bar)
+        # Lightning's own step for epoch-end logs: the last step during fit, the count in test
+        step = self.global_step if self.trainer.testing else max(0, self.global_step - 1)
+        for k, (lg, vals) in enumerate(zip(self.member_loggers, values, strict=True)):
+            if self.frozen[k]:
+                continue
+            self.results[k].update({n: float(v) for n, v in vals.items()})
+            if lg:
+                lg.log_metrics({**{n: float(v) for n, v in vals.items()}, "epoch": self.current_epoch},
+                               step=step)
+
+    def on_fit_start(self) -> None:
+        for lg in self.member_loggers:
+            if lg:
+                lg.save()  # the hyperparameters on disk as training starts, as Lightning does
 
     def on_train_epoch_end(self) -> None:
-        self.log("train/loss", self.train_loss.compute())
-        self.train_loss.reset()
+        self._publish([{"train/loss": mean.compute()} for mean in self.train_loss])
+        for mean in self.train_loss:
+            mean.reset()
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: MetricCollection,
-                   loss_metric: MeanMetric) -> None:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: nn.ModuleList,
+                   loss_metrics: nn.ModuleList) -> None:
         x, y = batch
-        logits = self(x)
-        loss_metric.update(F.cross_entropy(logits, y), weight=len(y))
-        metrics.update(logits, y)
+        logits = self(x.repeat(1, self.k, 1, 1))  # every member sees the same images
+        for k, loss in enumerate(self._losses(logits, y)):
+            loss_metrics[k].update(loss, weight=len(y))
+            metrics[k].update(logits[:, k], y)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         self._eval_step(batch, self.val_metrics, self.val_loss)
@@ -128,11 +197,12 @@ class FireClassifier(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
         self._eval_step(batch, self.test_metrics, self.test_loss)
 
-    def _eval_end(self, metrics: MetricCollection, loss_metric: MeanMetric, prefix: str) -> None:
-        self.log_dict(metrics.compute(), prog_bar=prefix == "val")
-        self.log(f"{prefix}/loss", loss_metric.compute())
-        metrics.reset()
-        loss_metric.reset()
+    def _eval_end(self, metrics: nn.ModuleList, loss_metrics: nn.ModuleList, prefix: str) -> None:
+        self._publish([{**mc.compute(), f"{prefix}/loss": lm.compute()}
+                       for mc, lm in zip(metrics, loss_metrics, strict=True)], prog_bar=prefix == "val")
+        for mc, lm in zip(metrics, loss_metrics, strict=True):
+            mc.reset()
+            lm.reset()
 
     def on_validation_epoch_end(self) -> None:
         self._eval_end(self.val_metrics, self.val_loss, "val")
@@ -144,3 +214,23 @@ class FireClassifier(L.LightningModule):
         total = max(1, int(self.trainer.estimated_stepping_batches))
         opt, sched = build_optimizer(self.model.parameters(), self.tc, total, self.trainer.max_epochs or 1)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def _generators(self) -> list[torch.Generator]:
+        return list(getattr(self.model, "dropout_generators", None) or ())
+
+    def setup(self, stage: str) -> None:
+        """Each member's dropout generator onto the training device (a CPU one cannot draw there),
+        seeded from its CPU stream: before a resume restores their states."""
+        dev = self.trainer.strategy.root_device
+        gens = self._generators()
+        if dev.type != "cpu" and gens and gens[0].device.type == "cpu":
+            self.model.dropout_generators = [
+                torch.Generator(device=dev).manual_seed(int(torch.randint(2**62, (), generator=g)))
+                for g in gens]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["dropout_rng"] = [g.get_state() for g in self._generators()]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for g, state in zip(self._generators(), checkpoint.get("dropout_rng") or (), strict=False):
+            g.set_state(state)

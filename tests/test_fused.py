@@ -232,3 +232,49 @@ def test_a_failing_group_is_every_members_failed_row_and_the_batch_goes_on(tmp_p
     assert sorted(zip(five, df.seed, df.status, strict=True)) == [
         (False, 0, "ok"), (False, 1, "ok"), (True, 0, "failed"), (True, 1, "failed")]
     assert (tmp_path / "0/error_seed0.txt").is_file() and (tmp_path / "0/error_seed1.txt").is_file()
+
+
+# a group of one is the single run dse had before the one body: these numbers and weights are what
+# the separate FireClassifier path gave (CPU, one thread, deterministic), dropout and smoothing on
+ONE = ["trainer=smoke", "data.subset=256", "model.base_e=16", "model.incr_e=16", "data.augment=true",
+       "data.flip=true", "trainer.max_epochs=2", "trainer.label_smoothing=0.1", "trainer.progress_bar=false",
+       "trainer.checkpoint_every=0", "trainer.checkpoint=true", "trainer.deterministic=true",
+       "trainer.chance_epochs=10"]
+ONE_PINNED = {"model.bypass=simple": ("model.dropout=0.5", 2.3036627769470215, 2.271730422973633,
+                                      0.1015625, 0.15625, "79fc6d8ab0c0e3d2"),
+              "model.bypass=complex": ("model.dropout=0.3", 2.3097798824310303, 2.3584461212158203,
+                                       0.125, 0.1015625, "50f1b12701ab5313")}
+
+
+@pytest.mark.parametrize("bypass", list(ONE_PINNED))
+def test_a_group_of_one_is_the_old_single_run_bit_for_bit(bypass: str, tmp_path: Path) -> None:
+    import hashlib
+
+    dropout, val_loss, test_loss, val_top1, test_top1, digest = ONE_PINNED[bypass]
+    cfg = compose([*ONE, f"paths.runs={tmp_path}", bypass, dropout])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rec = train_once(cfg, analyze(build_spec(cfg.model), 28), 3, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    assert (rec["status"], rec["epochs"]) == ("ok", 2)
+    assert (rec["val_loss"], rec["test_loss"], rec["val_top1"], rec["test_top1"]) == (
+        val_loss, test_loss, val_top1, test_top1)
+    state = torch.load(tmp_path / "checkpoints/last.ckpt", weights_only=True)["state_dict"]
+    got = hashlib.sha256(b"".join(v.numpy().tobytes() for _, v in sorted(state.items()))).hexdigest()
+    assert got[:16] == digest
+
+
+def test_fused_members_with_dropout_end_where_their_separate_runs_end(tmp_path: Path) -> None:
+    # each member draws its separate run's dropout masks (before the one body: val 0.158 vs 0.106)
+    members, alone = [], []
+    for seed, point in enumerate(POINTS[:2]):
+        cfg = compose([*SMALL, *point, "model.dropout=0.5", f"paths.runs={tmp_path}"])
+        rep = analyze(build_spec(cfg.model), 28)
+        alone.append((train_once(cfg, rep, seed, tmp_path / f"a{seed}"),
+                      tmp_path / f"a{seed}/checkpoints/last.ckpt"))
+        members.append(Member(cfg, rep, seed, tmp_path / f"f{seed}"))
+    rows = train_group(members)
+    for k, want in enumerate(alone):
+        _same_run((rows[k], tmp_path / f"f{k}/checkpoints/last.ckpt"), want)

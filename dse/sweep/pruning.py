@@ -1,9 +1,8 @@
 """The training job's side of the Optuna sweeper: should this trial stop early?
 
 The job reopens the study (:mod:`dse.sweep.handoff` says where), so the pruner compares this trial
-with every other worker's trials in the shared storage. The callback is optuna-integration's
-``PyTorchLightningPruningCallback``, given what dse adds: metric-name aliases and leaving NaN to
-the divergence monitor. Nothing here imports Optuna or Lightning until a sweep asks for it: outside
+with every other worker's trials in the shared storage. One callback serves a single run and each
+member of a fused group. Nothing here imports Optuna or Lightning until a sweep asks for it: outside
 a sweep :func:`pruning_callback_from_env` returns None at once.
 """
 
@@ -71,46 +70,43 @@ def trial_from_env(handoff: Handoff | None = None) -> JobTrial | None:
 
 
 def _callback_class() -> type:
-    """Defined lazily so importing this module never imports Lightning or optuna-integration."""
-    from optuna_integration import PyTorchLightningPruningCallback
+    """Defined lazily so importing this module never imports Lightning or Optuna."""
+    import optuna
+    from lightning.pytorch.callbacks import Callback
 
-    class PruningCallback(PyTorchLightningPruningCallback):
-        """Reports the monitored validation metric every validation epoch (step = epoch) and
-        raises :class:`optuna.TrialPruned` out of ``trainer.fit`` when the pruner says so; dse's
-        training stores the run as ``pruned`` and returns ``{"status": "pruned", ...}``.
-
-        ``val/top1`` and ``val_top1`` both find the metric Lightning logged as ``val/top1``; a NaN
-        or infinite value is not reported (the divergence monitor stops that run).
-        One process only: under DDP the callback reports nothing (a warning says so).
+    class Pruning(Callback):
+        """Reports each member's monitored validation metric to its own trial every validation
+        epoch (step = epoch), as optuna-integration's ``PyTorchLightningPruningCallback`` does for
+        one trial. A pruned group of one raises :class:`optuna.TrialPruned` out of ``trainer.fit``
+        (that callback's contract; training stores the run as ``pruned``); a pruned member of a
+        larger group is stopped (``pl_module.stop``) and the others go on. ``val/top1`` and
+        ``val_top1`` name the same metric; a NaN or infinite value is not reported (the divergence
+        monitor stops that member). One process only: under DDP nothing is reported.
         """
 
-        def __init__(self, trial: JobTrial, monitor: str = DEFAULT_MONITOR) -> None:
-            super().__init__(trial, monitor)  # type: ignore[arg-type]
-            self.wanted = monitor
-            self.trial = trial
-
-        def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            self.is_ddp_backend = bool(getattr(trainer, "world_size", 1) > 1)
-            if self.is_ddp_backend:
-                log.warning("pruning: trial %d trains on %d processes; nothing is reported",
-                            self.trial.number, trainer.world_size)
+        def __init__(self, trials: list[tuple[JobTrial, str] | None]) -> None:
+            self.trials = [(t[0], t[1] if "/" in t[1] else t[1].replace("_", "/", 1)) if t else None
+                           for t in trials]
+            self.monitor = next(t[1] for t in self.trials if t)
 
         def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if trainer.sanity_checking or self.is_ddp_backend:
+            if trainer.sanity_checking or getattr(trainer, "world_size", 1) > 1:
                 return
-            metrics = trainer.callback_metrics
-            key = next((k for k in (self.wanted, self.wanted.replace("/", "_"),
-                                    self.wanted.replace("_", "/", 1)) if k in metrics), None)
-            if key is None:
-                log.warning("pruning: no metric %r among %s; nothing reported", self.wanted,
-                            sorted(metrics))
-                return
-            if not math.isfinite(float(metrics[key])):
-                return
-            self.monitor = key
-            super().on_validation_end(trainer, pl_module)
+            epoch, alone = pl_module.current_epoch, len(self.trials) == 1
+            for k, got in enumerate(self.trials):
+                if got is None or not (alone or pl_module.live[k]):
+                    continue
+                metrics = trainer.callback_metrics if alone else pl_module.results[k]
+                if got[1] not in metrics:
+                    log.warning("pruning: no metric %r among %s; nothing reported", got[1], sorted(metrics))
+                elif math.isfinite(value := float(metrics[got[1]])):
+                    got[0].report(value, epoch)
+                    if got[0].should_prune():
+                        if alone:
+                            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
+                        pl_module.stop(k, "pruned", f"Trial was pruned at epoch {epoch}.")
 
-    return PruningCallback
+    return Pruning
 
 
 def _pruned_trial(handoff: Handoff | None) -> tuple[JobTrial, str] | None:
@@ -131,37 +127,14 @@ def pruning_callback_from_env(monitor: str | None = None, handoff: Handoff | Non
     None too for multi-objective studies (Optuna cannot prune those). With pruner ``none`` the
     callback still reports the metric, so the dashboard plots learning curves; it never prunes.
     ``monitor`` defaults to the sweep's ``hydra.sweeper.pruner.monitor`` (else ``val/top1``);
-    ``handoff``: a job's handoff read earlier (the fused launcher's), default: from the env.
+    ``handoff``: a job's handoff read earlier, default: from the env.
     """
     found = _pruned_trial(handoff or Handoff.from_env())
-    return None if found is None else _callback_class()(found[0], monitor or found[1])
+    return None if found is None else _callback_class()([(found[0], monitor or found[1])])
 
 
 def member_pruning(handoffs: list[Handoff | None]) -> pl.Callback | None:
-    """One callback that reports each member of a fused group to its own trial and ends the
-    members their pruners prune (``pl_module.stop``), or None when no member is a prunable
-    trial. Never from this process's environment, which holds no member's handoff."""
+    """The callback for a group's members, each reporting to its own trial (None where no member
+    is a prunable trial); never from this process's environment, which holds no member's handoff."""
     found = [_pruned_trial(h) for h in handoffs]
-    if not any(found):
-        return None
-    from lightning.pytorch.callbacks import Callback
-
-    class MemberPruning(Callback):
-        """Per member: its trial and the Lightning key its pruner watches (``val_top1`` too)."""
-
-        def __init__(self) -> None:
-            self.trials = [(f[0], f[1] if "/" in f[1] else f[1].replace("_", "/", 1)) if f else None
-                           for f in found]
-
-        def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-            if trainer.sanity_checking:
-                return
-            epoch = trainer.current_epoch
-            for k, (got, results) in enumerate(zip(self.trials, pl_module.results, strict=True)):
-                if got is None or not pl_module.live[k] or got[1] not in results:
-                    continue
-                got[0].report(results[got[1]], epoch)
-                if got[0].should_prune():
-                    pl_module.stop(k, "pruned", f"Trial was pruned at epoch {epoch}.")
-
-    return MemberPruning()
+    return _callback_class()(found) if any(found) else None

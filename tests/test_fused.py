@@ -278,3 +278,34 @@ def test_fused_members_with_dropout_end_where_their_separate_runs_end(tmp_path: 
     rows = train_group(members)
     for k, want in enumerate(alone):
         _same_run((rows[k], tmp_path / f"f{k}/checkpoints/last.ckpt"), want)
+
+
+def test_a_group_stopped_mid_epoch_resumes_to_the_rows_it_would_have_had(tmp_path: Path) -> None:
+    import os
+    import signal
+
+    import lightning as L
+
+    from dse.signals import stop_signals
+
+    class SigtermAt(L.Callback):  # as training step (1, 1) starts
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
+            if (trainer.current_epoch, batch_idx) == (1, 1):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def members(study: str) -> list[Member]:
+        out = []
+        for seed, point in enumerate(POINTS[:2]):
+            cfg = compose([*SMALL, *point, "model.dropout=0.5", "trainer.max_epochs=2",
+                           "trainer.checkpoint_every=1", f"paths.runs={tmp_path}", f"study.name={study}"])
+            out.append(Member(cfg, analyze(build_spec(cfg.model), 28), seed, tmp_path / study / str(seed)))
+        return out
+
+    want = train_group(members("ref"))
+    with pytest.raises(KeyboardInterrupt), stop_signals():  # as dse-train: it then exits 130
+        train_group(members("res"), (SigtermAt(),))
+    got = train_group(members("res"))
+    measured = ("status", "epochs", *CLOSE, *ACCURACY)
+    for g, w in zip(got, want, strict=True):
+        assert {k: g[k] for k in measured} == {k: w[k] for k in measured}
+        assert (g["resumed_from_epoch"], w["resumed_from_epoch"]) == (1, None)

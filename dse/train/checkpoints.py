@@ -81,9 +81,11 @@ def check_settings(tc: Any) -> tuple[int, int]:
     return int(tc.checkpoint_every), int(tc.keep_checkpoints)
 
 
-def resume_dir(cfg: Any, seed: int) -> Path:
-    """Where this design point's seed keeps its resume checkpoints."""
-    return Path(cfg.paths.runs) / cfg.study.name / RESUME / config_hash(cfg) / f"seed{seed}"
+def resume_dir(cfg: Any, seed: int, group: str | None = None) -> Path:
+    """Where this design point's seed keeps its resume checkpoints; a fused group's (``group``:
+    the key of its members) are ``resume/group/<group>``."""
+    base = Path(cfg.paths.runs) / cfg.study.name / RESUME
+    return base / "group" / group if group else base / config_hash(cfg) / f"seed{seed}"
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -95,11 +97,11 @@ def checkpoints(folder: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def check_folder(cfg: Any, seed: int) -> Path:
+def check_folder(cfg: Any, seed: int, group: str | None = None) -> Path:
     """:func:`resume_dir`, refused unless it is where it says: no link from ``paths.runs`` down
     (``paths.runs`` itself may be one). A linked folder would have a run write and delete
     checkpoints wherever the link leads, and read a file someone else put there."""
-    folder = resume_dir(cfg, seed)
+    folder = resume_dir(cfg, seed, group)
     runs = Path(cfg.paths.runs).resolve()
     real = runs / folder.relative_to(Path(cfg.paths.runs))
     if folder.resolve() != real:
@@ -245,12 +247,12 @@ class Resume:
     saver: ResumeCheckpoint
 
     @classmethod
-    def for_run(cls, cfg: Any, seed: int, monitor: Any) -> Resume | None:
+    def for_run(cls, cfg: Any, seed: int, monitor: Any, group: str | None = None) -> Resume | None:
         """None when ``trainer.checkpoint_every`` is 0 (no resume checkpoints)."""
         every, keep = check_settings(cfg.trainer)
         if every == 0:
             return None
-        folder = check_folder(cfg, seed)
+        folder = check_folder(cfg, seed, group)
         held = HeldStops()
         return cls(folder, newest(folder), held, ResumeState(folder, keep, held, monitor),
                    ResumeCheckpoint(folder, every, keep))

@@ -247,17 +247,30 @@ def _module(members: list[Member], loggers: list[Any], channels_last: bool) -> F
     return module
 
 
+def group_id(members: list[Member]) -> str | None:
+    """The key of a group's resume folder (None for a group of one: its run's own folder): a rerun
+    that groups the same (point, seed) members resumes it."""
+    from dse.store import config_hash
+
+    return config_hash({"members": [[config_hash(m.cfg), m.seed] for m in members]}) \
+        if len(members) > 1 else None
+
+
 def _data(members: list[Member], monitor: DivergenceMonitor) -> tuple[Any, Resume | None]:
-    """A group of one trains on its run's own data module (any dataset) and resumes."""
+    """A group of one trains on its run's own data module (any dataset), a group on one in-memory
+    copy with a stream per member; either resumes from its newest resume checkpoint."""
     cfg, tc = members[0].cfg, members[0].cfg.trainer
     if len(members) > 1:
-        return FusedData(cfg, [m.seed for m in members]), None
-    dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, members[0].seed)
-    resume = Resume.for_run(cfg, members[0].seed, monitor)
+        dm = FusedData(cfg, [m.seed for m in members])
+        data = dm.dm
+    else:
+        dm = data = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, members[0].seed)
+    resume = Resume.for_run(cfg, members[0].seed, monitor, group_id(members))
     if resume is not None:
-        dm.position = resume.state.position  # each epoch's batches from where the run is
+        data.position = resume.state.position  # each epoch's batches from where the run is
         if resume.ckpt is not None:
-            log.info("resuming seed %d from %s", members[0].seed, resume.ckpt)
+            log.info("resuming %s seed %d from %s", resume.folder.parent.name, members[0].seed,
+                     resume.ckpt)
     return dm, resume
 
 

@@ -23,7 +23,8 @@ from dse.model.fused import macro_key
 from dse.model.spec import build_spec
 from dse.store import ResultsStore, claims
 from dse.sweep.handoff import Handoff
-from dse.train.fused import Member, fusable, group_key, train_group
+from dse.train.checkpoints import discard, resume_dir
+from dse.train.fused import Member, fusable, group_id, group_key, train_group
 from dse.train.run import Point
 from dse.train.summary import summarize
 from dse.validate import validate
@@ -86,7 +87,7 @@ def _claim_all(points: list[Point], store_of: Any, rows: dict, todo: list[_Seed]
                 todo.append(_Seed(j, seed, got))
 
 
-def _train(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[dict]:
+def _members(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[Member]:
     members = [Member(points[s.job].cfg, points[s.job].report, s.seed, points[s.job].out_dir,
                       points[s.job].overrides, s.claim.holder.run_id, jobs[s.job].handoff)
                for s in group]
@@ -97,7 +98,7 @@ def _train(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[dic
     else:
         log.info("fused group of %d: %s", len(members),
                  ", ".join(f"{m.out_dir.name}/seed{m.seed}" for m in members))
-    return train_group(members)
+    return members
 
 
 def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
@@ -118,9 +119,12 @@ def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
         try:
             _claim_all(points, store_of, rows, todo, held)
             for group in plan(points, todo, max_members):
-                for s, rec in zip(group, _train(points, jobs, group), strict=True):
+                members = _members(points, jobs, group)
+                for s, rec in zip(group, train_group(members), strict=True):
                     rows[s.job, s.seed] = points[s.job].record(store_of(points[s.job]), rec)
                     s.claim.__exit__(None, None, None)
+                if (gid := group_id(members)) is not None:  # its rows are safe: its resume goes
+                    discard(resume_dir(members[0].cfg, 0, gid))
         finally:
             for s in todo:
                 if (s.job, s.seed) not in rows:

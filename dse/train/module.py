@@ -229,8 +229,19 @@ class FireClassifier(L.LightningModule):
                 for g in gens]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """What a resumed group needs beyond Lightning's state: the dropout streams and which
+        members have ended (their frozen slices are in the weights already)."""
         checkpoint["dropout_rng"] = [g.get_state() for g in self._generators()]
+        checkpoint["members"] = {"outcome": self.outcome, "frozen": self.frozen}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         for g, state in zip(self._generators(), checkpoint.get("dropout_rng") or (), strict=False):
             g.set_state(state)
+        members = checkpoint.get("members") or {}
+        self.outcome = [tuple(o) if o else None for o in members.get("outcome", self.outcome)]
+        self.frozen = list(members.get("frozen", self.frozen))
+        for k, ended in enumerate(self.outcome):
+            if ended:
+                self.live[k] = False
+                if self.frozen[k]:
+                    self.model.freeze(k)

@@ -1,41 +1,33 @@
 """Resume checkpoints: a run that is killed, preempted or out of time continues where it stopped.
 
-Each (design point, seed) checkpoints into its own folder, :func:`resume_dir`::
+Each (design point, seed), or fused group, checkpoints into its own folder, :func:`resume_dir`::
 
     <paths.runs>/<study.name>/resume/<config_hash>/seed<seed>/epoch=E-step=S.ckpt
 
-keyed by what identifies the run, not by the time-stamped Hydra run dir, which a rerun of the same
-command (or a Slurm resubmission) does not reuse. ``E`` is the 0-based epoch being trained when the
-file was written and ``S`` the optimizer steps done. A run that starts finds the newest whole file
-there and resumes from it (``trainer.fit(..., ckpt_path=..., weights_only=True)``: a checkpoint is
-data, never code); once its row is stored the folder
-is removed (:func:`discard`), so a sweep leaves nothing behind but the runs it lost.
+keyed by what identifies the run, not by the time-stamped Hydra run dir, which a rerun (or a Slurm
+resubmission) does not reuse. ``E`` is the 0-based epoch being trained, ``S`` the optimizer steps
+done. A run resumes from the newest whole file there (``fit(ckpt_path=..., weights_only=True)``: a
+checkpoint is data, never code); once its row is stored the folder goes (:func:`discard`).
 
-What Lightning does: :class:`ResumeCheckpoint` is a ``ModelCheckpoint`` that writes every
-``trainer.checkpoint_every`` epochs at the epoch's end (after its validation) and keeps the newest
-``trainer.keep_checkpoints`` (top-k on ``step``, maximised, is newest-k), and ``fit(ckpt_path=...)``
-restores the weights, optimizer, LR schedule, loop counters and callback states. Every checkpoint a
-dse Trainer writes goes through :class:`AtomicCheckpointIO`: Lightning's own writer stages the file
-in the system's temporary folder and moves it, which on another file system is a copy that a full
-disk cuts short under the final name.
+Lightning does the rest: :class:`ResumeCheckpoint` (a ``ModelCheckpoint``) writes every
+``trainer.checkpoint_every`` epochs after validation and keeps the newest ``keep_checkpoints``;
+``fit(ckpt_path=...)`` restores weights, optimizer, schedule, loop counters and callback states.
+Every file goes through :class:`AtomicCheckpointIO`: Lightning's own writer stages it in the system's
+temporary folder, which on another file system is a copy a full disk cuts short under the final name.
 
-What is written here by hand, and why:
+By hand, and why:
 
 - :func:`newest`: Lightning has no "resume from the newest file of this folder" (``ckpt_path="last"``
   needs a ``last.ckpt`` copy on every save); files whose zip directory is incomplete are skipped.
-- :func:`prune` after each save: ModelCheckpoint never deletes the file a run resumed from, so a
-  run resumed once would keep one file too many.
-- :class:`ResumeState`, a callback whose state rides in every checkpoint: torch's global RNG
-  (Lightning 2.x saves no RNG state; the members' dropout generators ride in the module's part),
-  the data position (epoch, batch) that :class:`~dse.data.tensor.TensorBatches` starts from, and
-  the divergence monitor's first-epoch losses. With these a resumed run on the CPU with
-  ``trainer.deterministic=true`` ends bit-identical to an uninterrupted one (tests/test_resume.py).
-- The stop on a signal. ``OnExceptionCheckpoint`` (or ``ModelCheckpoint(save_on_exception=True)``)
-  saves wherever the exception lands: mid-step, with the weights updated but the step counters or
-  the LR schedule not, so resuming from it is not the run that would have happened. Instead, while
-  training, :class:`~dse.signals.HeldStops` holds SIGINT/SIGTERM/SIGUSR1 until the next safe point,
-  the end of a training step (not an epoch's last) or of an epoch (after its validation); there the
-  checkpoint is written and the signal then handled as it would have been (dse-train: exit 130).
+- :func:`prune` after each save: ModelCheckpoint never deletes the file a run resumed from.
+- :class:`ResumeState` rides in every checkpoint: torch's global RNG (Lightning 2.x saves none; the
+  members' dropout generators ride in the module's part), the data position (epoch, batch) that
+  :class:`~dse.data.tensor.TensorBatches` starts from, and the divergence monitor's first losses, so
+  a resumed run on the CPU with ``trainer.deterministic=true`` ends bit-identical to an uninterrupted one.
+- The stop on a signal: ``OnExceptionCheckpoint`` saves wherever the exception lands, mid-step (the
+  weights updated, the counters or schedule not). Instead :class:`~dse.signals.HeldStops` holds
+  SIGINT/SIGTERM/SIGUSR1 until the end of a training step (not an epoch's last) or of an epoch
+  (after its validation); there the checkpoint is written and the signal handled (dse-train: exit 130).
 """
 
 from __future__ import annotations

@@ -362,6 +362,6 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = ()) -> 
         _failed(rows, members, module, e)
     for rec, lg in zip(rows, loggers, strict=True):
         if lg:
-            lg.finalize("success")
+            lg.finalize("failed" if rec["status"] == "failed" else "success")
         rec["finished_at"] = utcnow_iso()
     return rows

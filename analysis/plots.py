@@ -1,16 +1,13 @@
 """Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no seaborn, no pyplot state).
 
-Each function returns a Figure a notebook can restyle; :mod:`analysis.style` holds what the charts
-share (colours, fonts, titles). Error bars are ± one sample standard deviation over seeds (ddof=1)
-on every chart that has them. The Pareto chart is drawn in :mod:`analysis.pareto_plot` and
-importable from here like the rest.
+Each function returns a Figure a notebook can restyle; error bars are ± one sample std over seeds
+(ddof=1). The Pareto chart lives in :mod:`analysis.pareto_plot` and is importable from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,35 +17,26 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.fmt import value_text
 from analysis.frames import chance
-from analysis.labels import place_labels
 from analysis.pareto_plot import plot_pareto
 from analysis.style import (
-    BYPASS_COLORS,
     DPI,
-    FONT,
+    OTHER_COLORS,
     STATUS_STYLE,
     accuracy_name,
     bypass_color,
     bypass_kinds,
     context_title,
     fixed_text,
+    metric_style,
     new_figure,
     styled,
+    topk_panels,
     wrap,
 )
-from dse.metrics import REGISTRY
 
-__all__ = ["BYPASS_COLORS", "DPI", "FONT", "METRIC_STYLE", "OTHER_COLORS", "PARAM_LABEL",
-           "SIZE_COLOR", "STATUS_STYLE", "context_title", "fixed_text", "place_labels",
-           "plot_bypass", "plot_edf", "plot_importance", "plot_pareto", "plot_sweep", "save"]
+__all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_importance",
+           "plot_pareto", "plot_sweep", "save"]
 
-OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
-METRIC_STYLE: dict[str, dict[str, Any]] = {m: {**style, "label": REGISTRY[m].label} for m, style in {
-    "val_top1": {"color": "#1f77b4", "marker": "o", "ls": "-"},
-    "test_top1": {"color": "#ff7f0e", "marker": "s", "ls": "--"},
-    "val_top5": {"color": "#1f77b4", "marker": "o", "ls": "-"},
-    "test_top5": {"color": "#ff7f0e", "marker": "s", "ls": "--"},
-}.items()}
 SIZE_COLOR = "#555555"
 PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
                "pct3x3": "3x3 share of expand filters, pct3x3 (%)",
@@ -58,28 +46,22 @@ PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
 # -- micro sweeps (Figure 3a / 3b) ----------------------------------------------------------------
 @styled
 def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
-    """Accuracy (mean ± std over seeds) against SR or pct3x3, model size on the right axis.
-
-    Top-1 and top-5 get separate panels: on a 10-class dataset top-5 sits near 99 % and would
-    flatten the top-1 curves if they shared an axis.
-    """
+    """Accuracy (mean ± std over seeds) against SR or pct3x3, one panel per top-k
+    (:func:`~analysis.style.topk_panels`), model size on the top panel's right axis."""
     param = frame.attrs["param"]
-    metrics = frame.attrs["metrics"]
-    top5 = [m for m in metrics if m.endswith("top5")]
-    top1 = [m for m in metrics if m.endswith("top1")]
-    fig = new_figure(9, 6.8 if top5 else 5.2)
-    axes = fig.subplots(2 if top5 else 1, 1, sharex=True,
-                        gridspec_kw={"height_ratios": [2.2, 1]} if top5 else None)
-    axes = list(np.atleast_1d(axes))
+    panels = topk_panels(frame.attrs["metrics"])
+    fig = new_figure(9, 5.2 + 1.6 * (len(panels) - 1))
+    axes = list(np.atleast_1d(fig.subplots(
+        len(panels), 1, sharex=True,
+        gridspec_kw={"height_ratios": [2.2] + [1] * (len(panels) - 1)} if len(panels) > 1 else None)))
     x = frame[param].astype(float).to_numpy()
     xs = 100 * x if param == "pct3x3" else x
-    panels = [(axes[0], top1, "top-1"), *([(axes[1], top5, "top-5")] if top5 else [])]
-    for k, (ax, group, name) in enumerate(panels):
-        _accuracy_panel(ax, frame, xs, group, name)
-        _chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), 5 if k else 1))
+    for ax, (k, group) in zip(axes, panels, strict=True):
+        _accuracy_panel(ax, frame, xs, group, k)
+        _chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), k))
     _mark_lost_points(axes[0], frame, xs)
     size = _size_axis(axes[0], frame, xs)
-    _sweep_legend(axes[0], size, top5_apart=bool(top5))
+    _sweep_legend(axes[0], size, apart=len(panels) > 1)
     last = axes[-1]
     last.set_xticks(xs)
     last.set_xticklabels([f"{v:g}%" if param == "pct3x3" else f"{v:g}" for v in xs])
@@ -90,15 +72,15 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
 
 
 def _accuracy_panel(ax: Axes, frame: pd.DataFrame, xs: np.ndarray, metrics: list[str],
-                    name: str) -> None:
+                    k: int) -> None:
     """One panel of :func:`plot_sweep`: a mean ± std curve per metric of one top-k."""
-    for m in metrics:
-        st = METRIC_STYLE[m]
+    for i, m in enumerate(metrics):
+        st = metric_style(m, i)
         y = 100 * frame[f"{m}_mean"].astype(float).to_numpy()
         err = 100 * frame[f"{m}_std"].astype(float).to_numpy()  # NaN (1 seed): no bar
         ax.errorbar(xs, y, yerr=err, color=st["color"], marker=st["marker"], ls=st["ls"],
                     capsize=3, lw=1.6, ms=5, label=f"{st['label']} (mean ± std)")
-    ax.set_ylabel(f"{name} accuracy (%)")
+    ax.set_ylabel(f"top-{k} accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.yaxis.set_major_locator(MaxNLocator(6))
 
@@ -142,14 +124,12 @@ def _size_axis(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> Axes:
     return size
 
 
-def _sweep_legend(ax: Axes, size: Axes, top5_apart: bool) -> None:
-    """One legend row above the top panel for both axes, the lost-point marker last.
-
-    With top-5 in its own panel the entries drop "top-1": the panels' y labels already say it.
-    """
+def _sweep_legend(ax: Axes, size: Axes, apart: bool) -> None:
+    """One legend row above the top panel for both axes, the lost-point marker last; with other
+    top-k panels below, the entries drop "top-1" (the panels' y labels say it)."""
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = size.get_legend_handles_labels()
-    if top5_apart:
+    if apart:
         l1 = [lab.replace(" top-1", "") for lab in l1]
     handles, labels = h1 + h2, l1 + l2
     order = sorted(range(len(labels)), key=lambda i: (labels[i].startswith("no ok"),
@@ -173,15 +153,12 @@ def _seed_note(frame: pd.DataFrame) -> str:
 @styled
 def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     """Bars of val/test accuracy per bypass kind (colour = bypass kind), size under each group."""
-    metrics = frame.attrs["metrics"]
-    panels = [[m for m in metrics if m.endswith("top1")]]
-    if any(m.endswith("top5") for m in metrics):
-        panels.append([m for m in metrics if m.endswith("top5")])
+    panels = topk_panels(frame.attrs["metrics"])
     fig = new_figure(4.2 * len(panels) + 2.2, 5.2)
     axes = list(np.atleast_1d(fig.subplots(1, len(panels))))
     kinds = bypass_kinds(frame["bypass"]).tolist()
     xs = np.arange(len(kinds))
-    for ax, group in zip(axes, panels, strict=True):
+    for ax, (k, group) in zip(axes, panels, strict=True):
         width = 0.8 / len(group)
         lows, highs = [], []
         for j, m in enumerate(group):
@@ -204,7 +181,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         lo, hi = min(lows), max(highs)
         pad = max(0.5, 0.45 * (hi - lo))
         ax.set_ylim(max(0.0, lo - 2.5 * pad), min(100.0, hi + pad))
-        name = "top-5" if group[0].endswith("top5") else "top-1"
+        name = f"top-{k}"
         ax.set_ylabel(f"{name} accuracy (%)")
         ax.set_title(f"{name}: solid = val, hatched = test", fontsize=9)
         ax.set_xticks(xs)

@@ -1,10 +1,8 @@
 """Write a study's charts and ``report.md``: every chart the data supports, and why not the rest.
 
-The report is meant to be regenerated while a study runs: each chart is drawn only when its frame
-has enough data (two SR values in one fixed group, two design points for a front, ...), and the
-Markdown states the reason for every chart it skipped, so a half-finished study gives a correct
-half-report rather than empty axes. Tables in the Markdown are the frames the charts were drawn
-from, so every number in a picture can be looked up.
+Regenerated while a study runs: a chart is drawn only when its frame has enough data, and the
+Markdown gives the reason for each one skipped, so a half-finished study gives a correct
+half-report. The tables are the frames the charts were drawn from.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 import dse
 from analysis import FORMATS
@@ -25,22 +24,13 @@ from analysis.findings import findings_sections, importance_text
 from analysis.fmt import integer, number, pm_percent, value_text
 from analysis.importance import EVALUATORS, importance_frame
 from analysis.loading import config_of
-from analysis.markdown import has_tabulate, to_markdown
+from analysis.markdown import to_markdown
 from analysis.status import bad_runs, status_counts
+from analysis.style import accuracy_name
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb
 from dse.outputs import staged_dir
 
-CHARTS = {  # file stem -> section title
-    "micro_sr": "SR sweep (paper Figure 3a)",
-    "micro_pct3x3": "pct3x3 sweep (paper Figure 3b)",
-    "macro_bypass": "Bypass connections (paper Table 3)",
-    "pareto": "Pareto front: accuracy vs model size",
-    "pareto_latency": "Pareto front: accuracy vs latency",
-    "edf": "Error EDFs (pycls style)",
-    "importance": "Metaparameter importances (fANOVA, PED-ANOVA)",
-}
-METRIC_NAMES = {m: REGISTRY[m].label for m in F.METRICS}
 LATENCY_COST = "latency_ms"  # the latency front's cost: onnxruntime, batch 1, median (dse.metrics)
 
 
@@ -78,7 +68,7 @@ def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({param: frame[param].map(value_text)})
     for m in frame.attrs["metrics"]:
         pairs = zip(frame[f"{m}_mean"], frame[f"{m}_std"], strict=True)
-        out[f"{METRIC_NAMES[m]} %"] = [pm_percent(a, b) for a, b in pairs]
+        out[f"{accuracy_name(m)} %"] = [pm_percent(a, b) for a, b in pairs]
     out["params"] = frame["params"].map(integer)
     out["MB"] = frame["size_mb"].map(number)
     out["MiB"] = frame["size_mib"].map(number)
@@ -90,7 +80,7 @@ def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
 def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
     """Design points (or just the Pareto set) as a Markdown-ready table."""
     sel = points[points["pareto"]] if only_front else points
-    metric = METRIC_NAMES.get(points.attrs.get("metric") or "", "accuracy")
+    metric = accuracy_name(points.attrs.get("metric") or "accuracy")
     out = pd.DataFrame({
         "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
         "metaparameters": sel["desc"].replace("", "(all equal)"),
@@ -132,74 +122,6 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
         "wins on": fronts.apply(wins, axis=1)})
 
 
-def _too_few_points(frame: pd.DataFrame, minimum: int, what: str) -> str | None:
-    return None if len(frame) >= minimum else f"only {len(frame)} {what} (need >= {minimum})"
-
-
-def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png",)
-                 ) -> dict[str, Chart]:
-    """Compute every chart's frame, draw those the data supports, record why others are not."""
-    ok = F.ok_runs(df)
-    title_all = P.context_title(df)
-    charts: dict[str, Chart] = {}
-    if ok.empty:
-        counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
-        reason = f"no run finished ok ({counts}): nothing to chart"
-        for name, title in CHARTS.items():
-            charts[name] = Chart(name, title, pd.DataFrame(), skipped=reason)
-        return charts
-    for name, fn in (("micro_sr", F.sr_frame), ("micro_pct3x3", F.pct3x3_frame),
-                     ("macro_bypass", F.bypass_frame)):
-        frame = fn(df)
-        chart = Chart(name, CHARTS[name], frame, skipped=frame.attrs.get("skipped"))
-        if chart.skipped is None:
-            title = f"{CHARTS[name]} — {P.context_title(frame.attrs['fixed'])}"
-            fig = (P.plot_bypass(frame, title) if name == "macro_bypass"
-                   else P.plot_sweep(frame, title))
-            chart.files = P.save(fig, out_dir, name, formats)
-        charts[name] = chart
-    points = F.pareto_frame(df)
-    chart = Chart("pareto", CHARTS["pareto"], points,
-                  skipped=points.attrs.get("skipped")
-                  or _too_few_points(points, 2, "design point with accuracy and size"))
-    if chart.skipped is None:
-        chart.files = P.save(P.plot_pareto(points, df, title_all, points.attrs["metric"]),
-                             out_dir, "pareto", formats)
-    charts["pareto"] = chart
-    charts["pareto_latency"] = _latency_chart(df, points, out_dir, formats, title_all)
-    edf = F.edf_frame(df)
-    chart = Chart("edf", CHARTS["edf"], edf,
-                  skipped=edf.attrs.get("skipped") or _too_few_points(edf, 2, "ok run"))
-    if chart.skipped is None:
-        chart.files = P.save(P.plot_edf(edf, title_all), out_dir, "edf", formats)
-    charts["edf"] = chart
-    imp = importance_frame(df)
-    chart = Chart("importance", CHARTS["importance"], imp, skipped=imp.attrs.get("skipped"))
-    if chart.skipped is None:
-        chart.files = P.save(P.plot_importance(imp, title_all, EVALUATORS), out_dir, "importance",
-                             formats)
-    charts["importance"] = chart
-    return charts
-
-
-def _latency_chart(df: pd.DataFrame, size_points: pd.DataFrame, out_dir: Path,
-                   formats: Sequence[str], title: str) -> Chart:
-    """Accuracy vs measured latency, drawn when runs measured it; ``attrs["fronts"]`` compares its
-    front with the size front (which design points win on each)."""
-    points = F.pareto_frame(df, size_points.attrs.get("metric"), cost=LATENCY_COST)
-    chart = Chart("pareto_latency", CHARTS["pareto_latency"], points,
-                  skipped=points.attrs.get("skipped")
-                  or _too_few_points(points, 2, "design point with accuracy and latency"))
-    if chart.skipped is None:
-        threads = sorted({int(t) for t in F.ok_runs(df)["latency_threads"].dropna()})
-        points.attrs.update(
-            threads=threads, unmeasured=int(len(size_points) - len(points)),
-            fronts=F.fronts_frame({"size_bytes": size_points, LATENCY_COST: points}))
-        chart.files = P.save(P.plot_pareto(points, df, title, points.attrs["metric"]), out_dir,
-                             "pareto_latency", formats)
-    return chart
-
-
 def _notes(df: pd.DataFrame) -> dict[str, str]:
     """``study.note`` per study, from the stored configs (the free text users attach to sweeps)."""
     notes: dict[str, str] = {}
@@ -229,8 +151,6 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
         lines += findings_sections(df)
     lines += _bad_runs_section(df)
     lines += _commands_section(df)
-    lines += [f"<sub>Tables rendered by {'tabulate' if has_tabulate() else 'analysis.markdown'}."
-              "</sub>", ""]
     return "\n".join(lines)
 
 
@@ -279,9 +199,7 @@ def _chart_section(name: str, chart: Chart) -> list[str]:
     lines = [f"## {chart.title}", ""]
     if chart.skipped is not None:
         return lines + [f"*Skipped:* {chart.skipped}.", ""]
-    lines += [_image_link(chart), ""]
-    body = _SECTION_BODY.get(name)
-    return lines + (body(chart.frame) if body is not None else [])
+    return lines + [_image_link(chart), "", *CHARTS[name].text(chart.frame)]
 
 
 def _sweep_text(frame: pd.DataFrame) -> list[str]:
@@ -312,7 +230,7 @@ def _fronts_note(frame: pd.DataFrame) -> str:
 
 def _pareto_text(frame: pd.DataFrame) -> list[str]:
     """How the front is defined, the Pareto set, and every design point folded away."""
-    metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
+    metric = accuracy_name(frame.attrs["metric"])
     return [f"Design points = ok runs averaged over seeds; the front maximises mean "
             f"{metric} accuracy and minimises fp32 size (MiB = 2^20 bytes). "
             f"{int(frame['pareto'].sum())} of {len(frame)} points are on it."
@@ -325,7 +243,7 @@ def _pareto_text(frame: pd.DataFrame) -> list[str]:
 def _pareto_latency_text(frame: pd.DataFrame) -> list[str]:
     """How the latency front is defined and measured, its Pareto set, and which design points
     win on the size front, the latency front or both."""
-    metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
+    metric = accuracy_name(frame.attrs["metric"])
     lat = REGISTRY[LATENCY_COST]
     threads = ", ".join(map(str, frame.attrs.get("threads") or [])) or "?"
     missing = frame.attrs.get("unmeasured", 0)
@@ -348,7 +266,7 @@ def _pareto_latency_text(frame: pd.DataFrame) -> list[str]:
 def _edf_text(frame: pd.DataFrame) -> list[str]:
     """What the error is, how curves are grouped, and each curve's n / min / mean / median."""
     summary = F.edf_summary(frame)
-    metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
+    metric = accuracy_name(frame.attrs["metric"])
     table = pd.DataFrame({
         "curve": summary["group"], "n": summary["n"].map(integer),
         "min error %": (100 * summary["min_error"]).map(number),
@@ -359,11 +277,82 @@ def _edf_text(frame: pd.DataFrame) -> list[str]:
             to_markdown(table), ""]
 
 
-_SECTION_BODY: dict[str, Callable[[pd.DataFrame], list[str]]] = {
-    "micro_sr": _sweep_text, "micro_pct3x3": _sweep_text, "macro_bypass": _sweep_text,
-    "pareto": _pareto_text, "pareto_latency": _pareto_latency_text, "edf": _edf_text,
-    "importance": importance_text,
+def _latency_frame(df: pd.DataFrame, charts: dict[str, Chart]) -> pd.DataFrame:
+    """Accuracy vs measured latency; ``attrs["fronts"]`` compares its front with the size
+    front's (which design points win on each)."""
+    size = charts["pareto"].frame
+    points = F.pareto_frame(df, size.attrs.get("metric"), cost=LATENCY_COST)
+    if not points.attrs.get("skipped"):
+        points.attrs.update(
+            threads=sorted({int(t) for t in F.ok_runs(df)["latency_threads"].dropna()}),
+            unmeasured=int(len(size) - len(points)),
+            fronts=F.fronts_frame({"size_bytes": size, LATENCY_COST: points}))
+    return points
+
+
+def _sweep_plot(frame: pd.DataFrame, df: pd.DataFrame, title: str) -> Figure:
+    title = f"{title} — {P.context_title(frame.attrs['fixed'])}"
+    return P.plot_bypass(frame, title) if frame.attrs["param"] == "bypass" else P.plot_sweep(frame,
+                                                                                             title)
+
+
+def _pareto_plot(points: pd.DataFrame, df: pd.DataFrame, title: str) -> Figure:
+    return P.plot_pareto(points, df, P.context_title(df), points.attrs["metric"])
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    """One chart kind: its section title, frame (from the runs and the charts built before it),
+    drawing, section text, and the fewest rows worth drawing (with what a row is)."""
+
+    title: str
+    frame: Callable[[pd.DataFrame, dict[str, Chart]], pd.DataFrame]
+    draw: Callable[[pd.DataFrame, pd.DataFrame, str], Figure]
+    text: Callable[[pd.DataFrame], list[str]]
+    need: tuple[int, str] = (0, "")
+
+
+def _sweep(param: str, title: str) -> ChartSpec:
+    return ChartSpec(title, lambda df, _: F.sweep_frame(df, param), _sweep_plot, _sweep_text)
+
+
+CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
+    "micro_sr": _sweep("sr", "SR sweep (paper Figure 3a)"),
+    "micro_pct3x3": _sweep("pct3x3", "pct3x3 sweep (paper Figure 3b)"),
+    "macro_bypass": _sweep("bypass", "Bypass connections (paper Table 3)"),
+    "pareto": ChartSpec("Pareto front: accuracy vs model size", lambda df, _: F.pareto_frame(df),
+                        _pareto_plot, _pareto_text, (2, "design point with accuracy and size")),
+    "pareto_latency": ChartSpec("Pareto front: accuracy vs latency", _latency_frame, _pareto_plot,
+                                _pareto_latency_text,
+                                (2, "design point with accuracy and latency")),
+    "edf": ChartSpec("Error EDFs (pycls style)", lambda df, _: F.edf_frame(df),
+                     lambda fr, df, _: P.plot_edf(fr, P.context_title(df)), _edf_text,
+                     (2, "ok run")),
+    "importance": ChartSpec("Metaparameter importances (fANOVA, PED-ANOVA)",
+                            lambda df, _: importance_frame(df),
+                            lambda fr, df, _: P.plot_importance(fr, P.context_title(df),
+                                                                EVALUATORS),
+                            importance_text),
 }
+
+
+def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png",)
+                 ) -> dict[str, Chart]:
+    """Compute every chart's frame, draw those the data supports, record why others are not."""
+    if F.ok_runs(df).empty:
+        counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
+        reason = f"no run finished ok ({counts}): nothing to chart"
+        return {n: Chart(n, c.title, pd.DataFrame(), skipped=reason) for n, c in CHARTS.items()}
+    charts: dict[str, Chart] = {}
+    for name, spec in CHARTS.items():
+        frame = spec.frame(df, charts)
+        least, what = spec.need
+        skipped = frame.attrs.get("skipped") or (
+            f"only {len(frame)} {what} (need >= {least})" if len(frame) < least else None)
+        chart = charts[name] = Chart(name, spec.title, frame, skipped=skipped)
+        if skipped is None:
+            chart.files = P.save(spec.draw(frame, df, spec.title), out_dir, name, formats)
+    return charts
 
 
 def _bad_runs_section(df: pd.DataFrame) -> list[str]:

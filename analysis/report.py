@@ -62,13 +62,16 @@ class Report:
         return {n: c.skipped for n, c in self.charts.items() if c.skipped is not None}
 
 
+def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
+    return [pm_percent(a, b) for a, b in zip(mean, std, strict=True)]
+
+
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
     out = pd.DataFrame({param: frame[param].map(value_text)})
     for m in frame.attrs["metrics"]:
-        pairs = zip(frame[f"{m}_mean"], frame[f"{m}_std"], strict=True)
-        out[f"{accuracy_name(m)} %"] = [pm_percent(a, b) for a, b in pairs]
+        out[f"{accuracy_name(m)} %"] = _pm(frame[f"{m}_mean"], frame[f"{m}_std"])
     out["params"] = frame["params"].map(integer)
     out["MB"] = frame["size_mb"].map(number)
     out["MiB"] = frame["size_mib"].map(number)
@@ -80,11 +83,11 @@ def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
 def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
     """Design points (or just the Pareto set) as a Markdown-ready table."""
     sel = points[points["pareto"]] if only_front else points
-    metric = accuracy_name(points.attrs.get("metric") or "accuracy")
     out = pd.DataFrame({
         "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
         "metaparameters": sel["desc"].replace("", "(all equal)"),
-        f"{metric} %": [pm_percent(a, b) for a, b in zip(sel["acc_mean"], sel["acc_std"], strict=True)],
+        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": _pm(sel["acc_mean"],
+                                                                           sel["acc_std"]),
         "seeds": sel["n"].map(integer), "params": sel["params"].map(integer),
         "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number),
     })
@@ -101,62 +104,48 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
 
 
 def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
-    """The design points on the size front, the latency front or both (:func:`F.fronts_frame`),
-    as a Markdown-ready table: their number on each front and where they win."""
-    costs = fronts.attrs.get("costs") or ["size_bytes", LATENCY_COST]
-    size_label, lat_label = (f"{c}_label" for c in costs)
-    lat = REGISTRY[costs[1]]
+    """The points of :func:`F.fronts_frame`: their number on each front and where they win."""
+    size, lat = (f"{c}_label" for c in fronts.attrs["costs"])
+    metric = REGISTRY[fronts.attrs["costs"][1]]
 
     def wins(r: pd.Series) -> str:
-        on = [name for name, col in (("size", size_label), ("latency", lat_label)) if r[col]]
+        on = [name for name, col in (("size", size), ("latency", lat)) if r[col]]
         return "both" if len(on) == 2 else f"{on[0]} only"
 
     return pd.DataFrame({
         "metaparameters": fronts["desc"].replace("", "(all equal)"),
-        "accuracy %": [pm_percent(a, b) for a, b in zip(fronts["acc_mean"], fronts["acc_std"],
-                                                        strict=True)],
-        "MB": fronts["size_mb"].map(number), f"{lat.name} ({lat.unit})": fronts[costs[1]].map(
-            lat.show),
-        "size front #": fronts[size_label].map(lambda v: str(v) if v else ""),
-        "latency front #": fronts[lat_label].map(lambda v: str(v) if v else ""),
+        "accuracy %": _pm(fronts["acc_mean"], fronts["acc_std"]), "MB": fronts["size_mb"].map(number),
+        f"{metric.name} ({metric.unit})": fronts[metric.name].map(metric.show),
+        "size front #": fronts[size].map(lambda v: str(v) if v else ""),
+        "latency front #": fronts[lat].map(lambda v: str(v) if v else ""),
         "wins on": fronts.apply(wins, axis=1)})
 
 
-def _notes(df: pd.DataFrame) -> dict[str, str]:
-    """``study.note`` per study, from the stored configs (the free text users attach to sweeps)."""
-    notes: dict[str, str] = {}
-    for study, text in zip(df["study"], df["config"], strict=True):
-        note = (config_of(text).get("study") or {}).get("note")
-        if note and str(study) not in notes:
-            notes[str(study)] = str(note)
-    return notes
-
-
-def _image_link(chart: Chart) -> str:
-    files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
-                   if p.suffix[1:] in FORMATS else 9)
-    return f"![{chart.title}]({files[0].name})" if files else ""
-
-
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
-    """report.md's text: status counts, one section per chart (image + table or skip reason),
-    the Pareto set, the findings (good ranges, verdicts, paper check), runs that are not design
-    points, and the sweep commands."""
-    lines = _header(df, source)
-    lines += ["## Runs by status", "", to_markdown(status_counts(df)), ""]
-    lines += _chart_index(charts)
+    """report.md: header, runs by status, the chart index and sections, the findings, the runs
+    that are not design points and the sweep commands."""
+    lines = [*_header(df, source), "## Runs by status", "", to_markdown(status_counts(df)), "",
+             "## Charts", "", to_markdown(pd.DataFrame({
+                 "chart": list(charts), "what": [c.title for c in charts.values()],
+                 "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
+                            else f"skipped: {c.skipped}" for c in charts.values()]})), ""]
     for name, chart in charts.items():
-        lines += _chart_section(name, chart)
+        lines += [f"## {chart.title}", ""]
+        if chart.skipped is not None:
+            lines += [f"*Skipped:* {chart.skipped}.", ""]
+            continue
+        files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
+                       if p.suffix[1:] in FORMATS else 9)
+        lines += [f"![{chart.title}]({files[0].name})" if files else "", "",
+                  *CHARTS[name].text(chart.frame)]
     if not F.ok_runs(df).empty:
         lines += findings_sections(df)
-    lines += _bad_runs_section(df)
-    lines += _commands_section(df)
-    return "\n".join(lines)
+    return "\n".join(lines + _bad_runs_section(df) + _commands_section(df))
 
 
 def _header(df: pd.DataFrame, source: str) -> list[str]:
-    """Title, where the runs come from and when this was written; a warning up front when no run
-    finished ok, since every chart section below will then only say it was skipped."""
+    """Title, source and time; warnings when no run finished ok (every chart section below is
+    then a skip) or the runs mix training semantics (one hash, different training)."""
     studies = sorted({str(s) for s in df["study"].dropna()})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# dse report: {', '.join(studies) or 'runs'}", "",
@@ -166,40 +155,14 @@ def _header(df: pd.DataFrame, source: str) -> list[str]:
         lines += ["> **No run finished ok**: every run in this store diverged, failed or was "
                   "pruned, so there is nothing to chart. See *Runs that are not design points* "
                   "below.", ""]
-    return lines + _semantics_note(df)
-
-
-def _semantics_note(df: pd.DataFrame) -> list[str]:
-    """A warning when the runs were trained under more than one training semantics: the same
-    config hash then names different training, and their numbers do not compare."""
-    if "training_semantics" not in df:
-        return []
-    kinds = df["training_semantics"].astype("Int64").astype(object).where(
-        df["training_semantics"].notna(), "unknown")
-    counts = kinds.value_counts()
-    if len(counts) < 2:
-        return []
-    shown = ", ".join(f"{k}: {n}" for k, n in counts.items())
-    return [f"> **Mixed training semantics** (runs per semantics: {shown}; this dse trains "
-            f"{dse.TRAINING_SEMANTICS}): older rows count as done; `study.rerun=stale` retrains "
-            "them.", ""]
-
-
-def _chart_index(charts: dict[str, Chart]) -> list[str]:
-    """One row per chart with its files or the reason it was skipped, before any section."""
-    return ["## Charts", "", to_markdown(pd.DataFrame({
-        "chart": [f"{n}" for n in charts],
-        "what": [c.title for c in charts.values()],
-        "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
-                   else f"skipped: {c.skipped}" for c in charts.values()]})), ""]
-
-
-def _chart_section(name: str, chart: Chart) -> list[str]:
-    """A chart's section: its image and the table it was drawn from, or why it was skipped."""
-    lines = [f"## {chart.title}", ""]
-    if chart.skipped is not None:
-        return lines + [f"*Skipped:* {chart.skipped}.", ""]
-    return lines + [_image_link(chart), "", *CHARTS[name].text(chart.frame)]
+    counts = df["training_semantics"].astype("Int64").astype(object).where(
+        df["training_semantics"].notna(), "unknown").value_counts()
+    if len(counts) > 1:
+        shown = ", ".join(f"{k}: {n}" for k, n in counts.items())
+        lines += [f"> **Mixed training semantics** (runs per semantics: {shown}; this dse trains "
+                  f"{dse.TRAINING_SEMANTICS}): older rows count as done; `study.rerun=stale` "
+                  "retrains them.", ""]
+    return lines
 
 
 def _sweep_text(frame: pd.DataFrame) -> list[str]:
@@ -214,67 +177,53 @@ def _sweep_text(frame: pd.DataFrame) -> list[str]:
             "", to_markdown(sweep_table(frame)), ""]
 
 
-def _fronts_note(frame: pd.DataFrame) -> str:
-    """Which data settings got a front of their own, and the budgets drawn, as sentences."""
-    settings = frame.attrs.get("settings") or []
-    note = ("" if len(settings) < 2 else
-            f" Accuracies compare only within a data setting, so there is one front per setting "
-            f"({'; '.join(settings)}), numbered setting by setting.")
-    budgets = frame.attrs.get("budgets") or []
+def _pareto_text(frame: pd.DataFrame) -> list[str]:
+    """How a front is defined (and its latency measured), the data settings and budgets, the
+    Pareto set, then all design points (size) or which points win on each front (latency)."""
+    a = frame.attrs
+    lat = REGISTRY.get(a["cost"])
+    if a["cost"] == "size_bytes":
+        minimised = "fp32 size (MiB = 2^20 bytes). "
+    else:
+        threads = ", ".join(map(str, a.get("threads") or [])) or "?"
+        minimised = (f"`{lat.name}`, the {lat.label} in {lat.unit}, measured on the CPU after "
+                     f"training with {threads} thread(s) (trainer.latency=true). Latencies are "
+                     "wall times: compare points measured on one machine. ")
+    missing = a.get("unmeasured", 0)
+    text = (f"Design points = ok runs averaged over seeds; the front maximises mean "
+            f"{accuracy_name(a['metric'])} accuracy and minimises {minimised}"
+            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it."
+            + (f" {missing} design point{'s' if missing != 1 else ''} without a measured latency "
+               "(trained without trainer.latency=true) are left out." if missing > 0 else ""))
+    settings, budgets = a.get("settings") or [], a.get("budgets") or []
+    if len(settings) > 1:
+        text += (f" Accuracies compare only within a data setting, so there is one front per "
+                 f"setting ({'; '.join(settings)}), numbered setting by setting.")
     if budgets:
-        note += (f" The sweep's budget{'s' if len(budgets) > 1 else ''} "
+        text += (f" The sweep's budget{'s' if len(budgets) > 1 else ''} "
                  + ", ".join(f"`{t}`" for t, _ in budgets)
                  + (" are drawn as dashed lines." if len(budgets) > 1 else " is drawn as a dashed line."))
-    return note
-
-
-def _pareto_text(frame: pd.DataFrame) -> list[str]:
-    """How the front is defined, the Pareto set, and every design point folded away."""
-    metric = accuracy_name(frame.attrs["metric"])
-    return [f"Design points = ok runs averaged over seeds; the front maximises mean "
-            f"{metric} accuracy and minimises fp32 size (MiB = 2^20 bytes). "
-            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it."
-            + _fronts_note(frame), "",
-            "### Pareto set", "", to_markdown(pareto_table(frame)), "",
-            "<details><summary>All design points</summary>", "",
-            to_markdown(pareto_table(frame, only_front=False)), "", "</details>", ""]
-
-
-def _pareto_latency_text(frame: pd.DataFrame) -> list[str]:
-    """How the latency front is defined and measured, its Pareto set, and which design points
-    win on the size front, the latency front or both."""
-    metric = accuracy_name(frame.attrs["metric"])
-    lat = REGISTRY[LATENCY_COST]
-    threads = ", ".join(map(str, frame.attrs.get("threads") or [])) or "?"
-    missing = frame.attrs.get("unmeasured", 0)
-    left_out = (f" {missing} design point{'s' if missing != 1 else ''} without a measured latency "
-                "(trained without trainer.latency=true) are left out." if missing > 0 else "")
-    return [f"Design points = ok runs averaged over seeds; the front maximises mean {metric} "
-            f"accuracy and minimises `{lat.name}`, the {lat.label} in {lat.unit}, measured on the "
-            f"CPU after training with {threads} thread(s) (trainer.latency=true). Latencies are "
-            "wall times: compare points measured on one machine. "
-            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it.{left_out}"
-            + _fronts_note(frame), "",
-            "### Pareto set", "", to_markdown(pareto_table(frame)), "",
-            "### Which design points win on each front", "",
-            "Every design point on the size front, the latency front or both (the numbers are "
-            "those on each chart); a point small on disk is not always fast, since latency also "
-            "follows activations, layer count and how well each layer maps to the runtime.", "",
-            to_markdown(fronts_table(frame.attrs["fronts"])), ""]
+    lines = [text, "", "### Pareto set", "", to_markdown(pareto_table(frame)), ""]
+    if a["cost"] == "size_bytes":
+        return lines + ["<details><summary>All design points</summary>", "",
+                        to_markdown(pareto_table(frame, only_front=False)), "", "</details>", ""]
+    return lines + [
+        "### Which design points win on each front", "",
+        "Every design point on the size front, the latency front or both (the numbers are "
+        "those on each chart); a point small on disk is not always fast, since latency also "
+        "follows activations, layer count and how well each layer maps to the runtime.", "",
+        to_markdown(fronts_table(a["fronts"])), ""]
 
 
 def _edf_text(frame: pd.DataFrame) -> list[str]:
     """What the error is, how curves are grouped, and each curve's n / min / mean / median."""
     summary = F.edf_summary(frame)
-    metric = accuracy_name(frame.attrs["metric"])
     table = pd.DataFrame({
         "curve": summary["group"], "n": summary["n"].map(integer),
-        "min error %": (100 * summary["min_error"]).map(number),
-        "mean error %": (100 * summary["mean_error"]).map(number),
-        "median error %": (100 * summary["median_error"]).map(number)})
+        **{f"{s} error %": (100 * summary[f"{s}_error"]).map(number) for s in ("min", "mean", "median")}})
     by = ", ".join(frame.attrs.get("by") or []) or "all runs"
-    return [f"Error = 1 − {metric}, one step per ok run; curves by {by}.", "",
-            to_markdown(table), ""]
+    return [f"Error = 1 − {accuracy_name(frame.attrs['metric'])}, one step per ok run; curves by "
+            f"{by}.", "", to_markdown(table), ""]
 
 
 def _latency_frame(df: pd.DataFrame, charts: dict[str, Chart]) -> pd.DataFrame:
@@ -323,8 +272,7 @@ CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
     "pareto": ChartSpec("Pareto front: accuracy vs model size", lambda df, _: F.pareto_frame(df),
                         _pareto_plot, _pareto_text, (2, "design point with accuracy and size")),
     "pareto_latency": ChartSpec("Pareto front: accuracy vs latency", _latency_frame, _pareto_plot,
-                                _pareto_latency_text,
-                                (2, "design point with accuracy and latency")),
+                                _pareto_text, (2, "design point with accuracy and latency")),
     "edf": ChartSpec("Error EDFs (pycls style)", lambda df, _: F.edf_frame(df),
                      lambda fr, df, _: P.plot_edf(fr, P.context_title(df)), _edf_text,
                      (2, "ok run")),
@@ -372,9 +320,13 @@ def _bad_runs_section(df: pd.DataFrame) -> list[str]:
 
 
 def _commands_section(df: pd.DataFrame) -> list[str]:
-    """The sweep commands that reproduce the store, grouped by study with each study's note."""
+    """The sweep commands that reproduce the store, grouped by study with each study's
+    ``study.note`` (from the stored configs)."""
     cmds = sweep_commands(df)
-    notes = _notes(df)
+    notes: dict[str, str] = {}
+    for study, text in zip(df["study"], df["config"], strict=True):
+        if note := (config_of(text).get("study") or {}).get("note"):
+            notes.setdefault(str(study), str(note))
     lines = ["## Sweep commands", "",
              "Reconstructed from the runs' recorded Hydra overrides; each grid command re-runs "
              "exactly the jobs in the store (dse-train skips design points and seeds it already "
@@ -391,14 +343,9 @@ def _commands_section(df: pd.DataFrame) -> list[str]:
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),
                  source: str = "", option: str = "--out") -> Report:
-    """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing; returns what was done.
-
-    Everything is rendered into a staging folder first (:func:`dse.outputs.staged_dir`), so a
-    failure (a full disk) leaves the previous report as it was rather than some new charts beside
-    an old ``report.md``; the one-line error then names ``option``. Stale charts from an
-    earlier report are removed when this one skips them, so the folder never shows a chart the
-    Markdown says was skipped.
-    """
+    """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing: staged first
+    (:func:`dse.outputs.staged_dir`; a failure names ``option`` and keeps the previous report),
+    and charts this report skips are removed, so the folder never shows one the Markdown skipped."""
     out = Path(out_dir)
     with staged_dir(out, option) as stage:
         charts = build_charts(df, stage, formats)

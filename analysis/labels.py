@@ -1,8 +1,8 @@
 """Small point labels that overlap neither each other nor the markers (the Pareto front's numbers).
 
-A greedy repel rather than a layout solver: a front has a few dozen points, and trying a fixed list
-of offsets nearest-first keeps every label as close to its point as the crowd allows, with the same
-result on every run. The geometry is in display pixels, so it runs after the figure's layout.
+A greedy repel, not a layout solver: a front has a few dozen points, and a fixed list of offsets
+tried nearest-first keeps each label close and the result the same on every run. In display
+pixels, so it runs after the figure's layout.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ OTHER_RADIUS = 4.0  # points: a plain design point's marker
 
 @dataclass
 class _Crowd:
-    """What a new label must not cover: the labels placed so far, the markers (squares of half-side
-    ``radii``) and the outside of the axes, which costs more than any overlap."""
+    """What a new label must not cover: the labels placed so far, the markers (squares of
+    half-side ``radii``) and the outside of the axes (costlier than any overlap)."""
 
     marks: np.ndarray
     radii: np.ndarray
@@ -53,8 +53,8 @@ class _Crowd:
         return area
 
     def best_offset(self, px: float, py: float, w: float, h: float, scale: float) -> tuple[float, float]:
-        """The first free offset of :data:`CANDIDATES` for a ``w`` x ``h`` box at pixel (px, py),
-        else the least-covering one (its leader line then shows which point it names)."""
+        """The first free offset of :data:`CANDIDATES` for a ``w`` x ``h`` box at (px, py), else the
+        least-covering one."""
         best, best_cost = CANDIDATES[0], float("inf")
         for dx, dy in CANDIDATES:
             x0 = px + dx * scale
@@ -70,13 +70,8 @@ class _Crowd:
 def place_labels(ax: Any, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
                  avoid_xy: np.ndarray | None = None, avoid_r: Sequence[float] | None = None,
                  fontsize: float = 8) -> list[Any]:
-    """Annotate points with small labels that do not overlap each other or the markers.
-
-    For each label try offsets on growing rings around its point and keep the first whose box hits
-    no placed label, no marker and stays inside the axes; if none is free take the least-overlapping
-    one and draw a leader line. ``avoid_xy`` are other markers (data coordinates) to keep clear of,
-    ``avoid_r`` their radii in points.
-    """
+    """Label points clear of each other and of the markers (``avoid_xy``: other markers in data
+    coordinates, ``avoid_r``: their radii in points), a leader line to each point."""
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
@@ -110,8 +105,8 @@ def _crowd(ax: Any, renderer: Any, xs: Sequence[float], ys: Sequence[float],
 
 def _annotate(ax: Any, text: str, xy: tuple[float, float], offset: tuple[float, float],
               fontsize: float) -> Any:
-    """One label at ``offset`` points from its point, on a white box, joined by a thin leader; out
-    of the layout, which is final by the time labels are placed."""
+    """One label ``offset`` points from its point on a white box with a thin leader, out of the
+    (already final) layout."""
     ann = ax.annotate(text, xy, xytext=offset, textcoords="offset points",
                       fontsize=fontsize, fontweight="bold", ha="left", va="bottom",
                       bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none",

@@ -90,8 +90,7 @@ CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span)
 
 def _chance_line(ax: Axes, level: float | None) -> None:
     """Chance accuracy as a line, the y range stretched to it, when the curves come within
-    :data:`CHANCE_MARGIN` points (or their own span) of it: a zoomed axis would otherwise make
-    noise at chance look like a trend. Curves far above chance keep their zoom."""
+    :data:`CHANCE_MARGIN` points (or their span) of it: zoomed, noise at chance looks like a trend."""
     if level is None:
         return
     lo, hi = ax.dataLim.intervaly
@@ -104,8 +103,7 @@ def _chance_line(ax: Axes, level: float | None) -> None:
 
 
 def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
-    """A cross at the foot of the axis where every seed diverged or failed: a value that never
-    trained is a result, and a gap in the curve alone would hide it."""
+    """A cross at the axis' foot where every seed diverged or failed: a gap alone would hide it."""
     lost = frame["n"].astype(int).to_numpy() == 0
     if lost.any():
         ax.scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=ax.get_xaxis_transform(),
@@ -114,7 +112,7 @@ def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
 
 
 def _size_axis(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> Axes:
-    """Model size on a right-hand axis from 0, so the accuracy/size trade-off reads in one panel."""
+    """Model size on a right-hand axis from 0: the accuracy/size trade-off in one panel."""
     size = ax.twinx()
     size.plot(xs, frame["size_mib"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
               lw=1.3, label="model size (MiB)")
@@ -139,7 +137,7 @@ def _sweep_legend(ax: Axes, size: Axes, apart: bool) -> None:
 
 
 def _seed_note(frame: pd.DataFrame) -> str:
-    """The subtitle line saying how many seeds each point averages and how many runs were lost."""
+    """The subtitle line: seeds per point and runs lost."""
     bad = int(frame["n_bad"].sum()) if "n_bad" in frame else 0
     seeds = sorted(set(frame["n"].astype(int)) - {0})
     seed_txt = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
@@ -199,7 +197,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
 # -- EDF ------------------------------------------------------------------------------------------
 @styled
 def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
-    """pycls-style error EDFs: for each group, the fraction of its models with error below e."""
+    """pycls-style error EDFs: per group, the fraction of its models with error below e."""
     by = edf.attrs.get("by", [])
     metric = edf.attrs.get("metric") or "val_top1"
     name = accuracy_name(metric)
@@ -239,8 +237,8 @@ IMPORTANCE_COLORS = {"fanova": "#1f77b4", "ped_anova": "#ff7f0e"}
 
 @styled
 def plot_importance(frame: pd.DataFrame, title: str, evaluators: dict[str, str]) -> Figure:
-    """Horizontal bars of each knob's importance under each evaluator (``evaluators``: column ->
-    name), the most important knob on top, the value at the end of each bar."""
+    """Each knob's importance per evaluator (``evaluators``: column -> name) as labelled bars,
+    the most important knob on top."""
     knobs = frame["knob"].tolist()
     fig = new_figure(9, max(4.0, 1.4 + 0.4 * len(knobs) * len(evaluators)))
     ax = fig.subplots()

@@ -14,27 +14,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from dse.model.spec import BYPASS_KINDS
+from dse.paths import CONF_DIR
 
 SR_VALUES = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 PCT_VALUES = (0.01, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.99)
 
-_MODELS: dict[str, dict[str, Any]] = {
-    "fire_small": {"stem": {"channels": 64, "kernel": 3, "stride": 1, "padding": 1},
-                   "pool_after": ["conv1", "fire3", "fire5"], "batch_norm": True},
-    "squeezenet_v1_0": {"stem": {"channels": 96, "kernel": 7, "stride": 2, "padding": 0},
-                        "pool_after": ["conv1", "fire4", "fire8"], "batch_norm": False},
-    "squeezenet_v1_1": {"stem": {"channels": 64, "kernel": 3, "stride": 2, "padding": 0},
-                        "pool_after": ["conv1", "fire3", "fire5"], "batch_norm": False},
-}
-
 
 def base_config(study: str = "demo", model: str = "fire_small", max_epochs: int = 30) -> dict:
-    """A resolved config dict shaped like ``dse-train``'s (only what records and hashes read)."""
+    """A resolved config dict shaped like ``dse-train``'s (only what records and hashes read),
+    the model preset from its YAML in conf/model/."""
     return {
-        "model": {"name": model, "base_e": 128, "incr_e": 128, "freq": 2, "sr": 0.125,
-                  "pct3x3": 0.5, "n_fire": 8, "bypass": "none", "dropout": 0.5,
-                  "in_channels": 1, "num_classes": 10, **copy.deepcopy(_MODELS[model])},
+        "model": {**yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text()),
+                  "in_channels": 1, "num_classes": 10},
         "data": {"name": "fashion_mnist", "channels": 1, "image_size": 28, "num_classes": 10,
                  "subset": None, "val_size": 5000, "split_seed": 0, "augment": False,
                  "root": None, "num_workers": 2},

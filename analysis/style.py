@@ -8,10 +8,9 @@ restyle them; fonts come from :data:`FONT` while a chart is built, never from th
 
 from __future__ import annotations
 
-import functools
 import textwrap
-from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import matplotlib
 import pandas as pd
@@ -30,21 +29,11 @@ OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"
 # a metric's curve style by its split (the name's first word); other metrics get OTHER_COLORS
 SPLIT_STYLE = {"val": {"color": "#1f77b4", "marker": "o", "ls": "-"},
                "test": {"color": "#ff7f0e", "marker": "s", "ls": "--"}}
-P = ParamSpec("P")
-R = TypeVar("R")
 DPI = 130
 FONT = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
         "xtick.labelsize": 9, "ytick.labelsize": 9}
-
-
-def styled(fn: Callable[P, R]) -> Callable[P, R]:
-    """Apply :data:`FONT` while a chart is built, without touching the caller's rcParams."""
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with matplotlib.rc_context(FONT):
-            return fn(*args, **kwargs)
-
-    return wrapper
+# a decorator (matplotlib's context manager is a ContextDecorator): FONT while a chart is built
+styled = matplotlib.rc_context(FONT)
 
 
 def new_figure(w: float, h: float) -> Figure:

@@ -41,20 +41,17 @@ def _token(key: str, values: list[str | None]) -> str:
     return shlex.quote(f"{key}={','.join(v or '' for v in values)}")
 
 
-def _sorted(values: set[str | None]) -> list[str | None]:
+def _order(v: str | None) -> tuple[int, float, str]:
     """Numbers in numeric order, bypass kinds as none/simple/complex, other text in text order."""
-    def key(v: str | None) -> tuple[int, float, str]:
-        if v is None:
-            return (3, 0.0, "")
-        if v in BYPASS_KINDS:
-            return (1, float(BYPASS_KINDS.index(v)), v)
-        try:
-            f = float(v)
-            return (0, f if math.isfinite(f) else 0.0, v)
-        except ValueError:
-            return (2, 0.0, v)
-
-    return sorted(values, key=key)
+    if v is None:
+        return (3, 0.0, "")
+    if v in BYPASS_KINDS:
+        return (1, float(BYPASS_KINDS.index(v)), v)
+    try:
+        f = float(v)
+        return (0, f if math.isfinite(f) else 0.0, v)
+    except ValueError:
+        return (2, 0.0, v)
 
 
 def decompose(combos: set[tuple[str | None, ...]]) -> list[list[list[str | None]]]:
@@ -64,7 +61,7 @@ def decompose(combos: set[tuple[str | None, ...]]) -> list[list[list[str | None]
     if not combos:
         return []
     n = len(next(iter(combos)))
-    uniq = [_sorted({c[i] for c in combos}) for i in range(n)]
+    uniq = [sorted({c[i] for c in combos}, key=_order) for i in range(n)]
     if math.prod(len(u) for u in uniq) == len(combos):
         return [uniq]
     i = max(range(n), key=lambda k: (len(uniq[k]), -k))
@@ -73,9 +70,9 @@ def decompose(combos: set[tuple[str | None, ...]]) -> list[list[list[str | None]
         by_rest[c[:i] + c[i + 1:]].add(c[i])
     bundles: dict[tuple[str | None, ...], set[tuple[str | None, ...]]] = defaultdict(set)
     for rest, vals in by_rest.items():
-        bundles[tuple(_sorted(vals))].add(rest)
+        bundles[tuple(sorted(vals, key=_order))].add(rest)
     grids = []
-    for vals, rests in bundles.items():
+    for vals, rests in sorted(bundles.items(), key=lambda kv: [_order(v) for v in kv[0]]):
         for g in decompose(rests):
             grids.append(g[:i] + [list(vals)] + g[i:])
     return grids

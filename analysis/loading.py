@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.fmt import is_missing
-from analysis.source import ARG, LoadError, Source, resolve
+from analysis.source import ARG, LoadError, Source, resolve, unknown_study
 from dse.errors import ConfigError, first_line
 from dse.store.record import CONFIG_KEYS, run_dtypes
 from dse.storefile import DB_NAME, OPTUNA_DB
@@ -129,8 +129,7 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
     except Exception as e:  # noqa: BLE001 - schema/version errors from Optuna or SQLAlchemy
         raise LoadError(ARG, f"cannot read Optuna storage: {first_line(e)}") from None
     if study is not None and study not in budgets:
-        raise LoadError("--study", f"unknown study {study!r} in {src.url} "
-                                   f"(known: {', '.join(sorted(budgets)) or 'none'})")
+        raise unknown_study(study, src.url, budgets)
     names = [study] if study is not None else list(budgets)
     rows: list[dict[str, Any]] = []
     for name in names:
@@ -230,10 +229,9 @@ def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -
         df.attrs["budgets"] = budgets or {}
     df = drop_repeated_seeds(df)
     if study is not None:
-        known = sorted(str(s) for s in df["study"].dropna().unique())
+        known = {str(s) for s in df["study"].dropna()}
         if study not in known:
-            raise LoadError("--study", f"unknown study {study!r} in {where} "
-                                       f"(known: {', '.join(known) or 'none'})")
+            raise unknown_study(study, where, known)
         df = df[df["study"] == study].reset_index(drop=True)
     if df.empty:
         raise LoadError(ARG, f"{where} holds no runs")

@@ -8,6 +8,7 @@ so that a wrong path never creates a database.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,14 +122,19 @@ def sqlite_studies(src: Source) -> dict[str, int] | None:
         return None  # an unexpected schema: let the full loader decide
 
 
+def unknown_study(study: str, where: str, known: Iterable[str]) -> LoadError:
+    """The one wording of a ``--study`` the source does not hold (``known``: its study names)."""
+    names = ", ".join(sorted(map(str, known))) or "none"
+    return LoadError("--study", f"unknown study {study!r} in {where} (known: {names})")
+
+
 def check_study(src: Source, study: str | None) -> None:
     """Fail fast on an empty SQLite source or a study it does not hold."""
     counts = sqlite_studies(src)
     if counts is None:
         return
     if study is not None and study not in counts:
-        raise LoadError("--study", f"unknown study {study!r} in {src.url} "
-                                   f"(known: {', '.join(sorted(counts)) or 'none'})")
+        raise unknown_study(study, src.url, counts)
     runs = sum(counts.values()) if study is None else counts[study]
     if runs == 0:
         raise LoadError(ARG, f"{src.url} holds no runs yet")

@@ -171,11 +171,8 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
             bars = ax.bar(pos, y, width * 0.92, color=colors, alpha=0.55 if test else 0.95,
                           hatch="//" if test else None, edgecolor="white" if not test else "black",
                           linewidth=0.6, yerr=err, capsize=4, error_kw={"lw": 1.2})
-            for b, v, e in zip(bars, y, e0, strict=True):
-                if np.isfinite(v):
-                    ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v + e),
-                                xytext=(0, 3), textcoords="offset points", ha="center",
-                                va="bottom", fontsize=8)
+            ax.bar_label(bars, [f"{v:.2f}" if np.isfinite(v) else "" for v in y], padding=3,
+                         fontsize=8)  # at the error bar's end
         lo, hi = min(lows), max(highs)
         pad = max(0.5, 0.45 * (hi - lo))
         ax.set_ylim(max(0.0, lo - 2.5 * pad), min(100.0, hi + pad))
@@ -249,9 +246,7 @@ def plot_importance(frame: pd.DataFrame, title: str, evaluators: dict[str, str])
         vals = frame[col].astype(float).to_numpy()
         bars = ax.barh(pos, vals, height * 0.92, color=IMPORTANCE_COLORS.get(col, OTHER_COLORS[j]),
                        label=name)
-        for b, v in zip(bars, vals, strict=True):
-            ax.annotate(f"{v:.2f}", (v, b.get_y() + b.get_height() / 2), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=8)
+        ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
     ax.set_yticks(ys)
     ax.set_yticklabels(knobs)
     ax.set_xlim(0, 1.08)

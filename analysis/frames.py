@@ -33,6 +33,11 @@ def accuracies() -> list[str]:
     return sorted((n for n, m in reg.items() if m.topk), key=lambda n: reg[n].topk)
 
 
+def bypass_rank(kind: Any) -> int:
+    """A bypass kind's place in the charts' none/simple/complex order (unknown kinds last)."""
+    return BYPASS_ORDER.index(kind) if kind in BYPASS_ORDER else 9
+
+
 def skipped_frame(columns: list[str], reason: str, **attrs: Any) -> pd.DataFrame:
     """An empty frame saying why the data does not support it (``attrs["skipped"]``)."""
     out = pd.DataFrame(columns=columns)
@@ -113,7 +118,7 @@ def point_key(df: pd.DataFrame) -> pd.Series:
 
 def _sort_values(values: pd.Series, param: str) -> pd.Series:
     if param == "bypass":
-        return values.map(lambda v: BYPASS_ORDER.index(v) if v in BYPASS_ORDER else 9)
+        return values.map(bypass_rank)
     return pd.to_numeric(values, errors="coerce")
 
 
@@ -389,7 +394,7 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None,
     out["n"] = out.groupby("group")["error"].transform("size").astype(int)
     out["edf"] = out.groupby("group")["error"].rank(method="max") / out["n"]
     order = out[by].apply(lambda r: tuple(
-        (BYPASS_ORDER.index(v) if v in BYPASS_ORDER else 9, "") if c == "bypass" else (0, _cell(v))
+        (bypass_rank(v), "") if c == "bypass" else (0, _cell(v))
         for c, v in zip(by, r, strict=True)), axis=1) if by else out["group"]
     out = out.assign(_o=order).sort_values(["_o", "error"]).drop(columns="_o")
     out = out.reset_index(drop=True)

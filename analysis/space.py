@@ -61,7 +61,7 @@ def choices(values: pd.Series, knob: str) -> list[str]:
     """A categorical knob's values as text, bypass kinds in none/simple/complex order."""
     seen = sorted({value_text(v) for v in values})
     if knob == "bypass":
-        seen.sort(key=lambda v: F.BYPASS_ORDER.index(v) if v in F.BYPASS_ORDER else 9)
+        seen.sort(key=F.bypass_rank)
     return seen
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import shlex
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import pandas as pd
@@ -105,9 +105,7 @@ def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
             keys = tuple(k for k, _ in pairs)
             groups[keys].append(tuple(v for _, v in pairs))
         for keys, combos in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-            counts: dict[tuple[str | None, ...], int] = defaultdict(int)
-            for c in combos:
-                counts[c] += 1
+            counts = Counter(combos)
             for g in decompose(set(counts)):
                 covered = sum(n for c, n in counts.items()
                               if all(v in vals for v, vals in zip(c, g, strict=True)))

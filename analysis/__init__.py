@@ -1,15 +1,9 @@
 """dse's charts and report: the frames behind the paper's Figure 3a/3b and Table 3, a Pareto front,
 pycls-style error EDFs and good ranges, knob importances, verdicts over seeds and the paper check,
-from a dse results store or an Optuna storage.
-
-From Python (notebooks restyle from the same frames the CLI draws)::
+from a dse results store or an Optuna storage (docs/REPORTS.md, "From Python")::
 
     import analysis
     df = analysis.load("runs/demo")        # or "sqlite:///runs/demo/optuna.db", study="demo"
-    analysis.sr_frame(df)                  # Figure 3a: accuracy (mean, std over seeds) vs SR
-    analysis.pareto_frame(df)              # design points, Pareto flags and labels
-    analysis.importance_frame(df)          # fANOVA / PED-ANOVA importance per knob
-    analysis.paper_check(analysis.study_verdicts(df))  # each paper claim: agrees / disagrees / ...
     analysis.write_report(df, "runs/demo/report")
 
 Names are imported on first use, so ``dse-report`` answers bad input before pandas and matplotlib
@@ -23,20 +17,14 @@ from typing import Any
 
 FORMATS = ("png", "svg", "pdf")  # image formats dse-report writes (matplotlib savefig formats)
 
-_EXPORTS = {
-    "load": "analysis.loading", "normalize": "analysis.loading", "resolve": "analysis.source",
-    "LoadError": "analysis.source",
-    "sr_frame": "analysis.frames", "pct3x3_frame": "analysis.frames",
-    "bypass_frame": "analysis.frames", "sweep_frame": "analysis.frames",
-    "pareto_frame": "analysis.frames", "edf_frame": "analysis.frames",
-    "edf_summary": "analysis.frames", "status_counts": "analysis.status",
-    "plot_sweep": "analysis.plots", "plot_bypass": "analysis.plots",
-    "plot_pareto": "analysis.plots", "plot_edf": "analysis.plots",
-    "sweep_commands": "analysis.commands", "write_report": "analysis.report",
-    "importance_frame": "analysis.importance", "good_ranges": "analysis.ranges",
-    "study_verdicts": "analysis.verdicts", "describe": "analysis.verdicts",
-    "paper_check": "analysis.paper_check", "plot_importance": "analysis.plots",
+_MODULES = {
+    "loading": "load normalize", "source": "resolve LoadError", "status": "status_counts",
+    "frames": "sr_frame pct3x3_frame bypass_frame sweep_frame pareto_frame edf_frame edf_summary",
+    "plots": "plot_sweep plot_bypass plot_pareto plot_edf plot_importance",
+    "commands": "sweep_commands", "report": "write_report", "importance": "importance_frame",
+    "ranges": "good_ranges", "verdicts": "study_verdicts describe", "paper_check": "paper_check",
 }
+_EXPORTS = {name: f"analysis.{m}" for m, names in _MODULES.items() for name in names.split()}
 __all__ = ["FORMATS", *_EXPORTS]
 
 

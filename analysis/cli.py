@@ -1,8 +1,5 @@
-"""``dse-report STUDY_DIR_OR_STORE_URL [--study NAME] [--out DIR] [--format png,svg]``.
-
-Reads a dse results store (or an Optuna storage) and writes the study's charts and ``report.md``
-into ``<study dir>/report/`` (or ``--out``). Bad input (no store there, an empty store, an unknown
-study, a bad format) is one line on stderr and exit code 2, like every dse tool.
+"""``dse-report STUDY_DIR_OR_STORE_URL [--study NAME] [--out DIR] [--format png,svg]``: a study's
+charts and ``report.md`` in ``<study dir>/report/``; bad input is one line on stderr, exit code 2.
 """
 
 from __future__ import annotations

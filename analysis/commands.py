@@ -1,27 +1,23 @@
 """Rebuild the ``dse-train -m ...`` commands that produced a store from its ``overrides`` column.
 
-Every run records its Hydra job's overrides (``study=demo model.sr=0.25``). A multirun sweep
-``model.sr=0.125,0.25`` leaves one job per value, so the sweep is recovered by collecting, per
-study and per set of override keys, the values each key took and comma-joining them. A set of jobs
-that is not a full grid (two sweeps that share keys, a half-finished sweep) is split into grids
-until each command reproduces exactly the jobs seen: no command here trains a run the store lacks.
-Runs made by the Optuna sweeper (``trial`` set) are not grids: their sampled keys are named
-instead, with the study command that resumes the search.
+Per study and set of override keys, each key's values are comma-joined into a multirun; jobs that
+are not a full grid are split into grids reproducing exactly the jobs seen. Optuna sweeper runs
+(``trial`` set) get the study command and their sampled keys instead (docs/REPORTS.md).
 """
 
 from __future__ import annotations
 
 import math
 import shlex
-from collections import defaultdict
+from collections import Counter, defaultdict
 from typing import Any
 
 import pandas as pd
 
+from dse.model.spec import BYPASS_KINDS
 from dse.sweep.handoff import TRIAL_KEY
 
 PROG = "dse-train -m"
-BYPASS_ORDER = ("none", "simple", "complex")
 
 
 def parse_overrides(text: Any) -> list[tuple[str, str | None]]:
@@ -45,33 +41,27 @@ def _token(key: str, values: list[str | None]) -> str:
     return shlex.quote(f"{key}={','.join(v or '' for v in values)}")
 
 
-def _sorted(values: set[str | None]) -> list[str | None]:
+def _order(v: str | None) -> tuple[int, float, str]:
     """Numbers in numeric order, bypass kinds as none/simple/complex, other text in text order."""
-    def key(v: str | None) -> tuple[int, float, str]:
-        if v is None:
-            return (3, 0.0, "")
-        if v in BYPASS_ORDER:
-            return (1, float(BYPASS_ORDER.index(v)), v)
-        try:
-            f = float(v)
-            return (0, f if math.isfinite(f) else 0.0, v)
-        except ValueError:
-            return (2, 0.0, v)
-
-    return sorted(values, key=key)
+    if v is None:
+        return (3, 0.0, "")
+    if v in BYPASS_KINDS:
+        return (1, float(BYPASS_KINDS.index(v)), v)
+    try:
+        f = float(v)
+        return (0, f if math.isfinite(f) else 0.0, v)
+    except ValueError:
+        return (2, 0.0, v)
 
 
 def decompose(combos: set[tuple[str | None, ...]]) -> list[list[list[str | None]]]:
-    """Split distinct value tuples into grids whose products are exactly ``combos``.
-
-    Each grid is one value list per key. A full grid comes back whole; otherwise the key with the
-    most values is split off, the remaining keys are grouped by which values of it they ran with,
-    and each group is decomposed again (terminates: every level removes one key).
-    """
+    """Split distinct value tuples into grids (one value list per key) whose products are exactly
+    ``combos``: a full grid whole; else the key with the most values is split off, the rest grouped
+    by which of its values they ran with, and each group decomposed again (one key fewer a level)."""
     if not combos:
         return []
     n = len(next(iter(combos)))
-    uniq = [_sorted({c[i] for c in combos}) for i in range(n)]
+    uniq = [sorted({c[i] for c in combos}, key=_order) for i in range(n)]
     if math.prod(len(u) for u in uniq) == len(combos):
         return [uniq]
     i = max(range(n), key=lambda k: (len(uniq[k]), -k))
@@ -80,20 +70,17 @@ def decompose(combos: set[tuple[str | None, ...]]) -> list[list[list[str | None]
         by_rest[c[:i] + c[i + 1:]].add(c[i])
     bundles: dict[tuple[str | None, ...], set[tuple[str | None, ...]]] = defaultdict(set)
     for rest, vals in by_rest.items():
-        bundles[tuple(_sorted(vals))].add(rest)
+        bundles[tuple(sorted(vals, key=_order))].add(rest)
     grids = []
-    for vals, rests in bundles.items():
+    for vals, rests in sorted(bundles.items(), key=lambda kv: [_order(v) for v in kv[0]]):
         for g in decompose(rests):
             grids.append(g[:i] + [list(vals)] + g[i:])
     return grids
 
 
 def _study_token(study: str, keys: list[str]) -> list[str]:
-    """Name the study when the recorded overrides do not.
-
-    ``study=<name>`` selects ``studies/<name>.yaml`` (which may hold a sweeper's search space), so
-    it is used when that file exists; otherwise ``study.name=<name>``, which is always valid.
-    """
+    """Name the study when the overrides do not: ``study=<name>`` where ``studies/<name>.yaml``
+    exists (it may hold a search space), else ``study.name=<name>``."""
     if any(k in ("study", "+study", "study.name") for k in keys) or study in ("", "default"):
         return []
     from dse.paths import STUDIES_DIR
@@ -103,11 +90,8 @@ def _study_token(study: str, keys: list[str]) -> list[str]:
 
 
 def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per command: study, command, runs (how many store rows it covers), kind, note.
-
-    ``kind`` is ``grid`` (a Hydra basic-sweeper multirun that reproduces those runs exactly),
-    ``single`` (one job) or ``optuna`` (the Optuna sweeper: sampled keys in ``note``).
-    """
+    """One row per command: study, command, runs (store rows it covers), kind (``grid``,
+    ``single`` or ``optuna``: sampled keys in ``note``), note."""
     rows: list[dict[str, Any]] = []
     if df.empty:
         return pd.DataFrame(columns=["study", "command", "runs", "kind", "note"])
@@ -121,9 +105,7 @@ def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
             keys = tuple(k for k, _ in pairs)
             groups[keys].append(tuple(v for _, v in pairs))
         for keys, combos in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
-            counts: dict[tuple[str | None, ...], int] = defaultdict(int)
-            for c in combos:
-                counts[c] += 1
+            counts = Counter(combos)
             for g in decompose(set(counts)):
                 covered = sum(n for c, n in counts.items()
                               if all(v in vals for v, vals in zip(c, g, strict=True)))

@@ -1,8 +1,6 @@
-"""report.md's answers to a researcher's three questions: which knob matters (importances), where
-the good region is (good ranges), whether a difference is real (verdicts), and how it all compares
-with the paper (the paper check). The numbers come from :mod:`analysis.importance`,
-:mod:`analysis.ranges`, :mod:`analysis.verdicts` and :mod:`analysis.paper_check`; this module only
-words them, so every sentence can be traced to a frame a notebook can recompute.
+"""report.md's answers: which knob matters, where the good region is, whether a difference is real
+and how it compares with the paper. The numbers come from the frames of :mod:`analysis.importance`,
+:mod:`analysis.ranges`, :mod:`analysis.verdicts` and :mod:`analysis.paper_check`; this only words them.
 """
 
 from __future__ import annotations
@@ -102,7 +100,6 @@ def _paper_section(verdicts: list[Verdicts]) -> list[str]:
 
 
 def findings_sections(df: pd.DataFrame) -> list[str]:
-    """The good ranges, verdicts and paper check sections of report.md (importances are a chart
-    and get their section with the other charts)."""
+    """The good ranges, verdicts and paper check sections (importances are a chart's section)."""
     verdicts = study_verdicts(df)
     return [*_ranges_section(df), *_verdicts_section(verdicts), *_paper_section(verdicts)]

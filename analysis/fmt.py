@@ -1,8 +1,5 @@
-"""How one value reads in the report's titles, labels and tables, defined once.
-
-Chart titles, point labels and Markdown cells print the same metaparameters and numbers; one
-formatter each keeps ``sr=0.125`` from reading ``0.12500`` in one place and ``0.125`` in another.
-Only pandas and numpy are imported, so every analysis module can use these.
+"""How one value reads in the report's titles, labels and tables, defined once (so ``sr=0.125``
+never reads ``0.12500`` elsewhere). Only pandas and numpy, so every analysis module can use it.
 """
 
 from __future__ import annotations

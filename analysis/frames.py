@@ -1,16 +1,9 @@
-"""The DataFrame behind every chart, computed from the run frame of :func:`analysis.loading.load`.
+"""The DataFrame behind every chart, from the run frame of :func:`analysis.loading.load`.
 
-Charts only draw these frames, so a notebook can restyle any figure from the same numbers and the
-tests can check the numbers without looking at pixels. Conventions shared by every frame:
-
-* accuracies stay fractions in [0, 1] (as stored); plots and tables show percent;
-* "mean ± std over seeds" uses the sample standard deviation (``ddof=1``): seeds are a sample of
-  the training noise, not the whole population; a point with one seed has std NaN (no error bar);
-* only ``status == "ok"`` runs count toward accuracies; diverged/failed/pruned runs are counted
-  beside them (``n_bad``) so a sweep point that lost seeds is visible rather than silently thinner.
-
-When the data cannot support a chart (e.g. no fixed group with two SR values) the frame is empty and
-``frame.attrs["skipped"]`` says why, in words the report prints.
+Charts only draw these frames, so a notebook restyles any figure from the same numbers and tests
+check numbers, not pixels. Accuracies stay fractions; "mean ± std over seeds" is the sample std
+(ddof=1; one seed: NaN, no error bar); only ok runs count, the others beside them (``n_bad``).
+A frame the data cannot support is empty, with the reason in ``attrs["skipped"]``.
 """
 
 from __future__ import annotations
@@ -24,14 +17,32 @@ import pandas as pd
 from analysis.fmt import is_missing, value_text
 from analysis.loading import CONTEXT, METAPARAMS, SETTING, config_of
 from analysis.paper import PAPER_CONTEXT
-from dse.metrics import ACCURACY, MB, MIB, REGISTRY, to_mb, to_mib
+from dse import metrics
+from dse.metrics import MB, MIB, to_mb, to_mib
+from dse.model.spec import BYPASS_KINDS
+from dse.store.record import CONFIG_KEYS
 
-METRICS = sorted(ACCURACY, key=lambda m: REGISTRY[m].topk)  # top-1 first: the charts' order
-BYPASS_ORDER = ["none", "simple", "complex"]
+BYPASS_ORDER = list(BYPASS_KINDS)
 PRESETS = ("squeezenet_v1_0", "squeezenet_v1_1")
 
-# Config key of each sweepable column: it differs inside its sweep group by definition.
-_SWEPT_KEY = {"sr": ("model", "sr"), "pct3x3": ("model", "pct3x3"), "bypass": ("model", "bypass")}
+
+def accuracies() -> list[str]:
+    """The registry's top-k accuracies, top-1 first (the charts' order); read per call, so a
+    metric added to :data:`dse.metrics.REGISTRY` is charted."""
+    reg = metrics.REGISTRY
+    return sorted((n for n, m in reg.items() if m.topk), key=lambda n: reg[n].topk)
+
+
+def bypass_rank(kind: Any) -> int:
+    """A bypass kind's place in the charts' none/simple/complex order (unknown kinds last)."""
+    return BYPASS_ORDER.index(kind) if kind in BYPASS_ORDER else 9
+
+
+def skipped_frame(columns: list[str], reason: str, **attrs: Any) -> pd.DataFrame:
+    """An empty frame saying why the data does not support it (``attrs["skipped"]``)."""
+    out = pd.DataFrame(columns=columns)
+    out.attrs.update(attrs, skipped=reason)
+    return out
 
 
 def ok_runs(df: pd.DataFrame) -> pd.DataFrame:
@@ -40,12 +51,8 @@ def ok_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pick_metric(df: pd.DataFrame) -> str | None:
-    """The accuracy that ranks design points: validation top-1, else test top-1.
-
-    Validation first because choosing a Pareto set on the test split would make its test numbers
-    optimistic; test top-1 stands in only when a source has no validation numbers (e.g. an Optuna
-    study whose objective was test accuracy).
-    """
+    """The accuracy that ranks design points: validation top-1 (a Pareto set chosen on the test
+    split would make its test numbers optimistic), else test top-1."""
     ok = ok_runs(df)
     for m in ("val_top1", "test_top1"):
         if m in ok.columns and ok[m].notna().any():
@@ -57,35 +64,31 @@ def _cell(v: Any) -> str:
     """A stable text form of one cell for grouping keys (NA-safe, lists included)."""
     if isinstance(v, (list, tuple, dict)):
         return json.dumps(v, sort_keys=True)
-    try:
-        if pd.isna(v):
-            return "<NA>"
-    except (TypeError, ValueError):
-        pass
+    if is_missing(v):
+        return "<NA>"
     if isinstance(v, (float, np.floating)):
         return repr(float(v))
     return str(v)
 
 
 def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
-    """Per run, the store's config_hash of its stored config with the swept key removed.
-
-    Two runs with equal metaparameter columns can still differ in, say, ``trainer.lr``; pooling them
-    as seeds of one sweep would be wrong. Hashing the config minus the swept key with the store's
-    own :func:`dse.store.config_hash` uses exactly the store's idea of "training-relevant" (paths,
-    workers and logging never split a group). Rows without a stored config (Optuna trials) get "".
-    """
+    """Per run, the store's :func:`~dse.store.config_hash` of its config without the swept key:
+    runs with equal columns but another ``trainer.lr`` are not seeds of one sweep. Rows without a
+    stored config (Optuna trials) get ""."""
     from dse.store import config_hash
 
-    drop = _SWEPT_KEY.get(swept or "")
+    path = CONFIG_KEYS[swept].split(".") if swept in CONFIG_KEYS else []
+
+    def without(cfg: Any, keys: list[str]) -> Any:
+        if not keys or not isinstance(cfg, dict):
+            return cfg
+        if len(keys) == 1:
+            return {k: v for k, v in cfg.items() if k != keys[0]}
+        return {**cfg, keys[0]: without(cfg.get(keys[0]), keys[1:])} if keys[0] in cfg else cfg
 
     def one(text: Any) -> str:
         cfg = config_of(text)
-        if not cfg:
-            return ""
-        if drop is not None and isinstance(cfg.get(drop[0]), dict):
-            cfg = {**cfg, drop[0]: {k: v for k, v in cfg[drop[0]].items() if k != drop[1]}}
-        return config_hash(cfg)
+        return config_hash(without(cfg, path)) if cfg else ""
 
     if df.empty or "config" not in df.columns:
         return pd.Series("", index=df.index, dtype=object)
@@ -115,16 +118,15 @@ def point_key(df: pd.DataFrame) -> pd.Series:
 
 def _sort_values(values: pd.Series, param: str) -> pd.Series:
     if param == "bypass":
-        return values.map(lambda v: BYPASS_ORDER.index(v) if v in BYPASS_ORDER else 9)
+        return values.map(bypass_rank)
     return pd.to_numeric(values, errors="coerce")
 
 
 def _metrics_for(ok: pd.DataFrame) -> list[str]:
-    """Top-1 always; top-5 only when there are more than 5 classes (else it is trivially 100 %)."""
+    """Top-1 always; a top-k only below k classes (else it is trivially 100 %); those recorded."""
     classes = pd.to_numeric(ok["num_classes"], errors="coerce").max() if len(ok) else np.nan
-    wanted = METRICS if not (pd.notna(classes) and classes <= 5) else [
-        m for m in METRICS if REGISTRY[m].topk == 1]
-    return [m for m in wanted if ok[m].notna().any()]
+    return [m for m in accuracies() if m in ok.columns and ok[m].notna().any()
+            and (metrics.REGISTRY[m].topk == 1 or not classes <= metrics.REGISTRY[m].topk)]
 
 
 def _aggregate(ok: pd.DataFrame, bad: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
@@ -158,23 +160,16 @@ def _aggregate(ok: pd.DataFrame, bad: pd.DataFrame, by: str, metrics: list[str])
 
 
 def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
-    """Mean ± std over seeds of val/test accuracy against one metaparameter, all else fixed.
-
-    Among the groups of ok runs that share every other metaparameter, the data, the trainer and
-    the study, the one with the most distinct values of ``param`` (then the most runs, then the
-    one nearest :data:`PAPER_CONTEXT`) is chosen: that is the sweep the user ran; smaller groups
-    are usually a sweep's shared corner point.
-    Rows: one per value of ``param`` (bypass in none/simple/complex order, numbers ascending).
-    ``attrs``: ``fixed`` (the shared values), ``param``, ``metrics``, ``groups`` (how many
-    candidate groups), ``n_runs``, ``n_bad`` and ``runs`` (the pooled ok runs' labels in ``df``,
-    for statistics that need each seed's value).
-    """
+    """Mean ± std over seeds of each accuracy per value of ``param``, all else fixed: of the
+    groups of ok runs sharing everything else (:func:`context_key`), the one with the most values
+    of ``param``, then the most runs, then nearest :data:`PAPER_CONTEXT`, is the sweep the user
+    ran. ``attrs``: ``fixed``, ``param``, ``metrics``, ``groups`` (candidates), ``n_runs``,
+    ``n_bad``, ``runs`` (the pooled ok runs' labels in ``df``, for per-seed statistics)."""
     ok = ok_runs(df)
     ok = ok[ok[param].notna()] if param in ok.columns else ok.iloc[0:0]
-    empty = pd.DataFrame(columns=[param, "n"])
-    empty.attrs.update(param=param, fixed={}, metrics=[], groups=0)
+    empty = skipped_frame([param, "n"], f"no ok run records {param}", param=param, fixed={},
+                          metrics=[], groups=0)
     if ok.empty:
-        empty.attrs["skipped"] = f"no ok run records {param}"
         return empty
     keys_all = context_key(df, param)
     keys = keys_all.loc[ok.index]
@@ -228,12 +223,8 @@ def bypass_frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def varying_columns(frame: pd.DataFrame) -> list[str]:
-    """Metaparameters (and model/data/trainer/study) that take more than one value in ``frame``;
-    only these are worth printing in a point's label.
-
-    Columns fully determined by the preset name (a SqueezeNet preset's stem, pools and BatchNorm)
-    are left out when ``model`` itself varies: ``model=squeezenet_v1_1`` already says them.
-    """
+    """Metaparameters (and model/data/trainer/study) with several values in ``frame``, the ones
+    a point's label names; those the preset name implies are left out when ``model`` varies."""
     cols = ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS]
     keys = {c: frame[c].map(_cell) for c in cols if c in frame.columns}
     varying = [c for c in cols if c in keys and keys[c].nunique() > 1]
@@ -250,10 +241,8 @@ def describe(row: pd.Series, cols: list[str]) -> str:
 
 
 def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """True where no other point is at least as small and as accurate and strictly better in one.
-
-    Exact duplicates are both kept: neither dominates the other.
-    """
+    """True where no other point is as small and as accurate and strictly better in one
+    (exact duplicates are both kept)."""
     size = np.asarray(size, dtype=float)
     acc = np.asarray(acc, dtype=float)
     le = size[None, :] <= size[:, None]  # [i, j]: j no bigger than i
@@ -283,9 +272,8 @@ def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
 
 
 def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
-    """The studies' budgets (``df.attrs["budgets"]``, :func:`analysis.loading.load`) that bound
-    ``cost``'s axis, as (text, position in the axis's unit: MiB for the size, the metric's own
-    unit for a latency), in the order the studies list them, each once."""
+    """The studies' budgets (``df.attrs["budgets"]``) that bound ``cost``'s axis, each once, as
+    (text, position in the axis's unit: MiB for the size, the metric's own for a latency)."""
     out: dict[str, float] = {}
     for study in sorted({str(s) for s in df["study"].dropna()}) if "study" in df else []:
         for metric, op, bound in (df.attrs.get("budgets") or {}).get(study, []):
@@ -301,36 +289,24 @@ def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
 
 def pareto_frame(df: pd.DataFrame, metric: str | None = None,
                  cost: str = "size_bytes") -> pd.DataFrame:
-    """One row per design point (ok runs averaged over seeds) with its size, its mean ``cost`` and
-    mean accuracy; ``pareto`` marks the non-dominated points (max ``metric``, min ``cost``: the fp32
-    size, or a measured latency such as ``latency_ms``), numbered by cost in ``label``; ``desc``
-    names the metaparameters that vary across the study. ``attrs``: ``metric``, ``cost``,
-    ``setting`` (the setting columns that vary), ``settings`` and ``budgets``
-    (:func:`budget_lines`).
-
-    Accuracies compare only within a data setting (:data:`~analysis.loading.SETTING`: 3 epochs
-    on 500 images is another question than 30 on 60,000), so there is one front per ``setting``
-    (its varying setting columns as text, "" when there is one), numbered setting by setting.
-
-    The front is taken over design-point means, not single runs: with several seeds a lucky seed
-    would otherwise put a point on the front that its other seeds do not support. A latency is
-    averaged over the seeds that measured it, like the accuracy.
-    """
+    """One row per design point (ok runs' means over seeds: a lucky seed alone never makes the
+    front) with its size, mean ``cost`` and accuracy; ``pareto`` marks the non-dominated points
+    (max ``metric``, min ``cost``: the fp32 size or a latency), numbered by cost in ``label``;
+    ``desc`` names what varies. One front per data ``setting`` (:data:`~analysis.loading.SETTING`:
+    accuracies compare only within one). ``attrs``: metric, cost, setting, settings, budgets."""
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
-    empty = pd.DataFrame(columns=["point", "pareto", "label", "cost"])
-    empty.attrs.update(metric=metric, cost=cost)
+    cols = ["point", "pareto", "label", "cost"]
     if metric is None or ok.empty:
-        empty.attrs["skipped"] = "no ok run has an accuracy"
-        return empty
+        return skipped_frame(cols, "no ok run has an accuracy", metric=metric, cost=cost)
     has_cost = ok[cost].notna() if cost in ok.columns else pd.Series(False, index=ok.index)
     ok = ok[ok[metric].notna() & ok["size_bytes"].notna() & has_cost]
     if ok.empty:
         what = "a model size" if cost == "size_bytes" else cost
         hint = (" (it is measured by training with trainer.latency=true)"
-                if REGISTRY[cost].latency else "")
-        empty.attrs["skipped"] = f"no ok run has both {metric} and {what}{hint}"
-        return empty
+                if metrics.REGISTRY[cost].latency else "")
+        return skipped_frame(cols, f"no ok run has both {metric} and {what}{hint}", metric=metric,
+                             cost=cost)
     ok = ok.assign(point=point_key(ok))
     g = ok.groupby("point", sort=False)
     first = g.first()  # metaparameters and sizes are equal within a point
@@ -370,13 +346,9 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
 
 
 def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Which design points win on which front: every point on at least one of ``fronts`` (cost ->
-    :func:`pareto_frame`), with its number on each front (``<cost>_label``, 0: not on it) and its
-    mean cost on each (NaN where that front lacks the point, e.g. a run without latency).
-
-    Points are matched by their ``point`` key; rows follow the first front's order (by its cost),
-    then the points only later fronts have. ``desc`` names what varies among these points.
-    """
+    """Every point on at least one of ``fronts`` (cost -> :func:`pareto_frame`), in the first
+    front's order, with its number on each (``<cost>_label``, 0: not on it) and its mean cost on
+    each (NaN where a front lacks it); ``desc`` names what varies among these points."""
     labels = [f"{c}_label" for c in fronts]
     base: dict[str, pd.Series] = {}
     for pts in fronts.values():
@@ -401,20 +373,15 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def edf_frame(df: pd.DataFrame, metric: str | None = None,
               by: list[str] | None = None) -> pd.DataFrame:
-    """pycls-style error EDFs: per group, each ok run's error e = 1 - metric and the fraction of the
-    group's runs with error <= e (the empirical CDF evaluated at the run's own error).
-
-    Groups: ``by`` columns, or by default whichever of study / model / bypass take several values
-    (one curve per design space, study or bypass choice), else one curve "all". Ties share the
-    higher fraction (rank method "max"), which is exactly the ECDF at that error. Columns: group,
-    error, edf, n, the ``by`` columns, run (the run's label in ``df``); ``attrs``: metric and by.
-    """
+    """pycls-style error EDFs: per group (``by``, default whichever of study / model / bypass
+    vary, else "all"), each ok run's error 1 - metric and the fraction of the group's runs with
+    error <= it (ties: rank "max", exactly the ECDF). Columns: group, error, edf, n, ``by``, run
+    (its label in ``df``); ``attrs``: metric, by."""
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
     if metric is None or ok.empty or not ok[metric].notna().any():
-        out = pd.DataFrame(columns=["group", "error", "edf", "n"])
-        out.attrs.update(metric=metric, by=by or [], skipped="no ok run has an accuracy")
-        return out
+        return skipped_frame(["group", "error", "edf", "n"], "no ok run has an accuracy",
+                             metric=metric, by=by or [])
     ok = ok[ok[metric].notna()]
     if by is None:
         by = [c for c in ("study", "model", "bypass") if ok[c].map(_cell).nunique() > 1]
@@ -427,7 +394,7 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None,
     out["n"] = out.groupby("group")["error"].transform("size").astype(int)
     out["edf"] = out.groupby("group")["error"].rank(method="max") / out["n"]
     order = out[by].apply(lambda r: tuple(
-        (BYPASS_ORDER.index(v) if v in BYPASS_ORDER else 9, "") if c == "bypass" else (0, _cell(v))
+        (bypass_rank(v), "") if c == "bypass" else (0, _cell(v))
         for c, v in zip(by, r, strict=True)), axis=1) if by else out["group"]
     out = out.assign(_o=order).sort_values(["_o", "error"]).drop(columns="_o")
     out = out.reset_index(drop=True)

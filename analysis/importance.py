@@ -1,14 +1,8 @@
-"""Which knob matters: Optuna's fANOVA and PED-ANOVA importances of the ranking accuracy.
+"""Which knob matters: Optuna's fANOVA (seeded) and PED-ANOVA (the best
+:data:`~analysis.ranges.GOOD_FRACTION` of runs, as the good ranges read) importances, normalised.
 
-One code path for every source: the scored runs (one trial per run, so seeds are repeated trials
-and their spread is noise the evaluators must see through) become an in-memory Optuna study with
-:func:`optuna.trial.create_trial`, each knob's distribution inferred from the values swept
-(:mod:`analysis.space`), and both evaluators run on that study. An Optuna storage is read into runs
-first (:mod:`analysis.loading`), so its importances are computed exactly like a grid store's.
-
-fANOVA (a random forest's variance decomposition) is seeded, so a report reads the same each time;
-PED-ANOVA asks which knobs set the best :data:`analysis.ranges.GOOD_FRACTION` of runs apart, the
-same runs the good-ranges table reads. Both are normalised to sum to 1 over the knobs.
+Every source takes one path: the scored runs (one trial per run, so seed noise is in the data)
+become an in-memory Optuna study, each knob's distribution inferred by :mod:`analysis.space`.
 """
 
 from __future__ import annotations
@@ -27,8 +21,7 @@ COLUMNS = ["knob", *EVALUATORS, "values", "kind"]
 
 
 def knob_study(runs: pd.DataFrame, cols: list[str], metric: str):
-    """An in-memory, maximising Optuna study with one COMPLETE trial per run: its knob values as
-    params, its ``metric`` as the value."""
+    """An in-memory, maximising Optuna study with one COMPLETE trial per run."""
     import optuna
     from optuna.distributions import CategoricalDistribution
     from optuna.trial import create_trial
@@ -71,13 +64,9 @@ def _skip_reason(runs: pd.DataFrame, cols: list[str]) -> str | None:
 
 def importance_frame(df: pd.DataFrame, metric: str | None = None,
                      fraction: float = GOOD_FRACTION, seed: int = SEED) -> pd.DataFrame:
-    """One row per knob, most important (by fANOVA, then PED-ANOVA) first: ``fanova``,
-    ``ped_anova`` (each normalised to sum 1), ``values`` (distinct values seen), ``kind``.
-
-    ``attrs``: metric, n_runs (trials the evaluators saw), n_points (design points among them),
-    fraction (PED-ANOVA's top quantile), seed, coverage (:func:`analysis.space.coverage`);
-    ``skipped`` when there are fewer than :data:`MIN_RUNS` scored runs or fewer than two knobs vary.
-    """
+    """One row per knob, most important first: ``fanova``, ``ped_anova`` (each summing to 1),
+    ``values`` (distinct values seen), ``kind``. ``attrs``: metric, n_runs, n_points, fraction,
+    seed, coverage; ``skipped`` below :data:`MIN_RUNS` scored runs or two varying knobs."""
     runs, metric = scored_runs(df, metric)
     cols = knobs(runs)
     out = pd.DataFrame(columns=COLUMNS)

@@ -1,53 +1,43 @@
-"""Turn any results source into one pandas frame with the run-record columns of docs/CONTRACTS.md.
+"""Any results source as one pandas frame with the run record's columns (docs/CONTRACTS.md).
 
-Every chart and table in :mod:`analysis` reads this one frame, so how a result was stored (a dse
-results store, an Optuna storage) is dealt with here and nowhere else; *where* it is (a study
-folder ``runs/<study>/`` meaning its ``results.db``, an SQLite file, any SQLAlchemy URL) is
-:mod:`analysis.source`'s job.
-
-Bad input raises :class:`~analysis.source.LoadError` (a :class:`dse.errors.ConfigError`), which
-``dse-report`` turns into the project's one-line, exit-2 error.
+Every chart reads this frame, so how a result was stored (a dse store, an Optuna storage) is dealt
+with here only; *where* it is, :mod:`analysis.source`. Bad input raises
+:class:`~analysis.source.LoadError`, which ``dse-report`` prints as its one-line, exit-2 error.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from analysis.source import ARG, LoadError, Source, resolve
+from analysis.fmt import is_missing
+from analysis.source import ARG, LoadError, Source, resolve, unknown_study
 from dse.errors import ConfigError, first_line
 from dse.store.record import CONFIG_KEYS, run_dtypes
-from dse.storefile import OPTUNA_DB, sqlite_url
+from dse.storefile import DB_NAME, OPTUNA_DB
 from dse.sweep import trials
 
-# The run record's columns (docs/CONTRACTS.md) -> pandas dtype, all NA-capable: a run that failed
-# before testing has no test_top1 (not 0 %), and an Optuna trial has no seed.
+# Every column NA-capable: a run that failed before testing has no test_top1 (not 0 %).
 COLUMNS: dict[str, str] = run_dtypes(nullable=True)
-
-# Metaparameters of a design point (what a sweep varies) and the fixed context a sweep must share.
-METAPARAMS = ["base_e", "incr_e", "freq", "n_fire", "sr", "pct3x3", "dropout", "bypass",
-              "batch_norm", "stem_channels", "stem_kernel", "stem_stride", "pool_after"]
-# What a run's accuracy means (the data it saw, how long and how it trained): accuracies compare,
-# and one Pareto front is drawn, only among runs whose setting is equal.
-SETTING = ["data", "trainer", "image_size", "num_classes", "subset", "max_epochs"]
+# A design point's metaparameters (the record's model.* columns) and what makes accuracies
+# comparable (its data.* and trainer.* columns): one Pareto front is drawn per equal setting.
+METAPARAMS = [c for c, k in CONFIG_KEYS.items() if k.startswith("model.") and c != "model"] + [
+    "pool_after"]  # RunRecord.from_config joins model.pool_after's list into text
+SETTING = [c for c, k in CONFIG_KEYS.items() if k.split(".")[0] in ("data", "trainer")]
 CONTEXT = ["study", "model", *SETTING]
-STATUSES = ["ok", "diverged", "failed", "pruned", "rejected", "running"]
+STATUSES = ["ok", "diverged", "failed", "pruned", "rejected", "running"]  # the tables' order
 
 # Optuna parameter names are Hydra override keys (``model.sr``): the record's own mapping read back.
 _PARAM_ALIASES = {key: col for col, key in CONFIG_KEYS.items()}
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
-    """Give ``df`` every contract column, in contract order, with nullable dtypes.
-
-    Stores written by older code, Optuna trials and hand-made test frames all lack some columns;
-    filling them with NA here means no chart has to ask whether a column exists.
-    """
+    """``df`` with every contract column, in contract order, nullable: Optuna trials and
+    hand-made frames lack some, and no chart should have to ask whether a column exists."""
     out = df.copy()
     for col, dtype in COLUMNS.items():
         if col not in out.columns:
@@ -72,12 +62,9 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def drop_repeated_seeds(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (study, config_hash, seed): its first ok row, else its first row.
-
-    A seed stored twice (two sweeps that raced before the store had claims, ``study.rerun``, a
-    failed seed trained again) is one seed: counted twice, its copy would shrink the std toward 0.
-    Rows without a hash or seed (Optuna trials) are all kept.
-    """
+    """One row per (study, config_hash, seed), its first ok row else its first: a seed stored
+    twice (a race before claims, a rerun) counted twice would shrink the std toward 0. Rows without
+    a hash or seed (Optuna trials) are all kept."""
     key = ["study", "config_hash", "seed"]
     keyed = df[key].notna().all(axis=1) & (df["config_hash"].astype(str) != "")
     first_ok = df[keyed]
@@ -87,7 +74,7 @@ def drop_repeated_seeds(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _to_bool(v: Any) -> Any:
-    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
+    if is_missing(v):
         return pd.NA
     if isinstance(v, str):
         return v.strip().lower() in ("1", "true", "yes", "on")
@@ -95,11 +82,8 @@ def _to_bool(v: Any) -> Any:
 
 
 def _read_dse(src: Source) -> pd.DataFrame:
-    """All runs of a dse store, through :class:`dse.store.ResultsStore` (it owns the schema).
-
-    ``create=False``: a report never initialises a store; the store's own refusal (newer schema,
-    not a store) becomes a LoadError with the store's words.
-    """
+    """All runs of a dse store through :class:`dse.store.ResultsStore` (the schema's owner),
+    never creating one; its refusal (a newer schema, not a store) becomes a LoadError."""
     from dse.store import ResultsStore
 
     try:
@@ -121,30 +105,35 @@ def _param_column(name: str) -> str:
     return name
 
 
-def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
-    """Optuna trials as run records: params -> metaparameter columns, values -> named objectives.
-
-    Objective names come from ``study.metric_names`` (set by dse's sweeper); a value named like a
-    record column (``val_top1``) fills that column, so every chart works on Optuna studies too.
-    Columns the trials lack (model size, say) are filled from a dse store beside the storage when
-    one records the same study and trial numbers.
-    """
+def _optuna(url: str) -> tuple[Any, dict[str, list[tuple[str, str, float]]]]:
+    """The Optuna storage at ``url``, opened as the sweeper opens it, and each study's budgets
+    (:func:`dse.sweep.trials.budgets`, in the storage's study order)."""
     import optuna
 
+    from dse.sweep.storage import open_storage, parse_storage
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = open_storage(parse_storage(url))
+    return storage, {s.study_name: trials.budgets(s.user_attrs)
+                     for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
+
+
+def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
+    """Optuna trials as run records: params -> metaparameter columns, values -> the columns
+    ``study.metric_names`` names (``val_top1`` fills that column), so every chart works on them;
+    what trials lack (model size, say) comes from a dse store beside the storage."""
+    import optuna
+
     try:
-        storage = optuna.storages.RDBStorage(src.url, skip_table_creation=True)
-        names = optuna.get_all_study_names(storage)
+        storage, budgets = _optuna(src.url)
     except Exception as e:  # noqa: BLE001 - schema/version errors from Optuna or SQLAlchemy
         raise LoadError(ARG, f"cannot read Optuna storage: {first_line(e)}") from None
-    if study is not None and study not in names:
-        raise LoadError("--study", f"unknown study {study!r} in {src.url} "
-                                   f"(known: {', '.join(sorted(names)) or 'none'})")
+    if study is not None and study not in budgets:
+        raise unknown_study(study, src.url, budgets)
+    names = [study] if study is not None else list(budgets)
     rows: list[dict[str, Any]] = []
-    budgets: dict[str, list[tuple[str, str, float]]] = {}
-    for name in [study] if study is not None else names:
+    for name in names:
         st = optuna.load_study(study_name=name, storage=storage)
-        budgets[name] = trials.budgets(st.user_attrs)
         metric_names = st.metric_names or (
             ["value"] if len(st.directions) == 1 else
             [f"value_{i}" for i in range(len(st.directions))])
@@ -153,24 +142,19 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if not df.empty:
         df = _fill_from_sibling_store(df, src)
-    df.attrs["budgets"] = budgets
+    df.attrs["budgets"] = {n: budgets[n] for n in names}
     return df
 
 
 def _sibling_budgets(src: Source) -> dict[str, list[tuple[str, str, float]]]:
-    """The budgets of the Optuna studies in an ``optuna.db`` beside a dse store (the sweeper's
-    default storage): its runs' results.db does not record the sweep's constraints."""
-    sibling = src.path.resolve().parent / OPTUNA_DB if src.path is not None else None
-    if sibling is None or not sibling.is_file():
+    """The budgets of the Optuna storage beside a dse store (the sweeper's default ``optuna.db``):
+    results.db does not record a sweep's constraints. A bonus, never an error."""
+    if src.path is None:
         return {}
     try:
-        import optuna
-
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        storage = optuna.storages.RDBStorage(sqlite_url(sibling), skip_table_creation=True)
-        return {s.study_name: trials.budgets(s.user_attrs)
-                for s in optuna.get_all_study_summaries(storage, include_best_trial=False)}
-    except Exception:  # noqa: BLE001 - the sibling storage is a bonus, never an error
+        sibling = resolve(src.path.resolve().parent / OPTUNA_DB)
+        return _optuna(sibling.url)[1] if sibling.kind == "optuna" else {}
+    except Exception:  # noqa: BLE001 - not an Optuna storage, or none there
         return {}
 
 
@@ -202,7 +186,7 @@ def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
     """Fill trial columns that are missing (size, accuracies, metaparameters) from results.db."""
     if src.path is None:
         return df
-    store = src.path.resolve().parent / "results.db"
+    store = src.path.resolve().parent / DB_NAME
     if not store.is_file() or store == src.path.resolve():
         return df
     try:
@@ -226,14 +210,10 @@ def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
 
 
 def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -> pd.DataFrame:
-    """Every run of ``source`` (optionally one study) as a frame with the contract's columns.
-
-    ``source`` may also be a DataFrame (a notebook's own filtered frame): it is only normalized
-    (and, like every source, rid of repeated seeds: :func:`drop_repeated_seeds`).
-    Raises :class:`LoadError` when there is nothing to report on, because an empty chart would
-    look like a result. ``attrs["budgets"]``: per study, the sweep's constraints as (metric, op,
-    bound) (:func:`dse.sweep.trials.budgets`; from an Optuna storage, or one beside a dse store);
-    a frame passed in keeps its own.
+    """Every run of ``source`` (a path, URL or a notebook's own frame; optionally one study) with
+    the contract's columns, repeated seeds dropped. Nothing to report on is a :class:`LoadError`:
+    an empty chart would look like a result. ``attrs["budgets"]``: per study, the sweep's
+    constraints as (metric, op, bound), from its Optuna storage; a frame passed in keeps its own.
     """
     if isinstance(source, pd.DataFrame):
         df = normalize(source)
@@ -249,10 +229,9 @@ def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -
         df.attrs["budgets"] = budgets or {}
     df = drop_repeated_seeds(df)
     if study is not None:
-        known = sorted(str(s) for s in df["study"].dropna().unique())
+        known = {str(s) for s in df["study"].dropna()}
         if study not in known:
-            raise LoadError("--study", f"unknown study {study!r} in {where} "
-                                       f"(known: {', '.join(known) or 'none'})")
+            raise unknown_study(study, where, known)
         df = df[df["study"] == study].reset_index(drop=True)
     if df.empty:
         raise LoadError(ARG, f"{where} holds no runs")

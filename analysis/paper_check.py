@@ -1,14 +1,6 @@
-"""The paper check: each of the SqueezeNet paper's claims against this study's outcome.
-
-Each claim gets one of three outcomes, with the numbers on both sides: **agrees**, **disagrees**, or
-**not enough data** (no such sweep, or fewer seeds and values than :mod:`analysis.verdicts` needs).
-The accuracy claims are read from the verdicts (t-tests over seeds, the knee rule), so a
-difference the seeds cannot tell from noise never counts as agreement; "not distinguishable from
-seed noise" with enough data is a disagreement, since the paper reports a difference. The paper
-measured ImageNet top-5 (Figure 3) and top-1 (Table 3); the study's ranking accuracy stands in for
-both (top-5 is ~99 % on a 10-class dataset). The size claim compares fp32 sizes: the study's own
-when its networks are the paper's, otherwise those dse's generator gives for the paper's network
-at the study's swept values, so the design space itself is checked against Figure 3.
+"""The paper check: each SqueezeNet paper claim against this study's outcome (agrees, disagrees or
+not enough data), read from the verdicts, so noise never counts as agreement; the rules are
+docs/REPORTS.md's "The paper check".
 """
 
 from __future__ import annotations
@@ -129,8 +121,7 @@ def complex_check(v: Verdicts) -> Check:
 
 @cache
 def paper_network_bytes(param: str, value: float) -> int:
-    """fp32 bytes of the paper's network (:data:`paper.NETWORK`) with ``param`` at ``value`` and
-    the rest where the paper held it, as dse's generator builds it."""
+    """fp32 bytes of the paper's network with ``param`` at ``value``, as dse's generator builds it."""
     import yaml
 
     from dse.model import analyze, build_spec

@@ -1,11 +1,7 @@
 """The Pareto charts: accuracy against a cost (model size, or a measured latency) for every design
-point, the front numbered.
-
-Its own module because it is the largest chart: a log-cost scatter per bypass kind, the front as a
-staircase, a key table naming each numbered point's metaparameters, a rug of the runs that are not
-design points (on the size chart: they have a size but no latency), and labels placed after layout
-(:mod:`analysis.labels`). It is drawn from :func:`analysis.frames.pareto_frame` (whose
-``attrs["cost"]`` picks the axis) and importable as :func:`analysis.plots.plot_pareto`.
+point, from :func:`analysis.frames.pareto_frame` (its ``attrs["cost"]`` picks the axis): a
+log-cost scatter per bypass kind, the front as a numbered staircase with a key table, a rug of the
+runs that are not design points (size chart only), labels placed by :mod:`analysis.labels`.
 """
 
 from __future__ import annotations
@@ -42,8 +38,8 @@ class CostAxis:
 
 
 def cost_axis(cost: str) -> CostAxis:
-    """The axis of :func:`analysis.frames.pareto_frame`'s ``cost``: MiB for the fp32 size (the
-    unit of the ``size_mib`` objective and budgets), the metric's own unit (ms) for a latency."""
+    """``cost``'s axis: MiB for the fp32 size (the ``size_mib`` objective's unit), else the
+    metric's own unit (ms for a latency)."""
     if cost == "size_bytes":
         return CostAxis("size_mib", lambda runs: to_mib(runs["size_bytes"].astype(float)),
                         SIZE_AXIS, "MiB", "model size")
@@ -61,10 +57,9 @@ BUDGET_COLOR = "#8c564b"
 @styled
 def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
                 max_table: int = 24) -> Figure:
-    """Accuracy against the frame's cost (log x: model size, or a latency) for every ok run and
-    design point, one Pareto front per data setting as a staircase with numbered points and a key
-    table, presets starred, the studies' budgets on this cost as vertical lines, failed runs in a
-    rug (size chart only: they have no latency)."""
+    """Accuracy against the frame's cost (log x) for every ok run and design point, one numbered
+    front per data setting with a key table, presets starred, budgets as vertical lines, runs that
+    are not design points in a rug (size chart only: they have no latency)."""
     axis = cost_axis(points.attrs.get("cost", "size_bytes"))
     bad = runs[runs["status"] != "ok"]
     has_rug = not bad.empty and axis.column == "size_mib"
@@ -115,8 +110,8 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
 def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: pd.Series,
                  metric: str, axis: CostAxis, settings: list[str]) -> list[PathCollection]:
     """Per bypass kind and data setting, faint single runs under solid design-point means (the
-    setting's marker); presets as big stars. Returns one faint collection per kind drawn, for the
-    legend's "single runs" entry (so it shows the colours the runs have)."""
+    setting's marker), presets as big stars; returns one faint collection per kind, for the
+    legend's "single runs" entry."""
     point_kind, run_kind = bypass_kinds(points["bypass"]), bypass_kinds(ok["bypass"])
     faint: list[PathCollection] = []
     for kind in [*BYPASS_ORDER, *sorted(set(point_kind) - set(BYPASS_ORDER))]:
@@ -142,11 +137,8 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
 
 def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str, str],
                 setting: str) -> None:
-    """One setting's front as a staircase (what any cost buys at best) and rings on its points;
-    the legend names the setting (and its points' marker) when there are several.
-
-    The last step runs on past the largest point so its level reads as a step, not a dot.
-    """
+    """One setting's front as a staircase (run on past its last point, so that level reads as a
+    step) with rings on its points; with several settings the legend names each."""
     if front.empty:
         return
     fx = front[axis.column].to_numpy(float)
@@ -163,16 +155,14 @@ def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str,
 
 
 def _draw_budgets(ax: Axes, budgets: list[tuple[str, float]], label: bool = True) -> None:
-    """Each budget on this cost as a vertical line: points past it were never trained (a budget
-    known before training) or are infeasible."""
+    """Each budget on this cost as a vertical line: points past it are infeasible or untrained."""
     for text, x in budgets:
         ax.axvline(x, color=BUDGET_COLOR, ls=(0, (5, 3)), lw=1.2, zorder=1,
                    label=f"budget {text}" if label else None)
 
 
 def _cost_accuracy_axes(ax: Axes, xs: pd.Series, ys: pd.Series, name: str) -> None:
-    """Log cost axis with plain-number ticks; limits that fit every x drawn on it or on the rug
-    below (points, single runs, runs that are not design points, budgets) and every accuracy."""
+    """Log cost axis with plain-number ticks; limits fitting every x (here or on the rug) and y."""
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -188,11 +178,8 @@ def _cost_accuracy_axes(ax: Axes, xs: pd.Series, ys: pd.Series, name: str) -> No
 
 
 def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
-    """One row per status of the runs that are not design points, at their model size.
-
-    They have no accuracy to plot, but where a study lost runs along the size axis is a result;
-    runs of unknown size are counted in the row's label instead.
-    """
+    """One row per status of the runs that are not design points, at their model size (where a
+    study lost runs is a result); runs of unknown size are counted in the row's label."""
     statuses = [s for s in STATUS_STYLE if (bad["status"] == s).any()]
     statuses += sorted(set(bad["status"]) - set(statuses))
     tick_labels: list[str] = []
@@ -216,8 +203,8 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
 
 def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis,
                settings: list[str]) -> None:
-    """Number -> accuracy, cost and metaparameters for the first ``max_table`` front points,
-    under a heading per data setting when there are several."""
+    """Number -> accuracy, cost and metaparameters of the first ``max_table`` front points, under
+    a heading per data setting when there are several."""
     n_table = min(len(front), max_table)
     lines = [f"{'#':>2}  {'acc %':>6}  {axis.unit:>6}  metaparameters"]
     shown = front.sort_values("label").head(n_table)
@@ -250,11 +237,8 @@ def _wrap_table(lines: list[str], width: int) -> str:
 
 
 def _number_front(ax: Axes, points: pd.DataFrame, front: pd.DataFrame, axis: CostAxis) -> None:
-    """Label the front's points with their key-table numbers, clear of every other marker.
-
-    Labels are placed in pixels, so the layout is run once and then frozen: a later layout pass
-    would move the axes under labels that were placed for the old position.
-    """
+    """Label the front's points with their key-table numbers, clear of every other marker; the
+    layout is frozen first, as labels are placed in pixels."""
     fig = ax.figure
     fig.canvas.draw()
     fig.set_layout_engine("none")

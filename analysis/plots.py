@@ -1,16 +1,13 @@
 """Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no seaborn, no pyplot state).
 
-Each function returns a Figure a notebook can restyle; :mod:`analysis.style` holds what the charts
-share (colours, fonts, titles). Error bars are ± one sample standard deviation over seeds (ddof=1)
-on every chart that has them. The Pareto chart is drawn in :mod:`analysis.pareto_plot` and
-importable from here like the rest.
+Each function returns a Figure a notebook can restyle; error bars are ± one sample std over seeds
+(ddof=1). The Pareto chart lives in :mod:`analysis.pareto_plot` and is importable from here.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -20,35 +17,26 @@ from matplotlib.ticker import MaxNLocator
 
 from analysis.fmt import value_text
 from analysis.frames import chance
-from analysis.labels import place_labels
 from analysis.pareto_plot import plot_pareto
 from analysis.style import (
-    BYPASS_COLORS,
     DPI,
-    FONT,
+    OTHER_COLORS,
     STATUS_STYLE,
     accuracy_name,
     bypass_color,
     bypass_kinds,
     context_title,
     fixed_text,
+    metric_style,
     new_figure,
     styled,
+    topk_panels,
     wrap,
 )
-from dse.metrics import REGISTRY
 
-__all__ = ["BYPASS_COLORS", "DPI", "FONT", "METRIC_STYLE", "OTHER_COLORS", "PARAM_LABEL",
-           "SIZE_COLOR", "STATUS_STYLE", "context_title", "fixed_text", "place_labels",
-           "plot_bypass", "plot_edf", "plot_importance", "plot_pareto", "plot_sweep", "save"]
+__all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_importance",
+           "plot_pareto", "plot_sweep", "save"]
 
-OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
-METRIC_STYLE: dict[str, dict[str, Any]] = {m: {**style, "label": REGISTRY[m].label} for m, style in {
-    "val_top1": {"color": "#1f77b4", "marker": "o", "ls": "-"},
-    "test_top1": {"color": "#ff7f0e", "marker": "s", "ls": "--"},
-    "val_top5": {"color": "#1f77b4", "marker": "o", "ls": "-"},
-    "test_top5": {"color": "#ff7f0e", "marker": "s", "ls": "--"},
-}.items()}
 SIZE_COLOR = "#555555"
 PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
                "pct3x3": "3x3 share of expand filters, pct3x3 (%)",
@@ -58,28 +46,22 @@ PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
 # -- micro sweeps (Figure 3a / 3b) ----------------------------------------------------------------
 @styled
 def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
-    """Accuracy (mean ± std over seeds) against SR or pct3x3, model size on the right axis.
-
-    Top-1 and top-5 get separate panels: on a 10-class dataset top-5 sits near 99 % and would
-    flatten the top-1 curves if they shared an axis.
-    """
+    """Accuracy (mean ± std over seeds) against SR or pct3x3, one panel per top-k
+    (:func:`~analysis.style.topk_panels`), model size on the top panel's right axis."""
     param = frame.attrs["param"]
-    metrics = frame.attrs["metrics"]
-    top5 = [m for m in metrics if m.endswith("top5")]
-    top1 = [m for m in metrics if m.endswith("top1")]
-    fig = new_figure(9, 6.8 if top5 else 5.2)
-    axes = fig.subplots(2 if top5 else 1, 1, sharex=True,
-                        gridspec_kw={"height_ratios": [2.2, 1]} if top5 else None)
-    axes = list(np.atleast_1d(axes))
+    panels = topk_panels(frame.attrs["metrics"])
+    fig = new_figure(9, 5.2 + 1.6 * (len(panels) - 1))
+    axes = list(np.atleast_1d(fig.subplots(
+        len(panels), 1, sharex=True,
+        gridspec_kw={"height_ratios": [2.2] + [1] * (len(panels) - 1)} if len(panels) > 1 else None)))
     x = frame[param].astype(float).to_numpy()
     xs = 100 * x if param == "pct3x3" else x
-    panels = [(axes[0], top1, "top-1"), *([(axes[1], top5, "top-5")] if top5 else [])]
-    for k, (ax, group, name) in enumerate(panels):
-        _accuracy_panel(ax, frame, xs, group, name)
-        _chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), 5 if k else 1))
+    for ax, (k, group) in zip(axes, panels, strict=True):
+        _accuracy_panel(ax, frame, xs, group, k)
+        _chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), k))
     _mark_lost_points(axes[0], frame, xs)
     size = _size_axis(axes[0], frame, xs)
-    _sweep_legend(axes[0], size, top5_apart=bool(top5))
+    _sweep_legend(axes[0], size, apart=len(panels) > 1)
     last = axes[-1]
     last.set_xticks(xs)
     last.set_xticklabels([f"{v:g}%" if param == "pct3x3" else f"{v:g}" for v in xs])
@@ -90,15 +72,15 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
 
 
 def _accuracy_panel(ax: Axes, frame: pd.DataFrame, xs: np.ndarray, metrics: list[str],
-                    name: str) -> None:
+                    k: int) -> None:
     """One panel of :func:`plot_sweep`: a mean ± std curve per metric of one top-k."""
-    for m in metrics:
-        st = METRIC_STYLE[m]
+    for i, m in enumerate(metrics):
+        st = metric_style(m, i)
         y = 100 * frame[f"{m}_mean"].astype(float).to_numpy()
         err = 100 * frame[f"{m}_std"].astype(float).to_numpy()  # NaN (1 seed): no bar
         ax.errorbar(xs, y, yerr=err, color=st["color"], marker=st["marker"], ls=st["ls"],
                     capsize=3, lw=1.6, ms=5, label=f"{st['label']} (mean ± std)")
-    ax.set_ylabel(f"{name} accuracy (%)")
+    ax.set_ylabel(f"top-{k} accuracy (%)")
     ax.grid(True, alpha=0.3)
     ax.yaxis.set_major_locator(MaxNLocator(6))
 
@@ -108,8 +90,7 @@ CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span)
 
 def _chance_line(ax: Axes, level: float | None) -> None:
     """Chance accuracy as a line, the y range stretched to it, when the curves come within
-    :data:`CHANCE_MARGIN` points (or their own span) of it: a zoomed axis would otherwise make
-    noise at chance look like a trend. Curves far above chance keep their zoom."""
+    :data:`CHANCE_MARGIN` points (or their span) of it: zoomed, noise at chance looks like a trend."""
     if level is None:
         return
     lo, hi = ax.dataLim.intervaly
@@ -122,8 +103,7 @@ def _chance_line(ax: Axes, level: float | None) -> None:
 
 
 def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
-    """A cross at the foot of the axis where every seed diverged or failed: a value that never
-    trained is a result, and a gap in the curve alone would hide it."""
+    """A cross at the axis' foot where every seed diverged or failed: a gap alone would hide it."""
     lost = frame["n"].astype(int).to_numpy() == 0
     if lost.any():
         ax.scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=ax.get_xaxis_transform(),
@@ -132,7 +112,7 @@ def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
 
 
 def _size_axis(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> Axes:
-    """Model size on a right-hand axis from 0, so the accuracy/size trade-off reads in one panel."""
+    """Model size on a right-hand axis from 0: the accuracy/size trade-off in one panel."""
     size = ax.twinx()
     size.plot(xs, frame["size_mib"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
               lw=1.3, label="model size (MiB)")
@@ -142,14 +122,12 @@ def _size_axis(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> Axes:
     return size
 
 
-def _sweep_legend(ax: Axes, size: Axes, top5_apart: bool) -> None:
-    """One legend row above the top panel for both axes, the lost-point marker last.
-
-    With top-5 in its own panel the entries drop "top-1": the panels' y labels already say it.
-    """
+def _sweep_legend(ax: Axes, size: Axes, apart: bool) -> None:
+    """One legend row above the top panel for both axes, the lost-point marker last; with other
+    top-k panels below, the entries drop "top-1" (the panels' y labels say it)."""
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = size.get_legend_handles_labels()
-    if top5_apart:
+    if apart:
         l1 = [lab.replace(" top-1", "") for lab in l1]
     handles, labels = h1 + h2, l1 + l2
     order = sorted(range(len(labels)), key=lambda i: (labels[i].startswith("no ok"),
@@ -159,7 +137,7 @@ def _sweep_legend(ax: Axes, size: Axes, top5_apart: bool) -> None:
 
 
 def _seed_note(frame: pd.DataFrame) -> str:
-    """The subtitle line saying how many seeds each point averages and how many runs were lost."""
+    """The subtitle line: seeds per point and runs lost."""
     bad = int(frame["n_bad"].sum()) if "n_bad" in frame else 0
     seeds = sorted(set(frame["n"].astype(int)) - {0})
     seed_txt = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
@@ -173,15 +151,12 @@ def _seed_note(frame: pd.DataFrame) -> str:
 @styled
 def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     """Bars of val/test accuracy per bypass kind (colour = bypass kind), size under each group."""
-    metrics = frame.attrs["metrics"]
-    panels = [[m for m in metrics if m.endswith("top1")]]
-    if any(m.endswith("top5") for m in metrics):
-        panels.append([m for m in metrics if m.endswith("top5")])
+    panels = topk_panels(frame.attrs["metrics"])
     fig = new_figure(4.2 * len(panels) + 2.2, 5.2)
     axes = list(np.atleast_1d(fig.subplots(1, len(panels))))
     kinds = bypass_kinds(frame["bypass"]).tolist()
     xs = np.arange(len(kinds))
-    for ax, group in zip(axes, panels, strict=True):
+    for ax, (k, group) in zip(axes, panels, strict=True):
         width = 0.8 / len(group)
         lows, highs = [], []
         for j, m in enumerate(group):
@@ -196,15 +171,12 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
             bars = ax.bar(pos, y, width * 0.92, color=colors, alpha=0.55 if test else 0.95,
                           hatch="//" if test else None, edgecolor="white" if not test else "black",
                           linewidth=0.6, yerr=err, capsize=4, error_kw={"lw": 1.2})
-            for b, v, e in zip(bars, y, e0, strict=True):
-                if np.isfinite(v):
-                    ax.annotate(f"{v:.2f}", (b.get_x() + b.get_width() / 2, v + e),
-                                xytext=(0, 3), textcoords="offset points", ha="center",
-                                va="bottom", fontsize=8)
+            ax.bar_label(bars, [f"{v:.2f}" if np.isfinite(v) else "" for v in y], padding=3,
+                         fontsize=8)  # at the error bar's end
         lo, hi = min(lows), max(highs)
         pad = max(0.5, 0.45 * (hi - lo))
         ax.set_ylim(max(0.0, lo - 2.5 * pad), min(100.0, hi + pad))
-        name = "top-5" if group[0].endswith("top5") else "top-1"
+        name = f"top-{k}"
         ax.set_ylabel(f"{name} accuracy (%)")
         ax.set_title(f"{name}: solid = val, hatched = test", fontsize=9)
         ax.set_xticks(xs)
@@ -222,7 +194,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
 # -- EDF ------------------------------------------------------------------------------------------
 @styled
 def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
-    """pycls-style error EDFs: for each group, the fraction of its models with error below e."""
+    """pycls-style error EDFs: per group, the fraction of its models with error below e."""
     by = edf.attrs.get("by", [])
     metric = edf.attrs.get("metric") or "val_top1"
     name = accuracy_name(metric)
@@ -262,8 +234,8 @@ IMPORTANCE_COLORS = {"fanova": "#1f77b4", "ped_anova": "#ff7f0e"}
 
 @styled
 def plot_importance(frame: pd.DataFrame, title: str, evaluators: dict[str, str]) -> Figure:
-    """Horizontal bars of each knob's importance under each evaluator (``evaluators``: column ->
-    name), the most important knob on top, the value at the end of each bar."""
+    """Each knob's importance per evaluator (``evaluators``: column -> name) as labelled bars,
+    the most important knob on top."""
     knobs = frame["knob"].tolist()
     fig = new_figure(9, max(4.0, 1.4 + 0.4 * len(knobs) * len(evaluators)))
     ax = fig.subplots()
@@ -274,9 +246,7 @@ def plot_importance(frame: pd.DataFrame, title: str, evaluators: dict[str, str])
         vals = frame[col].astype(float).to_numpy()
         bars = ax.barh(pos, vals, height * 0.92, color=IMPORTANCE_COLORS.get(col, OTHER_COLORS[j]),
                        label=name)
-        for b, v in zip(bars, vals, strict=True):
-            ax.annotate(f"{v:.2f}", (v, b.get_y() + b.get_height() / 2), xytext=(3, 0),
-                        textcoords="offset points", va="center", fontsize=8)
+        ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
     ax.set_yticks(ys)
     ax.set_yticklabels(knobs)
     ax.set_xlim(0, 1.08)

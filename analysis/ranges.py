@@ -1,16 +1,7 @@
-"""Good ranges, pycls-style: for each knob, where the best runs of the error EDF lie.
-
-Radosavovic et al. ("Designing Network Design Spaces") read a design space's good region off its
-best models rather than its mean, since a design space is judged by how easily it yields good
-models. Two readings are given per knob, both over the ok runs' error EDF (:func:`F.edf_frame`,
-one curve over every scored run):
-
-* **best x %**: the values the runs with EDF <= x take (the interval for a numeric knob, the values
-  and their counts for a categorical one);
-* **bootstrap**: pycls's ``get_filters`` estimate of where the *best* model likely falls: draw x % of
-  the runs with replacement, keep the one with the lowest error, repeat; the 2.5 / 50 / 97.5
-  percentiles of the winners' values (for a categorical knob, how often each value wins). It is
-  seeded, so a report reads the same every time it is written.
+"""Good ranges, pycls-style (Radosavovic et al.: a design space is judged by its best models): per
+knob, the values of the best x % of the ok runs' error EDF, and pycls's seeded ``get_filters``
+bootstrap of where the best model falls (2.5 / 50 / 97.5 percentiles of each draw's winner; for a
+categorical knob, how often each value wins).
 """
 
 from __future__ import annotations
@@ -32,8 +23,7 @@ COLUMNS = ["knob", "kind", "all", "best", "bootstrap", "best_low", "best_high",
 
 
 def best_runs(edf: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """The EDF's rows at or below ``fraction``; the lowest error (all its ties) when no run is,
-    since the best x % of a handful of runs would otherwise be nothing."""
+    """The EDF's rows at or below ``fraction``, else the lowest error (with its ties)."""
     best = edf[edf["edf"] <= fraction + 1e-12]
     return best if len(best) else edf[edf["error"] == edf["error"].min()]
 
@@ -77,14 +67,10 @@ def _knob_row(knob: str, runs: pd.DataFrame, best: pd.DataFrame, won: pd.DataFra
 
 def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str | None = None,
                 seed: int = SEED) -> pd.DataFrame:
-    """One row per knob (:func:`analysis.space.knobs`): ``all`` (the values seen), ``best`` (over
-    the best ``fraction`` of runs), ``bootstrap`` (pycls's 95 % range of the best run, with its
-    median); numeric knobs also as numbers (``best_low`` ... ``boot_high``).
-
-    ``attrs``: metric, fraction, n_runs, n_best, error_cutoff (the worst error among the best runs),
-    bootstraps, seed, coverage (:func:`analysis.space.coverage`); ``skipped`` when there are fewer
-    than :data:`MIN_RUNS` scored runs or no knob varies.
-    """
+    """One row per knob: ``all`` (values seen), ``best`` (over the best ``fraction``),
+    ``bootstrap`` (95 % range of the best run, with its median); numeric knobs also as numbers
+    (``best_low`` ... ``boot_high``). ``attrs``: metric, fraction, n_runs, n_best, error_cutoff,
+    bootstraps, seed, coverage; ``skipped`` below :data:`MIN_RUNS` runs or with no varying knob."""
     edf = F.edf_frame(df, metric, by=[])
     out = pd.DataFrame(columns=COLUMNS)
     out.attrs.update(metric=edf.attrs.get("metric"), fraction=fraction, n_runs=len(edf),

@@ -1,10 +1,8 @@
 """Write a study's charts and ``report.md``: every chart the data supports, and why not the rest.
 
-The report is meant to be regenerated while a study runs: each chart is drawn only when its frame
-has enough data (two SR values in one fixed group, two design points for a front, ...), and the
-Markdown states the reason for every chart it skipped, so a half-finished study gives a correct
-half-report rather than empty axes. Tables in the Markdown are the frames the charts were drawn
-from, so every number in a picture can be looked up.
+Regenerated while a study runs: a chart is drawn only when its frame has enough data, and the
+Markdown gives the reason for each one skipped, so a half-finished study gives a correct
+half-report. The tables are the frames the charts were drawn from.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.figure import Figure
 
 import dse
 from analysis import FORMATS
@@ -25,22 +24,13 @@ from analysis.findings import findings_sections, importance_text
 from analysis.fmt import integer, number, pm_percent, value_text
 from analysis.importance import EVALUATORS, importance_frame
 from analysis.loading import config_of
-from analysis.markdown import has_tabulate, to_markdown
+from analysis.markdown import to_markdown
 from analysis.status import bad_runs, status_counts
+from analysis.style import accuracy_name
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb
 from dse.outputs import staged_dir
 
-CHARTS = {  # file stem -> section title
-    "micro_sr": "SR sweep (paper Figure 3a)",
-    "micro_pct3x3": "pct3x3 sweep (paper Figure 3b)",
-    "macro_bypass": "Bypass connections (paper Table 3)",
-    "pareto": "Pareto front: accuracy vs model size",
-    "pareto_latency": "Pareto front: accuracy vs latency",
-    "edf": "Error EDFs (pycls style)",
-    "importance": "Metaparameter importances (fANOVA, PED-ANOVA)",
-}
-METRIC_NAMES = {m: REGISTRY[m].label for m in F.METRICS}
 LATENCY_COST = "latency_ms"  # the latency front's cost: onnxruntime, batch 1, median (dse.metrics)
 
 
@@ -72,13 +62,16 @@ class Report:
         return {n: c.skipped for n, c in self.charts.items() if c.skipped is not None}
 
 
+def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
+    return [pm_percent(a, b) for a, b in zip(mean, std, strict=True)]
+
+
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
     out = pd.DataFrame({param: frame[param].map(value_text)})
     for m in frame.attrs["metrics"]:
-        pairs = zip(frame[f"{m}_mean"], frame[f"{m}_std"], strict=True)
-        out[f"{METRIC_NAMES[m]} %"] = [pm_percent(a, b) for a, b in pairs]
+        out[f"{accuracy_name(m)} %"] = _pm(frame[f"{m}_mean"], frame[f"{m}_std"])
     out["params"] = frame["params"].map(integer)
     out["MB"] = frame["size_mb"].map(number)
     out["MiB"] = frame["size_mib"].map(number)
@@ -90,11 +83,11 @@ def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
 def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
     """Design points (or just the Pareto set) as a Markdown-ready table."""
     sel = points[points["pareto"]] if only_front else points
-    metric = METRIC_NAMES.get(points.attrs.get("metric") or "", "accuracy")
     out = pd.DataFrame({
         "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
         "metaparameters": sel["desc"].replace("", "(all equal)"),
-        f"{metric} %": [pm_percent(a, b) for a, b in zip(sel["acc_mean"], sel["acc_std"], strict=True)],
+        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": _pm(sel["acc_mean"],
+                                                                           sel["acc_std"]),
         "seeds": sel["n"].map(integer), "params": sel["params"].map(integer),
         "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number),
     })
@@ -111,132 +104,48 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
 
 
 def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
-    """The design points on the size front, the latency front or both (:func:`F.fronts_frame`),
-    as a Markdown-ready table: their number on each front and where they win."""
-    costs = fronts.attrs.get("costs") or ["size_bytes", LATENCY_COST]
-    size_label, lat_label = (f"{c}_label" for c in costs)
-    lat = REGISTRY[costs[1]]
+    """The points of :func:`F.fronts_frame`: their number on each front and where they win."""
+    size, lat = (f"{c}_label" for c in fronts.attrs["costs"])
+    metric = REGISTRY[fronts.attrs["costs"][1]]
 
     def wins(r: pd.Series) -> str:
-        on = [name for name, col in (("size", size_label), ("latency", lat_label)) if r[col]]
+        on = [name for name, col in (("size", size), ("latency", lat)) if r[col]]
         return "both" if len(on) == 2 else f"{on[0]} only"
 
     return pd.DataFrame({
         "metaparameters": fronts["desc"].replace("", "(all equal)"),
-        "accuracy %": [pm_percent(a, b) for a, b in zip(fronts["acc_mean"], fronts["acc_std"],
-                                                        strict=True)],
-        "MB": fronts["size_mb"].map(number), f"{lat.name} ({lat.unit})": fronts[costs[1]].map(
-            lat.show),
-        "size front #": fronts[size_label].map(lambda v: str(v) if v else ""),
-        "latency front #": fronts[lat_label].map(lambda v: str(v) if v else ""),
+        "accuracy %": _pm(fronts["acc_mean"], fronts["acc_std"]), "MB": fronts["size_mb"].map(number),
+        f"{metric.name} ({metric.unit})": fronts[metric.name].map(metric.show),
+        "size front #": fronts[size].map(lambda v: str(v) if v else ""),
+        "latency front #": fronts[lat].map(lambda v: str(v) if v else ""),
         "wins on": fronts.apply(wins, axis=1)})
 
 
-def _too_few_points(frame: pd.DataFrame, minimum: int, what: str) -> str | None:
-    return None if len(frame) >= minimum else f"only {len(frame)} {what} (need >= {minimum})"
-
-
-def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png",)
-                 ) -> dict[str, Chart]:
-    """Compute every chart's frame, draw those the data supports, record why others are not."""
-    ok = F.ok_runs(df)
-    title_all = P.context_title(df)
-    charts: dict[str, Chart] = {}
-    if ok.empty:
-        counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
-        reason = f"no run finished ok ({counts}): nothing to chart"
-        for name, title in CHARTS.items():
-            charts[name] = Chart(name, title, pd.DataFrame(), skipped=reason)
-        return charts
-    for name, fn in (("micro_sr", F.sr_frame), ("micro_pct3x3", F.pct3x3_frame),
-                     ("macro_bypass", F.bypass_frame)):
-        frame = fn(df)
-        chart = Chart(name, CHARTS[name], frame, skipped=frame.attrs.get("skipped"))
-        if chart.skipped is None:
-            title = f"{CHARTS[name]} — {P.context_title(frame.attrs['fixed'])}"
-            fig = (P.plot_bypass(frame, title) if name == "macro_bypass"
-                   else P.plot_sweep(frame, title))
-            chart.files = P.save(fig, out_dir, name, formats)
-        charts[name] = chart
-    points = F.pareto_frame(df)
-    chart = Chart("pareto", CHARTS["pareto"], points,
-                  skipped=points.attrs.get("skipped")
-                  or _too_few_points(points, 2, "design point with accuracy and size"))
-    if chart.skipped is None:
-        chart.files = P.save(P.plot_pareto(points, df, title_all, points.attrs["metric"]),
-                             out_dir, "pareto", formats)
-    charts["pareto"] = chart
-    charts["pareto_latency"] = _latency_chart(df, points, out_dir, formats, title_all)
-    edf = F.edf_frame(df)
-    chart = Chart("edf", CHARTS["edf"], edf,
-                  skipped=edf.attrs.get("skipped") or _too_few_points(edf, 2, "ok run"))
-    if chart.skipped is None:
-        chart.files = P.save(P.plot_edf(edf, title_all), out_dir, "edf", formats)
-    charts["edf"] = chart
-    imp = importance_frame(df)
-    chart = Chart("importance", CHARTS["importance"], imp, skipped=imp.attrs.get("skipped"))
-    if chart.skipped is None:
-        chart.files = P.save(P.plot_importance(imp, title_all, EVALUATORS), out_dir, "importance",
-                             formats)
-    charts["importance"] = chart
-    return charts
-
-
-def _latency_chart(df: pd.DataFrame, size_points: pd.DataFrame, out_dir: Path,
-                   formats: Sequence[str], title: str) -> Chart:
-    """Accuracy vs measured latency, drawn when runs measured it; ``attrs["fronts"]`` compares its
-    front with the size front (which design points win on each)."""
-    points = F.pareto_frame(df, size_points.attrs.get("metric"), cost=LATENCY_COST)
-    chart = Chart("pareto_latency", CHARTS["pareto_latency"], points,
-                  skipped=points.attrs.get("skipped")
-                  or _too_few_points(points, 2, "design point with accuracy and latency"))
-    if chart.skipped is None:
-        threads = sorted({int(t) for t in F.ok_runs(df)["latency_threads"].dropna()})
-        points.attrs.update(
-            threads=threads, unmeasured=int(len(size_points) - len(points)),
-            fronts=F.fronts_frame({"size_bytes": size_points, LATENCY_COST: points}))
-        chart.files = P.save(P.plot_pareto(points, df, title, points.attrs["metric"]), out_dir,
-                             "pareto_latency", formats)
-    return chart
-
-
-def _notes(df: pd.DataFrame) -> dict[str, str]:
-    """``study.note`` per study, from the stored configs (the free text users attach to sweeps)."""
-    notes: dict[str, str] = {}
-    for study, text in zip(df["study"], df["config"], strict=True):
-        note = (config_of(text).get("study") or {}).get("note")
-        if note and str(study) not in notes:
-            notes[str(study)] = str(note)
-    return notes
-
-
-def _image_link(chart: Chart) -> str:
-    files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
-                   if p.suffix[1:] in FORMATS else 9)
-    return f"![{chart.title}]({files[0].name})" if files else ""
-
-
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
-    """report.md's text: status counts, one section per chart (image + table or skip reason),
-    the Pareto set, the findings (good ranges, verdicts, paper check), runs that are not design
-    points, and the sweep commands."""
-    lines = _header(df, source)
-    lines += ["## Runs by status", "", to_markdown(status_counts(df)), ""]
-    lines += _chart_index(charts)
+    """report.md: header, runs by status, the chart index and sections, the findings, the runs
+    that are not design points and the sweep commands."""
+    lines = [*_header(df, source), "## Runs by status", "", to_markdown(status_counts(df)), "",
+             "## Charts", "", to_markdown(pd.DataFrame({
+                 "chart": list(charts), "what": [c.title for c in charts.values()],
+                 "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
+                            else f"skipped: {c.skipped}" for c in charts.values()]})), ""]
     for name, chart in charts.items():
-        lines += _chart_section(name, chart)
+        lines += [f"## {chart.title}", ""]
+        if chart.skipped is not None:
+            lines += [f"*Skipped:* {chart.skipped}.", ""]
+            continue
+        files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
+                       if p.suffix[1:] in FORMATS else 9)
+        lines += [f"![{chart.title}]({files[0].name})" if files else "", "",
+                  *CHARTS[name].text(chart.frame)]
     if not F.ok_runs(df).empty:
         lines += findings_sections(df)
-    lines += _bad_runs_section(df)
-    lines += _commands_section(df)
-    lines += [f"<sub>Tables rendered by {'tabulate' if has_tabulate() else 'analysis.markdown'}."
-              "</sub>", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + _bad_runs_section(df) + _commands_section(df))
 
 
 def _header(df: pd.DataFrame, source: str) -> list[str]:
-    """Title, where the runs come from and when this was written; a warning up front when no run
-    finished ok, since every chart section below will then only say it was skipped."""
+    """Title, source and time; warnings when no run finished ok (every chart section below is
+    then a skip) or the runs mix training semantics (one hash, different training)."""
     studies = sorted({str(s) for s in df["study"].dropna()})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# dse report: {', '.join(studies) or 'runs'}", "",
@@ -246,42 +155,14 @@ def _header(df: pd.DataFrame, source: str) -> list[str]:
         lines += ["> **No run finished ok**: every run in this store diverged, failed or was "
                   "pruned, so there is nothing to chart. See *Runs that are not design points* "
                   "below.", ""]
-    return lines + _semantics_note(df)
-
-
-def _semantics_note(df: pd.DataFrame) -> list[str]:
-    """A warning when the runs were trained under more than one training semantics: the same
-    config hash then names different training, and their numbers do not compare."""
-    if "training_semantics" not in df:
-        return []
-    kinds = df["training_semantics"].astype("Int64").astype(object).where(
-        df["training_semantics"].notna(), "unknown")
-    counts = kinds.value_counts()
-    if len(counts) < 2:
-        return []
-    shown = ", ".join(f"{k}: {n}" for k, n in counts.items())
-    return [f"> **Mixed training semantics** (runs per semantics: {shown}; this dse trains "
-            f"{dse.TRAINING_SEMANTICS}): older rows count as done; `study.rerun=stale` retrains "
-            "them.", ""]
-
-
-def _chart_index(charts: dict[str, Chart]) -> list[str]:
-    """One row per chart with its files or the reason it was skipped, before any section."""
-    return ["## Charts", "", to_markdown(pd.DataFrame({
-        "chart": [f"{n}" for n in charts],
-        "what": [c.title for c in charts.values()],
-        "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
-                   else f"skipped: {c.skipped}" for c in charts.values()]})), ""]
-
-
-def _chart_section(name: str, chart: Chart) -> list[str]:
-    """A chart's section: its image and the table it was drawn from, or why it was skipped."""
-    lines = [f"## {chart.title}", ""]
-    if chart.skipped is not None:
-        return lines + [f"*Skipped:* {chart.skipped}.", ""]
-    lines += [_image_link(chart), ""]
-    body = _SECTION_BODY.get(name)
-    return lines + (body(chart.frame) if body is not None else [])
+    counts = df["training_semantics"].astype("Int64").astype(object).where(
+        df["training_semantics"].notna(), "unknown").value_counts()
+    if len(counts) > 1:
+        shown = ", ".join(f"{k}: {n}" for k, n in counts.items())
+        lines += [f"> **Mixed training semantics** (runs per semantics: {shown}; this dse trains "
+                  f"{dse.TRAINING_SEMANTICS}): older rows count as done; `study.rerun=stale` "
+                  "retrains them.", ""]
+    return lines
 
 
 def _sweep_text(frame: pd.DataFrame) -> list[str]:
@@ -296,74 +177,130 @@ def _sweep_text(frame: pd.DataFrame) -> list[str]:
             "", to_markdown(sweep_table(frame)), ""]
 
 
-def _fronts_note(frame: pd.DataFrame) -> str:
-    """Which data settings got a front of their own, and the budgets drawn, as sentences."""
-    settings = frame.attrs.get("settings") or []
-    note = ("" if len(settings) < 2 else
-            f" Accuracies compare only within a data setting, so there is one front per setting "
-            f"({'; '.join(settings)}), numbered setting by setting.")
-    budgets = frame.attrs.get("budgets") or []
+def _pareto_text(frame: pd.DataFrame) -> list[str]:
+    """How a front is defined (and its latency measured), the data settings and budgets, the
+    Pareto set, then all design points (size) or which points win on each front (latency)."""
+    a = frame.attrs
+    lat = REGISTRY.get(a["cost"])
+    if a["cost"] == "size_bytes":
+        minimised = "fp32 size (MiB = 2^20 bytes). "
+    else:
+        threads = ", ".join(map(str, a.get("threads") or [])) or "?"
+        minimised = (f"`{lat.name}`, the {lat.label} in {lat.unit}, measured on the CPU after "
+                     f"training with {threads} thread(s) (trainer.latency=true). Latencies are "
+                     "wall times: compare points measured on one machine. ")
+    missing = a.get("unmeasured", 0)
+    text = (f"Design points = ok runs averaged over seeds; the front maximises mean "
+            f"{accuracy_name(a['metric'])} accuracy and minimises {minimised}"
+            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it."
+            + (f" {missing} design point{'s' if missing != 1 else ''} without a measured latency "
+               "(trained without trainer.latency=true) are left out." if missing > 0 else ""))
+    settings, budgets = a.get("settings") or [], a.get("budgets") or []
+    if len(settings) > 1:
+        text += (f" Accuracies compare only within a data setting, so there is one front per "
+                 f"setting ({'; '.join(settings)}), numbered setting by setting.")
     if budgets:
-        note += (f" The sweep's budget{'s' if len(budgets) > 1 else ''} "
+        text += (f" The sweep's budget{'s' if len(budgets) > 1 else ''} "
                  + ", ".join(f"`{t}`" for t, _ in budgets)
                  + (" are drawn as dashed lines." if len(budgets) > 1 else " is drawn as a dashed line."))
-    return note
-
-
-def _pareto_text(frame: pd.DataFrame) -> list[str]:
-    """How the front is defined, the Pareto set, and every design point folded away."""
-    metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
-    return [f"Design points = ok runs averaged over seeds; the front maximises mean "
-            f"{metric} accuracy and minimises fp32 size (MiB = 2^20 bytes). "
-            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it."
-            + _fronts_note(frame), "",
-            "### Pareto set", "", to_markdown(pareto_table(frame)), "",
-            "<details><summary>All design points</summary>", "",
-            to_markdown(pareto_table(frame, only_front=False)), "", "</details>", ""]
-
-
-def _pareto_latency_text(frame: pd.DataFrame) -> list[str]:
-    """How the latency front is defined and measured, its Pareto set, and which design points
-    win on the size front, the latency front or both."""
-    metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
-    lat = REGISTRY[LATENCY_COST]
-    threads = ", ".join(map(str, frame.attrs.get("threads") or [])) or "?"
-    missing = frame.attrs.get("unmeasured", 0)
-    left_out = (f" {missing} design point{'s' if missing != 1 else ''} without a measured latency "
-                "(trained without trainer.latency=true) are left out." if missing > 0 else "")
-    return [f"Design points = ok runs averaged over seeds; the front maximises mean {metric} "
-            f"accuracy and minimises `{lat.name}`, the {lat.label} in {lat.unit}, measured on the "
-            f"CPU after training with {threads} thread(s) (trainer.latency=true). Latencies are "
-            "wall times: compare points measured on one machine. "
-            f"{int(frame['pareto'].sum())} of {len(frame)} points are on it.{left_out}"
-            + _fronts_note(frame), "",
-            "### Pareto set", "", to_markdown(pareto_table(frame)), "",
-            "### Which design points win on each front", "",
-            "Every design point on the size front, the latency front or both (the numbers are "
-            "those on each chart); a point small on disk is not always fast, since latency also "
-            "follows activations, layer count and how well each layer maps to the runtime.", "",
-            to_markdown(fronts_table(frame.attrs["fronts"])), ""]
+    lines = [text, "", "### Pareto set", "", to_markdown(pareto_table(frame)), ""]
+    if a["cost"] == "size_bytes":
+        return lines + ["<details><summary>All design points</summary>", "",
+                        to_markdown(pareto_table(frame, only_front=False)), "", "</details>", ""]
+    return lines + [
+        "### Which design points win on each front", "",
+        "Every design point on the size front, the latency front or both (the numbers are "
+        "those on each chart); a point small on disk is not always fast, since latency also "
+        "follows activations, layer count and how well each layer maps to the runtime.", "",
+        to_markdown(fronts_table(a["fronts"])), ""]
 
 
 def _edf_text(frame: pd.DataFrame) -> list[str]:
     """What the error is, how curves are grouped, and each curve's n / min / mean / median."""
     summary = F.edf_summary(frame)
-    metric = METRIC_NAMES.get(frame.attrs["metric"], frame.attrs["metric"])
     table = pd.DataFrame({
         "curve": summary["group"], "n": summary["n"].map(integer),
-        "min error %": (100 * summary["min_error"]).map(number),
-        "mean error %": (100 * summary["mean_error"]).map(number),
-        "median error %": (100 * summary["median_error"]).map(number)})
+        **{f"{s} error %": (100 * summary[f"{s}_error"]).map(number) for s in ("min", "mean", "median")}})
     by = ", ".join(frame.attrs.get("by") or []) or "all runs"
-    return [f"Error = 1 − {metric}, one step per ok run; curves by {by}.", "",
-            to_markdown(table), ""]
+    return [f"Error = 1 − {accuracy_name(frame.attrs['metric'])}, one step per ok run; curves by "
+            f"{by}.", "", to_markdown(table), ""]
 
 
-_SECTION_BODY: dict[str, Callable[[pd.DataFrame], list[str]]] = {
-    "micro_sr": _sweep_text, "micro_pct3x3": _sweep_text, "macro_bypass": _sweep_text,
-    "pareto": _pareto_text, "pareto_latency": _pareto_latency_text, "edf": _edf_text,
-    "importance": importance_text,
+def _latency_frame(df: pd.DataFrame, charts: dict[str, Chart]) -> pd.DataFrame:
+    """Accuracy vs measured latency; ``attrs["fronts"]`` compares its front with the size
+    front's (which design points win on each)."""
+    size = charts["pareto"].frame
+    points = F.pareto_frame(df, size.attrs.get("metric"), cost=LATENCY_COST)
+    if not points.attrs.get("skipped"):
+        points.attrs.update(
+            threads=sorted({int(t) for t in F.ok_runs(df)["latency_threads"].dropna()}),
+            unmeasured=int(len(size) - len(points)),
+            fronts=F.fronts_frame({"size_bytes": size, LATENCY_COST: points}))
+    return points
+
+
+def _sweep_plot(frame: pd.DataFrame, df: pd.DataFrame, title: str) -> Figure:
+    title = f"{title} — {P.context_title(frame.attrs['fixed'])}"
+    return P.plot_bypass(frame, title) if frame.attrs["param"] == "bypass" else P.plot_sweep(frame,
+                                                                                             title)
+
+
+def _pareto_plot(points: pd.DataFrame, df: pd.DataFrame, title: str) -> Figure:
+    return P.plot_pareto(points, df, P.context_title(df), points.attrs["metric"])
+
+
+@dataclass(frozen=True)
+class ChartSpec:
+    """One chart kind: its section title, frame (from the runs and the charts built before it),
+    drawing, section text, and the fewest rows worth drawing (with what a row is)."""
+
+    title: str
+    frame: Callable[[pd.DataFrame, dict[str, Chart]], pd.DataFrame]
+    draw: Callable[[pd.DataFrame, pd.DataFrame, str], Figure]
+    text: Callable[[pd.DataFrame], list[str]]
+    need: tuple[int, str] = (0, "")
+
+
+def _sweep(param: str, title: str) -> ChartSpec:
+    return ChartSpec(title, lambda df, _: F.sweep_frame(df, param), _sweep_plot, _sweep_text)
+
+
+CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
+    "micro_sr": _sweep("sr", "SR sweep (paper Figure 3a)"),
+    "micro_pct3x3": _sweep("pct3x3", "pct3x3 sweep (paper Figure 3b)"),
+    "macro_bypass": _sweep("bypass", "Bypass connections (paper Table 3)"),
+    "pareto": ChartSpec("Pareto front: accuracy vs model size", lambda df, _: F.pareto_frame(df),
+                        _pareto_plot, _pareto_text, (2, "design point with accuracy and size")),
+    "pareto_latency": ChartSpec("Pareto front: accuracy vs latency", _latency_frame, _pareto_plot,
+                                _pareto_text, (2, "design point with accuracy and latency")),
+    "edf": ChartSpec("Error EDFs (pycls style)", lambda df, _: F.edf_frame(df),
+                     lambda fr, df, _: P.plot_edf(fr, P.context_title(df)), _edf_text,
+                     (2, "ok run")),
+    "importance": ChartSpec("Metaparameter importances (fANOVA, PED-ANOVA)",
+                            lambda df, _: importance_frame(df),
+                            lambda fr, df, _: P.plot_importance(fr, P.context_title(df),
+                                                                EVALUATORS),
+                            importance_text),
 }
+
+
+def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png",)
+                 ) -> dict[str, Chart]:
+    """Compute every chart's frame, draw those the data supports, record why others are not."""
+    if F.ok_runs(df).empty:
+        counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
+        reason = f"no run finished ok ({counts}): nothing to chart"
+        return {n: Chart(n, c.title, pd.DataFrame(), skipped=reason) for n, c in CHARTS.items()}
+    charts: dict[str, Chart] = {}
+    for name, spec in CHARTS.items():
+        frame = spec.frame(df, charts)
+        least, what = spec.need
+        skipped = frame.attrs.get("skipped") or (
+            f"only {len(frame)} {what} (need >= {least})" if len(frame) < least else None)
+        chart = charts[name] = Chart(name, spec.title, frame, skipped=skipped)
+        if skipped is None:
+            chart.files = P.save(spec.draw(frame, df, spec.title), out_dir, name, formats)
+    return charts
 
 
 def _bad_runs_section(df: pd.DataFrame) -> list[str]:
@@ -383,9 +320,13 @@ def _bad_runs_section(df: pd.DataFrame) -> list[str]:
 
 
 def _commands_section(df: pd.DataFrame) -> list[str]:
-    """The sweep commands that reproduce the store, grouped by study with each study's note."""
+    """The sweep commands that reproduce the store, grouped by study with each study's
+    ``study.note`` (from the stored configs)."""
     cmds = sweep_commands(df)
-    notes = _notes(df)
+    notes: dict[str, str] = {}
+    for study, text in zip(df["study"], df["config"], strict=True):
+        if note := (config_of(text).get("study") or {}).get("note"):
+            notes.setdefault(str(study), str(note))
     lines = ["## Sweep commands", "",
              "Reconstructed from the runs' recorded Hydra overrides; each grid command re-runs "
              "exactly the jobs in the store (dse-train skips design points and seeds it already "
@@ -402,14 +343,9 @@ def _commands_section(df: pd.DataFrame) -> list[str]:
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),
                  source: str = "", option: str = "--out") -> Report:
-    """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing; returns what was done.
-
-    Everything is rendered into a staging folder first (:func:`dse.outputs.staged_dir`), so a
-    failure (a full disk) leaves the previous report as it was rather than some new charts beside
-    an old ``report.md``; the one-line error then names ``option``. Stale charts from an
-    earlier report are removed when this one skips them, so the folder never shows a chart the
-    Markdown says was skipped.
-    """
+    """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing: staged first
+    (:func:`dse.outputs.staged_dir`; a failure names ``option`` and keeps the previous report),
+    and charts this report skips are removed, so the folder never shows one the Markdown skipped."""
     out = Path(out_dir)
     with staged_dir(out, option) as stage:
         charts = build_charts(df, stage, formats)

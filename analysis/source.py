@@ -1,14 +1,15 @@
 """Where results live: a study folder, an SQLite file or a database URL; a dse store or Optuna's.
 
-Kept free of pandas, SQLAlchemy (for SQLite) and matplotlib so that ``dse-report`` refuses a wrong
-path before importing them: everything here is the standard library until a server URL needs a
-driver. Stores are told apart by their tables (Optuna: ``studies``/``trials``; dse: ``dse_meta``/
-``runs``), never by file names, and are opened so that a wrong path never creates a database.
+The standard library only (until a server URL needs a driver), so ``dse-report`` refuses a wrong
+path before pandas loads. Stores are told apart by their tables, never by file names, and opened
+so that a wrong path never creates a database.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,17 +33,18 @@ class Source:
     report_dir: Path  # default output folder: <study dir>/report
 
 
+def _query(path: Path, sql: str) -> list[tuple]:
+    """Rows of ``sql`` on an SQLite file opened read-only (a wrong path never creates one)."""
+    with closing(sqlite3.connect(reader_uri(path.resolve()), uri=True)) as con:
+        return con.execute(sql).fetchall()
+
+
 def sqlite_tables(path: Path) -> set[str]:
-    """Table names of an SQLite file, opened so that a wrong path never creates a database."""
+    """Table names of an SQLite file."""
     try:
-        con = sqlite3.connect(reader_uri(path.resolve()), uri=True)
-        try:
-            rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
-        finally:
-            con.close()
+        return {r[0] for r in _query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.Error as e:
         raise LoadError(ARG, f"{path} is not an SQLite store ({e})") from None
-    return {r[0] for r in rows}
 
 
 def url_tables(url: str) -> set[str]:
@@ -60,11 +62,8 @@ def url_tables(url: str) -> set[str]:
 
 
 def store_kind(tables: set[str], where: str) -> str:
-    """``"optuna"`` or ``"dse"`` from a database's tables; anything else is not a results source.
-
-    A shared server database may hold both (dse's store allows other apps' tables); the dse store
-    wins there, as its per-seed rows are the richer record of the same runs.
-    """
+    """``"optuna"`` or ``"dse"`` from a database's tables; where both are (a shared server
+    database), the dse store's per-seed rows are the richer record of the same runs."""
     if {"dse_meta", "runs"} <= tables:
         return "dse"
     if {"studies", "trials"} <= tables:
@@ -77,11 +76,8 @@ def store_kind(tables: set[str], where: str) -> str:
 
 
 def resolve(source: str | Path) -> Source:
-    """Decide what ``source`` is (study folder, SQLite file or URL) and which kind of store.
-
-    Which file an argument names is :func:`dse.storefile.named_store`'s rule, shared with
-    ``dse-store``; the wording of a missing store is this tool's own.
-    """
+    """What ``source`` is (study folder, SQLite file or URL: :func:`dse.storefile.named_store`,
+    as for ``dse-store``) and which kind of store."""
     named = named_store(source)
     path = named.file
     if named.url is not None:
@@ -113,34 +109,32 @@ def _missing(folder: Path | None, path: Path) -> str:
 
 
 def sqlite_studies(src: Source) -> dict[str, int] | None:
-    """Study name -> number of runs (dse) or trials (Optuna) of an SQLite source; None otherwise.
-
-    Read with the standard library so that an empty store or a mistyped ``--study`` is reported
-    before pandas is imported.
-    """
+    """Study name -> runs (dse) or trials (Optuna) of an SQLite source, else None: an empty store
+    or a mistyped ``--study`` is reported before pandas is imported."""
     if src.path is None:
         return None
     query = ("SELECT study, COUNT(*) FROM runs GROUP BY study" if src.kind == "dse" else
              "SELECT s.study_name, COUNT(t.trial_id) FROM studies s "
              "LEFT JOIN trials t ON t.study_id = s.study_id GROUP BY s.study_name")
     try:
-        con = sqlite3.connect(reader_uri(src.path.resolve()), uri=True)
-        try:
-            return {str(name): int(n) for name, n in con.execute(query).fetchall()}
-        finally:
-            con.close()
+        return {str(name): int(n) for name, n in _query(src.path, query)}
     except sqlite3.Error:
         return None  # an unexpected schema: let the full loader decide
 
 
+def unknown_study(study: str, where: str, known: Iterable[str]) -> LoadError:
+    """The one wording of a ``--study`` the source does not hold (``known``: its study names)."""
+    names = ", ".join(sorted(map(str, known))) or "none"
+    return LoadError("--study", f"unknown study {study!r} in {where} (known: {names})")
+
+
 def check_study(src: Source, study: str | None) -> None:
-    """Fail fast on an empty SQLite source or a study it does not hold (see :func:`load`)."""
+    """Fail fast on an empty SQLite source or a study it does not hold."""
     counts = sqlite_studies(src)
     if counts is None:
         return
     if study is not None and study not in counts:
-        raise LoadError("--study", f"unknown study {study!r} in {src.url} "
-                                   f"(known: {', '.join(sorted(counts)) or 'none'})")
+        raise unknown_study(study, src.url, counts)
     runs = sum(counts.values()) if study is None else counts[study]
     if runs == 0:
         raise LoadError(ARG, f"{src.url} holds no runs yet")

@@ -1,10 +1,6 @@
-"""The design space a store's runs span: which knobs vary, and what Optuna parameter each one is.
-
-Importances (:mod:`analysis.importance`) and good ranges (:mod:`analysis.ranges`) must look at the
-same knobs over the same runs, or a knob could rank first in one table and be missing from the
-other; both start here. A knob is any metaparameter, preset, dataset, trainer or epoch count that
-takes several values among the scored runs (:func:`analysis.frames.varying_columns`, so columns a
-preset name implies are folded into ``model``); the study name never is one.
+"""The design space a store's runs span: which knobs vary (:func:`analysis.frames.varying_columns`
+but the study), and what Optuna parameter each is; importances and good ranges both start here, so
+they look at the same knobs over the same runs.
 """
 
 from __future__ import annotations
@@ -38,11 +34,7 @@ def knobs(runs: pd.DataFrame) -> list[str]:
 
 
 def coverage(runs: pd.DataFrame, cols: list[str]) -> tuple[int, int]:
-    """(combinations of the knobs' values the runs hold, combinations of a full grid of them).
-
-    Importances and good ranges read the runs as a sample of the space; one-at-a-time sweeps
-    cover a thin cross of it, where a knob's effect is also where the others were held.
-    """
+    """(combinations of the knobs' values the runs hold, those of a full grid of them)."""
     if not cols:
         return 0, 0
     text = runs[cols].map(value_text)
@@ -58,41 +50,36 @@ def coverage_note(seen: int, grid: int) -> str:
 
 
 def is_numeric(values: pd.Series) -> bool:
-    """A knob is numeric when every value is a number (not a bool): SR, pct3x3, base_e, epochs.
-    Anything with a missing value is categorical, as fANOVA needs a value in every trial."""
+    """Every value a number (not a bool); a missing value makes it categorical (fANOVA needs one
+    in every trial)."""
     if values.isna().any() or pd.api.types.is_bool_dtype(values):
         return False
     return bool(pd.api.types.is_numeric_dtype(values))
-
-
-def _integral(values: pd.Series) -> bool:
-    as_float = values.astype(float)
-    return bool(np.all(np.equal(np.mod(as_float, 1), 0)))
 
 
 def choices(values: pd.Series, knob: str) -> list[str]:
     """A categorical knob's values as text, bypass kinds in none/simple/complex order."""
     seen = sorted({value_text(v) for v in values})
     if knob == "bypass":
-        seen.sort(key=lambda v: F.BYPASS_ORDER.index(v) if v in F.BYPASS_ORDER else 9)
+        seen.sort(key=F.bypass_rank)
     return seen
 
 
 def distribution(values: pd.Series, knob: str) -> BaseDistribution:
-    """The Optuna distribution a knob's values came from, inferred from the values swept: integer
-    or float between the extremes seen, else categorical over the values seen."""
+    """The Optuna distribution of a knob's swept values: int or float between the extremes seen,
+    else categorical."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     if is_numeric(values):
         lo, hi = values.min(), values.max()
-        if _integral(values):
+        if bool(np.all(np.mod(values.astype(float), 1) == 0)):
             return IntDistribution(int(lo), int(hi))
         return FloatDistribution(float(lo), float(hi))
     return CategoricalDistribution(choices(values, knob))
 
 
 def param_value(v: Any, dist: BaseDistribution) -> Any:
-    """One run's value of a knob as its distribution holds it (int, float or the category text)."""
+    """One run's value of a knob as its distribution holds it."""
     from optuna.distributions import FloatDistribution, IntDistribution
 
     if isinstance(dist, IntDistribution):

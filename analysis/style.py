@@ -1,23 +1,16 @@
-"""What every chart of :mod:`analysis.plots` shares, so the charts read alike wherever they are drawn.
+"""What every chart shares, so the charts read alike wherever they are drawn.
 
-* accuracy in percent, model size in MiB (2^20 bytes of fp32 weights): the unit of the ``size_mib``
-  objective and budgets, so a chart reads in the numbers the sweep was given (:mod:`dse.metrics`
-  converts; the tables add MB for the paper's mixed "MB");
-* one colour per bypass kind everywhere (:data:`BYPASS_COLORS`), one marker per run status;
-* every title names the study, the dataset and the epochs (:func:`context_title`);
-* fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams.
-
-Figures are :class:`matplotlib.figure.Figure` objects on an Agg canvas, so drawing never touches a
-GUI backend or pyplot's global figure list: the CLI works headless and a notebook can restyle the
-returned Figure.
+Accuracy in percent, size in MiB (the unit of the ``size_mib`` objective); one colour per bypass
+kind, one marker per run status, one style per split; titles name study, dataset and epochs.
+Figures live on their own Agg canvas (no pyplot state), so the CLI runs headless and a notebook can
+restyle them; fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams.
 """
 
 from __future__ import annotations
 
-import functools
 import textwrap
-from collections.abc import Callable, Iterable
-from typing import Any, ParamSpec, TypeVar
+from collections.abc import Iterable
+from typing import Any
 
 import matplotlib
 import pandas as pd
@@ -25,31 +18,26 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from analysis.fmt import is_missing, value_text
-from analysis.frames import METAPARAMS
+from analysis.loading import METAPARAMS
+from dse import metrics
 
 BYPASS_COLORS = {"none": "#1f77b4", "simple": "#2ca02c", "complex": "#d62728"}
 STATUS_STYLE = {"diverged": ("X", "#d62728"), "failed": ("v", "#333333"),
                 "pruned": ("|", "#7f7f7f"), "rejected": ("s", "#bcbd22"),
                 "running": (".", "#7f7f7f")}
-P = ParamSpec("P")
-R = TypeVar("R")
+OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
+# a metric's curve style by its split (the name's first word); other metrics get OTHER_COLORS
+SPLIT_STYLE = {"val": {"color": "#1f77b4", "marker": "o", "ls": "-"},
+               "test": {"color": "#ff7f0e", "marker": "s", "ls": "--"}}
 DPI = 130
 FONT = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
         "xtick.labelsize": 9, "ytick.labelsize": 9}
-
-
-def styled(fn: Callable[P, R]) -> Callable[P, R]:
-    """Apply :data:`FONT` while a chart is built, without touching the caller's rcParams."""
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with matplotlib.rc_context(FONT):
-            return fn(*args, **kwargs)
-
-    return wrapper
+# a decorator (matplotlib's context manager is a ContextDecorator): FONT while a chart is built
+styled = matplotlib.rc_context(FONT)
 
 
 def new_figure(w: float, h: float) -> Figure:
-    """A ``w`` x ``h`` inch Figure on its own Agg canvas (see the module docstring for why)."""
+    """A ``w`` x ``h`` inch Figure on its own Agg canvas."""
     fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
@@ -96,5 +84,22 @@ def bypass_color(kind: Any) -> str:
 
 
 def accuracy_name(metric: str) -> str:
-    """``val_top1`` -> ``val top-1``: the metric as axis labels and titles name it."""
-    return metric.replace("_top1", " top-1").replace("_top5", " top-5")
+    """``val_top1`` -> ``val top-1``: the registry's label (a name it lacks as it is)."""
+    m = metrics.REGISTRY.get(metric)
+    return m.label if m is not None else metric
+
+
+def metric_style(metric: str, i: int = 0) -> dict[str, Any]:
+    """Colour, marker, line style and label of a metric's curve: by its split, else the ``i``-th
+    of :data:`OTHER_COLORS`; any metric of the registry has one."""
+    other = {"color": OTHER_COLORS[i % len(OTHER_COLORS)], "marker": "^", "ls": "-."}
+    return {**SPLIT_STYLE.get(metric.split("_")[0], other), "label": accuracy_name(metric)}
+
+
+def topk_panels(names: Iterable[str]) -> list[tuple[int, list[str]]]:
+    """Accuracies grouped by their :attr:`~dse.metrics.Metric.topk`, top-1 first: one chart
+    panel each, since top-5 near 99 % would flatten top-1 curves on a shared axis."""
+    groups: dict[int, list[str]] = {}
+    for n in names:
+        groups.setdefault(metrics.REGISTRY[n].topk or 1, []).append(n)
+    return sorted(groups.items())

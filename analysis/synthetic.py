@@ -1,10 +1,8 @@
 """Synthetic run records with known answers: for tests, docs and trying ``dse-report`` on a CPU.
 
-The rows look like a Fashion-MNIST study of the paper's three experiments (SR sweep, pct3x3 sweep,
-bypass), with real analytic sizes from :mod:`dse.model` and real config hashes from
-:mod:`dse.store`, but made-up accuracies: a smooth curve with a plateau (as in Figure 3) plus
-seeded noise. A few runs diverge, fail or are pruned, so every code path of the report has data.
-Nothing here trains or imports torch.
+A Fashion-MNIST study of the paper's three experiments with real sizes and config hashes but
+made-up accuracies (Figure 3's shapes plus seeded noise); a few runs diverge, fail or are pruned,
+so every path of the report has data. Nothing here trains or imports torch.
 """
 
 from __future__ import annotations
@@ -16,26 +14,21 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from dse.model.spec import BYPASS_KINDS
+from dse.paths import CONF_DIR
+
 SR_VALUES = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 PCT_VALUES = (0.01, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.99)
-BYPASS_VALUES = ("none", "simple", "complex")
-
-_MODELS: dict[str, dict[str, Any]] = {
-    "fire_small": {"stem": {"channels": 64, "kernel": 3, "stride": 1, "padding": 1},
-                   "pool_after": ["conv1", "fire3", "fire5"], "batch_norm": True},
-    "squeezenet_v1_0": {"stem": {"channels": 96, "kernel": 7, "stride": 2, "padding": 0},
-                        "pool_after": ["conv1", "fire4", "fire8"], "batch_norm": False},
-    "squeezenet_v1_1": {"stem": {"channels": 64, "kernel": 3, "stride": 2, "padding": 0},
-                        "pool_after": ["conv1", "fire3", "fire5"], "batch_norm": False},
-}
 
 
 def base_config(study: str = "demo", model: str = "fire_small", max_epochs: int = 30) -> dict:
-    """A resolved config dict shaped like ``dse-train``'s (only what records and hashes read)."""
+    """A resolved config dict shaped like ``dse-train``'s (only what records and hashes read),
+    the model preset from its YAML in conf/model/."""
     return {
-        "model": {"name": model, "base_e": 128, "incr_e": 128, "freq": 2, "sr": 0.125,
-                  "pct3x3": 0.5, "n_fire": 8, "bypass": "none", "dropout": 0.5,
-                  "in_channels": 1, "num_classes": 10, **copy.deepcopy(_MODELS[model])},
+        "model": {**yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text()),
+                  "in_channels": 1, "num_classes": 10},
         "data": {"name": "fashion_mnist", "channels": 1, "image_size": 28, "num_classes": 10,
                  "subset": None, "val_size": 5000, "split_seed": 0, "augment": False,
                  "root": None, "num_workers": 2},
@@ -50,13 +43,9 @@ def base_config(study: str = "demo", model: str = "fire_small", max_epochs: int 
 def record(cfg: dict, seed: int, overrides: str, status: str = "ok",
            accuracy: float | None = None, error: str | None = None,
            trial: int | None = None) -> dict[str, Any]:
-    """One run record (the contract's columns) for ``cfg`` trained with ``seed``.
-
-    ``accuracy`` is the validation top-1; test top-1 sits 0.4 points below it and top-5 near 99 %,
-    as on Fashion-MNIST. Non-ok runs carry no test numbers (they stopped before testing). The
-    config's columns come from :meth:`RunRecord.from_config`, as training's do, so a synthetic row
-    cannot drift from a real one; provenance is given, so torch is never imported.
-    """
+    """One run record for ``cfg`` and ``seed`` through :meth:`RunRecord.from_config`, as
+    training's (provenance given: no torch). ``accuracy``: val top-1; test top-1 0.4 points below,
+    top-5 near 99 %; non-ok runs have no test numbers."""
     from dse.model import analyze, build_spec
     from dse.store import RunRecord
 
@@ -89,10 +78,9 @@ def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> floa
 
 
 def latency_columns(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """Made-up ``latency_*`` columns (dse.metrics.LATENCY) of an ok row, 1 thread: onnxruntime at
-    batch 1 ~ 0.04 ms + 11 ms per GMAC (the order measured for fire_small on a 2-core CPU), a
-    bypass costs a little more than its MACs say (extra adds and shortcut convs), torch eager ~10x
-    slower, batch 64 ~50x batch 1, p90 15 % above the median, 2 % seed noise."""
+    """Made-up ``latency_*`` columns of an ok row, 1 thread: onnxruntime batch 1 ~ 0.04 ms + 11 ms
+    per GMAC (fire_small's order on a 2-core CPU), a bypass a little more, torch ~10x, batch 64
+    ~50x, p90 +15 %, 2 % noise."""
     from dse.metrics import LATENCY, REGISTRY
 
     extra = {"none": 1.0, "simple": 1.08, "complex": 1.2}.get(row["bypass"], 1.0)
@@ -108,13 +96,9 @@ def latency_columns(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
 def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: bool = True,
                  bypass: bool = True, presets: bool = True, failures: bool = True,
                  max_epochs: int = 30, latency: bool = False) -> list[dict[str, Any]]:
-    """Rows of a study that ran the paper's three experiments, like a real store would hold them.
-
-    Points shared by two sweeps (SR 0.5 / pct3x3 0.5; bypass none) are stored once, as the
-    sweepers skip what the store already has. Failures: SR 1.0 seed 0 diverged, pct3x3 0.99 seed 1
-    failed, a pruned run. ``latency``: ok rows carry :func:`latency_columns` (as with
-    ``trainer.latency=true``).
-    """
+    """Rows of a study that ran the paper's three experiments, points shared by two sweeps stored
+    once. Failures: SR 1.0 seed 0 diverged, pct3x3 0.99 seed 1 failed, a pruned run.
+    ``latency``: ok rows carry :func:`latency_columns`."""
     rng = random.Random(0)
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, int]] = set()
@@ -150,7 +134,7 @@ def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: b
         for v in PCT_VALUES:
             add(f"model.sr=0.5 model.pct3x3={v}", {"sr": 0.5, "pct3x3": v})
     if bypass:
-        for v in BYPASS_VALUES:
+        for v in BYPASS_KINDS:
             add(f"model.bypass={v}", {"bypass": v})
     if presets:
         for name in ("squeezenet_v1_0", "squeezenet_v1_1"):

@@ -1,24 +1,7 @@
 """Verdicts in words and numbers: does accuracy follow SR or pct3x3, and does a bypass help, by
-more than seed noise alone would produce?
-
-A chart shows means and error bars; whether a difference is real is a test over the seeds. The
-rules (docs/REPORTS.md, "Verdicts"), with accuracies in percentage points of the ranking accuracy
-(:func:`analysis.frames.pick_metric`) and :data:`CONFIDENCE` 95 %:
-
-* a sweep value counts when it has >= :data:`MIN_SEEDS` ok seeds; a trend needs
-  >= :data:`MIN_POINTS` such values, else "not enough data";
-* **seed noise** is the pooled within-value sample std sigma, with nu = sum(n_i - 1) degrees of freedom;
-* two values' means differ beyond noise when they are further apart than Fisher's least
-  significant difference ``LSD_ij = t(0.975, nu) * sigma * sqrt(1/n_i + 1/n_j)``;
-* the **knee** is the smallest swept value that no later value beats by more than the LSD; the
-  **plateau** is the knee and the later values within the LSD of it (one further below "falls");
-* the **rise** compares the first value's seeds with the plateau's (every later value's when the
-  plateau starts at the first) by a t-test on the pooled seed noise sigma (nu degrees of freedom,
-  the error term the LSD uses): "distinguishable from seed noise" when p < 5 %, which is when its
-  95 % confidence interval excludes 0. Not Welch's test: the plateau pools several values, whose
-  differences are not seed noise, and with 2 seeds at the first value Welch's test has about one
-  degree of freedom, so a rise of 4 sigma would read as noise;
-* a **bypass** difference is Welch's t-test over the two kinds' seeds.
+more than seed noise alone would produce? The rules (minimum seeds and values, pooled seed noise,
+Fisher's LSD, knee, plateau, the rise's t-test, Welch's test per bypass pair) are docs/REPORTS.md's
+"Verdicts"; accuracies are in points of :func:`analysis.frames.pick_metric`.
 """
 
 from __future__ import annotations
@@ -44,8 +27,7 @@ PARAM_NAME = {"sr": "SR", "pct3x3": "pct3x3"}
 
 @dataclass(frozen=True)
 class Difference:
-    """A t-test of mean(b) - mean(a), in points, with its confidence interval; its text reads
-    "b vs a" (n = n_b vs n_a) and names the test."""
+    """A t-test of mean(b) - mean(a), in points, with its confidence interval."""
 
     diff: float
     low: float
@@ -76,34 +58,37 @@ class Difference:
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> Difference:
-    """Welch's t-test (scipy) of ``b`` against ``a``; identical seeds (no spread at all) give an
-    exact difference: p = 1 if the means are equal, else 0."""
+    """Welch's t-test (scipy) of ``b`` against ``a``; seeds without spread give an exact difference."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = float(b.mean() - a.mean())
     if a.var(ddof=1) + b.var(ddof=1) == 0:
-        return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a), len(b))
+        return _exact(diff, a, b)
     res = stats.ttest_ind(b, a, equal_var=False)
     ci = res.confidence_interval(CONFIDENCE)
     return Difference(diff, float(ci.low), float(ci.high), float(res.pvalue), len(a), len(b))
 
 
 def pooled(a: np.ndarray, b: np.ndarray, noise: float, dof: int) -> Difference:
-    """Student's t-test of mean(b) - mean(a) with the pooled seed noise ``noise`` (``dof``
-    degrees of freedom) as the spread: the contrast of a one-way ANOVA over the sweep's values."""
+    """Student's t-test of mean(b) - mean(a) on the pooled seed noise (``dof`` degrees of
+    freedom): the contrast of a one-way ANOVA over the sweep's values."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = float(b.mean() - a.mean())
     se = noise * math.sqrt(1 / len(a) + 1 / len(b))
     test = f"t-test on the pooled seed noise (ν = {dof})"
     if se == 0:
-        return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a), len(b), test)
+        return _exact(diff, a, b, test)
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof)) * se
     p = float(2 * stats.t.sf(abs(diff) / se, dof))
     return Difference(diff, diff - half, diff + half, p, len(a), len(b), test)
 
 
+def _exact(diff: float, a: np.ndarray, b: np.ndarray, test: str = "Welch's t-test") -> Difference:
+    """No spread at all: p = 1 if the means are equal, else 0."""
+    return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a), len(b), test)
+
+
 def seed_values(frame: pd.DataFrame, df: pd.DataFrame, metric: str) -> dict[Any, np.ndarray]:
-    """Each swept value's ok seeds' ``metric`` in points, in the frame's order (from the runs the
-    frame pooled, ``attrs["runs"]``)."""
+    """Each swept value's ok seeds' ``metric`` in points (of the runs the frame pooled)."""
     param = frame.attrs["param"]
     runs = df.loc[frame.attrs.get("runs", [])]
     runs = runs[runs[metric].notna()]
@@ -112,7 +97,7 @@ def seed_values(frame: pd.DataFrame, df: pd.DataFrame, metric: str) -> dict[Any,
 
 @dataclass(frozen=True)
 class Trend:
-    """An SR or pct3x3 sweep's shape (see the module docstring for every rule)."""
+    """An SR or pct3x3 sweep's shape (docs/REPORTS.md, "Verdicts")."""
 
     param: str
     metric: str | None
@@ -159,8 +144,7 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     if len(used) < MIN_POINTS:
         return Trend(param, metric, dropped=dropped, reason=(
             f"only {len(used)} {PARAM_NAME.get(param, param)} value{'s' if len(used) != 1 else ''}"
-            f" with >= {MIN_SEEDS} "
-            f"ok seeds (need >= {MIN_POINTS})"))
+            f" with >= {MIN_SEEDS} ok seeds (need >= {MIN_POINTS})"))
     xs, arrays = list(used), list(used.values())
     means, ns = [float(a.mean()) for a in arrays], [len(a) for a in arrays]
     dof = sum(n - 1 for n in ns)
@@ -180,8 +164,7 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     steps = [abs(means[b] - means[a]) for a, b in zip(plateau, plateau[1:], strict=False)]
     return Trend(param, metric, values=xs, means=means, ns=ns, dropped=dropped, noise=noise,
                  knee=xs[knee], plateau=[xs[i] for i in plateau], fall=fall, rise=rise,
-                 versus=[xs[i] for i in others],
-                 step=max(steps, default=0.0),
+                 versus=[xs[i] for i in others], step=max(steps, default=0.0),
                  gain=max((means[i] - means[knee] for i in plateau[1:]), default=0.0),
                  threshold=max((lsd(i, knee) for i in later), default=lsd(k - 1, k - 2)))
 
@@ -192,7 +175,7 @@ def _seeds_text(ns: list[int]) -> str:
 
 
 def describe(tr: Trend) -> str:
-    """The trend in one sentence with its numbers; it always says whether the change is
+    """The trend in one sentence with its numbers, always saying whether the change is
     distinguishable from seed noise (or why there is not enough data to say)."""
     p, name = PARAM_NAME.get(tr.param, tr.param), accuracy_name(tr.metric or "accuracy")
     if tr.rise is None:

@@ -1,11 +1,9 @@
 """Every number dse reports about a design point, described once (as pycls keeps ``metrics_info``).
 
-Which metrics dse-train's task returns (what objectives and budgets may name), which are known from
-the spec before training, how each is labelled, in which unit it is shown and which way is better:
-training, the sweepers, the compression table and the report all read that here, so adding or
-relabelling a metric is one edit. Bytes become MB and MiB here and nowhere else, because the
-paper's "MB" mixes the two and every table reports both. Nothing heavy is imported: the sweeper
-reads this before any job starts, and the report without torch.
+Which metrics dse-train's task returns (what objectives and budgets may name), which are known
+before training, their label, unit and direction: training, the sweepers, compression and the
+report read them here (docs/ARCHITECTURE.md, "A metric", lists what a new one touches). Bytes
+become MB and MiB only here: the paper's "MB" mixes the two. Light to import (no torch, no pandas).
 """
 
 from __future__ import annotations
@@ -36,13 +34,11 @@ def to_mib(nbytes: Any) -> Any:
 class Metric:
     """One metric: a ``runs`` column or a key of dse-train's summary, and how to show it.
 
-    ``unit`` ``"%"`` means the value is stored as a fraction in [0, 1] and shown times 100.
-    ``key`` is the Lightning key :class:`~dse.train.module.FireClassifier` logs it under (None when
-    it is not logged); ``per_epoch`` when it is logged at every validation, so a pruner can watch it.
-    ``report_attr`` names the :class:`~dse.model.ModelReport` attribute that gives it before training.
-    A latency has a ``runtime`` (``onnxruntime`` or ``torch``, on the CPU), the ``batch`` it times
-    and the ``quantile`` of the repeated timings it reports (0.5: the median); dse.export.latency
-    measures exactly the latencies listed here, after training (``trainer.latency=true``).
+    ``unit`` "%": stored as a fraction, shown times 100. ``key``: the Lightning key training logs it
+    under (``per_epoch``: at every validation, so a pruner can watch it); ``topk``: an accuracy's k
+    (its chart panel); ``report_attr``: the :class:`~dse.model.ModelReport` attribute that gives
+    it before training. A latency's ``runtime``, ``batch`` and ``quantile`` say what
+    dse.export.latency times after training (``trainer.latency=true``).
     """
 
     name: str

@@ -243,7 +243,7 @@ def test_sweep_commands_rebuild_the_grids() -> None:
 
 
 def test_markdown_formatter_escapes_and_aligns() -> None:
-    text = to_markdown(pd.DataFrame({"a": ["x|y", None], "n": ["1.50", "10"]}), use_tabulate=False)
+    text = to_markdown(pd.DataFrame({"a": ["x|y", None], "n": ["1.50", "10"]}))
     lines = text.splitlines()
     assert lines[0].startswith("| a") and "x\\|y" in lines[2] and "| -" in lines[3]
     assert lines[1].endswith(":|")  # numeric column right-aligned

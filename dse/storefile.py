@@ -11,11 +11,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlencode
+
+from dse.errors import ConfigError
 
 DB_NAME = "results.db"
 OPTUNA_DB = "optuna.db"  # the dse_optuna sweeper's default storage, beside DB_NAME
 SUFFIXES = (".db", ".sqlite", ".sqlite3")
+NAME_MAX = 255  # bytes in one file name (Linux file systems): study.name is a folder's
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,17 @@ def in_memory(url: str) -> bool:
     db = unquote(rest[1:] if rest.startswith("/") else rest)
     return db.split("?")[0] in ("", ":memory:") or db.startswith("file::memory:") or \
         "mode=memory" in db
+
+
+def check_study_name(name: Any, field: str = "study.name") -> str:
+    """A study name is one folder under ``paths.runs``: never a path that leads elsewhere."""
+    text = "" if name is None else str(name)
+    if not text.strip() or Path(text).name != text or text in (".", ".."):
+        raise ConfigError(field, f"{text!r} is not usable as a folder name (one name, no '/')")
+    if len(text.encode()) > NAME_MAX:
+        raise ConfigError(field, f"is {len(text.encode())} bytes long: a folder name has at most "
+                                 f"{NAME_MAX}")
+    return text
 
 
 def study_file(runs: Path, study: str, name: str = DB_NAME) -> Path:

@@ -36,7 +36,7 @@ from dse.store import (
 )
 from dse.store.cli import main
 from dse.store.record import COLUMN_TYPES
-from dse.store.store import CLAIMS_TABLE
+from dse.store.schema import CLAIMS_TABLE
 from tests.conftest import assert_one_line, run_cli, tree
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None

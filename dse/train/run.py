@@ -23,7 +23,6 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, Checkpoint
 from omegaconf import DictConfig, OmegaConf
-from sqlalchemy.exc import SQLAlchemyError
 
 from dse import TRAINING_SEMANTICS
 from dse.data import build_datamodule
@@ -31,7 +30,7 @@ from dse.errors import ConfigError, first_line
 from dse.export.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
 from dse.store import ResultsStore, RunRecord, claims, config_hash, utcnow_iso
-from dse.store.fallback import append_or_keep
+from dse.store.fallback import Kept, append_or_keep
 from dse.store.record import slurm_job
 from dse.train.checkpoints import AtomicCheckpointIO, Resume, check_folder, discard, resume_dir
 from dse.train.divergence import DivergenceMonitor
@@ -353,21 +352,12 @@ class Point:
     def record(self, store: ResultsStore, rec: dict[str, Any]) -> dict[str, Any]:
         """Store a trained seed's row (or keep it in the run dir); then its resume folder goes."""
         kept = append_or_keep(store, RunRecord(**rec), self.out_dir)  # rejects a misspelt column
-        if kept is not None or _has_run(store, rec["run_id"]):
+        if kept is not Kept.NOWHERE:  # stored or kept beside the run: the checkpoints may go
             discard(resume_dir(self.cfg, rec["seed"]))
         log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", self.chash, rec["seed"],
                  rec["status"], rec.get("val_top1"), rec.get("test_top1"),
                  rec.get("train_seconds") or 0.0)
         return rec
-
-
-def _has_run(store: ResultsStore, run_id: str) -> bool:
-    """Whether the store holds this row (``append_or_keep`` also returns None when it could keep
-    the row nowhere: then the checkpoints are all that is left of the run)."""
-    try:
-        return store.run(run_id) is not None
-    except SQLAlchemyError:
-        return False
 
 
 def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",

@@ -111,10 +111,9 @@ class Claim:
     def _heartbeat(self) -> None:
         h = self.holder
         while not self._stop.wait(HEARTBEAT_S):
-            stmt = (CLAIMS_TABLE.update().where(_where(h))
-                    .values(expires_at=time.time() + TTL_S))
             try:
-                if self.store.execute(stmt) == 0:
+                if self.store.execute(CLAIMS_TABLE.update().where(_where(h))
+                                      .values(expires_at=time.time() + TTL_S)) == 0:
                     log.warning("the claim on %s seed %d was taken over as stale; another worker "
                                 "may train it too", h.config_hash, h.seed)
                     return
@@ -125,9 +124,8 @@ class Claim:
 def acquire(store: ResultsStore, config_hash: str, seed: int) -> Claim | Holder:
     """Claim this point and seed for this process, or return the live holder of the claim on it.
 
-    A stale claim is deleted (by its token, so two workers reaping it cannot delete a fresh one)
-    and the insert tried again. A store that refuses the insert for another reason is a
-    :class:`~dse.errors.ConfigError`: nothing has been trained yet.
+    A stale claim is deleted by its token (two workers reaping it cannot delete a fresh one) and the
+    insert tried again; a store refusing the insert otherwise is a ConfigError (nothing trained yet).
     """
     mine = Holder(config_hash, int(seed), uuid.uuid4().hex, uuid.uuid4().hex, HOST, os.getpid(),
                   utcnow_iso(), 0.0)

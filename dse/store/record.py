@@ -36,7 +36,7 @@ NON_SEMANTIC: dict[str, frozenset[str]] = {
                           "latency", "latency_threads"}),
 }
 STATUSES = ("ok", "failed", "diverged", "pruned")
-FINISHED = ("ok", "diverged")  # a run that trained to its end: stored, it is never trained again
+FINISHED = ("ok", "diverged")  # trained to its end: a stored one counts as done (the skip rule)
 
 
 def utcnow_iso() -> str:
@@ -194,19 +194,14 @@ def _check_value(col: str, value: Any) -> None:
         if not optional:
             raise ValueError(col, "must not be null")
         return
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and \
-            INT64[0] <= value <= INT64[1]
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-            optional or math.isfinite(value))
-    else:
-        ok = isinstance(value, str) and len(value) <= MAX_TEXT
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok, what = {
+        bool: (isinstance(value, bool), "true or false"),
+        int: (number and isinstance(value, int) and INT64[0] <= value <= INT64[1], "an integer in int64"),
+        float: (number and (optional or math.isfinite(value)), "a number" if optional else "a finite number"),
+        str: (isinstance(value, str) and len(value) <= MAX_TEXT, f"text of at most {MAX_TEXT:,} characters"),
+    }[kind]
     if not ok:
-        what = {bool: "true or false", int: "an integer in int64", float: "a number" if optional
-                else "a finite number"}.get(kind, f"text of at most {MAX_TEXT:,} characters")
         raise ValueError(col, f"must be {what}, not {_shown(value)}")
 
 

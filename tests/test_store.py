@@ -87,6 +87,15 @@ def test_contract_table_lists_the_record_in_order() -> None:
     assert documented == want
 
 
+def test_the_store_imports_nothing_above_it() -> None:
+    """Data flows record -> store -> charts: no config checks, Hydra, torch, training or export."""
+    code = ("import sys, dse.store.cli, dse.store.claims, dse.store.fallback, dse.store.migrate; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'torch', 'lightning') "
+            "or m.startswith(('dse.validate', 'dse.train', 'dse.export', 'dse.sweep', 'dse.compress'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
+
+
 def test_append_frame_get_round_trip(tmp_path: Path) -> None:
     store = ResultsStore(tmp_path / "deep" / "er" / "results.db")
     rec = full_record(1)

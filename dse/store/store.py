@@ -46,27 +46,32 @@ T = TypeVar("T")
 _NA_DTYPES = run_dtypes(nullable=True)
 
 
-def _is_busy(exc: BaseException) -> bool:
-    """SQLite's 'database is locked' / 'busy' (and PostgreSQL serialization failures): retryable."""
+def _transient(exc: BaseException) -> bool:
+    """A lock (SQLite busy, a PostgreSQL serialization failure or deadlock) or a dropped connection
+    (a failover: the pool reconnects): the same statement may succeed when tried again."""
     text = str(getattr(exc, "orig", exc)).lower()
-    return any(s in text for s in ("locked", "busy", "could not serialize", "deadlock"))
+    return bool(getattr(exc, "connection_invalidated", False)) or any(
+        s in text for s in ("locked", "busy", "could not serialize", "deadlock"))
+
+
+def _raced(exc: BaseException) -> bool:
+    """Transient, or another worker created the same table or column first: retrying finds it."""
+    return _transient(exc) or "already exists" in str(exc) or "duplicate column" in str(exc)
 
 
 def _lost_race(exc: BaseException) -> bool:
-    """Busy, or another worker created the same table, column or row first: retrying finds it."""
-    text = str(exc)
-    return _is_busy(exc) or isinstance(exc, IntegrityError) or "already exists" in text or \
-        "duplicate column" in text
+    """:func:`_raced`, or another worker inserted the same row first (version stamp, import)."""
+    return _raced(exc) or isinstance(exc, IntegrityError)
 
 
 def _retry(fn: Callable[[], T], deadline_s: float,
-           retryable: Callable[[BaseException], bool] = _is_busy) -> T:
+           retryable: Callable[[BaseException], bool] = _transient) -> T:
     """The store's one retry loop: ``fn`` again, with jittered backoff, while it fails retryably.
 
     SQLite's busy timeout waits for a lock inside the driver; this covers what it cannot (a WAL
-    lock upgrade refused at once, PostgreSQL serialization failures, racing DDL). Nothing above the
-    store retries: a refusal that outlives ``deadline_s`` is no passing lock, so the caller gives up
-    (training keeps the row beside the run, :mod:`dse.store.fallback`).
+    lock upgrade refused at once, PostgreSQL serialization failures, a failover, racing DDL).
+    Nothing above the store retries: what outlives ``deadline_s`` is no passing lock, so the caller
+    gives up (training keeps the row beside the run, :mod:`dse.store.fallback`).
     """
     end, delay = time.monotonic() + deadline_s, 0.01
     while True:
@@ -275,8 +280,8 @@ class ResultsStore:
         """
         check_table_name(name)
         table = sa.Table(name, sa.MetaData(), *(column(k, v) for k, v in columns.items()))
-        _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s, _lost_race)
-        _retry(lambda: self._add_missing_columns(table), self.timeout_s, _lost_race)
+        _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s, _raced)
+        _retry(lambda: self._add_missing_columns(table), self.timeout_s, _raced)
         return table
 
     def _add_missing_columns(self, table: sa.Table) -> None:
@@ -306,7 +311,7 @@ class ResultsStore:
             return
         frame = pd.DataFrame(rows)
         _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
-               self.timeout_s, _lost_race)
+               self.timeout_s, _raced)
 
     def append_new(self, records: Sequence[Row]) -> int:
         """Append the ``runs`` rows whose ``run_id`` the store lacks (``dse-store import``: a file

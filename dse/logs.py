@@ -14,12 +14,9 @@ NOISE = (".*LeafSpec.*", ".*smaller than the logging interval.*",
 
 
 def quiet_lightning(*, every_warning: bool = False) -> None:
-    """Keep "GPU available: ..." and Lightning's known noise out of a tool's output.
-
-    Lightning sets its loggers to INFO when imported, so it is imported here first: a level set
-    before that import would be undone by it. ``every_warning`` also drops all of Lightning's
-    warnings: dse-compress prints a table, and its several short fits would repeat each warning.
-    """
+    """Keep "GPU available: ..." and Lightning's known noise out of a tool's output (Lightning is
+    imported first: its import sets its loggers to INFO). ``every_warning``: all of Lightning's
+    warnings too (dse-compress's several short fits would repeat each)."""
     import lightning  # noqa: F401
 
     for name in LIGHTNING_LOGGERS:

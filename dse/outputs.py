@@ -1,11 +1,9 @@
 """Writing outputs: refuse an unwritable path before the work, then write all or nothing.
 
-Every dse tool that writes files keeps two promises. An output path that cannot be written (below a
-regular file, on a read-only mount, under ``/proc``) is bad input: one line naming the option, exit
-code 2, before anything is computed or written. And a write that fails anyway (a full disk) leaves
-neither a truncated file nor half a folder: what was there before stays as it was. Files are written
-under a temporary name in the destination's own folder and renamed into place, because a rename
-within one filesystem is atomic and needs no free space.
+An output path that cannot be written is bad input (one line naming the option, exit 2) before
+anything is computed; a write that fails anyway (a full disk) leaves what was there as it was:
+files are written under a temporary name in the destination's folder and renamed into place (a
+rename within one filesystem is atomic and needs no free space).
 """
 
 from __future__ import annotations
@@ -26,22 +24,16 @@ def cannot_write(field: str, path: str | Path, exc: OSError) -> ConfigError:
     return ConfigError(field, f"cannot write {path}: {exc.strerror or exc}")
 
 
-def _nearest_existing(path: Path) -> Path:
-    return next((p for p in (path, *path.parents) if p.exists()), Path("."))
-
-
 def check_writable(path: str | Path, field: str, *, directory: bool = False) -> None:
     """Raise :func:`cannot_write` unless ``path`` (a file, or a folder with ``directory``) can be
-    created or replaced; leaves nothing behind.
-
-    Permission bits cannot answer this (root ignores them, a read-only mount or ``/proc`` does not),
-    so the nearest existing folder is asked the real question: a probe folder is made and removed.
-    """
+    created or replaced: a probe folder is made and removed in the nearest existing folder, since
+    permission bits cannot tell (root ignores them, a read-only mount or ``/proc`` does not)."""
     path = Path(path)
     if path.exists() and path.is_dir() != directory:
         code = errno.ENOTDIR if directory else errno.EISDIR
         raise cannot_write(field, path, OSError(code, os.strerror(code)))
-    probe = _nearest_existing(path if directory else path.parent) / f".dse-probe-{_tag()}"
+    folder = path if directory else path.parent
+    probe = next((p for p in (folder, *folder.parents) if p.exists()), Path(".")) / f".dse-probe-{_tag()}"
     try:
         probe.mkdir()
         probe.rmdir()
@@ -55,8 +47,8 @@ def _tag() -> str:
 
 @contextmanager
 def _undone_on_failure(target: Path, field: str, folder: Path) -> Iterator[None]:
-    """Make ``folder`` and its missing parents; if the block fails, remove those again, and report
-    an OSError as :func:`cannot_write` for ``target``."""
+    """Make ``folder`` and its missing parents; if the block fails, remove those again (an OSError
+    becomes :func:`cannot_write` for ``target``)."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -72,11 +64,7 @@ def _undone_on_failure(target: Path, field: str, folder: Path) -> Iterator[None]
 
 @contextmanager
 def atomic_path(path: str | Path, field: str) -> Iterator[Path]:
-    """A temporary name beside ``path`` to write to; it becomes ``path`` only if the block succeeds.
-
-    On failure the temporary file is removed (quietly: on a read-only mount even that fails) and
-    an earlier ``path`` is left untouched.
-    """
+    """A temporary name beside ``path`` to write to; it becomes ``path`` only if the block succeeds."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{_tag()}.tmp")
     with _undone_on_failure(path, field, path.parent):
@@ -84,7 +72,7 @@ def atomic_path(path: str | Path, field: str) -> Iterator[Path]:
             yield tmp
             os.replace(tmp, path)
         finally:
-            with suppress(OSError):
+            with suppress(OSError):  # on a read-only mount even this fails
                 tmp.unlink(missing_ok=True)
 
 
@@ -101,12 +89,8 @@ def write_text(path: str | Path, text: str, field: str) -> None:
 
 @contextmanager
 def staged_dir(folder: str | Path, field: str) -> Iterator[Path]:
-    """An empty folder to write a set of files into; they land in ``folder`` only if the block
-    succeeds, otherwise ``folder`` keeps exactly what it had (or is not created).
-
-    The staging folder sits inside ``folder`` when that exists (its files are then renamed in one
-    by one, replacing same-named ones; other files stay), else beside it (and is renamed to it).
-    """
+    """An empty folder whose files land in ``folder`` only if the block succeeds (renamed in one by
+    one, others staying, when ``folder`` exists; else the staging folder becomes it)."""
     folder = Path(folder)
     home = folder if folder.is_dir() else folder.parent
     tmp = home / f".{folder.name}.{_tag()}.tmp"

@@ -1,8 +1,5 @@
-"""Where the project's Hydra configs live, for the apps that compose them.
-
-``conf/`` and ``studies/`` sit at the repository root (the layout our users asked for), next to the
-``dse`` package; an editable install (``pip install -e .``, what ``make`` does) finds them there.
-"""
+"""Where the project's Hydra configs live: ``conf/`` and ``studies/`` at the repository root, next to
+the ``dse`` package (an editable install finds them there)."""
 
 from __future__ import annotations
 

@@ -1,16 +1,9 @@
-"""Stop signals: SIGTERM (what ``kill``, ``scancel`` and a Slurm time limit send) and SIGUSR1 (what
-Slurm sends ``--signal`` seconds before the limit, or on preemption) behave like Ctrl-C.
+"""Stop signals: SIGTERM (``kill``, ``scancel``, a Slurm time limit) and SIGUSR1 (Slurm's warning
+before the limit) behave like Ctrl-C, so ``finally`` blocks and the sweeper's "tell the running
+trials" handler run instead of the process dying with trials RUNNING and points unrecorded.
 
-Python turns SIGINT into :class:`KeyboardInterrupt`, so ``finally`` blocks and the sweeper's
-"tell the running trials" handler run; SIGTERM's and SIGUSR1's default action kills the process on
-the spot and leaves trials RUNNING and points unrecorded. Inside :func:`stop_signals` both raise
-:class:`Terminated`, a ``KeyboardInterrupt``, so every place that handles Ctrl-C handles them too.
-:class:`HeldStops` lets training finish its step and write a resume checkpoint first.
-
-SIGINT is left as the process found it. A shell starts background jobs of a script (``cmd &``
-without job control) with SIGINT *ignored*, and Python keeps that disposition, so ``kill -INT``
-does nothing to such a process; that is the shell's rule, which dse respects rather than
-overrides. Stop such a sweep with ``kill`` (SIGTERM) instead.
+SIGINT is left as the process found it: a shell starts a script's background jobs with SIGINT
+ignored, a rule dse respects (stop such a sweep with ``kill``).
 """
 
 from __future__ import annotations
@@ -42,8 +35,7 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 
 @contextmanager
 def stop_signals() -> Iterator[None]:
-    """Within the block, SIGTERM and SIGUSR1 raise :class:`Terminated` (main thread only; a no-op
-    elsewhere)."""
+    """Within the block, SIGTERM and SIGUSR1 raise :class:`Terminated` (main thread only)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -56,20 +48,10 @@ def stop_signals() -> Iterator[None]:
 
 
 class HeldStops:
-    """Stop signals held while armed and handled at the holder's next safe point, as they would be.
-
-    Training is entered in this context and arms it while it trains: a SIGINT, SIGTERM or SIGUSR1
-    that arrives then is only noted (:attr:`pending`), and the training loop calls :meth:`deliver`
-    at a point where its state is whole (a finished step), after writing its checkpoint. Delivering
-    calls the handler the signal had when the block was entered: Python's Ctrl-C, dse's
-    :class:`Terminated` (dse-train) or submitit's requeue-and-exit (a Slurm job), so the process
-    stops exactly as it would have, one step later; a handler that returns lets training go on.
-
-    Only signals with a Python handler are held: an ignored one stays ignored, and one with the
-    default action keeps it. Unarmed (setup, evaluation after training) a signal acts at once, and
-    so does a second one while one is pending, so a holder that never reaches a safe point can
-    still be stopped. Main thread only; a no-op elsewhere.
-    """
+    """Stop signals noted while :attr:`armed` and handled by their own handler at the holder's next
+    safe point (:meth:`deliver`, after a finished step's checkpoint), so the process stops exactly as
+    it would have, one step later. Only Python handlers are held; unarmed, or a second signal while
+    one is pending, acts at once. Main thread only."""
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, *TERMINATING)) -> None:
         self.signals = signals
@@ -107,15 +89,11 @@ class HeldStops:
 
 
 class SignalGate:
-    """Holds SIGINT/SIGTERM during critical sections and delivers them where it is safe.
+    """Holds SIGINT/SIGTERM inside :meth:`held` and raises them at its end or on entering
+    :meth:`open` (the launched jobs), where they act at once.
 
-    A KeyboardInterrupt raised inside a storage call (Optuna's ``ask``/``tell`` committing through
-    SQLAlchemy) can leave a trial created but never returned, so nobody tells it and it holds the
-    budget RUNNING forever, or an SQLite connection mid-transaction whose write lock the handler's
-    own ``tell`` then waits 120 s for. Inside :meth:`held` a stop signal is only noted; it is
-    raised when the block ends or when the code enters :meth:`open` (where the long, safely
-    interruptible work runs: the launched jobs), so it acts at once there and a few milliseconds
-    late elsewhere. A signal the process ignores stays ignored.
+    A stop raised inside a storage call (Optuna's ``ask``/``tell``) could leave a trial RUNNING
+    forever, or an SQLite transaction whose lock the handler's own ``tell`` then waits for.
     """
 
     def __init__(self) -> None:
@@ -136,12 +114,8 @@ class SignalGate:
 
     @contextmanager
     def open(self) -> Iterator[None]:
-        """Within :meth:`held`: signals act at once again (one noted meanwhile is raised first).
-
-        A stop raised into the work can be lost there (a ``finally`` that then fails replaces it,
-        a job that records any error as a failure), so one received inside is raised again when
-        the block ends normally: the caller stops either way.
-        """
+        """Within :meth:`held`: signals act at once (one noted meanwhile first); one received
+        inside is raised again when the block ends normally, as the work may have swallowed it."""
         self.deliver()
         self.received = None
         for s, handler in self._saved.items():

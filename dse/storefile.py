@@ -1,30 +1,27 @@
-"""What names a results-store file and how sqlite3 opens one, with the standard library only.
-
-``dse-report`` answers a wrong path before pandas or SQLAlchemy are imported, ``dse-store`` reads
-its STORE argument by the same rule and the store opens its file through it, so the rule lives
-here once. Paths go into ``file:`` URIs percent-quoted: SQLite reads ``?`` and ``#`` as the start
-of a query or fragment, so an unquoted ``runs/a#b/results.db`` opened (and created) ``runs/a``.
-"""
+"""What names a results-store file and how sqlite3 opens one, standard library only (dse-report
+answers a wrong path before importing pandas). Paths go into ``file:`` URIs percent-quoted: SQLite
+reads ``?`` and ``#`` as a query or fragment."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote, unquote, urlencode
+
+from dse.errors import ConfigError
 
 DB_NAME = "results.db"
 OPTUNA_DB = "optuna.db"  # the dse_optuna sweeper's default storage, beside DB_NAME
 SUFFIXES = (".db", ".sqlite", ".sqlite3")
+NAME_MAX = 255  # bytes in one file name (Linux file systems): study.name is a folder's
 
 
 @dataclass(frozen=True)
 class NamedStore:
-    """What a store argument (a folder, a file or a database URL) names, before anything opens it.
-
-    Each tool words its own refusal from this (dse-report hints at an Optuna file in the folder,
-    dse-store names the file it looked for), so only the rule itself is shared.
-    """
+    """What a store argument (a folder, a file or a database URL) names; each tool words its own
+    refusal from it."""
 
     url: str | None  # the argument itself, when it is a database URL
     file: Path | None  # the SQLite file it names; None for a server database or in-memory SQLite
@@ -32,11 +29,8 @@ class NamedStore:
 
 
 def named_store(arg: str | Path) -> NamedStore:
-    """Which store ``arg`` names: a URL (``dialect://``), a folder's ``results.db``, or a file.
-
-    Nothing is created or checked beyond telling a folder from a file: whether the file exists,
-    and what to say when it does not, is the caller's.
-    """
+    """Which store ``arg`` names: a URL (``dialect://``), a folder's ``results.db``, or a file
+    (whether it exists is the caller's question)."""
     text = str(arg)
     if "://" in text:
         return NamedStore(url=text, file=sqlite_file(text), folder=None)
@@ -46,45 +40,47 @@ def named_store(arg: str | Path) -> NamedStore:
     return NamedStore(url=None, file=path, folder=None)
 
 
-def sqlite_file(url: str) -> Path | None:
-    """The file behind an ``sqlite://`` URL; None for other databases or in-memory SQLite.
+def _sqlite_db(url: str) -> str | None:
+    """The database part of an ``sqlite://`` URL, unquoted (query kept); None for other URLs."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme.split("+")[0] != "sqlite":
+        return None
+    return unquote(rest[1:] if rest.startswith("/") else rest)
 
-    SQLAlchemy's rule: ``sqlite:///rel/path`` is relative, ``sqlite:////abs/path`` absolute; a
-    query string (``?mode=ro``) is not part of the path.
-    """
-    scheme, _, rest = url.partition("://")
-    if scheme.split("+")[0] != "sqlite":
-        return None
-    db = unquote(rest[1:] if rest.startswith("/") else rest).split("?")[0]
-    if db in ("", ":memory:") or db.startswith("file:"):
-        return None
-    return Path(db)
+
+def sqlite_file(url: str) -> Path | None:
+    """The file behind an ``sqlite://`` URL by SQLAlchemy's rule (``sqlite:///rel``,
+    ``sqlite:////abs``); None for other databases or in-memory SQLite."""
+    db = (_sqlite_db(url) or "").split("?")[0]
+    return None if db in ("", ":memory:") or db.startswith("file:") else Path(db)
 
 
 def in_memory(url: str) -> bool:
-    """Whether ``url`` is an in-memory SQLite database (``sqlite://``, ``sqlite:///:memory:``, a
-    ``file::memory:`` or ``mode=memory`` URI): one that is gone when its last connection closes."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme.split("+")[0] != "sqlite":
-        return False
-    db = unquote(rest[1:] if rest.startswith("/") else rest)
-    return db.split("?")[0] in ("", ":memory:") or db.startswith("file::memory:") or \
-        "mode=memory" in db
+    """Whether ``url`` is an in-memory SQLite database (gone when its last connection closes)."""
+    db = _sqlite_db(url)
+    return db is not None and (db.split("?")[0] in ("", ":memory:") or db.startswith("file::memory:")
+                               or "mode=memory" in db)
+
+
+def check_study_name(name: Any, field: str = "study.name") -> str:
+    """A study name is one folder under ``paths.runs``: never a path that leads elsewhere."""
+    text = "" if name is None else str(name)
+    if not text.strip() or Path(text).name != text or text in (".", ".."):
+        raise ConfigError(field, f"{text!r} is not usable as a folder name (one name, no '/')")
+    if len(text.encode()) > NAME_MAX:
+        raise ConfigError(field, f"is {len(text.encode())} bytes long: a folder name has at most "
+                                 f"{NAME_MAX}")
+    return text
 
 
 def study_file(runs: Path, study: str, name: str = DB_NAME) -> Path:
-    """``<runs>/<study>/results.db``: where a study's runs are stored unless store.url says
-    otherwise (``name``: another file of the study's, such as the Optuna storage)."""
+    """``<runs>/<study>/results.db`` (or the study's file ``name``, such as the Optuna storage)."""
     return runs / study / name
 
 
 def store_file(path: Path) -> Path | None:
-    """The SQLite file ``path`` names for writing, or None when it cannot be meant as one.
-
-    A folder means its ``results.db`` (:func:`named_store`); an existing file is checked later by
-    its content; a new file must end in :data:`SUFFIXES`, so a mistyped URL (``store.url=garbage``)
-    is refused rather than created as ``./garbage``.
-    """
+    """The SQLite file ``path`` names for writing: a folder's ``results.db``, an existing file or a
+    new one ending in :data:`SUFFIXES` (so ``store.url=garbage`` is refused, not created); else None."""
     named = named_store(path)
     file = named.file
     if file is not None and (named.folder is not None or file.is_file()
@@ -99,10 +95,8 @@ def sqlite_url(path: Path) -> str:
 
 
 def writable(path: Path) -> bool:
-    """Whether SQLite could write (or create) ``path`` and its ``-wal``/``-shm`` files beside it.
-
-    ``os.access`` is the kernel's own answer: it says no on a read-only mount even to root.
-    """
+    """Whether SQLite could write (or create) ``path`` and its ``-wal``/``-shm`` files beside it
+    (``os.access`` says no on a read-only mount even to root)."""
     return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
@@ -118,11 +112,8 @@ def writer_uri(path: Path) -> str:
 def reader_uri(path: Path) -> str:
     """``file:`` URI that reads an existing ``path`` without creating it or leaving files beside it.
 
-    Where the file may be written the connection is read-write, because only a writer removes the
-    ``-wal``/``-shm`` files when it closes: a read-only connection leaves them behind. On a
-    read-only folder or mount SQLite cannot create ``-shm`` at all, so the file is opened
-    ``immutable`` (nobody can be writing it through this mount); a WAL file already there holds
-    rows the main file lacks, so then it is read through that WAL instead.
+    Read-write where writable (only a writer removes ``-wal``/``-shm`` on close); on a read-only
+    mount ``immutable``, unless a non-empty WAL holds rows the main file lacks.
     """
     if writable(path):
         return _uri(path, mode="rw")

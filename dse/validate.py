@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from dse.config import Config
 from dse.errors import ConfigError
 from dse.model import ModelReport, analyze, build_spec
-from dse.storefile import in_memory
+from dse.storefile import check_study_name, in_memory
 
 # trainer enumerations; "auto" = bf16-mixed (or 16-mixed) on GPU, 32-true on CPU (device_settings)
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
@@ -40,7 +40,6 @@ FUSED_MODES = ("auto", "fused", "sequential")  # hydra.launcher.mode of hydra/la
 # three-way switches (trainer.channels_last, trainer.progress_bar); "auto" is decided at run time
 SWITCHES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
 SEEDS = (0, 2**32 - 1)  # what Lightning's seed_everything accepts (numpy's uint32)
-NAME_MAX = 255  # bytes in one file name (Linux file systems): study.name is a folder's
 
 
 class Shape(NamedTuple):
@@ -76,17 +75,6 @@ def one_of(field: str, value: Any, allowed: Collection[str]) -> str:
 def switch(field: str, value: Any) -> bool | None:
     """An auto/true/false setting as None/True/False (YAML booleans arrive as 'True'/'False')."""
     return SWITCHES[one_of(field, str(value).lower(), SWITCHES)]
-
-
-def check_study_name(name: Any, field: str = "study.name") -> str:
-    """A study name is one folder under ``paths.runs``: never a path that leads elsewhere."""
-    text = "" if name is None else str(name)
-    if not text.strip() or Path(text).name != text or text in (".", ".."):
-        raise ConfigError(field, f"{text!r} is not usable as a folder name (one name, no '/')")
-    if len(text.encode()) > NAME_MAX:
-        raise ConfigError(field, f"is {len(text.encode())} bytes long: a folder name has at most "
-                                 f"{NAME_MAX}")
-    return text
 
 
 def int_at_least(value: Any, lo: int, field: str) -> int:

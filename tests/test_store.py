@@ -36,7 +36,7 @@ from dse.store import (
 )
 from dse.store.cli import main
 from dse.store.record import COLUMN_TYPES
-from dse.store.store import CLAIMS_TABLE
+from dse.store.schema import CLAIMS_TABLE
 from tests.conftest import assert_one_line, run_cli, tree
 
 HAS_PYARROW = importlib.util.find_spec("pyarrow") is not None
@@ -85,6 +85,15 @@ def test_contract_table_lists_the_record_in_order() -> None:
             for col, (kind, optional) in COLUMN_TYPES.items()]
     assert [c for c, _ in documented] == list(RUN_COLUMNS)
     assert documented == want
+
+
+def test_the_store_imports_nothing_above_it() -> None:
+    """Data flows record -> store -> charts: no config checks, Hydra, torch, training or export."""
+    code = ("import sys, dse.store.cli, dse.store.claims, dse.store.fallback, dse.store.migrate; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('hydra', 'torch', 'lightning') "
+            "or m.startswith(('dse.validate', 'dse.train', 'dse.export', 'dse.sweep', 'dse.compress'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
 
 
 def test_append_frame_get_round_trip(tmp_path: Path) -> None:

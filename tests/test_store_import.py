@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 
 from dse.store import ResultsStore, RunRecord
 from dse.store.cli import main
+from dse.store.fallback import FALLBACK_NAME, Kept, append_or_keep
 from dse.store.schema import native_row
 
 GOOD = native_row(RunRecord(run_id="good1", study="s", config_hash="ab" * 8, seed=1))
@@ -76,3 +78,18 @@ def test_good_rows_import_with_their_values(tmp_path: Path,
         df = s.frame().set_index("run_id")
     assert df.at["good2", "sr"] == 1.0 and df.at["good1", "seed"] == 1
     assert df["val_loss"].isna().all()
+
+
+def test_append_or_keep_says_where_the_row_went(tmp_path: Path) -> None:
+    """The store, the run's folder, or nowhere: only then are the run's checkpoints all there is."""
+    db, run = tmp_path / "s" / "r.db", tmp_path / "run"
+    with ResultsStore(db) as store:
+        assert append_or_keep(store, RunRecord(**GOOD), run) is Kept.STORE
+        assert store.count() == 1 and not run.exists()
+        shutil.rmtree(db.parent)  # the store vanishes, as a lost mount would
+        row = RunRecord(**{**GOOD, "run_id": "good2"})
+        assert append_or_keep(store, row, run) is Kept.FILE
+        assert [json.loads(line)["run_id"] for line in (run / FALLBACK_NAME).read_text().splitlines()] \
+            == ["good2"]
+        (tmp_path / "a_file").write_text("")
+        assert append_or_keep(store, row, tmp_path / "a_file" / "run") is Kept.NOWHERE

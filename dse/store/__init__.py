@@ -1,6 +1,7 @@
 """Results store: one :class:`RunRecord` row per training run; SQLite per study or any SQL db."""
 
 from dse.store.record import (
+    FINISHED,
     RUN_COLUMNS,
     STATUSES,
     RunRecord,
@@ -11,5 +12,5 @@ from dse.store.record import (
 from dse.store.schema import SCHEMA_VERSION
 from dse.store.store import ResultsStore
 
-__all__ = ["RUN_COLUMNS", "SCHEMA_VERSION", "STATUSES", "ResultsStore", "RunRecord", "config_hash",
-           "provenance", "utcnow_iso"]
+__all__ = ["FINISHED", "RUN_COLUMNS", "SCHEMA_VERSION", "STATUSES", "ResultsStore", "RunRecord",
+           "config_hash", "provenance", "utcnow_iso"]

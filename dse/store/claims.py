@@ -1,14 +1,9 @@
 """Claims: one worker at a time trains a (config_hash, seed), however many sweeps of a study run.
 
-"Is it in the store yet?" alone is check-then-act: two sweeps started together both find nothing
-and both train every point. So a worker first inserts a row into ``claims``, whose primary key is
-(config_hash, seed): the database lets exactly one insert through, on SQLite as on PostgreSQL.
-The others wait for that claim to go, then take the row its holder stored.
-
-A claim names its holder (host, pid) and an expiry that a heartbeat thread keeps pushing forward
-while the holder trains. It is stale, and taken over, once the expiry has passed (a holder that hung,
-or died on another machine), or at once when the holder is a dead process on this host: a sweep
-killed with ``kill -9`` and restarted must not wait for its own ghost.
+"Is it stored yet?" alone is check-then-act, so a worker first inserts the point's row into
+``claims``, whose primary key lets exactly one insert through; the others wait for the claim to go
+and take the row its holder stored. A heartbeat pushes the claim's expiry forward while its holder
+trains; it is stale once expired, or at once when its holder is a dead process on this host.
 """
 
 from __future__ import annotations
@@ -29,7 +24,8 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
 from dse.errors import ConfigError
 from dse.store.record import utcnow_iso
-from dse.store.store import CLAIMS_TABLE, FIELD, ResultsStore, _retry
+from dse.store.schema import CLAIMS_TABLE, FIELD
+from dse.store.store import ResultsStore
 
 log = logging.getLogger("dse.store")
 
@@ -79,26 +75,11 @@ def _where(h: Holder) -> Any:
     return sa.and_(t.c.config_hash == h.config_hash, t.c.seed == h.seed, t.c.token == h.token)
 
 
-def _write(store: ResultsStore, stmt: Any) -> int:
-    """Run one statement in its own transaction (lock errors retried); rows it touched."""
-    def go() -> int:
-        with store.engine.begin() as conn:
-            return conn.execute(stmt).rowcount
-
-    return _retry(go, store.timeout_s)
-
-
 def holder(store: ResultsStore, config_hash: str, seed: int) -> Holder | None:
     """The current claim on this point and seed, or None."""
     t = CLAIMS_TABLE
-    stmt = sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed))
-
-    def query() -> Holder | None:
-        with store.engine.connect() as conn:
-            row = conn.execute(stmt).mappings().first()
-        return Holder(**row) if row is not None else None
-
-    return _retry(query, store.timeout_s)
+    row = store.first(sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed)))
+    return Holder(**row) if row is not None else None
 
 
 class Claim:
@@ -122,7 +103,7 @@ class Claim:
         self._stop.set()
         self._beat.join()
         try:
-            _write(self.store, CLAIMS_TABLE.delete().where(_where(self.holder)))
+            self.store.execute(CLAIMS_TABLE.delete().where(_where(self.holder)))
         except SQLAlchemyError as e:  # it expires by itself; the row matters, not the claim
             log.info("could not release the claim on %s seed %d: %s", self.holder.config_hash,
                      self.holder.seed, str(getattr(e, "orig", e)))
@@ -130,10 +111,9 @@ class Claim:
     def _heartbeat(self) -> None:
         h = self.holder
         while not self._stop.wait(HEARTBEAT_S):
-            stmt = (CLAIMS_TABLE.update().where(_where(h))
-                    .values(expires_at=time.time() + TTL_S))
             try:
-                if _write(self.store, stmt) == 0:
+                if self.store.execute(CLAIMS_TABLE.update().where(_where(h))
+                                      .values(expires_at=time.time() + TTL_S)) == 0:
                     log.warning("the claim on %s seed %d was taken over as stale; another worker "
                                 "may train it too", h.config_hash, h.seed)
                     return
@@ -144,16 +124,15 @@ class Claim:
 def acquire(store: ResultsStore, config_hash: str, seed: int) -> Claim | Holder:
     """Claim this point and seed for this process, or return the live holder of the claim on it.
 
-    A stale claim is deleted (by its token, so two workers reaping it cannot delete a fresh one)
-    and the insert tried again. A store that refuses the insert for another reason is a
-    :class:`~dse.errors.ConfigError`: nothing has been trained yet.
+    A stale claim is deleted by its token (two workers reaping it cannot delete a fresh one) and the
+    insert tried again; a store refusing the insert otherwise is a ConfigError (nothing trained yet).
     """
     mine = Holder(config_hash, int(seed), uuid.uuid4().hex, uuid.uuid4().hex, HOST, os.getpid(),
                   utcnow_iso(), 0.0)
     while True:
         mine = replace(mine, expires_at=time.time() + TTL_S)
         try:
-            _write(store, CLAIMS_TABLE.insert().values(**asdict(mine)))
+            store.execute(CLAIMS_TABLE.insert().values(**asdict(mine)))
             return Claim(store, mine)
         except IntegrityError:
             pass
@@ -166,7 +145,7 @@ def acquire(store: ResultsStore, config_hash: str, seed: int) -> Claim | Holder:
             return other
         log.info("taking over the stale claim of %s on %s seed %d (claimed at %s)", other,
                  config_hash, seed, other.claimed_at)
-        _write(store, CLAIMS_TABLE.delete().where(_where(other)))
+        store.execute(CLAIMS_TABLE.delete().where(_where(other)))
 
 
 def wait(store: ResultsStore, other: Holder) -> dict[str, Any] | None:

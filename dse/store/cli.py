@@ -1,13 +1,9 @@
-"""``dse-store show|export|import|upgrade``: look at a results store, hand it to other tools as
-CSV/Parquet, put rows that a run kept beside itself (its store refused them) into a store, or bring
-a store written by an older dse to this one's schema (a file is backed up first).
+"""``dse-store show|export|import|upgrade``: look at a results store, export it as CSV/Parquet,
+import the rows a run kept beside itself, or bring an older store to this schema (backed up first).
 
-``STORE`` is a ``results.db`` path, a study folder ``runs/<study>/`` or a SQLAlchemy URL; left out,
-it is ``runs/<--study>/`` when that exists, else the only study folder under ``./runs``. ``show``
-and ``export`` only read: a path that holds no store is an error, never a new empty database.
-``import`` writes, so a STORE it is given may be new. ``show`` and ``export`` read an older store
-as it is (columns it lacks are empty); any writer, ``import`` included, first applies the additive
-schema changes it lacks, and ``upgrade`` applies all of them.
+``STORE`` is a ``results.db`` path, a study folder or a SQLAlchemy URL; left out, ``runs/<--study>/``
+or the only study under ``./runs``. ``show`` and ``export`` only read (never creating a database);
+``import`` writes, so its STORE may be new.
 """
 
 from __future__ import annotations
@@ -36,11 +32,8 @@ HEADERS = {"size_mib": REGISTRY["size_mib"].unit, "val": "val" + REGISTRY["val_t
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
-    """Resolve the ``STORE`` argument to a URL or a path of an existing ``results.db``.
-
-    Which file a given STORE names is :func:`dse.storefile.named_store`'s rule, shared with
-    ``dse-report``; a URL goes to the store as it is, which refuses it if there is no store.
-    """
+    """The ``STORE`` argument as a URL or the path of an existing ``results.db`` (by
+    :func:`dse.storefile.named_store`, dse-report's rule too)."""
     if store is None:
         return _only_study(study, runs)
     named = named_store(store)
@@ -161,27 +154,24 @@ def upgrade(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(prog=PROG, description="Inspect or export a dse results store.")
     sub = parser.add_subparsers(dest="command", required=True)
+    where = "results.db, runs/<study>/ or a SQLAlchemy URL"
     p_show = sub.add_parser("show", help="print the latest runs")
-    p_show.add_argument("store", nargs="?", help="results.db, runs/<study>/ or a SQLAlchemy URL")
-    p_show.add_argument("--study", help="only this study")
-    p_show.add_argument("--status", help="only these statuses, comma-separated (ok,diverged)")
-    p_show.add_argument("-n", type=int, default=20, help="latest N runs (0 = all)")
-    p_show.set_defaults(fn=show)
     p_exp = sub.add_parser("export", help="write the runs table to .csv or .parquet")
     p_exp.add_argument("path", help="output file, .csv or .parquet")
-    p_exp.add_argument("store", nargs="?", help="results.db, runs/<study>/ or a SQLAlchemy URL")
-    p_exp.add_argument("--study", help="only this study")
-    p_exp.set_defaults(fn=export)
+    for p in (p_show, p_exp):
+        p.add_argument("store", nargs="?", help=where)
+        p.add_argument("--study", help="only this study")
+    p_show.add_argument("--status", help="only these statuses, comma-separated (ok,diverged)")
+    p_show.add_argument("-n", type=int, default=20, help="latest N runs (0 = all)")
     p_imp = sub.add_parser("import", help="add the rows of a run's unstored_rows.jsonl "
                                           "(those already in the store are skipped)")
     p_imp.add_argument("file", help="the unstored_rows.jsonl a run kept beside itself")
-    p_imp.add_argument("store", nargs="?", help="results.db (created if new), runs/<study>/ or a "
-                                                "SQLAlchemy URL")
-    p_imp.set_defaults(fn=import_kept)
+    p_imp.add_argument("store", nargs="?", help=f"{where} (a new file is created)")
     p_up = sub.add_parser("upgrade", help="bring a store written by an older dse to this dse's "
                                           "schema (an SQLite file is backed up beside it first)")
-    p_up.add_argument("store", help="results.db, runs/<study>/ or a SQLAlchemy URL")
-    p_up.set_defaults(fn=upgrade)
+    p_up.add_argument("store", help=where)
+    for p, fn in ((p_show, show), (p_exp, export), (p_imp, import_kept), (p_up, upgrade)):
+        p.set_defaults(fn=fn)
     args = parser.parse_args(argv)
     with bad_input(PROG):
         args.fn(args)

@@ -1,16 +1,9 @@
-"""One training run as one row: the ``runs`` columns of docs/CONTRACTS.md and the hash keying them.
+"""One training run as one row (the ``runs`` columns of docs/CONTRACTS.md) and the hash keying it.
 
-:class:`RunRecord` owns the row: its columns and their types (the store's SQL table and every
-pandas frame derive theirs from it, :func:`run_dtypes`) and which config key fills each column
-(:data:`CONFIG_KEYS`, used by :meth:`RunRecord.from_config` for training and synthetic rows alike),
-so a new column is one field here, its revision file in dse/store/migrations/versions/ and its
-line in docs/CONTRACTS.md (tests compare each with the fields).
-
-The store, the sweepers (to skip design points already trained) and the report all agree on a run's
-identity through :func:`config_hash`, so it hashes only what changes the trained network's numbers:
-the ``model``, ``data`` and ``trainer`` subtrees minus bookkeeping keys (paths, workers, logging,
-preset labels). The seed is a column of its own; study, store and paths never enter the hash, so the
-same design point trained for two studies, or on two machines, is recognised as the same point.
+:class:`RunRecord`'s fields are the columns: the SQL table and every pandas frame derive their types
+from it, and :data:`CONFIG_KEYS` says which config key fills each. :func:`config_hash` is a run's
+identity for the store, the sweepers and the report, so it hashes only what changes the trained
+network's numbers (never the study, seed, store or paths: one design point is one point everywhere).
 """
 
 from __future__ import annotations
@@ -28,7 +21,7 @@ from datetime import datetime, timezone
 from types import UnionType
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 import dse
 from dse.model.spec import spec_inputs
@@ -43,24 +36,19 @@ NON_SEMANTIC: dict[str, frozenset[str]] = {
                           "latency", "latency_threads"}),
 }
 STATUSES = ("ok", "failed", "diverged", "pruned")
+FINISHED = ("ok", "diverged")  # trained to its end: a stored one counts as done (the skip rule)
 
 
 def utcnow_iso() -> str:
-    """Current UTC time as ISO-8601 with ms; one fixed format, so string order = time order.
-
-    ``+00:00`` rather than ``Z`` because :meth:`datetime.fromisoformat` reads it on Python 3.10.
-    """
+    """UTC ISO-8601 with ms, one fixed format (string order = time order; ``+00:00``, which
+    Python 3.10's :meth:`datetime.fromisoformat` reads, not ``Z``)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
 class RunRecord:
-    """A row of the ``runs`` table; every field has a default so training can fill it as it goes.
-
-    ``status`` starts as ``"ok"``: the training loop sets ``failed``/``diverged``/``pruned`` (with
-    ``error``) on the paths that end a run early. Metrics are ``None`` until measured and stay
-    ``None`` (SQL NULL) when a run never got that far, so a missing number never reads as 0 %.
-    """
+    """A row of ``runs``; every field has a default so training can fill it as it goes. Metrics stay
+    ``None`` (NULL) until measured, so a missing number never reads as 0 %."""
 
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     study: str = "default"
@@ -130,12 +118,8 @@ class RunRecord:
 
     @classmethod
     def from_config(cls, cfg: DictConfig | Mapping[str, Any], **values: Any) -> RunRecord:
-        """Fill every column the resolved config determines (plus provenance); ``values`` win.
-
-        Training then only adds what it measures (params, metrics, timings, status), so the mapping
-        config key -> column lives in one place instead of in every caller.
-        """
-        c = _plain(cfg)
+        """Every column the resolved config determines (plus provenance); ``values`` win."""
+        c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
         row: dict[str, Any] = {col: _as_column(col, v) for col, key in CONFIG_KEYS.items()
                                if (v := _select(c, key)) is not None}
         if (pools := _select(c, "model.pool_after")) is not None:
@@ -165,8 +149,7 @@ CONFIG_KEYS: dict[str, str] = {
 
 
 def split_optional(hint: Any) -> tuple[Any, bool]:
-    """``(int, True)`` for ``Optional[int]``, ``(int, False)`` for ``int``: the type and whether
-    the column may be NULL, as SQL and pandas both need to know."""
+    """``(int, True)`` for ``Optional[int]``, ``(int, False)`` for ``int``: type and nullability."""
     args = get_args(hint)
     if get_origin(hint) in (Union, UnionType) and type(None) in args:
         return next(a for a in args if a is not type(None)), True
@@ -186,13 +169,8 @@ REQUIRED = ("run_id", "study", "config_hash", "seed", "status")
 
 
 def checked_row(values: Any) -> RunRecord:
-    """A row from outside (a kept-rows JSON line) as a :class:`RunRecord`, or ``ValueError(column,
-    why)``: every column of its declared type, ints in int64, the floats that may not be NULL
-    finite, text under :data:`MAX_TEXT`, the status one of :data:`STATUSES`.
-
-    ``RunRecord(**values)`` checks only the names; a value of the wrong type would reach the store
-    and break every later read of it (an infinite seed cannot become an int64 column).
-    """
+    """A kept-rows JSON line as a :class:`RunRecord`, or ``ValueError(column, why)``: each value of
+    its column's type (docs/CONTRACTS.md), since a wrong one would break every later read."""
     if not isinstance(values, Mapping):
         raise ValueError("row", f"a JSON object, not {type(values).__name__}")
     for col in REQUIRED:
@@ -216,19 +194,14 @@ def _check_value(col: str, value: Any) -> None:
         if not optional:
             raise ValueError(col, "must not be null")
         return
-    if kind is bool:
-        ok = isinstance(value, bool)
-    elif kind is int:
-        ok = isinstance(value, int) and not isinstance(value, bool) and \
-            INT64[0] <= value <= INT64[1]
-    elif kind is float:
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and (
-            optional or math.isfinite(value))
-    else:
-        ok = isinstance(value, str) and len(value) <= MAX_TEXT
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    ok, what = {
+        bool: (isinstance(value, bool), "true or false"),
+        int: (number and isinstance(value, int) and INT64[0] <= value <= INT64[1], "an integer in int64"),
+        float: (number and (optional or math.isfinite(value)), "a number" if optional else "a finite number"),
+        str: (isinstance(value, str) and len(value) <= MAX_TEXT, f"text of at most {MAX_TEXT:,} characters"),
+    }[kind]
     if not ok:
-        what = {bool: "true or false", int: "an integer in int64", float: "a number" if optional
-                else "a finite number"}.get(kind, f"text of at most {MAX_TEXT:,} characters")
         raise ValueError(col, f"must be {what}, not {_shown(value)}")
 
 
@@ -239,12 +212,8 @@ def _shown(value: Any) -> str:
 
 
 def run_dtypes(nullable: bool = False) -> dict[str, str]:
-    """Each column's pandas dtype, from :class:`RunRecord`'s type hints, in :data:`RUN_COLUMNS` order.
-
-    ``Optional[int]`` becomes ``Int64`` so a missing subset or trial stays missing, never 0.
-    ``nullable=True`` makes every int and bool NA-capable: the analysis frame also holds rows from
-    sources that lack columns (Optuna trials, hand-made frames), where any value may be missing.
-    """
+    """Each column's pandas dtype; ``Optional[int]`` is ``Int64`` (missing stays missing, never 0).
+    ``nullable=True`` makes every int and bool NA-capable, for frames of rows that lack columns."""
     out = {}
     for col in RUN_COLUMNS:
         kind, optional = COLUMN_TYPES[col]
@@ -266,13 +235,6 @@ def _as_column(col: str, value: Any) -> Any:
     return value
 
 
-def _plain(cfg: Any) -> Any:
-    """A plain-container copy of a DictConfig with interpolations (in_channels) resolved."""
-    if isinstance(cfg, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return cfg
-
-
 def _select(cfg: Mapping[str, Any], dotted: str) -> Any:
     """``cfg[a][b]...`` for ``"a.b"``, or ``None`` where any level is missing."""
     node: Any = cfg
@@ -284,11 +246,8 @@ def _select(cfg: Mapping[str, Any], dotted: str) -> Any:
 
 
 def _canonical(x: Any) -> Any:
-    """JSON-ready value whose text does not depend on how a number was written.
-
-    Floats are rounded to 12 significant digits (0.1 + 0.2 == 0.3 here) and integral floats become
-    ints, so ``warmup_epochs: 0`` and ``0.0``, or ``sr: 0.5`` and ``0.50``, hash alike.
-    """
+    """JSON-ready value whose text does not depend on how a number was written: floats to 12
+    significant digits, integral ones as ints (``0`` and ``0.0``, ``0.5`` and ``0.50`` hash alike)."""
     if x is None or isinstance(x, (bool, str, int)):
         return x
     if isinstance(x, float):
@@ -306,14 +265,9 @@ def _canonical(x: Any) -> Any:
 
 
 def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
-    """16 hex chars of sha256 over the canonical JSON of the training-relevant config.
-
-    Accepts the full resolved config as a DictConfig or plain dict. Only the model's spec inputs
-    (pools in network order) and ``data`` and ``trainer`` minus :data:`NON_SEMANTIC` keys count:
-    moving the dataset, changing workers, the study name or the order pools are listed in must not
-    make the sweepers retrain a point the store already has.
-    """
-    c = _plain(cfg)
+    """16 hex chars of sha256 over the canonical JSON of the model's spec inputs and ``data`` and
+    ``trainer`` minus :data:`NON_SEMANTIC` keys (of a resolved DictConfig or plain dict)."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     kept = {g: spec_inputs(c.get(g) or {}) if g == "model" else
             {k: v for k, v in (c.get(g) or {}).items() if k not in NON_SEMANTIC[g]}
             for g in HASHED_GROUPS}
@@ -338,16 +292,12 @@ def _provenance() -> tuple[tuple[str, str], ...]:
 
 
 def slurm_job(env: Mapping[str, str] = os.environ) -> Optional[str]:
-    """The Slurm job this process runs in, as squeue, sacct and submitit's folders name it:
-    ``JOBID``, or ``ARRAYJOBID_TASK`` for a task of a job array; None outside Slurm."""
+    """The Slurm job this process runs in as squeue names it (``JOBID``, ``ARRAYJOBID_TASK``)."""
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env.get("SLURM_JOB_ID") or None
 
 
 def provenance() -> dict[str, str]:
-    """``torch_version``, ``dse_version``, ``git_commit`` (or ``"unknown"``), keyed as the columns.
-
-    Computed once per process: a sweep appends hundreds of rows and git is not free.
-    """
+    """``torch_version``, ``dse_version``, ``git_commit`` (or ``"unknown"``), once a process."""
     return dict(_provenance())

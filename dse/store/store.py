@@ -1,15 +1,10 @@
 """The results store every training run appends to: SQLite per study by default, any SQLAlchemy URL.
 
-SQLite (one file per study under ``runs/``) needs no server and survives the joblib launcher's
-parallel jobs: the file is in WAL mode so readers never block the writer, each connection waits for
-the write lock (busy timeout) and an append still refused as locked is retried with backoff. A
-PostgreSQL URL shares one store between machines (SLURM arrays).
-
-The file is checked before anything is written to it: a path that points at some other file or
-someone else's SQLite database, or a store written by a newer dse, is refused with a
-:class:`~dse.errors.ConfigError` rather than "initialised" on top of the user's data. Connections to
-a file are not pooled: a run touches the store seldom (a look, a claim, heartbeats, its row), and
-a connection kept open while it trains would write into a file deleted meanwhile instead of failing.
+SQLite needs no server and survives parallel jobs (WAL: readers never block the writer); a
+PostgreSQL URL shares one store between machines. A file that is not a dse store, or one from a
+newer dse, is refused (:class:`~dse.errors.ConfigError`) before anything is written to it.
+Connections to a file are not pooled: one kept open while a run trains would write into a file
+deleted meanwhile instead of failing.
 """
 
 from __future__ import annotations
@@ -29,10 +24,10 @@ from sqlalchemy.engine import URL, Engine
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.pool import NullPool, StaticPool
 
+from dse import storefile
 from dse.errors import ConfigError
-from dse.store.record import RUN_COLUMNS, RunRecord, run_dtypes
+from dse.store.record import FINISHED, RUN_COLUMNS, RunRecord, run_dtypes
 from dse.store.schema import (
-    CLAIMS_TABLE,
     FIELD,
     FRAME_DTYPES,
     META,
@@ -45,29 +40,38 @@ from dse.store.schema import (
     native_row,
     stored_version,
 )
-from dse.storefile import reader_uri, sqlite_url, store_file, study_file, writable, writer_uri
-from dse.validate import check_study_name
-
-# the schema's names stay importable from here: claims, fallback and the tests take them so
-__all__ = ["CLAIMS_TABLE", "FIELD", "SCHEMA_VERSION", "ResultsStore", "native_row"]
 
 log = logging.getLogger("dse.store")
 T = TypeVar("T")
 _NA_DTYPES = run_dtypes(nullable=True)
 
 
-def _is_busy(exc: BaseException) -> bool:
-    """SQLite's 'database is locked' / 'busy' (and PostgreSQL serialization failures): retryable."""
+def _transient(exc: BaseException) -> bool:
+    """A lock (SQLite busy, a PostgreSQL serialization failure or deadlock) or a dropped connection
+    (a failover: the pool reconnects): the same statement may succeed when tried again."""
     text = str(getattr(exc, "orig", exc)).lower()
-    return any(s in text for s in ("locked", "busy", "could not serialize", "deadlock"))
+    return bool(getattr(exc, "connection_invalidated", False)) or any(
+        s in text for s in ("locked", "busy", "could not serialize", "deadlock"))
+
+
+def _raced(exc: BaseException) -> bool:
+    """Transient, or another worker created the same table or column first: retrying finds it."""
+    return _transient(exc) or "already exists" in str(exc) or "duplicate column" in str(exc)
+
+
+def _lost_race(exc: BaseException) -> bool:
+    """:func:`_raced`, or another worker inserted the same row first (version stamp, import)."""
+    return _raced(exc) or isinstance(exc, IntegrityError)
 
 
 def _retry(fn: Callable[[], T], deadline_s: float,
-           retryable: Callable[[BaseException], bool] = _is_busy) -> T:
-    """Run ``fn`` until it succeeds, retrying lock errors with jittered exponential backoff.
+           retryable: Callable[[BaseException], bool] = _transient) -> T:
+    """The store's one retry loop: ``fn`` again, with jittered backoff, while it fails retryably.
 
-    The busy timeout already waits for the lock inside SQLite; this covers what it cannot (a lock
-    upgrade refused at once in WAL mode, a checkpoint in progress, a slow network filesystem).
+    SQLite's busy timeout waits for a lock inside the driver; this covers what it cannot (a WAL
+    lock upgrade refused at once, PostgreSQL serialization failures, a failover, racing DDL).
+    Nothing above the store retries: what outlives ``deadline_s`` is no passing lock, so the caller
+    gives up (training keeps the row beside the run, :mod:`dse.store.fallback`).
     """
     end, delay = time.monotonic() + deadline_s, 0.01
     while True:
@@ -87,12 +91,10 @@ def _as_list(x: str | Iterable[str] | None) -> list[str] | None:
 class ResultsStore:
     """Append-only table of :class:`RunRecord` rows (and other tables linked by ``run_id``).
 
-    ``url_or_path``: a filesystem path or ``sqlite:///`` URL (parent folders are created), or any
-    SQLAlchemy URL such as ``postgresql://user@host/db``. ``create=False`` opens only an
-    existing store and never writes to it (what read-only tools want: a mistyped path must not
-    leave an empty database, an older store is read as it is). A writer brings an older store to
-    this dse's schema (:mod:`dse.store.migrate`); ``upgrade=True`` also applies the changes that
-    are not additive (``dse-store upgrade``). ``upgraded`` lists the revisions this open applied.
+    ``url_or_path``: a path or any SQLAlchemy URL. ``create=False`` opens only an existing store and
+    never writes to it (a mistyped path must not leave an empty database; an older store is read as
+    it is). A writer brings an older store to this schema (:mod:`dse.store.migrate`), all of it
+    with ``upgrade=True``; ``upgraded`` lists the revisions this open applied.
     """
 
     def __init__(self, url_or_path: str | Path, *, create: bool = True, upgrade: bool = False,
@@ -113,9 +115,7 @@ class ResultsStore:
             raise ConfigError(FIELD, f"no driver for {self}: {e} (PostgreSQL: "
                                      "pip install 'dse[postgres]')") from e
         try:
-            _retry(lambda: self._open(create, upgrade), timeout_s,
-                   lambda e: _is_busy(e) or isinstance(e, IntegrityError)
-                   or "already exists" in str(e))
+            _retry(lambda: self._open(create, upgrade), timeout_s, _lost_race)
         except DBAPIError as e:
             self.engine.dispose()
             raise ConfigError(FIELD, f"cannot open results store {self}: {e.orig}") from e
@@ -132,7 +132,7 @@ class ResultsStore:
                 return sa.make_url(text)
             except ArgumentError as e:
                 raise ConfigError(FIELD, f"not a SQLAlchemy URL: {text!r}") from e
-        path = store_file(Path(text).expanduser())
+        path = storefile.store_file(Path(text).expanduser())
         if path is None:
             raise ConfigError(FIELD, f"{text!r} is neither a SQLAlchemy URL (dialect://...) nor a "
                                      "store path (an existing folder or file, or a new file "
@@ -140,13 +140,13 @@ class ResultsStore:
         return URL.create("sqlite", database=str(path.resolve()))
 
     def _engine_options(self, create: bool) -> dict[str, Any]:
-        """Connection set-up: our own quoted ``file:`` URI for a file, one shared in-memory db."""
+        """Our own quoted ``file:`` URI for a file; one shared connection for in-memory SQLite."""
         if self.url.get_backend_name() != "sqlite":
             return {}
         if self.path is None:  # in-memory: one shared connection or every query sees a new db
             return {"poolclass": StaticPool,
                     "connect_args": {"timeout": self.timeout_s, "check_same_thread": False}}
-        uri = writer_uri(self.path) if create else reader_uri(self.path)
+        uri = storefile.writer_uri(self.path) if create else storefile.reader_uri(self.path)
         return {"poolclass": NullPool,  # the busy timeout makes each connection wait for the lock
                 "creator": lambda: sqlite3.connect(uri, uri=True, timeout=self.timeout_s)}
 
@@ -169,16 +169,15 @@ class ResultsStore:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             except OSError as e:
                 raise ConfigError(FIELD, f"cannot create {self.path.parent}: {e}") from e
-        if create and not writable(self.path):  # fail now, not after hours of training
+        if create and not storefile.writable(self.path):  # fail now, not after hours of training
             raise ConfigError(FIELD, f"{self.path} is read-only (the file or its folder): "
                                      "results cannot be written there")
         if not self.path.exists():
             return
-        # The header is read through SQLite, never with open()/close(): closing any descriptor of
-        # the file drops every POSIX lock this process holds on it, so another process could take
-        # our live connection for gone, checkpoint and delete the WAL under it, losing our rows.
+        # Read through SQLite, never open()/close(): closing any descriptor of the file drops this
+        # process's POSIX locks on it, so another process could delete the WAL under our connection.
         try:
-            with closing(sqlite3.connect(reader_uri(self.path), uri=True)) as db:
+            with closing(sqlite3.connect(storefile.reader_uri(self.path), uri=True)) as db:
                 db.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as e:
             if "not a database" in str(e) or "malformed" in str(e):
@@ -230,10 +229,9 @@ class ResultsStore:
     def _read_as_is(self, conn: sa.Connection) -> None:
         """Read an older store without changing it: query the columns it has, the rest are NA."""
         have = {c["name"] for c in sa.inspect(conn).get_columns(RUNS)}
-        if have >= set(RUN_COLUMNS):
-            return
-        self._runs = sa.Table(RUNS, sa.MetaData(), *(sa.Column(c.name, c.type)
-                                                     for c in RUNS_TABLE.columns if c.name in have))
+        if have < set(RUN_COLUMNS):
+            self._runs = sa.Table(RUNS, sa.MetaData(), *(sa.Column(c.name, c.type)
+                                                         for c in RUNS_TABLE.columns if c.name in have))
 
     def __repr__(self) -> str:
         return f"ResultsStore({self})"
@@ -255,43 +253,42 @@ class ResultsStore:
     @staticmethod
     def default_url(runs_dir: str | Path, study: str) -> str:
         """``sqlite:///<abs runs>/<study>/results.db``: one file per study, by its Hydra runs."""
-        return sqlite_url(study_file(Path(runs_dir).expanduser().resolve(), check_study_name(study)))
+        runs = Path(runs_dir).expanduser().resolve()
+        return storefile.sqlite_url(storefile.study_file(runs, storefile.check_study_name(study)))
 
     @classmethod
     def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
         """The store a run with this (DictConfig or dict) config appends to."""
-        def get(group: str, key: str, default: Any = None) -> Any:
-            node = cfg.get(group) if cfg is not None else None
-            return node.get(key, default) if node is not None else default
-
-        url = get("store", "url") or cls.default_url(get("paths", "runs", "runs"),
-                                                     get("study", "name", "default"))
+        store, paths, study = ((cfg or {}).get(group) or {} for group in ("store", "paths", "study"))
+        url = store.get("url") or cls.default_url(paths.get("runs", "runs"), study.get("name", "default"))
         return cls(url, **kwargs)
 
     # -- writing ----------------------------------------------------------------------------------
+    def execute(self, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]] | None = None) -> int:
+        """Run one statement (over ``rows``, if given) in its own transaction; the rows it touched."""
+        def go() -> int:
+            with self.engine.begin() as conn:
+                return conn.execute(stmt, rows).rowcount
+
+        return _retry(go, self.timeout_s)
+
     def ensure_table(self, name: str, columns: Mapping[str, Any]) -> sa.Table:
         """Create table ``name`` (if missing) with explicit column types; add the columns it lacks.
 
         ``columns`` maps names to ``str``/``int``/``float``/``bool`` (``Optional[...]``: nullable)
-        or SQLAlchemy types; for when a frame's inferred types would be wrong (an all-None column).
-        A table made by an older dse gains the newer columns as nullable ones, so its rows stay.
+        or SQLAlchemy types, for where a frame's inferred types would be wrong (an all-None column).
         """
         check_table_name(name)
         table = sa.Table(name, sa.MetaData(), *(column(k, v) for k, v in columns.items()))
-        _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s,
-               lambda e: _is_busy(e) or "already exists" in str(e))
-        _retry(lambda: self._add_missing_columns(table), self.timeout_s,
-               lambda e: _is_busy(e) or "already exists" in str(e) or "duplicate column" in str(e))
+        _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s, _raced)
+        _retry(lambda: self._add_missing_columns(table), self.timeout_s, _raced)
         return table
 
     def _add_missing_columns(self, table: sa.Table) -> None:
         have = {c["name"] for c in sa.inspect(self.engine).get_columns(table.name)}
-        missing = [c for c in table.columns if c.name not in have]
-        if not missing:
-            return
         quote = self.engine.dialect.identifier_preparer
         with self.engine.begin() as conn:
-            for col in missing:
+            for col in (c for c in table.columns if c.name not in have):
                 kind = col.type.compile(dialect=self.engine.dialect)
                 conn.execute(sa.text(f"ALTER TABLE {quote.format_table(table)} "
                                      f"ADD COLUMN {quote.format_column(col)} {kind}"))
@@ -300,36 +297,25 @@ class ResultsStore:
         """Append one row (or a sequence / DataFrame of rows) in one transaction.
 
         ``runs`` rows go through :class:`RunRecord` (unknown columns raise, missing ones take their
-        defaults) and are inserted with the explicit schema, so types never depend on pandas'
-        inference. Another table is created by pandas from the first frame appended to it, unless
-        :meth:`ensure_table` made it first.
+        defaults) and the explicit schema, so types never depend on pandas' inference. Another
+        table is created by pandas from its first frame, unless :meth:`ensure_table` made it first.
         """
         check_table_name(table, writing=True)
         if isinstance(record, pd.DataFrame):
-            rows: list[Mapping[str, Any]] = record.to_dict("records")
-        elif isinstance(record, (RunRecord, Mapping)):
-            rows = [record.to_dict() if isinstance(record, RunRecord) else record]
+            rows: list[Row] = record.to_dict("records")
         else:
-            rows = [r.to_dict() if isinstance(r, RunRecord) else r for r in record]
-        if table != RUNS:
-            frame = pd.DataFrame(list(rows))
-            _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
-                   self.timeout_s, lambda e: _is_busy(e) or "already exists" in str(e))
+            rows = [record] if isinstance(record, (RunRecord, Mapping)) else list(record)
+        rows = [r.to_dict() if isinstance(r, RunRecord) else r for r in rows]
+        if table == RUNS:
+            self.execute(RUNS_TABLE.insert(), [native_row(r) for r in rows])
             return
-        values = [native_row(r) for r in rows]
-
-        def insert() -> None:
-            with self.engine.begin() as conn:
-                conn.execute(RUNS_TABLE.insert(), values)
-
-        _retry(insert, self.timeout_s)
+        frame = pd.DataFrame(rows)
+        _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
+               self.timeout_s, _raced)
 
     def append_new(self, records: Sequence[Row]) -> int:
-        """Append the ``runs`` rows whose ``run_id`` the store lacks; returns how many were new.
-
-        What ``dse-store import`` does with rows kept beside a run: importing a file twice, or a
-        row that did reach the store after all, adds nothing.
-        """
+        """Append the ``runs`` rows whose ``run_id`` the store lacks (``dse-store import``: a file
+        imported twice adds nothing); returns how many were new."""
         values = list({v["run_id"]: v for v in map(native_row, records)}.values())
         t = RUNS_TABLE
 
@@ -342,10 +328,21 @@ class ResultsStore:
                     conn.execute(t.insert(), new)
             return len(new)
 
-        return _retry(insert, self.timeout_s,  # a concurrent import inserted one of them first
-                      lambda e: _is_busy(e) or isinstance(e, IntegrityError))
+        return _retry(insert, self.timeout_s, _lost_race)  # a concurrent import inserted one first
 
     # -- reading ----------------------------------------------------------------------------------
+    def _read(self, stmt: sa.Executable, fetch: Callable[[sa.CursorResult], T]) -> T:
+        def go() -> T:
+            with self.engine.connect() as conn:
+                return fetch(conn.execute(stmt))
+
+        return _retry(go, self.timeout_s)
+
+    def first(self, stmt: sa.Executable) -> dict[str, Any] | None:
+        """The first row ``stmt`` selects, as a dict, or None."""
+        row = self._read(stmt, lambda r: r.mappings().first())
+        return dict(row) if row is not None else None
+
     def _table(self, name: str) -> sa.Table | None:
         if name == RUNS:
             return self._runs
@@ -369,8 +366,8 @@ class ResultsStore:
               table: str = RUNS) -> pd.DataFrame:
         """Rows of ``table`` (oldest first), optionally of one study and some statuses.
 
-        ``runs`` comes back with :data:`RUN_COLUMNS` and their types (bool, int, nullable Int64,
-        float with NaN for missing metrics); a table that does not exist yet gives an empty frame.
+        ``runs`` comes back with :data:`RUN_COLUMNS` and their dtypes (NaN/NA for what is missing);
+        a table that does not exist yet gives an empty frame.
         """
         t = self._table(table)
         if t is None:
@@ -385,31 +382,21 @@ class ResultsStore:
         return df.reindex(columns=list(RUN_COLUMNS)).astype({**FRAME_DTYPES, **absent})
 
     def get(self, config_hash: str, seed: int,
-            statuses: Iterable[str] | None = ("ok", "diverged")) -> dict[str, Any] | None:
+            statuses: Iterable[str] | None = FINISHED) -> dict[str, Any] | None:
         """The latest run of this design point and seed with one of ``statuses`` (None: any)."""
         t = self._runs
-        stmt = (sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed),
-                                   *self._where(t, None, statuses))
-                .order_by(t.c.finished_at.desc(), t.c.started_at.desc()).limit(1))
-        return self._first(stmt)
+        return self.first(sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed),
+                                             *self._where(t, None, statuses))
+                          .order_by(t.c.finished_at.desc(), t.c.started_at.desc()).limit(1))
 
     def run(self, run_id: str) -> dict[str, Any] | None:
         """The row with this ``run_id``, or None."""
-        return self._first(sa.select(self._runs).where(self._runs.c.run_id == run_id))
-
-    def _first(self, stmt: sa.Select) -> dict[str, Any] | None:
-        def query() -> dict[str, Any] | None:
-            with self.engine.connect() as conn:
-                row = conn.execute(stmt).mappings().first()
-            return dict(row) if row is not None else None
-
-        return _retry(query, self.timeout_s)
+        return self.first(sa.select(self._runs).where(self._runs.c.run_id == run_id))
 
     def studies(self) -> list[str]:
         """Study names present in ``runs``, sorted."""
         stmt = sa.select(self._runs.c.study).distinct().order_by(self._runs.c.study)
-        with self.engine.connect() as conn:
-            return list(_retry(lambda: conn.execute(stmt).scalars().all(), self.timeout_s))
+        return self._read(stmt, lambda r: list(r.scalars()))
 
     def count(self, study: str | None = None, status: str | Iterable[str] | None = None,
               table: str = RUNS) -> int:
@@ -418,5 +405,4 @@ class ResultsStore:
         if t is None:
             return 0
         stmt = sa.select(sa.func.count()).select_from(t).where(*self._where(t, study, status))
-        with self.engine.connect() as conn:
-            return int(_retry(lambda: conn.execute(stmt).scalar_one(), self.timeout_s))
+        return int(self._read(stmt, lambda r: r.scalar_one()))

@@ -1,10 +1,5 @@
-"""The study's storage, from a URL: validated without touching it, opened the same way everywhere.
-
-The sweeper and each training job (its pruner reports to the trial) must open the *same* storage;
-the job receives the URL the sweeper validated (:mod:`dse.sweep.handoff`), so parsing and opening
-live here once. :func:`parse_storage` never creates anything, which is why the sweeper can refuse
-bad input before a file exists.
-"""
+"""The study's storage, from a URL: validated without touching it, opened the same way by the
+sweeper and by each training job (which receives the URL the sweeper validated, dse.sweep.handoff)."""
 
 from __future__ import annotations
 
@@ -36,10 +31,10 @@ class StorageSpec:
 
 
 def parse_storage(url: str | None, cwd: Path | None = None) -> StorageSpec:
-    """Validate a storage URL without opening it; relative file paths become absolute.
+    """Validate a storage URL without creating anything; relative file paths become absolute.
 
-    ``journal:PATH`` (also ``journal:///abs/path`` and ``journal://rel/path``) selects Optuna's
-    JournalStorage over a file; anything else must be an SQLAlchemy URL whose driver is installed.
+    ``journal:PATH`` (also ``journal:///abs`` and ``journal://rel``) is Optuna's JournalStorage over
+    a file; anything else an SQLAlchemy URL whose driver is installed.
     """
     if url is None or not str(url).strip():
         raise ConfigError(STORAGE_FIELD, "is required (an SQLAlchemy URL or journal:PATH)")
@@ -50,8 +45,7 @@ def parse_storage(url: str | None, cwd: Path | None = None) -> StorageSpec:
         raw = raw[2:] if raw.startswith("//") else raw
         if not raw:
             raise ConfigError(STORAGE_FIELD, f"{url!r} names no file (use journal:PATH)")
-        path = Path(raw).expanduser()
-        path = path if path.is_absolute() else (cwd / path)
+        path = cwd / Path(raw).expanduser()
         if path.is_dir():
             raise ConfigError(STORAGE_FIELD, f"{path} is a directory, not a journal file")
         return StorageSpec("journal", f"{JOURNAL_PREFIX}{path}", path, f"{JOURNAL_PREFIX}{path}")
@@ -70,8 +64,7 @@ def parse_storage(url: str | None, cwd: Path | None = None) -> StorageSpec:
         if not db or db == ":memory:" or db.startswith("file::memory:"):
             raise ConfigError(STORAGE_FIELD, "an in-memory SQLite database cannot be shared with "
                                              "the jobs or resumed; give it a file")
-        path = Path(db).expanduser()
-        path = path if path.is_absolute() else (cwd / path)
+        path = cwd / Path(db).expanduser()
         if path.is_dir():
             raise ConfigError(STORAGE_FIELD, f"{path} is a directory, not a database file")
         refuse_results_store(path)
@@ -91,8 +84,7 @@ def parse_storage(url: str | None, cwd: Path | None = None) -> StorageSpec:
 
 
 def refuse_results_store(path: Path) -> None:
-    """A dse results store is not an Optuna storage: Optuna would add its tables to the file,
-    and dse-report and dse-store would then see an Optuna storage or a foreign database in it."""
+    """A dse results store is no Optuna storage: Optuna's tables would make it a foreign database."""
     if not path.is_file():
         return
     from dse.store.schema import META, RUNS
@@ -111,11 +103,8 @@ def refuse_results_store(path: Path) -> None:
 def open_storage(spec: StorageSpec, *, heartbeat_interval: int | None = None,
                  grace_period: int | None = None,
                  stale_callback: Callable[..., None] | None = None) -> optuna.storages.BaseStorage:
-    """Open (and, for a new database, create) the storage ``spec`` describes.
-
-    Heartbeats exist only for RDB storages in Optuna; a journal storage ignores those settings,
-    so stale trials of a killed worker stay RUNNING there (see docs/OPTUNA.md).
-    """
+    """Open (and, for a new database, create) the storage ``spec`` describes. A journal storage has
+    no heartbeats: a killed worker's trials stay RUNNING there (docs/OPTUNA.md)."""
     import optuna
 
     if spec.kind == "journal":

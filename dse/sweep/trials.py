@@ -9,11 +9,9 @@ Optuna has one FAIL state for several different events, and the budget, the resu
 ``interrupted``  stopped by Ctrl-C or SIGTERM while running: no budget, a rerun refills it
 (none)           failed by the heartbeat check: its worker died (``stale``): no budget
 
-``result`` holds the job's returned summary (:func:`dse.train.summary.summarize`), ``analytic`` the
-spec-derived sizes of a rejected point, ``constraints`` each constraint's value, relative violation
-(what the sampler is told) and feasibility, and ``output_dir`` the job's folder. The study itself
-carries its budgets (:data:`STUDY_CONSTRAINTS`, as of the last worker that opened it), so a report
-can draw them (:func:`budgets`).
+``result`` holds the job's summary, ``analytic`` a rejected point's spec-derived sizes,
+``constraints`` each constraint's value, relative violation and feasibility, ``output_dir`` the
+job's folder; the study's :data:`STUDY_CONSTRAINTS` its budgets (:func:`budgets`).
 """
 
 from __future__ import annotations
@@ -50,8 +48,7 @@ def kind(trial: FrozenTrial) -> str:
 
 
 def uses_budget(trial: FrozenTrial) -> bool:
-    """Running, finished and really failed trials count toward ``n_trials``; the rest do not, so
-    a rerun refills them (waiting trials are not dse's: it never enqueues)."""
+    """Running, finished and really failed trials count toward ``n_trials``; a rerun refills the rest."""
     return trial.state.name == "RUNNING" or kind(trial) in ("complete", "pruned", "failed")
 
 
@@ -68,8 +65,8 @@ def run_status(trial: FrozenTrial) -> tuple[str, str | None]:
 
 
 def recorded_values(trial: FrozenTrial) -> dict[str, Any]:
-    """The scalar facts the sweeper stored with a trial: analytic sizes, then the job's summary,
-    then flat attributes (later ones win), without the marks above."""
+    """The scalar facts stored with a trial: analytic sizes, the job's summary, then flat attributes
+    (later ones win), without the marks."""
     attrs = trial.user_attrs
     flat = {k: v for k, v in attrs.items() if not isinstance(v, (dict, list))}
     merged = {**_dict(attrs.get(ANALYTIC)), **_dict(attrs.get(RESULT)), **flat}
@@ -82,8 +79,7 @@ def _dict(value: Any) -> Mapping[str, Any]:
 
 
 def budgets(study_attrs: Mapping[str, Any]) -> list[tuple[str, str, float]]:
-    """A study's budgets from its user attributes: (metric, ``<=`` or ``>=``, bound) each; none
-    for a study the sweeper did not constrain (or wrote before budgets were recorded)."""
+    """A study's budgets from its user attributes: (metric, ``<=`` or ``>=``, bound) each."""
     raw = study_attrs.get(STUDY_CONSTRAINTS)
     if not isinstance(raw, list):
         return []

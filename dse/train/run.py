@@ -16,11 +16,10 @@ from typing import Any
 
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
-from sqlalchemy.exc import SQLAlchemyError
 
 from dse import TRAINING_SEMANTICS
-from dse.store import ResultsStore, RunRecord, claims, config_hash
-from dse.store.fallback import append_or_keep
+from dse.store import FINISHED, ResultsStore, RunRecord, claims, config_hash
+from dse.store.fallback import Kept, append_or_keep
 from dse.train.checkpoints import check_folder, discard, resume_dir
 from dse.train.fused import Member, device_settings, train_group
 from dse.train.loggers import check_logger
@@ -28,7 +27,6 @@ from dse.train.summary import summarize
 from dse.validate import STALE, validate
 
 log = logging.getLogger("dse.train")
-_RUNS_OK = ("ok", "diverged")
 
 
 def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides: str = "",
@@ -97,7 +95,7 @@ class Point:
         rerun = self.cfg.study.rerun
         if rerun is True:
             return None
-        row = store.get(self.chash, seed, statuses=_RUNS_OK)
+        row = store.get(self.chash, seed, statuses=FINISHED)
         if row is None:
             return None
         semantics = row.get("training_semantics")
@@ -145,21 +143,12 @@ class Point:
     def record(self, store: ResultsStore, rec: dict[str, Any]) -> dict[str, Any]:
         """Store a trained seed's row (or keep it in the run dir); then its resume folder goes."""
         kept = append_or_keep(store, RunRecord(**rec), self.out_dir)  # rejects a misspelt column
-        if kept is not None or _has_run(store, rec["run_id"]):
+        if kept is not Kept.NOWHERE:  # stored or kept beside the run: the checkpoints may go
             discard(resume_dir(self.cfg, rec["seed"]))
         log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", self.chash, rec["seed"],
                  rec["status"], rec.get("val_top1"), rec.get("test_top1"),
                  rec.get("train_seconds") or 0.0)
         return rec
-
-
-def _has_run(store: ResultsStore, run_id: str) -> bool:
-    """Whether the store holds this row (``append_or_keep`` also returns None when it could keep
-    the row nowhere: then the checkpoints are all that is left of the run)."""
-    try:
-        return store.run(run_id) is not None
-    except SQLAlchemyError:
-        return False
 
 
 def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",

@@ -1,11 +1,8 @@
 """Training-step throughput: dse's Lightning path against a plain PyTorch loop on the same work.
 
-Both sides build the same network from ``cfg.model`` with the same seed, draw the same batches from
-the same in-memory data (:class:`~dse.data.tensor.TensorBatches`, on the device when resident), and
-step the same solver (:func:`~dse.train.module.build_optimizer`) under the same precision and memory
-format (:func:`~dse.train.run.device_settings`). The project side *is* ``dse-train``'s code path:
-:func:`~dse.train.run.train_once`, with only a timing callback added. Whatever the ratio shows is
-therefore the cost of the framework around the math (hooks, metrics, logging, syncs).
+Same network and seed, same batches (:class:`~dse.data.tensor.TensorBatches`), same solver, precision
+and memory format; the project side *is* :func:`~dse.train.run.train_once` with a timing callback.
+The ratio is therefore the cost of the framework around the math (hooks, metrics, logging, syncs).
 """
 
 from __future__ import annotations
@@ -89,10 +86,8 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | None = None
                ) -> dict[str, Any]:
-    """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach).
-
-    ``compile_mode``: None (eager), ``"default"`` or ``"reduce-overhead"`` (CUDA graphs on GPU).
-    """
+    """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach);
+    ``compile_mode`` None (eager), ``"default"`` or ``"reduce-overhead"`` (CUDA graphs on GPU)."""
     tc = cfg.trainer
     accelerator, precision, channels_last = device_settings(tc)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
@@ -151,11 +146,8 @@ def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | Non
 
 def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
                  ) -> dict[str, Any]:
-    """Project vs plain, alternated ``repeats`` times; the best (fastest) run of each is kept.
-
-    Alternating and keeping the best is what makes this usable on a shared machine: a neighbour's
-    burst slows one repeat, not the comparison.
-    """
+    """Project vs plain, alternated ``repeats`` times, the fastest of each kept: on a shared
+    machine a neighbour's burst then slows one repeat, not the comparison."""
     project: list[dict[str, Any]] = []
     plain: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -202,9 +194,8 @@ def measure_compile(overrides: list[str], cfg: DictConfig, warmup: int, steps: i
                     timeout: float = 1800.0) -> dict[str, Any]:
     """``torch.compile`` variants: the project path (``trainer.compile``) and the plain loop's modes.
 
-    Each variant runs twice in fresh processes sharing a new, empty inductor cache: the first run's
-    ``compile_s`` is the cold cost (the first trial of a sweep worker), the second's the warm cost
-    (later trials, served from the on-disk cache). Throughput is the second run's.
+    Each runs twice in fresh processes sharing a new inductor cache: ``compile_s`` of the first is
+    the cold cost (a sweep worker's first trial), of the second the warm one; throughput the second's.
     """
     gpu = device_settings(cfg.trainer)[0] == "gpu"
     warmup = max(warmup, COMPILE_MIN_WARMUP)

@@ -32,21 +32,19 @@ from dse.train.run import device_settings, train_once
 from dse.validate import validate
 
 
-def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float
-            ) -> dict[str, Any]:
-    return {
+def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float,
+            compiled_warmup: int | None = None) -> dict[str, Any]:
+    """The step numbers; with ``compiled_warmup`` steps compiled, ``compile_s``: warm-up time beyond
+    what that many steady-state steps take (the one-off compile cost)."""
+    res = {
         "images_per_s": images / seconds if seconds > 0 else None,
         "step_ms": 1000.0 * seconds / steps if steps else None,
         "cpu_ms_per_step": round(1000.0 * cpu_s / steps, 3) if steps else None,
         "timed_steps": steps, "timed_images": images, "timed_seconds": round(seconds, 4),
         "warmup_s": None if warmup_s is None else round(warmup_s, 3),
     }
-
-
-def _compile_cost(res: dict[str, Any], warmup: int) -> dict[str, Any]:
-    """Warm-up time beyond what ``warmup`` steady-state steps would take: the one-off compile cost."""
-    if res.get("warmup_s") is not None and res.get("step_ms"):
-        res["compile_s"] = round(max(0.0, res["warmup_s"] - warmup * res["step_ms"] / 1000.0), 3)
+    if compiled_warmup is not None and res["warmup_s"] is not None and res["step_ms"]:
+        res["compile_s"] = round(max(0.0, res["warmup_s"] - compiled_warmup * res["step_ms"] / 1000.0), 3)
     return res
 
 
@@ -72,8 +70,8 @@ def project_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, compil
     if not clock.finished:  # a "diverged" verdict after the window (e.g. at chance) still timed fine
         why = rec["error"] or f"stopped after {clock.done_steps} of {warmup + steps} steps"
         raise RuntimeError(f"project training ({rec['status']}): {why} (see {out_dir})")
-    res = _result(clock.images, clock.seconds, steps, clock.warmup_s, clock.cpu_seconds)
-    return _compile_cost(res, warmup) if compile else res
+    return _result(clock.images, clock.seconds, steps, clock.warmup_s, clock.cpu_seconds,
+                   warmup if compile else None)
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -140,8 +138,8 @@ def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | Non
         if i + 1 == total:
             break
     t1, c1 = now(device), time.process_time()
-    res = _result(images, t1 - (t0 if t0 is not None else t_start), steps, warmup_s, c1 - c0)
-    return _compile_cost(res, warmup) if compile_mode else res
+    return _result(images, t1 - (t0 if t0 is not None else t_start), steps, warmup_s, c1 - c0,
+                   warmup if compile_mode else None)
 
 
 def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1

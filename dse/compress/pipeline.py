@@ -215,9 +215,8 @@ def _dense_model(ckpt: Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None) -> Lab:
-    """Everything about a compression job that bad input can break, checked before any work: the
-    options, the densities against the checkpoint's layers, its trainer and data config, and that
-    ``out_dir`` can be written. Returns the :class:`Lab` that will do the work."""
+    """Everything bad input can break (options, densities, config, ``out_dir``), checked before any
+    work; returns the :class:`Lab` that will do it."""
     from dse.validate import validate
 
     options.validate()
@@ -234,7 +233,7 @@ def _quantized(model: nn.Module, model_cfg: Any, bits: int, seed: int | None, op
                lab: Lab, files: dict[str, bytes], parts: dict[str, dict[str, int]], row: Any
                ) -> None:
     """One bit width: quantize a copy, fine-tune, then its plain and Huffman-coded files, each
-    decoded and checked against the quantized weights before its row is added."""
+    decoded and checked against the quantized weights."""
     log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
     q = copy.deepcopy(model)
     quantize_model(q, bits, seed=seed)

@@ -1,11 +1,9 @@
 """A network as files other runtimes load (ONNX, TorchScript, int8 ONNX), and the proof they agree.
 
-Every file is made from the network's inference copy (:func:`dse.latency.inference_copy`); ONNX by
-:func:`dse.latency.to_onnx`, TorchScript by ``torch.jit.trace`` (deprecated upstream in favour of
-torch.export, still loadable by every libtorch). Input ``input`` [N, C, H, W], normalised as in
-training; output ``logits`` [N, classes]. :func:`max_differences` runs each file in its runtime
-beside PyTorch on the same inputs; :func:`check_equal` refuses one that differs by more than
-:data:`TOLERANCE`.
+Files are made from the inference copy (:mod:`dse.latency`); TorchScript by ``torch.jit.trace``
+(deprecated upstream, still loadable by every libtorch). Input ``input`` [N, C, H, W] normalised as
+in training, output ``logits``. A file whose outputs differ from PyTorch's by more than
+:data:`TOLERANCE` is refused.
 """
 
 from __future__ import annotations

@@ -42,12 +42,9 @@ class ExportOptions:
 
 def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, dm: Any = None
         ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The result (JSON-ready) and the files ``{name: bytes}`` of exporting ``model``.
-
-    ``cfg`` is the resolved config (a plain dict) the network was trained with; ``dm`` its data
-    module, built from ``cfg`` when real images are needed and none is given. Raises
-    :class:`~dse.export.ExportMismatch` when a file disagrees with PyTorch.
-    """
+    """The result (JSON-ready) and the files ``{name: bytes}`` of exporting ``model`` trained with
+    the resolved ``cfg`` (a plain dict; ``dm`` built from it when needed); ExportMismatch if a file
+    disagrees with PyTorch."""
     model = latency.inference_copy(model)
     shape = latency.input_shape(cfg)
     if dm is None and (opts.check_images > 0 or "int8" in opts.formats):

@@ -38,7 +38,7 @@ class Metric:
     under (``per_epoch``: at every validation, so a pruner can watch it); ``topk``: an accuracy's k
     (its chart panel); ``report_attr``: the :class:`~dse.model.ModelReport` attribute that gives
     it before training. A latency's ``runtime``, ``batch`` and ``quantile`` say what
-    dse.export.latency times after training (``trainer.latency=true``).
+    dse.latency times after training (``trainer.latency=true``).
     """
 
     name: str
@@ -61,7 +61,7 @@ class Metric:
 
     @property
     def latency(self) -> bool:
-        """Measured by running the trained network (dse.export.latency), not by training it."""
+        """Measured by running the trained network (dse.latency), not by training it."""
         return self.runtime is not None
 
     @property

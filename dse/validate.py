@@ -139,7 +139,7 @@ def validate_trainer(tc: Any) -> None:
          "must be a positive integer, -1 (all), 'auto' or a list of device indices"),
     ])
     if tc.get("latency"):
-        from dse.export import INSTALL_HINT, missing
+        from dse.latency import INSTALL_HINT, missing
 
         if lacking := missing():
             raise ConfigError("trainer.latency", f"true needs {', '.join(lacking)} ({INSTALL_HINT})")

@@ -21,12 +21,12 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 import onnxruntime as ort  # noqa: E402
 
+from dse import latency  # noqa: E402
 from dse.checkpoint import load_checkpoint  # noqa: E402
 from dse.compose import compose  # noqa: E402
 from dse.compress.storage import decode, encode  # noqa: E402
 from dse.data import build_datamodule  # noqa: E402
 from dse.errors import ConfigError  # noqa: E402
-from dse.export import latency  # noqa: E402
 from dse.export.cli import main  # noqa: E402
 from dse.metrics import LATENCY, REGISTRY  # noqa: E402
 from dse.model import analyze, build_model, build_spec  # noqa: E402
@@ -71,7 +71,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, monke
     for argv, needle in cases:
         _fails(capsys, argv, needle)
     # the packages the formats need are checked before the checkpoint is read
-    monkeypatch.setattr("dse.export.missing", lambda: ["onnxruntime"])
+    monkeypatch.setattr("dse.latency.missing", lambda: ["onnxruntime"])
     _fails(capsys, [str(good), "--format", "int8"],
            "--format: needs onnxruntime (pip install 'dse[export]')")
     _fails(capsys, [str(good), "--format", "torchscript", "--latency"], "--latency: needs")

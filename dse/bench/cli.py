@@ -1,10 +1,9 @@
 """``dse-bench [OVERRIDES] [--k 1,2,4,8] [--fused 1,4,8,16] [--out DIR] [--target 0.92] [--compile]``.
 
 Measures, on whatever device is there, the numbers docs/BENCHMARKS.md explains: the training step
-against a plain PyTorch loop, epoch time and time to a target accuracy, K packed trials per
-device (with the ``hydra.launcher.n_jobs`` to use), and K design points fused into one network
-against the same K one at a time and as K processes (``--fused``). Writes ``bench.json`` and ``bench.md`` to
-``--out`` (default ``<paths.runs>/bench/<UTC timestamp>/``) and prints the Markdown.
+against a plain PyTorch loop, epoch time and time to a target accuracy, K packed trials per device
+(with the ``hydra.launcher.n_jobs`` to use), and K design points fused into one network against the
+same K one at a time and as K processes (``--fused``). Writes ``bench.json`` and ``bench.md``.
 """
 
 from __future__ import annotations

@@ -1,9 +1,6 @@
-"""The line protocol between dse-bench and its ``python -m dse.bench.worker`` children.
-
-A worker gets its spec as its one argument, in JSON, and prints ``DSE-BENCH <kind> {json}`` lines
-(``ready``, then ``result``) on stdout among whatever Lightning prints; the tag is what tells them
-apart. Both ends share this module, so the worker and the modules that start it need not import
-each other.
+"""The line protocol between dse-bench and its ``python -m dse.bench.worker`` children: the spec
+as the one argument (JSON); ``DSE-BENCH <kind> {json}`` lines on stdout among Lightning's output.
+Both ends share this module, so the worker and the modules that start it need not import each other.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """Run every ``dse-bench`` section on one config and write ``bench.json`` + ``bench.md``.
 
-Sections run in a fixed order (step, compile, epochs, packing) in one process, so every number in one
-report comes from the same device, the same software and, on a shared machine, roughly the same
-neighbours. Packing runs last and in child processes, so it cannot disturb the others.
+Sections run in one process in a fixed order (step, compile, epochs, then packing and fused in child
+processes, which cannot disturb the others), so one report's numbers share device and neighbours.
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """Training-step throughput: dse's Lightning path against a plain PyTorch loop on the same work.
 
-Both sides build the same network from ``cfg.model`` with the same seed, draw the same batches from
-the same in-memory data (:class:`~dse.data.tensor.TensorBatches`, on the device when resident), and
-step the same solver (:func:`~dse.train.module.build_optimizer`) under the same precision and memory
-format (:func:`~dse.train.run.device_settings`). The project side *is* ``dse-train``'s code path:
-:func:`~dse.train.run.train_once`, with only a timing callback added. Whatever the ratio shows is
-therefore the cost of the framework around the math (hooks, metrics, logging, syncs).
+Same network and seed, same batches (:class:`~dse.data.tensor.TensorBatches`), same solver, precision
+and memory format; the project side *is* :func:`~dse.train.run.train_once` with a timing callback.
+The ratio is therefore the cost of the framework around the math (hooks, metrics, logging, syncs).
 """
 
 from __future__ import annotations
@@ -35,21 +32,19 @@ from dse.train.run import device_settings, train_once
 from dse.validate import validate
 
 
-def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float
-            ) -> dict[str, Any]:
-    return {
+def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float,
+            compiled_warmup: int | None = None) -> dict[str, Any]:
+    """The step numbers; with ``compiled_warmup`` steps compiled, ``compile_s``: warm-up time beyond
+    what that many steady-state steps take (the one-off compile cost)."""
+    res = {
         "images_per_s": images / seconds if seconds > 0 else None,
         "step_ms": 1000.0 * seconds / steps if steps else None,
         "cpu_ms_per_step": round(1000.0 * cpu_s / steps, 3) if steps else None,
         "timed_steps": steps, "timed_images": images, "timed_seconds": round(seconds, 4),
         "warmup_s": None if warmup_s is None else round(warmup_s, 3),
     }
-
-
-def _compile_cost(res: dict[str, Any], warmup: int) -> dict[str, Any]:
-    """Warm-up time beyond what ``warmup`` steady-state steps would take: the one-off compile cost."""
-    if res.get("warmup_s") is not None and res.get("step_ms"):
-        res["compile_s"] = round(max(0.0, res["warmup_s"] - warmup * res["step_ms"] / 1000.0), 3)
+    if compiled_warmup is not None and res["warmup_s"] is not None and res["step_ms"]:
+        res["compile_s"] = round(max(0.0, res["warmup_s"] - compiled_warmup * res["step_ms"] / 1000.0), 3)
     return res
 
 
@@ -75,8 +70,8 @@ def project_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, compil
     if not clock.finished:  # a "diverged" verdict after the window (e.g. at chance) still timed fine
         why = rec["error"] or f"stopped after {clock.done_steps} of {warmup + steps} steps"
         raise RuntimeError(f"project training ({rec['status']}): {why} (see {out_dir})")
-    res = _result(clock.images, clock.seconds, steps, clock.warmup_s, clock.cpu_seconds)
-    return _compile_cost(res, warmup) if compile else res
+    return _result(clock.images, clock.seconds, steps, clock.warmup_s, clock.cpu_seconds,
+                   warmup if compile else None)
 
 
 def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -89,10 +84,8 @@ def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContex
 
 def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | None = None
                ) -> dict[str, Any]:
-    """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach).
-
-    ``compile_mode``: None (eager), ``"default"`` or ``"reduce-overhead"`` (CUDA graphs on GPU).
-    """
+    """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach);
+    ``compile_mode`` None (eager), ``"default"`` or ``"reduce-overhead"`` (CUDA graphs on GPU)."""
     tc = cfg.trainer
     accelerator, precision, channels_last = device_settings(tc)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
@@ -145,17 +138,14 @@ def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | Non
         if i + 1 == total:
             break
     t1, c1 = now(device), time.process_time()
-    res = _result(images, t1 - (t0 if t0 is not None else t_start), steps, warmup_s, c1 - c0)
-    return _compile_cost(res, warmup) if compile_mode else res
+    return _result(images, t1 - (t0 if t0 is not None else t_start), steps, warmup_s, c1 - c0,
+                   warmup if compile_mode else None)
 
 
 def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
                  ) -> dict[str, Any]:
-    """Project vs plain, alternated ``repeats`` times; the best (fastest) run of each is kept.
-
-    Alternating and keeping the best is what makes this usable on a shared machine: a neighbour's
-    burst slows one repeat, not the comparison.
-    """
+    """Project vs plain, alternated ``repeats`` times, the fastest of each kept: on a shared
+    machine a neighbour's burst then slows one repeat, not the comparison."""
     project: list[dict[str, Any]] = []
     plain: list[dict[str, Any]] = []
     t0 = time.perf_counter()
@@ -202,9 +192,8 @@ def measure_compile(overrides: list[str], cfg: DictConfig, warmup: int, steps: i
                     timeout: float = 1800.0) -> dict[str, Any]:
     """``torch.compile`` variants: the project path (``trainer.compile``) and the plain loop's modes.
 
-    Each variant runs twice in fresh processes sharing a new, empty inductor cache: the first run's
-    ``compile_s`` is the cold cost (the first trial of a sweep worker), the second's the warm cost
-    (later trials, served from the on-disk cache). Throughput is the second run's.
+    Each runs twice in fresh processes sharing a new inductor cache: ``compile_s`` of the first is
+    the cold cost (a sweep worker's first trial), of the second the warm one; throughput the second's.
     """
     gpu = device_settings(cfg.trainer)[0] == "gpu"
     warmup = max(warmup, COMPILE_MIN_WARMUP)

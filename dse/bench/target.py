@@ -1,10 +1,6 @@
-"""Epoch time and time to a target validation accuracy, on dse-train's own path.
-
-One trial of a sweep costs "epochs x epoch time", and a preset is only fast if it gets *accurate*
-fast; so this trains the configured point with :func:`~dse.train.run.train_once`, validates every
-epoch (validation time excluded from the training clock) and stops as soon as validation top-1
-reaches the target.
-"""
+"""Epoch time and time to a target validation accuracy, on dse-train's own path: a preset is only
+fast if it gets *accurate* fast, so validation runs every epoch (off the training clock) and the
+run stops as soon as validation top-1 reaches the target."""
 
 from __future__ import annotations
 

@@ -1,9 +1,5 @@
-"""Clocks that tell the truth on GPUs: synchronize the device before every reading.
-
-CUDA kernels run asynchronously, so ``time.perf_counter()`` alone measures how fast Python *queued*
-work, not how fast the GPU did it. Every reading here first waits for the device, and only at the
-edges of a measured window, so the measurement itself adds no per-step host sync.
-"""
+"""Clocks that tell the truth on GPUs: every reading first waits for the device (CUDA runs
+asynchronously), and only at the edges of a measured window, so no per-step host sync is added."""
 
 from __future__ import annotations
 
@@ -33,14 +29,12 @@ def now(device: torch.device | str | None = None) -> float:
 
 
 class StepClock(Callback):
-    """Times ``steps`` optimizer steps after ``warmup`` untimed ones, inside a Lightning fit.
+    """Times ``steps`` optimizer steps after ``warmup`` untimed ones, validation cut out: pure
+    training throughput, comparable with a hand-written loop over the same batches.
 
-    The window opens at the start of step ``warmup`` (0-based) and closes at the end of step
-    ``warmup + steps - 1``; validation, if the trainer runs any inside the window, is cut out, so the
-    number is pure training throughput comparable with a hand-written loop over the same batches.
-    ``warmup_s`` (fit start to the end of the warm-up steps) carries one-off costs such as compilation.
-    ``cpu_seconds`` is this process's CPU time in the window: on a shared CPU it is far less noisy
-    than wall time (though it also counts the spinning of idle OpenMP threads).
+    ``warmup_s`` (fit start to the end of the warm-up) carries one-off costs such as compilation;
+    ``cpu_seconds``, this process's CPU time in the window, is far less noisy than wall time on a
+    shared CPU (though it counts idle OpenMP threads spinning).
     """
 
     def __init__(self, warmup: int, steps: int) -> None:
@@ -86,9 +80,8 @@ class StepClock(Callback):
 class EpochClock(Callback):
     """Per-epoch training seconds (validation excluded) and validation top-1; stops at ``target``.
 
-    ``reached_*`` record the first validation at or above the target: the epoch, the training seconds
-    accumulated so far (what "time to accuracy" means here) and the wall seconds since fit start
-    (which also counts validation and Lightning's own per-epoch work).
+    ``reached_*`` record the first validation at or above the target: the epoch, the training
+    seconds so far ("time to accuracy") and the wall seconds since fit start (validation included).
     """
 
     def __init__(self, target: float | None) -> None:

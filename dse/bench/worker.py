@@ -1,17 +1,11 @@
 """Child processes of dse-bench: ``python -m dse.bench.worker SPEC_JSON``.
 
-``mode: "trial"`` (the default) is one packed trial, driven by :mod:`dse.bench.packing`;
-``mode: "step"`` is one compiled step measurement, driven by :func:`dse.bench.step.measure_compile`,
-which needs a fresh process (and inductor cache) per variant so that a compile is never silently
-served from the previous variant's in-memory caches.
-
-A trial worker does everything a trial needs *before* it trains (imports, config, dataset parse, CUDA
-context) and then says ``ready`` and waits for ``go`` on stdin. The parent releases all K workers at
-once, so the measured window holds K trials training concurrently, not K processes importing torch:
-a Hydra launcher's pool pays the start-up once per worker, not once per trial.
-
-Protocol (:mod:`dse.bench.protocol`): ``ready {...}`` then, after ``go``, ``result {...}`` with
-absolute ``time.time()`` stamps.
+``mode: "step"`` is one compiled step measurement (:func:`dse.bench.step.measure_compile`), in a
+fresh process so a compile is never served from another variant's in-memory caches. Otherwise one
+packed trial (:mod:`dse.bench.packing`): everything before training (imports, config, dataset,
+CUDA context) is done first, then ``ready`` and a wait for ``go`` on stdin, so the measured window
+holds K trials training concurrently, not K processes importing torch (a launcher's pool pays the
+start-up once per worker). Then ``result {...}`` with absolute ``time.time()`` stamps.
 """
 
 from __future__ import annotations

@@ -1,7 +1,6 @@
 """Deep Compression (Han et al.) of generated Fire networks, as in SqueezeNet's Table 2.
 
-``prune`` (magnitude pruning to exact per-layer densities, Table 1), ``quantize`` (per-layer k-means
-weight sharing with trainable centroids), ``storage`` (the sparse, Huffman-coded file format),
-``pipeline`` (checkpoint -> retrain / fine-tune -> table, files, store rows) and ``cli``
-(``dse-compress``). Submodules are imported on use so that ``import dse.compress`` stays light.
+``prune`` (Table 1 densities), ``quantize`` (k-means weight sharing), ``storage`` and ``huffman``
+(the ``.dsec`` file), ``int8`` (onnxruntime static quantization), ``pipeline`` (checkpoint ->
+retrain / fine-tune -> rows and files), ``results`` (table, files, store columns), ``cli``.
 """

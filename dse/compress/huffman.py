@@ -1,12 +1,9 @@
 """Canonical Huffman coding and fixed-width bit packing of small-integer streams, in numpy.
 
-Written here rather than taken from PyPI (``dahuffman`` exists) for three reasons: the compressed
-file must store its code tables compactly and count them in the size (a canonical code is fully
-described by one code length per symbol, which dahuffman does not expose as a format); the streams
-have up to a million symbols, which a vectorised numpy encoder packs in milliseconds instead of a
-per-symbol Python loop; and a new runtime dependency would be needed for ~80 lines of code.
-Code lengths are capped at :data:`MAX_LEN` (by flattening the counts, as zlib does) so that the
-decoder can use one table lookup per symbol.
+Hand-written, not ``dahuffman``: the file stores each code as one length per symbol and counts it in
+the size (dahuffman has no such format), and a million symbols pack in milliseconds vectorised.
+Code lengths are capped at :data:`MAX_LEN` (flattening the counts, as zlib does) so the decoder
+needs one table lookup per symbol.
 """
 
 from __future__ import annotations

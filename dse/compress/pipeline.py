@@ -1,11 +1,10 @@
 """Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report.
 
-Retraining and fine-tuning go through Lightning with the project's :class:`FireClassifier`, not a
-private loop: the optimiser, LR schedule, metrics, device-resident data and GPU precision are then
-exactly those the network was trained with (the retraining LR is the checkpoint's ``trainer.lr``
-times ``lr_scale``, Deep Compression's "lower learning rate"). Neither compression stage needs any
-help from the loop: pruning masks live in ``torch.nn.utils.prune`` hooks and shared weights in a
-parametrization, so ``model.parameters()`` already exposes only what may change.
+Retraining goes through Lightning with the project's :class:`FireClassifier`, not a private loop, so
+optimiser, schedule, metrics, data and precision are those the network was trained with (at
+``trainer.lr`` times ``lr_scale``, Deep Compression's "lower learning rate"). Pruning masks live in
+``torch.nn.utils.prune`` hooks and shared weights in a parametrization, so the loop needs no help:
+``model.parameters()`` exposes only what may change.
 """
 
 from __future__ import annotations
@@ -14,13 +13,15 @@ import copy
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from dse import latency
 from dse.checkpoint import Checkpoint
+from dse.compress import int8
 from dse.compress.prune import (
     count_params,
     finalize,
@@ -29,16 +30,18 @@ from dse.compress.prune import (
     resolve_densities,
 )
 from dse.compress.quantize import check_bits, quantize_model
-from dse.compress.results import INT8_FILE, LATENCY_COLUMN, METRICS, OUT, write_outputs
-from dse.compress.storage import DEFAULT_INDEX_BITS, decode, encode_report, plain_state_dict
+from dse.compress.results import INT8_FILE, LATENCY_COLUMN, OUT, write_outputs
+from dse.compress.storage import (
+    DEFAULT_INDEX_BITS,
+    check_index_bits,
+    decode,
+    encode_report,
+    plain_state_dict,
+)
 from dse.errors import ConfigError
-from dse.metrics import REGISTRY, to_mb, to_mib
+from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
 from dse.outputs import check_writable
-from dse.text import comma_list
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("dse.compress")
 
@@ -53,7 +56,7 @@ class Options:
     finetune_epochs: int = 1
     lr_scale: float = 0.1
     index_bits: tuple[int, int] = DEFAULT_INDEX_BITS
-    int8: bool = False  # also an int8 ONNX file of the dense network (dse.export.int8), timed
+    int8: bool = False  # also an int8 ONNX file of the dense network (dse.compress.int8), timed
 
     def validate(self) -> Options:
         self.bits = tuple(check_bits(b) for b in self.bits)
@@ -64,23 +67,12 @@ class Options:
                 raise ConfigError(f"--{key.replace('_', '-')}", "must be >= 0")
         if not self.lr_scale > 0:
             raise ConfigError("--lr-scale", f"must be > 0 (got {self.lr_scale})")
-        self.index_bits = tuple(self.index_bits) * (2 if len(self.index_bits) == 1 else 1)
-        if len(self.index_bits) != 2 or not all(1 <= b <= 16 for b in self.index_bits):
-            raise ConfigError("--index-bits", f"must be in 1..16 (got {self.index_bits})")
-        if self.int8:
-            from dse.export import INSTALL_HINT, missing
-
-            if lacking := missing():
-                raise ConfigError("--int8", f"needs {', '.join(lacking)} ({INSTALL_HINT})")
+        self.index_bits = check_index_bits(self.index_bits)
+        if self.int8 and (lacking := latency.missing()):
+            raise ConfigError("--int8", f"needs {', '.join(lacking)} ({latency.INSTALL_HINT})")
         return self
 
 
-def int_list(text: str, option: str) -> tuple[int, ...]:
-    """``"8,6"`` -> (8, 6), as a one-line ConfigError naming the option when malformed."""
-    try:
-        return tuple(int(x) for x in comma_list(text))
-    except ValueError:
-        raise ConfigError(option, f"expected comma-separated integers (got {text!r})") from None
 
 
 class Lab:
@@ -137,20 +129,13 @@ class Lab:
         if self.cfg["trainer"].get("test", True):
             trainer.test(module, datamodule=self.dm, verbose=False)
             metrics.update(trainer.callback_metrics)
-        keys = {k: REGISTRY[k].key for k in METRICS}
+        keys = {k: REGISTRY[k].key for k in ACCURACY}
         return {k: float(metrics[key]) if key in metrics else None for k, key in keys.items()}
 
 
-def _state_bits(model: nn.Module) -> dict[str, bytes]:
+def _state_bits(state: dict[str, torch.Tensor]) -> dict[str, bytes]:
     return {k: v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-            for k, v in model.state_dict().items()}
-
-
-def _plain_copy(model: nn.Module, cfg: Any) -> nn.Module:
-    """A hook-free, parametrization-free copy of ``model`` (what the decoder reproduces)."""
-    fresh = build_model(cfg)
-    fresh.load_state_dict({k: v.cpu() for k, v in plain_state_dict(model).items()})
-    return fresh
+            for k, v in state.items()}
 
 
 def _dense_model(ckpt: Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
@@ -161,9 +146,8 @@ def _dense_model(ckpt: Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None) -> Lab:
-    """Everything about a compression job that bad input can break, checked before any work: the
-    options, the densities against the checkpoint's layers, its trainer and data config, and that
-    ``out_dir`` can be written. Returns the :class:`Lab` that will do the work."""
+    """Everything bad input can break (options, densities, config, ``out_dir``), checked before any
+    work; returns the :class:`Lab` that will do it."""
     from dse.validate import validate
 
     options.validate()
@@ -180,17 +164,17 @@ def _quantized(model: nn.Module, model_cfg: Any, bits: int, seed: int | None, op
                lab: Lab, files: dict[str, bytes], parts: dict[str, dict[str, int]], row: Any
                ) -> None:
     """One bit width: quantize a copy, fine-tune, then its plain and Huffman-coded files, each
-    decoded and checked against the quantized weights before its row is added."""
+    decoded and checked against the quantized weights."""
     log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
     q = copy.deepcopy(model)
     quantize_model(q, bits, seed=seed)
     lab.fit(q, opts.finetune_epochs, opts.lr_scale)
     metrics = lab.evaluate(q)
-    reference = _state_bits(_plain_copy(q, model_cfg))
+    reference = _state_bits(plain_state_dict(q))
     for huff, name, stage in ((False, f"q{bits}.dsec", "quantized"),
                               (True, f"q{bits}_huffman.dsec", "huffman")):
         enc = encode_report(q, huffman=huff, index_bits=opts.index_bits)
-        if _state_bits(decode(enc.data, build_model(model_cfg))) != reference:
+        if _state_bits(decode(enc.data, build_model(model_cfg)).state_dict()) != reference:
             raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
         files[name], parts[name] = enc.data, enc.parts
         row(stage, f"quantized {bits}-bit" + (" + Huffman" if huff else ""), bits, enc.size, q,
@@ -199,14 +183,11 @@ def _quantized(model: nn.Module, model_cfg: Any, bits: int, seed: int | None, op
 
 def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
              lab: Lab | None = None) -> dict[str, Any]:
-    """Run the whole pipeline; returns rows (one per Table-2 stage), files and size breakdowns.
-
-    ``lab`` is what :func:`check` returned; without it the checks run here first.
-    """
+    """Run the whole pipeline; returns rows (one per Table-2 stage) and size breakdowns, and writes
+    the files to ``out_dir`` if given. ``lab`` is what :func:`check` returned (else it runs here)."""
     lab = lab or check(ckpt, opts, out_dir)
     model, model_cfg = _dense_model(ckpt)
     densities = resolve_densities(model, opts.density)
-    out = Path(out_dir) if out_dir is not None else None
 
     dense_bytes = 4 * build_spec(model_cfg).params  # the contract's size_bytes of the run
     rows: list[dict[str, Any]] = []
@@ -224,7 +205,7 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
     row("dense", "dense fp32", 32, dense_bytes, model, lab.evaluate(model), None)
     if opts.int8:  # of the dense network, before pruning changes it; its row comes last
         dense = copy.deepcopy(model)
-        int8_file, int8_metrics, latencies = int8_stage(ckpt, lab, model)
+        int8_file, int8_metrics, latencies = int8.stage(model, lab.cfg, lab.dm)
         rows[0][LATENCY_COLUMN] = latencies["dense"]
     log.info("pruning (%s) and retraining %d epochs", opts.density, opts.retrain_epochs)
     prune_model(model, densities)
@@ -241,35 +222,9 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
         row("int8", "int8 (onnxruntime static)", 8, len(int8_file), dense, int8_metrics, INT8_FILE)
         rows[-1][LATENCY_COLUMN] = latencies["int8"]
     result = dict(checkpoint=str(ckpt.path), run_id=ckpt.run_id, options=asdict(opts),
-                  overrides=list(ckpt.overrides),
-                  model=model_cfg, dense_bytes=dense_bytes, rows=rows, parts=parts)
-    if out is not None:
-        write_outputs(out, result, files)
+                  overrides=list(ckpt.overrides), model=model_cfg, dense_bytes=dense_bytes, rows=rows,
+                  parts=parts)
+    if out_dir is not None:
+        write_outputs(Path(out_dir), result, files)
     return result
 
-
-def int8_stage(ckpt: Checkpoint, lab: Lab, model: nn.Module
-               ) -> tuple[bytes, dict[str, float | None], dict[str, float]]:
-    """The int8 ONNX file of the dense ``model`` (calibrated on the train split), its accuracies
-    and the ``latency_ms`` of it and of the dense fp32 ONNX file, both with onnxruntime."""
-    from dse.export import formats, int8, runtime
-    from dse.export.latency import profile
-
-    log.info("int8: exporting, calibrating on %d train images, evaluating, timing",
-             int8.CALIBRATION_IMAGES)
-    shape = formats.input_shape(lab.cfg)
-    fp32 = formats.to_onnx(model, shape)
-    calibration = runtime.first_images(lab.dm, "train", int8.CALIBRATION_IMAGES)[0].numpy()
-    data = int8.quantize(fp32, calibration)
-    run = runtime.runner("int8", data)
-    splits = ["val", *(["test"] if lab.cfg["trainer"].get("test", True) else [])]
-    acc = {split: runtime.accuracy(run, runtime.batches(lab.dm, split)) for split in splits}
-    split_of = {m: m.split("_")[0] for m in METRICS}  # val_top1 -> val
-    metrics = {m: acc[split_of[m]][REGISTRY[m].topk] if split_of[m] in acc else None
-               for m in METRICS}
-    lat = REGISTRY[LATENCY_COLUMN]
-    threads = int(ckpt.cfg.trainer.get("latency_threads", 1))
-    latencies = {name: profile(runtime.runner("onnx", f, threads), shape, threads,
-                               batches=(lat.batch,))[lat.batch][lat.quantile]
-                 for name, f in (("dense", fp32), ("int8", data))}
-    return data, metrics, latencies

@@ -1,11 +1,9 @@
 """Magnitude pruning of a Fire network's convolutions to exact per-layer densities.
 
-Deep Compression's first stage: in every layer keep the largest-magnitude weights, drop the rest,
-and retrain with the pruned connections held at zero. ``torch.nn.utils.prune`` provides both halves:
-``l1_unstructured`` with an integer amount keeps exactly that many weights (a top-k, so ties cannot
-change the count), and its forward pre-hook recomputes ``weight = weight_orig * weight_mask`` on
-every call, so the mask stays fixed however the optimiser moves ``weight_orig``. Biases (and
-BatchNorm parameters) are never pruned, as in the paper's Table 1.
+Deep Compression's first stage with ``torch.nn.utils.prune``: ``l1_unstructured`` with an integer
+amount keeps exactly that many largest-magnitude weights (a top-k: ties cannot change the count), and
+its pre-hook holds the mask fixed while retraining moves ``weight_orig``. Biases and BatchNorm are
+never pruned, as in the paper's Table 1.
 """
 
 from __future__ import annotations
@@ -49,12 +47,8 @@ def classifier_name(model: nn.Module) -> str:
 
 
 def table1_densities(model: nn.Module) -> dict[str, float]:
-    """Table 1 mapped onto a generated network.
-
-    Layers are matched by name: conv1 100%, fire2..fire9 as in the paper, the classifier 20%.
-    Layers the paper's SqueezeNet does not have (fire10 and later, complex-bypass shortcuts) are
-    kept dense, so the pattern never removes more than the paper validated.
-    """
+    """Table 1 mapped onto a generated network by name: conv1 100%, fire2..fire9 as in the paper,
+    the classifier 20%; layers the paper's SqueezeNet lacks (fire10+, bypass shortcuts) stay dense."""
     out: dict[str, float] = {}
     last = classifier_name(model)
     for name in conv_layers(model):
@@ -89,11 +83,8 @@ def _density_map(text: str) -> dict[str, str]:
 
 def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]
                       ) -> dict[str, float]:
-    """Per-layer densities for every conv from ``table1``, ``uniform:D``, a number or a map.
-
-    A map may name layers in full (``features.fire2.squeeze.conv``) or short (``fire2.squeeze``);
-    layers it does not name stay dense. A string ``name=D,name=D`` is parsed as a map.
-    """
+    """Per-layer densities for every conv from ``table1``, ``uniform:D``, a number or a map (or
+    ``name=D,...``) naming layers in full or short (``fire2.squeeze``); unnamed layers stay dense."""
     convs = conv_layers(model)
     if isinstance(spec, str):
         text = spec.strip()
@@ -123,10 +114,7 @@ def kept_count(density: float, n: int) -> int:
 
 def prune_model(model: nn.Module, densities: Mapping[str, float]) -> dict[str, int]:
     """Attach magnitude-pruning masks in place; return the kept weight count of each layer.
-
-    Pruned entries of ``weight_orig`` are zeroed too, so the effective weights (and the stored file)
-    hold +0.0 rather than -0.0 and a decoded model is bit-identical to this one.
-    """
+    Pruned ``weight_orig`` entries become +0.0 (not -0.0), so a decoded model is bit-identical."""
     convs = conv_layers(model)
     kept: dict[str, int] = {}
     for name, density in densities.items():
@@ -166,11 +154,8 @@ def nonzero_weights(model: nn.Module) -> int:
 
 
 def count_params(model: nn.Module) -> int:
-    """Non-zero conv weights plus every other parameter (biases, BatchNorm): Table 1's total.
-
-    Non-zero, as the compressed file stores them: a freshly initialised weight that is exactly 0.0
-    (uniform inits draw one in about 6% of SqueezeNet v1.0s) is not counted.
-    """
+    """Non-zero conv weights (as the file stores them: an init's exact 0.0 is not counted) plus
+    every other parameter (biases, BatchNorm): Table 1's total."""
     other = sum(p.numel() for name, m in model.named_modules() if ".parametrizations" not in name
                 for pname, p in m.named_parameters(recurse=False)
                 if not (isinstance(m, nn.Conv2d) and pname in ("weight", "weight_orig")))

@@ -1,12 +1,9 @@
 """Per-layer k-means weight sharing with trainable centroids (Deep Compression, stage 2).
 
-Each conv's kept weights are clustered into at most ``2**bits`` shared values. The layer then holds
-only a codebook (fp32 centroids, a parameter) and a code per weight (an integer buffer); its weight
-is recomputed from them by a ``torch.nn.utils.parametrize`` parametrization,
-``weight = where(mask, codebook[codes], 0)``. Autograd's backward of that indexing sums the
-gradients of all weights that share a centroid, which is exactly Deep Compression's centroid
-fine-tuning rule, so ordinary training of the model fine-tunes the centroids and nothing else
-about the weights can change: the codes and the sparsity pattern are buffers.
+Each conv's kept weights become at most ``2**bits`` shared values: a codebook (a parameter) and a
+code per weight (a buffer), recombined by a parametrization ``where(mask, codebook[codes], 0)``.
+Autograd sums the gradients of the weights sharing a centroid, which is Deep Compression's
+fine-tuning rule, so ordinary training fine-tunes the centroids and nothing else.
 """
 
 from __future__ import annotations
@@ -26,11 +23,8 @@ MAX_BITS = 16
 
 
 class SharedWeights(nn.Module):
-    """Parametrization: a weight tensor rebuilt from a codebook, per-weight codes and a mask.
-
-    ``torch.where`` rather than ``* mask`` so that pruned entries are +0.0 (a negative centroid
-    times 0 would be -0.0), keeping the stored file and the model bit-identical.
-    """
+    """Parametrization: a weight rebuilt from a codebook, per-weight codes and a mask (``where``, not
+    ``* mask``: a negative centroid times 0 is -0.0, and the file stores +0.0)."""
 
     def __init__(self, codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor,
                  bits: int) -> None:
@@ -56,13 +50,9 @@ def check_bits(bits: int) -> int:
 
 
 def kmeans_1d(values: np.ndarray, bits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(centroids, labels) of ``values`` with linear initialisation, as Deep Compression chose.
-
-    Linear init spreads centroids evenly between the smallest and largest weight, so the few
-    large-magnitude weights (the important ones) keep centroids of their own instead of being
-    averaged away as density-based init would do. With fewer distinct values than ``2**bits``
-    every distinct value is its own centroid (exact, no clustering needed).
-    """
+    """(centroids, labels) of ``values`` with linear initialisation, as Deep Compression chose: the
+    few large (important) weights keep centroids of their own. With at most ``2**bits`` distinct
+    values each is its own centroid (exact)."""
     values = np.asarray(values, dtype=np.float64).ravel()
     distinct = np.unique(values)
     k = 1 << check_bits(bits)
@@ -75,11 +65,8 @@ def kmeans_1d(values: np.ndarray, bits: int, seed: int = 0) -> tuple[np.ndarray,
 
 def quantize_model(model: nn.Module, bits: int | Mapping[str, int], seed: int = 0
                    ) -> dict[str, SharedWeights]:
-    """Replace every conv weight by a shared-weight parametrization in place.
-
-    Pruning hooks are made permanent first; only kept (non-zero) weights are clustered, and the
-    mask keeps the pruned ones at exactly zero during fine-tuning. ``bits`` may be a per-layer map.
-    """
+    """Replace every conv weight by a shared-weight parametrization in place (``bits`` may be a
+    per-layer map); only kept weights are clustered, and pruned ones stay exactly zero."""
     keep = masks(model)
     finalize(model)
     out: dict[str, SharedWeights] = {}
@@ -106,12 +93,8 @@ def shared(module: nn.Module) -> SharedWeights | None:
 
 
 def strip(model: nn.Module) -> nn.Module:
-    """Bake the shared weights into plain tensors, in place (e.g. before saving a state_dict).
-
-    Not on a ``deepcopy`` of a quantized model while the original is still used: the copy shares
-    the parametrized class, and removing it from one breaks the other
-    (use :func:`dse.compress.storage.plain_state_dict` instead).
-    """
+    """Bake the shared weights into plain tensors, in place. Not on a ``deepcopy`` still in use
+    (it shares the parametrized class): :func:`dse.compress.storage.plain_state_dict` then."""
     for module in conv_layers(model).values():
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)

@@ -1,32 +1,15 @@
-"""The compressed model file: sparse relative indices, codebooks, Huffman coding (Deep Compression).
+"""The compressed model file (``.dsec``): sparse relative indices, codebooks, Huffman coding.
 
-Layout (little-endian; every section byte-aligned and attributed to one *part*, so that the file's
-length is exactly the sum of the parts reported by :func:`encode_report`):
-
-``header``    magic ``DSEC``, version, flags, layer and tensor counts; per compressed conv: name,
-              shape, mode (0 raw fp32 values, 1 codebook), value bits, index bits, codebook size,
-              kept-weight count, index-entry count, stream flags and payload lengths; per extra
-              tensor: name, dtype, shape.
-``codebook``  per layer ``k`` fp32 centroids (codebook mode).
-``huffman``   per Huffman-coded stream, one 5-bit code length per alphabet symbol (canonical code).
-``values``    per layer the kept weights in row-major order: codes at ``bits`` bits or Huffman-coded
-              (codebook mode), or fp32 (raw mode: pruned but not quantized).
-``index``     per layer the gaps between kept weights at ``index_bits`` bits or Huffman-coded. A
-              symbol ``d >= 1`` puts the next kept weight ``d`` positions after the previous one;
-              ``d = 0`` is a *filler zero*, for gaps longer than ``2**index_bits - 1``: it advances
-              ``2**index_bits - 1`` positions and stores no value (Deep Compression stores a zero
-              weight there; ours is implicit, which saves its ``bits``).
-``bias``      every other tensor of the state dict (biases, BatchNorm) verbatim.
-
-A stream is Huffman-coded only when that (table included) is smaller than fixed width.
-Decoding restores every tensor bit for bit: pruned weights are +0.0, kept ones their centroid.
+The layout, part by part, is in docs/COMPRESSION.md ("File format"): every section is byte-aligned
+and belongs to one *part*, so a file's length is exactly the sum of the parts :func:`encode_report`
+reports. Decoding restores every tensor bit for bit (pruned weights +0.0, kept ones their centroid).
 """
 
 from __future__ import annotations
 
 import struct
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -132,11 +115,12 @@ def _stream(symbols: np.ndarray, alphabet: int, width: int, try_huffman: bool
     return (table, coded, True) if len(table) + len(coded) < len(fixed) else (b"", fixed, False)
 
 
-def _index_bits(index_bits: int | tuple[int, int]) -> tuple[int, int]:
-    pair = (index_bits, index_bits) if isinstance(index_bits, int) else tuple(index_bits)
+def check_index_bits(index_bits: int | Sequence[int]) -> tuple[int, int]:
+    """(convolutions, classifier) relative-index widths from one width for both or a pair."""
+    pair = (index_bits,) if isinstance(index_bits, int) else tuple(index_bits)
+    pair *= 2 if len(pair) == 1 else 1
     if len(pair) != 2 or not all(isinstance(b, int) and 1 <= b <= 16 for b in pair):
-        raise ConfigError("--index-bits", f"must be one or two integers in 1..16 "
-                          f"(got {index_bits})")
+        raise ConfigError("--index-bits", f"must be one or two integers in 1..16 (got {index_bits})")
     return pair  # type: ignore[return-value]
 
 
@@ -150,23 +134,17 @@ def extra_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict a plain (unpruned, unparametrized) copy of ``model`` would have.
-
-    Built from effective weights rather than by ``deepcopy`` + ``remove_parametrizations``: a deep
-    copy shares the parametrized class with the original, and removing it from one breaks both.
-    """
+    """The state dict a plain (unpruned, unparametrized) copy of ``model`` would have, from its
+    effective weights: a ``deepcopy`` shares the parametrized class, so removing it breaks both."""
     state = {f"{n}.weight": m.weight.detach() for n, m in conv_layers(model).items()}
     return {**state, **dict(extra_tensors(model))}
 
 
 def encode_report(model: nn.Module, *, huffman: bool = True,
                   index_bits: int | tuple[int, int] = DEFAULT_INDEX_BITS) -> Encoded:
-    """Compress a model's conv weights; layers with shared weights are stored as codebooks.
-
-    Works on a pruned model (hooks or plain zeros: kept = non-zero, stored as fp32) and on a
-    quantized one (:func:`dse.compress.quantize.quantize_model`: kept = its mask, stored as codes).
-    """
-    conv_bits, fc_bits = _index_bits(index_bits)
+    """Compress a model's conv weights: a pruned layer (kept = non-zero) as fp32 values, a
+    quantized one (kept = its mask) as codes of its codebook."""
+    conv_bits, fc_bits = check_index_bits(index_bits)
     convs, last = conv_layers(model), classifier_name(model)
     extras = list(extra_tensors(model))
     out = _Writer()

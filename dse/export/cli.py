@@ -1,10 +1,7 @@
 """``dse-export CHECKPOINT [--compressed FILE.dsec] [--format onnx,torchscript,int8] [--out DIR]``.
 
-Files a runtime loads, made from a ``dse-train`` checkpoint's network (or from a ``dse-compress``
-file's decoded weights): ONNX, TorchScript and an int8 ONNX file, each checked against PyTorch on
-random and real test images before anything is written, optionally timed (``--latency``). Every
-input is checked first (--out, formats, checkpoint, compressed file, overrides, the packages the
-formats need); bad input is one line on stderr and exit code 2 with nothing written, as in every
+Every input is checked first (--out, formats, checkpoint, compressed file, overrides, the packages
+the formats need): bad input is one line on stderr and exit code 2 with nothing written, as in every
 dse tool. A file that disagrees with PyTorch is a failure: one line, exit code 1, nothing written.
 """
 
@@ -17,6 +14,7 @@ from typing import Any
 
 from dse.errors import ArgumentParser, ConfigError, bad_input, first_line
 from dse.logs import quiet_lightning
+from dse.text import comma_list
 
 PROG = "dse-export"
 EXIT_FAILED = 1
@@ -46,9 +44,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_formats(text: str) -> tuple[str, ...]:
+    """``"onnx,int8"`` -> ("onnx", "int8"), in the order given, each once."""
+    from dse.export.formats import FORMATS
+
+    items = comma_list(text)
+    if not items or any(f not in FORMATS for f in items):
+        raise ConfigError("--format", f"must be a comma list of {', '.join(FORMATS)} "
+                                      f"(got {','.join(items) if items else repr(text)})")
+    return tuple(dict.fromkeys(items))
+
+
 def _options(args: argparse.Namespace) -> Any:
-    from dse.export import INSTALL_HINT, missing
-    from dse.export.job import ExportOptions, parse_formats
+    from dse import latency
+    from dse.export.job import ExportOptions
     from dse.validate import int_at_least
 
     fmts = parse_formats(args.format)
@@ -57,9 +66,9 @@ def _options(args: argparse.Namespace) -> Any:
                          calibration=int_at_least(args.calibration, 1, "--calibration"),
                          latency=args.latency, threads=int_at_least(args.threads, 1, "--threads"))
     onnx_needed = args.latency or any(f in ("onnx", "int8") for f in fmts)
-    if onnx_needed and (lacking := missing()):
+    if onnx_needed and (lacking := latency.missing()):
         what = "--latency" if args.latency else "--format"
-        raise ConfigError(what, f"needs {', '.join(lacking)} ({INSTALL_HINT})")
+        raise ConfigError(what, f"needs {', '.join(lacking)} ({latency.INSTALL_HINT})")
     return opts
 
 
@@ -79,9 +88,9 @@ def _decoded(path: str, model_cfg: dict[str, Any]) -> Any:
 
 
 def _run(args: argparse.Namespace) -> None:
-    if args.out:  # before torch is imported or the checkpoint read
-        from dse.outputs import check_writable
+    from dse.outputs import check_writable
 
+    if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
     opts = _options(args)
     from omegaconf import OmegaConf
@@ -89,29 +98,27 @@ def _run(args: argparse.Namespace) -> None:
     from dse.checkpoint import load_checkpoint
     from dse.export import job
     from dse.model import build_model
-    from dse.outputs import check_writable
     from dse.validate import validate
 
     ckpt = load_checkpoint(args.checkpoint, args.overrides)
     validate(ckpt.cfg)
-    model_cfg = OmegaConf.to_container(ckpt.cfg.model, resolve=True)
+    cfg = OmegaConf.to_container(ckpt.cfg, resolve=True)
     if args.compressed:
-        model, stem = _decoded(args.compressed, model_cfg), Path(args.compressed).stem
+        model, stem = _decoded(args.compressed, cfg["model"]), Path(args.compressed).stem
     else:
-        model, stem = build_model(model_cfg), "dense"
+        model, stem = build_model(cfg["model"]), "dense"
         model.load_state_dict(ckpt.state)
     out = Path(args.out) if args.out else ckpt.run_dir / "export"
     check_writable(out, "--out", directory=True)
     quiet_lightning(every_warning=True)
     opts.extra = dict(checkpoint=str(ckpt.path), run_id=ckpt.run_id, compressed=args.compressed,
                       overrides=list(ckpt.overrides))
-    cfg = OmegaConf.to_container(ckpt.cfg, resolve=True)
     result, files = job.run(model, cfg, stem, opts)
     job.write_outputs(out, result, files)
     weights = f"weights decoded from {args.compressed}" if args.compressed else "dense weights"
-    print(f"{ckpt.cfg.model.name} on {ckpt.cfg.data.name}, {weights}; outputs equal "
-          f"PyTorch's within {result['tolerance']:g}"
-          + (f" (threads {opts.threads})" if opts.latency else ""))
+    threads = f" (threads {opts.threads})" if opts.latency else ""
+    print(f"{cfg['model']['name']} on {cfg['data']['name']}, {weights}; outputs equal "
+          f"PyTorch's within {result['tolerance']:g}{threads}")
     print(job.format_table(result))
     print(f"files in {out}")
 

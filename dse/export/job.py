@@ -1,16 +1,14 @@
 """One ``dse-export`` job: a network's files, checked against PyTorch, optionally timed, written.
 
-Everything is computed in memory first: the files, their outputs against PyTorch's on random and
-on real test images (:data:`~dse.export.formats.TOLERANCE`), the int8 file's accuracy and every
-latency. Only then are they written, together or not at all (:func:`dse.outputs.staged_dir`), so a
-file that disagrees with PyTorch is never left behind.
+Everything is computed in memory first (files, their outputs against PyTorch's on random and real
+test images, the int8 file's accuracy, every latency) and only then written, together or not at all
+(:func:`dse.outputs.staged_dir`), so a file that disagrees with PyTorch is never left behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +16,16 @@ from typing import Any
 import torch
 from torch import nn
 
-from dse.export import REQUIRES, formats, int8, latency, runtime
+from dse import latency
+from dse.compress import int8
+from dse.export import formats
 from dse.metrics import REGISTRY
 from dse.outputs import staged_dir
 from dse.text import table
 
 RANDOM_IMAGES = 16
 REFERENCE = "pytorch"  # the reference row: the network itself, in torch eager mode
+TEST_ACCURACY = ("test_top1", "test_top5")  # the int8 file's and the network's, side by side
 
 
 @dataclass
@@ -39,65 +40,47 @@ class ExportOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _needs_data(opts: ExportOptions) -> bool:
-    return opts.check_images > 0 or "int8" in opts.formats
-
-
-def run(model: nn.Module, cfg: Any, stem: str, opts: ExportOptions, dm: Any = None
+def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, dm: Any = None
         ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The result (JSON-ready) and the files ``{name: bytes}`` of exporting ``model``.
-
-    ``cfg`` is the resolved config the network was trained with (its input shape and data);
-    ``dm`` its data module, built here from ``cfg`` when real images are needed and none is given.
-    Raises :class:`~dse.export.ExportMismatch` when a file disagrees with PyTorch.
-    """
-    model = formats.inference_copy(model)
-    shape = formats.input_shape(cfg)
-    if dm is None and _needs_data(opts):
+    """The result (JSON-ready) and the files ``{name: bytes}`` of exporting ``model`` trained with
+    the resolved ``cfg`` (a plain dict; ``dm`` built from it when needed); ExportMismatch if a file
+    disagrees with PyTorch."""
+    model = latency.inference_copy(model)
+    shape = latency.input_shape(cfg)
+    if dm is None and (opts.check_images > 0 or "int8" in opts.formats):
         from dse.data import build_datamodule
 
         tc = cfg["trainer"]
         dm = build_datamodule(cfg, tc["batch_size"], tc["eval_batch_size"], int(cfg.get("seed", 0)))
-    inputs = {"random": formats.example(shape, RANDOM_IMAGES, seed=1)}
+    inputs = {"random": latency.example(shape, RANDOM_IMAGES, seed=1)}
     if opts.check_images > 0:
-        inputs["test images"] = runtime.first_images(dm, "test", opts.check_images)[0]
+        inputs["test images"] = int8.first_images(dm, "test", opts.check_images)[0]
     made = {fmt: formats.export(model, shape, fmt) for fmt in opts.formats if fmt != "int8"}
     if "int8" in opts.formats:
-        fp32 = made.get("onnx") or formats.to_onnx(model, shape)
-        calibration = runtime.first_images(dm, "train", opts.calibration)[0].numpy()
-        made["int8"] = int8.quantize(fp32, calibration)
+        fp32 = made.get("onnx") or latency.to_onnx(model, shape)
+        made["int8"] = int8.quantize(fp32, int8.first_images(dm, "train", opts.calibration)[0].numpy())
     diffs = formats.max_differences(model, made, inputs)
     formats.check_equal(diffs)
 
     rows: list[dict[str, Any]] = [{"file": None, "format": REFERENCE, "runtime": "torch"}]
-    files: dict[str, bytes] = {}
     for fmt, data in made.items():
-        name = stem + formats.SUFFIXES[fmt]
-        files[name] = data
-        rows.append({"file": name, "format": fmt, "runtime": formats.RUNTIMES[fmt],
-                     "bytes": len(data), "max_diff": diffs.get(fmt)})
+        rows.append({"file": stem + formats.SUFFIXES[fmt], "format": fmt,
+                     "runtime": formats.RUNTIMES[fmt], "bytes": len(data), "max_diff": diffs.get(fmt)})
+
+    def runner(fmt: str, threads: int = 0) -> latency.Runner:
+        return latency.torch_runner(model) if fmt == REFERENCE else formats.runner(fmt, made[fmt], threads)
+
     if "int8" in opts.formats:  # its answer is its accuracy: beside the network's own
-        test = runtime.batches(dm, "test")
         for row in (rows[0], rows[-1]):
-            run_ = (runtime.torch_runner(model) if row["format"] == REFERENCE
-                    else runtime.runner("int8", made["int8"]))
-            acc = runtime.accuracy(run_, test)
+            acc = int8.accuracy(runner(row["format"]), int8.batches(dm, "test"))
             row.update(test_top1=acc[1], test_top5=acc[5])
     if opts.latency:
         for row in rows:
-            run_ = (runtime.torch_runner(model) if row["format"] == REFERENCE
-                    else runtime.runner(row["format"], made[row["format"]], opts.threads))
-            row["latency"] = latency.profile(run_, shape, opts.threads)
+            row["latency"] = latency.profile(runner(row["format"], opts.threads), shape, opts.threads)
     options = {k: v for k, v in asdict(opts).items() if k != "extra"}
-    result = dict(model=_plain(cfg["model"]), input_shape=list(shape), stem=stem, options=options,
+    result = dict(model=cfg["model"], input_shape=list(shape), stem=stem, options=options,
                   tolerance=formats.TOLERANCE, rows=rows, versions=versions(), **opts.extra)
-    return result, files
-
-
-def _plain(node: Any) -> Any:
-    from omegaconf import OmegaConf
-
-    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return result, {r["file"]: made[r["format"]] for r in rows[1:]}
 
 
 def versions() -> dict[str, str]:
@@ -105,73 +88,41 @@ def versions() -> dict[str, str]:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {"torch": str(torch.__version__)}
-    for name in REQUIRES:
+    for name in latency.REQUIRES:
         with contextlib.suppress(PackageNotFoundError):
             out[name] = version(name)
     return out
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """The Markdown table of a :func:`run` result: one row per file, plus PyTorch's."""
+    """The Markdown table of a :func:`run` result: one row per file, plus PyTorch's when measured."""
     rows = result["rows"]
     inputs = list(next((r["max_diff"] for r in rows if r.get("max_diff")), {}))
-    acc = any("test_top1" in r for r in rows)
+    acc = any(TEST_ACCURACY[0] in r for r in rows)
     lat = any("latency" in r for r in rows)
-    header = ["file", "runtime", "bytes", *(f"max abs diff, {name}" for name in inputs)]
-    if acc:
-        header += [REGISTRY["test_top1"].label + " %", REGISTRY["test_top5"].label + " %"]
-    if lat:
-        header += [f"batch {b} {q} ms" for b in latency.BATCHES for q in ("median", "p90")]
+    header = ["file", "runtime", "bytes", *(f"max abs diff, {name}" for name in inputs),
+              *([f"{REGISTRY[k].label} %" for k in TEST_ACCURACY] if acc else []),
+              *([f"batch {b} {q} ms" for b in latency.BATCHES for q in ("median", "p90")] if lat else [])]
     body = []
-    for r in rows:
-        if r["format"] == REFERENCE and not (acc or lat):
-            continue  # nothing measured on the network itself
-        cells = [r["file"] or f"({REFERENCE}, eager)", r["runtime"] + (" int8" if r["format"] ==
-                                                                      "int8" else ""),
-                 f"{r['bytes']:,}" if "bytes" in r else "-"]
-        diffs = r.get("max_diff") or {}
-        cells += [f"{diffs[n]:.2g}" if n in diffs else "-" for n in inputs]
-        if acc:
-            cells += [REGISTRY[k].show(r.get(k)) for k in ("test_top1", "test_top5")]
-        if lat:
-            prof = r.get("latency") or {}
-            cells += [f"{prof[b][q]:.3f}" if b in prof else "-" for b in latency.BATCHES
-                      for q in (0.5, 0.9)]
-        body.append(cells)
+    for r in rows[0 if acc or lat else 1:]:  # nothing measured on the network itself: no row
+        diffs, prof = r.get("max_diff") or {}, r.get("latency") or {}
+        body.append([r["file"] or f"({REFERENCE}, eager)",
+                     r["runtime"] + (" int8" if r["format"] == "int8" else ""),
+                     f"{r['bytes']:,}" if "bytes" in r else "-",
+                     *(f"{diffs[n]:.2g}" if n in diffs else "-" for n in inputs),
+                     *([REGISTRY[k].show(r.get(k)) for k in TEST_ACCURACY] if acc else []),
+                     *([f"{prof[b][q]:.3f}" if b in prof else "-" for b in latency.BATCHES
+                        for q in (0.5, 0.9)] if lat else [])])
     return table(header, body, align=[None, None, *["right"] * (len(header) - 2)], markdown=True,
                  pad=False)
 
 
-def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes],
-                  field_name: str = "--out") -> list[Path]:
-    """The files, ``<stem>.export.json`` and ``<stem>.export.md``: all of them or none."""
+def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
+    """The files, ``<stem>.export.json`` and ``<stem>.export.md``: all of them or none (JSON
+    writes the batch sizes and quantiles of the latency profiles as string keys)."""
     stem = result["stem"]
-    with staged_dir(out, field_name) as stage:
+    with staged_dir(out, "--out") as stage:
         for name, data in files.items():
             (stage / name).write_bytes(data)
-        (stage / f"{stem}.export.json").write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+        (stage / f"{stem}.export.json").write_text(json.dumps(result, indent=1) + "\n")
         (stage / f"{stem}.export.md").write_text(format_table(result) + "\n")
-    return [out / n for n in (*files, f"{stem}.export.json", f"{stem}.export.md")]
-
-
-def _jsonable(x: Any) -> Any:
-    """JSON keys must be strings: batch sizes and quantiles become "1", "0.5"."""
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
-
-
-def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
-    """``"onnx,int8"`` -> ("onnx", "int8"), in the order given, each once; a ConfigError naming
-    ``--format`` for anything else."""
-    from dse.errors import ConfigError
-    from dse.text import comma_list
-
-    items = comma_list(text) if isinstance(text, str) else list(text)
-    bad = [f for f in items if f not in formats.FORMATS]
-    if bad or not items:
-        raise ConfigError("--format", f"must be a comma list of {', '.join(formats.FORMATS)} "
-                                      f"(got {','.join(items) if items else repr(text)})")
-    return tuple(dict.fromkeys(items))

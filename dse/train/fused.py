@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from dse.checkpoint import save_checkpoint
 from dse.data import build_datamodule
 from dse.errors import ConfigError, first_line
-from dse.export.latency import latency_columns
+from dse.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
 from dse.model.fused import FusedFireNet
 from dse.model.net import build_model

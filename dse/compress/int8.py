@@ -1,0 +1,119 @@
+"""int8 post-training quantization: onnxruntime static quantization of a network's ONNX file.
+
+The fp32 file is pre-processed (shape inference, BatchNorm and friends fused) and quantized in
+onnxruntime's QDQ format: weights int8 per output channel, activations uint8 per tensor (U8S8,
+onnxruntime's recommended CPU combination), biases int32, activation ranges calibrated (MinMax) on
+:data:`CALIBRATION_IMAGES` train images. onnxruntime fuses each DequantizeLinear -> Conv ->
+QuantizeLinear into one integer convolution on load, so the file is int8 on disk (about a quarter
+of the fp32 bytes) and when it runs. dse-compress ``--int8`` and dse-export ``--format int8`` use it.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from dse import latency
+from dse.compress.results import LATENCY_COLUMN
+from dse.metrics import ACCURACY, REGISTRY
+
+log = logging.getLogger("dse.compress")
+CALIBRATION_IMAGES = 256
+CALIBRATION_BATCH = 32
+
+
+def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATCH) -> bytes:
+    """The int8 ONNX file of the fp32 ONNX file ``fp32``, calibrated on ``calibration``
+    ([N, C, H, W] float32 images, normalised as in training)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    images = np.ascontiguousarray(calibration, dtype=np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter([{latency.INPUT: images[i:i + batch]}
+                               for i in range(0, len(images), batch)])
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    with tempfile.TemporaryDirectory(prefix="dse-int8-") as tmp:
+        src, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        src.write_bytes(fp32)
+        quant_pre_process(str(src), str(pre))
+        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
+                        per_channel=True, weight_type=QuantType.QInt8,
+                        activation_type=QuantType.QUInt8,
+                        calibrate_method=CalibrationMethod.MinMax)
+        return out.read_bytes()
+
+
+def batches(dm: Any, split: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
+    """A data module's (images, labels) batches of ``split`` (train, val or test)."""
+    dm.setup("fit" if split == "train" else split)
+    return {"train": dm.train_dataloader, "val": dm.val_dataloader,
+            "test": dm.test_dataloader}[split]()
+
+
+def first_images(dm: Any, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``n`` images and labels of ``split`` on the CPU (fewer if it is smaller): the
+    train loader's order is its seeded shuffle, val and test are in file order."""
+    xs, ys, have = [], [], 0
+    for x, y in batches(dm, split):
+        xs.append(x.cpu().float())
+        ys.append(y.cpu())
+        have += len(y)
+        if have >= n:
+            break
+    return torch.cat(xs)[:n].contiguous(), torch.cat(ys)[:n]
+
+
+def accuracy(run: latency.Runner, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
+             ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    """Top-k accuracy (fractions) of a runner over every batch of ``loader``."""
+    hits = dict.fromkeys(ks, 0)
+    n = 0
+    for x, y in loader:
+        logits = torch.from_numpy(run(x.cpu().float().contiguous()))
+        top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
+        for k in ks:
+            hits[k] += int((top[:, :k] == y.cpu()[:, None]).any(dim=1).sum())
+        n += len(y)
+    return {k: hits[k] / n for k in ks} if n else dict.fromkeys(ks, float("nan"))
+
+
+def stage(model: nn.Module, cfg: dict[str, Any], dm: Any
+          ) -> tuple[bytes, dict[str, float | None], dict[str, float]]:
+    """dse-compress's int8 stage: the int8 ONNX file of the dense ``model`` (calibrated on the
+    train split), its accuracies, and the ``latency_ms`` of it and of the dense fp32 ONNX file."""
+    log.info("int8: exporting, calibrating on %d train images, evaluating, timing",
+             CALIBRATION_IMAGES)
+    shape = latency.input_shape(cfg)
+    fp32 = latency.to_onnx(model, shape)
+    data = quantize(fp32, first_images(dm, "train", CALIBRATION_IMAGES)[0].numpy())
+    run = latency.onnx_runner(data)
+    splits = ["val", *(["test"] if cfg["trainer"].get("test", True) else [])]
+    acc = {split: accuracy(run, batches(dm, split)) for split in splits}
+    split_of = {m: m.split("_")[0] for m in ACCURACY}  # val_top1 -> val
+    metrics = {m: acc[split_of[m]][REGISTRY[m].topk] if split_of[m] in acc else None
+               for m in ACCURACY}
+    lat = REGISTRY[LATENCY_COLUMN]
+    threads = int(cfg["trainer"].get("latency_threads", 1))
+    latencies = {name: latency.profile(latency.onnx_runner(f, threads), shape, threads,
+                                       batches=(lat.batch,))[lat.batch][lat.quantile]
+                 for name, f in (("dense", fp32), ("int8", data))}
+    return data, metrics, latencies

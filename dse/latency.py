@@ -1,0 +1,203 @@
+"""Measured CPU inference latency of a network: the ``latency_*`` columns of dse.metrics.LATENCY.
+
+A measurement of a model, like the analytic report, so it sits below training, dse-compress and
+dse-export, with the least ONNX code timing needs. Per runtime (onnxruntime on the ONNX file, torch
+eager) and batch size, :data:`WARMUP` untimed calls, then up to :data:`REPEATS` timed ones, stopping
+after :data:`BUDGET_S` once :data:`MIN_REPEATS` are in; median and p90 in ms, ``threads`` intra-op
+threads, one inter-op thread. Wall times: compare points measured on one machine only.
+torch and numpy are imported on use: dse.validate asks :func:`missing` without loading them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import logging
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from dse.metrics import LATENCY, REGISTRY
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import numpy as np
+    import torch
+    from torch import nn
+
+    Runner = Callable[[torch.Tensor], np.ndarray]
+
+REQUIRES = ("onnx", "onnxruntime", "onnxscript")  # beyond dse's own dependencies: the export extra
+INSTALL_HINT = "pip install 'dse[export]'"
+INPUT, OUTPUT = "input", "logits"  # the names of the exported graph's input and output
+EXAMPLE_BATCH = 2  # torch.export specialises batch sizes 0 and 1, so the dynamic batch is traced at 2
+EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+WARMUP = 5
+REPEATS = 100
+MIN_REPEATS = 5
+BUDGET_S = 2.0
+THREADS_COLUMN = "latency_threads"
+BATCHES: tuple[int, ...] = tuple(sorted({REGISTRY[n].batch for n in LATENCY}))
+RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(REGISTRY[n].runtime for n in LATENCY))
+
+
+def missing() -> list[str]:
+    """The packages of :data:`REQUIRES` that are not installed (found without importing them)."""
+    return [name for name in REQUIRES if importlib.util.find_spec(name) is None]
+
+
+def inference_copy(model: nn.Module) -> nn.Module:
+    """A CPU, fp32, eval-mode, contiguous copy without gradients (``torch.compile`` unwrapped)."""
+    import torch
+
+    model = getattr(model, "_orig_mod", model)
+    out = copy.deepcopy(model).cpu().float().eval().to(memory_format=torch.contiguous_format)
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+def input_shape(cfg: Any) -> tuple[int, int, int]:
+    """(channels, height, width) of one input image of a resolved dse config."""
+    size = int(cfg["data"]["image_size"])
+    return int(cfg["model"]["in_channels"]), size, size
+
+
+def example(shape: Sequence[int], batch: int = EXAMPLE_BATCH, seed: int = 0) -> torch.Tensor:
+    """Standard-normal images (what normalised inputs look like), the same for a given seed."""
+    import torch
+
+    return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """The exporter's warnings and per-pass INFO lines out of the run log (Hydra's would print them)."""
+    loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for lg in loggers:
+            lg.setLevel(logging.WARNING)
+        try:
+            yield
+        finally:
+            for lg, level in zip(loggers, levels, strict=True):
+                lg.setLevel(level)
+
+
+def to_onnx(model: nn.Module, shape: Sequence[int]) -> bytes:
+    """The ONNX file of an inference copy of ``model``: ``torch.onnx.export(dynamo=True)`` (the
+    exporter PyTorch maintains), a dynamic batch dimension, BatchNorm folded into the convolutions."""
+    import torch
+
+    model = inference_copy(model)
+    with _quiet_exporter():
+        program = torch.onnx.export(
+            model, (example(shape),), None, dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+            dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    return program.model_proto.SerializeToString()
+
+
+def onnx_runner(data: bytes, threads: int = 0) -> Runner:
+    """An onnxruntime CPU session of an ONNX file behind one call (``threads`` 0: one per core)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3  # errors only: no "removing initializer" chatter
+    sess = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    return lambda x: sess.run([OUTPUT], {INPUT: np.ascontiguousarray(x.numpy(), dtype=np.float32)})[0]
+
+
+def torch_runner(model: nn.Module) -> Runner:
+    """``model`` (an inference copy or a TorchScript module) without autograd, numpy out."""
+    import torch
+
+    def run(x: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            return model(x).numpy()
+
+    return run
+
+
+@contextlib.contextmanager
+def torch_threads(n: int) -> Iterator[None]:
+    """torch's intra-op thread count set to ``n`` inside the block, restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def timings(run: Callable[[torch.Tensor], Any], x: torch.Tensor, *, warmup: int = WARMUP,
+            repeats: int = REPEATS, min_repeats: int = MIN_REPEATS, budget_s: float = BUDGET_S
+            ) -> list[float]:
+    """Wall seconds of ``run(x)``, one per timed call (how many: the module docstring)."""
+    for _ in range(warmup):
+        run(x)
+    out: list[float] = []
+    start = time.perf_counter()
+    while len(out) < repeats and (len(out) < min_repeats or time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        run(x)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: int = 1,
+            batches: Sequence[int] = BATCHES, **repeat: Any) -> dict[int, dict[float, float]]:
+    """``{batch: {quantile: ms}}`` of one runner (quantiles 0.5 and 0.9) with ``threads``."""
+    import numpy as np
+
+    out: dict[int, dict[float, float]] = {}
+    with torch_threads(threads):
+        for b in batches:
+            t = timings(run, example(shape, b), **repeat)
+            out[b] = {q: 1e3 * float(np.quantile(t, q)) for q in (0.5, 0.9)}
+    return out
+
+
+def runners(model: nn.Module, shape: Sequence[int], threads: int = 1, onnx: bytes | None = None
+            ) -> dict[str, Runner]:
+    """One runner per runtime of :data:`RUNTIMES` for ``model`` (its ONNX file made if not given)."""
+    model = inference_copy(model)
+    made = {"torch": lambda: torch_runner(model),
+            "onnxruntime": lambda: onnx_runner(onnx or to_onnx(model, shape), threads)}
+    return {name: made[name]() for name in RUNTIMES}  # a new registry runtime needs its runner here
+
+
+def columns(profiles: Mapping[str, Mapping[int, Mapping[float, float]]], threads: int
+            ) -> dict[str, Any]:
+    """The :data:`LATENCY` columns (and ``latency_threads``) from per-runtime profiles."""
+    return {**{n: profiles[m.runtime][m.batch][m.quantile] for n, m in REGISTRY.items()
+               if n in LATENCY and m.runtime in profiles}, THREADS_COLUMN: threads}
+
+
+def measure(model: nn.Module, shape: Sequence[int], threads: int = 1, onnx: bytes | None = None,
+            **repeat: Any) -> dict[str, Any]:
+    """Every :data:`LATENCY` column of ``model`` with inputs of ``shape`` (C, H, W)."""
+    run = runners(model, shape, threads, onnx)
+    return columns({name: profile(r, shape, threads, **repeat) for name, r in run.items()}, threads)
+
+
+def latency_columns(model: nn.Module, cfg: Any, status: str) -> dict[str, Any]:
+    """What a trained run adds to its row: its latency columns if ``trainer.latency`` and ``ok``."""
+    if not cfg.trainer.latency or status != "ok":
+        return {}
+    try:
+        return measure(model, input_shape(cfg), int(cfg.trainer.latency_threads))
+    except Exception as e:
+        from dse.errors import first_line
+
+        raise RuntimeError(f"latency measurement (trainer.latency=true) failed: "
+                           f"{first_line(e, typed=True)}") from e

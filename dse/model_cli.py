@@ -12,8 +12,9 @@ import argparse
 import json
 import sys
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from dse.compose import compose, grid_points
 from dse.errors import ArgumentParser, bad_input
 
 PROG = "dse-model"
@@ -45,15 +46,9 @@ def main(argv: list[str] | None = None) -> None:
             _point(args)
 
 
-def _config(overrides: list[str], hydra: bool = False) -> DictConfig:
-    from dse.compose import compose
-
-    return compose(overrides, return_hydra_config=hydra)
-
-
 def _print_config(args: argparse.Namespace) -> None:
     """``--cfg job`` prints the task's config, ``hydra`` Hydra's node, ``all`` both."""
-    cfg = _config(args.overrides, hydra=args.cfg != "job")
+    cfg = compose(args.overrides, return_hydra_config=args.cfg != "job")
     if args.cfg == "hydra":
         cfg = OmegaConf.create({"hydra": cfg.hydra})
     elif args.cfg == "job":
@@ -66,7 +61,7 @@ def _point(args: argparse.Namespace) -> None:
     from dse.model import analyze, build_spec, format_table
     from dse.validate import validate
 
-    cfg = _config(args.overrides)
+    cfg = compose(args.overrides)
     OmegaConf.resolve(cfg)
     validate(cfg, data_on_disk=False)  # the layout needs no dataset on this machine
     spec = build_spec(cfg.model)
@@ -87,7 +82,6 @@ def _point(args: argparse.Namespace) -> None:
 
 def _grid(args: argparse.Namespace) -> None:
     """One line per grid point: its swept values, params, size and MACs (or a JSON list)."""
-    from dse.compose import grid_points
     from dse.metrics import ANALYTIC, REGISTRY, analytic_values
     from dse.text import table
     from dse.validate import model_report, validate
@@ -96,7 +90,7 @@ def _grid(args: argparse.Namespace) -> None:
     swept = [i for i, axis in enumerate(zip(*points, strict=True)) if len(set(axis)) > 1]
     rows = []
     for point in points:
-        cfg = _config(point)
+        cfg = compose(point)
         OmegaConf.resolve(cfg)
         validate(cfg, data_on_disk=False)
         rows.append(([point[i] for i in swept], analytic_values(model_report(cfg))))

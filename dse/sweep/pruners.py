@@ -90,10 +90,6 @@ def pruner_spec(conf: Mapping[str, Any], shipped: Collection[str] = ()) -> dict[
     return {**target, "name": name, "monitor": _monitor(conf.get("monitor"))}
 
 
-def no_pruner() -> dict[str, Any]:
-    """The :func:`pruner_spec` of no pruning."""
-    return pruner_spec({"name": "none"})
-
 
 def make_pruner(spec: Mapping[str, Any] | str | None) -> optuna.pruners.BasePruner:
     """The pruner a :func:`pruner_spec` (or its JSON) describes; empty means no pruning. A spec by

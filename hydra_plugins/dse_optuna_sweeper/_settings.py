@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 
 from dse.errors import ConfigError
 from dse.metrics import DIRECTIONS, REGISTRY, SWEEPABLE
-from dse.sweep.pruners import no_pruner, pruner_spec
+from dse.sweep.pruners import pruner_spec
 from dse.sweep.storage import StorageSpec, parse_storage
 from dse.validate import check_study_name, int_at_least
 from hydra_plugins.dse_optuna_sweeper._samplers import sampler_config
@@ -184,7 +184,7 @@ def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Setti
 
 def effective_pruner(settings: Settings) -> dict[str, Any]:
     """The pruner jobs should use: none for several objectives or without a per-epoch metric."""
-    spec, off = dict(settings.pruner), no_pruner()
+    spec, off = dict(settings.pruner), pruner_spec({"name": "none"})
     if spec["name"] == "none":
         return spec
     if len(settings.objectives) > 1:

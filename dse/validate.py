@@ -1,16 +1,11 @@
 """Config-level checks: the one place every entry point asks "can this config be trained?".
 
 The schema (:mod:`dse.config`) enforces types when Hydra composes; this module enforces values:
-ranges, the allowed values of each enumeration, keys the schema does not know, the fixed shape of a
-dataset, one device for in-memory data, the logger's package and the study name. dse-train (before
-Hydra creates a run dir, and again in the task), dse-bench and the Optuna sweeper (on every choice
-and range end, before a storage exists) all call :func:`validate`, so a value is refused the same
-way wherever it is typed.
-
-Each enumeration is defined here once and its check is derived from it; ``device_settings`` and
-the progress bar read their auto/true/false switches through the same :func:`switch`, so a check
-and its use cannot drift apart. Nothing here imports torch: the sweeper and ``dse-bench`` refuse
-bad input in milliseconds.
+ranges, enumerations (each defined here once, its check derived from it), unknown keys, a dataset's
+fixed shape, one device for in-memory data, the logger's package and the study name. dse-train,
+dse-bench, dse-model, dse-compress and the Optuna sweeper's probe all call :func:`validate`, so a
+value is refused the same way wherever it is typed. Nothing here imports torch: bad input is
+refused in milliseconds.
 """
 
 from __future__ import annotations

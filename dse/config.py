@@ -8,7 +8,8 @@ comment, as pycls does for its config keys; the semantic checks (ranges, layer n
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -48,7 +49,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    name: str = "fashion_mnist"  # fashion_mnist | cifar10 | cifar100 | imagenet | synthetic
+    name: str = "fashion_mnist"  # a key of dse.data.sources.SOURCES (conf/data/<name>.yaml presets it)
     root: Optional[str] = None  # where the dataset lives; None = the dataset's default places
     channels: int = 1  # image channels fed to the network
     image_size: int = 28  # square input size fed to the network (crop size for ImageFolder)
@@ -134,6 +135,14 @@ class Config:
     # multirun jobs sharing each visible GPU: job N gets GPU (N // jobs_per_gpu) mod GPUs via
     # CUDA_VISIBLE_DEVICES (dse/train/devices.py); 1 = round-robin; dse-bench's recommended K packs
     jobs_per_gpu: int = 1
+
+
+def data_config(node: Mapping[str, Any]) -> DataConfig:
+    """A data node (a DictConfig, or a checkpoint's plain dict) as the typed :class:`DataConfig`,
+    so the schema owns every default; keys it does not know (an older checkpoint's) are dropped."""
+    raw = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
+    known = {f.name for f in fields(DataConfig)}
+    return OmegaConf.to_object(OmegaConf.merge(DataConfig, {k: v for k, v in raw.items() if k in known}))
 
 
 def study_sqlite(runs: str, study: str, name: str) -> str:

@@ -51,10 +51,7 @@ def first_line(exc_or_text: BaseException | str, *, typed: bool = False) -> str:
 
 def one_line(exc: BaseException) -> str:
     """Condense a (possibly chained, multi-line) config exception into one readable line."""
-    try:  # OmegaConf errors know the offending key; Hydra wraps them in composition errors
-        from omegaconf.errors import OmegaConfBaseException
-    except ImportError:  # pragma: no cover - omegaconf is a hard dependency
-        OmegaConfBaseException = ()  # type: ignore[assignment]  # noqa: N806
+    from omegaconf.errors import OmegaConfBaseException  # knows the key; Hydra wraps it
 
     chain: list[BaseException] = []
     cur: BaseException | None = exc

@@ -1,4 +1,4 @@
-"""Text in and out of the tools: comma lists on the command line, tables in what they print.
+"""Text in and out of the tools: comma lists on the command line, tables and durations in what they print.
 
 Table cells arrive as final strings (each caller formats its own numbers and escapes what it
 must), so the renderer only decides layout, and every table in the project lines up by one rule.
@@ -16,6 +16,16 @@ MD_MIN_WIDTH = 3  # a Markdown rule cell needs three dashes
 def comma_list(text: str) -> list[str]:
     """``"a, b,,c"`` -> ``["a", "b", "c"]``: how every option that takes a list reads it."""
     return [t.strip() for t in str(text).split(",") if t.strip()]
+
+
+def duration(seconds: float) -> str:
+    """``45s``, ``12m05s``, ``3h07m``: an ETA a person reads at a glance."""
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], *,

@@ -1,16 +1,11 @@
 """Config-level checks: the one place every entry point asks "can this config be trained?".
 
 The schema (:mod:`dse.config`) enforces types when Hydra composes; this module enforces values:
-ranges, the allowed values of each enumeration, keys the schema does not know, the fixed shape of a
-dataset, one device for in-memory data, the logger's package and the study name. dse-train (before
-Hydra creates a run dir, and again in the task), dse-bench and the Optuna sweeper (on every choice
-and range end, before a storage exists) all call :func:`validate`, so a value is refused the same
-way wherever it is typed.
-
-Each enumeration is defined here once and its check is derived from it; ``device_settings`` and
-the progress bar read their auto/true/false switches through the same :func:`switch`, so a check
-and its use cannot drift apart. Nothing here imports torch: the sweeper and ``dse-bench`` refuse
-bad input in milliseconds.
+ranges, enumerations (each defined here once, its check derived from it), unknown keys, a dataset's
+fixed shape, one device for in-memory data, the logger's package and the study name. dse-train,
+dse-bench, dse-model, dse-compress and the Optuna sweeper's probe all call :func:`validate`, so a
+value is refused the same way wherever it is typed. Nothing here imports torch: bad input is
+refused in milliseconds.
 """
 
 from __future__ import annotations
@@ -21,11 +16,12 @@ import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import is_dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, get_type_hints
+from typing import Any, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
 
 from dse.config import Config
+from dse.data.sources import IN_MEMORY, SOURCES
 from dse.errors import ConfigError
 from dse.model import ModelReport, analyze, build_spec
 from dse.storefile import check_study_name, in_memory
@@ -42,27 +38,15 @@ SWITCHES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
 SEEDS = (0, 2**32 - 1)  # what Lightning's seed_everything accepts (numpy's uint32)
 
 
-class Shape(NamedTuple):
-    """What a dataset with fixed images delivers, whatever the config says."""
-
-    channels: int
-    image_size: int
-    num_classes: int
-
-
-FIXED_SHAPES = {"fashion_mnist": Shape(1, 28, 10), "cifar10": Shape(3, 32, 10),
-                "cifar100": Shape(3, 32, 100)}
-# training images of each in-memory dataset before its validation split (synthetic: synthetic_size)
-TRAIN_IMAGES = {"fashion_mnist": 60000, "cifar10": 50000, "cifar100": 50000}
-DATASETS = (*FIXED_SHAPES, "synthetic", "imagenet")
-# held as tensors by dse/data (TensorBatches): one device each, as no batch is sharded per rank
-IN_MEMORY = (*FIXED_SHAPES, "synthetic")
+DATASETS = tuple(SOURCES)
 # Lightning logger class -> (the pyproject extra that installs it, modules any one of which it needs)
 LOGGER_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "TensorBoardLogger": ("tensorboard", ("tensorboard", "tensorboardX")),
     "MLFlowLogger": ("mlflow", ("mlflow",)),
     "WandbLogger": ("wandb", ("wandb",)),
 }
+# what exporting and timing (trainer.latency, dse-export, dse-compress --int8) need beyond dse's own
+# dependencies, owned here, below dse.export, so that checking a config never imports it
 
 
 def one_of(field: str, value: Any, allowed: Collection[str]) -> str:
@@ -145,6 +129,8 @@ def validate_trainer(tc: Any) -> None:
             raise ConfigError("trainer.latency", f"true needs {', '.join(lacking)} ({INSTALL_HINT})")
 
 
+
+
 def one_device(data_name: str, devices: Any) -> None:
     """An in-memory dataset trains on exactly one device: under DDP every rank would iterate the
     whole split (dse/data/tensor.py does not shard), so a bigger ``trainer.devices`` is refused."""
@@ -200,7 +186,7 @@ def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
         ("channels", 1), ("image_size", 1), ("num_classes", 2), ("synthetic_size", 2),
         ("val_size", 0), ("num_workers", 0))])
     val_split(name, dc)
-    shape = FIXED_SHAPES.get(name)
+    shape = SOURCES[name].shape
     for key, fixed in shape._asdict().items() if shape else ():
         if key in dc and dc[key] != fixed:
             raise ConfigError(f"data.{key}", f"{name} has {key} {fixed} (got {dc[key]!r})")
@@ -220,7 +206,7 @@ def val_split(name: str, dc: Mapping[str, Any]) -> int:
     val = int(dc.get("val_size", 0))
     if name not in IN_MEMORY:
         return val
-    train = TRAIN_IMAGES.get(name) or int(dc.get("synthetic_size", 0))
+    train = SOURCES[name].train_images or int(dc.get("synthetic_size", 0))
     if not 1 <= val <= train // 2:
         raise ConfigError("data.val_size", f"must be in [1, {train // 2}], half of {name}'s "
                                            f"{train} training images (got {val})")
@@ -248,7 +234,7 @@ def check_shapes(model: Any, data: Any) -> None:
     if model.get("in_channels") != data.get("channels"):
         raise ConfigError("model.in_channels", f"must equal data.channels ({data.get('channels')!r})"
                                                f", the images' (got {model.get('in_channels')!r})")
-    shape = FIXED_SHAPES.get(data.get("name"))
+    shape = SOURCES[data.get("name")].shape
     if shape and model.get("num_classes") != shape.num_classes:
         raise ConfigError("model.num_classes", f"{data.get('name')} has {shape.num_classes} classes "
                                                f"(got {model.get('num_classes')!r})")
@@ -335,16 +321,19 @@ def check_bools(overrides: Sequence[str]) -> None:
                 raise ConfigError(key, f"must be true or false (got {v!r})")
 
 
-def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
-    """Check keys, model, data, trainer, logger and study together; returns the model's analytic report.
+def model_report(cfg: Any) -> ModelReport:
+    """The analytic report (params, MACs, sizes) of the network a config describes."""
+    return analyze(build_spec(cfg.model), cfg.data.image_size)
 
-    Every entry point calls this (dse-train, the Optuna sweeper, dse-bench, dse-compress,
-    dse-model), so a value is refused in the same words wherever it is typed.
-    """
+
+def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
+    """Check keys, model, data, trainer, logger and study together, as every entry point does, so a
+    value is refused in the same words wherever it is typed. Returns the report that the memory
+    check needed (:func:`model_report`'s), which callers in dse.train/bench still read."""
     check_keys(cfg)
     validate_data(cfg.data, on_disk=data_on_disk)
     check_shapes(cfg.model, cfg.data)
-    spec = build_spec(cfg.model)
+    report = model_report(cfg)
     validate_trainer(cfg.trainer)
     one_device(cfg.data.name, cfg.trainer.devices)
     validate_logger(OmegaConf.select(cfg, "logger"))
@@ -356,6 +345,5 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
                                          f"(got {cfg.study.rerun!r})")
     check_runs(OmegaConf.select(cfg, "paths.runs", default="runs"))
     check_store_url(OmegaConf.select(cfg, "store.url", default=None))
-    report = analyze(spec, cfg.data.image_size)
     check_fits(report, cfg.trainer.batch_size)
     return report

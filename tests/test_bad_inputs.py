@@ -271,7 +271,8 @@ def _results_db(d: Path) -> str:
 @pytest.mark.parametrize(("arg", "needle"), [
     ("hydra.sweeper.pruner.monitor=bogus", "hydra.sweeper.pruner.monitor: 'bogus' is not logged"),
     (_results_db, "is a dse results store, not an Optuna storage"),
-], ids=["monitor", "results-db"])
+    ("hydra.sweeper.sampler._target_=nope.Sampler", "hydra.sweeper.sampler._target_: No module named 'nope'"),
+], ids=["monitor", "results-db", "sampler-target"])
 def test_the_optuna_sweeper_refuses_what_it_accepted(workdir: Path, arg, needle: str) -> None:
     arg = arg(workdir) if callable(arg) else arg
     before = tree(workdir)

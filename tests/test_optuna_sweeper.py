@@ -298,6 +298,36 @@ def test_objectives_constraints_and_settings_validation(tmp_path):
     assert not list(tmp_path.iterdir()), "validation must not write anything"
 
 
+def test_samplers_and_pruners_are_target_configs():
+    """Hydra's ``_target_`` configs (any Optuna class, its own arguments with ``+``) beside the short
+    names; a bad one is one line naming its field; a job still reads dse 0.1's pruner hand-off."""
+    from dse.sweep.pruners import make_pruner
+
+    base = {"study_name": "s", "storage": "sqlite:///x.db", "params": {"model.sr": "interval(0.1, 0.2)"}}
+    s = validate_settings({**base, "sampler": {"_target_": "optuna.samplers.RandomSampler", "seed": 3},
+                           "pruner": {"_target_": "optuna.pruners.PercentilePruner", "percentile": 25.0}},
+                          [])
+    assert s.sampler == {"_target_": "optuna.samplers.RandomSampler", "seed": 3}
+    assert s.pruner["percentile"] == 25.0 and s.pruner["n_startup_trials"] == 5  # the schema's default
+    assert isinstance(make_pruner(json.dumps(s.pruner)), optuna.pruners.PercentilePruner)
+    assert validate_settings(base, []).sampler == {"_target_": "optuna.samplers.TPESampler",
+                                                   "n_startup_trials": 10, "seed": 0}
+    old = make_pruner('{"name":"threshold","monitor":null,"n_warmup_steps":1,"interval_steps":1,'
+                      '"lower":0.5,"upper":null}')
+    assert isinstance(old, optuna.pruners.ThresholdPruner)
+    for extra, message in [
+        ({"pruner": {"_target_": "optuna.pruners.PercentilePruner", "percentil": 25}},
+         "hydra.sweeper.pruner.percentil: optuna.pruners.PercentilePruner takes no such argument"),
+        ({"pruner": {"name": "threshold"}}, "hydra.sweeper.pruner: Either lower or upper must be specified."),
+        ({"sampler": {"_target_": "nope.Sampler"}}, "hydra.sweeper.sampler._target_: No module named 'nope'"),
+        ({"sampler": {"name": "nsgaii", "population_size": 1}},
+         "hydra.sweeper.sampler.population_size: must be an integer >= 2 (got 1)"),
+    ]:
+        with pytest.raises(ConfigError) as e:
+            validate_settings({**base, **extra}, [])
+        assert str(e.value) == message
+
+
 @pytest.mark.parametrize("name", ["tpe", "nsgaii", "gp", "random", "qmc"])
 def test_every_sampler_handles_two_objectives_with_constraints(name):
     from hydra_plugins.dse_optuna_sweeper._samplers import make_sampler

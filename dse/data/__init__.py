@@ -1,5 +1,17 @@
-"""Datasets as LightningDataModules: in-memory tensors for small sets, ImageFolder for ImageNet."""
+"""Datasets as LightningDataModules: in-memory tensors for small sets, ImageFolder for ImageNet.
 
-from dse.data.modules import ImageFolderDataModule, InMemoryDataModule, build_datamodule
+The modules load on first use, so dse.validate reads :data:`dse.data.sources.SOURCES` without
+importing torch or Lightning.
+"""
+
+from typing import Any
 
 __all__ = ["ImageFolderDataModule", "InMemoryDataModule", "build_datamodule"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        from dse.data import modules
+
+        return getattr(modules, name)
+    raise AttributeError(name)

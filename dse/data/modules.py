@@ -11,15 +11,11 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from dse.data.sources import load_arrays
+from dse.config import DataConfig, data_config
+from dse.data.sources import SOURCES, load_arrays
 from dse.data.tensor import TensorBatches, TensorSplit, channel_stats
-from dse.validate import validate_data
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    return cfg.get(key, default) if isinstance(cfg, dict) else getattr(cfg, key, default)
 
 
 @lru_cache(maxsize=2)
@@ -34,8 +30,9 @@ def _prepared_splits(name: str, root: str | None, download: bool, channels: int,
     has the figures), so the runs of a sweep after the first start training at once. Nothing
     downstream mutates these CPU tensors (batches are copies; ``.to(cuda)`` copies).
     """
-    xtr, ytr, xte, yte = load_arrays(name, root, download, channels, image_size, num_classes,
-                                     synthetic_size)
+    xtr, ytr, xte, yte = load_arrays(name, root=root, download=download, channels=channels,
+                                     image_size=image_size, num_classes=num_classes,
+                                     synthetic_size=synthetic_size)
     g = torch.Generator().manual_seed(split_seed)
     perm = torch.randperm(len(ytr), generator=g)  # fixed split, whatever the run seed
     n_val = val_size  # at most half the train split: dse.validate.val_split refuses more
@@ -55,9 +52,8 @@ class InMemoryDataModule(L.LightningDataModule):
     resumes from checkpoints (dse.train.checkpoints), see :class:`TensorBatches`.
     """
 
-    def __init__(self, cfg: Any, batch_size: int, eval_batch_size: int, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig, batch_size: int, eval_batch_size: int, seed: int = 0) -> None:
         super().__init__()
-        validate_data(cfg)
         self.cfg, self.batch_size, self.eval_batch_size, self.seed = cfg, batch_size, eval_batch_size, seed
         self.splits: dict[str, TensorSplit] = {}
         self.position: Callable[[], tuple[int, int]] | None = None
@@ -66,23 +62,19 @@ class InMemoryDataModule(L.LightningDataModule):
         if self.splits:
             return
         c = self.cfg
-        subset = _get(c, "subset")
         train, val, test, self.mean, self.std = _prepared_splits(
-            _get(c, "name"), _get(c, "root"), bool(_get(c, "download", True)),
-            int(_get(c, "channels", 3)), int(_get(c, "image_size", 32)),
-            int(_get(c, "num_classes", 10)), int(_get(c, "synthetic_size", 2048)),
-            int(_get(c, "split_seed", 0)), int(_get(c, "val_size", 5000)),
-            int(subset) if subset else None, bool(_get(c, "normalize", True)))
+            c.name, c.root, c.download, c.channels, c.image_size, c.num_classes, c.synthetic_size,
+            c.split_seed, c.val_size, c.subset, c.normalize)
         self.splits = {"train": train, "val": val, "test": test}
 
     def _device(self) -> torch.device:
         trainer = self.trainer
-        if trainer is not None and _get(self.cfg, "device_resident", True):
+        if trainer is not None and self.cfg.device_resident:
             return trainer.strategy.root_device
         return torch.device("cpu")
 
     def _batches(self, split: str, train: bool, seed: int | None = None) -> TensorBatches:
-        if self.trainer is not None and self.trainer.world_size > 1:  # validate() refuses it first
+        if self.trainer is not None and self.trainer.world_size > 1:  # dse.validate refuses it first
             raise RuntimeError(f"in-memory data trains on one device, not {self.trainer.world_size} "
                                "(batches are not sharded per rank): set trainer.devices=1")
         self.setup()
@@ -92,8 +84,8 @@ class InMemoryDataModule(L.LightningDataModule):
             self.splits[split] = data = data.to(dev)
         return TensorBatches(
             data, self.batch_size if train else self.eval_batch_size, self.mean, self.std,
-            shuffle=train, drop_last=train, augment=train and bool(_get(self.cfg, "augment")),
-            flip=bool(_get(self.cfg, "flip")), seed=self.seed if seed is None else seed,
+            shuffle=train, drop_last=train, augment=train and self.cfg.augment,
+            flip=self.cfg.flip, seed=self.seed if seed is None else seed,
             position=self.position if train else None)
 
     @property
@@ -119,35 +111,34 @@ class InMemoryDataModule(L.LightningDataModule):
 class ImageFolderDataModule(L.LightningDataModule):
     """An ImageNet-style tree (``root/train``, ``root/val``) read by DataLoader workers."""
 
-    def __init__(self, cfg: Any, batch_size: int, eval_batch_size: int, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig, batch_size: int, eval_batch_size: int, seed: int = 0) -> None:
         super().__init__()
-        validate_data(cfg)
         self.cfg, self.batch_size, self.eval_batch_size, self.seed = cfg, batch_size, eval_batch_size, seed
 
     def setup(self, stage: str | None = None) -> None:
         from torchvision import datasets
         from torchvision import transforms as T
 
-        size, root = int(_get(self.cfg, "image_size", 224)), Path(_get(self.cfg, "root")).expanduser()
+        size, root = self.cfg.image_size, Path(str(self.cfg.root)).expanduser()
         norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
-        aug = [T.RandomResizedCrop(size)] if _get(self.cfg, "augment", True) else [
+        aug = [T.RandomResizedCrop(size)] if self.cfg.augment else [
             T.Resize(int(size * 256 / 224)), T.CenterCrop(size)]
-        if _get(self.cfg, "flip"):
+        if self.cfg.flip:
             aug.append(T.RandomHorizontalFlip())
         evaluate = T.Compose([T.Resize(int(size * 256 / 224)), T.CenterCrop(size), *norm])
         train = datasets.ImageFolder(root / "train", T.Compose([*aug, *norm]))
         val_dir = root / "val" if (root / "val").is_dir() else root / "train"
         val = datasets.ImageFolder(val_dir, evaluate)
-        subset = _get(self.cfg, "subset")
+        subset = self.cfg.subset
         if subset:
-            g = torch.Generator().manual_seed(int(_get(self.cfg, "split_seed", 0)))
+            g = torch.Generator().manual_seed(self.cfg.split_seed)
             train, val = (Subset(d, torch.randperm(len(d), generator=g)[: int(subset)].tolist())
                           for d in (train, val))
         self.train_set, self.val_set = train, val
         self.num_train = len(train)
 
     def _loader(self, ds: Any, train: bool) -> DataLoader:
-        workers = int(_get(self.cfg, "num_workers", 8))
+        workers = self.cfg.num_workers
         return DataLoader(ds, self.batch_size if train else self.eval_batch_size, shuffle=train,
                           drop_last=train, num_workers=workers, pin_memory=torch.cuda.is_available(),
                           persistent_workers=workers > 0,
@@ -165,8 +156,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
 def build_datamodule(cfg: Any, batch_size: int = 128, eval_batch_size: int = 1024,
                      seed: int = 0) -> L.LightningDataModule:
-    """The data module ``cfg.data`` describes (``cfg`` may be the data node or the root config)."""
-    data = _get(cfg, "data", cfg)
-    validate_data(data)
-    cls = ImageFolderDataModule if _get(data, "name") == "imagenet" else InMemoryDataModule
+    """The data module ``cfg.data`` describes (``cfg``: the root config or its data node, validated
+    by the entry point; a DictConfig or a checkpoint's plain dict), typed here once."""
+    data = data_config(cfg.get("data", cfg))
+    cls = InMemoryDataModule if SOURCES[data.name].load else ImageFolderDataModule
     return cls(data, batch_size, eval_batch_size, seed)

@@ -1,7 +1,9 @@
-"""Where each in-memory dataset comes from, parsed by torchvision, cached once per process.
+"""The datasets dse knows (:data:`SOURCES`, the one list every other derives from) and where each
+in-memory one comes from, parsed by torchvision once per process.
 
-A sweep trains many networks in one process; reading and parsing the IDX/pickle files once and
-keeping the uint8 tensors (see :func:`load_arrays`) removes that cost from every run but the first.
+A sweep trains many networks in one process; keeping the parsed uint8 tensors (:func:`load_arrays`)
+removes that cost from every run but the first. torch is imported on use: dse.validate reads
+:data:`SOURCES` and must stay light.
 """
 
 from __future__ import annotations
@@ -9,17 +11,21 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-from functools import lru_cache
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache, partial
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dse.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
-Arrays = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
+Arrays = tuple["torch.Tensor", "torch.Tensor", "torch.Tensor", "torch.Tensor"]
 
 
 def cache_dir() -> Path:
@@ -35,7 +41,7 @@ def _idx_dir(candidate: Path) -> Path | None:
     return None
 
 
-def _fashion_mnist(root: str | None, download: bool) -> Arrays:
+def _fashion_mnist(root: str | None, download: bool, **_: Any) -> Arrays:
     from torchvision.datasets import FashionMNIST
 
     cache = cache_dir()
@@ -62,10 +68,11 @@ def _fashion_mnist(root: str | None, download: bool) -> Arrays:
     return train.data[:, None], train.targets, test.data[:, None], test.targets
 
 
-def _cifar(name: str, root: str | None, download: bool) -> Arrays:
-    from torchvision.datasets import CIFAR10, CIFAR100
+def _cifar(name: str, root: str | None, download: bool, **_: Any) -> Arrays:
+    import torch
+    from torchvision import datasets
 
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    cls = getattr(datasets, name.upper())
     base = str(Path(root).expanduser()) if root else str(cache_dir())
     try:
         train, test = (cls(base, train=t, download=download) for t in (True, False))
@@ -78,21 +85,51 @@ def _cifar(name: str, root: str | None, download: bool) -> Arrays:
     return (*arr(train), *arr(test))
 
 
-def _synthetic(channels: int, size: int, classes: int, n: int) -> Arrays:
+def _synthetic(channels: int, image_size: int, num_classes: int, synthetic_size: int, **_: Any
+               ) -> Arrays:
+    import torch
+
     g = torch.Generator().manual_seed(1234)
-    x = torch.randint(0, 256, (2 * n, channels, size, size), dtype=torch.uint8, generator=g)
-    y = torch.randint(0, classes, (2 * n,), generator=g)
+    n = synthetic_size
+    x = torch.randint(0, 256, (2 * n, channels, image_size, image_size), dtype=torch.uint8, generator=g)
+    y = torch.randint(0, num_classes, (2 * n,), generator=g)
     return x[:n], y[:n], x[n:], y[n:]
 
 
+class Shape(NamedTuple):
+    """What a dataset with fixed images delivers, whatever the config says."""
+
+    channels: int
+    image_size: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """One ``data.name``: how its arrays load (None: read from disk by ImageFolder, not held in
+    memory), its fixed shape (None: the config's) and its training images before the val split
+    (None: ``data.synthetic_size``)."""
+
+    load: Callable[..., Arrays] | None
+    shape: Shape | None = None
+    train_images: int | None = None
+
+
+SOURCES: dict[str, Source] = {
+    "fashion_mnist": Source(_fashion_mnist, Shape(1, 28, 10), 60000),
+    "cifar10": Source(partial(_cifar, "cifar10"), Shape(3, 32, 10), 50000),
+    "cifar100": Source(partial(_cifar, "cifar100"), Shape(3, 32, 100), 50000),
+    "synthetic": Source(_synthetic),
+    "imagenet": Source(None),
+}
+IN_MEMORY = tuple(name for name, s in SOURCES.items() if s.load)  # one device each: not sharded
+
+
 @lru_cache(maxsize=4)
-def load_arrays(name: str, root: str | None = None, download: bool = True, channels: int = 3,
-                image_size: int = 32, num_classes: int = 10, synthetic_size: int = 2048) -> Arrays:
-    """(train_x, train_y, test_x, test_y) as uint8 [N, C, H, W] / int64 [N] CPU tensors."""
-    if name == "fashion_mnist":
-        return _fashion_mnist(root, download)
-    if name in ("cifar10", "cifar100"):
-        return _cifar(name, root, download)
-    if name == "synthetic":
-        return _synthetic(channels, image_size, num_classes, synthetic_size)
-    raise ConfigError("data.name", f"no in-memory source for {name!r}")
+def load_arrays(name: str, **kwargs: Any) -> Arrays:
+    """(train_x, train_y, test_x, test_y) as uint8 [N, C, H, W] / int64 [N] CPU tensors; ``kwargs``:
+    the data config's root, download, channels, image_size, num_classes, synthetic_size."""
+    source = SOURCES.get(name)
+    if source is None or source.load is None:
+        raise ConfigError("data.name", f"no in-memory source for {name!r}")
+    return source.load(**kwargs)

@@ -12,19 +12,21 @@ import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
+from dse.config import ModelConfig, StemConfig
 from dse.errors import ConfigError
 
 BYPASS_KINDS = ("none", "simple", "complex")  # model.bypass: the paper's network-wide choice
 SHORTCUT_KINDS = ("none", "identity", "conv")  # Fire.shortcut: what that choice puts on one module
 POOL_KERNEL, POOL_STRIDE = 3, 2
-# numeric metaparameters: type and default (None = required)
+# numeric metaparameters: type and default for a partial dict (None = required; the schema's
+# where it has one; the image shape an ImageNet network's, as torchvision's)
 NUMBERS: dict[str, tuple[type, Any]] = {
     "base_e": (int, None), "incr_e": (int, None), "freq": (int, None), "sr": (float, None),
-    "pct3x3": (float, None), "n_fire": (int, 8), "dropout": (float, 0.5), "in_channels": (int, 3),
-    "num_classes": (int, 1000),
+    "pct3x3": (float, None), "n_fire": (int, ModelConfig.n_fire),
+    "dropout": (float, ModelConfig.dropout), "in_channels": (int, 3), "num_classes": (int, 1000),
 }
 SPEC_KEYS = (*NUMBERS, "bypass", "batch_norm", "stem", "pool_after")  # all the spec reads
 
@@ -161,14 +163,8 @@ def pool_out(size: int, kernel: int = POOL_KERNEL, stride: int = POOL_STRIDE) ->
     return out
 
 
-def _get(cfg: Any, key: str, default: Any = None) -> Any:
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
-
-
-def _number(cfg: Any, key: str, kind: type, default: Any = None) -> Any:
-    value = _get(cfg, key, default)
+def _number(cfg: Mapping[str, Any], key: str, kind: type, default: Any = None) -> Any:
+    value = cfg.get(key, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         try:
             value = kind(value)
@@ -179,8 +175,9 @@ def _number(cfg: Any, key: str, kind: type, default: Any = None) -> Any:
     return kind(value)
 
 
-def validate_metaparameters(cfg: Any) -> dict[str, Any]:
-    """Check every metaparameter once, for every entry point; return them normalised."""
+def validate_metaparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Check every metaparameter of a model node (a DictConfig or a plain dict, as a checkpoint
+    stores it) once, for every entry point; return them normalised."""
     m = {key: _number(cfg, key, kind, default) for key, (kind, default) in NUMBERS.items()}
     checks = [
         ("base_e", m["base_e"] >= 1, "must be an integer >= 1"),
@@ -196,20 +193,17 @@ def validate_metaparameters(cfg: Any) -> dict[str, Any]:
     for key, ok, rule in checks:
         if not ok:
             raise ConfigError(f"model.{key}", f"{rule} (got {m[key]!r})")
-    bypass = str(_get(cfg, "bypass", "none"))
+    bypass = str(cfg.get("bypass", ModelConfig.bypass))
     if bypass not in BYPASS_KINDS:
         raise ConfigError("model.bypass", f"must be one of {', '.join(BYPASS_KINDS)} (got {bypass!r})")
     m["bypass"] = bypass
-    m["batch_norm"] = bool(_get(cfg, "batch_norm", False))
-    stem = _get(cfg, "stem", None) or {}
-    m["stem"] = {
-        k: _number(stem, k, int, d)
-        for k, d in (("channels", 96), ("kernel", 7), ("stride", 2), ("padding", 0))
-    }
-    for k, lo in (("channels", 1), ("kernel", 1), ("stride", 1), ("padding", 0)):
-        if m["stem"][k] < lo:
-            raise ConfigError(f"model.stem.{k}", f"must be an integer >= {lo} (got {m['stem'][k]})")
-    pools = _get(cfg, "pool_after", None)
+    m["batch_norm"] = bool(cfg.get("batch_norm", ModelConfig.batch_norm))
+    stem = cfg.get("stem") or {}
+    m["stem"] = {f.name: _number(stem, f.name, int, f.default) for f in fields(StemConfig)}
+    for k, v in m["stem"].items():
+        if v < (lo := 0 if k == "padding" else 1):
+            raise ConfigError(f"model.stem.{k}", f"must be an integer >= {lo} (got {v})")
+    pools = cfg.get("pool_after")
     m["pool_after"] = [str(p) for p in (pools if pools is not None else [])]
     twice = sorted({p for p in m["pool_after"] if m["pool_after"].count(p) > 1})
     if twice:
@@ -253,7 +247,7 @@ def shortcut_kind(bypass: str, in_ch: int, out_ch: int) -> str:
     return "conv" if bypass == "complex" else "none"
 
 
-def build_spec(cfg: Any) -> NetSpec:
+def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
     """Validate the metaparameters and lay out the network they describe."""
     m = validate_metaparameters(cfg)
     bn, st = m["batch_norm"], m["stem"]

@@ -1,23 +1,70 @@
-"""The sweep's pruner: validated from the sweeper's settings, rebuilt identically in every job.
+"""Optuna samplers and pruners as Hydra ``_target_`` configs, as hydra-optuna-sweeper's are.
 
-A job's pruning callback compares its trial with every other worker's trials in the shared
-storage, so it must build exactly the pruner the sweeper was configured with: the settings travel as
-the JSON of :func:`pruner_spec` and :func:`make_pruner` turns them back into a pruner, here once.
+The sweeper checks them before any storage exists; the pruner's config travels to every job
+(:mod:`dse.sweep.handoff`) as JSON, and :func:`make_pruner` instantiates exactly the pruner the
+sweeper was configured with.
 """
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
+import warnings
+from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line
 from dse.metrics import REGISTRY
 from dse.validate import int_at_least
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
 
-PRUNERS = ("median", "hyperband", "threshold", "none")
+# hydra.sweeper.pruner.name: the shipped pruners' targets (a _target_ names any other)
+PRUNERS = {"median": "optuna.pruners.MedianPruner", "hyperband": "optuna.pruners.HyperbandPruner",
+           "threshold": "optuna.pruners.ThresholdPruner", "none": "optuna.pruners.NopPruner"}
+# least values of integer settings that Optuna checks only once it samples or prunes
+AT_LEAST = {"seed": 0, "n_startup_trials": 0, "population_size": 2, "n_warmup_steps": 0,
+            "interval_steps": 1, "min_resource": 1, "max_resource": 1, "reduction_factor": 2}
+
+
+def target_config(conf: Mapping[str, Any], names: Mapping[str, str], field: str,
+                  shipped: Collection[str]) -> dict[str, Any]:
+    """The ``_target_`` config of a sampler or pruner setting: its ``_target_``, else the target of
+    its short ``name``, with those of its settings the class takes. The ``shipped`` keys (the
+    schema's) hold every shipped class's settings, so ``pruner.lower`` goes with
+    ``pruner.name=threshold``; any other key must be the class's. Built once here, so a bad value
+    is one line naming its field before anything is written."""
+    from hydra.utils import instantiate
+
+    target = conf.get("_target_")
+    if not target:
+        name = str(conf.get("name") or "none").lower()
+        if name not in names:
+            raise ConfigError(f"{field}.name", f"unknown {field.rsplit('.', 1)[-1]} {name!r}; choose "
+                                               f"one of {', '.join(names)} (or give a _target_)")
+        target = names[name]
+    module, _, name = str(target).rpartition(".")
+    try:
+        takes = inspect.signature(getattr(importlib.import_module(module), name)).parameters
+    except Exception as e:  # not importable, not a class
+        raise ConfigError(f"{field}._target_", first_line(e)) from None
+    if unknown := sorted(set(conf) - set(takes) - {"_target_", "name", *shipped}):
+        raise ConfigError(f"{field}.{unknown[0]}", f"{target} takes no such argument")
+    out = {"_target_": target}
+    for key in takes:
+        if key in conf:
+            value = conf[key]
+            out[key] = (int_at_least(value, AT_LEAST[key], f"{field}.{key}")
+                        if key in AT_LEAST and value not in (None, "auto") else value)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning
+            instantiate(out)
+    except Exception as e:  # Optuna's own checks (a threshold pruner with no bound), under Hydra's
+        raise ConfigError(field, first_line(e.__cause__ or e)) from None
+    return out
 
 
 def _monitor(value: Any) -> str | None:
@@ -35,60 +82,23 @@ def _monitor(value: Any) -> str | None:
                                                       f"(one of {', '.join(keys.values())})")
 
 
-def pruner_spec(conf: Any) -> dict[str, Any]:
-    """Validate pruner settings into the JSON-able dict that jobs receive (dse.sweep.handoff)."""
-    get = conf.get if hasattr(conf, "get") else (lambda k, d=None: getattr(conf, k, d))
-    name = str(get("name", "median") or "none").lower()
-    if name not in PRUNERS:
-        raise ConfigError("hydra.sweeper.pruner.name",
-                          f"unknown pruner {name!r}; choose one of {', '.join(PRUNERS)}")
-    spec: dict[str, Any] = {"name": name, "monitor": _monitor(get("monitor", None))}
-    if name == "median":
-        for key, lo in (("n_startup_trials", 0), ("n_warmup_steps", 0), ("interval_steps", 1)):
-            spec[key] = int_at_least(get(key, lo), lo, f"hydra.sweeper.pruner.{key}")
-    elif name == "threshold":
-        for key in ("n_warmup_steps", "interval_steps"):
-            lo = 1 if key == "interval_steps" else 0
-            spec[key] = int_at_least(get(key, lo), lo, f"hydra.sweeper.pruner.{key}")
-        for key in ("lower", "upper"):
-            value = get(key, None)
-            try:
-                spec[key] = None if value is None else float(value)
-            except (TypeError, ValueError):
-                raise ConfigError(f"hydra.sweeper.pruner.{key}",
-                                  f"must be a number (got {value!r})") from None
-        if spec["lower"] is None and spec["upper"] is None:
-            raise ConfigError("hydra.sweeper.pruner.lower", "the threshold pruner needs lower "
-                                                            "and/or upper")
-    elif name == "hyperband":
-        spec["min_resource"] = int_at_least(get("min_resource", 1), 1,
-                                             "hydra.sweeper.pruner.min_resource")
-        max_r = get("max_resource", "auto")
-        spec["max_resource"] = ("auto" if str(max_r) == "auto" else
-                                int_at_least(max_r, 1, "hydra.sweeper.pruner.max_resource"))
-        spec["reduction_factor"] = int_at_least(get("reduction_factor", 3), 2,
-                                                 "hydra.sweeper.pruner.reduction_factor")
-    return spec
+def pruner_spec(conf: Mapping[str, Any], shipped: Collection[str] = ()) -> dict[str, Any]:
+    """The pruner setting as the JSON-able ``_target_`` config jobs receive, with its ``monitor``
+    and its short name (the target's where it has none; ``shipped``: as for :func:`target_config`)."""
+    target = target_config(conf, PRUNERS, "hydra.sweeper.pruner", {"monitor", *shipped})
+    name = next((n for n, t in PRUNERS.items() if t == target["_target_"]), target["_target_"])
+    return {**target, "name": name, "monitor": _monitor(conf.get("monitor"))}
 
 
-def make_pruner(spec: dict[str, Any] | str | None) -> optuna.pruners.BasePruner:
-    """The pruner a :func:`pruner_spec` dict (or its JSON) describes; ``None`` means no pruning."""
-    import optuna
+
+def make_pruner(spec: Mapping[str, Any] | str | None) -> optuna.pruners.BasePruner:
+    """The pruner a :func:`pruner_spec` (or its JSON) describes; empty means no pruning. A spec by
+    ``name``, as the sweeper of dse 0.1 handed it to jobs, is read too."""
+    from hydra.utils import instantiate
 
     if isinstance(spec, str):
         spec = json.loads(spec) if spec.strip() else None
-    if not spec or spec.get("name") in (None, "none"):
-        return optuna.pruners.NopPruner()
-    if spec["name"] == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=spec["n_startup_trials"],
-                                           n_warmup_steps=spec["n_warmup_steps"],
-                                           interval_steps=spec["interval_steps"])
-    if spec["name"] == "threshold":
-        return optuna.pruners.ThresholdPruner(lower=spec["lower"], upper=spec["upper"],
-                                              n_warmup_steps=spec["n_warmup_steps"],
-                                              interval_steps=spec["interval_steps"])
-    if spec["name"] == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=spec["min_resource"],
-                                              max_resource=spec["max_resource"],
-                                              reduction_factor=spec["reduction_factor"])
-    raise ValueError(f"unknown pruner {spec['name']!r}")
+    spec = dict(spec or {"name": "none"})
+    if "_target_" not in spec:
+        spec = pruner_spec(spec, spec)
+    return instantiate({k: v for k, v in spec.items() if k not in ("name", "monitor")})

@@ -14,9 +14,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from omegaconf import OmegaConf
+
 from dse.errors import first_line
 from dse.sweep import trials
-from hydra_plugins.dse_optuna_sweeper._settings import Constraint, Objective, plain
+from hydra_plugins.dse_optuna_sweeper._settings import Constraint, Objective
 
 FAILED_STATUSES = ("failed", "diverged")
 
@@ -48,7 +50,8 @@ def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
         return Outcome("pruned", note=first_line(str(e)) or "pruned")
     except Exception as e:  # the job raised: a failed trial, the study goes on
         return _failed(first_line(e, typed=True), exc=e)
-    result = plain(result)
+    if OmegaConf.is_config(result):  # a task may return an OmegaConf node
+        result = OmegaConf.to_container(result, resolve=True)
     if isinstance(result, (int, float)) and not isinstance(result, bool):
         result = {objectives[0].metric: result} if len(objectives) == 1 else {}
     if not isinstance(result, Mapping):
@@ -124,7 +127,6 @@ def jsonable(value: Any) -> Any:
     """``value`` if JSON can hold it (what a user attribute must be), else its text."""
     import json
 
-    value = plain(value)
     try:
         json.dumps(value)
         return value

@@ -1,47 +1,48 @@
-"""Optuna samplers from the sweeper's settings: validated before any storage exists, then seeded."""
+"""Optuna samplers from the sweeper's settings (``_target_`` configs, :mod:`dse.sweep.pruners`),
+seeded per trial."""
 
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
-from dse.errors import ConfigError
+from dse.sweep.pruners import target_config
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
 
-SAMPLERS = ("tpe", "nsgaii", "gp", "random", "qmc")
-QMC_TYPES = ("sobol", "halton", "lhs")
+# hydra.sweeper.sampler.name: the shipped samplers' targets (a _target_ names any other)
+SAMPLERS = {"tpe": "optuna.samplers.TPESampler", "nsgaii": "optuna.samplers.NSGAIISampler",
+            "gp": "optuna.samplers.GPSampler", "random": "optuna.samplers.RandomSampler",
+            "qmc": "optuna.samplers.QMCSampler"}
 
 
-def check_sampler(name: str, qmc_type: str = "sobol") -> str:
-    """Validate a sampler name before any storage exists; returns it lower-cased."""
-    key = str(name).lower()
-    if key not in SAMPLERS:
-        raise ConfigError("hydra.sweeper.sampler.name",
-                          f"unknown sampler {name!r}; choose one of {', '.join(SAMPLERS)}")
-    if key == "qmc" and str(qmc_type).lower() not in QMC_TYPES:
-        raise ConfigError("hydra.sweeper.sampler.qmc_type",
-                          f"unknown QMC type {qmc_type!r}; choose one of {', '.join(QMC_TYPES)}")
-    return key
+def sampler_config(conf: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampler setting as its checked ``_target_`` config."""
+    from hydra_plugins.dse_optuna_sweeper.config import SamplerConf
+
+    return target_config(conf, SAMPLERS, "hydra.sweeper.sampler", vars(SamplerConf()))
 
 
-def make_sampler(name: str, seed: int | None, *, n_startup_trials: int = 10,
-                 population_size: int = 50, qmc_type: str = "sobol",
-                 ) -> optuna.samplers.BaseSampler:
-    """Build a seeded sampler; constraints reach it through ``Trial.set_constraint``."""
-    import optuna
+def sampler_for(config: Mapping[str, Any], number: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler that draws trial ``number``'s point, seeded with ``seed + number``.
 
-    key = check_sampler(name, qmc_type)
+    Seeding per trial number (Optuna's samplers keep their history in the storage, not in the
+    object) makes a study reproducible however it is resumed, and keeps concurrent workers from
+    drawing the same random points. QMC keeps one seed: its points come from one scrambled
+    sequence, indexed through the storage.
+    """
+    from hydra.utils import instantiate
+
+    seed = config.get("seed")
+    if seed is not None and number is not None and config["_target_"] != SAMPLERS["qmc"]:
+        config = {**config, "seed": int(seed) + number}
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        if key == "tpe":
-            return optuna.samplers.TPESampler(seed=seed, n_startup_trials=n_startup_trials)
-        if key == "nsgaii":
-            return optuna.samplers.NSGAIISampler(seed=seed, population_size=population_size)
-        if key == "gp":
-            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=n_startup_trials)
-        if key == "random":
-            return optuna.samplers.RandomSampler(seed=seed)
-        return optuna.samplers.QMCSampler(qmc_type=str(qmc_type).lower(), scramble=True,
-                                          seed=seed)
+        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning
+        return instantiate(config)
+
+
+def make_sampler(name: str, seed: int | None, **settings: Any) -> optuna.samplers.BaseSampler:
+    """A shipped sampler by name, with this seed and settings (tests, notebooks)."""
+    return sampler_for(sampler_config({"name": name, "seed": seed, "scramble": True, **settings}), None)

@@ -14,16 +14,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from dse.errors import ConfigError
 from dse.metrics import DIRECTIONS, REGISTRY, SWEEPABLE
 from dse.sweep.pruners import pruner_spec
 from dse.sweep.storage import StorageSpec, parse_storage
 from dse.validate import check_study_name, int_at_least
-from hydra_plugins.dse_optuna_sweeper._samplers import check_sampler
+from hydra_plugins.dse_optuna_sweeper._samplers import sampler_config
 from hydra_plugins.dse_optuna_sweeper._space import SearchSpace, build_search_space
-from hydra_plugins.dse_optuna_sweeper.config import DEFAULT_OBJECTIVES
+from hydra_plugins.dse_optuna_sweeper.config import DseOptunaSweeperConf, PrunerConf
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +61,21 @@ class Constraint:
 
 @dataclass
 class Settings:
-    """The sweeper's configuration after validation."""
+    """The sweeper's settings after validation: its typed config (whose keys read through), and
+    what is parsed from it."""
 
-    study_name: str
+    conf: DseOptunaSweeperConf
     storage: StorageSpec
-    n_trials: int
-    n_jobs: int
     objectives: list[Objective]
     constraints: list[Constraint]
-    sampler: dict[str, Any]
-    pruner: dict[str, Any]
-    max_failure_rate: float
-    max_rejections: int
-    heartbeat_interval: int | None
-    grace_period: int | None
-    results_file: str
+    sampler: dict[str, Any]  # the sampler's checked _target_ config
+    pruner: dict[str, Any]  # the pruner's checked _target_ config and monitor (dse.sweep.pruners)
     space: SearchSpace
+
+    def __getattr__(self, key: str) -> Any:
+        if key == "conf":  # not set yet (copy, unpickle): no recursion
+            raise AttributeError(key)
+        return getattr(self.conf, key)
 
     @property
     def metric_names(self) -> list[str]:
@@ -87,25 +86,21 @@ class Settings:
         return [c for c in self.constraints if c.analytic]
 
 
-def plain(value: Any) -> Any:
-    """A plain container for an OmegaConf node (interpolations resolved); anything else as is."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
-
-
-def _int(raw: Mapping[str, Any], key: str, lo: int, default: Any = None,
-         optional: bool = False) -> int | None:
-    value = raw.get(key, default)
-    if value is None and optional:
-        return None
-    return int_at_least(value, lo, f"hydra.sweeper.{key}")
+def typed(raw: Mapping[str, Any]) -> DseOptunaSweeperConf:
+    """``hydra.sweeper`` as Hydra hands it to the sweeper (or a plain dict) as its dataclass, which
+    owns every default."""
+    plain = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+             for k, v in raw.items() if k not in ("_target_", "_recursive_")}
+    own = {k: plain.pop(k, None) or {} for k in ("sampler", "pruner")}
+    conf = OmegaConf.to_object(OmegaConf.merge(DseOptunaSweeperConf, plain))
+    for key, given in own.items():  # plain dicts: ``+...pruner.percentile=25`` sets a class's own
+        setattr(conf, key, {**vars(getattr(conf, key)), **given})
+    return conf
 
 
 def parse_objectives(raw: Any) -> list[Objective]:
     """``[[metric, direction], ...]`` (a single flat pair is accepted too)."""
     field = "hydra.sweeper.objectives"
-    raw = plain(raw)
     if (isinstance(raw, list) and len(raw) == 2 and all(isinstance(x, str) for x in raw)
             and raw[1].lower() in DIRECTIONS):
         raw = [raw]
@@ -133,7 +128,7 @@ def parse_objectives(raw: Any) -> list[Objective]:
 def parse_constraints(raw: Any) -> list[Constraint]:
     """``["size_mib <= 5", "macs <= 2e7"]``: metric, ``<=`` or ``>=``, a number."""
     field = "hydra.sweeper.constraints"
-    raw = plain(raw) or []
+    raw = raw or []
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
@@ -157,80 +152,49 @@ def parse_constraints(raw: Any) -> list[Constraint]:
     return out
 
 
-def _sampler(raw: Any) -> dict[str, Any]:
-    sampler = dict(plain(raw) or {})
-    sampler["name"] = check_sampler(sampler.get("name", "tpe"), sampler.get("qmc_type", "sobol"))
-    seed = sampler.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ConfigError("hydra.sweeper.sampler.seed", f"must be an integer >= 0 or null "
-                                                        f"(got {seed!r})")
-    for key, lo in (("n_startup_trials", 0), ("population_size", 2)):
-        _int(sampler, key, lo, {"n_startup_trials": 10, "population_size": 50}[key])
-    return sampler
-
-
-def _failure_rate(raw: Mapping[str, Any]) -> float:
-    try:
-        rate = float(raw.get("max_failure_rate", 0.5))
-    except (TypeError, ValueError):
-        rate = math.nan
-    if not 0.0 <= rate <= 1.0:
+def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Settings:
+    """Check every setting of the sweeper; raises ConfigError naming the first bad key."""
+    conf = typed(raw)
+    if not str(conf.study_name).strip():
+        raise ConfigError("hydra.sweeper.study_name", "is required")
+    check_study_name(conf.study_name, "hydra.sweeper.study_name")  # the same rule as study.name
+    objectives = parse_objectives(conf.objectives)
+    constraints = parse_constraints(conf.constraints)
+    sampler, pruner = sampler_config(conf.sampler), pruner_spec(conf.pruner, vars(PrunerConf()))
+    for key, lo in (("n_trials", 1), ("n_jobs", 1), ("max_rejections", 1), ("heartbeat_interval", 1),
+                    ("grace_period", 1)):
+        if getattr(conf, key) is not None:
+            int_at_least(getattr(conf, key), lo, f"hydra.sweeper.{key}")
+    if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise ConfigError("hydra.sweeper.max_failure_rate", f"must be in [0, 1] (got "
-                                                            f"{raw.get('max_failure_rate')!r})")
-    return rate
-
-
-def _heartbeat(raw: Mapping[str, Any]) -> tuple[int | None, int | None]:
-    heartbeat = _int(raw, "heartbeat_interval", 1, 60, optional=True)
-    grace = _int(raw, "grace_period", 1, None, optional=True)
+                                                            f"{conf.max_failure_rate!r})")
+    heartbeat, grace = conf.heartbeat_interval, conf.grace_period
     if heartbeat is not None and grace is not None and grace < heartbeat:
         raise ConfigError("hydra.sweeper.grace_period", f"must be >= heartbeat_interval "
                                                         f"({heartbeat}), got {grace}")
-    return heartbeat, grace
-
-
-def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Settings:
-    """Check every setting of the sweeper; raises ConfigError naming the first bad key."""
-    study_name = raw.get("study_name")
-    if study_name is None or not str(study_name).strip():
-        raise ConfigError("hydra.sweeper.study_name", "is required")
-    check_study_name(study_name, "hydra.sweeper.study_name")  # the same rule as study.name
-    objectives = parse_objectives(raw.get("objectives", DEFAULT_OBJECTIVES))
-    constraints = parse_constraints(raw.get("constraints"))
-    sampler = _sampler(raw.get("sampler"))
-    pruner = pruner_spec(plain(raw.get("pruner")) or {})
-    rate = _failure_rate(raw)
-    heartbeat, grace = _heartbeat(raw)
-    results_file = str(raw.get("results_file") or "optimization_results.yaml")
-    if Path(results_file).name != results_file:
+    if Path(conf.results_file).name != conf.results_file:
         raise ConfigError("hydra.sweeper.results_file", "must be a file name (it is written "
                                                         "in hydra.sweep.dir)")
-    space = build_search_space(plain(raw.get("params")), arguments)
+    space = build_search_space(conf.params, arguments)
     if not space.params:
         raise ConfigError("hydra.sweeper.params", "searches nothing: give at least one "
                                                   "choice(), range() or interval()")
-    return Settings(
-        study_name=str(study_name), storage=parse_storage(raw.get("storage")),
-        n_trials=_int(raw, "n_trials", 1, 20) or 1, n_jobs=_int(raw, "n_jobs", 1, 1) or 1,
-        objectives=objectives, constraints=constraints, sampler=sampler, pruner=pruner,
-        max_failure_rate=rate, max_rejections=_int(raw, "max_rejections", 1, 1000) or 1,
-        heartbeat_interval=heartbeat, grace_period=grace, results_file=results_file, space=space,
-    )
+    return Settings(conf, parse_storage(conf.storage), objectives, constraints, sampler, pruner, space)
 
 
 def effective_pruner(settings: Settings) -> dict[str, Any]:
     """The pruner jobs should use: none for several objectives or without a per-epoch metric."""
-    spec = dict(settings.pruner)
+    spec, off = dict(settings.pruner), pruner_spec({"name": "none"})
     if spec["name"] == "none":
         return spec
     if len(settings.objectives) > 1:
         log.info("dse_optuna: pruning is off: Optuna prunes single-objective studies only")
-        return {"name": "none", "monitor": None}
+        return off
     metric = REGISTRY[settings.objectives[0].metric]
     if not spec.get("monitor"):
         if not metric.per_epoch:
             log.warning("dse_optuna: pruning is off: objective %r has no per-epoch validation "
                         "metric; set hydra.sweeper.pruner.monitor", metric.name)
-            return {"name": "none", "monitor": None}
+            return off
         spec["monitor"] = metric.key
     return spec

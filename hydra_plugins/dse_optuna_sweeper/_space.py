@@ -64,27 +64,11 @@ class SearchSpace:
 
 
 def quote(value: str) -> str:
-    """Quote ``value`` for Hydra's override grammar so it parses back to exactly ``value``."""
-    out: list[str] = []
-    i, n = 0, len(value)
-    while i < n:
-        j = i
-        while j < n and value[j] == "\\":
-            j += 1
-        if j > i:  # backslashes are literal unless they precede a quote or end the string
-            run = j - i
-            out.append("\\" * (2 * run if j == n or value[j] == "'" else run))
-            i = j
-            continue
-        ch = value[i]
-        if ch == "'":
-            out.append("\\'")
-        elif value.startswith("${", i):
-            out.append("\\$")
-        else:
-            out.append(ch)
-        i += 1
-    return "'" + "".join(out) + "'"
+    """``value`` as a quoted string Hydra's override grammar parses back to exactly ``value``, an
+    ``${...}`` in it escaped so OmegaConf keeps it as text."""
+    from hydra.core.override_parser.types import Quote, QuotedString
+
+    return QuotedString(text=value.replace("${", "\\${"), quote=Quote.single).with_quotes()
 
 
 def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> SearchSpace:

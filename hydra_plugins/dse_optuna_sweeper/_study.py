@@ -2,7 +2,7 @@
 
 Several workers (processes, Slurm jobs) share one study, so everything that reads or writes the
 storage for the loop lives here: creating the study while another worker may be creating the same
-tables, the per-trial seeded sampler, the budget count over every worker's trials, stale trials,
+tables, the budget count over every worker's trials, stale trials,
 and the heartbeat thread that lets a killed worker's trials go stale.
 """
 
@@ -22,7 +22,7 @@ from dse.errors import ConfigError, first_line
 from dse.sweep import trials
 from dse.sweep.pruners import make_pruner
 from dse.sweep.storage import StorageSpec, open_storage
-from hydra_plugins.dse_optuna_sweeper._samplers import make_sampler
+from hydra_plugins.dse_optuna_sweeper._samplers import sampler_for
 from hydra_plugins.dse_optuna_sweeper._settings import Settings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -41,22 +41,6 @@ def quiet_optuna() -> Iterator[None]:
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed.*")
         yield
-
-
-def sampler_for(conf: dict[str, Any], number: int | None) -> optuna.samplers.BaseSampler:
-    """The sampler that draws trial ``number``'s point, seeded with ``seed + number``.
-
-    Seeding per trial number (Optuna's samplers keep their history in the storage, not in the
-    object) makes a study reproducible however it is resumed, and keeps concurrent workers from
-    drawing the same random points. QMC keeps one seed: its points come from one scrambled
-    sequence, indexed through the storage.
-    """
-    seed = conf.get("seed")
-    if seed is not None and number is not None and conf["name"] != "qmc":
-        seed = int(seed) + number
-    return make_sampler(conf["name"], seed, n_startup_trials=int(conf.get("n_startup_trials", 10)),
-                        population_size=int(conf.get("population_size", 50)),
-                        qmc_type=str(conf.get("qmc_type", "sobol")))
 
 
 class Heartbeat:

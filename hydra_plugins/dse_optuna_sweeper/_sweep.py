@@ -30,13 +30,15 @@ from dse.metrics import analytic_values
 from dse.signals import SignalGate, stop_signals
 from dse.sweep import trials
 from dse.sweep.handoff import Handoff
-from dse.train.progress import duration
+from dse.text import duration
+from dse.validate import model_report
 from hydra_plugins.dse_optuna_sweeper._outcome import Outcome, budget_check, decide
 from hydra_plugins.dse_optuna_sweeper._probe import probe
 from hydra_plugins.dse_optuna_sweeper._results import write_results
+from hydra_plugins.dse_optuna_sweeper._samplers import sampler_for
 from hydra_plugins.dse_optuna_sweeper._settings import Settings, effective_pruner, validate_settings
 from hydra_plugins.dse_optuna_sweeper._space import quote
-from hydra_plugins.dse_optuna_sweeper._study import Heartbeat, OpenStudy, quiet_optuna, sampler_for
+from hydra_plugins.dse_optuna_sweeper._study import Heartbeat, OpenStudy, quiet_optuna
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
@@ -57,13 +59,6 @@ def suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
     if isinstance(dist, IntDistribution):
         return trial.suggest_int(name, dist.low, dist.high, step=dist.step, log=dist.log)
     return trial.suggest_float(name, dist.low, dist.high, step=dist.step, log=dist.log)
-
-
-def analytic_metrics(job_cfg: Any) -> dict[str, float]:
-    """Params, MACs and sizes of the job's network from its spec (pure Python, no torch)."""
-    from dse.model import analyze, build_spec
-
-    return analytic_values(analyze(build_spec(job_cfg.model), int(job_cfg.data.image_size)))
 
 
 class StudyRunner:
@@ -106,7 +101,7 @@ class StudyRunner:
         reason = None
         if self.s.pre_constraints:
             try:
-                analytic = analytic_metrics(self.job_config(point))
+                analytic = analytic_values(model_report(self.job_config(point)))
             except Exception as e:  # an invalid design point (e.g. the net shrinks to 0x0)
                 reason = first_line(e)
             if reason is None:
@@ -178,7 +173,7 @@ class StudyRunner:
         db.fail_stale()
         log.info("dse_optuna: study %r in %s: %d of %d trials done or running; sampler %s, "
                  "objectives %s", s.study_name, s.storage.display, db.used(), s.n_trials,
-                 s.sampler["name"], ", ".join(f"{o.direction} {o.metric}" for o in s.objectives))
+                 s.sampler["_target_"], ", ".join(f"{o.direction} {o.metric}" for o in s.objectives))
         heartbeat = Heartbeat(db.storage, s.heartbeat_interval)
         started = time.time()
         full = False

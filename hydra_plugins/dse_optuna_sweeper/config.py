@@ -15,20 +15,23 @@ from hydra.core.config_store import ConfigStore
 from dse.storefile import OPTUNA_DB
 from dse.sweep.handoff import Handoff
 
-DEFAULT_OBJECTIVES = [["val_top1", "maximize"], ["size_mib", "minimize"]]
 
-
+# Samplers and pruners are Hydra `_target_` configs (dse/sweep/pruners.py): `_target_` names the
+# Optuna class, or `name` a shipped one; the class gets those of the settings below it takes.
 @dataclass
 class SamplerConf:
+    _target_: Optional[str] = None  # e.g. optuna.samplers.TPESampler; None = the one `name` says
     name: str = "tpe"  # tpe | nsgaii | gp | random | qmc
-    seed: Optional[int] = 0  # sampler seed (+ trials already in the study, so a resume differs)
+    seed: Optional[int] = 0  # sampler seed (+ the trial's number: trial n draws with seed + n)
     n_startup_trials: int = 10  # tpe/gp: random trials before the model takes over
     population_size: int = 50  # nsgaii: individuals per generation
     qmc_type: str = "sobol"  # qmc: sobol | halton | lhs
+    scramble: bool = True  # qmc: scrambled sequence
 
 
 @dataclass
 class PrunerConf:
+    _target_: Optional[str] = None  # e.g. optuna.pruners.MedianPruner; None = the one `name` says
     name: str = "median"  # median | hyperband | threshold | none (single-objective studies only)
     monitor: Optional[str] = None  # metric the job reports per epoch; None = val/<objective suffix>
     n_startup_trials: int = 5  # median: trials that must finish before any is pruned
@@ -44,6 +47,7 @@ class PrunerConf:
 @dataclass
 class DseOptunaSweeperConf:
     _target_: str = "hydra_plugins.dse_optuna_sweeper.dse_optuna_sweeper.DseOptunaSweeper"
+    _recursive_: bool = False  # the sampler's and pruner's _target_ are built per trial and per job
     study_name: str = "${study.name}"  # Optuna study name (shared by workers and reruns)
     # SQLAlchemy URL (sqlite:///..., postgresql://...) or journal:PATH (Optuna's JournalStorage)
     # (default: <paths.runs>/<study.name>/optuna.db, quoted by the results store's rule)
@@ -51,7 +55,7 @@ class DseOptunaSweeperConf:
     n_trials: int = 20  # finished trials the study should have (all workers, all reruns)
     n_jobs: int = 1  # trials asked and launched together (set hydra.launcher.n_jobs alike)
     objectives: list[Any] = field(
-        default_factory=lambda: [list(o) for o in DEFAULT_OBJECTIVES]
+        default_factory=lambda: [["val_top1", "maximize"], ["size_mib", "minimize"]]
     )  # [[metric, maximize|minimize], ...]: names of values in the job's returned dict
     constraints: list[str] = field(default_factory=list)  # e.g. "size_mib <= 5", "macs <= 2e7"
     sampler: SamplerConf = field(default_factory=SamplerConf)  # how points are proposed

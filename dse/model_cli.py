@@ -3,6 +3,7 @@
 One design point's per-layer report; with ``-m`` (Hydra's multirun spelling, the same sweep syntax
 ``dse-train -m`` takes: ``model.sr=0.125,0.25``) one line per point of the grid, with its size and
 MACs, before anything trains; with ``--cfg`` the composed config, as a Hydra app prints it.
+Outside the dse.model package, as it checks the whole config (dse.validate, which uses the model).
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import argparse
 import json
 import sys
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
+from dse.compose import compose, grid_points
 from dse.errors import ArgumentParser, bad_input
 
 PROG = "dse-model"
@@ -44,15 +46,9 @@ def main(argv: list[str] | None = None) -> None:
             _point(args)
 
 
-def _config(overrides: list[str], hydra: bool = False) -> DictConfig:
-    from dse.compose import compose
-
-    return compose(overrides, return_hydra_config=hydra)
-
-
 def _print_config(args: argparse.Namespace) -> None:
     """``--cfg job`` prints the task's config, ``hydra`` Hydra's node, ``all`` both."""
-    cfg = _config(args.overrides, hydra=args.cfg != "job")
+    cfg = compose(args.overrides, return_hydra_config=args.cfg != "job")
     if args.cfg == "hydra":
         cfg = OmegaConf.create({"hydra": cfg.hydra})
     elif args.cfg == "job":
@@ -62,13 +58,14 @@ def _print_config(args: argparse.Namespace) -> None:
 
 def _point(args: argparse.Namespace) -> None:
     """Compose the config, lay out its network and print the report (or its JSON)."""
-    from dse.model import build_spec, format_table
+    from dse.model import analyze, build_spec, format_table
     from dse.validate import validate
 
-    cfg = _config(args.overrides)
+    cfg = compose(args.overrides)
     OmegaConf.resolve(cfg)
-    report = validate(cfg, data_on_disk=False)  # the layout needs no dataset on this machine
+    validate(cfg, data_on_disk=False)  # the layout needs no dataset on this machine
     spec = build_spec(cfg.model)
+    report = analyze(spec, cfg.data.image_size)
     if args.json:
         out = report.to_dict()
         out["config"] = OmegaConf.to_container(cfg)
@@ -85,18 +82,18 @@ def _point(args: argparse.Namespace) -> None:
 
 def _grid(args: argparse.Namespace) -> None:
     """One line per grid point: its swept values, params, size and MACs (or a JSON list)."""
-    from dse.compose import grid_points
     from dse.metrics import ANALYTIC, REGISTRY, analytic_values
     from dse.text import table
-    from dse.validate import validate
+    from dse.validate import model_report, validate
 
     points = grid_points(args.overrides)
     swept = [i for i, axis in enumerate(zip(*points, strict=True)) if len(set(axis)) > 1]
     rows = []
     for point in points:
-        cfg = _config(point)
+        cfg = compose(point)
         OmegaConf.resolve(cfg)
-        rows.append(([point[i] for i in swept], analytic_values(validate(cfg, data_on_disk=False))))
+        validate(cfg, data_on_disk=False)
+        rows.append(([point[i] for i in swept], analytic_values(model_report(cfg))))
     if args.json:
         json.dump([{"overrides": p, **values} for p, values in rows], sys.stdout, indent=1)
         print()

@@ -18,6 +18,7 @@ from dse.bench.packing import run_k, usable_cores
 from dse.compose import compose
 from dse.model.report import analyze
 from dse.model.spec import build_spec
+from dse.store import FINISHED
 
 SR_GRID = (0.125, 0.25, 0.5, 0.75)
 
@@ -28,7 +29,7 @@ def members(k: int, seed: int) -> list[tuple[list[str], int]]:
 
 
 def _throughput(k: int, seconds: float, images: int, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    bad = [r for r in rows if r["status"] not in ("ok", "diverged")]
+    bad = [r for r in rows if r["status"] not in FINISHED]
     if bad:
         return {"error": f"{len(bad)} of {k} trials failed: {bad[0].get('error')}"}
     return {"span_s": round(seconds, 3), "trials_per_hour": k * 3600.0 / seconds,

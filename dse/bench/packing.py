@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from dse.bench.protocol import parse, worker_command
+from dse.store import FINISHED
 
 TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
 
@@ -94,7 +95,7 @@ def _release(workers: list[_Worker], k: int, out_dir: Path, deadline: float) -> 
 def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: float) -> dict[str, Any]:
     """The concurrent window's throughput from the workers' results, or why it has none."""
     results = [w.said("result") for w in workers]
-    bad = [i for i, r in enumerate(results) if r is None or r["status"] not in ("ok", "diverged")]
+    bad = [i for i, r in enumerate(results) if r is None or r["status"] not in FINISHED]
     if bad:
         first = results[bad[0]]
         why = first["error"] if first else f"no result (see {out_dir}/trial{bad[0]}.log)"

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dse.checkpoint import save_checkpoint
 from dse.data import build_datamodule
+from dse.data.sources import IN_MEMORY
 from dse.errors import ConfigError, first_line
 from dse.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
@@ -40,7 +41,7 @@ from dse.train.checkpoints import AtomicCheckpointIO, Resume
 from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
-from dse.validate import IN_MEMORY, switch
+from dse.validate import switch
 
 log = logging.getLogger("dse.train")
 

@@ -21,19 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from dse.compose import grid_sweep, sweep_points
+from dse.store import FINISHED
+from dse.text import duration
 
 log = logging.getLogger("dse.train")
 PROGRESS_FILE = ".dse_progress.jsonl"
-
-
-def duration(seconds: float) -> str:
-    """``45s``, ``12m05s``, ``3h07m``: an ETA a person reads at a glance."""
-    s = max(0, round(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m{s % 60:02d}s"
-    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def progress_line(events: list[dict[str, Any]], last: dict[str, Any], now: float) -> str:
@@ -44,7 +36,7 @@ def progress_line(events: list[dict[str, Any]], last: dict[str, Any], now: float
     """
     head, done = events[0], events[1:]
     total = int(head["total"])
-    failed = sum(e["status"] not in ("ok", "diverged") for e in done)
+    failed = sum(e["status"] not in FINISHED for e in done)
     left = max(0, total - len(done))
     eta = (now - float(head["start"])) / len(done) * left
     parts = [f"[{len(done)}/{total}] {last['status']}", last["point"] or "(no overrides)",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from omegaconf import DictConfig
 
-import dse.config  # noqa: F401  (registers the structured schema)
+from dse.config import register_configs
 from dse.paths import conf_dir
 
 
@@ -17,6 +17,7 @@ def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) ->
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
+    register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         return hydra_compose("config", overrides=list(overrides),

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
-from hydra.core.config_store import ConfigStore
 from omegaconf import II, OmegaConf
 
 from dse.storefile import sqlite_url, study_file
@@ -153,11 +152,13 @@ def study_sqlite(runs: str, study: str, name: str) -> str:
 
 
 def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can list ``base_config`` first in its defaults,
-    and the resolver the sweeper's default storage is written with."""
-    cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
-    OmegaConf.register_new_resolver("dse_study_sqlite", study_sqlite, replace=True)
+    """Register the schema so ``conf/config.yaml`` can list ``base_config`` first in its defaults.
+
+    Called by the Hydra entry points (:mod:`dse.train.cli`, :mod:`dse.compose`), not on import, so
+    that the results store can read a spec's defaults without importing Hydra."""
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name="base_config", node=Config)
 
 
-register_configs()
+OmegaConf.register_new_resolver("dse_study_sqlite", study_sqlite, replace=True)

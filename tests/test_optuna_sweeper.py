@@ -46,9 +46,12 @@ FAKE_APP = textwrap.dedent('''
 
     import hydra
 
-    import dse.config  # noqa: F401
+    from dse.config import register_configs
     from dse.errors import bad_input
     from dse.paths import conf_dir
+
+
+    register_configs()
 
 
     def _nums(var):

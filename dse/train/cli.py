@@ -20,7 +20,7 @@ from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-import dse.config  # noqa: F401  (registers the structured schema)
+from dse.config import register_configs
 from dse.errors import ArgumentParser, bad_input
 from dse.logs import quiet_lightning
 from dse.metrics import REGISTRY
@@ -77,6 +77,9 @@ class Preflight(Callback):
         run_dir = OmegaConf.select(config, key, throw_on_resolution_failure=False)
         if run_dir is not None:
             check_writable(run_dir, key, directory=True)
+
+
+register_configs()
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="config")

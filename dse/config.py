@@ -8,6 +8,7 @@ comment, as pycls does for its config keys; the semantic checks (ranges, layer n
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -151,11 +152,13 @@ def study_sqlite(runs: str, study: str, name: str) -> str:
     return sqlite_url(study_file(Path(runs), study, name))
 
 
+@functools.cache
 def register_configs() -> None:
     """Register the schema so ``conf/config.yaml`` can list ``base_config`` first in its defaults.
 
     Called by the Hydra entry points (:mod:`dse.train.cli`, :mod:`dse.compose`), not on import, so
-    that the results store can read a spec's defaults without importing Hydra."""
+    that the results store can read a spec's defaults without importing Hydra; once per process
+    (compose runs per grid point)."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="base_config", node=Config)

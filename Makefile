@@ -31,8 +31,8 @@ demo: install data
 	$(BIN)/dse-store show runs/demo -n 0
 	$(BIN)/dse-report runs/demo
 
-# Two pytest-xdist workers on CI's 2 cores (one thread each: see tests/conftest.py); TEST_JOBS=0 runs
-# the suite in one process.
+# Two pytest-xdist workers on CI's 2 cores (one thread each, longest tests first: tests/conftest.py;
+# --dist worksteal: pyproject.toml); TEST_JOBS=0 runs the suite in one process.
 TEST_JOBS ?= auto
 test: install data
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) $(PYTEST_ARGS)

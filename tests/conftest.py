@@ -25,6 +25,19 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
+# the tests of these session fixtures first (one Slurm cluster, the smoke run trained once), then
+# the rest of the ``slow`` ones: under ``--dist worksteal`` the second worker takes the short tests
+# from the end of the queue, so the two end together instead of one waiting on a long last test
+FIRST = ("slurm_cluster", "smoke_run")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, name in enumerate(FIRST) if name in item.fixturenames),
+                    len(FIRST) + (item.get_closest_marker("slow") is None))
+
+    items.sort(key=rank)
+
 
 def restore_sigint() -> None:
     """``preexec_fn`` for a child that must receive SIGINT as from a terminal: a shell starts

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
+
 import analysis
 from tests.conftest import run_cli
 
 
+@pytest.mark.slow
 def test_tiny_real_sweep_to_report(workdir) -> None:
     res = run_cli("dse-train", "-m", "study=demo", "data.subset=200", "trainer.max_epochs=1",
                   "model.base_e=16", "model.incr_e=16", "model.sr=0.25,1.0", cwd=workdir)

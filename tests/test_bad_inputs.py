@@ -88,7 +88,7 @@ def test_a_linked_resume_folder_is_refused_before_anything_is_written(workdir: P
 def test_a_full_run_folder_still_stores_the_failed_row(workdir: Path, tmpfs) -> None:
     runs = tmpfs("runs", size="1m")
     store = workdir / "elsewhere.db"
-    res = run_cli("dse-train", *TINY, "data.subset=2000", f"paths.runs={runs}",
+    res = run_cli("dse-train", *TINY, f"paths.runs={runs}",
                   f"store.url={store}", cwd=workdir)
     assert res.returncode == 1 and "Traceback" not in res.stderr, res.stderr[-3000:]
     assert res.stderr.strip().splitlines()[-1].startswith("dse-train: run failed: ")

@@ -39,6 +39,7 @@ def _rows(db: Path) -> pd.DataFrame:
     return ResultsStore(db, create=False).frame().sort_values("seed").reset_index(drop=True)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_run_then_the_same_command_resumes_to_the_same_numbers(tmp_path: Path) -> None:
     args = (*SMALL, "study.seeds=2")
     ref = run_cli("dse-train", *args, "study.name=ref", cwd=tmp_path)

@@ -194,11 +194,7 @@ def test_slurm_requeued_job_continues_from_its_checkpoint(slurm_cluster, tmp_pat
     log = tmp_path / f"{job}.out"
     assert list(resume.glob("*/seed0/*.ckpt")), log.read_text()[-3000:] + slurm_cluster.logs()
     assert slurm_cluster.run("scontrol", "requeue", job).returncode == 0
-    # Slurm holds a requeued batch job back (BeginTime) for a while; start it as soon as it can
-    end = time.monotonic() + 60
-    while slurm_cluster.run("scontrol", "update", f"jobid={job}", "StartTime=now").returncode \
-            and time.monotonic() < end:
-        time.sleep(1)
+    # Slurm holds the requeued job back for AuthInfo's cred_expire (10 s in tests/slurm.py's conf)
     store = runs / "requeue" / "results.db"
     end = time.monotonic() + 400
     rows: list = []

@@ -38,5 +38,7 @@ FIG3_SIZES_MIB: dict[str, dict[float, float]] = {
 }
 SIZE_DIGITS = 2  # FIG3_SIZES_MIB is rounded to this many decimals: the tolerance of a size match
 
+# The paper's networks as conf/model/ presets (v1.0, v1.1), starred on the charts.
+PRESETS = ("squeezenet_v1_0", "squeezenet_v1_1")
 # The paper's network, as dse's generator builds it: the preset in conf/model/, on ImageNet.
-NETWORK = {"preset": "squeezenet_v1_0", "in_channels": 3, "num_classes": 1000, "image_size": 224}
+NETWORK = {"preset": PRESETS[0], "in_channels": 3, "num_classes": 1000, "image_size": 224}

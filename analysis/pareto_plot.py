@@ -17,10 +17,12 @@ from matplotlib.figure import Figure
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from analysis.frames import BYPASS_ORDER, ok_runs, setting_of
+from analysis.frames import ok_runs, setting_of
 from analysis.labels import place_labels
+from analysis.loading import status_order
 from analysis.style import STATUS_STYLE, accuracy_name, bypass_color, bypass_kinds, new_figure, styled
 from dse.metrics import REGISTRY, to_mib
+from dse.model.spec import BYPASS_KINDS
 
 SIZE_AXIS = "model size (MiB, fp32 weights, log scale)"
 
@@ -114,7 +116,7 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
     legend's "single runs" entry."""
     point_kind, run_kind = bypass_kinds(points["bypass"]), bypass_kinds(ok["bypass"])
     faint: list[PathCollection] = []
-    for kind in [*BYPASS_ORDER, *sorted(set(point_kind) - set(BYPASS_ORDER))]:
+    for kind in [*BYPASS_KINDS, *sorted(set(point_kind) - set(BYPASS_KINDS))]:
         if not (point_kind == kind).any():
             continue
         for i, setting in enumerate(settings):
@@ -180,8 +182,7 @@ def _cost_accuracy_axes(ax: Axes, xs: pd.Series, ys: pd.Series, name: str) -> No
 def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
     """One row per status of the runs that are not design points, at their model size (where a
     study lost runs is a result); runs of unknown size are counted in the row's label."""
-    statuses = [s for s in STATUS_STYLE if (bad["status"] == s).any()]
-    statuses += sorted(set(bad["status"]) - set(statuses))
+    statuses = status_order(bad["status"])
     tick_labels: list[str] = []
     for i, s in enumerate(statuses):
         sel = bad[bad["status"] == s]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.loading import METAPARAMS, STATUSES
+from analysis.loading import METAPARAMS, status_order
 
 
 def status_counts(df: pd.DataFrame) -> pd.DataFrame:
     """Runs per study and status (ok, diverged, failed, pruned, ...), with a total column."""
-    statuses = [s for s in STATUSES if (df["status"] == s).any()]
-    statuses += sorted(set(df["status"]) - set(statuses))
-    table = pd.crosstab(df["study"].fillna("?"), df["status"]).reindex(columns=statuses,
-                                                                      fill_value=0)
+    table = pd.crosstab(df["study"].fillna("?"), df["status"]).reindex(
+        columns=status_order(df["status"]), fill_value=0)
     table["total"] = table.sum(axis=1)
     table.columns.name = None
     return table.reset_index()

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from analysis.paper import PRESETS
 from dse.model.spec import BYPASS_KINDS
 from dse.paths import CONF_DIR
 
@@ -137,7 +138,7 @@ def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: b
         for v in BYPASS_KINDS:
             add(f"model.bypass={v}", {"bypass": v})
     if presets:
-        for name in ("squeezenet_v1_0", "squeezenet_v1_1"):
+        for name in PRESETS:
             add(f"model={name}", {}, model=name)
     if failures:
         cfg = base_config(study, "fire_small", max_epochs)

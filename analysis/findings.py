@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.fmt import integer, number
+from analysis.fmt import integer, number, to_markdown
 from analysis.importance import EVALUATORS
-from analysis.markdown import to_markdown
 from analysis.paper_check import NEAR, paper_check
 from analysis.ranges import good_ranges
 from analysis.space import coverage_note

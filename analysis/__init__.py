@@ -1,13 +1,5 @@
-"""dse's charts and report: the frames behind the paper's Figure 3a/3b and Table 3, a Pareto front,
-pycls-style error EDFs and good ranges, knob importances, verdicts over seeds and the paper check,
-from a dse results store or an Optuna storage (docs/REPORTS.md, "From Python")::
-
-    import analysis
-    df = analysis.load("runs/demo")        # or "sqlite:///runs/demo/optuna.db", study="demo"
-    analysis.write_report(df, "runs/demo/report")
-
-Names are imported on first use, so ``dse-report`` answers bad input before pandas and matplotlib
-load.
+"""dse's charts and report from a dse store or an Optuna storage (docs/REPORTS.md, "From Python");
+names are imported on first use, so dse-report answers bad input before pandas and matplotlib load.
 """
 
 from __future__ import annotations

@@ -10,8 +10,7 @@ import pandas as pd
 from analysis.fmt import integer, number, to_markdown
 from analysis.importance import EVALUATORS
 from analysis.paper_check import NEAR, paper_check
-from analysis.ranges import good_ranges
-from analysis.space import coverage_note
+from analysis.ranges import coverage_note, good_ranges
 from analysis.style import accuracy_name
 from analysis.verdicts import CONFIDENCE, MIN_POINTS, MIN_SEEDS, Verdicts, describe, study_verdicts
 

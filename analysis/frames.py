@@ -25,8 +25,7 @@ LABELLED = ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS]
 
 
 def accuracies() -> list[str]:
-    """The registry's top-k accuracies, top-1 first (the charts' order); read per call, so a
-    metric added to :data:`dse.metrics.REGISTRY` is charted."""
+    """The registry's top-k accuracies, top-1 first; read per call, so a metric added is charted."""
     reg = metrics.REGISTRY
     return sorted((n for n, m in reg.items() if m.topk), key=lambda n: reg[n].topk)
 
@@ -49,8 +48,8 @@ def ok_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pick_metric(df: pd.DataFrame) -> str | None:
-    """The accuracy that ranks design points: validation top-1 (a Pareto set chosen on the test
-    split would make its test numbers optimistic), else test top-1."""
+    """The accuracy that ranks design points: val top-1 (a front chosen on test would flatter its
+    test numbers), else test top-1."""
     ok = ok_runs(df)
     for m in ("val_top1", "test_top1"):
         if m in ok.columns and ok[m].notna().any():
@@ -93,8 +92,7 @@ def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
 
 
 def context_key(df: pd.DataFrame, swept: str | None) -> pd.Series:
-    """Per run, everything that must be equal for runs to share a sweep: all metaparameters but
-    ``swept``, data, trainer, epochs, study and the hidden config digest."""
+    """Per run, everything that must be equal for runs to share a sweep but ``swept``."""
     cols = [c for c in METAPARAMS + CONTEXT if c != swept and c in df.columns]
     if df.empty:
         return pd.Series([], index=df.index, dtype=object)
@@ -196,7 +194,7 @@ def chance(num_classes: Any, k: int = 1) -> float | None:
 
 
 def sr_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Figure 3a: accuracy and size against the squeeze ratio SR (see :func:`sweep_frame`)."""
+    """Figure 3a: accuracy and size against the squeeze ratio SR."""
     return sweep_frame(df, "sr")
 
 
@@ -223,13 +221,12 @@ def varying_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def describe(row: pd.Series, cols: list[str]) -> str:
-    """``sr=0.25 pct3x3=0.5 bypass=simple``: a point's varying metaparameters, compactly."""
+    """``sr=0.25 pct3x3=0.5 bypass=simple``: a point's varying metaparameters."""
     return " ".join(f"{c}={value_text(row.get(c))}" for c in cols)
 
 
 def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """True where no other point is as small and as accurate and strictly better in one
-    (exact duplicates are both kept)."""
+    """True where no other point is as small, as accurate and strictly better in one (ties kept)."""
     size = np.asarray(size, dtype=float)
     acc = np.asarray(acc, dtype=float)
     le = size[None, :] <= size[:, None]  # [i, j]: j no bigger than i

@@ -115,8 +115,7 @@ def _optuna(url: str) -> tuple[Any, dict[str, list[tuple[str, str, float]]]]:
 
 
 def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
-    """Optuna trials as run records (values under ``study.metric_names``), so every chart works on
-    them; what trials lack (model size, say) comes from a dse store beside the storage."""
+    """Optuna trials as run records; what they lack (model size, say) from a dse store beside."""
     import optuna
 
     try:

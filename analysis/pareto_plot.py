@@ -42,8 +42,7 @@ class CostAxis:
 
 
 def cost_axis(cost: str) -> CostAxis:
-    """``cost``'s axis: MiB for the fp32 size (the ``size_mib`` objective's unit), else the
-    metric's own unit (ms for a latency)."""
+    """``cost``'s axis: MiB for the fp32 size (the ``size_mib`` objective's unit), else its own."""
     if cost == "size_bytes":
         return CostAxis("size_mib", lambda runs: to_mib(runs["size_bytes"].astype(float)),
                         SIZE_AXIS, "MiB", "model size")
@@ -62,8 +61,7 @@ BUDGET_COLOR = "#8c564b"
 def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
                 max_table: int = 24) -> Figure:
     """Accuracy against the frame's cost (log x) for every ok run and design point, one numbered
-    front per data setting with a key table, presets starred, budgets as vertical lines, runs that
-    are not design points in a rug (size chart only: they have no latency)."""
+    front per data setting, presets starred, budgets as vertical lines."""
     axis = cost_axis(points.attrs.get("cost", "size_bytes"))
     bad = runs[runs["status"] != "ok"]
     has_rug = not bad.empty and axis.column == "size_mib"
@@ -113,9 +111,8 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
 
 def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: pd.Series,
                  metric: str, axis: CostAxis, settings: list[str]) -> list[PathCollection]:
-    """Per bypass kind and data setting, faint single runs under solid design-point means (the
-    setting's marker), presets as big stars; returns one faint collection per kind, for the
-    legend's "single runs" entry."""
+    """Per bypass kind and data setting, faint single runs under solid design-point means, presets
+    as big stars; returns one faint collection per kind (the legend's "single runs")."""
     point_kind, run_kind = bypass_kinds(points["bypass"]), bypass_kinds(ok["bypass"])
     faint: list[PathCollection] = []
     for kind in [*BYPASS_KINDS, *sorted(set(point_kind) - set(BYPASS_KINDS))]:
@@ -141,8 +138,7 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
 
 def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str, str],
                 setting: str) -> None:
-    """One setting's front as a staircase (run on past its last point, so that level reads as a
-    step) with rings on its points; with several settings the legend names each."""
+    """One setting's front as a staircase (run on past its last point) with rings on its points."""
     if front.empty:
         return
     fx = front[axis.column].to_numpy(float)
@@ -183,7 +179,7 @@ def _cost_accuracy_axes(ax: Axes, xs: pd.Series, ys: pd.Series, name: str) -> No
 
 def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
     """One row per status of the runs that are not design points, at their model size (where a
-    study lost runs is a result); runs of unknown size are counted in the row's label."""
+    study lost runs is a result)."""
     statuses = status_order(bad["status"])
     tick_labels: list[str] = []
     for i, s in enumerate(statuses):
@@ -206,8 +202,7 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
 
 def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis,
                settings: list[str]) -> None:
-    """Number -> accuracy, cost and metaparameters of the first ``max_table`` front points, under
-    a heading per data setting when there are several."""
+    """Number -> accuracy, cost and metaparameters of the first ``max_table`` front points."""
     n_table = min(len(front), max_table)
     lines = [f"{'#':>2}  {'acc %':>6}  {axis.unit:>6}  metaparameters"]
     shown = front.sort_values("label").head(n_table)

@@ -1,7 +1,6 @@
-"""Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no seaborn, no pyplot state).
-
-Each function returns a Figure a notebook can restyle; error bars are ± one sample std over seeds
-(ddof=1). The Pareto chart lives in :mod:`analysis.pareto_plot` and is importable from here.
+"""Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no pyplot state), for a
+notebook to restyle; error bars are ± one sample std over seeds (ddof=1). The Pareto chart lives in
+:mod:`analysis.pareto_plot` and is importable from here.
 """
 
 from __future__ import annotations
@@ -57,10 +56,28 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     x = frame[param].astype(float).to_numpy()
     xs = 100 * x if param == "pct3x3" else x
     for ax, (k, group) in zip(axes, panels, strict=True):
-        _accuracy_panel(ax, frame, xs, group, k)
+        for i, m in enumerate(group):
+            st = metric_style(m, i)
+            ax.errorbar(xs, 100 * frame[f"{m}_mean"].astype(float).to_numpy(),
+                        yerr=100 * frame[f"{m}_std"].astype(float).to_numpy(),  # NaN: no bar
+                        color=st["color"], marker=st["marker"], ls=st["ls"], capsize=3, lw=1.6, ms=5,
+                        label=f"{st['label']} (mean ± std)")
+        ax.set_ylabel(f"top-{k} accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.yaxis.set_major_locator(MaxNLocator(6))
         _chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), k))
-    _mark_lost_points(axes[0], frame, xs)
-    size = _size_axis(axes[0], frame, xs)
+    lost = frame["n"].astype(int).to_numpy() == 0  # every seed diverged or failed: a cross, not a gap
+    if lost.any():
+        axes[0].scatter(xs[lost], np.full(int(lost.sum()), 0.04),
+                        transform=axes[0].get_xaxis_transform(), marker="X", s=60,
+                        color=STATUS_STYLE["diverged"][1], clip_on=False, zorder=5,
+                        label="no ok run at this value")
+    size = axes[0].twinx()  # model size from 0 on the right: the trade-off in one panel
+    size.plot(xs, frame["size_mib"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
+              lw=1.3, label="model size (MiB)")
+    size.set_ylabel("model size (MiB, fp32)", color=SIZE_COLOR)
+    size.tick_params(axis="y", colors=SIZE_COLOR)
+    size.set_ylim(0, float(frame["size_mib"].max()) * 1.15)
     _sweep_legend(axes[0], size, apart=len(panels) > 1)
     last = axes[-1]
     last.set_xticks(xs)
@@ -69,20 +86,6 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     fixed = wrap(fixed_text(frame.attrs["fixed"], skip=[param]))
     fig.suptitle(f"{title}\n{fixed}\n{_seed_note(frame)}", fontsize=10)
     return fig
-
-
-def _accuracy_panel(ax: Axes, frame: pd.DataFrame, xs: np.ndarray, metrics: list[str],
-                    k: int) -> None:
-    """One panel of :func:`plot_sweep`: a mean ± std curve per metric of one top-k."""
-    for i, m in enumerate(metrics):
-        st = metric_style(m, i)
-        y = 100 * frame[f"{m}_mean"].astype(float).to_numpy()
-        err = 100 * frame[f"{m}_std"].astype(float).to_numpy()  # NaN (1 seed): no bar
-        ax.errorbar(xs, y, yerr=err, color=st["color"], marker=st["marker"], ls=st["ls"],
-                    capsize=3, lw=1.6, ms=5, label=f"{st['label']} (mean ± std)")
-    ax.set_ylabel(f"top-{k} accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    ax.yaxis.set_major_locator(MaxNLocator(6))
 
 
 CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span), chance is drawn
@@ -100,26 +103,6 @@ def _chance_line(ax: Axes, level: float | None) -> None:
     ax.axhline(pct, color="black", ls="-.", lw=1.0, zorder=1,
                label=f"chance ({pct:g} %)")
     ax.set_ylim(min(lo, pct) - 0.06 * (max(hi, pct) - min(lo, pct)), None)
-
-
-def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
-    """A cross at the axis' foot where every seed diverged or failed: a gap alone would hide it."""
-    lost = frame["n"].astype(int).to_numpy() == 0
-    if lost.any():
-        ax.scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=ax.get_xaxis_transform(),
-                   marker="X", s=60, color=STATUS_STYLE["diverged"][1], clip_on=False,
-                   zorder=5, label="no ok run at this value")
-
-
-def _size_axis(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> Axes:
-    """Model size on a right-hand axis from 0: the accuracy/size trade-off in one panel."""
-    size = ax.twinx()
-    size.plot(xs, frame["size_mib"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
-              lw=1.3, label="model size (MiB)")
-    size.set_ylabel("model size (MiB, fp32)", color=SIZE_COLOR)
-    size.tick_params(axis="y", colors=SIZE_COLOR)
-    size.set_ylim(0, float(frame["size_mib"].max()) * 1.15)
-    return size
 
 
 def _sweep_legend(ax: Axes, size: Axes, apart: bool) -> None:
@@ -263,9 +246,7 @@ def plot_importance(frame: pd.DataFrame, title: str, evaluators: dict[str, str])
 def save(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
     """Write ``fig`` as ``<out_dir>/<stem>.<fmt>`` for each format; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = out_dir / f"{stem}.{fmt}"
+    paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
+    for path, fmt in zip(paths, formats, strict=True):
         fig.savefig(path, format=fmt, dpi=DPI)
-        paths.append(path)
     return paths

@@ -10,10 +10,10 @@ from typing import Any
 FORMATS = ("png", "svg", "pdf")  # image formats dse-report writes (matplotlib savefig formats)
 
 _MODULES = {
-    "loading": "load normalize", "source": "resolve LoadError", "status": "status_counts",
+    "loading": "load normalize", "source": "resolve LoadError",
     "frames": "sr_frame pct3x3_frame bypass_frame sweep_frame pareto_frame edf_frame edf_summary",
     "plots": "plot_sweep plot_bypass plot_pareto plot_edf plot_importance",
-    "commands": "sweep_commands", "report": "write_report", "importance": "importance_frame",
+    "commands": "sweep_commands", "report": "write_report status_counts", "importance": "importance_frame",
     "ranges": "good_ranges", "verdicts": "study_verdicts describe", "paper_check": "paper_check",
 }
 _EXPORTS = {name: f"analysis.{m}" for m, names in _MODULES.items() for name in names.split()}

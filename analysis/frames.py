@@ -7,6 +7,7 @@ cannot support is empty, with the reason in ``attrs["skipped"]``.
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -193,19 +194,10 @@ def chance(num_classes: Any, k: int = 1) -> float | None:
     return None if pd.isna(n) or n <= 0 else min(1.0, k / float(n))
 
 
-def sr_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Figure 3a: accuracy and size against the squeeze ratio SR."""
-    return sweep_frame(df, "sr")
-
-
-def pct3x3_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Figure 3b: accuracy and size against the fraction of 3x3 expand filters."""
-    return sweep_frame(df, "pct3x3")
-
-
-def bypass_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Table 3: accuracy and size for no / simple / complex bypass, everything else fixed."""
-    return sweep_frame(df, "bypass")
+# Figure 3a, Figure 3b and Table 3: accuracy and size against SR, pct3x3 and the bypass kind.
+sr_frame = partial(sweep_frame, param="sr")
+pct3x3_frame = partial(sweep_frame, param="pct3x3")
+bypass_frame = partial(sweep_frame, param="bypass")
 
 
 def varying_columns(frame: pd.DataFrame) -> list[str]:

@@ -20,8 +20,7 @@ from analysis.commands import sweep_commands
 from analysis.findings import findings_sections, importance_text
 from analysis.fmt import integer, is_missing, number, pm_percent, to_markdown, value_text
 from analysis.importance import EVALUATORS, importance_frame
-from analysis.loading import config_of
-from analysis.status import bad_runs, status_counts
+from analysis.loading import config_of, status_order
 from analysis.style import accuracy_name
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb
@@ -56,6 +55,15 @@ class Report:
     @property
     def skipped(self) -> dict[str, str]:
         return {n: c.skipped for n, c in self.charts.items() if c.skipped is not None}
+
+
+def status_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs per study and status (ok, diverged, failed, pruned, ...), with a total column."""
+    table = pd.crosstab(df["study"].fillna("?"), df["status"]).reindex(
+        columns=status_order(df["status"]), fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table.columns.name = None
+    return table.reset_index()
 
 
 def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
@@ -295,7 +303,7 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
 
 def _bad_runs_section(df: pd.DataFrame) -> list[str]:
     """Every run that is not a design point, with the first line of its error: what to rerun."""
-    bad = bad_runs(df)
+    bad = df[df["status"] != "ok"]
     lines = ["## Runs that are not design points", ""]
     if bad.empty:
         return lines + ["None: every run finished ok.", ""]

@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from analysis.fmt import is_missing
@@ -39,25 +38,19 @@ _PARAM_ALIASES = {key: col for col, key in CONFIG_KEYS.items()}
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
     """``df`` with every contract column, in contract order, nullable: no chart asks whether one exists."""
-    out = df.copy()
+    out = df.reindex(columns=[*COLUMNS, *(c for c in df.columns if c not in COLUMNS)])
     for col, dtype in COLUMNS.items():
-        if col not in out.columns:
-            empty = {"float64": np.nan, "object": None}.get(dtype, pd.NA)
-            out[col] = pd.Series(empty, index=out.index, dtype=dtype)
-            continue
         try:
-            if dtype == "Int64":
-                out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
-            elif dtype == "float64":
-                out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+            if dtype in ("Int64", "float64"):
+                num = pd.to_numeric(out[col], errors="coerce")
+                out[col] = (num.round() if dtype == "Int64" else num).astype(dtype)
             elif dtype == "boolean":
                 out[col] = out[col].map(_to_bool).astype("boolean")
             else:
                 out[col] = out[col].astype(object).where(out[col].notna(), None)
         except (TypeError, ValueError):
             pass  # leave a column we cannot coerce as it is; charts skip what they cannot read
-    extra = [c for c in out.columns if c not in COLUMNS]
-    out = out[list(COLUMNS) + extra].reset_index(drop=True)
+    out = out.reset_index(drop=True)
     out["status"] = out["status"].fillna("ok").astype(str)
     return out
 

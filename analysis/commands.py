@@ -34,9 +34,7 @@ def parse_overrides(text: Any) -> list[tuple[str, str | None]]:
 
 
 def _token(key: str, values: list[str | None]) -> str:
-    if values == [None]:
-        return shlex.quote(key)
-    return shlex.quote(f"{key}={','.join(v or '' for v in values)}")
+    return shlex.quote(key if values == [None] else f"{key}={','.join(v or '' for v in values)}")
 
 
 def _order(v: str | None) -> tuple[int, float, str]:
@@ -76,8 +74,7 @@ def decompose(combos: set[tuple[str | None, ...]]) -> list[list[list[str | None]
 
 
 def _study_token(study: str, keys: list[str]) -> list[str]:
-    """``study=<name>`` where ``studies/<name>.yaml`` exists, else ``study.name=<name>``; nothing
-    when the overrides name it."""
+    """``study=<name>`` if ``studies/<name>.yaml`` exists, else ``study.name=<name>``, if unnamed."""
     if any(k in ("study", "+study", "study.name") for k in keys) or study in ("", "default"):
         return []
     from dse.paths import STUDIES_DIR

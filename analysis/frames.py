@@ -313,8 +313,8 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
 
 
 def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every point on at least one of ``fronts`` (cost -> :func:`pareto_frame`), in the first
-    front's order, with its number (``<cost>_label``, 0: not on it) and mean cost on each."""
+    """Every point on one of ``fronts`` (cost -> :func:`pareto_frame`), its number on each
+    (``<cost>_label``, 0: not on it) and its mean cost on each."""
     labels = [f"{c}_label" for c in fronts]
     base: dict[str, pd.Series] = {}
     for pts in fronts.values():

@@ -60,8 +60,7 @@ BUDGET_COLOR = "#8c564b"
 @styled
 def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
                 max_table: int = 24) -> Figure:
-    """Accuracy against the frame's cost (log x) for every ok run and design point, one numbered
-    front per data setting, presets starred, budgets as vertical lines."""
+    """Accuracy against the frame's cost (log x), one numbered front per data setting."""
     axis = cost_axis(points.attrs.get("cost", "size_bytes"))
     bad = runs[runs["status"] != "ok"]
     has_rug = not bad.empty and axis.column == "size_mib"
@@ -178,8 +177,7 @@ def _cost_accuracy_axes(ax: Axes, xs: pd.Series, ys: pd.Series, name: str) -> No
 
 
 def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
-    """One row per status of the runs that are not design points, at their model size (where a
-    study lost runs is a result)."""
+    """The runs that are not design points at their model size, one row per status."""
     statuses = status_order(bad["status"])
     tick_labels: list[str] = []
     for i, s in enumerate(statuses):
@@ -271,8 +269,7 @@ LABEL_SIZE = 8
 
 
 def _overlap(box: np.ndarray, taken: np.ndarray, axbox: Any) -> float:
-    """Area of ``box`` (x0, y0, x1, y1) covering the ``taken`` boxes, plus more than any overlap
-    if it leaves the axes."""
+    """Area of ``box`` (x0, y0, x1, y1) covering ``taken``, plus 1e6 if it leaves the axes."""
     w = np.minimum(box[2], taken[:, 2]) - np.maximum(box[0], taken[:, 0])
     h = np.minimum(box[3], taken[:, 3]) - np.maximum(box[1], taken[:, 1])
     outside = box[0] < axbox.x0 or box[2] > axbox.x1 or box[1] < axbox.y0 or box[3] > axbox.y1

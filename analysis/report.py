@@ -73,15 +73,13 @@ def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
-    out = pd.DataFrame({param: frame[param].map(value_text)})
-    for m in frame.attrs["metrics"]:
-        out[f"{accuracy_name(m)} %"] = _pm(frame[f"{m}_mean"], frame[f"{m}_std"])
-    out["params"] = frame["params"].map(integer)
-    out["MB"] = frame["size_mb"].map(number)
-    out["MiB"] = frame["size_mib"].map(number)
-    out["ok seeds"] = frame["n"].map(integer)
-    out["not ok"] = frame["n_bad"].map(integer)
-    return out
+    return pd.DataFrame({
+        param: frame[param].map(value_text),
+        **{f"{accuracy_name(m)} %": _pm(frame[f"{m}_mean"], frame[f"{m}_std"])
+           for m in frame.attrs["metrics"]},
+        "params": frame["params"].map(integer), "MB": frame["size_mb"].map(number),
+        "MiB": frame["size_mib"].map(number), "ok seeds": frame["n"].map(integer),
+        "not ok": frame["n_bad"].map(integer)})
 
 
 def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
@@ -126,8 +124,7 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
-    """report.md: header, runs by status, the charts, the findings, the runs that are not design
-    points and the sweep commands."""
+    """report.md: header, runs by status, charts, findings, runs that are not ok, sweep commands."""
     lines = [*_header(df, source), "## Runs by status", "", to_markdown(status_counts(df)), "",
              "## Charts", "", to_markdown(pd.DataFrame({
                  "chart": list(charts), "what": [c.title for c in charts.values()],
@@ -247,8 +244,8 @@ def _pareto_plot(points: pd.DataFrame, df: pd.DataFrame) -> Figure:
 
 @dataclass(frozen=True)
 class ChartSpec:
-    """One chart kind: its section title, frame (from the runs and the charts built before it),
-    drawing (from its frame and the runs), section text, and the fewest rows worth drawing."""
+    """One chart kind: its title, frame (from the runs and the charts before it), drawing (from its
+    frame and the runs), section text, and the fewest rows worth drawing."""
 
     title: str
     frame: Callable[[pd.DataFrame, dict[str, Chart]], pd.DataFrame]

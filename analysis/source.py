@@ -98,8 +98,7 @@ def _missing(folder: Path | None, path: Path) -> str:
 
 
 def sqlite_studies(src: Source) -> dict[str, int] | None:
-    """Study name -> runs (dse) or trials (Optuna) of an SQLite source, else None (read before
-    pandas is imported)."""
+    """Study name -> runs (dse) or trials (Optuna) of an SQLite source (no pandas), else None."""
     if src.path is None:
         return None
     query = ("SELECT study, COUNT(*) FROM runs GROUP BY study" if src.kind == "dse" else

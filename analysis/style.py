@@ -87,8 +87,7 @@ def accuracy_name(metric: str) -> str:
 
 
 def metric_style(metric: str, i: int = 0) -> dict[str, Any]:
-    """Colour, marker, line style and label of a metric's curve: by its split, else the ``i``-th
-    of :data:`OTHER_COLORS`."""
+    """A metric curve's colour, marker, line style and label: by its split, else ``OTHER_COLORS[i]``."""
     other = {"color": OTHER_COLORS[i % len(OTHER_COLORS)], "marker": "^", "ls": "-."}
     return {**SPLIT_STYLE.get(metric.split("_")[0], other), "label": accuracy_name(metric)}
 

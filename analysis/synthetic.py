@@ -66,8 +66,7 @@ def record(cfg: dict, seed: int, overrides: str, status: str = "ok",
 
 
 def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> float:
-    """Made-up val top-1 with the paper's shapes (SR plateau near 0.75, pct3x3 peak at 0.5, simple
-    bypass best)."""
+    """Made-up val top-1 with the paper's shapes (SR plateau, pct3x3 peak at 0.5, simple best)."""
     a = 0.905 + 0.02 * (1 - math.exp(-5 * (sr - 0.125)))
     a -= 0.012 * (pct3x3 - 0.5) ** 2 * 4
     a += {"none": 0.0, "simple": 0.004, "complex": 0.002}[bypass]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -15,11 +16,12 @@ from scipy import stats
 from analysis import frames as F
 from analysis.fmt import value_text
 from analysis.style import accuracy_name
+from dse.model.spec import BYPASS_KINDS
 
 CONFIDENCE = 0.95
 MIN_SEEDS = 2  # ok seeds a sweep value needs before its spread means anything
 MIN_POINTS = 3  # swept values a trend needs: two give a difference, not a shape
-PAIRS = (("none", "simple"), ("none", "complex"), ("simple", "complex"))  # (baseline, other)
+PAIRS = tuple(combinations(BYPASS_KINDS, 2))  # (baseline, other): simple − none, complex − none, ...
 PARAM_NAME = {"sr": "SR", "pct3x3": "pct3x3"}
 
 
@@ -209,10 +211,9 @@ class Contrast:
         head = f"{self.other} − {self.base}"
         if self.test is None:
             return f"{head}: not enough data ({self.reason})"
-        better = "better" if self.test.diff > 0 else "worse"
-        verdict = (f"{self.other} is {better}, distinguishable from seed noise"
-                   if self.test.distinguishable else "not distinguishable from seed noise")
-        return f"{head}: {self.test.text()}: {verdict}"
+        better = (f"{self.other} is {'better' if self.test.diff > 0 else 'worse'}, "
+                  if self.test.distinguishable else "")
+        return f"{head}: {self.test.text()}: {better}{self.test.noise_words}"
 
 
 def bypass_contrasts(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> list[Contrast]:

@@ -138,6 +138,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     fig = new_figure(4.2 * len(panels) + 2.2, 5.2)
     axes = list(np.atleast_1d(fig.subplots(1, len(panels))))
     kinds = bypass_kinds(frame["bypass"]).tolist()
+    colors = [bypass_color(k) for k in kinds]
     xs = np.arange(len(kinds))
     for ax, (k, group) in zip(axes, panels, strict=True):
         width = 0.8 / len(group)
@@ -150,7 +151,6 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
             highs.append(np.nanmax(y + e0))
             pos = xs - 0.4 + width * (j + 0.5)
             test = m.startswith("test")
-            colors = [bypass_color(k) for k in kinds]
             bars = ax.bar(pos, y, width * 0.92, color=colors, alpha=0.55 if test else 0.95,
                           hatch="//" if test else None, edgecolor="white" if not test else "black",
                           linewidth=0.6, yerr=err, capsize=4, error_kw={"lw": 1.2})
@@ -159,9 +159,8 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         lo, hi = min(lows), max(highs)
         pad = max(0.5, 0.45 * (hi - lo))
         ax.set_ylim(max(0.0, lo - 2.5 * pad), min(100.0, hi + pad))
-        name = f"top-{k}"
-        ax.set_ylabel(f"{name} accuracy (%)")
-        ax.set_title(f"{name}: solid = val, hatched = test", fontsize=9)
+        ax.set_ylabel(f"top-{k} accuracy (%)")
+        ax.set_title(f"top-{k}: solid = val, hatched = test", fontsize=9)
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{k}\n{mib:.2f} MiB ({value_text(round(mb, 2))} MB)\nn={n}"
                             for k, mb, mib, n in zip(kinds, frame["size_mb"], frame["size_mib"],
@@ -179,8 +178,6 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
 def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     """pycls-style error EDFs: per group, the fraction of its models with error below e."""
     by = edf.attrs.get("by", [])
-    metric = edf.attrs.get("metric") or "val_top1"
-    name = accuracy_name(metric)
     fig = new_figure(9, 5.4)
     ax = fig.subplots()
     groups = list(dict.fromkeys(edf["group"]))
@@ -200,7 +197,7 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
         label = f"{g} (n={len(sel)}, min {e.min():.2f}%, mean {e.mean():.2f}%)"
         ax.step(np.concatenate([[e[0]], e]), np.concatenate([[0.0], f]), where="post",
                 color=color, ls=ls, lw=1.8, label=label)
-    ax.set_xlabel(f"{name} error e (%)")
+    ax.set_xlabel(f"{accuracy_name(edf.attrs.get('metric') or 'val_top1')} error e (%)")
     ax.set_ylabel("fraction of models with error ≤ e")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)

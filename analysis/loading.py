@@ -88,11 +88,9 @@ def _read_dse(src: Source) -> pd.DataFrame:
 
 def _param_column(name: str) -> str:
     """``model.sr`` -> ``sr``; ``model.stem.channels`` -> ``stem_channels``; others keep dots."""
-    if name in _PARAM_ALIASES:
-        return _PARAM_ALIASES[name]
-    if name.startswith("model."):
+    if name.startswith("model.") and name not in _PARAM_ALIASES:
         return name[len("model."):].replace(".", "_")
-    return name
+    return _PARAM_ALIASES.get(name, name)
 
 
 def _optuna(url: str) -> tuple[Any, dict[str, list[tuple[str, str, float]]]]:

@@ -1,9 +1,6 @@
-"""The SqueezeNet paper's reference numbers (Iandola et al., arXiv 1602.07360v4), defined once.
-
-The sweep charts choose their fixed group by where the paper held the other metaparameters, the
-paper check compares a study's outcome with these claims, and docs/REPORTS.md quotes them (a test
-keeps the page in step with this module). Accuracies are ImageNet percentages; sizes are the
-paper's fp32 networks (SqueezeNet v1.0, 1000 classes, 224 px). Only the standard library here.
+"""The SqueezeNet paper's reference numbers (Iandola et al., arXiv 1602.07360v4), defined once for
+the sweep charts, the paper check and docs/REPORTS.md (a test keeps the page in step). Accuracies
+are ImageNet percentages; sizes the paper's fp32 SqueezeNet v1.0 (1000 classes, 224 px).
 """
 
 from __future__ import annotations

@@ -91,9 +91,8 @@ def _missing(folder: Path | None, path: Path) -> str:
     """Why a folder or file argument is no source; a folder with only Optuna's file says so."""
     if folder is None:
         return f"no such file or folder: {path}"
-    hint = ""
-    if (folder / OPTUNA_DB).is_file():
-        hint = f" (an Optuna storage is there: pass {sqlite_url(folder / OPTUNA_DB)})"
+    optuna = folder / OPTUNA_DB
+    hint = f" (an Optuna storage is there: pass {sqlite_url(optuna)})" if optuna.is_file() else ""
     return f"no {DB_NAME} in {folder}{hint}"
 
 

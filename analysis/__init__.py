@@ -1,13 +1,5 @@
-"""dse's charts and report: the frames behind the paper's Figure 3a/3b and Table 3, a Pareto front,
-pycls-style error EDFs and good ranges, knob importances, verdicts over seeds and the paper check,
-from a dse results store or an Optuna storage (docs/REPORTS.md, "From Python")::
-
-    import analysis
-    df = analysis.load("runs/demo")        # or "sqlite:///runs/demo/optuna.db", study="demo"
-    analysis.write_report(df, "runs/demo/report")
-
-Names are imported on first use, so ``dse-report`` answers bad input before pandas and matplotlib
-load.
+"""dse's charts and report from a dse store or an Optuna storage (docs/REPORTS.md, "From Python");
+names are imported on first use, so dse-report answers bad input before pandas and matplotlib load.
 """
 
 from __future__ import annotations
@@ -18,10 +10,10 @@ from typing import Any
 FORMATS = ("png", "svg", "pdf")  # image formats dse-report writes (matplotlib savefig formats)
 
 _MODULES = {
-    "loading": "load normalize", "source": "resolve LoadError", "status": "status_counts",
+    "loading": "load normalize", "source": "resolve LoadError",
     "frames": "sr_frame pct3x3_frame bypass_frame sweep_frame pareto_frame edf_frame edf_summary",
     "plots": "plot_sweep plot_bypass plot_pareto plot_edf plot_importance",
-    "commands": "sweep_commands", "report": "write_report", "importance": "importance_frame",
+    "commands": "sweep_commands", "report": "write_report status_counts", "importance": "importance_frame",
     "ranges": "good_ranges", "verdicts": "study_verdicts describe", "paper_check": "paper_check",
 }
 _EXPORTS = {name: f"analysis.{m}" for m, names in _MODULES.items() for name in names.split()}

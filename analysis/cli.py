@@ -5,6 +5,7 @@ charts and ``report.md`` in ``<study dir>/report/``; bad input is one line on st
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from analysis import FORMATS
 from analysis.source import check_study, resolve
@@ -49,8 +50,7 @@ def main(argv: list[str] | None = None) -> None:
         from analysis.report import write_report
 
         df = load(src, study=args.study)
-        out = Path(args.out) if args.out else _default_out(src.report_dir, src.path, args.study,
-                                                           df)
+        out = Path(args.out) if args.out else _default_out(src.path, args.study, df)
         check_writable(out, "--out", directory=True)
         report = write_report(df, out, formats, source=args.source)
     print(f"{PROG}: wrote {report.markdown} ({len(df)} runs; charts: "
@@ -58,15 +58,12 @@ def main(argv: list[str] | None = None) -> None:
           + (f"; skipped: {', '.join(report.skipped)}" if report.skipped else "") + ")")
 
 
-def _default_out(report_dir: Path, path: Path | None, study: str | None, df: object) -> Path:
+def _default_out(path: Path | None, study: str | None, df: Any) -> Path:
     """``<study dir>/report``; for a server URL (no folder), ``runs/<study>/report``."""
     if path is not None:
-        return report_dir
-    import pandas as pd
-
-    studies = sorted(set(df["study"].dropna())) if isinstance(df, pd.DataFrame) else []
-    name = study or (studies[0] if len(studies) == 1 else "all")
-    return Path("runs") / str(name) / "report"
+        return path.resolve().parent / "report"
+    studies = sorted(set(df["study"].dropna()))
+    return Path("runs") / str(study or (studies[0] if len(studies) == 1 else "all")) / "report"
 
 
 if __name__ == "__main__":

@@ -1,8 +1,6 @@
-"""Rebuild the ``dse-train -m ...`` commands that produced a store from its ``overrides`` column.
-
-Per study and set of override keys, each key's values are comma-joined into a multirun; jobs that
-are not a full grid are split into grids reproducing exactly the jobs seen. Optuna sweeper runs
-(``trial`` set) get the study command and their sampled keys instead (docs/REPORTS.md).
+"""Rebuild the ``dse-train -m ...`` commands that produced a store from its ``overrides`` column:
+per study and set of keys, grids reproducing exactly the jobs seen; Optuna sweeper runs get the
+study command and their sampled keys instead (docs/REPORTS.md).
 """
 
 from __future__ import annotations
@@ -36,9 +34,7 @@ def parse_overrides(text: Any) -> list[tuple[str, str | None]]:
 
 
 def _token(key: str, values: list[str | None]) -> str:
-    if values == [None]:
-        return shlex.quote(key)
-    return shlex.quote(f"{key}={','.join(v or '' for v in values)}")
+    return shlex.quote(key if values == [None] else f"{key}={','.join(v or '' for v in values)}")
 
 
 def _order(v: str | None) -> tuple[int, float, str]:
@@ -55,9 +51,8 @@ def _order(v: str | None) -> tuple[int, float, str]:
 
 
 def decompose(combos: set[tuple[str | None, ...]]) -> list[list[list[str | None]]]:
-    """Split distinct value tuples into grids (one value list per key) whose products are exactly
-    ``combos``: a full grid whole; else the key with the most values is split off, the rest grouped
-    by which of its values they ran with, and each group decomposed again (one key fewer a level)."""
+    """Split distinct value tuples into grids whose products are exactly ``combos``: a full grid
+    whole; else the rest grouped by which values of the widest key they ran with, each decomposed."""
     if not combos:
         return []
     n = len(next(iter(combos)))
@@ -79,8 +74,7 @@ def decompose(combos: set[tuple[str | None, ...]]) -> list[list[list[str | None]
 
 
 def _study_token(study: str, keys: list[str]) -> list[str]:
-    """Name the study when the overrides do not: ``study=<name>`` where ``studies/<name>.yaml``
-    exists (it may hold a search space), else ``study.name=<name>``."""
+    """``study=<name>`` if ``studies/<name>.yaml`` exists, else ``study.name=<name>``, if unnamed."""
     if any(k in ("study", "+study", "study.name") for k in keys) or study in ("", "default"):
         return []
     from dse.paths import STUDIES_DIR
@@ -90,8 +84,7 @@ def _study_token(study: str, keys: list[str]) -> list[str]:
 
 
 def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per command: study, command, runs (store rows it covers), kind (``grid``,
-    ``single`` or ``optuna``: sampled keys in ``note``), note."""
+    """One row per command: study, command, runs (rows it covers), kind (grid, single, optuna), note."""
     rows: list[dict[str, Any]] = []
     if df.empty:
         return pd.DataFrame(columns=["study", "command", "runs", "kind", "note"])

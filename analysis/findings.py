@@ -1,18 +1,15 @@
-"""report.md's answers: which knob matters, where the good region is, whether a difference is real
-and how it compares with the paper. The numbers come from the frames of :mod:`analysis.importance`,
-:mod:`analysis.ranges`, :mod:`analysis.verdicts` and :mod:`analysis.paper_check`; this only words them.
+"""report.md's answers (which knob matters, where the good region is, whether a difference is real,
+how it compares with the paper), worded from the frames of the statistics modules.
 """
 
 from __future__ import annotations
 
 import pandas as pd
 
-from analysis.fmt import integer, number
+from analysis.fmt import integer, number, to_markdown
 from analysis.importance import EVALUATORS
-from analysis.markdown import to_markdown
 from analysis.paper_check import NEAR, paper_check
-from analysis.ranges import good_ranges
-from analysis.space import coverage_note
+from analysis.ranges import coverage_note, good_ranges
 from analysis.style import accuracy_name
 from analysis.verdicts import CONFIDENCE, MIN_POINTS, MIN_SEEDS, Verdicts, describe, study_verdicts
 

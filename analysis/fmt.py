@@ -1,13 +1,18 @@
 """How one value reads in the report's titles, labels and tables, defined once (so ``sr=0.125``
-never reads ``0.12500`` elsewhere). Only pandas and numpy, so every analysis module can use it.
+never reads ``0.12500`` elsewhere), and report.md's tables through dse's one table renderer.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from dse.text import table
+
+_NUMERIC = re.compile(r"^[-+]?(\d[\d,]*\.?\d*|\.\d+)(e[-+]?\d+)?( ± [\d.]+)?%?$")
 
 
 def is_missing(v: Any) -> bool:
@@ -43,3 +48,20 @@ def number(v: Any, digits: int = 2) -> str:
 def integer(v: Any) -> str:
     """``1,234`` for counts and parameters; - for NA (a run that never reached the count)."""
     return "-" if is_missing(v) else f"{int(v):,}"
+
+
+def _text(v: Any) -> str:
+    """One cell as Markdown-safe text: pipes escaped, line breaks flattened, NA as '-'."""
+    if is_missing(v):
+        return "-"
+    return str(v).replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip() or "-"
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    """A GitHub pipe table of ``df`` (index dropped), numeric-looking columns right-aligned; not
+    pandas' ``to_markdown``, whose layout changes with whether tabulate is installed."""
+    rows = [[_text(v) for v in r] for r in df.astype(object).itertuples(index=False)]
+    right = [bool(rows) and all(_NUMERIC.match(r[i]) or r[i] == "-" for r in rows)
+             for i in range(len(df.columns))]
+    return table([_text(c) for c in df.columns], rows,
+                 align=["right" if r else "left" for r in right], markdown=True)

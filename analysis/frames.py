@@ -1,14 +1,13 @@
-"""The DataFrame behind every chart, from the run frame of :func:`analysis.loading.load`.
-
-Charts only draw these frames, so a notebook restyles any figure from the same numbers and tests
-check numbers, not pixels. Accuracies stay fractions; "mean ± std over seeds" is the sample std
-(ddof=1; one seed: NaN, no error bar); only ok runs count, the others beside them (``n_bad``).
-A frame the data cannot support is empty, with the reason in ``attrs["skipped"]``.
+"""The DataFrame behind every chart, from :func:`analysis.loading.load`'s run frame: charts only
+draw these, so tests check numbers, not pixels. Accuracies stay fractions; "± std" is the sample std
+(ddof=1; one seed: NaN); only ok runs count, the others beside them (``n_bad``). A frame the data
+cannot support is empty, with the reason in ``attrs["skipped"]``.
 """
 
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -16,26 +15,25 @@ import pandas as pd
 
 from analysis.fmt import is_missing, value_text
 from analysis.loading import CONTEXT, METAPARAMS, SETTING, config_of
-from analysis.paper import PAPER_CONTEXT
+from analysis.paper import PAPER_CONTEXT, PRESETS
 from dse import metrics
 from dse.metrics import MB, MIB, to_mb, to_mib
 from dse.model.spec import BYPASS_KINDS
 from dse.store.record import CONFIG_KEYS
 
-BYPASS_ORDER = list(BYPASS_KINDS)
-PRESETS = ("squeezenet_v1_0", "squeezenet_v1_1")
+# the columns a point's label may name: what it ran on and its metaparameters
+LABELLED = ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS]
 
 
 def accuracies() -> list[str]:
-    """The registry's top-k accuracies, top-1 first (the charts' order); read per call, so a
-    metric added to :data:`dse.metrics.REGISTRY` is charted."""
+    """The registry's top-k accuracies, top-1 first; read per call, so a metric added is charted."""
     reg = metrics.REGISTRY
     return sorted((n for n, m in reg.items() if m.topk), key=lambda n: reg[n].topk)
 
 
 def bypass_rank(kind: Any) -> int:
     """A bypass kind's place in the charts' none/simple/complex order (unknown kinds last)."""
-    return BYPASS_ORDER.index(kind) if kind in BYPASS_ORDER else 9
+    return BYPASS_KINDS.index(kind) if kind in BYPASS_KINDS else 9
 
 
 def skipped_frame(columns: list[str], reason: str, **attrs: Any) -> pd.DataFrame:
@@ -51,8 +49,8 @@ def ok_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pick_metric(df: pd.DataFrame) -> str | None:
-    """The accuracy that ranks design points: validation top-1 (a Pareto set chosen on the test
-    split would make its test numbers optimistic), else test top-1."""
+    """The accuracy that ranks design points: val top-1 (a front chosen on test would flatter its
+    test numbers), else test top-1."""
     ok = ok_runs(df)
     for m in ("val_top1", "test_top1"):
         if m in ok.columns and ok[m].notna().any():
@@ -72,9 +70,8 @@ def _cell(v: Any) -> str:
 
 
 def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
-    """Per run, the store's :func:`~dse.store.config_hash` of its config without the swept key:
-    runs with equal columns but another ``trainer.lr`` are not seeds of one sweep. Rows without a
-    stored config (Optuna trials) get ""."""
+    """Per run, the :func:`~dse.store.config_hash` of its config without the swept key: runs with
+    equal columns but another ``trainer.lr`` are not seeds of one sweep ("" without a config)."""
     from dse.store import config_hash
 
     path = CONFIG_KEYS[swept].split(".") if swept in CONFIG_KEYS else []
@@ -96,8 +93,7 @@ def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
 
 
 def context_key(df: pd.DataFrame, swept: str | None) -> pd.Series:
-    """Per run, everything that must be equal for runs to share a sweep: all metaparameters but
-    ``swept``, data, trainer, epochs, study and the hidden config digest."""
+    """Per run, everything that must be equal for runs to share a sweep but ``swept``."""
     cols = [c for c in METAPARAMS + CONTEXT if c != swept and c in df.columns]
     if df.empty:
         return pd.Series([], index=df.index, dtype=object)
@@ -106,20 +102,13 @@ def context_key(df: pd.DataFrame, swept: str | None) -> pd.Series:
 
 
 def point_key(df: pd.DataFrame) -> pd.Series:
-    """Per run, its design point: study + config_hash, or study + every column when a row has no
-    hash (Optuna trials)."""
+    """Per run, its design point: study + config_hash, else study + every column (Optuna trials)."""
     if df.empty:
         return pd.Series([], index=df.index, dtype=object)
     fallback = context_key(df, None)
     h = df["config_hash"].astype(object) if "config_hash" in df.columns else None
     key = fallback if h is None else h.where(h.notna(), fallback)
     return (df["study"].map(_cell) + "/" + key.map(_cell)).astype(object)
-
-
-def _sort_values(values: pd.Series, param: str) -> pd.Series:
-    if param == "bypass":
-        return values.map(bypass_rank)
-    return pd.to_numeric(values, errors="coerce")
 
 
 def _metrics_for(ok: pd.DataFrame) -> list[str]:
@@ -130,41 +119,38 @@ def _metrics_for(ok: pd.DataFrame) -> list[str]:
 
 
 def _aggregate(ok: pd.DataFrame, bad: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
-    """Mean / sample std (ddof=1) / count of each metric per value of ``by``, sizes beside them.
-
-    A value whose runs all diverged or failed still gets a row (``n`` 0, metrics NaN): a sweep
-    point that never trained is a result too, and the chart marks it.
-    """
+    """Mean / sample std (ddof=1) / count of each metric per value of ``by``, sizes beside them; a
+    value whose runs all diverged or failed gets a row too (``n`` 0): the chart marks it."""
     g = ok.groupby(by, sort=False, dropna=False)
-    values = list(dict.fromkeys([*ok[by], *bad[by]]))
-    out = pd.DataFrame({"n": g.size()}).reindex(values)
-    out["n"] = out["n"].fillna(0).astype(int)
-    for m in metrics:
-        vals = g[m]
-        out[f"{m}_mean"] = vals.mean()
-        out[f"{m}_std"] = vals.std(ddof=1)
-        out[f"{m}_n"] = vals.count()
-        out[f"{m}_n"] = out[f"{m}_n"].fillna(0).astype(int)
-    both = pd.concat([ok, bad])
-    for col in ("params", "size_bytes", "macs"):
-        out[col] = both.groupby(by, sort=False, dropna=False)[col].agg(
-            lambda s: s.dropna().iloc[0] if s.notna().any() else pd.NA).reindex(values)
-    out["size_mb"] = to_mb(pd.to_numeric(out["size_bytes"], errors="coerce"))
-    out["size_mib"] = to_mib(pd.to_numeric(out["size_bytes"], errors="coerce"))
-    out["seeds"] = g["seed"].agg(lambda s: ",".join(str(x) for x in sorted(s.dropna())))
-    out["seeds"] = out["seeds"].fillna("")
-    nbad = bad.groupby(by, dropna=False).size() if len(bad) else pd.Series(dtype=int)
-    out["n_bad"] = nbad.reindex(out.index).fillna(0).astype(int)
+    stats = g[metrics].agg(["mean", "std", "count"])
+    stats.columns = [f"{m}_{'n' if s == 'count' else s}" for m, s in stats.columns]
+    out = pd.DataFrame({"n": g.size()}).join(stats).reindex(list(dict.fromkeys([*ok[by], *bad[by]])))
+    counts = ["n", *(f"{m}_n" for m in metrics)]
+    out[counts] = out[counts].fillna(0).astype(int)
+    sizes = pd.concat([ok, bad]).groupby(by, sort=False, dropna=False)[["params", "size_bytes", "macs"]]
+    out = _with_sizes(out.join(sizes.first()))  # the first known value: equal for all runs of a value
+    out["seeds"] = _seeds(g).reindex(out.index).fillna("")
+    out["n_bad"] = bad.groupby(by, dropna=False).size().reindex(out.index).fillna(0).astype(int)
     out.index.name = by
     return out.reset_index()
 
 
+def _seeds(g: Any) -> pd.Series:
+    """Per group, its seeds as ``0,1,2``."""
+    return g["seed"].agg(lambda s: ",".join(str(x) for x in sorted(s.dropna())))
+
+
+def _with_sizes(out: pd.DataFrame) -> pd.DataFrame:
+    """``size_bytes`` also in MB and MiB (the paper's labels and the ``size_mib`` objective)."""
+    size = pd.to_numeric(out["size_bytes"], errors="coerce").astype(float)
+    return out.assign(size_mb=to_mb(size), size_mib=to_mib(size))
+
+
 def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
-    """Mean ± std over seeds of each accuracy per value of ``param``, all else fixed: of the
-    groups of ok runs sharing everything else (:func:`context_key`), the one with the most values
-    of ``param``, then the most runs, then nearest :data:`PAPER_CONTEXT`, is the sweep the user
-    ran. ``attrs``: ``fixed``, ``param``, ``metrics``, ``groups`` (candidates), ``n_runs``,
-    ``n_bad``, ``runs`` (the pooled ok runs' labels in ``df``, for per-seed statistics)."""
+    """Mean ± std over seeds of each accuracy per value of ``param``, all else fixed: of the groups
+    of ok runs sharing everything else (:func:`context_key`), the one with the most values, then
+    runs, then nearest :data:`PAPER_CONTEXT`. ``attrs``: ``fixed``, ``param``, ``metrics``,
+    ``groups`` (candidates), ``n_runs``, ``n_bad``, ``runs`` (the pooled ok runs' labels in ``df``)."""
     ok = ok_runs(df)
     ok = ok[ok[param].notna()] if param in ok.columns else ok.iloc[0:0]
     empty = skipped_frame([param, "n"], f"no ok run records {param}", param=param, fixed={},
@@ -191,8 +177,9 @@ def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
     bad = df[(keys_all == best) & (df["status"] != "ok")]
     metrics = _metrics_for(sel)
     out = _aggregate(sel, bad, param, metrics)
-    out = out.iloc[np.argsort(_sort_values(out[param], param).to_numpy(), kind="stable")]
-    out = out.reset_index(drop=True)
+    order = out[param].map(bypass_rank) if param == "bypass" else pd.to_numeric(out[param],
+                                                                                  errors="coerce")
+    out = out.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
     first = sel.iloc[0]
     out.attrs.update(
         param=param, metrics=metrics, groups=len(candidates),
@@ -207,27 +194,17 @@ def chance(num_classes: Any, k: int = 1) -> float | None:
     return None if pd.isna(n) or n <= 0 else min(1.0, k / float(n))
 
 
-def sr_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Figure 3a: accuracy and size against the squeeze ratio SR (see :func:`sweep_frame`)."""
-    return sweep_frame(df, "sr")
-
-
-def pct3x3_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Figure 3b: accuracy and size against the fraction of 3x3 expand filters."""
-    return sweep_frame(df, "pct3x3")
-
-
-def bypass_frame(df: pd.DataFrame) -> pd.DataFrame:
-    """Table 3: accuracy and size for no / simple / complex bypass, everything else fixed."""
-    return sweep_frame(df, "bypass")
+# Figure 3a, Figure 3b and Table 3: accuracy and size against SR, pct3x3 and the bypass kind.
+sr_frame = partial(sweep_frame, param="sr")
+pct3x3_frame = partial(sweep_frame, param="pct3x3")
+bypass_frame = partial(sweep_frame, param="bypass")
 
 
 def varying_columns(frame: pd.DataFrame) -> list[str]:
-    """Metaparameters (and model/data/trainer/study) with several values in ``frame``, the ones
-    a point's label names; those the preset name implies are left out when ``model`` varies."""
-    cols = ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS]
-    keys = {c: frame[c].map(_cell) for c in cols if c in frame.columns}
-    varying = [c for c in cols if c in keys and keys[c].nunique() > 1]
+    """The :data:`LABELLED` columns with several values in ``frame``, the ones a point's label
+    names; those the preset name implies are left out when ``model`` varies."""
+    keys = {c: frame[c].map(_cell) for c in LABELLED if c in frame.columns}
+    varying = [c for c in LABELLED if c in keys and keys[c].nunique() > 1]
     if "model" in varying:
         implied = [c for c in varying if c != "model"
                    and (keys[c].groupby(keys["model"]).nunique() <= 1).all()]
@@ -236,13 +213,12 @@ def varying_columns(frame: pd.DataFrame) -> list[str]:
 
 
 def describe(row: pd.Series, cols: list[str]) -> str:
-    """``sr=0.25 pct3x3=0.5 bypass=simple``: a point's varying metaparameters, compactly."""
+    """``sr=0.25 pct3x3=0.5 bypass=simple``: a point's varying metaparameters."""
     return " ".join(f"{c}={value_text(row.get(c))}" for c in cols)
 
 
 def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:
-    """True where no other point is as small and as accurate and strictly better in one
-    (exact duplicates are both kept)."""
+    """True where no other point is as small, as accurate and strictly better in one (ties kept)."""
     size = np.asarray(size, dtype=float)
     acc = np.asarray(acc, dtype=float)
     le = size[None, :] <= size[:, None]  # [i, j]: j no bigger than i
@@ -251,19 +227,13 @@ def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:
     return ~(le & ge & strict).any(axis=1)
 
 
-COSTS = ("size_bytes", "latency_ms")  # what a Pareto front may trade accuracy against
 # A budget on any of these is a line on the size axis; the value is its bytes per unit.
 _SIZE_BUDGETS = {"size_bytes": 1, "size_mb": MB, "size_mib": MIB}
 
 
-def setting_columns(df: pd.DataFrame) -> list[str]:
-    """The :data:`~analysis.loading.SETTING` columns that take several values in ``df``."""
-    return [c for c in SETTING if c in df.columns and df[c].map(_cell).nunique() > 1]
-
-
 def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
-    """Per row, its data setting as text (``subset=500 max_epochs=1``; "" with no ``cols``); no
-    subset is the whole training set (``subset=all``), any other missing value is unknown."""
+    """Per row, its data setting as text (``subset=500 max_epochs=1``); no subset is the whole
+    training set (``subset=all``), any other missing value is unknown."""
     def text(r: pd.Series) -> str:
         return " ".join(f"{c}={'all' if c == 'subset' else '?'}" if is_missing(r.get(c))
                         else f"{c}={value_text(r.get(c))}" for c in cols)
@@ -272,8 +242,8 @@ def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
 
 
 def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
-    """The studies' budgets (``df.attrs["budgets"]``) that bound ``cost``'s axis, each once, as
-    (text, position in the axis's unit: MiB for the size, the metric's own for a latency)."""
+    """The studies' budgets (``df.attrs["budgets"]``) on ``cost``'s axis, each once, as (text,
+    position in the axis's unit: MiB for the size, the metric's own for a latency)."""
     out: dict[str, float] = {}
     for study in sorted({str(s) for s in df["study"].dropna()}) if "study" in df else []:
         for metric, op, bound in (df.attrs.get("budgets") or {}).get(study, []):
@@ -289,11 +259,10 @@ def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
 
 def pareto_frame(df: pd.DataFrame, metric: str | None = None,
                  cost: str = "size_bytes") -> pd.DataFrame:
-    """One row per design point (ok runs' means over seeds: a lucky seed alone never makes the
-    front) with its size, mean ``cost`` and accuracy; ``pareto`` marks the non-dominated points
-    (max ``metric``, min ``cost``: the fp32 size or a latency), numbered by cost in ``label``;
-    ``desc`` names what varies. One front per data ``setting`` (:data:`~analysis.loading.SETTING`:
-    accuracies compare only within one). ``attrs``: metric, cost, setting, settings, budgets."""
+    """One row per design point (means over seeds: a lucky seed alone never makes the front);
+    ``pareto`` marks the non-dominated points (max ``metric``, min ``cost``), numbered by cost in
+    ``label``; ``desc`` names what varies. One front per data ``setting`` (accuracies compare only
+    within one). ``attrs``: metric, cost, varying, setting, settings, budgets."""
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
     cols = ["point", "pareto", "label", "cost"]
@@ -319,12 +288,10 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
     out["cost"] = g[cost].mean().astype(float)
     if cost not in out.columns:
         out[cost] = out["cost"]
-    out["seeds"] = g["seed"].agg(lambda s: ",".join(str(x) for x in sorted(s.dropna())))
-    out = out.reset_index()
-    out["size_mb"] = to_mb(out["size_bytes"].astype(float))
-    out["size_mib"] = to_mib(out["size_bytes"].astype(float))
+    out["seeds"] = _seeds(g)
+    out = _with_sizes(out.reset_index())
     out["preset"] = out["model"].isin(PRESETS)
-    setting = setting_columns(out)
+    setting = [c for c in SETTING if c in out.columns and out[c].map(_cell).nunique() > 1]
     out["setting"] = setting_of(out, setting)
     out["pareto"] = False
     for rows in out.groupby("setting", sort=False).groups.values():
@@ -346,9 +313,8 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
 
 
 def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every point on at least one of ``fronts`` (cost -> :func:`pareto_frame`), in the first
-    front's order, with its number on each (``<cost>_label``, 0: not on it) and its mean cost on
-    each (NaN where a front lacks it); ``desc`` names what varies among these points."""
+    """Every point on one of ``fronts`` (cost -> :func:`pareto_frame`), its number on each
+    (``<cost>_label``, 0: not on it) and its mean cost on each."""
     labels = [f"{c}_label" for c in fronts]
     base: dict[str, pd.Series] = {}
     for pts in fronts.values():
@@ -356,8 +322,7 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
             base.setdefault(r["point"], r)
     if not base:
         return pd.DataFrame(columns=["point", "desc", *labels, *fronts])
-    keep = [c for c in ["point", "study", "model", "data", "trainer", "max_epochs", *METAPARAMS,
-                        "acc_mean", "acc_std", "n", "size_mb", "preset"]
+    keep = [c for c in ["point", *LABELLED, "acc_mean", "acc_std", "n", "size_mb", "preset"]
             if c in next(iter(base.values())).index]
     out = pd.DataFrame([r[keep] for r in base.values()]).reset_index(drop=True)
     for cost, pts in fronts.items():
@@ -374,9 +339,8 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 def edf_frame(df: pd.DataFrame, metric: str | None = None,
               by: list[str] | None = None) -> pd.DataFrame:
     """pycls-style error EDFs: per group (``by``, default whichever of study / model / bypass
-    vary, else "all"), each ok run's error 1 - metric and the fraction of the group's runs with
-    error <= it (ties: rank "max", exactly the ECDF). Columns: group, error, edf, n, ``by``, run
-    (its label in ``df``); ``attrs``: metric, by."""
+    vary), each ok run's error 1 - metric and the ECDF at it. Columns: group, error, edf, n,
+    ``by``, run (its label in ``df``); ``attrs``: metric, by."""
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
     if metric is None or ok.empty or not ok[metric].notna().any():

@@ -1,44 +1,63 @@
 """Which knob matters: Optuna's fANOVA (seeded) and PED-ANOVA (the best
-:data:`~analysis.ranges.GOOD_FRACTION` of runs, as the good ranges read) importances, normalised.
-
-Every source takes one path: the scored runs (one trial per run, so seed noise is in the data)
-become an in-memory Optuna study, each knob's distribution inferred by :mod:`analysis.space`.
+:data:`~analysis.ranges.GOOD_FRACTION` of runs) importances, normalised. The scored runs (one trial
+per run, so seed noise is in the data) become an in-memory Optuna study, distributions inferred.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
+from analysis import frames as F
+from analysis.fmt import value_text
 from analysis.frames import point_key
-from analysis.ranges import GOOD_FRACTION
-from analysis.space import MIN_RUNS, coverage, distribution, knobs, param_value, scored_runs
+from analysis.ranges import GOOD_FRACTION, MIN_RUNS, choices, coverage, is_numeric, knobs
 
 EVALUATORS = {"fanova": "fANOVA", "ped_anova": "PED-ANOVA"}  # column -> name in charts and tables
 SEED = 0  # fANOVA's forest
 COLUMNS = ["knob", *EVALUATORS, "values", "kind"]
 
 
-def knob_study(runs: pd.DataFrame, cols: list[str], metric: str):
-    """An in-memory, maximising Optuna study with one COMPLETE trial per run."""
+def scored_runs(df: pd.DataFrame, metric: str | None = None) -> tuple[pd.DataFrame, str | None]:
+    """The ok runs that have ``metric`` (default: the ranking accuracy, :func:`F.pick_metric`)."""
+    metric = metric or F.pick_metric(df)
+    ok = F.ok_runs(df)
+    if metric is None or metric not in ok.columns:
+        return ok.iloc[0:0], metric
+    return ok[ok[metric].notna()], metric
+
+
+def knob_study(runs: pd.DataFrame, cols: list[str], metric: str) -> Any:
+    """An in-memory, maximising Optuna study with one COMPLETE trial per run, each knob's
+    distribution from the values swept: int or float between the extremes seen, else categorical."""
     import optuna
-    from optuna.distributions import CategoricalDistribution
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
     from optuna.trial import create_trial
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    dists = {c: distribution(runs[c], c) for c in cols}
+    dists: dict[str, Any] = {}
+    cast: dict[str, Callable[[Any], Any]] = {}
+    for c in cols:
+        v = runs[c]
+        if not is_numeric(v):
+            dists[c], cast[c] = CategoricalDistribution(choices(v, c)), value_text
+        elif bool(np.all(np.mod(v.astype(float), 1) == 0)):
+            dists[c], cast[c] = IntDistribution(int(v.min()), int(v.max())), int
+        else:
+            dists[c], cast[c] = FloatDistribution(float(v.min()), float(v.max())), float
     study = optuna.create_study(direction="maximize")
-    study.add_trials([
-        create_trial(params={c: param_value(r[c], dists[c]) for c in cols}, distributions=dists,
-                     value=float(r[metric]))
-        for _, r in runs.iterrows()])
-    study.set_user_attr("kinds", {c: "categorical" if isinstance(d, CategoricalDistribution)
-                                  else "numeric" for c, d in dists.items()})
+    study.add_trials([create_trial(params={c: cast[c](r[c]) for c in cols}, distributions=dists,
+                                   value=float(r[metric])) for _, r in runs.iterrows()])
+    study.set_user_attr("kinds", {c: "categorical" if cast[c] is value_text else "numeric"
+                                  for c in cols})
     return study
 
 
-def evaluate(study, fraction: float = GOOD_FRACTION, seed: int = SEED) -> dict[str, dict[str, float]]:
+def evaluate(study: Any, fraction: float = GOOD_FRACTION, seed: int = SEED) -> dict[str, dict[str, float]]:
     """Evaluator column -> knob -> normalised importance."""
     from optuna.importance import (
         FanovaImportanceEvaluator,

@@ -1,8 +1,7 @@
 """Any results source as one pandas frame with the run record's columns (docs/CONTRACTS.md).
 
-Every chart reads this frame, so how a result was stored (a dse store, an Optuna storage) is dealt
-with here only; *where* it is, :mod:`analysis.source`. Bad input raises
-:class:`~analysis.source.LoadError`, which ``dse-report`` prints as its one-line, exit-2 error.
+How a result was stored (a dse store, an Optuna storage) is dealt with here only; *where* it is,
+:mod:`analysis.source`. Bad input raises :class:`~analysis.source.LoadError` (dse-report's exit 2).
 """
 
 from __future__ import annotations
@@ -11,13 +10,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from analysis.fmt import is_missing
 from analysis.source import ARG, LoadError, Source, resolve, unknown_study
 from dse.errors import ConfigError, first_line
-from dse.store.record import CONFIG_KEYS, run_dtypes
+from dse.store.record import CONFIG_KEYS, FINISHED, run_dtypes
+from dse.store.record import STATUSES as RUN_STATUSES
 from dse.storefile import DB_NAME, OPTUNA_DB
 from dse.sweep import trials
 
@@ -29,42 +28,36 @@ METAPARAMS = [c for c, k in CONFIG_KEYS.items() if k.startswith("model.") and c 
     "pool_after"]  # RunRecord.from_config joins model.pool_after's list into text
 SETTING = [c for c, k in CONFIG_KEYS.items() if k.split(".")[0] in ("data", "trainer")]
 CONTEXT = ["study", "model", *SETTING]
-STATUSES = ["ok", "diverged", "failed", "pruned", "rejected", "running"]  # the tables' order
+# The tables' order: finished first, the store's other statuses, then those only Optuna trials have
+# (trials.KINDS also names kinds that are never a status; they are simply never present).
+STATUSES = list(dict.fromkeys([*FINISHED, *RUN_STATUSES, *trials.KINDS]))
 
 # Optuna parameter names are Hydra override keys (``model.sr``): the record's own mapping read back.
 _PARAM_ALIASES = {key: col for col, key in CONFIG_KEYS.items()}
 
 
 def normalize(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with every contract column, in contract order, nullable: Optuna trials and
-    hand-made frames lack some, and no chart should have to ask whether a column exists."""
-    out = df.copy()
+    """``df`` with every contract column, in contract order, nullable: no chart asks whether one exists."""
+    out = df.reindex(columns=[*COLUMNS, *(c for c in df.columns if c not in COLUMNS)])
     for col, dtype in COLUMNS.items():
-        if col not in out.columns:
-            empty = {"float64": np.nan, "object": None}.get(dtype, pd.NA)
-            out[col] = pd.Series(empty, index=out.index, dtype=dtype)
-            continue
         try:
-            if dtype == "Int64":
-                out[col] = pd.to_numeric(out[col], errors="coerce").round().astype("Int64")
-            elif dtype == "float64":
-                out[col] = pd.to_numeric(out[col], errors="coerce").astype("float64")
+            if dtype in ("Int64", "float64"):
+                num = pd.to_numeric(out[col], errors="coerce")
+                out[col] = (num.round() if dtype == "Int64" else num).astype(dtype)
             elif dtype == "boolean":
                 out[col] = out[col].map(_to_bool).astype("boolean")
             else:
                 out[col] = out[col].astype(object).where(out[col].notna(), None)
         except (TypeError, ValueError):
             pass  # leave a column we cannot coerce as it is; charts skip what they cannot read
-    extra = [c for c in out.columns if c not in COLUMNS]
-    out = out[list(COLUMNS) + extra].reset_index(drop=True)
+    out = out.reset_index(drop=True)
     out["status"] = out["status"].fillna("ok").astype(str)
     return out
 
 
 def drop_repeated_seeds(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (study, config_hash, seed), its first ok row else its first: a seed stored
-    twice (a race before claims, a rerun) counted twice would shrink the std toward 0. Rows without
-    a hash or seed (Optuna trials) are all kept."""
+    """One row per (study, config_hash, seed), its first ok row else its first: a seed counted twice
+    would shrink the std toward 0. Rows without a hash or seed (Optuna trials) are all kept."""
     key = ["study", "config_hash", "seed"]
     keyed = df[key].notna().all(axis=1) & (df["config_hash"].astype(str) != "")
     first_ok = df[keyed]
@@ -82,32 +75,26 @@ def _to_bool(v: Any) -> Any:
 
 
 def _read_dse(src: Source) -> pd.DataFrame:
-    """All runs of a dse store through :class:`dse.store.ResultsStore` (the schema's owner),
-    never creating one; its refusal (a newer schema, not a store) becomes a LoadError."""
+    """All runs of a dse store, never creating one; the store's refusal becomes a LoadError."""
     from dse.store import ResultsStore
 
     try:
         store = ResultsStore(src.url if src.path is None else src.path, create=False)
     except ConfigError as e:
         raise LoadError(ARG, e.message) from None
-    try:
+    with store:
         return store.frame()
-    finally:
-        store.close()
 
 
 def _param_column(name: str) -> str:
     """``model.sr`` -> ``sr``; ``model.stem.channels`` -> ``stem_channels``; others keep dots."""
-    if name in _PARAM_ALIASES:
-        return _PARAM_ALIASES[name]
-    if name.startswith("model."):
+    if name.startswith("model.") and name not in _PARAM_ALIASES:
         return name[len("model."):].replace(".", "_")
-    return name
+    return _PARAM_ALIASES.get(name, name)
 
 
 def _optuna(url: str) -> tuple[Any, dict[str, list[tuple[str, str, float]]]]:
-    """The Optuna storage at ``url``, opened as the sweeper opens it, and each study's budgets
-    (:func:`dse.sweep.trials.budgets`, in the storage's study order)."""
+    """The Optuna storage at ``url``, opened as the sweeper opens it, and each study's budgets."""
     import optuna
 
     from dse.sweep.storage import open_storage, parse_storage
@@ -119,9 +106,7 @@ def _optuna(url: str) -> tuple[Any, dict[str, list[tuple[str, str, float]]]]:
 
 
 def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
-    """Optuna trials as run records: params -> metaparameter columns, values -> the columns
-    ``study.metric_names`` names (``val_top1`` fills that column), so every chart works on them;
-    what trials lack (model size, say) comes from a dse store beside the storage."""
+    """Optuna trials as run records; what they lack (model size, say) from a dse store beside."""
     import optuna
 
     try:
@@ -147,8 +132,8 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
 
 
 def _sibling_budgets(src: Source) -> dict[str, list[tuple[str, str, float]]]:
-    """The budgets of the Optuna storage beside a dse store (the sweeper's default ``optuna.db``):
-    results.db does not record a sweep's constraints. A bonus, never an error."""
+    """The budgets of the Optuna storage beside a dse store (results.db does not record a sweep's
+    constraints): a bonus, never an error."""
     if src.path is None:
         return {}
     try:
@@ -159,8 +144,7 @@ def _sibling_budgets(src: Source) -> dict[str, list[tuple[str, str, float]]]:
 
 
 def _trial_row(study: str, t: Any, metric_names: list[str]) -> dict[str, Any]:
-    """One trial as a run record: what the sweeper stored with it (:mod:`dse.sweep.trials`), its
-    params under their column names, its values under the study's metric names."""
+    """One trial as a run record: what the sweeper stored with it, its params, its values."""
     status, error = trials.run_status(t)
     row: dict[str, Any] = {"study": study, "trial": t.number, "status": status, "error": error}
     row.update({_param_column(k): v for k, v in trials.recorded_values(t).items()})
@@ -172,14 +156,9 @@ def _trial_row(study: str, t: Any, metric_names: list[str]) -> dict[str, Any]:
         row["finished_at"] = t.datetime_complete.isoformat()
     row.setdefault("run_id", f"{study}-trial-{t.number}")
     if "overrides" not in row:
-        row["overrides"] = " ".join(f"{k}={_override_value(v)}" for k, v in t.params.items())
+        row["overrides"] = " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
+                                    for k, v in t.params.items())
     return row
-
-
-def _override_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
 
 
 def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
@@ -198,22 +177,15 @@ def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
         return df
     runs = runs.drop_duplicates(["study", "trial"], keep="last").set_index(["study", "trial"])
     keyed = df.assign(trial=df["trial"].astype("Int64")).set_index(["study", "trial"])
-    for col in runs.columns:
-        if col in ("status", "run_id"):
-            continue
-        other = runs[col].reindex(keyed.index)
-        if col not in keyed.columns:
-            keyed[col] = other.to_numpy()
-        else:
-            keyed[col] = keyed[col].where(keyed[col].notna(), other.to_numpy())
-    return keyed.reset_index()
+    other = runs.drop(columns=["status", "run_id"]).reindex(keyed.index)
+    new = other.columns.difference(keyed.columns, sort=False)
+    return keyed.fillna(other).join(other[new]).reset_index()
 
 
 def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -> pd.DataFrame:
-    """Every run of ``source`` (a path, URL or a notebook's own frame; optionally one study) with
-    the contract's columns, repeated seeds dropped. Nothing to report on is a :class:`LoadError`:
-    an empty chart would look like a result. ``attrs["budgets"]``: per study, the sweep's
-    constraints as (metric, op, bound), from its Optuna storage; a frame passed in keeps its own.
+    """Every run of ``source`` (a path, URL or a frame; optionally one study) with the contract's
+    columns, repeated seeds dropped; nothing to report on is a :class:`LoadError` (an empty chart
+    would look like a result). ``attrs["budgets"]``: per study, (metric, op, bound) of its sweep.
     """
     if isinstance(source, pd.DataFrame):
         df = normalize(source)
@@ -236,6 +208,12 @@ def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -
     if df.empty:
         raise LoadError(ARG, f"{where} holds no runs")
     return df
+
+
+def status_order(statuses: pd.Series) -> list[str]:
+    """The statuses present, in :data:`STATUSES` order, unknown ones after them."""
+    seen = set(statuses)
+    return [s for s in STATUSES if s in seen] + sorted(seen - set(STATUSES))
 
 
 def config_of(row_config: Any) -> dict[str, Any]:

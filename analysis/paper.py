@@ -1,9 +1,6 @@
-"""The SqueezeNet paper's reference numbers (Iandola et al., arXiv 1602.07360v4), defined once.
-
-The sweep charts choose their fixed group by where the paper held the other metaparameters, the
-paper check compares a study's outcome with these claims, and docs/REPORTS.md quotes them (a test
-keeps the page in step with this module). Accuracies are ImageNet percentages; sizes are the
-paper's fp32 networks (SqueezeNet v1.0, 1000 classes, 224 px). Only the standard library here.
+"""The SqueezeNet paper's reference numbers (Iandola et al., arXiv 1602.07360v4), defined once for
+the sweep charts, the paper check and docs/REPORTS.md (a test keeps the page in step). Accuracies
+are ImageNet percentages; sizes the paper's fp32 SqueezeNet v1.0 (1000 classes, 224 px).
 """
 
 from __future__ import annotations
@@ -38,5 +35,7 @@ FIG3_SIZES_MIB: dict[str, dict[float, float]] = {
 }
 SIZE_DIGITS = 2  # FIG3_SIZES_MIB is rounded to this many decimals: the tolerance of a size match
 
+# The paper's networks as conf/model/ presets (v1.0, v1.1), starred on the charts.
+PRESETS = ("squeezenet_v1_0", "squeezenet_v1_1")
 # The paper's network, as dse's generator builds it: the preset in conf/model/, on ImageNet.
-NETWORK = {"preset": "squeezenet_v1_0", "in_channels": 3, "num_classes": 1000, "image_size": 224}
+NETWORK = {"preset": PRESETS[0], "in_channels": 3, "num_classes": 1000, "image_size": 224}

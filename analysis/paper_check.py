@@ -95,10 +95,6 @@ def simple_check(v: Verdicts) -> Check:
                  AGREES if ok else DISAGREES)
 
 
-def _size(frame: pd.DataFrame, kind: str) -> float:
-    return float(frame.loc[frame["bypass"] == kind, "size_bytes"].iloc[0])
-
-
 def complex_check(v: Verdicts) -> Check:
     t = paper.TABLE3
     claim = "complex bypass sits between none and simple and costs size (Table 3)"
@@ -110,7 +106,8 @@ def complex_check(v: Verdicts) -> Check:
     over_none = _contrast(v, "none", "complex").test
     over_simple = _contrast(v, "simple", "complex").test
     frame = v.frames["bypass"]
-    size_c, size_n = _size(frame, "complex"), _size(frame, "none")
+    size_c, size_n = (float(frame.loc[frame["bypass"] == k, "size_bytes"].iloc[0])
+                      for k in ("complex", "none"))
     between = over_none.diff > 0 and over_simple.diff < 0
     words = (f"complex − none {over_none.diff:+.2f} points (p = {over_none.p:.2g}), complex − "
              f"simple {over_simple.diff:+.2f} points (p = {over_simple.p:.2g}); "

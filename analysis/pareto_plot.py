@@ -1,26 +1,30 @@
 """The Pareto charts: accuracy against a cost (model size, or a measured latency) for every design
-point, from :func:`analysis.frames.pareto_frame` (its ``attrs["cost"]`` picks the axis): a
-log-cost scatter per bypass kind, the front as a numbered staircase with a key table, a rug of the
-runs that are not design points (size chart only), labels placed by :mod:`analysis.labels`.
+point, from :func:`analysis.frames.pareto_frame` (its ``attrs["cost"]`` picks the axis): a log-cost
+scatter per bypass kind, the front as a numbered staircase with a key table, a rug of the runs that
+are not design points (size chart only).
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from analysis.frames import BYPASS_ORDER, ok_runs, setting_of
-from analysis.labels import place_labels
+from analysis.frames import ok_runs, setting_of
+from analysis.loading import status_order
 from analysis.style import STATUS_STYLE, accuracy_name, bypass_color, bypass_kinds, new_figure, styled
 from dse.metrics import REGISTRY, to_mib
+from dse.model.spec import BYPASS_KINDS
 
 SIZE_AXIS = "model size (MiB, fp32 weights, log scale)"
 
@@ -38,8 +42,7 @@ class CostAxis:
 
 
 def cost_axis(cost: str) -> CostAxis:
-    """``cost``'s axis: MiB for the fp32 size (the ``size_mib`` objective's unit), else the
-    metric's own unit (ms for a latency)."""
+    """``cost``'s axis: MiB for the fp32 size (the ``size_mib`` objective's unit), else its own."""
     if cost == "size_bytes":
         return CostAxis("size_mib", lambda runs: to_mib(runs["size_bytes"].astype(float)),
                         SIZE_AXIS, "MiB", "model size")
@@ -57,9 +60,7 @@ BUDGET_COLOR = "#8c564b"
 @styled
 def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
                 max_table: int = 24) -> Figure:
-    """Accuracy against the frame's cost (log x) for every ok run and design point, one numbered
-    front per data setting with a key table, presets starred, budgets as vertical lines, runs that
-    are not design points in a rug (size chart only: they have no latency)."""
+    """Accuracy against the frame's cost (log x), one numbered front per data setting."""
     axis = cost_axis(points.attrs.get("cost", "size_bytes"))
     bad = runs[runs["status"] != "ok"]
     has_rug = not bad.empty and axis.column == "size_mib"
@@ -109,12 +110,11 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
 
 def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: pd.Series,
                  metric: str, axis: CostAxis, settings: list[str]) -> list[PathCollection]:
-    """Per bypass kind and data setting, faint single runs under solid design-point means (the
-    setting's marker), presets as big stars; returns one faint collection per kind, for the
-    legend's "single runs" entry."""
+    """Per bypass kind and data setting, faint single runs under solid design-point means, presets
+    as big stars; returns one faint collection per kind (the legend's "single runs")."""
     point_kind, run_kind = bypass_kinds(points["bypass"]), bypass_kinds(ok["bypass"])
     faint: list[PathCollection] = []
-    for kind in [*BYPASS_ORDER, *sorted(set(point_kind) - set(BYPASS_ORDER))]:
+    for kind in [*BYPASS_KINDS, *sorted(set(point_kind) - set(BYPASS_KINDS))]:
         if not (point_kind == kind).any():
             continue
         for i, setting in enumerate(settings):
@@ -137,8 +137,7 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
 
 def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str, str],
                 setting: str) -> None:
-    """One setting's front as a staircase (run on past its last point, so that level reads as a
-    step) with rings on its points; with several settings the legend names each."""
+    """One setting's front as a staircase (run on past its last point) with rings on its points."""
     if front.empty:
         return
     fx = front[axis.column].to_numpy(float)
@@ -178,10 +177,8 @@ def _cost_accuracy_axes(ax: Axes, xs: pd.Series, ys: pd.Series, name: str) -> No
 
 
 def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
-    """One row per status of the runs that are not design points, at their model size (where a
-    study lost runs is a result); runs of unknown size are counted in the row's label."""
-    statuses = [s for s in STATUS_STYLE if (bad["status"] == s).any()]
-    statuses += sorted(set(bad["status"]) - set(statuses))
+    """The runs that are not design points at their model size, one row per status."""
+    statuses = status_order(bad["status"])
     tick_labels: list[str] = []
     for i, s in enumerate(statuses):
         sel = bad[bad["status"] == s]
@@ -203,8 +200,7 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
 
 def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis,
                settings: list[str]) -> None:
-    """Number -> accuracy, cost and metaparameters of the first ``max_table`` front points, under
-    a heading per data setting when there are several."""
+    """Number -> accuracy, cost and metaparameters of the first ``max_table`` front points."""
     n_table = min(len(front), max_table)
     lines = [f"{'#':>2}  {'acc %':>6}  {axis.unit:>6}  metaparameters"]
     shown = front.sort_values("label").head(n_table)
@@ -218,33 +214,63 @@ def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis,
     if len(front) > n_table:
         lines.append(f"... {len(front) - n_table} more in report.md")
     key.set_title("Pareto set (numbers on the chart)", fontsize=9, loc="left")
-    key.text(0.0, 1.0, _wrap_table(lines, 62), va="top", ha="left", family="monospace",
-             fontsize=7.5, transform=key.transAxes)
-
-
-def _wrap_table(lines: list[str], width: int) -> str:
-    """Wrap long metaparameter lists under their own column instead of running off the figure."""
-    out = []
-    indent = " " * 20
-    for line in lines:
-        while len(line) > width:
-            cut = line.rfind(" ", 20, width)
-            cut = cut if cut > 20 else width
-            out.append(line[:cut])
-            line = indent + line[cut:].lstrip()
-        out.append(line)
-    return "\n".join(out)
+    text = "\n".join(textwrap.fill(line, 62, subsequent_indent=" " * 20, break_on_hyphens=False)
+                     for line in lines)  # long metaparameter lists wrap under their own column
+    key.text(0.0, 1.0, text, va="top", ha="left", family="monospace", fontsize=7.5,
+             transform=key.transAxes)
 
 
 def _number_front(ax: Axes, points: pd.DataFrame, front: pd.DataFrame, axis: CostAxis) -> None:
-    """Label the front's points with their key-table numbers, clear of every other marker; the
-    layout is frozen first, as labels are placed in pixels."""
+    """Label the front's points with their key-table numbers, clear of each other and of every
+    marker: each takes the first free offset of :data:`CANDIDATES`, else the least-covering one,
+    with a leader line. Labels are placed in pixels, so the layout is frozen first."""
     fig = ax.figure
     fig.canvas.draw()
     fig.set_layout_engine("none")
+    renderer = fig.canvas.get_renderer()
+    scale = fig.dpi / 72.0  # display pixels per point
+    axbox = ax.get_window_extent(renderer)
     rest = points[~points["pareto"]]
-    others = rest[[axis.column, "acc_mean"]].to_numpy(float) * np.array([1.0, 100.0])
-    place_labels(ax, front[axis.column].astype(float).tolist(),
-                 (100 * front["acc_mean"].astype(float)).tolist(),
-                 [str(int(v)) for v in front["label"]], avoid_xy=others,
-                 avoid_r=np.where(rest["preset"], 10.0, 4.0))
+    xs, ys = front[axis.column].to_numpy(float), 100 * front["acc_mean"].to_numpy(float)
+    pts = ax.transData.transform(np.column_stack([xs, ys]))
+    marks = np.vstack([pts, ax.transData.transform(
+        rest[[axis.column, "acc_mean"]].to_numpy(float).reshape(-1, 2) * np.array([1.0, 100.0]))])
+    radii = np.concatenate([np.full(len(pts), FRONT_RADIUS),
+                            np.where(rest["preset"], PRESET_RADIUS, OTHER_RADIUS)])[:, None] * scale
+    taken = np.hstack([marks - radii, marks + radii])
+    font = FontProperties(size=LABEL_SIZE, weight="bold")
+    for (px, py), x, y, label in zip(pts, xs, ys, front["label"], strict=True):
+        text = str(int(label))
+        tw, th, _ = renderer.get_text_width_height_descent(text, font, ismath=False)
+        w, h = tw + 4, th + 3
+        best, best_cost = CANDIDATES[0], float("inf")
+        for dx, dy in CANDIDATES:
+            x0, y0 = px + dx * scale, py + dy * scale
+            cost = _overlap(np.array([x0, y0, x0 + w, y0 + h]), taken, axbox)
+            if cost < best_cost:
+                best, best_cost = (dx, dy), cost
+            if cost == 0:
+                break
+        ax.annotate(text, (x, y), xytext=best, textcoords="offset points", fontsize=LABEL_SIZE,
+                    fontweight="bold", ha="left", va="bottom",
+                    bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.8},
+                    arrowprops={"arrowstyle": "-", "lw": 0.7, "color": "0.3", "shrinkA": 0,
+                                "shrinkB": 4}, zorder=7).set_in_layout(False)
+        x0, y0 = px + best[0] * scale, py + best[1] * scale
+        taken = np.vstack([taken, [x0, y0, x0 + w, y0 + h]])
+
+
+# The front's numbers are a greedy repel, not a layout solver: a front has a few dozen points, and
+# offsets tried nearest-first (in points) keep each label close and the result the same every run.
+_RING = [(9, 9), (9, -15), (-17, 9), (-17, -15), (12, -3), (-22, -3), (-3, 12), (-3, -19)]
+CANDIDATES = [(dx * k, dy * k) for k in (1.0, 1.7, 2.5, 3.4) for dx, dy in _RING]
+FRONT_RADIUS, OTHER_RADIUS, PRESET_RADIUS = 7.0, 4.0, 10.0  # points: the markers' radii
+LABEL_SIZE = 8
+
+
+def _overlap(box: np.ndarray, taken: np.ndarray, axbox: Any) -> float:
+    """Area of ``box`` (x0, y0, x1, y1) covering ``taken``, plus 1e6 if it leaves the axes."""
+    w = np.minimum(box[2], taken[:, 2]) - np.maximum(box[0], taken[:, 0])
+    h = np.minimum(box[3], taken[:, 3]) - np.maximum(box[1], taken[:, 1])
+    outside = box[0] < axbox.x0 or box[2] > axbox.x1 or box[1] < axbox.y0 or box[3] > axbox.y1
+    return float(np.sum(np.where((w > 0) & (h > 0), w * h, 0.0))) + 1e6 * outside

@@ -1,7 +1,6 @@
-"""Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no seaborn, no pyplot state).
-
-Each function returns a Figure a notebook can restyle; error bars are ± one sample std over seeds
-(ddof=1). The Pareto chart lives in :mod:`analysis.pareto_plot` and is importable from here.
+"""Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no pyplot state), for a
+notebook to restyle; error bars are ± one sample std over seeds (ddof=1). The Pareto chart lives in
+:mod:`analysis.pareto_plot` and is importable from here.
 """
 
 from __future__ import annotations
@@ -57,10 +56,28 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     x = frame[param].astype(float).to_numpy()
     xs = 100 * x if param == "pct3x3" else x
     for ax, (k, group) in zip(axes, panels, strict=True):
-        _accuracy_panel(ax, frame, xs, group, k)
+        for i, m in enumerate(group):
+            st = metric_style(m, i)
+            ax.errorbar(xs, 100 * frame[f"{m}_mean"].astype(float).to_numpy(),
+                        yerr=100 * frame[f"{m}_std"].astype(float).to_numpy(),  # NaN: no bar
+                        color=st["color"], marker=st["marker"], ls=st["ls"], capsize=3, lw=1.6, ms=5,
+                        label=f"{st['label']} (mean ± std)")
+        ax.set_ylabel(f"top-{k} accuracy (%)")
+        ax.grid(True, alpha=0.3)
+        ax.yaxis.set_major_locator(MaxNLocator(6))
         _chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), k))
-    _mark_lost_points(axes[0], frame, xs)
-    size = _size_axis(axes[0], frame, xs)
+    lost = frame["n"].astype(int).to_numpy() == 0  # every seed diverged or failed: a cross, not a gap
+    if lost.any():
+        axes[0].scatter(xs[lost], np.full(int(lost.sum()), 0.04),
+                        transform=axes[0].get_xaxis_transform(), marker="X", s=60,
+                        color=STATUS_STYLE["diverged"][1], clip_on=False, zorder=5,
+                        label="no ok run at this value")
+    size = axes[0].twinx()  # model size from 0 on the right: the trade-off in one panel
+    size.plot(xs, frame["size_mib"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
+              lw=1.3, label="model size (MiB)")
+    size.set_ylabel("model size (MiB, fp32)", color=SIZE_COLOR)
+    size.tick_params(axis="y", colors=SIZE_COLOR)
+    size.set_ylim(0, float(frame["size_mib"].max()) * 1.15)
     _sweep_legend(axes[0], size, apart=len(panels) > 1)
     last = axes[-1]
     last.set_xticks(xs)
@@ -69,20 +86,6 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     fixed = wrap(fixed_text(frame.attrs["fixed"], skip=[param]))
     fig.suptitle(f"{title}\n{fixed}\n{_seed_note(frame)}", fontsize=10)
     return fig
-
-
-def _accuracy_panel(ax: Axes, frame: pd.DataFrame, xs: np.ndarray, metrics: list[str],
-                    k: int) -> None:
-    """One panel of :func:`plot_sweep`: a mean ± std curve per metric of one top-k."""
-    for i, m in enumerate(metrics):
-        st = metric_style(m, i)
-        y = 100 * frame[f"{m}_mean"].astype(float).to_numpy()
-        err = 100 * frame[f"{m}_std"].astype(float).to_numpy()  # NaN (1 seed): no bar
-        ax.errorbar(xs, y, yerr=err, color=st["color"], marker=st["marker"], ls=st["ls"],
-                    capsize=3, lw=1.6, ms=5, label=f"{st['label']} (mean ± std)")
-    ax.set_ylabel(f"top-{k} accuracy (%)")
-    ax.grid(True, alpha=0.3)
-    ax.yaxis.set_major_locator(MaxNLocator(6))
 
 
 CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span), chance is drawn
@@ -100,26 +103,6 @@ def _chance_line(ax: Axes, level: float | None) -> None:
     ax.axhline(pct, color="black", ls="-.", lw=1.0, zorder=1,
                label=f"chance ({pct:g} %)")
     ax.set_ylim(min(lo, pct) - 0.06 * (max(hi, pct) - min(lo, pct)), None)
-
-
-def _mark_lost_points(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> None:
-    """A cross at the axis' foot where every seed diverged or failed: a gap alone would hide it."""
-    lost = frame["n"].astype(int).to_numpy() == 0
-    if lost.any():
-        ax.scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=ax.get_xaxis_transform(),
-                   marker="X", s=60, color=STATUS_STYLE["diverged"][1], clip_on=False,
-                   zorder=5, label="no ok run at this value")
-
-
-def _size_axis(ax: Axes, frame: pd.DataFrame, xs: np.ndarray) -> Axes:
-    """Model size on a right-hand axis from 0: the accuracy/size trade-off in one panel."""
-    size = ax.twinx()
-    size.plot(xs, frame["size_mib"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
-              lw=1.3, label="model size (MiB)")
-    size.set_ylabel("model size (MiB, fp32)", color=SIZE_COLOR)
-    size.tick_params(axis="y", colors=SIZE_COLOR)
-    size.set_ylim(0, float(frame["size_mib"].max()) * 1.15)
-    return size
 
 
 def _sweep_legend(ax: Axes, size: Axes, apart: bool) -> None:
@@ -155,6 +138,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     fig = new_figure(4.2 * len(panels) + 2.2, 5.2)
     axes = list(np.atleast_1d(fig.subplots(1, len(panels))))
     kinds = bypass_kinds(frame["bypass"]).tolist()
+    colors = [bypass_color(k) for k in kinds]
     xs = np.arange(len(kinds))
     for ax, (k, group) in zip(axes, panels, strict=True):
         width = 0.8 / len(group)
@@ -167,7 +151,6 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
             highs.append(np.nanmax(y + e0))
             pos = xs - 0.4 + width * (j + 0.5)
             test = m.startswith("test")
-            colors = [bypass_color(k) for k in kinds]
             bars = ax.bar(pos, y, width * 0.92, color=colors, alpha=0.55 if test else 0.95,
                           hatch="//" if test else None, edgecolor="white" if not test else "black",
                           linewidth=0.6, yerr=err, capsize=4, error_kw={"lw": 1.2})
@@ -176,9 +159,8 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         lo, hi = min(lows), max(highs)
         pad = max(0.5, 0.45 * (hi - lo))
         ax.set_ylim(max(0.0, lo - 2.5 * pad), min(100.0, hi + pad))
-        name = f"top-{k}"
-        ax.set_ylabel(f"{name} accuracy (%)")
-        ax.set_title(f"{name}: solid = val, hatched = test", fontsize=9)
+        ax.set_ylabel(f"top-{k} accuracy (%)")
+        ax.set_title(f"top-{k}: solid = val, hatched = test", fontsize=9)
         ax.set_xticks(xs)
         ax.set_xticklabels([f"{k}\n{mib:.2f} MiB ({value_text(round(mb, 2))} MB)\nn={n}"
                             for k, mb, mib, n in zip(kinds, frame["size_mb"], frame["size_mib"],
@@ -196,8 +178,6 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
 def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     """pycls-style error EDFs: per group, the fraction of its models with error below e."""
     by = edf.attrs.get("by", [])
-    metric = edf.attrs.get("metric") or "val_top1"
-    name = accuracy_name(metric)
     fig = new_figure(9, 5.4)
     ax = fig.subplots()
     groups = list(dict.fromkeys(edf["group"]))
@@ -217,7 +197,7 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
         label = f"{g} (n={len(sel)}, min {e.min():.2f}%, mean {e.mean():.2f}%)"
         ax.step(np.concatenate([[e[0]], e]), np.concatenate([[0.0], f]), where="post",
                 color=color, ls=ls, lw=1.8, label=label)
-    ax.set_xlabel(f"{name} error e (%)")
+    ax.set_xlabel(f"{accuracy_name(edf.attrs.get('metric') or 'val_top1')} error e (%)")
     ax.set_ylabel("fraction of models with error ≤ e")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
@@ -263,9 +243,7 @@ def plot_importance(frame: pd.DataFrame, title: str, evaluators: dict[str, str])
 def save(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
     """Write ``fig`` as ``<out_dir>/<stem>.<fmt>`` for each format; returns the paths written."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for fmt in formats:
-        path = out_dir / f"{stem}.{fmt}"
+    paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
+    for path, fmt in zip(paths, formats, strict=True):
         fig.savefig(path, format=fmt, dpi=DPI)
-        paths.append(path)
     return paths

@@ -1,7 +1,6 @@
-"""Good ranges, pycls-style (Radosavovic et al.: a design space is judged by its best models): per
-knob, the values of the best x % of the ok runs' error EDF, and pycls's seeded ``get_filters``
-bootstrap of where the best model falls (2.5 / 50 / 97.5 percentiles of each draw's winner; for a
-categorical knob, how often each value wins).
+"""Good ranges, pycls-style (a design space is judged by its best models): per knob, the values of
+the best x % of the ok runs' error EDF, and pycls's seeded ``get_filters`` bootstrap of where the
+best model falls. Which knobs vary among the ok runs is decided here once, for the importances too.
 """
 
 from __future__ import annotations
@@ -11,15 +10,52 @@ import pandas as pd
 
 from analysis import frames as F
 from analysis.fmt import value_text
-from analysis.space import MIN_RUNS, choices, coverage, is_numeric, knobs
 
 GOOD_FRACTION = 0.25  # "the best x %": pycls samples 25 % of a sweep; PED-ANOVA's target too
 BOOTSTRAPS = 2500  # pycls get_filters' b
 PERCENTILES = (2.5, 50.0, 97.5)  # pycls: alpha = 5 %
 SEED = 0
+MIN_RUNS = 8  # scored runs below which importances and good ranges are skipped: too noisy to read
 
 COLUMNS = ["knob", "kind", "all", "best", "bootstrap", "best_low", "best_high",
            "boot_low", "boot_median", "boot_high"]
+
+
+def knobs(runs: pd.DataFrame) -> list[str]:
+    """The columns that vary among ``runs``, in the order the charts name metaparameters."""
+    return [c for c in F.varying_columns(runs) if c != "study"]
+
+
+def coverage(runs: pd.DataFrame, cols: list[str]) -> tuple[int, int]:
+    """(combinations of the knobs' values the runs hold, those of a full grid of them)."""
+    if not cols:
+        return 0, 0
+    text = runs[cols].map(value_text)
+    return len(text.drop_duplicates()), int(np.prod([text[c].nunique() for c in cols]))
+
+
+def coverage_note(seen: int, grid: int) -> str:
+    """A sentence for report.md when the runs are not a full grid of their knobs, else ""."""
+    if seen >= grid:
+        return ""
+    return (f" The runs cover {seen} of the {grid} combinations of these knobs' values (not a "
+            "full grid), so each knob's numbers also reflect where the others were held.")
+
+
+def is_numeric(values: pd.Series) -> bool:
+    """Every value a number (not a bool); a missing value makes it categorical (fANOVA needs one
+    in every trial)."""
+    if values.isna().any() or pd.api.types.is_bool_dtype(values):
+        return False
+    return bool(pd.api.types.is_numeric_dtype(values))
+
+
+def choices(values: pd.Series, knob: str) -> list[str]:
+    """A categorical knob's values as text, bypass kinds in none/simple/complex order."""
+    seen = sorted({value_text(v) for v in values})
+    if knob == "bypass":
+        seen.sort(key=F.bypass_rank)
+    return seen
 
 
 def best_runs(edf: pd.DataFrame, fraction: float) -> pd.DataFrame:

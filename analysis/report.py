@@ -1,8 +1,5 @@
-"""Write a study's charts and ``report.md``: every chart the data supports, and why not the rest.
-
-Regenerated while a study runs: a chart is drawn only when its frame has enough data, and the
-Markdown gives the reason for each one skipped, so a half-finished study gives a correct
-half-report. The tables are the frames the charts were drawn from.
+"""Write a study's charts and ``report.md``: every chart the data supports, and why not the rest
+(so a half-finished study gives a correct half-report); the tables are the charts' frames.
 """
 
 from __future__ import annotations
@@ -21,11 +18,9 @@ from analysis import frames as F
 from analysis import plots as P
 from analysis.commands import sweep_commands
 from analysis.findings import findings_sections, importance_text
-from analysis.fmt import integer, number, pm_percent, value_text
+from analysis.fmt import integer, is_missing, number, pm_percent, to_markdown, value_text
 from analysis.importance import EVALUATORS, importance_frame
-from analysis.loading import config_of
-from analysis.markdown import to_markdown
-from analysis.status import bad_runs, status_counts
+from analysis.loading import config_of, status_order
 from analysis.style import accuracy_name
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb
@@ -62,6 +57,15 @@ class Report:
         return {n: c.skipped for n, c in self.charts.items() if c.skipped is not None}
 
 
+def status_counts(df: pd.DataFrame) -> pd.DataFrame:
+    """Runs per study and status (ok, diverged, failed, pruned, ...), with a total column."""
+    table = pd.crosstab(df["study"].fillna("?"), df["status"]).reindex(
+        columns=status_order(df["status"]), fill_value=0)
+    table["total"] = table.sum(axis=1)
+    table.columns.name = None
+    return table.reset_index()
+
+
 def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
     return [pm_percent(a, b) for a, b in zip(mean, std, strict=True)]
 
@@ -69,15 +73,13 @@ def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
-    out = pd.DataFrame({param: frame[param].map(value_text)})
-    for m in frame.attrs["metrics"]:
-        out[f"{accuracy_name(m)} %"] = _pm(frame[f"{m}_mean"], frame[f"{m}_std"])
-    out["params"] = frame["params"].map(integer)
-    out["MB"] = frame["size_mb"].map(number)
-    out["MiB"] = frame["size_mib"].map(number)
-    out["ok seeds"] = frame["n"].map(integer)
-    out["not ok"] = frame["n_bad"].map(integer)
-    return out
+    return pd.DataFrame({
+        param: frame[param].map(value_text),
+        **{f"{accuracy_name(m)} %": _pm(frame[f"{m}_mean"], frame[f"{m}_std"])
+           for m in frame.attrs["metrics"]},
+        "params": frame["params"].map(integer), "MB": frame["size_mb"].map(number),
+        "MiB": frame["size_mib"].map(number), "ok seeds": frame["n"].map(integer),
+        "not ok": frame["n_bad"].map(integer)})
 
 
 def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
@@ -122,8 +124,7 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
 
 
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
-    """report.md: header, runs by status, the chart index and sections, the findings, the runs
-    that are not design points and the sweep commands."""
+    """report.md: header, runs by status, charts, findings, runs that are not ok, sweep commands."""
     lines = [*_header(df, source), "## Runs by status", "", to_markdown(status_counts(df)), "",
              "## Charts", "", to_markdown(pd.DataFrame({
                  "chart": list(charts), "what": [c.title for c in charts.values()],
@@ -144,8 +145,7 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
 
 
 def _header(df: pd.DataFrame, source: str) -> list[str]:
-    """Title, source and time; warnings when no run finished ok (every chart section below is
-    then a skip) or the runs mix training semantics (one hash, different training)."""
+    """Title, source and time; warnings when no run finished ok or the runs mix training semantics."""
     studies = sorted({str(s) for s in df["study"].dropna()})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# dse report: {', '.join(studies) or 'runs'}", "",
@@ -178,8 +178,8 @@ def _sweep_text(frame: pd.DataFrame) -> list[str]:
 
 
 def _pareto_text(frame: pd.DataFrame) -> list[str]:
-    """How a front is defined (and its latency measured), the data settings and budgets, the
-    Pareto set, then all design points (size) or which points win on each front (latency)."""
+    """How a front is defined, its settings and budgets, the Pareto set, then all design points
+    (size) or which points win on each front (latency)."""
     a = frame.attrs
     lat = REGISTRY.get(a["cost"])
     if a["cost"] == "size_bytes":
@@ -227,8 +227,7 @@ def _edf_text(frame: pd.DataFrame) -> list[str]:
 
 
 def _latency_frame(df: pd.DataFrame, charts: dict[str, Chart]) -> pd.DataFrame:
-    """Accuracy vs measured latency; ``attrs["fronts"]`` compares its front with the size
-    front's (which design points win on each)."""
+    """Accuracy vs measured latency; ``attrs["fronts"]``: which design points win on each front."""
     size = charts["pareto"].frame
     points = F.pareto_frame(df, size.attrs.get("metric"), cost=LATENCY_COST)
     if not points.attrs.get("skipped"):
@@ -239,30 +238,27 @@ def _latency_frame(df: pd.DataFrame, charts: dict[str, Chart]) -> pd.DataFrame:
     return points
 
 
-def _sweep_plot(frame: pd.DataFrame, df: pd.DataFrame, title: str) -> Figure:
-    title = f"{title} — {P.context_title(frame.attrs['fixed'])}"
-    return P.plot_bypass(frame, title) if frame.attrs["param"] == "bypass" else P.plot_sweep(frame,
-                                                                                             title)
-
-
-def _pareto_plot(points: pd.DataFrame, df: pd.DataFrame, title: str) -> Figure:
+def _pareto_plot(points: pd.DataFrame, df: pd.DataFrame) -> Figure:
     return P.plot_pareto(points, df, P.context_title(df), points.attrs["metric"])
 
 
 @dataclass(frozen=True)
 class ChartSpec:
-    """One chart kind: its section title, frame (from the runs and the charts built before it),
-    drawing, section text, and the fewest rows worth drawing (with what a row is)."""
+    """One chart kind: its title, frame (from the runs and the charts before it), drawing (from its
+    frame and the runs), section text, and the fewest rows worth drawing."""
 
     title: str
     frame: Callable[[pd.DataFrame, dict[str, Chart]], pd.DataFrame]
-    draw: Callable[[pd.DataFrame, pd.DataFrame, str], Figure]
+    draw: Callable[[pd.DataFrame, pd.DataFrame], Figure]
     text: Callable[[pd.DataFrame], list[str]]
     need: tuple[int, str] = (0, "")
 
 
 def _sweep(param: str, title: str) -> ChartSpec:
-    return ChartSpec(title, lambda df, _: F.sweep_frame(df, param), _sweep_plot, _sweep_text)
+    plot = P.plot_bypass if param == "bypass" else P.plot_sweep
+    return ChartSpec(title, lambda df, _: F.sweep_frame(df, param),
+                     lambda fr, _: plot(fr, f"{title} — {P.context_title(fr.attrs['fixed'])}"),
+                     _sweep_text)
 
 
 CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
@@ -274,12 +270,11 @@ CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
     "pareto_latency": ChartSpec("Pareto front: accuracy vs latency", _latency_frame, _pareto_plot,
                                 _pareto_text, (2, "design point with accuracy and latency")),
     "edf": ChartSpec("Error EDFs (pycls style)", lambda df, _: F.edf_frame(df),
-                     lambda fr, df, _: P.plot_edf(fr, P.context_title(df)), _edf_text,
+                     lambda fr, df: P.plot_edf(fr, P.context_title(df)), _edf_text,
                      (2, "ok run")),
     "importance": ChartSpec("Metaparameter importances (fANOVA, PED-ANOVA)",
                             lambda df, _: importance_frame(df),
-                            lambda fr, df, _: P.plot_importance(fr, P.context_title(df),
-                                                                EVALUATORS),
+                            lambda fr, df: P.plot_importance(fr, P.context_title(df), EVALUATORS),
                             importance_text),
 }
 
@@ -299,13 +294,13 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
             f"only {len(frame)} {what} (need >= {least})" if len(frame) < least else None)
         chart = charts[name] = Chart(name, spec.title, frame, skipped=skipped)
         if skipped is None:
-            chart.files = P.save(spec.draw(frame, df, spec.title), out_dir, name, formats)
+            chart.files = P.save(spec.draw(frame, df), out_dir, name, formats)
     return charts
 
 
 def _bad_runs_section(df: pd.DataFrame) -> list[str]:
     """Every run that is not a design point, with the first line of its error: what to rerun."""
-    bad = bad_runs(df)
+    bad = df[df["status"] != "ok"]
     lines = ["## Runs that are not design points", ""]
     if bad.empty:
         return lines + ["None: every run finished ok.", ""]
@@ -314,14 +309,12 @@ def _bad_runs_section(df: pd.DataFrame) -> list[str]:
         "status": bad["status"], "seed": bad["seed"].map(integer),
         "point": bad.apply(lambda r: F.describe(r, ["model", "sr", "pct3x3", "bypass"]), axis=1),
         "MB": to_mb(bad["size_bytes"].astype(float)).map(number),
-        "reason": bad["error"].map(lambda e: "-" if e is None or pd.isna(e)
-                                   else first_line(str(e))[:120])})
+        "reason": bad["error"].map(lambda e: "-" if is_missing(e) else first_line(str(e))[:120])})
     return lines + [to_markdown(table), ""]
 
 
 def _commands_section(df: pd.DataFrame) -> list[str]:
-    """The sweep commands that reproduce the store, grouped by study with each study's
-    ``study.note`` (from the stored configs)."""
+    """The sweep commands that reproduce the store, per study with its ``study.note``."""
     cmds = sweep_commands(df)
     notes: dict[str, str] = {}
     for study, text in zip(df["study"], df["config"], strict=True):
@@ -343,9 +336,8 @@ def _commands_section(df: pd.DataFrame) -> list[str]:
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),
                  source: str = "", option: str = "--out") -> Report:
-    """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing: staged first
-    (:func:`dse.outputs.staged_dir`; a failure names ``option`` and keeps the previous report),
-    and charts this report skips are removed, so the folder never shows one the Markdown skipped."""
+    """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing (staged; a failure
+    names ``option`` and keeps the previous report); charts it skips are removed from the folder."""
     out = Path(out_dir)
     with staged_dir(out, option) as stage:
         charts = build_charts(df, stage, formats)

@@ -1,8 +1,6 @@
-"""Where results live: a study folder, an SQLite file or a database URL; a dse store or Optuna's.
-
-The standard library only (until a server URL needs a driver), so ``dse-report`` refuses a wrong
-path before pandas loads. Stores are told apart by their tables, never by file names, and opened
-so that a wrong path never creates a database.
+"""Where results live (a study folder, an SQLite file or a URL) and whether a dse store or Optuna's,
+told by its tables. The standard library only (until a server URL needs a driver), so dse-report
+refuses a wrong path before pandas loads; a wrong path never creates a database.
 """
 
 from __future__ import annotations
@@ -25,12 +23,11 @@ class LoadError(ConfigError):
 
 @dataclass(frozen=True)
 class Source:
-    """A resolved results source: where it is, what kind it is, where its report goes."""
+    """A resolved results source: where it is and what kind it is."""
 
     url: str  # SQLAlchemy URL
     kind: str  # "dse" or "optuna"
     path: Path | None  # the SQLite file, when the source is one
-    report_dir: Path  # default output folder: <study dir>/report
 
 
 def _query(path: Path, sql: str) -> list[tuple]:
@@ -40,7 +37,6 @@ def _query(path: Path, sql: str) -> list[tuple]:
 
 
 def sqlite_tables(path: Path) -> set[str]:
-    """Table names of an SQLite file."""
     try:
         return {r[0] for r in _query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.Error as e:
@@ -48,7 +44,6 @@ def sqlite_tables(path: Path) -> set[str]:
 
 
 def url_tables(url: str) -> set[str]:
-    """Table names behind a non-SQLite URL (PostgreSQL etc.)."""
     from sqlalchemy import create_engine, inspect
 
     try:
@@ -62,8 +57,8 @@ def url_tables(url: str) -> set[str]:
 
 
 def store_kind(tables: set[str], where: str) -> str:
-    """``"optuna"`` or ``"dse"`` from a database's tables; where both are (a shared server
-    database), the dse store's per-seed rows are the richer record of the same runs."""
+    """``"optuna"`` or ``"dse"`` from a database's tables; where both are (a shared server),
+    the dse store's per-seed rows are the richer record of the same runs."""
     if {"dse_meta", "runs"} <= tables:
         return "dse"
     if {"studies", "trials"} <= tables:
@@ -76,8 +71,7 @@ def store_kind(tables: set[str], where: str) -> str:
 
 
 def resolve(source: str | Path) -> Source:
-    """What ``source`` is (study folder, SQLite file or URL: :func:`dse.storefile.named_store`,
-    as for ``dse-store``) and which kind of store."""
+    """What ``source`` names (as for dse-store: :func:`dse.storefile.named_store`) and its kind."""
     named = named_store(source)
     path = named.file
     if named.url is not None:
@@ -89,28 +83,21 @@ def resolve(source: str | Path) -> Source:
         if not path.is_file():
             raise LoadError(ARG, _missing(named.folder, path))
         url = sqlite_url(path.resolve())
-    if path is not None:
-        kind = store_kind(sqlite_tables(path), str(path))
-        report_dir = path.resolve().parent / "report"
-    else:
-        kind = store_kind(url_tables(url), url)
-        report_dir = Path("runs") / "report"
-    return Source(url=url, kind=kind, path=path, report_dir=report_dir)
+    tables = sqlite_tables(path) if path is not None else url_tables(url)
+    return Source(url=url, kind=store_kind(tables, str(path or url)), path=path)
 
 
 def _missing(folder: Path | None, path: Path) -> str:
     """Why a folder or file argument is no source; a folder with only Optuna's file says so."""
     if folder is None:
         return f"no such file or folder: {path}"
-    hint = ""
-    if (folder / OPTUNA_DB).is_file():
-        hint = f" (an Optuna storage is there: pass {sqlite_url(folder / OPTUNA_DB)})"
+    optuna = folder / OPTUNA_DB
+    hint = f" (an Optuna storage is there: pass {sqlite_url(optuna)})" if optuna.is_file() else ""
     return f"no {DB_NAME} in {folder}{hint}"
 
 
 def sqlite_studies(src: Source) -> dict[str, int] | None:
-    """Study name -> runs (dse) or trials (Optuna) of an SQLite source, else None: an empty store
-    or a mistyped ``--study`` is reported before pandas is imported."""
+    """Study name -> runs (dse) or trials (Optuna) of an SQLite source (no pandas), else None."""
     if src.path is None:
         return None
     query = ("SELECT study, COUNT(*) FROM runs GROUP BY study" if src.kind == "dse" else

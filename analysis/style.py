@@ -1,9 +1,6 @@
-"""What every chart shares, so the charts read alike wherever they are drawn.
-
-Accuracy in percent, size in MiB (the unit of the ``size_mib`` objective); one colour per bypass
-kind, one marker per run status, one style per split; titles name study, dataset and epochs.
-Figures live on their own Agg canvas (no pyplot state), so the CLI runs headless and a notebook can
-restyle them; fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams.
+"""What every chart shares: accuracy in percent, size in MiB, one colour per bypass kind, marker per
+status and style per split. Figures live on their own Agg canvas (no pyplot state, so the CLI runs
+headless); fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams.
 """
 
 from __future__ import annotations
@@ -90,15 +87,14 @@ def accuracy_name(metric: str) -> str:
 
 
 def metric_style(metric: str, i: int = 0) -> dict[str, Any]:
-    """Colour, marker, line style and label of a metric's curve: by its split, else the ``i``-th
-    of :data:`OTHER_COLORS`; any metric of the registry has one."""
+    """A metric curve's colour, marker, line style and label: by its split, else ``OTHER_COLORS[i]``."""
     other = {"color": OTHER_COLORS[i % len(OTHER_COLORS)], "marker": "^", "ls": "-."}
     return {**SPLIT_STYLE.get(metric.split("_")[0], other), "label": accuracy_name(metric)}
 
 
 def topk_panels(names: Iterable[str]) -> list[tuple[int, list[str]]]:
-    """Accuracies grouped by their :attr:`~dse.metrics.Metric.topk`, top-1 first: one chart
-    panel each, since top-5 near 99 % would flatten top-1 curves on a shared axis."""
+    """Accuracies by :attr:`~dse.metrics.Metric.topk`, top-1 first: one panel each, since top-5
+    near 99 % would flatten top-1 curves on a shared axis."""
     groups: dict[int, list[str]] = {}
     for n in names:
         groups.setdefault(metrics.REGISTRY[n].topk or 1, []).append(n)

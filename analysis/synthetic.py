@@ -1,8 +1,6 @@
-"""Synthetic run records with known answers: for tests, docs and trying ``dse-report`` on a CPU.
-
-A Fashion-MNIST study of the paper's three experiments with real sizes and config hashes but
-made-up accuracies (Figure 3's shapes plus seeded noise); a few runs diverge, fail or are pruned,
-so every path of the report has data. Nothing here trains or imports torch.
+"""Synthetic run records with known answers, for tests, docs and trying dse-report on a CPU: the
+paper's three experiments on Fashion-MNIST with real sizes and config hashes but made-up accuracies
+(Figure 3's shapes plus seeded noise), a few runs diverged, failed or pruned. No torch.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from analysis.paper import PRESETS
 from dse.model.spec import BYPASS_KINDS
 from dse.paths import CONF_DIR
 
@@ -24,8 +23,7 @@ PCT_VALUES = (0.01, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.99)
 
 
 def base_config(study: str = "demo", model: str = "fire_small", max_epochs: int = 30) -> dict:
-    """A resolved config dict shaped like ``dse-train``'s (only what records and hashes read),
-    the model preset from its YAML in conf/model/."""
+    """A resolved config shaped like dse-train's (what records and hashes read), model from conf/."""
     return {
         "model": {**yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text()),
                   "in_channels": 1, "num_classes": 10},
@@ -43,9 +41,8 @@ def base_config(study: str = "demo", model: str = "fire_small", max_epochs: int 
 def record(cfg: dict, seed: int, overrides: str, status: str = "ok",
            accuracy: float | None = None, error: str | None = None,
            trial: int | None = None) -> dict[str, Any]:
-    """One run record for ``cfg`` and ``seed`` through :meth:`RunRecord.from_config`, as
-    training's (provenance given: no torch). ``accuracy``: val top-1; test top-1 0.4 points below,
-    top-5 near 99 %; non-ok runs have no test numbers."""
+    """One run record through :meth:`RunRecord.from_config`, as training's; ``accuracy``: val top-1
+    (test top-1 0.4 points below, top-5 near 99 %; non-ok runs have no test numbers)."""
     from dse.model import analyze, build_spec
     from dse.store import RunRecord
 
@@ -69,8 +66,7 @@ def record(cfg: dict, seed: int, overrides: str, status: str = "ok",
 
 
 def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> float:
-    """Made-up val top-1 with the paper's shapes: rises with SR to a plateau near 0.75, peaks
-    around pct3x3 = 0.5, simple bypass best, complex second."""
+    """Made-up val top-1 with the paper's shapes (SR plateau, pct3x3 peak at 0.5, simple best)."""
     a = 0.905 + 0.02 * (1 - math.exp(-5 * (sr - 0.125)))
     a -= 0.012 * (pct3x3 - 0.5) ** 2 * 4
     a += {"none": 0.0, "simple": 0.004, "complex": 0.002}[bypass]
@@ -78,9 +74,8 @@ def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> floa
 
 
 def latency_columns(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """Made-up ``latency_*`` columns of an ok row, 1 thread: onnxruntime batch 1 ~ 0.04 ms + 11 ms
-    per GMAC (fire_small's order on a 2-core CPU), a bypass a little more, torch ~10x, batch 64
-    ~50x, p90 +15 %, 2 % noise."""
+    """Made-up ``latency_*`` columns of an ok row: 0.04 ms + 11 ms per GMAC (fire_small's order on a
+    2-core CPU), torch ~10x, batch 64 ~50x, p90 +15 %, 2 % noise."""
     from dse.metrics import LATENCY, REGISTRY
 
     extra = {"none": 1.0, "simple": 1.08, "complex": 1.2}.get(row["bypass"], 1.0)
@@ -96,9 +91,8 @@ def latency_columns(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
 def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: bool = True,
                  bypass: bool = True, presets: bool = True, failures: bool = True,
                  max_epochs: int = 30, latency: bool = False) -> list[dict[str, Any]]:
-    """Rows of a study that ran the paper's three experiments, points shared by two sweeps stored
-    once. Failures: SR 1.0 seed 0 diverged, pct3x3 0.99 seed 1 failed, a pruned run.
-    ``latency``: ok rows carry :func:`latency_columns`."""
+    """Rows of a study that ran the paper's three experiments (shared points once). Failures: SR 1.0
+    seed 0 diverged, pct3x3 0.99 seed 1 failed, a pruned run; ``latency``: :func:`latency_columns`."""
     rng = random.Random(0)
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, int]] = set()
@@ -137,7 +131,7 @@ def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: b
         for v in BYPASS_KINDS:
             add(f"model.bypass={v}", {"bypass": v})
     if presets:
-        for name in ("squeezenet_v1_0", "squeezenet_v1_1"):
+        for name in PRESETS:
             add(f"model={name}", {}, model=name)
     if failures:
         cfg = base_config(study, "fire_small", max_epochs)

@@ -1,13 +1,12 @@
-"""Verdicts in words and numbers: does accuracy follow SR or pct3x3, and does a bypass help, by
-more than seed noise alone would produce? The rules (minimum seeds and values, pooled seed noise,
-Fisher's LSD, knee, plateau, the rise's t-test, Welch's test per bypass pair) are docs/REPORTS.md's
-"Verdicts"; accuracies are in points of :func:`analysis.frames.pick_metric`.
+"""Does accuracy follow SR or pct3x3, and does a bypass help, by more than seed noise? The rules
+are docs/REPORTS.md's "Verdicts"; accuracies are in points of :func:`analysis.frames.pick_metric`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from itertools import combinations
 from typing import Any
 
 import numpy as np
@@ -17,11 +16,12 @@ from scipy import stats
 from analysis import frames as F
 from analysis.fmt import value_text
 from analysis.style import accuracy_name
+from dse.model.spec import BYPASS_KINDS
 
 CONFIDENCE = 0.95
 MIN_SEEDS = 2  # ok seeds a sweep value needs before its spread means anything
 MIN_POINTS = 3  # swept values a trend needs: two give a difference, not a shape
-PAIRS = (("none", "simple"), ("none", "complex"), ("simple", "complex"))  # (baseline, other)
+PAIRS = tuple(combinations(BYPASS_KINDS, 2))  # (baseline, other): simple − none, complex − none, ...
 PARAM_NAME = {"sr": "SR", "pct3x3": "pct3x3"}
 
 
@@ -58,7 +58,7 @@ class Difference:
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> Difference:
-    """Welch's t-test (scipy) of ``b`` against ``a``; seeds without spread give an exact difference."""
+    """Welch's t-test of ``b`` against ``a``; seeds without spread give an exact difference."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = float(b.mean() - a.mean())
     if a.var(ddof=1) + b.var(ddof=1) == 0:
@@ -127,12 +127,6 @@ class Trend:
         return "rises" if self.knee == self.values[-1] else "rises, then plateaus"
 
 
-def _knee(means: list[float], lsd: Any) -> int:
-    k = len(means)
-    return next(j for j in range(k)
-                if all(means[i] - means[j] < lsd(i, j) for i in range(j + 1, k)))
-
-
 def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     """The :class:`Trend` of a sweep frame (:func:`F.sweep_frame`) over the runs of ``df``."""
     param = frame.attrs["param"]
@@ -155,7 +149,8 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     def lsd(i: int, j: int) -> float:
         return t * noise * math.sqrt(1 / ns[i] + 1 / ns[j])
 
-    k, knee = len(xs), _knee(means, lsd)
+    k = len(xs)
+    knee = next(j for j in range(k) if all(means[i] - means[j] < lsd(i, j) for i in range(j + 1, k)))
     later = range(knee + 1, k)
     plateau = [knee] + [i for i in later if means[knee] - means[i] < lsd(i, knee)]
     fall = next(((xs[i], means[knee] - means[i]) for i in later if i not in plateau), None)
@@ -169,14 +164,8 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
                  threshold=max((lsd(i, knee) for i in later), default=lsd(k - 1, k - 2)))
 
 
-def _seeds_text(ns: list[int]) -> str:
-    lo, hi = min(ns), max(ns)
-    return f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
-
-
 def describe(tr: Trend) -> str:
-    """The trend in one sentence with its numbers, always saying whether the change is
-    distinguishable from seed noise (or why there is not enough data to say)."""
+    """The trend in one sentence with its numbers, always saying whether it is seed noise."""
     p, name = PARAM_NAME.get(tr.param, tr.param), accuracy_name(tr.metric or "accuracy")
     if tr.rise is None:
         return f"Not enough data for the {p} trend: {tr.reason}."
@@ -186,8 +175,10 @@ def describe(tr: Trend) -> str:
             f"{tr.rise.text()}")
     left_out = (f"; {p} {', '.join(v(x) for x in tr.dropped)} left out (< {MIN_SEEDS} ok seeds)"
                 if tr.dropped else "")
+    lo, hi = min(tr.ns), max(tr.ns)
+    seeds = f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
     noise = (f" Seed noise: pooled sample std {tr.noise:.2f} points over {len(tr.values)} {p} "
-             f"values ({_seeds_text(tr.ns)} each{left_out}).")
+             f"values ({seeds} each{left_out}).")
     fall = (f"; it falls at {p} {v(tr.fall[0])} ({tr.fall[1]:.2f} points below "
             f"{'the knee' if tr.knee != tr.values[0] else p + ' ' + v(tr.knee)})"
             if tr.fall else "")
@@ -220,10 +211,9 @@ class Contrast:
         head = f"{self.other} − {self.base}"
         if self.test is None:
             return f"{head}: not enough data ({self.reason})"
-        better = "better" if self.test.diff > 0 else "worse"
-        verdict = (f"{self.other} is {better}, distinguishable from seed noise"
-                   if self.test.distinguishable else "not distinguishable from seed noise")
-        return f"{head}: {self.test.text()}: {verdict}"
+        better = (f"{self.other} is {'better' if self.test.diff > 0 else 'worse'}, "
+                  if self.test.distinguishable else "")
+        return f"{head}: {self.test.text()}: {better}{self.test.noise_words}"
 
 
 def bypass_contrasts(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> list[Contrast]:

@@ -16,9 +16,9 @@ import pytest
 
 from analysis import frames as F
 from analysis.commands import decompose, parse_overrides, sweep_commands
+from analysis.fmt import to_markdown
 from analysis.loading import load, normalize
-from analysis.markdown import to_markdown
-from analysis.status import status_counts
+from analysis.report import status_counts
 from analysis.synthetic import base_config, demo_records, record, write_store
 
 

@@ -16,9 +16,8 @@ from typing import Any
 
 from dse.bench.packing import run_k, usable_cores
 from dse.compose import compose
-from dse.model.report import analyze
-from dse.model.spec import build_spec
 from dse.store import FINISHED
+from dse.validate import model_report
 
 SR_GRID = (0.125, 0.25, 0.5, 0.75)
 
@@ -46,8 +45,7 @@ def fused_once(overrides: list[str], points: list[tuple[list[str], int]], out: P
     group = []
     for i, (extra, seed) in enumerate(points):
         cfg = compose([*overrides, *extra])
-        group.append(Member(cfg, analyze(build_spec(cfg.model), cfg.data.image_size), seed,
-                            out / f"trial{i}"))
+        group.append(Member(cfg, model_report(cfg), seed, out / f"trial{i}"))
     t0 = time.perf_counter()
     rows = train_group(group)
     seconds = time.perf_counter() - t0
@@ -60,8 +58,7 @@ def sequential(overrides: list[str], points: list[tuple[list[str], int]], out: P
     rows, t0 = [], time.perf_counter()
     for i, (extra, seed) in enumerate(points):
         cfg = compose([*overrides, *extra])
-        rows.append(train_once(cfg, analyze(build_spec(cfg.model), cfg.data.image_size), seed,
-                               out / f"trial{i}"))
+        rows.append(train_once(cfg, model_report(cfg), seed, out / f"trial{i}"))
     seconds = time.perf_counter() - t0
     return _throughput(len(points), seconds, _images(rows), rows)
 

@@ -1,10 +1,8 @@
 """Trial packing: K concurrent trials (separate processes) on one device, and the K to use.
 
-Fire networks on Fashion-MNIST are far too small to fill an H100: one trial leaves most of the GPU
-idle between its small kernels, so several trials side by side finish more trials per hour. This
-measures exactly that, with real ``train_once`` trials in ``python -m dse.bench.worker`` processes
-released together (see :mod:`dse.bench.worker`), and recommends the smallest K whose throughput is
-within :data:`TOLERANCE` of the best: more processes than that only cost memory and latency.
+A Fire network leaves most of a GPU idle, so several trials side by side finish more per hour. Real
+``train_once`` trials run in :mod:`dse.bench.worker` processes released together; the smallest K
+within :data:`TOLERANCE` of the best is recommended (more only cost memory and latency).
 """
 
 from __future__ import annotations
@@ -25,13 +23,8 @@ TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
 
 
 def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity, not the machine's core count.
-
-    Where a cpuset (a container, a SLURM allocation) or ``taskset`` limits the process,
-    ``os.cpu_count()`` still counts every core of the machine, and splitting threads by it would
-    oversubscribe the cores there are; the bench reports and splits by this one number. (A CPU
-    quota without a cpuset is not seen here.)
-    """
+    """The cores this process may run on (its affinity): ``os.cpu_count()`` counts every core of
+    the machine even under a cpuset or ``taskset``, and splitting threads by it would oversubscribe."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
@@ -72,10 +65,8 @@ def _spawn(spec: dict[str, Any], log: IO[str], env: dict[str, str]) -> _Worker:
 
 
 def _release(workers: list[_Worker], k: int, out_dir: Path, deadline: float) -> float:
-    """Wait until every worker is ready, let all go at once and wait for them to end.
-
-    Returns when they were released (wall clock), the end of what start-up costs.
-    """
+    """Wait until every worker is ready, let all go at once, wait for them to end; returns when
+    they were released (wall clock), the end of start-up."""
     for i, w in enumerate(workers):
         w.ready.wait(max(0.0, deadline - time.monotonic()))
         if w.said("ready") is None:
@@ -120,11 +111,8 @@ def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: flo
 def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int = 0,
           timeout: float = 3600.0, points: list[tuple[list[str], int]] | None = None
           ) -> dict[str, Any]:
-    """Start ``k`` workers, release them together, and measure the concurrent window.
-
-    ``points``: per worker, its extra overrides and seed (default: none, and ``seed + i``), so
-    dse-bench --fused packs the very design points it fuses.
-    """
+    """Start ``k`` workers, release them together, and measure the concurrent window; ``points``:
+    each worker's extra overrides and seed (default none and ``seed + i``; ``--fused`` passes its own)."""
     points = points or [([], seed + i) for i in range(k)]
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -160,11 +148,8 @@ def recommend(runs: list[dict[str, Any]], tolerance: float = TOLERANCE) -> int |
 
 def measure_packing(overrides: list[str], ks: list[int], seed: int, out_dir: Path, cpu: bool,
                     timeout: float = 3600.0) -> dict[str, Any]:
-    """Every K in ``ks``; on CPU each trial gets ``cores // K`` threads (as a CPU sweep should).
-
-    ``OMP_NUM_THREADS``, when set, caps the threads of every trial (on a shared CPU, 1 thread per
-    process avoids OpenMP threads spinning against other people's jobs).
-    """
+    """Every K in ``ks``; on CPU each trial gets ``cores // K`` threads, capped by ``OMP_NUM_THREADS``
+    when set (on a shared CPU, 1 thread keeps OpenMP from spinning against other people's jobs)."""
     cores = usable_cores()
     cap = int(os.environ.get("OMP_NUM_THREADS") or 0) or cores
     runs = []

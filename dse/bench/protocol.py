@@ -1,6 +1,5 @@
-"""The line protocol between dse-bench and its ``python -m dse.bench.worker`` children: the spec
-as the one argument (JSON); ``DSE-BENCH <kind> {json}`` lines on stdout among Lightning's output.
-Both ends share this module, so the worker and the modules that start it need not import each other.
+"""The line protocol between dse-bench and its ``python -m dse.bench.worker`` children: the spec as
+the one argument (JSON), ``DSE-BENCH <kind> {json}`` lines on stdout; shared, so neither imports the other.
 """
 
 from __future__ import annotations

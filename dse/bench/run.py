@@ -1,8 +1,5 @@
-"""Run every ``dse-bench`` section on one config and write ``bench.json`` + ``bench.md``.
-
-Sections run in one process in a fixed order (step, compile, epochs, then packing and fused in child
-processes, which cannot disturb the others), so one report's numbers share device and neighbours.
-"""
+"""Run every ``dse-bench`` section on one config, in a fixed order (trials in child processes last,
+so they cannot disturb the others), and write ``bench.json`` + ``bench.md``."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """Child processes of dse-bench: ``python -m dse.bench.worker SPEC_JSON``.
 
-``mode: "step"`` is one compiled step measurement (:func:`dse.bench.step.measure_compile`), in a
-fresh process so a compile is never served from another variant's in-memory caches. Otherwise one
-packed trial (:mod:`dse.bench.packing`): everything before training (imports, config, dataset,
-CUDA context) is done first, then ``ready`` and a wait for ``go`` on stdin, so the measured window
-holds K trials training concurrently, not K processes importing torch (a launcher's pool pays the
-start-up once per worker). Then ``result {...}`` with absolute ``time.time()`` stamps.
+``mode: "step"``: one compiled step measurement in a fresh process (no other variant's caches).
+Otherwise one packed trial: imports, data and CUDA context first, then ``ready`` and a wait for
+``go``, so the measured window holds K trials training, not K processes importing torch.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import asdict
 from itertools import takewhile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,10 +112,8 @@ class OpenStudy:
         resumed study keeps its own, and says so."""
         from optuna.distributions import check_distribution_compatibility
 
-        stored: dict[str, Any] = {}
-        for t in self.study.get_trials(deepcopy=False):
-            for name, dist in t.distributions.items():
-                stored.setdefault(name, dist)
+        stored = {name: dist for t in reversed(self.study.get_trials(deepcopy=False))
+                  for name, dist in t.distributions.items()}  # the first trial's wins
         space = dict(self.s.space.distributions)
         for name, dist in space.items():
             try:
@@ -170,8 +169,7 @@ class OpenStudy:
         if names is None:
             with quiet_optuna():
                 study.set_metric_names(s.metric_names)
-        study.set_user_attr(trials.STUDY_CONSTRAINTS, [
-            {"metric": c.metric, "op": c.op, "bound": c.bound} for c in s.constraints])
+        study.set_user_attr(trials.STUDY_CONSTRAINTS, [asdict(c) for c in s.constraints])
 
     def trial_id(self, trial: optuna.Trial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
@@ -192,10 +190,6 @@ class OpenStudy:
         """Trials using the budget (those numbered below ``below`` when given), every worker's."""
         return sum(1 for t in self.study.get_trials(deepcopy=False)
                    if trials.uses_budget(t) and (below is None or t.number < below))
-
-    def failures(self) -> int:
-        return sum(1 for t in self.study.get_trials(deepcopy=False)
-                   if trials.kind(t) == "failed")
 
 
 def _make_parent(spec: StorageSpec) -> list[Path]:

@@ -28,7 +28,7 @@ from dse.text import duration
 from dse.validate import model_report
 from hydra_plugins.dse_optuna_sweeper._outcome import budget_check, decide
 from hydra_plugins.dse_optuna_sweeper._probe import Compose, probe
-from hydra_plugins.dse_optuna_sweeper._results import write_results
+from hydra_plugins.dse_optuna_sweeper._results import counts, write_results
 from hydra_plugins.dse_optuna_sweeper._samplers import sampler_for
 from hydra_plugins.dse_optuna_sweeper._settings import Settings, effective_pruner, validate_settings
 from hydra_plugins.dse_optuna_sweeper._space import quote
@@ -158,23 +158,23 @@ class StudyRunner:
                     with suppress(Exception):  # already told (a rejection that raised)
                         self.give_back(trial, trials.INTERRUPTED, why)
                 raise
-            failures = db.failures()
-            self._progress(failures, started)
+            seen = counts(self.study)
+            self._progress(seen, started)
+            failures = seen["failed"]
             if failures > s.max_failure_rate * s.n_trials:
                 self.report()
                 raise SystemExit(
                     f"dse_optuna: stopping study {s.study_name!r}: {failures} failed trials "
                     f"exceed max_failure_rate={s.max_failure_rate:g} of n_trials={s.n_trials}")
 
-    def _progress(self, failures: int, started: float) -> None:
+    def _progress(self, seen: dict[str, int], started: float) -> None:
         """``[7/20] trials finished · 1 failed · ETA 4m10s``, over every worker's trials; the ETA
         is this worker's pace, so with several workers it errs long."""
-        done = sum(trials.kind(t) in ("complete", "pruned", "failed")
-                   for t in self.study.get_trials(deepcopy=False))
+        done = seen["complete"] + seen["pruned"] + seen["failed"]
         left = max(0, self.s.n_trials - done)
         eta = (time.time() - started) / max(1, self.finished_here) * left
         log.info("dse_optuna: [%d/%d] trials finished · %d failed%s", done, self.s.n_trials,
-                 failures, f" · ETA {duration(eta)}" if left else "")
+                 seen["failed"], f" · ETA {duration(eta)}" if left else "")
 
     def _ask(self, heartbeat: Heartbeat, pending: list[optuna.Trial]) -> optuna.Trial | None:
         """A new trial with its point sampled, or None when other workers filled n_trials."""

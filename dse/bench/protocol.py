@@ -16,11 +16,6 @@ def worker_command(spec: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "dse.bench.worker", json.dumps(spec)]
 
 
-def read_spec(argv: list[str]) -> dict[str, Any]:
-    """The spec :func:`worker_command` passed, on the worker's side."""
-    return json.loads(argv[0])
-
-
 def emit(kind: str, payload: dict[str, Any]) -> None:
     """Print one protocol line, flushed: the parent reads it while the worker keeps running."""
     print(f"{TAG} {kind} {json.dumps(payload)}", flush=True)

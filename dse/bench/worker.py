@@ -7,13 +7,14 @@ Otherwise one packed trial: imports, data and CUDA context first, then ``ready``
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from dse.bench.protocol import emit, read_spec
+from dse.bench.protocol import emit
 from dse.errors import first_line
 from dse.logs import quiet_lightning
 
@@ -39,7 +40,7 @@ def step_main(spec: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec = read_spec(argv if argv is not None else sys.argv[1:])
+    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])  # protocol.worker_command's
     if spec.get("mode") == "step":
         return step_main(spec)
     threads = int(spec.get("threads") or 0)

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dse.bench.fused import measure_fused
 from dse.bench.options import BENCH_DEFAULTS, BenchOptions
 from dse.bench.packing import measure_packing, usable_cores
 from dse.bench.report import markdown
@@ -95,27 +96,6 @@ def default_out(cfg: DictConfig) -> Path:
     return Path(cfg.paths.runs) / "bench" / datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
 
 
-def _many_trials(opts: BenchOptions, overrides: list[str], cfg: DictConfig, out: Path,
-                 doc: dict[str, Any], save: Any, log: Any) -> None:
-    """The sections that train whole trials several at a time: packing and fused."""
-    cpu = device_settings(cfg.trainer)[0] == "cpu"
-    if "packing" in opts.sections:
-        pack = list(overrides)
-        if opts.pack_epochs is not None:
-            pack.append(f"trainer.max_epochs={opts.pack_epochs}")
-        log(f"dse-bench: packing K={','.join(map(str, opts.ks))} ...")
-        doc["packing"] = measure_packing(pack, opts.ks, int(cfg.seed), out / "packing", cpu=cpu,
-                                         timeout=opts.timeout)
-        save()
-    if "fused" in opts.sections:
-        from dse.bench.fused import measure_fused
-
-        log(f"dse-bench: fused K={','.join(map(str, opts.fused_ks))} ...")
-        doc["fused"] = measure_fused(overrides, opts.fused_ks, int(cfg.seed), out / "fused",
-                                     cpu=cpu, timeout=opts.timeout)
-        save()
-
-
 def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     """Run the requested sections; returns the JSON document (also written to ``opts.out``)."""
     opts.check()
@@ -143,21 +123,25 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     def save() -> None:  # after each section, so a crash later still leaves the numbers so far
         write_text(out / "bench.json", json.dumps(doc, indent=2, default=str), field)
 
-    warmup = opts.warmup_steps
-    if "step" in opts.sections:
-        log(f"dse-bench: step ({warmup} warm-up + {opts.steps} timed steps, x{opts.repeats}) ...")
-        doc["step"] = measure_step(cfg, warmup, opts.steps, out / "step", opts.repeats)
-        save()
-        if opts.compile:
-            log("dse-bench: torch.compile variants ...")
-            doc["compile"] = measure_compile(overrides, cfg, warmup, opts.steps, out / "compile",
-                                             timeout=opts.timeout)
+    warmup, cpu = opts.warmup_steps, device_settings(tc)[0] == "cpu"
+    pack = [*overrides, *([f"trainer.max_epochs={opts.pack_epochs}"] if opts.pack_epochs else [])]
+    sections = (  # in this order (the module docstring says why)
+        ("step", f"step ({warmup} warm-up + {opts.steps} timed steps, x{opts.repeats})",
+         lambda: measure_step(cfg, warmup, opts.steps, out / "step", opts.repeats)),
+        ("compile", "torch.compile variants", lambda: measure_compile(
+            overrides, cfg, warmup, opts.steps, out / "compile", timeout=opts.timeout)),
+        ("epochs", f"epochs (up to {tc.max_epochs}, target {opts.target})",
+         lambda: time_to_target(cfg, opts.target, out / "epochs")),
+        ("packing", f"packing K={','.join(map(str, opts.ks))}", lambda: measure_packing(
+            pack, opts.ks, int(cfg.seed), out / "packing", cpu=cpu, timeout=opts.timeout)),
+        ("fused", f"fused K={','.join(map(str, opts.fused_ks))}", lambda: measure_fused(
+            overrides, opts.fused_ks, int(cfg.seed), out / "fused", cpu=cpu, timeout=opts.timeout)))
+    wanted = {*opts.sections, *(["compile"] if opts.compile and "step" in opts.sections else [])}
+    for name, what, measure in sections:
+        if name in wanted:
+            log(f"dse-bench: {what} ...")
+            doc[name] = measure()
             save()
-    if "epochs" in opts.sections:
-        log(f"dse-bench: epochs (up to {tc.max_epochs}, target {opts.target}) ...")
-        doc["epochs"] = time_to_target(cfg, opts.target, out / "epochs")
-        save()
-    _many_trials(opts, overrides, cfg, out, doc, save, log)
     doc["seconds"] = round(time.perf_counter() - t_all, 2)
     save()
     write_text(out / "bench.md", markdown(doc), field)

@@ -12,7 +12,6 @@ import subprocess
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,38 +29,28 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-def _reader(proc: subprocess.Popen, lines: list[dict[str, Any]], ready: threading.Event) -> None:
-    """Collect a worker's protocol lines (and drain everything else so its pipe never fills)."""
-    assert proc.stdout is not None
-    for kind, payload in filter(None, map(parse, proc.stdout)):
-        lines.append({"kind": kind, **payload})
-        if kind == "ready":
-            ready.set()
-    ready.set()  # EOF: the worker died before (or after) saying ready; the caller checks
-
-
-@dataclass
 class _Worker:
-    """One trial process, the thread draining its stdout and the protocol lines read so far."""
+    """One trial process on ``spec`` (it waits for ``go`` on stdin after saying ready), and a thread
+    collecting its protocol lines, which drains its stdout so the pipe never fills."""
 
-    proc: subprocess.Popen
-    reader: threading.Thread
-    ready: threading.Event
-    lines: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(self, spec: dict[str, Any], log: IO[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(worker_command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=log, text=True, bufsize=1, env=env)
+        self.lines: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for kind, payload in filter(None, map(parse, self.proc.stdout)):
+            self.lines.append({"kind": kind, **payload})
+            if kind == "ready":
+                self.ready.set()
+        self.ready.set()  # EOF: the worker died before (or after) saying ready; the caller checks
 
     def said(self, kind: str) -> dict[str, Any] | None:
         return next((d for d in self.lines if d["kind"] == kind), None)
-
-
-def _spawn(spec: dict[str, Any], log: IO[str], env: dict[str, str]) -> _Worker:
-    """Start one worker on ``spec``; it waits for ``go`` on stdin after saying ready."""
-    proc = subprocess.Popen(worker_command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=log, text=True, bufsize=1, env=env)
-    lines: list[dict[str, Any]] = []
-    ready = threading.Event()
-    reader = threading.Thread(target=_reader, args=(proc, lines, ready), daemon=True)
-    reader.start()
-    return _Worker(proc, reader, ready, lines)
 
 
 def _release(workers: list[_Worker], k: int, out_dir: Path, deadline: float) -> float:
@@ -125,7 +114,7 @@ def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int =
                 spec = {"overrides": [*overrides, *extra], "seed": own_seed,
                         "out": str(out_dir / f"trial{i}"), "threads": threads}
                 log = logs.enter_context(open(out_dir / f"trial{i}.log", "w"))
-                workers.append(_spawn(spec, log, env))
+                workers.append(_Worker(spec, log, env))
             t_ready = _release(workers, k, out_dir, time.monotonic() + timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"K={k} ran past {timeout:.0f}s (see {out_dir})") from None

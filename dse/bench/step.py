@@ -47,14 +47,11 @@ def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu
 
 def step_config(cfg: DictConfig, warmup: int, steps: int, compile: bool = False) -> DictConfig:
     """``cfg`` trimmed to ``warmup + steps`` optimizer steps: no test, no checkpoint, no bar."""
-    c = copy.deepcopy(cfg)
-    total = warmup + steps
-    c.trainer.max_steps = total
-    c.trainer.max_epochs = max(int(c.trainer.max_epochs), total)  # max_steps is the binding cap
-    c.trainer.test = False
-    c.trainer.checkpoint = False
-    c.trainer.compile = bool(compile)
-    c.trainer.val_every = max(int(c.trainer.val_every), total + 1)  # no validation inside the window
+    c, total = copy.deepcopy(cfg), warmup + steps
+    # max_steps is the binding cap; no validation inside the window
+    c.trainer.merge_with({"max_steps": total, "max_epochs": max(int(c.trainer.max_epochs), total),
+                          "test": False, "checkpoint": False, "compile": bool(compile),
+                          "val_every": max(int(c.trainer.val_every), total + 1)})
     return c
 
 

@@ -35,27 +35,25 @@ class BenchOptions:
 
     def check(self) -> None:
         """Reject nonsense before anything runs (same one-line contract as the other tools)."""
-        if self.steps < 1:
-            raise ConfigError("--steps", f"must be >= 1 (got {self.steps})")
-        if self.warmup is not None and self.warmup < 0:
-            raise ConfigError("--warmup", f"must be >= 0 (got {self.warmup})")
-        if self.repeats < 1:
-            raise ConfigError("--repeats", f"must be >= 1 (got {self.repeats})")
-        if not self.ks or any(k < 1 for k in self.ks):
-            raise ConfigError("--k", f"needs positive integers (got {self.ks})")
-        if any(k < 1 for k in self.fused_ks) or ("fused" in self.sections and not self.fused_ks):
-            raise ConfigError("--fused", f"needs positive integers (got {self.fused_ks})")
-        if self.target is not None and not 0 < self.target <= 1:
-            raise ConfigError("--target", f"is a fraction in (0, 1] (got {self.target})")
-        if self.pack_epochs is not None and self.pack_epochs < 1:
-            raise ConfigError("--pack-epochs", f"must be >= 1 (got {self.pack_epochs})")
-        if not self.sections:
-            raise ConfigError("--only", f"names no section; one or more of {', '.join(SECTIONS)}")
-        if not (math.isfinite(self.timeout) and self.timeout > 0):
-            raise ConfigError("--timeout", f"must be a number of seconds > 0 (got {self.timeout})")
         unknown = [s for s in self.sections if s not in SECTIONS]
-        if unknown:
-            raise ConfigError("--only", f"unknown section(s) {unknown}; one of {', '.join(SECTIONS)}")
+        pos = "needs positive integers (got {})"
+        for name, ok, why in (
+                ("--steps", self.steps >= 1, f"must be >= 1 (got {self.steps})"),
+                ("--warmup", self.warmup is None or self.warmup >= 0, f"must be >= 0 (got {self.warmup})"),
+                ("--repeats", self.repeats >= 1, f"must be >= 1 (got {self.repeats})"),
+                ("--k", self.ks and min(self.ks) >= 1, pos.format(self.ks)),
+                ("--fused", min(self.fused_ks, default=1) >= 1
+                 and (self.fused_ks or "fused" not in self.sections), pos.format(self.fused_ks)),
+                ("--target", self.target is None or 0 < self.target <= 1,
+                 f"is a fraction in (0, 1] (got {self.target})"),
+                ("--pack-epochs", self.pack_epochs is None or self.pack_epochs >= 1,
+                 f"must be >= 1 (got {self.pack_epochs})"),
+                ("--only", self.sections, f"names no section; one or more of {', '.join(SECTIONS)}"),
+                ("--timeout", math.isfinite(self.timeout) and self.timeout > 0,
+                 f"must be a number of seconds > 0 (got {self.timeout})"),
+                ("--only", not unknown, f"unknown section(s) {unknown}; one of {', '.join(SECTIONS)}")):
+            if not ok:
+                raise ConfigError(name, why)
         if self.out is not None:
             check_writable(self.out, "--out", directory=True)
 

@@ -1,10 +1,8 @@
 """Trial packing: K concurrent trials (separate processes) on one device, and the K to use.
 
-Fire networks on Fashion-MNIST are far too small to fill an H100: one trial leaves most of the GPU
-idle between its small kernels, so several trials side by side finish more trials per hour. This
-measures exactly that, with real ``train_once`` trials in ``python -m dse.bench.worker`` processes
-released together (see :mod:`dse.bench.worker`), and recommends the smallest K whose throughput is
-within :data:`TOLERANCE` of the best: more processes than that only cost memory and latency.
+A Fire network leaves most of a GPU idle, so several trials side by side finish more per hour. Real
+``train_once`` trials run in :mod:`dse.bench.worker` processes released together; the smallest K
+within :data:`TOLERANCE` of the best is recommended (more only cost memory and latency).
 """
 
 from __future__ import annotations
@@ -14,7 +12,6 @@ import subprocess
 import threading
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -25,57 +22,40 @@ TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
 
 
 def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity, not the machine's core count.
-
-    Where a cpuset (a container, a SLURM allocation) or ``taskset`` limits the process,
-    ``os.cpu_count()`` still counts every core of the machine, and splitting threads by it would
-    oversubscribe the cores there are; the bench reports and splits by this one number. (A CPU
-    quota without a cpuset is not seen here.)
-    """
+    """The cores this process may run on (its affinity): ``os.cpu_count()`` counts every core of
+    the machine even under a cpuset or ``taskset``, and splitting threads by it would oversubscribe."""
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
     return os.cpu_count() or 1
 
 
-def _reader(proc: subprocess.Popen, lines: list[dict[str, Any]], ready: threading.Event) -> None:
-    """Collect a worker's protocol lines (and drain everything else so its pipe never fills)."""
-    assert proc.stdout is not None
-    for kind, payload in filter(None, map(parse, proc.stdout)):
-        lines.append({"kind": kind, **payload})
-        if kind == "ready":
-            ready.set()
-    ready.set()  # EOF: the worker died before (or after) saying ready; the caller checks
-
-
-@dataclass
 class _Worker:
-    """One trial process, the thread draining its stdout and the protocol lines read so far."""
+    """One trial process on ``spec`` (it waits for ``go`` on stdin after saying ready), and a thread
+    collecting its protocol lines, which drains its stdout so the pipe never fills."""
 
-    proc: subprocess.Popen
-    reader: threading.Thread
-    ready: threading.Event
-    lines: list[dict[str, Any]] = field(default_factory=list)
+    def __init__(self, spec: dict[str, Any], log: IO[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(worker_command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=log, text=True, bufsize=1, env=env)
+        self.lines: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for kind, payload in filter(None, map(parse, self.proc.stdout)):
+            self.lines.append({"kind": kind, **payload})
+            if kind == "ready":
+                self.ready.set()
+        self.ready.set()  # EOF: the worker died before (or after) saying ready; the caller checks
 
     def said(self, kind: str) -> dict[str, Any] | None:
         return next((d for d in self.lines if d["kind"] == kind), None)
 
 
-def _spawn(spec: dict[str, Any], log: IO[str], env: dict[str, str]) -> _Worker:
-    """Start one worker on ``spec``; it waits for ``go`` on stdin after saying ready."""
-    proc = subprocess.Popen(worker_command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=log, text=True, bufsize=1, env=env)
-    lines: list[dict[str, Any]] = []
-    ready = threading.Event()
-    reader = threading.Thread(target=_reader, args=(proc, lines, ready), daemon=True)
-    reader.start()
-    return _Worker(proc, reader, ready, lines)
-
-
 def _release(workers: list[_Worker], k: int, out_dir: Path, deadline: float) -> float:
-    """Wait until every worker is ready, let all go at once and wait for them to end.
-
-    Returns when they were released (wall clock), the end of what start-up costs.
-    """
+    """Wait until every worker is ready, let all go at once, wait for them to end; returns when
+    they were released (wall clock), the end of start-up."""
     for i, w in enumerate(workers):
         w.ready.wait(max(0.0, deadline - time.monotonic()))
         if w.said("ready") is None:
@@ -120,11 +100,8 @@ def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: flo
 def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int = 0,
           timeout: float = 3600.0, points: list[tuple[list[str], int]] | None = None
           ) -> dict[str, Any]:
-    """Start ``k`` workers, release them together, and measure the concurrent window.
-
-    ``points``: per worker, its extra overrides and seed (default: none, and ``seed + i``), so
-    dse-bench --fused packs the very design points it fuses.
-    """
+    """Start ``k`` workers, release them together, and measure the concurrent window; ``points``:
+    each worker's extra overrides and seed (default none and ``seed + i``; ``--fused`` passes its own)."""
     points = points or [([], seed + i) for i in range(k)]
     out_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -137,7 +114,7 @@ def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int =
                 spec = {"overrides": [*overrides, *extra], "seed": own_seed,
                         "out": str(out_dir / f"trial{i}"), "threads": threads}
                 log = logs.enter_context(open(out_dir / f"trial{i}.log", "w"))
-                workers.append(_spawn(spec, log, env))
+                workers.append(_Worker(spec, log, env))
             t_ready = _release(workers, k, out_dir, time.monotonic() + timeout)
         except subprocess.TimeoutExpired:
             raise RuntimeError(f"K={k} ran past {timeout:.0f}s (see {out_dir})") from None
@@ -160,11 +137,8 @@ def recommend(runs: list[dict[str, Any]], tolerance: float = TOLERANCE) -> int |
 
 def measure_packing(overrides: list[str], ks: list[int], seed: int, out_dir: Path, cpu: bool,
                     timeout: float = 3600.0) -> dict[str, Any]:
-    """Every K in ``ks``; on CPU each trial gets ``cores // K`` threads (as a CPU sweep should).
-
-    ``OMP_NUM_THREADS``, when set, caps the threads of every trial (on a shared CPU, 1 thread per
-    process avoids OpenMP threads spinning against other people's jobs).
-    """
+    """Every K in ``ks``; on CPU each trial gets ``cores // K`` threads, capped by ``OMP_NUM_THREADS``
+    when set (on a shared CPU, 1 thread keeps OpenMP from spinning against other people's jobs)."""
     cores = usable_cores()
     cap = int(os.environ.get("OMP_NUM_THREADS") or 0) or cores
     runs = []

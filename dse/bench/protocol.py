@@ -1,6 +1,5 @@
-"""The line protocol between dse-bench and its ``python -m dse.bench.worker`` children: the spec
-as the one argument (JSON); ``DSE-BENCH <kind> {json}`` lines on stdout among Lightning's output.
-Both ends share this module, so the worker and the modules that start it need not import each other.
+"""The line protocol between dse-bench and its ``python -m dse.bench.worker`` children: the spec as
+the one argument (JSON), ``DSE-BENCH <kind> {json}`` lines on stdout; shared, so neither imports the other.
 """
 
 from __future__ import annotations
@@ -15,11 +14,6 @@ TAG = "DSE-BENCH"
 def worker_command(spec: dict[str, Any]) -> list[str]:
     """The command line that starts one worker on ``spec`` (its only argument, as JSON)."""
     return [sys.executable, "-m", "dse.bench.worker", json.dumps(spec)]
-
-
-def read_spec(argv: list[str]) -> dict[str, Any]:
-    """The spec :func:`worker_command` passed, on the worker's side."""
-    return json.loads(argv[0])
 
 
 def emit(kind: str, payload: dict[str, Any]) -> None:

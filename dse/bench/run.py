@@ -1,14 +1,13 @@
-"""Run every ``dse-bench`` section on one config and write ``bench.json`` + ``bench.md``.
-
-Sections run in one process in a fixed order (step, compile, epochs, then packing and fused in child
-processes, which cannot disturb the others), so one report's numbers share device and neighbours.
-"""
+"""Run every ``dse-bench`` section on one config, in a fixed order (trials in child processes last,
+so they cannot disturb the others), and write ``bench.json`` + ``bench.md``."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import platform
+import statistics
 import time
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -18,15 +17,16 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dse.bench.fused import measure_fused
 from dse.bench.options import BENCH_DEFAULTS, BenchOptions
 from dse.bench.packing import measure_packing, usable_cores
 from dse.bench.report import markdown
 from dse.bench.step import measure_compile, measure_step
-from dse.bench.target import time_to_target
+from dse.bench.timing import EpochClock
 from dse.compose import compose
 from dse.outputs import check_writable, write_text
-from dse.train.run import device_settings
-from dse.validate import validate
+from dse.train.run import device_settings, train_once
+from dse.validate import model_report, validate
 
 
 def _cpu_name() -> str:
@@ -59,29 +59,41 @@ def machine(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
+def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict[str, Any]:
+    """Epoch time and time to ``target`` validation top-1 on dse-train's own path: a preset is only
+    fast if it gets accurate fast, so validation runs every epoch (off the training clock)."""
+    c = copy.deepcopy(cfg)
+    c.trainer.val_every = 1  # the target is checked each epoch (the preset may validate rarely)
+    c.trainer.checkpoint = False
+    clock = EpochClock(target)
+    t0 = time.perf_counter()
+    validate(c)
+    rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench epochs", (clock,))
+    wall = time.perf_counter() - t0
+    if rec["status"] == "failed":
+        raise RuntimeError(f"training failed: {rec['error']} (see {out_dir})")
+    secs = clock.epoch_seconds
+    steady = secs[1:] or secs  # the first epoch carries one-off costs (allocator, cudnn autotune)
+    train_s = sum(secs)
+    return {
+        "target": target, "max_epochs": int(c.trainer.max_epochs), "status": rec["status"],
+        "epochs": len(secs), "epoch_seconds": [round(s, 4) for s in secs],
+        "first_epoch_s": round(secs[0], 4) if secs else None,
+        "epoch_s": round(statistics.median(steady), 4) if steady else None,
+        "train_s": round(train_s, 3),
+        "images_per_s": clock.images / train_s if train_s > 0 else None,
+        "reached": clock.reached_epoch is not None,
+        "epochs_to_target": clock.reached_epoch,
+        "time_to_target_s": None if clock.reached_train_s is None else round(clock.reached_train_s, 3),
+        "wall_to_target_s": None if clock.reached_wall_s is None else round(clock.reached_wall_s, 3),
+        "val_top1_by_epoch": [[e + 1, round(v, 5)] for e, v in clock.val_top1],
+        "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"),
+        "wall_s": round(wall, 3),
+    }
+
+
 def default_out(cfg: DictConfig) -> Path:
     return Path(cfg.paths.runs) / "bench" / datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
-
-
-def _many_trials(opts: BenchOptions, overrides: list[str], cfg: DictConfig, out: Path,
-                 doc: dict[str, Any], save: Any, log: Any) -> None:
-    """The sections that train whole trials several at a time: packing and fused."""
-    cpu = device_settings(cfg.trainer)[0] == "cpu"
-    if "packing" in opts.sections:
-        pack = list(overrides)
-        if opts.pack_epochs is not None:
-            pack.append(f"trainer.max_epochs={opts.pack_epochs}")
-        log(f"dse-bench: packing K={','.join(map(str, opts.ks))} ...")
-        doc["packing"] = measure_packing(pack, opts.ks, int(cfg.seed), out / "packing", cpu=cpu,
-                                         timeout=opts.timeout)
-        save()
-    if "fused" in opts.sections:
-        from dse.bench.fused import measure_fused
-
-        log(f"dse-bench: fused K={','.join(map(str, opts.fused_ks))} ...")
-        doc["fused"] = measure_fused(overrides, opts.fused_ks, int(cfg.seed), out / "fused",
-                                     cpu=cpu, timeout=opts.timeout)
-        save()
 
 
 def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
@@ -111,21 +123,25 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     def save() -> None:  # after each section, so a crash later still leaves the numbers so far
         write_text(out / "bench.json", json.dumps(doc, indent=2, default=str), field)
 
-    warmup = opts.warmup_steps
-    if "step" in opts.sections:
-        log(f"dse-bench: step ({warmup} warm-up + {opts.steps} timed steps, x{opts.repeats}) ...")
-        doc["step"] = measure_step(cfg, warmup, opts.steps, out / "step", opts.repeats)
-        save()
-        if opts.compile:
-            log("dse-bench: torch.compile variants ...")
-            doc["compile"] = measure_compile(overrides, cfg, warmup, opts.steps, out / "compile",
-                                             timeout=opts.timeout)
+    warmup, cpu = opts.warmup_steps, device_settings(tc)[0] == "cpu"
+    pack = [*overrides, *([f"trainer.max_epochs={opts.pack_epochs}"] if opts.pack_epochs else [])]
+    sections = (  # in this order (the module docstring says why)
+        ("step", f"step ({warmup} warm-up + {opts.steps} timed steps, x{opts.repeats})",
+         lambda: measure_step(cfg, warmup, opts.steps, out / "step", opts.repeats)),
+        ("compile", "torch.compile variants", lambda: measure_compile(
+            overrides, cfg, warmup, opts.steps, out / "compile", timeout=opts.timeout)),
+        ("epochs", f"epochs (up to {tc.max_epochs}, target {opts.target})",
+         lambda: time_to_target(cfg, opts.target, out / "epochs")),
+        ("packing", f"packing K={','.join(map(str, opts.ks))}", lambda: measure_packing(
+            pack, opts.ks, int(cfg.seed), out / "packing", cpu=cpu, timeout=opts.timeout)),
+        ("fused", f"fused K={','.join(map(str, opts.fused_ks))}", lambda: measure_fused(
+            overrides, opts.fused_ks, int(cfg.seed), out / "fused", cpu=cpu, timeout=opts.timeout)))
+    wanted = {*opts.sections, *(["compile"] if opts.compile and "step" in opts.sections else [])}
+    for name, what, measure in sections:
+        if name in wanted:
+            log(f"dse-bench: {what} ...")
+            doc[name] = measure()
             save()
-    if "epochs" in opts.sections:
-        log(f"dse-bench: epochs (up to {tc.max_epochs}, target {opts.target}) ...")
-        doc["epochs"] = time_to_target(cfg, opts.target, out / "epochs")
-        save()
-    _many_trials(opts, overrides, cfg, out, doc, save, log)
     doc["seconds"] = round(time.perf_counter() - t_all, 2)
     save()
     write_text(out / "bench.md", markdown(doc), field)

@@ -1,8 +1,6 @@
-"""Training-step throughput: dse's Lightning path against a plain PyTorch loop on the same work.
-
-Same network and seed, same batches (:class:`~dse.data.tensor.TensorBatches`), same solver, precision
-and memory format; the project side *is* :func:`~dse.train.run.train_once` with a timing callback.
-The ratio is therefore the cost of the framework around the math (hooks, metrics, logging, syncs).
+"""Training-step throughput: dse's Lightning path (:func:`~dse.train.run.train_once` with a timing
+callback) against a plain PyTorch loop on the same network, batches, solver and precision; the ratio
+is the cost of the framework around the math.
 """
 
 from __future__ import annotations
@@ -29,13 +27,12 @@ from dse.data.tensor import TensorBatches
 from dse.model import build_model
 from dse.train.module import build_optimizer
 from dse.train.run import device_settings, train_once
-from dse.validate import validate
+from dse.validate import model_report, validate
 
 
 def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float,
             compiled_warmup: int | None = None) -> dict[str, Any]:
-    """The step numbers; with ``compiled_warmup`` steps compiled, ``compile_s``: warm-up time beyond
-    what that many steady-state steps take (the one-off compile cost)."""
+    """The step numbers; ``compile_s``: the warm-up's time beyond ``compiled_warmup`` steady steps."""
     res = {
         "images_per_s": images / seconds if seconds > 0 else None,
         "step_ms": 1000.0 * seconds / steps if steps else None,
@@ -50,14 +47,11 @@ def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu
 
 def step_config(cfg: DictConfig, warmup: int, steps: int, compile: bool = False) -> DictConfig:
     """``cfg`` trimmed to ``warmup + steps`` optimizer steps: no test, no checkpoint, no bar."""
-    c = copy.deepcopy(cfg)
-    total = warmup + steps
-    c.trainer.max_steps = total
-    c.trainer.max_epochs = max(int(c.trainer.max_epochs), total)  # max_steps is the binding cap
-    c.trainer.test = False
-    c.trainer.checkpoint = False
-    c.trainer.compile = bool(compile)
-    c.trainer.val_every = max(int(c.trainer.val_every), total + 1)  # no validation inside the window
+    c, total = copy.deepcopy(cfg), warmup + steps
+    # max_steps is the binding cap; no validation inside the window
+    c.trainer.merge_with({"max_steps": total, "max_epochs": max(int(c.trainer.max_epochs), total),
+                          "test": False, "checkpoint": False, "compile": bool(compile),
+                          "val_every": max(int(c.trainer.val_every), total + 1)})
     return c
 
 
@@ -66,7 +60,8 @@ def project_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, compil
     """Images/s of ``train_once`` (dse-train's path) over ``steps`` steps after ``warmup``."""
     c = step_config(cfg, warmup, steps, compile)
     clock = StepClock(warmup, steps)
-    rec = train_once(c, validate(c), int(c.seed), out_dir, "dse-bench step", (clock,))
+    validate(c)
+    rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench step", (clock,))
     if not clock.finished:  # a "diverged" verdict after the window (e.g. at chance) still timed fine
         why = rec["error"] or f"stopped after {clock.done_steps} of {warmup + steps} steps"
         raise RuntimeError(f"project training ({rec['status']}): {why} (see {out_dir})")
@@ -190,11 +185,8 @@ def _compile_variant(overrides: list[str], variant: str, warmup: int, steps: int
 
 def measure_compile(overrides: list[str], cfg: DictConfig, warmup: int, steps: int, out_dir: Path,
                     timeout: float = 1800.0) -> dict[str, Any]:
-    """``torch.compile`` variants: the project path (``trainer.compile``) and the plain loop's modes.
-
-    Each runs twice in fresh processes sharing a new inductor cache: ``compile_s`` of the first is
-    the cold cost (a sweep worker's first trial), of the second the warm one; throughput the second's.
-    """
+    """``torch.compile`` variants of both paths, each twice in fresh processes sharing a new inductor
+    cache: ``compile_s`` cold (a worker's first trial) and warm; throughput the second run's."""
     gpu = device_settings(cfg.trainer)[0] == "gpu"
     warmup = max(warmup, COMPILE_MIN_WARMUP)
     variants = ["project", "plain"] + (["plain_reduce_overhead"] if gpu else [])  # CUDA graphs: GPU

@@ -28,29 +28,32 @@ def now(device: torch.device | str | None = None) -> float:
     return time.perf_counter()
 
 
-class StepClock(Callback):
-    """Times ``steps`` optimizer steps after ``warmup`` untimed ones, validation cut out: pure
-    training throughput, comparable with a hand-written loop over the same batches.
+class _Clock(Callback):
+    """A training clock that ``_lap``s (stops) when validation starts."""
 
-    ``warmup_s`` (fit start to the end of the warm-up) carries one-off costs such as compilation;
-    ``cpu_seconds``, this process's CPU time in the window, is far less noisy than wall time on a
-    shared CPU (though it counts idle OpenMP threads spinning).
-    """
+    _fit_t0: float | None = None
+    _t0: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_t0 = now()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()  # each clock's own
+
+
+class StepClock(_Clock):
+    """Times ``steps`` optimizer steps after ``warmup`` untimed ones, validation cut out. ``warmup_s``
+    carries one-off costs (compilation); ``cpu_seconds`` is far less noisy than wall time on a shared CPU."""
 
     def __init__(self, warmup: int, steps: int) -> None:
         self.warmup, self.steps = warmup, steps
         self.done_steps, self.images, self.seconds, self.cpu_seconds = 0, 0, 0.0, 0.0
         self.warmup_s: float | None = None
-        self._fit_t0: float | None = None
-        self._t0: float | None = None
         self._c0 = 0.0
 
     @property
     def finished(self) -> bool:
         return self.done_steps >= self.warmup + self.steps
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fit_t0 = now()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -67,22 +70,16 @@ class StepClock(Callback):
             if self.finished:
                 self._lap()
 
-    def _lap(self) -> None:
+    def _lap(self) -> None:  # resumed by the next on_train_batch_start
         if self._t0 is not None:
             self.seconds += now() - self._t0
             self.cpu_seconds += time.process_time() - self._c0
             self._t0 = None
 
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._lap()  # resumed by the next on_train_batch_start
 
-
-class EpochClock(Callback):
-    """Per-epoch training seconds (validation excluded) and validation top-1; stops at ``target``.
-
-    ``reached_*`` record the first validation at or above the target: the epoch, the training
-    seconds so far ("time to accuracy") and the wall seconds since fit start (validation included).
-    """
+class EpochClock(_Clock):
+    """Per-epoch training seconds (validation excluded) and validation top-1; stops at ``target``;
+    ``reached_*``: the epoch, training seconds and wall seconds where it was first reached."""
 
     def __init__(self, target: float | None) -> None:
         self.target = target
@@ -92,11 +89,6 @@ class EpochClock(Callback):
         self.reached_train_s: float | None = None
         self.reached_wall_s: float | None = None
         self.images = 0
-        self._fit_t0: float | None = None
-        self._t0: float | None = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fit_t0 = now()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = now()
@@ -109,9 +101,6 @@ class EpochClock(Callback):
         if self._t0 is not None:
             self.epoch_seconds.append(now() - self._t0)
             self._t0 = None
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._lap()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._lap()

@@ -1,22 +1,20 @@
 """Child processes of dse-bench: ``python -m dse.bench.worker SPEC_JSON``.
 
-``mode: "step"`` is one compiled step measurement (:func:`dse.bench.step.measure_compile`), in a
-fresh process so a compile is never served from another variant's in-memory caches. Otherwise one
-packed trial (:mod:`dse.bench.packing`): everything before training (imports, config, dataset,
-CUDA context) is done first, then ``ready`` and a wait for ``go`` on stdin, so the measured window
-holds K trials training concurrently, not K processes importing torch (a launcher's pool pays the
-start-up once per worker). Then ``result {...}`` with absolute ``time.time()`` stamps.
+``mode: "step"``: one compiled step measurement in a fresh process (no other variant's caches).
+Otherwise one packed trial: imports, data and CUDA context first, then ``ready`` and a wait for
+``go``, so the measured window holds K trials training, not K processes importing torch.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from dse.bench.protocol import emit, read_spec
+from dse.bench.protocol import emit
 from dse.errors import first_line
 from dse.logs import quiet_lightning
 
@@ -42,7 +40,7 @@ def step_main(spec: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec = read_spec(argv if argv is not None else sys.argv[1:])
+    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])  # protocol.worker_command's
     if spec.get("mode") == "step":
         return step_main(spec)
     threads = int(spec.get("threads") or 0)
@@ -59,10 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     from dse.compose import compose
     from dse.data import InMemoryDataModule, build_datamodule
     from dse.train.run import train_once
-    from dse.validate import validate
+    from dse.validate import model_report, validate
 
     cfg = compose(spec["overrides"])
-    report = validate(cfg)
+    validate(cfg)
+    report = model_report(cfg)
     dm = build_datamodule(cfg, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     if isinstance(dm, InMemoryDataModule):  # parse and split now (cached per process), not in the window
         dm.setup("fit")

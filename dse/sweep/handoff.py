@@ -1,19 +1,8 @@
-"""What the dse_optuna sweeper hands each training job, written and read here only.
+"""What the dse_optuna sweeper hands each training job (docs/OPTUNA.md), written and read here only.
 
-A trial runs as an ordinary Hydra job on whatever launcher the user picked (joblib's processes,
-Slurm), so the handoff uses what every launcher carries:
-
-* the trial **number** as a config value, ``study.trial``: it is part of the job's resolved config,
-  so the results store records it with the run (column ``trial``) and the run's ``config`` says it;
-* the **connection** to the live trial, for the job's pruner, as environment variables set through
-  ``hydra.job.env_set``: the storage URL may hold a password, which must never reach the recorded
-  config, and none of it changes what the network computes.
-
-``DSE_OPTUNA_STORAGE``       the study's storage (absolute SQLAlchemy URL or ``journal:PATH``)
-``DSE_OPTUNA_STUDY``         the study name
-``DSE_OPTUNA_TRIAL_ID``      the trial's storage id
-``DSE_OPTUNA_TRIAL_NUMBER``  the trial's number, which the job's trial is checked against
-``DSE_OPTUNA_PRUNER``        the pruner as JSON (:func:`dse.sweep.pruners.pruner_spec`)
+Any launcher carries it: the trial number as the config value ``study.trial`` (so the store records
+it), and the connection to the live trial as ``DSE_OPTUNA_*`` variables through ``hydra.job.env_set``
+(the storage URL may hold a password, which must never reach the recorded config).
 """
 
 from __future__ import annotations
@@ -46,12 +35,9 @@ class Handoff:
         return {f"{ENV_PREFIX}{f.upper()}": values[f] for f in _FIELDS}
 
     def overrides(self, quote: Any = str) -> list[str]:
-        """Job overrides: the trial number as a config value and the rest as ``env_set``.
-
-        ``quote`` makes a value safe in Hydra's override grammar (the sweeper's own quoting).
-        The variables are declared empty by the sweeper's config (:func:`declared_env`), so they
-        are plain ``hydra.*`` overrides, which launchers leave out of their launch lines.
-        """
+        """Job overrides: the trial number as a config value, the rest as ``env_set`` (declared empty
+        by the sweeper's config, so launchers leave them out of their launch lines); ``quote`` makes
+        a value safe in Hydra's override grammar."""
         return [f"++{TRIAL_KEY}={self.trial_number}",
                 *(f"hydra.job.env_set.{k}={quote(v)}" for k, v in self.env().items())]
 

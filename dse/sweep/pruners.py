@@ -1,8 +1,5 @@
-"""Optuna samplers and pruners as Hydra ``_target_`` configs, as hydra-optuna-sweeper's are.
-
-The sweeper checks them before any storage exists; the pruner's config travels to every job
-(:mod:`dse.sweep.handoff`) as JSON, and :func:`make_pruner` instantiates exactly the pruner the
-sweeper was configured with.
+"""Optuna samplers and pruners as Hydra ``_target_`` configs, as hydra-optuna-sweeper's are: checked
+before any storage exists; the pruner's travels to every job as JSON (:mod:`dse.sweep.handoff`).
 """
 
 from __future__ import annotations
@@ -31,11 +28,9 @@ AT_LEAST = {"seed": 0, "n_startup_trials": 0, "population_size": 2, "n_warmup_st
 
 def target_config(conf: Mapping[str, Any], names: Mapping[str, str], field: str,
                   shipped: Collection[str]) -> dict[str, Any]:
-    """The ``_target_`` config of a sampler or pruner setting: its ``_target_``, else the target of
-    its short ``name``, with those of its settings the class takes. The ``shipped`` keys (the
-    schema's) hold every shipped class's settings, so ``pruner.lower`` goes with
-    ``pruner.name=threshold``; any other key must be the class's. Built once here, so a bad value
-    is one line naming its field before anything is written."""
+    """The ``_target_`` config of a sampler or pruner setting (its ``_target_``, else its ``name``'s),
+    with those settings the class takes. ``shipped`` keys (the schema's, for every shipped class)
+    may go unused; any other must be the class's. Built once here, so a bad value is one line."""
     from hydra.utils import instantiate
 
     target = conf.get("_target_")
@@ -68,9 +63,8 @@ def target_config(conf: Mapping[str, Any], names: Mapping[str, str], field: str,
 
 
 def _monitor(value: Any) -> str | None:
-    """``pruner.monitor``: a metric logged at every validation, by its Lightning key (``val/top1``)
-    or registry name (``val_top1``); None lets the objective decide. Anything else would never be
-    reported, so the pruner would silently never prune."""
+    """``pruner.monitor`` as a Lightning key: one logged every validation, by key (``val/top1``) or
+    name (``val_top1``); None lets the objective decide. Anything else would silently never prune."""
     if value is None:
         return None
     keys = {m.name: m.key for m in REGISTRY.values() if m.per_epoch and m.key}
@@ -88,7 +82,6 @@ def pruner_spec(conf: Mapping[str, Any], shipped: Collection[str] = ()) -> dict[
     target = target_config(conf, PRUNERS, "hydra.sweeper.pruner", {"monitor", *shipped})
     name = next((n for n, t in PRUNERS.items() if t == target["_target_"]), target["_target_"])
     return {**target, "name": name, "monitor": _monitor(conf.get("monitor"))}
-
 
 
 def make_pruner(spec: Mapping[str, Any] | str | None) -> optuna.pruners.BasePruner:

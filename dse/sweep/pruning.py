@@ -1,9 +1,8 @@
 """The training job's side of the Optuna sweeper: should this trial stop early?
 
-The job reopens the study (:mod:`dse.sweep.handoff` says where), so the pruner compares this trial
-with every other worker's trials in the shared storage. One callback serves a single run and each
-member of a fused group. Nothing here imports Optuna or Lightning until a sweep asks for it: outside
-a sweep :func:`pruning_callback_from_env` returns None at once.
+The job reopens the study (:mod:`dse.sweep.handoff`), so the pruner sees every worker's trials. One
+callback serves a single run and each member of a fused group; Optuna and Lightning are imported
+only inside a sweep.
 """
 
 from __future__ import annotations
@@ -26,13 +25,8 @@ log = logging.getLogger(__name__)
 
 
 class JobTrial:
-    """The running trial as its job sees it: report and should_prune, through public API only.
-
-    ``optuna.trial.Trial(study, trial_id)`` would do, but Optuna documents that constructor as not
-    meant for direct use; a trial asked by another process is reached through the storage
-    (``set_trial_intermediate_value``, ``get_trial``) and the study's pruner (``prune``), which is
-    what ``Trial.report`` and ``Trial.should_prune`` do inside.
-    """
+    """The running trial's ``report`` and ``should_prune`` through public API: Optuna documents
+    ``Trial(study, trial_id)`` as not for direct use, so this does what those methods do inside."""
 
     def __init__(self, study: optuna.Study, storage: Any, trial_id: int) -> None:
         self.study, self.storage, self.trial_id = study, storage, trial_id
@@ -49,11 +43,8 @@ class JobTrial:
 
 
 def trial_from_env(handoff: Handoff | None = None) -> JobTrial | None:
-    """This job's live Optuna trial (its study loaded with the sweep's pruner), or None.
-
-    ``handoff``: a job's handoff read earlier (the fused launcher trains several jobs' trials in one
-    process, so it cannot read theirs from this process's environment); default: from the env.
-    """
+    """This job's live Optuna trial (its study loaded with the sweep's pruner), or None; ``handoff``
+    default: from the env (the fused launcher passes each job's, read earlier)."""
     handoff = handoff or Handoff.from_env()
     if handoff is None:
         return None
@@ -75,14 +66,11 @@ def _callback_class() -> type:
     from lightning.pytorch.callbacks import Callback
 
     class Pruning(Callback):
-        """Reports each member's monitored validation metric to its own trial every validation
-        epoch (step = epoch), as optuna-integration's ``PyTorchLightningPruningCallback`` does for
-        one trial. A pruned group of one raises :class:`optuna.TrialPruned` out of ``trainer.fit``
-        (that callback's contract; training stores the run as ``pruned``); a pruned member of a
-        larger group is stopped (``pl_module.stop``) and the others go on. ``val/top1`` and
-        ``val_top1`` name the same metric; a NaN or infinite value is not reported (the divergence
-        monitor stops that member). One process only: under DDP nothing is reported.
-        """
+        """Reports each member's metric to its own trial every validation epoch (step = epoch), as
+        optuna-integration's ``PyTorchLightningPruningCallback`` does for one. A pruned group of one
+        raises :class:`optuna.TrialPruned` out of ``fit`` (that callback's contract); a pruned member
+        of a larger group is stopped and the others go on. NaN is left to the divergence monitor;
+        under DDP nothing is reported."""
 
         def __init__(self, trials: list[tuple[JobTrial, str] | None]) -> None:
             self.trials = [(t[0], t[1] if "/" in t[1] else t[1].replace("_", "/", 1)) if t else None
@@ -110,8 +98,7 @@ def _callback_class() -> type:
 
 
 def _pruned_trial(handoff: Handoff | None) -> tuple[JobTrial, str] | None:
-    """(trial, the sweep's pruner monitor) of a single-objective sweep's job, else None (Optuna
-    cannot prune multi-objective studies)."""
+    """(trial, the sweep's pruner monitor) of a single-objective sweep's job, else None."""
     if handoff is None:
         return None
     trial = trial_from_env(handoff)
@@ -122,19 +109,15 @@ def _pruned_trial(handoff: Handoff | None) -> tuple[JobTrial, str] | None:
 
 def pruning_callback_from_env(monitor: str | None = None, handoff: Handoff | None = None
                               ) -> pl.Callback | None:
-    """A Lightning callback that reports to this job's Optuna trial, or None outside a sweep.
-
-    None too for multi-objective studies (Optuna cannot prune those). With pruner ``none`` the
-    callback still reports the metric, so the dashboard plots learning curves; it never prunes.
-    ``monitor`` defaults to the sweep's ``hydra.sweeper.pruner.monitor`` (else ``val/top1``);
-    ``handoff``: a job's handoff read earlier, default: from the env.
-    """
+    """A callback reporting to this job's trial, or None outside a single-objective sweep (Optuna
+    cannot prune several objectives). With pruner ``none`` it still reports, for the dashboard's
+    learning curves. ``monitor``: default the sweep's ``pruner.monitor`` (else ``val/top1``)."""
     found = _pruned_trial(handoff or Handoff.from_env())
     return None if found is None else _callback_class()([(found[0], monitor or found[1])])
 
 
 def member_pruning(handoffs: list[Handoff | None]) -> pl.Callback | None:
-    """The callback for a group's members, each reporting to its own trial (None where no member
-    is a prunable trial); never from this process's environment, which holds no member's handoff."""
+    """The callback for a group's members, each reporting to its own trial (None where none is a
+    prunable trial); never from this process's environment, which holds no member's handoff."""
     found = [_pruned_trial(h) for h in handoffs]
     return _callback_class()(found) if any(found) else None

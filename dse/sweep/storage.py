@@ -32,10 +32,7 @@ class StorageSpec:
 
 def parse_storage(url: str | None, cwd: Path | None = None) -> StorageSpec:
     """Validate a storage URL without creating anything; relative file paths become absolute.
-
-    ``journal:PATH`` (also ``journal:///abs`` and ``journal://rel``) is Optuna's JournalStorage over
-    a file; anything else an SQLAlchemy URL whose driver is installed.
-    """
+    ``journal:PATH`` (or ``journal:///abs``) is Optuna's JournalStorage, else an SQLAlchemy URL."""
     if url is None or not str(url).strip():
         raise ConfigError(STORAGE_FIELD, "is required (an SQLAlchemy URL or journal:PATH)")
     url = str(url).strip()

@@ -9,9 +9,9 @@ Optuna has one FAIL state for several different events, and the budget, the resu
 ``interrupted``  stopped by Ctrl-C or SIGTERM while running: no budget, a rerun refills it
 (none)           failed by the heartbeat check: its worker died (``stale``): no budget
 
-``result`` holds the job's summary, ``analytic`` a rejected point's spec-derived sizes,
-``constraints`` each constraint's value, relative violation and feasibility, ``output_dir`` the
-job's folder; the study's :data:`STUDY_CONSTRAINTS` its budgets (:func:`budgets`).
+``result`` holds the job's summary, ``analytic`` a rejected point's sizes, ``constraints`` each
+constraint's value and violation, ``output_dir`` the job's folder; the study's budgets are its
+:data:`STUDY_CONSTRAINTS`.
 """
 
 from __future__ import annotations

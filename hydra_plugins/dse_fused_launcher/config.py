@@ -1,9 +1,6 @@
-"""The launcher's structured config, registered as ``hydra/launcher: dse_fused``.
-
-A dataclass, so a misspelt key fails at composition. Imported by Hydra's plugin scan on every
-start-up: no torch or dse imports here, and no ``from __future__ import annotations`` (see
-hydra_plugins/dse_optuna_sweeper/config.py for why).
-"""
+"""The launcher's structured config (``hydra/launcher: dse_fused``): a misspelt key fails at
+composition. Hydra's plugin scan imports it on every start-up: no torch, dse or ``__future__``
+imports (hydra_plugins/dse_optuna_sweeper/config.py says why)."""
 
 from dataclasses import dataclass
 

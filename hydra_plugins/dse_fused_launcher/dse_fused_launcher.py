@@ -1,13 +1,10 @@
-"""The Launcher Hydra instantiates for ``hydra/launcher=dse_fused``.
+"""The Launcher Hydra instantiates for ``hydra/launcher=dse_fused``; three steps per batch.
 
-Three steps per batch. (1) Every job goes through Hydra's own ``run_job`` with a task that only
-prepares it (validates the config, notes its output dir, overrides and Optuna handoff), so each
-job dir gets exactly the ``.hydra/`` files and log a basic-launcher job gets, and a bad point fails
-alone. (2) :func:`dse.train.group.run_jobs` trains the prepared jobs' seeds in fused groups, with
-the group's log lines in every member job's log. (3) Each job's ``JobReturn`` gets its summary and
-the sweep's callbacks hear of its end, so grids, ``study.seeds``, skip/resume and the Optuna sweeper
-see what they see with any other launcher. In ``sequential`` mode (``auto`` on a CPU) it is the
-basic launcher: each job's own task, in order.
+(1) Each job goes through Hydra's ``run_job`` with a task that only prepares it, so its dir gets the
+files and log a basic-launcher job gets and a bad point fails alone. (2) :func:`dse.train.group.run_jobs`
+trains the jobs' seeds in fused groups, logging into every member's log. (3) Each ``JobReturn`` gets its
+summary and the sweep's callbacks hear of its end, as with any launcher. ``sequential`` mode (``auto``
+on a CPU) is the basic launcher.
 """
 
 from __future__ import annotations
@@ -16,6 +13,7 @@ import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
@@ -58,15 +56,8 @@ def _logs_into(paths: list[Path]) -> Iterator[None]:
             h.close()
 
 
-class _NoCallbacks:
-    """What step (1)'s ``run_job`` calls instead of the sweep's callbacks, which hear of a job once
-    it has trained, in step (3). (Hydra's own ``Callbacks`` class is internal.)"""
-
-    def on_job_start(self, **kwargs: Any) -> None:
-        pass
-
-    def on_job_end(self, **kwargs: Any) -> None:
-        pass
+# what step (1)'s run_job calls instead of the sweep's callbacks, which hear of a job in step (3)
+_NO_CALLBACKS = SimpleNamespace(on_job_start=lambda **_: None, on_job_end=lambda **_: None)
 
 
 class FusedLauncher(Launcher):
@@ -80,8 +71,7 @@ class FusedLauncher(Launcher):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
-        """Checks the settings here, not in ``__init__`` (Hydra wraps a constructor's error in its
-        own); dse-train's preflight has checked them already, before anything was written."""
+        """Checks the settings here, not in ``__init__``, whose errors Hydra wraps in its own."""
         from dse.validate import validate_fused_launcher
 
         validate_fused_launcher({"_target_": type(self).__name__, "mode": self.mode,
@@ -127,7 +117,7 @@ class FusedLauncher(Launcher):
         from dse.train.group import run_jobs
 
         callbacks = self.hydra_context.callbacks
-        quiet = HydraContext(config_loader=self.hydra_context.config_loader, callbacks=_NoCallbacks())  # type: ignore[arg-type]
+        quiet = HydraContext(config_loader=self.hydra_context.config_loader, callbacks=_NO_CALLBACKS)  # type: ignore[arg-type]
         jobs = [self._run(ov, first + i, _prepare, quiet) for i, ov in enumerate(job_overrides)]
         ready = [(cfg, ret) for cfg, ret in jobs if ret.status == JobStatus.COMPLETED]
         for cfg, _ in ready:

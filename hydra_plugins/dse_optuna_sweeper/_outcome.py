@@ -1,10 +1,8 @@
 """A finished job's return turned into what Optuna is told: pure, so it is unit-tested in process.
 
-The job is dse-train's task (its return is :func:`dse.train.summary.summarize`), but anything a Hydra
-task can do is handled: raise, return a number, a dict with any status, miss a metric, return NaN.
-A failure of one trial is recorded and the study goes on; only a return that can never satisfy the
-objectives (a metric it does not have) is ``fatal`` and stops the sweep, since every later trial
-would fail the same way.
+Anything a Hydra task can do is handled (raise, return a number, any status, a missing metric, NaN).
+One trial's failure is recorded and the study goes on; only a metric the job never returns is
+``fatal`` and stops the sweep, since every later trial would fail the same way.
 """
 
 from __future__ import annotations
@@ -38,10 +36,8 @@ class Outcome:
 
 def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
            constraints: Sequence[Constraint], analytic: Mapping[str, float]) -> Outcome:
-    """The outcome of a job whose return value ``get_return()`` yields (or raises).
-
-    ``analytic``: the point's spec-derived sizes, for constraints the job does not return.
-    """
+    """The outcome of the job whose return ``get_return()`` yields (or raises); ``analytic``: the
+    point's spec-derived sizes, for constraints the job does not return."""
     import optuna
 
     try:
@@ -105,16 +101,14 @@ def _scored(result: Mapping[str, Any], objectives: Sequence[Objective],
 
 
 def constraint_attr(value: float, violation: float) -> dict[str, Any]:
-    """One constraint in the trial's ``constraints`` user attribute, as optuna-dashboard shows it:
-    the metric's value and the relative violation Optuna is told (feasible when <= 0), each
-    named, so neither reads as the other (a bare 0.25 beside ``val_top1>=0.3`` looks like an
-    accuracy)."""
+    """One constraint in the trial's ``constraints`` user attribute, value and violation each named:
+    a bare 0.25 beside ``val_top1>=0.3`` would read as an accuracy in optuna-dashboard."""
     return {"value": value, "relative_violation": violation, "feasible": violation <= 0}
 
 
 def breaks(c: Constraint, value: float) -> str:
     """``val_top1=0.224 breaks val_top1 >= 0.3``: a broken constraint in the log's words."""
-    return f"{c.metric}={value:g} breaks {c.metric} {c.op} {c.bound:g}"
+    return f"{c.metric}={value:g} breaks {c}"
 
 
 def _failed(error: str, status: str = "failed", attrs: dict[str, Any] | None = None,
@@ -145,7 +139,7 @@ def as_finite(x: object) -> float:
 def budget_check(analytic: Mapping[str, float], pre_constraints: Sequence[Constraint]
                  ) -> tuple[dict[str, float], str | None]:
     """Violations of the constraints known before training, and why the point breaks them (None
-    when it fits): such a point is rejected without training."""
+    when it fits)."""
     violations = {c.key: c.violation(float(analytic[c.metric])) for c in pre_constraints}
     broken = [breaks(c, analytic[c.metric]) for c in pre_constraints if violations[c.key] > 0]
     return violations, "; ".join(broken) or None

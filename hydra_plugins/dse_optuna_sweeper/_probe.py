@@ -1,10 +1,6 @@
-"""Job configs composed and validated at the corners of the search space, before any storage exists.
-
-A typo in a key, a group option or a value type, and a value dse-train refuses
-(:func:`dse.validate.validate`), must fail the sweep in one line before a study is created, not
-trial by trial. Composing every combination would take too long, so each choice and both ends of
-every range are used once: max(2, most choices of one parameter) compositions, plus a few more
-where a point is invalid.
+"""Job configs composed and validated at the corners of the search space, before any storage exists:
+a typo, or a value dse-train refuses (:func:`dse.validate.validate`), fails the sweep in one line,
+not trial by trial. Each choice and both ends of every range are used once, not every combination.
 """
 
 from __future__ import annotations
@@ -66,8 +62,8 @@ def probe(settings: Settings, compose: Compose) -> None:
 
 
 def _refuse_unmeasured(settings: Settings, job_cfg: DictConfig) -> None:
-    """A latency objective or constraint needs jobs that measure it (``trainer.latency=true``):
-    without it every trial would end without the metric, so the sweep is refused up front."""
+    """A latency objective or constraint needs jobs run with ``trainer.latency=true``, else every
+    trial would end without the metric."""
     named = [("hydra.sweeper.objectives", o.metric) for o in settings.objectives] + [
         ("hydra.sweeper.constraints", c.metric) for c in settings.constraints]
     for field, metric in named:
@@ -94,13 +90,10 @@ def _owns(param: str, field: str) -> bool:
 
 def _refuse_invalid(space: SearchSpace, point: Mapping[str, Any], job_cfg: DictConfig,
                     compose: Compose) -> None:
-    """Raise if this point is invalid because of one searched value or the fixed input.
-
-    A point can also be invalid only as a combination (more pools than a small ``n_fire`` has
-    layers): other points are fine, so that is left to the trials. To tell them apart, the
-    offending field is checked again with the fixed overrides plus one searched value at a time
-    (the parameters owning the field first) and with the fixed overrides alone.
-    """
+    """Raise if this point is invalid because of one searched value or the fixed input; a point
+    invalid only as a combination (more pools than a small ``n_fire`` has layers) is left to the
+    trials. The field is rechecked with the fixed overrides plus one searched value at a time
+    (its owners first) and alone."""
     error = _invalid(job_cfg)
     if error is None:
         return

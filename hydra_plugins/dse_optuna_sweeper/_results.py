@@ -55,7 +55,7 @@ def write_results(study: optuna.Study, settings: Settings, sweep_dir: Path) -> P
     doc: dict[str, Any] = {
         "study_name": settings.study_name, "storage": settings.storage.display,
         "objectives": [{"metric": o.metric, "direction": o.direction} for o in settings.objectives],
-        "constraints": [f"{c.metric} {c.op} {c.bound:g}" for c in settings.constraints],
+        "constraints": [str(c) for c in settings.constraints],
         "n_trials": settings.n_trials, "trials": states,
     }
     if len(settings.objectives) == 1:
@@ -84,8 +84,7 @@ def infeasible(study: optuna.Study, settings: Settings) -> dict[str, int]:
     for t in study.get_trials(deepcopy=False):
         values = t.system_attrs.get(trials.CONSTRAINTS_SYSTEM_ATTR) or []
         if trials.kind(t) == "complete":
-            seen.update(f"{c.metric} {c.op} {c.bound:g}"
-                        for c, v in zip(settings.constraints, values, strict=False) if v > 0)
+            seen.update(str(c) for c, v in zip(settings.constraints, values, strict=False) if v > 0)
     return dict(seen)
 
 

@@ -26,13 +26,9 @@ def sampler_config(conf: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def sampler_for(config: Mapping[str, Any], number: int | None) -> optuna.samplers.BaseSampler:
-    """The sampler that draws trial ``number``'s point, seeded with ``seed + number``.
-
-    Seeding per trial number (Optuna's samplers keep their history in the storage, not in the
-    object) makes a study reproducible however it is resumed, and keeps concurrent workers from
-    drawing the same random points. QMC keeps one seed: its points come from one scrambled
-    sequence, indexed through the storage.
-    """
+    """The sampler that draws trial ``number``'s point, seeded with ``seed + number``: reproducible
+    however the study is resumed, and concurrent workers draw different points (the history is in
+    the storage). QMC keeps one seed: its points are one scrambled sequence indexed via the storage."""
     from hydra.utils import instantiate
 
     seed = config.get("seed")

@@ -44,9 +44,12 @@ class Constraint:
     op: str
     bound: float
 
+    def __str__(self) -> str:
+        return f"{self.metric} {self.op} {self.bound:g}"
+
     @property
     def key(self) -> str:
-        return f"{self.metric}{self.op}{self.bound:g}"
+        return str(self).replace(" ", "")
 
     @property
     def analytic(self) -> bool:
@@ -61,8 +64,7 @@ class Constraint:
 
 @dataclass
 class Settings:
-    """The sweeper's settings after validation: its typed config (whose keys read through), and
-    what is parsed from it."""
+    """The sweeper's typed config (whose keys read through) and what is parsed from it."""
 
     conf: DseOptunaSweeperConf
     storage: StorageSpec
@@ -87,8 +89,7 @@ class Settings:
 
 
 def typed(raw: Mapping[str, Any]) -> DseOptunaSweeperConf:
-    """``hydra.sweeper`` as Hydra hands it to the sweeper (or a plain dict) as its dataclass, which
-    owns every default."""
+    """``hydra.sweeper`` (or a plain dict) as its dataclass, which owns every default."""
     plain = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
              for k, v in raw.items() if k not in ("_target_", "_recursive_")}
     own = {k: plain.pop(k, None) or {} for k in ("sampler", "pruner")}

@@ -1,10 +1,8 @@
-"""Hydra's override grammar -> Optuna distributions, and sampled values -> job overrides.
+"""Hydra's sweep grammar -> Optuna distributions, and sampled values -> job overrides.
 
-Users already know Hydra's sweep syntax from the basic sweeper, so the search space reuses it:
-``choice(a,b)`` is categorical, ``range(a,b,step)`` an integer (or stepped float) range with the
-stop *excluded* as in Hydra and Python, ``interval(a,b)`` a float interval and ``tag(log, ...)``
-puts it on a log scale. Plain values are passed to every job unchanged. Sampled values are written
-back as override strings that Hydra parses to exactly the sampled value (strings are escaped).
+``choice`` is categorical, ``range`` an integer (or stepped float) range with the stop excluded as
+in Hydra, ``interval`` a float interval, ``tag(log, ...)`` a log scale; plain values go to every job.
+Sampled values are written back as overrides Hydra parses to exactly that value.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""The study in its storage: opened once per worker, seeded per trial, counted, kept alive.
-
-Several workers (processes, Slurm jobs) share one study, so everything that reads or writes the
-storage for the loop lives here: creating the study while another worker may be creating the same
-tables, the budget count over every worker's trials, stale trials,
-and the heartbeat thread that lets a killed worker's trials go stale.
-"""
+"""The study in its storage, shared by several workers: created while another worker may be
+creating the same tables, the budget counted over every worker's trials, and heartbeats."""
 
 from __future__ import annotations
 
@@ -15,6 +10,8 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import asdict
+from itertools import takewhile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,11 +41,8 @@ def quiet_optuna() -> Iterator[None]:
 
 
 class Heartbeat:
-    """Records heartbeats of the trials being trained, so a killed worker's trials go stale.
-
-    ``Study.optimize`` runs such a thread itself; ask-and-tell has to, through the storage's public
-    ``record_heartbeat``.
-    """
+    """Beats for the trials being trained, so a killed worker's trials go stale (``Study.optimize``
+    runs such a thread itself; ask-and-tell must, through the storage's public ``record_heartbeat``)."""
 
     def __init__(self, storage: Any, interval: int | None) -> None:
         self.storage = storage
@@ -113,17 +107,13 @@ class OpenStudy:
         self.distributions = self._resumed_space()
 
     def _resumed_space(self) -> dict[str, Any]:
-        """The distributions to sample: the settings', except where the study already sampled a
-        parameter from another kind of distribution (e.g. a ``choice`` that a later dse made an
-        ordered ``int``). Optuna refuses two kinds for one parameter of a study, so a resumed
-        study goes on in the space it was started in, and says so once; a new ``study.name``
-        starts one in the settings' space."""
+        """The settings' distributions, except where the study sampled a parameter from another kind
+        (a ``choice`` a later dse made an ``int``): Optuna refuses two kinds in one study, so a
+        resumed study keeps its own, and says so."""
         from optuna.distributions import check_distribution_compatibility
 
-        stored: dict[str, Any] = {}
-        for t in self.study.get_trials(deepcopy=False):
-            for name, dist in t.distributions.items():
-                stored.setdefault(name, dist)
+        stored = {name: dist for t in reversed(self.study.get_trials(deepcopy=False))
+                  for name, dist in t.distributions.items()}  # the first trial's wins
         space = dict(self.s.space.distributions)
         for name, dist in space.items():
             try:
@@ -179,19 +169,14 @@ class OpenStudy:
         if names is None:
             with quiet_optuna():
                 study.set_metric_names(s.metric_names)
-        study.set_user_attr(trials.STUDY_CONSTRAINTS, [
-            {"metric": c.metric, "op": c.op, "bound": c.bound} for c in s.constraints])
+        study.set_user_attr(trials.STUDY_CONSTRAINTS, [asdict(c) for c in s.constraints])
 
     def trial_id(self, trial: optuna.Trial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
     def set_constraints(self, trial: optuna.Trial, violations: list[float]) -> None:
-        """Tell a trial's constraint values (feasible when all <= 0), once, before it is told.
-
-        As the list Optuna has always read from ``system_attrs["constraints"]``: Optuna 5's
-        ``Trial.set_constraint`` writes one key per constraint instead, which optuna-dashboard
-        0.21 does not read, so its trial pages would show no constraints at all.
-        """
+        """A trial's constraint values (feasible when all <= 0), as the list in ``system_attrs``:
+        Optuna 5's ``Trial.set_constraint`` writes one key each, which optuna-dashboard 0.21 ignores."""
         self.storage.set_trial_system_attr(self.trial_id(trial), trials.CONSTRAINTS_SYSTEM_ATTR,
                                            [float(v) for v in violations])
 
@@ -206,21 +191,13 @@ class OpenStudy:
         return sum(1 for t in self.study.get_trials(deepcopy=False)
                    if trials.uses_budget(t) and (below is None or t.number < below))
 
-    def failures(self) -> int:
-        return sum(1 for t in self.study.get_trials(deepcopy=False)
-                   if trials.kind(t) == "failed")
-
 
 def _make_parent(spec: StorageSpec) -> list[Path]:
     """Create the folder of a file storage; returns the folders made (deepest first)."""
     if spec.path is None:
         return []
     parent = spec.path.parent
-    made = []
-    for p in [parent, *parent.parents]:
-        if p.exists():
-            break
-        made.append(p)
+    made = list(takewhile(lambda p: not p.exists(), [parent, *parent.parents]))
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

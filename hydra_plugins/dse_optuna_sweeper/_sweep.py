@@ -1,17 +1,11 @@
 """The study loop behind ``hydra/sweeper=dse_optuna``: validate, ask, check budgets, launch, tell.
 
-Order matters for the promises in docs/OPTUNA.md:
-
-1. Everything the user typed is validated (:mod:`._settings`, then job configs composed at every
-   choice and range end, :mod:`._probe`) *before* the storage is created, so bad input costs a
-   one-line :class:`~dse.errors.ConfigError` and writes nothing.
-2. Trials are claimed with ask-then-check: a worker asks a trial (the storage hands out unique,
-   increasing numbers), then counts the budget-using trials numbered below it; if those already
-   fill ``n_trials`` the new trial is discarded. Numbers order the claims of every worker, so
-   however many workers race, at most ``n_trials`` trials ever use the budget.
-3. A point whose size/params/MACs break a budget is rejected from its model spec, without
-   training, as a FAIL trial marked ``rejected`` (:mod:`dse.sweep.trials`): failed trials never
-   enter Optuna's Pareto front or best trial, and rejected ones do not use the budget.
+The order keeps docs/OPTUNA.md's promises. (1) All input is validated (:mod:`._settings`, then job
+configs at every choice and range end, :mod:`._probe`) before the storage exists: bad input writes
+nothing. (2) A worker asks a trial (the storage numbers them uniquely, in order), then counts the
+budget-using trials numbered below it and discards it if they fill ``n_trials``: however many
+workers race, at most ``n_trials`` use the budget. (3) A point over a size/params/MACs budget is
+told FAIL marked ``rejected`` (:mod:`dse.sweep.trials`) without training: off the front and budget.
 """
 
 from __future__ import annotations
@@ -32,9 +26,9 @@ from dse.sweep import trials
 from dse.sweep.handoff import Handoff
 from dse.text import duration
 from dse.validate import model_report
-from hydra_plugins.dse_optuna_sweeper._outcome import Outcome, budget_check, decide
-from hydra_plugins.dse_optuna_sweeper._probe import probe
-from hydra_plugins.dse_optuna_sweeper._results import write_results
+from hydra_plugins.dse_optuna_sweeper._outcome import budget_check, decide
+from hydra_plugins.dse_optuna_sweeper._probe import Compose, probe
+from hydra_plugins.dse_optuna_sweeper._results import counts, write_results
 from hydra_plugins.dse_optuna_sweeper._samplers import sampler_for
 from hydra_plugins.dse_optuna_sweeper._settings import Settings, effective_pruner, validate_settings
 from hydra_plugins.dse_optuna_sweeper._space import quote
@@ -64,38 +58,19 @@ def suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
 class StudyRunner:
     """One worker's share of a study, driven by Hydra's launcher."""
 
-    def __init__(self, settings: Settings, hydra_context: HydraContext, config: DictConfig,
-                 launcher: Launcher) -> None:
-        self.s = settings
-        self.hydra_context = hydra_context
-        self.config = config
-        self.launcher = launcher
-        self.pruner = effective_pruner(settings)
+    def __init__(self, settings: Settings, db: OpenStudy, pruner: dict[str, Any], job_config: Compose,
+                 launcher: Launcher, sweep_dir: Path) -> None:
+        self.s, self.db, self.study, self.pruner = settings, db, db.study, pruner
+        self.job_config, self.launcher, self.sweep_dir = job_config, launcher, sweep_dir
         self.job_idx = 0
         self.finished_here = 0  # trials this worker launched and told
         self.rejections_in_a_row = 0
         self.returns: list[Sequence[JobReturn]] = []
-        self.db: OpenStudy | None = None
         self.gate = SignalGate()
-
-    @property
-    def study(self) -> optuna.Study:
-        assert self.db is not None, "open() first"
-        return self.db.study
-
-    def job_config(self, overrides: list[str]) -> DictConfig:
-        return self.hydra_context.config_loader.load_sweep_config(self.config, overrides)
-
-    def probe(self) -> None:
-        probe(self.s, self.job_config)
-
-    def open(self) -> None:
-        self.db = OpenStudy(self.s, self.pruner)
 
     # -- one trial -----------------------------------------------------------
     def prepare(self, trial: optuna.Trial) -> Prepared | None:
         """The job of an asked trial, or None when it was rejected (told FAIL) pre-training."""
-        assert self.db is not None
         point = self.s.space.overrides(trial.params)
         analytic: dict[str, float] = {}
         reason = None
@@ -104,7 +79,7 @@ class StudyRunner:
                 analytic = analytic_values(model_report(self.job_config(point)))
             except Exception as e:  # an invalid design point (e.g. the net shrinks to 0x0)
                 reason = first_line(e)
-            if reason is None:
+            else:
                 violations, reason = budget_check(analytic, self.s.pre_constraints)
                 if reason is not None:
                     self.db.set_constraints(trial, list(violations.values()))
@@ -117,12 +92,9 @@ class StudyRunner:
 
     def reject(self, trial: optuna.Trial, reason: str, analytic: dict[str, float]) -> None:
         """Tell a point refused before training; stop once ``max_rejections`` come in a row."""
-        from optuna.trial import TrialState
-
         if analytic:
             trial.set_user_attr(trials.ANALYTIC, analytic)
-        trial.set_user_attr(trials.REJECTED, reason)
-        self.study.tell(trial, state=TrialState.FAIL)
+        self.give_back(trial, trials.REJECTED, reason)
         self.rejections_in_a_row += 1
         log.info("dse_optuna: trial %d rejected without training: %s", trial.number, reason)
         if self.rejections_in_a_row >= self.s.max_rejections:
@@ -133,22 +105,16 @@ class StudyRunner:
     def finish(self, trial: optuna.Trial, ret: JobReturn, analytic: Mapping[str, float]
                ) -> str | None:
         """Tell the job's outcome; returns an error message when the sweep must stop."""
-        out_dir = _output_dir(ret)
-        if out_dir:
-            trial.set_user_attr(trials.OUTPUT_DIR, out_dir)
-        outcome = decide(lambda: ret.return_value, self.s.objectives, self.s.constraints,
-                         analytic)
-        self.tell(trial, outcome)
-        return outcome.fatal
-
-    def tell(self, trial: optuna.Trial, outcome: Outcome) -> None:
         from optuna.trial import TrialState
 
+        if out_dir := _output_dir(ret):
+            trial.set_user_attr(trials.OUTPUT_DIR, out_dir)
+        outcome = decide(lambda: ret.return_value, self.s.objectives, self.s.constraints, analytic)
         for key, value in outcome.attrs.items():
             trial.set_user_attr(key, value)
-        if outcome.state == "complete" and self.s.constraints:
-            self.db.set_constraints(trial, outcome.violations)
         if outcome.state == "complete":
+            if self.s.constraints:
+                self.db.set_constraints(trial, outcome.violations)
             self.study.tell(trial, outcome.values)
             log.info("dse_optuna: trial %d: %s", trial.number, outcome.note)
         elif outcome.state == "pruned":
@@ -156,11 +122,11 @@ class StudyRunner:
             log.info("dse_optuna: trial %d pruned: %s", trial.number, outcome.note or "pruned")
         else:
             self.study.tell(trial, state=TrialState.FAIL)
-            log.warning("dse_optuna: trial %d %s", trial.number, outcome.note,
-                        exc_info=outcome.exc)
+            log.warning("dse_optuna: trial %d %s", trial.number, outcome.note, exc_info=outcome.exc)
+        return outcome.fatal
 
     def give_back(self, trial: optuna.Trial, mark: str, why: str) -> None:
-        """Tell a trial FAIL with a mark that keeps it off the budget (interrupted, discarded)."""
+        """Tell a trial FAIL with a mark that keeps it off the budget (rejected, interrupted, discarded)."""
         from optuna.trial import TrialState
 
         trial.set_user_attr(mark, why)
@@ -168,7 +134,6 @@ class StudyRunner:
 
     # -- the loop ------------------------------------------------------------
     def run(self) -> None:
-        assert self.db is not None
         s, db = self.s, self.db
         db.fail_stale()
         log.info("dse_optuna: study %r in %s: %d of %d trials done or running; sampler %s, "
@@ -193,27 +158,26 @@ class StudyRunner:
                     with suppress(Exception):  # already told (a rejection that raised)
                         self.give_back(trial, trials.INTERRUPTED, why)
                 raise
-            failures = db.failures()
-            self._progress(failures, started)
+            seen = counts(self.study)
+            self._progress(seen, started)
+            failures = seen["failed"]
             if failures > s.max_failure_rate * s.n_trials:
                 self.report()
                 raise SystemExit(
                     f"dse_optuna: stopping study {s.study_name!r}: {failures} failed trials "
                     f"exceed max_failure_rate={s.max_failure_rate:g} of n_trials={s.n_trials}")
 
-    def _progress(self, failures: int, started: float) -> None:
+    def _progress(self, seen: dict[str, int], started: float) -> None:
         """``[7/20] trials finished · 1 failed · ETA 4m10s``, over every worker's trials; the ETA
         is this worker's pace, so with several workers it errs long."""
-        done = sum(trials.kind(t) in ("complete", "pruned", "failed")
-                   for t in self.study.get_trials(deepcopy=False))
+        done = seen["complete"] + seen["pruned"] + seen["failed"]
         left = max(0, self.s.n_trials - done)
         eta = (time.time() - started) / max(1, self.finished_here) * left
         log.info("dse_optuna: [%d/%d] trials finished · %d failed%s", done, self.s.n_trials,
-                 failures, f" · ETA {duration(eta)}" if left else "")
+                 seen["failed"], f" · ETA {duration(eta)}" if left else "")
 
     def _ask(self, heartbeat: Heartbeat, pending: list[optuna.Trial]) -> optuna.Trial | None:
         """A new trial with its point sampled, or None when other workers filled n_trials."""
-        assert self.db is not None
         with quiet_optuna():
             trial = self.study.ask()  # claims the next number, samples nothing yet
         pending.append(trial)
@@ -232,7 +196,6 @@ class StudyRunner:
     def _run_batch(self, size: int, heartbeat: Heartbeat, pending: list[optuna.Trial]) -> bool:
         """Ask up to ``size`` trainable trials, launch them, tell them; True once n_trials is
         claimed by this and other workers."""
-        assert self.db is not None
         full = False
         batch: list[Prepared] = []
         while len(batch) < size:
@@ -256,19 +219,18 @@ class StudyRunner:
             heartbeat.trial_ids.clear()
         self.job_idx += len(batch)
         self.returns.append(rets)
-        errors = []
+        fatal = []
         for (trial, _, analytic), ret in zip(batch, rets, strict=True):
-            errors.append(self.finish(trial, ret, analytic))
+            fatal.append(self.finish(trial, ret, analytic))
             pending.remove(trial)
         self.finished_here += len(batch)
-        fatal = [e for e in errors if e]
-        if fatal:
-            raise ConfigError("hydra.sweeper.objectives", fatal[0])
+        if any(fatal):
+            raise ConfigError("hydra.sweeper.objectives", next(filter(None, fatal)))
         return full
 
     def report(self) -> Path:
         """Write ``optimization_results.yaml`` in the sweep dir and print the best trials."""
-        return write_results(self.study, self.s, Path(str(self.config.hydra.sweep.dir)))
+        return write_results(self.study, self.s, self.sweep_dir)
 
 
 def _output_dir(ret: JobReturn) -> str | None:
@@ -283,9 +245,14 @@ def run_sweep(raw_settings: Mapping[str, Any], arguments: Sequence[str],
               ) -> list[Sequence[JobReturn]]:
     """Entry point of :meth:`DseOptunaSweeper.sweep`."""
     settings = validate_settings(raw_settings, arguments)
-    runner = StudyRunner(settings, hydra_context, config, launcher)
-    runner.probe()
-    runner.open()
+    pruner = effective_pruner(settings)
+
+    def job_config(overrides: list[str]) -> DictConfig:
+        return hydra_context.config_loader.load_sweep_config(config, overrides)
+
+    probe(settings, job_config)
+    runner = StudyRunner(settings, OpenStudy(settings, pruner), pruner, job_config, launcher,
+                         Path(str(config.hydra.sweep.dir)))
     # kill/scancel (SIGTERM) tells the running trials, as Ctrl-C does; both wait for storage
     # calls to finish and act at once while jobs run
     with stop_signals(), runner.gate.held():

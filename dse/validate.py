@@ -326,10 +326,9 @@ def model_report(cfg: Any) -> ModelReport:
     return analyze(build_spec(cfg.model), cfg.data.image_size)
 
 
-def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
+def validate(cfg: DictConfig, data_on_disk: bool = True) -> None:
     """Check keys, model, data, trainer, logger and study together, as every entry point does, so a
-    value is refused in the same words wherever it is typed. Returns the report that the memory
-    check needed (:func:`model_report`'s), which callers in dse.train/bench still read."""
+    value is refused in the same words wherever it is typed (the report: :func:`model_report`)."""
     check_keys(cfg)
     validate_data(cfg.data, on_disk=data_on_disk)
     check_shapes(cfg.model, cfg.data)
@@ -346,4 +345,3 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
     check_runs(OmegaConf.select(cfg, "paths.runs", default="runs"))
     check_store_url(OmegaConf.select(cfg, "store.url", default=None))
     check_fits(report, cfg.trainer.batch_size)
-    return report

@@ -1,18 +1,10 @@
-"""K Fire networks as one network of grouped layers: one kernel launch trains K design points.
+"""K Fire networks as one network of grouped layers (HFTA, Wang et al. 2021): one kernel launch
+trains K launch-bound design points.
 
-A sweep trains many small networks, each of which leaves a GPU almost idle (the step is
-launch-bound). Following HFTA (Wang et al., MLSys 2021), the K members become one network whose
-every convolution is grouped (``groups=K``) and whose BatchNorm runs over the stacked channels, so
-member k only ever sees its own channels. Members may differ in any width (SR, pct3x3, base_e,
-incr_e, freq) and in bypass kind; each layer is padded to the widest member, and the padding is
-held at exactly zero: its weights start at zero and :meth:`FusedFireNet.mask_grads` zeroes their
-gradients, so SGD and AdamW (zero gradient, zero state, decoupled decay of a zero) never move them.
-Member k therefore computes exactly its own :class:`~dse.model.net.FireNet`, which
-:meth:`FusedFireNet.member_state` and :meth:`FusedFireNet.load_member` convert to and from.
-
-No library does this for a network family with per-member widths (HFTA's operators fuse identical
-models), hence the hand-written layers. Layer names mirror ``FireNet``'s so member state dicts
-share its keys.
+Every convolution is grouped (``groups=K``), each layer padded to its widest member; the padding
+starts at zero and :meth:`FusedFireNet.mask_grads` keeps it there, so member k computes exactly its
+own ``FireNet`` (whose state-dict keys it shares). Hand-written: HFTA's operators fuse identical
+models only, and members here differ in widths and bypass.
 """
 
 from __future__ import annotations
@@ -35,8 +27,7 @@ def macro_key(spec: NetSpec) -> tuple:
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each member's channels sit in a fused tensor of ``K * width`` channels: member k's
-    channel c is fused channel ``k * width + pos[k][c]``."""
+    """Member k's channel c is fused channel ``k * width + pos[k][c]``."""
 
     width: int
     pos: tuple[tuple[int, ...], ...]
@@ -56,9 +47,8 @@ class Layout:
 
 
 class GroupedBlock(nn.Module):
-    """``conv_block`` for K members: grouped conv, optional BatchNorm over the stacked channels,
-    optional ReLU. ``has[k]`` says whether member k has this layer at all (a member without 3x3
-    filters, or without a conv shortcut here, keeps its slice at zero)."""
+    """``conv_block`` for K members; ``has[k]``: whether member k has this layer at all (else its
+    slice stays zero)."""
 
     def __init__(self, src: Layout, dst: Layout, has: list[bool], kernel: int, stride: int = 1,
                  padding: int = 0, bn: bool = False, relu: bool = True) -> None:
@@ -103,8 +93,8 @@ class FusedFire(nn.Module):
         self._identity(fires, src)
 
     def _identity(self, fires: list[Fire], src: Layout) -> None:
-        """Per-member masked identity: output channel <- the same member channel of the input.
-        Unused entries point into the member's own input block, so a member's NaN stays its own."""
+        """Per-member masked identity; unused entries point into the member's own input block, so a
+        member's NaN stays its own."""
         n = self.k * self.out.width
         idx = torch.tensor([(c // self.out.width) * src.width for c in range(n)], dtype=torch.long)
         keep = torch.zeros(n)
@@ -132,12 +122,8 @@ class FusedFire(nn.Module):
 
 
 class FusedFireNet(nn.Module):
-    """K members with one macro layout (:func:`macro_key`) as one network.
-
-    Input: ``[N, K * C, H, W]``, member k's images in channels ``k*C .. k*C+C-1``; output: logits
-    ``[N, K, classes]``. Dropout is drawn per member from its own generator (``dropout_generators``),
-    so each member's masks are its own stream, reproducible from its seed.
-    """
+    """K members with one macro layout (:func:`macro_key`): input ``[N, K * C, H, W]``, logits
+    ``[N, K, classes]``; dropout drawn per member from its own generator, reproducible from its seed."""
 
     def __init__(self, specs: list[NetSpec]) -> None:
         super().__init__()
@@ -203,15 +189,13 @@ class FusedFireNet(nn.Module):
         return masks
 
     def mask_grads(self) -> None:
-        """Zero every gradient outside the active members' real entries (a fill, so a diverged
-        member's NaN gradient is dropped too, not multiplied by zero)."""
+        """Zero every gradient outside the active members' real entries (a fill: NaN is dropped too)."""
         for name, p in self.named_parameters():
             if p.grad is not None:
                 p.grad.masked_fill_(self._dead(name, p.device), 0.0)
 
     def _dead(self, name: str, device: torch.device) -> torch.Tensor:
-        """Where no active member has a real entry, cached until a member is frozen (one in-place
-        fill per parameter and step, no allocation on the hot path)."""
+        """Where no active member has a real entry, cached until a member is frozen."""
         dead = self._live_cache.get(name)
         if dead is None or dead.device != device:
             act = self.active.cpu().view(-1, *([1] * (self._masks[name].dim() - 1)))
@@ -219,9 +203,8 @@ class FusedFireNet(nn.Module):
         return dead
 
     def freeze(self, k: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Take member k out of training: its group's whole slice of every layer (and of the
-        optimizer state) becomes zero, NaN included, and its gradients are masked from now on, so
-        it can never disturb the others."""
+        """Take member k out of training: its slices (and optimizer state) zeroed, NaN included, and
+        its gradients masked from now on."""
         self.active[k] = False
         self._live_cache.clear()
         with torch.no_grad():
@@ -270,8 +253,8 @@ class FusedFireNet(nn.Module):
                     t[rows] = v
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's dropout from its own generator, drawn as ``F.dropout`` draws on the CPU
-        (Bernoulli noise, scaled, multiplied), so a group of one equals ``FireNet`` bit for bit."""
+        """Each member's dropout from its own generator, drawn as ``F.dropout`` draws on the CPU, so a
+        group of one equals ``FireNet`` bit for bit."""
         if not self.training or not any(self.dropout):
             return x
         n, _, h, w = x.shape

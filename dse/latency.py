@@ -1,11 +1,8 @@
 """Measured CPU inference latency of a network: the ``latency_*`` columns of dse.metrics.LATENCY.
 
-A measurement of a model, like the analytic report, so it sits below training, dse-compress and
-dse-export, with the least ONNX code timing needs. Per runtime (onnxruntime on the ONNX file, torch
-eager) and batch size, :data:`WARMUP` untimed calls, then up to :data:`REPEATS` timed ones, stopping
-after :data:`BUDGET_S` once :data:`MIN_REPEATS` are in; median and p90 in ms, ``threads`` intra-op
-threads, one inter-op thread. Wall times: compare points measured on one machine only.
-torch and numpy are imported on use: dse.validate asks :func:`missing` without loading them.
+Below training, dse-compress and dse-export. Per runtime and batch: :data:`WARMUP` untimed calls,
+then up to :data:`REPEATS` timed ones (at least :data:`MIN_REPEATS`, within :data:`BUDGET_S`); wall
+times, comparable on one machine only. torch is imported on use, so :func:`missing` stays light.
 """
 
 from __future__ import annotations
@@ -73,7 +70,7 @@ def example(shape: Sequence[int], batch: int = EXAMPLE_BATCH, seed: int = 0) -> 
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The exporter's warnings and per-pass INFO lines out of the run log (Hydra's would print them)."""
+    """The exporter's warnings and per-pass INFO lines out of the run log."""
     loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
@@ -88,8 +85,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def to_onnx(model: nn.Module, shape: Sequence[int]) -> bytes:
-    """The ONNX file of an inference copy of ``model``: ``torch.onnx.export(dynamo=True)`` (the
-    exporter PyTorch maintains), a dynamic batch dimension, BatchNorm folded into the convolutions."""
+    """The ONNX file of an inference copy of ``model`` (dynamo exporter, dynamic batch)."""
     import torch
 
     model = inference_copy(model)
@@ -142,7 +138,7 @@ def torch_threads(n: int) -> Iterator[None]:
 def timings(run: Callable[[torch.Tensor], Any], x: torch.Tensor, *, warmup: int = WARMUP,
             repeats: int = REPEATS, min_repeats: int = MIN_REPEATS, budget_s: float = BUDGET_S
             ) -> list[float]:
-    """Wall seconds of ``run(x)``, one per timed call (how many: the module docstring)."""
+    """Wall seconds of ``run(x)``, one per timed call."""
     for _ in range(warmup):
         run(x)
     out: list[float] = []

@@ -29,7 +29,7 @@ from dse.data.tensor import TensorBatches
 from dse.model import build_model
 from dse.train.module import build_optimizer
 from dse.train.run import device_settings, train_once
-from dse.validate import validate
+from dse.validate import model_report, validate
 
 
 def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float,
@@ -66,7 +66,8 @@ def project_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, compil
     """Images/s of ``train_once`` (dse-train's path) over ``steps`` steps after ``warmup``."""
     c = step_config(cfg, warmup, steps, compile)
     clock = StepClock(warmup, steps)
-    rec = train_once(c, validate(c), int(c.seed), out_dir, "dse-bench step", (clock,))
+    validate(c)
+    rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench step", (clock,))
     if not clock.finished:  # a "diverged" verdict after the window (e.g. at chance) still timed fine
         why = rec["error"] or f"stopped after {clock.done_steps} of {warmup + steps} steps"
         raise RuntimeError(f"project training ({rec['status']}): {why} (see {out_dir})")

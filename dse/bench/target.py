@@ -14,7 +14,7 @@ from omegaconf import DictConfig
 
 from dse.bench.timing import EpochClock
 from dse.train.run import train_once
-from dse.validate import validate
+from dse.validate import model_report, validate
 
 
 def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict[str, Any]:
@@ -24,7 +24,8 @@ def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict
     c.trainer.checkpoint = False
     clock = EpochClock(target)
     t0 = time.perf_counter()
-    rec = train_once(c, validate(c), int(c.seed), out_dir, "dse-bench epochs", (clock,))
+    validate(c)
+    rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench epochs", (clock,))
     wall = time.perf_counter() - t0
     if rec["status"] == "failed":
         raise RuntimeError(f"training failed: {rec['error']} (see {out_dir})")

@@ -59,10 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     from dse.compose import compose
     from dse.data import InMemoryDataModule, build_datamodule
     from dse.train.run import train_once
-    from dse.validate import validate
+    from dse.validate import model_report, validate
 
     cfg = compose(spec["overrides"])
-    report = validate(cfg)
+    validate(cfg)
+    report = model_report(cfg)
     dm = build_datamodule(cfg, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
     if isinstance(dm, InMemoryDataModule):  # parse and split now (cached per process), not in the window
         dm.setup("fit")

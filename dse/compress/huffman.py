@@ -1,9 +1,7 @@
 """Canonical Huffman coding and fixed-width bit packing of small-integer streams, in numpy.
 
-Hand-written, not ``dahuffman``: the file stores each code as one length per symbol and counts it in
-the size (dahuffman has no such format), and a million symbols pack in milliseconds vectorised.
-Code lengths are capped at :data:`MAX_LEN` (flattening the counts, as zlib does) so the decoder
-needs one table lookup per symbol.
+Hand-written, not ``dahuffman``: the file stores a code as one length per symbol (a format dahuffman
+lacks) and numpy packs a million symbols in milliseconds. Lengths are capped at :data:`MAX_LEN`.
 """
 
 from __future__ import annotations

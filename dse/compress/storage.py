@@ -1,8 +1,7 @@
 """The compressed model file (``.dsec``): sparse relative indices, codebooks, Huffman coding.
 
-The layout, part by part, is in docs/COMPRESSION.md ("File format"): every section is byte-aligned
-and belongs to one *part*, so a file's length is exactly the sum of the parts :func:`encode_report`
-reports. Decoding restores every tensor bit for bit (pruned weights +0.0, kept ones their centroid).
+Layout: docs/COMPRESSION.md ("File format"); every byte-aligned section belongs to one *part*, so a
+file's length is the sum of its parts. Decoding restores every tensor bit for bit.
 """
 
 from __future__ import annotations
@@ -116,7 +115,7 @@ def _stream(symbols: np.ndarray, alphabet: int, width: int, try_huffman: bool
 
 
 def check_index_bits(index_bits: int | Sequence[int]) -> tuple[int, int]:
-    """(convolutions, classifier) relative-index widths from one width for both or a pair."""
+    """(convolutions, classifier) index widths from one width for both, or a pair."""
     pair = (index_bits,) if isinstance(index_bits, int) else tuple(index_bits)
     pair *= 2 if len(pair) == 1 else 1
     if len(pair) != 2 or not all(isinstance(b, int) and 1 <= b <= 16 for b in pair):
@@ -134,8 +133,8 @@ def extra_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict a plain (unpruned, unparametrized) copy of ``model`` would have, from its
-    effective weights: a ``deepcopy`` shares the parametrized class, so removing it breaks both."""
+    """The state dict of a plain copy of ``model`` (a ``deepcopy`` shares the parametrized class, so
+    removing the parametrization from it would break both)."""
     state = {f"{n}.weight": m.weight.detach() for n, m in conv_layers(model).items()}
     return {**state, **dict(extra_tensors(model))}
 

@@ -1,8 +1,6 @@
 """``dse-export CHECKPOINT [--compressed FILE.dsec] [--format onnx,torchscript,int8] [--out DIR]``.
 
-Every input is checked first (--out, formats, checkpoint, compressed file, overrides, the packages
-the formats need): bad input is one line on stderr and exit code 2 with nothing written, as in every
-dse tool. A file that disagrees with PyTorch is a failure: one line, exit code 1, nothing written.
+Bad input exits 2 before anything is written; a file that disagrees with PyTorch exits 1.
 """
 
 from __future__ import annotations

@@ -1,10 +1,5 @@
-"""A network as files other runtimes load (ONNX, TorchScript, int8 ONNX), and the proof they agree.
-
-Files are made from the inference copy (:mod:`dse.latency`); TorchScript by ``torch.jit.trace``
-(deprecated upstream, still loadable by every libtorch). Input ``input`` [N, C, H, W] normalised as
-in training, output ``logits``. A file whose outputs differ from PyTorch's by more than
-:data:`TOLERANCE` is refused.
-"""
+"""A network as files other runtimes load (ONNX, TorchScript by ``torch.jit.trace``, int8 ONNX),
+and the proof they agree with PyTorch within :data:`TOLERANCE`."""
 
 from __future__ import annotations
 
@@ -49,8 +44,8 @@ def runner(fmt: str, data: bytes, threads: int = 0) -> latency.Runner:
 
 def max_differences(model: nn.Module, files: Mapping[str, bytes],
                     inputs: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:
-    """Largest |file - PyTorch| over every logit, per format and per named input batch (int8
-    files left out: their answer is their accuracy, not equality)."""
+    """Largest |file - PyTorch| logit per format and input batch (int8 left out: its answer is its
+    accuracy)."""
     want = latency.torch_runner(latency.inference_copy(model))
     out: dict[str, dict[str, float]] = {}
     for fmt, data in files.items():

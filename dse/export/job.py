@@ -1,9 +1,5 @@
-"""One ``dse-export`` job: a network's files, checked against PyTorch, optionally timed, written.
-
-Everything is computed in memory first (files, their outputs against PyTorch's on random and real
-test images, the int8 file's accuracy, every latency) and only then written, together or not at all
-(:func:`dse.outputs.staged_dir`), so a file that disagrees with PyTorch is never left behind.
-"""
+"""One ``dse-export`` job: files checked against PyTorch and timed in memory, then written together
+or not at all, so a file that disagrees with PyTorch is never left behind."""
 
 from __future__ import annotations
 
@@ -42,9 +38,8 @@ class ExportOptions:
 
 def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, dm: Any = None
         ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The result (JSON-ready) and the files ``{name: bytes}`` of exporting ``model`` trained with
-    the resolved ``cfg`` (a plain dict; ``dm`` built from it when needed); ExportMismatch if a file
-    disagrees with PyTorch."""
+    """The JSON-ready result and the files of exporting ``model`` of the resolved ``cfg`` (a plain
+    dict); ExportMismatch if a file disagrees with PyTorch."""
     model = latency.inference_copy(model)
     shape = latency.input_shape(cfg)
     if dm is None and (opts.check_images > 0 or "int8" in opts.formats):
@@ -118,8 +113,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
-    """The files, ``<stem>.export.json`` and ``<stem>.export.md``: all of them or none (JSON
-    writes the batch sizes and quantiles of the latency profiles as string keys)."""
+    """The files, ``<stem>.export.json`` and ``<stem>.export.md``: all of them or none."""
     stem = result["stem"]
     with staged_dir(out, "--out") as stage:
         for name, data in files.items():

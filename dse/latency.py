@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dse.errors import ConfigError, first_line
 from dse.metrics import LATENCY, REGISTRY
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -42,6 +43,12 @@ RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(REGISTRY[n].runtime for n in LAT
 def missing() -> list[str]:
     """The packages of :data:`REQUIRES` that are not installed (found without importing them)."""
     return [name for name in REQUIRES if importlib.util.find_spec(name) is None]
+
+
+def require(field: str, prefix: str = "") -> None:
+    """Refuse ``field`` (a ConfigError) where :data:`REQUIRES` is not all installed."""
+    if lacking := missing():
+        raise ConfigError(field, f"{prefix}needs {', '.join(lacking)} ({INSTALL_HINT})")
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
@@ -193,7 +200,5 @@ def latency_columns(model: nn.Module, cfg: Any, status: str) -> dict[str, Any]:
     try:
         return measure(model, input_shape(cfg), int(cfg.trainer.latency_threads))
     except Exception as e:
-        from dse.errors import first_line
-
         raise RuntimeError(f"latency measurement (trainer.latency=true) failed: "
                            f"{first_line(e, typed=True)}") from e

@@ -89,29 +89,24 @@ def validate_trainer(tc: Any) -> None:
     for key in ("channels_last", "progress_bar"):
         switch(f"trainer.{key}", tc.get(key))
     _check("trainer", tc, [
-        ("max_epochs", tc.max_epochs >= 1, "must be >= 1"),
+        *((key, tc.get(key) >= 1, "must be >= 1") for key in (
+            "max_epochs", "batch_size", "eval_batch_size", "val_every", "chance_epochs",
+            "log_every_n_steps", "latency_threads") if key in tc),
         ("max_steps", tc.max_steps == -1 or tc.max_steps >= 1, "must be -1 (no cap) or >= 1"),
-        ("batch_size", tc.batch_size >= 1, "must be >= 1"),
-        ("eval_batch_size", tc.eval_batch_size >= 1, "must be >= 1"),
         ("lr", 0 < tc.lr < math.inf, "must be > 0"),
         ("momentum", 0 <= tc.momentum < 1, "must be in [0, 1)"),
         ("weight_decay", 0 <= tc.weight_decay < math.inf, "must be >= 0"),
         ("label_smoothing", 0 <= tc.label_smoothing < 1, "must be in [0, 1)"),
         ("warmup_epochs", 0 <= tc.warmup_epochs < math.inf, "must be >= 0"),
-        ("val_every", tc.val_every >= 1, "must be >= 1"),
-        ("chance_epochs", tc.chance_epochs >= 1, "must be >= 1"),
-        ("log_every_n_steps", tc.log_every_n_steps >= 1, "must be >= 1"),
         ("checkpoint_every", _whole(tc.get("checkpoint_every", 0), 0), "must be an integer >= 0"),
         ("keep_checkpoints", _whole(tc.get("keep_checkpoints", 1), 1), "must be an integer >= 1"),
-        ("latency_threads", tc.get("latency_threads", 1) >= 1, "must be >= 1"),
         ("devices", _devices_ok(tc.devices),
          "must be a positive integer, -1 (all), 'auto' or a list of device indices"),
     ])
     if tc.get("latency"):
-        from dse.latency import INSTALL_HINT, missing
+        from dse.latency import require
 
-        if lacking := missing():
-            raise ConfigError("trainer.latency", f"true needs {', '.join(lacking)} ({INSTALL_HINT})")
+        require("trainer.latency", "true ")
 
 
 def one_device(data_name: str, devices: Any) -> None:

@@ -54,8 +54,8 @@ class Options:
         if not self.lr_scale > 0:
             raise ConfigError("--lr-scale", f"must be > 0 (got {self.lr_scale})")
         self.index_bits = check_index_bits(self.index_bits)
-        if self.int8 and (lacking := latency.missing()):
-            raise ConfigError("--int8", f"needs {', '.join(lacking)} ({latency.INSTALL_HINT})")
+        if self.int8:
+            latency.require("--int8")
         return self
 
 

@@ -63,10 +63,8 @@ def _options(args: argparse.Namespace) -> Any:
                                                                  "--check-images"),
                          calibration=int_at_least(args.calibration, 1, "--calibration"),
                          latency=args.latency, threads=int_at_least(args.threads, 1, "--threads"))
-    onnx_needed = args.latency or any(f in ("onnx", "int8") for f in fmts)
-    if onnx_needed and (lacking := latency.missing()):
-        what = "--latency" if args.latency else "--format"
-        raise ConfigError(what, f"needs {', '.join(lacking)} ({latency.INSTALL_HINT})")
+    if args.latency or any(f in ("onnx", "int8") for f in fmts):
+        latency.require("--latency" if args.latency else "--format")
     return opts
 
 

@@ -44,7 +44,7 @@ def parser() -> argparse.ArgumentParser:
 
 def parse_formats(text: str) -> tuple[str, ...]:
     """``"onnx,int8"`` -> ("onnx", "int8"), in the order given, each once."""
-    from dse.export.formats import FORMATS
+    from dse.export.job import FORMATS
 
     items = comma_list(text)
     if not items or any(f not in FORMATS for f in items):

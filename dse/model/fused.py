@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -217,40 +218,29 @@ class FusedFireNet(nn.Module):
                         if torch.is_tensor(t) and t.shape == p.shape:
                             t[rows] = 0.0
 
+    def _slices(self, k: int) -> dict[str, tuple[torch.Tensor, Any]]:
+        """``FireNet`` state-dict key -> (fused tensor, member k's index into it)."""
+        out: dict[str, tuple[torch.Tensor, Any]] = {}
+        for name, block in self.blocks().items():
+            if block.has[k]:
+                for tname, t in [*block.named_parameters(), *block.named_buffers()]:
+                    rows, cols = (i.to(t.device) for i in block.index(k))
+                    # num_batches_tracked (0-d) is one count for the whole group
+                    idx = (rows[:, None], cols[None, :]) if tname == "conv.weight" else rows
+                    out[f"{name}.{tname}"] = (t, () if t.dim() == 0 else idx)
+        return out
+
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's weights and BN statistics under ``FireNet``'s state-dict keys."""
-        out: dict[str, torch.Tensor] = {}
-        for name, block in self.blocks().items():
-            if not block.has[k]:
-                continue
-            rows, cols = block.index(k)
-            for tname, t in [*block.named_parameters(), *block.named_buffers()]:
-                dev_rows = rows.to(t.device)
-                if tname == "conv.weight":
-                    out[f"{name}.{tname}"] = t.detach()[dev_rows][:, cols.to(t.device)].clone()
-                elif t.dim() == 0:  # num_batches_tracked: one count for the whole group
-                    out[f"{name}.{tname}"] = t.detach().clone()
-                else:
-                    out[f"{name}.{tname}"] = t.detach()[dev_rows].clone()
-        return out
+        return {key: t.detach()[idx].clone() for key, (t, idx) in self._slices(k).items()}
 
     def load_member(self, k: int, state: dict[str, torch.Tensor]) -> None:
         """Write a ``FireNet`` state dict (its keys) into member k's slices."""
-        blocks = self.blocks()
+        slices = self._slices(k)
         with torch.no_grad():
             for key, value in state.items():
-                name, _, tname = key.rpartition(".")
-                name, _, sub = name.rpartition(".")
-                block, t = blocks[name], dict([*blocks[name].named_parameters(),
-                                               *blocks[name].named_buffers()])[f"{sub}.{tname}"]
-                rows, cols = (i.to(t.device) for i in block.index(k))
-                v = value.to(t.device, t.dtype)
-                if f"{sub}.{tname}" == "conv.weight":
-                    t[rows[:, None], cols[None, :]] = v
-                elif t.dim() == 0:
-                    t.copy_(v)
-                else:
-                    t[rows] = v
+                t, idx = slices[key]
+                t[idx] = value.to(t.device, t.dtype)
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
         """Each member's dropout from its own generator, drawn as ``F.dropout`` draws on the CPU, so a

@@ -20,8 +20,7 @@ def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) ->
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides),
-                             return_hydra_config=return_hydra_config)
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def grid_points(overrides: Sequence[str]) -> list[list[str]]:

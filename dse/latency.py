@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dse.errors import ConfigError, first_line
@@ -170,35 +170,24 @@ def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: i
     return out
 
 
-def runners(model: nn.Module, shape: Sequence[int], threads: int = 1, onnx: bytes | None = None
-            ) -> dict[str, Runner]:
-    """One runner per runtime of :data:`RUNTIMES` for ``model`` (its ONNX file made if not given)."""
+def runners(model: nn.Module, shape: Sequence[int], threads: int = 1) -> dict[str, Runner]:
+    """One runner per runtime of :data:`RUNTIMES` for ``model``."""
     model = inference_copy(model)
     made = {"torch": lambda: torch_runner(model),
-            "onnxruntime": lambda: onnx_runner(onnx or to_onnx(model, shape), threads)}
+            "onnxruntime": lambda: onnx_runner(to_onnx(model, shape), threads)}
     return {name: made[name]() for name in RUNTIMES}  # a new registry runtime needs its runner here
 
 
-def columns(profiles: Mapping[str, Mapping[int, Mapping[float, float]]], threads: int
-            ) -> dict[str, Any]:
-    """The :data:`LATENCY` columns (and ``latency_threads``) from per-runtime profiles."""
-    return {**{n: profiles[m.runtime][m.batch][m.quantile] for n, m in REGISTRY.items()
-               if n in LATENCY and m.runtime in profiles}, THREADS_COLUMN: threads}
-
-
-def measure(model: nn.Module, shape: Sequence[int], threads: int = 1, onnx: bytes | None = None,
-            **repeat: Any) -> dict[str, Any]:
-    """Every :data:`LATENCY` column of ``model`` with inputs of ``shape`` (C, H, W)."""
-    run = runners(model, shape, threads, onnx)
-    return columns({name: profile(r, shape, threads, **repeat) for name, r in run.items()}, threads)
-
-
 def latency_columns(model: nn.Module, cfg: Any, status: str) -> dict[str, Any]:
-    """What a trained run adds to its row: its latency columns if ``trainer.latency`` and ``ok``."""
+    """What a trained run adds to its row: every :data:`LATENCY` column (and ``latency_threads``)
+    if ``trainer.latency`` and ``ok``."""
     if not cfg.trainer.latency or status != "ok":
         return {}
+    shape, threads = input_shape(cfg), int(cfg.trainer.latency_threads)
     try:
-        return measure(model, input_shape(cfg), int(cfg.trainer.latency_threads))
+        prof = {name: profile(run, shape, threads) for name, run in runners(model, shape, threads).items()}
     except Exception as e:
         raise RuntimeError(f"latency measurement (trainer.latency=true) failed: "
                            f"{first_line(e, typed=True)}") from e
+    return {**{n: prof[m.runtime][m.batch][m.quantile] for n, m in REGISTRY.items() if n in LATENCY},
+            THREADS_COLUMN: threads}

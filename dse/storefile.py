@@ -79,8 +79,7 @@ def store_file(path: Path) -> Path | None:
     ``store.url=garbage`` is refused, not created); else None."""
     named = named_store(path)
     file = named.file
-    if file is not None and (named.folder is not None or file.is_file()
-                             or file.suffix.lower() in SUFFIXES):
+    if file is not None and (named.folder is not None or file.is_file() or file.suffix.lower() in SUFFIXES):
         return file
     return None
 

@@ -38,8 +38,7 @@ def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATC
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = iter([{latency.INPUT: images[i:i + batch]}
-                               for i in range(0, len(images), batch)])
+            self.feeds = iter([{latency.INPUT: images[i:i + batch]} for i in range(0, len(images), batch)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
@@ -58,8 +57,7 @@ def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATC
 def batches(dm: Any, split: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """A data module's (images, labels) batches of ``split`` (train, val or test)."""
     dm.setup("fit" if split == "train" else split)
-    return {"train": dm.train_dataloader, "val": dm.val_dataloader,
-            "test": dm.test_dataloader}[split]()
+    return {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}[split]()
 
 
 def first_images(dm: Any, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,8 +90,7 @@ def stage(model: nn.Module, cfg: dict[str, Any], dm: Any
           ) -> tuple[bytes, dict[str, float | None], dict[str, float]]:
     """dse-compress's int8 stage: the int8 file of the dense ``model``, its accuracies, and its and
     the fp32 file's ``latency_ms``."""
-    log.info("int8: exporting, calibrating on %d train images, evaluating, timing",
-             CALIBRATION_IMAGES)
+    log.info("int8: exporting, calibrating on %d train images, evaluating, timing", CALIBRATION_IMAGES)
     shape = latency.input_shape(cfg)
     fp32 = latency.to_onnx(model, shape)
     data = quantize(fp32, first_images(dm, "train", CALIBRATION_IMAGES)[0].numpy())
@@ -101,8 +98,7 @@ def stage(model: nn.Module, cfg: dict[str, Any], dm: Any
     splits = ["val", *(["test"] if cfg["trainer"].get("test", True) else [])]
     acc = {split: accuracy(run, batches(dm, split)) for split in splits}
     split_of = {m: m.split("_")[0] for m in ACCURACY}  # val_top1 -> val
-    metrics = {m: acc[split_of[m]][REGISTRY[m].topk] if split_of[m] in acc else None
-               for m in ACCURACY}
+    metrics = {m: acc[split_of[m]][REGISTRY[m].topk] if split_of[m] in acc else None for m in ACCURACY}
     lat = REGISTRY[LATENCY_COLUMN]
     threads = int(cfg["trainer"].get("latency_threads", 1))
     latencies = {name: latency.profile(latency.onnx_runner(f, threads), shape, threads,

@@ -98,8 +98,7 @@ class Lab:
         if epochs > 0:
             L.seed_everything(self.seed, verbose=False)
             tc = self.cfg["trainer"]
-            module = self._module(model, {"lr": tc["lr"] * lr_scale, "warmup_epochs": 0,
-                                          "max_steps": -1})
+            module = self._module(model, {"lr": tc["lr"] * lr_scale, "warmup_epochs": 0, "max_steps": -1})
             self._trainer(epochs).fit(module, datamodule=self.dm)
         return model
 
@@ -159,8 +158,7 @@ def _quantized(model: nn.Module, model_cfg: Any, bits: int, seed: int | None, op
         if _state_bits(decode(enc.data, build_model(model_cfg)).state_dict()) != reference:
             raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
         files[name], parts[name] = enc.data, enc.parts
-        row(stage, f"quantized {bits}-bit" + (" + Huffman" if huff else ""), bits, enc.size, q,
-            metrics, name)
+        row(stage, f"quantized {bits}-bit" + (" + Huffman" if huff else ""), bits, enc.size, q, metrics, name)
 
 
 def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,

@@ -77,8 +77,7 @@ def _density_map(text: str) -> dict[str, str]:
     return dict(pairs)
 
 
-def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]
-                      ) -> dict[str, float]:
+def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]) -> dict[str, float]:
     """Per-conv densities from ``table1``, ``uniform:D``, a number or a map (or ``name=D,...``) of
     full or short layer names; unnamed layers stay dense."""
     convs = conv_layers(model)

@@ -23,8 +23,7 @@ class SharedWeights(nn.Module):
     """Parametrization: a weight rebuilt from a codebook, per-weight codes and a mask (``where``, not
     ``* mask``: a negative centroid times 0 is -0.0, and the file stores +0.0)."""
 
-    def __init__(self, codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor,
-                 bits: int) -> None:
+    def __init__(self, codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor, bits: int) -> None:
         super().__init__()
         self.bits = bits
         self.codebook = nn.Parameter(codebook.float().clone())
@@ -33,8 +32,7 @@ class SharedWeights(nn.Module):
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         shared = self.codebook[self.codes].to(original.dtype)
-        return torch.where(self.mask, shared, torch.zeros((), dtype=shared.dtype,
-                                                          device=shared.device))
+        return torch.where(self.mask, shared, torch.zeros((), dtype=shared.dtype, device=shared.device))
 
 
 def check_bits(bits: int) -> int:

@@ -37,8 +37,7 @@ def format_table(result: dict[str, Any]) -> str:
              f"{r['ratio']:.1f}x", f"{r['nonzero_weights']:,}", f"{r['params']:,}",
              *(m.show(r[m.name]) for m in accuracies), *(m.show(r.get(m.name)) for m in lat)]
             for r in result["rows"]]
-    return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True,
-                 pad=False)
+    return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True, pad=False)
 
 
 def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:

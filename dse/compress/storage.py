@@ -103,8 +103,7 @@ def positions(symbols: np.ndarray, index_bits: int) -> np.ndarray:
     return (np.cumsum(step) - 1)[symbols != 0]
 
 
-def _stream(symbols: np.ndarray, alphabet: int, width: int, try_huffman: bool
-            ) -> tuple[bytes, bytes, bool]:
+def _stream(symbols: np.ndarray, alphabet: int, width: int, try_huffman: bool) -> tuple[bytes, bytes, bool]:
     """(Huffman table, payload, huffman?) of a symbol stream, whichever coding is smaller."""
     fixed = hf.pack_fixed(symbols, width)
     if not try_huffman or not len(symbols):
@@ -180,8 +179,7 @@ def encode_report(model: nn.Module, *, huffman: bool = True,
         out.name(key)
         out.add("header", struct.pack("<B", DTYPES.index(value.dtype)))
         out.shape(tuple(value.shape))
-        out.add("bias", value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-                .numpy().tobytes())
+        out.add("bias", value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return Encoded(b"".join(out.chunks), dict(out.parts), dict(out.layers))
 
 

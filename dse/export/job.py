@@ -151,8 +151,7 @@ def format_table(result: dict[str, Any]) -> str:
                      *([REGISTRY[k].show(r.get(k)) for k in TEST_ACCURACY] if acc else []),
                      *([f"{prof[b][q]:.3f}" if b in prof else "-" for b in latency.BATCHES
                         for q in (0.5, 0.9)] if lat else [])])
-    return table(header, body, align=[None, None, *["right"] * (len(header) - 2)], markdown=True,
-                 pad=False)
+    return table(header, body, align=[None, None, *["right"] * (len(header) - 2)], markdown=True, pad=False)
 
 
 def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:

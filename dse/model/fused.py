@@ -22,8 +22,7 @@ from dse.model.spec import POOL_KERNEL, POOL_STRIDE, Conv, Fire, NetSpec
 
 def macro_key(spec: NetSpec) -> tuple:
     """What members of one fused network must share: the layout, not the widths or the bypass."""
-    return (spec.stem, len(spec.fires), spec.pool_after, spec.batch_norm, spec.in_channels,
-            spec.num_classes)
+    return (spec.stem, len(spec.fires), spec.pool_after, spec.batch_norm, spec.in_channels, spec.num_classes)
 
 
 @dataclass(frozen=True)
@@ -56,8 +55,7 @@ class GroupedBlock(nn.Module):
         super().__init__()
         k = len(has)
         self.src, self.dst, self.has = src, dst, has
-        self.conv = nn.Conv2d(k * src.width, k * dst.width, kernel, stride, padding, groups=k,
-                              bias=not bn)
+        self.conv = nn.Conv2d(k * src.width, k * dst.width, kernel, stride, padding, groups=k, bias=not bn)
         self.bn = nn.BatchNorm2d(k * dst.width) if bn else None
         self.relu = nn.ReLU(inplace=True) if relu else None
         for p in self.parameters():
@@ -85,8 +83,7 @@ class FusedFire(nn.Module):
         self.out = Layout.concat(e1, e3)
         self.k, self.widths = k, (e1.width, e3.width)
         self.squeeze = GroupedBlock(src, sq, [True] * k, 1, bn=bn)
-        self.expand1x1 = (GroupedBlock(sq, e1, [f.e1x1 > 0 for f in fires], 1, bn=bn)
-                          if e1.width else None)
+        self.expand1x1 = (GroupedBlock(sq, e1, [f.e1x1 > 0 for f in fires], 1, bn=bn) if e1.width else None)
         self.expand3x3 = (GroupedBlock(sq, e3, [f.e3x3 > 0 for f in fires], 3, padding=1, bn=bn)
                           if e3.width else None)
         conv = [f.shortcut == "conv" for f in fires]

@@ -75,8 +75,7 @@ def analyze(spec: NetSpec, image_size: int) -> ModelReport:
         hw = h * w
         if isinstance(layer, Conv):
             macs = hw * layer.in_ch * layer.out_ch * layer.kernel**2
-            rows.append(LayerRow(layer.name, (h, w, layer.out_ch), None, None, None,
-                                 layer.params, macs))
+            rows.append(LayerRow(layer.name, (h, w, layer.out_ch), None, None, None, layer.params, macs))
             peak = max(peak, hw * layer.out_ch)
         elif isinstance(layer, Fire):
             rows.append(LayerRow(layer.name, (h, w, layer.out_ch), layer.s1x1, layer.e1x1,
@@ -84,8 +83,7 @@ def analyze(spec: NetSpec, image_size: int) -> ModelReport:
             peak = max(peak, hw * layer.out_ch, hw * layer.s1x1)
         if ls.pool_hw:
             ph, pw = ls.pool_hw
-            rows.append(LayerRow(f"maxpool/{layer.name}", (ph, pw, layer.out_ch), None, None,
-                                 None, 0, 0))
+            rows.append(LayerRow(f"maxpool/{layer.name}", (ph, pw, layer.out_ch), None, None, None, 0, 0))
     rows.append(LayerRow("avgpool", (1, 1, rows[-1].out_shape[2]), None, None, None, 0, 0))
     return ModelReport((spec.in_channels, image_size, image_size), tuple(rows),
                        sum(r.params for r in rows), sum(r.macs for r in rows), peak)

@@ -165,15 +165,12 @@ def validate_metaparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
     stores it) once, for every entry point; return them normalised."""
     m = {key: _number(cfg, key, kind, default) for key, (kind, default) in NUMBERS.items()}
     checks = [
-        ("base_e", m["base_e"] >= 1, "must be an integer >= 1"),
-        ("incr_e", m["incr_e"] >= 0, "must be an integer >= 0"),
-        ("freq", m["freq"] >= 1, "must be an integer >= 1"),
+        *((key, m[key] >= lo, f"must be an integer >= {lo}") for key, lo in (
+            ("base_e", 1), ("incr_e", 0), ("freq", 1), ("n_fire", 1), ("in_channels", 1),
+            ("num_classes", 1))),
         ("sr", m["sr"] > 0 and math.isfinite(m["sr"]), "must be > 0 (paper range (0, 1])"),
         ("pct3x3", 0.0 <= m["pct3x3"] <= 1.0, "must be in [0, 1]"),
-        ("n_fire", m["n_fire"] >= 1, "must be an integer >= 1"),
         ("dropout", 0.0 <= m["dropout"] < 1.0, "must be in [0, 1)"),
-        ("in_channels", m["in_channels"] >= 1, "must be an integer >= 1"),
-        ("num_classes", m["num_classes"] >= 1, "must be an integer >= 1"),
     ]
     for key, ok, rule in checks:
         if not ok:
@@ -232,8 +229,7 @@ def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
     """Validate the metaparameters and lay out the network they describe."""
     m = validate_metaparameters(cfg)
     bn, st = m["batch_norm"], m["stem"]
-    stem = Conv("conv1", m["in_channels"], st["channels"], st["kernel"], st["stride"],
-                st["padding"], bn)
+    stem = Conv("conv1", m["in_channels"], st["channels"], st["kernel"], st["stride"], st["padding"], bn)
     fires: list[Fire] = []
     cin = stem.out_ch
     for i in range(m["n_fire"]):

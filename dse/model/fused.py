@@ -172,18 +172,11 @@ class FusedFireNet(nn.Module):
 
     def _build_masks(self) -> dict[str, torch.Tensor]:
         """Per parameter, per member: where its real entries are (``[K, *param.shape]`` bools)."""
-        masks: dict[str, torch.Tensor] = {}
-        for name, block in self.blocks().items():
-            for pname, p in block.named_parameters():
-                m = torch.zeros(self.k, *p.shape, dtype=torch.bool)
-                for k in range(self.k):
-                    if block.has[k]:
-                        rows, cols = block.index(k)
-                        if pname == "conv.weight":
-                            m[k][rows[:, None], cols[None, :]] = True
-                        else:
-                            m[k][rows] = True
-                masks[f"{name}.{pname}"] = m
+        masks = {n: torch.zeros(self.k, *p.shape, dtype=torch.bool) for n, p in self.named_parameters()}
+        for k in range(self.k):
+            for key, (_, idx) in self._slices(k).items():
+                if key in masks:
+                    masks[key][k][idx] = True
         return masks
 
     def mask_grads(self) -> None:

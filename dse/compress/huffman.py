@@ -107,16 +107,6 @@ def huffman_decode(data: bytes, lengths: np.ndarray, n: int) -> np.ndarray:
     return table_sym[windows[np.asarray(out)]]
 
 
-def length_table(lengths: np.ndarray) -> bytes:
-    """The stored form of a code: :data:`LEN_BITS` bits per symbol of the alphabet."""
-    return pack_fixed(lengths, LEN_BITS)
-
-
-def read_length_table(data: bytes, alphabet: int) -> np.ndarray:
-    """Inverse of :func:`length_table`."""
-    return unpack_fixed(data, LEN_BITS, alphabet)
-
-
 def table_bytes(alphabet: int) -> int:
-    """Bytes that :func:`length_table` takes for an alphabet of this size."""
+    """Bytes of a stored code (:data:`LEN_BITS` bits per symbol of the alphabet)."""
     return (alphabet * LEN_BITS + 7) // 8

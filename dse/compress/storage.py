@@ -109,7 +109,7 @@ def _stream(symbols: np.ndarray, alphabet: int, width: int, try_huffman: bool) -
     if not try_huffman or not len(symbols):
         return b"", fixed, False
     lengths = hf.code_lengths(np.bincount(symbols, minlength=alphabet))
-    table, coded = hf.length_table(lengths), hf.huffman_encode(symbols, lengths)
+    table, coded = hf.pack_fixed(lengths, hf.LEN_BITS), hf.huffman_encode(symbols, lengths)
     return (table, coded, True) if len(table) + len(coded) < len(fixed) else (b"", fixed, False)
 
 
@@ -205,10 +205,10 @@ def decode(data: bytes, model_template: nn.Module) -> nn.Module:
         if mode == MODE_RAW:
             vals = np.frombuffer(r.take(vlen), "<f4")
         else:
-            codes = (hf.huffman_decode(r.take(vlen), hf.read_length_table(vtable, k), n)
+            codes = (hf.huffman_decode(r.take(vlen), hf.unpack_fixed(vtable, hf.LEN_BITS, k), n)
                      if vtable else hf.unpack_fixed(r.take(vlen), vbits, n))
             vals = codebook[codes]
-        syms = (hf.huffman_decode(r.take(ilen), hf.read_length_table(itable, 1 << ib), entries)
+        syms = (hf.huffman_decode(r.take(ilen), hf.unpack_fixed(itable, hf.LEN_BITS, 1 << ib), entries)
                 if itable else hf.unpack_fixed(r.take(ilen), ib, entries))
         flat = np.zeros(int(np.prod(shape)), dtype=np.float32)
         flat[positions(syms, ib)] = vals

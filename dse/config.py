@@ -1,7 +1,6 @@
 """The typed schema behind every YAML file in ``conf/``: a wrong type fails at composition.
 
-Each key's comment is its documentation (as pycls does); value checks live in :mod:`dse.validate`.
-"""
+Each key's comment is its documentation (as pycls does); value checks live in :mod:`dse.validate`."""
 
 from __future__ import annotations
 

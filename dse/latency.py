@@ -2,8 +2,7 @@
 
 Below training, dse-compress and dse-export. Per runtime and batch: :data:`WARMUP` untimed calls,
 then up to :data:`REPEATS` timed ones (at least :data:`MIN_REPEATS`, within :data:`BUDGET_S`); wall
-times, comparable on one machine only. torch is imported on use, so :func:`missing` stays light.
-"""
+times, comparable on one machine only. torch is imported on use, so :func:`missing` stays light."""
 
 from __future__ import annotations
 

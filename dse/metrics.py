@@ -1,6 +1,5 @@
 """Every number dse reports about a design point, described once (as pycls keeps ``metrics_info``):
-training, the sweepers, compression and the report read them here. No torch, no pandas.
-"""
+training, the sweepers, compression and the report read them here. No torch, no pandas."""
 
 from __future__ import annotations
 
@@ -32,8 +31,7 @@ class Metric:
 
     ``unit`` "%": a fraction shown times 100; ``key``: its Lightning key (``per_epoch``: logged at
     every validation); ``report_attr``: the ModelReport attribute that gives it before training;
-    ``runtime``, ``batch``, ``quantile``: what dse.latency times.
-    """
+    ``runtime``, ``batch``, ``quantile``: what dse.latency times."""
 
     name: str
     direction: Literal["maximize", "minimize"]

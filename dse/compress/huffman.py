@@ -1,8 +1,7 @@
 """Canonical Huffman coding and fixed-width bit packing of small-integer streams, in numpy.
 
 Hand-written, not ``dahuffman``: the file stores a code as one length per symbol (a format dahuffman
-lacks) and numpy packs a million symbols in milliseconds. Lengths are capped at :data:`MAX_LEN`.
-"""
+lacks) and numpy packs a million symbols in milliseconds. Lengths are capped at :data:`MAX_LEN`."""
 
 from __future__ import annotations
 

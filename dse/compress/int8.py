@@ -1,6 +1,5 @@
 """int8 post-training quantization: onnxruntime static quantization (QDQ, U8S8 per channel, MinMax
-calibration on train images) of a network's ONNX file, int8 on disk and when it runs.
-"""
+calibration on train images) of a network's ONNX file, int8 on disk and when it runs."""
 
 from __future__ import annotations
 

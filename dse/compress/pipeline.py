@@ -2,8 +2,7 @@
 
 Retraining is Lightning with the project's ``FireClassifier`` (the network's own optimiser, data and
 precision, at ``trainer.lr`` times ``lr_scale``); masks are ``torch.nn.utils.prune`` hooks and shared
-weights a parametrization, so ``model.parameters()`` exposes only what may change.
-"""
+weights a parametrization, so ``model.parameters()`` exposes only what may change."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Magnitude pruning of a Fire network's convolutions to exact per-layer densities (Deep
 Compression's first stage), with ``torch.nn.utils.prune``: an integer amount keeps exactly that many
-weights, and the hook holds the mask while retraining. Biases and BatchNorm are never pruned.
-"""
+weights, and the hook holds the mask while retraining. Biases and BatchNorm are never pruned."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Per-layer k-means weight sharing with trainable centroids (Deep Compression, stage 2): a
 parametrization ``where(mask, codebook[codes], 0)``, so autograd sums the gradients sharing a
-centroid (the paper's fine-tuning rule) and ordinary training fine-tunes the centroids only.
-"""
+centroid (the paper's fine-tuning rule) and ordinary training fine-tunes the centroids only."""
 
 from __future__ import annotations
 

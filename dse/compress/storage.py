@@ -1,8 +1,7 @@
 """The compressed model file (``.dsec``): sparse relative indices, codebooks, Huffman coding.
 
 Layout: docs/COMPRESSION.md ("File format"); every byte-aligned section belongs to one *part*, so a
-file's length is the sum of its parts. Decoding restores every tensor bit for bit.
-"""
+file's length is the sum of its parts. Decoding restores every tensor bit for bit."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """``dse-export CHECKPOINT [--compressed FILE.dsec] [--format onnx,torchscript,int8] [--out DIR]``.
 
-Bad input exits 2 before anything is written; a file that disagrees with PyTorch exits 1.
-"""
+Bad input exits 2 before anything is written; a file that disagrees with PyTorch exits 1."""
 
 from __future__ import annotations
 

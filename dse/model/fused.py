@@ -4,8 +4,7 @@ trains K launch-bound design points.
 Every convolution is grouped (``groups=K``), each layer padded to its widest member; the padding
 starts at zero and :meth:`FusedFireNet.mask_grads` keeps it there, so member k computes exactly its
 own ``FireNet`` (whose state-dict keys it shares). Hand-written: HFTA's operators fuse identical
-models only, and members here differ in widths and bypass.
-"""
+models only, and members here differ in widths and bypass."""
 
 from __future__ import annotations
 

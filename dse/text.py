@@ -52,9 +52,5 @@ def _pipes(cells: Sequence[str]) -> str:
 
 
 def _rule(width: int, align: Align) -> str:
-    """One Markdown rule cell of ``width`` characters, with its alignment colon."""
-    if align == "right":
-        return "-" * (width - 1) + ":"
-    if align == "left":
-        return ":" + "-" * (width - 1)
-    return "-" * width
+    """One Markdown rule cell of ``width`` (>= 2) characters, with its alignment colon."""
+    return (":" if align == "left" else "-") + "-" * (width - 2) + (":" if align == "right" else "-")

@@ -80,7 +80,7 @@ class FusedFire(nn.Module):
         sq = Layout.plain([f.s1x1 for f in fires])
         e1, e3 = Layout.plain([f.e1x1 for f in fires]), Layout.plain([f.e3x3 for f in fires])
         self.out = Layout.concat(e1, e3)
-        self.k, self.widths = k, (e1.width, e3.width)
+        self.k = k
         self.squeeze = GroupedBlock(src, sq, [True] * k, 1, bn=bn)
         self.expand1x1 = (GroupedBlock(sq, e1, [f.e1x1 > 0 for f in fires], 1, bn=bn) if e1.width else None)
         self.expand3x3 = (GroupedBlock(sq, e3, [f.e3x3 > 0 for f in fires], 3, padding=1, bn=bn)
@@ -127,7 +127,7 @@ class FusedFireNet(nn.Module):
         if len({macro_key(s) for s in specs}) != 1:
             raise ValueError("fused members must share stem, n_fire, pool_after, batch_norm, "
                              "input channels and classes")
-        self.specs, self.k = specs, len(specs)
+        self.k = len(specs)
         first = specs[0]
         layout = Layout.plain([first.in_channels] * self.k)
         feats: OrderedDict[str, nn.Module] = OrderedDict()
@@ -152,7 +152,6 @@ class FusedFireNet(nn.Module):
         self.classifier = nn.Sequential(OrderedDict(**{head.name: GroupedBlock(
             layout, Layout.plain([head.out_ch] * self.k), [True] * self.k, 1)}))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self._layout = layout
         self.register_buffer("active", torch.ones(self.k, dtype=torch.bool), persistent=False)
         self._masks = self._build_masks()
         self._live_cache: dict[str, torch.Tensor] = {}

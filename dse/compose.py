@@ -20,15 +20,12 @@ def compose(overrides: Sequence[str] = (), return_hydra_config: bool = False) ->
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        return hydra_compose("config", overrides=list(overrides),
-                             return_hydra_config=return_hydra_config)
+        return hydra_compose("config", overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
 def grid_points(overrides: Sequence[str]) -> list[list[str]]:
-    """Every job ``dse-train -m`` would launch for ``overrides``, as its override list (the
-    basic sweeper's cross product, in its order: the last sweep varies fastest; a key given twice,
-    as a study's ``hydra.sweeper.params`` and again on the command line, keeps its first place
-    and its last value)."""
+    """Every job ``dse-train -m`` would launch, as its override list, in the basic sweeper's order (a
+    key given twice keeps its first place and its last value)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     axes: dict[str, list[str]] = {}
@@ -44,15 +41,13 @@ def grid_sweep(config: DictConfig) -> bool:
 
 
 def sweep_points(config: DictConfig) -> list[list[str]]:
-    """The jobs of a grid multirun's config (from Hydra's callbacks): the study's
-    ``hydra.sweeper.params``, then the command line, through :func:`grid_points`."""
+    """The jobs of a grid multirun's config: ``hydra.sweeper.params``, then the command line."""
     params = [f"{k}={v}" for k, v in (config.hydra.sweeper.get("params") or {}).items()]
     return grid_points([*params, *config.hydra.overrides.task])
 
 
 def job_configs(config: DictConfig) -> list[DictConfig]:
-    """Every job config of a grid multirun, composed as Hydra's launchers compose them (inside a
-    running Hydra app, from its ``config``), so each can be checked before the first job runs."""
+    """Every job config of a grid multirun, composed as Hydra's launchers do, to check up front."""
     from hydra.core.global_hydra import GlobalHydra
 
     loader = GlobalHydra.instance().config_loader()

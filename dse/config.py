@@ -1,10 +1,6 @@
-"""Structured configs: the typed schema behind every YAML file in ``conf/``.
+"""The typed schema behind every YAML file in ``conf/``: a wrong type fails at composition.
 
-Hydra merges ``conf/*.yaml`` on top of these dataclasses, so a typo in an override or a string where a
-number belongs fails at composition time, before anything is trained. Every field carries a one-line
-comment, as pycls does for its config keys; the semantic checks (ranges, layer names) live in
-:mod:`dse.model.spec` and :mod:`dse.validate` so that the CLI, training and the sweepers share them.
-"""
+Each key's comment is its documentation (as pycls does); value checks live in :mod:`dse.validate`."""
 
 from __future__ import annotations
 
@@ -37,9 +33,8 @@ class ModelConfig:
     pct3x3: float = 0.5  # fraction of expand filters that are 3x3 (paper: pct3x3)
     n_fire: int = 8  # number of Fire modules (fire2 .. fire{n_fire+1})
     stem: StemConfig = field(default_factory=StemConfig)  # the first convolution, conv1
-    pool_after: list[str] = field(
-        default_factory=lambda: ["conv1", "fire4", "fire8"]
-    )  # layers followed by a 3x3/2 ceil-mode max-pool
+    # layers followed by a 3x3/2 ceil-mode max-pool
+    pool_after: list[str] = field(default_factory=lambda: ["conv1", "fire4", "fire8"])
     bypass: str = "none"  # none | simple (identity where widths match) | complex (+1x1 conv elsewhere)
     batch_norm: bool = False  # BatchNorm after every conv but the classifier (convs lose their bias)
     dropout: float = 0.5  # dropout before the classifier conv
@@ -89,8 +84,8 @@ class TrainerConfig:
     compile: bool = False  # torch.compile the network
     val_every: int = 1  # validate every N epochs (the last epoch always validates)
     checkpoint: bool = False  # save the final weights (last.ckpt) in the run dir
-    checkpoint_every: int = 1  # epochs between resume checkpoints, 0 = off (MBs, ms each: a kill loses <= 1)
-    keep_checkpoints: int = 1  # newest resume checkpoints kept (1 will do: the old goes once the new is in)
+    checkpoint_every: int = 1  # epochs between resume checkpoints, 0 = off
+    keep_checkpoints: int = 1  # newest resume checkpoints kept
     progress_bar: str = "auto"  # auto (when stdout is a terminal) | true | false
     test: bool = True  # evaluate on the test split after training
     chance_epochs: int = 2  # epochs after which a run still at chance with no loss drop is stopped
@@ -103,9 +98,7 @@ class TrainerConfig:
 class StudyConfig:
     name: str = "default"  # study name: the results store folder runs/<name>/
     seeds: int = 1  # runs per design point, seeds seed .. seed+seeds-1
-    # retrain points the store already has: true (all), stale (those whose rows an older or
-    # unknown training semantics produced, dse.TRAINING_SEMANTICS), false (none)
-    rerun: Any = False
+    rerun: Any = False  # retrain stored points: true | stale (older dse.TRAINING_SEMANTICS) | false
     note: str = ""  # free text stored with the sweep commands in the report
     trial: Optional[int] = None  # Optuna trial number when run by the dse_optuna sweeper (set by it)
 
@@ -128,37 +121,30 @@ class Config:
     study: StudyConfig = field(default_factory=StudyConfig)  # which study a run belongs to
     store: StoreConfig = field(default_factory=StoreConfig)  # where results are appended
     paths: PathsConfig = field(default_factory=PathsConfig)  # output locations
-    # the Lightning logger, a Hydra `_target_` node (conf/logger/: csv, tensorboard, mlflow, wandb);
-    # save dir and version are set per run and seed (dse/train/loggers.py); null = no logger
-    logger: Optional[dict[str, Any]] = None
+    logger: Optional[dict[str, Any]] = None  # a Lightning logger `_target_` node (conf/logger/); null = none
     seed: int = 0  # global seed (model init, shuffling, augmentation)
-    # multirun jobs sharing each visible GPU: job N gets GPU (N // jobs_per_gpu) mod GPUs via
-    # CUDA_VISIBLE_DEVICES (dse/train/devices.py); 1 = round-robin; dse-bench's recommended K packs
-    jobs_per_gpu: int = 1
+    jobs_per_gpu: int = 1  # multirun jobs per visible GPU (job N: GPU N // jobs_per_gpu mod GPUs)
 
 
 def data_config(node: Mapping[str, Any]) -> DataConfig:
-    """A data node (a DictConfig, or a checkpoint's plain dict) as the typed :class:`DataConfig`,
-    so the schema owns every default; keys it does not know (an older checkpoint's) are dropped."""
+    """A data node (or a checkpoint's plain dict) as the typed :class:`DataConfig`, so the schema
+    owns every default; unknown keys (an older checkpoint's) are dropped."""
     raw = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else dict(node)
     known = {f.name for f in fields(DataConfig)}
     return OmegaConf.to_object(OmegaConf.merge(DataConfig, {k: v for k, v in raw.items() if k in known}))
 
 
 def study_sqlite(runs: str, study: str, name: str) -> str:
-    """``${dse_study_sqlite:RUNS,STUDY,FILE}``: the SQLite URL of a file in a study's folder, by
-    the results store's own rule (:mod:`dse.storefile`), so a study name with ``%``, ``?`` or
-    ``#`` names its folder and never a query, another file or another folder."""
+    """``${dse_study_sqlite:RUNS,STUDY,FILE}``: the SQLite URL of a file in a study's folder, by the
+    store's own quoting rule (:mod:`dse.storefile`)."""
     return sqlite_url(study_file(Path(runs), study, name))
 
 
 @functools.cache
 def register_configs() -> None:
-    """Register the schema so ``conf/config.yaml`` can list ``base_config`` first in its defaults.
-
-    Called by the Hydra entry points (:mod:`dse.train.cli`, :mod:`dse.compose`), not on import, so
-    that the results store can read a spec's defaults without importing Hydra; once per process
-    (compose runs per grid point)."""
+    """Register the schema as ``base_config`` (``conf/config.yaml``'s first default); called by the
+    Hydra entry points, not on import, so the store reads spec defaults without Hydra; cached, since
+    compose runs once per grid point."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="base_config", node=Config)

@@ -1,9 +1,5 @@
-"""One error type for bad input, and the one place that turns any config error into one line.
-
-Every command-line tool in dse promises the same contract for bad input: a single line naming the
-field, exit code 2, nothing written. Keeping the formatting here means Hydra's multi-line composition
-errors, OmegaConf's type errors and dse's own range checks all read alike.
-"""
+"""One error type for bad input, and the one place that turns any config error into one line (the
+contract of every dse tool: one line naming the field, exit code 2, nothing written)."""
 
 from __future__ import annotations
 
@@ -35,11 +31,8 @@ def lines_of(exc_or_text: BaseException | str) -> list[str]:
 
 
 def first_line(exc_or_text: BaseException | str, *, typed: bool = False) -> str:
-    """The first non-blank line of an error: what fits in a log line, a table cell or a stored row.
-
-    An exception without text is named by its type, so the line is never empty. ``typed`` gives
-    ``TypeName: first line``, for records where the kind of failure matters as much as its text.
-    """
+    """The first non-blank line of an error (its type's name when it has no text); ``typed`` gives
+    ``TypeName: first line``."""
     lines = lines_of(exc_or_text)
     if not isinstance(exc_or_text, BaseException):
         return lines[0] if lines else ""
@@ -81,11 +74,7 @@ def one_line(exc: BaseException) -> str:
 
 
 def _missing_option(exc: BaseException) -> str | None:
-    """``model: no option 'nope' (choose one of ...)`` for a config-group option that does not exist.
-
-    Hydra's own text lists the options one per line after advice, so a generic cut of it would end
-    in whichever option happens to come first.
-    """
+    """``model: no option 'nope' (choose one of ...)``: Hydra lists the options one per line."""
     from hydra.errors import MissingConfigException
 
     if not isinstance(exc, MissingConfigException) or not exc.missing_cfg_file or not exc.options:
@@ -95,42 +84,26 @@ def _missing_option(exc: BaseException) -> str | None:
 
 
 def fail(prog: str, exc: BaseException | str) -> NoReturn:
-    """Print ``prog: error: <one line>`` to stderr and exit with code 2.
-
-    A message may carry a driver's own line breaks (psycopg's "connection refused" adds "Is the
-    server running ...?"): they are joined here, where the one-line contract is kept.
-    """
+    """Print ``prog: error: <one line>`` (a driver's line breaks joined) to stderr and exit 2."""
     text = " ".join(lines_of(exc if isinstance(exc, str) else one_line(exc)))
     print(f"{prog}: error: {text}", file=sys.stderr)
     raise SystemExit(EXIT_BAD_INPUT)
 
 
-def config_exceptions() -> tuple[type[BaseException], ...]:
-    """Exception types that mean 'the user's input is wrong' (not a bug, not a training failure)."""
+@contextmanager
+def bad_input(prog: str) -> Iterator[None]:
+    """Run the body; bad input raised in it (the user's fault, not a bug) becomes one line, exit 2."""
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    return (ConfigError, HydraException, OmegaConfBaseException)
-
-
-@contextmanager
-def bad_input(prog: str) -> Iterator[None]:
-    """Run the body; bad input raised in it becomes ``prog: error: <one line>`` and exit 2.
-
-    Every dse command wraps its work in this one way, so which exceptions count as the user's
-    fault (:func:`config_exceptions`) and how they read is decided here and nowhere else.
-    """
     try:
         yield
-    except config_exceptions() as e:
+    except (ConfigError, HydraException, OmegaConfBaseException) as e:
         fail(prog, e)
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """argparse whose usage errors follow the bad-input contract: one line, exit 2, no usage block.
-
-    Sub-parsers inherit it (``add_subparsers`` builds them with the parser's own class).
-    """
+    """argparse whose usage errors follow the bad-input contract (sub-parsers inherit it)."""
 
     def error(self, message: str) -> NoReturn:
         fail(self.prog.split()[0], message)

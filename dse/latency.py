@@ -1,12 +1,8 @@
 """Measured CPU inference latency of a network: the ``latency_*`` columns of dse.metrics.LATENCY.
 
-A measurement of a model, like the analytic report, so it sits below training, dse-compress and
-dse-export, with the least ONNX code timing needs. Per runtime (onnxruntime on the ONNX file, torch
-eager) and batch size, :data:`WARMUP` untimed calls, then up to :data:`REPEATS` timed ones, stopping
-after :data:`BUDGET_S` once :data:`MIN_REPEATS` are in; median and p90 in ms, ``threads`` intra-op
-threads, one inter-op thread. Wall times: compare points measured on one machine only.
-torch and numpy are imported on use: dse.validate asks :func:`missing` without loading them.
-"""
+Below training, dse-compress and dse-export. Per runtime and batch: :data:`WARMUP` untimed calls,
+then up to :data:`REPEATS` timed ones (at least :data:`MIN_REPEATS`, within :data:`BUDGET_S`); wall
+times, comparable on one machine only. torch is imported on use, so :func:`missing` stays light."""
 
 from __future__ import annotations
 
@@ -16,9 +12,10 @@ import importlib.util
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dse.errors import ConfigError, first_line
 from dse.metrics import LATENCY, REGISTRY
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -47,6 +44,12 @@ def missing() -> list[str]:
     return [name for name in REQUIRES if importlib.util.find_spec(name) is None]
 
 
+def require(field: str, prefix: str = "") -> None:
+    """Refuse ``field`` (a ConfigError) where :data:`REQUIRES` is not all installed."""
+    if lacking := missing():
+        raise ConfigError(field, f"{prefix}needs {', '.join(lacking)} ({INSTALL_HINT})")
+
+
 def inference_copy(model: nn.Module) -> nn.Module:
     """A CPU, fp32, eval-mode, contiguous copy without gradients (``torch.compile`` unwrapped)."""
     import torch
@@ -73,7 +76,7 @@ def example(shape: Sequence[int], batch: int = EXAMPLE_BATCH, seed: int = 0) -> 
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """The exporter's warnings and per-pass INFO lines out of the run log (Hydra's would print them)."""
+    """The exporter's warnings and per-pass INFO lines out of the run log."""
     loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS]
     levels = [lg.level for lg in loggers]
     with warnings.catch_warnings():
@@ -88,8 +91,7 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def to_onnx(model: nn.Module, shape: Sequence[int]) -> bytes:
-    """The ONNX file of an inference copy of ``model``: ``torch.onnx.export(dynamo=True)`` (the
-    exporter PyTorch maintains), a dynamic batch dimension, BatchNorm folded into the convolutions."""
+    """The ONNX file of an inference copy of ``model`` (dynamo exporter, dynamic batch)."""
     import torch
 
     model = inference_copy(model)
@@ -142,7 +144,7 @@ def torch_threads(n: int) -> Iterator[None]:
 def timings(run: Callable[[torch.Tensor], Any], x: torch.Tensor, *, warmup: int = WARMUP,
             repeats: int = REPEATS, min_repeats: int = MIN_REPEATS, budget_s: float = BUDGET_S
             ) -> list[float]:
-    """Wall seconds of ``run(x)``, one per timed call (how many: the module docstring)."""
+    """Wall seconds of ``run(x)``, one per timed call."""
     for _ in range(warmup):
         run(x)
     out: list[float] = []
@@ -167,37 +169,24 @@ def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: i
     return out
 
 
-def runners(model: nn.Module, shape: Sequence[int], threads: int = 1, onnx: bytes | None = None
-            ) -> dict[str, Runner]:
-    """One runner per runtime of :data:`RUNTIMES` for ``model`` (its ONNX file made if not given)."""
+def runners(model: nn.Module, shape: Sequence[int], threads: int = 1) -> dict[str, Runner]:
+    """One runner per runtime of :data:`RUNTIMES` for ``model``."""
     model = inference_copy(model)
     made = {"torch": lambda: torch_runner(model),
-            "onnxruntime": lambda: onnx_runner(onnx or to_onnx(model, shape), threads)}
+            "onnxruntime": lambda: onnx_runner(to_onnx(model, shape), threads)}
     return {name: made[name]() for name in RUNTIMES}  # a new registry runtime needs its runner here
 
 
-def columns(profiles: Mapping[str, Mapping[int, Mapping[float, float]]], threads: int
-            ) -> dict[str, Any]:
-    """The :data:`LATENCY` columns (and ``latency_threads``) from per-runtime profiles."""
-    return {**{n: profiles[m.runtime][m.batch][m.quantile] for n, m in REGISTRY.items()
-               if n in LATENCY and m.runtime in profiles}, THREADS_COLUMN: threads}
-
-
-def measure(model: nn.Module, shape: Sequence[int], threads: int = 1, onnx: bytes | None = None,
-            **repeat: Any) -> dict[str, Any]:
-    """Every :data:`LATENCY` column of ``model`` with inputs of ``shape`` (C, H, W)."""
-    run = runners(model, shape, threads, onnx)
-    return columns({name: profile(r, shape, threads, **repeat) for name, r in run.items()}, threads)
-
-
 def latency_columns(model: nn.Module, cfg: Any, status: str) -> dict[str, Any]:
-    """What a trained run adds to its row: its latency columns if ``trainer.latency`` and ``ok``."""
+    """What a trained run adds to its row: every :data:`LATENCY` column (and ``latency_threads``)
+    if ``trainer.latency`` and ``ok``."""
     if not cfg.trainer.latency or status != "ok":
         return {}
+    shape, threads = input_shape(cfg), int(cfg.trainer.latency_threads)
     try:
-        return measure(model, input_shape(cfg), int(cfg.trainer.latency_threads))
+        prof = {name: profile(run, shape, threads) for name, run in runners(model, shape, threads).items()}
     except Exception as e:
-        from dse.errors import first_line
-
         raise RuntimeError(f"latency measurement (trainer.latency=true) failed: "
                            f"{first_line(e, typed=True)}") from e
+    return {**{n: prof[m.runtime][m.batch][m.quantile] for n, m in REGISTRY.items() if n in LATENCY},
+            THREADS_COLUMN: threads}

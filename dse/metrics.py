@@ -1,10 +1,5 @@
-"""Every number dse reports about a design point, described once (as pycls keeps ``metrics_info``).
-
-Which metrics dse-train's task returns (what objectives and budgets may name), which are known
-before training, their label, unit and direction: training, the sweepers, compression and the
-report read them here (docs/ARCHITECTURE.md, "A metric", lists what a new one touches). Bytes
-become MB and MiB only here: the paper's "MB" mixes the two. Light to import (no torch, no pandas).
-"""
+"""Every number dse reports about a design point, described once (as pycls keeps ``metrics_info``):
+training, the sweepers, compression and the report read them here. No torch, no pandas."""
 
 from __future__ import annotations
 
@@ -34,12 +29,9 @@ def to_mib(nbytes: Any) -> Any:
 class Metric:
     """One metric: a ``runs`` column or a key of dse-train's summary, and how to show it.
 
-    ``unit`` "%": stored as a fraction, shown times 100. ``key``: the Lightning key training logs it
-    under (``per_epoch``: at every validation, so a pruner can watch it); ``topk``: an accuracy's k
-    (its chart panel); ``report_attr``: the :class:`~dse.model.ModelReport` attribute that gives
-    it before training. A latency's ``runtime``, ``batch`` and ``quantile`` say what
-    dse.latency times after training (``trainer.latency=true``).
-    """
+    ``unit`` "%": a fraction shown times 100; ``key``: its Lightning key (``per_epoch``: logged at
+    every validation); ``report_attr``: the ModelReport attribute that gives it before training;
+    ``runtime``, ``batch``, ``quantile``: what dse.latency times."""
 
     name: str
     direction: Literal["maximize", "minimize"]
@@ -86,8 +78,7 @@ def _loss(split: str) -> Metric:
 
 
 def _latency(runtime: str, batch: int, quantile: float) -> Metric:
-    """``latency_ms`` (onnxruntime, batch 1, median), ``torch_latency_b64_p90_ms``, ...: wall time
-    of one forward pass of a batch, in milliseconds."""
+    """``latency_ms`` (onnxruntime, batch 1, median), ``torch_latency_b64_p90_ms``, ...: ms a batch."""
     name = "_".join(["torch"] * (runtime == "torch") + ["latency"] + [f"b{batch}"] * (batch != 1)
                     + ["p90"] * (quantile == 0.9) + ["ms"])
     stat = "median" if quantile == 0.5 else f"p{round(100 * quantile)}"
@@ -125,6 +116,5 @@ ACCURACY: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.percent)
 
 
 def analytic_values(report: ModelReport) -> dict[str, float]:
-    """The :data:`ANALYTIC` metrics of one network: what a budget is checked against pre-training
-    and what a run's summary reports as its size."""
+    """The :data:`ANALYTIC` metrics of one network (what a budget is checked against)."""
     return {n: getattr(report, REGISTRY[n].report_attr) for n in ANALYTIC}

@@ -1,10 +1,7 @@
 """``dse-model [-m] [--json] [--cfg job|hydra|all [--resolve]] [OVERRIDES...]``: no training.
 
-One design point's per-layer report; with ``-m`` (Hydra's multirun spelling, the same sweep syntax
-``dse-train -m`` takes: ``model.sr=0.125,0.25``) one line per point of the grid, with its size and
-MACs, before anything trains; with ``--cfg`` the composed config, as a Hydra app prints it.
-Outside the dse.model package, as it checks the whole config (dse.validate, which uses the model).
-"""
+One design point's per-layer report; with ``-m`` one line per point of the grid (``dse-train -m``'s
+sweep syntax); with ``--cfg`` the composed config. Outside dse.model: it checks the whole config."""
 
 from __future__ import annotations
 
@@ -58,26 +55,23 @@ def _print_config(args: argparse.Namespace) -> None:
 
 def _point(args: argparse.Namespace) -> None:
     """Compose the config, lay out its network and print the report (or its JSON)."""
-    from dse.model import analyze, build_spec, format_table
-    from dse.validate import validate
+    from dse.model import build_spec, format_table
+    from dse.validate import model_report, validate
 
     cfg = compose(args.overrides)
     OmegaConf.resolve(cfg)
     validate(cfg, data_on_disk=False)  # the layout needs no dataset on this machine
-    spec = build_spec(cfg.model)
-    report = analyze(spec, cfg.data.image_size)
+    report = model_report(cfg)
     if args.json:
         out = report.to_dict()
         out["config"] = OmegaConf.to_container(cfg)
         json.dump(out, sys.stdout, indent=1)
         print()
         return
-    title = (f"{cfg.model.name} on {cfg.data.name} "
-             f"(base_e={spec.meta['base_e']} incr_e={spec.meta['incr_e']} "
-             f"freq={spec.meta['freq']} sr={spec.meta['sr']} "
-             f"pct3x3={spec.meta['pct3x3']} bypass={spec.bypass} "
-             f"bn={spec.batch_norm})")
-    print(format_table(report, title))
+    spec = build_spec(cfg.model)
+    meta = " ".join(f"{k}={spec.meta[k]}" for k in ("base_e", "incr_e", "freq", "sr", "pct3x3"))
+    print(format_table(report, f"{cfg.model.name} on {cfg.data.name} ({meta} bypass={spec.bypass} "
+                               f"bn={spec.batch_norm})"))
 
 
 def _grid(args: argparse.Namespace) -> None:
@@ -101,7 +95,6 @@ def _grid(args: argparse.Namespace) -> None:
     shown = [m for m in ("params", "size_mib", "macs") if m in ANALYTIC]
     header = ["point", *(f"{REGISTRY[m].label} ({REGISTRY[m].unit})" if REGISTRY[m].unit
                          else REGISTRY[m].label for m in shown)]
-    cells = [[" ".join(p) or "(no sweep)", *(REGISTRY[m].show(v[m]) for m in shown)]
-             for p, v in rows]
+    cells = [[" ".join(p) or "(no sweep)", *(REGISTRY[m].show(v[m]) for m in shown)] for p, v in rows]
     print(f"{len(rows)} design point{'s' if len(rows) != 1 else ''}")
     print(table(header, cells, align=[None, *["right"] * len(shown)]))

@@ -1,6 +1,5 @@
 """What names a results-store file and how sqlite3 opens one, standard library only (dse-report
-answers a wrong path before importing pandas). Paths go into ``file:`` URIs percent-quoted: SQLite
-reads ``?`` and ``#`` as a query or fragment."""
+answers a wrong path before importing pandas)."""
 
 from __future__ import annotations
 
@@ -20,8 +19,7 @@ NAME_MAX = 255  # bytes in one file name (Linux file systems): study.name is a f
 
 @dataclass(frozen=True)
 class NamedStore:
-    """What a store argument (a folder, a file or a database URL) names; each tool words its own
-    refusal from it."""
+    """What a store argument (a folder, a file or a database URL) names."""
 
     url: str | None  # the argument itself, when it is a database URL
     file: Path | None  # the SQLite file it names; None for a server database or in-memory SQLite
@@ -29,8 +27,7 @@ class NamedStore:
 
 
 def named_store(arg: str | Path) -> NamedStore:
-    """Which store ``arg`` names: a URL (``dialect://``), a folder's ``results.db``, or a file
-    (whether it exists is the caller's question)."""
+    """Which store ``arg`` names: a URL, a folder's ``results.db``, or a file."""
     text = str(arg)
     if "://" in text:
         return NamedStore(url=text, file=sqlite_file(text), folder=None)
@@ -49,8 +46,7 @@ def _sqlite_db(url: str) -> str | None:
 
 
 def sqlite_file(url: str) -> Path | None:
-    """The file behind an ``sqlite://`` URL by SQLAlchemy's rule (``sqlite:///rel``,
-    ``sqlite:////abs``); None for other databases or in-memory SQLite."""
+    """The file of an ``sqlite://`` URL by SQLAlchemy's rule; None for others or in-memory SQLite."""
     db = (_sqlite_db(url) or "").split("?")[0]
     return None if db in ("", ":memory:") or db.startswith("file:") else Path(db)
 
@@ -79,12 +75,11 @@ def study_file(runs: Path, study: str, name: str = DB_NAME) -> Path:
 
 
 def store_file(path: Path) -> Path | None:
-    """The SQLite file ``path`` names for writing: a folder's ``results.db``, an existing file or a
-    new one ending in :data:`SUFFIXES` (so ``store.url=garbage`` is refused, not created); else None."""
+    """The SQLite file ``path`` names for writing (a new one only with a :data:`SUFFIXES` ending, so
+    ``store.url=garbage`` is refused, not created); else None."""
     named = named_store(path)
     file = named.file
-    if file is not None and (named.folder is not None or file.is_file()
-                             or file.suffix.lower() in SUFFIXES):
+    if file is not None and (named.folder is not None or file.is_file() or file.suffix.lower() in SUFFIXES):
         return file
     return None
 
@@ -95,12 +90,12 @@ def sqlite_url(path: Path) -> str:
 
 
 def writable(path: Path) -> bool:
-    """Whether SQLite could write (or create) ``path`` and its ``-wal``/``-shm`` files beside it
-    (``os.access`` says no on a read-only mount even to root)."""
+    """Whether SQLite could write ``path`` and its ``-wal``/``-shm`` files (no on a read-only mount)."""
     return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
 def _uri(path: Path, **params: str) -> str:
+    """Percent-quoted: SQLite reads ``?`` and ``#`` in a ``file:`` URI as a query or fragment."""
     return f"file:{quote(str(path))}?{urlencode(params)}"
 
 
@@ -110,11 +105,8 @@ def writer_uri(path: Path) -> str:
 
 
 def reader_uri(path: Path) -> str:
-    """``file:`` URI that reads an existing ``path`` without creating it or leaving files beside it.
-
-    Read-write where writable (only a writer removes ``-wal``/``-shm`` on close); on a read-only
-    mount ``immutable``, unless a non-empty WAL holds rows the main file lacks.
-    """
+    """``file:`` URI that reads ``path`` without creating it or leaving files beside it: read-write
+    where writable (only a writer removes ``-wal``), else immutable unless a WAL holds rows."""
     if writable(path):
         return _uri(path, mode="rw")
     wal = path.with_name(path.name + "-wal")

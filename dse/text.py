@@ -1,8 +1,5 @@
-"""Text in and out of the tools: comma lists on the command line, tables and durations in what they print.
-
-Table cells arrive as final strings (each caller formats its own numbers and escapes what it
-must), so the renderer only decides layout, and every table in the project lines up by one rule.
-"""
+"""Text in and out of the tools: comma lists, tables (cells arrive formatted: only layout is decided
+here) and durations."""
 
 from __future__ import annotations
 
@@ -30,13 +27,8 @@ def duration(seconds: float) -> str:
 
 def table(header: Sequence[str], rows: Iterable[Sequence[str]], *,
           align: Sequence[Align] | None = None, markdown: bool = False, pad: bool = True) -> str:
-    """``header`` and ``rows`` as one table, lines joined by ``\\n`` (no final newline).
-
-    Plain text (the default) pads columns two spaces apart with a dashed rule under the header.
-    ``markdown=True`` gives a GitHub pipe table; with ``pad=False`` its cells are not padded, the
-    compact form for files read as rendered Markdown. ``align`` is per column: ``"right"`` for
-    numbers, ``"left"`` (Markdown: an explicit ``:---``) or None (left, no marker).
-    """
+    """``header`` and ``rows`` as plain text (two spaces apart, a dashed rule) or, ``markdown=True``,
+    a pipe table (``pad=False``: cells unpadded); ``align`` per column: right, left or None."""
     body = [list(r) for r in rows]
     aligns = list(align) if align is not None else [None] * len(header)
     if markdown and not pad:
@@ -60,9 +52,5 @@ def _pipes(cells: Sequence[str]) -> str:
 
 
 def _rule(width: int, align: Align) -> str:
-    """One Markdown rule cell of ``width`` characters, with its alignment colon."""
-    if align == "right":
-        return "-" * (width - 1) + ":"
-    if align == "left":
-        return ":" + "-" * (width - 1)
-    return "-" * width
+    """One Markdown rule cell of ``width`` (>= 2) characters, with its alignment colon."""
+    return (":" if align == "left" else "-") + "-" * (width - 2) + (":" if align == "right" else "-")

@@ -1,12 +1,5 @@
-"""Config-level checks: the one place every entry point asks "can this config be trained?".
-
-The schema (:mod:`dse.config`) enforces types when Hydra composes; this module enforces values:
-ranges, enumerations (each defined here once, its check derived from it), unknown keys, a dataset's
-fixed shape, one device for in-memory data, the logger's package and the study name. dse-train,
-dse-bench, dse-model, dse-compress and the Optuna sweeper's probe all call :func:`validate`, so a
-value is refused the same way wherever it is typed. Nothing here imports torch: bad input is
-refused in milliseconds.
-"""
+"""Config values checked once for every entry point (the schema, :mod:`dse.config`, checks types),
+so a value is refused in the same words wherever it is typed; no torch, so it takes milliseconds."""
 
 from __future__ import annotations
 
@@ -36,8 +29,6 @@ FUSED_MODES = ("auto", "fused", "sequential")  # hydra.launcher.mode of hydra/la
 # three-way switches (trainer.channels_last, trainer.progress_bar); "auto" is decided at run time
 SWITCHES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
 SEEDS = (0, 2**32 - 1)  # what Lightning's seed_everything accepts (numpy's uint32)
-
-
 DATASETS = tuple(SOURCES)
 # Lightning logger class -> (the pyproject extra that installs it, modules any one of which it needs)
 LOGGER_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -45,8 +36,6 @@ LOGGER_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "MLFlowLogger": ("mlflow", ("mlflow",)),
     "WandbLogger": ("wandb", ("wandb",)),
 }
-# what exporting and timing (trainer.latency, dse-export, dse-compress --int8) need beyond dse's own
-# dependencies, owned here, below dse.export, so that checking a config never imports it
 
 
 def one_of(field: str, value: Any, allowed: Collection[str]) -> str:
@@ -82,10 +71,6 @@ def _whole(x: Any, lo: int) -> bool:
     return not isinstance(x, bool) and isinstance(x, int) and x >= lo
 
 
-def _finite(x: Any) -> bool:
-    return math.isfinite(float(x))
-
-
 def _devices_ok(devices: Any) -> bool:
     if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
         ids = list(devices)
@@ -104,36 +89,28 @@ def validate_trainer(tc: Any) -> None:
     for key in ("channels_last", "progress_bar"):
         switch(f"trainer.{key}", tc.get(key))
     _check("trainer", tc, [
-        ("max_epochs", tc.max_epochs >= 1, "must be >= 1"),
+        *((key, tc.get(key) >= 1, "must be >= 1") for key in (
+            "max_epochs", "batch_size", "eval_batch_size", "val_every", "chance_epochs",
+            "log_every_n_steps", "latency_threads") if key in tc),
         ("max_steps", tc.max_steps == -1 or tc.max_steps >= 1, "must be -1 (no cap) or >= 1"),
-        ("batch_size", tc.batch_size >= 1, "must be >= 1"),
-        ("eval_batch_size", tc.eval_batch_size >= 1, "must be >= 1"),
-        ("lr", tc.lr > 0 and _finite(tc.lr), "must be > 0"),
+        ("lr", 0 < tc.lr < math.inf, "must be > 0"),
         ("momentum", 0 <= tc.momentum < 1, "must be in [0, 1)"),
-        ("weight_decay", tc.weight_decay >= 0 and _finite(tc.weight_decay), "must be >= 0"),
+        ("weight_decay", 0 <= tc.weight_decay < math.inf, "must be >= 0"),
         ("label_smoothing", 0 <= tc.label_smoothing < 1, "must be in [0, 1)"),
-        ("warmup_epochs", tc.warmup_epochs >= 0 and _finite(tc.warmup_epochs), "must be >= 0"),
-        ("val_every", tc.val_every >= 1, "must be >= 1"),
-        ("chance_epochs", tc.chance_epochs >= 1, "must be >= 1"),
-        ("log_every_n_steps", tc.log_every_n_steps >= 1, "must be >= 1"),
+        ("warmup_epochs", 0 <= tc.warmup_epochs < math.inf, "must be >= 0"),
         ("checkpoint_every", _whole(tc.get("checkpoint_every", 0), 0), "must be an integer >= 0"),
         ("keep_checkpoints", _whole(tc.get("keep_checkpoints", 1), 1), "must be an integer >= 1"),
-        ("latency_threads", tc.get("latency_threads", 1) >= 1, "must be >= 1"),
         ("devices", _devices_ok(tc.devices),
          "must be a positive integer, -1 (all), 'auto' or a list of device indices"),
     ])
     if tc.get("latency"):
-        from dse.latency import INSTALL_HINT, missing
+        from dse.latency import require
 
-        if lacking := missing():
-            raise ConfigError("trainer.latency", f"true needs {', '.join(lacking)} ({INSTALL_HINT})")
-
-
+        require("trainer.latency", "true ")
 
 
 def one_device(data_name: str, devices: Any) -> None:
-    """An in-memory dataset trains on exactly one device: under DDP every rank would iterate the
-    whole split (dse/data/tensor.py does not shard), so a bigger ``trainer.devices`` is refused."""
+    """An in-memory dataset trains on one device: its batches are not sharded per DDP rank."""
     n = len(devices) if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)) else devices
     if data_name in IN_MEMORY and n != 1:
         raise ConfigError("trainer.devices", f"{data_name} is held in memory and trains on one device, "
@@ -142,15 +119,13 @@ def one_device(data_name: str, devices: Any) -> None:
 
 
 def validate_fused_launcher(node: Any) -> None:
-    """``hydra/launcher=dse_fused``'s settings; any other launcher (or none) passes. Checked by
-    dse-train's preflight, before a sweep writes anything, and by the launcher itself."""
+    """``hydra/launcher=dse_fused``'s settings (checked before a sweep writes anything)."""
     if node is None or "FusedLauncher" not in str(node.get("_target_", "")):
         return
     one_of("hydra.launcher.mode", node.get("mode"), FUSED_MODES)
     int_at_least(node.get("max_members"), 1, "hydra.launcher.max_members")
     from hydra.core.config_store import ConfigStore
 
-    # the launcher's own structured config (registered by its plugin) owns its keys
     known = ConfigStore.instance().load("hydra/launcher/dse_fused.yaml").node
     for key in node:
         if key not in known:
@@ -173,11 +148,8 @@ def validate_logger(node: Any) -> None:
 
 
 def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
-    """Reject a bad data config (a dict or the ``data`` node) before anything is loaded or written.
-
-    ``on_disk=False`` skips the checks of ``data.root`` for callers that never read the data
-    (dse-model lays out ImageNet's network on a machine without ImageNet).
-    """
+    """Reject a bad data config before anything is loaded; ``on_disk=False`` skips ``data.root``
+    (dse-model lays out ImageNet's network on a machine without ImageNet)."""
     name = one_of("data.name", dc.get("name"), DATASETS)
     subset = dc.get("subset")
     if subset is not None and int(subset) <= 0:
@@ -201,8 +173,8 @@ def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
 
 
 def val_split(name: str, dc: Mapping[str, Any]) -> int:
-    """``data.val_size`` of an in-memory dataset: at least one image, at most half its training
-    images (the rest train); a larger value is refused rather than capped, as it enters the hash."""
+    """``data.val_size`` of an in-memory dataset: 1 .. half its training images (refused, not
+    capped: it enters the hash)."""
     val = int(dc.get("val_size", 0))
     if name not in IN_MEMORY:
         return val
@@ -225,12 +197,8 @@ def check_seeds(seed: Any, seeds: Any) -> None:
 
 
 def check_shapes(model: Any, data: Any) -> None:
-    """The network takes the dataset's images (``model.in_channels``, which defaults to
-    ``data.channels``) and, for a dataset of fixed classes, has one output per class.
-
-    A synthetic dataset's labels are left free of the classifier: a smaller classifier is the
-    suite's real in-training failure (a failed row, the sweep goes on).
-    """
+    """The network takes the dataset's images and, for fixed classes, has one output per class (a
+    synthetic dataset's are free: a smaller classifier is the suite's in-training failure)."""
     if model.get("in_channels") != data.get("channels"):
         raise ConfigError("model.in_channels", f"must equal data.channels ({data.get('channels')!r})"
                                                f", the images' (got {model.get('in_channels')!r})")
@@ -241,7 +209,7 @@ def check_shapes(model: Any, data: Any) -> None:
 
 
 def physical_memory() -> int:
-    """Bytes of RAM in this machine (what the kernel reports; 0 when it does not say)."""
+    """Bytes of RAM in this machine (0 when the kernel does not say)."""
     try:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -249,12 +217,8 @@ def physical_memory() -> int:
 
 
 def check_fits(report: ModelReport, batch_size: int, limit: int | None = None) -> None:
-    """Refuse a network that cannot train in this machine's memory (``limit``: its RAM).
-
-    A lower bound, known before anything is allocated: fp32 weights, gradients and two optimizer
-    buffers (4 x params x 4 bytes) plus the largest activation of a batch, which training must hold
-    at once; a point above it would only fail (or swap) after loading the data.
-    """
+    """Refuse a network that cannot train in ``limit`` bytes (this machine's RAM): a lower bound of
+    fp32 weights, gradients, two optimizer buffers and the largest activation of a batch."""
     limit = physical_memory() if limit is None else limit
     need = 16 * report.params + 4 * batch_size * report.peak_activation
     if limit and need > limit:
@@ -264,8 +228,7 @@ def check_fits(report: ModelReport, batch_size: int, limit: int | None = None) -
 
 
 def check_runs(runs: Any) -> str:
-    """``paths.runs``, the root of every study folder: a folder name, never empty (which would
-    put the studies, their stores and Hydra's dirs into the launch folder itself)."""
+    """``paths.runs``: a folder name, never empty (that would fill the launch folder itself)."""
     text = "" if runs is None else str(runs)
     if not text.strip():
         raise ConfigError("paths.runs", "is empty: name the folder the studies go in (e.g. runs)")
@@ -273,16 +236,14 @@ def check_runs(runs: Any) -> str:
 
 
 def check_store_url(url: Any) -> None:
-    """``store.url``: whatever names a store (dse/storefile.py) except an in-memory database,
-    whose rows would vanish when the run ends; whether the store opens is the store's to say."""
+    """``store.url``: anything but an in-memory database (whether it opens is the store's to say)."""
     if url is not None and in_memory(str(url)):
         raise ConfigError("store.url", f"{url!r} is an in-memory database: its rows are lost when "
                                        "the run ends (give a file or a server URL)")
 
 
 def check_keys(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None:
-    """Refuse keys the schema does not have (``+model.extra=1``): nothing reads them, yet those in
-    model/data/trainer would change the config hash and split one design point in two."""
+    """Refuse keys the schema lacks (``+model.extra=1``): unread, yet they would change the hash."""
     types = get_type_hints(schema)
     for key in cfg:
         if not prefix and key == "hydra":  # the callback and the sweeper see Hydra's own node
@@ -304,8 +265,7 @@ def schema_type(key: str, schema: type = Config) -> Any:
 
 
 def check_bools(overrides: Sequence[str]) -> None:
-    """Boolean keys on the command line take true or false: OmegaConf reads any other number as
-    a bool, so ``trainer.compile=2`` would train compiled instead of being refused."""
+    """Boolean keys take true or false: OmegaConf would read ``trainer.compile=2`` as true."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     for o in OverridesParser.create().parse_overrides(list(overrides)):
@@ -326,10 +286,9 @@ def model_report(cfg: Any) -> ModelReport:
     return analyze(build_spec(cfg.model), cfg.data.image_size)
 
 
-def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
+def validate(cfg: DictConfig, data_on_disk: bool = True) -> None:
     """Check keys, model, data, trainer, logger and study together, as every entry point does, so a
-    value is refused in the same words wherever it is typed. Returns the report that the memory
-    check needed (:func:`model_report`'s), which callers in dse.train/bench still read."""
+    value is refused in the same words wherever it is typed (the report: :func:`model_report`)."""
     check_keys(cfg)
     validate_data(cfg.data, on_disk=data_on_disk)
     check_shapes(cfg.model, cfg.data)
@@ -346,4 +305,3 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> ModelReport:
     check_runs(OmegaConf.select(cfg, "paths.runs", default="runs"))
     check_store_url(OmegaConf.select(cfg, "store.url", default=None))
     check_fits(report, cfg.trainer.batch_size)
-    return report

@@ -204,9 +204,10 @@ def test_values_training_would_fail_on_are_bad_input(workdir: Path, args: list[s
 def test_the_memory_bound_is_the_machines_and_a_lower_bound() -> None:
     from dse.compose import compose
     from dse.errors import ConfigError
-    from dse.validate import check_fits, physical_memory, validate
+    from dse.validate import check_fits, model_report, physical_memory, validate
 
-    report = validate(compose(TINY))
+    validate(cfg := compose(TINY))
+    report = model_report(cfg)
     check_fits(report, 64)  # fire_small trains anywhere
     need = 16 * report.params + 4 * 64 * report.peak_activation
     check_fits(report, 64, limit=need)

@@ -199,13 +199,15 @@ def test_a_diverging_member_is_recorded_and_the_others_train_on(separate, tmp_pa
 def test_a_batch_is_grouped_by_layout_and_settings_in_order_and_capped(tmp_path: Path) -> None:
     from dse.train.group import _Seed, plan
     from dse.train.run import Point
-    from dse.validate import validate
+    from dse.validate import model_report, validate
 
     jobs = [[*SMALL, "model.sr=0.125"], [*SMALL, "model.sr=0.5", "model.bypass=simple"],
             [*SMALL, "model.batch_norm=false"], [*SMALL, "trainer.compile=true"],
             [*SMALL, "model.pct3x3=0.25"], [*SMALL, "trainer.lr=0.02"]]
-    points = [Point(c := compose(j), validate(c), tmp_path / str(i), "", ())
-              for i, j in enumerate(jobs)]
+    cfgs = [compose(j) for j in jobs]
+    for c in cfgs:
+        validate(c)
+    points = [Point(c, model_report(c), tmp_path / str(i), "", ()) for i, c in enumerate(cfgs)]
     todo = [_Seed(j, seed, None) for j in range(len(jobs)) for seed in (0, 1)]
     groups = [[(s.job, s.seed) for s in g] for g in plan(points, todo, max_members=3)]
     assert groups == [[(0, 0), (0, 1), (1, 0)], [(1, 1), (4, 0), (4, 1)],  # widths and bypass share

@@ -1,9 +1,5 @@
-"""``dse-compress CHECKPOINT [options] [key=value ...]``: Deep Compression of a trained network.
-
-Every input is checked (--out, checkpoint, bit widths, densities, overrides, the results store)
-before anything is trained or written; bad input is one line on stderr and exit code 2, like every
-dse tool. The output files are written all together or not at all (:func:`dse.outputs.staged_dir`).
-"""
+"""``dse-compress CHECKPOINT [options] [key=value ...]``: Deep Compression of a trained network;
+every input checked before anything is trained or written."""
 
 from __future__ import annotations
 
@@ -57,8 +53,7 @@ def int_list(text: str, option: str) -> tuple[int, ...]:
 
 
 def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str:
-    """Append the result's ``compressions`` rows to the store opened before the work (a bad
-    ``store.url`` costs nothing), linked to the training run by ``run_id`` (found there if needed)."""
+    """Append the result's ``compressions`` rows, linked to the training run by ``run_id``."""
     from dse.compress.results import COLUMNS, TABLE
     from dse.store import config_hash, provenance, utcnow_iso
 

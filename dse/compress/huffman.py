@@ -1,10 +1,7 @@
 """Canonical Huffman coding and fixed-width bit packing of small-integer streams, in numpy.
 
-Hand-written, not ``dahuffman``: the file stores each code as one length per symbol and counts it in
-the size (dahuffman has no such format), and a million symbols pack in milliseconds vectorised.
-Code lengths are capped at :data:`MAX_LEN` (flattening the counts, as zlib does) so the decoder
-needs one table lookup per symbol.
-"""
+Hand-written, not ``dahuffman``: the file stores a code as one length per symbol (a format dahuffman
+lacks) and numpy packs a million symbols in milliseconds. Lengths are capped at :data:`MAX_LEN`."""
 
 from __future__ import annotations
 
@@ -109,16 +106,6 @@ def huffman_decode(data: bytes, lengths: np.ndarray, n: int) -> np.ndarray:
     return table_sym[windows[np.asarray(out)]]
 
 
-def length_table(lengths: np.ndarray) -> bytes:
-    """The stored form of a code: :data:`LEN_BITS` bits per symbol of the alphabet."""
-    return pack_fixed(lengths, LEN_BITS)
-
-
-def read_length_table(data: bytes, alphabet: int) -> np.ndarray:
-    """Inverse of :func:`length_table`."""
-    return unpack_fixed(data, LEN_BITS, alphabet)
-
-
 def table_bytes(alphabet: int) -> int:
-    """Bytes that :func:`length_table` takes for an alphabet of this size."""
+    """Bytes of a stored code (:data:`LEN_BITS` bits per symbol of the alphabet)."""
     return (alphabet * LEN_BITS + 7) // 8

@@ -1,12 +1,5 @@
-"""int8 post-training quantization: onnxruntime static quantization of a network's ONNX file.
-
-The fp32 file is pre-processed (shape inference, BatchNorm and friends fused) and quantized in
-onnxruntime's QDQ format: weights int8 per output channel, activations uint8 per tensor (U8S8,
-onnxruntime's recommended CPU combination), biases int32, activation ranges calibrated (MinMax) on
-:data:`CALIBRATION_IMAGES` train images. onnxruntime fuses each DequantizeLinear -> Conv ->
-QuantizeLinear into one integer convolution on load, so the file is int8 on disk (about a quarter
-of the fp32 bytes) and when it runs. dse-compress ``--int8`` and dse-export ``--format int8`` use it.
-"""
+"""int8 post-training quantization: onnxruntime static quantization (QDQ, U8S8 per channel, MinMax
+calibration on train images) of a network's ONNX file, int8 on disk and when it runs."""
 
 from __future__ import annotations
 
@@ -30,8 +23,7 @@ CALIBRATION_BATCH = 32
 
 
 def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATCH) -> bytes:
-    """The int8 ONNX file of the fp32 ONNX file ``fp32``, calibrated on ``calibration``
-    ([N, C, H, W] float32 images, normalised as in training)."""
+    """The int8 ONNX file of ``fp32``, calibrated on ``calibration`` (normalised [N, C, H, W] images)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -45,8 +37,7 @@ def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATC
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.feeds = iter([{latency.INPUT: images[i:i + batch]}
-                               for i in range(0, len(images), batch)])
+            self.feeds = iter([{latency.INPUT: images[i:i + batch]} for i in range(0, len(images), batch)])
 
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self.feeds, None)
@@ -65,13 +56,11 @@ def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATC
 def batches(dm: Any, split: str) -> Iterable[tuple[torch.Tensor, torch.Tensor]]:
     """A data module's (images, labels) batches of ``split`` (train, val or test)."""
     dm.setup("fit" if split == "train" else split)
-    return {"train": dm.train_dataloader, "val": dm.val_dataloader,
-            "test": dm.test_dataloader}[split]()
+    return {"train": dm.train_dataloader, "val": dm.val_dataloader, "test": dm.test_dataloader}[split]()
 
 
 def first_images(dm: Any, split: str, n: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first ``n`` images and labels of ``split`` on the CPU (fewer if it is smaller): the
-    train loader's order is its seeded shuffle, val and test are in file order."""
+    """The first ``n`` images and labels of ``split`` on the CPU (train: its seeded shuffle)."""
     xs, ys, have = [], [], 0
     for x, y in batches(dm, split):
         xs.append(x.cpu().float())
@@ -98,10 +87,9 @@ def accuracy(run: latency.Runner, loader: Iterable[tuple[torch.Tensor, torch.Ten
 
 def stage(model: nn.Module, cfg: dict[str, Any], dm: Any
           ) -> tuple[bytes, dict[str, float | None], dict[str, float]]:
-    """dse-compress's int8 stage: the int8 ONNX file of the dense ``model`` (calibrated on the
-    train split), its accuracies, and the ``latency_ms`` of it and of the dense fp32 ONNX file."""
-    log.info("int8: exporting, calibrating on %d train images, evaluating, timing",
-             CALIBRATION_IMAGES)
+    """dse-compress's int8 stage: the int8 file of the dense ``model``, its accuracies, and its and
+    the fp32 file's ``latency_ms``."""
+    log.info("int8: exporting, calibrating on %d train images, evaluating, timing", CALIBRATION_IMAGES)
     shape = latency.input_shape(cfg)
     fp32 = latency.to_onnx(model, shape)
     data = quantize(fp32, first_images(dm, "train", CALIBRATION_IMAGES)[0].numpy())
@@ -109,8 +97,7 @@ def stage(model: nn.Module, cfg: dict[str, Any], dm: Any
     splits = ["val", *(["test"] if cfg["trainer"].get("test", True) else [])]
     acc = {split: accuracy(run, batches(dm, split)) for split in splits}
     split_of = {m: m.split("_")[0] for m in ACCURACY}  # val_top1 -> val
-    metrics = {m: acc[split_of[m]][REGISTRY[m].topk] if split_of[m] in acc else None
-               for m in ACCURACY}
+    metrics = {m: acc[split_of[m]][REGISTRY[m].topk] if split_of[m] in acc else None for m in ACCURACY}
     lat = REGISTRY[LATENCY_COLUMN]
     threads = int(cfg["trainer"].get("latency_threads", 1))
     latencies = {name: latency.profile(latency.onnx_runner(f, threads), shape, threads,

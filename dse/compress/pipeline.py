@@ -1,11 +1,8 @@
 """Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report.
 
-Retraining goes through Lightning with the project's :class:`FireClassifier`, not a private loop, so
-optimiser, schedule, metrics, data and precision are those the network was trained with (at
-``trainer.lr`` times ``lr_scale``, Deep Compression's "lower learning rate"). Pruning masks live in
-``torch.nn.utils.prune`` hooks and shared weights in a parametrization, so the loop needs no help:
-``model.parameters()`` exposes only what may change.
-"""
+Retraining is Lightning with the project's ``FireClassifier`` (the network's own optimiser, data and
+precision, at ``trainer.lr`` times ``lr_scale``); masks are ``torch.nn.utils.prune`` hooks and shared
+weights a parametrization, so ``model.parameters()`` exposes only what may change."""
 
 from __future__ import annotations
 
@@ -22,22 +19,10 @@ from torch import nn
 from dse import latency
 from dse.checkpoint import Checkpoint
 from dse.compress import int8
-from dse.compress.prune import (
-    count_params,
-    finalize,
-    nonzero_weights,
-    prune_model,
-    resolve_densities,
-)
+from dse.compress.prune import count_params, finalize, nonzero_weights, prune_model, resolve_densities
 from dse.compress.quantize import check_bits, quantize_model
 from dse.compress.results import INT8_FILE, LATENCY_COLUMN, OUT, write_outputs
-from dse.compress.storage import (
-    DEFAULT_INDEX_BITS,
-    check_index_bits,
-    decode,
-    encode_report,
-    plain_state_dict,
-)
+from dse.compress.storage import DEFAULT_INDEX_BITS, check_index_bits, decode, encode_report, plain_state_dict
 from dse.errors import ConfigError
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
@@ -68,11 +53,9 @@ class Options:
         if not self.lr_scale > 0:
             raise ConfigError("--lr-scale", f"must be > 0 (got {self.lr_scale})")
         self.index_bits = check_index_bits(self.index_bits)
-        if self.int8 and (lacking := latency.missing()):
-            raise ConfigError("--int8", f"needs {', '.join(lacking)} ({latency.INSTALL_HINT})")
+        if self.int8:
+            latency.require("--int8")
         return self
-
-
 
 
 class Lab:
@@ -89,8 +72,7 @@ class Lab:
         self.dm = build_datamodule(cfg, tc["batch_size"], tc["eval_batch_size"], seed)
 
     def _trainer(self, epochs: int | None = None) -> Any:
-        """A fitting trainer (never validates: :meth:`evaluate` measures the final weights), or
-        with ``epochs=None`` an evaluating one."""
+        """A fitting trainer that never validates, or with ``epochs=None`` an evaluating one."""
         import lightning as L
 
         return L.Trainer(accelerator=self.accelerator, devices=self.cfg["trainer"]["devices"],
@@ -115,8 +97,7 @@ class Lab:
         if epochs > 0:
             L.seed_everything(self.seed, verbose=False)
             tc = self.cfg["trainer"]
-            module = self._module(model, {"lr": tc["lr"] * lr_scale, "warmup_epochs": 0,
-                                          "max_steps": -1})
+            module = self._module(model, {"lr": tc["lr"] * lr_scale, "warmup_epochs": 0, "max_steps": -1})
             self._trainer(epochs).fit(module, datamodule=self.dm)
         return model
 
@@ -146,8 +127,7 @@ def _dense_model(ckpt: Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
 
 
 def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None) -> Lab:
-    """Everything bad input can break (options, densities, config, ``out_dir``), checked before any
-    work; returns the :class:`Lab` that will do it."""
+    """Check every input (options, densities, config, ``out_dir``) before any work; the Lab does it."""
     from dse.validate import validate
 
     options.validate()
@@ -163,8 +143,8 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
 def _quantized(model: nn.Module, model_cfg: Any, bits: int, seed: int | None, opts: Options,
                lab: Lab, files: dict[str, bytes], parts: dict[str, dict[str, int]], row: Any
                ) -> None:
-    """One bit width: quantize a copy, fine-tune, then its plain and Huffman-coded files, each
-    decoded and checked against the quantized weights."""
+    """One bit width: quantize a copy, fine-tune, then its plain and Huffman files, each checked by
+    decoding it."""
     log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
     q = copy.deepcopy(model)
     quantize_model(q, bits, seed=seed)
@@ -177,14 +157,13 @@ def _quantized(model: nn.Module, model_cfg: Any, bits: int, seed: int | None, op
         if _state_bits(decode(enc.data, build_model(model_cfg)).state_dict()) != reference:
             raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
         files[name], parts[name] = enc.data, enc.parts
-        row(stage, f"quantized {bits}-bit" + (" + Huffman" if huff else ""), bits, enc.size, q,
-            metrics, name)
+        row(stage, f"quantized {bits}-bit" + (" + Huffman" if huff else ""), bits, enc.size, q, metrics, name)
 
 
 def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
              lab: Lab | None = None) -> dict[str, Any]:
-    """Run the whole pipeline; returns rows (one per Table-2 stage) and size breakdowns, and writes
-    the files to ``out_dir`` if given. ``lab`` is what :func:`check` returned (else it runs here)."""
+    """The whole pipeline: rows (one per Table-2 stage) and size breakdowns, files written to
+    ``out_dir`` if given; ``lab`` is :func:`check`'s (else it runs here)."""
     lab = lab or check(ckpt, opts, out_dir)
     model, model_cfg = _dense_model(ckpt)
     densities = resolve_densities(model, opts.density)

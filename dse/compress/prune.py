@@ -1,10 +1,6 @@
-"""Magnitude pruning of a Fire network's convolutions to exact per-layer densities.
-
-Deep Compression's first stage with ``torch.nn.utils.prune``: ``l1_unstructured`` with an integer
-amount keeps exactly that many largest-magnitude weights (a top-k: ties cannot change the count), and
-its pre-hook holds the mask fixed while retraining moves ``weight_orig``. Biases and BatchNorm are
-never pruned, as in the paper's Table 1.
-"""
+"""Magnitude pruning of a Fire network's convolutions to exact per-layer densities (Deep
+Compression's first stage), with ``torch.nn.utils.prune``: an integer amount keeps exactly that many
+weights, and the hook holds the mask while retraining. Biases and BatchNorm are never pruned."""
 
 from __future__ import annotations
 
@@ -47,8 +43,7 @@ def classifier_name(model: nn.Module) -> str:
 
 
 def table1_densities(model: nn.Module) -> dict[str, float]:
-    """Table 1 mapped onto a generated network by name: conv1 100%, fire2..fire9 as in the paper,
-    the classifier 20%; layers the paper's SqueezeNet lacks (fire10+, bypass shortcuts) stay dense."""
+    """Table 1 mapped onto a network by name; layers SqueezeNet lacks (fire10+, shortcuts) stay dense."""
     out: dict[str, float] = {}
     last = classifier_name(model)
     for name in conv_layers(model):
@@ -81,10 +76,9 @@ def _density_map(text: str) -> dict[str, str]:
     return dict(pairs)
 
 
-def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]
-                      ) -> dict[str, float]:
-    """Per-layer densities for every conv from ``table1``, ``uniform:D``, a number or a map (or
-    ``name=D,...``) naming layers in full or short (``fire2.squeeze``); unnamed layers stay dense."""
+def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]) -> dict[str, float]:
+    """Per-conv densities from ``table1``, ``uniform:D``, a number or a map (or ``name=D,...``) of
+    full or short layer names; unnamed layers stay dense."""
     convs = conv_layers(model)
     if isinstance(spec, str):
         text = spec.strip()
@@ -113,8 +107,8 @@ def kept_count(density: float, n: int) -> int:
 
 
 def prune_model(model: nn.Module, densities: Mapping[str, float]) -> dict[str, int]:
-    """Attach magnitude-pruning masks in place; return the kept weight count of each layer.
-    Pruned ``weight_orig`` entries become +0.0 (not -0.0), so a decoded model is bit-identical."""
+    """Attach pruning masks in place; the kept count per layer. Pruned entries become +0.0 (not
+    -0.0), so a decoded model is bit-identical."""
     convs = conv_layers(model)
     kept: dict[str, int] = {}
     for name, density in densities.items():
@@ -154,8 +148,7 @@ def nonzero_weights(model: nn.Module) -> int:
 
 
 def count_params(model: nn.Module) -> int:
-    """Non-zero conv weights (as the file stores them: an init's exact 0.0 is not counted) plus
-    every other parameter (biases, BatchNorm): Table 1's total."""
+    """Non-zero conv weights plus every other parameter: Table 1's total."""
     other = sum(p.numel() for name, m in model.named_modules() if ".parametrizations" not in name
                 for pname, p in m.named_parameters(recurse=False)
                 if not (isinstance(m, nn.Conv2d) and pname in ("weight", "weight_orig")))

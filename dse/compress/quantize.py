@@ -1,10 +1,6 @@
-"""Per-layer k-means weight sharing with trainable centroids (Deep Compression, stage 2).
-
-Each conv's kept weights become at most ``2**bits`` shared values: a codebook (a parameter) and a
-code per weight (a buffer), recombined by a parametrization ``where(mask, codebook[codes], 0)``.
-Autograd sums the gradients of the weights sharing a centroid, which is Deep Compression's
-fine-tuning rule, so ordinary training fine-tunes the centroids and nothing else.
-"""
+"""Per-layer k-means weight sharing with trainable centroids (Deep Compression, stage 2): a
+parametrization ``where(mask, codebook[codes], 0)``, so autograd sums the gradients sharing a
+centroid (the paper's fine-tuning rule) and ordinary training fine-tunes the centroids only."""
 
 from __future__ import annotations
 
@@ -26,8 +22,7 @@ class SharedWeights(nn.Module):
     """Parametrization: a weight rebuilt from a codebook, per-weight codes and a mask (``where``, not
     ``* mask``: a negative centroid times 0 is -0.0, and the file stores +0.0)."""
 
-    def __init__(self, codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor,
-                 bits: int) -> None:
+    def __init__(self, codebook: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor, bits: int) -> None:
         super().__init__()
         self.bits = bits
         self.codebook = nn.Parameter(codebook.float().clone())
@@ -36,8 +31,7 @@ class SharedWeights(nn.Module):
 
     def forward(self, original: torch.Tensor) -> torch.Tensor:
         shared = self.codebook[self.codes].to(original.dtype)
-        return torch.where(self.mask, shared, torch.zeros((), dtype=shared.dtype,
-                                                          device=shared.device))
+        return torch.where(self.mask, shared, torch.zeros((), dtype=shared.dtype, device=shared.device))
 
 
 def check_bits(bits: int) -> int:
@@ -50,9 +44,8 @@ def check_bits(bits: int) -> int:
 
 
 def kmeans_1d(values: np.ndarray, bits: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """(centroids, labels) of ``values`` with linear initialisation, as Deep Compression chose: the
-    few large (important) weights keep centroids of their own. With at most ``2**bits`` distinct
-    values each is its own centroid (exact)."""
+    """(centroids, labels) of ``values``, linear initialisation as Deep Compression chose (large
+    weights keep centroids of their own); few distinct values are their own centroids."""
     values = np.asarray(values, dtype=np.float64).ravel()
     distinct = np.unique(values)
     k = 1 << check_bits(bits)
@@ -65,8 +58,7 @@ def kmeans_1d(values: np.ndarray, bits: int, seed: int = 0) -> tuple[np.ndarray,
 
 def quantize_model(model: nn.Module, bits: int | Mapping[str, int], seed: int = 0
                    ) -> dict[str, SharedWeights]:
-    """Replace every conv weight by a shared-weight parametrization in place (``bits`` may be a
-    per-layer map); only kept weights are clustered, and pruned ones stay exactly zero."""
+    """Share every conv's kept weights in place (``bits`` may be per layer); pruned ones stay 0."""
     keep = masks(model)
     finalize(model)
     out: dict[str, SharedWeights] = {}
@@ -93,8 +85,7 @@ def shared(module: nn.Module) -> SharedWeights | None:
 
 
 def strip(model: nn.Module) -> nn.Module:
-    """Bake the shared weights into plain tensors, in place. Not on a ``deepcopy`` still in use
-    (it shares the parametrized class): :func:`dse.compress.storage.plain_state_dict` then."""
+    """Bake the shared weights into plain tensors in place (not on a ``deepcopy`` still in use)."""
     for module in conv_layers(model).values():
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)

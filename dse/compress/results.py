@@ -1,5 +1,4 @@
-"""What a compression result becomes: its Table-2 Markdown, its files, the columns of its store
-rows (the store's ``compressions`` table, defined here once)."""
+"""A compression result's Table-2 Markdown, files and store columns (``compressions``, owned here)."""
 
 from __future__ import annotations
 
@@ -28,8 +27,7 @@ COLUMNS: dict[str, Any] = {
 
 
 def format_table(result: dict[str, Any]) -> str:
-    """Table-2-style Markdown table of a :func:`compress` result (with ``latency_ms`` where the
-    int8 stage measured it)."""
+    """Table-2-style Markdown table of a :func:`compress` result."""
     accuracies = [REGISTRY[k] for k in ACCURACY]
     timed = any(r.get(LATENCY_COLUMN) is not None for r in result["rows"])
     lat = [REGISTRY[LATENCY_COLUMN]] if timed else []
@@ -39,13 +37,11 @@ def format_table(result: dict[str, Any]) -> str:
              f"{r['ratio']:.1f}x", f"{r['nonzero_weights']:,}", f"{r['params']:,}",
              *(m.show(r[m.name]) for m in accuracies), *(m.show(r.get(m.name)) for m in lat)]
             for r in result["rows"]]
-    return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True,
-                 pad=False)
+    return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True, pad=False)
 
 
 def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
-    """Compressed files, ``model.json`` (to rebuild the template), JSON and Markdown tables: all of
-    them or, when writing fails (a full disk), none and the previous ones untouched."""
+    """Compressed files, ``model.json``, JSON and Markdown tables: all of them or none."""
     with staged_dir(out, OUT) as stage:
         for name, data in files.items():
             (stage / name).write_bytes(data)

@@ -1,9 +1,7 @@
 """The compressed model file (``.dsec``): sparse relative indices, codebooks, Huffman coding.
 
-The layout, part by part, is in docs/COMPRESSION.md ("File format"): every section is byte-aligned
-and belongs to one *part*, so a file's length is exactly the sum of the parts :func:`encode_report`
-reports. Decoding restores every tensor bit for bit (pruned weights +0.0, kept ones their centroid).
-"""
+Layout: docs/COMPRESSION.md ("File format"); every byte-aligned section belongs to one *part*, so a
+file's length is the sum of its parts. Decoding restores every tensor bit for bit."""
 
 from __future__ import annotations
 
@@ -104,19 +102,18 @@ def positions(symbols: np.ndarray, index_bits: int) -> np.ndarray:
     return (np.cumsum(step) - 1)[symbols != 0]
 
 
-def _stream(symbols: np.ndarray, alphabet: int, width: int, try_huffman: bool
-            ) -> tuple[bytes, bytes, bool]:
+def _stream(symbols: np.ndarray, alphabet: int, width: int, try_huffman: bool) -> tuple[bytes, bytes, bool]:
     """(Huffman table, payload, huffman?) of a symbol stream, whichever coding is smaller."""
     fixed = hf.pack_fixed(symbols, width)
     if not try_huffman or not len(symbols):
         return b"", fixed, False
     lengths = hf.code_lengths(np.bincount(symbols, minlength=alphabet))
-    table, coded = hf.length_table(lengths), hf.huffman_encode(symbols, lengths)
+    table, coded = hf.pack_fixed(lengths, hf.LEN_BITS), hf.huffman_encode(symbols, lengths)
     return (table, coded, True) if len(table) + len(coded) < len(fixed) else (b"", fixed, False)
 
 
 def check_index_bits(index_bits: int | Sequence[int]) -> tuple[int, int]:
-    """(convolutions, classifier) relative-index widths from one width for both or a pair."""
+    """(convolutions, classifier) index widths from one width for both, or a pair."""
     pair = (index_bits,) if isinstance(index_bits, int) else tuple(index_bits)
     pair *= 2 if len(pair) == 1 else 1
     if len(pair) != 2 or not all(isinstance(b, int) and 1 <= b <= 16 for b in pair):
@@ -134,8 +131,8 @@ def extra_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict a plain (unpruned, unparametrized) copy of ``model`` would have, from its
-    effective weights: a ``deepcopy`` shares the parametrized class, so removing it breaks both."""
+    """The state dict of a plain copy of ``model`` (a ``deepcopy`` shares the parametrized class, so
+    removing the parametrization from it would break both)."""
     state = {f"{n}.weight": m.weight.detach() for n, m in conv_layers(model).items()}
     return {**state, **dict(extra_tensors(model))}
 
@@ -181,8 +178,7 @@ def encode_report(model: nn.Module, *, huffman: bool = True,
         out.name(key)
         out.add("header", struct.pack("<B", DTYPES.index(value.dtype)))
         out.shape(tuple(value.shape))
-        out.add("bias", value.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
-                .numpy().tobytes())
+        out.add("bias", value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return Encoded(b"".join(out.chunks), dict(out.parts), dict(out.layers))
 
 
@@ -208,10 +204,10 @@ def decode(data: bytes, model_template: nn.Module) -> nn.Module:
         if mode == MODE_RAW:
             vals = np.frombuffer(r.take(vlen), "<f4")
         else:
-            codes = (hf.huffman_decode(r.take(vlen), hf.read_length_table(vtable, k), n)
+            codes = (hf.huffman_decode(r.take(vlen), hf.unpack_fixed(vtable, hf.LEN_BITS, k), n)
                      if vtable else hf.unpack_fixed(r.take(vlen), vbits, n))
             vals = codebook[codes]
-        syms = (hf.huffman_decode(r.take(ilen), hf.read_length_table(itable, 1 << ib), entries)
+        syms = (hf.huffman_decode(r.take(ilen), hf.unpack_fixed(itable, hf.LEN_BITS, 1 << ib), entries)
                 if itable else hf.unpack_fixed(r.take(ilen), ib, entries))
         flat = np.zeros(int(np.prod(shape)), dtype=np.float32)
         flat[positions(syms, ib)] = vals

@@ -1,9 +1,6 @@
 """``dse-export CHECKPOINT [--compressed FILE.dsec] [--format onnx,torchscript,int8] [--out DIR]``.
 
-Every input is checked first (--out, formats, checkpoint, compressed file, overrides, the packages
-the formats need): bad input is one line on stderr and exit code 2 with nothing written, as in every
-dse tool. A file that disagrees with PyTorch is a failure: one line, exit code 1, nothing written.
-"""
+Bad input exits 2 before anything is written; a file that disagrees with PyTorch exits 1."""
 
 from __future__ import annotations
 
@@ -46,7 +43,7 @@ def parser() -> argparse.ArgumentParser:
 
 def parse_formats(text: str) -> tuple[str, ...]:
     """``"onnx,int8"`` -> ("onnx", "int8"), in the order given, each once."""
-    from dse.export.formats import FORMATS
+    from dse.export.job import FORMATS
 
     items = comma_list(text)
     if not items or any(f not in FORMATS for f in items):
@@ -65,10 +62,8 @@ def _options(args: argparse.Namespace) -> Any:
                                                                  "--check-images"),
                          calibration=int_at_least(args.calibration, 1, "--calibration"),
                          latency=args.latency, threads=int_at_least(args.threads, 1, "--threads"))
-    onnx_needed = args.latency or any(f in ("onnx", "int8") for f in fmts)
-    if onnx_needed and (lacking := latency.missing()):
-        what = "--latency" if args.latency else "--format"
-        raise ConfigError(what, f"needs {', '.join(lacking)} ({latency.INSTALL_HINT})")
+    if args.latency or any(f in ("onnx", "int8") for f in fmts):
+        latency.require("--latency" if args.latency else "--format")
     return opts
 
 

@@ -1,14 +1,14 @@
-"""One ``dse-export`` job: a network's files, checked against PyTorch, optionally timed, written.
-
-Everything is computed in memory first (files, their outputs against PyTorch's on random and real
-test images, the int8 file's accuracy, every latency) and only then written, together or not at all
-(:func:`dse.outputs.staged_dir`), so a file that disagrees with PyTorch is never left behind.
-"""
+"""One ``dse-export`` job: the network as files other runtimes load (ONNX, TorchScript by
+``torch.jit.trace``, int8 ONNX), checked against PyTorch within :data:`TOLERANCE` and timed in
+memory, then written together or not at all, so a file that disagrees is never left behind."""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import warnings
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ from torch import nn
 
 from dse import latency
 from dse.compress import int8
-from dse.export import formats
+from dse.export import ExportMismatch
 from dse.metrics import REGISTRY
 from dse.outputs import staged_dir
 from dse.text import table
@@ -26,6 +26,45 @@ from dse.text import table
 RANDOM_IMAGES = 16
 REFERENCE = "pytorch"  # the reference row: the network itself, in torch eager mode
 TEST_ACCURACY = ("test_top1", "test_top5")  # the int8 file's and the network's, side by side
+FORMATS = ("onnx", "torchscript", "int8")  # int8: onnxruntime static quantization (dse.compress.int8)
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "int8": ".int8.onnx"}
+RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torch", "int8": "onnxruntime"}
+TOLERANCE = 1e-4  # largest |runtime - PyTorch| on a logit that an fp32 file may show
+
+
+def to_torchscript(model: nn.Module, shape: Sequence[int]) -> bytes:
+    """The TorchScript file (``torch.jit.save`` of a trace) of an inference copy of ``model``."""
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit's deprecation (FutureWarning) on every call
+        torch.jit.save(torch.jit.trace(latency.inference_copy(model), latency.example(shape)), buf)
+    return buf.getvalue()
+
+
+def file_runner(fmt: str, data: bytes, threads: int = 0) -> latency.Runner:
+    """The runner of a file in ``fmt`` (``onnx``, ``int8`` or ``torchscript``)."""
+    if fmt == "torchscript":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit's deprecation warning
+            return latency.torch_runner(torch.jit.load(io.BytesIO(data), map_location="cpu").eval())
+    return latency.onnx_runner(data, threads)
+
+
+def max_differences(model: nn.Module, files: Mapping[str, bytes],
+                    inputs: Mapping[str, torch.Tensor]) -> dict[str, dict[str, float]]:
+    """Largest |file - PyTorch| logit per format and input batch (int8 left out: its answer is its
+    accuracy); :class:`ExportMismatch` naming every one above :data:`TOLERANCE`."""
+    want = latency.torch_runner(latency.inference_copy(model))
+    out: dict[str, dict[str, float]] = {}
+    for fmt, data in files.items():
+        if fmt != "int8":
+            run = file_runner(fmt, data)
+            out[fmt] = {name: float(abs(run(x) - want(x)).max()) for name, x in inputs.items()}
+    bad = [f"{fmt} on {name}: {d:.3g}" for fmt, by in out.items() for name, d in by.items()
+           if not d <= TOLERANCE]
+    if bad:
+        raise ExportMismatch(f"outputs differ from PyTorch's by more than {TOLERANCE:g}: " + "; ".join(bad))
+    return out
 
 
 @dataclass
@@ -42,9 +81,8 @@ class ExportOptions:
 
 def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, dm: Any = None
         ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The result (JSON-ready) and the files ``{name: bytes}`` of exporting ``model`` trained with
-    the resolved ``cfg`` (a plain dict; ``dm`` built from it when needed); ExportMismatch if a file
-    disagrees with PyTorch."""
+    """The JSON-ready result and the files of exporting ``model`` of the resolved ``cfg`` (a plain
+    dict); ExportMismatch if a file disagrees with PyTorch."""
     model = latency.inference_copy(model)
     shape = latency.input_shape(cfg)
     if dm is None and (opts.check_images > 0 or "int8" in opts.formats):
@@ -55,20 +93,20 @@ def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, d
     inputs = {"random": latency.example(shape, RANDOM_IMAGES, seed=1)}
     if opts.check_images > 0:
         inputs["test images"] = int8.first_images(dm, "test", opts.check_images)[0]
-    made = {fmt: formats.export(model, shape, fmt) for fmt in opts.formats if fmt != "int8"}
+    made = {fmt: (latency.to_onnx if fmt == "onnx" else to_torchscript)(model, shape)
+            for fmt in opts.formats if fmt != "int8"}
     if "int8" in opts.formats:
         fp32 = made.get("onnx") or latency.to_onnx(model, shape)
         made["int8"] = int8.quantize(fp32, int8.first_images(dm, "train", opts.calibration)[0].numpy())
-    diffs = formats.max_differences(model, made, inputs)
-    formats.check_equal(diffs)
+    diffs = max_differences(model, made, inputs)
 
     rows: list[dict[str, Any]] = [{"file": None, "format": REFERENCE, "runtime": "torch"}]
     for fmt, data in made.items():
-        rows.append({"file": stem + formats.SUFFIXES[fmt], "format": fmt,
-                     "runtime": formats.RUNTIMES[fmt], "bytes": len(data), "max_diff": diffs.get(fmt)})
+        rows.append({"file": stem + SUFFIXES[fmt], "format": fmt,
+                     "runtime": RUNTIMES[fmt], "bytes": len(data), "max_diff": diffs.get(fmt)})
 
     def runner(fmt: str, threads: int = 0) -> latency.Runner:
-        return latency.torch_runner(model) if fmt == REFERENCE else formats.runner(fmt, made[fmt], threads)
+        return latency.torch_runner(model) if fmt == REFERENCE else file_runner(fmt, made[fmt], threads)
 
     if "int8" in opts.formats:  # its answer is its accuracy: beside the network's own
         for row in (rows[0], rows[-1]):
@@ -79,7 +117,7 @@ def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, d
             row["latency"] = latency.profile(runner(row["format"], opts.threads), shape, opts.threads)
     options = {k: v for k, v in asdict(opts).items() if k != "extra"}
     result = dict(model=cfg["model"], input_shape=list(shape), stem=stem, options=options,
-                  tolerance=formats.TOLERANCE, rows=rows, versions=versions(), **opts.extra)
+                  tolerance=TOLERANCE, rows=rows, versions=versions(), **opts.extra)
     return result, {r["file"]: made[r["format"]] for r in rows[1:]}
 
 
@@ -113,13 +151,11 @@ def format_table(result: dict[str, Any]) -> str:
                      *([REGISTRY[k].show(r.get(k)) for k in TEST_ACCURACY] if acc else []),
                      *([f"{prof[b][q]:.3f}" if b in prof else "-" for b in latency.BATCHES
                         for q in (0.5, 0.9)] if lat else [])])
-    return table(header, body, align=[None, None, *["right"] * (len(header) - 2)], markdown=True,
-                 pad=False)
+    return table(header, body, align=[None, None, *["right"] * (len(header) - 2)], markdown=True, pad=False)
 
 
 def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
-    """The files, ``<stem>.export.json`` and ``<stem>.export.md``: all of them or none (JSON
-    writes the batch sizes and quantiles of the latency profiles as string keys)."""
+    """The files, ``<stem>.export.json`` and ``<stem>.export.md``: all of them or none."""
     stem = result["stem"]
     with staged_dir(out, "--out") as stage:
         for name, data in files.items():

@@ -1,8 +1,5 @@
-"""Parametric Fire-network generator: metaparameters -> spec -> report / PyTorch model.
-
-Only the pure-Python parts are imported eagerly so that ``dse-model`` and the sweepers' budget
-checks never pay for importing torch; ``build_model`` and ``load_torchvision`` load it on first use.
-"""
+"""Fire-network generator: metaparameters -> spec -> report / PyTorch model (torch loaded lazily,
+so ``dse-model`` and budget checks never import it)."""
 
 from dse.model.report import ModelReport, analyze, format_table
 from dse.model.spec import NetSpec, build_spec, validate_metaparameters

@@ -1,24 +1,16 @@
-"""K Fire networks as one network of grouped layers: one kernel launch trains K design points.
+"""K Fire networks as one network of grouped layers (HFTA, Wang et al. 2021): one kernel launch
+trains K launch-bound design points.
 
-A sweep trains many small networks, each of which leaves a GPU almost idle (the step is
-launch-bound). Following HFTA (Wang et al., MLSys 2021), the K members become one network whose
-every convolution is grouped (``groups=K``) and whose BatchNorm runs over the stacked channels, so
-member k only ever sees its own channels. Members may differ in any width (SR, pct3x3, base_e,
-incr_e, freq) and in bypass kind; each layer is padded to the widest member, and the padding is
-held at exactly zero: its weights start at zero and :meth:`FusedFireNet.mask_grads` zeroes their
-gradients, so SGD and AdamW (zero gradient, zero state, decoupled decay of a zero) never move them.
-Member k therefore computes exactly its own :class:`~dse.model.net.FireNet`, which
-:meth:`FusedFireNet.member_state` and :meth:`FusedFireNet.load_member` convert to and from.
-
-No library does this for a network family with per-member widths (HFTA's operators fuse identical
-models), hence the hand-written layers. Layer names mirror ``FireNet``'s so member state dicts
-share its keys.
-"""
+Every convolution is grouped (``groups=K``), each layer padded to its widest member; the padding
+starts at zero and :meth:`FusedFireNet.mask_grads` keeps it there, so member k computes exactly its
+own ``FireNet`` (whose state-dict keys it shares). Hand-written: HFTA's operators fuse identical
+models only, and members here differ in widths and bypass."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -29,14 +21,12 @@ from dse.model.spec import POOL_KERNEL, POOL_STRIDE, Conv, Fire, NetSpec
 
 def macro_key(spec: NetSpec) -> tuple:
     """What members of one fused network must share: the layout, not the widths or the bypass."""
-    return (spec.stem, len(spec.fires), spec.pool_after, spec.batch_norm, spec.in_channels,
-            spec.num_classes)
+    return (spec.stem, len(spec.fires), spec.pool_after, spec.batch_norm, spec.in_channels, spec.num_classes)
 
 
 @dataclass(frozen=True)
 class Layout:
-    """Where each member's channels sit in a fused tensor of ``K * width`` channels: member k's
-    channel c is fused channel ``k * width + pos[k][c]``."""
+    """Member k's channel c is fused channel ``k * width + pos[k][c]``."""
 
     width: int
     pos: tuple[tuple[int, ...], ...]
@@ -56,17 +46,15 @@ class Layout:
 
 
 class GroupedBlock(nn.Module):
-    """``conv_block`` for K members: grouped conv, optional BatchNorm over the stacked channels,
-    optional ReLU. ``has[k]`` says whether member k has this layer at all (a member without 3x3
-    filters, or without a conv shortcut here, keeps its slice at zero)."""
+    """``conv_block`` for K members; ``has[k]``: whether member k has this layer at all (else its
+    slice stays zero)."""
 
     def __init__(self, src: Layout, dst: Layout, has: list[bool], kernel: int, stride: int = 1,
                  padding: int = 0, bn: bool = False, relu: bool = True) -> None:
         super().__init__()
         k = len(has)
         self.src, self.dst, self.has = src, dst, has
-        self.conv = nn.Conv2d(k * src.width, k * dst.width, kernel, stride, padding, groups=k,
-                              bias=not bn)
+        self.conv = nn.Conv2d(k * src.width, k * dst.width, kernel, stride, padding, groups=k, bias=not bn)
         self.bn = nn.BatchNorm2d(k * dst.width) if bn else None
         self.relu = nn.ReLU(inplace=True) if relu else None
         for p in self.parameters():
@@ -92,10 +80,9 @@ class FusedFire(nn.Module):
         sq = Layout.plain([f.s1x1 for f in fires])
         e1, e3 = Layout.plain([f.e1x1 for f in fires]), Layout.plain([f.e3x3 for f in fires])
         self.out = Layout.concat(e1, e3)
-        self.k, self.widths = k, (e1.width, e3.width)
+        self.k = k
         self.squeeze = GroupedBlock(src, sq, [True] * k, 1, bn=bn)
-        self.expand1x1 = (GroupedBlock(sq, e1, [f.e1x1 > 0 for f in fires], 1, bn=bn)
-                          if e1.width else None)
+        self.expand1x1 = (GroupedBlock(sq, e1, [f.e1x1 > 0 for f in fires], 1, bn=bn) if e1.width else None)
         self.expand3x3 = (GroupedBlock(sq, e3, [f.e3x3 > 0 for f in fires], 3, padding=1, bn=bn)
                           if e3.width else None)
         conv = [f.shortcut == "conv" for f in fires]
@@ -103,8 +90,8 @@ class FusedFire(nn.Module):
         self._identity(fires, src)
 
     def _identity(self, fires: list[Fire], src: Layout) -> None:
-        """Per-member masked identity: output channel <- the same member channel of the input.
-        Unused entries point into the member's own input block, so a member's NaN stays its own."""
+        """Per-member masked identity; unused entries point into the member's own input block, so a
+        member's NaN stays its own."""
         n = self.k * self.out.width
         idx = torch.tensor([(c // self.out.width) * src.width for c in range(n)], dtype=torch.long)
         keep = torch.zeros(n)
@@ -132,19 +119,15 @@ class FusedFire(nn.Module):
 
 
 class FusedFireNet(nn.Module):
-    """K members with one macro layout (:func:`macro_key`) as one network.
-
-    Input: ``[N, K * C, H, W]``, member k's images in channels ``k*C .. k*C+C-1``; output: logits
-    ``[N, K, classes]``. Dropout is drawn per member from its own generator (``dropout_generators``),
-    so each member's masks are its own stream, reproducible from its seed.
-    """
+    """K members with one macro layout (:func:`macro_key`): input ``[N, K * C, H, W]``, logits
+    ``[N, K, classes]``; dropout drawn per member from its own generator, reproducible from its seed."""
 
     def __init__(self, specs: list[NetSpec]) -> None:
         super().__init__()
         if len({macro_key(s) for s in specs}) != 1:
             raise ValueError("fused members must share stem, n_fire, pool_after, batch_norm, "
                              "input channels and classes")
-        self.specs, self.k = specs, len(specs)
+        self.k = len(specs)
         first = specs[0]
         layout = Layout.plain([first.in_channels] * self.k)
         feats: OrderedDict[str, nn.Module] = OrderedDict()
@@ -169,7 +152,6 @@ class FusedFireNet(nn.Module):
         self.classifier = nn.Sequential(OrderedDict(**{head.name: GroupedBlock(
             layout, Layout.plain([head.out_ch] * self.k), [True] * self.k, 1)}))
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self._layout = layout
         self.register_buffer("active", torch.ones(self.k, dtype=torch.bool), persistent=False)
         self._masks = self._build_masks()
         self._live_cache: dict[str, torch.Tensor] = {}
@@ -188,30 +170,21 @@ class FusedFireNet(nn.Module):
 
     def _build_masks(self) -> dict[str, torch.Tensor]:
         """Per parameter, per member: where its real entries are (``[K, *param.shape]`` bools)."""
-        masks: dict[str, torch.Tensor] = {}
-        for name, block in self.blocks().items():
-            for pname, p in block.named_parameters():
-                m = torch.zeros(self.k, *p.shape, dtype=torch.bool)
-                for k in range(self.k):
-                    if block.has[k]:
-                        rows, cols = block.index(k)
-                        if pname == "conv.weight":
-                            m[k][rows[:, None], cols[None, :]] = True
-                        else:
-                            m[k][rows] = True
-                masks[f"{name}.{pname}"] = m
+        masks = {n: torch.zeros(self.k, *p.shape, dtype=torch.bool) for n, p in self.named_parameters()}
+        for k in range(self.k):
+            for key, (_, idx) in self._slices(k).items():
+                if key in masks:
+                    masks[key][k][idx] = True
         return masks
 
     def mask_grads(self) -> None:
-        """Zero every gradient outside the active members' real entries (a fill, so a diverged
-        member's NaN gradient is dropped too, not multiplied by zero)."""
+        """Zero every gradient outside the active members' real entries (a fill: NaN is dropped too)."""
         for name, p in self.named_parameters():
             if p.grad is not None:
                 p.grad.masked_fill_(self._dead(name, p.device), 0.0)
 
     def _dead(self, name: str, device: torch.device) -> torch.Tensor:
-        """Where no active member has a real entry, cached until a member is frozen (one in-place
-        fill per parameter and step, no allocation on the hot path)."""
+        """Where no active member has a real entry, cached until a member is frozen."""
         dead = self._live_cache.get(name)
         if dead is None or dead.device != device:
             act = self.active.cpu().view(-1, *([1] * (self._masks[name].dim() - 1)))
@@ -219,9 +192,8 @@ class FusedFireNet(nn.Module):
         return dead
 
     def freeze(self, k: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Take member k out of training: its group's whole slice of every layer (and of the
-        optimizer state) becomes zero, NaN included, and its gradients are masked from now on, so
-        it can never disturb the others."""
+        """Take member k out of training: its slices (and optimizer state) zeroed, NaN included, and
+        its gradients masked from now on."""
         self.active[k] = False
         self._live_cache.clear()
         with torch.no_grad():
@@ -234,44 +206,33 @@ class FusedFireNet(nn.Module):
                         if torch.is_tensor(t) and t.shape == p.shape:
                             t[rows] = 0.0
 
+    def _slices(self, k: int) -> dict[str, tuple[torch.Tensor, Any]]:
+        """``FireNet`` state-dict key -> (fused tensor, member k's index into it)."""
+        out: dict[str, tuple[torch.Tensor, Any]] = {}
+        for name, block in self.blocks().items():
+            if block.has[k]:
+                for tname, t in [*block.named_parameters(), *block.named_buffers()]:
+                    rows, cols = (i.to(t.device) for i in block.index(k))
+                    # num_batches_tracked (0-d) is one count for the whole group
+                    idx = (rows[:, None], cols[None, :]) if tname == "conv.weight" else rows
+                    out[f"{name}.{tname}"] = (t, () if t.dim() == 0 else idx)
+        return out
+
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's weights and BN statistics under ``FireNet``'s state-dict keys."""
-        out: dict[str, torch.Tensor] = {}
-        for name, block in self.blocks().items():
-            if not block.has[k]:
-                continue
-            rows, cols = block.index(k)
-            for tname, t in [*block.named_parameters(), *block.named_buffers()]:
-                dev_rows = rows.to(t.device)
-                if tname == "conv.weight":
-                    out[f"{name}.{tname}"] = t.detach()[dev_rows][:, cols.to(t.device)].clone()
-                elif t.dim() == 0:  # num_batches_tracked: one count for the whole group
-                    out[f"{name}.{tname}"] = t.detach().clone()
-                else:
-                    out[f"{name}.{tname}"] = t.detach()[dev_rows].clone()
-        return out
+        return {key: t.detach()[idx].clone() for key, (t, idx) in self._slices(k).items()}
 
     def load_member(self, k: int, state: dict[str, torch.Tensor]) -> None:
         """Write a ``FireNet`` state dict (its keys) into member k's slices."""
-        blocks = self.blocks()
+        slices = self._slices(k)
         with torch.no_grad():
             for key, value in state.items():
-                name, _, tname = key.rpartition(".")
-                name, _, sub = name.rpartition(".")
-                block, t = blocks[name], dict([*blocks[name].named_parameters(),
-                                               *blocks[name].named_buffers()])[f"{sub}.{tname}"]
-                rows, cols = (i.to(t.device) for i in block.index(k))
-                v = value.to(t.device, t.dtype)
-                if f"{sub}.{tname}" == "conv.weight":
-                    t[rows[:, None], cols[None, :]] = v
-                elif t.dim() == 0:
-                    t.copy_(v)
-                else:
-                    t[rows] = v
+                t, idx = slices[key]
+                t[idx] = value.to(t.device, t.dtype)
 
     def _dropout(self, x: torch.Tensor) -> torch.Tensor:
-        """Each member's dropout from its own generator, drawn as ``F.dropout`` draws on the CPU
-        (Bernoulli noise, scaled, multiplied), so a group of one equals ``FireNet`` bit for bit."""
+        """Each member's dropout from its own generator, drawn as ``F.dropout`` draws on the CPU, so a
+        group of one equals ``FireNet`` bit for bit."""
         if not self.training or not any(self.dropout):
             return x
         n, _, h, w = x.shape

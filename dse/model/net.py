@@ -1,9 +1,5 @@
-"""The PyTorch Fire network, built from a :class:`~dse.model.spec.NetSpec`.
-
-Kept as compact as torchvision's ``squeezenet.py``: the spec already decided every width, so this
-module only turns layers into modules. Names are stable (``features.conv1``, ``features.fire2`` ...,
-``classifier.conv10``) so checkpoints, pruning masks and reports can refer to layers by name.
-"""
+"""The PyTorch Fire network of a :class:`~dse.model.spec.NetSpec`, as compact as torchvision's
+``squeezenet.py``; stable layer names (``features.fire2``) for checkpoints, masks and reports."""
 
 from __future__ import annotations
 
@@ -100,12 +96,8 @@ def build_model(cfg: Any) -> FireNet:
 
 
 def load_torchvision(model: FireNet, source: nn.Module | dict[str, torch.Tensor]) -> FireNet:
-    """Copy a torchvision ``squeezenet1_0``/``squeezenet1_1`` model or state_dict into ``model``.
-
-    Both networks list their conv weights and biases in the same order (stem, then per Fire module
-    squeeze, expand1x1, expand3x3, then the classifier), so the tensors are matched by position and
-    checked by shape. Networks with BatchNorm or a bypass have no torchvision counterpart.
-    """
+    """Copy a torchvision ``squeezenet1_0``/``1_1`` model or state_dict into ``model``: both list
+    their tensors in one order, so they are matched by position and checked by shape."""
     state = source.state_dict() if isinstance(source, nn.Module) else source
     theirs = [(k, v) for k, v in state.items() if k.endswith((".weight", ".bias"))]
     ours = [(k, v) for k, v in model.state_dict().items() if k.endswith((".weight", ".bias"))]

@@ -1,9 +1,7 @@
 """Analytic model report: the paper's Table 1 for any design point, without torch or training.
 
-MACs count multiply-accumulates of convolutions and the classifier only (the convention behind
-torchvision's "GFLOPS" metadata); pooling, ReLU, BatchNorm and bypass additions are free. Model size
-is parameters x bits; the paper's "MB" mixes MB and MiB, so both are reported.
-"""
+MACs count convolutions only (torchvision's "GFLOPS" convention); size is params x bits, in MB and
+MiB both, as the paper's "MB" mixes the two."""
 
 from __future__ import annotations
 
@@ -20,11 +18,7 @@ SIZE_BITS = (32, 16, 8, 6)
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One line of the per-layer table (a conv, a Fire module or a max-pool).
-
-    ``bypass`` is the Fire module's :attr:`~dse.model.spec.Fire.shortcut` (none | identity | conv),
-    under the name ``dse-model --json`` has always printed it.
-    """
+    """One line of the per-layer table; ``bypass`` is a Fire module's ``shortcut`` (the JSON's name)."""
 
     name: str
     out_shape: tuple[int, int, int]  # H, W, C
@@ -62,23 +56,13 @@ class ModelReport:
         return to_mb(self.size_bytes_fp32)
 
     def to_dict(self) -> dict[str, Any]:
-        sizes = {
-            str(b): {"bytes": self.size_bytes(b), "MB": to_mb(self.size_bytes(b)),
-                     "MiB": to_mib(self.size_bytes(b))}
-            for b in SIZE_BITS
-        }
-        return {
-            "input_shape": list(self.input_shape),
-            "params": self.params,
-            "macs": self.macs,
-            "size_bytes_fp32": self.size_bytes_fp32,
-            "size_mb_fp32": self.size_mb,
-            "size_mib_fp32": self.size_mib,
-            "sizes": sizes,
-            "peak_activation": self.peak_activation,
-            "peak_activation_bytes_fp32": 4 * self.peak_activation,
-            "layers": [dict(asdict(r), out_shape=list(r.out_shape)) for r in self.layers],
-        }
+        sizes = {str(b): {"bytes": (n := self.size_bytes(b)), "MB": to_mb(n), "MiB": to_mib(n)}
+                 for b in SIZE_BITS}
+        return dict(input_shape=list(self.input_shape), params=self.params, macs=self.macs,
+                    size_bytes_fp32=self.size_bytes_fp32, size_mb_fp32=self.size_mb,
+                    size_mib_fp32=self.size_mib, sizes=sizes, peak_activation=self.peak_activation,
+                    peak_activation_bytes_fp32=4 * self.peak_activation,
+                    layers=[dict(asdict(r), out_shape=list(r.out_shape)) for r in self.layers])
 
 
 def analyze(spec: NetSpec, image_size: int) -> ModelReport:
@@ -90,8 +74,7 @@ def analyze(spec: NetSpec, image_size: int) -> ModelReport:
         hw = h * w
         if isinstance(layer, Conv):
             macs = hw * layer.in_ch * layer.out_ch * layer.kernel**2
-            rows.append(LayerRow(layer.name, (h, w, layer.out_ch), None, None, None,
-                                 layer.params, macs))
+            rows.append(LayerRow(layer.name, (h, w, layer.out_ch), None, None, None, layer.params, macs))
             peak = max(peak, hw * layer.out_ch)
         elif isinstance(layer, Fire):
             rows.append(LayerRow(layer.name, (h, w, layer.out_ch), layer.s1x1, layer.e1x1,
@@ -99,18 +82,10 @@ def analyze(spec: NetSpec, image_size: int) -> ModelReport:
             peak = max(peak, hw * layer.out_ch, hw * layer.s1x1)
         if ls.pool_hw:
             ph, pw = ls.pool_hw
-            rows.append(LayerRow(f"maxpool/{layer.name}", (ph, pw, layer.out_ch), None, None,
-                                 None, 0, 0))
-    # the global average pool ends at 1x1xclasses
-    last = rows[-1]
-    rows.append(LayerRow("avgpool", (1, 1, last.out_shape[2]), None, None, None, 0, 0))
-    return ModelReport(
-        input_shape=(spec.in_channels, image_size, image_size),
-        layers=tuple(rows),
-        params=sum(r.params for r in rows),
-        macs=sum(r.macs for r in rows),
-        peak_activation=peak,
-    )
+            rows.append(LayerRow(f"maxpool/{layer.name}", (ph, pw, layer.out_ch), None, None, None, 0, 0))
+    rows.append(LayerRow("avgpool", (1, 1, rows[-1].out_shape[2]), None, None, None, 0, 0))
+    return ModelReport((spec.in_channels, image_size, image_size), tuple(rows),
+                       sum(r.params for r in rows), sum(r.macs for r in rows), peak)
 
 
 def _fmt(n: float | int | None) -> str:
@@ -123,13 +98,10 @@ def format_table(report: ModelReport, title: str = "") -> str:
     body = [(r.name + (f" [{r.bypass}]" if r.bypass not in (None, "none") else ""),
              "x".join(map(str, r.out_shape)), _fmt(r.s1x1), _fmt(r.e1x1), _fmt(r.e3x3),
              _fmt(r.params), _fmt(r.macs)) for r in report.layers]
-    out = [title] if title else []
-    out.append(table(head, body, align=("left", "left", *["right"] * 5)))
-    out.append("")
     c, h, w = report.input_shape
-    out.append(f"input          {c}x{h}x{w}")
-    out.append(f"params         {report.params:,}")
-    out.append(f"MACs           {report.macs:,} ({report.macs / 1e6:.1f} M)")
+    out = [*([title] if title else []), table(head, body, align=("left", "left", *["right"] * 5)), "",
+           f"input          {c}x{h}x{w}", f"params         {report.params:,}",
+           f"MACs           {report.macs:,} ({report.macs / 1e6:.1f} M)"]
     for b in SIZE_BITS:
         n = report.size_bytes(b)
         out.append(f"size {b:>2}-bit    {n:,} B = {to_mb(n):.3f} MB = {to_mib(n):.3f} MiB")

@@ -1,10 +1,5 @@
-"""Metaparameters -> network spec: every layer's widths and shapes, in pure Python.
-
-The spec is the single source of truth for a design point. The PyTorch model is built from it, and
-the analytic report (params, MACs, sizes) is computed from it without importing torch, which is why
-``dse-model`` answers instantly and why a sweeper can reject an over-budget point before training.
-Channel rounding follows the reference: ``e3 = round(pct3x3 * e)``, ``s = max(1, round(sr * e))``.
-"""
+"""Metaparameters -> network spec: every layer's widths and shapes, in pure Python (no torch), so
+``dse-model`` answers instantly and a sweeper rejects an over-budget point before training."""
 
 from __future__ import annotations
 
@@ -45,19 +40,18 @@ class Conv:
 
     @property
     def params(self) -> int:
-        w = self.in_ch * self.out_ch * self.kernel**2
-        return w + (2 * self.out_ch if self.batch_norm else self.out_ch)
+        return conv_params(self.in_ch, self.out_ch, self.kernel, self.batch_norm)
+
+
+def conv_params(cin: int, cout: int, k: int, bn: bool) -> int:
+    """Weights plus bias (or BatchNorm's scale and shift) of one convolution; none when empty."""
+    return 0 if cout == 0 else cin * cout * k * k + (2 * cout if bn else cout)
 
 
 @dataclass(frozen=True)
 class Fire:
-    """A Fire module: squeeze 1x1 -> (expand 1x1 || expand 3x3), plus an optional shortcut.
-
-    ``shortcut`` is this module's realisation of the network's ``bypass`` (none | simple | complex),
-    one of :data:`SHORTCUT_KINDS`: ``identity`` adds the input (simple or complex bypass, widths
-    equal), ``conv`` adds a 1x1 convolution of it (complex bypass, widths differ), ``none`` adds
-    nothing. A separate word, so a per-layer value is never mistaken for the config's.
-    """
+    """A Fire module: squeeze 1x1 -> (expand 1x1 || expand 3x3), plus an optional shortcut, one of
+    :data:`SHORTCUT_KINDS` (a word of its own, never mistaken for the config's ``bypass``)."""
 
     name: str
     in_ch: int
@@ -71,15 +65,12 @@ class Fire:
     def out_ch(self) -> int:
         return self.e1x1 + self.e3x3
 
-    def _conv(self, cin: int, cout: int, k: int, bn: bool) -> int:
-        return 0 if cout == 0 else cin * cout * k * k + (2 * cout if bn else cout)
-
     @property
     def params(self) -> int:
         bn = self.batch_norm
-        p = self._conv(self.in_ch, self.s1x1, 1, bn)
-        p += self._conv(self.s1x1, self.e1x1, 1, bn) + self._conv(self.s1x1, self.e3x3, 3, bn)
-        return p + (self._conv(self.in_ch, self.out_ch, 1, bn) if self.shortcut == "conv" else 0)
+        p = conv_params(self.in_ch, self.s1x1, 1, bn)
+        p += conv_params(self.s1x1, self.e1x1, 1, bn) + conv_params(self.s1x1, self.e3x3, 3, bn)
+        return p + (conv_params(self.in_ch, self.out_ch, 1, bn) if self.shortcut == "conv" else 0)
 
     def macs(self, hw: int) -> int:
         m = self.in_ch * self.s1x1 + self.s1x1 * self.e1x1 + 9 * self.s1x1 * self.e3x3
@@ -126,20 +117,16 @@ class NetSpec:
             if isinstance(layer, Conv):
                 h, w = (conv_out(x, layer.kernel, layer.stride, layer.padding) for x in (h, w))
             if h < 1 or w < 1:
-                raise ConfigError(
-                    f"model.{layer.name}",
-                    f"spatial size shrinks below 1x1 at {layer.name} (input {image_size}px); "
-                    "use a larger input, a smaller stem stride or fewer pool_after entries",
-                )
+                raise ConfigError(f"model.{layer.name}", f"spatial size shrinks below 1x1 at {layer.name} "
+                                  f"(input {image_size}px); use a larger input, a smaller stem stride or "
+                                  "fewer pool_after entries")
             pooled = None
             if layer.name in self.pool_after:
                 ph, pw = (pool_out(x) for x in (h, w))
                 if ph < 1 or pw < 1:
-                    raise ConfigError(
-                        "model.pool_after",
-                        f"spatial size shrinks below 1x1 at the max-pool after {layer.name} "
-                        f"(input {image_size}px); remove a pool or use a larger input",
-                    )
+                    raise ConfigError("model.pool_after", "spatial size shrinks below 1x1 at the max-pool "
+                                      f"after {layer.name} (input {image_size}px); remove a pool or use a "
+                                      "larger input")
                 pooled = (ph, pw)
             out.append(LayerShape(layer, (h, w), pooled))
             if pooled:
@@ -153,10 +140,8 @@ def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
 
 
 def pool_out(size: int, kernel: int = POOL_KERNEL, stride: int = POOL_STRIDE) -> int:
-    """Output length of a ceil-mode max-pool without padding, PyTorch's rule included.
-
-    Ceil mode may add one window, but PyTorch drops it when that window would start past the input.
-    """
+    """Output length of a ceil-mode max-pool without padding, with PyTorch's rule that drops a last
+    window starting past the input."""
     out = (size - kernel + stride - 1) // stride + 1
     if (out - 1) * stride >= size:
         out -= 1
@@ -180,15 +165,12 @@ def validate_metaparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
     stores it) once, for every entry point; return them normalised."""
     m = {key: _number(cfg, key, kind, default) for key, (kind, default) in NUMBERS.items()}
     checks = [
-        ("base_e", m["base_e"] >= 1, "must be an integer >= 1"),
-        ("incr_e", m["incr_e"] >= 0, "must be an integer >= 0"),
-        ("freq", m["freq"] >= 1, "must be an integer >= 1"),
+        *((key, m[key] >= lo, f"must be an integer >= {lo}") for key, lo in (
+            ("base_e", 1), ("incr_e", 0), ("freq", 1), ("n_fire", 1), ("in_channels", 1),
+            ("num_classes", 1))),
         ("sr", m["sr"] > 0 and math.isfinite(m["sr"]), "must be > 0 (paper range (0, 1])"),
         ("pct3x3", 0.0 <= m["pct3x3"] <= 1.0, "must be in [0, 1]"),
-        ("n_fire", m["n_fire"] >= 1, "must be an integer >= 1"),
         ("dropout", 0.0 <= m["dropout"] < 1.0, "must be in [0, 1)"),
-        ("in_channels", m["in_channels"] >= 1, "must be an integer >= 1"),
-        ("num_classes", m["num_classes"] >= 1, "must be an integer >= 1"),
     ]
     for key, ok, rule in checks:
         if not ok:
@@ -219,12 +201,8 @@ def _position(layer: str) -> tuple[int, str]:
 
 
 def spec_inputs(model: Mapping[str, Any]) -> dict[str, Any]:
-    """The model keys that decide the network, with ``pool_after`` in network order, once each.
-
-    What :func:`dse.store.config_hash` hashes for the model: a label (``name``), a key nothing reads
-    or pools listed in another order do not split one network into two design points. Partial
-    configs are fine (the report hashes configs with a swept key removed).
-    """
+    """The model keys that decide the network (``pool_after`` in network order, once each): what
+    :func:`dse.store.config_hash` hashes, so a label or a pool order never splits a design point."""
     out = {key: model[key] for key in SPEC_KEYS if key in model}
     if isinstance(out.get("pool_after"), Sequence) and not isinstance(out["pool_after"], str):
         out["pool_after"] = sorted(dict.fromkeys(map(str, out["pool_after"])), key=_position)
@@ -251,8 +229,7 @@ def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
     """Validate the metaparameters and lay out the network they describe."""
     m = validate_metaparameters(cfg)
     bn, st = m["batch_norm"], m["stem"]
-    stem = Conv("conv1", m["in_channels"], st["channels"], st["kernel"], st["stride"],
-                st["padding"], bn)
+    stem = Conv("conv1", m["in_channels"], st["channels"], st["kernel"], st["stride"], st["padding"], bn)
     fires: list[Fire] = []
     cin = stem.out_ch
     for i in range(m["n_fire"]):
@@ -263,11 +240,8 @@ def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
     names = {stem.name, head.name, *(f.name for f in fires)}
     for p in m["pool_after"]:
         if p not in names:
-            raise ConfigError(
-                "model.pool_after",
-                f"unknown layer {p!r}; allowed: conv1, fire2..fire{m['n_fire'] + 1} "
-                f"(not {head.name})",
-            )
+            raise ConfigError("model.pool_after", f"unknown layer {p!r}; allowed: conv1, "
+                                                  f"fire2..fire{m['n_fire'] + 1} (not {head.name})")
         if p == head.name:
             raise ConfigError("model.pool_after", f"cannot pool after the classifier {p!r}")
     meta = {k: m[k] for k in ("base_e", "incr_e", "freq", "sr", "pct3x3", "n_fire")}

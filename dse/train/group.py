@@ -27,7 +27,7 @@ from dse.train.checkpoints import discard, resume_dir
 from dse.train.fused import Member, fusable, group_id, group_key, train_group
 from dse.train.run import Point
 from dse.train.summary import summarize
-from dse.validate import validate
+from dse.validate import model_report, validate
 
 log = logging.getLogger("dse.train")
 
@@ -103,7 +103,9 @@ def _members(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[M
 
 def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
     """Every job's summary (:func:`dse.train.summary.summarize`), in job order."""
-    points = [Point(j.cfg, validate(j.cfg), j.out_dir, j.overrides, ()) for j in jobs]
+    for j in jobs:
+        validate(j.cfg)
+    points = [Point(j.cfg, model_report(j.cfg), j.out_dir, j.overrides, ()) for j in jobs]
     rows: dict[tuple[int, int], Any] = {}
     todo: list[_Seed] = []
     held: dict[tuple[int, int], claims.Holder] = {}

@@ -24,7 +24,7 @@ from dse.train.checkpoints import check_folder, discard, resume_dir
 from dse.train.fused import Member, device_settings, train_group
 from dse.train.loggers import check_logger
 from dse.train.summary import summarize
-from dse.validate import STALE, validate
+from dse.validate import STALE, model_report, validate
 
 log = logging.getLogger("dse.train")
 
@@ -43,12 +43,12 @@ def check_job(cfg: DictConfig) -> Any:
     the logger's class and arguments and each seed's resume folder. dse-train's preflight runs it
     on every job before Hydra writes; each job runs it again before it trains. Returns the
     model's analytic report."""
-    report = validate(cfg)
+    validate(cfg)
     device_settings(cfg.trainer)
     check_logger(OmegaConf.select(cfg, "logger"))
     for seed in range(cfg.seed, cfg.seed + cfg.study.seeds):
         check_folder(cfg, seed)
-    return report
+    return model_report(cfg)
 
 
 def check_stores(cfgs: list[DictConfig]) -> None:

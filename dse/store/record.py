@@ -1,8 +1,6 @@
-"""One training run as one row (the ``runs`` columns of docs/CONTRACTS.md) and the hash keying it.
-
-:class:`RunRecord`'s fields are the columns (the SQL table and every frame derive their types from
-it); :func:`config_hash`, a run's identity everywhere, hashes only what changes the trained
-network's numbers (never the study, seed, store or paths).
+"""One training run as one row (the ``runs`` columns of docs/CONTRACTS.md) and the hash keying it:
+:class:`RunRecord`'s fields are the columns; :func:`config_hash`, a run's identity everywhere,
+hashes only what changes the trained network's numbers (never the study, seed, store or paths).
 """
 
 from __future__ import annotations
@@ -17,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from types import UnionType
+from types import MappingProxyType, UnionType
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
@@ -199,13 +197,9 @@ def _check_value(col: str, value: Any) -> None:
         str: (isinstance(value, str) and len(value) <= MAX_TEXT, f"text of at most {MAX_TEXT:,} characters"),
     }[kind]
     if not ok:
-        raise ValueError(col, f"must be {what}, not {_shown(value)}")
-
-
-def _shown(value: Any) -> str:
-    """A value as an error line can hold it: its repr, or its type and size when that is long."""
-    text = repr(value)
-    return text if len(text) <= 40 else f"a {type(value).__name__} of {len(text):,} characters"
+        text = repr(value)  # or, where long, its type and size: an error is one line
+        shown = text if len(text) <= 40 else f"a {type(value).__name__} of {len(text):,} characters"
+        raise ValueError(col, f"must be {what}, not {shown}")
 
 
 def run_dtypes(nullable: bool = False) -> dict[str, str]:
@@ -271,7 +265,8 @@ def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
 
 
 @functools.cache
-def _provenance() -> tuple[tuple[str, str], ...]:
+def provenance() -> Mapping[str, str]:
+    """``torch_version``, ``dse_version``, ``git_commit`` (or ``"unknown"``), read once a process."""
     import torch  # training has imported it already; this only reads the version
 
     commit = "unknown"
@@ -282,8 +277,8 @@ def _provenance() -> tuple[tuple[str, str], ...]:
             commit = out.stdout.strip() or commit
         except (OSError, subprocess.SubprocessError):
             pass
-    return (("torch_version", str(torch.__version__)), ("dse_version", dse.__version__),
-            ("git_commit", commit))
+    return MappingProxyType({"torch_version": str(torch.__version__), "dse_version": dse.__version__,
+                             "git_commit": commit})
 
 
 def slurm_job(env: Mapping[str, str] = os.environ) -> Optional[str]:
@@ -291,8 +286,3 @@ def slurm_job(env: Mapping[str, str] = os.environ) -> Optional[str]:
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env.get("SLURM_JOB_ID") or None
-
-
-def provenance() -> dict[str, str]:
-    """``torch_version``, ``dse_version``, ``git_commit`` (or ``"unknown"``), once a process."""
-    return dict(_provenance())

@@ -1,9 +1,6 @@
-"""The results store every training run appends to: SQLite per study by default, any SQLAlchemy URL.
-
-SQLite needs no server and survives parallel jobs (WAL); PostgreSQL shares one store between
-machines. A file that is not a dse store, or one from a newer dse, is refused before anything is
-written to it. Connections to a file are not pooled: one kept open while a run trains would write
-into a file deleted meanwhile instead of failing.
+"""The results store every training run appends to: SQLite per study by default (WAL), any
+SQLAlchemy URL. A file that is not a dse store, or one from a newer dse, is refused before anything
+is written. File connections are not pooled: one kept open would write into a file deleted meanwhile.
 """
 
 from __future__ import annotations

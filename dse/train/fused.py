@@ -1,10 +1,7 @@
-"""The one training body: K >= 1 (design point, seed) members as one fused network; a single
-``dse-train`` run is a group of one.
-
-Each member keeps its seed's initialisation, dropout stream, batch order and augmentation, and its
-own loss, metrics, log, divergence check and pruning; one that diverges or is pruned is frozen and
-recorded while the others go on. So a member's row is its separate run's (bit for bit for a group
-of one on the CPU, within fp rounding for K > 1).
+"""The one training body: K >= 1 (design point, seed) members as one fused network, a single run
+being a group of one. Each member keeps its seed's initialisation, dropout, batch order and
+augmentation, its loss, metrics, log, divergence check and pruning; one that ends is frozen while the
+others go on. A member's row is its separate run's (bit for bit for K = 1 on the CPU).
 """
 
 from __future__ import annotations

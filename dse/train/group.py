@@ -1,9 +1,6 @@
-"""A batch of jobs trained in fused groups: skip what the store has, claim the rest, group, record.
-
-:func:`dse.train.run.run_point`'s contract per (job, seed), for a launcher that holds a whole
-batch of a sweep (``hydra/launcher=dse_fused``). Claimed seeds are grouped by
-:func:`dse.train.fused.group_key`, at most ``max_members`` a group; a job that is not
-:func:`dse.train.fused.fusable` trains on its own.
+"""A batch of jobs trained in fused groups (``hydra/launcher=dse_fused``), with
+:func:`dse.train.run.run_point`'s contract per (job, seed): skip, claim, group by
+:func:`dse.train.fused.group_key` (at most ``max_members``), record.
 """
 
 from __future__ import annotations

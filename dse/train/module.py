@@ -19,52 +19,35 @@ from dse.model.net import build_model
 log = logging.getLogger("dse.train")
 
 
-def lr_lambda(schedule: str, total: int, warmup: int, power: float = 1.0):
-    """LR multiplier per step: linear warmup, then poly (the paper's linear decay) / cosine / flat."""
+def build_optimizer(params: Any, tc: Any, total_steps: int, max_epochs: int
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimizer and per-step LR scheduler ``trainer.*`` describes, for ``total_steps`` steps
+    (a function: dse-bench's plain PyTorch loop steps the very same solver). Fused kernels where
+    torch has them: one kernel instead of a loop over ~80 tensors (docs/BENCHMARKS.md)."""
+    params = list(params)
+    cls, kw = torch.optim.AdamW, {"lr": tc["lr"], "weight_decay": tc["weight_decay"]}
+    if tc["optimizer"] == "sgd":
+        cls = torch.optim.SGD
+        kw.update(momentum=tc["momentum"], nesterov=bool(tc["nesterov"]) and tc["momentum"] > 0)
+    try:
+        opt = cls(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):  # an older torch, or none for this device
+        opt = cls(params, **kw)
+    total, schedule = max(1, int(total_steps)), tc["schedule"]
+    if schedule == "onecycle":
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc["lr"], total_steps=total)
+    warmup = int(round(float(tc["warmup_epochs"]) * max(1, total // max(1, max_epochs))))
 
-    def f(step: int) -> float:
+    def factor(step: int) -> float:
+        """Linear warmup, then poly (the paper's linear decay), cosine or flat."""
         if step < warmup:
             return (step + 1) / warmup
         t = min(1.0, (step - warmup) / max(1, total - warmup))
         if schedule == "poly":
-            return (1.0 - t) ** power
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * t))
-        return 1.0
+            return 1.0 - t
+        return 0.5 * (1.0 + math.cos(math.pi * t)) if schedule == "cosine" else 1.0
 
-    return f
-
-
-def _fused_if_possible(cls: type[torch.optim.Optimizer], params: list[Any], **kw: Any
-                       ) -> torch.optim.Optimizer:
-    """``cls(params, fused=True)`` where this torch and device have the kernel, else the default: one
-    kernel instead of a loop over ~80 tensors, several times cheaper (docs/BENCHMARKS.md)."""
-    try:
-        return cls(params, fused=True, **kw)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(params, **kw)
-
-
-def build_optimizer(params: Any, tc: Any, total_steps: int, max_epochs: int
-                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimizer and per-step LR scheduler ``trainer.*`` describes, for ``total_steps`` steps
-    (a function: dse-bench's plain PyTorch loop steps the very same solver)."""
-    params = list(params)
-    if tc["optimizer"] == "sgd":
-        opt = _fused_if_possible(torch.optim.SGD, params, lr=tc["lr"], momentum=tc["momentum"],
-                                 nesterov=bool(tc["nesterov"]) and tc["momentum"] > 0,
-                                 weight_decay=tc["weight_decay"])
-    else:
-        opt = _fused_if_possible(torch.optim.AdamW, params, lr=tc["lr"], weight_decay=tc["weight_decay"])
-    total = max(1, int(total_steps))
-    if tc["schedule"] == "onecycle":
-        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=tc["lr"], total_steps=total)
-    else:
-        steps_per_epoch = max(1, total // max(1, max_epochs))
-        warmup = int(round(float(tc["warmup_epochs"]) * steps_per_epoch))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc["schedule"], total, warmup))
-    return opt, sched
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def accuracy_metrics(classes: int, prefix: str) -> MetricCollection:

@@ -1,8 +1,6 @@
-"""Where a grid sweep is: one line per finished point, with points done / total, failures and ETA.
-
-A Hydra callback: jobs may finish in other processes (joblib), so each appends one JSON line to
-``<sweep dir>/.dse_progress.jsonl`` (an ``O_APPEND`` write that lands whole) and reports from the
-whole file. The Optuna sweeper reports its own progress.
+"""Where a grid sweep is: one line per finished point (done / total, failures, ETA). Jobs may finish
+in other processes, so each appends one JSON line to ``<sweep dir>/.dse_progress.jsonl`` (an
+``O_APPEND`` write lands whole) and reports from the whole file; Optuna sweeps report their own.
 """
 
 from __future__ import annotations

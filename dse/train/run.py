@@ -1,9 +1,6 @@
-"""One design point: skip what the store has, claim the rest, train each seed, record, return.
-
-The body of ``dse-train``'s Hydra task. A training failure becomes a ``failed`` (or
-``diverged``/``pruned``) row and a returned status, so one bad point cannot abort a multirun; bad
-*input* raises :class:`~dse.errors.ConfigError` at the entry point (:func:`check_job`), before
-anything is trained or written.
+"""One design point, the body of ``dse-train``'s task: skip what the store has, claim the rest, train
+each seed, record, return. A training failure is a ``failed`` (``diverged``, ``pruned``) row, so
+one bad point cannot abort a multirun; bad *input* is refused at the entry (:func:`check_job`).
 """
 
 from __future__ import annotations

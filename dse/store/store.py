@@ -81,11 +81,8 @@ def _as_list(x: str | Iterable[str] | None) -> list[str] | None:
 
 class ResultsStore:
     """Append-only table of :class:`RunRecord` rows (and other tables linked by ``run_id``).
-
-    ``create=False`` opens only an existing store and never writes to it (an older one is read as
-    it is). A writer brings an older store to this schema (:mod:`dse.store.migrate`), all of it
-    with ``upgrade=True``; ``upgraded`` lists the revisions this open applied.
-    """
+    ``create=False`` opens an existing store read-only, as it is; a writer brings an older one to
+    this schema (all of it with ``upgrade=True``; ``upgraded``: the revisions applied)."""
 
     def __init__(self, url_or_path: str | Path, *, create: bool = True, upgrade: bool = False,
                  timeout_s: float = 60.0) -> None:

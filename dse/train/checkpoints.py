@@ -137,15 +137,12 @@ class ResumeCheckpoint(ModelCheckpoint):
 
 class ResumeState(Callback):
     """What a checkpoint needs beyond Lightning's state to resume exactly; stops on signals.
-
-    ``position()``: (epoch, first batch) of the next training epoch, read by the data module;
-    ``resumed_from``: the whole epochs in the checkpoint this run resumed from, or None.
-    """
+    ``position()``: (epoch, first batch) of the next training epoch, read by the data module."""
 
     def __init__(self, folder: Path, keep: int, held: HeldStops, monitor: Any) -> None:
         self.folder, self.keep, self.held, self.monitor = folder, keep, held, monitor
         self.epoch, self.batch = 0, 0
-        self.resumed_from: int | None = None
+        self.resumed_from: int | None = None  # whole epochs in the checkpoint resumed from
 
     def position(self) -> tuple[int, int]:
         return self.epoch, self.batch

@@ -1,8 +1,5 @@
-"""Stop runs that will never train, so a sweep records them as ``diverged`` instead of as points.
-
-Two failure modes matter in a design-space sweep: a loss that becomes NaN/inf, and the classic
-vanilla-SqueezeNet failure where every ReLU dies at a bad learning rate and the network sits at
-chance accuracy with a flat loss forever. Both are cheap to detect; training them on is waste.
+"""Stop runs that will never train and record them as ``diverged``: a NaN/inf loss, or the classic
+SqueezeNet failure where every ReLU dies and the network sits at chance with a flat loss forever.
 """
 
 from __future__ import annotations

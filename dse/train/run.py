@@ -147,11 +147,9 @@ class Point:
 
 def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
               callbacks: tuple[Callback, ...] = (), checked: Checked | None = None) -> dict[str, Any]:
-    """Train (or fetch from the store) every seed of one design point; append new rows.
-
-    ``checked``: the entry point's :func:`check_job` (else it is run here). A seed another worker
-    trains is put off until the others are done, then taken from the store once it is there.
-    """
+    """Train (or fetch from the store) every seed of one design point; append new rows. ``checked``:
+    the entry point's :func:`check_job` (else run here). A seed another worker trains is put off,
+    then taken from the store once it is there."""
     report, device = checked or check_job(cfg)
     point = Point(cfg, report, Path(out_dir), overrides, callbacks, device)
     with ResultsStore.from_config(cfg) as store:

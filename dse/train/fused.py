@@ -191,7 +191,8 @@ def group_id(members: list[Member]) -> str | None:
 def _data(members: list[Member], monitor: DivergenceMonitor) -> tuple[Any, Resume | None]:
     """The data module (a training stream per member) and the resume from the newest checkpoint."""
     cfg, tc = members[0].cfg, members[0].cfg.trainer
-    dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, [m.seed for m in members])
+    seeds = [m.seed for m in members] if len(members) > 1 else members[0].seed  # fused: in memory
+    dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, seeds)
     resume = Resume.for_run(cfg, members[0].seed, monitor, group_id(members))
     if resume is not None:
         dm.position = resume.state.position  # each epoch's batches from where the run is

@@ -79,6 +79,11 @@ class InMemoryDataModule(L.LightningDataModule):
             shuffle=train, drop_last=train, augment=train and self.cfg.augment,
             flip=self.cfg.flip, seed=seed, position=self.position if train else None)
 
+    @property
+    def num_train(self) -> int:
+        self.setup()
+        return len(self.splits["train"])
+
     def train_dataloader(self) -> TensorBatches | StackedBatches:
         """One seed's batches; several seeds' (a fused group's) stacked, from the one copy of the data."""
         streams = [self._batches("train", s) for s in self.seeds]
@@ -118,6 +123,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             train, val = (Subset(d, torch.randperm(len(d), generator=g)[: int(subset)].tolist())
                           for d in (train, val))
         self.train_set, self.val_set = train, val
+        self.num_train = len(train)
 
     def _loader(self, ds: Any, train: bool) -> DataLoader:
         workers = self.cfg.num_workers

@@ -1,9 +1,8 @@
 """A trained run's final checkpoint (docs/CONTRACTS.md): the one writer and the one reader.
 
-The format is Lightning's, reduced to what dse-compress and dse-export need: ``hyper_parameters.cfg``
-(the resolved config), ``state_dict`` (the network's weights under ``model.``) and ``run_id`` (the
-store row it belongs to). Reading unpickles plain data only (``weights_only=True``), so a checkpoint
-never runs code; files written by every earlier dse read alike.
+Lightning's format reduced to ``hyper_parameters.cfg`` (the resolved config), ``state_dict`` (the
+weights under ``model.``) and ``run_id``; read as plain data only (``weights_only=True``), files of
+every earlier dse alike.
 """
 
 from __future__ import annotations
@@ -28,11 +27,8 @@ CKPT = "CHECKPOINT"
 
 def save_checkpoint(path: Path, cfg: dict[str, Any], net: nn.Module, run_id: str, epoch: int,
                     global_step: int) -> None:
-    """Write ``net`` (a :class:`~dse.model.net.FireNet`) as the run ``run_id``'s final checkpoint.
-
-    Without optimizer state: a finished run is never resumed (its resume checkpoints are another
-    format, Lightning's whole trainer state, dse.train.checkpoints).
-    """
+    """Write ``net`` (a FireNet) as run ``run_id``'s final checkpoint, without optimizer state: a
+    finished run is never resumed (resume checkpoints are dse.train.checkpoints')."""
     import lightning as L
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -61,9 +57,8 @@ class Checkpoint:
 
 
 def _apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> DictConfig:
-    """Hydra-style ``key=value`` overrides on the checkpoint's config (unknown keys are errors),
-    typed by the schema as dse-train's are: ``trainer.batch_size=abc`` is refused here, not
-    met as a string deep inside a retraining."""
+    """``key=value`` overrides on the checkpoint's config, typed by the schema as dse-train's are
+    (unknown keys and ``trainer.batch_size=abc`` are refused here, not deep inside a retraining)."""
     try:
         base = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     except OmegaConfBaseException as e:

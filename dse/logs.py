@@ -6,17 +6,14 @@ import logging
 import warnings
 
 LIGHTNING_LOGGERS = ("lightning.pytorch", "lightning.fabric")
-# Lightning's own deprecation noise, its advice for the DataLoader-less in-memory batches, and its
-# hint to prepend srun, given once per job on any machine where Slurm is installed: dse's Slurm
-# launcher (submitit) starts one task per job itself, so there is nothing to prepend
+# deprecations, advice for DataLoader-less batches, and "prepend srun" (submitit starts the tasks)
 NOISE = (".*LeafSpec.*", ".*smaller than the logging interval.*",
          ".*`srun` command is available on your system but is not used.*")
 
 
 def quiet_lightning(*, every_warning: bool = False) -> None:
-    """Keep "GPU available: ..." and Lightning's known noise out of a tool's output (Lightning is
-    imported first: its import sets its loggers to INFO). ``every_warning``: all of Lightning's
-    warnings too (dse-compress's several short fits would repeat each)."""
+    """Keep "GPU available: ..." and Lightning's known noise out of a tool's output (after importing
+    Lightning, which sets its loggers to INFO); ``every_warning``: all its warnings too."""
     import lightning  # noqa: F401
 
     for name in LIGHTNING_LOGGERS:

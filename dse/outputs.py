@@ -1,9 +1,5 @@
-"""Writing outputs: refuse an unwritable path before the work, then write all or nothing.
-
-An output path that cannot be written is bad input (one line naming the option, exit 2) before
-anything is computed; a write that fails anyway (a full disk) leaves what was there as it was:
-files are written under a temporary name in the destination's folder and renamed into place (a
-rename within one filesystem is atomic and needs no free space).
+"""Writing outputs: refuse an unwritable path before the work (bad input, exit 2), then write all
+or nothing: under a temporary name in the destination's folder, renamed into place.
 """
 
 from __future__ import annotations
@@ -25,9 +21,8 @@ def cannot_write(field: str, path: str | Path, exc: OSError) -> ConfigError:
 
 
 def check_writable(path: str | Path, field: str, *, directory: bool = False) -> None:
-    """Raise :func:`cannot_write` unless ``path`` (a file, or a folder with ``directory``) can be
-    created or replaced: a probe folder is made and removed in the nearest existing folder, since
-    permission bits cannot tell (root ignores them, a read-only mount or ``/proc`` does not)."""
+    """Raise :func:`cannot_write` unless ``path`` (a file, or a folder) can be created or replaced,
+    by a probe folder in the nearest existing one: permission bits cannot tell (root, ``/proc``)."""
     path = Path(path)
     if path.exists() and path.is_dir() != directory:
         code = errno.ENOTDIR if directory else errno.EISDIR
@@ -47,8 +42,7 @@ def _tag() -> str:
 
 @contextmanager
 def _undone_on_failure(target: Path, field: str, folder: Path) -> Iterator[None]:
-    """Make ``folder`` and its missing parents; if the block fails, remove those again (an OSError
-    becomes :func:`cannot_write` for ``target``)."""
+    """Make ``folder`` and its missing parents, removed again if the block fails."""
     missing = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -89,8 +83,7 @@ def write_text(path: str | Path, text: str, field: str) -> None:
 
 @contextmanager
 def staged_dir(folder: str | Path, field: str) -> Iterator[Path]:
-    """An empty folder whose files land in ``folder`` only if the block succeeds (renamed in one by
-    one, others staying, when ``folder`` exists; else the staging folder becomes it)."""
+    """An empty folder whose files land in ``folder`` only if the block succeeds."""
     folder = Path(folder)
     home = folder if folder.is_dir() else folder.parent
     tmp = home / f".{folder.name}.{_tag()}.tmp"

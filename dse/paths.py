@@ -1,5 +1,4 @@
-"""Where the project's Hydra configs live: ``conf/`` and ``studies/`` at the repository root, next to
-the ``dse`` package (an editable install finds them there)."""
+"""Where the project's Hydra configs live: ``conf/`` and ``studies/`` beside the ``dse`` package."""
 
 from __future__ import annotations
 

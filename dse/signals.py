@@ -1,9 +1,7 @@
-"""Stop signals: SIGTERM (``kill``, ``scancel``, a Slurm time limit) and SIGUSR1 (Slurm's warning
-before the limit) behave like Ctrl-C, so ``finally`` blocks and the sweeper's "tell the running
-trials" handler run instead of the process dying with trials RUNNING and points unrecorded.
-
-SIGINT is left as the process found it: a shell starts a script's background jobs with SIGINT
-ignored, a rule dse respects (stop such a sweep with ``kill``).
+"""Stop signals: SIGTERM (``kill``, ``scancel``, a Slurm time limit) and SIGUSR1 (Slurm's warning)
+behave like Ctrl-C, so ``finally`` blocks and the sweeper's handlers run instead of the process
+dying with trials RUNNING. SIGINT is left as the process found it (a shell's background jobs ignore
+it).
 """
 
 from __future__ import annotations
@@ -48,10 +46,9 @@ def stop_signals() -> Iterator[None]:
 
 
 class HeldStops:
-    """Stop signals noted while :attr:`armed` and handled by their own handler at the holder's next
-    safe point (:meth:`deliver`, after a finished step's checkpoint), so the process stops exactly as
-    it would have, one step later. Only Python handlers are held; unarmed, or a second signal while
-    one is pending, acts at once. Main thread only."""
+    """Stop signals noted while :attr:`armed` and handled by their own handler at the next safe point
+    (:meth:`deliver`, after a step's checkpoint). Only Python handlers are held; unarmed, or a
+    second signal while one is pending, acts at once."""
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, *TERMINATING)) -> None:
         self.signals = signals
@@ -89,12 +86,8 @@ class HeldStops:
 
 
 class SignalGate:
-    """Holds SIGINT/SIGTERM inside :meth:`held` and raises them at its end or on entering
-    :meth:`open` (the launched jobs), where they act at once.
-
-    A stop raised inside a storage call (Optuna's ``ask``/``tell``) could leave a trial RUNNING
-    forever, or an SQLite transaction whose lock the handler's own ``tell`` then waits for.
-    """
+    """Holds SIGINT/SIGTERM inside :meth:`held`, raising them at its end or in :meth:`open` (the
+    launched jobs): one raised inside Optuna's ``ask``/``tell`` could leave a trial RUNNING forever."""
 
     def __init__(self) -> None:
         self.pending: int | None = None  # noted while held
@@ -114,8 +107,8 @@ class SignalGate:
 
     @contextmanager
     def open(self) -> Iterator[None]:
-        """Within :meth:`held`: signals act at once (one noted meanwhile first); one received
-        inside is raised again when the block ends normally, as the work may have swallowed it."""
+        """Signals act at once (one noted meanwhile first); one received inside is raised again when
+        the block ends normally, as the work may have swallowed it."""
         self.deliver()
         self.received = None
         for s, handler in self._saved.items():

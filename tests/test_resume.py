@@ -24,8 +24,9 @@ from dse.errors import ConfigError
 from dse.model import analyze, build_spec
 from dse.signals import HeldStops, Terminated, stop_signals
 from dse.store import ResultsStore, claims, config_hash
-from dse.train.checkpoints import Resume, check_settings, checkpoints, newest, prune, resume_dir
+from dse.train.checkpoints import Resume, checkpoints, newest, prune, resume_dir
 from dse.train.run import train_once
+from dse.validate import validate_trainer as check_settings  # the rules live with every trainer key's
 from tests.conftest import BIN, run_cli
 
 # 1,000 images a split, batch 64: 15 steps an epoch; widths small enough to train in seconds

@@ -85,6 +85,24 @@ def test_stored_results_are_returned_to_the_sweeper(workdir) -> None:
     assert rerun["run_ids"] != trained["run_ids"] and len(rows(workdir)) == 2
 
 
+def test_a_job_checked_at_its_entry_point_is_not_checked_again(workdir, monkeypatch) -> None:
+    """dse-train's task runs check_job once and hands its result down: nothing deeper validates
+    the config or works out the device again (#25)."""
+    import dse.train.fused
+    import dse.train.run
+    import dse.validate
+
+    cfg = compose([t for t in TINY if not t.startswith("hydra")] + ["model.sr=0.25"])
+    checked = dse.train.run.check_job(cfg)
+    calls: list[str] = []
+    for module, name in ((dse.train.run, "validate"), (dse.train.run, "check_job"),
+                         (dse.validate, "validate_trainer"), (dse.train.fused, "device_settings")):
+        monkeypatch.setattr(module, name, lambda *args, name=name, **kw: calls.append(name))
+    summary = dse.train.run.run_point(cfg, workdir / "out", checked=checked)
+    assert summary["status"] == "ok" and summary["params"] == checked.report.params
+    assert calls == []
+
+
 def test_kill_9_mid_sweep_then_resume_has_one_row_per_point(workdir) -> None:
     args = [str(BIN / "dse-train"), "-m", *TINY, "model.sr=0.125,0.25,0.375,0.5", "study.seeds=2"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

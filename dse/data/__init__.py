@@ -1,8 +1,5 @@
-"""Datasets as LightningDataModules: in-memory tensors for small sets, ImageFolder for ImageNet.
-
-The modules load on first use, so dse.validate reads :data:`dse.data.sources.SOURCES` without
-importing torch or Lightning.
-"""
+"""Datasets as LightningDataModules: in-memory tensors for small sets, ImageFolder for ImageNet
+(loaded on first use: dse.validate reads :data:`dse.data.sources.SOURCES` without torch)."""
 
 from typing import Any
 

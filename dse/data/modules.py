@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Subset
 
 from dse.config import DataConfig, data_config
 from dse.data.sources import SOURCES, load_arrays
-from dse.data.tensor import TensorBatches, TensorSplit, channel_stats
+from dse.data.tensor import StackedBatches, TensorBatches, TensorSplit, channel_stats
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -23,20 +23,14 @@ def _prepared_splits(name: str, root: str | None, download: bool, channels: int,
                      num_classes: int, synthetic_size: int, split_seed: int, val_size: int,
                      subset: int | None, normalize: bool
                      ) -> tuple[TensorSplit, TensorSplit, TensorSplit, torch.Tensor, torch.Tensor]:
-    """Train/val/test splits and normalisation stats, computed once per process per data config.
-
-    :func:`load_arrays` already caches the parsed files; this also caches what every run used to
-    redo from them (the split's fancy-index copies and the channel statistics; docs/BENCHMARKS.md
-    has the figures), so the runs of a sweep after the first start training at once. Nothing
-    downstream mutates these CPU tensors (batches are copies; ``.to(cuda)`` copies).
-    """
+    """Train/val/test splits and normalisation stats, once per process per data config, so a
+    sweep's later runs start at once (docs/BENCHMARKS.md). Nothing downstream mutates them."""
     xtr, ytr, xte, yte = load_arrays(name, root=root, download=download, channels=channels,
                                      image_size=image_size, num_classes=num_classes,
                                      synthetic_size=synthetic_size)
     g = torch.Generator().manual_seed(split_seed)
     perm = torch.randperm(len(ytr), generator=g)  # fixed split, whatever the run seed
-    n_val = val_size  # at most half the train split: dse.validate.val_split refuses more
-    train, val = TensorSplit(xtr, ytr).take(perm[n_val:]), TensorSplit(xtr, ytr).take(perm[:n_val])
+    train, val = TensorSplit(xtr, ytr).take(perm[val_size:]), TensorSplit(xtr, ytr).take(perm[:val_size])
     test = TensorSplit(xte, yte)
     if subset:
         train, val, test = (s.take(torch.arange(min(subset, len(s)))) for s in (train, val, test))
@@ -46,15 +40,14 @@ def _prepared_splits(name: str, root: str | None, download: bool, channels: int,
 
 
 class InMemoryDataModule(L.LightningDataModule):
-    """Train/val/test splits held as tensors; moved to the training device once when resident.
+    """Train/val/test splits held as tensors, moved to the training device once when resident;
+    ``position``: (epoch, first batch) of the next training epoch, set by a resuming run."""
 
-    ``position``: where the next training epoch starts, (epoch, first batch); set by a run that
-    resumes from checkpoints (dse.train.checkpoints), see :class:`TensorBatches`.
-    """
-
-    def __init__(self, cfg: DataConfig, batch_size: int, eval_batch_size: int, seed: int = 0) -> None:
+    def __init__(self, cfg: DataConfig, batch_size: int, eval_batch_size: int,
+                 seed: int | Sequence[int] = 0) -> None:
         super().__init__()
-        self.cfg, self.batch_size, self.eval_batch_size, self.seed = cfg, batch_size, eval_batch_size, seed
+        self.cfg, self.batch_size, self.eval_batch_size = cfg, batch_size, eval_batch_size
+        self.seeds = [seed] if isinstance(seed, int) else list(seed)
         self.splits: dict[str, TensorSplit] = {}
         self.position: Callable[[], tuple[int, int]] | None = None
 
@@ -73,39 +66,34 @@ class InMemoryDataModule(L.LightningDataModule):
             return trainer.strategy.root_device
         return torch.device("cpu")
 
-    def _batches(self, split: str, train: bool, seed: int | None = None) -> TensorBatches:
+    def _batches(self, split: str, seed: int = 0) -> TensorBatches:
         if self.trainer is not None and self.trainer.world_size > 1:  # dse.validate refuses it first
             raise RuntimeError(f"in-memory data trains on one device, not {self.trainer.world_size} "
                                "(batches are not sharded per rank): set trainer.devices=1")
         self.setup()
-        data = self.splits[split]
-        dev = self._device()
+        data, dev, train = self.splits[split], self._device(), split == "train"
         if data.x.device != dev:  # one host->device copy per run, not per batch
             self.splits[split] = data = data.to(dev)
         return TensorBatches(
             data, self.batch_size if train else self.eval_batch_size, self.mean, self.std,
             shuffle=train, drop_last=train, augment=train and self.cfg.augment,
-            flip=self.cfg.flip, seed=self.seed if seed is None else seed,
-            position=self.position if train else None)
+            flip=self.cfg.flip, seed=seed, position=self.position if train else None)
 
     @property
     def num_train(self) -> int:
         self.setup()
         return len(self.splits["train"])
 
-    def train_dataloader(self) -> TensorBatches:
-        return self._batches("train", True)
-
-    def train_batches(self, seed: int) -> TensorBatches:
-        """The training batches a run with this seed sees (order, augmentation): fused training
-        draws one stream per member from the one copy of the data on the device."""
-        return self._batches("train", True, seed)
+    def train_dataloader(self) -> TensorBatches | StackedBatches:
+        """One seed's batches; several seeds' (a fused group's) stacked, from the one copy of the data."""
+        streams = [self._batches("train", s) for s in self.seeds]
+        return streams[0] if len(streams) == 1 else StackedBatches(streams)
 
     def val_dataloader(self) -> TensorBatches:
-        return self._batches("val", False)
+        return self._batches("val")
 
     def test_dataloader(self) -> TensorBatches:
-        return self._batches("test", False)
+        return self._batches("test")
 
 
 class ImageFolderDataModule(L.LightningDataModule):
@@ -155,9 +143,8 @@ class ImageFolderDataModule(L.LightningDataModule):
 
 
 def build_datamodule(cfg: Any, batch_size: int = 128, eval_batch_size: int = 1024,
-                     seed: int = 0) -> L.LightningDataModule:
-    """The data module ``cfg.data`` describes (``cfg``: the root config or its data node, validated
-    by the entry point; a DictConfig or a checkpoint's plain dict), typed here once."""
+                     seed: int | Sequence[int] = 0) -> L.LightningDataModule:
+    """The data module ``cfg.data`` (or ``cfg``, a data node) describes, typed here once."""
     data = data_config(cfg.get("data", cfg))
     cls = InMemoryDataModule if SOURCES[data.name].load else ImageFolderDataModule
     return cls(data, batch_size, eval_batch_size, seed)

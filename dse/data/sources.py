@@ -1,9 +1,6 @@
 """The datasets dse knows (:data:`SOURCES`, the one list every other derives from) and where each
-in-memory one comes from, parsed by torchvision once per process.
-
-A sweep trains many networks in one process; keeping the parsed uint8 tensors (:func:`load_arrays`)
-removes that cost from every run but the first. torch is imported on use: dse.validate reads
-:data:`SOURCES` and must stay light.
+in-memory one comes from, parsed once per process (a sweep trains many networks in one). torch is
+imported on use: dse.validate reads :data:`SOURCES`.
 """
 
 from __future__ import annotations
@@ -106,9 +103,8 @@ class Shape(NamedTuple):
 
 @dataclass(frozen=True)
 class Source:
-    """One ``data.name``: how its arrays load (None: read from disk by ImageFolder, not held in
-    memory), its fixed shape (None: the config's) and its training images before the val split
-    (None: ``data.synthetic_size``)."""
+    """One ``data.name``: how its arrays load (None: ImageFolder from disk), its fixed shape and its
+    training images before the val split (None: the config's)."""
 
     load: Callable[..., Arrays] | None
     shape: Shape | None = None

@@ -1,9 +1,6 @@
-"""In-memory datasets as tensors, batched on the device with batched augmentation.
-
-Small datasets (Fashion-MNIST, CIFAR) fit in memory many times over; per-sample Python transforms and
-DataLoader workers would cost more than the tiny networks' math. So the images stay uint8 tensors
-(on the GPU when training there), and each batch is indexed, augmented (random crop with padding,
-flip) and normalised with a handful of tensor ops.
+"""In-memory datasets as uint8 tensors (on the GPU when training there), each batch indexed,
+augmented and normalised with a few tensor ops: per-sample transforms and DataLoader workers would
+cost more than the tiny networks' math.
 """
 
 from __future__ import annotations
@@ -38,9 +35,7 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator
     """Per-sample random crop (zero padding ``pad``) and horizontal flip, all samples at once."""
     b, _, h, w = x.shape
     dev = x.device
-    # Without a generator, draw on the images' device: drawing on the CPU and copying each batch's
-    # offsets to the GPU would be a pageable host->device copy, which waits for the GPU every step.
-    rdev = gen.device if gen is not None else dev
+    rdev = gen.device if gen is not None else dev  # CPU draws copied over would sync every step
     if pad > 0:
         xp = F.pad(x, (pad, pad, pad, pad))
         oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen, device=rdev)
@@ -57,25 +52,16 @@ def random_crop_flip(x: torch.Tensor, pad: int, flip: bool, gen: torch.Generator
 
 
 def keyed_seed(*keys: int) -> int:
-    """A 63-bit generator seed from integers (run seed, epoch[, batch]), the same in every process.
-
-    Each epoch's order and each batch's augmentation draw from a generator seeded by their position
-    rather than from one generator advanced since epoch 0, so a run resumed at epoch k (or mid-way
-    through it) sees exactly the batches an uninterrupted run sees (dse.train.checkpoints).
-    """
+    """A 63-bit seed from (run seed, epoch[, batch]), the same in every process: keyed by position,
+    not advanced since epoch 0, so a resumed run sees the batches an uninterrupted one sees."""
     digest = hashlib.blake2b(",".join(map(str, keys)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
 
 
 class TensorBatches:
-    """An epoch-by-epoch iterable of (image, label) batches over a :class:`TensorSplit`.
-
-    Lightning accepts any sized iterable as a dataloader; this one shuffles and augments with
-    generators keyed by (seed, epoch[, batch]) (:func:`keyed_seed`), normalises to float, and
-    augments when asked. ``position`` says which (epoch, first batch) the next iteration is:
-    training supplies it so a resumed run continues where its checkpoint left off; without it the
-    n-th iteration is epoch n from its first batch.
-    """
+    """An epoch-by-epoch iterable of normalised (image, label) batches over a :class:`TensorSplit`,
+    shuffled and augmented by :func:`keyed_seed` generators. ``position``: the (epoch, first batch)
+    of the next iteration (a resumed run's); without it the n-th iteration is epoch n."""
 
     def __init__(self, split: TensorSplit, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  shuffle: bool = False, drop_last: bool = False, augment: bool = False,
@@ -99,8 +85,6 @@ class TensorBatches:
         if self.shuffle:
             g = torch.Generator().manual_seed(keyed_seed(self.seed, epoch))
             order = torch.randperm(n, generator=g).to(dev)
-        # drawn on the images' device: CPU offsets copied to the GPU each batch would be a pageable
-        # host->device copy, which waits for the GPU every step
         aug = torch.Generator(device=dev) if self.augment else None
         mean, std = self.mean.to(dev), self.std.to(dev)
         for i in range(first, len(self)):
@@ -115,6 +99,20 @@ class TensorBatches:
                 aug.manual_seed(keyed_seed(self.seed, epoch, i))
                 x = random_crop_flip(x, self.pad, self.flip, aug)
             yield x.sub_(mean).div_(std), y
+
+
+class StackedBatches:
+    """K seeds' training batches as one: images stacked on channels, labels ``[N, K]``."""
+
+    def __init__(self, streams: list[TensorBatches]) -> None:
+        self.streams = streams
+
+    def __len__(self) -> int:
+        return len(self.streams[0])
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for batches in zip(*self.streams, strict=True):
+            yield torch.cat([x for x, _ in batches], 1), torch.stack([y for _, y in batches], 1)
 
 
 def channel_stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,9 +1,8 @@
 """Claims: one worker at a time trains a (config_hash, seed), however many sweeps of a study run.
 
-"Is it stored yet?" alone is check-then-act, so a worker first inserts the point's row into
-``claims``, whose primary key lets exactly one insert through; the others wait for the claim to go
-and take the row its holder stored. A heartbeat pushes the claim's expiry forward while its holder
-trains; it is stale once expired, or at once when its holder is a dead process on this host.
+A worker inserts the point's row into ``claims``, whose primary key lets one insert through; the
+others wait for the claim to go and take the row its holder stored. A heartbeat keeps the claim
+alive; it is stale once expired, or when its holder is a dead process on this host.
 """
 
 from __future__ import annotations
@@ -123,10 +122,7 @@ class Claim:
 
 def acquire(store: ResultsStore, config_hash: str, seed: int) -> Claim | Holder:
     """Claim this point and seed for this process, or return the live holder of the claim on it.
-
-    A stale claim is deleted by its token (two workers reaping it cannot delete a fresh one) and the
-    insert tried again; a store refusing the insert otherwise is a ConfigError (nothing trained yet).
-    """
+    A stale claim is deleted by its token (two reapers cannot delete a fresh one)."""
     mine = Holder(config_hash, int(seed), uuid.uuid4().hex, uuid.uuid4().hex, HOST, os.getpid(),
                   utcnow_iso(), 0.0)
     while True:

@@ -1,9 +1,7 @@
 """``dse-store show|export|import|upgrade``: look at a results store, export it as CSV/Parquet,
 import the rows a run kept beside itself, or bring an older store to this schema (backed up first).
-
-``STORE`` is a ``results.db`` path, a study folder or a SQLAlchemy URL; left out, ``runs/<--study>/``
-or the only study under ``./runs``. ``show`` and ``export`` only read (never creating a database);
-``import`` writes, so its STORE may be new.
+``STORE``: a ``results.db`` path, a study folder or a SQLAlchemy URL, else ``runs/<--study>/`` or
+the only study under ``./runs``.
 """
 
 from __future__ import annotations
@@ -32,8 +30,7 @@ HEADERS = {"size_mib": REGISTRY["size_mib"].unit, "val": "val" + REGISTRY["val_t
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
-    """The ``STORE`` argument as a URL or the path of an existing ``results.db`` (by
-    :func:`dse.storefile.named_store`, dse-report's rule too)."""
+    """The ``STORE`` argument as a URL or the path of an existing ``results.db``."""
     if store is None:
         return _only_study(study, runs)
     named = named_store(store)

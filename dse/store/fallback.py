@@ -1,9 +1,6 @@
-"""Rows that trained but could not be stored: kept as JSON lines beside the run, imported later.
-
-A run can take hours and its store can fill its disk, vanish or turn read-only meanwhile; dying at
-the last step would lose the result. So a row the store refuses (after its own retries) goes to
-:data:`FALLBACK_NAME` in the run's folder, with one line saying how to import it (``dse-store
-import``, idempotent by ``run_id``), and the sweep goes on.
+"""Rows that trained but could not be stored (the store's disk full, gone or read-only): kept as
+JSON lines in :data:`FALLBACK_NAME` beside the run, for ``dse-store import`` (idempotent by
+``run_id``), and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -27,8 +24,7 @@ FALLBACK_NAME = "unstored_rows.jsonl"
 
 
 class Kept(Enum):
-    """Where :func:`append_or_keep` put a row: only ``NOWHERE`` leaves the run's checkpoints as all
-    there is of it."""
+    """Where :func:`append_or_keep` put a row (``NOWHERE``: its checkpoints are all there is)."""
 
     STORE = "store"
     FILE = "file"  # run_dir / FALLBACK_NAME

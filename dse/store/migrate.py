@@ -1,9 +1,8 @@
 """How a results store reaches this dse's schema: Alembic revisions applied under a write lock.
 
-Alembic (which Optuna already depends on) because its version table is what database tools know
-and its operations speak SQLite and PostgreSQL alike. A writer's first open applies pending
-``ADDITIVE`` revisions in one transaction holding the write lock, so of several workers one upgrades
-and the others find it done; anything else waits for ``dse-store upgrade``. Readers never migrate.
+A writer's first open applies pending ``ADDITIVE`` revisions in one transaction holding the write
+lock (one of several workers upgrades, the others find it done); anything else waits for
+``dse-store upgrade``. Readers never migrate.
 """
 
 from __future__ import annotations
@@ -62,7 +61,7 @@ def legacy_revision(conn: sa.Connection, where: str) -> int:
 
 def upgrade(conn: sa.Connection, at: int, where: str, *, all_kinds: bool = False) -> list[str]:
     """Apply the revisions after ``at`` in the caller's transaction and stamp the head; returns
-    them. Without ``all_kinds`` one that is not additive is refused, naming the command for it."""
+    them. Without ``all_kinds`` one that is not additive is refused."""
     todo = [rev for rev in chain() if int(rev.revision) > at]
     held = [rev for rev in todo if not rev.module.ADDITIVE]
     if held and not all_kinds:
@@ -82,9 +81,8 @@ def upgrade(conn: sa.Connection, at: int, where: str, *, all_kinds: bool = False
 
 @contextmanager
 def write_locked(engine: sa.Engine, sqlite_file: bool) -> Iterator[sa.Connection]:
-    """A connection whose transaction holds the write lock from its first statement (SQLite
-    ``BEGIN IMMEDIATE`` on the unpooled driver connection, PostgreSQL an advisory lock); the
-    caller commits."""
+    """A connection whose transaction holds the write lock from its first statement; the caller
+    commits."""
     with engine.connect() as conn:
         if sqlite_file:
             raw = conn.connection.driver_connection
@@ -97,8 +95,8 @@ def write_locked(engine: sa.Engine, sqlite_file: bool) -> Iterator[sa.Connection
 
 
 def backup(path: Path) -> Path:
-    """Copy an SQLite store to ``<name>.backup-<UTC time>`` beside it (SQLite's online backup,
-    consistent while a run writes); returns where."""
+    """Copy an SQLite store to ``<name>.backup-<UTC time>`` beside it, consistently while a run
+    writes; returns where."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.backup-{stamp}")
     with closing(sqlite3.connect(reader_uri(path), uri=True)) as src, \

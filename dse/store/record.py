@@ -1,9 +1,6 @@
-"""One training run as one row (the ``runs`` columns of docs/CONTRACTS.md) and the hash keying it.
-
-:class:`RunRecord`'s fields are the columns: the SQL table and every pandas frame derive their types
-from it, and :data:`CONFIG_KEYS` says which config key fills each. :func:`config_hash` is a run's
-identity for the store, the sweepers and the report, so it hashes only what changes the trained
-network's numbers (never the study, seed, store or paths: one design point is one point everywhere).
+"""One training run as one row (the ``runs`` columns of docs/CONTRACTS.md) and the hash keying it:
+:class:`RunRecord`'s fields are the columns; :func:`config_hash`, a run's identity everywhere,
+hashes only what changes the trained network's numbers (never the study, seed, store or paths).
 """
 
 from __future__ import annotations
@@ -18,7 +15,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from types import UnionType
+from types import MappingProxyType, UnionType
 from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 from omegaconf import DictConfig, OmegaConf
@@ -40,15 +37,13 @@ FINISHED = ("ok", "diverged")  # trained to its end: a stored one counts as done
 
 
 def utcnow_iso() -> str:
-    """UTC ISO-8601 with ms, one fixed format (string order = time order; ``+00:00``, which
-    Python 3.10's :meth:`datetime.fromisoformat` reads, not ``Z``)."""
+    """UTC ISO-8601 with ms: string order is time order (``+00:00``, which Python 3.10 reads)."""
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 @dataclass
 class RunRecord:
-    """A row of ``runs``; every field has a default so training can fill it as it goes. Metrics stay
-    ``None`` (NULL) until measured, so a missing number never reads as 0 %."""
+    """A row of ``runs``, filled as training goes; metrics stay ``None`` until measured."""
 
     run_id: str = field(default_factory=lambda: uuid.uuid4().hex)
     study: str = "default"
@@ -149,7 +144,7 @@ CONFIG_KEYS: dict[str, str] = {
 
 
 def split_optional(hint: Any) -> tuple[Any, bool]:
-    """``(int, True)`` for ``Optional[int]``, ``(int, False)`` for ``int``: type and nullability."""
+    """``(int, True)`` for ``Optional[int]``, ``(int, False)`` for ``int``."""
     args = get_args(hint)
     if get_origin(hint) in (Union, UnionType) and type(None) in args:
         return next(a for a in args if a is not type(None)), True
@@ -169,8 +164,8 @@ REQUIRED = ("run_id", "study", "config_hash", "seed", "status")
 
 
 def checked_row(values: Any) -> RunRecord:
-    """A kept-rows JSON line as a :class:`RunRecord`, or ``ValueError(column, why)``: each value of
-    its column's type (docs/CONTRACTS.md), since a wrong one would break every later read."""
+    """A kept-rows JSON line as a :class:`RunRecord`, or ``ValueError(column, why)``: a value of the
+    wrong type would break every later read."""
     if not isinstance(values, Mapping):
         raise ValueError("row", f"a JSON object, not {type(values).__name__}")
     for col in REQUIRED:
@@ -202,18 +197,13 @@ def _check_value(col: str, value: Any) -> None:
         str: (isinstance(value, str) and len(value) <= MAX_TEXT, f"text of at most {MAX_TEXT:,} characters"),
     }[kind]
     if not ok:
-        raise ValueError(col, f"must be {what}, not {_shown(value)}")
-
-
-def _shown(value: Any) -> str:
-    """A value as an error line can hold it: its repr, or its type and size when that is long."""
-    text = repr(value)
-    return text if len(text) <= 40 else f"a {type(value).__name__} of {len(text):,} characters"
+        text = repr(value)  # or, where long, its type and size: an error is one line
+        shown = text if len(text) <= 40 else f"a {type(value).__name__} of {len(text):,} characters"
+        raise ValueError(col, f"must be {what}, not {shown}")
 
 
 def run_dtypes(nullable: bool = False) -> dict[str, str]:
-    """Each column's pandas dtype; ``Optional[int]`` is ``Int64`` (missing stays missing, never 0).
-    ``nullable=True`` makes every int and bool NA-capable, for frames of rows that lack columns."""
+    """Each column's pandas dtype, NA-capable where ``Optional`` (or every int and bool, ``nullable``)."""
     out = {}
     for col in RUN_COLUMNS:
         kind, optional = COLUMN_TYPES[col]
@@ -246,8 +236,7 @@ def _select(cfg: Mapping[str, Any], dotted: str) -> Any:
 
 
 def _canonical(x: Any) -> Any:
-    """JSON-ready value whose text does not depend on how a number was written: floats to 12
-    significant digits, integral ones as ints (``0`` and ``0.0``, ``0.5`` and ``0.50`` hash alike)."""
+    """JSON-ready, whatever way a number was written: floats to 12 digits, integral ones as ints."""
     if x is None or isinstance(x, (bool, str, int)):
         return x
     if isinstance(x, float):
@@ -265,8 +254,8 @@ def _canonical(x: Any) -> Any:
 
 
 def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
-    """16 hex chars of sha256 over the canonical JSON of the model's spec inputs and ``data`` and
-    ``trainer`` minus :data:`NON_SEMANTIC` keys (of a resolved DictConfig or plain dict)."""
+    """16 hex chars of sha256 over the model's spec inputs and ``data`` and ``trainer`` minus
+    :data:`NON_SEMANTIC` keys."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     kept = {g: spec_inputs(c.get(g) or {}) if g == "model" else
             {k: v for k, v in (c.get(g) or {}).items() if k not in NON_SEMANTIC[g]}
@@ -276,7 +265,8 @@ def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
 
 
 @functools.cache
-def _provenance() -> tuple[tuple[str, str], ...]:
+def provenance() -> Mapping[str, str]:
+    """``torch_version``, ``dse_version``, ``git_commit`` (or ``"unknown"``), read once a process."""
     import torch  # training has imported it already; this only reads the version
 
     commit = "unknown"
@@ -287,17 +277,12 @@ def _provenance() -> tuple[tuple[str, str], ...]:
             commit = out.stdout.strip() or commit
         except (OSError, subprocess.SubprocessError):
             pass
-    return (("torch_version", str(torch.__version__)), ("dse_version", dse.__version__),
-            ("git_commit", commit))
+    return MappingProxyType({"torch_version": str(torch.__version__), "dse_version": dse.__version__,
+                             "git_commit": commit})
 
 
 def slurm_job(env: Mapping[str, str] = os.environ) -> Optional[str]:
-    """The Slurm job this process runs in as squeue names it (``JOBID``, ``ARRAYJOBID_TASK``)."""
+    """The Slurm job this process runs in, as squeue names it."""
     if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
         return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
     return env.get("SLURM_JOB_ID") or None
-
-
-def provenance() -> dict[str, str]:
-    """``torch_version``, ``dse_version``, ``git_commit`` (or ``"unknown"``), once a process."""
-    return dict(_provenance())

@@ -1,8 +1,5 @@
-"""What a dse results store is: its tables, their column types and the schema version it carries.
-
-The tables here are what this dse reads and writes, derived from :class:`~dse.store.record.RunRecord`;
-the migration chain (:mod:`dse.store.migrate`) builds what a store has (a test checks they agree).
-"""
+"""What a dse results store is: its tables (derived from :class:`~dse.store.record.RunRecord`;
+the migration chain builds the same, a test checks) and the schema version it carries."""
 
 from __future__ import annotations
 
@@ -55,8 +52,7 @@ FRAME_DTYPES = {col: dtype for col, dtype in RUN_DTYPES.items() if dtype != "obj
 
 
 def check_table_name(name: str, writing: bool = False) -> None:
-    """Refuse the bookkeeping tables as results: ``dse_meta`` always, ``claims`` and SQLite's own to
-    write."""
+    """Refuse ``dse_meta`` as results, and ``claims`` and SQLite's own tables to write."""
     if not name or name == META or (writing and (name == CLAIMS or name.startswith("sqlite_"))):
         raise ValueError(f"{name!r} is not a results table name")
 
@@ -68,15 +64,13 @@ def _native(v: Any) -> Any:
 
 
 def native_row(record: Row) -> dict[str, Any]:
-    """A ``runs`` row as the driver (and JSON) takes it, through :class:`RunRecord` (unknown columns
-    raise, missing ones take their defaults)."""
+    """A ``runs`` row as the driver (and JSON) takes it, through :class:`RunRecord`."""
     row = record if isinstance(record, RunRecord) else RunRecord(**record)
     return {k: _native(v) for k, v in row.to_dict().items()}
 
 
 def stored_version(conn: sa.Connection, where: str, tables: set[str]) -> Optional[int]:
-    """The revision a store is at (None: written before migrations); a newer one, by the version
-    table or ``dse_meta``, is refused: this code cannot know what its columns mean."""
+    """The revision a store is at (None: from before migrations); a newer one is refused."""
     meta = conn.execute(sa.select(META_TABLE.c.value)
                         .where(META_TABLE.c.key == "schema_version")).scalar()
     revision = (conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()

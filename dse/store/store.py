@@ -1,10 +1,6 @@
-"""The results store every training run appends to: SQLite per study by default, any SQLAlchemy URL.
-
-SQLite needs no server and survives parallel jobs (WAL: readers never block the writer); a
-PostgreSQL URL shares one store between machines. A file that is not a dse store, or one from a
-newer dse, is refused (:class:`~dse.errors.ConfigError`) before anything is written to it.
-Connections to a file are not pooled: one kept open while a run trains would write into a file
-deleted meanwhile instead of failing.
+"""The results store every training run appends to: SQLite per study by default (WAL), any
+SQLAlchemy URL. A file that is not a dse store, or one from a newer dse, is refused before anything
+is written. File connections are not pooled: one kept open would write into a file deleted meanwhile.
 """
 
 from __future__ import annotations
@@ -47,8 +43,7 @@ _NA_DTYPES = run_dtypes(nullable=True)
 
 
 def _transient(exc: BaseException) -> bool:
-    """A lock (SQLite busy, a PostgreSQL serialization failure or deadlock) or a dropped connection
-    (a failover: the pool reconnects): the same statement may succeed when tried again."""
+    """A lock, serialization failure, deadlock or dropped connection: trying again may succeed."""
     text = str(getattr(exc, "orig", exc)).lower()
     return bool(getattr(exc, "connection_invalidated", False)) or any(
         s in text for s in ("locked", "busy", "could not serialize", "deadlock"))
@@ -66,13 +61,9 @@ def _lost_race(exc: BaseException) -> bool:
 
 def _retry(fn: Callable[[], T], deadline_s: float,
            retryable: Callable[[BaseException], bool] = _transient) -> T:
-    """The store's one retry loop: ``fn`` again, with jittered backoff, while it fails retryably.
-
-    SQLite's busy timeout waits for a lock inside the driver; this covers what it cannot (a WAL
-    lock upgrade refused at once, PostgreSQL serialization failures, a failover, racing DDL).
-    Nothing above the store retries: what outlives ``deadline_s`` is no passing lock, so the caller
-    gives up (training keeps the row beside the run, :mod:`dse.store.fallback`).
-    """
+    """The store's one retry loop, with jittered backoff: what SQLite's busy timeout cannot cover (a
+    WAL lock upgrade refused at once, PostgreSQL serialization failures, failovers, racing DDL).
+    Nothing above the store retries; what outlives ``deadline_s`` is no passing lock."""
     end, delay = time.monotonic() + deadline_s, 0.01
     while True:
         try:
@@ -90,12 +81,8 @@ def _as_list(x: str | Iterable[str] | None) -> list[str] | None:
 
 class ResultsStore:
     """Append-only table of :class:`RunRecord` rows (and other tables linked by ``run_id``).
-
-    ``url_or_path``: a path or any SQLAlchemy URL. ``create=False`` opens only an existing store and
-    never writes to it (a mistyped path must not leave an empty database; an older store is read as
-    it is). A writer brings an older store to this schema (:mod:`dse.store.migrate`), all of it
-    with ``upgrade=True``; ``upgraded`` lists the revisions this open applied.
-    """
+    ``create=False`` opens an existing store read-only, as it is; a writer brings an older one to
+    this schema (all of it with ``upgrade=True``; ``upgraded``: the revisions applied)."""
 
     def __init__(self, url_or_path: str | Path, *, create: bool = True, upgrade: bool = False,
                  timeout_s: float = 60.0) -> None:
@@ -105,8 +92,9 @@ class ResultsStore:
         self._legacy = False  # written before migrations: no version table yet
         self._runs = RUNS_TABLE
         self.url = self._parse(url_or_path)
-        self.path = self._sqlite_path(self.url)
-        if self.path is not None:  # absolute, so a job that changes directory still finds it
+        self.path: Path | None = None
+        if self.url.get_backend_name() == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            self.path = Path(self.url.database).expanduser().resolve()  # a job may change directory
             self.url = self.url.set(database=str(self.path))
         self._check_file(create)
         try:
@@ -116,12 +104,11 @@ class ResultsStore:
                                      "pip install 'dse[postgres]')") from e
         try:
             _retry(lambda: self._open(create, upgrade), timeout_s, _lost_race)
-        except DBAPIError as e:
+        except (DBAPIError, ConfigError) as e:
             self.engine.dispose()
+            if isinstance(e, ConfigError):
+                raise
             raise ConfigError(FIELD, f"cannot open results store {self}: {e.orig}") from e
-        except ConfigError:
-            self.engine.dispose()
-            raise
 
     # -- opening ----------------------------------------------------------------------------------
     @staticmethod
@@ -150,12 +137,6 @@ class ResultsStore:
         return {"poolclass": NullPool,  # the busy timeout makes each connection wait for the lock
                 "creator": lambda: sqlite3.connect(uri, uri=True, timeout=self.timeout_s)}
 
-    @staticmethod
-    def _sqlite_path(url: URL) -> Path | None:
-        if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
-            return None
-        return Path(url.database).expanduser().resolve()
-
     def _check_file(self, create: bool) -> None:
         """Refuse, before any connection touches it, a file that is not SQLite (or not there)."""
         if self.path is None:
@@ -174,8 +155,7 @@ class ResultsStore:
                                      "results cannot be written there")
         if not self.path.exists():
             return
-        # Read through SQLite, never open()/close(): closing any descriptor of the file drops this
-        # process's POSIX locks on it, so another process could delete the WAL under our connection.
+        # through SQLite, never open(): closing any descriptor of the file drops our POSIX locks on it
         try:
             with closing(sqlite3.connect(storefile.reader_uri(self.path), uri=True)) as db:
                 db.execute("SELECT count(*) FROM sqlite_master").fetchone()
@@ -257,11 +237,14 @@ class ResultsStore:
         return storefile.sqlite_url(storefile.study_file(runs, storefile.check_study_name(study)))
 
     @classmethod
-    def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
+    def config_url(cls, cfg: Any) -> str:
         """The store a run with this (DictConfig or dict) config appends to."""
         store, paths, study = ((cfg or {}).get(group) or {} for group in ("store", "paths", "study"))
-        url = store.get("url") or cls.default_url(paths.get("runs", "runs"), study.get("name", "default"))
-        return cls(url, **kwargs)
+        return store.get("url") or cls.default_url(paths.get("runs", "runs"), study.get("name", "default"))
+
+    @classmethod
+    def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
+        return cls(cls.config_url(cfg), **kwargs)
 
     # -- writing ----------------------------------------------------------------------------------
     def execute(self, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]] | None = None) -> int:
@@ -273,11 +256,8 @@ class ResultsStore:
         return _retry(go, self.timeout_s)
 
     def ensure_table(self, name: str, columns: Mapping[str, Any]) -> sa.Table:
-        """Create table ``name`` (if missing) with explicit column types; add the columns it lacks.
-
-        ``columns`` maps names to ``str``/``int``/``float``/``bool`` (``Optional[...]``: nullable)
-        or SQLAlchemy types, for where a frame's inferred types would be wrong (an all-None column).
-        """
+        """Create table ``name`` (if missing) with explicit column types (``int``, ``Optional[float]``
+        or SQLAlchemy types, where pandas would infer wrong); add the columns it lacks."""
         check_table_name(name)
         table = sa.Table(name, sa.MetaData(), *(column(k, v) for k, v in columns.items()))
         _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s, _raced)
@@ -294,12 +274,9 @@ class ResultsStore:
                                      f"ADD COLUMN {quote.format_column(col)} {kind}"))
 
     def append(self, record: Row | Sequence[Row] | pd.DataFrame, table: str = RUNS) -> None:
-        """Append one row (or a sequence / DataFrame of rows) in one transaction.
-
-        ``runs`` rows go through :class:`RunRecord` (unknown columns raise, missing ones take their
-        defaults) and the explicit schema, so types never depend on pandas' inference. Another
-        table is created by pandas from its first frame, unless :meth:`ensure_table` made it first.
-        """
+        """Append one row (or a sequence / DataFrame of rows) in one transaction. ``runs`` rows go
+        through :class:`RunRecord` and the explicit schema; another table is created by pandas from
+        its first frame, unless :meth:`ensure_table` made it."""
         check_table_name(table, writing=True)
         if isinstance(record, pd.DataFrame):
             rows: list[Row] = record.to_dict("records")
@@ -364,11 +341,8 @@ class ResultsStore:
 
     def frame(self, study: str | None = None, status: str | Iterable[str] | None = None,
               table: str = RUNS) -> pd.DataFrame:
-        """Rows of ``table`` (oldest first), optionally of one study and some statuses.
-
-        ``runs`` comes back with :data:`RUN_COLUMNS` and their dtypes (NaN/NA for what is missing);
-        a table that does not exist yet gives an empty frame.
-        """
+        """Rows of ``table`` (oldest first), optionally of one study and some statuses; ``runs`` with
+        :data:`RUN_COLUMNS` and their dtypes, a table not there yet as an empty frame."""
         t = self._table(table)
         if t is None:
             return pd.DataFrame()

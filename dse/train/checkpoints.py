@@ -1,33 +1,14 @@
 """Resume checkpoints: a run that is killed, preempted or out of time continues where it stopped.
 
-Each (design point, seed), or fused group, checkpoints into its own folder, :func:`resume_dir`::
-
-    <paths.runs>/<study.name>/resume/<config_hash>/seed<seed>/epoch=E-step=S.ckpt
-
-keyed by what identifies the run, not by the time-stamped Hydra run dir, which a rerun (or a Slurm
-resubmission) does not reuse. ``E`` is the 0-based epoch being trained, ``S`` the optimizer steps
-done. A run resumes from the newest whole file there (``fit(ckpt_path=..., weights_only=True)``: a
-checkpoint is data, never code); once its row is stored the folder goes (:func:`discard`).
-
-Lightning does the rest: :class:`ResumeCheckpoint` (a ``ModelCheckpoint``) writes every
-``trainer.checkpoint_every`` epochs after validation and keeps the newest ``keep_checkpoints``;
-``fit(ckpt_path=...)`` restores weights, optimizer, schedule, loop counters and callback states.
-Every file goes through :class:`AtomicCheckpointIO`: Lightning's own writer stages it in the system's
-temporary folder, which on another file system is a copy a full disk cuts short under the final name.
-
-By hand, and why:
-
-- :func:`newest`: Lightning has no "resume from the newest file of this folder" (``ckpt_path="last"``
-  needs a ``last.ckpt`` copy on every save); files whose zip directory is incomplete are skipped.
-- :func:`prune` after each save: ModelCheckpoint never deletes the file a run resumed from.
-- :class:`ResumeState` rides in every checkpoint: torch's global RNG (Lightning 2.x saves none; the
-  members' dropout generators ride in the module's part), the data position (epoch, batch) that
-  :class:`~dse.data.tensor.TensorBatches` starts from, and the divergence monitor's first losses, so
-  a resumed run on the CPU with ``trainer.deterministic=true`` ends bit-identical to an uninterrupted one.
-- The stop on a signal: ``OnExceptionCheckpoint`` saves wherever the exception lands, mid-step (the
-  weights updated, the counters or schedule not). Instead :class:`~dse.signals.HeldStops` holds
-  SIGINT/SIGTERM/SIGUSR1 until the end of a training step (not an epoch's last) or of an epoch
-  (after its validation); there the checkpoint is written and the signal handled (dse-train: exit 130).
+Each (design point, seed), or fused group, checkpoints into its own folder (:func:`resume_dir`,
+``<runs>/<study>/resume/<config_hash>/seed<seed>/epoch=E-step=S.ckpt``), keyed by what identifies
+the run rather than by the time-stamped run dir a rerun does not reuse; once its row is stored the
+folder goes. Lightning saves and restores (``ModelCheckpoint``, ``fit(ckpt_path=...,
+weights_only=True)``); by hand, since Lightning has none of them: resuming from a folder's newest
+whole file (:func:`newest`), deleting the file a run resumed from (:func:`prune`), atomic writes
+(:class:`AtomicCheckpointIO`), the RNG, data position and divergence state (:class:`ResumeState`,
+so a deterministic CPU run resumes bit for bit) and stopping on a signal only between steps
+(:class:`~dse.signals.HeldStops`; Lightning's ``OnExceptionCheckpoint`` saves mid-step).
 """
 
 from __future__ import annotations
@@ -53,7 +34,6 @@ from dse.errors import ConfigError, first_line
 from dse.outputs import atomic_path
 from dse.signals import HeldStops
 from dse.store import config_hash
-from dse.validate import validate_trainer
 
 log = logging.getLogger("dse.train")
 
@@ -66,16 +46,8 @@ warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and i
 warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended")
 
 
-def check_settings(tc: Any) -> tuple[int, int]:
-    """``(checkpoint_every, keep_checkpoints)``, checked by :func:`dse.validate.validate_trainer`
-    (the rules live there, with every other trainer key's)."""
-    validate_trainer(tc)
-    return int(tc.checkpoint_every), int(tc.keep_checkpoints)
-
-
 def resume_dir(cfg: Any, seed: int, group: str | None = None) -> Path:
-    """Where this design point's seed keeps its resume checkpoints; a fused group's (``group``:
-    the key of its members) are ``resume/group/<group>``."""
+    """Where this design point's seed (or fused ``group``) keeps its resume checkpoints."""
     base = Path(cfg.paths.runs) / cfg.study.name / RESUME
     return base / "group" / group if group else base / config_hash(cfg) / f"seed{seed}"
 
@@ -90,9 +62,8 @@ def checkpoints(folder: Path) -> list[Path]:
 
 
 def check_folder(cfg: Any, seed: int, group: str | None = None) -> Path:
-    """:func:`resume_dir`, refused unless it is where it says: no link from ``paths.runs`` down
-    (``paths.runs`` itself may be one). A linked folder would have a run write and delete
-    checkpoints wherever the link leads, and read a file someone else put there."""
+    """:func:`resume_dir`, refused where a link below ``paths.runs`` leads elsewhere: a run would
+    write and delete checkpoints there, and read a file someone else put there."""
     folder = resume_dir(cfg, seed, group)
     runs = Path(cfg.paths.runs).resolve()
     real = runs / folder.relative_to(Path(cfg.paths.runs))
@@ -103,9 +74,8 @@ def check_folder(cfg: Any, seed: int, group: str | None = None) -> Path:
 
 
 def loadable(path: Path) -> bool:
-    """Whether ``path`` is a whole checkpoint of plain data: its zip directory is complete (a cut
-    file lacks its end) and it unpickles with ``weights_only=True``, so loading it runs no code
-    whatever the environment (``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD``) says."""
+    """Whether ``path`` is a whole checkpoint (a cut file lacks its zip directory) of plain data
+    (``weights_only=True``: loading it runs no code, whatever the environment says)."""
     if not zipfile.is_zipfile(path):
         log.warning("ignoring the incomplete checkpoint %s", path)
         return False
@@ -131,18 +101,16 @@ def prune(folder: Path, keep: int) -> list[Path]:
 
 
 def discard(folder: Path) -> None:
-    """Remove a run's resume folder once its row is safe, and its design point's folder if empty.
-
-    ``resume/`` itself stays: another worker may be creating its own folder in it right now.
-    """
+    """Remove a run's resume folder once its row is safe, and its design point's folder if empty
+    (never ``resume/``: another worker may be creating its folder in it)."""
     shutil.rmtree(folder, ignore_errors=True)
     with contextlib.suppress(OSError):  # other seeds of the point in it, or gone already
         folder.parent.rmdir()
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary name in their own folder, synced, then renamed: a file
-    under a checkpoint's name is always whole, whatever the disk or a kill does mid-write."""
+    """Checkpoints written beside their name, synced, then renamed: always whole, whatever the disk
+    or a kill does (Lightning's own writer stages in the system's temporary folder)."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any,
                         storage_options: Any | None = None) -> None:
@@ -168,17 +136,13 @@ class ResumeCheckpoint(ModelCheckpoint):
 
 
 class ResumeState(Callback):
-    """What a checkpoint needs beyond Lightning's own state to resume exactly; stops on signals.
-
-    ``position()`` is where the next training epoch starts, (epoch, first batch): the data module
-    reads it (:attr:`dse.data.modules.InMemoryDataModule.position`). ``resumed_from`` is the number
-    of whole epochs in the checkpoint this run resumed from, or None.
-    """
+    """What a checkpoint needs beyond Lightning's state to resume exactly; stops on signals.
+    ``position()``: (epoch, first batch) of the next training epoch, read by the data module."""
 
     def __init__(self, folder: Path, keep: int, held: HeldStops, monitor: Any) -> None:
         self.folder, self.keep, self.held, self.monitor = folder, keep, held, monitor
         self.epoch, self.batch = 0, 0
-        self.resumed_from: int | None = None
+        self.resumed_from: int | None = None  # whole epochs in the checkpoint resumed from
 
     def position(self) -> tuple[int, int]:
         return self.epoch, self.batch
@@ -229,8 +193,8 @@ class ResumeState(Callback):
 
 @dataclass
 class Resume:
-    """One run's resume machinery: its folder, the checkpoint it resumes from (None: fresh), the
-    signal holder to train inside, and the callbacks to train with."""
+    """One run's resume folder, the checkpoint it resumes from (None: fresh), the signal holder to
+    train inside and the callbacks to train with."""
 
     folder: Path
     ckpt: Path | None
@@ -241,7 +205,7 @@ class Resume:
     @classmethod
     def for_run(cls, cfg: Any, seed: int, monitor: Any, group: str | None = None) -> Resume | None:
         """None when ``trainer.checkpoint_every`` is 0 (no resume checkpoints)."""
-        every, keep = check_settings(cfg.trainer)
+        every, keep = int(cfg.trainer.checkpoint_every), int(cfg.trainer.keep_checkpoints)
         if every == 0:
             return None
         folder = check_folder(cfg, seed, group)

@@ -34,15 +34,12 @@ log = logging.getLogger("dse.train")
 
 
 class Preflight(Callback):
-    """Checks the input and the output folders before Hydra writes anything (``hydra.callbacks``
-    in conf/config.yaml): bad input is one line and exit 2, with nothing written.
+    """Checks the input and output folders before Hydra writes its ``.hydra/`` files and log
+    (``hydra.callbacks`` in conf/config.yaml): bad input is one line and exit 2, nothing written.
 
-    Hydra writes ``.hydra/*.yaml`` and ``dse-train.log`` into the run dir before the task starts, so a
-    check in the task comes too late, and its own ``mkdir`` of an unwritable dir fails with a
-    traceback. A single run's config, and every point of a grid (Hydra's basic sweeper), get
-    :func:`~dse.train.run.check_job` and their stores are opened; one bad point refuses the
-    whole grid before its first job, as dse_optuna's probe refuses a bad search space. Hydra
-    turns exceptions from a callback into warnings, hence the exits from here.
+    A single run's config and every point of a grid get :func:`~dse.train.run.check_job` and their
+    stores are opened: one bad point refuses the whole grid. Hydra turns a callback's exceptions
+    into warnings, hence the exits from here.
     """
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -58,8 +55,8 @@ class Preflight(Callback):
             jobs = job_configs(config) if grid_sweep(config) else []
         self._check_jobs(config, jobs, "hydra.sweep.dir")
 
-    @classmethod
-    def _check_jobs(cls, config: DictConfig, jobs: list[DictConfig], key: str) -> None:
+    @staticmethod
+    def _check_jobs(config: DictConfig, jobs: list[DictConfig], key: str) -> None:
         with bad_input(PROG):
             check_bools(config.hydra.overrides.task)
             from dse.train.run import check_job, check_stores
@@ -68,15 +65,10 @@ class Preflight(Callback):
             jobs = [OmegaConf.masked_copy(job, [k for k in job if k != "hydra"]) for job in jobs]
             for job in jobs:
                 check_job(job)
-            cls._check_outputs(config, key)
+            check_writable(check_runs(config.paths.runs), "paths.runs", directory=True)
+            if (run_dir := OmegaConf.select(config, key, throw_on_resolution_failure=False)) is not None:
+                check_writable(run_dir, key, directory=True)
             check_stores(jobs)
-
-    @staticmethod
-    def _check_outputs(config: DictConfig, key: str) -> None:
-        check_writable(check_runs(config.paths.runs), "paths.runs", directory=True)
-        run_dir = OmegaConf.select(config, key, throw_on_resolution_failure=False)
-        if run_dir is not None:
-            check_writable(run_dir, key, directory=True)
 
 
 register_configs()
@@ -87,7 +79,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
     from dse.train.devices import ENV, pin_job
-    from dse.train.run import run_point
+    from dse.train.run import check_job, run_point
 
     quiet_lightning()
     hc = HydraConfig.get()
@@ -99,7 +91,7 @@ def app(cfg: DictConfig) -> dict[str, Any]:
         if (gpu := pin_job(None if single else hc.job.num, cfg.jobs_per_gpu, cfg.trainer,
                            torch.cuda.device_count, torch.cuda.is_initialized())) is not None:
             log.info("job %d: %s=%s", hc.job.num, ENV, gpu)
-        result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task))
+        result = run_point(cfg, hc.runtime.output_dir, " ".join(hc.overrides.task), checked=check_job(cfg))
     if single:
         acc = {k: result[k] for k in ("val_top1", "test_top1") if result.get(k) is not None}
         size = REGISTRY["size_mib"]
@@ -113,11 +105,8 @@ def app(cfg: DictConfig) -> dict[str, Any]:
 
 
 def check_arguments() -> None:
-    """Parse the command line with Hydra's own flags, but with dse's one-line usage errors.
-
-    Hydra offers no hook into its argparse parser, whose errors print a usage block; a copy of its
-    arguments in :class:`~dse.errors.ArgumentParser` rejects the same input in one line first.
-    """
+    """Hydra's own flags parsed first by :class:`~dse.errors.ArgumentParser`, for one-line usage
+    errors (Hydra has no hook into its parser, which prints a usage block)."""
     from hydra._internal.utils import get_args_parser
 
     ArgumentParser(prog=PROG, parents=[get_args_parser()], add_help=False).parse_args()

@@ -1,23 +1,10 @@
-"""One GPU per multirun job: which of the visible GPUs job N trains on, set before CUDA starts.
+"""One GPU per multirun job: ``CUDA_VISIBLE_DEVICES`` narrowed before CUDA starts, else parallel
+jobs (``hydra/launcher=joblib``) all train on GPU 0. Job N gets
+``visible[(N // jobs_per_gpu) % len(visible)]``: round-robin, or K consecutive jobs per GPU.
 
-A launcher that runs jobs in parallel (``hydra/launcher=joblib hydra.launcher.n_jobs=...``) on a
-host with several GPUs would otherwise put every job on GPU 0. dse-train's task therefore narrows
-``CUDA_VISIBLE_DEVICES`` to one device per job, chosen from the job's index in the sweep:
-
-    job N -> visible[(N // jobs_per_gpu) % len(visible)]
-
-``jobs_per_gpu=1`` (the default) deals the jobs round-robin; ``jobs_per_gpu=K`` (dse-bench's
-recommended K, docs/BENCHMARKS.md) fills each GPU with K consecutive jobs before the next, so
-``hydra.launcher.n_jobs = K x GPUs`` runs K jobs on every GPU and fewer jobs use fewer GPUs.
-
-Nothing is changed (:func:`job_device` returns None) in a single run, when fewer than two GPUs are
-visible (``CUDA_VISIBLE_DEVICES`` naming one device is the user's or Slurm's choice and is kept),
-when the job asks for the CPU or for ``trainer.devices`` other than 1, and once CUDA is initialised
-in this process: a launcher worker that already trained on a GPU keeps it (CUDA reads the variable
-once), so with joblib each worker stays on the GPU of its first training job. The visible list is
-the process's own ``CUDA_VISIBLE_DEVICES`` (indices or UUIDs, kept as written; several listed =
-assign among those), else ``0 .. count-1`` (torch counts through NVML, without initialising CUDA).
-All pure but :func:`pin_job`, which sets the variable; nothing here imports torch.
+Left alone in a single run, with fewer than two visible GPUs (one named device is the user's or
+Slurm's choice), for a CPU or multi-device job, and once CUDA is initialised (it reads the
+variable once: a joblib worker stays on its first job's GPU). Nothing here imports torch.
 """
 
 from __future__ import annotations
@@ -41,8 +28,7 @@ def assign(job_index: int, visible: Sequence[str], per_device: int = 1) -> str:
 
 
 def visible_devices(env_value: str | None, count: Callable[[], int]) -> list[str]:
-    """The devices a process may use: ``CUDA_VISIBLE_DEVICES``'s entries when it is set (empty: none),
-    else ``0 .. count()-1``."""
+    """``CUDA_VISIBLE_DEVICES``'s entries when it is set (empty: none), else ``0 .. count()-1``."""
     if env_value is not None:
         return [d.strip() for d in env_value.split(",") if d.strip()]
     return [str(i) for i in range(count())]
@@ -56,24 +42,18 @@ def job_device(job_index: int | None, per_device: int, visible: Sequence[str],
     return assign(job_index, visible, per_device)
 
 
-def wants_one_gpu(tc: Any) -> bool:
-    """A trainer config that trains on one device that may be a GPU (``devices: 1``)."""
-    return str(tc.get("accelerator")) != "cpu" and tc.get("devices") == 1
-
-
 def pin_job(job_index: int | None, per_device: int, tc: Any, count: Callable[[], int],
             cuda_initialized: bool, environ: MutableMapping[str, str] | None = None,
             original: str | None = ORIGINAL) -> str | None:
     """Set ``CUDA_VISIBLE_DEVICES`` in ``environ`` (default: the process's) to job ``job_index``'s
-    device, chosen among ``original``'s devices; returns it, or None when left alone. Call it before
-    anything initialises CUDA."""
+    device among ``original``'s; returns it, or None when left alone."""
     from dse.validate import int_at_least
 
     int_at_least(per_device, 1, "jobs_per_gpu")
     if job_index is None:  # a single run: no GPU count asked for
         return None
-    device = job_device(job_index, per_device, visible_devices(original, count), wants_one_gpu(tc),
-                        cuda_initialized)
+    one_gpu = str(tc.get("accelerator")) != "cpu" and tc.get("devices") == 1
+    device = job_device(job_index, per_device, visible_devices(original, count), one_gpu, cuda_initialized)
     if device is not None:
         (os.environ if environ is None else environ)[ENV] = device
     return device

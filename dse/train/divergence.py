@@ -1,8 +1,5 @@
-"""Stop runs that will never train, so a sweep records them as ``diverged`` instead of as points.
-
-Two failure modes matter in a design-space sweep: a loss that becomes NaN/inf, and the classic
-vanilla-SqueezeNet failure where every ReLU dies at a bad learning rate and the network sits at
-chance accuracy with a flat loss forever. Both are cheap to detect; training them on is waste.
+"""Stop runs that will never train and record them as ``diverged``: a NaN/inf loss, or the classic
+SqueezeNet failure where every ReLU dies and the network sits at chance with a flat loss forever.
 """
 
 from __future__ import annotations
@@ -15,13 +12,6 @@ from lightning.pytorch.callbacks import Callback
 from dse.metrics import REGISTRY
 
 VAL_LOSS, VAL_TOP1 = REGISTRY["val_loss"].key, REGISTRY["val_top1"].key
-
-
-def nonfinite(loss: float, step: int, epoch: int) -> str | None:
-    """The reason a run with this training loss diverged, or None while it is finite."""
-    if math.isfinite(loss):
-        return None
-    return f"non-finite training loss ({loss}) at step {step}, epoch {epoch}"
 
 
 def dead(top1: float, first_loss: float, loss: float, epoch: int, num_classes: int,
@@ -38,12 +28,8 @@ def dead(top1: float, first_loss: float, loss: float, epoch: int, num_classes: i
 
 
 class DivergenceMonitor(Callback):
-    """Ends a member (``pl_module.stop``) that diverges or is dead; ``reasons[k]`` says why.
-
-    Per member of :class:`~dse.train.module.FireClassifier`: the loss is read only every
-    ``check_every`` steps (one host sync for all members), and at chance-check time each member's
-    epoch mean training loss is compared with its first epoch's.
-    """
+    """Ends a member (``pl_module.stop``) that diverges or is dead; ``reasons[k]`` says why. The
+    loss is read every ``check_every`` steps (one host sync for all members)."""
 
     def __init__(self, num_classes: int, chance_epochs: int = 2, check_every: int = 50) -> None:
         self.num_classes, self.chance_epochs, self.check_every = num_classes, chance_epochs, check_every
@@ -62,11 +48,10 @@ class DivergenceMonitor(Callback):
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs,
                            batch, batch_idx: int) -> None:
         if batch_idx % self.check_every == 0 or batch_idx + 1 == trainer.num_training_batches:
-            losses = pl_module.last_loss.tolist()
-            for k, loss in enumerate(losses):
-                if pl_module.live[k] and (why := nonfinite(loss, trainer.global_step,
-                                                           trainer.current_epoch)):
-                    self._stop(pl_module, k, why)
+            for k, loss in enumerate(pl_module.last_loss.tolist()):
+                if pl_module.live[k] and not math.isfinite(loss):
+                    self._stop(pl_module, k, f"non-finite training loss ({loss}) at step "
+                                             f"{trainer.global_step}, epoch {trainer.current_epoch}")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:

@@ -1,23 +1,18 @@
-"""The one training body: K >= 1 (design point, seed) members as one fused network; a single
-``dse-train`` run is a group of one.
-
-Each member keeps what makes it its own run: its seed's initialisation and dropout stream (seed,
-build, then a generator continuing the global stream: what a separate run's dropout would draw),
-its seed's batch order and augmentation (one index stream per member over the one copy of the
-data), its own loss, metrics, log, divergence check and Optuna pruning. A member that diverges or
-is pruned is frozen and recorded; the others go on. So a member's row is its separate run's (bit
-for bit for a group of one on the CPU, within fp rounding for K > 1).
+"""The one training body: K >= 1 (design point, seed) members as one fused network, a single run
+being a group of one. Each member keeps its seed's initialisation, dropout, batch order and
+augmentation, its loss, metrics, log, divergence check and pruning; one that ends is frozen while the
+others go on. A member's row is its separate run's (bit for bit for K = 1 on the CPU).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import platform
 import sys
 import time
 import traceback
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,23 +30,22 @@ from dse.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
 from dse.model.fused import FusedFireNet
 from dse.model.net import build_model
-from dse.store import RunRecord, utcnow_iso
+from dse.store import RunRecord, config_hash, utcnow_iso
 from dse.store.record import slurm_job
 from dse.train.checkpoints import AtomicCheckpointIO, Resume
 from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
-from dse.validate import switch
+from dse.validate import SWITCHES, switch
+
+Device = tuple[str, str, bool]  # (accelerator, precision, channels_last), from device_settings
 
 log = logging.getLogger("dse.train")
 
 
-def device_settings(tc: Any) -> tuple[str, str, bool]:
-    """(accelerator, precision, channels_last): bf16 + channels_last on GPU, fp32 on CPU.
-
-    ``trainer.accelerator=gpu`` without a visible GPU is refused, not trained on the CPU: timings
-    and the stored ``device`` would silently describe another machine than the one asked for.
-    """
+def device_settings(tc: Any) -> Device:
+    """bf16 + channels_last on GPU, fp32 on CPU. ``trainer.accelerator=gpu`` without a visible GPU
+    is refused: the stored ``device`` and timings would describe another machine than asked for."""
     if tc.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer.accelerator", f"{tc.accelerator} asked for, but no GPU is "
                                                  "visible here (use auto or cpu)")
@@ -62,12 +56,6 @@ def device_settings(tc: Any) -> tuple[str, str, bool]:
         precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if gpu else "32-true"
     cl = switch("trainer.channels_last", tc.channels_last)
     return accelerator, precision, gpu if cl is None else cl
-
-
-def device_name(accelerator: str) -> str:
-    if accelerator == "gpu":
-        return torch.cuda.get_device_name()
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
 class EpochTimer(Callback):
@@ -82,41 +70,32 @@ class EpochTimer(Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.images += len(batch[1])
 
-    def _lap(self) -> None:
+    def on_train_epoch_end(self, *_: Any) -> None:
         if self._t0 is not None:
             self.seconds += time.perf_counter() - self._t0
             self._t0 = None
 
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._lap()
+    on_validation_start = on_train_epoch_end
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.last_val_epoch = trainer.current_epoch
 
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._lap()
-
 
 def _progress_bar(tc: Any) -> bool:
-    """``auto``: Lightning's per-epoch bar for a single run on a terminal; a sweep prints one line
-    per finished point instead (dse.train.progress), which the bars would break up."""
-    on = switch("trainer.progress_bar", tc.progress_bar)
-    return sys.stdout.isatty() and not _in_multirun() if on is None else on
-
-
-def _in_multirun() -> bool:
+    """``auto``: Lightning's bar for a single run on a terminal; a sweep's one line per finished
+    point (dse.train.progress) would be broken up by bars."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    on = SWITCHES[str(tc.progress_bar).lower()]  # checked by the entry point
+    multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+    return sys.stdout.isatty() and not multirun if on is None else on
 
 
-def make_trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Path,
-                 callbacks: list[Callback]) -> L.Trainer:
-    """The Lightning Trainer ``cfg.trainer`` describes; the module writes each member's logger."""
-    tc = cfg.trainer
+def make_trainer(tc: Any, device: Device, out_dir: Path, callbacks: list[Callback]) -> L.Trainer:
+    """The Lightning Trainer ``trainer.*`` describes; the module writes each member's logger."""
     return L.Trainer(
-        accelerator=accelerator, devices=tc.devices, precision=precision,
+        accelerator=device[0], devices=tc.devices, precision=device[1],
         max_epochs=tc.max_epochs, max_steps=tc.max_steps, deterministic=tc.deterministic,
         check_val_every_n_epoch=tc.val_every, num_sanity_val_steps=0,
         log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
@@ -126,26 +105,9 @@ def make_trainer(cfg: DictConfig, accelerator: str, precision: str, out_dir: Pat
     )
 
 
-def base_record(cfg: DictConfig, report: Any, seed: int, overrides: str,
-                run_id: str | None = None) -> dict[str, Any]:
-    """The row as known before training: the config's columns plus the model's analytic counts.
-
-    ``failed`` until training says otherwise, so a run killed mid-way never reads as ok.
-    """
-    given = {"run_id": run_id} if run_id else {}
-    return RunRecord.from_config(cfg, seed=seed, status="failed", params=report.params,
-                                 size_bytes=report.size_bytes_fp32, macs=report.macs,
-                                 overrides=overrides, slurm_job=slurm_job(), **given).to_dict()
-
-
-def final_checkpoint(cfg: DictConfig, out_dir: Path, seed: int) -> Path:
-    """Where ``trainer.checkpoint=true`` puts a run's final weights (docs/CONTRACTS.md)."""
-    return out_dir / "checkpoints" / ("last.ckpt" if cfg.study.seeds == 1 else f"seed{seed}.ckpt")
-
-
 def keep_traceback(path: Path) -> None:
-    """Best effort: the row carries the error; the full traceback beside the run is a help that a
-    full or read-only run folder must not turn into a second failure that loses the row."""
+    """Best effort: the row carries the error; a full or read-only run folder must not turn the
+    traceback beside it into a second failure that loses the row."""
     try:
         path.write_text(traceback.format_exc())
     except OSError as e:
@@ -164,47 +126,22 @@ class Member:
     run_id: str | None = None
     handoff: Any = None  # dse.sweep.handoff.Handoff of an Optuna job, or None
 
+    @functools.cached_property
+    def plain(self) -> dict[str, Any]:
+        """The resolved config as plain data, converted once for the row, the logger and the files."""
+        return OmegaConf.to_container(self.cfg, resolve=True)
 
-class StackedBatches:
-    """K members' training batches as one: images stacked on channels, labels ``[N, K]``."""
-
-    def __init__(self, streams: list[Any]) -> None:
-        self.streams = streams
-
-    def __len__(self) -> int:
-        return len(self.streams[0])
-
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        for batches in zip(*self.streams, strict=True):
-            yield torch.cat([x for x, _ in batches], 1), torch.stack([y for _, y in batches], 1)
-
-
-class FusedData(L.LightningDataModule):
-    """One in-memory data module, one training stream per member seed; eval batches are shared."""
-
-    def __init__(self, cfg: DictConfig, seeds: list[int]) -> None:
-        super().__init__()
-        tc = cfg.trainer
-        self.dm, self.seeds = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size), seeds
-
-    def setup(self, stage: str | None = None) -> None:
-        self.dm.trainer = self.trainer
-        self.dm.setup(stage)
-
-    def train_dataloader(self) -> StackedBatches:
-        return StackedBatches([self.dm.train_batches(s) for s in self.seeds])
-
-    def val_dataloader(self) -> Any:
-        return self.dm.val_dataloader()
-
-    def test_dataloader(self) -> Any:
-        return self.dm.test_dataloader()
+    def row(self) -> dict[str, Any]:
+        """The row as known before training, ``failed`` until training says otherwise."""
+        r, given = self.report, {"run_id": self.run_id} if self.run_id else {}
+        return RunRecord.from_config(self.plain, seed=self.seed, status="failed", params=r.params,
+                                     size_bytes=r.size_bytes_fp32, macs=r.macs, overrides=self.overrides,
+                                     slurm_job=slurm_job(), **given).to_dict()
 
 
 def member_net(members: list[Member]) -> FusedFireNet:
-    """The members' networks as one, each initialised as its separate run initialises it (seed,
-    then build) and drawing dropout from a copy of the global stream right after its build, which
-    is what a separate run's dropout would draw from (nothing else draws from it in training)."""
+    """The members' networks as one, each seeded then built as its separate run is, its dropout
+    drawing from a copy of the global stream right after its build (what a separate run draws)."""
     nets, generators = [], []
     for m in members:
         L.seed_everything(m.seed, workers=True, verbose=False)
@@ -228,10 +165,7 @@ def fusable(cfg: DictConfig) -> str | None:
 
 
 def group_key(cfg: DictConfig, spec_key: tuple) -> tuple:
-    """Jobs with equal keys can share a fused network: the same macro layout, dataset, trainer
-    settings and epochs; only the member keys (:data:`MEMBER_KEYS`) and the seed may differ."""
-    from dse.store import config_hash
-
+    """Jobs with equal keys can share a fused network: only :data:`MEMBER_KEYS` and the seed differ."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain["model"] = {k: v for k, v in plain["model"].items() if k not in MEMBER_KEYS}
     return spec_key, config_hash(plain)
@@ -239,7 +173,7 @@ def group_key(cfg: DictConfig, spec_key: tuple) -> tuple:
 
 def _module(members: list[Member], loggers: list[Any], channels_last: bool) -> FireClassifier:
     cfg = members[0].cfg
-    module = FireClassifier(OmegaConf.to_container(cfg, resolve=True), member_net(members), loggers)
+    module = FireClassifier(members[0].plain, member_net(members), loggers)
     module.channels_last = channels_last
     if channels_last:
         module.model.to(memory_format=torch.channels_last)
@@ -249,26 +183,19 @@ def _module(members: list[Member], loggers: list[Any], channels_last: bool) -> F
 
 
 def group_id(members: list[Member]) -> str | None:
-    """The key of a group's resume folder (None for a group of one: its run's own folder): a rerun
-    that groups the same (point, seed) members resumes it."""
-    from dse.store import config_hash
-
-    return config_hash({"members": [[config_hash(m.cfg), m.seed] for m in members]}) \
+    """The key of a group's resume folder (None for a group of one: its run's own folder)."""
+    return config_hash({"members": [[config_hash(m.plain), m.seed] for m in members]}) \
         if len(members) > 1 else None
 
 
 def _data(members: list[Member], monitor: DivergenceMonitor) -> tuple[Any, Resume | None]:
-    """A group of one trains on its run's own data module (any dataset), a group on one in-memory
-    copy with a stream per member; either resumes from its newest resume checkpoint."""
+    """The data module (a training stream per member) and the resume from the newest checkpoint."""
     cfg, tc = members[0].cfg, members[0].cfg.trainer
-    if len(members) > 1:
-        dm = FusedData(cfg, [m.seed for m in members])
-        data = dm.dm
-    else:
-        dm = data = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, members[0].seed)
+    seeds = [m.seed for m in members] if len(members) > 1 else members[0].seed  # fused: in memory
+    dm = build_datamodule(cfg, tc.batch_size, tc.eval_batch_size, seeds)
     resume = Resume.for_run(cfg, members[0].seed, monitor, group_id(members))
     if resume is not None:
-        data.position = resume.state.position  # each epoch's batches from where the run is
+        dm.position = resume.state.position  # each epoch's batches from where the run is
         if resume.ckpt is not None:
             log.info("resuming %s seed %d from %s", resume.folder.parent.name, members[0].seed,
                      resume.ckpt)
@@ -287,9 +214,10 @@ def _fit(trainer: L.Trainer, module: FireClassifier, dm: Any, timer: EpochTimer,
         trainer.test(module, datamodule=dm, verbose=False)
 
 
-def _trained(rec: dict[str, Any], k: int, module: FireClassifier, trainer: L.Trainer,
+def _trained(rec: dict[str, Any], m: Member, k: int, module: FireClassifier, trainer: L.Trainer,
              timer: EpochTimer, seconds: float) -> None:
-    """Member k's measured columns and status, as its fit left them."""
+    """Member k's measured columns and status as its fit left them; its latency and final
+    checkpoint (docs/CONTRACTS.md) from its own network."""
     status, reason, epochs = module.outcome[k] or ("ok", None, 0)
     if status == "pruned":  # a separate run's fit raises TrialPruned: nothing measured is kept
         rec.update(status="pruned", error=reason, epochs=0)
@@ -299,6 +227,15 @@ def _trained(rec: dict[str, Any], k: int, module: FireClassifier, trainer: L.Tra
     rec["images_per_s"] = timer.images / timer.seconds if timer.seconds else None
     rec.update({key: module.results[k].get(REGISTRY[key].key) for key in LOGGED})
     rec.update(status=status, error=reason)
+    tc = m.cfg.trainer
+    if tc.latency or tc.checkpoint:
+        net = build_model(m.cfg.model)
+        net.load_state_dict(module.model.member_state(k))
+        rec.update(latency_columns(net, m.cfg, status))  # trainer.latency=true
+        if tc.checkpoint:
+            name = "last.ckpt" if m.cfg.study.seeds == 1 else f"seed{m.seed}.ckpt"
+            save_checkpoint(m.out_dir / "checkpoints" / name, m.plain, net, rec["run_id"],
+                            trainer.current_epoch, trainer.global_step)
 
 
 def _failed(rows: list[dict[str, Any]], members: list[Member], module: FireClassifier | None,
@@ -317,44 +254,39 @@ def _failed(rows: list[dict[str, Any]], members: list[Member], module: FireClass
         log.error("run failed: %s", first_line(e, typed=True))
 
 
-def train_group(members: list[Member], callbacks: tuple[Callback, ...] = ()) -> list[dict[str, Any]]:
+def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
+                device: Device | None = None) -> list[dict[str, Any]]:
     """Train the members (one :func:`group_key`) as one network; a complete store row per member,
-    whatever happened: a failure of the group is every member's ``failed`` row."""
+    whatever happened. ``device``: the entry point's :func:`device_settings`, else found here."""
     from dse.sweep.pruning import member_pruning
 
     cfg, t0 = members[0].cfg, time.perf_counter()
     tc = cfg.trainer
-    rows = [base_record(m.cfg, m.report, m.seed, m.overrides, m.run_id) for m in members]
-    accelerator, precision, channels_last = device_settings(tc)
+    device = device or device_settings(tc)
+    rows = [m.row() for m in members]
     monitor = DivergenceMonitor(cfg.data.num_classes, tc.chance_epochs, tc.log_every_n_steps)
     timer = EpochTimer()
     trainer: L.Trainer | None = None
     module: FireClassifier | None = None
     loggers = [build_logger(m.cfg, m.out_dir, m.seed) for m in members]
+    name = torch.cuda.get_device_name() if device[0] == "gpu" else \
+        f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
     for rec, lg, m in zip(rows, loggers, members, strict=True):
-        rec.update(device=device_name(accelerator), log_uri=log_uri(lg))
+        rec.update(device=name, log_uri=log_uri(lg))
         if lg:
-            lg.log_hyperparams({"cfg": OmegaConf.to_container(m.cfg, resolve=True)})
+            lg.log_hyperparams({"cfg": m.plain})
     try:
-        module = _module(members, loggers, channels_last)
+        module = _module(members, loggers, device[2])
         dm, resume = _data(members, monitor)
         pruning = member_pruning([m.handoff for m in members])
-        trainer = make_trainer(cfg, accelerator, precision, members[0].out_dir,
+        trainer = make_trainer(tc, device, members[0].out_dir,
                                [monitor, timer, *callbacks, *([pruning] if pruning else ()),
                                 *(resume.callbacks if resume else ())])
         _fit(trainer, module, dm, timer, resume)
-        for k, rec in enumerate(rows):
-            _trained(rec, k, module, trainer, timer, time.perf_counter() - t0)
+        for k, (rec, m) in enumerate(zip(rows, members, strict=True)):
+            _trained(rec, m, k, module, trainer, timer, time.perf_counter() - t0)
             if resume and resume.ckpt:
                 rec["resumed_from_epoch"] = resume.state.resumed_from
-            if rec["status"] != "pruned" and (tc.latency or tc.checkpoint):  # the member alone
-                net = build_model(members[k].cfg.model)
-                net.load_state_dict(module.model.member_state(k))
-                rec.update(latency_columns(net, members[k].cfg, rec["status"]))  # trainer.latency=true
-                if tc.checkpoint:
-                    save_checkpoint(final_checkpoint(members[k].cfg, members[k].out_dir, members[k].seed),
-                                    OmegaConf.to_container(members[k].cfg, resolve=True), net,
-                                    rec["run_id"], trainer.current_epoch, trainer.global_step)
     except SystemExit:
         if trainer is not None and trainer.interrupted:  # Lightning turns Ctrl-C into exit(1)
             raise KeyboardInterrupt from None

@@ -1,11 +1,6 @@
-"""A batch of jobs trained in fused groups: skip what the store has, claim the rest, group, record.
-
-The fused counterpart of :func:`dse.train.run.run_point`, for a launcher that holds a whole batch
-of a sweep (``hydra/launcher=dse_fused``). Per (job, seed) it keeps run_point's contract: a seed
-the store has is not retrained, a seed is trained only under this process's claim, one another
-worker holds is taken from the store once that worker is done, and every trained seed leaves a
-row. Claimed seeds are grouped by :func:`dse.train.fused.group_key` into groups of at most
-``max_members``; a job that cannot be fused (:func:`dse.train.fused.fusable`) trains on its own.
+"""A batch of jobs trained in fused groups (``hydra/launcher=dse_fused``), with
+:func:`dse.train.run.run_point`'s contract per (job, seed): skip, claim, group by
+:func:`dse.train.fused.group_key` (at most ``max_members``), record.
 """
 
 from __future__ import annotations
@@ -24,17 +19,17 @@ from dse.model.spec import build_spec
 from dse.store import ResultsStore, claims
 from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import discard, resume_dir
-from dse.train.fused import Member, fusable, group_id, group_key, train_group
-from dse.train.run import Point
+from dse.train.fused import Member, device_settings, fusable, group_id, group_key, train_group
+from dse.train.run import Point, seeds
 from dse.train.summary import summarize
-from dse.validate import model_report, validate
+from dse.validate import model_report
 
 log = logging.getLogger("dse.train")
 
 
 @dataclass
 class Job:
-    """One job of the batch as its launcher prepared it."""
+    """One job of the batch as its launcher prepared it (its config validated)."""
 
     cfg: DictConfig
     out_dir: Path
@@ -47,10 +42,6 @@ class _Seed:
     job: int
     seed: int
     claim: claims.Claim
-
-
-def _seeds(cfg: DictConfig) -> range:
-    return range(cfg.seed, cfg.seed + cfg.study.seeds)
 
 
 def plan(points: list[Point], todo: list[_Seed], max_members: int) -> list[list[_Seed]]:
@@ -70,7 +61,7 @@ def _claim_all(points: list[Point], store_of: Any, rows: dict, todo: list[_Seed]
                held: dict) -> None:
     """Stored rows into ``rows``; claimed seeds into ``todo``; others' live claims into ``held``."""
     for j, p in enumerate(points):
-        for seed in _seeds(p.cfg):
+        for seed in seeds(p.cfg):
             store = store_of(p)
             if (row := p.stored(store, seed)) is not None:
                 rows[j, seed] = row
@@ -103,9 +94,8 @@ def _members(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[M
 
 def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
     """Every job's summary (:func:`dse.train.summary.summarize`), in job order."""
-    for j in jobs:
-        validate(j.cfg)
-    points = [Point(j.cfg, model_report(j.cfg), j.out_dir, j.overrides, ()) for j in jobs]
+    points = [Point(j.cfg, model_report(j.cfg), j.out_dir, j.overrides, (), device_settings(j.cfg.trainer))
+              for j in jobs]
     rows: dict[tuple[int, int], Any] = {}
     todo: list[_Seed] = []
     held: dict[tuple[int, int], claims.Holder] = {}
@@ -113,16 +103,16 @@ def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
         stores: dict[str, ResultsStore] = {}
 
         def store_of(p: Point) -> ResultsStore:
-            key = p.cfg.store.url or ResultsStore.default_url(p.cfg.paths.runs, p.cfg.study.name)
-            if key not in stores:
-                stores[key] = stack.enter_context(ResultsStore.from_config(p.cfg))
-            return stores[key]
+            if (url := ResultsStore.config_url(p.cfg)) not in stores:
+                stores[url] = stack.enter_context(ResultsStore(url))
+            return stores[url]
 
         try:
             _claim_all(points, store_of, rows, todo, held)
             for group in plan(points, todo, max_members):
                 members = _members(points, jobs, group)
-                for s, rec in zip(group, train_group(members), strict=True):
+                for s, rec in zip(group, train_group(members, device=points[group[0].job].device),
+                                  strict=True):
                     rows[s.job, s.seed] = points[s.job].record(store_of(points[s.job]), rec)
                     s.claim.__exit__(None, None, None)
                 if (gid := group_id(members)) is not None:  # its rows are safe: its resume goes
@@ -133,4 +123,4 @@ def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
                     s.claim.__exit__(None, None, None)
         for (j, seed), _holder in held.items():
             rows[j, seed] = points[j].row(store_of(points[j]), seed, wait=True)
-    return [summarize([rows[j, s] for s in _seeds(p.cfg)], p.report) for j, p in enumerate(points)]
+    return [summarize([rows[j, s] for s in seeds(p.cfg)], p.report) for j, p in enumerate(points)]

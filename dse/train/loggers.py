@@ -1,13 +1,8 @@
 """The run's Lightning logger, built from the ``logger`` config group (``conf/logger/*.yaml``).
 
-Each preset is a Hydra ``_target_`` node naming one of Lightning's logger classes with its static
-settings; what differs per run and per seed is added here, in one table (:data:`PER_RUN`): every
-logger writes under the run dir, and each seed of a design point is a logger run of its own
-(``seed<N>``), as the store has one row per seed. :func:`log_uri` says where that logger run is; it
-fills the record's ``log_uri`` column, so a stored row leads to its curves.
-
-``tensorboard``, ``mlflow`` and ``wandb`` are optional extras (``pip install -e '.[tensorboard]'``);
-the ``logger`` group never enters the config hash (dse/store/record.py hashes model, data, trainer).
+Each preset is a ``_target_`` node naming a Lightning logger class; what differs per run and seed
+is added in one table (:data:`PER_RUN`): every logger writes under the run dir, each seed a logger
+run of its own (``seed<N>``), and :func:`log_uri` fills the row's ``log_uri`` with where it is.
 """
 
 from __future__ import annotations
@@ -39,18 +34,9 @@ PER_RUN: dict[str, Callable[[str, int, Mapping[str, Any]], dict[str, Any]]] = {
 }
 
 
-def per_run_kwargs(target: str, out_dir: str | Path, seed: int,
-                   node: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """What :func:`build_logger` adds to the preset for ``target`` (another class: ``save_dir``)."""
-    out = os.path.abspath(out_dir)
-    make = PER_RUN.get(target.rsplit(".", 1)[-1], lambda out, seed, node: {"save_dir": out})
-    return make(out, seed, node or {})
-
-
 def check_logger(node: Mapping[str, Any] | None) -> None:
-    """The preset's class exists and takes its arguments, so a typo is bad input before a run
-    dir exists rather than a failed row per seed (:func:`dse.validate.validate_logger` checks,
-    torch-free, that its package is installed). A class taking ``**kwargs`` accepts any key."""
+    """The preset's class exists and takes its arguments: a typo is bad input before a run dir
+    exists, not a failed row per seed."""
     if node is None:
         return
     target = str(node.get("_target_"))
@@ -69,38 +55,31 @@ def check_logger(node: Mapping[str, Any] | None) -> None:
 
 
 def build_logger(cfg: DictConfig, out_dir: str | Path, seed: int) -> Any:
-    """The Lightning logger ``cfg.logger`` describes, writing this run's seed ``seed`` under
-    ``out_dir``; ``False`` (Lightning's "no logger") when ``cfg.logger`` is null. The preset was
-    checked by :func:`dse.validate.validate_logger` (a target, its package installed)."""
+    """The logger ``cfg.logger`` describes for seed ``seed`` under ``out_dir``; ``False`` (Lightning's
+    "no logger") when it is null."""
     from hydra.utils import instantiate
 
     node = OmegaConf.select(cfg, "logger")
     if node is None:
         return False
-    target = str(node.get("_target_"))
-    if target.rsplit(".", 1)[-1] == "WandbLogger":
-        _finish_wandb()
-    return instantiate(node, **per_run_kwargs(target, out_dir, seed, node))
+    kind = str(node.get("_target_")).rsplit(".", 1)[-1]
+    if kind == "WandbLogger":  # the previous seed's run ends, or WandbLogger would log into it
+        import wandb
 
-
-def _finish_wandb() -> None:
-    """End the previous seed's W&B run: Lightning's WandbLogger would log into a run in progress."""
-    import wandb
-
-    if wandb.run is not None:
-        wandb.finish()
+        if wandb.run is not None:
+            wandb.finish()
+    make = PER_RUN.get(kind, lambda out, seed, node: {"save_dir": out})  # another class: save_dir
+    return instantiate(node, **make(os.path.abspath(out_dir), seed, node))
 
 
 def log_uri(logger: Any) -> str:
-    """Where ``logger`` writes this run: its folder (csv, tensorboard, wandb's offline run) or, for
-    MLflow, ``<tracking uri>#/experiments/<id>/runs/<id>`` (the MLflow UI's address of the run);
-    ``""`` without a logger. Starts the logger's run if it has not started yet."""
+    """Where ``logger`` writes this run: its folder, or MLflow's UI address of the run; ``""``
+    without a logger. Starts the logger's run if it has not started yet."""
     if not logger:
         return ""
     kind = type(logger).__name__
     if kind == "MLFlowLogger":
-        return (f"{logger._tracking_uri}#/experiments/{logger.experiment_id}"
-                f"/runs/{logger.run_id}")
+        return f"{logger._tracking_uri}#/experiments/{logger.experiment_id}/runs/{logger.run_id}"
     if kind == "WandbLogger":
         return str(Path(logger.experiment.dir).parent)  # .../wandb/offline-run-<time>-<id>
     path = getattr(logger, "log_dir", None) or logger.save_dir or ""

@@ -19,64 +19,40 @@ from dse.model.net import build_model
 log = logging.getLogger("dse.train")
 
 
-def lr_lambda(schedule: str, total: int, warmup: int, power: float = 1.0):
-    """LR multiplier per step: linear warmup, then poly (the paper's linear decay) / cosine / flat."""
+def build_optimizer(params: Any, tc: Any, total_steps: int, max_epochs: int
+                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """The optimizer and per-step LR scheduler ``trainer.*`` describes, for ``total_steps`` steps
+    (a function: dse-bench's plain PyTorch loop steps the very same solver). Fused kernels where
+    torch has them: one kernel instead of a loop over ~80 tensors (docs/BENCHMARKS.md)."""
+    params = list(params)
+    cls, kw = torch.optim.AdamW, {"lr": tc["lr"], "weight_decay": tc["weight_decay"]}
+    if tc["optimizer"] == "sgd":
+        cls = torch.optim.SGD
+        kw.update(momentum=tc["momentum"], nesterov=bool(tc["nesterov"]) and tc["momentum"] > 0)
+    try:
+        opt = cls(params, fused=True, **kw)
+    except (RuntimeError, TypeError, ValueError):  # an older torch, or none for this device
+        opt = cls(params, **kw)
+    total, schedule = max(1, int(total_steps)), tc["schedule"]
+    if schedule == "onecycle":
+        return opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=tc["lr"], total_steps=total)
+    warmup = int(round(float(tc["warmup_epochs"]) * max(1, total // max(1, max_epochs))))
 
-    def f(step: int) -> float:
+    def factor(step: int) -> float:
+        """Linear warmup, then poly (the paper's linear decay), cosine or flat."""
         if step < warmup:
             return (step + 1) / warmup
         t = min(1.0, (step - warmup) / max(1, total - warmup))
         if schedule == "poly":
-            return (1.0 - t) ** power
-        if schedule == "cosine":
-            return 0.5 * (1.0 + math.cos(math.pi * t))
-        return 1.0
+            return 1.0 - t
+        return 0.5 * (1.0 + math.cos(math.pi * t)) if schedule == "cosine" else 1.0
 
-    return f
-
-
-def _fused_if_possible(cls: type[torch.optim.Optimizer], params: list[Any], **kw: Any
-                       ) -> torch.optim.Optimizer:
-    """``cls(params, fused=True)`` where this torch and device have the fused kernel, else the default.
-
-    The same update rule in one kernel instead of a loop over the ~80 parameter tensors of a Fire
-    net: several times cheaper on CPU (figures in docs/BENCHMARKS.md) and one launch instead of
-    dozens on GPU. Older torch (CPU fused kernels arrived in 2.4) falls back quietly.
-    """
-    try:
-        return cls(params, fused=True, **kw)
-    except (RuntimeError, TypeError, ValueError):
-        return cls(params, **kw)
-
-
-def build_optimizer(params: Any, tc: Any, total_steps: int, max_epochs: int
-                    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimizer and per-step LR scheduler ``trainer.*`` describes, for ``total_steps`` steps.
-
-    A module-level function (rather than inline in ``configure_optimizers``) so that ``dse-bench``'s
-    plain PyTorch loop steps exactly the same solver as the Lightning path it is compared with.
-    """
-    params = list(params)
-    if tc["optimizer"] == "sgd":
-        opt = _fused_if_possible(torch.optim.SGD, params, lr=tc["lr"], momentum=tc["momentum"],
-                                 nesterov=bool(tc["nesterov"]) and tc["momentum"] > 0,
-                                 weight_decay=tc["weight_decay"])
-    else:
-        opt = _fused_if_possible(torch.optim.AdamW, params, lr=tc["lr"], weight_decay=tc["weight_decay"])
-    total = max(1, int(total_steps))
-    if tc["schedule"] == "onecycle":
-        sched: torch.optim.lr_scheduler.LRScheduler = torch.optim.lr_scheduler.OneCycleLR(
-            opt, max_lr=tc["lr"], total_steps=total)
-    else:
-        steps_per_epoch = max(1, total // max(1, max_epochs))
-        warmup = int(round(float(tc["warmup_epochs"]) * steps_per_epoch))
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(tc["schedule"], total, warmup))
-    return opt, sched
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
 def accuracy_metrics(classes: int, prefix: str) -> MetricCollection:
-    """The registry's top-k accuracies of this split (``prefix`` ``"val/"``), each where k is below
-    the class count (else it is trivially 100 %): a new top-k metric is one registry entry."""
+    """The registry's top-k accuracies of this split (``prefix`` ``"val/"``) with k below the class
+    count (else trivially 100 %)."""
     return MetricCollection({m.key.removeprefix(prefix): MulticlassAccuracy(classes, top_k=m.topk,
                                                                             average="micro")
                              for m in REGISTRY.values()
@@ -89,15 +65,12 @@ def _means(k: int, **kw: Any) -> nn.ModuleList:
 
 
 class FireClassifier(L.LightningModule):
-    """Trains K >= 1 Fire networks as one: a :class:`~dse.model.fused.FusedFireNet` (a single run is
-    a group of one), each member with its own cross-entropy, metrics, log and outcome.
+    """Trains K >= 1 Fire networks as one :class:`~dse.model.fused.FusedFireNet` (or a plain FireNet,
+    a group of one), each member with its own loss, metrics, logger and outcome.
 
-    ``cfg`` is the (first member's) resolved config as a plain dict, saved as the only
-    hyperparameter; ``model`` defaults to ``build_model(cfg["model"])`` (dse-compress retrains a
-    plain :class:`~dse.model.net.FireNet`, a group of one). ``loggers``: one Lightning logger (or
-    ``False``) per member, written here because one Trainer logger cannot keep K runs apart.
-    Divergence and pruning callbacks end a member with :meth:`stop`; ``results[k]`` holds member
-    k's latest epoch metrics under their Lightning keys.
+    ``cfg``: the (first member's) resolved config as a dict, the only hyperparameter. ``loggers``:
+    one per member (or ``False``), written here since one Trainer logger cannot keep K runs apart.
+    Callbacks end a member with :meth:`stop`; ``results[k]``: member k's latest epoch metrics.
     """
 
     def __init__(self, cfg: dict[str, Any], model: nn.Module | None = None,
@@ -111,9 +84,7 @@ class FireClassifier(L.LightningModule):
         classes = int(cfg["model"]["num_classes"])
         self.val_metrics = nn.ModuleList(accuracy_metrics(classes, "val/") for _ in range(k))
         self.test_metrics = nn.ModuleList(accuracy_metrics(classes, "test/") for _ in range(k))
-        # nan_strategy="disable": the default "warn" tests `nans.any()` in Python on every update, a
-        # host sync per training step on GPU. A NaN loss now shows as a NaN epoch mean (which the
-        # divergence monitor treats as diverged) instead of being dropped with a warning.
+        # "disable": the default tests nans in Python, a host sync a step; a NaN mean is diverged
         self.train_loss = _means(k, nan_strategy="disable")
         self.val_loss, self.test_loss = _means(k), _means(k)
         self.register_buffer("live", torch.ones(k, dtype=torch.bool), persistent=False)
@@ -147,8 +118,7 @@ class FireClassifier(L.LightningModule):
             self.model.mask_grads()
 
     def stop(self, k: int, status: str, reason: str) -> None:
-        """End member k with its final status. The others go on with it frozen (zeroed, masked);
-        the last one ends the fit, as a single run's stop does, its weights as they are."""
+        """End member k: the others go on with it frozen; the last one ends the fit."""
         self.outcome[k] = (status, reason, self.current_epoch + 1)
         self.live[k] = False
         log.info("member %d of %d: %s: %s", k, self.k, status, reason)
@@ -159,8 +129,8 @@ class FireClassifier(L.LightningModule):
             self.trainer.should_stop = True
 
     def _publish(self, values: list[dict[str, torch.Tensor]], prog_bar: bool = False) -> None:
-        """Member k's epoch metrics into ``results[k]`` and its logger (a frozen member's are
-        zeros, not its own); a group of one also into Lightning's (progress bar, callback_metrics)."""
+        """Each live member's epoch metrics into ``results[k]`` and its logger; a group of one's also
+        into Lightning's (progress bar, callback_metrics)."""
         if self.k == 1:
             self.log_dict(values[0], prog_bar=prog_bar)
         # Lightning's own step for epoch-end logs: the last step during fit, the count in test
@@ -219,8 +189,7 @@ class FireClassifier(L.LightningModule):
         return list(getattr(self.model, "dropout_generators", None) or ())
 
     def setup(self, stage: str) -> None:
-        """Each member's dropout generator onto the training device (a CPU one cannot draw there),
-        seeded from its CPU stream: before a resume restores their states."""
+        """Each member's dropout generator onto the training device, seeded from its CPU stream."""
         dev = self.trainer.strategy.root_device
         gens = self._generators()
         if dev.type != "cpu" and gens and gens[0].device.type == "cpu":
@@ -229,8 +198,7 @@ class FireClassifier(L.LightningModule):
                 for g in gens]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """What a resumed group needs beyond Lightning's state: the dropout streams and which
-        members have ended (their frozen slices are in the weights already)."""
+        """A resumed group's dropout streams and which members have ended."""
         checkpoint["dropout_rng"] = [g.get_state() for g in self._generators()]
         checkpoint["members"] = {"outcome": self.outcome, "frozen": self.frozen}
 

@@ -1,10 +1,6 @@
-"""Where a grid sweep is: one line per finished point, with points done / total, failures and ETA.
-
-A Hydra callback (``hydra.callbacks`` in conf/config.yaml): Hydra's basic sweeper prints nothing
-per job, and with the joblib launcher the jobs finish in other processes, so each finished job
-appends one JSON line to ``<sweep dir>/.dse_progress.jsonl`` (an ``O_APPEND`` write of a few
-hundred bytes lands whole) and reports from the whole file. The Optuna sweeper reports its own
-progress (it knows every worker's trials), so this callback stays quiet under it.
+"""Where a grid sweep is: one line per finished point (done / total, failures, ETA). Jobs may finish
+in other processes, so each appends one JSON line to ``<sweep dir>/.dse_progress.jsonl`` (an
+``O_APPEND`` write lands whole) and reports from the whole file; Optuna sweeps report their own.
 """
 
 from __future__ import annotations
@@ -29,11 +25,8 @@ PROGRESS_FILE = ".dse_progress.jsonl"
 
 
 def progress_line(events: list[dict[str, Any]], last: dict[str, Any], now: float) -> str:
-    """``[3/10] ok model.sr=0.25 (12s) · 1 failed · ETA 1m30s`` for the point ``last``.
-
-    ``events``: the file's lines, the header (``total``, ``start``) first. The ETA is the wall time
-    per finished point so far, times the points left: parallel jobs are counted as they run.
-    """
+    """``[3/10] ok model.sr=0.25 (12s) · 1 failed · ETA 1m30s`` for the point ``last``; ``events``:
+    the file's lines, the header first. ETA: wall time per finished point times the points left."""
     head, done = events[0], events[1:]
     total = int(head["total"])
     failed = sum(e["status"] not in FINISHED for e in done)
@@ -60,8 +53,7 @@ class SweepProgress(Callback):
         sweep_dir = Path(str(config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         (sweep_dir / PROGRESS_FILE).write_text(json.dumps(head) + "\n")
-        total = len(points)
-        log.info("sweep: %d point%s", total, "s" if total != 1 else "")
+        log.info("sweep: %d point%s", len(points), "s" if len(points) != 1 else "")
 
     def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._t0 = time.time()

@@ -1,9 +1,6 @@
-"""One design point: validate, skip what the store has, claim the rest, train each seed, record, return.
-
-This is the body of ``dse-train``'s Hydra task. It never raises for a training failure inside a
-sweep: the failure becomes a ``failed`` (or ``diverged``/``pruned``) row and a returned status, so
-one bad point cannot abort a multirun. Bad *input* is different: it raises
-:class:`~dse.errors.ConfigError` before anything is trained or written.
+"""One design point, the body of ``dse-train``'s task: skip what the store has, claim the rest, train
+each seed, record, return. A training failure is a ``failed`` (``diverged``, ``pruned``) row, so
+one bad point cannot abort a multirun; bad *input* is refused at the entry (:func:`check_job`).
 """
 
 from __future__ import annotations
@@ -12,16 +9,18 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from dse import TRAINING_SEMANTICS
+from dse.model import ModelReport
 from dse.store import FINISHED, ResultsStore, RunRecord, claims, config_hash
 from dse.store.fallback import Kept, append_or_keep
+from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import check_folder, discard, resume_dir
-from dse.train.fused import Member, device_settings, train_group
+from dse.train.fused import Device, Member, device_settings, train_group
 from dse.train.loggers import check_logger
 from dse.train.summary import summarize
 from dse.validate import STALE, model_report, validate
@@ -30,36 +29,42 @@ log = logging.getLogger("dse.train")
 
 
 def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides: str = "",
-               callbacks: tuple[Callback, ...] = (), run_id: str | None = None) -> dict[str, Any]:
-    """Train one seed (a group of one); returns the complete store row, whatever happened.
+               callbacks: tuple[Callback, ...] = (), run_id: str | None = None,
+               device: Device | None = None, handoff: Any = None) -> dict[str, Any]:
+    """Train one seed (a group of one); the complete store row, whatever happened. ``run_id``: the
+    one its claim announced to waiting workers."""
+    member = Member(cfg, report, seed, out_dir, overrides, run_id, handoff)
+    return train_group([member], callbacks, device)[0]
 
-    ``run_id``: the id the row must have (the one its claim announced to waiting workers).
-    """
-    return train_group([Member(cfg, report, seed, out_dir, overrides, run_id)], callbacks)[0]
+
+def seeds(cfg: DictConfig) -> range:
+    return range(cfg.seed, cfg.seed + cfg.study.seeds)
 
 
-def check_job(cfg: DictConfig) -> Any:
-    """:func:`dse.validate.validate` and what it cannot check without torch: the GPU asked for,
-    the logger's class and arguments and each seed's resume folder. dse-train's preflight runs it
-    on every job before Hydra writes; each job runs it again before it trains. Returns the
-    model's analytic report."""
+class Checked(NamedTuple):
+    """What a checked job trains with, converted once at its entry point."""
+
+    report: ModelReport
+    device: Device
+
+
+def check_job(cfg: DictConfig) -> Checked:
+    """:func:`dse.validate.validate` and what needs torch: the GPU asked for, the logger's class and
+    arguments, each seed's resume folder. dse-train's preflight runs it on every job before Hydra
+    writes; the task runs it once per job and hands the result down."""
     validate(cfg)
-    device_settings(cfg.trainer)
+    device = device_settings(cfg.trainer)
     check_logger(OmegaConf.select(cfg, "logger"))
-    for seed in range(cfg.seed, cfg.seed + cfg.study.seeds):
+    for seed in seeds(cfg):
         check_folder(cfg, seed)
-    return model_report(cfg)
+    return Checked(model_report(cfg), device)
 
 
 def check_stores(cfgs: list[DictConfig]) -> None:
-    """Open (creating if new) each store these jobs append to: a URL that is garbage, a foreign
-    file, a newer schema, a missing driver or an unreachable server is refused before training."""
-    seen = set()
-    for cfg in cfgs:
-        key = (OmegaConf.select(cfg, "store.url"), str(cfg.paths.runs), str(cfg.study.name))
-        if key not in seen:
-            seen.add(key)
-            ResultsStore.from_config(cfg).close()
+    """Open (creating if new) each store these jobs append to: a bad URL, a foreign file, a newer
+    schema, a missing driver or an unreachable server is refused before training."""
+    for url in dict.fromkeys(map(ResultsStore.config_url, cfgs)):
+        ResultsStore(url).close()
 
 
 @dataclass
@@ -71,27 +76,20 @@ class Point:
     out_dir: Path
     overrides: str
     given_callbacks: tuple[Callback, ...]
+    device: Device | None = None
 
     @functools.cached_property
     def chash(self) -> str:
         return config_hash(self.cfg)
 
     @functools.cached_property
-    def callbacks(self) -> tuple[Callback, ...]:
-        """The caller's callbacks, else the Optuna pruner of the trial this job runs (if any)."""
-        if self.given_callbacks:
-            return self.given_callbacks
-        from dse.sweep.pruning import pruning_callback_from_env
-
-        cb = pruning_callback_from_env()
-        return (cb,) if cb is not None else ()
+    def handoff(self) -> Handoff | None:
+        """The Optuna trial this job runs (it is pruned), unless the caller brings its callbacks."""
+        return None if self.given_callbacks else Handoff.from_env()
 
     def stored(self, store: ResultsStore, seed: int) -> dict[str, Any] | None:
-        """The stored row that makes training this seed unnecessary, or None.
-
-        A row of an older or unknown training semantics still counts (a week of sweeps is not
-        dropped by an upgrade), saying so, unless ``study.rerun=stale`` retrains it.
-        """
+        """The stored row that makes training this seed unnecessary, or None. One of an older
+        training semantics counts too (saying so), unless ``study.rerun=stale``."""
         rerun = self.cfg.study.rerun
         if rerun is True:
             return None
@@ -128,20 +126,16 @@ class Point:
                 return theirs
 
     def train(self, store: ResultsStore, seed: int, run_id: str) -> dict[str, Any]:
-        """Train (or resume) one seed and store its row; then its resume checkpoints go.
-
-        A process killed before this stores nothing, so its claim goes stale and its checkpoints
-        stay for the rerun. Once the row is safe (stored, or kept in the run dir) the resume
-        folder is removed whatever the status: a failed or diverged point's checkpoints would
-        only fill the disk of a long sweep.
-        """
+        """Train (or resume) one seed and store its row. A process killed before that stores
+        nothing: its claim goes stale and its checkpoints stay for the rerun."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        rec = train_once(self.cfg, self.report, seed, self.out_dir, self.overrides, self.callbacks,
-                         run_id)
+        rec = train_once(self.cfg, self.report, seed, self.out_dir, self.overrides,
+                         self.given_callbacks, run_id, self.device, self.handoff)
         return self.record(store, rec)
 
     def record(self, store: ResultsStore, rec: dict[str, Any]) -> dict[str, Any]:
-        """Store a trained seed's row (or keep it in the run dir); then its resume folder goes."""
+        """Store a trained seed's row (or keep it in the run dir); once it is safe its resume folder
+        goes whatever the status, or a long sweep's failed points would fill the disk."""
         kept = append_or_keep(store, RunRecord(**rec), self.out_dir)  # rejects a misspelt column
         if kept is not Kept.NOWHERE:  # stored or kept beside the run: the checkpoints may go
             discard(resume_dir(self.cfg, rec["seed"]))
@@ -152,16 +146,14 @@ class Point:
 
 
 def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
-              callbacks: tuple[Callback, ...] = ()) -> dict[str, Any]:
-    """Train (or fetch from the store) every seed of one design point; append new rows.
-
-    A seed that another worker is training is put off until the others are done, then taken from
-    the store once that worker stored it: concurrent sweeps train each (point, seed) once.
-    """
-    point = Point(cfg, check_job(cfg), Path(out_dir), overrides, callbacks)
+              callbacks: tuple[Callback, ...] = (), checked: Checked | None = None) -> dict[str, Any]:
+    """Train (or fetch from the store) every seed of one design point; append new rows. ``checked``:
+    the entry point's :func:`check_job` (else run here). A seed another worker trains is put off,
+    then taken from the store once it is there."""
+    report, device = checked or check_job(cfg)
+    point = Point(cfg, report, Path(out_dir), overrides, callbacks, device)
     with ResultsStore.from_config(cfg) as store:
-        rows = {seed: point.row(store, seed, wait=False)
-                for seed in range(cfg.seed, cfg.seed + cfg.study.seeds)}
+        rows = {seed: point.row(store, seed, wait=False) for seed in seeds(cfg)}
         for seed, row in rows.items():
             if isinstance(row, claims.Holder):
                 rows[seed] = point.row(store, seed, wait=True)

@@ -1,8 +1,5 @@
-"""What one design point's training returns to Hydra's sweepers: its seeds' rows, summarised.
-
-Torch-free, so a sweeper (or a test's stand-in app) can build the same summary without importing
-the training stack.
-"""
+"""What one design point's training returns to Hydra's sweepers: its seeds' rows, summarised
+(torch-free: a sweeper or a test's stand-in app builds it without the training stack)."""
 
 from __future__ import annotations
 

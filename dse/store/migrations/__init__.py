@@ -1,9 +1,6 @@
-"""The results store's schema changes, one Alembic revision file each under ``versions/``.
-
-A revision file is frozen once released: it spells out its own columns rather than reading
-:class:`~dse.store.record.RunRecord`, so it builds today the store it built then. It says what it
-``ADDS`` (placing a store from before migrations in the chain) and whether it is ``ADDITIVE``
-(applied on a writer's first open) or needs ``dse-store upgrade``.
+"""The results store's schema changes, one Alembic revision file each under ``versions/``, frozen
+once released (it spells out its own columns), each saying what it ``ADDS`` (placing a store from
+before migrations) and whether it is ``ADDITIVE`` (applied on a writer's first open).
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import platform
 import sys
 import time
@@ -44,10 +45,13 @@ from dse.train.module import FireClassifier
 from dse.validate import switch
 
 log = logging.getLogger("dse.train")
+CPU_BF16_ENV = "DSE_CPU_BF16"
 
 
 def device_settings(tc: Any) -> tuple[str, str, bool]:
-    """(accelerator, precision, channels_last): bf16 + channels_last on GPU, fp32 on CPU.
+    """(accelerator, precision, channels_last). ``auto``: bf16-mixed + channels_last on a GPU and on
+    a CPU that runs bf16 natively (:func:`native_cpu_bf16`), fp32 contiguous elsewhere; explicit
+    values win. The config hash keeps ``auto``: the row's ``precision`` says what ran.
 
     ``trainer.accelerator=gpu`` without a visible GPU is refused, not trained on the CPU: timings
     and the stored ``device`` would silently describe another machine than the one asked for.
@@ -56,18 +60,32 @@ def device_settings(tc: Any) -> tuple[str, str, bool]:
         raise ConfigError("trainer.accelerator", f"{tc.accelerator} asked for, but no GPU is "
                                                  "visible here (use auto or cpu)")
     gpu = torch.cuda.is_available() and tc.accelerator != "cpu"
-    accelerator = "gpu" if gpu else "cpu"
+    fast = gpu or native_cpu_bf16()
     precision = tc.precision
-    if precision == "auto":
-        precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if gpu else "32-true"
+    if precision == "auto" and not fast:
+        precision = "32-true"
+    elif precision == "auto":
+        precision = "16-mixed" if gpu and not torch.cuda.is_bf16_supported() else "bf16-mixed"
     cl = switch("trainer.channels_last", tc.channels_last)
-    return accelerator, precision, gpu if cl is None else cl
+    return "gpu" if gpu else "cpu", precision, fast if cl is None else cl
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bf16 in hardware (AMX or AVX512-BF16). There bf16 autocast with
+    channels_last trains about 2x faster than fp32 (docs/BENCHMARKS.md); elsewhere oneDNN emulates
+    bf16 and is slower than fp32. torch has no public query, hence its private ``torch.cpu`` probes
+    (absent ones read as False). ``DSE_CPU_BF16=0|1`` overrides the probe (tests take both paths)."""
+    if os.environ.get(CPU_BF16_ENV) in ("0", "1"):
+        return os.environ[CPU_BF16_ENV] == "1"
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
 
 
 def device_name(accelerator: str) -> str:
     if accelerator == "gpu":
         return torch.cuda.get_device_name()
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+    bf16 = "native" if native_cpu_bf16() else "emulated"
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads, bf16 {bf16})"
 
 
 class EpochTimer(Callback):
@@ -332,7 +350,8 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = ()) -> 
     module: FireClassifier | None = None
     loggers = [build_logger(m.cfg, m.out_dir, m.seed) for m in members]
     for rec, lg, m in zip(rows, loggers, members, strict=True):
-        rec.update(device=device_name(accelerator), log_uri=log_uri(lg))
+        rec.update(device=device_name(accelerator), log_uri=log_uri(lg), precision=precision,
+                   channels_last=channels_last)
         if lg:
             lg.log_hyperparams({"cfg": OmegaConf.to_container(m.cfg, resolve=True)})
     try:

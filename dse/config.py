@@ -78,8 +78,8 @@ class TrainerConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing
     accelerator: str = "auto"  # auto | cpu | gpu (refused where no GPU is visible)
     devices: Any = 1  # Lightning devices
-    precision: str = "auto"  # auto (bf16-mixed on GPU, 32 on CPU) | 32 | bf16-mixed | 16-mixed
-    channels_last: str = "auto"  # auto (on GPU) | true | false
+    precision: str = "auto"  # auto (bf16-mixed on a GPU or a bf16 CPU, else 32) | 32 | bf16-mixed | 16-mixed
+    channels_last: str = "auto"  # auto (with bf16 auto: GPU or bf16 CPU) | true | false
     deterministic: bool = False  # torch deterministic algorithms (slower)
     compile: bool = False  # torch.compile the network
     val_every: int = 1  # validate every N epochs (the last epoch always validates)

@@ -19,7 +19,7 @@ from dse.errors import ConfigError
 from dse.model import ModelReport, analyze, build_spec
 from dse.storefile import check_study_name, in_memory
 
-# trainer enumerations; "auto" = bf16-mixed (or 16-mixed) on GPU, 32-true on CPU (device_settings)
+# trainer enumerations; "auto" = bf16-mixed where the GPU or CPU has bf16, else 32-true (device_settings)
 PRECISIONS = ("auto", "32-true", "32", "bf16-mixed", "16-mixed", "bf16-true", "16-true", "64-true")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda")
 OPTIMIZERS = ("sgd", "adamw")

@@ -82,3 +82,40 @@ def test_in_memory_module_refuses_a_sharded_trainer() -> None:
     dm.trainer = SimpleNamespace(world_size=2)
     with pytest.raises(RuntimeError, match="one device, not 2"):
         dm.train_dataloader()
+
+
+@pytest.fixture(params=[True, False], ids=["bf16-cpu", "fp32-cpu"])
+def cpu_bf16(request, monkeypatch) -> bool:
+    """This CPU as one with bf16 in hardware, then as one without: both paths on any machine."""
+    import torch
+
+    from dse.train import fused
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(fused, "native_cpu_bf16", lambda: request.param)
+    return request.param
+
+
+def test_auto_precision_and_layout_follow_the_cpu_and_explicit_values_win(cpu_bf16: bool) -> None:
+    from dse.train.fused import device_settings
+
+    want = "bf16-mixed" if cpu_bf16 else "32-true"
+    assert device_settings(compose([]).trainer) == ("cpu", want, cpu_bf16)
+    assert device_settings(compose(["trainer.precision=32-true", "trainer.channels_last=false"]).trainer) \
+        == ("cpu", "32-true", False)
+    assert device_settings(compose(["trainer.precision=bf16-mixed", "trainer.channels_last=true"]).trainer) \
+        == ("cpu", "bf16-mixed", True)
+
+
+def test_the_row_records_the_resolution_and_the_hash_ignores_it(cpu_bf16: bool, tmp_path) -> None:
+    from dse.model import analyze, build_spec
+    from dse.store import config_hash
+    from dse.train.run import train_once
+
+    cfg = compose(["trainer=smoke", "data.subset=200", "trainer.max_epochs=1"])
+    row = train_once(cfg, analyze(build_spec(cfg.model), 28), 0, tmp_path)
+    assert row["status"] == "ok" and 0 <= row["val_top1"] <= 1
+    want = ("bf16-mixed", True) if cpu_bf16 else ("32-true", False)
+    assert (row["precision"], row["channels_last"]) == want
+    assert row["device"].endswith(f"bf16 {'native' if cpu_bf16 else 'emulated'})")
+    assert row["config_hash"] == config_hash(cfg) == "55ea2e1835286d70"

@@ -58,7 +58,7 @@ def full_record(i: int = 0, **kw) -> RunRecord:
         latency_threads=1, trial=7, slurm_job="41_2", device="cpu",
         torch_version="2.x", dse_version="0.1.0", git_commit="abc", started_at=utcnow_iso(),
         finished_at=utcnow_iso(), log_uri="/runs/s1/single/t/csv/seed0", overrides="model.sr=0.25",
-        config='{"a": 1}', training_semantics=1)
+        config='{"a": 1}', training_semantics=1, precision="bf16-mixed", channels_last=True)
     values.update(kw)
     assert set(values) == set(RUN_COLUMNS)
     return RunRecord(**values)
@@ -69,7 +69,7 @@ def test_record_columns_match_contract() -> None:
     table = contract.split("table `runs`")[1].split("## ")[0]
     for col in RUN_COLUMNS:
         assert re.search(rf"\b{col}\b", table), col
-    assert RUN_COLUMNS[0] == "run_id" and len(RUN_COLUMNS) == len(fields(RunRecord)) == 60
+    assert RUN_COLUMNS[0] == "run_id" and len(RUN_COLUMNS) == len(fields(RunRecord)) == 62
 
 
 def test_contract_table_lists_the_record_in_order() -> None:

@@ -106,6 +106,8 @@ class RunRecord:
     overrides: str = ""
     config: str = ""
     training_semantics: Optional[int] = None  # dse.TRAINING_SEMANTICS; null: before it was stored
+    precision: Optional[str] = None  # as resolved from trainer.precision=auto; null: not stored then
+    channels_last: Optional[bool] = None  # as resolved from trainer.channels_last
 
     def to_dict(self) -> dict[str, Any]:
         """The row as a plain dict in :data:`RUN_COLUMNS` order."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import os
 import platform
 import sys
 import time
@@ -41,21 +42,43 @@ from dse.validate import SWITCHES, switch
 Device = tuple[str, str, bool]  # (accelerator, precision, channels_last), from device_settings
 
 log = logging.getLogger("dse.train")
+CPU_BF16_ENV = "DSE_CPU_BF16"
 
 
 def device_settings(tc: Any) -> Device:
-    """bf16 + channels_last on GPU, fp32 on CPU. ``trainer.accelerator=gpu`` without a visible GPU
-    is refused: the stored ``device`` and timings would describe another machine than asked for."""
+    """``auto``: bf16-mixed + channels_last on a GPU and on a CPU with native bf16, fp32 contiguous
+    elsewhere; the config hash keeps ``auto``, the row's ``precision`` says what ran. A GPU asked for
+    but not visible is refused: the stored ``device`` and timings would describe another machine."""
     if tc.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer.accelerator", f"{tc.accelerator} asked for, but no GPU is "
                                                  "visible here (use auto or cpu)")
     gpu = torch.cuda.is_available() and tc.accelerator != "cpu"
-    accelerator = "gpu" if gpu else "cpu"
+    fast = gpu or native_cpu_bf16()
     precision = tc.precision
-    if precision == "auto":
-        precision = ("bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed") if gpu else "32-true"
+    if precision == "auto" and not fast:
+        precision = "32-true"
+    elif precision == "auto":
+        precision = "16-mixed" if gpu and not torch.cuda.is_bf16_supported() else "bf16-mixed"
     cl = switch("trainer.channels_last", tc.channels_last)
-    return accelerator, precision, gpu if cl is None else cl
+    return "gpu" if gpu else "cpu", precision, fast if cl is None else cl
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bf16 in hardware (AMX or AVX512-BF16). There bf16 autocast with
+    channels_last trains about 2x faster than fp32 (docs/BENCHMARKS.md); elsewhere oneDNN emulates
+    bf16 and is slower than fp32. torch has no public query, hence its private ``torch.cpu`` probes
+    (absent ones read as False). ``DSE_CPU_BF16=0|1`` overrides the probe (tests take both paths)."""
+    if os.environ.get(CPU_BF16_ENV) in ("0", "1"):
+        return os.environ[CPU_BF16_ENV] == "1"
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
+def device_name(accelerator: str) -> str:
+    if accelerator == "gpu":
+        return torch.cuda.get_device_name()
+    bf16 = "native" if native_cpu_bf16() else "emulated"
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads, bf16 {bf16})"
 
 
 class EpochTimer(Callback):
@@ -269,10 +292,9 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
     trainer: L.Trainer | None = None
     module: FireClassifier | None = None
     loggers = [build_logger(m.cfg, m.out_dir, m.seed) for m in members]
-    name = torch.cuda.get_device_name() if device[0] == "gpu" else \
-        f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
     for rec, lg, m in zip(rows, loggers, members, strict=True):
-        rec.update(device=name, log_uri=log_uri(lg))
+        rec.update(device=device_name(device[0]), log_uri=log_uri(lg), precision=device[1],
+                   channels_last=device[2])
         if lg:
             lg.log_hyperparams({"cfg": m.plain})
     try:

@@ -1,0 +1,12 @@
+"""runs.precision, runs.channels_last: what trainer.precision/channels_last=auto resolved to."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from dse.store.migrations import nullable_columns
+
+revision = "0008"
+down_revision = "0007"
+ADDITIVE = True
+ADDS, upgrade = nullable_columns("runs", {"precision": sa.Text, "channels_last": sa.Boolean})

@@ -54,6 +54,9 @@ def run_cli(prog: str, *args: str, cwd: str | Path | None = None, timeout: float
                           timeout=timeout, env=full_env)
 
 
+# Tests that compare runs bit for bit pin fp32: on a CPU with bf16 in hardware, trainer.precision=auto
+# trains bf16-mixed, whose rounding (and oneDNN's kernel choice) differs from the pinned numbers.
+FP32 = ("trainer.precision=32-true", "trainer.channels_last=false")
 SMOKE = ("trainer=smoke", "data.subset=4000", "trainer.checkpoint=true")
 
 

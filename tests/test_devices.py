@@ -89,15 +89,15 @@ def cpu_bf16(request, monkeypatch) -> bool:
     """This CPU as one with bf16 in hardware, then as one without: both paths on any machine."""
     import torch
 
-    from dse.train import fused
+    from dse.train.checks import CPU_BF16_ENV
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(fused, "native_cpu_bf16", lambda: request.param)
+    monkeypatch.setenv(CPU_BF16_ENV, "1" if request.param else "0")
     return request.param
 
 
 def test_auto_precision_and_layout_follow_the_cpu_and_explicit_values_win(cpu_bf16: bool) -> None:
-    from dse.train.fused import device_settings
+    from dse.train.checks import device_settings
 
     want = "bf16-mixed" if cpu_bf16 else "32-true"
     assert device_settings(compose([]).trainer) == ("cpu", want, cpu_bf16)

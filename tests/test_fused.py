@@ -26,12 +26,13 @@ from dse.model.spec import build_spec
 from dse.store import ResultsStore, config_hash
 from dse.train.fused import Member, fusable, train_group
 from dse.train.run import train_once
+from tests.conftest import FP32
 
 # 256 images a split, batch 64: 4 steps; augmentation on (fused members see the very same crops)
 SMALL = ["trainer=smoke", "data.subset=256", "model.base_e=16", "model.incr_e=16",
          "model.dropout=0", "data.augment=true", "data.flip=true", "trainer.max_epochs=1",
          "trainer.optimizer=sgd", "trainer.lr=0.01", "trainer.progress_bar=false",
-         "trainer.checkpoint_every=0", "trainer.checkpoint=true"]
+         "trainer.checkpoint_every=0", "trainer.checkpoint=true", *FP32]
 POINTS = [["model.sr=0.125"], ["model.sr=0.5", "model.bypass=simple"],
           ["model.sr=0.25", "model.bypass=complex"]]
 EXACT = ("status", "epochs", "config_hash", "params", "size_bytes", "macs", "seed")
@@ -241,7 +242,7 @@ def test_a_failing_group_is_every_members_failed_row_and_the_batch_goes_on(tmp_p
 ONE = ["trainer=smoke", "data.subset=256", "model.base_e=16", "model.incr_e=16", "data.augment=true",
        "data.flip=true", "trainer.max_epochs=2", "trainer.label_smoothing=0.1", "trainer.progress_bar=false",
        "trainer.checkpoint_every=0", "trainer.checkpoint=true", "trainer.deterministic=true",
-       "trainer.chance_epochs=10"]
+       "trainer.chance_epochs=10", *FP32]
 ONE_PINNED = {"model.bypass=simple": ("model.dropout=0.5", 2.3036627769470215, 2.271730422973633,
                                       0.1015625, 0.15625, "79fc6d8ab0c0e3d2"),
               "model.bypass=complex": ("model.dropout=0.3", 2.3097798824310303, 2.3584461212158203,

@@ -24,14 +24,15 @@ from dse.errors import ConfigError
 from dse.model import analyze, build_spec
 from dse.signals import HeldStops, Terminated, stop_signals
 from dse.store import ResultsStore, claims, config_hash
-from dse.train.checkpoints import Resume, checkpoints, newest, prune, resume_dir
+from dse.train.checkpoints import Resume, checkpoints, newest, prune
+from dse.train.checks import resume_dir
 from dse.train.run import train_once
 from dse.validate import validate_trainer as check_settings  # the rules live with every trainer key's
-from tests.conftest import BIN, run_cli
+from tests.conftest import BIN, FP32, run_cli
 
 # 1,000 images a split, batch 64: 15 steps an epoch; widths small enough to train in seconds
 SMALL = ("trainer=smoke", "data.subset=1000", "model.base_e=32", "model.incr_e=32",
-         "trainer.deterministic=true", "trainer.max_epochs=3", "trainer.progress_bar=false")
+         "trainer.deterministic=true", "trainer.max_epochs=3", "trainer.progress_bar=false", *FP32)
 STEPS = 15
 METRICS = ("status", "val_top1", "val_top5", "val_loss", "test_top1", "test_top5", "test_loss", "epochs")
 

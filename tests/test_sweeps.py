@@ -88,6 +88,7 @@ def test_stored_results_are_returned_to_the_sweeper(workdir) -> None:
 def test_a_job_checked_at_its_entry_point_is_not_checked_again(workdir, monkeypatch) -> None:
     """dse-train's task runs check_job once and hands its result down: nothing deeper validates
     the config or works out the device again (#25)."""
+    import dse.train.checks
     import dse.train.fused
     import dse.train.run
     import dse.validate
@@ -95,7 +96,7 @@ def test_a_job_checked_at_its_entry_point_is_not_checked_again(workdir, monkeypa
     cfg = compose([t for t in TINY if not t.startswith("hydra")] + ["model.sr=0.25"])
     checked = dse.train.run.check_job(cfg)
     calls: list[str] = []
-    for module, name in ((dse.train.run, "validate"), (dse.train.run, "check_job"),
+    for module, name in ((dse.train.checks, "validate"), (dse.train.run, "check_job"),
                          (dse.validate, "validate_trainer"), (dse.train.fused, "device_settings")):
         monkeypatch.setattr(module, name, lambda *args, name=name, **kw: calls.append(name))
     summary = dse.train.run.run_point(cfg, workdir / "out", checked=checked)

@@ -321,3 +321,19 @@ def test_a_studys_own_sweep_is_counted_and_the_command_line_replaces_it(tmp_path
         SweepProgress().on_multirun_start(cfg)
         head = json.loads((tmp_path / PROGRESS_FILE).read_text().splitlines()[0])
         assert (head["total"], head["swept"]) == (total, ["model.sr"])
+
+
+def test_a_run_without_a_progress_bar_logs_rate_accuracy_and_eta_each_epoch(tmp_path, caplog) -> None:
+    """Piped or swept, a run still says how far it is and what it costs (#27)."""
+    from dse.train.run import train_once
+
+    cfg = compose(["trainer=smoke", "data.subset=256", "model.base_e=16", "model.incr_e=16",
+                   "trainer.max_epochs=2", "trainer.progress_bar=false", f"paths.runs={tmp_path}"])
+    with caplog.at_level("INFO", logger="dse.train"):
+        rec = train_once(cfg, analyze(build_spec(cfg.model), 28), 0, tmp_path)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert rec["status"] == "ok" and len(lines) == 2
+    first, last = (line.split(" · ") for line in lines)
+    assert first[0] == "epoch 1/2" and first[1].endswith(" img/s") and first[-1].startswith("ETA ")
+    assert last[0] == "epoch 2/2" and not last[-1].startswith("ETA")
+    assert first[2].startswith("val_top1 ") and last[2] == f"val_top1 {rec['val_top1']:.3f}"

@@ -25,7 +25,8 @@ from dse.bench.step import measure_compile, measure_step
 from dse.bench.timing import EpochClock
 from dse.compose import compose
 from dse.outputs import check_writable, write_text
-from dse.train.run import device_settings, train_once
+from dse.train.checks import device_settings
+from dse.train.run import train_once
 from dse.validate import model_report, validate
 
 

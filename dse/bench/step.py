@@ -25,8 +25,9 @@ from dse.bench.timing import StepClock, now
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
 from dse.model import build_model
+from dse.train.checks import device_settings
 from dse.train.module import build_optimizer
-from dse.train.run import device_settings, train_once
+from dse.train.run import train_once
 from dse.validate import model_report, validate
 
 

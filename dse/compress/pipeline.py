@@ -63,7 +63,7 @@ class Lab:
 
     def __init__(self, cfg: DictConfig, seed: int) -> None:
         from dse.data import build_datamodule
-        from dse.train.run import device_settings
+        from dse.train.checks import device_settings
 
         self.cfg = OmegaConf.to_container(cfg, resolve=True)
         tc = self.cfg["trainer"]

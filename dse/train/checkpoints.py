@@ -30,26 +30,19 @@ import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from dse.errors import ConfigError, first_line
+from dse.errors import first_line
 from dse.outputs import atomic_path
 from dse.signals import HeldStops
-from dse.store import config_hash
+from dse.train.checks import check_folder
 
 log = logging.getLogger("dse.train")
 
-RESUME = "resume"  # <paths.runs>/<study.name>/resume/...
 _NAME = re.compile(r"^epoch=(\d+)-step=(\d+)(?:-v(\d+))?\.ckpt$")
 
 # A resumed run finds its own folder full, and resumes mid-epoch with TensorBatches positioned by
 # ResumeState (not through Lightning's state_dict protocol): both of Lightning's warnings are expected.
 warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
 warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that ended before the epoch ended")
-
-
-def resume_dir(cfg: Any, seed: int, group: str | None = None) -> Path:
-    """Where this design point's seed (or fused ``group``) keeps its resume checkpoints."""
-    base = Path(cfg.paths.runs) / cfg.study.name / RESUME
-    return base / "group" / group if group else base / config_hash(cfg) / f"seed{seed}"
 
 
 def checkpoints(folder: Path) -> list[Path]:
@@ -59,18 +52,6 @@ def checkpoints(folder: Path) -> list[Path]:
         if m := _NAME.match(p.name):
             found.append(((int(m[2]), int(m[1]), int(m[3] or 0)), p))
     return [p for _, p in sorted(found)]
-
-
-def check_folder(cfg: Any, seed: int, group: str | None = None) -> Path:
-    """:func:`resume_dir`, refused where a link below ``paths.runs`` leads elsewhere: a run would
-    write and delete checkpoints there, and read a file someone else put there."""
-    folder = resume_dir(cfg, seed, group)
-    runs = Path(cfg.paths.runs).resolve()
-    real = runs / folder.relative_to(Path(cfg.paths.runs))
-    if folder.resolve() != real:
-        raise ConfigError("paths.runs", f"{folder} leads to {folder.resolve()}: a resume folder "
-                                        "is never followed out of its place under paths.runs")
-    return folder
 
 
 def loadable(path: Path) -> bool:

@@ -37,7 +37,7 @@ class Preflight(Callback):
     """Checks the input and output folders before Hydra writes its ``.hydra/`` files and log
     (``hydra.callbacks`` in conf/config.yaml): bad input is one line and exit 2, nothing written.
 
-    A single run's config and every point of a grid get :func:`~dse.train.run.check_job` and their
+    A single run's config and every point of a grid get :func:`~dse.train.checks.check_job` and their
     stores are opened: one bad point refuses the whole grid. Hydra turns a callback's exceptions
     into warnings, hence the exits from here.
     """
@@ -59,7 +59,7 @@ class Preflight(Callback):
     def _check_jobs(config: DictConfig, jobs: list[DictConfig], key: str) -> None:
         with bad_input(PROG):
             check_bools(config.hydra.overrides.task)
-            from dse.train.run import check_job, check_stores
+            from dse.train.checks import check_job, check_stores
 
             # the jobs' own keys: Hydra's node still lacks what the launcher sets (output dir, num)
             jobs = [OmegaConf.masked_copy(job, [k for k in job if k != "hydra"]) for job in jobs]
@@ -78,8 +78,9 @@ register_configs()
 def app(cfg: DictConfig) -> dict[str, Any]:
     import torch
 
+    from dse.train.checks import check_job
     from dse.train.devices import ENV, pin_job
-    from dse.train.run import check_job, run_point
+    from dse.train.run import run_point
 
     quiet_lightning()
     hc = HydraConfig.get()

@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-import os
-import platform
 import sys
 import time
 import traceback
@@ -26,59 +24,22 @@ from omegaconf import DictConfig, OmegaConf
 from dse.checkpoint import save_checkpoint
 from dse.data import build_datamodule
 from dse.data.sources import IN_MEMORY
-from dse.errors import ConfigError, first_line
+from dse.errors import first_line
 from dse.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
 from dse.model.fused import FusedFireNet
 from dse.model.net import build_model
 from dse.store import RunRecord, config_hash, utcnow_iso
 from dse.store.record import slurm_job
+from dse.text import duration
 from dse.train.checkpoints import AtomicCheckpointIO, Resume
+from dse.train.checks import Device, device_name, device_settings
 from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
-from dse.validate import SWITCHES, switch
-
-Device = tuple[str, str, bool]  # (accelerator, precision, channels_last), from device_settings
+from dse.validate import SWITCHES
 
 log = logging.getLogger("dse.train")
-CPU_BF16_ENV = "DSE_CPU_BF16"
-
-
-def device_settings(tc: Any) -> Device:
-    """``auto``: bf16-mixed + channels_last on a GPU and on a CPU with native bf16, fp32 contiguous
-    elsewhere; the config hash keeps ``auto``, the row's ``precision`` says what ran. A GPU asked for
-    but not visible is refused: the stored ``device`` and timings would describe another machine."""
-    if tc.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
-        raise ConfigError("trainer.accelerator", f"{tc.accelerator} asked for, but no GPU is "
-                                                 "visible here (use auto or cpu)")
-    gpu = torch.cuda.is_available() and tc.accelerator != "cpu"
-    fast = gpu or native_cpu_bf16()
-    precision = tc.precision
-    if precision == "auto" and not fast:
-        precision = "32-true"
-    elif precision == "auto":
-        precision = "16-mixed" if gpu and not torch.cuda.is_bf16_supported() else "bf16-mixed"
-    cl = switch("trainer.channels_last", tc.channels_last)
-    return "gpu" if gpu else "cpu", precision, fast if cl is None else cl
-
-
-def native_cpu_bf16() -> bool:
-    """Whether this CPU has bf16 in hardware (AMX or AVX512-BF16). There bf16 autocast with
-    channels_last trains about 2x faster than fp32 (docs/BENCHMARKS.md); elsewhere oneDNN emulates
-    bf16 and is slower than fp32. torch has no public query, hence its private ``torch.cpu`` probes
-    (absent ones read as False). ``DSE_CPU_BF16=0|1`` overrides the probe (tests take both paths)."""
-    if os.environ.get(CPU_BF16_ENV) in ("0", "1"):
-        return os.environ[CPU_BF16_ENV] == "1"
-    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
-    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
-
-
-def device_name(accelerator: str) -> str:
-    if accelerator == "gpu":
-        return torch.cuda.get_device_name()
-    bf16 = "native" if native_cpu_bf16() else "emulated"
-    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads, bf16 {bf16})"
 
 
 class EpochTimer(Callback):
@@ -102,6 +63,29 @@ class EpochTimer(Callback):
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.last_val_epoch = trainer.current_epoch
+
+
+class EpochLine(Callback):
+    """One log line per epoch where no progress bar shows (piped, swept, under Slurm): the rate,
+    validation top-1 and an ETA, so a long run always says how far it is and what it costs."""
+
+    def __init__(self, timer: EpochTimer) -> None:
+        self.timer, self._t0, self._first = timer, 0.0, 0
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0, self._first = time.perf_counter(), trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
+        parts = [f"epoch {epoch}/{total}" if total and total > 0 else f"epoch {epoch}"]
+        if self.timer.seconds:
+            parts.append(f"{self.timer.images / self.timer.seconds:.0f} img/s")
+        if vals := [r["val_top1"] for r in pl_module.results if "val_top1" in r]:
+            parts.append("val_top1 " + " ".join(f"{v:.3f}" for v in vals))
+        if total and total > epoch:
+            per_epoch = (time.perf_counter() - self._t0) / (epoch - self._first)
+            parts.append(f"ETA {duration(per_epoch * (total - epoch))}")
+        log.info("%s", " · ".join(parts))
 
 
 def _progress_bar(tc: Any) -> bool:
@@ -301,8 +285,9 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
         module = _module(members, loggers, device[2])
         dm, resume = _data(members, monitor)
         pruning = member_pruning([m.handoff for m in members])
+        lines = [] if _progress_bar(tc) else [EpochLine(timer)]
         trainer = make_trainer(tc, device, members[0].out_dir,
-                               [monitor, timer, *callbacks, *([pruning] if pruning else ()),
+                               [monitor, timer, *lines, *callbacks, *([pruning] if pruning else ()),
                                 *(resume.callbacks if resume else ())])
         _fit(trainer, module, dm, timer, resume)
         for k, (rec, m) in enumerate(zip(rows, members, strict=True)):

@@ -18,9 +18,10 @@ from dse.model.fused import macro_key
 from dse.model.spec import build_spec
 from dse.store import ResultsStore, claims
 from dse.sweep.handoff import Handoff
-from dse.train.checkpoints import discard, resume_dir
-from dse.train.fused import Member, device_settings, fusable, group_id, group_key, train_group
-from dse.train.run import Point, seeds
+from dse.train.checkpoints import discard
+from dse.train.checks import device_settings, resume_dir, seeds
+from dse.train.fused import Member, fusable, group_id, group_key, train_group
+from dse.train.run import Point
 from dse.train.summary import summarize
 from dse.validate import model_report
 

@@ -9,21 +9,20 @@ import functools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from lightning.pytorch.callbacks import Callback
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from dse import TRAINING_SEMANTICS
-from dse.model import ModelReport
 from dse.store import FINISHED, ResultsStore, RunRecord, claims, config_hash
 from dse.store.fallback import Kept, append_or_keep
 from dse.sweep.handoff import Handoff
-from dse.train.checkpoints import check_folder, discard, resume_dir
-from dse.train.fused import Device, Member, device_settings, train_group
-from dse.train.loggers import check_logger
+from dse.train.checkpoints import discard
+from dse.train.checks import Checked, Device, check_job, resume_dir, seeds
+from dse.train.fused import Member, train_group
 from dse.train.summary import summarize
-from dse.validate import STALE, model_report, validate
+from dse.validate import STALE
 
 log = logging.getLogger("dse.train")
 
@@ -35,36 +34,6 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
     one its claim announced to waiting workers."""
     member = Member(cfg, report, seed, out_dir, overrides, run_id, handoff)
     return train_group([member], callbacks, device)[0]
-
-
-def seeds(cfg: DictConfig) -> range:
-    return range(cfg.seed, cfg.seed + cfg.study.seeds)
-
-
-class Checked(NamedTuple):
-    """What a checked job trains with, converted once at its entry point."""
-
-    report: ModelReport
-    device: Device
-
-
-def check_job(cfg: DictConfig) -> Checked:
-    """:func:`dse.validate.validate` and what needs torch: the GPU asked for, the logger's class and
-    arguments, each seed's resume folder. dse-train's preflight runs it on every job before Hydra
-    writes; the task runs it once per job and hands the result down."""
-    validate(cfg)
-    device = device_settings(cfg.trainer)
-    check_logger(OmegaConf.select(cfg, "logger"))
-    for seed in seeds(cfg):
-        check_folder(cfg, seed)
-    return Checked(model_report(cfg), device)
-
-
-def check_stores(cfgs: list[DictConfig]) -> None:
-    """Open (creating if new) each store these jobs append to: a bad URL, a foreign file, a newer
-    schema, a missing driver or an unreachable server is refused before training."""
-    for url in dict.fromkeys(map(ResultsStore.config_url, cfgs)):
-        ResultsStore(url).close()
 
 
 @dataclass

@@ -1,0 +1,105 @@
+"""What a job is checked against before it trains, and the device it trains on. Torch but not
+Lightning is imported here: dse-train refuses bad input in the time torch takes to import."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from dse.errors import ConfigError
+from dse.model import ModelReport
+from dse.store import ResultsStore, config_hash
+from dse.train.loggers import check_logger
+from dse.validate import model_report, switch, validate
+
+Device = tuple[str, str, bool]  # (accelerator, precision, channels_last), from device_settings
+CPU_BF16_ENV = "DSE_CPU_BF16"
+RESUME = "resume"  # <paths.runs>/<study.name>/resume/...
+
+
+def device_settings(tc: Any) -> Device:
+    """``auto``: bf16-mixed + channels_last on a GPU and on a CPU with native bf16, fp32 contiguous
+    elsewhere; the config hash keeps ``auto``, the row's ``precision`` says what ran. A GPU asked for
+    but not visible is refused: the stored ``device`` and timings would describe another machine."""
+    if tc.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise ConfigError("trainer.accelerator", f"{tc.accelerator} asked for, but no GPU is "
+                                                 "visible here (use auto or cpu)")
+    gpu = torch.cuda.is_available() and tc.accelerator != "cpu"
+    fast = gpu or native_cpu_bf16()
+    precision = tc.precision
+    if precision == "auto" and not fast:
+        precision = "32-true"
+    elif precision == "auto":
+        precision = "16-mixed" if gpu and not torch.cuda.is_bf16_supported() else "bf16-mixed"
+    cl = switch("trainer.channels_last", tc.channels_last)
+    return "gpu" if gpu else "cpu", precision, fast if cl is None else cl
+
+
+def native_cpu_bf16() -> bool:
+    """Whether this CPU has bf16 in hardware (AMX or AVX512-BF16); elsewhere oneDNN emulates bf16,
+    slower than fp32. torch has no public query, hence its private ``torch.cpu`` probes (absent ones
+    read as False). ``DSE_CPU_BF16=0|1`` overrides the probe (tests take both paths)."""
+    if os.environ.get(CPU_BF16_ENV) in ("0", "1"):
+        return os.environ[CPU_BF16_ENV] == "1"
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, p, lambda: False)() for p in probes)
+
+
+def device_name(accelerator: str) -> str:
+    if accelerator == "gpu":
+        return torch.cuda.get_device_name()
+    bf16 = "native" if native_cpu_bf16() else "emulated"
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads, bf16 {bf16})"
+
+
+def seeds(cfg: DictConfig) -> range:
+    return range(cfg.seed, cfg.seed + cfg.study.seeds)
+
+
+def resume_dir(cfg: Any, seed: int, group: str | None = None) -> Path:
+    """Where this design point's seed (or fused ``group``) keeps its resume checkpoints."""
+    base = Path(cfg.paths.runs) / cfg.study.name / RESUME
+    return base / "group" / group if group else base / config_hash(cfg) / f"seed{seed}"
+
+
+def check_folder(cfg: Any, seed: int, group: str | None = None) -> Path:
+    """:func:`resume_dir`, refused where a link below ``paths.runs`` leads elsewhere: a run would
+    write and delete checkpoints there, and read a file someone else put there."""
+    folder = resume_dir(cfg, seed, group)
+    runs = Path(cfg.paths.runs).resolve()
+    real = runs / folder.relative_to(Path(cfg.paths.runs))
+    if folder.resolve() != real:
+        raise ConfigError("paths.runs", f"{folder} leads to {folder.resolve()}: a resume folder "
+                                        "is never followed out of its place under paths.runs")
+    return folder
+
+
+class Checked(NamedTuple):
+    """What a checked job trains with, converted once at its entry point."""
+
+    report: ModelReport
+    device: Device
+
+
+def check_job(cfg: DictConfig) -> Checked:
+    """:func:`dse.validate.validate` and what needs torch: the GPU asked for, the logger's class and
+    arguments, each seed's resume folder. dse-train's preflight runs it on every job before Hydra
+    writes; the task runs it once per job and hands the result down."""
+    validate(cfg)
+    device = device_settings(cfg.trainer)
+    check_logger(OmegaConf.select(cfg, "logger"))
+    for seed in seeds(cfg):
+        check_folder(cfg, seed)
+    return Checked(model_report(cfg), device)
+
+
+def check_stores(cfgs: list[DictConfig]) -> None:
+    """Open (creating if new) each store these jobs append to: a bad URL, a foreign file, a newer
+    schema, a missing driver or an unreachable server is refused before training."""
+    for url in dict.fromkeys(map(ResultsStore.config_url, cfgs)):
+        ResultsStore(url).close()

@@ -201,6 +201,18 @@ def test_values_training_would_fail_on_are_bad_input(workdir: Path, args: list[s
     assert tree(workdir) == {}
 
 
+@pytest.mark.parametrize(("args", "needle"), [
+    (["data=cifar10", "data.download=false"], "data.root: cifar10 not found under "),
+    (["data=imagenet"], "data.root: is required for imagenet"),
+], ids=["cifar10-absent", "imagenet-no-root"])
+def test_a_missing_dataset_is_bad_input_not_a_failed_row(workdir: Path, tmp_path_factory, args: list[str],
+                                                         needle: str) -> None:
+    cache = tmp_path_factory.mktemp("cache")  # not the user's ~/.cache/dse, which may hold it
+    res = run_cli("dse-train", *TINY, *args, cwd=workdir, env={"DSE_CACHE": str(cache)})
+    refused(res, "dse-train", needle)
+    assert tree(workdir) == {}
+
+
 def test_the_memory_bound_is_the_machines_and_a_lower_bound() -> None:
     from dse.compose import compose
     from dse.errors import ConfigError

@@ -226,6 +226,27 @@ def test_trainer_latency_true_fills_the_columns_and_the_sweeper_reads_them(tmp_p
     assert REGISTRY["latency_ms"].direction == "minimize"
 
 
+def test_a_stored_row_gets_the_latency_asked_for_without_retraining(tmp_path, caplog):
+    """trainer.latency is not in the hash: asking for it on a stored point measures the
+    architecture and fills the row in place instead of printing skip and leaving NULLs (#27)."""
+    from dse.train.run import run_point
+
+    args = ["trainer=smoke", SUBSET, "trainer.max_epochs=1", *NARROW, f"paths.runs={tmp_path}/runs"]
+    first = run_point(compose(args), tmp_path / "a")
+    store = ResultsStore(tmp_path / "runs/default/results.db")
+    (before,) = store.frame().to_dict("records")
+    assert before["latency_ms"] is None or np.isnan(before["latency_ms"])
+    with caplog.at_level("INFO", logger="dse.train"):
+        again = run_point(compose([*args, "trainer.latency=true"]), tmp_path / "b")
+    (after,) = store.frame().to_dict("records")
+    assert after["run_id"] == before["run_id"] and after["train_seconds"] == before["train_seconds"]
+    assert all(after[m] > 0 for m in LATENCY) and after["latency_threads"] == 1
+    assert again["latency_ms"] == pytest.approx(after["latency_ms"])
+    assert again["val_top1"] == first["val_top1"]
+    assert any(r.getMessage().startswith("measured: ") for r in caplog.records)
+    assert not (tmp_path / "b").exists()  # nothing trained
+
+
 def test_compress_int8_row_sits_beside_deep_compression(exported, smoke_run, tmp_path, capsys,
                                                         monkeypatch):
     from dse.compress.cli import main as compress

@@ -14,7 +14,7 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -60,7 +60,12 @@ def _fashion_mnist(root: str | None, download: bool, **_: Any) -> Arrays:
     elif src is None and not download:
         raise ConfigError("data.root", f"Fashion-MNIST not found in {root or '-'} or "
                           f"{DEBIAN_FASHION_MNIST}, and data.download=false")
-    train = FashionMNIST(str(cache), train=True, download=src is None)
+    try:
+        train = FashionMNIST(str(cache), train=True, download=src is None)
+    except (RuntimeError, OSError) as e:
+        raise ConfigError("data.root", f"Fashion-MNIST not found in {root or '-'} or {DEBIAN_FASHION_MNIST}"
+                          f" and not downloaded ({first_line(e)}): pass the folder of its IDX files "
+                          "as data.root") from None
     test = FashionMNIST(str(cache), train=False, download=False)
     return train.data[:, None], train.targets, test.data[:, None], test.targets
 
@@ -73,8 +78,9 @@ def _cifar(name: str, root: str | None, download: bool, **_: Any) -> Arrays:
     base = str(Path(root).expanduser()) if root else str(cache_dir())
     try:
         train, test = (cls(base, train=t, download=download) for t in (True, False))
-    except RuntimeError as e:
-        raise ConfigError("data.root", f"{name} not found under {base}: {e}") from None
+    except (RuntimeError, OSError) as e:  # not there, and offline or download=false
+        raise ConfigError("data.root", f"{name} not found under {base} ({first_line(e)}): put "
+                          f"the extracted {cls.base_folder}/ in a folder and pass it as data.root") from None
 
     def arr(ds) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets)

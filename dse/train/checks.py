@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from dse.data.sources import IN_MEMORY, load_arrays
 from dse.errors import ConfigError
 from dse.model import ModelReport
 from dse.store import ResultsStore, config_hash
@@ -86,15 +87,25 @@ class Checked(NamedTuple):
     device: Device
 
 
+def check_data(dc: Any) -> None:
+    """An in-memory dataset loads (or downloads): a missing one is bad input naming ``data.root``,
+    not a failed row per seed. Loaded as the training loads it (same arguments, one cache), so the
+    run that follows in this process reuses it."""
+    if dc.name in IN_MEMORY:
+        load_arrays(dc.name, root=dc.root, download=dc.download, channels=dc.channels,
+                    image_size=dc.image_size, num_classes=dc.num_classes, synthetic_size=dc.synthetic_size)
+
+
 def check_job(cfg: DictConfig) -> Checked:
     """:func:`dse.validate.validate` and what needs torch: the GPU asked for, the logger's class and
-    arguments, each seed's resume folder. dse-train's preflight runs it on every job before Hydra
-    writes; the task runs it once per job and hands the result down."""
+    arguments, each seed's resume folder, the dataset. dse-train's preflight runs it on every job
+    before Hydra writes; the task runs it once per job and hands the result down."""
     validate(cfg)
     device = device_settings(cfg.trainer)
     check_logger(OmegaConf.select(cfg, "logger"))
     for seed in seeds(cfg):
         check_folder(cfg, seed)
+    check_data(cfg.data)
     return Checked(model_report(cfg), device)
 
 

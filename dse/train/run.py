@@ -15,8 +15,12 @@ from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from dse import TRAINING_SEMANTICS
+from dse.latency import latency_columns
+from dse.metrics import LATENCY
+from dse.model import build_model
 from dse.store import FINISHED, ResultsStore, RunRecord, claims, config_hash
 from dse.store.fallback import Kept, append_or_keep
+from dse.store.schema import RUNS_TABLE
 from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import discard
 from dse.train.checks import Checked, Device, check_job, resume_dir, seeds
@@ -74,7 +78,24 @@ class Point:
             return None
         log.info("skip: %s seed %d already in the store (%s%s)", self.chash, seed,
                  row["status"], stale)
-        return row
+        return self.measured(store, row)
+
+    def measured(self, store: ResultsStore, row: dict[str, Any]) -> dict[str, Any]:
+        """``row`` with the latency ``trainer.latency`` asks for and it lacks, measured and stored
+        without retraining: latency depends on the architecture and the machine, not the weights
+        (``trainer.latency`` is not in the config hash)."""
+        if not self.cfg.trainer.latency or row["status"] != "ok" or \
+                all(row.get(n) is not None for n in LATENCY):
+            return row
+        try:
+            cols = latency_columns(build_model(self.cfg.model), self.cfg, "ok")
+        except RuntimeError as e:  # the stored row stays good; the sweep goes on
+            log.warning("%s seed %d: %s", self.chash, row["seed"], e)
+            return row
+        store.execute(RUNS_TABLE.update().where(RUNS_TABLE.c.run_id == row["run_id"]).values(**cols))
+        log.info("measured: %s seed %d latency_ms=%.3g, stored without retraining", self.chash,
+                 row["seed"], cols[LATENCY[0]])
+        return {**row, **cols}
 
     def row(self, store: ResultsStore, seed: int, wait: bool) -> dict[str, Any] | claims.Holder:
         """This seed's row: stored already, trained here under a claim, or the stored row of
@@ -108,8 +129,9 @@ class Point:
         kept = append_or_keep(store, RunRecord(**rec), self.out_dir)  # rejects a misspelt column
         if kept is not Kept.NOWHERE:  # stored or kept beside the run: the checkpoints may go
             discard(resume_dir(self.cfg, rec["seed"]))
-        log.info("%s seed %d: %s val_top1=%s test_top1=%s (%.1fs)", self.chash, rec["seed"],
-                 rec["status"], rec.get("val_top1"), rec.get("test_top1"),
+        latency = f" latency_ms={rec['latency_ms']:.3g}" if rec.get("latency_ms") is not None else ""
+        log.info("%s seed %d: %s val_top1=%s test_top1=%s%s (%.1fs)", self.chash, rec["seed"],
+                 rec["status"], rec.get("val_top1"), rec.get("test_top1"), latency,
                  rec.get("train_seconds") or 0.0)
         return rec
 

@@ -83,7 +83,8 @@ def test_tensorboard_sweep_logs_each_epoch_and_spreads_jobs(workdir: Path) -> No
         rows = store.frame().sort_values("overrides")
     assert list(rows.status) == ["ok", "ok"]
     for num, uri in enumerate(rows.log_uri):
-        assert uri == str(next(workdir.glob(f"runs/default/multirun/*/{num}")) / "tensorboard/seed0")
+        run = f"{rows.config_hash.iloc[num]}-seed0"  # the hash the logs print and dse-store show lists
+        assert uri == str(next(workdir.glob(f"runs/default/multirun/*/{num}")) / "tensorboard" / run)
         events = EventAccumulator(uri)
         events.Reload()
         top1 = events.Scalars("val/top1")

@@ -77,7 +77,8 @@ def test_smoke_run_reaches_70_percent_and_writes_the_row(smoke_run) -> None:
     ckpt = next((workdir / "runs/default/single").glob("*/checkpoints/last.ckpt"))
     state = torch.load(ckpt, weights_only=True, map_location="cpu")
     assert state["hyper_parameters"]["cfg"]["model"]["sr"] == 0.125 and state["run_id"] == row.run_id
-    metrics = next((workdir / "runs/default/single").glob("*/csv/seed0/metrics.csv")).read_text()
+    run = f"{row.config_hash}-seed0"  # the logger run is named by the hash the logs print
+    metrics = next((workdir / "runs/default/single").glob(f"*/csv/{run}/metrics.csv")).read_text()
     assert "val/top1" in metrics and "train/loss" in metrics
 
 
@@ -241,7 +242,7 @@ def test_ctrl_c_or_kill_during_fit_exits_130_with_one_line(workdir, sig) -> None
         env={**os.environ, "PYTHONWARNINGS": "ignore"}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True, preexec_fn=restore_sigint)
     deadline = time.time() + 600
-    while not list(workdir.glob("runs/default/single/*/csv/seed0/hparams.yaml")):  # fit has started
+    while not list(workdir.glob("runs/default/single/*/csv/*-seed0/hparams.yaml")):  # fit has started
         assert proc.poll() is None and time.time() < deadline, proc.stderr.read() if proc.stderr else ""
         time.sleep(0.2)
     proc.send_signal(sig)

@@ -2,7 +2,7 @@
 
 Each preset is a ``_target_`` node naming a Lightning logger class; what differs per run and seed
 is added in one table (:data:`PER_RUN`): every logger writes under the run dir, each seed a logger
-run of its own (``seed<N>``), and :func:`log_uri` fills the row's ``log_uri`` with where it is.
+run of its own (:func:`run_name`), and :func:`log_uri` fills the row's ``log_uri`` with where it is.
 """
 
 from __future__ import annotations
@@ -17,21 +17,28 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from dse.errors import ConfigError, first_line
+from dse.store import config_hash
 
 
-def _mlflow(out: str, seed: int, node: Mapping[str, Any]) -> dict[str, Any]:
+def _mlflow(out: str, run: str, node: Mapping[str, Any]) -> dict[str, Any]:
     given = {} if node.get("tracking_uri") else {  # MLflow 3 refuses its ./mlruns file store
         "tracking_uri": f"sqlite:///{out}/mlflow.db", "artifact_location": f"{out}/mlartifacts"}
-    return {"run_name": f"seed{seed}", **given}
+    return {"run_name": run, **given}
 
 
 # class name -> the constructor arguments that make its logger run this run's and this seed's
-PER_RUN: dict[str, Callable[[str, int, Mapping[str, Any]], dict[str, Any]]] = {
-    "CSVLogger": lambda out, seed, node: {"save_dir": out, "version": f"seed{seed}"},
-    "TensorBoardLogger": lambda out, seed, node: {"save_dir": out, "version": f"seed{seed}"},
+PER_RUN: dict[str, Callable[[str, str, Mapping[str, Any]], dict[str, Any]]] = {
+    "CSVLogger": lambda out, run, node: {"save_dir": out, "version": run},
+    "TensorBoardLogger": lambda out, run, node: {"save_dir": out, "version": run},
     "MLFlowLogger": _mlflow,
-    "WandbLogger": lambda out, seed, node: {"save_dir": out, "name": f"seed{seed}"},
+    "WandbLogger": lambda out, run, node: {"save_dir": out, "name": run},
 }
+
+
+def run_name(cfg: Any, seed: int) -> str:
+    """``<config hash>-seed<N>``: the name a logger run gets, so the hash the logs print and
+    ``dse-store show`` lists leads to it (a timestamped run dir says nothing about the config)."""
+    return f"{config_hash(cfg)}-seed{seed}"
 
 
 def check_logger(node: Mapping[str, Any] | None) -> None:
@@ -68,8 +75,8 @@ def build_logger(cfg: DictConfig, out_dir: str | Path, seed: int) -> Any:
 
         if wandb.run is not None:
             wandb.finish()
-    make = PER_RUN.get(kind, lambda out, seed, node: {"save_dir": out})  # another class: save_dir
-    return instantiate(node, **make(os.path.abspath(out_dir), seed, node))
+    make = PER_RUN.get(kind, lambda out, run, node: {"save_dir": out})  # another class: save_dir
+    return instantiate(node, **make(os.path.abspath(out_dir), run_name(cfg, seed), node))
 
 
 def log_uri(logger: Any) -> str:

@@ -10,6 +10,15 @@ import pytest
 from dse.signals import SignalGate, Terminated, stop_signals
 
 
+@pytest.fixture
+def terminal_sigint():
+    """Python's own SIGINT handler, as under a terminal: a shell starts a script's background jobs
+    (and so this test's worker) with SIGINT ignored, which dse rightly keeps ignored."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def _send(sig: signal.Signals) -> None:
     os.kill(os.getpid(), sig)  # delivered to the main thread before os.kill returns
 
@@ -23,7 +32,7 @@ def test_sigterm_raises_terminated_inside_and_only_inside():
 
 @pytest.mark.parametrize("sig, exc", [(signal.SIGINT, KeyboardInterrupt),
                                       (signal.SIGTERM, Terminated)])
-def test_a_held_signal_waits_for_the_end_of_the_critical_section(sig, exc):
+def test_a_held_signal_waits_for_the_end_of_the_critical_section(sig, exc, terminal_sigint):
     gate, reached = SignalGate(), []
     with pytest.raises(exc), stop_signals(), gate.held():
         _send(sig)
@@ -31,7 +40,7 @@ def test_a_held_signal_waits_for_the_end_of_the_critical_section(sig, exc):
     assert reached == ["after the signal"]
 
 
-def test_open_delivers_a_noted_signal_at_once_and_acts_immediately_inside():
+def test_open_delivers_a_noted_signal_at_once_and_acts_immediately_inside(terminal_sigint):
     gate, reached = SignalGate(), []
     with pytest.raises(KeyboardInterrupt), gate.held():
         _send(signal.SIGINT)

@@ -44,7 +44,8 @@ def test_each_installed_logger_builds_one_run_per_seed(name: str, tmp_path: Path
         assert type(logger).__name__ == cfg.logger._target_.rsplit(".", 1)[-1]
         uris.append(log_uri(logger))
     if name in ("csv", "tensorboard"):
-        assert uris == [str(run / name / "seed3"), str(run / name / "seed4")]
+        chash = config_hash(cfg)  # each logger run named after the design point it logs
+        assert uris == [str(run / name / f"{chash}-seed3"), str(run / name / f"{chash}-seed4")]
     elif name == "mlflow":  # a local store in the run dir; one MLflow run per seed
         assert all(u.startswith(f"sqlite:///{run}/mlflow.db#/experiments/") for u in uris)
     else:  # wandb, offline: a run folder per seed under the run dir

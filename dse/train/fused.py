@@ -80,7 +80,8 @@ class EpochLine(Callback):
         parts = [f"epoch {epoch}/{total}" if total and total > 0 else f"epoch {epoch}"]
         if self.timer.seconds:
             parts.append(f"{self.timer.images / self.timer.seconds:.0f} img/s")
-        if vals := [r["val_top1"] for r in pl_module.results if "val_top1" in r]:
+        key = REGISTRY["val_top1"].key
+        if vals := [r[key] for r in pl_module.results if key in r]:
             parts.append("val_top1 " + " ".join(f"{v:.3f}" for v in vals))
         if total and total > epoch:
             per_epoch = (time.perf_counter() - self._t0) / (epoch - self._first)

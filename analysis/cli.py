@@ -52,10 +52,11 @@ def main(argv: list[str] | None = None) -> None:
         df = load(src, study=args.study)
         out = Path(args.out) if args.out else _default_out(src.path, args.study, df)
         check_writable(out, "--out", directory=True)
-        report = write_report(df, out, formats, source=args.source)
-    print(f"{PROG}: wrote {report.markdown} ({len(df)} runs; charts: "
-          f"{', '.join(report.drawn) or 'none'}"
-          + (f"; skipped: {', '.join(report.skipped)}" if report.skipped else "") + ")")
+        charts = write_report(df, out, formats, source=args.source)
+    drawn = [n for n, c in charts.items() if c.skipped is None]
+    skipped = [n for n, c in charts.items() if c.skipped is not None]
+    print(f"{PROG}: wrote {out / 'report.md'} ({len(df)} runs; charts: {', '.join(drawn) or 'none'}"
+          + (f"; skipped: {', '.join(skipped)}" if skipped else "") + ")")
 
 
 def _default_out(path: Path | None, study: str | None, df: Any) -> Path:

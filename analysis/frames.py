@@ -6,6 +6,7 @@ cannot support is empty, with the reason in ``attrs["skipped"]``.
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import partial
 from typing import Any
@@ -74,18 +75,15 @@ def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
     equal columns but another ``trainer.lr`` are not seeds of one sweep ("" without a config)."""
     from dse.store import config_hash
 
-    path = CONFIG_KEYS[swept].split(".") if swept in CONFIG_KEYS else []
-
-    def without(cfg: Any, keys: list[str]) -> Any:
-        if not keys or not isinstance(cfg, dict):
-            return cfg
-        if len(keys) == 1:
-            return {k: v for k, v in cfg.items() if k != keys[0]}
-        return {**cfg, keys[0]: without(cfg.get(keys[0]), keys[1:])} if keys[0] in cfg else cfg
+    *parents, leaf = CONFIG_KEYS[swept].split(".") if swept in CONFIG_KEYS else [None]
 
     def one(text: Any) -> str:
-        cfg = config_of(text)
-        return config_hash(without(cfg, path)) if cfg else ""
+        cfg = node = copy.deepcopy(config_of(text))
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+        return config_hash(cfg) if cfg else ""
 
     if df.empty or "config" not in df.columns:
         return pd.Series("", index=df.index, dtype=object)
@@ -316,22 +314,17 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Every point on one of ``fronts`` (cost -> :func:`pareto_frame`), its number on each
     (``<cost>_label``, 0: not on it) and its mean cost on each."""
     labels = [f"{c}_label" for c in fronts]
-    base: dict[str, pd.Series] = {}
-    for pts in fronts.values():
-        for _, r in pts.iterrows():
-            base.setdefault(r["point"], r)
-    if not base:
-        return pd.DataFrame(columns=["point", "desc", *labels, *fronts])
+    points = pd.concat(fronts.values(), ignore_index=True).drop_duplicates("point")
     keep = [c for c in ["point", *LABELLED, "acc_mean", "acc_std", "n", "size_mb", "preset"]
-            if c in next(iter(base.values())).index]
-    out = pd.DataFrame([r[keep] for r in base.values()]).reset_index(drop=True)
+            if c in points.columns]
+    out = points[keep].reset_index(drop=True)
     for cost, pts in fronts.items():
         by_point = pts.set_index("point")
         out[f"{cost}_label"] = out["point"].map(by_point["label"]).fillna(0).astype(int)
         out[cost] = out["point"].map(by_point["cost"]).astype(float)
     out = out[(out[labels] > 0).any(axis=1)].reset_index(drop=True)
     cols = varying_columns(out)
-    out["desc"] = out.apply(lambda r: describe(r, cols), axis=1)
+    out["desc"] = out.apply(lambda r: describe(r, cols), axis=1, result_type="reduce")
     out.attrs.update(costs=list(fronts))
     return out
 

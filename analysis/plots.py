@@ -14,24 +14,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from analysis import style as S
 from analysis.fmt import value_text
 from analysis.frames import chance
+from analysis.importance import EVALUATORS
 from analysis.pareto_plot import plot_pareto
-from analysis.style import (
-    DPI,
-    OTHER_COLORS,
-    STATUS_STYLE,
-    accuracy_name,
-    bypass_color,
-    bypass_kinds,
-    context_title,
-    fixed_text,
-    metric_style,
-    new_figure,
-    styled,
-    topk_panels,
-    wrap,
-)
+from analysis.style import context_title, fixed_text
 
 __all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_importance",
            "plot_pareto", "plot_sweep", "save"]
@@ -43,13 +31,13 @@ PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
 
 
 # -- micro sweeps (Figure 3a / 3b) ----------------------------------------------------------------
-@styled
+@S.styled
 def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     """Accuracy (mean ± std over seeds) against SR or pct3x3, one panel per top-k
     (:func:`~analysis.style.topk_panels`), model size on the top panel's right axis."""
     param = frame.attrs["param"]
-    panels = topk_panels(frame.attrs["metrics"])
-    fig = new_figure(9, 5.2 + 1.6 * (len(panels) - 1))
+    panels = S.topk_panels(frame.attrs["metrics"])
+    fig = S.new_figure(9, 5.2 + 1.6 * (len(panels) - 1))
     axes = list(np.atleast_1d(fig.subplots(
         len(panels), 1, sharex=True,
         gridspec_kw={"height_ratios": [2.2] + [1] * (len(panels) - 1)} if len(panels) > 1 else None)))
@@ -57,7 +45,7 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     xs = 100 * x if param == "pct3x3" else x
     for ax, (k, group) in zip(axes, panels, strict=True):
         for i, m in enumerate(group):
-            st = metric_style(m, i)
+            st = S.metric_style(m, i)
             ax.errorbar(xs, 100 * frame[f"{m}_mean"].astype(float).to_numpy(),
                         yerr=100 * frame[f"{m}_std"].astype(float).to_numpy(),  # NaN: no bar
                         color=st["color"], marker=st["marker"], ls=st["ls"], capsize=3, lw=1.6, ms=5,
@@ -70,7 +58,7 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     if lost.any():
         axes[0].scatter(xs[lost], np.full(int(lost.sum()), 0.04),
                         transform=axes[0].get_xaxis_transform(), marker="X", s=60,
-                        color=STATUS_STYLE["diverged"][1], clip_on=False, zorder=5,
+                        color=S.STATUS_STYLE["diverged"][1], clip_on=False, zorder=5,
                         label="no ok run at this value")
     size = axes[0].twinx()  # model size from 0 on the right: the trade-off in one panel
     size.plot(xs, frame["size_mib"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",
@@ -83,7 +71,7 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     last.set_xticks(xs)
     last.set_xticklabels([f"{v:g}%" if param == "pct3x3" else f"{v:g}" for v in xs])
     last.set_xlabel(PARAM_LABEL.get(param, param))
-    fixed = wrap(fixed_text(frame.attrs["fixed"], skip=[param]))
+    fixed = S.wrap(fixed_text(frame.attrs["fixed"], skip=[param]))
     fig.suptitle(f"{title}\n{fixed}\n{_seed_note(frame)}", fontsize=10)
     return fig
 
@@ -131,14 +119,14 @@ def _seed_note(frame: pd.DataFrame) -> str:
 
 
 # -- macro: bypass (Table 3) ----------------------------------------------------------------------
-@styled
+@S.styled
 def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     """Bars of val/test accuracy per bypass kind (colour = bypass kind), size under each group."""
-    panels = topk_panels(frame.attrs["metrics"])
-    fig = new_figure(4.2 * len(panels) + 2.2, 5.2)
+    panels = S.topk_panels(frame.attrs["metrics"])
+    fig = S.new_figure(4.2 * len(panels) + 2.2, 5.2)
     axes = list(np.atleast_1d(fig.subplots(1, len(panels))))
-    kinds = bypass_kinds(frame["bypass"]).tolist()
-    colors = [bypass_color(k) for k in kinds]
+    kinds = S.bypass_kinds(frame["bypass"]).tolist()
+    colors = [S.bypass_color(k) for k in kinds]
     xs = np.arange(len(kinds))
     for ax, (k, group) in zip(axes, panels, strict=True):
         width = 0.8 / len(group)
@@ -168,17 +156,17 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         ax.grid(True, axis="y", alpha=0.3)
     bars_note = ("error bars ± 1 sample std (ddof=1)" if int(frame["n"].max()) > 1
                  else "one seed each, so no error bars")
-    fig.suptitle(f"{title}\n{wrap(fixed_text(frame.attrs['fixed'], skip=['bypass']))}\n"
+    fig.suptitle(f"{title}\n{S.wrap(fixed_text(frame.attrs['fixed'], skip=['bypass']))}\n"
                  f"bars: mean over seeds; {bars_note}; y axis does not start at 0", fontsize=10)
     return fig
 
 
 # -- EDF ------------------------------------------------------------------------------------------
-@styled
+@S.styled
 def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     """pycls-style error EDFs: per group, the fraction of its models with error below e."""
     by = edf.attrs.get("by", [])
-    fig = new_figure(9, 5.4)
+    fig = S.new_figure(9, 5.4)
     ax = fig.subplots()
     groups = list(dict.fromkeys(edf["group"]))
     styles = ["-", "--", ":", "-."]
@@ -190,14 +178,14 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
         if "bypass" in by:
             kind = str(sel["bypass"].iloc[0])
             rest = " / ".join(str(sel[c].iloc[0]) for c in by if c != "bypass")
-            color = bypass_color(kind)
+            color = S.bypass_color(kind)
             ls = styles[other_seen.setdefault(rest, len(other_seen)) % len(styles)]
         else:
-            color, ls = OTHER_COLORS[i % len(OTHER_COLORS)] if len(groups) > 1 else "#1f77b4", "-"
+            color, ls = S.OTHER_COLORS[i % len(S.OTHER_COLORS)] if len(groups) > 1 else "#1f77b4", "-"
         label = f"{g} (n={len(sel)}, min {e.min():.2f}%, mean {e.mean():.2f}%)"
         ax.step(np.concatenate([[e[0]], e]), np.concatenate([[0.0], f]), where="post",
                 color=color, ls=ls, lw=1.8, label=label)
-    ax.set_xlabel(f"{accuracy_name(edf.attrs.get('metric') or 'val_top1')} error e (%)")
+    ax.set_xlabel(f"{S.accuracy_name(edf.attrs.get('metric') or 'val_top1')} error e (%)")
     ax.set_ylabel("fraction of models with error ≤ e")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
@@ -212,29 +200,26 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
 IMPORTANCE_COLORS = {"fanova": "#1f77b4", "ped_anova": "#ff7f0e"}
 
 
-@styled
-def plot_importance(frame: pd.DataFrame, title: str, evaluators: dict[str, str]) -> Figure:
-    """Each knob's importance per evaluator (``evaluators``: column -> name) as labelled bars,
-    the most important knob on top."""
+@S.styled
+def plot_importance(frame: pd.DataFrame, title: str) -> Figure:
+    """Each knob's importance per evaluator as labelled bars, the most important knob on top."""
     knobs = frame["knob"].tolist()
-    fig = new_figure(9, max(4.0, 1.4 + 0.4 * len(knobs) * len(evaluators)))
+    fig = S.new_figure(9, max(4.0, 1.4 + 0.4 * len(knobs) * len(EVALUATORS)))
     ax = fig.subplots()
     ys = np.arange(len(knobs))[::-1]
-    height = 0.8 / len(evaluators)
-    for j, (col, name) in enumerate(evaluators.items()):
-        pos = ys + 0.4 - height * (j + 0.5)
-        vals = frame[col].astype(float).to_numpy()
-        bars = ax.barh(pos, vals, height * 0.92, color=IMPORTANCE_COLORS.get(col, OTHER_COLORS[j]),
-                       label=name)
+    height = 0.8 / len(EVALUATORS)
+    for j, (col, name) in enumerate(EVALUATORS.items()):
+        bars = ax.barh(ys + 0.4 - height * (j + 0.5), frame[col].astype(float), height * 0.92,
+                       color=IMPORTANCE_COLORS[col], label=name)
         ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
     ax.set_yticks(ys)
     ax.set_yticklabels(knobs)
     ax.set_xlim(0, 1.08)
     ax.set_xlabel("importance (normalised: each evaluator's bars sum to 1)")
     ax.grid(True, axis="x", alpha=0.3)
-    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(evaluators), frameon=False)
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(EVALUATORS), frameon=False)
     a = frame.attrs
-    fig.suptitle(f"Importances — {title}\n{accuracy_name(a['metric'])} over {a['n_runs']} ok runs "
+    fig.suptitle(f"Importances — {title}\n{S.accuracy_name(a['metric'])} over {a['n_runs']} ok runs "
                  f"({a['n_points']} design points, one trial per seed); fANOVA seed {a['seed']}, "
                  f"PED-ANOVA on the best {100 * a['fraction']:.0f} %", fontsize=10)
     return fig
@@ -245,5 +230,5 @@ def save(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -> list[
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
     for path, fmt in zip(paths, formats, strict=True):
-        fig.savefig(path, format=fmt, dpi=DPI)
+        fig.savefig(path, format=fmt, dpi=S.DPI)
     return paths

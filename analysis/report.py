@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -19,7 +20,7 @@ from analysis import plots as P
 from analysis.commands import sweep_commands
 from analysis.findings import findings_sections, importance_text
 from analysis.fmt import integer, is_missing, number, pm_percent, to_markdown, value_text
-from analysis.importance import EVALUATORS, importance_frame
+from analysis.importance import importance_frame
 from analysis.loading import config_of, status_order
 from analysis.style import accuracy_name
 from dse.errors import first_line
@@ -33,28 +34,9 @@ LATENCY_COST = "latency_ms"  # the latency front's cost: onnxruntime, batch 1, m
 class Chart:
     """One chart of the report: its frame, the files written, or the reason it was skipped."""
 
-    name: str
-    title: str
     frame: pd.DataFrame
     files: list[Path] = field(default_factory=list)
     skipped: str | None = None
-
-
-@dataclass
-class Report:
-    """What :func:`write_report` produced."""
-
-    out_dir: Path
-    markdown: Path
-    charts: dict[str, Chart]
-
-    @property
-    def drawn(self) -> list[str]:
-        return [n for n, c in self.charts.items() if c.skipped is None]
-
-    @property
-    def skipped(self) -> dict[str, str]:
-        return {n: c.skipped for n, c in self.charts.items() if c.skipped is not None}
 
 
 def status_counts(df: pd.DataFrame) -> pd.DataFrame:
@@ -110,34 +92,32 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
     size, lat = (f"{c}_label" for c in fronts.attrs["costs"])
     metric = REGISTRY[fronts.attrs["costs"][1]]
 
-    def wins(r: pd.Series) -> str:
-        on = [name for name, col in (("size", size), ("latency", lat)) if r[col]]
-        return "both" if len(on) == 2 else f"{on[0]} only"
-
+    on_size, on_lat = fronts[size] > 0, fronts[lat] > 0
     return pd.DataFrame({
         "metaparameters": fronts["desc"].replace("", "(all equal)"),
         "accuracy %": _pm(fronts["acc_mean"], fronts["acc_std"]), "MB": fronts["size_mb"].map(number),
         f"{metric.name} ({metric.unit})": fronts[metric.name].map(metric.show),
         "size front #": fronts[size].map(lambda v: str(v) if v else ""),
         "latency front #": fronts[lat].map(lambda v: str(v) if v else ""),
-        "wins on": fronts.apply(wins, axis=1)})
+        "wins on": np.select([on_size & on_lat, on_size], ["both", "size only"], "latency only")})
 
 
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
     """report.md: header, runs by status, charts, findings, runs that are not ok, sweep commands."""
     lines = [*_header(df, source), "## Runs by status", "", to_markdown(status_counts(df)), "",
              "## Charts", "", to_markdown(pd.DataFrame({
-                 "chart": list(charts), "what": [c.title for c in charts.values()],
+                 "chart": list(charts), "what": [CHARTS[n].title for n in charts],
                  "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
                             else f"skipped: {c.skipped}" for c in charts.values()]})), ""]
     for name, chart in charts.items():
-        lines += [f"## {chart.title}", ""]
+        title = CHARTS[name].title
+        lines += [f"## {title}", ""]
         if chart.skipped is not None:
             lines += [f"*Skipped:* {chart.skipped}.", ""]
             continue
         files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
                        if p.suffix[1:] in FORMATS else 9)
-        lines += [f"![{chart.title}]({files[0].name})" if files else "", "",
+        lines += [f"![{title}]({files[0].name})" if files else "", "",
                   *CHARTS[name].text(chart.frame)]
     if not F.ok_runs(df).empty:
         lines += findings_sections(df)
@@ -274,7 +254,7 @@ CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
                      (2, "ok run")),
     "importance": ChartSpec("Metaparameter importances (fANOVA, PED-ANOVA)",
                             lambda df, _: importance_frame(df),
-                            lambda fr, df: P.plot_importance(fr, P.context_title(df), EVALUATORS),
+                            lambda fr, df: P.plot_importance(fr, P.context_title(df)),
                             importance_text),
 }
 
@@ -285,14 +265,14 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
     if F.ok_runs(df).empty:
         counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
         reason = f"no run finished ok ({counts}): nothing to chart"
-        return {n: Chart(n, c.title, pd.DataFrame(), skipped=reason) for n, c in CHARTS.items()}
+        return {n: Chart(pd.DataFrame(), skipped=reason) for n in CHARTS}
     charts: dict[str, Chart] = {}
     for name, spec in CHARTS.items():
         frame = spec.frame(df, charts)
         least, what = spec.need
         skipped = frame.attrs.get("skipped") or (
             f"only {len(frame)} {what} (need >= {least})" if len(frame) < least else None)
-        chart = charts[name] = Chart(name, spec.title, frame, skipped=skipped)
+        chart = charts[name] = Chart(frame, skipped=skipped)
         if skipped is None:
             chart.files = P.save(spec.draw(frame, df), out_dir, name, formats)
     return charts
@@ -335,11 +315,11 @@ def _commands_section(df: pd.DataFrame) -> list[str]:
 
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),
-                 source: str = "", option: str = "--out") -> Report:
+                 source: str = "") -> dict[str, Chart]:
     """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing (staged; a failure
-    names ``option`` and keeps the previous report); charts it skips are removed from the folder."""
+    keeps the previous report); charts it skips are removed from the folder."""
     out = Path(out_dir)
-    with staged_dir(out, option) as stage:
+    with staged_dir(out, "--out") as stage:
         charts = build_charts(df, stage, formats)
         (stage / "report.md").write_text(render_markdown(df, charts, source), encoding="utf-8")
     for name, chart in charts.items():
@@ -348,4 +328,4 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] =
             path = out / f"{name}.{fmt}"
             if path.exists() and path not in chart.files:
                 path.unlink()
-    return Report(out_dir=out, markdown=out / "report.md", charts=charts)
+    return charts

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis import FORMATS
-from analysis.source import check_study, resolve
+from analysis.source import resolve
 from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.outputs import check_writable
 from dse.text import comma_list
@@ -45,7 +45,6 @@ def main(argv: list[str] | None = None) -> None:
     with bad_input(PROG):
         formats = parse_formats(args.format)
         src = resolve(args.source)  # standard library only: bad input fails fast
-        check_study(src, args.study)
         from analysis.loading import load
         from analysis.report import write_report
 

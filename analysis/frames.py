@@ -53,10 +53,7 @@ def pick_metric(df: pd.DataFrame) -> str | None:
     """The accuracy that ranks design points: val top-1 (a front chosen on test would flatter its
     test numbers), else test top-1."""
     ok = ok_runs(df)
-    for m in ("val_top1", "test_top1"):
-        if m in ok.columns and ok[m].notna().any():
-            return m
-    return None
+    return next((m for m in ("val_top1", "test_top1") if m in ok and ok[m].notna().any()), None)
 
 
 def _cell(v: Any) -> str:
@@ -175,9 +172,8 @@ def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
     bad = df[(keys_all == best) & (df["status"] != "ok")]
     metrics = _metrics_for(sel)
     out = _aggregate(sel, bad, param, metrics)
-    order = out[param].map(bypass_rank) if param == "bypass" else pd.to_numeric(out[param],
-                                                                                  errors="coerce")
-    out = out.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
+    out = out.sort_values(param, kind="stable", ignore_index=True, key=lambda s: s.map(bypass_rank)
+                          if param == "bypass" else pd.to_numeric(s, errors="coerce"))
     first = sel.iloc[0]
     out.attrs.update(
         param=param, metrics=metrics, groups=len(candidates),
@@ -279,14 +275,10 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
     first = g.first()  # metaparameters and sizes are equal within a point
     keep = [c for c in ["study", "model", *SETTING, *METAPARAMS, "params", "size_bytes", "macs",
                         "config_hash"] if c in first.columns]
-    out = first[keep].copy()
-    out["n"] = g.size()
-    out["acc_mean"] = g[metric].mean()
-    out["acc_std"] = g[metric].std(ddof=1)
-    out["cost"] = g[cost].mean().astype(float)
+    out = first[keep].assign(n=g.size(), acc_mean=g[metric].mean(), acc_std=g[metric].std(ddof=1),
+                             cost=g[cost].mean().astype(float), seeds=_seeds(g))
     if cost not in out.columns:
         out[cost] = out["cost"]
-    out["seeds"] = _seeds(g)
     out = _with_sizes(out.reset_index())
     out["preset"] = out["model"].isin(PRESETS)
     setting = [c for c in SETTING if c in out.columns and out[c].map(_cell).nunique() > 1]
@@ -297,8 +289,7 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
         out.loc[rows, "pareto"] = pareto_mask(sel["cost"].to_numpy(float),
                                               sel["acc_mean"].to_numpy(float))
     out = out.sort_values([*setting, "cost", "acc_mean"], ascending=[True] * (len(setting) + 1)
-                          + [False], na_position="last")
-    out = out.reset_index(drop=True)
+                          + [False], na_position="last", ignore_index=True)
     cols = [c for c in varying_columns(out) if c not in setting]
     out["desc"] = out.apply(lambda r: describe(r, cols), axis=1)
     labels = np.zeros(len(out), dtype=int)
@@ -350,11 +341,8 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None,
     out["run"] = ok.index
     out["n"] = out.groupby("group")["error"].transform("size").astype(int)
     out["edf"] = out.groupby("group")["error"].rank(method="max") / out["n"]
-    order = out[by].apply(lambda r: tuple(
-        (bypass_rank(v), "") if c == "bypass" else (0, _cell(v))
-        for c, v in zip(by, r, strict=True)), axis=1) if by else out["group"]
-    out = out.assign(_o=order).sort_values(["_o", "error"]).drop(columns="_o")
-    out = out.reset_index(drop=True)
+    out = out.sort_values([*by, "error"], ignore_index=True, key=lambda s: s if s.name == "error"
+                          else s.map(bypass_rank if s.name == "bypass" else _cell))
     out.attrs.update(metric=metric, by=by)
     return out
 

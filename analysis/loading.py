@@ -59,19 +59,15 @@ def drop_repeated_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (study, config_hash, seed), its first ok row else its first: a seed counted twice
     would shrink the std toward 0. Rows without a hash or seed (Optuna trials) are all kept."""
     key = ["study", "config_hash", "seed"]
-    keyed = df[key].notna().all(axis=1) & (df["config_hash"].astype(str) != "")
-    first_ok = df[keyed]
-    first_ok = first_ok.assign(_bad=first_ok["status"] != "ok").sort_values("_bad", kind="stable")
-    repeated = first_ok.index[first_ok.duplicated(key)]
-    return df.drop(index=repeated).reset_index(drop=True)
+    keyed = df[df[key].notna().all(axis=1) & (df["config_hash"].astype(str) != "")]
+    keyed = keyed.sort_values("status", key=lambda s: s != "ok", kind="stable")  # ok rows first
+    return df.drop(index=keyed.index[keyed.duplicated(key)]).reset_index(drop=True)
 
 
 def _to_bool(v: Any) -> Any:
-    if is_missing(v):
-        return pd.NA
     if isinstance(v, str):
         return v.strip().lower() in ("1", "true", "yes", "on")
-    return bool(v)
+    return pd.NA if is_missing(v) else bool(v)
 
 
 def _read_dse(src: Source) -> pd.DataFrame:
@@ -150,10 +146,8 @@ def _trial_row(study: str, t: Any, metric_names: list[str]) -> dict[str, Any]:
     row.update({_param_column(k): v for k, v in trials.recorded_values(t).items()})
     row.update({_param_column(k): v for k, v in t.params.items()})
     row.update(zip(metric_names, t.values or [], strict=False))
-    if t.datetime_start is not None:
-        row["started_at"] = t.datetime_start.isoformat()
-    if t.datetime_complete is not None:
-        row["finished_at"] = t.datetime_complete.isoformat()
+    row.update({col: when.isoformat() for col, when in (("started_at", t.datetime_start),
+                                                        ("finished_at", t.datetime_complete)) if when})
     row.setdefault("run_id", f"{study}-trial-{t.number}")
     if "overrides" not in row:
         row["overrides"] = " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
@@ -220,10 +214,8 @@ def config_of(row_config: Any) -> dict[str, Any]:
     """The resolved config stored with a run (JSON text), or {} when absent or unreadable."""
     if isinstance(row_config, dict):
         return row_config
-    if not isinstance(row_config, str) or not row_config.strip():
-        return {}
     try:
         value = json.loads(row_config)
-    except ValueError:
+    except (TypeError, ValueError):  # absent (NA) or not JSON
         return {}
     return value if isinstance(value, dict) else {}

@@ -7,7 +7,6 @@ are not design points (size chart only).
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from analysis.frames import ok_runs, setting_of
 from analysis.loading import status_order
 from analysis.style import STATUS_STYLE, accuracy_name, bypass_color, bypass_kinds, new_figure, styled
-from dse.metrics import REGISTRY, to_mib
+from dse.metrics import MIB, REGISTRY, to_mib
 from dse.model.spec import BYPASS_KINDS
 
 SIZE_AXIS = "model size (MiB, fp32 weights, log scale)"
@@ -31,25 +30,26 @@ SIZE_AXIS = "model size (MiB, fp32 weights, log scale)"
 
 @dataclass(frozen=True)
 class CostAxis:
-    """How one cost is drawn: the points' x column, each run's x, the axis and key wording."""
+    """How one cost is drawn: its column (in runs and points) and unit, the axis and key wording."""
 
-    column: str  # in the pareto frame
-    run_x: Callable[[pd.DataFrame], pd.Series]
+    cost: str
+    per_unit: float  # the cost's units per axis unit: MIB bytes for the size
     label: str  # the x axis
     unit: str  # the key table's column
     what: str  # "model size": the title and the legend
     fmt: str = "6.2f"  # the key table's cells
 
+    def x(self, frame: pd.DataFrame) -> pd.Series:
+        return frame[self.cost].astype(float) / self.per_unit
+
 
 def cost_axis(cost: str) -> CostAxis:
     """``cost``'s axis: MiB for the fp32 size (the ``size_mib`` objective's unit), else its own."""
     if cost == "size_bytes":
-        return CostAxis("size_mib", lambda runs: to_mib(runs["size_bytes"].astype(float)),
-                        SIZE_AXIS, "MiB", "model size")
+        return CostAxis(cost, MIB, SIZE_AXIS, "MiB", "model size")
     m = REGISTRY[cost]
-    return CostAxis("cost", lambda runs: runs[cost].astype(float),
-                    f"{m.label} ({m.unit}, log scale)", m.unit, "latency" if m.latency else m.label,
-                    "6.3g")
+    return CostAxis(cost, 1.0, f"{m.label} ({m.unit}, log scale)", m.unit,
+                    "latency" if m.latency else m.label, "6.3g")
 
 
 FRONT_STYLES = (("-", "o"), ("--", "^"), (":", "s"), ("-.", "D"))  # per data setting
@@ -63,7 +63,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     """Accuracy against the frame's cost (log x), one numbered front per data setting."""
     axis = cost_axis(points.attrs.get("cost", "size_bytes"))
     bad = runs[runs["status"] != "ok"]
-    has_rug = not bad.empty and axis.column == "size_mib"
+    has_rug = not bad.empty and axis.cost == "size_bytes"
     front = points[points["pareto"]]
     settings = points.attrs.get("settings") or [""]
     fig = new_figure(12.5, 6.4)
@@ -73,7 +73,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     key = fig.add_subplot(gs[:, 1])
     key.axis("off")
     ok = ok_runs(runs)
-    ok = ok[ok[metric].notna() & axis.run_x(ok).notna()]
+    ok = ok[ok[metric].notna() & axis.x(ok).notna()]
     ok_setting = setting_of(ok, points.attrs.get("setting") or [])
     name = accuracy_name(metric)
     faint = _draw_points(ax, points, ok, ok_setting, metric, axis, settings)
@@ -81,8 +81,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
         _draw_front(ax, front[front["setting"] == setting], axis, FRONT_STYLES[i % 4], setting)
     budgets = points.attrs.get("budgets") or []
     _draw_budgets(ax, budgets)
-    rug = bad[bad["size_bytes"].notna()] if has_rug else bad.iloc[0:0]
-    xs = pd.concat([points[axis.column], axis.run_x(ok), to_mib(rug["size_bytes"].astype(float)),
+    xs = pd.concat([axis.x(points), axis.x(ok), axis.x(bad) if has_rug else None,
                     pd.Series([x for _, x in budgets], dtype=float)])
     _cost_accuracy_axes(ax, xs, pd.concat([points["acc_mean"], ok[metric]]), name)
     handles, labels = ax.get_legend_handles_labels()
@@ -120,16 +119,16 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
         for i, setting in enumerate(settings):
             marker = FRONT_STYLES[i % 4][1]
             rsel = ok[(run_kind == kind) & (ok_setting == setting)]
-            runs = ax.scatter(axis.run_x(rsel), 100 * rsel[metric], s=9, marker=marker,
+            runs = ax.scatter(axis.x(rsel), 100 * rsel[metric], s=9, marker=marker,
                               color=bypass_color(kind), alpha=0.3, lw=0, zorder=2)
             faint += [runs] if i == 0 else []
             sel = points[(point_kind == kind) & (points["setting"] == setting) & ~points["preset"]]
-            ax.scatter(sel[axis.column], 100 * sel["acc_mean"], s=34, marker=marker,
+            ax.scatter(axis.x(sel), 100 * sel["acc_mean"], s=34, marker=marker,
                        color=bypass_color(kind), edgecolor="white", lw=0.6, zorder=3,
                        label=f"bypass={kind}" if i == 0 else None)
     presets = points[points["preset"]]
     if not presets.empty:
-        ax.scatter(presets[axis.column], 100 * presets["acc_mean"], s=170, marker="*",
+        ax.scatter(axis.x(presets), 100 * presets["acc_mean"], s=170, marker="*",
                    color=[bypass_color(k) for k in presets["bypass"]], edgecolor="black",
                    lw=0.8, zorder=5, label="SqueezeNet preset (v1.0 / v1.1)")
     return faint
@@ -140,9 +139,9 @@ def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str,
     """One setting's front as a staircase (run on past its last point) with rings on its points."""
     if front.empty:
         return
-    fx = front[axis.column].to_numpy(float)
+    fx = axis.x(front).to_numpy()
     fy = 100 * front["acc_mean"].to_numpy(float)
-    short = "size" if axis.column == "size_mib" else axis.what
+    short = "size" if axis.cost == "size_bytes" else axis.what
     ls, marker = style
     ax.step(np.append(fx, fx[-1] * 1.15), np.append(fy, fy[-1]), where="post", color="black",
             ls=ls, lw=1.2, alpha=0.7, zorder=4,
@@ -210,7 +209,7 @@ def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis,
             lines.append(f"-- {setting} ({MARKER_NAMES[FRONT_STYLES[i % 4][1]]}) --")
         for _, r in sel.iterrows():
             lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  "
-                         f"{r[axis.column]:{axis.fmt}}  {r['desc'] or '(all equal)'}")
+                         f"{r[axis.cost] / axis.per_unit:{axis.fmt}}  {r['desc'] or '(all equal)'}")
     if len(front) > n_table:
         lines.append(f"... {len(front) - n_table} more in report.md")
     key.set_title("Pareto set (numbers on the chart)", fontsize=9, loc="left")
@@ -231,10 +230,10 @@ def _number_front(ax: Axes, points: pd.DataFrame, front: pd.DataFrame, axis: Cos
     scale = fig.dpi / 72.0  # display pixels per point
     axbox = ax.get_window_extent(renderer)
     rest = points[~points["pareto"]]
-    xs, ys = front[axis.column].to_numpy(float), 100 * front["acc_mean"].to_numpy(float)
+    xs, ys = axis.x(front).to_numpy(), 100 * front["acc_mean"].to_numpy(float)
     pts = ax.transData.transform(np.column_stack([xs, ys]))
     marks = np.vstack([pts, ax.transData.transform(
-        rest[[axis.column, "acc_mean"]].to_numpy(float).reshape(-1, 2) * np.array([1.0, 100.0]))])
+        np.column_stack([axis.x(rest), 100 * rest["acc_mean"].astype(float)]))])
     radii = np.concatenate([np.full(len(pts), FRONT_RADIUS),
                             np.where(rest["preset"], PRESET_RADIUS, OTHER_RADIUS)])[:, None] * scale
     taken = np.hstack([marks - radii, marks + radii])

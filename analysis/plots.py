@@ -38,11 +38,9 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     param = frame.attrs["param"]
     panels = S.topk_panels(frame.attrs["metrics"])
     fig = S.new_figure(9, 5.2 + 1.6 * (len(panels) - 1))
-    axes = list(np.atleast_1d(fig.subplots(
-        len(panels), 1, sharex=True,
-        gridspec_kw={"height_ratios": [2.2] + [1] * (len(panels) - 1)} if len(panels) > 1 else None)))
-    x = frame[param].astype(float).to_numpy()
-    xs = 100 * x if param == "pct3x3" else x
+    axes = fig.subplots(len(panels), 1, sharex=True, squeeze=False,
+                        height_ratios=[2.2] + [1] * (len(panels) - 1))[:, 0]
+    xs = frame[param].astype(float).to_numpy() * (100 if param == "pct3x3" else 1)
     for ax, (k, group) in zip(axes, panels, strict=True):
         for i, m in enumerate(group):
             st = S.metric_style(m, i)
@@ -124,7 +122,7 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     """Bars of val/test accuracy per bypass kind (colour = bypass kind), size under each group."""
     panels = S.topk_panels(frame.attrs["metrics"])
     fig = S.new_figure(4.2 * len(panels) + 2.2, 5.2)
-    axes = list(np.atleast_1d(fig.subplots(1, len(panels))))
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
     kinds = S.bypass_kinds(frame["bypass"]).tolist()
     colors = [S.bypass_color(k) for k in kinds]
     xs = np.arange(len(kinds))
@@ -134,14 +132,13 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         for j, m in enumerate(group):
             y = 100 * frame[f"{m}_mean"].astype(float).to_numpy()
             err = 100 * frame[f"{m}_std"].astype(float).to_numpy()  # NaN (1 seed): no bar
-            e0 = np.nan_to_num(err)
-            lows.append(np.nanmin(y - e0))
-            highs.append(np.nanmax(y + e0))
-            pos = xs - 0.4 + width * (j + 0.5)
+            lows.append(np.nanmin(y - np.nan_to_num(err)))
+            highs.append(np.nanmax(y + np.nan_to_num(err)))
             test = m.startswith("test")
-            bars = ax.bar(pos, y, width * 0.92, color=colors, alpha=0.55 if test else 0.95,
-                          hatch="//" if test else None, edgecolor="white" if not test else "black",
-                          linewidth=0.6, yerr=err, capsize=4, error_kw={"lw": 1.2})
+            bars = ax.bar(xs - 0.4 + width * (j + 0.5), y, width * 0.92, color=colors,
+                          alpha=0.55 if test else 0.95, hatch="//" if test else None,
+                          edgecolor="black" if test else "white", linewidth=0.6, yerr=err, capsize=4,
+                          error_kw={"lw": 1.2})
             ax.bar_label(bars, [f"{v:.2f}" if np.isfinite(v) else "" for v in y], padding=3,
                          fontsize=8)  # at the error bar's end
         lo, hi = min(lows), max(highs)
@@ -168,28 +165,24 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     by = edf.attrs.get("by", [])
     fig = S.new_figure(9, 5.4)
     ax = fig.subplots()
-    groups = list(dict.fromkeys(edf["group"]))
+    n_groups = edf["group"].nunique()
     styles = ["-", "--", ":", "-."]
     other_seen: dict[str, int] = {}
-    for i, g in enumerate(groups):
-        sel = edf[edf["group"] == g].sort_values("error")
-        e = 100 * sel["error"].to_numpy(float)
-        f = sel["edf"].to_numpy(float)
+    for i, (g, sel) in enumerate(edf.groupby("group", sort=False)):
+        e = 100 * sel["error"].astype(float)
         if "bypass" in by:
-            kind = str(sel["bypass"].iloc[0])
             rest = " / ".join(str(sel[c].iloc[0]) for c in by if c != "bypass")
-            color = S.bypass_color(kind)
+            color = S.bypass_color(sel["bypass"].iloc[0])
             ls = styles[other_seen.setdefault(rest, len(other_seen)) % len(styles)]
         else:
-            color, ls = S.OTHER_COLORS[i % len(S.OTHER_COLORS)] if len(groups) > 1 else "#1f77b4", "-"
-        label = f"{g} (n={len(sel)}, min {e.min():.2f}%, mean {e.mean():.2f}%)"
-        ax.step(np.concatenate([[e[0]], e]), np.concatenate([[0.0], f]), where="post",
-                color=color, ls=ls, lw=1.8, label=label)
+            color, ls = S.OTHER_COLORS[i % len(S.OTHER_COLORS)] if n_groups > 1 else "#1f77b4", "-"
+        ax.ecdf(e, color=color, ls=ls, lw=1.8,
+                label=f"{g} (n={len(sel)}, min {e.min():.2f}%, mean {e.mean():.2f}%)")
     ax.set_xlabel(f"{S.accuracy_name(edf.attrs.get('metric') or 'val_top1')} error e (%)")
     ax.set_ylabel("fraction of models with error ≤ e")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1 if len(groups) < 4 else 2,
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1 if n_groups < 4 else 2,
               frameon=False, title=" / ".join(by) if by else None, title_fontsize=9)
     fig.suptitle(f"Error EDF of ok runs — {title}\none step per run; "
                  "diverged / failed runs are not design points and are left out", fontsize=10)

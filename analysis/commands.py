@@ -20,17 +20,13 @@ PROG = "dse-train -m"
 
 def parse_overrides(text: Any) -> list[tuple[str, str | None]]:
     """``"a=1 b=x"`` -> ``[("a", "1"), ("b", "x")]``; a token without ``=`` (``~k``) gets None."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
         return []
     try:
         tokens = shlex.split(text)
     except ValueError:  # an unbalanced quote: fall back to plain whitespace splitting
         tokens = text.split()
-    out: list[tuple[str, str | None]] = []
-    for tok in tokens:
-        key, eq, value = tok.partition("=")
-        out.append((key, value if eq else None))
-    return out
+    return [(key, value if eq else None) for key, eq, value in (t.partition("=") for t in tokens)]
 
 
 def _token(key: str, values: list[str | None]) -> str:
@@ -86,12 +82,8 @@ def _study_token(study: str, keys: list[str]) -> list[str]:
 def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
     """One row per command: study, command, runs (rows it covers), kind (grid, single, optuna), note."""
     rows: list[dict[str, Any]] = []
-    if df.empty:
-        return pd.DataFrame(columns=["study", "command", "runs", "kind", "note"])
-    trial = df["trial"] if "trial" in df.columns else pd.Series(pd.NA, index=df.index)
     for study, sdf in df.groupby(df["study"].fillna("default").astype(str), sort=True):
-        optuna = sdf[trial.loc[sdf.index].notna()]
-        grid = sdf[trial.loc[sdf.index].isna()]
+        optuna, grid = sdf[sdf["trial"].notna()], sdf[sdf["trial"].isna()]
         groups: dict[tuple[str, ...], list[tuple[str | None, ...]]] = defaultdict(list)
         for text in grid["overrides"]:
             pairs = parse_overrides(text)
@@ -116,10 +108,8 @@ def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
             sampled = [k for k in keys if k not in fixed]
             parts = [PROG, *_study_token(study, fixed),
                      *(_token(k, [parsed[0][k]]) for k in fixed)]
-            numbers = pd.to_numeric(optuna["trial"], errors="coerce").dropna().astype(int)
-            span = f"trials {numbers.min()}–{numbers.max()}" if len(numbers) else "trials"
-            rows.append({"study": study, "command": " ".join(parts), "runs": len(optuna),
-                         "kind": "optuna",
-                         "note": f"Optuna sweeper, {span}; sampled: "
+            numbers = optuna["trial"].astype(int)
+            rows.append({"study": study, "command": " ".join(parts), "runs": len(optuna), "kind": "optuna",
+                         "note": f"Optuna sweeper, trials {numbers.min()}–{numbers.max()}; sampled: "
                                  f"{', '.join(sampled) or 'nothing'}"})
     return pd.DataFrame(rows, columns=["study", "command", "runs", "kind", "note"])

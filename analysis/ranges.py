@@ -108,23 +108,18 @@ def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str |
     (``best_low`` ... ``boot_high``). ``attrs``: metric, fraction, n_runs, n_best, error_cutoff,
     bootstraps, seed, coverage; ``skipped`` below :data:`MIN_RUNS` runs or with no varying knob."""
     edf = F.edf_frame(df, metric, by=[])
-    out = pd.DataFrame(columns=COLUMNS)
-    out.attrs.update(metric=edf.attrs.get("metric"), fraction=fraction, n_runs=len(edf),
-                     bootstraps=BOOTSTRAPS, seed=seed)
+    attrs = {"metric": edf.attrs.get("metric"), "fraction": fraction, "n_runs": len(edf),
+             "bootstraps": BOOTSTRAPS, "seed": seed}
     if len(edf) < MIN_RUNS:
-        out.attrs["skipped"] = (edf.attrs.get("skipped")
-                                or f"only {len(edf)} ok runs with an accuracy (need >= {MIN_RUNS})")
-        return out
+        return F.skipped_frame(COLUMNS, edf.attrs.get("skipped")
+                               or f"only {len(edf)} ok runs with an accuracy (need >= {MIN_RUNS})", **attrs)
     runs = df.loc[edf["run"]].reset_index(drop=True)
     cols = knobs(runs)
     if not cols:
-        out.attrs["skipped"] = "no metaparameter varies among the ok runs"
-        return out
+        return F.skipped_frame(COLUMNS, "no metaparameter varies among the ok runs", **attrs)
     best = best_runs(edf.reset_index(drop=True), fraction)
     won = runs.iloc[winners(edf["error"].to_numpy(float), fraction, seed)]
-    rows = [_knob_row(k, runs, runs.loc[best.index], won) for k in cols]
-    out = pd.DataFrame(rows, columns=COLUMNS)
-    out.attrs.update(metric=edf.attrs["metric"], fraction=fraction, n_runs=len(edf),
-                     n_best=len(best), error_cutoff=float(best["error"].max()),
-                     bootstraps=BOOTSTRAPS, seed=seed, coverage=coverage(runs, cols))
+    out = pd.DataFrame([_knob_row(k, runs, runs.loc[best.index], won) for k in cols], columns=COLUMNS)
+    out.attrs.update(attrs, n_best=len(best), error_cutoff=float(best["error"].max()),
+                     coverage=coverage(runs, cols))
     return out

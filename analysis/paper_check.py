@@ -5,8 +5,8 @@ docs/REPORTS.md's "The paper check".
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 import pandas as pd
 
@@ -20,8 +20,7 @@ NEAR = 0.125  # "plateaus near 50 %": a knee within one step of the paper's 12.5
 COLUMNS = ["study", "claim", "paper", "this study", "outcome"]
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """One claim: the paper's numbers, what this study found, and the outcome."""
 
     claim: str
@@ -173,6 +172,4 @@ CHECKS = (sr_check, pct3x3_check, simple_check, complex_check, sizes_check)
 
 def paper_check(verdicts: list[Verdicts]) -> pd.DataFrame:
     """One row per study and claim: the paper's numbers, this study's, and the outcome."""
-    rows = [(v.study, fn(v)) for v in verdicts for fn in CHECKS]
-    return pd.DataFrame([[study, c.claim, c.paper, c.found, c.outcome] for study, c in rows],
-                        columns=COLUMNS)
+    return pd.DataFrame([[v.study, *fn(v)] for v in verdicts for fn in CHECKS], columns=COLUMNS)

@@ -22,7 +22,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from analysis.frames import ok_runs, setting_of
 from analysis.loading import status_order
 from analysis.style import STATUS_STYLE, accuracy_name, bypass_color, bypass_kinds, new_figure, styled
-from dse.metrics import MIB, REGISTRY, to_mib
+from dse.metrics import MIB, REGISTRY
 from dse.model.spec import BYPASS_KINDS
 
 SIZE_AXIS = "model size (MiB, fp32 weights, log scale)"
@@ -55,11 +55,11 @@ def cost_axis(cost: str) -> CostAxis:
 FRONT_STYLES = (("-", "o"), ("--", "^"), (":", "s"), ("-.", "D"))  # per data setting
 MARKER_NAMES = {"o": "circles", "^": "triangles", "s": "squares", "D": "diamonds"}
 BUDGET_COLOR = "#8c564b"
+KEY_ROWS = 24  # front points listed in the key table; report.md lists them all
 
 
 @styled
-def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
-                max_table: int = 24) -> Figure:
+def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str) -> Figure:
     """Accuracy against the frame's cost (log x), one numbered front per data setting."""
     axis = cost_axis(points.attrs.get("cost", "size_bytes"))
     bad = runs[runs["status"] != "ok"]
@@ -85,10 +85,8 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
                     pd.Series([x for _, x in budgets], dtype=float)])
     _cost_accuracy_axes(ax, xs, pd.concat([points["acc_mean"], ok[metric]]), name)
     handles, labels = ax.get_legend_handles_labels()
-    handles.append(tuple(faint))
-    labels.append("single runs (seeds)")
-    key.legend(handles, labels, loc="lower left", frameon=False, fontsize=8,
-               handler_map={tuple: HandlerTuple(ndivide=None, pad=0.1)})
+    key.legend([*handles, tuple(faint)], [*labels, "single runs (seeds)"], loc="lower left",
+               frameon=False, fontsize=8, handler_map={tuple: HandlerTuple(ndivide=None, pad=0.1)})
     if has_rug:
         rug_ax = fig.add_subplot(gs[1, 0], sharex=ax)
         _draw_rug(rug_ax, bad)
@@ -101,7 +99,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     fig.suptitle(f"Pareto front: {name} accuracy vs {axis.what} — {title}\n"
                  f"{len(points)} design points from {len(ok)} ok runs; "
                  f"{len(bad)} not ok{fronts}", fontsize=10)
-    _key_table(key, front, max_table, axis, settings)
+    _key_table(key, front, axis, settings)
     if not front.empty:
         _number_front(ax, points, front, axis)
     return fig
@@ -139,8 +137,7 @@ def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str,
     """One setting's front as a staircase (run on past its last point) with rings on its points."""
     if front.empty:
         return
-    fx = axis.x(front).to_numpy()
-    fy = 100 * front["acc_mean"].to_numpy(float)
+    fx, fy = axis.x(front).to_numpy(), 100 * front["acc_mean"].to_numpy(float)
     short = "size" if axis.cost == "size_bytes" else axis.what
     ls, marker = style
     ax.step(np.append(fx, fx[-1] * 1.15), np.append(fy, fy[-1]), where="post", color="black",
@@ -183,26 +180,23 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
         sel = bad[bad["status"] == s]
         sized = sel[sel["size_bytes"].notna()]
         marker, color = STATUS_STYLE.get(s, ("o", "#7f7f7f"))
-        rug.scatter(to_mib(sized["size_bytes"].astype(float)), np.full(len(sized), i),
+        rug.scatter(sized["size_bytes"].astype(float) / MIB, np.full(len(sized), i),
                     marker=marker, color=color, s=36, zorder=3)
         missing = len(sel) - len(sized)
         size_note = ("" if not missing else ", size unknown" if missing == len(sel)
                      else f", {missing} of unknown size")
         tick_labels.append(f"{s} ({len(sel)}{size_note})")
-    rug.set_yticks(range(len(statuses)))
-    rug.set_yticklabels(tick_labels, fontsize=8)
+    rug.set_yticks(range(len(statuses)), tick_labels, fontsize=8)
     rug.set_ylim(-0.7, len(statuses) - 0.3)
     rug.grid(True, axis="x", which="both", alpha=0.25)
     rug.set_xlabel(SIZE_AXIS)
     rug.set_title("runs that are not design points (no accuracy plotted)", fontsize=8, loc="left")
 
 
-def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis,
-               settings: list[str]) -> None:
-    """Number -> accuracy, cost and metaparameters of the first ``max_table`` front points."""
-    n_table = min(len(front), max_table)
+def _key_table(key: Axes, front: pd.DataFrame, axis: CostAxis, settings: list[str]) -> None:
+    """Number -> accuracy, cost and metaparameters of the first :data:`KEY_ROWS` front points."""
     lines = [f"{'#':>2}  {'acc %':>6}  {axis.unit:>6}  metaparameters"]
-    shown = front.sort_values("label").head(n_table)
+    shown = front.sort_values("label").head(KEY_ROWS)
     for i, setting in enumerate(settings):
         sel = shown[shown["setting"] == setting]
         if setting and not sel.empty:
@@ -210,8 +204,8 @@ def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis,
         for _, r in sel.iterrows():
             lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  "
                          f"{r[axis.cost] / axis.per_unit:{axis.fmt}}  {r['desc'] or '(all equal)'}")
-    if len(front) > n_table:
-        lines.append(f"... {len(front) - n_table} more in report.md")
+    if len(front) > len(shown):
+        lines.append(f"... {len(front) - len(shown)} more in report.md")
     key.set_title("Pareto set (numbers on the chart)", fontsize=9, loc="left")
     text = "\n".join(textwrap.fill(line, 62, subsequent_indent=" " * 20, break_on_hyphens=False)
                      for line in lines)  # long metaparameter lists wrap under their own column
@@ -238,25 +232,19 @@ def _number_front(ax: Axes, points: pd.DataFrame, front: pd.DataFrame, axis: Cos
                             np.where(rest["preset"], PRESET_RADIUS, OTHER_RADIUS)])[:, None] * scale
     taken = np.hstack([marks - radii, marks + radii])
     font = FontProperties(size=LABEL_SIZE, weight="bold")
+    offsets = np.array(CANDIDATES) * scale
     for (px, py), x, y, label in zip(pts, xs, ys, front["label"], strict=True):
         text = str(int(label))
         tw, th, _ = renderer.get_text_width_height_descent(text, font, ismath=False)
-        w, h = tw + 4, th + 3
-        best, best_cost = CANDIDATES[0], float("inf")
-        for dx, dy in CANDIDATES:
-            x0, y0 = px + dx * scale, py + dy * scale
-            cost = _overlap(np.array([x0, y0, x0 + w, y0 + h]), taken, axbox)
-            if cost < best_cost:
-                best, best_cost = (dx, dy), cost
-            if cost == 0:
-                break
-        ax.annotate(text, (x, y), xytext=best, textcoords="offset points", fontsize=LABEL_SIZE,
+        corner = [px, py] + offsets
+        boxes = np.hstack([corner, corner + [tw + 4, th + 3]])
+        best = int(np.argmin([_overlap(box, taken, axbox) for box in boxes]))  # the first free, if any
+        ax.annotate(text, (x, y), xytext=CANDIDATES[best], textcoords="offset points", fontsize=LABEL_SIZE,
                     fontweight="bold", ha="left", va="bottom",
                     bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.8},
                     arrowprops={"arrowstyle": "-", "lw": 0.7, "color": "0.3", "shrinkA": 0,
                                 "shrinkB": 4}, zorder=7).set_in_layout(False)
-        x0, y0 = px + best[0] * scale, py + best[1] * scale
-        taken = np.vstack([taken, [x0, y0, x0 + w, y0 + h]])
+        taken = np.vstack([taken, boxes[best]])
 
 
 # The front's numbers are a greedy repel, not a layout solver: a front has a few dozen points, and

@@ -77,9 +77,9 @@ def pooled(a: np.ndarray, b: np.ndarray, noise: float, dof: int) -> Difference:
     test = f"t-test on the pooled seed noise (ν = {dof})"
     if se == 0:
         return _exact(diff, a, b, test)
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof)) * se
+    low, high = stats.t.interval(CONFIDENCE, dof, loc=diff, scale=se)
     p = float(2 * stats.t.sf(abs(diff) / se, dof))
-    return Difference(diff, diff - half, diff + half, p, len(a), len(b), test)
+    return Difference(diff, float(low), float(high), p, len(a), len(b), test)
 
 
 def _exact(diff: float, a: np.ndarray, b: np.ndarray, test: str = "Welch's t-test") -> Difference:
@@ -103,7 +103,6 @@ class Trend:
     metric: str | None
     reason: str | None = None  # why there is not enough data
     values: list[Any] = field(default_factory=list)
-    means: list[float] = field(default_factory=list)
     ns: list[int] = field(default_factory=list)
     dropped: list[Any] = field(default_factory=list)  # values with < MIN_SEEDS ok seeds
     noise: float = math.nan
@@ -157,7 +156,7 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     others = plateau if knee > 0 else list(later)
     rise = pooled(arrays[0], np.concatenate([arrays[i] for i in others]), noise, dof)
     steps = [abs(means[b] - means[a]) for a, b in zip(plateau, plateau[1:], strict=False)]
-    return Trend(param, metric, values=xs, means=means, ns=ns, dropped=dropped, noise=noise,
+    return Trend(param, metric, values=xs, ns=ns, dropped=dropped, noise=noise,
                  knee=xs[knee], plateau=[xs[i] for i in plateau], fall=fall, rise=rise,
                  versus=[xs[i] for i in others], step=max(steps, default=0.0),
                  gain=max((means[i] - means[knee] for i in plateau[1:]), default=0.0),

@@ -1,6 +1,5 @@
 """``dse-report STUDY_DIR_OR_STORE_URL [--study NAME] [--out DIR] [--format png,svg]``: a study's
-charts and ``report.md`` in ``<study dir>/report/``; bad input is one line on stderr, exit code 2.
-"""
+charts and ``report.md`` in ``<study dir>/report/``; bad input is one line on stderr, exit code 2."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """report.md's answers (which knob matters, where the good region is, whether a difference is real,
-how it compares with the paper), worded from the frames of the statistics modules.
-"""
+how it compares with the paper), worded from the frames of the statistics modules."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """How one value reads in the report's titles, labels and tables, defined once (so ``sr=0.125``
-never reads ``0.12500`` elsewhere), and report.md's tables through dse's one table renderer.
-"""
+never reads ``0.12500`` elsewhere), and report.md's tables through dse's one table renderer."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """The DataFrame behind every chart, from :func:`analysis.loading.load`'s run frame: charts only
 draw these, so tests check numbers, not pixels. Accuracies stay fractions; "± std" is the sample std
 (ddof=1; one seed: NaN); only ok runs count, the others beside them (``n_bad``). A frame the data
-cannot support is empty, with the reason in ``attrs["skipped"]``.
-"""
+cannot support is empty, with the reason in ``attrs["skipped"]``."""
 
 from __future__ import annotations
 

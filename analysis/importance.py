@@ -1,7 +1,6 @@
 """Which knob matters: Optuna's fANOVA (seeded) and PED-ANOVA (the best
 :data:`~analysis.ranges.GOOD_FRACTION` of runs) importances, normalised. The scored runs (one trial
-per run, so seed noise is in the data) become an in-memory Optuna study, distributions inferred.
-"""
+per run, so seed noise is in the data) become an in-memory Optuna study, distributions inferred."""
 
 from __future__ import annotations
 

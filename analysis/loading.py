@@ -1,8 +1,7 @@
 """Any results source as one pandas frame with the run record's columns (docs/CONTRACTS.md).
 
 How a result was stored (a dse store, an Optuna storage) is dealt with here only; *where* it is,
-:mod:`analysis.source`. Bad input raises :class:`~analysis.source.LoadError` (dse-report's exit 2).
-"""
+:mod:`analysis.source`. Bad input raises :class:`~analysis.source.LoadError` (dse-report's exit 2)."""
 
 from __future__ import annotations
 

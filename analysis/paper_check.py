@@ -1,7 +1,6 @@
 """The paper check: each SqueezeNet paper claim against this study's outcome (agrees, disagrees or
 not enough data), read from the verdicts, so noise never counts as agreement; the rules are
-docs/REPORTS.md's "The paper check".
-"""
+docs/REPORTS.md's "The paper check"."""
 
 from __future__ import annotations
 

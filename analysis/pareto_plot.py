@@ -1,8 +1,7 @@
 """The Pareto charts: accuracy against a cost (model size, or a measured latency) for every design
 point, from :func:`analysis.frames.pareto_frame` (its ``attrs["cost"]`` picks the axis): a log-cost
 scatter per bypass kind, the front as a numbered staircase with a key table, a rug of the runs that
-are not design points (size chart only).
-"""
+are not design points (size chart only)."""
 
 from __future__ import annotations
 

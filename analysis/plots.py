@@ -1,7 +1,6 @@
 """Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no pyplot state), for a
 notebook to restyle; error bars are ± one sample std over seeds (ddof=1). The Pareto chart lives in
-:mod:`analysis.pareto_plot` and is importable from here.
-"""
+:mod:`analysis.pareto_plot` and is importable from here."""
 
 from __future__ import annotations
 

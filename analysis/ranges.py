@@ -1,7 +1,6 @@
 """Good ranges, pycls-style (a design space is judged by its best models): per knob, the values of
 the best x % of the ok runs' error EDF, and pycls's seeded ``get_filters`` bootstrap of where the
-best model falls. Which knobs vary among the ok runs is decided here once, for the importances too.
-"""
+best model falls. Which knobs vary among the ok runs is decided here once, for the importances too."""
 
 from __future__ import annotations
 

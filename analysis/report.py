@@ -1,6 +1,5 @@
 """Write a study's charts and ``report.md``: every chart the data supports, and why not the rest
-(so a half-finished study gives a correct half-report); the tables are the charts' frames.
-"""
+(so a half-finished study gives a correct half-report); the tables are the charts' frames."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Where results live (a study folder, an SQLite file or a URL) and whether a dse store or Optuna's,
 told by its tables. The standard library only (until a server URL needs a driver), so dse-report
-refuses a wrong path before pandas loads; a wrong path never creates a database.
-"""
+refuses a wrong path before pandas loads; a wrong path never creates a database."""
 
 from __future__ import annotations
 

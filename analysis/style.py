@@ -1,7 +1,6 @@
 """What every chart shares: accuracy in percent, size in MiB, one colour per bypass kind, marker per
 status and style per split. Figures live on their own Agg canvas (no pyplot state, so the CLI runs
-headless); fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams.
-"""
+headless); fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams."""
 
 from __future__ import annotations
 
@@ -42,13 +41,9 @@ def new_figure(w: float, h: float) -> Figure:
 
 def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
     """``study 'demo' · fashion_mnist · 30 epochs``: where the numbers come from."""
-    def values(col: str) -> list[str]:
-        if isinstance(df, dict):
-            v = df.get(col)
-            return [] if is_missing(v) else [value_text(v)]
-        return sorted({value_text(v) for v in df[col].dropna()}) if col in df else []
-
-    studies, data, epochs, subset = (values(c) for c in ("study", "data", "max_epochs", "subset"))
+    frame = pd.DataFrame([df]) if isinstance(df, dict) else df
+    studies, data, epochs, subset = (sorted({value_text(v) for v in frame[c].dropna()}) if c in frame
+                                     else [] for c in ("study", "data", "max_epochs", "subset"))
     parts = [("study " if len(studies) < 2 else "studies ") + ", ".join(studies or ["?"])]
     parts.append(", ".join(data) or "dataset not recorded")
     unit = "epoch" if epochs == ["1"] else "epochs"

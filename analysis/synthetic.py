@@ -1,7 +1,6 @@
 """Synthetic run records with known answers, for tests, docs and trying dse-report on a CPU: the
 paper's three experiments on Fashion-MNIST with real sizes and config hashes but made-up accuracies
-(Figure 3's shapes plus seeded noise), a few runs diverged, failed or pruned. No torch.
-"""
+(Figure 3's shapes plus seeded noise), a few runs diverged, failed or pruned. No torch."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Does accuracy follow SR or pct3x3, and does a bypass help, by more than seed noise? The rules
-are docs/REPORTS.md's "Verdicts"; accuracies are in points of :func:`analysis.frames.pick_metric`.
-"""
+are docs/REPORTS.md's "Verdicts"; accuracies are in points of :func:`analysis.frames.pick_metric`."""
 
 from __future__ import annotations
 

@@ -105,8 +105,7 @@ def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
             keys = list(dict.fromkeys(k for p in parsed for k in p))
             fixed = [k for k in keys if len({p.get(k, "\0") for p in parsed}) == 1]
             sampled = [k for k in keys if k not in fixed]
-            parts = [PROG, *_study_token(study, fixed),
-                     *(_token(k, [parsed[0][k]]) for k in fixed)]
+            parts = [PROG, *_study_token(study, fixed), *(_token(k, [parsed[0][k]]) for k in fixed)]
             numbers = optuna["trial"].astype(int)
             rows.append({"study": study, "command": " ".join(parts), "runs": len(optuna), "kind": "optuna",
                          "note": f"Optuna sweeper, trials {numbers.min()}–{numbers.max()}; sampled: "

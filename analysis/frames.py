@@ -81,8 +81,6 @@ def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
             node.pop(leaf, None)
         return config_hash(cfg) if cfg else ""
 
-    if df.empty or "config" not in df.columns:
-        return pd.Series("", index=df.index, dtype=object)
     return df["config"].map(one).astype(object)
 
 
@@ -97,11 +95,8 @@ def context_key(df: pd.DataFrame, swept: str | None) -> pd.Series:
 
 def point_key(df: pd.DataFrame) -> pd.Series:
     """Per run, its design point: study + config_hash, else study + every column (Optuna trials)."""
-    if df.empty:
-        return pd.Series([], index=df.index, dtype=object)
-    fallback = context_key(df, None)
-    h = df["config_hash"].astype(object) if "config_hash" in df.columns else None
-    key = fallback if h is None else h.where(h.notna(), fallback)
+    h = df["config_hash"].astype(object)
+    key = h.where(h.notna(), context_key(df, None))
     return (df["study"].map(_cell) + "/" + key.map(_cell)).astype(object)
 
 
@@ -212,8 +207,7 @@ def describe(row: pd.Series, cols: list[str]) -> str:
 
 def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:
     """True where no other point is as small, as accurate and strictly better in one (ties kept)."""
-    size = np.asarray(size, dtype=float)
-    acc = np.asarray(acc, dtype=float)
+    size, acc = np.asarray(size, dtype=float), np.asarray(acc, dtype=float)
     le = size[None, :] <= size[:, None]  # [i, j]: j no bigger than i
     ge = acc[None, :] >= acc[:, None]
     strict = (size[None, :] < size[:, None]) | (acc[None, :] > acc[:, None])
@@ -267,8 +261,7 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
         what = "a model size" if cost == "size_bytes" else cost
         hint = (" (it is measured by training with trainer.latency=true)"
                 if metrics.REGISTRY[cost].latency else "")
-        return skipped_frame(cols, f"no ok run has both {metric} and {what}{hint}", metric=metric,
-                             cost=cost)
+        return skipped_frame(cols, f"no ok run has both {metric} and {what}{hint}", metric=metric, cost=cost)
     ok = ok.assign(point=point_key(ok))
     g = ok.groupby("point", sort=False)
     first = g.first()  # metaparameters and sizes are equal within a point
@@ -285,8 +278,7 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
     out["pareto"] = False
     for rows in out.groupby("setting", sort=False).groups.values():
         sel = out.loc[rows]
-        out.loc[rows, "pareto"] = pareto_mask(sel["cost"].to_numpy(float),
-                                              sel["acc_mean"].to_numpy(float))
+        out.loc[rows, "pareto"] = pareto_mask(sel["cost"].to_numpy(float), sel["acc_mean"].to_numpy(float))
     out = out.sort_values([*setting, "cost", "acc_mean"], ascending=[True] * (len(setting) + 1)
                           + [False], na_position="last", ignore_index=True)
     cols = [c for c in varying_columns(out) if c not in setting]

@@ -89,8 +89,7 @@ def simple_check(v: Verdicts) -> Check:
         return Check(claim, ref, missing, NO_DATA)
     test = _contrast(v, "none", "simple").test
     ok = test.distinguishable and test.diff > 0
-    return Check(claim, ref, f"simple − none {test.text()}: {test.noise_words}",
-                 AGREES if ok else DISAGREES)
+    return Check(claim, ref, f"simple − none {test.text()}: {test.noise_words}", AGREES if ok else DISAGREES)
 
 
 def complex_check(v: Verdicts) -> Check:

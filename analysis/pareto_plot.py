@@ -93,8 +93,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
         ax.tick_params(labelbottom=False)
     else:
         ax.set_xlabel(axis.label)
-    fronts = (f"; one front per data setting ({', '.join(settings)})" if len(settings) > 1
-              else "")
+    fronts = f"; one front per data setting ({', '.join(settings)})" if len(settings) > 1 else ""
     fig.suptitle(f"Pareto front: {name} accuracy vs {axis.what} — {title}\n"
                  f"{len(points)} design points from {len(ok)} ok runs; "
                  f"{len(bad)} not ok{fronts}", fontsize=10)
@@ -208,8 +207,7 @@ def _key_table(key: Axes, front: pd.DataFrame, axis: CostAxis, settings: list[st
     key.set_title("Pareto set (numbers on the chart)", fontsize=9, loc="left")
     text = "\n".join(textwrap.fill(line, 62, subsequent_indent=" " * 20, break_on_hyphens=False)
                      for line in lines)  # long metaparameter lists wrap under their own column
-    key.text(0.0, 1.0, text, va="top", ha="left", family="monospace", fontsize=7.5,
-             transform=key.transAxes)
+    key.text(0.0, 1.0, text, va="top", ha="left", family="monospace", fontsize=7.5, transform=key.transAxes)
 
 
 def _number_front(ax: Axes, points: pd.DataFrame, front: pd.DataFrame, axis: CostAxis) -> None:

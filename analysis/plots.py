@@ -85,8 +85,7 @@ def _chance_line(ax: Axes, level: float | None) -> None:
     pct = 100 * level
     if not np.isfinite(lo) or lo - pct > max(CHANCE_MARGIN, hi - lo):
         return
-    ax.axhline(pct, color="black", ls="-.", lw=1.0, zorder=1,
-               label=f"chance ({pct:g} %)")
+    ax.axhline(pct, color="black", ls="-.", lw=1.0, zorder=1, label=f"chance ({pct:g} %)")
     ax.set_ylim(min(lo, pct) - 0.06 * (max(hi, pct) - min(lo, pct)), None)
 
 
@@ -109,8 +108,7 @@ def _seed_note(frame: pd.DataFrame) -> str:
     bad = int(frame["n_bad"].sum()) if "n_bad" in frame else 0
     seeds = sorted(set(frame["n"].astype(int)) - {0})
     seed_txt = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
-    bars = ("error bars ± 1 sample std (ddof=1)" if seeds[-1] > 1
-            else "one seed per point, so no error bars")
+    bars = "error bars ± 1 sample std (ddof=1)" if seeds[-1] > 1 else "one seed per point, so no error bars"
     return (f"n = {seed_txt} ok seed{'s' if seeds[-1] > 1 else ''} per point; {bars}"
             + (f"; {bad} diverged/failed run{'s' if bad != 1 else ''} excluded" if bad else ""))
 

@@ -116,8 +116,7 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
             continue
         files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
                        if p.suffix[1:] in FORMATS else 9)
-        lines += [f"![{title}]({files[0].name})" if files else "", "",
-                  *CHARTS[name].text(chart.frame)]
+        lines += [f"![{title}]({files[0].name})" if files else "", "", *CHARTS[name].text(chart.frame)]
     if not F.ok_runs(df).empty:
         lines += findings_sections(df)
     return "\n".join(lines + _bad_runs_section(df) + _commands_section(df))

@@ -140,8 +140,7 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     xs, arrays = list(used), list(used.values())
     means, ns = [float(a.mean()) for a in arrays], [len(a) for a in arrays]
     dof = sum(n - 1 for n in ns)
-    noise = math.sqrt(sum((n - 1) * float(a.var(ddof=1)) for n, a in zip(ns, arrays, strict=True))
-                      / dof)
+    noise = math.sqrt(sum((n - 1) * float(a.var(ddof=1)) for n, a in zip(ns, arrays, strict=True)) / dof)
     t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof))
 
     def lsd(i: int, j: int) -> float:
@@ -169,8 +168,7 @@ def describe(tr: Trend) -> str:
         return f"Not enough data for the {p} trend: {tr.reason}."
     v = value_text
     which = "plateau " if tr.knee != tr.values[0] and tr.shape != "rises" else ""
-    test = (f"{which}{p} {', '.join(v(x) for x in tr.versus)} vs {p} {v(tr.values[0])}: "
-            f"{tr.rise.text()}")
+    test = f"{which}{p} {', '.join(v(x) for x in tr.versus)} vs {p} {v(tr.values[0])}: {tr.rise.text()}"
     left_out = (f"; {p} {', '.join(v(x) for x in tr.dropped)} left out (< {MIN_SEEDS} ok seeds)"
                 if tr.dropped else "")
     lo, hi = min(tr.ns), max(tr.ns)

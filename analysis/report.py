@@ -69,11 +69,9 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
     out = pd.DataFrame({
         "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
         "metaparameters": sel["desc"].replace("", "(all equal)"),
-        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": _pm(sel["acc_mean"],
-                                                                           sel["acc_std"]),
+        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": _pm(sel["acc_mean"], sel["acc_std"]),
         "seeds": sel["n"].map(integer), "params": sel["params"].map(integer),
-        "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number),
-    })
+        "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number)})
     cost = points.attrs.get("cost", "size_bytes")
     if cost != "size_bytes":
         out[f"{cost} ({REGISTRY[cost].unit})"] = sel["cost"].map(REGISTRY[cost].show)
@@ -90,7 +88,6 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
     """The points of :func:`F.fronts_frame`: their number on each front and where they win."""
     size, lat = (f"{c}_label" for c in fronts.attrs["costs"])
     metric = REGISTRY[fronts.attrs["costs"][1]]
-
     on_size, on_lat = fronts[size] > 0, fronts[lat] > 0
     return pd.DataFrame({
         "metaparameters": fronts["desc"].replace("", "(all equal)"),

@@ -233,7 +233,6 @@ class Verdicts:
     """One study's verdicts and the sweep frames they were computed from."""
 
     study: str
-    metric: str | None
     frames: dict[str, pd.DataFrame]
     sr: Trend
     pct3x3: Trend
@@ -247,7 +246,7 @@ def study_verdicts(df: pd.DataFrame) -> list[Verdicts]:
         sub = df[df["study"].astype(str) == study]
         metric = F.pick_metric(sub)
         frames = {p: F.sweep_frame(sub, p) for p in ("sr", "pct3x3", "bypass")}
-        out.append(Verdicts(study, metric, frames, trend(frames["sr"], sub, metric),
+        out.append(Verdicts(study, frames, trend(frames["sr"], sub, metric),
                             trend(frames["pct3x3"], sub, metric),
                             bypass_contrasts(frames["bypass"], sub, metric)))
     return out

@@ -42,11 +42,10 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     xs = frame[param].astype(float).to_numpy() * (100 if param == "pct3x3" else 1)
     for ax, (k, group) in zip(axes, panels, strict=True):
         for i, m in enumerate(group):
-            st = S.metric_style(m, i)
             ax.errorbar(xs, 100 * frame[f"{m}_mean"].astype(float).to_numpy(),
                         yerr=100 * frame[f"{m}_std"].astype(float).to_numpy(),  # NaN: no bar
-                        color=st["color"], marker=st["marker"], ls=st["ls"], capsize=3, lw=1.6, ms=5,
-                        label=f"{st['label']} (mean ± std)")
+                        **S.metric_style(m, i), capsize=3, lw=1.6, ms=5,
+                        label=f"{S.accuracy_name(m)} (mean ± std)")
         ax.set_ylabel(f"top-{k} accuracy (%)")
         ax.grid(True, alpha=0.3)
         ax.yaxis.set_major_locator(MaxNLocator(6))
@@ -64,10 +63,8 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     size.tick_params(axis="y", colors=SIZE_COLOR)
     size.set_ylim(0, float(frame["size_mib"].max()) * 1.15)
     _sweep_legend(axes[0], size, apart=len(panels) > 1)
-    last = axes[-1]
-    last.set_xticks(xs)
-    last.set_xticklabels([f"{v:g}%" if param == "pct3x3" else f"{v:g}" for v in xs])
-    last.set_xlabel(PARAM_LABEL.get(param, param))
+    axes[-1].set_xticks(xs, [f"{v:g}%" if param == "pct3x3" else f"{v:g}" for v in xs])
+    axes[-1].set_xlabel(PARAM_LABEL.get(param, param))
     fixed = S.wrap(fixed_text(frame.attrs["fixed"], skip=[param]))
     fig.suptitle(f"{title}\n{fixed}\n{_seed_note(frame)}", fontsize=10)
     return fig
@@ -94,13 +91,11 @@ def _sweep_legend(ax: Axes, size: Axes, apart: bool) -> None:
     top-k panels below, the entries drop "top-1" (the panels' y labels say it)."""
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = size.get_legend_handles_labels()
-    if apart:
-        l1 = [lab.replace(" top-1", "") for lab in l1]
-    handles, labels = h1 + h2, l1 + l2
-    order = sorted(range(len(labels)), key=lambda i: (labels[i].startswith("no ok"),
-                                                      labels[i].startswith("chance")))
-    ax.legend([handles[i] for i in order], [labels[i] for i in order], loc="lower center",
-              bbox_to_anchor=(0.5, 1.0), ncol=len(order), frameon=False)
+    labels = [lab.replace(" top-1", "") if apart else lab for lab in l1] + l2
+    entries = sorted(zip(h1 + h2, labels, strict=True),
+                     key=lambda e: (e[1].startswith("no ok"), e[1].startswith("chance")))
+    ax.legend(*zip(*entries, strict=True), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+              ncol=len(entries), frameon=False)
 
 
 def _seed_note(frame: pd.DataFrame) -> str:
@@ -143,10 +138,8 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_ylim(max(0.0, lo - 2.5 * pad), min(100.0, hi + pad))
         ax.set_ylabel(f"top-{k} accuracy (%)")
         ax.set_title(f"top-{k}: solid = val, hatched = test", fontsize=9)
-        ax.set_xticks(xs)
-        ax.set_xticklabels([f"{k}\n{mib:.2f} MiB ({value_text(round(mb, 2))} MB)\nn={n}"
-                            for k, mb, mib, n in zip(kinds, frame["size_mb"], frame["size_mib"],
-                                                     frame["n"], strict=True)])
+        ax.set_xticks(xs, [f"{k}\n{mib:.2f} MiB ({value_text(round(mb, 2))} MB)\nn={n}" for k, mb, mib, n
+                           in zip(kinds, frame["size_mb"], frame["size_mib"], frame["n"], strict=True)])
         ax.grid(True, axis="y", alpha=0.3)
     bars_note = ("error bars ± 1 sample std (ddof=1)" if int(frame["n"].max()) > 1
                  else "one seed each, so no error bars")

@@ -82,9 +82,9 @@ def accuracy_name(metric: str) -> str:
 
 
 def metric_style(metric: str, i: int = 0) -> dict[str, Any]:
-    """A metric curve's colour, marker, line style and label: by its split, else ``OTHER_COLORS[i]``."""
+    """A metric curve's colour, marker and line style: by its split, else ``OTHER_COLORS[i]``."""
     other = {"color": OTHER_COLORS[i % len(OTHER_COLORS)], "marker": "^", "ls": "-."}
-    return {**SPLIT_STYLE.get(metric.split("_")[0], other), "label": accuracy_name(metric)}
+    return SPLIT_STYLE.get(metric.split("_")[0], other)
 
 
 def topk_panels(names: Iterable[str]) -> list[tuple[int, list[str]]]:

@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--study", help="only this study (a store or an Optuna storage may hold "
                                         "several; default: all of them)")
     parser.add_argument("--out", help="output folder (default: <study dir>/report/)")
-    parser.add_argument("--format", default="png", help="comma list of png, svg, pdf (default png)")
+    parser.add_argument("--format", default="png", help=f"comma list of {', '.join(FORMATS)} (default png)")
     args = parser.parse_args(argv)
 
     with bad_input(PROG):

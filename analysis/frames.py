@@ -66,14 +66,14 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
-    """Per run, the :func:`~dse.store.config_hash` of its config without the swept key: runs with
-    equal columns but another ``trainer.lr`` are not seeds of one sweep ("" without a config)."""
+def context_key(df: pd.DataFrame, swept: str | None) -> pd.Series:
+    """Per run, everything that must be equal for runs to share a sweep but ``swept``: its columns,
+    and the :func:`~dse.store.config_hash` of its config without ``swept`` (another ``trainer.lr``)."""
     from dse.store import config_hash
 
     *parents, leaf = CONFIG_KEYS[swept].split(".") if swept in CONFIG_KEYS else [None]
 
-    def one(text: Any) -> str:
+    def hidden(text: Any) -> str:
         cfg = node = copy.deepcopy(config_of(text))
         for key in parents:
             node = node.get(key) if isinstance(node, dict) else None
@@ -81,16 +81,11 @@ def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
             node.pop(leaf, None)
         return config_hash(cfg) if cfg else ""
 
-    return df["config"].map(one).astype(object)
-
-
-def context_key(df: pd.DataFrame, swept: str | None) -> pd.Series:
-    """Per run, everything that must be equal for runs to share a sweep but ``swept``."""
-    cols = [c for c in METAPARAMS + CONTEXT if c != swept and c in df.columns]
     if df.empty:
         return pd.Series([], index=df.index, dtype=object)
+    cols = [c for c in METAPARAMS + CONTEXT if c != swept and c in df.columns]
     text = df[cols].apply(lambda r: "|".join(_cell(v) for v in r), axis=1)
-    return (text + "|" + _hidden_fingerprint(df, swept)).astype(object)
+    return (text + "|" + df["config"].map(hidden)).astype(object)
 
 
 def point_key(df: pd.DataFrame) -> pd.Series:
@@ -98,13 +93,6 @@ def point_key(df: pd.DataFrame) -> pd.Series:
     h = df["config_hash"].astype(object)
     key = h.where(h.notna(), context_key(df, None))
     return (df["study"].map(_cell) + "/" + key.map(_cell)).astype(object)
-
-
-def _metrics_for(ok: pd.DataFrame) -> list[str]:
-    """Top-1 always; a top-k only below k classes (else it is trivially 100 %); those recorded."""
-    classes = pd.to_numeric(ok["num_classes"], errors="coerce").max() if len(ok) else np.nan
-    return [m for m in accuracies() if m in ok.columns and ok[m].notna().any()
-            and (metrics.REGISTRY[m].topk == 1 or not classes <= metrics.REGISTRY[m].topk)]
 
 
 def _aggregate(ok: pd.DataFrame, bad: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
@@ -156,23 +144,22 @@ def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
                                         ascending=[False, False, True, True]))
     candidates = stats[stats["values"] >= 2]
     if candidates.empty:
-        vals = sorted({_cell(v) for v in ok[param]})
-        empty.attrs["skipped"] = (
-            f"no group of ok runs varies only {param} with the rest fixed "
-            f"(values seen: {', '.join(vals)}; need >= 2 in one fixed group)")
+        empty.attrs["skipped"] = (f"no group of ok runs varies only {param} with the rest fixed (values "
+                                  f"seen: {', '.join(sorted({_cell(v) for v in ok[param]}))}; need >= 2 "
+                                  "in one fixed group)")
         return empty
     best = candidates.iloc[0]["key"]
     sel = ok[keys == best]
     bad = df[(keys_all == best) & (df["status"] != "ok")]
-    metrics = _metrics_for(sel)
-    out = _aggregate(sel, bad, param, metrics)
+    classes = pd.to_numeric(sel["num_classes"], errors="coerce").max()
+    charted = [m for m in accuracies() if m in sel and sel[m].notna().any()  # top-k: over k classes
+               and (metrics.REGISTRY[m].topk == 1 or not classes <= metrics.REGISTRY[m].topk)]
+    out = _aggregate(sel, bad, param, charted)
     out = out.sort_values(param, kind="stable", ignore_index=True, key=lambda s: s.map(bypass_rank)
                           if param == "bypass" else pd.to_numeric(s, errors="coerce"))
-    first = sel.iloc[0]
-    out.attrs.update(
-        param=param, metrics=metrics, groups=len(candidates),
-        fixed={c: first[c] for c in METAPARAMS + CONTEXT if c != param and c in sel.columns},
-        n_runs=len(sel), n_bad=len(bad), runs=sel.index.tolist())
+    out.attrs.update(param=param, metrics=charted, groups=len(candidates), n_runs=len(sel), n_bad=len(bad),
+                     fixed={c: sel[c].iloc[0] for c in METAPARAMS + CONTEXT if c != param and c in sel},
+                     runs=sel.index.tolist())
     return out
 
 

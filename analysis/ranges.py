@@ -57,12 +57,6 @@ def choices(values: pd.Series, knob: str) -> list[str]:
     return seen
 
 
-def best_runs(edf: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """The EDF's rows at or below ``fraction``, else the lowest error (with its ties)."""
-    best = edf[edf["edf"] <= fraction + 1e-12]
-    return best if len(best) else edf[edf["error"] == edf["error"].min()]
-
-
 def winners(errors: np.ndarray, fraction: float, seed: int = SEED,
             draws: int = BOOTSTRAPS) -> np.ndarray:
     """Indices of the bootstrap's winners: the lowest error of each draw of ``fraction`` x n runs."""
@@ -116,7 +110,8 @@ def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str |
     cols = knobs(runs)
     if not cols:
         return F.skipped_frame(COLUMNS, "no metaparameter varies among the ok runs", **attrs)
-    best = best_runs(edf.reset_index(drop=True), fraction)
+    best = edf[edf["edf"] <= fraction + 1e-12]  # else the lowest error, with its ties
+    best = best if len(best) else edf[edf["error"] == edf["error"].min()]
     won = runs.iloc[winners(edf["error"].to_numpy(float), fraction, seed)]
     out = pd.DataFrame([_knob_row(k, runs, runs.loc[best.index], won) for k in cols], columns=COLUMNS)
     out.attrs.update(attrs, n_best=len(best), error_cutoff=float(best["error"].max()),

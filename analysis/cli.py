@@ -4,7 +4,6 @@ charts and ``report.md`` in ``<study dir>/report/``; bad input is one line on st
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from analysis import FORMATS
 from analysis.source import resolve
@@ -47,21 +46,15 @@ def main(argv: list[str] | None = None) -> None:
         from analysis.report import write_report
 
         df = load(src, study=args.study)
-        out = Path(args.out) if args.out else _default_out(src.path, args.study, df)
+        studies = sorted(set(df["study"].dropna()))  # a server URL has no folder: runs/<study>/report
+        name = str(args.study or (studies[0] if len(studies) == 1 else "all"))
+        out = Path(args.out or (src.path.resolve().parent if src.path else Path("runs") / name) / "report")
         check_writable(out, "--out", directory=True)
         charts = write_report(df, out, formats, source=args.source)
     drawn = [n for n, c in charts.items() if c.skipped is None]
     skipped = [n for n, c in charts.items() if c.skipped is not None]
     print(f"{PROG}: wrote {out / 'report.md'} ({len(df)} runs; charts: {', '.join(drawn) or 'none'}"
           + (f"; skipped: {', '.join(skipped)}" if skipped else "") + ")")
-
-
-def _default_out(path: Path | None, study: str | None, df: Any) -> Path:
-    """``<study dir>/report``; for a server URL (no folder), ``runs/<study>/report``."""
-    if path is not None:
-        return path.resolve().parent / "report"
-    studies = sorted(set(df["study"].dropna()))
-    return Path("runs") / str(study or (studies[0] if len(studies) == 1 else "all")) / "report"
 
 
 if __name__ == "__main__":

@@ -51,17 +51,6 @@ def _ranges_section(df: pd.DataFrame) -> list[str]:
         to_markdown(table), ""]
 
 
-def _verdict_lines(v: Verdicts) -> list[str]:
-    lines = [f"- **SR:** {describe(v.sr)}", f"- **pct3x3:** {describe(v.pct3x3)}"]
-    bypass = v.frames["bypass"]
-    if bypass.attrs.get("skipped"):
-        return lines + [f"- **bypass:** not enough data: {bypass.attrs['skipped']}."]
-    if not v.bypass:
-        return lines + ["- **bypass:** only one bypass kind in the sweep."]
-    return lines + ["- **bypass** (Welch's t-test over seeds, each pair):",
-                    *(f"  - {c.text()}." for c in v.bypass)]
-
-
 def _verdicts_section(verdicts: list[Verdicts]) -> list[str]:
     pct = f"{100 * CONFIDENCE:.0f} %"
     lines = ["## Verdicts", "",
@@ -74,9 +63,17 @@ def _verdicts_section(verdicts: list[Verdicts]) -> list[str]:
              "\"distinguishable from seed noise\" when p < 0.05; bypass kinds are compared by "
              "Welch's t-test.", ""]
     for v in verdicts:
+        bypass = v.frames["bypass"]
         if len(verdicts) > 1:
             lines += [f"### study {v.study}", ""]
-        lines += [*_verdict_lines(v), ""]
+        lines += [f"- **SR:** {describe(v.sr)}", f"- **pct3x3:** {describe(v.pct3x3)}"]
+        if bypass.attrs.get("skipped"):
+            lines += [f"- **bypass:** not enough data: {bypass.attrs['skipped']}.", ""]
+        elif not v.bypass:
+            lines += ["- **bypass:** only one bypass kind in the sweep.", ""]
+        else:
+            lines += ["- **bypass** (Welch's t-test over seeds, each pair):",
+                      *(f"  - {c.text()}." for c in v.bypass), ""]
     return lines
 
 

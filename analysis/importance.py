@@ -44,17 +44,6 @@ def knob_study(runs: pd.DataFrame, cols: list[str], metric: str) -> Any:
     return study
 
 
-def evaluate(study: Any, fraction: float = GOOD_FRACTION, seed: int = SEED) -> dict[str, dict[str, float]]:
-    """Evaluator column -> knob -> normalised importance."""
-    from optuna import importance as oi
-
-    evaluators = {"fanova": oi.FanovaImportanceEvaluator(seed=seed),
-                  "ped_anova": oi.PedAnovaImportanceEvaluator(target_quantile=fraction)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # experimental-API and "few trials" notices
-        return {name: oi.get_param_importances(study, evaluator=ev) for name, ev in evaluators.items()}
-
-
 def _skip_reason(runs: pd.DataFrame, cols: list[str]) -> str | None:
     if runs.empty:
         return "no ok run has an accuracy"
@@ -79,8 +68,14 @@ def importance_frame(df: pd.DataFrame, metric: str | None = None,
     reason = _skip_reason(runs, cols)
     if reason is not None:
         return F.skipped_frame(COLUMNS, reason, n_points=0, **attrs)
+    from optuna import importance as oi
+
+    evaluators = {"fanova": oi.FanovaImportanceEvaluator(seed=seed),
+                  "ped_anova": oi.PedAnovaImportanceEvaluator(target_quantile=fraction)}
     study = knob_study(runs, cols, metric)
-    scores = evaluate(study, fraction, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-API and "few trials" notices
+        scores = {e: oi.get_param_importances(study, evaluator=ev) for e, ev in evaluators.items()}
     out = pd.DataFrame({"knob": cols, **{e: [scores[e][c] for c in cols] for e in EVALUATORS},
                         "values": [runs[c].astype(str).nunique() for c in cols],
                         "kind": ["numeric" if is_numeric(runs[c]) else "categorical" for c in cols]})

@@ -75,20 +75,15 @@ def resolve(source: str | Path) -> Source:
             raise LoadError(ARG, f"no store at {url} ({path} does not exist)")
     else:
         assert path is not None  # a folder or file argument always names a file
-        if not path.is_file():
-            raise LoadError(ARG, _missing(named.folder, path))
+        if not path.is_file() and named.folder is None:
+            raise LoadError(ARG, f"no such file or folder: {path}")
+        if not path.is_file():  # a folder without one; a hint when Optuna's file is there
+            optuna = named.folder / OPTUNA_DB
+            hint = f" (an Optuna storage is there: pass {sqlite_url(optuna)})" if optuna.is_file() else ""
+            raise LoadError(ARG, f"no {DB_NAME} in {named.folder}{hint}")
         url = sqlite_url(path.resolve())
     tables = sqlite_tables(path) if path is not None else url_tables(url)
     return Source(url=url, kind=store_kind(tables, str(path or url)), path=path)
-
-
-def _missing(folder: Path | None, path: Path) -> str:
-    """Why a folder or file argument is no source; a folder with only Optuna's file says so."""
-    if folder is None:
-        return f"no such file or folder: {path}"
-    optuna = folder / OPTUNA_DB
-    hint = f" (an Optuna storage is there: pass {sqlite_url(optuna)})" if optuna.is_file() else ""
-    return f"no {DB_NAME} in {folder}{hint}"
 
 
 def unknown_study(study: str, where: str, known: Iterable[str]) -> LoadError:

@@ -231,8 +231,7 @@ def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
     return list(out.items())
 
 
-def pareto_frame(df: pd.DataFrame, metric: str | None = None,
-                 cost: str = "size_bytes") -> pd.DataFrame:
+def pareto_frame(df: pd.DataFrame, metric: str | None = None, cost: str = "size_bytes") -> pd.DataFrame:
     """One row per design point (means over seeds: a lucky seed alone never makes the front);
     ``pareto`` marks the non-dominated points (max ``metric``, min ``cost``), numbered by cost in
     ``label``; ``desc`` names what varies. One front per data ``setting`` (accuracies compare only
@@ -298,8 +297,7 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return out
 
 
-def edf_frame(df: pd.DataFrame, metric: str | None = None,
-              by: list[str] | None = None) -> pd.DataFrame:
+def edf_frame(df: pd.DataFrame, metric: str | None = None, by: list[str] | None = None) -> pd.DataFrame:
     """pycls-style error EDFs: per group (``by``, default whichever of study / model / bypass
     vary), each ok run's error 1 - metric and the ECDF at it. Columns: group, error, edf, n,
     ``by``, run (its label in ``df``); ``attrs``: metric, by."""

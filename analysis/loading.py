@@ -1,6 +1,5 @@
-"""Any results source as one pandas frame with the run record's columns (docs/CONTRACTS.md).
-
-How a result was stored (a dse store, an Optuna storage) is dealt with here only; *where* it is,
+"""Any results source as one pandas frame with the run record's columns (docs/CONTRACTS.md). How a
+result was stored (a dse store, an Optuna storage) is dealt with here only; *where* it is,
 :mod:`analysis.source`. Bad input raises :class:`~analysis.source.LoadError` (dse-report's exit 2)."""
 
 from __future__ import annotations
@@ -27,8 +26,7 @@ METAPARAMS = [c for c, k in CONFIG_KEYS.items() if k.startswith("model.") and c 
     "pool_after"]  # RunRecord.from_config joins model.pool_after's list into text
 SETTING = [c for c, k in CONFIG_KEYS.items() if k.split(".")[0] in ("data", "trainer")]
 CONTEXT = ["study", "model", *SETTING]
-# The tables' order: finished first, the store's other statuses, then those only Optuna trials have
-# (trials.KINDS also names kinds that are never a status; they are simply never present).
+# The tables' order: finished first, the store's other statuses, then those only Optuna trials have.
 STATUSES = list(dict.fromkeys([*FINISHED, *RUN_STATUSES, *trials.KINDS]))
 
 # Optuna parameter names are Hydra override keys (``model.sr``): the record's own mapping read back.
@@ -178,8 +176,7 @@ def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
 def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -> pd.DataFrame:
     """Every run of ``source`` (a path, URL or a frame; optionally one study) with the contract's
     columns, repeated seeds dropped; nothing to report on is a :class:`LoadError` (an empty chart
-    would look like a result). ``attrs["budgets"]``: per study, (metric, op, bound) of its sweep.
-    """
+    would look like a result). ``attrs["budgets"]``: per study, (metric, op, bound) of its sweep."""
     if isinstance(source, pd.DataFrame):
         df = normalize(source)
         where = "the frame"

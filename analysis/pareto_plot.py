@@ -1,7 +1,6 @@
-"""The Pareto charts: accuracy against a cost (model size, or a measured latency) for every design
-point, from :func:`analysis.frames.pareto_frame` (its ``attrs["cost"]`` picks the axis): a log-cost
-scatter per bypass kind, the front as a numbered staircase with a key table, a rug of the runs that
-are not design points (size chart only)."""
+"""The Pareto charts from :func:`analysis.frames.pareto_frame`, against its ``attrs["cost"]`` (size or
+a latency): design points per bypass kind on a log-cost axis, the front as a numbered staircase with
+a key table, and (size only) a rug of the runs that are not design points."""
 
 from __future__ import annotations
 
@@ -130,8 +129,7 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
     return faint
 
 
-def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str, str],
-                setting: str) -> None:
+def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str, str], setting: str) -> None:
     """One setting's front as a staircase (run on past its last point) with rings on its points."""
     if front.empty:
         return

@@ -57,8 +57,7 @@ def choices(values: pd.Series, knob: str) -> list[str]:
     return seen
 
 
-def winners(errors: np.ndarray, fraction: float, seed: int = SEED,
-            draws: int = BOOTSTRAPS) -> np.ndarray:
+def winners(errors: np.ndarray, fraction: float, seed: int = SEED, draws: int = BOOTSTRAPS) -> np.ndarray:
     """Indices of the bootstrap's winners: the lowest error of each draw of ``fraction`` x n runs."""
     n = len(errors)
     size = max(1, int(n * fraction))
@@ -96,10 +95,9 @@ def _knob_row(knob: str, runs: pd.DataFrame, best: pd.DataFrame, won: pd.DataFra
 
 def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str | None = None,
                 seed: int = SEED) -> pd.DataFrame:
-    """One row per knob: ``all`` (values seen), ``best`` (over the best ``fraction``),
-    ``bootstrap`` (95 % range of the best run, with its median); numeric knobs also as numbers
-    (``best_low`` ... ``boot_high``). ``attrs``: metric, fraction, n_runs, n_best, error_cutoff,
-    bootstraps, seed, coverage; ``skipped`` below :data:`MIN_RUNS` runs or with no varying knob."""
+    """One row per knob: ``all`` (values seen), ``best`` (over the best ``fraction``), ``bootstrap``
+    (95 % range of the best run, with its median), numeric knobs also as numbers (``best_low`` ...
+    ``boot_high``); ``skipped`` below :data:`MIN_RUNS` runs or with no varying knob."""
     edf = F.edf_frame(df, metric, by=[])
     attrs = {"metric": edf.attrs.get("metric"), "fraction": fraction, "n_runs": len(edf),
              "bootstraps": BOOTSTRAPS, "seed": seed}

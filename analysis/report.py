@@ -254,8 +254,7 @@ CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
 }
 
 
-def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png",)
-                 ) -> dict[str, Chart]:
+def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png",)) -> dict[str, Chart]:
     """Compute every chart's frame, draw those the data supports, record why others are not."""
     if F.ok_runs(df).empty:
         counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())

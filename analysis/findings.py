@@ -17,8 +17,7 @@ def importance_text(frame: pd.DataFrame) -> list[str]:
     """The importance section's body: what the evaluators saw, and the table behind the chart."""
     a = frame.attrs
     table = pd.DataFrame({"knob": frame["knob"],
-                          **{name: frame[col].map(lambda v: f"{v:.3f}")
-                             for col, name in EVALUATORS.items()},
+                          **{name: frame[col].map("{:.3f}".format) for col, name in EVALUATORS.items()},
                           "values seen": frame["values"].map(integer), "kind": frame["kind"]})
     return [f"Importance of {accuracy_name(a['metric'])} over the {a['n_runs']} ok runs the "
             f"evaluators saw ({a['n_points']} design points; each seed is one trial, so seed "
@@ -27,8 +26,7 @@ def importance_text(frame: pd.DataFrame) -> list[str]:
             f"categorical for text knobs); fANOVA is seeded ({a['seed']}), PED-ANOVA asks which "
             f"knobs set the best {100 * a['fraction']:.0f} % of runs apart. Each column sums to 1. "
             "On a few dozen runs fANOVA's forest is noisy: read the order, not the decimals."
-            + coverage_note(*a["coverage"]),
-            "", to_markdown(table), ""]
+            + coverage_note(*a["coverage"]), "", to_markdown(table), ""]
 
 
 def _ranges_section(df: pd.DataFrame) -> list[str]:
@@ -47,8 +45,7 @@ def _ranges_section(df: pd.DataFrame) -> list[str]:
         f"pycls's `get_filters`: {a['bootstraps']} draws of {100 * a['fraction']:.0f} % of the "
         "runs, the lowest error of each kept, and the 2.5–97.5 percentiles of the winners' values "
         f"(seed {a['seed']}); for a categorical knob, how often each value wins."
-        + coverage_note(*a["coverage"]), "",
-        to_markdown(table), ""]
+        + coverage_note(*a["coverage"]), "", to_markdown(table), ""]
 
 
 def _verdicts_section(verdicts: list[Verdicts]) -> list[str]:

@@ -84,8 +84,7 @@ def simple_check(v: Verdicts) -> Check:
     claim, ref = "simple bypass beats none (Table 3)", (
         f"top-1 {t['simple']['top1']} vs {t['none']['top1']} % "
         f"({t['simple']['top1'] - t['none']['top1']:+.1f} points)")
-    missing = _bypass_missing(v, ("none", "simple"))
-    if missing:
+    if missing := _bypass_missing(v, ("none", "simple")):
         return Check(claim, ref, missing, NO_DATA)
     test = _contrast(v, "none", "simple").test
     ok = test.distinguishable and test.diff > 0
@@ -97,20 +96,18 @@ def complex_check(v: Verdicts) -> Check:
     claim = "complex bypass sits between none and simple and costs size (Table 3)"
     ref = (f"top-1 {t['complex']['top1']} % between {t['none']['top1']} and "
            f"{t['simple']['top1']}; {t['complex']['mb']} vs {t['none']['mb']} MB")
-    missing = _bypass_missing(v, ("none", "simple", "complex"))
-    if missing:
+    if missing := _bypass_missing(v, ("none", "simple", "complex")):
         return Check(claim, ref, missing, NO_DATA)
     over_none = _contrast(v, "none", "complex").test
     over_simple = _contrast(v, "simple", "complex").test
     frame = v.frames["bypass"]
     size_c, size_n = (float(frame.loc[frame["bypass"] == k, "size_bytes"].iloc[0])
                       for k in ("complex", "none"))
-    between = over_none.diff > 0 and over_simple.diff < 0
     words = (f"complex − none {over_none.diff:+.2f} points (p = {over_none.p:.2g}), complex − "
              f"simple {over_simple.diff:+.2f} points (p = {over_simple.p:.2g}); "
              f"{to_mb(size_c):.2f} vs {to_mb(size_n):.2f} MB ({size_c / size_n - 1:+.0%})")
-    ok = between and size_c > size_n
-    return Check(claim, ref, words, AGREES if ok else DISAGREES)
+    between = over_none.diff > 0 and over_simple.diff < 0
+    return Check(claim, ref, words, AGREES if between and size_c > size_n else DISAGREES)
 
 
 @cache
@@ -140,8 +137,7 @@ def _sizes(frame: pd.DataFrame, param: str) -> list[tuple[float, float, int]]:
 
 def _listing(sizes: dict[str, list[tuple[float, float]]]) -> str:
     """``SR: 0.125 → 4.76, 0.25 → 7.50; pct3x3: 0.5 → 12.99`` from (value, MiB) pairs."""
-    return "; ".join(f"{PARAM_NAME[p]}: " + ", ".join(f"{value_text(x)} → {mib:.2f}"
-                                                     for x, mib in pairs)
+    return "; ".join(f"{PARAM_NAME[p]}: " + ", ".join(f"{value_text(x)} → {mib:.2f}" for x, mib in pairs)
                      for p, pairs in sizes.items() if pairs)
 
 

@@ -301,8 +301,7 @@ def _commands_section(df: pd.DataFrame) -> list[str]:
     for study, sub in cmds.groupby("study", sort=True):
         lines.append(f"# study {study}" + (f": {notes[study]}" if study in notes else ""))
         for _, r in sub.iterrows():
-            lines.append(f"# {r['runs']} run{'s' if r['runs'] != 1 else ''}, {r['note']}")
-            lines.append(r["command"])
+            lines += [f"# {r['runs']} run{'s' if r['runs'] != 1 else ''}, {r['note']}", r["command"]]
     if cmds.empty:
         lines.append("# no run recorded its overrides")
     return lines + ["```", ""]
@@ -319,7 +318,6 @@ def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] =
     for name, chart in charts.items():
         chart.files = [out / p.name for p in chart.files]
         for fmt in FORMATS:
-            path = out / f"{name}.{fmt}"
-            if path.exists() and path not in chart.files:
-                path.unlink()
+            if (path := out / f"{name}.{fmt}") not in chart.files:
+                path.unlink(missing_ok=True)
     return charts

@@ -112,7 +112,7 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
             lines += [f"*Skipped:* {chart.skipped}.", ""]
             continue
         files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
-                       if p.suffix[1:] in FORMATS else 9)
+                       if p.suffix[1:] in FORMATS else 9)  # the first of png, svg, pdf is linked
         lines += [f"![{title}]({files[0].name})" if files else "", "", *CHARTS[name].text(chart.frame)]
     if not F.ok_runs(df).empty:
         lines += findings_sections(df)
@@ -123,13 +123,11 @@ def _header(df: pd.DataFrame, source: str) -> list[str]:
     """Title, source and time; warnings when no run finished ok or the runs mix training semantics."""
     studies = sorted({str(s) for s in df["study"].dropna()})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"# dse report: {', '.join(studies) or 'runs'}", "",
-             f"{P.context_title(df)}  ",
+    lines = [f"# dse report: {', '.join(studies) or 'runs'}", "", f"{P.context_title(df)}  ",
              f"source: `{source or 'DataFrame'}`, generated {now}, {len(df)} runs", ""]
     if F.ok_runs(df).empty:
-        lines += ["> **No run finished ok**: every run in this store diverged, failed or was "
-                  "pruned, so there is nothing to chart. See *Runs that are not design points* "
-                  "below.", ""]
+        lines += ["> **No run finished ok**: every run in this store diverged, failed or was pruned, so "
+                  "there is nothing to chart. See *Runs that are not design points* below.", ""]
     counts = df["training_semantics"].astype("Int64").astype(object).where(
         df["training_semantics"].notna(), "unknown").value_counts()
     if len(counts) > 1:
@@ -245,12 +243,10 @@ CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
     "pareto_latency": ChartSpec("Pareto front: accuracy vs latency", _latency_frame, _pareto_plot,
                                 _pareto_text, (2, "design point with accuracy and latency")),
     "edf": ChartSpec("Error EDFs (pycls style)", lambda df, _: F.edf_frame(df),
-                     lambda fr, df: P.plot_edf(fr, P.context_title(df)), _edf_text,
-                     (2, "ok run")),
-    "importance": ChartSpec("Metaparameter importances (fANOVA, PED-ANOVA)",
-                            lambda df, _: importance_frame(df),
-                            lambda fr, df: P.plot_importance(fr, P.context_title(df)),
-                            importance_text),
+                     lambda fr, df: P.plot_edf(fr, P.context_title(df)), _edf_text, (2, "ok run")),
+    "importance": ChartSpec(
+        "Metaparameter importances (fANOVA, PED-ANOVA)", lambda df, _: importance_frame(df),
+        lambda fr, df: P.plot_importance(fr, P.context_title(df)), importance_text),
 }
 
 

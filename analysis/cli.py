@@ -27,9 +27,8 @@ def parse_formats(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(
         prog=PROG,
-        description="Charts (Figure 3a/3b, Table 3, Pareto front, error EDFs, importances) and "
-                    "report.md (good ranges, verdicts over seeds, the paper check) for a dse "
-                    "study.")
+        description="Charts (Figure 3a/3b, Table 3, Pareto front, error EDFs, importances) and report.md "
+                    "(good ranges, verdicts over seeds, the paper check) for a dse study.")
     parser.add_argument("source", metavar="STUDY_DIR_OR_STORE_URL",
                         help="runs/<study>/ (its results.db), a results.db path, or a SQLAlchemy "
                              "URL of a dse store or an Optuna storage")

@@ -39,9 +39,8 @@ def _trend_outcome(tr: Trend, name: str) -> tuple[str, str]:
                         f"{tr.rise.half:.2f} points over {name} {x0}, p = {tr.rise.p:.2g}){fall}")
     if tr.shape == "rises":
         return DISAGREES, f"still rising at the largest {name} tried ({knee}): no plateau"
-    return DISAGREES, (f"{'falls' if tr.shape == 'falls' else 'no change'} "
-                       f"({tr.rise.diff:+.2f} ± {tr.rise.half:.2f} points, p = {tr.rise.p:.2g}: "
-                       f"{tr.rise.noise_words})")
+    return DISAGREES, (f"{'falls' if tr.shape == 'falls' else 'no change'} ({tr.rise.diff:+.2f} ± "
+                       f"{tr.rise.half:.2f} points, p = {tr.rise.p:.2g}: {tr.rise.noise_words})")
 
 
 def sr_check(v: Verdicts) -> Check:

@@ -46,9 +46,8 @@ class Difference:
 
     def text(self) -> str:
         """``+0.40 ± 0.25 points (95 % CI [+0.15, +0.65], Welch's t-test p = 0.012, n = 3 vs 3)``"""
-        return (f"{self.diff:+.2f} ± {self.half:.2f} points ({100 * CONFIDENCE:.0f} % CI "
-                f"[{self.low:+.2f}, {self.high:+.2f}], {self.test} p = {self.p:.2g}, "
-                f"n = {self.n_b} vs {self.n_a})")
+        return (f"{self.diff:+.2f} ± {self.half:.2f} points ({100 * CONFIDENCE:.0f} % CI [{self.low:+.2f}, "
+                f"{self.high:+.2f}], {self.test} p = {self.p:.2g}, n = {self.n_b} vs {self.n_a})")
 
     @property
     def noise_words(self) -> str:
@@ -184,14 +183,12 @@ def describe(tr: Trend) -> str:
     if tr.shape == "falls":
         return f"{name} falls with {p}; the fall is distinguishable from seed noise ({test}).{noise}"
     if tr.shape == "rises":
-        return (f"{name} rises with {p} up to the largest value tried, {v(tr.knee)}, with no "
-                f"plateau within the sweep; the rise is distinguishable from seed noise "
-                f"({test}).{noise}")
-    return (f"{name} rises with {p} up to {v(tr.knee)}, then plateaus; the rise is "
-            f"distinguishable from seed noise ({test}). After the knee the best value is "
-            f"{tr.gain:+.2f} points from it, under the {100 * CONFIDENCE:.0f} % seed-noise "
-            f"threshold of {tr.threshold:.2f} points, and steps are ≤ {tr.step:.2f} points"
-            f"{fall}.{noise}")
+        return (f"{name} rises with {p} up to the largest value tried, {v(tr.knee)}, with no plateau within "
+                f"the sweep; the rise is distinguishable from seed noise ({test}).{noise}")
+    return (f"{name} rises with {p} up to {v(tr.knee)}, then plateaus; the rise is distinguishable from seed "
+            f"noise ({test}). After the knee the best value is {tr.gain:+.2f} points from it, under the "
+            f"{100 * CONFIDENCE:.0f} % seed-noise threshold of {tr.threshold:.2f} points, and steps are ≤ "
+            f"{tr.step:.2f} points{fall}.{noise}")
 
 
 @dataclass(frozen=True)

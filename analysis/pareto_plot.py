@@ -93,8 +93,8 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     else:
         ax.set_xlabel(axis.label)
     fronts = f"; one front per data setting ({', '.join(settings)})" if len(settings) > 1 else ""
-    fig.suptitle(f"Pareto front: {name} accuracy vs {axis.what} — {title}\n"
-                 f"{len(points)} design points from {len(ok)} ok runs; {len(bad)} not ok{fronts}", fontsize=10)
+    fig.suptitle(f"Pareto front: {name} accuracy vs {axis.what} — {title}\n{len(points)} design points "
+                 f"from {len(ok)} ok runs; {len(bad)} not ok{fronts}", fontsize=10)
     _key_table(key, front, axis, settings)
     if not front.empty:
         _number_front(ax, points, front, axis)

@@ -89,8 +89,8 @@ def _knob_row(knob: str, runs: pd.DataFrame, best: pd.DataFrame, won: pd.DataFra
     return {"knob": knob, "kind": "numeric", "all": _span(all_v.min(), all_v.max()),
             "best": _span(best_v.min(), best_v.max()),
             "bootstrap": _span(lo, hi) + (f" (median {value_text(med)})" if lo != hi else ""),
-            "best_low": best_v.min(), "best_high": best_v.max(),
-            "boot_low": lo, "boot_median": med, "boot_high": hi}
+            "best_low": best_v.min(), "best_high": best_v.max(), "boot_low": lo, "boot_median": med,
+            "boot_high": hi}
 
 
 def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str | None = None,

@@ -54,13 +54,10 @@ def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
-    return pd.DataFrame({
-        param: frame[param].map(value_text),
-        **{f"{accuracy_name(m)} %": _pm(frame[f"{m}_mean"], frame[f"{m}_std"])
-           for m in frame.attrs["metrics"]},
-        "params": frame["params"].map(integer), "MB": frame["size_mb"].map(number),
-        "MiB": frame["size_mib"].map(number), "ok seeds": frame["n"].map(integer),
-        "not ok": frame["n_bad"].map(integer)})
+    pm = {f"{accuracy_name(m)} %": _pm(frame[f"{m}_mean"], frame[f"{m}_std"]) for m in frame.attrs["metrics"]}
+    return pd.DataFrame({param: frame[param].map(value_text), **pm, "params": frame["params"].map(integer),
+                         "MB": frame["size_mb"].map(number), "MiB": frame["size_mib"].map(number),
+                         "ok seeds": frame["n"].map(integer), "not ok": frame["n_bad"].map(integer)})
 
 
 def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:

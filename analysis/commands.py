@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from dse.model.spec import BYPASS_KINDS
+from dse.paths import STUDIES_DIR
 from dse.sweep.handoff import TRIAL_KEY
 
 PROG = "dse-train -m"
@@ -72,8 +73,6 @@ def _study_token(study: str, keys: list[str]) -> list[str]:
     """``study=<name>`` if ``studies/<name>.yaml`` exists, else ``study.name=<name>``, if unnamed."""
     if any(k in ("study", "+study", "study.name") for k in keys) or study in ("", "default"):
         return []
-    from dse.paths import STUDIES_DIR
-
     key = "study" if (STUDIES_DIR / f"{study}.yaml").is_file() else "study.name"
     return [shlex.quote(f"{key}={study}")]
 

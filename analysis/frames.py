@@ -19,7 +19,7 @@ from analysis.paper import PAPER_CONTEXT, PRESETS
 from dse import metrics
 from dse.metrics import MB, MIB, to_mb, to_mib
 from dse.model.spec import BYPASS_KINDS
-from dse.store.record import CONFIG_KEYS
+from dse.store.record import CONFIG_KEYS, config_hash
 
 # the columns a point's label may name: what it ran on and its metaparameters
 LABELLED = ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS]
@@ -69,8 +69,6 @@ def _cell(v: Any) -> str:
 def context_key(df: pd.DataFrame, swept: str | None) -> pd.Series:
     """Per run, everything that must be equal for runs to share a sweep but ``swept``: its columns,
     and the :func:`~dse.store.config_hash` of its config without ``swept`` (another ``trainer.lr``)."""
-    from dse.store import config_hash
-
     *parents, leaf = CONFIG_KEYS[swept].split(".") if swept in CONFIG_KEYS else [None]
 
     def hidden(text: Any) -> str:

@@ -13,6 +13,7 @@ import pandas as pd
 from analysis.fmt import is_missing
 from analysis.source import ARG, LoadError, Source, resolve, unknown_study
 from dse.errors import ConfigError, first_line
+from dse.store import ResultsStore
 from dse.store.record import CONFIG_KEYS, FINISHED, run_dtypes
 from dse.store.record import STATUSES as RUN_STATUSES
 from dse.storefile import DB_NAME, OPTUNA_DB
@@ -69,8 +70,6 @@ def _to_bool(v: Any) -> Any:
 
 def _read_dse(src: Source) -> pd.DataFrame:
     """All runs of a dse store, never creating one; the store's refusal becomes a LoadError."""
-    from dse.store import ResultsStore
-
     try:
         store = ResultsStore(src.url if src.path is None else src.path, create=False)
     except ConfigError as e:

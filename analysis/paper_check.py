@@ -8,11 +8,14 @@ from functools import cache
 from typing import NamedTuple
 
 import pandas as pd
+import yaml
 
 from analysis import paper
 from analysis.fmt import value_text
 from analysis.verdicts import PARAM_NAME, Contrast, Trend, Verdicts
 from dse.metrics import to_mb, to_mib
+from dse.model import analyze, build_spec
+from dse.paths import CONF_DIR
 
 AGREES, DISAGREES, NO_DATA = "agrees", "disagrees", "not enough data"
 NEAR = 0.125  # "plateaus near 50 %": a knee within one step of the paper's 12.5 % grid
@@ -112,11 +115,6 @@ def complex_check(v: Verdicts) -> Check:
 @cache
 def paper_network_bytes(param: str, value: float) -> int:
     """fp32 bytes of the paper's network with ``param`` at ``value``, as dse's generator builds it."""
-    import yaml
-
-    from dse.model import analyze, build_spec
-    from dse.paths import CONF_DIR
-
     net = paper.NETWORK
     model = yaml.safe_load((CONF_DIR / "model" / f"{net['preset']}.yaml").read_text())
     model.update(in_channels=net["in_channels"], num_classes=net["num_classes"],

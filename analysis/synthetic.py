@@ -14,8 +14,11 @@ from typing import Any
 import yaml
 
 from analysis.paper import PRESETS
+from dse.metrics import LATENCY, REGISTRY
+from dse.model import analyze, build_spec
 from dse.model.spec import BYPASS_KINDS
 from dse.paths import CONF_DIR
+from dse.store import ResultsStore, RunRecord
 
 SR_VALUES = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 PCT_VALUES = (0.01, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.99)
@@ -38,9 +41,6 @@ def record(cfg: dict, seed: int, overrides: str, status: str = "ok", accuracy: f
            error: str | None = None, trial: int | None = None) -> dict[str, Any]:
     """One run record through :meth:`RunRecord.from_config`, as training's; ``accuracy``: val top-1
     (test top-1 0.4 points below, top-5 near 99 %; non-ok runs have no test numbers)."""
-    from dse.model import analyze, build_spec
-    from dse.store import RunRecord
-
     cfg = copy.deepcopy(cfg)
     cfg["seed"] = seed
     rep = analyze(build_spec(cfg["model"]), cfg["data"]["image_size"])
@@ -70,8 +70,6 @@ def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> floa
 def latency_columns(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     """Made-up ``latency_*`` columns of an ok row: 0.04 ms + 11 ms per GMAC (fire_small's order on a
     2-core CPU), torch ~10x, batch 64 ~50x, p90 +15 %, 2 % noise."""
-    from dse.metrics import LATENCY, REGISTRY
-
     extra = {"none": 1.0, "simple": 1.08, "complex": 1.2}.get(row["bypass"], 1.0)
     base = (0.04 + 1.1e-8 * row["macs"]) * extra * (1 + rng.gauss(0, 0.02))
     out: dict[str, Any] = {"latency_threads": 1}
@@ -138,8 +136,6 @@ def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: b
 
 def write_store(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Append ``rows`` to a (new or existing) dse results store at ``path``; returns the path."""
-    from dse.store import ResultsStore
-
     path = Path(path)
     with ResultsStore(path) as store:
         if rows:

@@ -59,8 +59,8 @@ def welch(a: np.ndarray, b: np.ndarray) -> Difference:
     """Welch's t-test of ``b`` against ``a``; seeds without spread give an exact difference."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = float(b.mean() - a.mean())
-    if a.var(ddof=1) + b.var(ddof=1) == 0:
-        return _exact(diff, a, b)
+    if a.var(ddof=1) + b.var(ddof=1) == 0:  # no spread at all: p = 1 if the means are equal, else 0
+        return Difference(diff, diff, diff, float(diff == 0), len(a), len(b))
     res = stats.ttest_ind(b, a, equal_var=False)
     ci = res.confidence_interval(CONFIDENCE)
     return Difference(diff, float(ci.low), float(ci.high), float(res.pvalue), len(a), len(b))
@@ -74,15 +74,10 @@ def pooled(a: np.ndarray, b: np.ndarray, noise: float, dof: int) -> Difference:
     se = noise * math.sqrt(1 / len(a) + 1 / len(b))
     test = f"t-test on the pooled seed noise (ν = {dof})"
     if se == 0:
-        return _exact(diff, a, b, test)
+        return Difference(diff, diff, diff, float(diff == 0), len(a), len(b), test)
     low, high = stats.t.interval(CONFIDENCE, dof, loc=diff, scale=se)
     p = float(2 * stats.t.sf(abs(diff) / se, dof))
     return Difference(diff, float(low), float(high), p, len(a), len(b), test)
-
-
-def _exact(diff: float, a: np.ndarray, b: np.ndarray, test: str = "Welch's t-test") -> Difference:
-    """No spread at all: p = 1 if the means are equal, else 0."""
-    return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a), len(b), test)
 
 
 def seed_values(frame: pd.DataFrame, df: pd.DataFrame, metric: str) -> dict[Any, np.ndarray]:

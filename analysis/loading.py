@@ -111,9 +111,8 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for name in names:
         st = optuna.load_study(study_name=name, storage=storage)
-        metric_names = st.metric_names or (
-            ["value"] if len(st.directions) == 1 else
-            [f"value_{i}" for i in range(len(st.directions))])
+        n = len(st.directions)
+        metric_names = st.metric_names or (["value"] if n == 1 else [f"value_{i}" for i in range(n)])
         rows += [_trial_row(name, t, metric_names) for t in st.get_trials(deepcopy=False)
                  if trials.kind(t) != "discarded"]  # claimed over budget by a racing worker
     df = pd.DataFrame(rows)

@@ -29,7 +29,6 @@ PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
                "bypass": "bypass"}
 
 
-# -- micro sweeps (Figure 3a / 3b) ----------------------------------------------------------------
 @S.styled
 def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     """Accuracy (mean ± std over seeds) against SR or pct3x3, one panel per top-k
@@ -108,7 +107,6 @@ def _seed_note(frame: pd.DataFrame) -> str:
             + (f"; {bad} diverged/failed run{'s' if bad != 1 else ''} excluded" if bad else ""))
 
 
-# -- macro: bypass (Table 3) ----------------------------------------------------------------------
 @S.styled
 def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     """Bars of val/test accuracy per bypass kind (colour = bypass kind), size under each group."""
@@ -148,7 +146,6 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-# -- EDF ------------------------------------------------------------------------------------------
 @S.styled
 def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     """pycls-style error EDFs: per group, the fraction of its models with error below e."""
@@ -179,7 +176,6 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     return fig
 
 
-# -- importances ----------------------------------------------------------------------------------
 IMPORTANCE_COLORS = {"fanova": "#1f77b4", "ped_anova": "#ff7f0e"}
 
 

@@ -77,8 +77,7 @@ def bypass_color(kind: Any) -> str:
 
 def accuracy_name(metric: str) -> str:
     """``val_top1`` -> ``val top-1``: the registry's label (a name it lacks as it is)."""
-    m = metrics.REGISTRY.get(metric)
-    return m.label if m is not None else metric
+    return getattr(metrics.REGISTRY.get(metric), "label", metric)
 
 
 def metric_style(metric: str, i: int = 0) -> dict[str, Any]:
@@ -90,7 +89,5 @@ def metric_style(metric: str, i: int = 0) -> dict[str, Any]:
 def topk_panels(names: Iterable[str]) -> list[tuple[int, list[str]]]:
     """Accuracies by :attr:`~dse.metrics.Metric.topk`, top-1 first: one panel each, since top-5
     near 99 % would flatten top-1 curves on a shared axis."""
-    groups: dict[int, list[str]] = {}
-    for n in names:
-        groups.setdefault(metrics.REGISTRY[n].topk or 1, []).append(n)
-    return sorted(groups.items())
+    topk = {n: metrics.REGISTRY[n].topk or 1 for n in names}
+    return [(k, [n for n in topk if topk[n] == k]) for k in sorted(set(topk.values()))]

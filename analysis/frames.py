@@ -206,11 +206,10 @@ _SIZE_BUDGETS = {"size_bytes": 1, "size_mb": MB, "size_mib": MIB}
 def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
     """Per row, its data setting as text (``subset=500 max_epochs=1``); no subset is the whole
     training set (``subset=all``), any other missing value is unknown."""
-    def text(r: pd.Series) -> str:
-        return " ".join(f"{c}={'all' if c == 'subset' else '?'}" if is_missing(r.get(c))
-                        else f"{c}={value_text(r.get(c))}" for c in cols)
-
-    return pd.Series([text(r) for _, r in df.iterrows()], index=df.index, dtype=object)
+    unknown = {c: "all" if c == "subset" else "?" for c in cols}  # no subset: the whole training set
+    text = [" ".join(f"{c}={unknown[c] if is_missing(v) else value_text(v)}" for c, v in r.items())
+            for _, r in df.reindex(columns=cols).astype(object).iterrows()]
+    return pd.Series(text, index=df.index, dtype=object)
 
 
 def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:

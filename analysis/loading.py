@@ -115,9 +115,7 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
         metric_names = st.metric_names or (["value"] if n == 1 else [f"value_{i}" for i in range(n)])
         rows += [_trial_row(name, t, metric_names) for t in st.get_trials(deepcopy=False)
                  if trials.kind(t) != "discarded"]  # claimed over budget by a racing worker
-    df = pd.DataFrame(rows)
-    if not df.empty:
-        df = _fill_from_sibling_store(df, src)
+    df = _fill_from_sibling_store(pd.DataFrame(rows), src)
     df.attrs["budgets"] = {n: budgets[n] for n in names}
     return df
 
@@ -152,7 +150,7 @@ def _trial_row(study: str, t: Any, metric_names: list[str]) -> dict[str, Any]:
 
 def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
     """Fill trial columns that are missing (size, accuracies, metaparameters) from results.db."""
-    if src.path is None:
+    if src.path is None or df.empty:
         return df
     store = src.path.resolve().parent / DB_NAME
     if not store.is_file() or store == src.path.resolve():

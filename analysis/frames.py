@@ -270,8 +270,7 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None, cost: str = "size_
     labels[out["pareto"].to_numpy()] = np.arange(1, int(out["pareto"].sum()) + 1)
     out["label"] = labels
     out.attrs.update(metric=metric, cost=cost, varying=cols, setting=setting,
-                     settings=list(dict.fromkeys(out["setting"])),
-                     budgets=budget_lines(df, cost))
+                     settings=list(dict.fromkeys(out["setting"])), budgets=budget_lines(df, cost))
     return out
 
 
@@ -308,10 +307,8 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None, by: list[str] | None 
         by = [c for c in ("study", "model", "bypass") if ok[c].map(_cell).nunique() > 1]
     group = (ok[by].apply(lambda r: " / ".join(_cell(v) for v in r), axis=1).astype(object)
              if by else pd.Series("all", index=ok.index, dtype=object))
-    out = pd.DataFrame({"group": group, "error": 1.0 - ok[metric].astype(float)})
-    for c in by:
-        out[c] = ok[c]
-    out["run"] = ok.index
+    out = pd.DataFrame({"group": group, "error": 1.0 - ok[metric].astype(float), **{c: ok[c] for c in by},
+                        "run": ok.index})
     out["n"] = out.groupby("group")["error"].transform("size").astype(int)
     out["edf"] = out.groupby("group")["error"].rank(method="max") / out["n"]
     out = out.sort_values([*by, "error"], ignore_index=True, key=lambda s: s if s.name == "error"

@@ -117,9 +117,8 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
                               color=bypass_color(kind), alpha=0.3, lw=0, zorder=2)
             faint += [runs] if i == 0 else []
             sel = points[(point_kind == kind) & (points["setting"] == setting) & ~points["preset"]]
-            ax.scatter(axis.x(sel), 100 * sel["acc_mean"], s=34, marker=marker,
-                       color=bypass_color(kind), edgecolor="white", lw=0.6, zorder=3,
-                       label=f"bypass={kind}" if i == 0 else None)
+            ax.scatter(axis.x(sel), 100 * sel["acc_mean"], s=34, marker=marker, color=bypass_color(kind),
+                       edgecolor="white", lw=0.6, zorder=3, label=f"bypass={kind}" if i == 0 else None)
     presets = points[points["preset"]]
     if not presets.empty:
         ax.scatter(axis.x(presets), 100 * presets["acc_mean"], s=170, marker="*",
@@ -135,9 +134,8 @@ def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str,
     fx, fy = axis.x(front).to_numpy(), 100 * front["acc_mean"].to_numpy(float)
     short = "size" if axis.cost == "size_bytes" else axis.what
     ls, marker = style
-    ax.step(np.append(fx, fx[-1] * 1.15), np.append(fy, fy[-1]), where="post", color="black",
-            ls=ls, lw=1.2, alpha=0.7, zorder=4,
-            label=None if setting else f"Pareto front (max acc, min {short})")
+    ax.step(np.append(fx, fx[-1] * 1.15), np.append(fy, fy[-1]), where="post", color="black", ls=ls,
+            lw=1.2, alpha=0.7, zorder=4, label=None if setting else f"Pareto front (max acc, min {short})")
     ax.scatter(fx, fy, s=70, facecolor="none", edgecolor="black", lw=1.1, zorder=6)
     if setting:  # the legend's entry: this front's line with its points' marker
         ax.plot([], [], color="black", ls=ls, lw=1.2, marker=marker, ms=5, mfc="0.5", mec="0.5",

@@ -25,8 +25,7 @@ __all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_impor
 
 SIZE_COLOR = "#555555"
 PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
-               "pct3x3": "3x3 share of expand filters, pct3x3 (%)",
-               "bypass": "bypass"}
+               "pct3x3": "3x3 share of expand filters, pct3x3 (%)", "bypass": "bypass"}
 
 
 @S.styled

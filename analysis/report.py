@@ -142,9 +142,8 @@ def _sweep_text(frame: pd.DataFrame) -> list[str]:
     chosen = (f"; chosen among {attrs['groups']} groups that vary {attrs['param']} (most values, "
               "then most runs, then nearest the paper's setting)" if attrs["groups"] > 1 else "")
     return [f"Fixed: {P.context_title(attrs['fixed'])}; `{fixed}`.  ",
-            f"Mean ± sample std (ddof=1) over ok seeds; {attrs['n_runs']} ok runs"
-            f", {attrs['n_bad']} not ok at these points" + chosen + ".",
-            "", to_markdown(sweep_table(frame)), ""]
+            f"Mean ± sample std (ddof=1) over ok seeds; {attrs['n_runs']} ok runs, {attrs['n_bad']} not ok "
+            f"at these points{chosen}.", "", to_markdown(sweep_table(frame)), ""]
 
 
 def _pareto_text(frame: pd.DataFrame) -> list[str]:
@@ -227,8 +226,7 @@ class ChartSpec:
 def _sweep(param: str, title: str) -> ChartSpec:
     plot = P.plot_bypass if param == "bypass" else P.plot_sweep
     return ChartSpec(title, lambda df, _: F.sweep_frame(df, param),
-                     lambda fr, _: plot(fr, f"{title} — {P.context_title(fr.attrs['fixed'])}"),
-                     _sweep_text)
+                     lambda fr, _: plot(fr, f"{title} — {P.context_title(fr.attrs['fixed'])}"), _sweep_text)
 
 
 CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order

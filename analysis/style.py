@@ -18,9 +18,8 @@ from analysis.loading import METAPARAMS
 from dse import metrics
 
 BYPASS_COLORS = {"none": "#1f77b4", "simple": "#2ca02c", "complex": "#d62728"}
-STATUS_STYLE = {"diverged": ("X", "#d62728"), "failed": ("v", "#333333"),
-                "pruned": ("|", "#7f7f7f"), "rejected": ("s", "#bcbd22"),
-                "running": (".", "#7f7f7f")}
+STATUS_STYLE = {"diverged": ("X", "#d62728"), "failed": ("v", "#333333"), "pruned": ("|", "#7f7f7f"),
+                "rejected": ("s", "#bcbd22"), "running": (".", "#7f7f7f")}
 OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
 # a metric's curve style by its split (the name's first word); other metrics get OTHER_COLORS
 SPLIT_STYLE = {"val": {"color": "#1f77b4", "marker": "o", "ls": "-"},

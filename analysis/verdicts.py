@@ -169,9 +169,8 @@ def describe(tr: Trend) -> str:
     seeds = f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
     noise = (f" Seed noise: pooled sample std {tr.noise:.2f} points over {len(tr.values)} {p} "
              f"values ({seeds} each{left_out}).")
-    fall = (f"; it falls at {p} {v(tr.fall[0])} ({tr.fall[1]:.2f} points below "
-            f"{'the knee' if tr.knee != tr.values[0] else p + ' ' + v(tr.knee)})"
-            if tr.fall else "")
+    below = "the knee" if tr.knee != tr.values[0] else f"{p} {v(tr.knee)}"
+    fall = f"; it falls at {p} {v(tr.fall[0])} ({tr.fall[1]:.2f} points below {below})" if tr.fall else ""
     if tr.shape == "flat":
         return (f"{name} shows no {p} trend: the change is not distinguishable from seed noise "
                 f"({test}){fall}.{noise}")
@@ -238,7 +237,6 @@ def study_verdicts(df: pd.DataFrame) -> list[Verdicts]:
         sub = df[df["study"].astype(str) == study]
         metric = F.pick_metric(sub)
         frames = {p: F.sweep_frame(sub, p) for p in ("sr", "pct3x3", "bypass")}
-        out.append(Verdicts(study, frames, trend(frames["sr"], sub, metric),
-                            trend(frames["pct3x3"], sub, metric),
-                            bypass_contrasts(frames["bypass"], sub, metric)))
+        sr, pct3x3 = (trend(frames[p], sub, metric) for p in ("sr", "pct3x3"))
+        out.append(Verdicts(study, frames, sr, pct3x3, bypass_contrasts(frames["bypass"], sub, metric)))
     return out

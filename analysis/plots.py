@@ -50,9 +50,8 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
         _chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), k))
     lost = frame["n"].astype(int).to_numpy() == 0  # every seed diverged or failed: a cross, not a gap
     if lost.any():
-        axes[0].scatter(xs[lost], np.full(int(lost.sum()), 0.04),
-                        transform=axes[0].get_xaxis_transform(), marker="X", s=60,
-                        color=S.STATUS_STYLE["diverged"][1], clip_on=False, zorder=5,
+        axes[0].scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=axes[0].get_xaxis_transform(),
+                        marker="X", s=60, color=S.STATUS_STYLE["diverged"][1], clip_on=False, zorder=5,
                         label="no ok run at this value")
     size = axes[0].twinx()  # model size from 0 on the right: the trade-off in one panel
     size.plot(xs, frame["size_mib"].astype(float), color=SIZE_COLOR, marker="D", ms=4, ls=":",

@@ -1,5 +1,5 @@
 """dse's charts and report from a dse store or an Optuna storage (docs/REPORTS.md, "From Python");
-names are imported on first use, so dse-report answers bad input before pandas and matplotlib load."""
+names are imported on first use, so dse-report refuses a bad path or format before pandas loads."""
 
 from __future__ import annotations
 

@@ -82,10 +82,9 @@ def _bypass_missing(v: Verdicts, kinds: tuple[str, ...]) -> str | None:
 
 
 def simple_check(v: Verdicts) -> Check:
-    t = paper.TABLE3
-    claim, ref = "simple bypass beats none (Table 3)", (
-        f"top-1 {t['simple']['top1']} vs {t['none']['top1']} % "
-        f"({t['simple']['top1'] - t['none']['top1']:+.1f} points)")
+    simple, none = paper.TABLE3["simple"]["top1"], paper.TABLE3["none"]["top1"]
+    claim = "simple bypass beats none (Table 3)"
+    ref = f"top-1 {simple} vs {none} % ({simple - none:+.1f} points)"
     if missing := _bypass_missing(v, ("none", "simple")):
         return Check(claim, ref, missing, NO_DATA)
     test = _contrast(v, "none", "simple").test

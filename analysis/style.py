@@ -54,9 +54,8 @@ def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
 
 def fixed_text(fixed: dict[str, Any], skip: Iterable[str] = ()) -> str:
     """The metaparameters a sweep held fixed, for its subtitle."""
-    keys = [k for k in ["model", *METAPARAMS]
-            if k in fixed and k not in set(skip) and not is_missing(fixed[k])]
-    return "  ".join(f"{k}={value_text(fixed[k])}" for k in keys)
+    return "  ".join(f"{k}={value_text(fixed[k])}" for k in ["model", *METAPARAMS]
+                     if k in fixed and k not in set(skip) and not is_missing(fixed[k]))
 
 
 def wrap(text: str, width: int = 110) -> str:

@@ -83,10 +83,8 @@ def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
     for study, sdf in df.groupby(df["study"].fillna("default").astype(str), sort=True):
         optuna, grid = sdf[sdf["trial"].notna()], sdf[sdf["trial"].isna()]
         groups: dict[tuple[str, ...], list[tuple[str | None, ...]]] = defaultdict(list)
-        for text in grid["overrides"]:
-            pairs = parse_overrides(text)
-            keys = tuple(k for k, _ in pairs)
-            groups[keys].append(tuple(v for _, v in pairs))
+        for pairs in map(parse_overrides, grid["overrides"]):
+            groups[tuple(k for k, _ in pairs)].append(tuple(v for _, v in pairs))
         for keys, combos in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             counts = Counter(combos)
             for g in decompose(set(counts)):

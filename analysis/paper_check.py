@@ -73,8 +73,7 @@ def _bypass_missing(v: Verdicts, kinds: tuple[str, ...]) -> str | None:
     frame = v.frames["bypass"]
     if frame.attrs.get("skipped"):
         return str(frame.attrs["skipped"])
-    absent = [k for k in kinds if k not in set(frame["bypass"])]
-    if absent:
+    if absent := [k for k in kinds if k not in set(frame["bypass"])]:
         return f"no {', '.join(absent)} run in the bypass sweep"
     pairs = [_contrast(v, a, b) for a, b in zip(kinds, kinds[1:], strict=False)]
     bad = [c for c in pairs if c is not None and c.test is None]

@@ -70,9 +70,7 @@ def _counts(values: pd.Series, knob: str, percent: bool = False) -> str:
     counts = values.map(value_text).value_counts()
     order = {v: i for i, v in enumerate(choices(values, knob))}
     items = sorted(counts.items(), key=lambda kv: (-kv[1], order.get(kv[0], 99)))
-    if percent:
-        return ", ".join(f"{v} {100 * c / len(values):.0f} %" for v, c in items)
-    return ", ".join(f"{v} ×{c}" for v, c in items)
+    return ", ".join(f"{v} {100 * c / len(values):.0f} %" if percent else f"{v} ×{c}" for v, c in items)
 
 
 def _span(lo: float, hi: float) -> str:

@@ -1,6 +1,5 @@
 """dse's charts and report from a dse store or an Optuna storage (docs/REPORTS.md, "From Python");
-names are imported on first use, so dse-report answers bad input before pandas and matplotlib load.
-"""
+names are imported on first use, so dse-report refuses a bad path or format before pandas loads."""
 
 from __future__ import annotations
 
@@ -10,12 +9,11 @@ from typing import Any
 FORMATS = ("png", "svg", "pdf")  # image formats dse-report writes (matplotlib savefig formats)
 
 _MODULES = {
-    "loading": "load normalize", "source": "resolve LoadError",
+    "loading": "load normalize", "source": "resolve LoadError", "commands": "sweep_commands",
     "frames": "sr_frame pct3x3_frame bypass_frame sweep_frame pareto_frame edf_frame edf_summary",
-    "plots": "plot_sweep plot_bypass plot_pareto plot_edf plot_importance",
-    "commands": "sweep_commands", "report": "write_report status_counts", "importance": "importance_frame",
-    "ranges": "good_ranges", "verdicts": "study_verdicts describe", "paper_check": "paper_check",
-}
+    "plots": "plot_sweep plot_bypass plot_pareto plot_edf plot_importance", "ranges": "good_ranges",
+    "report": "write_report status_counts", "importance": "importance_frame", "paper_check": "paper_check",
+    "verdicts": "study_verdicts describe"}
 _EXPORTS = {name: f"analysis.{m}" for m, names in _MODULES.items() for name in names.split()}
 __all__ = ["FORMATS", *_EXPORTS]
 

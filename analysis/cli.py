@@ -1,14 +1,12 @@
 """``dse-report STUDY_DIR_OR_STORE_URL [--study NAME] [--out DIR] [--format png,svg]``: a study's
-charts and ``report.md`` in ``<study dir>/report/``; bad input is one line on stderr, exit code 2.
-"""
+charts and ``report.md`` in ``<study dir>/report/``; bad input is one line on stderr, exit code 2."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from analysis import FORMATS
-from analysis.source import check_study, resolve
+from analysis.source import resolve
 from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.outputs import check_writable
 from dse.text import comma_list
@@ -29,41 +27,33 @@ def parse_formats(text: str) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = ArgumentParser(
         prog=PROG,
-        description="Charts (Figure 3a/3b, Table 3, Pareto front, error EDFs, importances) and "
-                    "report.md (good ranges, verdicts over seeds, the paper check) for a dse "
-                    "study.")
+        description="Charts (Figure 3a/3b, Table 3, Pareto front, error EDFs, importances) and report.md "
+                    "(good ranges, verdicts over seeds, the paper check) for a dse study.")
     parser.add_argument("source", metavar="STUDY_DIR_OR_STORE_URL",
                         help="runs/<study>/ (its results.db), a results.db path, or a SQLAlchemy "
                              "URL of a dse store or an Optuna storage")
     parser.add_argument("--study", help="only this study (a store or an Optuna storage may hold "
                                         "several; default: all of them)")
     parser.add_argument("--out", help="output folder (default: <study dir>/report/)")
-    parser.add_argument("--format", default="png", help="comma list of png, svg, pdf "
-                                                        "(default png)")
+    parser.add_argument("--format", default="png", help=f"comma list of {', '.join(FORMATS)} (default png)")
     args = parser.parse_args(argv)
 
     with bad_input(PROG):
         formats = parse_formats(args.format)
         src = resolve(args.source)  # standard library only: bad input fails fast
-        check_study(src, args.study)
         from analysis.loading import load
         from analysis.report import write_report
 
         df = load(src, study=args.study)
-        out = Path(args.out) if args.out else _default_out(src.path, args.study, df)
+        studies = sorted(set(df["study"].dropna()))  # a server URL has no folder: runs/<study>/report
+        name = str(args.study or (studies[0] if len(studies) == 1 else "all"))
+        out = Path(args.out or (src.path.resolve().parent if src.path else Path("runs") / name) / "report")
         check_writable(out, "--out", directory=True)
-        report = write_report(df, out, formats, source=args.source)
-    print(f"{PROG}: wrote {report.markdown} ({len(df)} runs; charts: "
-          f"{', '.join(report.drawn) or 'none'}"
-          + (f"; skipped: {', '.join(report.skipped)}" if report.skipped else "") + ")")
-
-
-def _default_out(path: Path | None, study: str | None, df: Any) -> Path:
-    """``<study dir>/report``; for a server URL (no folder), ``runs/<study>/report``."""
-    if path is not None:
-        return path.resolve().parent / "report"
-    studies = sorted(set(df["study"].dropna()))
-    return Path("runs") / str(study or (studies[0] if len(studies) == 1 else "all")) / "report"
+        charts = write_report(df, out, formats, source=args.source)
+    drawn = [n for n, c in charts.items() if c.skipped is None]
+    skipped = [n for n, c in charts.items() if c.skipped is not None]
+    print(f"{PROG}: wrote {out / 'report.md'} ({len(df)} runs; charts: {', '.join(drawn) or 'none'}"
+          + (f"; skipped: {', '.join(skipped)}" if skipped else "") + ")")
 
 
 if __name__ == "__main__":

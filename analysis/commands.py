@@ -1,7 +1,6 @@
 """Rebuild the ``dse-train -m ...`` commands that produced a store from its ``overrides`` column:
 per study and set of keys, grids reproducing exactly the jobs seen; Optuna sweeper runs get the
-study command and their sampled keys instead (docs/REPORTS.md).
-"""
+study command and their sampled keys instead (docs/REPORTS.md)."""
 
 from __future__ import annotations
 
@@ -13,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from dse.model.spec import BYPASS_KINDS
+from dse.paths import STUDIES_DIR
 from dse.sweep.handoff import TRIAL_KEY
 
 PROG = "dse-train -m"
@@ -20,17 +20,13 @@ PROG = "dse-train -m"
 
 def parse_overrides(text: Any) -> list[tuple[str, str | None]]:
     """``"a=1 b=x"`` -> ``[("a", "1"), ("b", "x")]``; a token without ``=`` (``~k``) gets None."""
-    if not isinstance(text, str) or not text.strip():
+    if not isinstance(text, str):
         return []
     try:
         tokens = shlex.split(text)
     except ValueError:  # an unbalanced quote: fall back to plain whitespace splitting
         tokens = text.split()
-    out: list[tuple[str, str | None]] = []
-    for tok in tokens:
-        key, eq, value = tok.partition("=")
-        out.append((key, value if eq else None))
-    return out
+    return [(key, value if eq else None) for key, eq, value in (t.partition("=") for t in tokens)]
 
 
 def _token(key: str, values: list[str | None]) -> str:
@@ -77,8 +73,6 @@ def _study_token(study: str, keys: list[str]) -> list[str]:
     """``study=<name>`` if ``studies/<name>.yaml`` exists, else ``study.name=<name>``, if unnamed."""
     if any(k in ("study", "+study", "study.name") for k in keys) or study in ("", "default"):
         return []
-    from dse.paths import STUDIES_DIR
-
     key = "study" if (STUDIES_DIR / f"{study}.yaml").is_file() else "study.name"
     return [shlex.quote(f"{key}={study}")]
 
@@ -86,17 +80,11 @@ def _study_token(study: str, keys: list[str]) -> list[str]:
 def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
     """One row per command: study, command, runs (rows it covers), kind (grid, single, optuna), note."""
     rows: list[dict[str, Any]] = []
-    if df.empty:
-        return pd.DataFrame(columns=["study", "command", "runs", "kind", "note"])
-    trial = df["trial"] if "trial" in df.columns else pd.Series(pd.NA, index=df.index)
     for study, sdf in df.groupby(df["study"].fillna("default").astype(str), sort=True):
-        optuna = sdf[trial.loc[sdf.index].notna()]
-        grid = sdf[trial.loc[sdf.index].isna()]
+        optuna, grid = sdf[sdf["trial"].notna()], sdf[sdf["trial"].isna()]
         groups: dict[tuple[str, ...], list[tuple[str | None, ...]]] = defaultdict(list)
-        for text in grid["overrides"]:
-            pairs = parse_overrides(text)
-            keys = tuple(k for k, _ in pairs)
-            groups[keys].append(tuple(v for _, v in pairs))
+        for pairs in map(parse_overrides, grid["overrides"]):
+            groups[tuple(k for k, _ in pairs)].append(tuple(v for _, v in pairs))
         for keys, combos in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
             counts = Counter(combos)
             for g in decompose(set(counts)):
@@ -114,12 +102,9 @@ def sweep_commands(df: pd.DataFrame) -> pd.DataFrame:
             keys = list(dict.fromkeys(k for p in parsed for k in p))
             fixed = [k for k in keys if len({p.get(k, "\0") for p in parsed}) == 1]
             sampled = [k for k in keys if k not in fixed]
-            parts = [PROG, *_study_token(study, fixed),
-                     *(_token(k, [parsed[0][k]]) for k in fixed)]
-            numbers = pd.to_numeric(optuna["trial"], errors="coerce").dropna().astype(int)
-            span = f"trials {numbers.min()}–{numbers.max()}" if len(numbers) else "trials"
-            rows.append({"study": study, "command": " ".join(parts), "runs": len(optuna),
-                         "kind": "optuna",
-                         "note": f"Optuna sweeper, {span}; sampled: "
+            parts = [PROG, *_study_token(study, fixed), *(_token(k, [parsed[0][k]]) for k in fixed)]
+            numbers = optuna["trial"].astype(int)
+            rows.append({"study": study, "command": " ".join(parts), "runs": len(optuna), "kind": "optuna",
+                         "note": f"Optuna sweeper, trials {numbers.min()}–{numbers.max()}; sampled: "
                                  f"{', '.join(sampled) or 'nothing'}"})
     return pd.DataFrame(rows, columns=["study", "command", "runs", "kind", "note"])

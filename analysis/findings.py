@@ -1,6 +1,5 @@
 """report.md's answers (which knob matters, where the good region is, whether a difference is real,
-how it compares with the paper), worded from the frames of the statistics modules.
-"""
+how it compares with the paper), worded from the frames of the statistics modules."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ def importance_text(frame: pd.DataFrame) -> list[str]:
     """The importance section's body: what the evaluators saw, and the table behind the chart."""
     a = frame.attrs
     table = pd.DataFrame({"knob": frame["knob"],
-                          **{name: frame[col].map(lambda v: f"{v:.3f}")
-                             for col, name in EVALUATORS.items()},
+                          **{name: frame[col].map("{:.3f}".format) for col, name in EVALUATORS.items()},
                           "values seen": frame["values"].map(integer), "kind": frame["kind"]})
     return [f"Importance of {accuracy_name(a['metric'])} over the {a['n_runs']} ok runs the "
             f"evaluators saw ({a['n_points']} design points; each seed is one trial, so seed "
@@ -28,8 +26,7 @@ def importance_text(frame: pd.DataFrame) -> list[str]:
             f"categorical for text knobs); fANOVA is seeded ({a['seed']}), PED-ANOVA asks which "
             f"knobs set the best {100 * a['fraction']:.0f} % of runs apart. Each column sums to 1. "
             "On a few dozen runs fANOVA's forest is noisy: read the order, not the decimals."
-            + coverage_note(*a["coverage"]),
-            "", to_markdown(table), ""]
+            + coverage_note(*a["coverage"]), "", to_markdown(table), ""]
 
 
 def _ranges_section(df: pd.DataFrame) -> list[str]:
@@ -48,19 +45,7 @@ def _ranges_section(df: pd.DataFrame) -> list[str]:
         f"pycls's `get_filters`: {a['bootstraps']} draws of {100 * a['fraction']:.0f} % of the "
         "runs, the lowest error of each kept, and the 2.5–97.5 percentiles of the winners' values "
         f"(seed {a['seed']}); for a categorical knob, how often each value wins."
-        + coverage_note(*a["coverage"]), "",
-        to_markdown(table), ""]
-
-
-def _verdict_lines(v: Verdicts) -> list[str]:
-    lines = [f"- **SR:** {describe(v.sr)}", f"- **pct3x3:** {describe(v.pct3x3)}"]
-    bypass = v.frames["bypass"]
-    if bypass.attrs.get("skipped"):
-        return lines + [f"- **bypass:** not enough data: {bypass.attrs['skipped']}."]
-    if not v.bypass:
-        return lines + ["- **bypass:** only one bypass kind in the sweep."]
-    return lines + ["- **bypass** (Welch's t-test over seeds, each pair):",
-                    *(f"  - {c.text()}." for c in v.bypass)]
+        + coverage_note(*a["coverage"]), "", to_markdown(table), ""]
 
 
 def _verdicts_section(verdicts: list[Verdicts]) -> list[str]:
@@ -75,9 +60,17 @@ def _verdicts_section(verdicts: list[Verdicts]) -> list[str]:
              "\"distinguishable from seed noise\" when p < 0.05; bypass kinds are compared by "
              "Welch's t-test.", ""]
     for v in verdicts:
+        bypass = v.frames["bypass"]
         if len(verdicts) > 1:
             lines += [f"### study {v.study}", ""]
-        lines += [*_verdict_lines(v), ""]
+        lines += [f"- **SR:** {describe(v.sr)}", f"- **pct3x3:** {describe(v.pct3x3)}"]
+        if bypass.attrs.get("skipped"):
+            lines += [f"- **bypass:** not enough data: {bypass.attrs['skipped']}.", ""]
+        elif not v.bypass:
+            lines += ["- **bypass:** only one bypass kind in the sweep.", ""]
+        else:
+            lines += ["- **bypass** (Welch's t-test over seeds, each pair):",
+                      *(f"  - {c.text()}." for c in v.bypass), ""]
     return lines
 
 

@@ -1,6 +1,5 @@
 """How one value reads in the report's titles, labels and tables, defined once (so ``sr=0.125``
-never reads ``0.12500`` elsewhere), and report.md's tables through dse's one table renderer.
-"""
+never reads ``0.12500`` elsewhere), and report.md's tables through dse's one table renderer."""
 
 from __future__ import annotations
 
@@ -35,9 +34,7 @@ def pm_percent(mean: Any, std: Any) -> str:
     """``92.27 ± 0.14`` in percent; a lone seed has no std, so it shows just the mean."""
     if is_missing(mean):
         return "-"
-    if is_missing(std):
-        return f"{100 * float(mean):.2f}"
-    return f"{100 * float(mean):.2f} ± {100 * float(std):.2f}"
+    return f"{100 * float(mean):.2f}" + ("" if is_missing(std) else f" ± {100 * float(std):.2f}")
 
 
 def number(v: Any, digits: int = 2) -> str:
@@ -52,16 +49,14 @@ def integer(v: Any) -> str:
 
 def _text(v: Any) -> str:
     """One cell as Markdown-safe text: pipes escaped, line breaks flattened, NA as '-'."""
-    if is_missing(v):
-        return "-"
-    return str(v).replace("|", "\\|").replace("\r", " ").replace("\n", " ").strip() or "-"
+    text = "" if is_missing(v) else str(v).replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+    return text.strip() or "-"
 
 
 def to_markdown(df: pd.DataFrame) -> str:
     """A GitHub pipe table of ``df`` (index dropped), numeric-looking columns right-aligned; not
     pandas' ``to_markdown``, whose layout changes with whether tabulate is installed."""
     rows = [[_text(v) for v in r] for r in df.astype(object).itertuples(index=False)]
-    right = [bool(rows) and all(_NUMERIC.match(r[i]) or r[i] == "-" for r in rows)
+    align = ["right" if rows and all(_NUMERIC.match(r[i]) or r[i] == "-" for r in rows) else "left"
              for i in range(len(df.columns))]
-    return table([_text(c) for c in df.columns], rows,
-                 align=["right" if r else "left" for r in right], markdown=True)
+    return table([_text(c) for c in df.columns], rows, align=align, markdown=True)

@@ -1,11 +1,11 @@
 """The DataFrame behind every chart, from :func:`analysis.loading.load`'s run frame: charts only
 draw these, so tests check numbers, not pixels. Accuracies stay fractions; "± std" is the sample std
 (ddof=1; one seed: NaN); only ok runs count, the others beside them (``n_bad``). A frame the data
-cannot support is empty, with the reason in ``attrs["skipped"]``.
-"""
+cannot support is empty, with the reason in ``attrs["skipped"]``."""
 
 from __future__ import annotations
 
+import copy
 import json
 from functools import partial
 from typing import Any
@@ -19,7 +19,7 @@ from analysis.paper import PAPER_CONTEXT, PRESETS
 from dse import metrics
 from dse.metrics import MB, MIB, to_mb, to_mib
 from dse.model.spec import BYPASS_KINDS
-from dse.store.record import CONFIG_KEYS
+from dse.store.record import CONFIG_KEYS, config_hash
 
 # the columns a point's label may name: what it ran on and its metaparameters
 LABELLED = ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS]
@@ -52,10 +52,7 @@ def pick_metric(df: pd.DataFrame) -> str | None:
     """The accuracy that ranks design points: val top-1 (a front chosen on test would flatter its
     test numbers), else test top-1."""
     ok = ok_runs(df)
-    for m in ("val_top1", "test_top1"):
-        if m in ok.columns and ok[m].notna().any():
-            return m
-    return None
+    return next((m for m in ("val_top1", "test_top1") if m in ok and ok[m].notna().any()), None)
 
 
 def _cell(v: Any) -> str:
@@ -69,53 +66,31 @@ def _cell(v: Any) -> str:
     return str(v)
 
 
-def _hidden_fingerprint(df: pd.DataFrame, swept: str | None) -> pd.Series:
-    """Per run, the :func:`~dse.store.config_hash` of its config without the swept key: runs with
-    equal columns but another ``trainer.lr`` are not seeds of one sweep ("" without a config)."""
-    from dse.store import config_hash
-
-    path = CONFIG_KEYS[swept].split(".") if swept in CONFIG_KEYS else []
-
-    def without(cfg: Any, keys: list[str]) -> Any:
-        if not keys or not isinstance(cfg, dict):
-            return cfg
-        if len(keys) == 1:
-            return {k: v for k, v in cfg.items() if k != keys[0]}
-        return {**cfg, keys[0]: without(cfg.get(keys[0]), keys[1:])} if keys[0] in cfg else cfg
-
-    def one(text: Any) -> str:
-        cfg = config_of(text)
-        return config_hash(without(cfg, path)) if cfg else ""
-
-    if df.empty or "config" not in df.columns:
-        return pd.Series("", index=df.index, dtype=object)
-    return df["config"].map(one).astype(object)
-
-
 def context_key(df: pd.DataFrame, swept: str | None) -> pd.Series:
-    """Per run, everything that must be equal for runs to share a sweep but ``swept``."""
-    cols = [c for c in METAPARAMS + CONTEXT if c != swept and c in df.columns]
+    """Per run, everything that must be equal for runs to share a sweep but ``swept``: its columns,
+    and the :func:`~dse.store.config_hash` of its config without ``swept`` (another ``trainer.lr``)."""
+    *parents, leaf = CONFIG_KEYS[swept].split(".") if swept in CONFIG_KEYS else [None]
+
+    def hidden(text: Any) -> str:
+        cfg = node = copy.deepcopy(config_of(text))
+        for key in parents:
+            node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(leaf, None)
+        return config_hash(cfg) if cfg else ""
+
     if df.empty:
         return pd.Series([], index=df.index, dtype=object)
+    cols = [c for c in METAPARAMS + CONTEXT if c != swept and c in df.columns]
     text = df[cols].apply(lambda r: "|".join(_cell(v) for v in r), axis=1)
-    return (text + "|" + _hidden_fingerprint(df, swept)).astype(object)
+    return (text + "|" + df["config"].map(hidden)).astype(object)
 
 
 def point_key(df: pd.DataFrame) -> pd.Series:
     """Per run, its design point: study + config_hash, else study + every column (Optuna trials)."""
-    if df.empty:
-        return pd.Series([], index=df.index, dtype=object)
-    fallback = context_key(df, None)
-    h = df["config_hash"].astype(object) if "config_hash" in df.columns else None
-    key = fallback if h is None else h.where(h.notna(), fallback)
+    h = df["config_hash"].astype(object)
+    key = h.where(h.notna(), context_key(df, None))
     return (df["study"].map(_cell) + "/" + key.map(_cell)).astype(object)
-
-
-def _metrics_for(ok: pd.DataFrame) -> list[str]:
-    """Top-1 always; a top-k only below k classes (else it is trivially 100 %); those recorded."""
-    classes = pd.to_numeric(ok["num_classes"], errors="coerce").max() if len(ok) else np.nan
-    return [m for m in accuracies() if m in ok.columns and ok[m].notna().any()
-            and (metrics.REGISTRY[m].topk == 1 or not classes <= metrics.REGISTRY[m].topk)]
 
 
 def _aggregate(ok: pd.DataFrame, bad: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
@@ -167,24 +142,22 @@ def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
                                         ascending=[False, False, True, True]))
     candidates = stats[stats["values"] >= 2]
     if candidates.empty:
-        vals = sorted({_cell(v) for v in ok[param]})
-        empty.attrs["skipped"] = (
-            f"no group of ok runs varies only {param} with the rest fixed "
-            f"(values seen: {', '.join(vals)}; need >= 2 in one fixed group)")
+        empty.attrs["skipped"] = (f"no group of ok runs varies only {param} with the rest fixed (values "
+                                  f"seen: {', '.join(sorted({_cell(v) for v in ok[param]}))}; need >= 2 "
+                                  "in one fixed group)")
         return empty
     best = candidates.iloc[0]["key"]
     sel = ok[keys == best]
     bad = df[(keys_all == best) & (df["status"] != "ok")]
-    metrics = _metrics_for(sel)
-    out = _aggregate(sel, bad, param, metrics)
-    order = out[param].map(bypass_rank) if param == "bypass" else pd.to_numeric(out[param],
-                                                                                  errors="coerce")
-    out = out.iloc[np.argsort(order.to_numpy(), kind="stable")].reset_index(drop=True)
-    first = sel.iloc[0]
-    out.attrs.update(
-        param=param, metrics=metrics, groups=len(candidates),
-        fixed={c: first[c] for c in METAPARAMS + CONTEXT if c != param and c in sel.columns},
-        n_runs=len(sel), n_bad=len(bad), runs=sel.index.tolist())
+    classes = pd.to_numeric(sel["num_classes"], errors="coerce").max()
+    charted = [m for m in accuracies() if m in sel and sel[m].notna().any()  # top-k: over k classes
+               and (metrics.REGISTRY[m].topk == 1 or not classes <= metrics.REGISTRY[m].topk)]
+    out = _aggregate(sel, bad, param, charted)
+    out = out.sort_values(param, kind="stable", ignore_index=True, key=lambda s: s.map(bypass_rank)
+                          if param == "bypass" else pd.to_numeric(s, errors="coerce"))
+    out.attrs.update(param=param, metrics=charted, groups=len(candidates), n_runs=len(sel), n_bad=len(bad),
+                     fixed={c: sel[c].iloc[0] for c in METAPARAMS + CONTEXT if c != param and c in sel},
+                     runs=sel.index.tolist())
     return out
 
 
@@ -219,8 +192,7 @@ def describe(row: pd.Series, cols: list[str]) -> str:
 
 def pareto_mask(size: np.ndarray, acc: np.ndarray) -> np.ndarray:
     """True where no other point is as small, as accurate and strictly better in one (ties kept)."""
-    size = np.asarray(size, dtype=float)
-    acc = np.asarray(acc, dtype=float)
+    size, acc = np.asarray(size, dtype=float), np.asarray(acc, dtype=float)
     le = size[None, :] <= size[:, None]  # [i, j]: j no bigger than i
     ge = acc[None, :] >= acc[:, None]
     strict = (size[None, :] < size[:, None]) | (acc[None, :] > acc[:, None])
@@ -234,11 +206,10 @@ _SIZE_BUDGETS = {"size_bytes": 1, "size_mb": MB, "size_mib": MIB}
 def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
     """Per row, its data setting as text (``subset=500 max_epochs=1``); no subset is the whole
     training set (``subset=all``), any other missing value is unknown."""
-    def text(r: pd.Series) -> str:
-        return " ".join(f"{c}={'all' if c == 'subset' else '?'}" if is_missing(r.get(c))
-                        else f"{c}={value_text(r.get(c))}" for c in cols)
-
-    return pd.Series([text(r) for _, r in df.iterrows()], index=df.index, dtype=object)
+    unknown = {c: "all" if c == "subset" else "?" for c in cols}  # no subset: the whole training set
+    text = [" ".join(f"{c}={unknown[c] if is_missing(v) else value_text(v)}" for c, v in r.items())
+            for _, r in df.reindex(columns=cols).astype(object).iterrows()]
+    return pd.Series(text, index=df.index, dtype=object)
 
 
 def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
@@ -257,8 +228,7 @@ def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
     return list(out.items())
 
 
-def pareto_frame(df: pd.DataFrame, metric: str | None = None,
-                 cost: str = "size_bytes") -> pd.DataFrame:
+def pareto_frame(df: pd.DataFrame, metric: str | None = None, cost: str = "size_bytes") -> pd.DataFrame:
     """One row per design point (means over seeds: a lucky seed alone never makes the front);
     ``pareto`` marks the non-dominated points (max ``metric``, min ``cost``), numbered by cost in
     ``label``; ``desc`` names what varies. One front per data ``setting`` (accuracies compare only
@@ -274,21 +244,16 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
         what = "a model size" if cost == "size_bytes" else cost
         hint = (" (it is measured by training with trainer.latency=true)"
                 if metrics.REGISTRY[cost].latency else "")
-        return skipped_frame(cols, f"no ok run has both {metric} and {what}{hint}", metric=metric,
-                             cost=cost)
+        return skipped_frame(cols, f"no ok run has both {metric} and {what}{hint}", metric=metric, cost=cost)
     ok = ok.assign(point=point_key(ok))
     g = ok.groupby("point", sort=False)
     first = g.first()  # metaparameters and sizes are equal within a point
     keep = [c for c in ["study", "model", *SETTING, *METAPARAMS, "params", "size_bytes", "macs",
                         "config_hash"] if c in first.columns]
-    out = first[keep].copy()
-    out["n"] = g.size()
-    out["acc_mean"] = g[metric].mean()
-    out["acc_std"] = g[metric].std(ddof=1)
-    out["cost"] = g[cost].mean().astype(float)
+    out = first[keep].assign(n=g.size(), acc_mean=g[metric].mean(), acc_std=g[metric].std(ddof=1),
+                             cost=g[cost].mean().astype(float), seeds=_seeds(g))
     if cost not in out.columns:
         out[cost] = out["cost"]
-    out["seeds"] = _seeds(g)
     out = _with_sizes(out.reset_index())
     out["preset"] = out["model"].isin(PRESETS)
     setting = [c for c in SETTING if c in out.columns and out[c].map(_cell).nunique() > 1]
@@ -296,19 +261,16 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None,
     out["pareto"] = False
     for rows in out.groupby("setting", sort=False).groups.values():
         sel = out.loc[rows]
-        out.loc[rows, "pareto"] = pareto_mask(sel["cost"].to_numpy(float),
-                                              sel["acc_mean"].to_numpy(float))
+        out.loc[rows, "pareto"] = pareto_mask(sel["cost"].to_numpy(float), sel["acc_mean"].to_numpy(float))
     out = out.sort_values([*setting, "cost", "acc_mean"], ascending=[True] * (len(setting) + 1)
-                          + [False], na_position="last")
-    out = out.reset_index(drop=True)
+                          + [False], na_position="last", ignore_index=True)
     cols = [c for c in varying_columns(out) if c not in setting]
     out["desc"] = out.apply(lambda r: describe(r, cols), axis=1)
     labels = np.zeros(len(out), dtype=int)
     labels[out["pareto"].to_numpy()] = np.arange(1, int(out["pareto"].sum()) + 1)
     out["label"] = labels
     out.attrs.update(metric=metric, cost=cost, varying=cols, setting=setting,
-                     settings=list(dict.fromkeys(out["setting"])),
-                     budgets=budget_lines(df, cost))
+                     settings=list(dict.fromkeys(out["setting"])), budgets=budget_lines(df, cost))
     return out
 
 
@@ -316,28 +278,22 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Every point on one of ``fronts`` (cost -> :func:`pareto_frame`), its number on each
     (``<cost>_label``, 0: not on it) and its mean cost on each."""
     labels = [f"{c}_label" for c in fronts]
-    base: dict[str, pd.Series] = {}
-    for pts in fronts.values():
-        for _, r in pts.iterrows():
-            base.setdefault(r["point"], r)
-    if not base:
-        return pd.DataFrame(columns=["point", "desc", *labels, *fronts])
+    points = pd.concat(fronts.values(), ignore_index=True).drop_duplicates("point")
     keep = [c for c in ["point", *LABELLED, "acc_mean", "acc_std", "n", "size_mb", "preset"]
-            if c in next(iter(base.values())).index]
-    out = pd.DataFrame([r[keep] for r in base.values()]).reset_index(drop=True)
+            if c in points.columns]
+    out = points[keep].reset_index(drop=True)
     for cost, pts in fronts.items():
         by_point = pts.set_index("point")
         out[f"{cost}_label"] = out["point"].map(by_point["label"]).fillna(0).astype(int)
         out[cost] = out["point"].map(by_point["cost"]).astype(float)
     out = out[(out[labels] > 0).any(axis=1)].reset_index(drop=True)
     cols = varying_columns(out)
-    out["desc"] = out.apply(lambda r: describe(r, cols), axis=1)
+    out["desc"] = out.apply(lambda r: describe(r, cols), axis=1, result_type="reduce")
     out.attrs.update(costs=list(fronts))
     return out
 
 
-def edf_frame(df: pd.DataFrame, metric: str | None = None,
-              by: list[str] | None = None) -> pd.DataFrame:
+def edf_frame(df: pd.DataFrame, metric: str | None = None, by: list[str] | None = None) -> pd.DataFrame:
     """pycls-style error EDFs: per group (``by``, default whichever of study / model / bypass
     vary), each ok run's error 1 - metric and the ECDF at it. Columns: group, error, edf, n,
     ``by``, run (its label in ``df``); ``attrs``: metric, by."""
@@ -351,17 +307,12 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None,
         by = [c for c in ("study", "model", "bypass") if ok[c].map(_cell).nunique() > 1]
     group = (ok[by].apply(lambda r: " / ".join(_cell(v) for v in r), axis=1).astype(object)
              if by else pd.Series("all", index=ok.index, dtype=object))
-    out = pd.DataFrame({"group": group, "error": 1.0 - ok[metric].astype(float)})
-    for c in by:
-        out[c] = ok[c]
-    out["run"] = ok.index
+    out = pd.DataFrame({"group": group, "error": 1.0 - ok[metric].astype(float), **{c: ok[c] for c in by},
+                        "run": ok.index})
     out["n"] = out.groupby("group")["error"].transform("size").astype(int)
     out["edf"] = out.groupby("group")["error"].rank(method="max") / out["n"]
-    order = out[by].apply(lambda r: tuple(
-        (bypass_rank(v), "") if c == "bypass" else (0, _cell(v))
-        for c, v in zip(by, r, strict=True)), axis=1) if by else out["group"]
-    out = out.assign(_o=order).sort_values(["_o", "error"]).drop(columns="_o")
-    out = out.reset_index(drop=True)
+    out = out.sort_values([*by, "error"], ignore_index=True, key=lambda s: s if s.name == "error"
+                          else s.map(bypass_rank if s.name == "bypass" else _cell))
     out.attrs.update(metric=metric, by=by)
     return out
 

@@ -1,7 +1,6 @@
 """Which knob matters: Optuna's fANOVA (seeded) and PED-ANOVA (the best
 :data:`~analysis.ranges.GOOD_FRACTION` of runs) importances, normalised. The scored runs (one trial
-per run, so seed noise is in the data) become an in-memory Optuna study, distributions inferred.
-"""
+per run, so seed noise is in the data) become an in-memory Optuna study, distributions inferred."""
 
 from __future__ import annotations
 
@@ -14,21 +13,11 @@ import pandas as pd
 
 from analysis import frames as F
 from analysis.fmt import value_text
-from analysis.frames import point_key
 from analysis.ranges import GOOD_FRACTION, MIN_RUNS, choices, coverage, is_numeric, knobs
 
 EVALUATORS = {"fanova": "fANOVA", "ped_anova": "PED-ANOVA"}  # column -> name in charts and tables
 SEED = 0  # fANOVA's forest
 COLUMNS = ["knob", *EVALUATORS, "values", "kind"]
-
-
-def scored_runs(df: pd.DataFrame, metric: str | None = None) -> tuple[pd.DataFrame, str | None]:
-    """The ok runs that have ``metric`` (default: the ranking accuracy, :func:`F.pick_metric`)."""
-    metric = metric or F.pick_metric(df)
-    ok = F.ok_runs(df)
-    if metric is None or metric not in ok.columns:
-        return ok.iloc[0:0], metric
-    return ok[ok[metric].notna()], metric
 
 
 def knob_study(runs: pd.DataFrame, cols: list[str], metric: str) -> Any:
@@ -52,27 +41,12 @@ def knob_study(runs: pd.DataFrame, cols: list[str], metric: str) -> Any:
     study = optuna.create_study(direction="maximize")
     study.add_trials([create_trial(params={c: cast[c](r[c]) for c in cols}, distributions=dists,
                                    value=float(r[metric])) for _, r in runs.iterrows()])
-    study.set_user_attr("kinds", {c: "categorical" if cast[c] is value_text else "numeric"
-                                  for c in cols})
     return study
 
 
-def evaluate(study: Any, fraction: float = GOOD_FRACTION, seed: int = SEED) -> dict[str, dict[str, float]]:
-    """Evaluator column -> knob -> normalised importance."""
-    from optuna.importance import (
-        FanovaImportanceEvaluator,
-        PedAnovaImportanceEvaluator,
-        get_param_importances,
-    )
-
-    evaluators = {"fanova": FanovaImportanceEvaluator(seed=seed),
-                  "ped_anova": PedAnovaImportanceEvaluator(target_quantile=fraction)}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # experimental-API and "few trials" notices
-        return {name: get_param_importances(study, evaluator=ev) for name, ev in evaluators.items()}
-
-
 def _skip_reason(runs: pd.DataFrame, cols: list[str]) -> str | None:
+    if runs.empty:
+        return "no ok run has an accuracy"
     if len(runs) < MIN_RUNS:
         return f"only {len(runs)} ok runs with an accuracy (need >= {MIN_RUNS})"
     if len(cols) < 2:
@@ -86,22 +60,25 @@ def importance_frame(df: pd.DataFrame, metric: str | None = None,
     """One row per knob, most important first: ``fanova``, ``ped_anova`` (each summing to 1),
     ``values`` (distinct values seen), ``kind``. ``attrs``: metric, n_runs, n_points, fraction,
     seed, coverage; ``skipped`` below :data:`MIN_RUNS` scored runs or two varying knobs."""
-    runs, metric = scored_runs(df, metric)
+    metric = metric or F.pick_metric(df)
+    ok = F.ok_runs(df)
+    runs = ok[ok[metric].notna()] if metric in ok.columns else ok.iloc[0:0]
     cols = knobs(runs)
-    out = pd.DataFrame(columns=COLUMNS)
-    out.attrs.update(metric=metric, n_runs=len(runs), n_points=0, fraction=fraction, seed=seed)
-    reason = "no ok run has an accuracy" if metric is None or runs.empty else _skip_reason(runs,
-                                                                                          cols)
+    attrs = {"metric": metric, "n_runs": len(runs), "fraction": fraction, "seed": seed}
+    reason = _skip_reason(runs, cols)
     if reason is not None:
-        out.attrs["skipped"] = reason
-        return out
+        return F.skipped_frame(COLUMNS, reason, n_points=0, **attrs)
+    from optuna import importance as oi
+
+    evaluators = {"fanova": oi.FanovaImportanceEvaluator(seed=seed),
+                  "ped_anova": oi.PedAnovaImportanceEvaluator(target_quantile=fraction)}
     study = knob_study(runs, cols, metric)
-    scores = evaluate(study, fraction, seed)
-    kinds = study.user_attrs["kinds"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-API and "few trials" notices
+        scores = {e: oi.get_param_importances(study, evaluator=ev) for e, ev in evaluators.items()}
     out = pd.DataFrame({"knob": cols, **{e: [scores[e][c] for c in cols] for e in EVALUATORS},
                         "values": [runs[c].astype(str).nunique() for c in cols],
-                        "kind": [kinds[c] for c in cols]})
-    out = out.sort_values(list(EVALUATORS), ascending=False, kind="stable").reset_index(drop=True)
-    out.attrs.update(metric=metric, n_runs=len(runs), n_points=int(point_key(runs).nunique()),
-                     fraction=fraction, seed=seed, coverage=coverage(runs, cols))
+                        "kind": ["numeric" if is_numeric(runs[c]) else "categorical" for c in cols]})
+    out = out.sort_values(list(EVALUATORS), ascending=False, kind="stable", ignore_index=True)
+    out.attrs.update(attrs, n_points=int(F.point_key(runs).nunique()), coverage=coverage(runs, cols))
     return out

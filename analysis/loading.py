@@ -1,8 +1,6 @@
-"""Any results source as one pandas frame with the run record's columns (docs/CONTRACTS.md).
-
-How a result was stored (a dse store, an Optuna storage) is dealt with here only; *where* it is,
-:mod:`analysis.source`. Bad input raises :class:`~analysis.source.LoadError` (dse-report's exit 2).
-"""
+"""Any results source as one pandas frame with the run record's columns (docs/CONTRACTS.md). How a
+result was stored (a dse store, an Optuna storage) is dealt with here only; *where* it is,
+:mod:`analysis.source`. Bad input raises :class:`~analysis.source.LoadError` (dse-report's exit 2)."""
 
 from __future__ import annotations
 
@@ -15,6 +13,7 @@ import pandas as pd
 from analysis.fmt import is_missing
 from analysis.source import ARG, LoadError, Source, resolve, unknown_study
 from dse.errors import ConfigError, first_line
+from dse.store import ResultsStore
 from dse.store.record import CONFIG_KEYS, FINISHED, run_dtypes
 from dse.store.record import STATUSES as RUN_STATUSES
 from dse.storefile import DB_NAME, OPTUNA_DB
@@ -28,8 +27,7 @@ METAPARAMS = [c for c, k in CONFIG_KEYS.items() if k.startswith("model.") and c 
     "pool_after"]  # RunRecord.from_config joins model.pool_after's list into text
 SETTING = [c for c, k in CONFIG_KEYS.items() if k.split(".")[0] in ("data", "trainer")]
 CONTEXT = ["study", "model", *SETTING]
-# The tables' order: finished first, the store's other statuses, then those only Optuna trials have
-# (trials.KINDS also names kinds that are never a status; they are simply never present).
+# The tables' order: finished first, the store's other statuses, then those only Optuna trials have.
 STATUSES = list(dict.fromkeys([*FINISHED, *RUN_STATUSES, *trials.KINDS]))
 
 # Optuna parameter names are Hydra override keys (``model.sr``): the record's own mapping read back.
@@ -59,25 +57,19 @@ def drop_repeated_seeds(df: pd.DataFrame) -> pd.DataFrame:
     """One row per (study, config_hash, seed), its first ok row else its first: a seed counted twice
     would shrink the std toward 0. Rows without a hash or seed (Optuna trials) are all kept."""
     key = ["study", "config_hash", "seed"]
-    keyed = df[key].notna().all(axis=1) & (df["config_hash"].astype(str) != "")
-    first_ok = df[keyed]
-    first_ok = first_ok.assign(_bad=first_ok["status"] != "ok").sort_values("_bad", kind="stable")
-    repeated = first_ok.index[first_ok.duplicated(key)]
-    return df.drop(index=repeated).reset_index(drop=True)
+    keyed = df[df[key].notna().all(axis=1) & (df["config_hash"].astype(str) != "")]
+    keyed = keyed.sort_values("status", key=lambda s: s != "ok", kind="stable")  # ok rows first
+    return df.drop(index=keyed.index[keyed.duplicated(key)]).reset_index(drop=True)
 
 
 def _to_bool(v: Any) -> Any:
-    if is_missing(v):
-        return pd.NA
     if isinstance(v, str):
         return v.strip().lower() in ("1", "true", "yes", "on")
-    return bool(v)
+    return pd.NA if is_missing(v) else bool(v)
 
 
 def _read_dse(src: Source) -> pd.DataFrame:
     """All runs of a dse store, never creating one; the store's refusal becomes a LoadError."""
-    from dse.store import ResultsStore
-
     try:
         store = ResultsStore(src.url if src.path is None else src.path, create=False)
     except ConfigError as e:
@@ -119,14 +111,11 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
     rows: list[dict[str, Any]] = []
     for name in names:
         st = optuna.load_study(study_name=name, storage=storage)
-        metric_names = st.metric_names or (
-            ["value"] if len(st.directions) == 1 else
-            [f"value_{i}" for i in range(len(st.directions))])
+        n = len(st.directions)
+        metric_names = st.metric_names or (["value"] if n == 1 else [f"value_{i}" for i in range(n)])
         rows += [_trial_row(name, t, metric_names) for t in st.get_trials(deepcopy=False)
                  if trials.kind(t) != "discarded"]  # claimed over budget by a racing worker
-    df = pd.DataFrame(rows)
-    if not df.empty:
-        df = _fill_from_sibling_store(df, src)
+    df = _fill_from_sibling_store(pd.DataFrame(rows), src)
     df.attrs["budgets"] = {n: budgets[n] for n in names}
     return df
 
@@ -150,10 +139,8 @@ def _trial_row(study: str, t: Any, metric_names: list[str]) -> dict[str, Any]:
     row.update({_param_column(k): v for k, v in trials.recorded_values(t).items()})
     row.update({_param_column(k): v for k, v in t.params.items()})
     row.update(zip(metric_names, t.values or [], strict=False))
-    if t.datetime_start is not None:
-        row["started_at"] = t.datetime_start.isoformat()
-    if t.datetime_complete is not None:
-        row["finished_at"] = t.datetime_complete.isoformat()
+    row.update({col: when.isoformat() for col, when in (("started_at", t.datetime_start),
+                                                        ("finished_at", t.datetime_complete)) if when})
     row.setdefault("run_id", f"{study}-trial-{t.number}")
     if "overrides" not in row:
         row["overrides"] = " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}"
@@ -163,7 +150,7 @@ def _trial_row(study: str, t: Any, metric_names: list[str]) -> dict[str, Any]:
 
 def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
     """Fill trial columns that are missing (size, accuracies, metaparameters) from results.db."""
-    if src.path is None:
+    if src.path is None or df.empty:
         return df
     store = src.path.resolve().parent / DB_NAME
     if not store.is_file() or store == src.path.resolve():
@@ -185,8 +172,7 @@ def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
 def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -> pd.DataFrame:
     """Every run of ``source`` (a path, URL or a frame; optionally one study) with the contract's
     columns, repeated seeds dropped; nothing to report on is a :class:`LoadError` (an empty chart
-    would look like a result). ``attrs["budgets"]``: per study, (metric, op, bound) of its sweep.
-    """
+    would look like a result). ``attrs["budgets"]``: per study, (metric, op, bound) of its sweep."""
     if isinstance(source, pd.DataFrame):
         df = normalize(source)
         where = "the frame"
@@ -220,10 +206,8 @@ def config_of(row_config: Any) -> dict[str, Any]:
     """The resolved config stored with a run (JSON text), or {} when absent or unreadable."""
     if isinstance(row_config, dict):
         return row_config
-    if not isinstance(row_config, str) or not row_config.strip():
-        return {}
     try:
         value = json.loads(row_config)
-    except ValueError:
+    except (TypeError, ValueError):  # absent (NA) or not JSON
         return {}
     return value if isinstance(value, dict) else {}

@@ -1,7 +1,6 @@
 """The SqueezeNet paper's reference numbers (Iandola et al., arXiv 1602.07360v4), defined once for
 the sweep charts, the paper check and docs/REPORTS.md (a test keeps the page in step). Accuracies
-are ImageNet percentages; sizes the paper's fp32 SqueezeNet v1.0 (1000 classes, 224 px).
-"""
+are ImageNet percentages; sizes the paper's fp32 SqueezeNet v1.0 (1000 classes, 224 px)."""
 
 from __future__ import annotations
 

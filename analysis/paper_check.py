@@ -1,27 +1,28 @@
 """The paper check: each SqueezeNet paper claim against this study's outcome (agrees, disagrees or
 not enough data), read from the verdicts, so noise never counts as agreement; the rules are
-docs/REPORTS.md's "The paper check".
-"""
+docs/REPORTS.md's "The paper check"."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import cache
+from typing import NamedTuple
 
 import pandas as pd
+import yaml
 
 from analysis import paper
 from analysis.fmt import value_text
 from analysis.verdicts import PARAM_NAME, Contrast, Trend, Verdicts
 from dse.metrics import to_mb, to_mib
+from dse.model import analyze, build_spec
+from dse.paths import CONF_DIR
 
 AGREES, DISAGREES, NO_DATA = "agrees", "disagrees", "not enough data"
 NEAR = 0.125  # "plateaus near 50 %": a knee within one step of the paper's 12.5 % grid
 COLUMNS = ["study", "claim", "paper", "this study", "outcome"]
 
 
-@dataclass(frozen=True)
-class Check:
+class Check(NamedTuple):
     """One claim: the paper's numbers, what this study found, and the outcome."""
 
     claim: str
@@ -41,9 +42,8 @@ def _trend_outcome(tr: Trend, name: str) -> tuple[str, str]:
                         f"{tr.rise.half:.2f} points over {name} {x0}, p = {tr.rise.p:.2g}){fall}")
     if tr.shape == "rises":
         return DISAGREES, f"still rising at the largest {name} tried ({knee}): no plateau"
-    return DISAGREES, (f"{'falls' if tr.shape == 'falls' else 'no change'} "
-                       f"({tr.rise.diff:+.2f} ± {tr.rise.half:.2f} points, p = {tr.rise.p:.2g}: "
-                       f"{tr.rise.noise_words})")
+    return DISAGREES, (f"{'falls' if tr.shape == 'falls' else 'no change'} ({tr.rise.diff:+.2f} ± "
+                       f"{tr.rise.half:.2f} points, p = {tr.rise.p:.2g}: {tr.rise.noise_words})")
 
 
 def sr_check(v: Verdicts) -> Check:
@@ -73,8 +73,7 @@ def _bypass_missing(v: Verdicts, kinds: tuple[str, ...]) -> str | None:
     frame = v.frames["bypass"]
     if frame.attrs.get("skipped"):
         return str(frame.attrs["skipped"])
-    absent = [k for k in kinds if k not in set(frame["bypass"])]
-    if absent:
+    if absent := [k for k in kinds if k not in set(frame["bypass"])]:
         return f"no {', '.join(absent)} run in the bypass sweep"
     pairs = [_contrast(v, a, b) for a, b in zip(kinds, kinds[1:], strict=False)]
     bad = [c for c in pairs if c is not None and c.test is None]
@@ -82,17 +81,14 @@ def _bypass_missing(v: Verdicts, kinds: tuple[str, ...]) -> str | None:
 
 
 def simple_check(v: Verdicts) -> Check:
-    t = paper.TABLE3
-    claim, ref = "simple bypass beats none (Table 3)", (
-        f"top-1 {t['simple']['top1']} vs {t['none']['top1']} % "
-        f"({t['simple']['top1'] - t['none']['top1']:+.1f} points)")
-    missing = _bypass_missing(v, ("none", "simple"))
-    if missing:
+    simple, none = paper.TABLE3["simple"]["top1"], paper.TABLE3["none"]["top1"]
+    claim = "simple bypass beats none (Table 3)"
+    ref = f"top-1 {simple} vs {none} % ({simple - none:+.1f} points)"
+    if missing := _bypass_missing(v, ("none", "simple")):
         return Check(claim, ref, missing, NO_DATA)
     test = _contrast(v, "none", "simple").test
     ok = test.distinguishable and test.diff > 0
-    return Check(claim, ref, f"simple − none {test.text()}: {test.noise_words}",
-                 AGREES if ok else DISAGREES)
+    return Check(claim, ref, f"simple − none {test.text()}: {test.noise_words}", AGREES if ok else DISAGREES)
 
 
 def complex_check(v: Verdicts) -> Check:
@@ -100,30 +96,23 @@ def complex_check(v: Verdicts) -> Check:
     claim = "complex bypass sits between none and simple and costs size (Table 3)"
     ref = (f"top-1 {t['complex']['top1']} % between {t['none']['top1']} and "
            f"{t['simple']['top1']}; {t['complex']['mb']} vs {t['none']['mb']} MB")
-    missing = _bypass_missing(v, ("none", "simple", "complex"))
-    if missing:
+    if missing := _bypass_missing(v, ("none", "simple", "complex")):
         return Check(claim, ref, missing, NO_DATA)
     over_none = _contrast(v, "none", "complex").test
     over_simple = _contrast(v, "simple", "complex").test
     frame = v.frames["bypass"]
     size_c, size_n = (float(frame.loc[frame["bypass"] == k, "size_bytes"].iloc[0])
                       for k in ("complex", "none"))
-    between = over_none.diff > 0 and over_simple.diff < 0
     words = (f"complex − none {over_none.diff:+.2f} points (p = {over_none.p:.2g}), complex − "
              f"simple {over_simple.diff:+.2f} points (p = {over_simple.p:.2g}); "
              f"{to_mb(size_c):.2f} vs {to_mb(size_n):.2f} MB ({size_c / size_n - 1:+.0%})")
-    ok = between and size_c > size_n
-    return Check(claim, ref, words, AGREES if ok else DISAGREES)
+    between = over_none.diff > 0 and over_simple.diff < 0
+    return Check(claim, ref, words, AGREES if between and size_c > size_n else DISAGREES)
 
 
 @cache
 def paper_network_bytes(param: str, value: float) -> int:
     """fp32 bytes of the paper's network with ``param`` at ``value``, as dse's generator builds it."""
-    import yaml
-
-    from dse.model import analyze, build_spec
-    from dse.paths import CONF_DIR
-
     net = paper.NETWORK
     model = yaml.safe_load((CONF_DIR / "model" / f"{net['preset']}.yaml").read_text())
     model.update(in_channels=net["in_channels"], num_classes=net["num_classes"],
@@ -143,8 +132,7 @@ def _sizes(frame: pd.DataFrame, param: str) -> list[tuple[float, float, int]]:
 
 def _listing(sizes: dict[str, list[tuple[float, float]]]) -> str:
     """``SR: 0.125 → 4.76, 0.25 → 7.50; pct3x3: 0.5 → 12.99`` from (value, MiB) pairs."""
-    return "; ".join(f"{PARAM_NAME[p]}: " + ", ".join(f"{value_text(x)} → {mib:.2f}"
-                                                     for x, mib in pairs)
+    return "; ".join(f"{PARAM_NAME[p]}: " + ", ".join(f"{value_text(x)} → {mib:.2f}" for x, mib in pairs)
                      for p, pairs in sizes.items() if pairs)
 
 
@@ -173,6 +161,4 @@ CHECKS = (sr_check, pct3x3_check, simple_check, complex_check, sizes_check)
 
 def paper_check(verdicts: list[Verdicts]) -> pd.DataFrame:
     """One row per study and claim: the paper's numbers, this study's, and the outcome."""
-    rows = [(v.study, fn(v)) for v in verdicts for fn in CHECKS]
-    return pd.DataFrame([[study, c.claim, c.paper, c.found, c.outcome] for study, c in rows],
-                        columns=COLUMNS)
+    return pd.DataFrame([[v.study, *fn(v)] for v in verdicts for fn in CHECKS], columns=COLUMNS)

@@ -1,13 +1,10 @@
-"""The Pareto charts: accuracy against a cost (model size, or a measured latency) for every design
-point, from :func:`analysis.frames.pareto_frame` (its ``attrs["cost"]`` picks the axis): a log-cost
-scatter per bypass kind, the front as a numbered staircase with a key table, a rug of the runs that
-are not design points (size chart only).
-"""
+"""The Pareto charts from :func:`analysis.frames.pareto_frame`, against its ``attrs["cost"]`` (size or
+a latency): design points per bypass kind on a log-cost axis, the front as a numbered staircase with
+a key table, and (size only) a rug of the runs that are not design points."""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 from analysis.frames import ok_runs, setting_of
 from analysis.loading import status_order
 from analysis.style import STATUS_STYLE, accuracy_name, bypass_color, bypass_kinds, new_figure, styled
-from dse.metrics import REGISTRY, to_mib
+from dse.metrics import MIB, REGISTRY
 from dse.model.spec import BYPASS_KINDS
 
 SIZE_AXIS = "model size (MiB, fp32 weights, log scale)"
@@ -31,39 +28,40 @@ SIZE_AXIS = "model size (MiB, fp32 weights, log scale)"
 
 @dataclass(frozen=True)
 class CostAxis:
-    """How one cost is drawn: the points' x column, each run's x, the axis and key wording."""
+    """How one cost is drawn: its column (in runs and points) and unit, the axis and key wording."""
 
-    column: str  # in the pareto frame
-    run_x: Callable[[pd.DataFrame], pd.Series]
+    cost: str
+    per_unit: float  # the cost's units per axis unit: MIB bytes for the size
     label: str  # the x axis
     unit: str  # the key table's column
     what: str  # "model size": the title and the legend
     fmt: str = "6.2f"  # the key table's cells
 
+    def x(self, frame: pd.DataFrame) -> pd.Series:
+        return frame[self.cost].astype(float) / self.per_unit
+
 
 def cost_axis(cost: str) -> CostAxis:
     """``cost``'s axis: MiB for the fp32 size (the ``size_mib`` objective's unit), else its own."""
     if cost == "size_bytes":
-        return CostAxis("size_mib", lambda runs: to_mib(runs["size_bytes"].astype(float)),
-                        SIZE_AXIS, "MiB", "model size")
+        return CostAxis(cost, MIB, SIZE_AXIS, "MiB", "model size")
     m = REGISTRY[cost]
-    return CostAxis("cost", lambda runs: runs[cost].astype(float),
-                    f"{m.label} ({m.unit}, log scale)", m.unit, "latency" if m.latency else m.label,
-                    "6.3g")
+    return CostAxis(cost, 1.0, f"{m.label} ({m.unit}, log scale)", m.unit,
+                    "latency" if m.latency else m.label, "6.3g")
 
 
 FRONT_STYLES = (("-", "o"), ("--", "^"), (":", "s"), ("-.", "D"))  # per data setting
 MARKER_NAMES = {"o": "circles", "^": "triangles", "s": "squares", "D": "diamonds"}
 BUDGET_COLOR = "#8c564b"
+KEY_ROWS = 24  # front points listed in the key table; report.md lists them all
 
 
 @styled
-def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str,
-                max_table: int = 24) -> Figure:
+def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str) -> Figure:
     """Accuracy against the frame's cost (log x), one numbered front per data setting."""
     axis = cost_axis(points.attrs.get("cost", "size_bytes"))
     bad = runs[runs["status"] != "ok"]
-    has_rug = not bad.empty and axis.column == "size_mib"
+    has_rug = not bad.empty and axis.cost == "size_bytes"
     front = points[points["pareto"]]
     settings = points.attrs.get("settings") or [""]
     fig = new_figure(12.5, 6.4)
@@ -73,7 +71,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     key = fig.add_subplot(gs[:, 1])
     key.axis("off")
     ok = ok_runs(runs)
-    ok = ok[ok[metric].notna() & axis.run_x(ok).notna()]
+    ok = ok[ok[metric].notna() & axis.x(ok).notna()]
     ok_setting = setting_of(ok, points.attrs.get("setting") or [])
     name = accuracy_name(metric)
     faint = _draw_points(ax, points, ok, ok_setting, metric, axis, settings)
@@ -81,15 +79,12 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
         _draw_front(ax, front[front["setting"] == setting], axis, FRONT_STYLES[i % 4], setting)
     budgets = points.attrs.get("budgets") or []
     _draw_budgets(ax, budgets)
-    rug = bad[bad["size_bytes"].notna()] if has_rug else bad.iloc[0:0]
-    xs = pd.concat([points[axis.column], axis.run_x(ok), to_mib(rug["size_bytes"].astype(float)),
+    xs = pd.concat([axis.x(points), axis.x(ok), axis.x(bad) if has_rug else None,
                     pd.Series([x for _, x in budgets], dtype=float)])
     _cost_accuracy_axes(ax, xs, pd.concat([points["acc_mean"], ok[metric]]), name)
     handles, labels = ax.get_legend_handles_labels()
-    handles.append(tuple(faint))
-    labels.append("single runs (seeds)")
-    key.legend(handles, labels, loc="lower left", frameon=False, fontsize=8,
-               handler_map={tuple: HandlerTuple(ndivide=None, pad=0.1)})
+    key.legend([*handles, tuple(faint)], [*labels, "single runs (seeds)"], loc="lower left",
+               frameon=False, fontsize=8, handler_map={tuple: HandlerTuple(ndivide=None, pad=0.1)})
     if has_rug:
         rug_ax = fig.add_subplot(gs[1, 0], sharex=ax)
         _draw_rug(rug_ax, bad)
@@ -97,12 +92,10 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
         ax.tick_params(labelbottom=False)
     else:
         ax.set_xlabel(axis.label)
-    fronts = (f"; one front per data setting ({', '.join(settings)})" if len(settings) > 1
-              else "")
-    fig.suptitle(f"Pareto front: {name} accuracy vs {axis.what} — {title}\n"
-                 f"{len(points)} design points from {len(ok)} ok runs; "
-                 f"{len(bad)} not ok{fronts}", fontsize=10)
-    _key_table(key, front, max_table, axis, settings)
+    fronts = f"; one front per data setting ({', '.join(settings)})" if len(settings) > 1 else ""
+    fig.suptitle(f"Pareto front: {name} accuracy vs {axis.what} — {title}\n{len(points)} design points "
+                 f"from {len(ok)} ok runs; {len(bad)} not ok{fronts}", fontsize=10)
+    _key_table(key, front, axis, settings)
     if not front.empty:
         _number_front(ax, points, front, axis)
     return fig
@@ -120,33 +113,29 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
         for i, setting in enumerate(settings):
             marker = FRONT_STYLES[i % 4][1]
             rsel = ok[(run_kind == kind) & (ok_setting == setting)]
-            runs = ax.scatter(axis.run_x(rsel), 100 * rsel[metric], s=9, marker=marker,
+            runs = ax.scatter(axis.x(rsel), 100 * rsel[metric], s=9, marker=marker,
                               color=bypass_color(kind), alpha=0.3, lw=0, zorder=2)
             faint += [runs] if i == 0 else []
             sel = points[(point_kind == kind) & (points["setting"] == setting) & ~points["preset"]]
-            ax.scatter(sel[axis.column], 100 * sel["acc_mean"], s=34, marker=marker,
-                       color=bypass_color(kind), edgecolor="white", lw=0.6, zorder=3,
-                       label=f"bypass={kind}" if i == 0 else None)
+            ax.scatter(axis.x(sel), 100 * sel["acc_mean"], s=34, marker=marker, color=bypass_color(kind),
+                       edgecolor="white", lw=0.6, zorder=3, label=f"bypass={kind}" if i == 0 else None)
     presets = points[points["preset"]]
     if not presets.empty:
-        ax.scatter(presets[axis.column], 100 * presets["acc_mean"], s=170, marker="*",
+        ax.scatter(axis.x(presets), 100 * presets["acc_mean"], s=170, marker="*",
                    color=[bypass_color(k) for k in presets["bypass"]], edgecolor="black",
                    lw=0.8, zorder=5, label="SqueezeNet preset (v1.0 / v1.1)")
     return faint
 
 
-def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str, str],
-                setting: str) -> None:
+def _draw_front(ax: Axes, front: pd.DataFrame, axis: CostAxis, style: tuple[str, str], setting: str) -> None:
     """One setting's front as a staircase (run on past its last point) with rings on its points."""
     if front.empty:
         return
-    fx = front[axis.column].to_numpy(float)
-    fy = 100 * front["acc_mean"].to_numpy(float)
-    short = "size" if axis.column == "size_mib" else axis.what
+    fx, fy = axis.x(front).to_numpy(), 100 * front["acc_mean"].to_numpy(float)
+    short = "size" if axis.cost == "size_bytes" else axis.what
     ls, marker = style
-    ax.step(np.append(fx, fx[-1] * 1.15), np.append(fy, fy[-1]), where="post", color="black",
-            ls=ls, lw=1.2, alpha=0.7, zorder=4,
-            label=None if setting else f"Pareto front (max acc, min {short})")
+    ax.step(np.append(fx, fx[-1] * 1.15), np.append(fy, fy[-1]), where="post", color="black", ls=ls,
+            lw=1.2, alpha=0.7, zorder=4, label=None if setting else f"Pareto front (max acc, min {short})")
     ax.scatter(fx, fy, s=70, facecolor="none", edgecolor="black", lw=1.1, zorder=6)
     if setting:  # the legend's entry: this front's line with its points' marker
         ax.plot([], [], color="black", ls=ls, lw=1.2, marker=marker, ms=5, mfc="0.5", mec="0.5",
@@ -184,40 +173,36 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
         sel = bad[bad["status"] == s]
         sized = sel[sel["size_bytes"].notna()]
         marker, color = STATUS_STYLE.get(s, ("o", "#7f7f7f"))
-        rug.scatter(to_mib(sized["size_bytes"].astype(float)), np.full(len(sized), i),
+        rug.scatter(sized["size_bytes"].astype(float) / MIB, np.full(len(sized), i),
                     marker=marker, color=color, s=36, zorder=3)
         missing = len(sel) - len(sized)
         size_note = ("" if not missing else ", size unknown" if missing == len(sel)
                      else f", {missing} of unknown size")
         tick_labels.append(f"{s} ({len(sel)}{size_note})")
-    rug.set_yticks(range(len(statuses)))
-    rug.set_yticklabels(tick_labels, fontsize=8)
+    rug.set_yticks(range(len(statuses)), tick_labels, fontsize=8)
     rug.set_ylim(-0.7, len(statuses) - 0.3)
     rug.grid(True, axis="x", which="both", alpha=0.25)
     rug.set_xlabel(SIZE_AXIS)
     rug.set_title("runs that are not design points (no accuracy plotted)", fontsize=8, loc="left")
 
 
-def _key_table(key: Axes, front: pd.DataFrame, max_table: int, axis: CostAxis,
-               settings: list[str]) -> None:
-    """Number -> accuracy, cost and metaparameters of the first ``max_table`` front points."""
-    n_table = min(len(front), max_table)
+def _key_table(key: Axes, front: pd.DataFrame, axis: CostAxis, settings: list[str]) -> None:
+    """Number -> accuracy, cost and metaparameters of the first :data:`KEY_ROWS` front points."""
     lines = [f"{'#':>2}  {'acc %':>6}  {axis.unit:>6}  metaparameters"]
-    shown = front.sort_values("label").head(n_table)
+    shown = front.sort_values("label").head(KEY_ROWS)
     for i, setting in enumerate(settings):
         sel = shown[shown["setting"] == setting]
         if setting and not sel.empty:
             lines.append(f"-- {setting} ({MARKER_NAMES[FRONT_STYLES[i % 4][1]]}) --")
         for _, r in sel.iterrows():
             lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  "
-                         f"{r[axis.column]:{axis.fmt}}  {r['desc'] or '(all equal)'}")
-    if len(front) > n_table:
-        lines.append(f"... {len(front) - n_table} more in report.md")
+                         f"{r[axis.cost] / axis.per_unit:{axis.fmt}}  {r['desc'] or '(all equal)'}")
+    if len(front) > len(shown):
+        lines.append(f"... {len(front) - len(shown)} more in report.md")
     key.set_title("Pareto set (numbers on the chart)", fontsize=9, loc="left")
     text = "\n".join(textwrap.fill(line, 62, subsequent_indent=" " * 20, break_on_hyphens=False)
                      for line in lines)  # long metaparameter lists wrap under their own column
-    key.text(0.0, 1.0, text, va="top", ha="left", family="monospace", fontsize=7.5,
-             transform=key.transAxes)
+    key.text(0.0, 1.0, text, va="top", ha="left", family="monospace", fontsize=7.5, transform=key.transAxes)
 
 
 def _number_front(ax: Axes, points: pd.DataFrame, front: pd.DataFrame, axis: CostAxis) -> None:
@@ -231,33 +216,27 @@ def _number_front(ax: Axes, points: pd.DataFrame, front: pd.DataFrame, axis: Cos
     scale = fig.dpi / 72.0  # display pixels per point
     axbox = ax.get_window_extent(renderer)
     rest = points[~points["pareto"]]
-    xs, ys = front[axis.column].to_numpy(float), 100 * front["acc_mean"].to_numpy(float)
+    xs, ys = axis.x(front).to_numpy(), 100 * front["acc_mean"].to_numpy(float)
     pts = ax.transData.transform(np.column_stack([xs, ys]))
     marks = np.vstack([pts, ax.transData.transform(
-        rest[[axis.column, "acc_mean"]].to_numpy(float).reshape(-1, 2) * np.array([1.0, 100.0]))])
+        np.column_stack([axis.x(rest), 100 * rest["acc_mean"].astype(float)]))])
     radii = np.concatenate([np.full(len(pts), FRONT_RADIUS),
                             np.where(rest["preset"], PRESET_RADIUS, OTHER_RADIUS)])[:, None] * scale
     taken = np.hstack([marks - radii, marks + radii])
     font = FontProperties(size=LABEL_SIZE, weight="bold")
+    offsets = np.array(CANDIDATES) * scale
     for (px, py), x, y, label in zip(pts, xs, ys, front["label"], strict=True):
         text = str(int(label))
         tw, th, _ = renderer.get_text_width_height_descent(text, font, ismath=False)
-        w, h = tw + 4, th + 3
-        best, best_cost = CANDIDATES[0], float("inf")
-        for dx, dy in CANDIDATES:
-            x0, y0 = px + dx * scale, py + dy * scale
-            cost = _overlap(np.array([x0, y0, x0 + w, y0 + h]), taken, axbox)
-            if cost < best_cost:
-                best, best_cost = (dx, dy), cost
-            if cost == 0:
-                break
-        ax.annotate(text, (x, y), xytext=best, textcoords="offset points", fontsize=LABEL_SIZE,
+        corner = [px, py] + offsets
+        boxes = np.hstack([corner, corner + [tw + 4, th + 3]])
+        best = int(np.argmin([_overlap(box, taken, axbox) for box in boxes]))  # the first free, if any
+        ax.annotate(text, (x, y), xytext=CANDIDATES[best], textcoords="offset points", fontsize=LABEL_SIZE,
                     fontweight="bold", ha="left", va="bottom",
                     bbox={"boxstyle": "round,pad=0.12", "fc": "white", "ec": "none", "alpha": 0.8},
                     arrowprops={"arrowstyle": "-", "lw": 0.7, "color": "0.3", "shrinkA": 0,
                                 "shrinkB": 4}, zorder=7).set_in_layout(False)
-        x0, y0 = px + best[0] * scale, py + best[1] * scale
-        taken = np.vstack([taken, [x0, y0, x0 + w, y0 + h]])
+        taken = np.vstack([taken, boxes[best]])
 
 
 # The front's numbers are a greedy repel, not a layout solver: a front has a few dozen points, and

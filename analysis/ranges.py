@@ -1,7 +1,6 @@
 """Good ranges, pycls-style (a design space is judged by its best models): per knob, the values of
 the best x % of the ok runs' error EDF, and pycls's seeded ``get_filters`` bootstrap of where the
-best model falls. Which knobs vary among the ok runs is decided here once, for the importances too.
-"""
+best model falls. Which knobs vary among the ok runs is decided here once, for the importances too."""
 
 from __future__ import annotations
 
@@ -58,14 +57,7 @@ def choices(values: pd.Series, knob: str) -> list[str]:
     return seen
 
 
-def best_runs(edf: pd.DataFrame, fraction: float) -> pd.DataFrame:
-    """The EDF's rows at or below ``fraction``, else the lowest error (with its ties)."""
-    best = edf[edf["edf"] <= fraction + 1e-12]
-    return best if len(best) else edf[edf["error"] == edf["error"].min()]
-
-
-def winners(errors: np.ndarray, fraction: float, seed: int = SEED,
-            draws: int = BOOTSTRAPS) -> np.ndarray:
+def winners(errors: np.ndarray, fraction: float, seed: int = SEED, draws: int = BOOTSTRAPS) -> np.ndarray:
     """Indices of the bootstrap's winners: the lowest error of each draw of ``fraction`` x n runs."""
     n = len(errors)
     size = max(1, int(n * fraction))
@@ -78,9 +70,7 @@ def _counts(values: pd.Series, knob: str, percent: bool = False) -> str:
     counts = values.map(value_text).value_counts()
     order = {v: i for i, v in enumerate(choices(values, knob))}
     items = sorted(counts.items(), key=lambda kv: (-kv[1], order.get(kv[0], 99)))
-    if percent:
-        return ", ".join(f"{v} {100 * c / len(values):.0f} %" for v, c in items)
-    return ", ".join(f"{v} ×{c}" for v, c in items)
+    return ", ".join(f"{v} {100 * c / len(values):.0f} %" if percent else f"{v} ×{c}" for v, c in items)
 
 
 def _span(lo: float, hi: float) -> str:
@@ -97,34 +87,29 @@ def _knob_row(knob: str, runs: pd.DataFrame, best: pd.DataFrame, won: pd.DataFra
     return {"knob": knob, "kind": "numeric", "all": _span(all_v.min(), all_v.max()),
             "best": _span(best_v.min(), best_v.max()),
             "bootstrap": _span(lo, hi) + (f" (median {value_text(med)})" if lo != hi else ""),
-            "best_low": best_v.min(), "best_high": best_v.max(),
-            "boot_low": lo, "boot_median": med, "boot_high": hi}
+            "best_low": best_v.min(), "best_high": best_v.max(), "boot_low": lo, "boot_median": med,
+            "boot_high": hi}
 
 
 def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str | None = None,
                 seed: int = SEED) -> pd.DataFrame:
-    """One row per knob: ``all`` (values seen), ``best`` (over the best ``fraction``),
-    ``bootstrap`` (95 % range of the best run, with its median); numeric knobs also as numbers
-    (``best_low`` ... ``boot_high``). ``attrs``: metric, fraction, n_runs, n_best, error_cutoff,
-    bootstraps, seed, coverage; ``skipped`` below :data:`MIN_RUNS` runs or with no varying knob."""
+    """One row per knob: ``all`` (values seen), ``best`` (over the best ``fraction``), ``bootstrap``
+    (95 % range of the best run, with its median), numeric knobs also as numbers (``best_low`` ...
+    ``boot_high``); ``skipped`` below :data:`MIN_RUNS` runs or with no varying knob."""
     edf = F.edf_frame(df, metric, by=[])
-    out = pd.DataFrame(columns=COLUMNS)
-    out.attrs.update(metric=edf.attrs.get("metric"), fraction=fraction, n_runs=len(edf),
-                     bootstraps=BOOTSTRAPS, seed=seed)
+    attrs = {"metric": edf.attrs.get("metric"), "fraction": fraction, "n_runs": len(edf),
+             "bootstraps": BOOTSTRAPS, "seed": seed}
     if len(edf) < MIN_RUNS:
-        out.attrs["skipped"] = (edf.attrs.get("skipped")
-                                or f"only {len(edf)} ok runs with an accuracy (need >= {MIN_RUNS})")
-        return out
+        return F.skipped_frame(COLUMNS, edf.attrs.get("skipped")
+                               or f"only {len(edf)} ok runs with an accuracy (need >= {MIN_RUNS})", **attrs)
     runs = df.loc[edf["run"]].reset_index(drop=True)
     cols = knobs(runs)
     if not cols:
-        out.attrs["skipped"] = "no metaparameter varies among the ok runs"
-        return out
-    best = best_runs(edf.reset_index(drop=True), fraction)
+        return F.skipped_frame(COLUMNS, "no metaparameter varies among the ok runs", **attrs)
+    best = edf[edf["edf"] <= fraction + 1e-12]  # else the lowest error, with its ties
+    best = best if len(best) else edf[edf["error"] == edf["error"].min()]
     won = runs.iloc[winners(edf["error"].to_numpy(float), fraction, seed)]
-    rows = [_knob_row(k, runs, runs.loc[best.index], won) for k in cols]
-    out = pd.DataFrame(rows, columns=COLUMNS)
-    out.attrs.update(metric=edf.attrs["metric"], fraction=fraction, n_runs=len(edf),
-                     n_best=len(best), error_cutoff=float(best["error"].max()),
-                     bootstraps=BOOTSTRAPS, seed=seed, coverage=coverage(runs, cols))
+    out = pd.DataFrame([_knob_row(k, runs, runs.loc[best.index], won) for k in cols], columns=COLUMNS)
+    out.attrs.update(attrs, n_best=len(best), error_cutoff=float(best["error"].max()),
+                     coverage=coverage(runs, cols))
     return out

@@ -1,6 +1,5 @@
 """Write a study's charts and ``report.md``: every chart the data supports, and why not the rest
-(so a half-finished study gives a correct half-report); the tables are the charts' frames.
-"""
+(so a half-finished study gives a correct half-report); the tables are the charts' frames."""
 
 from __future__ import annotations
 
@@ -9,6 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -19,7 +19,7 @@ from analysis import plots as P
 from analysis.commands import sweep_commands
 from analysis.findings import findings_sections, importance_text
 from analysis.fmt import integer, is_missing, number, pm_percent, to_markdown, value_text
-from analysis.importance import EVALUATORS, importance_frame
+from analysis.importance import importance_frame
 from analysis.loading import config_of, status_order
 from analysis.style import accuracy_name
 from dse.errors import first_line
@@ -33,28 +33,9 @@ LATENCY_COST = "latency_ms"  # the latency front's cost: onnxruntime, batch 1, m
 class Chart:
     """One chart of the report: its frame, the files written, or the reason it was skipped."""
 
-    name: str
-    title: str
     frame: pd.DataFrame
     files: list[Path] = field(default_factory=list)
     skipped: str | None = None
-
-
-@dataclass
-class Report:
-    """What :func:`write_report` produced."""
-
-    out_dir: Path
-    markdown: Path
-    charts: dict[str, Chart]
-
-    @property
-    def drawn(self) -> list[str]:
-        return [n for n, c in self.charts.items() if c.skipped is None]
-
-    @property
-    def skipped(self) -> dict[str, str]:
-        return {n: c.skipped for n, c in self.charts.items() if c.skipped is not None}
 
 
 def status_counts(df: pd.DataFrame) -> pd.DataFrame:
@@ -73,13 +54,10 @@ def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
-    return pd.DataFrame({
-        param: frame[param].map(value_text),
-        **{f"{accuracy_name(m)} %": _pm(frame[f"{m}_mean"], frame[f"{m}_std"])
-           for m in frame.attrs["metrics"]},
-        "params": frame["params"].map(integer), "MB": frame["size_mb"].map(number),
-        "MiB": frame["size_mib"].map(number), "ok seeds": frame["n"].map(integer),
-        "not ok": frame["n_bad"].map(integer)})
+    pm = {f"{accuracy_name(m)} %": _pm(frame[f"{m}_mean"], frame[f"{m}_std"]) for m in frame.attrs["metrics"]}
+    return pd.DataFrame({param: frame[param].map(value_text), **pm, "params": frame["params"].map(integer),
+                         "MB": frame["size_mb"].map(number), "MiB": frame["size_mib"].map(number),
+                         "ok seeds": frame["n"].map(integer), "not ok": frame["n_bad"].map(integer)})
 
 
 def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
@@ -88,11 +66,9 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
     out = pd.DataFrame({
         "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
         "metaparameters": sel["desc"].replace("", "(all equal)"),
-        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": _pm(sel["acc_mean"],
-                                                                           sel["acc_std"]),
+        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": _pm(sel["acc_mean"], sel["acc_std"]),
         "seeds": sel["n"].map(integer), "params": sel["params"].map(integer),
-        "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number),
-    })
+        "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number)})
     cost = points.attrs.get("cost", "size_bytes")
     if cost != "size_bytes":
         out[f"{cost} ({REGISTRY[cost].unit})"] = sel["cost"].map(REGISTRY[cost].show)
@@ -109,36 +85,32 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
     """The points of :func:`F.fronts_frame`: their number on each front and where they win."""
     size, lat = (f"{c}_label" for c in fronts.attrs["costs"])
     metric = REGISTRY[fronts.attrs["costs"][1]]
-
-    def wins(r: pd.Series) -> str:
-        on = [name for name, col in (("size", size), ("latency", lat)) if r[col]]
-        return "both" if len(on) == 2 else f"{on[0]} only"
-
+    on_size, on_lat = fronts[size] > 0, fronts[lat] > 0
     return pd.DataFrame({
         "metaparameters": fronts["desc"].replace("", "(all equal)"),
         "accuracy %": _pm(fronts["acc_mean"], fronts["acc_std"]), "MB": fronts["size_mb"].map(number),
         f"{metric.name} ({metric.unit})": fronts[metric.name].map(metric.show),
         "size front #": fronts[size].map(lambda v: str(v) if v else ""),
         "latency front #": fronts[lat].map(lambda v: str(v) if v else ""),
-        "wins on": fronts.apply(wins, axis=1)})
+        "wins on": np.select([on_size & on_lat, on_size], ["both", "size only"], "latency only")})
 
 
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
     """report.md: header, runs by status, charts, findings, runs that are not ok, sweep commands."""
     lines = [*_header(df, source), "## Runs by status", "", to_markdown(status_counts(df)), "",
              "## Charts", "", to_markdown(pd.DataFrame({
-                 "chart": list(charts), "what": [c.title for c in charts.values()],
+                 "chart": list(charts), "what": [CHARTS[n].title for n in charts],
                  "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
                             else f"skipped: {c.skipped}" for c in charts.values()]})), ""]
     for name, chart in charts.items():
-        lines += [f"## {chart.title}", ""]
+        title = CHARTS[name].title
+        lines += [f"## {title}", ""]
         if chart.skipped is not None:
             lines += [f"*Skipped:* {chart.skipped}.", ""]
             continue
         files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
-                       if p.suffix[1:] in FORMATS else 9)
-        lines += [f"![{chart.title}]({files[0].name})" if files else "", "",
-                  *CHARTS[name].text(chart.frame)]
+                       if p.suffix[1:] in FORMATS else 9)  # the first of png, svg, pdf is linked
+        lines += [f"![{title}]({files[0].name})" if files else "", "", *CHARTS[name].text(chart.frame)]
     if not F.ok_runs(df).empty:
         lines += findings_sections(df)
     return "\n".join(lines + _bad_runs_section(df) + _commands_section(df))
@@ -148,13 +120,11 @@ def _header(df: pd.DataFrame, source: str) -> list[str]:
     """Title, source and time; warnings when no run finished ok or the runs mix training semantics."""
     studies = sorted({str(s) for s in df["study"].dropna()})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    lines = [f"# dse report: {', '.join(studies) or 'runs'}", "",
-             f"{P.context_title(df)}  ",
+    lines = [f"# dse report: {', '.join(studies) or 'runs'}", "", f"{P.context_title(df)}  ",
              f"source: `{source or 'DataFrame'}`, generated {now}, {len(df)} runs", ""]
     if F.ok_runs(df).empty:
-        lines += ["> **No run finished ok**: every run in this store diverged, failed or was "
-                  "pruned, so there is nothing to chart. See *Runs that are not design points* "
-                  "below.", ""]
+        lines += ["> **No run finished ok**: every run in this store diverged, failed or was pruned, so "
+                  "there is nothing to chart. See *Runs that are not design points* below.", ""]
     counts = df["training_semantics"].astype("Int64").astype(object).where(
         df["training_semantics"].notna(), "unknown").value_counts()
     if len(counts) > 1:
@@ -172,9 +142,8 @@ def _sweep_text(frame: pd.DataFrame) -> list[str]:
     chosen = (f"; chosen among {attrs['groups']} groups that vary {attrs['param']} (most values, "
               "then most runs, then nearest the paper's setting)" if attrs["groups"] > 1 else "")
     return [f"Fixed: {P.context_title(attrs['fixed'])}; `{fixed}`.  ",
-            f"Mean ± sample std (ddof=1) over ok seeds; {attrs['n_runs']} ok runs"
-            f", {attrs['n_bad']} not ok at these points" + chosen + ".",
-            "", to_markdown(sweep_table(frame)), ""]
+            f"Mean ± sample std (ddof=1) over ok seeds; {attrs['n_runs']} ok runs, {attrs['n_bad']} not ok "
+            f"at these points{chosen}.", "", to_markdown(sweep_table(frame)), ""]
 
 
 def _pareto_text(frame: pd.DataFrame) -> list[str]:
@@ -257,8 +226,7 @@ class ChartSpec:
 def _sweep(param: str, title: str) -> ChartSpec:
     plot = P.plot_bypass if param == "bypass" else P.plot_sweep
     return ChartSpec(title, lambda df, _: F.sweep_frame(df, param),
-                     lambda fr, _: plot(fr, f"{title} — {P.context_title(fr.attrs['fixed'])}"),
-                     _sweep_text)
+                     lambda fr, _: plot(fr, f"{title} — {P.context_title(fr.attrs['fixed'])}"), _sweep_text)
 
 
 CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
@@ -270,29 +238,26 @@ CHARTS: dict[str, ChartSpec] = {  # file stem -> chart, in report order
     "pareto_latency": ChartSpec("Pareto front: accuracy vs latency", _latency_frame, _pareto_plot,
                                 _pareto_text, (2, "design point with accuracy and latency")),
     "edf": ChartSpec("Error EDFs (pycls style)", lambda df, _: F.edf_frame(df),
-                     lambda fr, df: P.plot_edf(fr, P.context_title(df)), _edf_text,
-                     (2, "ok run")),
-    "importance": ChartSpec("Metaparameter importances (fANOVA, PED-ANOVA)",
-                            lambda df, _: importance_frame(df),
-                            lambda fr, df: P.plot_importance(fr, P.context_title(df), EVALUATORS),
-                            importance_text),
+                     lambda fr, df: P.plot_edf(fr, P.context_title(df)), _edf_text, (2, "ok run")),
+    "importance": ChartSpec(
+        "Metaparameter importances (fANOVA, PED-ANOVA)", lambda df, _: importance_frame(df),
+        lambda fr, df: P.plot_importance(fr, P.context_title(df)), importance_text),
 }
 
 
-def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png",)
-                 ) -> dict[str, Chart]:
+def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png",)) -> dict[str, Chart]:
     """Compute every chart's frame, draw those the data supports, record why others are not."""
     if F.ok_runs(df).empty:
         counts = ", ".join(f"{n} {s}" for s, n in df["status"].value_counts().items())
         reason = f"no run finished ok ({counts}): nothing to chart"
-        return {n: Chart(n, c.title, pd.DataFrame(), skipped=reason) for n, c in CHARTS.items()}
+        return {n: Chart(pd.DataFrame(), skipped=reason) for n in CHARTS}
     charts: dict[str, Chart] = {}
     for name, spec in CHARTS.items():
         frame = spec.frame(df, charts)
         least, what = spec.need
         skipped = frame.attrs.get("skipped") or (
             f"only {len(frame)} {what} (need >= {least})" if len(frame) < least else None)
-        chart = charts[name] = Chart(name, spec.title, frame, skipped=skipped)
+        chart = charts[name] = Chart(frame, skipped=skipped)
         if skipped is None:
             chart.files = P.save(spec.draw(frame, df), out_dir, name, formats)
     return charts
@@ -327,25 +292,23 @@ def _commands_section(df: pd.DataFrame) -> list[str]:
     for study, sub in cmds.groupby("study", sort=True):
         lines.append(f"# study {study}" + (f": {notes[study]}" if study in notes else ""))
         for _, r in sub.iterrows():
-            lines.append(f"# {r['runs']} run{'s' if r['runs'] != 1 else ''}, {r['note']}")
-            lines.append(r["command"])
+            lines += [f"# {r['runs']} run{'s' if r['runs'] != 1 else ''}, {r['note']}", r["command"]]
     if cmds.empty:
         lines.append("# no run recorded its overrides")
     return lines + ["```", ""]
 
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),
-                 source: str = "", option: str = "--out") -> Report:
+                 source: str = "") -> dict[str, Chart]:
     """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing (staged; a failure
-    names ``option`` and keeps the previous report); charts it skips are removed from the folder."""
+    keeps the previous report); charts it skips are removed from the folder."""
     out = Path(out_dir)
-    with staged_dir(out, option) as stage:
+    with staged_dir(out, "--out") as stage:
         charts = build_charts(df, stage, formats)
         (stage / "report.md").write_text(render_markdown(df, charts, source), encoding="utf-8")
     for name, chart in charts.items():
         chart.files = [out / p.name for p in chart.files]
         for fmt in FORMATS:
-            path = out / f"{name}.{fmt}"
-            if path.exists() and path not in chart.files:
-                path.unlink()
-    return Report(out_dir=out, markdown=out / "report.md", charts=charts)
+            if (path := out / f"{name}.{fmt}") not in chart.files:
+                path.unlink(missing_ok=True)
+    return charts

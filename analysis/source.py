@@ -1,7 +1,6 @@
 """Where results live (a study folder, an SQLite file or a URL) and whether a dse store or Optuna's,
 told by its tables. The standard library only (until a server URL needs a driver), so dse-report
-refuses a wrong path before pandas loads; a wrong path never creates a database.
-"""
+refuses a wrong path before pandas loads; a wrong path never creates a database."""
 
 from __future__ import annotations
 
@@ -30,15 +29,11 @@ class Source:
     path: Path | None  # the SQLite file, when the source is one
 
 
-def _query(path: Path, sql: str) -> list[tuple]:
-    """Rows of ``sql`` on an SQLite file opened read-only (a wrong path never creates one)."""
-    with closing(sqlite3.connect(reader_uri(path.resolve()), uri=True)) as con:
-        return con.execute(sql).fetchall()
-
-
 def sqlite_tables(path: Path) -> set[str]:
+    """The tables of an SQLite file, opened read-only (a wrong path never creates one)."""
     try:
-        return {r[0] for r in _query(path, "SELECT name FROM sqlite_master WHERE type='table'")}
+        with closing(sqlite3.connect(reader_uri(path.resolve()), uri=True)) as con:
+            return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.Error as e:
         raise LoadError(ARG, f"{path} is not an SQLite store ({e})") from None
 
@@ -80,48 +75,18 @@ def resolve(source: str | Path) -> Source:
             raise LoadError(ARG, f"no store at {url} ({path} does not exist)")
     else:
         assert path is not None  # a folder or file argument always names a file
-        if not path.is_file():
-            raise LoadError(ARG, _missing(named.folder, path))
+        if not path.is_file() and named.folder is None:
+            raise LoadError(ARG, f"no such file or folder: {path}")
+        if not path.is_file():  # a folder without one; a hint when Optuna's file is there
+            optuna = named.folder / OPTUNA_DB
+            hint = f" (an Optuna storage is there: pass {sqlite_url(optuna)})" if optuna.is_file() else ""
+            raise LoadError(ARG, f"no {DB_NAME} in {named.folder}{hint}")
         url = sqlite_url(path.resolve())
     tables = sqlite_tables(path) if path is not None else url_tables(url)
     return Source(url=url, kind=store_kind(tables, str(path or url)), path=path)
-
-
-def _missing(folder: Path | None, path: Path) -> str:
-    """Why a folder or file argument is no source; a folder with only Optuna's file says so."""
-    if folder is None:
-        return f"no such file or folder: {path}"
-    optuna = folder / OPTUNA_DB
-    hint = f" (an Optuna storage is there: pass {sqlite_url(optuna)})" if optuna.is_file() else ""
-    return f"no {DB_NAME} in {folder}{hint}"
-
-
-def sqlite_studies(src: Source) -> dict[str, int] | None:
-    """Study name -> runs (dse) or trials (Optuna) of an SQLite source (no pandas), else None."""
-    if src.path is None:
-        return None
-    query = ("SELECT study, COUNT(*) FROM runs GROUP BY study" if src.kind == "dse" else
-             "SELECT s.study_name, COUNT(t.trial_id) FROM studies s "
-             "LEFT JOIN trials t ON t.study_id = s.study_id GROUP BY s.study_name")
-    try:
-        return {str(name): int(n) for name, n in _query(src.path, query)}
-    except sqlite3.Error:
-        return None  # an unexpected schema: let the full loader decide
 
 
 def unknown_study(study: str, where: str, known: Iterable[str]) -> LoadError:
     """The one wording of a ``--study`` the source does not hold (``known``: its study names)."""
     names = ", ".join(sorted(map(str, known))) or "none"
     return LoadError("--study", f"unknown study {study!r} in {where} (known: {names})")
-
-
-def check_study(src: Source, study: str | None) -> None:
-    """Fail fast on an empty SQLite source or a study it does not hold."""
-    counts = sqlite_studies(src)
-    if counts is None:
-        return
-    if study is not None and study not in counts:
-        raise unknown_study(study, src.url, counts)
-    runs = sum(counts.values()) if study is None else counts[study]
-    if runs == 0:
-        raise LoadError(ARG, f"{src.url} holds no runs yet")

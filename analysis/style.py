@@ -1,7 +1,6 @@
 """What every chart shares: accuracy in percent, size in MiB, one colour per bypass kind, marker per
 status and style per split. Figures live on their own Agg canvas (no pyplot state, so the CLI runs
-headless); fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams.
-"""
+headless); fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams."""
 
 from __future__ import annotations
 
@@ -19,9 +18,8 @@ from analysis.loading import METAPARAMS
 from dse import metrics
 
 BYPASS_COLORS = {"none": "#1f77b4", "simple": "#2ca02c", "complex": "#d62728"}
-STATUS_STYLE = {"diverged": ("X", "#d62728"), "failed": ("v", "#333333"),
-                "pruned": ("|", "#7f7f7f"), "rejected": ("s", "#bcbd22"),
-                "running": (".", "#7f7f7f")}
+STATUS_STYLE = {"diverged": ("X", "#d62728"), "failed": ("v", "#333333"), "pruned": ("|", "#7f7f7f"),
+                "rejected": ("s", "#bcbd22"), "running": (".", "#7f7f7f")}
 OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
 # a metric's curve style by its split (the name's first word); other metrics get OTHER_COLORS
 SPLIT_STYLE = {"val": {"color": "#1f77b4", "marker": "o", "ls": "-"},
@@ -42,13 +40,9 @@ def new_figure(w: float, h: float) -> Figure:
 
 def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
     """``study 'demo' · fashion_mnist · 30 epochs``: where the numbers come from."""
-    def values(col: str) -> list[str]:
-        if isinstance(df, dict):
-            v = df.get(col)
-            return [] if is_missing(v) else [value_text(v)]
-        return sorted({value_text(v) for v in df[col].dropna()}) if col in df else []
-
-    studies, data, epochs, subset = (values(c) for c in ("study", "data", "max_epochs", "subset"))
+    frame = pd.DataFrame([df]) if isinstance(df, dict) else df
+    studies, data, epochs, subset = (sorted({value_text(v) for v in frame[c].dropna()}) if c in frame
+                                     else [] for c in ("study", "data", "max_epochs", "subset"))
     parts = [("study " if len(studies) < 2 else "studies ") + ", ".join(studies or ["?"])]
     parts.append(", ".join(data) or "dataset not recorded")
     unit = "epoch" if epochs == ["1"] else "epochs"
@@ -60,9 +54,8 @@ def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
 
 def fixed_text(fixed: dict[str, Any], skip: Iterable[str] = ()) -> str:
     """The metaparameters a sweep held fixed, for its subtitle."""
-    keys = [k for k in ["model", *METAPARAMS]
-            if k in fixed and k not in set(skip) and not is_missing(fixed[k])]
-    return "  ".join(f"{k}={value_text(fixed[k])}" for k in keys)
+    return "  ".join(f"{k}={value_text(fixed[k])}" for k in ["model", *METAPARAMS]
+                     if k in fixed and k not in set(skip) and not is_missing(fixed[k]))
 
 
 def wrap(text: str, width: int = 110) -> str:
@@ -82,20 +75,17 @@ def bypass_color(kind: Any) -> str:
 
 def accuracy_name(metric: str) -> str:
     """``val_top1`` -> ``val top-1``: the registry's label (a name it lacks as it is)."""
-    m = metrics.REGISTRY.get(metric)
-    return m.label if m is not None else metric
+    return getattr(metrics.REGISTRY.get(metric), "label", metric)
 
 
 def metric_style(metric: str, i: int = 0) -> dict[str, Any]:
-    """A metric curve's colour, marker, line style and label: by its split, else ``OTHER_COLORS[i]``."""
+    """A metric curve's colour, marker and line style: by its split, else ``OTHER_COLORS[i]``."""
     other = {"color": OTHER_COLORS[i % len(OTHER_COLORS)], "marker": "^", "ls": "-."}
-    return {**SPLIT_STYLE.get(metric.split("_")[0], other), "label": accuracy_name(metric)}
+    return SPLIT_STYLE.get(metric.split("_")[0], other)
 
 
 def topk_panels(names: Iterable[str]) -> list[tuple[int, list[str]]]:
     """Accuracies by :attr:`~dse.metrics.Metric.topk`, top-1 first: one panel each, since top-5
     near 99 % would flatten top-1 curves on a shared axis."""
-    groups: dict[int, list[str]] = {}
-    for n in names:
-        groups.setdefault(metrics.REGISTRY[n].topk or 1, []).append(n)
-    return sorted(groups.items())
+    topk = {n: metrics.REGISTRY[n].topk or 1 for n in names}
+    return [(k, [n for n in topk if topk[n] == k]) for k in sorted(set(topk.values()))]

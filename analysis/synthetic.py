@@ -1,7 +1,6 @@
 """Synthetic run records with known answers, for tests, docs and trying dse-report on a CPU: the
 paper's three experiments on Fashion-MNIST with real sizes and config hashes but made-up accuracies
-(Figure 3's shapes plus seeded noise), a few runs diverged, failed or pruned. No torch.
-"""
+(Figure 3's shapes plus seeded noise), a few runs diverged, failed or pruned. No torch."""
 
 from __future__ import annotations
 
@@ -15,8 +14,11 @@ from typing import Any
 import yaml
 
 from analysis.paper import PRESETS
+from dse.metrics import LATENCY, REGISTRY
+from dse.model import analyze, build_spec
 from dse.model.spec import BYPASS_KINDS
 from dse.paths import CONF_DIR
+from dse.store import ResultsStore, RunRecord
 
 SR_VALUES = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 1.0)
 PCT_VALUES = (0.01, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.99)
@@ -25,27 +27,20 @@ PCT_VALUES = (0.01, 0.125, 0.25, 0.375, 0.5, 0.625, 0.75, 0.875, 0.99)
 def base_config(study: str = "demo", model: str = "fire_small", max_epochs: int = 30) -> dict:
     """A resolved config shaped like dse-train's (what records and hashes read), model from conf/."""
     return {
-        "model": {**yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text()),
-                  "in_channels": 1, "num_classes": 10},
-        "data": {"name": "fashion_mnist", "channels": 1, "image_size": 28, "num_classes": 10,
-                 "subset": None, "val_size": 5000, "split_seed": 0, "augment": False,
-                 "root": None, "num_workers": 2},
-        "trainer": {"name": "default", "max_epochs": max_epochs, "batch_size": 128,
-                    "optimizer": "sgd", "lr": 0.04, "schedule": "poly", "weight_decay": 2e-4,
-                    "accelerator": "auto"},
+        "model": {**yaml.safe_load((CONF_DIR / "model" / f"{model}.yaml").read_text()), "in_channels": 1,
+                  "num_classes": 10},
+        "data": {"name": "fashion_mnist", "channels": 1, "image_size": 28, "num_classes": 10, "subset": None,
+                 "val_size": 5000, "split_seed": 0, "augment": False, "root": None, "num_workers": 2},
+        "trainer": {"name": "default", "max_epochs": max_epochs, "batch_size": 128, "optimizer": "sgd",
+                    "lr": 0.04, "schedule": "poly", "weight_decay": 2e-4, "accelerator": "auto"},
         "study": {"name": study, "seeds": 3, "rerun": False, "note": "synthetic demo data"},
-        "store": {"url": None}, "paths": {"runs": "runs"}, "seed": 0,
-    }
+        "store": {"url": None}, "paths": {"runs": "runs"}, "seed": 0}
 
 
-def record(cfg: dict, seed: int, overrides: str, status: str = "ok",
-           accuracy: float | None = None, error: str | None = None,
-           trial: int | None = None) -> dict[str, Any]:
+def record(cfg: dict, seed: int, overrides: str, status: str = "ok", accuracy: float | None = None,
+           error: str | None = None, trial: int | None = None) -> dict[str, Any]:
     """One run record through :meth:`RunRecord.from_config`, as training's; ``accuracy``: val top-1
     (test top-1 0.4 points below, top-5 near 99 %; non-ok runs have no test numbers)."""
-    from dse.model import analyze, build_spec
-    from dse.store import RunRecord
-
     cfg = copy.deepcopy(cfg)
     cfg["seed"] = seed
     rep = analyze(build_spec(cfg["model"]), cfg["data"]["image_size"])
@@ -61,8 +56,7 @@ def record(cfg: dict, seed: int, overrides: str, status: str = "ok",
         epochs=cfg["trainer"]["max_epochs"] if ok else 2, train_seconds=60.0, images_per_s=9000.0,
         trial=trial, device="synthetic", torch_version="", dse_version="0.1.0",
         git_commit="synthetic", started_at=f"2026-01-01T00:{seed:02d}:00.000+00:00",
-        finished_at=f"2026-01-01T01:{seed:02d}:00.000+00:00", overrides=overrides,
-    ).to_dict()
+        finished_at=f"2026-01-01T01:{seed:02d}:00.000+00:00", overrides=overrides).to_dict()
 
 
 def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> float:
@@ -76,8 +70,6 @@ def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> floa
 def latency_columns(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     """Made-up ``latency_*`` columns of an ok row: 0.04 ms + 11 ms per GMAC (fire_small's order on a
     2-core CPU), torch ~10x, batch 64 ~50x, p90 +15 %, 2 % noise."""
-    from dse.metrics import LATENCY, REGISTRY
-
     extra = {"none": 1.0, "simple": 1.08, "complex": 1.2}.get(row["bypass"], 1.0)
     base = (0.04 + 1.1e-8 * row["macs"]) * extra * (1 + rng.gauss(0, 0.02))
     out: dict[str, Any] = {"latency_threads": 1}
@@ -144,8 +136,6 @@ def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: b
 
 def write_store(path: str | Path, rows: list[dict[str, Any]]) -> Path:
     """Append ``rows`` to a (new or existing) dse results store at ``path``; returns the path."""
-    from dse.store import ResultsStore
-
     path = Path(path)
     with ResultsStore(path) as store:
         if rows:

@@ -1,6 +1,5 @@
 """Does accuracy follow SR or pct3x3, and does a bypass help, by more than seed noise? The rules
-are docs/REPORTS.md's "Verdicts"; accuracies are in points of :func:`analysis.frames.pick_metric`.
-"""
+are docs/REPORTS.md's "Verdicts"; accuracies are in points of :func:`analysis.frames.pick_metric`."""
 
 from __future__ import annotations
 
@@ -47,9 +46,8 @@ class Difference:
 
     def text(self) -> str:
         """``+0.40 ± 0.25 points (95 % CI [+0.15, +0.65], Welch's t-test p = 0.012, n = 3 vs 3)``"""
-        return (f"{self.diff:+.2f} ± {self.half:.2f} points ({100 * CONFIDENCE:.0f} % CI "
-                f"[{self.low:+.2f}, {self.high:+.2f}], {self.test} p = {self.p:.2g}, "
-                f"n = {self.n_b} vs {self.n_a})")
+        return (f"{self.diff:+.2f} ± {self.half:.2f} points ({100 * CONFIDENCE:.0f} % CI [{self.low:+.2f}, "
+                f"{self.high:+.2f}], {self.test} p = {self.p:.2g}, n = {self.n_b} vs {self.n_a})")
 
     @property
     def noise_words(self) -> str:
@@ -61,8 +59,8 @@ def welch(a: np.ndarray, b: np.ndarray) -> Difference:
     """Welch's t-test of ``b`` against ``a``; seeds without spread give an exact difference."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = float(b.mean() - a.mean())
-    if a.var(ddof=1) + b.var(ddof=1) == 0:
-        return _exact(diff, a, b)
+    if a.var(ddof=1) + b.var(ddof=1) == 0:  # no spread at all: p = 1 if the means are equal, else 0
+        return Difference(diff, diff, diff, float(diff == 0), len(a), len(b))
     res = stats.ttest_ind(b, a, equal_var=False)
     ci = res.confidence_interval(CONFIDENCE)
     return Difference(diff, float(ci.low), float(ci.high), float(res.pvalue), len(a), len(b))
@@ -76,15 +74,10 @@ def pooled(a: np.ndarray, b: np.ndarray, noise: float, dof: int) -> Difference:
     se = noise * math.sqrt(1 / len(a) + 1 / len(b))
     test = f"t-test on the pooled seed noise (ν = {dof})"
     if se == 0:
-        return _exact(diff, a, b, test)
-    half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof)) * se
+        return Difference(diff, diff, diff, float(diff == 0), len(a), len(b), test)
+    low, high = stats.t.interval(CONFIDENCE, dof, loc=diff, scale=se)
     p = float(2 * stats.t.sf(abs(diff) / se, dof))
-    return Difference(diff, diff - half, diff + half, p, len(a), len(b), test)
-
-
-def _exact(diff: float, a: np.ndarray, b: np.ndarray, test: str = "Welch's t-test") -> Difference:
-    """No spread at all: p = 1 if the means are equal, else 0."""
-    return Difference(diff, diff, diff, 1.0 if diff == 0 else 0.0, len(a), len(b), test)
+    return Difference(diff, float(low), float(high), p, len(a), len(b), test)
 
 
 def seed_values(frame: pd.DataFrame, df: pd.DataFrame, metric: str) -> dict[Any, np.ndarray]:
@@ -103,7 +96,6 @@ class Trend:
     metric: str | None
     reason: str | None = None  # why there is not enough data
     values: list[Any] = field(default_factory=list)
-    means: list[float] = field(default_factory=list)
     ns: list[int] = field(default_factory=list)
     dropped: list[Any] = field(default_factory=list)  # values with < MIN_SEEDS ok seeds
     noise: float = math.nan
@@ -142,8 +134,7 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     xs, arrays = list(used), list(used.values())
     means, ns = [float(a.mean()) for a in arrays], [len(a) for a in arrays]
     dof = sum(n - 1 for n in ns)
-    noise = math.sqrt(sum((n - 1) * float(a.var(ddof=1)) for n, a in zip(ns, arrays, strict=True))
-                      / dof)
+    noise = math.sqrt(sum((n - 1) * float(a.var(ddof=1)) for n, a in zip(ns, arrays, strict=True)) / dof)
     t = float(stats.t.ppf(0.5 + CONFIDENCE / 2, dof))
 
     def lsd(i: int, j: int) -> float:
@@ -157,7 +148,7 @@ def trend(frame: pd.DataFrame, df: pd.DataFrame, metric: str | None) -> Trend:
     others = plateau if knee > 0 else list(later)
     rise = pooled(arrays[0], np.concatenate([arrays[i] for i in others]), noise, dof)
     steps = [abs(means[b] - means[a]) for a, b in zip(plateau, plateau[1:], strict=False)]
-    return Trend(param, metric, values=xs, means=means, ns=ns, dropped=dropped, noise=noise,
+    return Trend(param, metric, values=xs, ns=ns, dropped=dropped, noise=noise,
                  knee=xs[knee], plateau=[xs[i] for i in plateau], fall=fall, rise=rise,
                  versus=[xs[i] for i in others], step=max(steps, default=0.0),
                  gain=max((means[i] - means[knee] for i in plateau[1:]), default=0.0),
@@ -171,31 +162,27 @@ def describe(tr: Trend) -> str:
         return f"Not enough data for the {p} trend: {tr.reason}."
     v = value_text
     which = "plateau " if tr.knee != tr.values[0] and tr.shape != "rises" else ""
-    test = (f"{which}{p} {', '.join(v(x) for x in tr.versus)} vs {p} {v(tr.values[0])}: "
-            f"{tr.rise.text()}")
+    test = f"{which}{p} {', '.join(v(x) for x in tr.versus)} vs {p} {v(tr.values[0])}: {tr.rise.text()}"
     left_out = (f"; {p} {', '.join(v(x) for x in tr.dropped)} left out (< {MIN_SEEDS} ok seeds)"
                 if tr.dropped else "")
     lo, hi = min(tr.ns), max(tr.ns)
     seeds = f"{lo} seed{'s' if hi > 1 else ''}" if lo == hi else f"{lo}–{hi} seeds"
     noise = (f" Seed noise: pooled sample std {tr.noise:.2f} points over {len(tr.values)} {p} "
              f"values ({seeds} each{left_out}).")
-    fall = (f"; it falls at {p} {v(tr.fall[0])} ({tr.fall[1]:.2f} points below "
-            f"{'the knee' if tr.knee != tr.values[0] else p + ' ' + v(tr.knee)})"
-            if tr.fall else "")
+    below = "the knee" if tr.knee != tr.values[0] else f"{p} {v(tr.knee)}"
+    fall = f"; it falls at {p} {v(tr.fall[0])} ({tr.fall[1]:.2f} points below {below})" if tr.fall else ""
     if tr.shape == "flat":
         return (f"{name} shows no {p} trend: the change is not distinguishable from seed noise "
                 f"({test}){fall}.{noise}")
     if tr.shape == "falls":
         return f"{name} falls with {p}; the fall is distinguishable from seed noise ({test}).{noise}"
     if tr.shape == "rises":
-        return (f"{name} rises with {p} up to the largest value tried, {v(tr.knee)}, with no "
-                f"plateau within the sweep; the rise is distinguishable from seed noise "
-                f"({test}).{noise}")
-    return (f"{name} rises with {p} up to {v(tr.knee)}, then plateaus; the rise is "
-            f"distinguishable from seed noise ({test}). After the knee the best value is "
-            f"{tr.gain:+.2f} points from it, under the {100 * CONFIDENCE:.0f} % seed-noise "
-            f"threshold of {tr.threshold:.2f} points, and steps are ≤ {tr.step:.2f} points"
-            f"{fall}.{noise}")
+        return (f"{name} rises with {p} up to the largest value tried, {v(tr.knee)}, with no plateau within "
+                f"the sweep; the rise is distinguishable from seed noise ({test}).{noise}")
+    return (f"{name} rises with {p} up to {v(tr.knee)}, then plateaus; the rise is distinguishable from seed "
+            f"noise ({test}). After the knee the best value is {tr.gain:+.2f} points from it, under the "
+            f"{100 * CONFIDENCE:.0f} % seed-noise threshold of {tr.threshold:.2f} points, and steps are ≤ "
+            f"{tr.step:.2f} points{fall}.{noise}")
 
 
 @dataclass(frozen=True)
@@ -237,7 +224,6 @@ class Verdicts:
     """One study's verdicts and the sweep frames they were computed from."""
 
     study: str
-    metric: str | None
     frames: dict[str, pd.DataFrame]
     sr: Trend
     pct3x3: Trend
@@ -251,7 +237,6 @@ def study_verdicts(df: pd.DataFrame) -> list[Verdicts]:
         sub = df[df["study"].astype(str) == study]
         metric = F.pick_metric(sub)
         frames = {p: F.sweep_frame(sub, p) for p in ("sr", "pct3x3", "bypass")}
-        out.append(Verdicts(study, metric, frames, trend(frames["sr"], sub, metric),
-                            trend(frames["pct3x3"], sub, metric),
-                            bypass_contrasts(frames["bypass"], sub, metric)))
+        sr, pct3x3 = (trend(frames[p], sub, metric) for p in ("sr", "pct3x3"))
+        out.append(Verdicts(study, frames, sr, pct3x3, bypass_contrasts(frames["bypass"], sub, metric)))
     return out

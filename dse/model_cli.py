@@ -12,7 +12,7 @@ import sys
 from omegaconf import OmegaConf
 
 from dse.compose import compose, grid_points
-from dse.errors import ArgumentParser, bad_input
+from dse.errors import ArgumentParser, bad_input, fail
 
 PROG = "dse-model"
 
@@ -21,7 +21,8 @@ def parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog=PROG,
         description="Per-layer params/MACs/shapes and model sizes of a Fire network "
-                    "(same Hydra config as dse-train, e.g. model=squeezenet_v1_0 data=imagenet).")
+                    "(same Hydra config as dse-train, e.g. model=squeezenet_v1_0 data=imagenet). "
+                    "Not a Hydra app: of Hydra's flags it has -m, --cfg and --resolve only.")
     p.add_argument("-m", "--multirun", action="store_true",
                    help="expand sweeps (model.sr=0.125,0.25) and print one line per grid point")
     p.add_argument("--json", action="store_true", help="print JSON (one object, or a list with -m)")
@@ -32,7 +33,16 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+# Hydra's app flags dse-model does not imitate: it composes dse-train's config, it is not a Hydra app
+HYDRA_ONLY = ("-c", "--config-name", "-cp", "--config-path", "-cd", "--config-dir", "--info", "-i",
+              "-sc", "--shell-completion", "--hydra-help", "--run", "-r", "--experimental-rerun")
+
+
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if flags := [a for a in argv if a.split("=", 1)[0] in HYDRA_ONLY]:
+        fail(PROG, f"{flags[0].split('=', 1)[0]} is a Hydra app flag; dse-model is not a Hydra app "
+                   "(it takes dse-train's overrides and -m, --cfg, --resolve): use dse-train for it")
     args = parser().parse_args(argv)
     with bad_input(PROG):
         if args.cfg:

@@ -172,6 +172,7 @@ def test_dse_model_table() -> None:
     ("model.pool_after=[conv1,conv1]", "model.pool_after: lists 'conv1' twice"),
     ("model=nope", "model: no option 'nope' (choose one of fire_small, squeezenet_v1_0, squeezenet_v1_1)"),
     ("--bogus", "dse-model: error: unrecognized arguments: --bogus"),
+    ("-sc", "-sc is a Hydra app flag; dse-model is not a Hydra app"),  # says so, not "unrecognized"
 ])
 def test_bad_input_one_line_exit_2(override: str, field: str) -> None:
     res = run_cli("dse-model", override)

@@ -324,7 +324,7 @@ def test_a_studys_own_sweep_is_counted_and_the_command_line_replaces_it(tmp_path
         assert (head["total"], head["swept"]) == (total, ["model.sr"])
 
 
-def test_a_run_without_a_progress_bar_logs_rate_accuracy_and_eta_each_epoch(tmp_path, caplog) -> None:
+def test_a_run_logs_rate_accuracy_and_eta_each_epoch_also_without_a_progress_bar(tmp_path, caplog) -> None:
     """Piped or swept, a run still says how far it is and what it costs (#27)."""
     from dse.train.run import train_once
 

@@ -66,8 +66,9 @@ class EpochTimer(Callback):
 
 
 class EpochLine(Callback):
-    """One log line per epoch where no progress bar shows (piped, swept, under Slurm): the rate,
-    validation top-1 and an ETA, so a long run always says how far it is and what it costs."""
+    """One log line per epoch: the rate, validation top-1 and the run's ETA, so a long run says how
+    far it is and what it costs also where no progress bar shows (piped, swept, under Slurm) and
+    beyond the bar's own epoch."""
 
     def __init__(self, timer: EpochTimer) -> None:
         self.timer, self._t0, self._first = timer, 0.0, 0
@@ -286,9 +287,8 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
         module = _module(members, loggers, device[2])
         dm, resume = _data(members, monitor)
         pruning = member_pruning([m.handoff for m in members])
-        lines = [] if _progress_bar(tc) else [EpochLine(timer)]
         trainer = make_trainer(tc, device, members[0].out_dir,
-                               [monitor, timer, *lines, *callbacks, *([pruning] if pruning else ()),
+                               [monitor, timer, EpochLine(timer), *callbacks, *([pruning] if pruning else ()),
                                 *(resume.callbacks if resume else ())])
         _fit(trainer, module, dm, timer, resume)
         for k, (rec, m) in enumerate(zip(rows, members, strict=True)):

@@ -4,12 +4,14 @@ headless); fonts come from :data:`FONT` while a chart is built, never from the c
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Iterable
 from typing import Any
 
 import matplotlib
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -29,6 +31,20 @@ FONT = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fon
         "xtick.labelsize": 9, "ytick.labelsize": 9}
 # a decorator (matplotlib's context manager is a ContextDecorator): FONT while a chart is built
 styled = matplotlib.rc_context(FONT)
+
+
+CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span), chance is drawn
+
+
+def chance_line(ax: Axes, level: float | None, lo: float, hi: float) -> None:
+    """Chance accuracy as a line, the y range stretched to it, when the accuracies drawn (``lo`` to
+    ``hi`` %) come within :data:`CHANCE_MARGIN` points (or their span) of it: zoomed, noise at chance
+    looks like a trend."""
+    pct = 100 * (level or 0)
+    if level is None or not math.isfinite(lo) or lo - pct > max(CHANCE_MARGIN, hi - lo):
+        return
+    ax.axhline(pct, color="black", ls="-.", lw=1.0, zorder=1, label=f"chance ({pct:g} %)")
+    ax.set_ylim(min(lo, pct) - 0.06 * (max(hi, pct) - min(lo, pct)), None)
 
 
 def new_figure(w: float, h: float) -> Figure:

@@ -18,8 +18,10 @@ from matplotlib.figure import Figure
 from analysis import frames as F
 from analysis import plots as P
 from analysis.loading import load
+from analysis.pareto_plot import cost_axis
 from analysis.report import _pareto_text, pareto_table
 from analysis.synthetic import base_config, demo_records, record
+from dse.metrics import REGISTRY, to_mib
 
 RUG_TITLE = "runs that are not design points (no accuracy plotted)"
 
@@ -184,3 +186,33 @@ def test_a_setting_without_subset_reads_as_the_whole_training_set() -> None:
     assert points.attrs["settings"] == ["subset=500", "subset=all"]
     assert points.groupby("setting")["pareto"].sum().to_dict() == {"subset=500": 2,
                                                                    "subset=all": 2}
+
+
+def test_cost_axes_are_in_their_objectives_unit(sweep) -> None:
+    df, points, fig = sweep
+    size = cost_axis("size_bytes")
+    assert f"({REGISTRY['size_mib'].unit}, " in size.label and size.unit == "MiB"
+    assert size.x(points).tolist() == pytest.approx(to_mib(points["size_bytes"].astype(float)).tolist())
+    assert f"({REGISTRY['latency_ms'].unit}, " in cost_axis("latency_ms").label
+    ax, rug = _axes(fig)
+    assert rug.get_xlabel() == size.label  # the rug shares the main axis's unit
+    key = next(t.get_text() for a in fig.axes for t in a.texts if t.get_text().startswith(" #"))
+    first = points[points["label"] == 1].iloc[0]
+    assert f"{to_mib(float(first['size_bytes'])):6.2f}" in key.splitlines()[2]
+
+
+def test_pareto_and_bypass_charts_draw_chance_near_it(sweep) -> None:
+    assert _hlines(_axes(sweep[2])[0]) == []  # 70-85 %: far above 10 %, no line
+    rows = [_point(None, 1, base_e, kind, 0.11 + 0.01 * i)
+            for i, (base_e, kind) in enumerate([(16, "none"), (32, "simple"), (64, "complex")])]
+    df = load(pd.DataFrame(rows))
+    points = F.pareto_frame(df)
+    ax, _ = _axes(P.plot_pareto(points, df, "t", points.attrs["metric"]))
+    assert _hlines(ax) == [10.0] and ax.get_ylim()[0] < 10.0 < 11.0 < ax.get_ylim()[1]
+    assert "chance (10 %)" in [t.get_text() for a in ax.figure.axes if a.get_legend()
+                               for t in a.get_legend().get_texts()]
+    rows = [_point(None, 1, 64, kind, 0.11 + 0.01 * i)
+            for i, kind in enumerate(["none", "simple", "complex"])]
+    top1 = next(a for a in P.plot_bypass(F.bypass_frame(load(pd.DataFrame(rows))), "t").axes
+                if a.get_ylabel() == "top-1 accuracy (%)")
+    assert _hlines(top1) == [10.0] and top1.get_ylim()[0] < 10.0

@@ -18,7 +18,7 @@ from matplotlib.legend_handler import HandlerTuple
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis import style as S
-from analysis.frames import chance, ok_runs, setting_of
+from analysis.frames import chance, ok_runs, setting_of, with_data_keys
 from analysis.loading import status_order
 from dse.metrics import REGISTRY, to_mib
 from dse.model.spec import BYPASS_KINDS
@@ -70,7 +70,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     key.axis("off")
     ok = ok_runs(runs)
     ok = ok[ok[metric].notna() & axis.x(ok).notna()]
-    ok_setting = setting_of(ok, points.attrs.get("setting") or [])
+    ok_setting = setting_of(with_data_keys(ok), points.attrs.get("setting") or [])
     name = S.accuracy_name(metric)
     faint = _draw_points(ax, points, ok, ok_setting, metric, axis, settings)
     for i, setting in enumerate(settings):

@@ -216,3 +216,26 @@ def test_pareto_and_bypass_charts_draw_chance_near_it(sweep) -> None:
     top1 = next(a for a in P.plot_bypass(F.bypass_frame(load(pd.DataFrame(rows))), "t").axes
                 if a.get_ylabel() == "top-1 accuracy (%)")
     assert _hlines(top1) == [10.0] and top1.get_ylim()[0] < 10.0
+
+
+def test_a_hashed_data_key_without_a_column_still_separates_fronts() -> None:
+    rows = []
+    for augment in (False, True):
+        for base_e in (16, 64):
+            cfg = base_config("pareto")
+            cfg["data"]["augment"] = augment
+            cfg["model"].update(base_e=base_e, incr_e=base_e)
+            rows.append(record(cfg, 0, f"data.augment={augment} model.base_e={base_e}",
+                               accuracy=0.8 + base_e / 1000 - 0.1 * augment))
+    df = load(pd.DataFrame(rows))
+    points = F.pareto_frame(df)
+    assert points.attrs["settings"] == ["data.augment=false", "data.augment=true"]
+    assert points.groupby("setting")["pareto"].sum().to_dict() == {"data.augment=false": 2,
+                                                                   "data.augment=true": 2}
+    ax, _ = _axes(P.plot_pareto(points, df, "t", points.attrs["metric"]))
+    assert sum(len(c.get_offsets()) for c in ax.collections if c.get_alpha() == 0.3) == 4  # every run
+    cifar = base_config("pareto")  # another dataset: its own channels and sizes, named once
+    cifar["data"].update(name="cifar10", channels=3, image_size=32, val_size=5000)
+    cifar["model"]["in_channels"] = 3
+    rows = [rows[0], rows[1], record(cifar, 0, "data=cifar10", accuracy=0.6)]
+    assert F.pareto_frame(load(pd.DataFrame(rows))).attrs["setting"] == ["data", "image_size"]

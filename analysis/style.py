@@ -57,13 +57,14 @@ def new_figure(w: float, h: float) -> Figure:
 def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
     """``study 'demo' · fashion_mnist · 30 epochs``: where the numbers come from."""
     frame = pd.DataFrame([df]) if isinstance(df, dict) else df
-    studies, data, epochs, subset = (sorted({value_text(v) for v in frame[c].dropna()}) if c in frame
-                                     else [] for c in ("study", "data", "max_epochs", "subset"))
+    studies, data, epochs = (sorted({value_text(v) for v in frame[c].dropna()}) if c in frame else []
+                             for c in ("study", "data", "max_epochs"))
+    subset = sorted({"all" if is_missing(v) else value_text(v) for v in frame.get("subset", [])})
     parts = [("study " if len(studies) < 2 else "studies ") + ", ".join(studies or ["?"])]
     parts.append(", ".join(data) or "dataset not recorded")
     unit = "epoch" if epochs == ["1"] else "epochs"
     parts.append(f"{'/'.join(epochs)} {unit}" if epochs else "epochs not recorded")
-    if subset:
+    if subset not in ([], ["all"]):  # no subset: the whole training set, said only beside one
         parts.append(f"subset {'/'.join(subset)}")
     return " · ".join(parts)
 

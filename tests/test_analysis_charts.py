@@ -239,3 +239,11 @@ def test_a_hashed_data_key_without_a_column_still_separates_fronts() -> None:
     cifar["model"]["in_channels"] = 3
     rows = [rows[0], rows[1], record(cifar, 0, "data=cifar10", accuracy=0.6)]
     assert F.pareto_frame(load(pd.DataFrame(rows))).attrs["setting"] == ["data", "image_size"]
+
+
+def test_titles_name_every_subset_the_runs_mix() -> None:
+    rows = [_point(subset, 1, 16, "none", 0.8) for subset in (None, 500)]
+    assert P.context_title(load(pd.DataFrame(rows))).endswith("1 epoch · subset 500/all")
+    assert P.context_title(load(pd.DataFrame(rows[:1]))).endswith("1 epoch")  # the whole set alone
+    fixed = {"study": "s", "data": "d", "max_epochs": 3, "subset": 4000}  # a sweep's fixed values
+    assert P.context_title(fixed) == "study s · d · 3 epochs · subset 4000"

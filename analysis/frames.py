@@ -291,7 +291,7 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     (``<cost>_label``, 0: not on it) and its mean cost on each."""
     labels = [f"{c}_label" for c in fronts]
     points = pd.concat(fronts.values(), ignore_index=True).drop_duplicates("point")
-    keep = [c for c in ["point", *LABELLED, "acc_mean", "acc_std", "n", "size_mb", "preset"]
+    keep = [c for c in ["point", "setting", *LABELLED, "acc_mean", "acc_std", "n", "size_mb", "preset"]
             if c in points.columns]
     out = points[keep].reset_index(drop=True)
     for cost, pts in fronts.items():

@@ -23,7 +23,7 @@ from analysis.importance import importance_frame
 from analysis.loading import config_of, status_order
 from analysis.style import accuracy_name
 from dse.errors import first_line
-from dse.metrics import REGISTRY, to_mb
+from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.outputs import staged_dir
 
 LATENCY_COST = "latency_ms"  # the latency front's cost: onnxruntime, batch 1, median (dse.metrics)
@@ -87,6 +87,7 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
     metric = REGISTRY[fronts.attrs["costs"][1]]
     on_size, on_lat = fronts[size] > 0, fronts[lat] > 0
     return pd.DataFrame({
+        **({"data setting": fronts["setting"]} if fronts["setting"].nunique() > 1 else {}),
         "metaparameters": fronts["desc"].replace("", "(all equal)"),
         "accuracy %": _pm(fronts["acc_mean"], fronts["acc_std"]), "MB": fronts["size_mb"].map(number),
         f"{metric.name} ({metric.unit})": fronts[metric.name].map(metric.show),
@@ -274,6 +275,7 @@ def _bad_runs_section(df: pd.DataFrame) -> list[str]:
         "status": bad["status"], "seed": bad["seed"].map(integer),
         "point": bad.apply(lambda r: F.describe(r, ["model", "sr", "pct3x3", "bypass"]), axis=1),
         "MB": to_mb(bad["size_bytes"].astype(float)).map(number),
+        "MiB": to_mib(bad["size_bytes"].astype(float)).map(number),
         "reason": bad["error"].map(lambda e: "-" if is_missing(e) else first_line(str(e))[:120])})
     return lines + [to_markdown(table), ""]
 

@@ -19,7 +19,7 @@ from analysis import frames as F
 from analysis import plots as P
 from analysis.loading import load
 from analysis.pareto_plot import cost_axis
-from analysis.report import _pareto_text, pareto_table
+from analysis.report import _bad_runs_section, _pareto_text, fronts_table, pareto_table
 from analysis.synthetic import base_config, demo_records, record
 from dse.metrics import REGISTRY, to_mib
 
@@ -199,6 +199,9 @@ def test_cost_axes_are_in_their_objectives_unit(sweep) -> None:
     key = next(t.get_text() for a in fig.axes for t in a.texts if t.get_text().startswith(" #"))
     first = points[points["label"] == 1].iloc[0]
     assert f"{to_mib(float(first['size_bytes'])):6.2f}" in key.splitlines()[2]
+    rejected = float(df.loc[df["status"] == "rejected", "size_bytes"].iloc[0])
+    table = _bad_runs_section(df)[2].splitlines()  # the rug's runs in report.md, in its unit too
+    assert table[0].split("|")[7].strip() == "MiB" and f"| {to_mib(rejected):.2f} |" in table[2]
 
 
 def test_pareto_and_bypass_charts_draw_chance_near_it(sweep) -> None:
@@ -247,3 +250,14 @@ def test_titles_name_every_subset_the_runs_mix() -> None:
     assert P.context_title(load(pd.DataFrame(rows[:1]))).endswith("1 epoch")  # the whole set alone
     fixed = {"study": "s", "data": "d", "max_epochs": 3, "subset": 4000}  # a sweep's fixed values
     assert P.context_title(fixed) == "study s · d · 3 epochs · subset 4000"
+
+
+def test_latency_fronts_table_names_the_data_setting() -> None:
+    rows = [_point(subset, 1, base_e, "none", 0.7 + base_e / 1000)
+            for subset in (None, 500) for base_e in (16, 64)]
+    for r, ms in zip(rows, (1.0, 2.0, 1.5, 2.5), strict=True):
+        r.update(latency_ms=ms)
+    df = load(pd.DataFrame(rows))
+    size, fast = F.pareto_frame(df), F.pareto_frame(df, cost="latency_ms")
+    table = fronts_table(F.fronts_frame({"size_bytes": size, "latency_ms": fast}))
+    assert table["data setting"].tolist() == ["subset=500"] * 2 + ["subset=all"] * 2

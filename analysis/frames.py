@@ -306,8 +306,8 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def edf_frame(df: pd.DataFrame, metric: str | None = None, by: list[str] | None = None) -> pd.DataFrame:
-    """pycls-style error EDFs: per group (``by``, default whichever of study / model / bypass
-    vary), each ok run's error 1 - metric and the ECDF at it. Columns: group, error, edf, n,
+    """pycls-style error EDFs: per group (``by``, default whichever of study / model / bypass / data
+    setting vary), each ok run's error 1 - metric and the ECDF at it. Columns: group, error, edf, n,
     ``by``, run (its label in ``df``); ``attrs``: metric, by."""
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
@@ -315,8 +315,9 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None, by: list[str] | None 
         return skipped_frame(["group", "error", "edf", "n"], "no ok run has an accuracy",
                              metric=metric, by=by or [])
     ok = ok[ok[metric].notna()]
-    if by is None:
-        by = [c for c in ("study", "model", "bypass") if ok[c].map(_cell).nunique() > 1]
+    if by is None:  # a curve never pools data settings, as a front does not
+        ok = ok.assign(setting=setting_of(ok, [c for c in SETTING if ok[c].map(_cell).nunique() > 1]))
+        by = [c for c in ("study", "model", "bypass", "setting") if ok[c].map(_cell).nunique() > 1]
     group = (ok[by].apply(lambda r: " / ".join(_cell(v) for v in r), axis=1).astype(object)
              if by else pd.Series("all", index=ok.index, dtype=object))
     out = pd.DataFrame({"group": group, "error": 1.0 - ok[metric].astype(float), **{c: ok[c] for c in by},

@@ -152,8 +152,9 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     ax.set_ylabel("fraction of models with error ≤ e")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1 if n_groups < 4 else 2,
-              frameon=False, title=" / ".join(by) if by else None, title_fontsize=9)
+    wide = n_groups >= 4 and edf["group"].str.len().max() <= 24  # two columns of short labels fit
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2 if wide else 1, frameon=False,
+              title=" / ".join(by) if by else None, title_fontsize=9)
     fig.suptitle(f"Error EDF of ok runs — {title}\none step per run; "
                  "diverged / failed runs are not design points and are left out", fontsize=10)
     return fig

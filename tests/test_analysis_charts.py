@@ -261,3 +261,16 @@ def test_latency_fronts_table_names_the_data_setting() -> None:
     size, fast = F.pareto_frame(df), F.pareto_frame(df, cost="latency_ms")
     table = fronts_table(F.fronts_frame({"size_bytes": size, "latency_ms": fast}))
     assert table["data setting"].tolist() == ["subset=500"] * 2 + ["subset=all"] * 2
+
+
+def test_edf_curves_never_pool_data_settings(sweep) -> None:
+    edf = F.edf_frame(sweep[0])
+    assert edf.attrs["by"] == ["bypass", "setting"]
+    assert edf.groupby("group")["n"].first().to_dict() == {
+        "none / subset=4000 max_epochs=3": 3, "none / subset=500 max_epochs=1": 3,
+        "simple / subset=4000 max_epochs=3": 1, "simple / subset=500 max_epochs=1": 1}
+    fig = P.plot_edf(edf, "t")
+    assert len({ln.get_linestyle() for ln in fig.axes[0].get_lines()}) == 2  # one style per setting
+    fig.canvas.draw()
+    box = fig.axes[0].get_legend().get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1  # the long labels stay on the figure

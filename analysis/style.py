@@ -40,9 +40,9 @@ def chance_line(ax: Axes, level: float | None, lo: float, hi: float) -> None:
     """Chance accuracy as a line, the y range stretched to it, when the accuracies drawn (``lo`` to
     ``hi`` %) come within :data:`CHANCE_MARGIN` points (or their span) of it: zoomed, noise at chance
     looks like a trend."""
-    pct = 100 * (level or 0)
-    if level is None or not math.isfinite(lo) or lo - pct > max(CHANCE_MARGIN, hi - lo):
+    if level is None or not math.isfinite(lo) or lo - 100 * level > max(CHANCE_MARGIN, hi - lo):
         return
+    pct = 100 * level
     ax.axhline(pct, color="black", ls="-.", lw=1.0, zorder=1, label=f"chance ({pct:g} %)")
     ax.set_ylim(min(lo, pct) - 0.06 * (max(hi, pct) - min(lo, pct)), None)
 

@@ -117,6 +117,8 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         pad = max(0.5, 0.45 * (hi - lo))
         ax.set_ylim(max(0.0, lo - 2.5 * pad), min(100.0, hi + pad))
         S.chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), k), lo, hi)
+        if ax.get_legend_handles_labels()[0]:  # the chance line, the one labelled artist
+            ax.legend(loc="upper left", frameon=False, fontsize=8)
         ax.set_ylabel(f"top-{k} accuracy (%)")
         ax.set_title(f"top-{k}: solid = val, hatched = test", fontsize=9)
         ax.set_xticks(xs, [f"{k}\n{mib:.2f} MiB ({value_text(round(mb, 2))} MB)\nn={n}" for k, mb, mib, n

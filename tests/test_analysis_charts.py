@@ -219,6 +219,7 @@ def test_pareto_and_bypass_charts_draw_chance_near_it(sweep) -> None:
     top1 = next(a for a in P.plot_bypass(F.bypass_frame(load(pd.DataFrame(rows))), "t").axes
                 if a.get_ylabel() == "top-1 accuracy (%)")
     assert _hlines(top1) == [10.0] and top1.get_ylim()[0] < 10.0
+    assert [t.get_text() for t in top1.get_legend().get_texts()] == ["chance (10 %)"]
 
 
 def test_a_hashed_data_key_without_a_column_still_separates_fronts() -> None:

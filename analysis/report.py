@@ -98,7 +98,8 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
 
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
     """report.md: header, runs by status, charts, findings, runs that are not ok, sweep commands."""
-    lines = [*_header(df, source), "## Runs by status", "", to_markdown(status_counts(df)), "",
+    settings = charts["pareto"].frame.attrs.get("settings") or [] if "pareto" in charts else []
+    lines = [*_header(df, source, settings), "## Runs by status", "", to_markdown(status_counts(df)), "",
              "## Charts", "", to_markdown(pd.DataFrame({
                  "chart": list(charts), "what": [CHARTS[n].title for n in charts],
                  "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
@@ -117,8 +118,9 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
     return "\n".join(lines + _bad_runs_section(df) + _commands_section(df))
 
 
-def _header(df: pd.DataFrame, source: str) -> list[str]:
-    """Title, source and time; warnings when no run finished ok or the runs mix training semantics."""
+def _header(df: pd.DataFrame, source: str, settings: list[str]) -> list[str]:
+    """Title, source and time; warnings when no run finished ok or the runs mix training semantics or
+    data settings (what each section does with them, so nothing pools them silently)."""
     studies = sorted({str(s) for s in df["study"].dropna()})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# dse report: {', '.join(studies) or 'runs'}", "", f"{P.context_title(df)}  ",
@@ -133,6 +135,10 @@ def _header(df: pd.DataFrame, source: str) -> list[str]:
         lines += [f"> **Mixed training semantics** (runs per semantics: {shown}; this dse trains "
                   f"{dse.TRAINING_SEMANTICS}): older rows count as done; `study.rerun=stale` "
                   "retrains them.", ""]
+    if len(settings) > 1:
+        lines += [f"> **{len(settings)} data settings** ({'; '.join(settings)}): accuracies compare only "
+                  "within one, so the fronts and EDF curves are per setting and each sweep holds one "
+                  "fixed; the importances and good ranges pool them.", ""]
     return lines
 
 

@@ -19,7 +19,14 @@ from analysis import frames as F
 from analysis import plots as P
 from analysis.loading import load
 from analysis.pareto_plot import cost_axis
-from analysis.report import _bad_runs_section, _pareto_text, fronts_table, pareto_table
+from analysis.report import (
+    _bad_runs_section,
+    _pareto_text,
+    build_charts,
+    fronts_table,
+    pareto_table,
+    render_markdown,
+)
 from analysis.synthetic import base_config, demo_records, record
 from dse.metrics import REGISTRY, to_mib
 
@@ -275,3 +282,12 @@ def test_edf_curves_never_pool_data_settings(sweep) -> None:
     fig.canvas.draw()
     box = fig.axes[0].get_legend().get_window_extent()
     assert box.x0 >= 0 and box.x1 <= fig.bbox.x1  # the long labels stay on the figure
+
+
+def test_report_says_up_front_which_sections_pool_data_settings(sweep, tmp_path) -> None:
+    md = render_markdown(sweep[0], build_charts(sweep[0], tmp_path))
+    head = md.split("## Runs by status")[0]
+    assert ("> **2 data settings** (subset=500 max_epochs=1; subset=4000 max_epochs=3): accuracies compare "
+            "only within one") in head and "the importances and good ranges pool them" in head
+    one = load(pd.DataFrame(demo_records()))
+    assert "data settings" not in render_markdown(one, build_charts(one, tmp_path)).split("## Runs by")[0]

@@ -19,7 +19,7 @@ from analysis.paper import PAPER_CONTEXT, PRESETS
 from dse import metrics
 from dse.metrics import MB, MIB, to_mb, to_mib
 from dse.model.spec import BYPASS_KINDS
-from dse.store.record import CONFIG_KEYS, config_hash
+from dse.store.record import CONFIG_KEYS, NON_SEMANTIC, config_hash
 
 # the columns a point's label may name: what it ran on and its metaparameters
 LABELLED = ["study", "model", "data", "trainer", "max_epochs", *METAPARAMS]
@@ -212,6 +212,15 @@ def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
     return pd.Series(text, index=df.index, dtype=object)
 
 
+def with_data_keys(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with a ``data.<key>`` column per hashed ``data`` key that no column shows (``data.augment``,
+    from the run's config): a data setting too, which the record's columns alone would hide."""
+    shown = {k.split(".", 1)[1] for k in CONFIG_KEYS.values() if k.startswith("data.")} | NON_SEMANTIC["data"]
+    data = [config_of(text).get("data") or {} for text in df["config"]]
+    keys = pd.DataFrame([{k: v for k, v in d.items() if k not in shown} for d in data], index=df.index)
+    return df.join(keys.add_prefix("data."))
+
+
 def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
     """The studies' budgets (``df.attrs["budgets"]``) on ``cost``'s axis, each once, as (text,
     position in the axis's unit: MiB for the size, the metric's own for a latency)."""
@@ -245,10 +254,11 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None, cost: str = "size_
         hint = (" (it is measured by training with trainer.latency=true)"
                 if metrics.REGISTRY[cost].latency else "")
         return skipped_frame(cols, f"no ok run has both {metric} and {what}{hint}", metric=metric, cost=cost)
-    ok = ok.assign(point=point_key(ok))
+    ok = with_data_keys(ok).assign(point=point_key(ok))
     g = ok.groupby("point", sort=False)
     first = g.first()  # metaparameters and sizes are equal within a point
-    keep = [c for c in ["study", "model", *SETTING, *METAPARAMS, "params", "size_bytes", "macs",
+    hidden = [c for c in first.columns if c.startswith("data.")]
+    keep = [c for c in ["study", "model", *SETTING, *hidden, *METAPARAMS, "params", "size_bytes", "macs",
                         "config_hash"] if c in first.columns]
     out = first[keep].assign(n=g.size(), acc_mean=g[metric].mean(), acc_std=g[metric].std(ddof=1),
                              cost=g[cost].mean().astype(float), seeds=_seeds(g))
@@ -256,7 +266,9 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None, cost: str = "size_
         out[cost] = out["cost"]
     out = _with_sizes(out.reset_index())
     out["preset"] = out["model"].isin(PRESETS)
-    setting = [c for c in SETTING if c in out.columns and out[c].map(_cell).nunique() > 1]
+    keys = {c: out[c].map(_cell) for c in [*SETTING, *hidden] if c in out.columns}
+    setting = [c for c in keys if keys[c].nunique() > 1 and not (  # a hidden key the dataset implies
+        c in hidden and (keys[c].groupby(keys["data"]).nunique() <= 1).all())]
     out["setting"] = setting_of(out, setting)
     out["pareto"] = False
     for rows in out.groupby("setting", sort=False).groups.values():
@@ -279,7 +291,7 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
     (``<cost>_label``, 0: not on it) and its mean cost on each."""
     labels = [f"{c}_label" for c in fronts]
     points = pd.concat(fronts.values(), ignore_index=True).drop_duplicates("point")
-    keep = [c for c in ["point", *LABELLED, "acc_mean", "acc_std", "n", "size_mb", "preset"]
+    keep = [c for c in ["point", "setting", *LABELLED, "acc_mean", "acc_std", "n", "size_mb", "preset"]
             if c in points.columns]
     out = points[keep].reset_index(drop=True)
     for cost, pts in fronts.items():
@@ -294,8 +306,8 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 
 def edf_frame(df: pd.DataFrame, metric: str | None = None, by: list[str] | None = None) -> pd.DataFrame:
-    """pycls-style error EDFs: per group (``by``, default whichever of study / model / bypass
-    vary), each ok run's error 1 - metric and the ECDF at it. Columns: group, error, edf, n,
+    """pycls-style error EDFs: per group (``by``, default whichever of study / model / bypass / data
+    setting vary), each ok run's error 1 - metric and the ECDF at it. Columns: group, error, edf, n,
     ``by``, run (its label in ``df``); ``attrs``: metric, by."""
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
@@ -303,8 +315,9 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None, by: list[str] | None 
         return skipped_frame(["group", "error", "edf", "n"], "no ok run has an accuracy",
                              metric=metric, by=by or [])
     ok = ok[ok[metric].notna()]
-    if by is None:
-        by = [c for c in ("study", "model", "bypass") if ok[c].map(_cell).nunique() > 1]
+    if by is None:  # a curve never pools data settings, as a front does not
+        ok = ok.assign(setting=setting_of(ok, [c for c in SETTING if ok[c].map(_cell).nunique() > 1]))
+        by = [c for c in ("study", "model", "bypass", "setting") if ok[c].map(_cell).nunique() > 1]
     group = (ok[by].apply(lambda r: " / ".join(_cell(v) for v in r), axis=1).astype(object)
              if by else pd.Series("all", index=ok.index, dtype=object))
     out = pd.DataFrame({"group": group, "error": 1.0 - ok[metric].astype(float), **{c: ok[c] for c in by},

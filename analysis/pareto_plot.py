@@ -17,37 +17,35 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from analysis.frames import ok_runs, setting_of
+from analysis import style as S
+from analysis.frames import chance, ok_runs, setting_of, with_data_keys
 from analysis.loading import status_order
-from analysis.style import STATUS_STYLE, accuracy_name, bypass_color, bypass_kinds, new_figure, styled
-from dse.metrics import MIB, REGISTRY
+from dse.metrics import REGISTRY, to_mib
 from dse.model.spec import BYPASS_KINDS
-
-SIZE_AXIS = "model size (MiB, fp32 weights, log scale)"
 
 
 @dataclass(frozen=True)
 class CostAxis:
-    """How one cost is drawn: its column (in runs and points) and unit, the axis and key wording."""
+    """How one cost is drawn: its column (in runs and points), the axis and key wording."""
 
     cost: str
-    per_unit: float  # the cost's units per axis unit: MIB bytes for the size
     label: str  # the x axis
     unit: str  # the key table's column
     what: str  # "model size": the title and the legend
-    fmt: str = "6.2f"  # the key table's cells
+    fmt: str  # the key table's cells
 
     def x(self, frame: pd.DataFrame) -> pd.Series:
-        return frame[self.cost].astype(float) / self.per_unit
+        """The column in the axis's unit: the size in MiB through dse.metrics' one conversion."""
+        values = frame[self.cost].astype(float)
+        return to_mib(values) if self.cost == "size_bytes" else values
 
 
 def cost_axis(cost: str) -> CostAxis:
-    """``cost``'s axis: MiB for the fp32 size (the ``size_mib`` objective's unit), else its own."""
-    if cost == "size_bytes":
-        return CostAxis(cost, MIB, SIZE_AXIS, "MiB", "model size")
-    m = REGISTRY[cost]
-    return CostAxis(cost, 1.0, f"{m.label} ({m.unit}, log scale)", m.unit,
-                    "latency" if m.latency else m.label, "6.3g")
+    """``cost``'s axis in its metric's unit; the size (bytes) in the ``size_mib`` objective's."""
+    size = cost == "size_bytes"
+    m = REGISTRY["size_mib" if size else cost]
+    return CostAxis(cost, f"{m.label} ({m.unit}{', fp32 weights' if size else ''}, log scale)", m.unit,
+                    "latency" if m.latency else m.label, "6.2f" if size else "6.3g")
 
 
 FRONT_STYLES = (("-", "o"), ("--", "^"), (":", "s"), ("-.", "D"))  # per data setting
@@ -56,7 +54,7 @@ BUDGET_COLOR = "#8c564b"
 KEY_ROWS = 24  # front points listed in the key table; report.md lists them all
 
 
-@styled
+@S.styled
 def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: str) -> Figure:
     """Accuracy against the frame's cost (log x), one numbered front per data setting."""
     axis = cost_axis(points.attrs.get("cost", "size_bytes"))
@@ -64,7 +62,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     has_rug = not bad.empty and axis.cost == "size_bytes"
     front = points[points["pareto"]]
     settings = points.attrs.get("settings") or [""]
-    fig = new_figure(12.5, 6.4)
+    fig = S.new_figure(12.5, 6.4)
     gs = fig.add_gridspec(2 if has_rug else 1, 2, width_ratios=[2.1, 1],
                           height_ratios=[7, 1] if has_rug else None)
     ax = fig.add_subplot(gs[0, 0])
@@ -72,8 +70,8 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     key.axis("off")
     ok = ok_runs(runs)
     ok = ok[ok[metric].notna() & axis.x(ok).notna()]
-    ok_setting = setting_of(ok, points.attrs.get("setting") or [])
-    name = accuracy_name(metric)
+    ok_setting = setting_of(with_data_keys(ok), points.attrs.get("setting") or [])
+    name = S.accuracy_name(metric)
     faint = _draw_points(ax, points, ok, ok_setting, metric, axis, settings)
     for i, setting in enumerate(settings):
         _draw_front(ax, front[front["setting"] == setting], axis, FRONT_STYLES[i % 4], setting)
@@ -81,13 +79,16 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
     _draw_budgets(ax, budgets)
     xs = pd.concat([axis.x(points), axis.x(ok), axis.x(bad) if has_rug else None,
                     pd.Series([x for _, x in budgets], dtype=float)])
-    _cost_accuracy_axes(ax, xs, pd.concat([points["acc_mean"], ok[metric]]), name)
+    ys = 100 * pd.concat([points["acc_mean"], ok[metric]]).astype(float)
+    _cost_accuracy_axes(ax, xs, ys, name)
+    for classes in sorted(set(points["num_classes"].dropna())):  # one line per dataset's chance
+        S.chance_line(ax, chance(classes, REGISTRY[metric].topk or 1), ys.min(), ys.max())
     handles, labels = ax.get_legend_handles_labels()
     key.legend([*handles, tuple(faint)], [*labels, "single runs (seeds)"], loc="lower left",
                frameon=False, fontsize=8, handler_map={tuple: HandlerTuple(ndivide=None, pad=0.1)})
     if has_rug:
         rug_ax = fig.add_subplot(gs[1, 0], sharex=ax)
-        _draw_rug(rug_ax, bad)
+        _draw_rug(rug_ax, bad, axis)
         _draw_budgets(rug_ax, budgets, label=False)
         ax.tick_params(labelbottom=False)
     else:
@@ -105,7 +106,7 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
                  metric: str, axis: CostAxis, settings: list[str]) -> list[PathCollection]:
     """Per bypass kind and data setting, faint single runs under solid design-point means, presets
     as big stars; returns one faint collection per kind (the legend's "single runs")."""
-    point_kind, run_kind = bypass_kinds(points["bypass"]), bypass_kinds(ok["bypass"])
+    point_kind, run_kind = S.bypass_kinds(points["bypass"]), S.bypass_kinds(ok["bypass"])
     faint: list[PathCollection] = []
     for kind in [*BYPASS_KINDS, *sorted(set(point_kind) - set(BYPASS_KINDS))]:
         if not (point_kind == kind).any():
@@ -114,15 +115,15 @@ def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: p
             marker = FRONT_STYLES[i % 4][1]
             rsel = ok[(run_kind == kind) & (ok_setting == setting)]
             runs = ax.scatter(axis.x(rsel), 100 * rsel[metric], s=9, marker=marker,
-                              color=bypass_color(kind), alpha=0.3, lw=0, zorder=2)
+                              color=S.bypass_color(kind), alpha=0.3, lw=0, zorder=2)
             faint += [runs] if i == 0 else []
             sel = points[(point_kind == kind) & (points["setting"] == setting) & ~points["preset"]]
-            ax.scatter(axis.x(sel), 100 * sel["acc_mean"], s=34, marker=marker, color=bypass_color(kind),
+            ax.scatter(axis.x(sel), 100 * sel["acc_mean"], s=34, marker=marker, color=S.bypass_color(kind),
                        edgecolor="white", lw=0.6, zorder=3, label=f"bypass={kind}" if i == 0 else None)
     presets = points[points["preset"]]
     if not presets.empty:
         ax.scatter(axis.x(presets), 100 * presets["acc_mean"], s=170, marker="*",
-                   color=[bypass_color(k) for k in presets["bypass"]], edgecolor="black",
+                   color=[S.bypass_color(k) for k in presets["bypass"]], edgecolor="black",
                    lw=0.8, zorder=5, label="SqueezeNet preset (v1.0 / v1.1)")
     return faint
 
@@ -150,7 +151,7 @@ def _draw_budgets(ax: Axes, budgets: list[tuple[str, float]], label: bool = True
 
 
 def _cost_accuracy_axes(ax: Axes, xs: pd.Series, ys: pd.Series, name: str) -> None:
-    """Log cost axis with plain-number ticks; limits fitting every x (here or on the rug) and y."""
+    """Log cost axis with plain-number ticks; limits fitting every x (here or on the rug) and y (%)."""
     ax.set_xscale("log")
     ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
@@ -158,22 +159,21 @@ def _cost_accuracy_axes(ax: Axes, xs: pd.Series, ys: pd.Series, name: str) -> No
     xs = xs.astype(float)
     xs = xs[np.isfinite(xs) & (xs > 0)]
     ax.set_xlim(float(xs.min()) / 1.25, float(xs.max()) * 1.25)
-    ys = 100 * ys.astype(float)
     span = max(float(ys.max() - ys.min()), 0.5)
     ax.set_ylim(float(ys.min()) - 0.08 * span, float(ys.max()) + 0.15 * span)
     ax.set_ylabel(f"{name} accuracy (%), mean over seeds")
     ax.grid(True, which="both", alpha=0.25)
 
 
-def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
+def _draw_rug(rug: Axes, bad: pd.DataFrame, axis: CostAxis) -> None:
     """The runs that are not design points at their model size, one row per status."""
     statuses = status_order(bad["status"])
     tick_labels: list[str] = []
     for i, s in enumerate(statuses):
         sel = bad[bad["status"] == s]
         sized = sel[sel["size_bytes"].notna()]
-        marker, color = STATUS_STYLE.get(s, ("o", "#7f7f7f"))
-        rug.scatter(sized["size_bytes"].astype(float) / MIB, np.full(len(sized), i),
+        marker, color = S.STATUS_STYLE.get(s, ("o", "#7f7f7f"))
+        rug.scatter(axis.x(sized), np.full(len(sized), i),
                     marker=marker, color=color, s=36, zorder=3)
         missing = len(sel) - len(sized)
         size_note = ("" if not missing else ", size unknown" if missing == len(sel)
@@ -182,7 +182,7 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame) -> None:
     rug.set_yticks(range(len(statuses)), tick_labels, fontsize=8)
     rug.set_ylim(-0.7, len(statuses) - 0.3)
     rug.grid(True, axis="x", which="both", alpha=0.25)
-    rug.set_xlabel(SIZE_AXIS)
+    rug.set_xlabel(axis.label)
     rug.set_title("runs that are not design points (no accuracy plotted)", fontsize=8, loc="left")
 
 
@@ -194,9 +194,9 @@ def _key_table(key: Axes, front: pd.DataFrame, axis: CostAxis, settings: list[st
         sel = shown[shown["setting"] == setting]
         if setting and not sel.empty:
             lines.append(f"-- {setting} ({MARKER_NAMES[FRONT_STYLES[i % 4][1]]}) --")
-        for _, r in sel.iterrows():
-            lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  "
-                         f"{r[axis.cost] / axis.per_unit:{axis.fmt}}  {r['desc'] or '(all equal)'}")
+        for (_, r), x in zip(sel.iterrows(), axis.x(sel), strict=True):
+            lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  {x:{axis.fmt}}  "
+                         f"{r['desc'] or '(all equal)'}")
     if len(front) > len(shown):
         lines.append(f"... {len(front) - len(shown)} more in report.md")
     key.set_title("Pareto set (numbers on the chart)", fontsize=9, loc="left")

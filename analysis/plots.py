@@ -47,7 +47,7 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_ylabel(f"top-{k} accuracy (%)")
         ax.grid(True, alpha=0.3)
         ax.yaxis.set_major_locator(MaxNLocator(6))
-        _chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), k))
+        S.chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), k), *ax.dataLim.intervaly)
     lost = frame["n"].astype(int).to_numpy() == 0  # every seed diverged or failed: a cross, not a gap
     if lost.any():
         axes[0].scatter(xs[lost], np.full(int(lost.sum()), 0.04), transform=axes[0].get_xaxis_transform(),
@@ -65,22 +65,6 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     fixed = S.wrap(fixed_text(frame.attrs["fixed"], skip=[param]))
     fig.suptitle(f"{title}\n{fixed}\n{_seed_note(frame)}", fontsize=10)
     return fig
-
-
-CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span), chance is drawn
-
-
-def _chance_line(ax: Axes, level: float | None) -> None:
-    """Chance accuracy as a line, the y range stretched to it, when the curves come within
-    :data:`CHANCE_MARGIN` points (or their span) of it: zoomed, noise at chance looks like a trend."""
-    if level is None:
-        return
-    lo, hi = ax.dataLim.intervaly
-    pct = 100 * level
-    if not np.isfinite(lo) or lo - pct > max(CHANCE_MARGIN, hi - lo):
-        return
-    ax.axhline(pct, color="black", ls="-.", lw=1.0, zorder=1, label=f"chance ({pct:g} %)")
-    ax.set_ylim(min(lo, pct) - 0.06 * (max(hi, pct) - min(lo, pct)), None)
 
 
 def _sweep_legend(ax: Axes, size: Axes, apart: bool) -> None:
@@ -132,6 +116,9 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         lo, hi = min(lows), max(highs)
         pad = max(0.5, 0.45 * (hi - lo))
         ax.set_ylim(max(0.0, lo - 2.5 * pad), min(100.0, hi + pad))
+        S.chance_line(ax, chance(frame.attrs["fixed"].get("num_classes"), k), lo, hi)
+        if ax.get_legend_handles_labels()[0]:  # the chance line, the one labelled artist
+            ax.legend(loc="upper left", frameon=False, fontsize=8)
         ax.set_ylabel(f"top-{k} accuracy (%)")
         ax.set_title(f"top-{k}: solid = val, hatched = test", fontsize=9)
         ax.set_xticks(xs, [f"{k}\n{mib:.2f} MiB ({value_text(round(mb, 2))} MB)\nn={n}" for k, mb, mib, n
@@ -167,8 +154,9 @@ def plot_edf(edf: pd.DataFrame, title: str) -> Figure:
     ax.set_ylabel("fraction of models with error ≤ e")
     ax.set_ylim(0, 1.02)
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=1 if n_groups < 4 else 2,
-              frameon=False, title=" / ".join(by) if by else None, title_fontsize=9)
+    wide = n_groups >= 4 and edf["group"].str.len().max() <= 24  # two columns of short labels fit
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2 if wide else 1, frameon=False,
+              title=" / ".join(by) if by else None, title_fontsize=9)
     fig.suptitle(f"Error EDF of ok runs — {title}\none step per run; "
                  "diverged / failed runs are not design points and are left out", fontsize=10)
     return fig

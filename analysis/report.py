@@ -23,7 +23,7 @@ from analysis.importance import importance_frame
 from analysis.loading import config_of, status_order
 from analysis.style import accuracy_name
 from dse.errors import first_line
-from dse.metrics import REGISTRY, to_mb
+from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.outputs import staged_dir
 
 LATENCY_COST = "latency_ms"  # the latency front's cost: onnxruntime, batch 1, median (dse.metrics)
@@ -87,6 +87,7 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
     metric = REGISTRY[fronts.attrs["costs"][1]]
     on_size, on_lat = fronts[size] > 0, fronts[lat] > 0
     return pd.DataFrame({
+        **({"data setting": fronts["setting"]} if fronts["setting"].nunique() > 1 else {}),
         "metaparameters": fronts["desc"].replace("", "(all equal)"),
         "accuracy %": _pm(fronts["acc_mean"], fronts["acc_std"]), "MB": fronts["size_mb"].map(number),
         f"{metric.name} ({metric.unit})": fronts[metric.name].map(metric.show),
@@ -97,7 +98,8 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
 
 def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = "") -> str:
     """report.md: header, runs by status, charts, findings, runs that are not ok, sweep commands."""
-    lines = [*_header(df, source), "## Runs by status", "", to_markdown(status_counts(df)), "",
+    settings = charts["pareto"].frame.attrs.get("settings") or [] if "pareto" in charts else []
+    lines = [*_header(df, source, settings), "## Runs by status", "", to_markdown(status_counts(df)), "",
              "## Charts", "", to_markdown(pd.DataFrame({
                  "chart": list(charts), "what": [CHARTS[n].title for n in charts],
                  "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
@@ -116,8 +118,9 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
     return "\n".join(lines + _bad_runs_section(df) + _commands_section(df))
 
 
-def _header(df: pd.DataFrame, source: str) -> list[str]:
-    """Title, source and time; warnings when no run finished ok or the runs mix training semantics."""
+def _header(df: pd.DataFrame, source: str, settings: list[str]) -> list[str]:
+    """Title, source and time; warnings when no run finished ok or the runs mix training semantics or
+    data settings (what each section does with them, so nothing pools them silently)."""
     studies = sorted({str(s) for s in df["study"].dropna()})
     now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# dse report: {', '.join(studies) or 'runs'}", "", f"{P.context_title(df)}  ",
@@ -132,6 +135,10 @@ def _header(df: pd.DataFrame, source: str) -> list[str]:
         lines += [f"> **Mixed training semantics** (runs per semantics: {shown}; this dse trains "
                   f"{dse.TRAINING_SEMANTICS}): older rows count as done; `study.rerun=stale` "
                   "retrains them.", ""]
+    if len(settings) > 1:
+        lines += [f"> **{len(settings)} data settings** ({'; '.join(settings)}): accuracies compare only "
+                  "within one, so the fronts and EDF curves are per setting and each sweep holds one "
+                  "fixed; the importances and good ranges pool them.", ""]
     return lines
 
 
@@ -274,6 +281,7 @@ def _bad_runs_section(df: pd.DataFrame) -> list[str]:
         "status": bad["status"], "seed": bad["seed"].map(integer),
         "point": bad.apply(lambda r: F.describe(r, ["model", "sr", "pct3x3", "bypass"]), axis=1),
         "MB": to_mb(bad["size_bytes"].astype(float)).map(number),
+        "MiB": to_mib(bad["size_bytes"].astype(float)).map(number),
         "reason": bad["error"].map(lambda e: "-" if is_missing(e) else first_line(str(e))[:120])})
     return lines + [to_markdown(table), ""]
 

@@ -4,12 +4,14 @@ headless); fonts come from :data:`FONT` while a chart is built, never from the c
 
 from __future__ import annotations
 
+import math
 import textwrap
 from collections.abc import Iterable
 from typing import Any
 
 import matplotlib
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -31,6 +33,20 @@ FONT = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fon
 styled = matplotlib.rc_context(FONT)
 
 
+CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span), chance is drawn
+
+
+def chance_line(ax: Axes, level: float | None, lo: float, hi: float) -> None:
+    """Chance accuracy as a line, the y range stretched to it, when the accuracies drawn (``lo`` to
+    ``hi`` %) come within :data:`CHANCE_MARGIN` points (or their span) of it: zoomed, noise at chance
+    looks like a trend."""
+    if level is None or not math.isfinite(lo) or lo - 100 * level > max(CHANCE_MARGIN, hi - lo):
+        return
+    pct = 100 * level
+    ax.axhline(pct, color="black", ls="-.", lw=1.0, zorder=1, label=f"chance ({pct:g} %)")
+    ax.set_ylim(min(lo, pct) - 0.06 * (max(hi, pct) - min(lo, pct)), None)
+
+
 def new_figure(w: float, h: float) -> Figure:
     """A ``w`` x ``h`` inch Figure on its own Agg canvas."""
     fig = Figure(figsize=(w, h), dpi=DPI, layout="constrained")
@@ -41,13 +57,14 @@ def new_figure(w: float, h: float) -> Figure:
 def context_title(df: pd.DataFrame | dict[str, Any]) -> str:
     """``study 'demo' · fashion_mnist · 30 epochs``: where the numbers come from."""
     frame = pd.DataFrame([df]) if isinstance(df, dict) else df
-    studies, data, epochs, subset = (sorted({value_text(v) for v in frame[c].dropna()}) if c in frame
-                                     else [] for c in ("study", "data", "max_epochs", "subset"))
+    studies, data, epochs = (sorted({value_text(v) for v in frame[c].dropna()}) if c in frame else []
+                             for c in ("study", "data", "max_epochs"))
+    subset = sorted({"all" if is_missing(v) else value_text(v) for v in frame.get("subset", [])})
     parts = [("study " if len(studies) < 2 else "studies ") + ", ".join(studies or ["?"])]
     parts.append(", ".join(data) or "dataset not recorded")
     unit = "epoch" if epochs == ["1"] else "epochs"
     parts.append(f"{'/'.join(epochs)} {unit}" if epochs else "epochs not recorded")
-    if subset:
+    if subset not in ([], ["all"]):  # no subset: the whole training set, said only beside one
         parts.append(f"subset {'/'.join(subset)}")
     return " · ".join(parts)
 

@@ -18,8 +18,17 @@ from matplotlib.figure import Figure
 from analysis import frames as F
 from analysis import plots as P
 from analysis.loading import load
-from analysis.report import _pareto_text, pareto_table
+from analysis.pareto_plot import cost_axis
+from analysis.report import (
+    _bad_runs_section,
+    _pareto_text,
+    build_charts,
+    fronts_table,
+    pareto_table,
+    render_markdown,
+)
 from analysis.synthetic import base_config, demo_records, record
+from dse.metrics import REGISTRY, to_mib
 
 RUG_TITLE = "runs that are not design points (no accuracy plotted)"
 
@@ -184,3 +193,101 @@ def test_a_setting_without_subset_reads_as_the_whole_training_set() -> None:
     assert points.attrs["settings"] == ["subset=500", "subset=all"]
     assert points.groupby("setting")["pareto"].sum().to_dict() == {"subset=500": 2,
                                                                    "subset=all": 2}
+
+
+def test_cost_axes_are_in_their_objectives_unit(sweep) -> None:
+    df, points, fig = sweep
+    size = cost_axis("size_bytes")
+    assert f"({REGISTRY['size_mib'].unit}, " in size.label and size.unit == "MiB"
+    assert size.x(points).tolist() == pytest.approx(to_mib(points["size_bytes"].astype(float)).tolist())
+    assert f"({REGISTRY['latency_ms'].unit}, " in cost_axis("latency_ms").label
+    ax, rug = _axes(fig)
+    assert rug.get_xlabel() == size.label  # the rug shares the main axis's unit
+    key = next(t.get_text() for a in fig.axes for t in a.texts if t.get_text().startswith(" #"))
+    first = points[points["label"] == 1].iloc[0]
+    assert f"{to_mib(float(first['size_bytes'])):6.2f}" in key.splitlines()[2]
+    rejected = float(df.loc[df["status"] == "rejected", "size_bytes"].iloc[0])
+    table = _bad_runs_section(df)[2].splitlines()  # the rug's runs in report.md, in its unit too
+    assert table[0].split("|")[7].strip() == "MiB" and f"| {to_mib(rejected):.2f} |" in table[2]
+
+
+def test_pareto_and_bypass_charts_draw_chance_near_it(sweep) -> None:
+    assert _hlines(_axes(sweep[2])[0]) == []  # 70-85 %: far above 10 %, no line
+    rows = [_point(None, 1, base_e, kind, 0.11 + 0.01 * i)
+            for i, (base_e, kind) in enumerate([(16, "none"), (32, "simple"), (64, "complex")])]
+    df = load(pd.DataFrame(rows))
+    points = F.pareto_frame(df)
+    ax, _ = _axes(P.plot_pareto(points, df, "t", points.attrs["metric"]))
+    assert _hlines(ax) == [10.0] and ax.get_ylim()[0] < 10.0 < 11.0 < ax.get_ylim()[1]
+    assert "chance (10 %)" in [t.get_text() for a in ax.figure.axes if a.get_legend()
+                               for t in a.get_legend().get_texts()]
+    rows = [_point(None, 1, 64, kind, 0.11 + 0.01 * i)
+            for i, kind in enumerate(["none", "simple", "complex"])]
+    top1 = next(a for a in P.plot_bypass(F.bypass_frame(load(pd.DataFrame(rows))), "t").axes
+                if a.get_ylabel() == "top-1 accuracy (%)")
+    assert _hlines(top1) == [10.0] and top1.get_ylim()[0] < 10.0
+    assert [t.get_text() for t in top1.get_legend().get_texts()] == ["chance (10 %)"]
+
+
+def test_a_hashed_data_key_without_a_column_still_separates_fronts() -> None:
+    rows = []
+    for augment in (False, True):
+        for base_e in (16, 64):
+            cfg = base_config("pareto")
+            cfg["data"]["augment"] = augment
+            cfg["model"].update(base_e=base_e, incr_e=base_e)
+            rows.append(record(cfg, 0, f"data.augment={augment} model.base_e={base_e}",
+                               accuracy=0.8 + base_e / 1000 - 0.1 * augment))
+    df = load(pd.DataFrame(rows))
+    points = F.pareto_frame(df)
+    assert points.attrs["settings"] == ["data.augment=false", "data.augment=true"]
+    assert points.groupby("setting")["pareto"].sum().to_dict() == {"data.augment=false": 2,
+                                                                   "data.augment=true": 2}
+    ax, _ = _axes(P.plot_pareto(points, df, "t", points.attrs["metric"]))
+    assert sum(len(c.get_offsets()) for c in ax.collections if c.get_alpha() == 0.3) == 4  # every run
+    cifar = base_config("pareto")  # another dataset: its own channels and sizes, named once
+    cifar["data"].update(name="cifar10", channels=3, image_size=32, val_size=5000)
+    cifar["model"]["in_channels"] = 3
+    rows = [rows[0], rows[1], record(cifar, 0, "data=cifar10", accuracy=0.6)]
+    assert F.pareto_frame(load(pd.DataFrame(rows))).attrs["setting"] == ["data", "image_size"]
+
+
+def test_titles_name_every_subset_the_runs_mix() -> None:
+    rows = [_point(subset, 1, 16, "none", 0.8) for subset in (None, 500)]
+    assert P.context_title(load(pd.DataFrame(rows))).endswith("1 epoch · subset 500/all")
+    assert P.context_title(load(pd.DataFrame(rows[:1]))).endswith("1 epoch")  # the whole set alone
+    fixed = {"study": "s", "data": "d", "max_epochs": 3, "subset": 4000}  # a sweep's fixed values
+    assert P.context_title(fixed) == "study s · d · 3 epochs · subset 4000"
+
+
+def test_latency_fronts_table_names_the_data_setting() -> None:
+    rows = [_point(subset, 1, base_e, "none", 0.7 + base_e / 1000)
+            for subset in (None, 500) for base_e in (16, 64)]
+    for r, ms in zip(rows, (1.0, 2.0, 1.5, 2.5), strict=True):
+        r.update(latency_ms=ms)
+    df = load(pd.DataFrame(rows))
+    size, fast = F.pareto_frame(df), F.pareto_frame(df, cost="latency_ms")
+    table = fronts_table(F.fronts_frame({"size_bytes": size, "latency_ms": fast}))
+    assert table["data setting"].tolist() == ["subset=500"] * 2 + ["subset=all"] * 2
+
+
+def test_edf_curves_never_pool_data_settings(sweep) -> None:
+    edf = F.edf_frame(sweep[0])
+    assert edf.attrs["by"] == ["bypass", "setting"]
+    assert edf.groupby("group")["n"].first().to_dict() == {
+        "none / subset=4000 max_epochs=3": 3, "none / subset=500 max_epochs=1": 3,
+        "simple / subset=4000 max_epochs=3": 1, "simple / subset=500 max_epochs=1": 1}
+    fig = P.plot_edf(edf, "t")
+    assert len({ln.get_linestyle() for ln in fig.axes[0].get_lines()}) == 2  # one style per setting
+    fig.canvas.draw()
+    box = fig.axes[0].get_legend().get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1  # the long labels stay on the figure
+
+
+def test_report_says_up_front_which_sections_pool_data_settings(sweep, tmp_path) -> None:
+    md = render_markdown(sweep[0], build_charts(sweep[0], tmp_path))
+    head = md.split("## Runs by status")[0]
+    assert ("> **2 data settings** (subset=500 max_epochs=1; subset=4000 max_epochs=3): accuracies compare "
+            "only within one") in head and "the importances and good ranges pool them" in head
+    one = load(pd.DataFrame(demo_records()))
+    assert "data settings" not in render_markdown(one, build_charts(one, tmp_path)).split("## Runs by")[0]

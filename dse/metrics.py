@@ -16,7 +16,7 @@ DIRECTIONS = ("maximize", "minimize")
 
 
 def to_mb(nbytes: Any) -> Any:
-    """Bytes (a number, array or Series) in MB of 10^6 bytes: the unit the charts plot."""
+    """Bytes (a number, array or Series) in MB of 10^6 bytes: the paper's unit, shown beside MiB."""
     return nbytes / MB
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from dse.compress import huffman as hf
+from dse.compress import storage as hf
 from dse.compress.prune import (
     conv_layers,
     count_params,

@@ -54,7 +54,7 @@ def int_list(text: str, option: str) -> tuple[int, ...]:
 
 def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str:
     """Append the result's ``compressions`` rows, linked to the training run by ``run_id``."""
-    from dse.compress.results import COLUMNS, TABLE
+    from dse.compress.pipeline import COLUMNS, TABLE
     from dse.store import config_hash, provenance, utcnow_iso
 
     cfg, opts, prov = ckpt.cfg, result["options"], provenance()
@@ -83,8 +83,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
     from dse.checkpoint import load_checkpoint
-    from dse.compress.pipeline import Options, check, compress
-    from dse.compress.results import format_table
+    from dse.compress.pipeline import Options, check, compress, format_table
     from dse.store import ResultsStore
 
     options = Options(bits=int_list(args.bits, "--bits"), density=args.density,

@@ -14,12 +14,13 @@ import torch
 from torch import nn
 
 from dse import latency
-from dse.compress.results import LATENCY_COLUMN
 from dse.metrics import ACCURACY, REGISTRY
 
 log = logging.getLogger("dse.compress")
 CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 32
+INT8_FILE = "int8.onnx"
+LATENCY_COLUMN = "latency_ms"  # what the int8 stage times: onnxruntime, batch 1, median
 
 
 def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATCH) -> bytes:

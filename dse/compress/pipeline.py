@@ -1,4 +1,5 @@
-"""Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report.
+"""Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report
+(Table 2's Markdown, the files, and the ``compressions`` store columns, owned here).
 
 Retraining is Lightning with the project's ``FireClassifier`` (the network's own optimiser, data and
 precision, at ``trainer.lr`` times ``lr_scale``); masks are ``torch.nn.utils.prune`` hooks and shared
@@ -7,6 +8,7 @@ weights a parametrization, so ``model.parameters()`` exposes only what may chang
 from __future__ import annotations
 
 import copy
+import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,16 +21,29 @@ from torch import nn
 from dse import latency
 from dse.checkpoint import Checkpoint
 from dse.compress import int8
+from dse.compress.int8 import INT8_FILE, LATENCY_COLUMN
 from dse.compress.prune import count_params, finalize, nonzero_weights, prune_model, resolve_densities
 from dse.compress.quantize import check_bits, quantize_model
-from dse.compress.results import INT8_FILE, LATENCY_COLUMN, OUT, write_outputs
 from dse.compress.storage import DEFAULT_INDEX_BITS, check_index_bits, decode, encode_report, plain_state_dict
 from dse.errors import ConfigError
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
-from dse.outputs import check_writable
+from dse.outputs import check_writable, staged_dir
+from dse.text import table
 
 log = logging.getLogger("dse.compress")
+OUT = "--out"
+TABLE = "compressions"
+COLUMNS: dict[str, Any] = {
+    "compression_id": str, "run_id": str | None, "study": str, "config_hash": str,
+    "checkpoint": str, "overrides": str, "model": str, "data": str, "stage": str, "label": str,
+    "bits": int | None,
+    "density": str, "index_bits": str, "retrain_epochs": int, "finetune_epochs": int,
+    "size_bytes": int, "size_mb": float, "ratio": float, LATENCY_COLUMN: float | None,
+    "nonzero_weights": int, "params": int,
+    **dict.fromkeys(ACCURACY, float | None), "file": str | None, "created_at": str,
+    "dse_version": str, "git_commit": str,
+}
 
 
 @dataclass
@@ -206,4 +221,28 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
     if out_dir is not None:
         write_outputs(Path(out_dir), result, files)
     return result
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Table-2-style Markdown table of a :func:`compress` result."""
+    accuracies = [REGISTRY[k] for k in ACCURACY]
+    timed = any(r.get(LATENCY_COLUMN) is not None for r in result["rows"])
+    lat = [REGISTRY[LATENCY_COLUMN]] if timed else []
+    header = ["stage", "size (bytes)", "MB", "MiB", "ratio", "non-zero weights", "params",
+              *(m.label for m in accuracies), *(f"{m.label} {m.unit}" for m in lat)]
+    rows = [[r["label"], f"{r['size_bytes']:,}", f"{r['size_mb']:.3f}", f"{r['size_mib']:.3f}",
+             f"{r['ratio']:.1f}x", f"{r['nonzero_weights']:,}", f"{r['params']:,}",
+             *(m.show(r[m.name]) for m in accuracies), *(m.show(r.get(m.name)) for m in lat)]
+            for r in result["rows"]]
+    return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True, pad=False)
+
+
+def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
+    """Compressed files, ``model.json``, JSON and Markdown tables: all of them or none."""
+    with staged_dir(out, OUT) as stage:
+        for name, data in files.items():
+            (stage / name).write_bytes(data)
+        (stage / "model.json").write_text(json.dumps(result["model"], indent=1) + "\n")
+        (stage / "compression.json").write_text(json.dumps(result, indent=1) + "\n")
+        (stage / "compression.md").write_text(format_table(result) + "\n")
 

@@ -75,10 +75,6 @@ def _retry(fn: Callable[[], T], deadline_s: float,
         delay = min(delay * 2, 1.0)
 
 
-def _as_list(x: str | Iterable[str] | None) -> list[str] | None:
-    return [x] if isinstance(x, str) else None if x is None else list(x)
-
-
 class ResultsStore:
     """Append-only table of :class:`RunRecord` rows (and other tables linked by ``run_id``).
     ``create=False`` opens an existing store read-only, as it is; a writer brings an older one to
@@ -119,8 +115,9 @@ class ResultsStore:
                 return sa.make_url(text)
             except ArgumentError as e:
                 raise ConfigError(FIELD, f"not a SQLAlchemy URL: {text!r}") from e
-        path = storefile.store_file(Path(text).expanduser())
-        if path is None:
+        named = storefile.named_store(Path(text).expanduser())  # a new file needs a store's suffix,
+        path = named.file  # so store.url=garbage is refused, not created
+        if path is None or not (named.folder or path.is_file() or path.suffix.lower() in storefile.SUFFIXES):
             raise ConfigError(FIELD, f"{text!r} is neither a SQLAlchemy URL (dialect://...) nor a "
                                      "store path (an existing folder or file, or a new file "
                                      "ending in .db, .sqlite or .sqlite3)")
@@ -133,7 +130,7 @@ class ResultsStore:
         if self.path is None:  # in-memory: one shared connection or every query sees a new db
             return {"poolclass": StaticPool,
                     "connect_args": {"timeout": self.timeout_s, "check_same_thread": False}}
-        uri = storefile.writer_uri(self.path) if create else storefile.reader_uri(self.path)
+        uri = storefile.file_uri(self.path, mode="rwc") if create else storefile.reader_uri(self.path)
         return {"poolclass": NullPool,  # the busy timeout makes each connection wait for the lock
                 "creator": lambda: sqlite3.connect(uri, uri=True, timeout=self.timeout_s)}
 
@@ -331,12 +328,11 @@ class ResultsStore:
     @staticmethod
     def _where(t: sa.Table, study: str | None, status: str | Iterable[str] | None) -> list[Any]:
         conds = []
-        for col, val in (("study", _as_list(study)), ("status", _as_list(status))):
-            if val is None:
-                continue
-            if col not in t.c:
-                raise ValueError(f"table {t.name!r} has no {col!r} column to filter on")
-            conds.append(t.c[col].in_(val))
+        for col, val in (("study", study), ("status", status)):
+            if val is not None:
+                if col not in t.c:
+                    raise ValueError(f"table {t.name!r} has no {col!r} column to filter on")
+                conds.append(t.c[col].in_([val] if isinstance(val, str) else list(val)))
         return conds
 
     def frame(self, study: str | None = None, status: str | Iterable[str] | None = None,

@@ -276,14 +276,12 @@ class ResultsStore:
         its first frame, unless :meth:`ensure_table` made it."""
         check_table_name(table, writing=True)
         if isinstance(record, pd.DataFrame):
-            rows: list[Row] = record.to_dict("records")
-        else:
-            rows = [record] if isinstance(record, (RunRecord, Mapping)) else list(record)
-        rows = [r.to_dict() if isinstance(r, RunRecord) else r for r in rows]
+            record = record.to_dict("records")
+        rows: list[Row] = [record] if isinstance(record, (RunRecord, Mapping)) else list(record)
         if table == RUNS:
             self.execute(RUNS_TABLE.insert(), [native_row(r) for r in rows])
             return
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame([r.to_dict() if isinstance(r, RunRecord) else r for r in rows])
         _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
                self.timeout_s, _raced)
 

@@ -1,7 +1,6 @@
 """The results store every training run appends to: SQLite per study by default (WAL), any
 SQLAlchemy URL. A file that is not a dse store, or one from a newer dse, is refused before anything
-is written. File connections are not pooled: one kept open would write into a file deleted meanwhile.
-"""
+is written. File connections are not pooled: one kept open would write into a file deleted meanwhile."""
 
 from __future__ import annotations
 
@@ -61,9 +60,8 @@ def _lost_race(exc: BaseException) -> bool:
 
 def _retry(fn: Callable[[], T], deadline_s: float,
            retryable: Callable[[BaseException], bool] = _transient) -> T:
-    """The store's one retry loop, with jittered backoff: what SQLite's busy timeout cannot cover (a
-    WAL lock upgrade refused at once, PostgreSQL serialization failures, failovers, racing DDL).
-    Nothing above the store retries; what outlives ``deadline_s`` is no passing lock."""
+    """The store's one retry loop (jittered backoff) for what SQLite's busy timeout cannot cover: a WAL
+    lock upgrade refused at once, PostgreSQL serialization failures, failovers, racing DDL."""
     end, delay = time.monotonic() + deadline_s, 0.01
     while True:
         try:
@@ -271,9 +269,8 @@ class ResultsStore:
                                      f"ADD COLUMN {quote.format_column(col)} {kind}"))
 
     def append(self, record: Row | Sequence[Row] | pd.DataFrame, table: str = RUNS) -> None:
-        """Append one row (or a sequence / DataFrame of rows) in one transaction. ``runs`` rows go
-        through :class:`RunRecord` and the explicit schema; another table is created by pandas from
-        its first frame, unless :meth:`ensure_table` made it."""
+        """Append rows in one transaction: ``runs`` through :class:`RunRecord`'s schema, another table
+        as pandas creates it from its first frame (unless :meth:`ensure_table` made it)."""
         check_table_name(table, writing=True)
         if isinstance(record, pd.DataFrame):
             record = record.to_dict("records")
@@ -286,8 +283,8 @@ class ResultsStore:
                self.timeout_s, _raced)
 
     def append_new(self, records: Sequence[Row]) -> int:
-        """Append the ``runs`` rows whose ``run_id`` the store lacks (``dse-store import``: a file
-        imported twice adds nothing); returns how many were new."""
+        """Append the ``runs`` rows whose ``run_id`` the store lacks (a file imported twice adds
+        nothing); how many were new."""
         values = list({v["run_id"]: v for v in map(native_row, records)}.values())
         t = RUNS_TABLE
 

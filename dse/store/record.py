@@ -1,7 +1,6 @@
 """One training run as one row (the ``runs`` columns of docs/CONTRACTS.md) and the hash keying it:
 :class:`RunRecord`'s fields are the columns; :func:`config_hash`, a run's identity everywhere,
-hashes only what changes the trained network's numbers (never the study, seed, store or paths).
-"""
+hashes only what changes the trained network's numbers (never the study, seed, store or paths)."""
 
 from __future__ import annotations
 
@@ -153,9 +152,6 @@ def split_optional(hint: Any) -> tuple[Any, bool]:
 
 COLUMN_TYPES: dict[str, tuple[type, bool]] = {
     col: split_optional(hint) for col, hint in get_type_hints(RunRecord).items()}
-_PANDAS_DTYPES = {int: "int64", float: "float64", bool: "bool", str: "object"}
-_NA_CAPABLE = {"int64": "Int64", "bool": "boolean"}
-
 
 MAX_TEXT = 256 * 1024  # characters: a whole config JSON fits many times, a runaway file does not
 INT64 = (-(2**63), 2**63 - 1)
@@ -204,15 +200,14 @@ def _check_value(col: str, value: Any) -> None:
 
 def run_dtypes(nullable: bool = False) -> dict[str, str]:
     """Each column's pandas dtype, NA-capable where ``Optional`` (or every int and bool, ``nullable``)."""
-    out = {}
-    for col in RUN_COLUMNS:
-        kind, optional = COLUMN_TYPES[col]
-        dtype = _PANDAS_DTYPES[kind]
-        out[col] = _NA_CAPABLE.get(dtype, dtype) if optional or nullable else dtype
-    return out
+    plain = {int: "int64", float: "float64", bool: "bool", str: "object"}
+    na = {**plain, int: "Int64", bool: "boolean"}
+    return {col: (na if optional or nullable else plain)[kind]
+            for col, (kind, optional) in COLUMN_TYPES.items()}
 
 
-RUN_DTYPES: dict[str, str] = run_dtypes()
+# frame()'s dtypes: text columns stay as the driver returns them
+FRAME_DTYPES = {col: dtype for col, dtype in run_dtypes().items() if dtype != "object"}
 
 
 def _as_column(col: str, value: Any) -> Any:

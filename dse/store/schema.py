@@ -12,7 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from dse.errors import ConfigError
-from dse.store.record import RUN_DTYPES, RunRecord, split_optional
+from dse.store.record import RunRecord, split_optional
 
 MIGRATIONS = Path(__file__).with_name("migrations") / "versions"
 # the newest revision file (NNNN_what.py, revision "NNNN") is this dse's schema version
@@ -47,8 +47,6 @@ CLAIMS_TABLE = sa.Table(
     *(sa.Column(name, kind, nullable=False) for name, kind in (
         ("run_id", sa.String(64)), ("token", sa.String(64)), ("host", sa.Text),
         ("pid", sa.BigInteger), ("claimed_at", sa.Text), ("expires_at", sa.Float))))
-# frame()'s dtypes: text columns stay as the driver returns them
-FRAME_DTYPES = {col: dtype for col, dtype in RUN_DTYPES.items() if dtype != "object"}
 
 
 def check_table_name(name: str, writing: bool = False) -> None:

@@ -21,10 +21,9 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from dse import storefile
 from dse.errors import ConfigError
-from dse.store.record import FINISHED, RUN_COLUMNS, RunRecord, run_dtypes
+from dse.store.record import FINISHED, FRAME_DTYPES, RUN_COLUMNS, RunRecord, run_dtypes
 from dse.store.schema import (
     FIELD,
-    FRAME_DTYPES,
     META,
     RUNS,
     RUNS_TABLE,

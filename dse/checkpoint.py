@@ -2,8 +2,7 @@
 
 Lightning's format reduced to ``hyper_parameters.cfg`` (the resolved config), ``state_dict`` (the
 weights under ``model.``) and ``run_id``; read as plain data only (``weights_only=True``), files of
-every earlier dse alike.
-"""
+every earlier dse alike."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
 """Writing outputs: refuse an unwritable path before the work (bad input, exit 2), then write all
-or nothing: under a temporary name in the destination's folder, renamed into place.
-"""
+or nothing: under a temporary name in the destination's folder, renamed into place."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """The datasets dse knows (:data:`SOURCES`, the one list every other derives from) and where each
 in-memory one comes from, parsed once per process (a sweep trains many networks in one). torch is
-imported on use: dse.validate reads :data:`SOURCES`.
-"""
+imported on use: dse.validate reads :data:`SOURCES`."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """In-memory datasets as uint8 tensors (on the GPU when training there), each batch indexed,
 augmented and normalised with a few tensor ops: per-sample transforms and DataLoader workers would
-cost more than the tiny networks' math.
-"""
+cost more than the tiny networks' math."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 
 A worker inserts the point's row into ``claims``, whose primary key lets one insert through; the
 others wait for the claim to go and take the row its holder stored. A heartbeat keeps the claim
-alive; it is stale once expired, or when its holder is a dead process on this host.
-"""
+alive; it is stale once expired, or when its holder is a dead process on this host."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """``dse-store show|export|import|upgrade``: look at a results store, export it as CSV/Parquet,
 import the rows a run kept beside itself, or bring an older store to this schema (backed up first).
 ``STORE``: a ``results.db`` path, a study folder or a SQLAlchemy URL, else ``runs/<--study>/`` or
-the only study under ``./runs``.
-"""
+the only study under ``./runs``."""
 
 from __future__ import annotations
 

@@ -2,8 +2,7 @@
 
 A writer's first open applies pending ``ADDITIVE`` revisions in one transaction holding the write
 lock (one of several workers upgrades, the others find it done); anything else waits for
-``dse-store upgrade``. Readers never migrate.
-"""
+``dse-store upgrade``. Readers never migrate."""
 
 from __future__ import annotations
 

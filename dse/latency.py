@@ -26,15 +26,12 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     Runner = Callable[[torch.Tensor], np.ndarray]
 
 REQUIRES = ("onnx", "onnxruntime", "onnxscript")  # beyond dse's own dependencies: the export extra
-INSTALL_HINT = "pip install 'dse[export]'"
 INPUT, OUTPUT = "input", "logits"  # the names of the exported graph's input and output
 EXAMPLE_BATCH = 2  # torch.export specialises batch sizes 0 and 1, so the dynamic batch is traced at 2
-EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
 WARMUP = 5
 REPEATS = 100
 MIN_REPEATS = 5
 BUDGET_S = 2.0
-THREADS_COLUMN = "latency_threads"
 BATCHES: tuple[int, ...] = tuple(sorted({REGISTRY[n].batch for n in LATENCY}))
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(REGISTRY[n].runtime for n in LATENCY))
 
@@ -47,7 +44,7 @@ def missing() -> list[str]:
 def require(field: str, prefix: str = "") -> None:
     """Refuse ``field`` (a ConfigError) where :data:`REQUIRES` is not all installed."""
     if lacking := missing():
-        raise ConfigError(field, f"{prefix}needs {', '.join(lacking)} ({INSTALL_HINT})")
+        raise ConfigError(field, f"{prefix}needs {', '.join(lacking)} (pip install 'dse[export]')")
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
@@ -77,8 +74,7 @@ def example(shape: Sequence[int], batch: int = EXAMPLE_BATCH, seed: int = 0) -> 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter's warnings and per-pass INFO lines out of the run log."""
-    loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS]
-    levels = [lg.level for lg in loggers]
+    loggers = {lg: lg.level for lg in map(logging.getLogger, ("torch.onnx", "onnxscript", "onnx_ir"))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lg in loggers:
@@ -86,7 +82,7 @@ def _quiet_exporter() -> Iterator[None]:
         try:
             yield
         finally:
-            for lg, level in zip(loggers, levels, strict=True):
+            for lg, level in loggers.items():
                 lg.setLevel(level)
 
 
@@ -141,30 +137,24 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def timings(run: Callable[[torch.Tensor], Any], x: torch.Tensor, *, warmup: int = WARMUP,
-            repeats: int = REPEATS, min_repeats: int = MIN_REPEATS, budget_s: float = BUDGET_S
-            ) -> list[float]:
-    """Wall seconds of ``run(x)``, one per timed call."""
-    for _ in range(warmup):
-        run(x)
-    out: list[float] = []
-    start = time.perf_counter()
-    while len(out) < repeats and (len(out) < min_repeats or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        run(x)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: int = 1,
-            batches: Sequence[int] = BATCHES, **repeat: Any) -> dict[int, dict[float, float]]:
-    """``{batch: {quantile: ms}}`` of one runner (quantiles 0.5 and 0.9) with ``threads``."""
+            batches: Sequence[int] = BATCHES, *, warmup: int = WARMUP, repeats: int = REPEATS,
+            min_repeats: int = MIN_REPEATS, budget_s: float = BUDGET_S) -> dict[int, dict[float, float]]:
+    """``{batch: {quantile: ms}}`` of one runner with ``threads`` (quantiles 0.5 and 0.9 of its calls)."""
     import numpy as np
 
     out: dict[int, dict[float, float]] = {}
     with torch_threads(threads):
         for b in batches:
-            t = timings(run, example(shape, b), **repeat)
+            x = example(shape, b)
+            for _ in range(warmup):
+                run(x)
+            t: list[float] = []
+            start = time.perf_counter()
+            while len(t) < repeats and (len(t) < min_repeats or time.perf_counter() - start < budget_s):
+                t0 = time.perf_counter()
+                run(x)
+                t.append(time.perf_counter() - t0)
             out[b] = {q: 1e3 * float(np.quantile(t, q)) for q in (0.5, 0.9)}
     return out
 
@@ -189,4 +179,4 @@ def latency_columns(model: nn.Module, cfg: Any, status: str) -> dict[str, Any]:
         raise RuntimeError(f"latency measurement (trainer.latency=true) failed: "
                            f"{first_line(e, typed=True)}") from e
     return {**{n: prof[m.runtime][m.batch][m.quantile] for n, m in REGISTRY.items() if n in LATENCY},
-            THREADS_COLUMN: threads}
+            "latency_threads": threads}

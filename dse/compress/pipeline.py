@@ -28,7 +28,7 @@ from dse.compress.storage import DEFAULT_INDEX_BITS, check_index_bits, decode, e
 from dse.errors import ConfigError
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
-from dse.outputs import check_writable, staged_dir
+from dse.outputs import check_writable, write_files
 from dse.text import table
 
 log = logging.getLogger("dse.compress")
@@ -219,7 +219,9 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
                   overrides=list(ckpt.overrides), model=model_cfg, dense_bytes=dense_bytes, rows=rows,
                   parts=parts)
     if out_dir is not None:
-        write_outputs(Path(out_dir), result, files)
+        write_files(out_dir, {**files, "model.json": json.dumps(model_cfg, indent=1) + "\n",
+                              "compression.json": json.dumps(result, indent=1) + "\n",
+                              "compression.md": format_table(result) + "\n"}, OUT)
     return result
 
 
@@ -235,14 +237,4 @@ def format_table(result: dict[str, Any]) -> str:
              *(m.show(r[m.name]) for m in accuracies), *(m.show(r.get(m.name)) for m in lat)]
             for r in result["rows"]]
     return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True, pad=False)
-
-
-def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
-    """Compressed files, ``model.json``, JSON and Markdown tables: all of them or none."""
-    with staged_dir(out, OUT) as stage:
-        for name, data in files.items():
-            (stage / name).write_bytes(data)
-        (stage / "model.json").write_text(json.dumps(result["model"], indent=1) + "\n")
-        (stage / "compression.json").write_text(json.dumps(result, indent=1) + "\n")
-        (stage / "compression.md").write_text(format_table(result) + "\n")
 

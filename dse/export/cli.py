@@ -5,6 +5,7 @@ Bad input exits 2 before anything is written; a file that disagrees with PyTorch
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -83,7 +84,7 @@ def _decoded(path: str, model_cfg: dict[str, Any]) -> Any:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from dse.outputs import check_writable
+    from dse.outputs import check_writable, write_files
 
     if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
@@ -109,12 +110,14 @@ def _run(args: argparse.Namespace) -> None:
     opts.extra = dict(checkpoint=str(ckpt.path), run_id=ckpt.run_id, compressed=args.compressed,
                       overrides=list(ckpt.overrides))
     result, files = job.run(model, cfg, stem, opts)
-    job.write_outputs(out, result, files)
+    md = job.format_table(result)
+    write_files(out, {**files, f"{stem}.export.json": json.dumps(result, indent=1) + "\n",
+                      f"{stem}.export.md": md + "\n"}, "--out")
     weights = f"weights decoded from {args.compressed}" if args.compressed else "dense weights"
     threads = f" (threads {opts.threads})" if opts.latency else ""
     print(f"{cfg['model']['name']} on {cfg['data']['name']}, {weights}; outputs equal "
           f"PyTorch's within {result['tolerance']:g}{threads}")
-    print(job.format_table(result))
+    print(md)
     print(f"files in {out}")
 
 

@@ -1,16 +1,14 @@
 """One ``dse-export`` job: the network as files other runtimes load (ONNX, TorchScript by
 ``torch.jit.trace``, int8 ONNX), checked against PyTorch within :data:`TOLERANCE` and timed in
-memory, then written together or not at all, so a file that disagrees is never left behind."""
+memory; the cli writes them together or not at all, so a file that disagrees is never left behind."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +18,6 @@ from dse import latency
 from dse.compress import int8
 from dse.export import ExportMismatch
 from dse.metrics import REGISTRY
-from dse.outputs import staged_dir
 from dse.text import table
 
 RANDOM_IMAGES = 16
@@ -153,12 +150,3 @@ def format_table(result: dict[str, Any]) -> str:
                         for q in (0.5, 0.9)] if lat else [])])
     return table(header, body, align=[None, None, *["right"] * (len(header) - 2)], markdown=True, pad=False)
 
-
-def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
-    """The files, ``<stem>.export.json`` and ``<stem>.export.md``: all of them or none."""
-    stem = result["stem"]
-    with staged_dir(out, "--out") as stage:
-        for name, data in files.items():
-            (stage / name).write_bytes(data)
-        (stage / f"{stem}.export.json").write_text(json.dumps(result, indent=1) + "\n")
-        (stage / f"{stem}.export.md").write_text(format_table(result) + "\n")

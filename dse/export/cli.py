@@ -58,12 +58,11 @@ def _options(args: argparse.Namespace) -> Any:
     from dse.export.job import ExportOptions
     from dse.validate import int_at_least
 
-    fmts = parse_formats(args.format)
-    opts = ExportOptions(formats=fmts, check_images=int_at_least(args.check_images, 0,
-                                                                 "--check-images"),
+    opts = ExportOptions(formats=parse_formats(args.format),
+                         check_images=int_at_least(args.check_images, 0, "--check-images"),
                          calibration=int_at_least(args.calibration, 1, "--calibration"),
                          latency=args.latency, threads=int_at_least(args.threads, 1, "--threads"))
-    if args.latency or any(f in ("onnx", "int8") for f in fmts):
+    if args.latency or any(f in ("onnx", "int8") for f in opts.formats):
         latency.require("--latency" if args.latency else "--format")
     return opts
 

@@ -51,12 +51,10 @@ def one_line(exc: BaseException) -> str:
     while cur is not None and cur not in chain:
         chain.append(cur)
         cur = cur.__cause__ or cur.__context__
-    for e in chain:
-        if isinstance(e, ConfigError):
-            return str(e)
-    for e in chain:
-        if (missing := _missing_option(e)) is not None:
-            return missing
+    if found := next((str(e) for e in chain if isinstance(e, ConfigError)), None):
+        return found
+    if found := next(filter(None, map(_missing_option, chain)), None):
+        return found
     for e in chain:
         if isinstance(e, OmegaConfBaseException):
             key = getattr(e, "full_key", None)

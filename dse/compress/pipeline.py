@@ -105,7 +105,7 @@ class Lab:
         module.model = model
         return module
 
-    def fit(self, model: nn.Module, epochs: int, lr_scale: float) -> nn.Module:
+    def fit(self, model: nn.Module, epochs: int, lr_scale: float) -> None:
         """Train in place for ``epochs`` at the checkpoint's LR times ``lr_scale``, no warmup."""
         import lightning as L
 
@@ -114,7 +114,6 @@ class Lab:
             tc = self.cfg["trainer"]
             module = self._module(model, {"lr": tc["lr"] * lr_scale, "warmup_epochs": 0, "max_steps": -1})
             self._trainer(epochs).fit(module, datamodule=self.dm)
-        return model
 
     def evaluate(self, model: nn.Module) -> dict[str, float | None]:
         """Validation and (unless ``trainer.test=false``) test top-1/top-5 of ``model``."""
@@ -125,8 +124,7 @@ class Lab:
         if self.cfg["trainer"].get("test", True):
             trainer.test(module, datamodule=self.dm, verbose=False)
             metrics.update(trainer.callback_metrics)
-        keys = {k: REGISTRY[k].key for k in ACCURACY}
-        return {k: float(metrics[key]) if key in metrics else None for k, key in keys.items()}
+        return {k: float(v) if (v := metrics.get(REGISTRY[k].key)) is not None else None for k in ACCURACY}
 
 
 def _state_bits(state: dict[str, torch.Tensor]) -> dict[str, bytes]:
@@ -153,26 +151,6 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
     if out_dir is not None:
         check_writable(out_dir, OUT, directory=True)
     return Lab(ckpt.cfg, ckpt.seed)
-
-
-def _quantized(model: nn.Module, model_cfg: Any, bits: int, seed: int | None, opts: Options,
-               lab: Lab, files: dict[str, bytes], parts: dict[str, dict[str, int]], row: Any
-               ) -> None:
-    """One bit width: quantize a copy, fine-tune, then its plain and Huffman files, each checked by
-    decoding it."""
-    log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
-    q = copy.deepcopy(model)
-    quantize_model(q, bits, seed=seed)
-    lab.fit(q, opts.finetune_epochs, opts.lr_scale)
-    metrics = lab.evaluate(q)
-    reference = _state_bits(plain_state_dict(q))
-    for huff, name, stage in ((False, f"q{bits}.dsec", "quantized"),
-                              (True, f"q{bits}_huffman.dsec", "huffman")):
-        enc = encode_report(q, huffman=huff, index_bits=opts.index_bits)
-        if _state_bits(decode(enc.data, build_model(model_cfg)).state_dict()) != reference:
-            raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
-        files[name], parts[name] = enc.data, enc.parts
-        row(stage, f"quantized {bits}-bit" + (" + Huffman" if huff else ""), bits, enc.size, q, metrics, name)
 
 
 def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
@@ -209,8 +187,21 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
     enc = encode_report(model, huffman=False, index_bits=opts.index_bits)
     files["pruned.dsec"], parts["pruned.dsec"] = enc.data, enc.parts
     row("pruned", f"pruned ({opts.density})", 32, enc.size, model, pruned_metrics, "pruned.dsec")
-    for bits in opts.bits:
-        _quantized(model, model_cfg, bits, ckpt.seed, opts, lab, files, parts, row)
+    for bits in opts.bits:  # a quantized copy, fine-tuned; its plain and Huffman files checked by decoding
+        log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
+        q = copy.deepcopy(model)
+        quantize_model(q, bits, seed=ckpt.seed)
+        lab.fit(q, opts.finetune_epochs, opts.lr_scale)
+        metrics = lab.evaluate(q)
+        reference = _state_bits(plain_state_dict(q))
+        for huff, name, stage in ((False, f"q{bits}.dsec", "quantized"),
+                                  (True, f"q{bits}_huffman.dsec", "huffman")):
+            enc = encode_report(q, huffman=huff, index_bits=opts.index_bits)
+            if _state_bits(decode(enc.data, build_model(model_cfg)).state_dict()) != reference:
+                raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
+            files[name], parts[name] = enc.data, enc.parts
+            label = f"quantized {bits}-bit" + (" + Huffman" if huff else "")
+            row(stage, label, bits, enc.size, q, metrics, name)
     if opts.int8:
         files[INT8_FILE] = int8_file
         row("int8", "int8 (onnxruntime static)", 8, len(int8_file), dense, int8_metrics, INT8_FILE)

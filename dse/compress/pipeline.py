@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from dse.errors import ConfigError
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
 from dse.outputs import check_writable, write_files
+from dse.store import ResultsStore, config_hash, provenance, utcnow_iso
 from dse.text import table
 
 log = logging.getLogger("dse.compress")
@@ -229,3 +231,20 @@ def format_table(result: dict[str, Any]) -> str:
             for r in result["rows"]]
     return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True, pad=False)
 
+
+def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str:
+    """Append the result's ``compressions`` rows, linked to the training run by ``run_id``."""
+    cfg, opts, prov = ckpt.cfg, result["options"], provenance()
+    if ckpt.run_id is None:
+        run = store.get(config_hash(ckpt.original_cfg), ckpt.seed, statuses=None)
+        ckpt.run_id = run["run_id"] if run else None
+    common = dict(run_id=ckpt.run_id, study=cfg.study.name, config_hash=config_hash(
+        ckpt.original_cfg), checkpoint=str(ckpt.path.resolve()), model=cfg.model.name,
+        overrides=" ".join(ckpt.overrides), data=cfg.data.name, density=opts["density"],
+        index_bits=",".join(map(str, opts["index_bits"])), retrain_epochs=opts["retrain_epochs"],
+        finetune_epochs=opts["finetune_epochs"], created_at=utcnow_iso(),
+        dse_version=prov["dse_version"], git_commit=prov["git_commit"])
+    store.ensure_table(TABLE, COLUMNS)
+    store.append([{**common, "compression_id": uuid.uuid4().hex, **{k: r[k] for k in COLUMNS if k in r}}
+                  for r in result["rows"]], table=TABLE)
+    return str(store)

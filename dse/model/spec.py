@@ -164,6 +164,7 @@ def validate_metaparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
     """Check every metaparameter of a model node (a DictConfig or a plain dict, as a checkpoint
     stores it) once, for every entry point; return them normalised."""
     m = {key: _number(cfg, key, kind, default) for key, (kind, default) in NUMBERS.items()}
+    m["bypass"] = str(cfg.get("bypass", ModelConfig.bypass))
     checks = [
         *((key, m[key] >= lo, f"must be an integer >= {lo}") for key, lo in (
             ("base_e", 1), ("incr_e", 0), ("freq", 1), ("n_fire", 1), ("in_channels", 1),
@@ -171,14 +172,11 @@ def validate_metaparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
         ("sr", m["sr"] > 0 and math.isfinite(m["sr"]), "must be > 0 (paper range (0, 1])"),
         ("pct3x3", 0.0 <= m["pct3x3"] <= 1.0, "must be in [0, 1]"),
         ("dropout", 0.0 <= m["dropout"] < 1.0, "must be in [0, 1)"),
+        ("bypass", m["bypass"] in BYPASS_KINDS, f"must be one of {', '.join(BYPASS_KINDS)}"),
     ]
     for key, ok, rule in checks:
         if not ok:
             raise ConfigError(f"model.{key}", f"{rule} (got {m[key]!r})")
-    bypass = str(cfg.get("bypass", ModelConfig.bypass))
-    if bypass not in BYPASS_KINDS:
-        raise ConfigError("model.bypass", f"must be one of {', '.join(BYPASS_KINDS)} (got {bypass!r})")
-    m["bypass"] = bypass
     m["batch_norm"] = bool(cfg.get("batch_norm", ModelConfig.batch_norm))
     stem = cfg.get("stem") or {}
     m["stem"] = {f.name: _number(stem, f.name, int, f.default) for f in fields(StemConfig)}

@@ -55,7 +55,7 @@ def _print_config(args: argparse.Namespace) -> None:
 
 def _point(args: argparse.Namespace) -> None:
     """Compose the config, lay out its network and print the report (or its JSON)."""
-    from dse.model import build_spec, format_table
+    from dse.model import format_table
     from dse.validate import model_report, validate
 
     cfg = compose(args.overrides)
@@ -68,10 +68,9 @@ def _point(args: argparse.Namespace) -> None:
         json.dump(out, sys.stdout, indent=1)
         print()
         return
-    spec = build_spec(cfg.model)
-    meta = " ".join(f"{k}={spec.meta[k]}" for k in ("base_e", "incr_e", "freq", "sr", "pct3x3"))
-    print(format_table(report, f"{cfg.model.name} on {cfg.data.name} ({meta} bypass={spec.bypass} "
-                               f"bn={spec.batch_norm})"))
+    meta = " ".join(f"{k}={cfg.model[k]}" for k in ("base_e", "incr_e", "freq", "sr", "pct3x3"))
+    print(format_table(report, f"{cfg.model.name} on {cfg.data.name} ({meta} bypass={cfg.model.bypass} "
+                               f"bn={cfg.model.batch_norm})"))
 
 
 def _grid(args: argparse.Namespace) -> None:

@@ -7,7 +7,7 @@ import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 from dse.config import ModelConfig, StemConfig
@@ -99,7 +99,6 @@ class NetSpec:
     bypass: str
     in_channels: int
     num_classes: int
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def layers(self) -> tuple[Conv | Fire, ...]:
@@ -242,6 +241,5 @@ def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
                                                   f"fire2..fire{m['n_fire'] + 1} (not {head.name})")
         if p == head.name:
             raise ConfigError("model.pool_after", f"cannot pool after the classifier {p!r}")
-    meta = {k: m[k] for k in ("base_e", "incr_e", "freq", "sr", "pct3x3", "n_fire")}
     return NetSpec(stem, tuple(fires), head, tuple(m["pool_after"]), m["dropout"], bn,
-                   m["bypass"], m["in_channels"], m["num_classes"], meta)
+                   m["bypass"], m["in_channels"], m["num_classes"])

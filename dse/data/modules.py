@@ -16,18 +16,15 @@ from dse.data.sources import SOURCES, load_arrays
 from dse.data.tensor import StackedBatches, TensorBatches, TensorSplit, channel_stats
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SOURCE_KEYS = ("name", "root", "download", "channels", "image_size", "num_classes", "synthetic_size")
 
 
 @lru_cache(maxsize=2)
-def _prepared_splits(name: str, root: str | None, download: bool, channels: int, image_size: int,
-                     num_classes: int, synthetic_size: int, split_seed: int, val_size: int,
-                     subset: int | None, normalize: bool
+def _prepared_splits(split_seed: int, val_size: int, subset: int | None, normalize: bool, **source: Any
                      ) -> tuple[TensorSplit, TensorSplit, TensorSplit, torch.Tensor, torch.Tensor]:
     """Train/val/test splits and normalisation stats, once per process per data config, so a
     sweep's later runs start at once (docs/BENCHMARKS.md). Nothing downstream mutates them."""
-    xtr, ytr, xte, yte = load_arrays(name, root=root, download=download, channels=channels,
-                                     image_size=image_size, num_classes=num_classes,
-                                     synthetic_size=synthetic_size)
+    xtr, ytr, xte, yte = load_arrays(**source)
     g = torch.Generator().manual_seed(split_seed)
     perm = torch.randperm(len(ytr), generator=g)  # fixed split, whatever the run seed
     train, val = TensorSplit(xtr, ytr).take(perm[val_size:]), TensorSplit(xtr, ytr).take(perm[:val_size])
@@ -56,8 +53,7 @@ class InMemoryDataModule(L.LightningDataModule):
             return
         c = self.cfg
         train, val, test, self.mean, self.std = _prepared_splits(
-            c.name, c.root, c.download, c.channels, c.image_size, c.num_classes, c.synthetic_size,
-            c.split_seed, c.val_size, c.subset, c.normalize)
+            c.split_seed, c.val_size, c.subset, c.normalize, **{k: getattr(c, k) for k in SOURCE_KEYS})
         self.splits = {"train": train, "val": val, "test": test}
 
     def _device(self) -> torch.device:

@@ -29,27 +29,23 @@ HEADERS = {"size_mib": REGISTRY["size_mib"].unit, "val": "val" + REGISTRY["val_t
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
-    """The ``STORE`` argument as a URL or the path of an existing ``results.db``."""
+    """The ``STORE`` argument as a URL or the path of an existing ``results.db``; none given:
+    ``runs/<study>/``'s, else the one study's under ``runs/``."""
     if store is None:
-        return _only_study(study, runs)
+        if study and study_file(runs, study).is_file():
+            return str(study_file(runs, study))
+        found = sorted(p.parent.name for p in runs.glob(f"*/{DB_NAME}"))
+        if len(found) != 1:
+            what = f"several studies under {runs}/ ({', '.join(found)})" if found else \
+                f"no results store under {runs}/"
+            raise ConfigError("STORE", f"{what}: pass one, e.g. {runs}/<study>")
+        return str(study_file(runs, found[0]))
     named = named_store(store)
     if named.url is not None:
         return named.url
     if named.file is None or not named.file.is_file():
         raise ConfigError("STORE", f"no results store at {named.file}")
     return str(named.file)
-
-
-def _only_study(study: str | None, runs: Path) -> str:
-    """No STORE given: ``runs/<study>/`` when it has a store, else the one study under ``runs/``."""
-    if study and study_file(runs, study).is_file():
-        return str(study_file(runs, study))
-    found = sorted(p.parent.name for p in runs.glob(f"*/{DB_NAME}"))
-    if len(found) != 1:
-        what = f"several studies under {runs}/ ({', '.join(found)})" if found else \
-            f"no results store under {runs}/"
-        raise ConfigError("STORE", f"{what}: pass one, e.g. {runs}/<study>")
-    return str(study_file(runs, found[0]))
 
 
 def _statuses(text: str | None) -> list[str] | None:

@@ -1,6 +1,5 @@
-"""Measured CPU inference latency of a network: the ``latency_*`` columns of dse.metrics.LATENCY.
-
-Below training, dse-compress and dse-export. Per runtime and batch: :data:`WARMUP` untimed calls,
+"""Measured CPU inference latency of a network: the ``latency_*`` columns of dse.metrics.LATENCY,
+below training, dse-compress and dse-export. Per runtime and batch: :data:`WARMUP` untimed calls,
 then up to :data:`REPEATS` timed ones (at least :data:`MIN_REPEATS`, within :data:`BUDGET_S`); wall
 times, comparable on one machine only. torch is imported on use, so :func:`missing` stays light."""
 
@@ -168,8 +167,7 @@ def runners(model: nn.Module, shape: Sequence[int], threads: int = 1) -> dict[st
 
 
 def latency_columns(model: nn.Module, cfg: Any, status: str) -> dict[str, Any]:
-    """What a trained run adds to its row: every :data:`LATENCY` column (and ``latency_threads``)
-    if ``trainer.latency`` and ``ok``."""
+    """A run's :data:`LATENCY` columns and ``latency_threads``, when ``trainer.latency`` and ``ok``."""
     if not cfg.trainer.latency or status != "ok":
         return {}
     shape, threads = input_shape(cfg), int(cfg.trainer.latency_threads)

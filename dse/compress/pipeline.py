@@ -1,9 +1,8 @@
 """Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report
-(Table 2's Markdown, the files, and the ``compressions`` store columns, owned here).
-
-Retraining is Lightning with the project's ``FireClassifier`` (the network's own optimiser, data and
-precision, at ``trainer.lr`` times ``lr_scale``); masks are ``torch.nn.utils.prune`` hooks and shared
-weights a parametrization, so ``model.parameters()`` exposes only what may change."""
+(Table 2's Markdown, the files, and the ``compressions`` store columns, owned here). Retraining is
+Lightning with the project's ``FireClassifier`` (its optimiser, data and precision, at ``trainer.lr``
+times ``lr_scale``); masks are ``torch.nn.utils.prune`` hooks and shared weights a parametrization,
+so ``model.parameters()`` exposes only what may change."""
 
 from __future__ import annotations
 
@@ -157,8 +156,7 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
 
 def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
              lab: Lab | None = None) -> dict[str, Any]:
-    """The whole pipeline: rows (one per Table-2 stage) and size breakdowns, files written to
-    ``out_dir`` if given; ``lab`` is :func:`check`'s (else it runs here)."""
+    """Rows (one per Table-2 stage) and size breakdowns, files in ``out_dir``; ``lab``: :func:`check`'s."""
     lab = lab or check(ckpt, opts, out_dir)
     model, model_cfg = _dense_model(ckpt)
     densities = resolve_densities(model, opts.density)

@@ -1,6 +1,5 @@
-"""``dse-export CHECKPOINT [--compressed FILE.dsec] [--format onnx,torchscript,int8] [--out DIR]``.
-
-Bad input exits 2 before anything is written; a file that disagrees with PyTorch exits 1."""
+"""``dse-export CHECKPOINT [--compressed FILE.dsec] [--format onnx,torchscript,int8] [--out DIR]``:
+bad input exits 2 before anything is written; a file that disagrees with PyTorch exits 1."""
 
 from __future__ import annotations
 

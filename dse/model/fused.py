@@ -1,9 +1,7 @@
-"""K Fire networks as one network of grouped layers (HFTA, Wang et al. 2021): one kernel launch
-trains K launch-bound design points.
-
-Every convolution is grouped (``groups=K``), each layer padded to its widest member; the padding
-starts at zero and :meth:`FusedFireNet.mask_grads` keeps it there, so member k computes exactly its
-own ``FireNet`` (whose state-dict keys it shares). Hand-written: HFTA's operators fuse identical
+"""K Fire networks as one network of grouped layers (HFTA, Wang et al. 2021): one kernel launch trains K
+launch-bound design points. Every convolution is grouped (``groups=K``), each layer padded to its widest
+member; the padding starts at zero and :meth:`FusedFireNet.mask_grads` keeps it there, so member k computes
+exactly its own ``FireNet`` (whose state-dict keys it shares). Hand-written: HFTA's operators fuse identical
 models only, and members here differ in widths and bypass."""
 
 from __future__ import annotations
@@ -46,8 +44,7 @@ class Layout:
 
 
 class GroupedBlock(nn.Module):
-    """``conv_block`` for K members; ``has[k]``: whether member k has this layer at all (else its
-    slice stays zero)."""
+    """``conv_block`` for K members; ``has[k]``: whether member k has this layer (else its slice stays 0)."""
 
     def __init__(self, src: Layout, dst: Layout, has: list[bool], kernel: int, stride: int = 1,
                  padding: int = 0, bn: bool = False, relu: bool = True) -> None:

@@ -1,7 +1,6 @@
-"""Analytic model report: the paper's Table 1 for any design point, without torch or training.
-
-MACs count convolutions only (torchvision's "GFLOPS" convention); size is params x bits, in MB and
-MiB both, as the paper's "MB" mixes the two."""
+"""Analytic model report: the paper's Table 1 for any design point, without torch or training. MACs count
+convolutions only (torchvision's "GFLOPS" convention); size is params x bits, in MB and MiB both, as the
+paper's "MB" mixes the two."""
 
 from __future__ import annotations
 

@@ -31,8 +31,7 @@ def lines_of(exc_or_text: BaseException | str) -> list[str]:
 
 
 def first_line(exc_or_text: BaseException | str, *, typed: bool = False) -> str:
-    """The first non-blank line of an error (its type's name when it has no text); ``typed`` gives
-    ``TypeName: first line``."""
+    """An error's first non-blank line (else its type's name); ``typed``: ``TypeName: first line``."""
     lines = lines_of(exc_or_text)
     if not isinstance(exc_or_text, BaseException):
         return lines[0] if lines else ""

@@ -258,8 +258,8 @@ def model_report(cfg: Any) -> ModelReport:
 
 
 def validate(cfg: DictConfig, data_on_disk: bool = True) -> None:
-    """Check keys, model, data, trainer, logger and study together, as every entry point does, so a
-    value is refused in the same words wherever it is typed (the report: :func:`model_report`)."""
+    """Keys, model, data, trainer, logger and study, checked alike by every entry point (the report:
+    :func:`model_report`)."""
     check_keys(cfg)
     validate_data(cfg.data, on_disk=data_on_disk)
     check_shapes(cfg.model, cfg.data)

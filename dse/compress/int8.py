@@ -88,8 +88,7 @@ def accuracy(run: latency.Runner, loader: Iterable[tuple[torch.Tensor, torch.Ten
 
 def stage(model: nn.Module, cfg: dict[str, Any], dm: Any
           ) -> tuple[bytes, dict[str, float | None], dict[str, float]]:
-    """dse-compress's int8 stage: the int8 file of the dense ``model``, its accuracies, and its and
-    the fp32 file's ``latency_ms``."""
+    """The int8 file of the dense ``model``, its accuracies, and its and the fp32 file's ``latency_ms``."""
     log.info("int8: exporting, calibrating on %d train images, evaluating, timing", CALIBRATION_IMAGES)
     shape = latency.input_shape(cfg)
     fp32 = latency.to_onnx(model, shape)

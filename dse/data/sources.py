@@ -122,8 +122,7 @@ IN_MEMORY = tuple(name for name, s in SOURCES.items() if s.load)  # one device e
 
 @lru_cache(maxsize=4)
 def load_arrays(name: str, **kwargs: Any) -> Arrays:
-    """(train_x, train_y, test_x, test_y) as uint8 [N, C, H, W] / int64 [N] CPU tensors; ``kwargs``:
-    the data config's root, download, channels, image_size, num_classes, synthetic_size."""
+    """(train_x, train_y, test_x, test_y): uint8 [N, C, H, W] / int64 [N] CPU tensors of a data config."""
     source = SOURCES.get(name)
     if source is None or source.load is None:
         raise ConfigError("data.name", f"no in-memory source for {name!r}")

@@ -160,8 +160,7 @@ def _number(cfg: Mapping[str, Any], key: str, kind: type, default: Any = None) -
 
 
 def validate_metaparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every metaparameter of a model node (a DictConfig or a plain dict, as a checkpoint
-    stores it) once, for every entry point; return them normalised."""
+    """Every metaparameter of a model node (a DictConfig or a checkpoint's dict), checked and normalised."""
     m = {key: _number(cfg, key, kind, default) for key, (kind, default) in NUMBERS.items()}
     m["bypass"] = str(cfg.get("bypass", ModelConfig.bypass))
     checks = [

@@ -249,8 +249,7 @@ def _canonical(x: Any) -> Any:
 
 
 def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
-    """16 hex chars of sha256 over the model's spec inputs and ``data`` and ``trainer`` minus
-    :data:`NON_SEMANTIC` keys."""
+    """16 hex chars of sha256 over the spec inputs, ``data`` and ``trainer`` minus :data:`NON_SEMANTIC`."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     kept = {g: spec_inputs(c.get(g) or {}) if g == "model" else
             {k: v for k, v in (c.get(g) or {}).items() if k not in NON_SEMANTIC[g]}

@@ -282,8 +282,7 @@ class ResultsStore:
                self.timeout_s, _raced)
 
     def append_new(self, records: Sequence[Row]) -> int:
-        """Append the ``runs`` rows whose ``run_id`` the store lacks (a file imported twice adds
-        nothing); how many were new."""
+        """Append the ``runs`` rows whose ``run_id`` the store lacks (for imports); how many were new."""
         values = list({v["run_id"]: v for v in map(native_row, records)}.values())
         t = RUNS_TABLE
 

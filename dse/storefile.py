@@ -29,8 +29,9 @@ class NamedStore:
 def named_store(arg: str | Path) -> NamedStore:
     """Which store ``arg`` names: a URL, a folder's ``results.db``, or a file."""
     text = str(arg)
-    if "://" in text:
-        return NamedStore(url=text, file=sqlite_file(text), folder=None)
+    if "://" in text:  # SQLAlchemy's rule; no file for a server or in-memory SQLite
+        db = (_sqlite_db(text) or "").split("?")[0]
+        return NamedStore(text, None if db in ("", ":memory:") or db.startswith("file:") else Path(db), None)
     path = Path(text)
     if path.is_dir():
         return NamedStore(url=None, file=path / DB_NAME, folder=path)
@@ -43,12 +44,6 @@ def _sqlite_db(url: str) -> str | None:
     if not sep or scheme.split("+")[0] != "sqlite":
         return None
     return unquote(rest[1:] if rest.startswith("/") else rest)
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of an ``sqlite://`` URL by SQLAlchemy's rule; None for others or in-memory SQLite."""
-    db = (_sqlite_db(url) or "").split("?")[0]
-    return None if db in ("", ":memory:") or db.startswith("file:") else Path(db)
 
 
 def in_memory(url: str) -> bool:

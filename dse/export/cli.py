@@ -105,9 +105,9 @@ def _run(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else ckpt.run_dir / "export"
     check_writable(out, "--out", directory=True)
     quiet_lightning(every_warning=True)
-    opts.extra = dict(checkpoint=str(ckpt.path), run_id=ckpt.run_id, compressed=args.compressed,
-                      overrides=list(ckpt.overrides))
     result, files = job.run(model, cfg, stem, opts)
+    result.update(checkpoint=str(ckpt.path), run_id=ckpt.run_id, compressed=args.compressed,
+                  overrides=list(ckpt.overrides))
     md = job.format_table(result)
     write_files(out, {**files, f"{stem}.export.json": json.dumps(result, indent=1) + "\n",
                       f"{stem}.export.md": md + "\n"}, "--out")

@@ -8,7 +8,7 @@ import contextlib
 import io
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -73,7 +73,6 @@ class ExportOptions:
     calibration: int = int8.CALIBRATION_IMAGES  # train images that calibrate the int8 file
     latency: bool = False  # time every file's runtime (and PyTorch's) at batch 1 and 64
     threads: int = 1  # intra-op threads of those timings
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, dm: Any = None
@@ -112,9 +111,8 @@ def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, d
     if opts.latency:
         for row in rows:
             row["latency"] = latency.profile(runner(row["format"], opts.threads), shape, opts.threads)
-    options = {k: v for k, v in asdict(opts).items() if k != "extra"}
-    result = dict(model=cfg["model"], input_shape=list(shape), stem=stem, options=options,
-                  tolerance=TOLERANCE, rows=rows, versions=versions(), **opts.extra)
+    result = dict(model=cfg["model"], input_shape=list(shape), stem=stem, options=asdict(opts),
+                  tolerance=TOLERANCE, rows=rows, versions=versions())
     return result, {r["file"]: made[r["format"]] for r in rows[1:]}
 
 

@@ -44,17 +44,10 @@ def classifier_name(model: nn.Module) -> str:
 
 def table1_densities(model: nn.Module) -> dict[str, float]:
     """Table 1 mapped onto a network by name; layers SqueezeNet lacks (fire10+, shortcuts) stay dense."""
-    out: dict[str, float] = {}
+    table = {"conv1": TABLE1_STEM, **{f"{fire}.{branch}": d for fire, densities in TABLE1_FIRE.items()
+                                      for branch, d in zip(BRANCHES, densities, strict=True)}}
     last = classifier_name(model)
-    for name in conv_layers(model):
-        parts = short_name(name).split(".")
-        density = 1.0
-        if name == last:
-            density = TABLE1_CLASSIFIER
-        elif parts[0] in TABLE1_FIRE and parts[-1] in BRANCHES:
-            density = TABLE1_FIRE[parts[0]][BRANCHES.index(parts[-1])]
-        out[name] = density if name != "features.conv1.conv" else TABLE1_STEM
-    return out
+    return {n: TABLE1_CLASSIFIER if n == last else table.get(short_name(n), 1.0) for n in conv_layers(model)}
 
 
 def _check_density(key: str, value: object) -> float:
@@ -124,11 +117,8 @@ def prune_model(model: nn.Module, densities: Mapping[str, float]) -> dict[str, i
 
 def masks(model: nn.Module) -> dict[str, torch.Tensor]:
     """Boolean keep-masks of the pruned layers (from the hooks, or from non-zeros once removed)."""
-    out = {}
-    for name, m in conv_layers(model).items():
-        mask = getattr(m, "weight_mask", None)
-        out[name] = (mask != 0) if mask is not None else (m.weight.detach() != 0)
-    return out
+    return {name: (m.weight_mask if hasattr(m, "weight_mask") else m.weight.detach()) != 0
+            for name, m in conv_layers(model).items()}
 
 
 def finalize(model: nn.Module) -> nn.Module:

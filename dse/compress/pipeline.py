@@ -20,10 +20,8 @@ from torch import nn
 
 from dse import latency
 from dse.checkpoint import Checkpoint
-from dse.compress import int8
+from dse.compress import int8, weights
 from dse.compress.int8 import INT8_FILE, LATENCY_COLUMN
-from dse.compress.prune import count_params, finalize, nonzero_weights, prune_model, resolve_densities
-from dse.compress.quantize import check_bits, quantize_model
 from dse.compress.storage import DEFAULT_INDEX_BITS, check_index_bits, decode, encode_report, plain_state_dict
 from dse.errors import ConfigError
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
@@ -60,7 +58,7 @@ class Options:
     int8: bool = False  # also an int8 ONNX file of the dense network (dse.compress.int8), timed
 
     def validate(self) -> Options:
-        self.bits = tuple(check_bits(b) for b in self.bits)
+        self.bits = tuple(weights.check_bits(b) for b in self.bits)
         if not self.bits:
             raise ConfigError("--bits", "give at least one bit width")
         for key in ("retrain_epochs", "finetune_epochs"):
@@ -148,7 +146,7 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
     plain = OmegaConf.to_container(ckpt.cfg)
     plain.pop("logger", None)  # retraining here logs nothing: a logger's package is not needed
     validate(OmegaConf.create(plain))
-    resolve_densities(_dense_model(ckpt)[0], options.density)
+    weights.resolve_densities(_dense_model(ckpt)[0], options.density)
     if out_dir is not None:
         check_writable(out_dir, OUT, directory=True)
     return Lab(ckpt.cfg, ckpt.seed)
@@ -159,7 +157,7 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
     """Rows (one per Table-2 stage) and size breakdowns, files in ``out_dir``; ``lab``: :func:`check`'s."""
     lab = lab or check(ckpt, opts, out_dir)
     model, model_cfg = _dense_model(ckpt)
-    densities = resolve_densities(model, opts.density)
+    densities = weights.resolve_densities(model, opts.density)
 
     dense_bytes = 4 * build_spec(model_cfg).params  # the contract's size_bytes of the run
     rows: list[dict[str, Any]] = []
@@ -170,7 +168,7 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
             file: str | None) -> None:
         rows.append(dict(stage=stage, label=label, bits=bits, size_bytes=size, size_mb=to_mb(size),
                          size_mib=to_mib(size), ratio=dense_bytes / size,
-                         nonzero_weights=nonzero_weights(m), params=count_params(m),
+                         nonzero_weights=weights.nonzero_weights(m), params=weights.count_params(m),
                          **metrics, file=file))
 
     log.info("dense: evaluating")
@@ -180,9 +178,9 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
         int8_file, int8_metrics, latencies = int8.stage(model, lab.cfg, lab.dm)
         rows[0][LATENCY_COLUMN] = latencies["dense"]
     log.info("pruning (%s) and retraining %d epochs", opts.density, opts.retrain_epochs)
-    prune_model(model, densities)
+    weights.prune_model(model, densities)
     lab.fit(model, opts.retrain_epochs, opts.lr_scale)
-    finalize(model)
+    weights.finalize(model)
     pruned_metrics = lab.evaluate(model)
     enc = encode_report(model, huffman=False, index_bits=opts.index_bits)
     files["pruned.dsec"], parts["pruned.dsec"] = enc.data, enc.parts
@@ -190,7 +188,7 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
     for bits in opts.bits:  # a quantized copy, fine-tuned; its plain and Huffman files checked by decoding
         log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
         q = copy.deepcopy(model)
-        quantize_model(q, bits, seed=ckpt.seed)
+        weights.quantize_model(q, bits, seed=ckpt.seed)
         lab.fit(q, opts.finetune_epochs, opts.lr_scale)
         metrics = lab.evaluate(q)
         reference = _state_bits(plain_state_dict(q))

@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dse.compress.prune import classifier_name, conv_layers
-from dse.compress.quantize import shared
+from dse.compress.weights import classifier_name, conv_layers, shared
 from dse.errors import ConfigError
 
 MAGIC, VERSION = b"DSEC", 1

@@ -25,18 +25,11 @@ LATENCY_COLUMN = "latency_ms"  # what the int8 stage times: onnxruntime, batch 1
 
 def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATCH) -> bytes:
     """The int8 ONNX file of ``fp32``, calibrated on ``calibration`` (normalised [N, C, H, W] images)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime import quantization as oq
 
     images = np.ascontiguousarray(calibration, dtype=np.float32)
 
-    class Reader(CalibrationDataReader):
+    class Reader(oq.CalibrationDataReader):
         def __init__(self) -> None:
             self.feeds = iter([{latency.INPUT: images[i:i + batch]} for i in range(0, len(images), batch)])
 
@@ -46,11 +39,10 @@ def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATC
     with tempfile.TemporaryDirectory(prefix="dse-int8-") as tmp:
         src, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(fp32)
-        quant_pre_process(str(src), str(pre))
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        oq.quant_pre_process(str(src), str(pre))
+        oq.quantize_static(str(pre), str(out), Reader(), quant_format=oq.QuantFormat.QDQ, per_channel=True,
+                           weight_type=oq.QuantType.QInt8, activation_type=oq.QuantType.QUInt8,
+                           calibrate_method=oq.CalibrationMethod.MinMax)
         return out.read_bytes()
 
 

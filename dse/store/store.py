@@ -21,19 +21,9 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from dse import storefile
 from dse.errors import ConfigError
+from dse.store import schema
 from dse.store.record import FINISHED, FRAME_DTYPES, RUN_COLUMNS, RunRecord, run_dtypes
-from dse.store.schema import (
-    FIELD,
-    META,
-    RUNS,
-    RUNS_TABLE,
-    SCHEMA_VERSION,
-    Row,
-    check_table_name,
-    column,
-    native_row,
-    stored_version,
-)
+from dse.store.schema import FIELD, RUNS, RUNS_TABLE, SCHEMA_VERSION, Row, check_table_name
 
 log = logging.getLogger("dse.store")
 T = TypeVar("T")
@@ -183,7 +173,7 @@ class ResultsStore:
     def _revision(self, conn: sa.Connection, create: bool) -> int:
         """The schema revision the store is at (0: an empty database), or a one-line refusal."""
         tables = set(sa.inspect(conn).get_table_names())
-        if META not in tables:
+        if schema.META not in tables:
             if RUNS in tables or (tables and self.url.get_backend_name() == "sqlite"):
                 # a shared server database may hold other apps' tables (Optuna's); a file may not
                 raise ConfigError(FIELD, f"{self} is a database but not a dse results store "
@@ -192,7 +182,7 @@ class ResultsStore:
             if not create:
                 raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
             return 0
-        at = stored_version(conn, str(self), tables)
+        at = schema.stored_version(conn, str(self), tables)
         self._legacy = at is None
         if at is not None:
             return at
@@ -253,7 +243,7 @@ class ResultsStore:
         """Create table ``name`` (if missing) with explicit column types (``int``, ``Optional[float]``
         or SQLAlchemy types, where pandas would infer wrong); add the columns it lacks."""
         check_table_name(name)
-        table = sa.Table(name, sa.MetaData(), *(column(k, v) for k, v in columns.items()))
+        table = sa.Table(name, sa.MetaData(), *(schema.column(k, v) for k, v in columns.items()))
         _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s, _raced)
         _retry(lambda: self._add_missing_columns(table), self.timeout_s, _raced)
         return table
@@ -275,7 +265,7 @@ class ResultsStore:
             record = record.to_dict("records")
         rows: list[Row] = [record] if isinstance(record, (RunRecord, Mapping)) else list(record)
         if table == RUNS:
-            self.execute(RUNS_TABLE.insert(), [native_row(r) for r in rows])
+            self.execute(RUNS_TABLE.insert(), [schema.native_row(r) for r in rows])
             return
         frame = pd.DataFrame([r.to_dict() if isinstance(r, RunRecord) else r for r in rows])
         _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
@@ -283,7 +273,7 @@ class ResultsStore:
 
     def append_new(self, records: Sequence[Row]) -> int:
         """Append the ``runs`` rows whose ``run_id`` the store lacks (for imports); how many were new."""
-        values = list({v["run_id"]: v for v in map(native_row, records)}.values())
+        values = list({v["run_id"]: v for v in map(schema.native_row, records)}.values())
         t = RUNS_TABLE
 
         def insert() -> int:

@@ -65,8 +65,7 @@ def one_line(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     # Hydra puts the useful detail ("Unknown function 'uniform'") on a later line, after advice.
-    detail = next((ln for ln in lines[1:] if not ln.startswith(("To append", "Available", "Set the"))),
-                  "")
+    detail = next((ln for ln in lines[1:] if not ln.startswith(("To append", "Available", "Set the"))), "")
     return f"{lines[0]} {detail}".strip()
 
 

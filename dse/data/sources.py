@@ -81,8 +81,7 @@ def _cifar(name: str, root: str | None, download: bool, **_: Any) -> Arrays:
     return (*arr(train), *arr(test))
 
 
-def _synthetic(channels: int, image_size: int, num_classes: int, synthetic_size: int, **_: Any
-               ) -> Arrays:
+def _synthetic(channels: int, image_size: int, num_classes: int, synthetic_size: int, **_: Any) -> Arrays:
     import torch
 
     g = torch.Generator().manual_seed(1234)

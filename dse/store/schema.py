@@ -69,8 +69,7 @@ def native_row(record: Row) -> dict[str, Any]:
 
 def stored_version(conn: sa.Connection, where: str, tables: set[str]) -> Optional[int]:
     """The revision a store is at (None: from before migrations); a newer one is refused."""
-    meta = conn.execute(sa.select(META_TABLE.c.value)
-                        .where(META_TABLE.c.key == "schema_version")).scalar()
+    meta = conn.execute(sa.select(META_TABLE.c.value).where(META_TABLE.c.key == "schema_version")).scalar()
     revision = (conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
                 if VERSION_TABLE in tables else None)
     for version in (meta, revision):

@@ -133,11 +133,6 @@ def data_config(node: Mapping[str, Any]) -> DataConfig:
     return OmegaConf.to_object(OmegaConf.merge(DataConfig, {k: v for k, v in raw.items() if k in known}))
 
 
-def study_sqlite(runs: str, study: str, name: str) -> str:
-    """``${dse_study_sqlite:RUNS,STUDY,FILE}``: the SQLite URL of a file in a study's folder."""
-    return sqlite_url(study_file(Path(runs), study, name))
-
-
 @functools.cache
 def register_configs() -> None:
     """Register the schema as ``base_config`` (``conf/config.yaml``'s first default), by the Hydra entry
@@ -147,4 +142,6 @@ def register_configs() -> None:
     ConfigStore.instance().store(name="base_config", node=Config)
 
 
-OmegaConf.register_new_resolver("dse_study_sqlite", study_sqlite, replace=True)
+# ${dse_study_sqlite:RUNS,STUDY,FILE}: the SQLite URL of a file in a study's folder
+OmegaConf.register_new_resolver("dse_study_sqlite", lambda runs, study, name: sqlite_url(
+    study_file(Path(runs), study, name)), replace=True)

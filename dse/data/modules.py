@@ -56,18 +56,14 @@ class InMemoryDataModule(L.LightningDataModule):
             c.split_seed, c.val_size, c.subset, c.normalize, **{k: getattr(c, k) for k in SOURCE_KEYS})
         self.splits = {"train": train, "val": val, "test": test}
 
-    def _device(self) -> torch.device:
-        trainer = self.trainer
-        if trainer is not None and self.cfg.device_resident:
-            return trainer.strategy.root_device
-        return torch.device("cpu")
-
     def _batches(self, split: str, seed: int = 0) -> TensorBatches:
         if self.trainer is not None and self.trainer.world_size > 1:  # dse.validate refuses it first
             raise RuntimeError(f"in-memory data trains on one device, not {self.trainer.world_size} "
                                "(batches are not sharded per rank): set trainer.devices=1")
         self.setup()
-        data, dev, train = self.splits[split], self._device(), split == "train"
+        resident = self.trainer is not None and self.cfg.device_resident
+        dev = self.trainer.strategy.root_device if resident else torch.device("cpu")
+        data, train = self.splits[split], split == "train"
         if data.x.device != dev:  # one host->device copy per run, not per batch
             self.splits[split] = data = data.to(dev)
         return TensorBatches(

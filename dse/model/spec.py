@@ -120,7 +120,7 @@ class NetSpec:
         out: list[LayerShape] = []
         for layer in self.layers:
             if isinstance(layer, Conv):
-                h, w = (conv_out(x, layer.kernel, layer.stride, layer.padding) for x in (h, w))
+                h, w = ((x + 2 * layer.padding - layer.kernel) // layer.stride + 1 for x in (h, w))
             if h < 1 or w < 1:
                 raise ConfigError(f"model.{layer.name}", f"spatial size shrinks below 1x1 at {layer.name} "
                                   f"(input {image_size}px); use a larger input, a smaller stem stride or "
@@ -137,11 +137,6 @@ class NetSpec:
             if pooled:
                 h, w = pooled
         return out
-
-
-def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length of a convolution (floor mode), as PyTorch computes it."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def pool_out(size: int, kernel: int = POOL_KERNEL, stride: int = POOL_STRIDE) -> int:
@@ -211,13 +206,6 @@ def spec_inputs(model: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fire_widths(i: int, base_e: int, incr_e: int, freq: int, sr: float, pct3x3: float) -> tuple:
-    """(s1x1, e1x1, e3x3) of Fire module i (0 = fire2), by the paper's formulas."""
-    e = base_e + incr_e * (i // freq)
-    e3 = round(pct3x3 * e)
-    return max(1, round(sr * e)), e - e3, e3
-
-
 def shortcut_kind(bypass: str, in_ch: int, out_ch: int) -> str:
     """The :data:`SHORTCUT_KINDS` entry a network-wide ``bypass`` gives a module of these widths."""
     if bypass == "none":
@@ -234,10 +222,12 @@ def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
     stem = Conv("conv1", m["in_channels"], st["channels"], st["kernel"], st["stride"], st["padding"], bn)
     fires: list[Fire] = []
     cin = stem.out_ch
-    for i in range(m["n_fire"]):
-        s, e1, e3 = fire_widths(i, m["base_e"], m["incr_e"], m["freq"], m["sr"], m["pct3x3"])
-        fires.append(Fire(f"fire{i + 2}", cin, s, e1, e3, shortcut_kind(m["bypass"], cin, e1 + e3), bn))
-        cin = e1 + e3
+    for i in range(m["n_fire"]):  # the paper's widths of fire{i + 2}
+        e = m["base_e"] + m["incr_e"] * (i // m["freq"])
+        e3 = round(m["pct3x3"] * e)
+        s, e1 = max(1, round(m["sr"] * e)), e - e3
+        fires.append(Fire(f"fire{i + 2}", cin, s, e1, e3, shortcut_kind(m["bypass"], cin, e), bn))
+        cin = e
     head = Conv(f"conv{m['n_fire'] + 2}", cin, m["num_classes"], 1)
     names = {stem.name, head.name, *(f.name for f in fires)}
     for p in m["pool_after"]:

@@ -163,17 +163,6 @@ def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
                           "(expected data.root/train/<class>/*.jpg and data.root/val/...)")
 
 
-def check_seeds(seed: Any, seeds: Any) -> None:
-    """``seed`` .. ``seed + study.seeds - 1`` must all be seeds Lightning accepts."""
-    lo, hi = SEEDS
-    first = int_at_least(seed, lo, "seed")
-    n = int_at_least(seeds, 1, "study.seeds")
-    if first > hi:
-        raise ConfigError("seed", f"must be in [{lo}, {hi}] (got {first})")
-    if first + n - 1 > hi:
-        raise ConfigError("seed", f"seed + study.seeds - 1 must be <= {hi} (got {first + n - 1})")
-
-
 def check_shapes(model: Any, data: Any) -> None:
     """The network takes the dataset's images and, for fixed classes, has one output per class (a
     synthetic dataset's are free: a smaller classifier is the suite's in-training failure)."""
@@ -273,7 +262,13 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> None:
     validate_logger(OmegaConf.select(cfg, "logger"))
     int_at_least(OmegaConf.select(cfg, "jobs_per_gpu", default=1), 1, "jobs_per_gpu")
     check_study_name(cfg.study.name)
-    check_seeds(OmegaConf.select(cfg, "seed", default=0), cfg.study.seeds)
+    lo, hi = SEEDS  # seed .. seed + study.seeds - 1 must all be seeds Lightning accepts
+    first = int_at_least(OmegaConf.select(cfg, "seed", default=0), lo, "seed")
+    n = int_at_least(cfg.study.seeds, 1, "study.seeds")
+    if first > hi:
+        raise ConfigError("seed", f"must be in [{lo}, {hi}] (got {first})")
+    if first + n - 1 > hi:
+        raise ConfigError("seed", f"seed + study.seeds - 1 must be <= {hi} (got {first + n - 1})")
     if not (isinstance(cfg.study.rerun, bool) or cfg.study.rerun == STALE):
         raise ConfigError("study.rerun", f"must be true, false or {STALE} "
                                          f"(got {cfg.study.rerun!r})")

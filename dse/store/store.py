@@ -152,8 +152,11 @@ class ResultsStore:
         """Validate an existing store; a writer also migrates an older or empty one (race-safe)."""
         with self.engine.connect() as conn:
             self.revision = self._revision(conn, create)
-            if not create:
-                self._read_as_is(conn)
+            if not create:  # read as it is: the columns it has, the rest are NA
+                have = {c["name"] for c in sa.inspect(conn).get_columns(RUNS)}
+                if have < set(RUN_COLUMNS):
+                    cols = (sa.Column(c.name, c.type) for c in RUNS_TABLE.columns if c.name in have)
+                    self._runs = sa.Table(RUNS, sa.MetaData(), *cols)
                 return
         if self.revision == SCHEMA_VERSION and not self._legacy:
             return
@@ -189,13 +192,6 @@ class ResultsStore:
         from dse.store import migrate
 
         return migrate.legacy_revision(conn, str(self))
-
-    def _read_as_is(self, conn: sa.Connection) -> None:
-        """Read an older store without changing it: query the columns it has, the rest are NA."""
-        have = {c["name"] for c in sa.inspect(conn).get_columns(RUNS)}
-        if have < set(RUN_COLUMNS):
-            self._runs = sa.Table(RUNS, sa.MetaData(), *(sa.Column(c.name, c.type)
-                                                         for c in RUNS_TABLE.columns if c.name in have))
 
     def __repr__(self) -> str:
         return f"ResultsStore({self})"

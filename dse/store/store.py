@@ -93,7 +93,6 @@ class ResultsStore:
                 raise
             raise ConfigError(FIELD, f"cannot open results store {self}: {e.orig}") from e
 
-    # -- opening ----------------------------------------------------------------------------------
     @staticmethod
     def _parse(url_or_path: str | Path) -> URL:
         text = str(url_or_path)
@@ -209,7 +208,6 @@ class ResultsStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- locating ---------------------------------------------------------------------------------
     @staticmethod
     def default_url(runs_dir: str | Path, study: str) -> str:
         """``sqlite:///<abs runs>/<study>/results.db``: one file per study, by its Hydra runs."""
@@ -226,7 +224,6 @@ class ResultsStore:
     def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
         return cls(cls.config_url(cfg), **kwargs)
 
-    # -- writing ----------------------------------------------------------------------------------
     def execute(self, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Run one statement (over ``rows``, if given) in its own transaction; the rows it touched."""
         def go() -> int:
@@ -283,7 +280,6 @@ class ResultsStore:
 
         return _retry(insert, self.timeout_s, _lost_race)  # a concurrent import inserted one first
 
-    # -- reading ----------------------------------------------------------------------------------
     def _read(self, stmt: sa.Executable, fetch: Callable[[sa.CursorResult], T]) -> T:
         def go() -> T:
             with self.engine.connect() as conn:

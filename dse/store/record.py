@@ -4,6 +4,7 @@ hashes only what changes the trained network's numbers (never the study, seed, s
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -265,12 +266,9 @@ def provenance() -> Mapping[str, str]:
 
     commit = "unknown"
     if (ROOT / ".git").exists():  # a non-editable install must not report an enclosing repo
-        try:
-            out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
-                                 capture_output=True, text=True, timeout=10)
-            commit = out.stdout.strip() or commit
-        except (OSError, subprocess.SubprocessError):
-            pass
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
+                                    capture_output=True, text=True, timeout=10).stdout.strip() or commit
     return MappingProxyType({"torch_version": str(torch.__version__), "dse_version": dse.__version__,
                              "git_commit": commit})
 

@@ -58,7 +58,6 @@ def inference_copy(model: nn.Module) -> nn.Module:
 
 
 def input_shape(cfg: Any) -> tuple[int, int, int]:
-    """(channels, height, width) of one input image of a resolved dse config."""
     size = int(cfg["data"]["image_size"])
     return int(cfg["model"]["in_channels"]), size, size
 
@@ -125,7 +124,6 @@ def torch_runner(model: nn.Module) -> Runner:
 
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``n`` inside the block, restored after it."""
     import torch
 
     before = torch.get_num_threads()
@@ -159,7 +157,6 @@ def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: i
 
 
 def runners(model: nn.Module, shape: Sequence[int], threads: int = 1) -> dict[str, Runner]:
-    """One runner per runtime of :data:`RUNTIMES` for ``model``."""
     model = inference_copy(model)
     made = {"torch": lambda: torch_runner(model),
             "onnxruntime": lambda: onnx_runner(to_onnx(model, shape), threads)}

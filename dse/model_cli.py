@@ -53,7 +53,6 @@ def _print_config(args: argparse.Namespace) -> None:
 
 
 def _point(args: argparse.Namespace) -> None:
-    """Compose the config, lay out its network and print the report (or its JSON)."""
     from dse.model import format_table
     from dse.validate import model_report, validate
 
@@ -73,7 +72,6 @@ def _point(args: argparse.Namespace) -> None:
 
 
 def _grid(args: argparse.Namespace) -> None:
-    """One line per grid point: its swept values, params, size and MACs (or a JSON list)."""
     from dse.metrics import ANALYTIC, REGISTRY, analytic_values
     from dse.text import table
     from dse.validate import model_report, validate

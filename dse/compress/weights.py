@@ -212,7 +212,6 @@ def quantize_model(model: nn.Module, bits: int | Mapping[str, int], seed: int = 
 
 
 def shared(module: nn.Module) -> SharedWeights | None:
-    """The layer's weight-sharing parametrization, if it has one."""
     if not parametrize.is_parametrized(module, "weight"):
         return None
     found = [p for p in module.parametrizations.weight if isinstance(p, SharedWeights)]

@@ -39,7 +39,6 @@ def to_torchscript(model: nn.Module, shape: Sequence[int]) -> bytes:
 
 
 def file_runner(fmt: str, data: bytes, threads: int = 0) -> latency.Runner:
-    """The runner of a file in ``fmt`` (``onnx``, ``int8`` or ``torchscript``)."""
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation warning

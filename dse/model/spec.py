@@ -94,8 +94,6 @@ class LayerShape:
 
 @dataclass(frozen=True)
 class NetSpec:
-    """The whole network: stem, Fire modules, classifier, pooling and dropout."""
-
     stem: Conv
     fires: tuple[Fire, ...]
     classifier: Conv
@@ -216,7 +214,6 @@ def shortcut_kind(bypass: str, in_ch: int, out_ch: int) -> str:
 
 
 def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
-    """Validate the metaparameters and lay out the network they describe."""
     m = validate_metaparameters(cfg)
     bn, st = m["batch_norm"], m["stem"]
     stem = Conv("conv1", m["in_channels"], st["channels"], st["kernel"], st["stride"], st["padding"], bn)
@@ -256,8 +253,6 @@ class LayerRow:
 
 @dataclass(frozen=True)
 class ModelReport:
-    """Totals and per-layer rows of one network at one input size."""
-
     input_shape: tuple[int, int, int]  # C, H, W
     layers: tuple[LayerRow, ...]
     params: int
@@ -290,7 +285,6 @@ class ModelReport:
 
 
 def analyze(spec: NetSpec, image_size: int) -> ModelReport:
-    """Walk the spec at ``image_size`` and count params, MACs and activations per layer."""
     rows: list[LayerRow] = []
     peak = spec.in_channels * image_size**2
     for ls in spec.shapes(image_size):
@@ -317,7 +311,6 @@ def _fmt(n: float | int | None) -> str:
 
 
 def format_table(report: ModelReport, title: str = "") -> str:
-    """Render the report as a fixed-width text table (Table 1 layout) plus totals."""
     head = ("layer", "output HxWxC", "s1x1", "e1x1", "e3x3", "params", "MACs")
     body = [(r.name + (f" [{r.bypass}]" if r.bypass not in (None, "none") else ""),
              "x".join(map(str, r.out_shape)), _fmt(r.s1x1), _fmt(r.e1x1), _fmt(r.e3x3),

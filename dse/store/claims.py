@@ -73,7 +73,6 @@ def _where(h: Holder) -> Any:
 
 
 def holder(store: ResultsStore, config_hash: str, seed: int) -> Holder | None:
-    """The current claim on this point and seed, or None."""
     t = CLAIMS_TABLE
     row = store.first(sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed)))
     return Holder(**row) if row is not None else None

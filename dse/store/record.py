@@ -108,7 +108,6 @@ class RunRecord:
     training_semantics: Optional[int] = None  # dse.TRAINING_SEMANTICS; null: before it was stored
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as a plain dict in :data:`RUN_COLUMNS` order."""
         return asdict(self)
 
     @classmethod

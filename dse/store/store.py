@@ -288,7 +288,6 @@ class ResultsStore:
         return _retry(go, self.timeout_s)
 
     def first(self, stmt: sa.Executable) -> dict[str, Any] | None:
-        """The first row ``stmt`` selects, as a dict, or None."""
         row = self._read(stmt, lambda r: r.mappings().first())
         return dict(row) if row is not None else None
 
@@ -335,11 +334,9 @@ class ResultsStore:
                           .order_by(t.c.finished_at.desc(), t.c.started_at.desc()).limit(1))
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        """The row with this ``run_id``, or None."""
         return self.first(sa.select(self._runs).where(self._runs.c.run_id == run_id))
 
     def studies(self) -> list[str]:
-        """Study names present in ``runs``, sorted."""
         stmt = sa.select(self._runs.c.study).distinct().order_by(self._runs.c.study)
         return self._read(stmt, lambda r: list(r.scalars()))
 

@@ -45,8 +45,7 @@ def legacy_revision(conn: sa.Connection, where: str) -> int:
     have = {t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()}
     at = 0
     for rev in chain():
-        adds = rev.module.ADDS
-        if not all(set(cols) <= have.get(table, set()) for table, cols in adds.items()):
+        if not all(set(cols) <= have.get(table, set()) for table, cols in rev.module.ADDS.items()):
             break
         at = int(rev.revision)
     if at == 0:  # a runs table that is not ours: refused before a query on it fails

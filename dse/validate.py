@@ -247,8 +247,7 @@ def model_report(cfg: Any) -> ModelReport:
 
 
 def validate(cfg: DictConfig, data_on_disk: bool = True) -> None:
-    """Keys, model, data, trainer, logger and study, checked alike by every entry point (the report:
-    :func:`model_report`)."""
+    """Keys, model, data, trainer, logger and study, checked alike by every entry point."""
     check_keys(cfg)
     validate_data(cfg.data, on_disk=data_on_disk)
     check_shapes(cfg.model, cfg.data)

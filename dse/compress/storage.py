@@ -241,8 +241,7 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def encode_report(model: nn.Module, *, huffman: bool = True,
                   index_bits: int | tuple[int, int] = DEFAULT_INDEX_BITS) -> Encoded:
-    """Compress a model's conv weights: a pruned layer (kept = non-zero) as fp32 values, a
-    quantized one (kept = its mask) as codes of its codebook."""
+    """Compress the conv weights: a pruned layer's non-zeros as fp32 values, a quantized one's as codes."""
     conv_bits, fc_bits = check_index_bits(index_bits)
     convs, last = conv_layers(model), classifier_name(model)
     extras = list(extra_tensors(model))

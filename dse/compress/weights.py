@@ -75,8 +75,7 @@ def _density_map(text: str) -> dict[str, str]:
 
 
 def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]) -> dict[str, float]:
-    """Per-conv densities from ``table1``, ``uniform:D``, a number or a map (or ``name=D,...``) of
-    full or short layer names; unnamed layers stay dense."""
+    """Per-conv densities from ``table1``, ``uniform:D``, D or ``layer=D,...`` (unnamed layers stay dense)."""
     convs = conv_layers(model)
     if isinstance(spec, str):
         text = spec.strip()

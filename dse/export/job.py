@@ -76,8 +76,7 @@ class ExportOptions:
 
 def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, dm: Any = None
         ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The JSON-ready result and the files of exporting ``model`` of the resolved ``cfg`` (a plain
-    dict); ExportMismatch if a file disagrees with PyTorch."""
+    """The JSON-ready result and the files of exporting ``model``; ExportMismatch if one disagrees."""
     model = latency.inference_copy(model)
     shape = latency.input_shape(cfg)
     if dm is None and (opts.check_images > 0 or "int8" in opts.formats):

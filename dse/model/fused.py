@@ -87,8 +87,7 @@ class FusedFire(nn.Module):
         self._identity(fires, src)
 
     def _identity(self, fires: list[Fire], src: Layout) -> None:
-        """Per-member masked identity; unused entries point into the member's own input block, so a
-        member's NaN stays its own."""
+        """Per-member masked identity; unused entries index the member's own input: its NaN stays its own."""
         n = self.k * self.out.width
         idx = torch.tensor([(c // self.out.width) * src.width for c in range(n)], dtype=torch.long)
         keep = torch.zeros(n)
@@ -189,8 +188,7 @@ class FusedFireNet(nn.Module):
         return dead
 
     def freeze(self, k: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Take member k out of training: its slices (and optimizer state) zeroed, NaN included, and
-        its gradients masked from now on."""
+        """Member k out of training: its slices and optimizer state zeroed (NaN too), gradients masked."""
         self.active[k] = False
         self._live_cache.clear()
         with torch.no_grad():

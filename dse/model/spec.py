@@ -138,8 +138,7 @@ class NetSpec:
 
 
 def pool_out(size: int, kernel: int = POOL_KERNEL, stride: int = POOL_STRIDE) -> int:
-    """Output length of a ceil-mode max-pool without padding, with PyTorch's rule that drops a last
-    window starting past the input."""
+    """A ceil-mode max-pool's output length (PyTorch drops a last window starting past the input)."""
     out = (size - kernel + stride - 1) // stride + 1
     if (out - 1) * stride >= size:
         out -= 1

@@ -29,8 +29,7 @@ HEADERS = {"size_mib": REGISTRY["size_mib"].unit, "val": "val" + REGISTRY["val_t
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
-    """The ``STORE`` argument as a URL or the path of an existing ``results.db``; none given:
-    ``runs/<study>/``'s, else the one study's under ``runs/``."""
+    """``STORE`` (else ``runs/<study>/``, or the only study there) as a URL or an existing ``results.db``."""
     if store is None:
         if study and study_file(runs, study).is_file():
             return str(study_file(runs, study))

@@ -110,10 +110,7 @@ def export(args: argparse.Namespace) -> None:
     check_writable(out, "PATH")
     _, df = _open(args)
     with atomic_path(out, "PATH") as tmp:
-        if parquet:
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
+        (df.to_parquet if parquet else df.to_csv)(tmp, index=False)
     print(f"wrote {len(df)} runs to {out}")
 
 

@@ -232,13 +232,8 @@ class FusedFireNet(nn.Module):
             return x
         n, _, h, w = x.shape
         parts = x.reshape(n, self.k, -1, h, w).unbind(1)
-        kept = []
-        for p, g, part in zip(self.dropout, self.dropout_generators, parts, strict=True):
-            if p == 0:
-                kept.append(part)
-                continue
-            noise = torch.empty_like(part).bernoulli_(1 - p, generator=g)
-            kept.append(part * noise.div_(1 - p))
+        kept = [part if p == 0 else part * torch.empty_like(part).bernoulli_(1 - p, generator=g).div_(1 - p)
+                for p, g, part in zip(self.dropout, self.dropout_generators, parts, strict=True)]
         return kept[0] if self.k == 1 else torch.stack(kept, 1).reshape(n, -1, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

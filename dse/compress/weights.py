@@ -65,15 +65,6 @@ def _check_density(key: str, value: object) -> float:
     return d
 
 
-def _density_map(text: str) -> dict[str, str]:
-    """``fire2.squeeze=0.5,conv10=0.2`` as a layer -> density-text map; every item needs its ``=``."""
-    pairs = [item.split("=", 1) for item in comma_list(text)]
-    bad = next(("=".join(p) for p in pairs if len(p) != 2), None)
-    if bad is not None:
-        raise ConfigError("--density", f"{bad!r} is not layer=D (in {text!r})")
-    return dict(pairs)
-
-
 def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]) -> dict[str, float]:
     """Per-conv densities from ``table1``, ``uniform:D``, D or ``layer=D,...`` (unnamed layers stay dense)."""
     convs = conv_layers(model)
@@ -81,13 +72,14 @@ def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float])
         text = spec.strip()
         if text == "table1":
             return table1_densities(model)
-        if "=" in text:
-            spec = _density_map(text)
-        else:
-            spec = _check_density("--density", text.removeprefix("uniform:"))
+        if "=" not in text:
+            return dict.fromkeys(convs, _check_density("--density", text.removeprefix("uniform:")))
+        pairs = [item.split("=", 1) for item in comma_list(text)]  # fire2.squeeze=0.5,conv10=0.2
+        if bad := next(("=".join(p) for p in pairs if len(p) != 2), None):
+            raise ConfigError("--density", f"{bad!r} is not layer=D (in {text!r})")
+        spec = dict(pairs)
     if not isinstance(spec, Mapping):
-        d = _check_density("--density", spec)
-        return dict.fromkeys(convs, d)
+        return dict.fromkeys(convs, _check_density("--density", spec))
     by_short = {short_name(n): n for n in convs}
     out = dict.fromkeys(convs, 1.0)
     for key, value in spec.items():

@@ -27,9 +27,7 @@ MODE_RAW, MODE_CODEBOOK = 0, 1
 HUFF_VALUES, HUFF_INDEX = 1, 2
 DEFAULT_INDEX_BITS = (4, 5)  # (convolutions, classifier): Deep Compression's conv / fc choice
 _LAYER = struct.Struct("<BBBIIIIIB")  # mode, value bits, index bits, k, n, entries, lens, flags
-
-
-MAX_LEN = 20  # longest code; >= 16 so any alphabet of <= 2**16 symbols fits
+MAX_LEN = 20  # longest Huffman code; >= 16 so any alphabet of <= 2**16 symbols fits
 LEN_BITS = 5  # width of one stored code length (0 = symbol unused)
 
 

@@ -34,12 +34,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
     with bad_input(PROG):
-        if args.cfg:
-            _print_config(args)
-        elif args.multirun:
-            _grid(args)
-        else:
-            _point(args)
+        (_print_config if args.cfg else _grid if args.multirun else _point)(args)
 
 
 def _print_config(args: argparse.Namespace) -> None:

@@ -1,9 +1,6 @@
-"""A trained run's final checkpoint (docs/CONTRACTS.md): the one writer and the one reader.
-
-Lightning's format reduced to ``hyper_parameters.cfg`` (the resolved config), ``state_dict`` (the
-weights under ``model.``) and ``run_id``; read as plain data only (``weights_only=True``), files of
-every earlier dse alike.
-"""
+"""A trained run's final checkpoint (docs/CONTRACTS.md), its one writer and one reader: Lightning's
+format reduced to ``hyper_parameters.cfg`` (the resolved config), ``state_dict`` (weights under
+``model.``) and ``run_id``, read as plain data (``weights_only=True``), every earlier dse's alike."""
 
 from __future__ import annotations
 
@@ -27,8 +24,7 @@ CKPT = "CHECKPOINT"
 
 def save_checkpoint(path: Path, cfg: dict[str, Any], net: nn.Module, run_id: str, epoch: int,
                     global_step: int) -> None:
-    """Write ``net`` (a FireNet) as run ``run_id``'s final checkpoint, without optimizer state: a
-    finished run is never resumed (resume checkpoints are dse.train.checkpoints')."""
+    """``net`` (a FireNet) as run ``run_id``'s final checkpoint, without optimizer state (never resumed)."""
     import lightning as L
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -57,8 +53,7 @@ class Checkpoint:
 
 
 def _apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> DictConfig:
-    """``key=value`` overrides on the checkpoint's config, typed by the schema as dse-train's are
-    (unknown keys and ``trainer.batch_size=abc`` are refused here, not deep inside a retraining)."""
+    """``key=value`` overrides typed by the schema as dse-train's: refused here, not mid-retraining."""
     try:
         base = OmegaConf.merge(OmegaConf.structured(Config), cfg)
     except OmegaConfBaseException as e:

@@ -1,6 +1,5 @@
-"""The typed schema behind every YAML file in ``conf/``: a wrong type fails at composition.
-
-Each key's comment is its documentation (as pycls does); value checks live in :mod:`dse.validate`."""
+"""The typed schema behind every YAML file in ``conf/``: a wrong type fails at composition. Each key's comment
+is its documentation (as pycls does); value checks live in :mod:`dse.validate`."""
 
 from __future__ import annotations
 
@@ -134,20 +133,15 @@ def data_config(node: Mapping[str, Any]) -> DataConfig:
     return OmegaConf.to_object(OmegaConf.merge(DataConfig, {k: v for k, v in raw.items() if k in known}))
 
 
-def study_sqlite(runs: str, study: str, name: str) -> str:
-    """``${dse_study_sqlite:RUNS,STUDY,FILE}``: the SQLite URL of a file in a study's folder, by the
-    store's own quoting rule (:mod:`dse.storefile`)."""
-    return sqlite_url(study_file(Path(runs), study, name))
-
-
 @functools.cache
 def register_configs() -> None:
-    """Register the schema as ``base_config`` (``conf/config.yaml``'s first default); called by the
-    Hydra entry points, not on import, so the store reads spec defaults without Hydra; cached, since
-    compose runs once per grid point."""
+    """Register the schema as ``base_config`` (``conf/config.yaml``'s first default), by the Hydra entry
+    points (not on import: the store reads spec defaults without Hydra), once a process."""
     from hydra.core.config_store import ConfigStore
 
     ConfigStore.instance().store(name="base_config", node=Config)
 
 
-OmegaConf.register_new_resolver("dse_study_sqlite", study_sqlite, replace=True)
+# ${dse_study_sqlite:RUNS,STUDY,FILE}: the SQLite URL of a file in a study's folder
+OmegaConf.register_new_resolver("dse_study_sqlite", lambda runs, study, name: sqlite_url(
+    study_file(Path(runs), study, name)), replace=True)

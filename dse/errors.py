@@ -31,8 +31,7 @@ def lines_of(exc_or_text: BaseException | str) -> list[str]:
 
 
 def first_line(exc_or_text: BaseException | str, *, typed: bool = False) -> str:
-    """The first non-blank line of an error (its type's name when it has no text); ``typed`` gives
-    ``TypeName: first line``."""
+    """An error's first non-blank line (else its type's name); ``typed``: ``TypeName: first line``."""
     lines = lines_of(exc_or_text)
     if not isinstance(exc_or_text, BaseException):
         return lines[0] if lines else ""
@@ -51,12 +50,10 @@ def one_line(exc: BaseException) -> str:
     while cur is not None and cur not in chain:
         chain.append(cur)
         cur = cur.__cause__ or cur.__context__
-    for e in chain:
-        if isinstance(e, ConfigError):
-            return str(e)
-    for e in chain:
-        if (missing := _missing_option(e)) is not None:
-            return missing
+    if found := next((str(e) for e in chain if isinstance(e, ConfigError)), None):
+        return found
+    if found := next(filter(None, map(_missing_option, chain)), None):
+        return found
     for e in chain:
         if isinstance(e, OmegaConfBaseException):
             key = getattr(e, "full_key", None)
@@ -68,8 +65,7 @@ def one_line(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     # Hydra puts the useful detail ("Unknown function 'uniform'") on a later line, after advice.
-    detail = next((ln for ln in lines[1:] if not ln.startswith(("To append", "Available", "Set the"))),
-                  "")
+    detail = next((ln for ln in lines[1:] if not ln.startswith(("To append", "Available", "Set the"))), "")
     return f"{lines[0]} {detail}".strip()
 
 

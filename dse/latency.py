@@ -1,6 +1,5 @@
-"""Measured CPU inference latency of a network: the ``latency_*`` columns of dse.metrics.LATENCY.
-
-Below training, dse-compress and dse-export. Per runtime and batch: :data:`WARMUP` untimed calls,
+"""Measured CPU inference latency of a network: the ``latency_*`` columns of dse.metrics.LATENCY,
+below training, dse-compress and dse-export. Per runtime and batch: :data:`WARMUP` untimed calls,
 then up to :data:`REPEATS` timed ones (at least :data:`MIN_REPEATS`, within :data:`BUDGET_S`); wall
 times, comparable on one machine only. torch is imported on use, so :func:`missing` stays light."""
 
@@ -26,15 +25,12 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     Runner = Callable[[torch.Tensor], np.ndarray]
 
 REQUIRES = ("onnx", "onnxruntime", "onnxscript")  # beyond dse's own dependencies: the export extra
-INSTALL_HINT = "pip install 'dse[export]'"
 INPUT, OUTPUT = "input", "logits"  # the names of the exported graph's input and output
 EXAMPLE_BATCH = 2  # torch.export specialises batch sizes 0 and 1, so the dynamic batch is traced at 2
-EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
 WARMUP = 5
 REPEATS = 100
 MIN_REPEATS = 5
 BUDGET_S = 2.0
-THREADS_COLUMN = "latency_threads"
 BATCHES: tuple[int, ...] = tuple(sorted({REGISTRY[n].batch for n in LATENCY}))
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(REGISTRY[n].runtime for n in LATENCY))
 
@@ -47,7 +43,7 @@ def missing() -> list[str]:
 def require(field: str, prefix: str = "") -> None:
     """Refuse ``field`` (a ConfigError) where :data:`REQUIRES` is not all installed."""
     if lacking := missing():
-        raise ConfigError(field, f"{prefix}needs {', '.join(lacking)} ({INSTALL_HINT})")
+        raise ConfigError(field, f"{prefix}needs {', '.join(lacking)} (pip install 'dse[export]')")
 
 
 def inference_copy(model: nn.Module) -> nn.Module:
@@ -62,7 +58,6 @@ def inference_copy(model: nn.Module) -> nn.Module:
 
 
 def input_shape(cfg: Any) -> tuple[int, int, int]:
-    """(channels, height, width) of one input image of a resolved dse config."""
     size = int(cfg["data"]["image_size"])
     return int(cfg["model"]["in_channels"]), size, size
 
@@ -77,8 +72,7 @@ def example(shape: Sequence[int], batch: int = EXAMPLE_BATCH, seed: int = 0) -> 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter's warnings and per-pass INFO lines out of the run log."""
-    loggers = [logging.getLogger(n) for n in EXPORTER_LOGGERS]
-    levels = [lg.level for lg in loggers]
+    loggers = {lg: lg.level for lg in map(logging.getLogger, ("torch.onnx", "onnxscript", "onnx_ir"))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for lg in loggers:
@@ -86,7 +80,7 @@ def _quiet_exporter() -> Iterator[None]:
         try:
             yield
         finally:
-            for lg, level in zip(loggers, levels, strict=True):
+            for lg, level in loggers.items():
                 lg.setLevel(level)
 
 
@@ -130,7 +124,6 @@ def torch_runner(model: nn.Module) -> Runner:
 
 @contextlib.contextmanager
 def torch_threads(n: int) -> Iterator[None]:
-    """torch's intra-op thread count set to ``n`` inside the block, restored after it."""
     import torch
 
     before = torch.get_num_threads()
@@ -141,36 +134,29 @@ def torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def timings(run: Callable[[torch.Tensor], Any], x: torch.Tensor, *, warmup: int = WARMUP,
-            repeats: int = REPEATS, min_repeats: int = MIN_REPEATS, budget_s: float = BUDGET_S
-            ) -> list[float]:
-    """Wall seconds of ``run(x)``, one per timed call."""
-    for _ in range(warmup):
-        run(x)
-    out: list[float] = []
-    start = time.perf_counter()
-    while len(out) < repeats and (len(out) < min_repeats or time.perf_counter() - start < budget_s):
-        t0 = time.perf_counter()
-        run(x)
-        out.append(time.perf_counter() - t0)
-    return out
-
-
 def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: int = 1,
-            batches: Sequence[int] = BATCHES, **repeat: Any) -> dict[int, dict[float, float]]:
-    """``{batch: {quantile: ms}}`` of one runner (quantiles 0.5 and 0.9) with ``threads``."""
+            batches: Sequence[int] = BATCHES, *, warmup: int = WARMUP, repeats: int = REPEATS,
+            min_repeats: int = MIN_REPEATS, budget_s: float = BUDGET_S) -> dict[int, dict[float, float]]:
+    """``{batch: {quantile: ms}}`` of one runner with ``threads`` (quantiles 0.5 and 0.9 of its calls)."""
     import numpy as np
 
     out: dict[int, dict[float, float]] = {}
     with torch_threads(threads):
         for b in batches:
-            t = timings(run, example(shape, b), **repeat)
+            x = example(shape, b)
+            for _ in range(warmup):
+                run(x)
+            t: list[float] = []
+            start = time.perf_counter()
+            while len(t) < repeats and (len(t) < min_repeats or time.perf_counter() - start < budget_s):
+                t0 = time.perf_counter()
+                run(x)
+                t.append(time.perf_counter() - t0)
             out[b] = {q: 1e3 * float(np.quantile(t, q)) for q in (0.5, 0.9)}
     return out
 
 
 def runners(model: nn.Module, shape: Sequence[int], threads: int = 1) -> dict[str, Runner]:
-    """One runner per runtime of :data:`RUNTIMES` for ``model``."""
     model = inference_copy(model)
     made = {"torch": lambda: torch_runner(model),
             "onnxruntime": lambda: onnx_runner(to_onnx(model, shape), threads)}
@@ -178,8 +164,7 @@ def runners(model: nn.Module, shape: Sequence[int], threads: int = 1) -> dict[st
 
 
 def latency_columns(model: nn.Module, cfg: Any, status: str) -> dict[str, Any]:
-    """What a trained run adds to its row: every :data:`LATENCY` column (and ``latency_threads``)
-    if ``trainer.latency`` and ``ok``."""
+    """A run's :data:`LATENCY` columns and ``latency_threads``, when ``trainer.latency`` and ``ok``."""
     if not cfg.trainer.latency or status != "ok":
         return {}
     shape, threads = input_shape(cfg), int(cfg.trainer.latency_threads)
@@ -189,4 +174,4 @@ def latency_columns(model: nn.Module, cfg: Any, status: str) -> dict[str, Any]:
         raise RuntimeError(f"latency measurement (trainer.latency=true) failed: "
                            f"{first_line(e, typed=True)}") from e
     return {**{n: prof[m.runtime][m.batch][m.quantile] for n, m in REGISTRY.items() if n in LATENCY},
-            THREADS_COLUMN: threads}
+            "latency_threads": threads}

@@ -8,7 +8,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; dse.model imports this module
-    from dse.model.report import ModelReport
+    from dse.model.spec import ModelReport
 
 MB = 1e6
 MIB = 2**20

@@ -1,7 +1,6 @@
-"""``dse-model [-m] [--json] [--cfg job|hydra|all [--resolve]] [OVERRIDES...]``: no training.
-
-One design point's per-layer report; with ``-m`` one line per point of the grid (``dse-train -m``'s
-sweep syntax); with ``--cfg`` the composed config. Outside dse.model: it checks the whole config."""
+"""``dse-model [-m] [--json] [--cfg job|hydra|all [--resolve]] [OVERRIDES...]``: no training. One design
+point's per-layer report; with ``-m`` one line per point of the grid (``dse-train -m``'s sweep syntax); with
+``--cfg`` the composed config. Outside dse.model: it checks the whole config."""
 
 from __future__ import annotations
 
@@ -45,12 +44,7 @@ def main(argv: list[str] | None = None) -> None:
                    "(it takes dse-train's overrides and -m, --cfg, --resolve): use dse-train for it")
     args = parser().parse_args(argv)
     with bad_input(PROG):
-        if args.cfg:
-            _print_config(args)
-        elif args.multirun:
-            _grid(args)
-        else:
-            _point(args)
+        (_print_config if args.cfg else _grid if args.multirun else _point)(args)
 
 
 def _print_config(args: argparse.Namespace) -> None:
@@ -64,8 +58,7 @@ def _print_config(args: argparse.Namespace) -> None:
 
 
 def _point(args: argparse.Namespace) -> None:
-    """Compose the config, lay out its network and print the report (or its JSON)."""
-    from dse.model import build_spec, format_table
+    from dse.model import format_table
     from dse.validate import model_report, validate
 
     cfg = compose(args.overrides)
@@ -78,14 +71,12 @@ def _point(args: argparse.Namespace) -> None:
         json.dump(out, sys.stdout, indent=1)
         print()
         return
-    spec = build_spec(cfg.model)
-    meta = " ".join(f"{k}={spec.meta[k]}" for k in ("base_e", "incr_e", "freq", "sr", "pct3x3"))
-    print(format_table(report, f"{cfg.model.name} on {cfg.data.name} ({meta} bypass={spec.bypass} "
-                               f"bn={spec.batch_norm})"))
+    meta = " ".join(f"{k}={cfg.model[k]}" for k in ("base_e", "incr_e", "freq", "sr", "pct3x3"))
+    print(format_table(report, f"{cfg.model.name} on {cfg.data.name} ({meta} bypass={cfg.model.bypass} "
+                               f"bn={cfg.model.batch_norm})"))
 
 
 def _grid(args: argparse.Namespace) -> None:
-    """One line per grid point: its swept values, params, size and MACs (or a JSON list)."""
     from dse.metrics import ANALYTIC, REGISTRY, analytic_values
     from dse.text import table
     from dse.validate import model_report, validate

@@ -1,6 +1,5 @@
 """Writing outputs: refuse an unwritable path before the work (bad input, exit 2), then write all
-or nothing: under a temporary name in the destination's folder, renamed into place.
-"""
+or nothing: under a temporary name in the destination's folder, renamed into place."""
 
 from __future__ import annotations
 
@@ -8,7 +7,7 @@ import errno
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -98,3 +97,10 @@ def staged_dir(folder: str | Path, field: str) -> Iterator[Path]:
                 tmp.rename(folder)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_files(folder: str | Path, files: Mapping[str, bytes | str], field: str) -> None:
+    """``files`` (name -> bytes, or text written as UTF-8) in ``folder``: all of them or none."""
+    with staged_dir(folder, field) as stage:
+        for name, data in files.items():
+            (stage / name).write_bytes(data.encode() if isinstance(data, str) else data)

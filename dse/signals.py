@@ -1,8 +1,7 @@
 """Stop signals: SIGTERM (``kill``, ``scancel``, a Slurm time limit) and SIGUSR1 (Slurm's warning)
 behave like Ctrl-C, so ``finally`` blocks and the sweeper's handlers run instead of the process
 dying with trials RUNNING. SIGINT is left as the process found it (a shell's background jobs ignore
-it).
-"""
+it)."""
 
 from __future__ import annotations
 
@@ -23,12 +22,8 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM received: stop as after Ctrl-C."""
 
 
-def _stop(signum: int) -> KeyboardInterrupt:
-    return KeyboardInterrupt() if signum == signal.SIGINT else Terminated(signal.Signals(signum).name)
-
-
 def _raise_terminated(signum: int, frame: FrameType | None) -> None:
-    raise _stop(signum)
+    raise Terminated(signal.Signals(signum).name)
 
 
 @contextmanager
@@ -48,15 +43,17 @@ def stop_signals() -> Iterator[None]:
 class HeldStops:
     """Stop signals noted while :attr:`armed` and handled by their own handler at the next safe point
     (:meth:`deliver`, after a step's checkpoint). Only Python handlers are held; unarmed, or a
-    second signal while one is pending, acts at once."""
+    second signal while one is pending (unless ``second_waits``), acts at once."""
 
-    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, *TERMINATING)) -> None:
-        self.signals = signals
+    def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, *TERMINATING),
+                 second_waits: bool = False) -> None:
+        self.signals, self.second_waits = signals, second_waits
         self.armed = False
         self.pending: int | None = None
-        self._saved: dict[int, Any] = {}
+        self.received: int | None = None  # the last one acted on at once
 
     def __enter__(self) -> HeldStops:
+        self._saved: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for s in self.signals:
                 handler = signal.getsignal(s)
@@ -78,65 +75,36 @@ class HeldStops:
             self._saved[signum](signum, None)
 
     def _note(self, signum: int, frame: FrameType | None) -> None:
-        if self.armed and self.pending is None:
-            self.pending = signum
+        if self.armed and (self.pending is None or self.second_waits):
+            self.pending = signum if self.pending is None else self.pending
             return
-        self.pending = None  # handled now, not again on the way out
+        self.pending, self.received = None, signum  # handled now, not again on the way out
         self._saved[signum](signum, frame)
 
 
-class SignalGate:
-    """Holds SIGINT/SIGTERM inside :meth:`held`, raising them at its end or in :meth:`open` (the
-    launched jobs): one raised inside Optuna's ``ask``/``tell`` could leave a trial RUNNING forever."""
+class SignalGate(HeldStops):
+    """SIGINT/SIGTERM held inside :meth:`held` but for :meth:`open` (the launched jobs): one raised
+    inside Optuna's ``ask``/``tell`` could leave a trial RUNNING forever."""
 
     def __init__(self) -> None:
-        self.pending: int | None = None  # noted while held
-        self.received: int | None = None  # raised inside open()
-        self._saved: dict[int, Any] = {}
+        super().__init__(STOP_SIGNALS, second_waits=True)
 
     @contextmanager
     def held(self) -> Iterator[SignalGate]:
-        self._saved = {s: signal.getsignal(s) for s in STOP_SIGNALS}
-        self._hold_all()
-        try:
+        with self:
+            self.armed = True
             yield self
-            self.deliver()
-        finally:
-            for s, handler in self._saved.items():
-                signal.signal(s, handler)
 
     @contextmanager
     def open(self) -> Iterator[None]:
         """Signals act at once (one noted meanwhile first); one received inside is raised again when
         the block ends normally, as the work may have swallowed it."""
         self.deliver()
-        self.received = None
-        for s, handler in self._saved.items():
-            if handler is not signal.SIG_IGN:
-                signal.signal(s, self._stop_now)
+        self.armed, self.received = False, None
         try:
             yield
         finally:
-            self._hold_all()
+            self.armed = True
         if self.received is not None:
             self.pending, self.received = self.received, None
             self.deliver()
-
-    def deliver(self) -> None:
-        """Raise the stop noted while held, if any."""
-        if self.pending is not None:
-            signum, self.pending = self.pending, None
-            raise _stop(signum)
-
-    def _stop_now(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signum
-        raise _stop(signum)
-
-    def _hold_all(self) -> None:
-        for s, handler in self._saved.items():
-            if handler is not signal.SIG_IGN:
-                signal.signal(s, self._note)
-
-    def _note(self, signum: int, frame: FrameType | None) -> None:
-        self.pending = self.pending if self.pending is not None else signum
-

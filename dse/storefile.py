@@ -29,8 +29,9 @@ class NamedStore:
 def named_store(arg: str | Path) -> NamedStore:
     """Which store ``arg`` names: a URL, a folder's ``results.db``, or a file."""
     text = str(arg)
-    if "://" in text:
-        return NamedStore(url=text, file=sqlite_file(text), folder=None)
+    if "://" in text:  # SQLAlchemy's rule; no file for a server or in-memory SQLite
+        db = (_sqlite_db(text) or "").split("?")[0]
+        return NamedStore(text, None if db in ("", ":memory:") or db.startswith("file:") else Path(db), None)
     path = Path(text)
     if path.is_dir():
         return NamedStore(url=None, file=path / DB_NAME, folder=path)
@@ -43,12 +44,6 @@ def _sqlite_db(url: str) -> str | None:
     if not sep or scheme.split("+")[0] != "sqlite":
         return None
     return unquote(rest[1:] if rest.startswith("/") else rest)
-
-
-def sqlite_file(url: str) -> Path | None:
-    """The file of an ``sqlite://`` URL by SQLAlchemy's rule; None for others or in-memory SQLite."""
-    db = (_sqlite_db(url) or "").split("?")[0]
-    return None if db in ("", ":memory:") or db.startswith("file:") else Path(db)
 
 
 def in_memory(url: str) -> bool:
@@ -74,16 +69,6 @@ def study_file(runs: Path, study: str, name: str = DB_NAME) -> Path:
     return runs / study / name
 
 
-def store_file(path: Path) -> Path | None:
-    """The SQLite file ``path`` names for writing (a new one only with a :data:`SUFFIXES` ending, so
-    ``store.url=garbage`` is refused, not created); else None."""
-    named = named_store(path)
-    file = named.file
-    if file is not None and (named.folder is not None or file.is_file() or file.suffix.lower() in SUFFIXES):
-        return file
-    return None
-
-
 def sqlite_url(path: Path) -> str:
     """The SQLAlchemy URL of an SQLite file (quoted the way :func:`sqlalchemy.make_url` unquotes)."""
     return "sqlite:///" + quote(str(path))
@@ -94,22 +79,17 @@ def writable(path: Path) -> bool:
     return os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
 
 
-def _uri(path: Path, **params: str) -> str:
+def file_uri(path: Path, **params: str) -> str:
     """Percent-quoted: SQLite reads ``?`` and ``#`` in a ``file:`` URI as a query or fragment."""
     return f"file:{quote(str(path))}?{urlencode(params)}"
-
-
-def writer_uri(path: Path) -> str:
-    """``file:`` URI that opens ``path`` for writing, creating it when missing."""
-    return _uri(path, mode="rwc")
 
 
 def reader_uri(path: Path) -> str:
     """``file:`` URI that reads ``path`` without creating it or leaving files beside it: read-write
     where writable (only a writer removes ``-wal``), else immutable unless a WAL holds rows."""
     if writable(path):
-        return _uri(path, mode="rw")
+        return file_uri(path, mode="rw")
     wal = path.with_name(path.name + "-wal")
     if wal.is_file() and wal.stat().st_size > 0:
-        return _uri(path, mode="ro")
-    return _uri(path, mode="ro", immutable="1")
+        return file_uri(path, mode="ro")
+    return file_uri(path, mode="ro", immutable="1")

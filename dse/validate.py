@@ -29,7 +29,6 @@ FUSED_MODES = ("auto", "fused", "sequential")  # hydra.launcher.mode of hydra/la
 # three-way switches (trainer.channels_last, trainer.progress_bar); "auto" is decided at run time
 SWITCHES: dict[str, bool | None] = {"auto": None, "true": True, "false": False}
 SEEDS = (0, 2**32 - 1)  # what Lightning's seed_everything accepts (numpy's uint32)
-DATASETS = tuple(SOURCES)
 # Lightning logger class -> (the pyproject extra that installs it, modules any one of which it needs)
 LOGGER_EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "TensorBoardLogger": ("tensorboard", ("tensorboard", "tensorboardX")),
@@ -67,10 +66,6 @@ def _check(group: str, node: Any, rules: list[tuple[str, bool, str]]) -> None:
             raise ConfigError(f"{group}.{key}", f"{rule} (got {node.get(key)!r})")
 
 
-def _whole(x: Any, lo: int) -> bool:
-    return not isinstance(x, bool) and isinstance(x, int) and x >= lo
-
-
 def _devices_ok(devices: Any) -> bool:
     if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)):
         ids = list(devices)
@@ -98,24 +93,15 @@ def validate_trainer(tc: Any) -> None:
         ("weight_decay", 0 <= tc.weight_decay < math.inf, "must be >= 0"),
         ("label_smoothing", 0 <= tc.label_smoothing < 1, "must be in [0, 1)"),
         ("warmup_epochs", 0 <= tc.warmup_epochs < math.inf, "must be >= 0"),
-        ("checkpoint_every", _whole(tc.get("checkpoint_every", 0), 0), "must be an integer >= 0"),
-        ("keep_checkpoints", _whole(tc.get("keep_checkpoints", 1), 1), "must be an integer >= 1"),
         ("devices", _devices_ok(tc.devices),
          "must be a positive integer, -1 (all), 'auto' or a list of device indices"),
     ])
+    for key, lo in (("checkpoint_every", 0), ("keep_checkpoints", 1)):
+        int_at_least(tc.get(key, lo), lo, f"trainer.{key}")
     if tc.get("latency"):
         from dse.latency import require
 
         require("trainer.latency", "true ")
-
-
-def one_device(data_name: str, devices: Any) -> None:
-    """An in-memory dataset trains on one device: its batches are not sharded per DDP rank."""
-    n = len(devices) if OmegaConf.is_list(devices) or isinstance(devices, (list, tuple)) else devices
-    if data_name in IN_MEMORY and n != 1:
-        raise ConfigError("trainer.devices", f"{data_name} is held in memory and trains on one device, "
-                          f"its batches are not sharded per rank (got {devices!r}): use 1; a multirun "
-                          "spreads its jobs over the GPUs (jobs_per_gpu)")
 
 
 def validate_fused_launcher(node: Any) -> None:
@@ -150,14 +136,19 @@ def validate_logger(node: Any) -> None:
 def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
     """Reject a bad data config before anything is loaded; ``on_disk=False`` skips ``data.root``
     (dse-model lays out ImageNet's network on a machine without ImageNet)."""
-    name = one_of("data.name", dc.get("name"), DATASETS)
+    name = one_of("data.name", dc.get("name"), SOURCES)
     subset = dc.get("subset")
     if subset is not None and int(subset) <= 0:
         raise ConfigError("data.subset", f"must be a positive integer or null (got {subset})")
     _check("data", dc, [(key, int(dc.get(key, lo)) >= lo, f"must be >= {lo}") for key, lo in (
         ("channels", 1), ("image_size", 1), ("num_classes", 2), ("synthetic_size", 2),
         ("val_size", 0), ("num_workers", 0))])
-    val_split(name, dc)
+    if name in IN_MEMORY:  # val_size enters the hash: refused, not capped
+        val = int(dc.get("val_size", 0))
+        train = SOURCES[name].train_images or int(dc.get("synthetic_size", 0))
+        if not 1 <= val <= train // 2:
+            raise ConfigError("data.val_size", f"must be in [1, {train // 2}], half of {name}'s "
+                                               f"{train} training images (got {val})")
     shape = SOURCES[name].shape
     for key, fixed in shape._asdict().items() if shape else ():
         if key in dc and dc[key] != fixed:
@@ -173,30 +164,6 @@ def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
     if name == "imagenet" and not (Path(root).expanduser() / "train").is_dir():
         raise ConfigError("data.root", f"ImageFolder root {root!r} has no train/ folder "
                           "(expected data.root/train/<class>/*.jpg and data.root/val/...)")
-
-
-def val_split(name: str, dc: Mapping[str, Any]) -> int:
-    """``data.val_size`` of an in-memory dataset: 1 .. half its training images (refused, not
-    capped: it enters the hash)."""
-    val = int(dc.get("val_size", 0))
-    if name not in IN_MEMORY:
-        return val
-    train = SOURCES[name].train_images or int(dc.get("synthetic_size", 0))
-    if not 1 <= val <= train // 2:
-        raise ConfigError("data.val_size", f"must be in [1, {train // 2}], half of {name}'s "
-                                           f"{train} training images (got {val})")
-    return val
-
-
-def check_seeds(seed: Any, seeds: Any) -> None:
-    """``seed`` .. ``seed + study.seeds - 1`` must all be seeds Lightning accepts."""
-    lo, hi = SEEDS
-    first = int_at_least(seed, lo, "seed")
-    n = int_at_least(seeds, 1, "study.seeds")
-    if first > hi:
-        raise ConfigError("seed", f"must be in [{lo}, {hi}] (got {first})")
-    if first + n - 1 > hi:
-        raise ConfigError("seed", f"seed + study.seeds - 1 must be <= {hi} (got {first + n - 1})")
 
 
 def check_shapes(model: Any, data: Any) -> None:
@@ -236,13 +203,6 @@ def check_runs(runs: Any) -> str:
     if not text.strip():
         raise ConfigError("paths.runs", "is empty: name the folder the studies go in (e.g. runs)")
     return text
-
-
-def check_store_url(url: Any) -> None:
-    """``store.url``: anything but an in-memory database (whether it opens is the store's to say)."""
-    if url is not None and in_memory(str(url)):
-        raise ConfigError("store.url", f"{url!r} is an in-memory database: its rows are lost when "
-                                       "the run ends (give a file or a server URL)")
 
 
 def check_keys(cfg: DictConfig, schema: type = Config, prefix: str = "") -> None:
@@ -290,21 +250,33 @@ def model_report(cfg: Any) -> ModelReport:
 
 
 def validate(cfg: DictConfig, data_on_disk: bool = True) -> None:
-    """Check keys, model, data, trainer, logger and study together, as every entry point does, so a
-    value is refused in the same words wherever it is typed (the report: :func:`model_report`)."""
+    """Keys, model, data, trainer, logger and study, checked alike by every entry point."""
     check_keys(cfg)
     validate_data(cfg.data, on_disk=data_on_disk)
     check_shapes(cfg.model, cfg.data)
     report = model_report(cfg)
     validate_trainer(cfg.trainer)
-    one_device(cfg.data.name, cfg.trainer.devices)
+    devices = cfg.trainer.devices  # an in-memory dataset's batches are not sharded per DDP rank
+    if cfg.data.name in IN_MEMORY and (len(devices) if OmegaConf.is_list(devices) else devices) != 1:
+        raise ConfigError("trainer.devices", f"{cfg.data.name} is held in memory and trains on one "
+                          f"device, its batches are not sharded per rank (got {devices!r}): use 1; a "
+                          "multirun spreads its jobs over the GPUs (jobs_per_gpu)")
     validate_logger(OmegaConf.select(cfg, "logger"))
     int_at_least(OmegaConf.select(cfg, "jobs_per_gpu", default=1), 1, "jobs_per_gpu")
     check_study_name(cfg.study.name)
-    check_seeds(OmegaConf.select(cfg, "seed", default=0), cfg.study.seeds)
+    lo, hi = SEEDS  # seed .. seed + study.seeds - 1 must all be seeds Lightning accepts
+    first = int_at_least(OmegaConf.select(cfg, "seed", default=0), lo, "seed")
+    n = int_at_least(cfg.study.seeds, 1, "study.seeds")
+    if first > hi:
+        raise ConfigError("seed", f"must be in [{lo}, {hi}] (got {first})")
+    if first + n - 1 > hi:
+        raise ConfigError("seed", f"seed + study.seeds - 1 must be <= {hi} (got {first + n - 1})")
     if not (isinstance(cfg.study.rerun, bool) or cfg.study.rerun == STALE):
         raise ConfigError("study.rerun", f"must be true, false or {STALE} "
                                          f"(got {cfg.study.rerun!r})")
     check_runs(OmegaConf.select(cfg, "paths.runs", default="runs"))
-    check_store_url(OmegaConf.select(cfg, "store.url", default=None))
+    url = OmegaConf.select(cfg, "store.url", default=None)  # whether it opens is the store's to say
+    if url is not None and in_memory(str(url)):
+        raise ConfigError("store.url", f"{url!r} is an in-memory database: its rows are lost when "
+                                       "the run ends (give a file or a server URL)")
     check_fits(report, cfg.trainer.batch_size)

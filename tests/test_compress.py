@@ -9,18 +9,21 @@ import pytest
 import torch
 from torch import nn
 
-from dse.compress import huffman as hf
-from dse.compress.prune import (
+from dse.compress import storage as hf
+from dse.compress.storage import PARTS, decode, encode, encode_report, gaps, positions
+from dse.compress.weights import (
     conv_layers,
     count_params,
     finalize,
     kept_count,
+    kmeans_1d,
     masks,
     prune_model,
+    quantize_model,
     resolve_densities,
+    shared,
+    strip,
 )
-from dse.compress.quantize import kmeans_1d, quantize_model, shared, strip
-from dse.compress.storage import PARTS, decode, encode, encode_report, gaps, positions
 from dse.errors import ConfigError
 from dse.model import build_model
 

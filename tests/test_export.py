@@ -103,8 +103,7 @@ def exported(smoke_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Simpl
     """The smoke run's network as dense files (ONNX, TorchScript, int8) and as files of its
     pruned + 6-bit quantized dse-compress file (no fine-tuning: any weights will do)."""
     from dse.compress.pipeline import _dense_model
-    from dse.compress.prune import finalize, prune_model, resolve_densities
-    from dse.compress.quantize import quantize_model
+    from dse.compress.weights import finalize, prune_model, quantize_model, resolve_densities
 
     tmp = tmp_path_factory.mktemp("export")
     (src,) = (smoke_run / "runs/default/single").glob("*/checkpoints/last.ckpt")

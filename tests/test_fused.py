@@ -21,8 +21,7 @@ import torch
 from dse.compose import compose
 from dse.model.fused import FusedFireNet
 from dse.model.net import FireNet
-from dse.model.report import analyze
-from dse.model.spec import build_spec
+from dse.model.spec import analyze, build_spec
 from dse.store import ResultsStore, config_hash
 from dse.train.fused import Member, fusable, train_group
 from dse.train.run import train_once

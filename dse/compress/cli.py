@@ -5,16 +5,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-import uuid
-from typing import TYPE_CHECKING, Any
 
 from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.logs import quiet_lightning
 from dse.text import comma_list
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from dse.compress.pipeline import Checkpoint
-    from dse.store import ResultsStore
 
 PROG = "dse-compress"
 
@@ -52,27 +46,6 @@ def int_list(text: str, option: str) -> tuple[int, ...]:
         raise ConfigError(option, f"expected comma-separated integers (got {text!r})") from None
 
 
-def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str:
-    """Append the result's ``compressions`` rows, linked to the training run by ``run_id``."""
-    from dse.compress.results import COLUMNS, TABLE
-    from dse.store import config_hash, provenance, utcnow_iso
-
-    cfg, opts, prov = ckpt.cfg, result["options"], provenance()
-    if ckpt.run_id is None:
-        run = store.get(config_hash(ckpt.original_cfg), ckpt.seed, statuses=None)
-        ckpt.run_id = run["run_id"] if run else None
-    common = dict(run_id=ckpt.run_id, study=cfg.study.name, config_hash=config_hash(
-        ckpt.original_cfg), checkpoint=str(ckpt.path.resolve()), model=cfg.model.name,
-        overrides=" ".join(ckpt.overrides), data=cfg.data.name, density=opts["density"],
-        index_bits=",".join(map(str, opts["index_bits"])), retrain_epochs=opts["retrain_epochs"],
-        finetune_epochs=opts["finetune_epochs"], created_at=utcnow_iso(),
-        dse_version=prov["dse_version"], git_commit=prov["git_commit"])
-    store.ensure_table(TABLE, COLUMNS)
-    store.append([{**common, "compression_id": uuid.uuid4().hex, **{k: r[k] for k in COLUMNS if k in r}}
-                  for r in result["rows"]], table=TABLE)
-    return str(store)
-
-
 def _run(args: argparse.Namespace) -> None:
     """Check everything (--out, options, checkpoint, densities, config, store), then compress."""
     from contextlib import nullcontext
@@ -83,8 +56,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
     from dse.checkpoint import load_checkpoint
-    from dse.compress.pipeline import Options, check, compress
-    from dse.compress.results import format_table
+    from dse.compress.pipeline import Options, check, compress, format_table, record
     from dse.store import ResultsStore
 
     options = Options(bits=int_list(args.bits, "--bits"), density=args.density,

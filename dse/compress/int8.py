@@ -14,28 +14,22 @@ import torch
 from torch import nn
 
 from dse import latency
-from dse.compress.results import LATENCY_COLUMN
 from dse.metrics import ACCURACY, REGISTRY
 
 log = logging.getLogger("dse.compress")
 CALIBRATION_IMAGES = 256
 CALIBRATION_BATCH = 32
+INT8_FILE = "int8.onnx"
+LATENCY_COLUMN = "latency_ms"  # what the int8 stage times: onnxruntime, batch 1, median
 
 
 def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATCH) -> bytes:
     """The int8 ONNX file of ``fp32``, calibrated on ``calibration`` (normalised [N, C, H, W] images)."""
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-    from onnxruntime.quantization.shape_inference import quant_pre_process
+    from onnxruntime import quantization as oq
 
     images = np.ascontiguousarray(calibration, dtype=np.float32)
 
-    class Reader(CalibrationDataReader):
+    class Reader(oq.CalibrationDataReader):
         def __init__(self) -> None:
             self.feeds = iter([{latency.INPUT: images[i:i + batch]} for i in range(0, len(images), batch)])
 
@@ -45,11 +39,10 @@ def quantize(fp32: bytes, calibration: np.ndarray, batch: int = CALIBRATION_BATC
     with tempfile.TemporaryDirectory(prefix="dse-int8-") as tmp:
         src, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
         src.write_bytes(fp32)
-        quant_pre_process(str(src), str(pre))
-        quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ,
-                        per_channel=True, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8,
-                        calibrate_method=CalibrationMethod.MinMax)
+        oq.quant_pre_process(str(src), str(pre))
+        oq.quantize_static(str(pre), str(out), Reader(), quant_format=oq.QuantFormat.QDQ, per_channel=True,
+                           weight_type=oq.QuantType.QInt8, activation_type=oq.QuantType.QUInt8,
+                           calibrate_method=oq.CalibrationMethod.MinMax)
         return out.read_bytes()
 
 
@@ -87,8 +80,7 @@ def accuracy(run: latency.Runner, loader: Iterable[tuple[torch.Tensor, torch.Ten
 
 def stage(model: nn.Module, cfg: dict[str, Any], dm: Any
           ) -> tuple[bytes, dict[str, float | None], dict[str, float]]:
-    """dse-compress's int8 stage: the int8 file of the dense ``model``, its accuracies, and its and
-    the fp32 file's ``latency_ms``."""
+    """The int8 file of the dense ``model``, its accuracies, and its and the fp32 file's ``latency_ms``."""
     log.info("int8: exporting, calibrating on %d train images, evaluating, timing", CALIBRATION_IMAGES)
     shape = latency.input_shape(cfg)
     fp32 = latency.to_onnx(model, shape)

@@ -1,13 +1,15 @@
-"""Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report.
-
-Retraining is Lightning with the project's ``FireClassifier`` (the network's own optimiser, data and
-precision, at ``trainer.lr`` times ``lr_scale``); masks are ``torch.nn.utils.prune`` hooks and shared
-weights a parametrization, so ``model.parameters()`` exposes only what may change."""
+"""Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report
+(Table 2's Markdown, the files, and the ``compressions`` store columns, owned here). Retraining is
+Lightning with the project's ``FireClassifier`` (its optimiser, data and precision, at ``trainer.lr``
+times ``lr_scale``); masks are ``torch.nn.utils.prune`` hooks and shared weights a parametrization,
+so ``model.parameters()`` exposes only what may change."""
 
 from __future__ import annotations
 
 import copy
+import json
 import logging
+import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -18,17 +20,29 @@ from torch import nn
 
 from dse import latency
 from dse.checkpoint import Checkpoint
-from dse.compress import int8
-from dse.compress.prune import count_params, finalize, nonzero_weights, prune_model, resolve_densities
-from dse.compress.quantize import check_bits, quantize_model
-from dse.compress.results import INT8_FILE, LATENCY_COLUMN, OUT, write_outputs
+from dse.compress import int8, weights
+from dse.compress.int8 import INT8_FILE, LATENCY_COLUMN
 from dse.compress.storage import DEFAULT_INDEX_BITS, check_index_bits, decode, encode_report, plain_state_dict
 from dse.errors import ConfigError
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
-from dse.outputs import check_writable
+from dse.outputs import check_writable, write_files
+from dse.store import ResultsStore, config_hash, provenance, utcnow_iso
+from dse.text import table
 
 log = logging.getLogger("dse.compress")
+OUT = "--out"
+TABLE = "compressions"
+COLUMNS: dict[str, Any] = {
+    "compression_id": str, "run_id": str | None, "study": str, "config_hash": str,
+    "checkpoint": str, "overrides": str, "model": str, "data": str, "stage": str, "label": str,
+    "bits": int | None,
+    "density": str, "index_bits": str, "retrain_epochs": int, "finetune_epochs": int,
+    "size_bytes": int, "size_mb": float, "ratio": float, LATENCY_COLUMN: float | None,
+    "nonzero_weights": int, "params": int,
+    **dict.fromkeys(ACCURACY, float | None), "file": str | None, "created_at": str,
+    "dse_version": str, "git_commit": str,
+}
 
 
 @dataclass
@@ -44,7 +58,7 @@ class Options:
     int8: bool = False  # also an int8 ONNX file of the dense network (dse.compress.int8), timed
 
     def validate(self) -> Options:
-        self.bits = tuple(check_bits(b) for b in self.bits)
+        self.bits = tuple(weights.check_bits(b) for b in self.bits)
         if not self.bits:
             raise ConfigError("--bits", "give at least one bit width")
         for key in ("retrain_epochs", "finetune_epochs"):
@@ -90,7 +104,7 @@ class Lab:
         module.model = model
         return module
 
-    def fit(self, model: nn.Module, epochs: int, lr_scale: float) -> nn.Module:
+    def fit(self, model: nn.Module, epochs: int, lr_scale: float) -> None:
         """Train in place for ``epochs`` at the checkpoint's LR times ``lr_scale``, no warmup."""
         import lightning as L
 
@@ -99,7 +113,6 @@ class Lab:
             tc = self.cfg["trainer"]
             module = self._module(model, {"lr": tc["lr"] * lr_scale, "warmup_epochs": 0, "max_steps": -1})
             self._trainer(epochs).fit(module, datamodule=self.dm)
-        return model
 
     def evaluate(self, model: nn.Module) -> dict[str, float | None]:
         """Validation and (unless ``trainer.test=false``) test top-1/top-5 of ``model``."""
@@ -110,8 +123,7 @@ class Lab:
         if self.cfg["trainer"].get("test", True):
             trainer.test(module, datamodule=self.dm, verbose=False)
             metrics.update(trainer.callback_metrics)
-        keys = {k: REGISTRY[k].key for k in ACCURACY}
-        return {k: float(metrics[key]) if key in metrics else None for k, key in keys.items()}
+        return {k: float(v) if (v := metrics.get(REGISTRY[k].key)) is not None else None for k in ACCURACY}
 
 
 def _state_bits(state: dict[str, torch.Tensor]) -> dict[str, bytes]:
@@ -134,39 +146,18 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
     plain = OmegaConf.to_container(ckpt.cfg)
     plain.pop("logger", None)  # retraining here logs nothing: a logger's package is not needed
     validate(OmegaConf.create(plain))
-    resolve_densities(_dense_model(ckpt)[0], options.density)
+    weights.resolve_densities(_dense_model(ckpt)[0], options.density)
     if out_dir is not None:
         check_writable(out_dir, OUT, directory=True)
     return Lab(ckpt.cfg, ckpt.seed)
 
 
-def _quantized(model: nn.Module, model_cfg: Any, bits: int, seed: int | None, opts: Options,
-               lab: Lab, files: dict[str, bytes], parts: dict[str, dict[str, int]], row: Any
-               ) -> None:
-    """One bit width: quantize a copy, fine-tune, then its plain and Huffman files, each checked by
-    decoding it."""
-    log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
-    q = copy.deepcopy(model)
-    quantize_model(q, bits, seed=seed)
-    lab.fit(q, opts.finetune_epochs, opts.lr_scale)
-    metrics = lab.evaluate(q)
-    reference = _state_bits(plain_state_dict(q))
-    for huff, name, stage in ((False, f"q{bits}.dsec", "quantized"),
-                              (True, f"q{bits}_huffman.dsec", "huffman")):
-        enc = encode_report(q, huffman=huff, index_bits=opts.index_bits)
-        if _state_bits(decode(enc.data, build_model(model_cfg)).state_dict()) != reference:
-            raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
-        files[name], parts[name] = enc.data, enc.parts
-        row(stage, f"quantized {bits}-bit" + (" + Huffman" if huff else ""), bits, enc.size, q, metrics, name)
-
-
 def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
              lab: Lab | None = None) -> dict[str, Any]:
-    """The whole pipeline: rows (one per Table-2 stage) and size breakdowns, files written to
-    ``out_dir`` if given; ``lab`` is :func:`check`'s (else it runs here)."""
+    """Rows (one per Table-2 stage) and size breakdowns, files in ``out_dir``; ``lab``: :func:`check`'s."""
     lab = lab or check(ckpt, opts, out_dir)
     model, model_cfg = _dense_model(ckpt)
-    densities = resolve_densities(model, opts.density)
+    densities = weights.resolve_densities(model, opts.density)
 
     dense_bytes = 4 * build_spec(model_cfg).params  # the contract's size_bytes of the run
     rows: list[dict[str, Any]] = []
@@ -177,7 +168,7 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
             file: str | None) -> None:
         rows.append(dict(stage=stage, label=label, bits=bits, size_bytes=size, size_mb=to_mb(size),
                          size_mib=to_mib(size), ratio=dense_bytes / size,
-                         nonzero_weights=nonzero_weights(m), params=count_params(m),
+                         nonzero_weights=weights.nonzero_weights(m), params=weights.count_params(m),
                          **metrics, file=file))
 
     log.info("dense: evaluating")
@@ -187,15 +178,28 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
         int8_file, int8_metrics, latencies = int8.stage(model, lab.cfg, lab.dm)
         rows[0][LATENCY_COLUMN] = latencies["dense"]
     log.info("pruning (%s) and retraining %d epochs", opts.density, opts.retrain_epochs)
-    prune_model(model, densities)
+    weights.prune_model(model, densities)
     lab.fit(model, opts.retrain_epochs, opts.lr_scale)
-    finalize(model)
+    weights.finalize(model)
     pruned_metrics = lab.evaluate(model)
     enc = encode_report(model, huffman=False, index_bits=opts.index_bits)
     files["pruned.dsec"], parts["pruned.dsec"] = enc.data, enc.parts
     row("pruned", f"pruned ({opts.density})", 32, enc.size, model, pruned_metrics, "pruned.dsec")
-    for bits in opts.bits:
-        _quantized(model, model_cfg, bits, ckpt.seed, opts, lab, files, parts, row)
+    for bits in opts.bits:  # a quantized copy, fine-tuned; its plain and Huffman files checked by decoding
+        log.info("quantizing to %d bits and fine-tuning %d epochs", bits, opts.finetune_epochs)
+        q = copy.deepcopy(model)
+        weights.quantize_model(q, bits, seed=ckpt.seed)
+        lab.fit(q, opts.finetune_epochs, opts.lr_scale)
+        metrics = lab.evaluate(q)
+        reference = _state_bits(plain_state_dict(q))
+        for huff, name, stage in ((False, f"q{bits}.dsec", "quantized"),
+                                  (True, f"q{bits}_huffman.dsec", "huffman")):
+            enc = encode_report(q, huffman=huff, index_bits=opts.index_bits)
+            if _state_bits(decode(enc.data, build_model(model_cfg)).state_dict()) != reference:
+                raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
+            files[name], parts[name] = enc.data, enc.parts
+            label = f"quantized {bits}-bit" + (" + Huffman" if huff else "")
+            row(stage, label, bits, enc.size, q, metrics, name)
     if opts.int8:
         files[INT8_FILE] = int8_file
         row("int8", "int8 (onnxruntime static)", 8, len(int8_file), dense, int8_metrics, INT8_FILE)
@@ -204,6 +208,39 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
                   overrides=list(ckpt.overrides), model=model_cfg, dense_bytes=dense_bytes, rows=rows,
                   parts=parts)
     if out_dir is not None:
-        write_outputs(Path(out_dir), result, files)
+        write_files(out_dir, {**files, "model.json": json.dumps(model_cfg, indent=1) + "\n",
+                              "compression.json": json.dumps(result, indent=1) + "\n",
+                              "compression.md": format_table(result) + "\n"}, OUT)
     return result
 
+
+def format_table(result: dict[str, Any]) -> str:
+    """Table-2-style Markdown table of a :func:`compress` result."""
+    accuracies = [REGISTRY[k] for k in ACCURACY]
+    timed = any(r.get(LATENCY_COLUMN) is not None for r in result["rows"])
+    lat = [REGISTRY[LATENCY_COLUMN]] if timed else []
+    header = ["stage", "size (bytes)", "MB", "MiB", "ratio", "non-zero weights", "params",
+              *(m.label for m in accuracies), *(f"{m.label} {m.unit}" for m in lat)]
+    rows = [[r["label"], f"{r['size_bytes']:,}", f"{r['size_mb']:.3f}", f"{r['size_mib']:.3f}",
+             f"{r['ratio']:.1f}x", f"{r['nonzero_weights']:,}", f"{r['params']:,}",
+             *(m.show(r[m.name]) for m in accuracies), *(m.show(r.get(m.name)) for m in lat)]
+            for r in result["rows"]]
+    return table(header, rows, align=[None, *["right"] * (len(header) - 1)], markdown=True, pad=False)
+
+
+def record(store: ResultsStore, ckpt: Checkpoint, result: dict[str, Any]) -> str:
+    """Append the result's ``compressions`` rows, linked to the training run by ``run_id``."""
+    cfg, opts, prov = ckpt.cfg, result["options"], provenance()
+    if ckpt.run_id is None:
+        run = store.get(config_hash(ckpt.original_cfg), ckpt.seed, statuses=None)
+        ckpt.run_id = run["run_id"] if run else None
+    common = dict(run_id=ckpt.run_id, study=cfg.study.name, config_hash=config_hash(
+        ckpt.original_cfg), checkpoint=str(ckpt.path.resolve()), model=cfg.model.name,
+        overrides=" ".join(ckpt.overrides), data=cfg.data.name, density=opts["density"],
+        index_bits=",".join(map(str, opts["index_bits"])), retrain_epochs=opts["retrain_epochs"],
+        finetune_epochs=opts["finetune_epochs"], created_at=utcnow_iso(),
+        dse_version=prov["dse_version"], git_commit=prov["git_commit"])
+    store.ensure_table(TABLE, COLUMNS)
+    store.append([{**common, "compression_id": uuid.uuid4().hex, **{k: r[k] for k in COLUMNS if k in r}}
+                  for r in result["rows"]], table=TABLE)
+    return str(store)

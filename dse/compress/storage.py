@@ -1,10 +1,12 @@
-"""The compressed model file (``.dsec``): sparse relative indices, codebooks, Huffman coding.
-
-Layout: docs/COMPRESSION.md ("File format"); every byte-aligned section belongs to one *part*, so a
-file's length is the sum of its parts. Decoding restores every tensor bit for bit."""
+"""The compressed model file (``.dsec``): sparse relative indices, codebooks, Huffman coding. Layout:
+docs/COMPRESSION.md ("File format"); every byte-aligned section belongs to one *part*, so a
+file's length is the sum of its parts. Decoding restores every tensor bit for bit. Canonical Huffman
+coding is hand-written in numpy, not ``dahuffman``: the file stores a code as one length per symbol
+(a format dahuffman lacks) and numpy packs a million symbols in milliseconds."""
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -14,9 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from dse.compress import huffman as hf
-from dse.compress.prune import classifier_name, conv_layers
-from dse.compress.quantize import shared
+from dse.compress.weights import classifier_name, conv_layers, shared
 from dse.errors import ConfigError
 
 MAGIC, VERSION = b"DSEC", 1
@@ -27,6 +27,106 @@ MODE_RAW, MODE_CODEBOOK = 0, 1
 HUFF_VALUES, HUFF_INDEX = 1, 2
 DEFAULT_INDEX_BITS = (4, 5)  # (convolutions, classifier): Deep Compression's conv / fc choice
 _LAYER = struct.Struct("<BBBIIIIIB")  # mode, value bits, index bits, k, n, entries, lens, flags
+MAX_LEN = 20  # longest Huffman code; >= 16 so any alphabet of <= 2**16 symbols fits
+LEN_BITS = 5  # width of one stored code length (0 = symbol unused)
+
+
+def pack_fixed(symbols: np.ndarray, width: int) -> bytes:
+    """Pack non-negative integers ``< 2**width`` MSB-first at ``width`` bits each."""
+    s = np.asarray(symbols, dtype=np.int64)
+    if s.size and (s.min() < 0 or s.max() >= 1 << width):
+        raise ValueError(f"symbol out of range for {width}-bit packing")
+    bits = (s[:, None] >> np.arange(width - 1, -1, -1)) & 1
+    return np.packbits(bits.astype(np.uint8).ravel()).tobytes()
+
+
+def unpack_fixed(data: bytes, width: int, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_fixed` for ``n`` symbols."""
+    bits = np.unpackbits(np.frombuffer(data, np.uint8), count=n * width).astype(np.int64)
+    return bits.reshape(n, width) @ (1 << np.arange(width - 1, -1, -1, dtype=np.int64))
+
+
+def code_lengths(counts: np.ndarray, max_len: int = MAX_LEN) -> np.ndarray:
+    """Huffman code length of every symbol (0 for symbols that never occur), capped at max_len."""
+    counts = np.asarray(counts, dtype=np.int64)
+    lengths = np.zeros(len(counts), dtype=np.int64)
+    used = np.flatnonzero(counts)
+    if len(used) == 1:
+        lengths[used] = 1
+    if len(used) <= 1:
+        return lengths
+    weights = counts[used]
+    m = len(used)
+    while True:
+        heap = [(int(w), i) for i, w in enumerate(weights)]
+        heapq.heapify(heap)
+        parent = [0] * (2 * m - 1)
+        for node in range(m, 2 * m - 1):  # merge the two lightest subtrees into a new node
+            (w1, a), (w2, b) = heapq.heappop(heap), heapq.heappop(heap)
+            parent[a] = parent[b] = node
+            heapq.heappush(heap, (w1 + w2, node))
+        depth = [0] * (2 * m - 1)
+        for node in range(2 * m - 3, -1, -1):  # parents are created after their children
+            depth[node] = depth[parent[node]] + 1
+        if max(depth[:m]) <= max_len:
+            lengths[used] = depth[:m]
+            return lengths
+        weights = (weights + 1) // 2  # flatten the distribution until the tree is shallow enough
+
+
+def canonical_codes(lengths: np.ndarray) -> np.ndarray:
+    """Canonical code words for the given lengths (symbols sorted by (length, symbol))."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    codes = np.zeros(len(lengths), dtype=np.int64)
+    code, prev = 0, 0
+    for sym in sorted(np.flatnonzero(lengths), key=lambda s: (lengths[s], s)):
+        code <<= int(lengths[sym]) - prev
+        codes[sym], prev = code, int(lengths[sym])
+        code += 1
+    return codes
+
+
+def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> bytes:
+    """Concatenate the canonical code words of ``symbols`` MSB-first, zero-padded to a byte."""
+    s = np.asarray(symbols, dtype=np.int64)
+    codes, lens = canonical_codes(lengths)[s], np.asarray(lengths, dtype=np.int64)[s]
+    if s.size and lens.min() == 0:
+        raise ValueError("symbol without a code")
+    starts = np.cumsum(lens) - lens
+    pos = np.arange(int(lens.sum())) - np.repeat(starts, lens)
+    bits = (np.repeat(codes, lens) >> (np.repeat(lens, lens) - 1 - pos)) & 1
+    return np.packbits(bits.astype(np.uint8)).tobytes()
+
+
+def huffman_decode(data: bytes, lengths: np.ndarray, n: int) -> np.ndarray:
+    """Decode ``n`` symbols: every bit position's next-max_len-bit window is looked up at once."""
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    width = int(lengths.max())
+    codes = canonical_codes(lengths)
+    table_sym = np.zeros(1 << width, dtype=np.int64)
+    table_len = np.zeros(1 << width, dtype=np.int64)
+    for sym in np.flatnonzero(lengths):  # each code fills the windows that start with it
+        lo = int(codes[sym]) << (width - int(lengths[sym]))
+        hi = lo + (1 << (width - int(lengths[sym])))
+        table_sym[lo:hi], table_len[lo:hi] = sym, lengths[sym]
+    bits = np.concatenate([np.unpackbits(np.frombuffer(data, np.uint8)),
+                           np.zeros(width, np.uint8)]).astype(np.int32)
+    windows = np.zeros(len(bits) - width, dtype=np.int32)
+    for j in range(width):
+        windows = (windows << 1) | bits[j:len(bits) - width + j]
+    step = table_len[windows].tolist()
+    out, p = [0] * n, 0
+    for i in range(n):
+        out[i] = p
+        p += step[p]
+    return table_sym[windows[np.asarray(out)]]
+
+
+def table_bytes(alphabet: int) -> int:
+    """Bytes of a stored code (:data:`LEN_BITS` bits per symbol of the alphabet)."""
+    return (alphabet * LEN_BITS + 7) // 8
 
 
 @dataclass
@@ -104,11 +204,11 @@ def positions(symbols: np.ndarray, index_bits: int) -> np.ndarray:
 
 def _stream(symbols: np.ndarray, alphabet: int, width: int, try_huffman: bool) -> tuple[bytes, bytes, bool]:
     """(Huffman table, payload, huffman?) of a symbol stream, whichever coding is smaller."""
-    fixed = hf.pack_fixed(symbols, width)
+    fixed = pack_fixed(symbols, width)
     if not try_huffman or not len(symbols):
         return b"", fixed, False
-    lengths = hf.code_lengths(np.bincount(symbols, minlength=alphabet))
-    table, coded = hf.pack_fixed(lengths, hf.LEN_BITS), hf.huffman_encode(symbols, lengths)
+    lengths = code_lengths(np.bincount(symbols, minlength=alphabet))
+    table, coded = pack_fixed(lengths, LEN_BITS), huffman_encode(symbols, lengths)
     return (table, coded, True) if len(table) + len(coded) < len(fixed) else (b"", fixed, False)
 
 
@@ -139,8 +239,7 @@ def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def encode_report(model: nn.Module, *, huffman: bool = True,
                   index_bits: int | tuple[int, int] = DEFAULT_INDEX_BITS) -> Encoded:
-    """Compress a model's conv weights: a pruned layer (kept = non-zero) as fp32 values, a
-    quantized one (kept = its mask) as codes of its codebook."""
+    """Compress the conv weights: a pruned layer's non-zeros as fp32 values, a quantized one's as codes."""
     conv_bits, fc_bits = check_index_bits(index_bits)
     convs, last = conv_layers(model), classifier_name(model)
     extras = list(extra_tensors(model))
@@ -199,16 +298,16 @@ def decode(data: bytes, model_template: nn.Module) -> nn.Module:
         name, shape = r.name(), r.shape()
         mode, vbits, ib, k, n, entries, vlen, ilen, flags = r.unpack(_LAYER.format)
         codebook = np.frombuffer(r.take(4 * k), "<f4")
-        vtable = r.take(hf.table_bytes(k)) if flags & HUFF_VALUES else b""
-        itable = r.take(hf.table_bytes(1 << ib)) if flags & HUFF_INDEX else b""
+        vtable = r.take(table_bytes(k)) if flags & HUFF_VALUES else b""
+        itable = r.take(table_bytes(1 << ib)) if flags & HUFF_INDEX else b""
         if mode == MODE_RAW:
             vals = np.frombuffer(r.take(vlen), "<f4")
         else:
-            codes = (hf.huffman_decode(r.take(vlen), hf.unpack_fixed(vtable, hf.LEN_BITS, k), n)
-                     if vtable else hf.unpack_fixed(r.take(vlen), vbits, n))
+            codes = (huffman_decode(r.take(vlen), unpack_fixed(vtable, LEN_BITS, k), n)
+                     if vtable else unpack_fixed(r.take(vlen), vbits, n))
             vals = codebook[codes]
-        syms = (hf.huffman_decode(r.take(ilen), hf.unpack_fixed(itable, hf.LEN_BITS, 1 << ib), entries)
-                if itable else hf.unpack_fixed(r.take(ilen), ib, entries))
+        syms = (huffman_decode(r.take(ilen), unpack_fixed(itable, LEN_BITS, 1 << ib), entries)
+                if itable else unpack_fixed(r.take(ilen), ib, entries))
         flat = np.zeros(int(np.prod(shape)), dtype=np.float32)
         flat[positions(syms, ib)] = vals
         state[f"{name}.weight"] = torch.from_numpy(flat.reshape(shape))

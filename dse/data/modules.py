@@ -16,18 +16,15 @@ from dse.data.sources import SOURCES, load_arrays
 from dse.data.tensor import StackedBatches, TensorBatches, TensorSplit, channel_stats
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+SOURCE_KEYS = ("name", "root", "download", "channels", "image_size", "num_classes", "synthetic_size")
 
 
 @lru_cache(maxsize=2)
-def _prepared_splits(name: str, root: str | None, download: bool, channels: int, image_size: int,
-                     num_classes: int, synthetic_size: int, split_seed: int, val_size: int,
-                     subset: int | None, normalize: bool
+def _prepared_splits(split_seed: int, val_size: int, subset: int | None, normalize: bool, **source: Any
                      ) -> tuple[TensorSplit, TensorSplit, TensorSplit, torch.Tensor, torch.Tensor]:
     """Train/val/test splits and normalisation stats, once per process per data config, so a
     sweep's later runs start at once (docs/BENCHMARKS.md). Nothing downstream mutates them."""
-    xtr, ytr, xte, yte = load_arrays(name, root=root, download=download, channels=channels,
-                                     image_size=image_size, num_classes=num_classes,
-                                     synthetic_size=synthetic_size)
+    xtr, ytr, xte, yte = load_arrays(**source)
     g = torch.Generator().manual_seed(split_seed)
     perm = torch.randperm(len(ytr), generator=g)  # fixed split, whatever the run seed
     train, val = TensorSplit(xtr, ytr).take(perm[val_size:]), TensorSplit(xtr, ytr).take(perm[:val_size])
@@ -56,22 +53,17 @@ class InMemoryDataModule(L.LightningDataModule):
             return
         c = self.cfg
         train, val, test, self.mean, self.std = _prepared_splits(
-            c.name, c.root, c.download, c.channels, c.image_size, c.num_classes, c.synthetic_size,
-            c.split_seed, c.val_size, c.subset, c.normalize)
+            c.split_seed, c.val_size, c.subset, c.normalize, **{k: getattr(c, k) for k in SOURCE_KEYS})
         self.splits = {"train": train, "val": val, "test": test}
-
-    def _device(self) -> torch.device:
-        trainer = self.trainer
-        if trainer is not None and self.cfg.device_resident:
-            return trainer.strategy.root_device
-        return torch.device("cpu")
 
     def _batches(self, split: str, seed: int = 0) -> TensorBatches:
         if self.trainer is not None and self.trainer.world_size > 1:  # dse.validate refuses it first
             raise RuntimeError(f"in-memory data trains on one device, not {self.trainer.world_size} "
                                "(batches are not sharded per rank): set trainer.devices=1")
         self.setup()
-        data, dev, train = self.splits[split], self._device(), split == "train"
+        resident = self.trainer is not None and self.cfg.device_resident
+        dev = self.trainer.strategy.root_device if resident else torch.device("cpu")
+        data, train = self.splits[split], split == "train"
         if data.x.device != dev:  # one host->device copy per run, not per batch
             self.splits[split] = data = data.to(dev)
         return TensorBatches(

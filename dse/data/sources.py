@@ -1,7 +1,6 @@
 """The datasets dse knows (:data:`SOURCES`, the one list every other derives from) and where each
 in-memory one comes from, parsed once per process (a sweep trains many networks in one). torch is
-imported on use: dse.validate reads :data:`SOURCES`.
-"""
+imported on use: dse.validate reads :data:`SOURCES`."""
 
 from __future__ import annotations
 
@@ -88,8 +87,7 @@ def _cifar(name: str, root: str | None, download: bool, **_: Any) -> Arrays:
     return (*arr(train), *arr(test))
 
 
-def _synthetic(channels: int, image_size: int, num_classes: int, synthetic_size: int, **_: Any
-               ) -> Arrays:
+def _synthetic(channels: int, image_size: int, num_classes: int, synthetic_size: int, **_: Any) -> Arrays:
     import torch
 
     g = torch.Generator().manual_seed(1234)
@@ -129,8 +127,7 @@ IN_MEMORY = tuple(name for name, s in SOURCES.items() if s.load)  # one device e
 
 @lru_cache(maxsize=4)
 def load_arrays(name: str, **kwargs: Any) -> Arrays:
-    """(train_x, train_y, test_x, test_y) as uint8 [N, C, H, W] / int64 [N] CPU tensors; ``kwargs``:
-    the data config's root, download, channels, image_size, num_classes, synthetic_size."""
+    """(train_x, train_y, test_x, test_y): uint8 [N, C, H, W] / int64 [N] CPU tensors of a data config."""
     source = SOURCES.get(name)
     if source is None or source.load is None:
         raise ConfigError("data.name", f"no in-memory source for {name!r}")

@@ -1,7 +1,6 @@
 """In-memory datasets as uint8 tensors (on the GPU when training there), each batch indexed,
 augmented and normalised with a few tensor ops: per-sample transforms and DataLoader workers would
-cost more than the tiny networks' math.
-"""
+cost more than the tiny networks' math."""
 
 from __future__ import annotations
 
@@ -88,12 +87,9 @@ class TensorBatches:
         aug = torch.Generator(device=dev) if self.augment else None
         mean, std = self.mean.to(dev), self.std.to(dev)
         for i in range(first, len(self)):
-            sl = slice(i * self.batch_size, (i + 1) * self.batch_size)
-            if order is None:
-                x, y = self.split.x[sl], self.split.y[sl]
-            else:
-                idx = order[sl]
-                x, y = self.split.x[idx], self.split.y[idx]
+            idx = slice(i * self.batch_size, (i + 1) * self.batch_size)
+            idx = idx if order is None else order[idx]
+            x, y = self.split.x[idx], self.split.y[idx]
             x = x.float().div_(255.0)
             if aug is not None:
                 aug.manual_seed(keyed_seed(self.seed, epoch, i))

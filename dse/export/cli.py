@@ -1,10 +1,10 @@
-"""``dse-export CHECKPOINT [--compressed FILE.dsec] [--format onnx,torchscript,int8] [--out DIR]``.
-
-Bad input exits 2 before anything is written; a file that disagrees with PyTorch exits 1."""
+"""``dse-export CHECKPOINT [--compressed FILE.dsec] [--format onnx,torchscript,int8] [--out DIR]``:
+bad input exits 2 before anything is written; a file that disagrees with PyTorch exits 1."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -57,12 +57,11 @@ def _options(args: argparse.Namespace) -> Any:
     from dse.export.job import ExportOptions
     from dse.validate import int_at_least
 
-    fmts = parse_formats(args.format)
-    opts = ExportOptions(formats=fmts, check_images=int_at_least(args.check_images, 0,
-                                                                 "--check-images"),
+    opts = ExportOptions(formats=parse_formats(args.format),
+                         check_images=int_at_least(args.check_images, 0, "--check-images"),
                          calibration=int_at_least(args.calibration, 1, "--calibration"),
                          latency=args.latency, threads=int_at_least(args.threads, 1, "--threads"))
-    if args.latency or any(f in ("onnx", "int8") for f in fmts):
+    if args.latency or any(f in ("onnx", "int8") for f in opts.formats):
         latency.require("--latency" if args.latency else "--format")
     return opts
 
@@ -83,7 +82,7 @@ def _decoded(path: str, model_cfg: dict[str, Any]) -> Any:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from dse.outputs import check_writable
+    from dse.outputs import check_writable, write_files
 
     if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
@@ -106,15 +105,17 @@ def _run(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else ckpt.run_dir / "export"
     check_writable(out, "--out", directory=True)
     quiet_lightning(every_warning=True)
-    opts.extra = dict(checkpoint=str(ckpt.path), run_id=ckpt.run_id, compressed=args.compressed,
-                      overrides=list(ckpt.overrides))
     result, files = job.run(model, cfg, stem, opts)
-    job.write_outputs(out, result, files)
+    result.update(checkpoint=str(ckpt.path), run_id=ckpt.run_id, compressed=args.compressed,
+                  overrides=list(ckpt.overrides))
+    md = job.format_table(result)
+    write_files(out, {**files, f"{stem}.export.json": json.dumps(result, indent=1) + "\n",
+                      f"{stem}.export.md": md + "\n"}, "--out")
     weights = f"weights decoded from {args.compressed}" if args.compressed else "dense weights"
     threads = f" (threads {opts.threads})" if opts.latency else ""
     print(f"{cfg['model']['name']} on {cfg['data']['name']}, {weights}; outputs equal "
           f"PyTorch's within {result['tolerance']:g}{threads}")
-    print(job.format_table(result))
+    print(md)
     print(f"files in {out}")
 
 

@@ -1,16 +1,14 @@
 """One ``dse-export`` job: the network as files other runtimes load (ONNX, TorchScript by
 ``torch.jit.trace``, int8 ONNX), checked against PyTorch within :data:`TOLERANCE` and timed in
-memory, then written together or not at all, so a file that disagrees is never left behind."""
+memory; the cli writes them together or not at all, so a file that disagrees is never left behind."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import json
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
@@ -20,7 +18,6 @@ from dse import latency
 from dse.compress import int8
 from dse.export import ExportMismatch
 from dse.metrics import REGISTRY
-from dse.outputs import staged_dir
 from dse.text import table
 
 RANDOM_IMAGES = 16
@@ -42,7 +39,6 @@ def to_torchscript(model: nn.Module, shape: Sequence[int]) -> bytes:
 
 
 def file_runner(fmt: str, data: bytes, threads: int = 0) -> latency.Runner:
-    """The runner of a file in ``fmt`` (``onnx``, ``int8`` or ``torchscript``)."""
     if fmt == "torchscript":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch.jit's deprecation warning
@@ -76,13 +72,11 @@ class ExportOptions:
     calibration: int = int8.CALIBRATION_IMAGES  # train images that calibrate the int8 file
     latency: bool = False  # time every file's runtime (and PyTorch's) at batch 1 and 64
     threads: int = 1  # intra-op threads of those timings
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, dm: Any = None
         ) -> tuple[dict[str, Any], dict[str, bytes]]:
-    """The JSON-ready result and the files of exporting ``model`` of the resolved ``cfg`` (a plain
-    dict); ExportMismatch if a file disagrees with PyTorch."""
+    """The JSON-ready result and the files of exporting ``model``; ExportMismatch if one disagrees."""
     model = latency.inference_copy(model)
     shape = latency.input_shape(cfg)
     if dm is None and (opts.check_images > 0 or "int8" in opts.formats):
@@ -115,9 +109,8 @@ def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, d
     if opts.latency:
         for row in rows:
             row["latency"] = latency.profile(runner(row["format"], opts.threads), shape, opts.threads)
-    options = {k: v for k, v in asdict(opts).items() if k != "extra"}
-    result = dict(model=cfg["model"], input_shape=list(shape), stem=stem, options=options,
-                  tolerance=TOLERANCE, rows=rows, versions=versions(), **opts.extra)
+    result = dict(model=cfg["model"], input_shape=list(shape), stem=stem, options=asdict(opts),
+                  tolerance=TOLERANCE, rows=rows, versions=versions())
     return result, {r["file"]: made[r["format"]] for r in rows[1:]}
 
 
@@ -153,12 +146,3 @@ def format_table(result: dict[str, Any]) -> str:
                         for q in (0.5, 0.9)] if lat else [])])
     return table(header, body, align=[None, None, *["right"] * (len(header) - 2)], markdown=True, pad=False)
 
-
-def write_outputs(out: Path, result: dict[str, Any], files: dict[str, bytes]) -> None:
-    """The files, ``<stem>.export.json`` and ``<stem>.export.md``: all of them or none."""
-    stem = result["stem"]
-    with staged_dir(out, "--out") as stage:
-        for name, data in files.items():
-            (stage / name).write_bytes(data)
-        (stage / f"{stem}.export.json").write_text(json.dumps(result, indent=1) + "\n")
-        (stage / f"{stem}.export.md").write_text(format_table(result) + "\n")

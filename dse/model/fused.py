@@ -1,9 +1,7 @@
-"""K Fire networks as one network of grouped layers (HFTA, Wang et al. 2021): one kernel launch
-trains K launch-bound design points.
-
-Every convolution is grouped (``groups=K``), each layer padded to its widest member; the padding
-starts at zero and :meth:`FusedFireNet.mask_grads` keeps it there, so member k computes exactly its
-own ``FireNet`` (whose state-dict keys it shares). Hand-written: HFTA's operators fuse identical
+"""K Fire networks as one network of grouped layers (HFTA, Wang et al. 2021): one kernel launch trains K
+launch-bound design points. Every convolution is grouped (``groups=K``), each layer padded to its widest
+member; the padding starts at zero and :meth:`FusedFireNet.mask_grads` keeps it there, so member k computes
+exactly its own ``FireNet`` (whose state-dict keys it shares). Hand-written: HFTA's operators fuse identical
 models only, and members here differ in widths and bypass."""
 
 from __future__ import annotations
@@ -46,8 +44,7 @@ class Layout:
 
 
 class GroupedBlock(nn.Module):
-    """``conv_block`` for K members; ``has[k]``: whether member k has this layer at all (else its
-    slice stays zero)."""
+    """``conv_block`` for K members; ``has[k]``: whether member k has this layer (else its slice stays 0)."""
 
     def __init__(self, src: Layout, dst: Layout, has: list[bool], kernel: int, stride: int = 1,
                  padding: int = 0, bn: bool = False, relu: bool = True) -> None:
@@ -90,8 +87,7 @@ class FusedFire(nn.Module):
         self._identity(fires, src)
 
     def _identity(self, fires: list[Fire], src: Layout) -> None:
-        """Per-member masked identity; unused entries point into the member's own input block, so a
-        member's NaN stays its own."""
+        """Per-member masked identity; unused entries index the member's own input: its NaN stays its own."""
         n = self.k * self.out.width
         idx = torch.tensor([(c // self.out.width) * src.width for c in range(n)], dtype=torch.long)
         keep = torch.zeros(n)
@@ -192,8 +188,7 @@ class FusedFireNet(nn.Module):
         return dead
 
     def freeze(self, k: int, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Take member k out of training: its slices (and optimizer state) zeroed, NaN included, and
-        its gradients masked from now on."""
+        """Member k out of training: its slices and optimizer state zeroed (NaN too), gradients masked."""
         self.active[k] = False
         self._live_cache.clear()
         with torch.no_grad():
@@ -237,13 +232,8 @@ class FusedFireNet(nn.Module):
             return x
         n, _, h, w = x.shape
         parts = x.reshape(n, self.k, -1, h, w).unbind(1)
-        kept = []
-        for p, g, part in zip(self.dropout, self.dropout_generators, parts, strict=True):
-            if p == 0:
-                kept.append(part)
-                continue
-            noise = torch.empty_like(part).bernoulli_(1 - p, generator=g)
-            kept.append(part * noise.div_(1 - p))
+        kept = [part if p == 0 else part * torch.empty_like(part).bernoulli_(1 - p, generator=g).div_(1 - p)
+                for p, g, part in zip(self.dropout, self.dropout_generators, parts, strict=True)]
         return kept[0] if self.k == 1 else torch.stack(kept, 1).reshape(n, -1, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,8 @@
-"""Metaparameters -> network spec: every layer's widths and shapes, in pure Python (no torch), so
-``dse-model`` answers instantly and a sweeper rejects an over-budget point before training."""
+"""Metaparameters -> network spec -> analytic report (the paper's Table 1 for any design point): every
+layer's widths, shapes, params and MACs in pure Python (no torch), so ``dse-model`` answers instantly
+and a sweeper rejects an over-budget point before training. MACs count convolutions only
+(torchvision's "GFLOPS" convention); size is params x bits, in MB and MiB both, as the paper's "MB"
+mixes the two."""
 
 from __future__ import annotations
 
@@ -7,15 +10,18 @@ import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from dse.config import ModelConfig, StemConfig
 from dse.errors import ConfigError
+from dse.metrics import to_mb, to_mib
+from dse.text import table
 
 BYPASS_KINDS = ("none", "simple", "complex")  # model.bypass: the paper's network-wide choice
 SHORTCUT_KINDS = ("none", "identity", "conv")  # Fire.shortcut: what that choice puts on one module
 POOL_KERNEL, POOL_STRIDE = 3, 2
+SIZE_BITS = (32, 16, 8, 6)
 # numeric metaparameters: type and default for a partial dict (None = required; the schema's
 # where it has one; the image shape an ImageNet network's, as torchvision's)
 NUMBERS: dict[str, tuple[type, Any]] = {
@@ -88,8 +94,6 @@ class LayerShape:
 
 @dataclass(frozen=True)
 class NetSpec:
-    """The whole network: stem, Fire modules, classifier, pooling and dropout."""
-
     stem: Conv
     fires: tuple[Fire, ...]
     classifier: Conv
@@ -99,7 +103,6 @@ class NetSpec:
     bypass: str
     in_channels: int
     num_classes: int
-    meta: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def layers(self) -> tuple[Conv | Fire, ...]:
@@ -115,7 +118,7 @@ class NetSpec:
         out: list[LayerShape] = []
         for layer in self.layers:
             if isinstance(layer, Conv):
-                h, w = (conv_out(x, layer.kernel, layer.stride, layer.padding) for x in (h, w))
+                h, w = ((x + 2 * layer.padding - layer.kernel) // layer.stride + 1 for x in (h, w))
             if h < 1 or w < 1:
                 raise ConfigError(f"model.{layer.name}", f"spatial size shrinks below 1x1 at {layer.name} "
                                   f"(input {image_size}px); use a larger input, a smaller stem stride or "
@@ -134,14 +137,8 @@ class NetSpec:
         return out
 
 
-def conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    """Output length of a convolution (floor mode), as PyTorch computes it."""
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 def pool_out(size: int, kernel: int = POOL_KERNEL, stride: int = POOL_STRIDE) -> int:
-    """Output length of a ceil-mode max-pool without padding, with PyTorch's rule that drops a last
-    window starting past the input."""
+    """A ceil-mode max-pool's output length (PyTorch drops a last window starting past the input)."""
     out = (size - kernel + stride - 1) // stride + 1
     if (out - 1) * stride >= size:
         out -= 1
@@ -161,9 +158,9 @@ def _number(cfg: Mapping[str, Any], key: str, kind: type, default: Any = None) -
 
 
 def validate_metaparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """Check every metaparameter of a model node (a DictConfig or a plain dict, as a checkpoint
-    stores it) once, for every entry point; return them normalised."""
+    """Every metaparameter of a model node (a DictConfig or a checkpoint's dict), checked and normalised."""
     m = {key: _number(cfg, key, kind, default) for key, (kind, default) in NUMBERS.items()}
+    m["bypass"] = str(cfg.get("bypass", ModelConfig.bypass))
     checks = [
         *((key, m[key] >= lo, f"must be an integer >= {lo}") for key, lo in (
             ("base_e", 1), ("incr_e", 0), ("freq", 1), ("n_fire", 1), ("in_channels", 1),
@@ -171,14 +168,11 @@ def validate_metaparameters(cfg: Mapping[str, Any]) -> dict[str, Any]:
         ("sr", m["sr"] > 0 and math.isfinite(m["sr"]), "must be > 0 (paper range (0, 1])"),
         ("pct3x3", 0.0 <= m["pct3x3"] <= 1.0, "must be in [0, 1]"),
         ("dropout", 0.0 <= m["dropout"] < 1.0, "must be in [0, 1)"),
+        ("bypass", m["bypass"] in BYPASS_KINDS, f"must be one of {', '.join(BYPASS_KINDS)}"),
     ]
     for key, ok, rule in checks:
         if not ok:
             raise ConfigError(f"model.{key}", f"{rule} (got {m[key]!r})")
-    bypass = str(cfg.get("bypass", ModelConfig.bypass))
-    if bypass not in BYPASS_KINDS:
-        raise ConfigError("model.bypass", f"must be one of {', '.join(BYPASS_KINDS)} (got {bypass!r})")
-    m["bypass"] = bypass
     m["batch_norm"] = bool(cfg.get("batch_norm", ModelConfig.batch_norm))
     stem = cfg.get("stem") or {}
     m["stem"] = {f.name: _number(stem, f.name, int, f.default) for f in fields(StemConfig)}
@@ -209,13 +203,6 @@ def spec_inputs(model: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def fire_widths(i: int, base_e: int, incr_e: int, freq: int, sr: float, pct3x3: float) -> tuple:
-    """(s1x1, e1x1, e3x3) of Fire module i (0 = fire2), by the paper's formulas."""
-    e = base_e + incr_e * (i // freq)
-    e3 = round(pct3x3 * e)
-    return max(1, round(sr * e)), e - e3, e3
-
-
 def shortcut_kind(bypass: str, in_ch: int, out_ch: int) -> str:
     """The :data:`SHORTCUT_KINDS` entry a network-wide ``bypass`` gives a module of these widths."""
     if bypass == "none":
@@ -226,16 +213,17 @@ def shortcut_kind(bypass: str, in_ch: int, out_ch: int) -> str:
 
 
 def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
-    """Validate the metaparameters and lay out the network they describe."""
     m = validate_metaparameters(cfg)
     bn, st = m["batch_norm"], m["stem"]
     stem = Conv("conv1", m["in_channels"], st["channels"], st["kernel"], st["stride"], st["padding"], bn)
     fires: list[Fire] = []
     cin = stem.out_ch
-    for i in range(m["n_fire"]):
-        s, e1, e3 = fire_widths(i, m["base_e"], m["incr_e"], m["freq"], m["sr"], m["pct3x3"])
-        fires.append(Fire(f"fire{i + 2}", cin, s, e1, e3, shortcut_kind(m["bypass"], cin, e1 + e3), bn))
-        cin = e1 + e3
+    for i in range(m["n_fire"]):  # the paper's widths of fire{i + 2}
+        e = m["base_e"] + m["incr_e"] * (i // m["freq"])
+        e3 = round(m["pct3x3"] * e)
+        s, e1 = max(1, round(m["sr"] * e)), e - e3
+        fires.append(Fire(f"fire{i + 2}", cin, s, e1, e3, shortcut_kind(m["bypass"], cin, e), bn))
+        cin = e
     head = Conv(f"conv{m['n_fire'] + 2}", cin, m["num_classes"], 1)
     names = {stem.name, head.name, *(f.name for f in fires)}
     for p in m["pool_after"]:
@@ -244,6 +232,95 @@ def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
                                                   f"fire2..fire{m['n_fire'] + 1} (not {head.name})")
         if p == head.name:
             raise ConfigError("model.pool_after", f"cannot pool after the classifier {p!r}")
-    meta = {k: m[k] for k in ("base_e", "incr_e", "freq", "sr", "pct3x3", "n_fire")}
     return NetSpec(stem, tuple(fires), head, tuple(m["pool_after"]), m["dropout"], bn,
-                   m["bypass"], m["in_channels"], m["num_classes"], meta)
+                   m["bypass"], m["in_channels"], m["num_classes"])
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One line of the per-layer table; ``bypass`` is a Fire module's ``shortcut`` (the JSON's name)."""
+
+    name: str
+    out_shape: tuple[int, int, int]  # H, W, C
+    s1x1: int | None
+    e1x1: int | None
+    e3x3: int | None
+    params: int
+    macs: int
+    bypass: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelReport:
+    input_shape: tuple[int, int, int]  # C, H, W
+    layers: tuple[LayerRow, ...]
+    params: int
+    macs: int
+    peak_activation: int  # largest single activation tensor, elements per image
+
+    def size_bytes(self, bits: int = 32) -> int:
+        return math.ceil(self.params * bits / 8)
+
+    @property
+    def size_bytes_fp32(self) -> int:
+        return self.size_bytes(32)
+
+    @property
+    def size_mib(self) -> float:
+        return to_mib(self.size_bytes_fp32)
+
+    @property
+    def size_mb(self) -> float:
+        return to_mb(self.size_bytes_fp32)
+
+    def to_dict(self) -> dict[str, Any]:
+        sizes = {str(b): {"bytes": (n := self.size_bytes(b)), "MB": to_mb(n), "MiB": to_mib(n)}
+                 for b in SIZE_BITS}
+        return dict(input_shape=list(self.input_shape), params=self.params, macs=self.macs,
+                    size_bytes_fp32=self.size_bytes_fp32, size_mb_fp32=self.size_mb,
+                    size_mib_fp32=self.size_mib, sizes=sizes, peak_activation=self.peak_activation,
+                    peak_activation_bytes_fp32=4 * self.peak_activation,
+                    layers=[dict(asdict(r), out_shape=list(r.out_shape)) for r in self.layers])
+
+
+def analyze(spec: NetSpec, image_size: int) -> ModelReport:
+    rows: list[LayerRow] = []
+    peak = spec.in_channels * image_size**2
+    for ls in spec.shapes(image_size):
+        layer, (h, w) = ls.layer, ls.out_hw
+        hw = h * w
+        if isinstance(layer, Conv):
+            macs = hw * layer.in_ch * layer.out_ch * layer.kernel**2
+            rows.append(LayerRow(layer.name, (h, w, layer.out_ch), None, None, None, layer.params, macs))
+            peak = max(peak, hw * layer.out_ch)
+        elif isinstance(layer, Fire):
+            rows.append(LayerRow(layer.name, (h, w, layer.out_ch), layer.s1x1, layer.e1x1,
+                                 layer.e3x3, layer.params, layer.macs(hw), layer.shortcut))
+            peak = max(peak, hw * layer.out_ch, hw * layer.s1x1)
+        if ls.pool_hw:
+            ph, pw = ls.pool_hw
+            rows.append(LayerRow(f"maxpool/{layer.name}", (ph, pw, layer.out_ch), None, None, None, 0, 0))
+    rows.append(LayerRow("avgpool", (1, 1, rows[-1].out_shape[2]), None, None, None, 0, 0))
+    return ModelReport((spec.in_channels, image_size, image_size), tuple(rows),
+                       sum(r.params for r in rows), sum(r.macs for r in rows), peak)
+
+
+def _fmt(n: float | int | None) -> str:
+    return "" if n is None else f"{n:,}"
+
+
+def format_table(report: ModelReport, title: str = "") -> str:
+    head = ("layer", "output HxWxC", "s1x1", "e1x1", "e3x3", "params", "MACs")
+    body = [(r.name + (f" [{r.bypass}]" if r.bypass not in (None, "none") else ""),
+             "x".join(map(str, r.out_shape)), _fmt(r.s1x1), _fmt(r.e1x1), _fmt(r.e3x3),
+             _fmt(r.params), _fmt(r.macs)) for r in report.layers]
+    c, h, w = report.input_shape
+    out = [*([title] if title else []), table(head, body, align=("left", "left", *["right"] * 5)), "",
+           f"input          {c}x{h}x{w}", f"params         {report.params:,}",
+           f"MACs           {report.macs:,} ({report.macs / 1e6:.1f} M)"]
+    for b in SIZE_BITS:
+        n = report.size_bytes(b)
+        out.append(f"size {b:>2}-bit    {n:,} B = {to_mb(n):.3f} MB = {to_mib(n):.3f} MiB")
+    out.append(f"peak activation {report.peak_activation:,} values "
+               f"({to_mib(4 * report.peak_activation):.2f} MiB fp32 per image)")
+    return "\n".join(out)

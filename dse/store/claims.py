@@ -1,9 +1,7 @@
-"""Claims: one worker at a time trains a (config_hash, seed), however many sweeps of a study run.
-
-A worker inserts the point's row into ``claims``, whose primary key lets one insert through; the
-others wait for the claim to go and take the row its holder stored. A heartbeat keeps the claim
-alive; it is stale once expired, or when its holder is a dead process on this host.
-"""
+"""Claims: one worker at a time trains a (config_hash, seed), however many sweeps of a study run. A worker
+inserts the point's row into ``claims``, whose primary key lets one insert through; the others wait for the
+claim to go and take the row its holder stored. A heartbeat keeps the claim alive; it is stale once expired,
+or when its holder is a dead process on this host."""
 
 from __future__ import annotations
 
@@ -75,7 +73,6 @@ def _where(h: Holder) -> Any:
 
 
 def holder(store: ResultsStore, config_hash: str, seed: int) -> Holder | None:
-    """The current claim on this point and seed, or None."""
     t = CLAIMS_TABLE
     row = store.first(sa.select(t).where(t.c.config_hash == config_hash, t.c.seed == int(seed)))
     return Holder(**row) if row is not None else None

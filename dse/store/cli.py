@@ -1,8 +1,7 @@
 """``dse-store show|export|import|upgrade``: look at a results store, export it as CSV/Parquet,
 import the rows a run kept beside itself, or bring an older store to this schema (backed up first).
 ``STORE``: a ``results.db`` path, a study folder or a SQLAlchemy URL, else ``runs/<--study>/`` or
-the only study under ``./runs``.
-"""
+the only study under ``./runs``."""
 
 from __future__ import annotations
 
@@ -30,27 +29,22 @@ HEADERS = {"size_mib": REGISTRY["size_mib"].unit, "val": "val" + REGISTRY["val_t
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
-    """The ``STORE`` argument as a URL or the path of an existing ``results.db``."""
+    """``STORE`` (else ``runs/<study>/``, or the only study there) as a URL or an existing ``results.db``."""
     if store is None:
-        return _only_study(study, runs)
+        if study and study_file(runs, study).is_file():
+            return str(study_file(runs, study))
+        found = sorted(p.parent.name for p in runs.glob(f"*/{DB_NAME}"))
+        if len(found) != 1:
+            what = f"several studies under {runs}/ ({', '.join(found)})" if found else \
+                f"no results store under {runs}/"
+            raise ConfigError("STORE", f"{what}: pass one, e.g. {runs}/<study>")
+        return str(study_file(runs, found[0]))
     named = named_store(store)
     if named.url is not None:
         return named.url
     if named.file is None or not named.file.is_file():
         raise ConfigError("STORE", f"no results store at {named.file}")
     return str(named.file)
-
-
-def _only_study(study: str | None, runs: Path) -> str:
-    """No STORE given: ``runs/<study>/`` when it has a store, else the one study under ``runs/``."""
-    if study and study_file(runs, study).is_file():
-        return str(study_file(runs, study))
-    found = sorted(p.parent.name for p in runs.glob(f"*/{DB_NAME}"))
-    if len(found) != 1:
-        what = f"several studies under {runs}/ ({', '.join(found)})" if found else \
-            f"no results store under {runs}/"
-        raise ConfigError("STORE", f"{what}: pass one, e.g. {runs}/<study>")
-    return str(study_file(runs, found[0]))
 
 
 def _statuses(text: str | None) -> list[str] | None:
@@ -116,10 +110,7 @@ def export(args: argparse.Namespace) -> None:
     check_writable(out, "PATH")
     _, df = _open(args)
     with atomic_path(out, "PATH") as tmp:
-        if parquet:
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
+        (df.to_parquet if parquet else df.to_csv)(tmp, index=False)
     print(f"wrote {len(df)} runs to {out}")
 
 

@@ -1,7 +1,6 @@
 """Rows that trained but could not be stored (the store's disk full, gone or read-only): kept as
 JSON lines in :data:`FALLBACK_NAME` beside the run, for ``dse-store import`` (idempotent by
-``run_id``), and the sweep goes on.
-"""
+``run_id``), and the sweep goes on."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""How a results store reaches this dse's schema: Alembic revisions applied under a write lock.
-
-A writer's first open applies pending ``ADDITIVE`` revisions in one transaction holding the write
-lock (one of several workers upgrades, the others find it done); anything else waits for
-``dse-store upgrade``. Readers never migrate.
-"""
+"""How a results store reaches this dse's schema: Alembic revisions applied under a write lock. A writer's
+first open applies pending ``ADDITIVE`` revisions in one transaction holding the write lock (one of several
+workers upgrades, the others find it done); anything else waits for ``dse-store upgrade``. Readers never
+migrate."""
 
 from __future__ import annotations
 
@@ -47,8 +45,7 @@ def legacy_revision(conn: sa.Connection, where: str) -> int:
     have = {t: {c["name"] for c in insp.get_columns(t)} for t in insp.get_table_names()}
     at = 0
     for rev in chain():
-        adds = rev.module.ADDS
-        if not all(set(cols) <= have.get(table, set()) for table, cols in adds.items()):
+        if not all(set(cols) <= have.get(table, set()) for table, cols in rev.module.ADDS.items()):
             break
         at = int(rev.revision)
     if at == 0:  # a runs table that is not ours: refused before a query on it fails
@@ -81,8 +78,7 @@ def upgrade(conn: sa.Connection, at: int, where: str, *, all_kinds: bool = False
 
 @contextmanager
 def write_locked(engine: sa.Engine, sqlite_file: bool) -> Iterator[sa.Connection]:
-    """A connection whose transaction holds the write lock from its first statement; the caller
-    commits."""
+    """A connection whose transaction holds the write lock from its first statement; the caller commits."""
     with engine.connect() as conn:
         if sqlite_file:
             raw = conn.connection.driver_connection
@@ -95,8 +91,7 @@ def write_locked(engine: sa.Engine, sqlite_file: bool) -> Iterator[sa.Connection
 
 
 def backup(path: Path) -> Path:
-    """Copy an SQLite store to ``<name>.backup-<UTC time>`` beside it, consistently while a run
-    writes; returns where."""
+    """Copy an SQLite store to ``<name>.backup-<UTC time>`` beside it (consistent while a run writes)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.backup-{stamp}")
     with closing(sqlite3.connect(reader_uri(path), uri=True)) as src, \

@@ -1,10 +1,10 @@
 """One training run as one row (the ``runs`` columns of docs/CONTRACTS.md) and the hash keying it:
 :class:`RunRecord`'s fields are the columns; :func:`config_hash`, a run's identity everywhere,
-hashes only what changes the trained network's numbers (never the study, seed, store or paths).
-"""
+hashes only what changes the trained network's numbers (never the study, seed, store or paths)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -110,7 +110,6 @@ class RunRecord:
     channels_last: Optional[bool] = None  # as resolved from trainer.channels_last
 
     def to_dict(self) -> dict[str, Any]:
-        """The row as a plain dict in :data:`RUN_COLUMNS` order."""
         return asdict(self)
 
     @classmethod
@@ -155,9 +154,6 @@ def split_optional(hint: Any) -> tuple[Any, bool]:
 
 COLUMN_TYPES: dict[str, tuple[type, bool]] = {
     col: split_optional(hint) for col, hint in get_type_hints(RunRecord).items()}
-_PANDAS_DTYPES = {int: "int64", float: "float64", bool: "bool", str: "object"}
-_NA_CAPABLE = {"int64": "Int64", "bool": "boolean"}
-
 
 MAX_TEXT = 256 * 1024  # characters: a whole config JSON fits many times, a runaway file does not
 INT64 = (-(2**63), 2**63 - 1)
@@ -206,15 +202,14 @@ def _check_value(col: str, value: Any) -> None:
 
 def run_dtypes(nullable: bool = False) -> dict[str, str]:
     """Each column's pandas dtype, NA-capable where ``Optional`` (or every int and bool, ``nullable``)."""
-    out = {}
-    for col in RUN_COLUMNS:
-        kind, optional = COLUMN_TYPES[col]
-        dtype = _PANDAS_DTYPES[kind]
-        out[col] = _NA_CAPABLE.get(dtype, dtype) if optional or nullable else dtype
-    return out
+    plain = {int: "int64", float: "float64", bool: "bool", str: "object"}
+    na = {**plain, int: "Int64", bool: "boolean"}
+    return {col: (na if optional or nullable else plain)[kind]
+            for col, (kind, optional) in COLUMN_TYPES.items()}
 
 
-RUN_DTYPES: dict[str, str] = run_dtypes()
+# frame()'s dtypes: text columns stay as the driver returns them
+FRAME_DTYPES = {col: dtype for col, dtype in run_dtypes().items() if dtype != "object"}
 
 
 def _as_column(col: str, value: Any) -> Any:
@@ -256,8 +251,7 @@ def _canonical(x: Any) -> Any:
 
 
 def config_hash(cfg: DictConfig | Mapping[str, Any]) -> str:
-    """16 hex chars of sha256 over the model's spec inputs and ``data`` and ``trainer`` minus
-    :data:`NON_SEMANTIC` keys."""
+    """16 hex chars of sha256 over the spec inputs, ``data`` and ``trainer`` minus :data:`NON_SEMANTIC`."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     kept = {g: spec_inputs(c.get(g) or {}) if g == "model" else
             {k: v for k, v in (c.get(g) or {}).items() if k not in NON_SEMANTIC[g]}
@@ -273,12 +267,9 @@ def provenance() -> Mapping[str, str]:
 
     commit = "unknown"
     if (ROOT / ".git").exists():  # a non-editable install must not report an enclosing repo
-        try:
-            out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
-                                 capture_output=True, text=True, timeout=10)
-            commit = out.stdout.strip() or commit
-        except (OSError, subprocess.SubprocessError):
-            pass
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], check=True,
+                                    capture_output=True, text=True, timeout=10).stdout.strip() or commit
     return MappingProxyType({"torch_version": str(torch.__version__), "dse_version": dse.__version__,
                              "git_commit": commit})
 

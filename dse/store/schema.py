@@ -12,7 +12,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from dse.errors import ConfigError
-from dse.store.record import RUN_DTYPES, RunRecord, split_optional
+from dse.store.record import RunRecord, split_optional
 
 MIGRATIONS = Path(__file__).with_name("migrations") / "versions"
 # the newest revision file (NNNN_what.py, revision "NNNN") is this dse's schema version
@@ -47,8 +47,6 @@ CLAIMS_TABLE = sa.Table(
     *(sa.Column(name, kind, nullable=False) for name, kind in (
         ("run_id", sa.String(64)), ("token", sa.String(64)), ("host", sa.Text),
         ("pid", sa.BigInteger), ("claimed_at", sa.Text), ("expires_at", sa.Float))))
-# frame()'s dtypes: text columns stay as the driver returns them
-FRAME_DTYPES = {col: dtype for col, dtype in RUN_DTYPES.items() if dtype != "object"}
 
 
 def check_table_name(name: str, writing: bool = False) -> None:
@@ -71,8 +69,7 @@ def native_row(record: Row) -> dict[str, Any]:
 
 def stored_version(conn: sa.Connection, where: str, tables: set[str]) -> Optional[int]:
     """The revision a store is at (None: from before migrations); a newer one is refused."""
-    meta = conn.execute(sa.select(META_TABLE.c.value)
-                        .where(META_TABLE.c.key == "schema_version")).scalar()
+    meta = conn.execute(sa.select(META_TABLE.c.value).where(META_TABLE.c.key == "schema_version")).scalar()
     revision = (conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
                 if VERSION_TABLE in tables else None)
     for version in (meta, revision):

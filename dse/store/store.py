@@ -1,7 +1,6 @@
 """The results store every training run appends to: SQLite per study by default (WAL), any
 SQLAlchemy URL. A file that is not a dse store, or one from a newer dse, is refused before anything
-is written. File connections are not pooled: one kept open would write into a file deleted meanwhile.
-"""
+is written. File connections are not pooled: one kept open would write into a file deleted meanwhile."""
 
 from __future__ import annotations
 
@@ -22,20 +21,9 @@ from sqlalchemy.pool import NullPool, StaticPool
 
 from dse import storefile
 from dse.errors import ConfigError
-from dse.store.record import FINISHED, RUN_COLUMNS, RunRecord, run_dtypes
-from dse.store.schema import (
-    FIELD,
-    FRAME_DTYPES,
-    META,
-    RUNS,
-    RUNS_TABLE,
-    SCHEMA_VERSION,
-    Row,
-    check_table_name,
-    column,
-    native_row,
-    stored_version,
-)
+from dse.store import schema
+from dse.store.record import FINISHED, FRAME_DTYPES, RUN_COLUMNS, RunRecord, run_dtypes
+from dse.store.schema import FIELD, RUNS, RUNS_TABLE, SCHEMA_VERSION, Row, check_table_name
 
 log = logging.getLogger("dse.store")
 T = TypeVar("T")
@@ -61,9 +49,8 @@ def _lost_race(exc: BaseException) -> bool:
 
 def _retry(fn: Callable[[], T], deadline_s: float,
            retryable: Callable[[BaseException], bool] = _transient) -> T:
-    """The store's one retry loop, with jittered backoff: what SQLite's busy timeout cannot cover (a
-    WAL lock upgrade refused at once, PostgreSQL serialization failures, failovers, racing DDL).
-    Nothing above the store retries; what outlives ``deadline_s`` is no passing lock."""
+    """The store's one retry loop (jittered backoff) for what SQLite's busy timeout cannot cover: a WAL
+    lock upgrade refused at once, PostgreSQL serialization failures, failovers, racing DDL."""
     end, delay = time.monotonic() + deadline_s, 0.01
     while True:
         try:
@@ -73,10 +60,6 @@ def _retry(fn: Callable[[], T], deadline_s: float,
                 raise
         time.sleep(delay * (0.5 + random.random()))
         delay = min(delay * 2, 1.0)
-
-
-def _as_list(x: str | Iterable[str] | None) -> list[str] | None:
-    return [x] if isinstance(x, str) else None if x is None else list(x)
 
 
 class ResultsStore:
@@ -110,7 +93,6 @@ class ResultsStore:
                 raise
             raise ConfigError(FIELD, f"cannot open results store {self}: {e.orig}") from e
 
-    # -- opening ----------------------------------------------------------------------------------
     @staticmethod
     def _parse(url_or_path: str | Path) -> URL:
         text = str(url_or_path)
@@ -119,8 +101,9 @@ class ResultsStore:
                 return sa.make_url(text)
             except ArgumentError as e:
                 raise ConfigError(FIELD, f"not a SQLAlchemy URL: {text!r}") from e
-        path = storefile.store_file(Path(text).expanduser())
-        if path is None:
+        named = storefile.named_store(Path(text).expanduser())  # a new file needs a store's suffix,
+        path = named.file  # so store.url=garbage is refused, not created
+        if path is None or not (named.folder or path.is_file() or path.suffix.lower() in storefile.SUFFIXES):
             raise ConfigError(FIELD, f"{text!r} is neither a SQLAlchemy URL (dialect://...) nor a "
                                      "store path (an existing folder or file, or a new file "
                                      "ending in .db, .sqlite or .sqlite3)")
@@ -133,7 +116,7 @@ class ResultsStore:
         if self.path is None:  # in-memory: one shared connection or every query sees a new db
             return {"poolclass": StaticPool,
                     "connect_args": {"timeout": self.timeout_s, "check_same_thread": False}}
-        uri = storefile.writer_uri(self.path) if create else storefile.reader_uri(self.path)
+        uri = storefile.file_uri(self.path, mode="rwc") if create else storefile.reader_uri(self.path)
         return {"poolclass": NullPool,  # the busy timeout makes each connection wait for the lock
                 "creator": lambda: sqlite3.connect(uri, uri=True, timeout=self.timeout_s)}
 
@@ -168,8 +151,11 @@ class ResultsStore:
         """Validate an existing store; a writer also migrates an older or empty one (race-safe)."""
         with self.engine.connect() as conn:
             self.revision = self._revision(conn, create)
-            if not create:
-                self._read_as_is(conn)
+            if not create:  # read as it is: the columns it has, the rest are NA
+                have = {c["name"] for c in sa.inspect(conn).get_columns(RUNS)}
+                if have < set(RUN_COLUMNS):
+                    cols = (sa.Column(c.name, c.type) for c in RUNS_TABLE.columns if c.name in have)
+                    self._runs = sa.Table(RUNS, sa.MetaData(), *cols)
                 return
         if self.revision == SCHEMA_VERSION and not self._legacy:
             return
@@ -189,7 +175,7 @@ class ResultsStore:
     def _revision(self, conn: sa.Connection, create: bool) -> int:
         """The schema revision the store is at (0: an empty database), or a one-line refusal."""
         tables = set(sa.inspect(conn).get_table_names())
-        if META not in tables:
+        if schema.META not in tables:
             if RUNS in tables or (tables and self.url.get_backend_name() == "sqlite"):
                 # a shared server database may hold other apps' tables (Optuna's); a file may not
                 raise ConfigError(FIELD, f"{self} is a database but not a dse results store "
@@ -198,20 +184,13 @@ class ResultsStore:
             if not create:
                 raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
             return 0
-        at = stored_version(conn, str(self), tables)
+        at = schema.stored_version(conn, str(self), tables)
         self._legacy = at is None
         if at is not None:
             return at
         from dse.store import migrate
 
         return migrate.legacy_revision(conn, str(self))
-
-    def _read_as_is(self, conn: sa.Connection) -> None:
-        """Read an older store without changing it: query the columns it has, the rest are NA."""
-        have = {c["name"] for c in sa.inspect(conn).get_columns(RUNS)}
-        if have < set(RUN_COLUMNS):
-            self._runs = sa.Table(RUNS, sa.MetaData(), *(sa.Column(c.name, c.type)
-                                                         for c in RUNS_TABLE.columns if c.name in have))
 
     def __repr__(self) -> str:
         return f"ResultsStore({self})"
@@ -229,7 +208,6 @@ class ResultsStore:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- locating ---------------------------------------------------------------------------------
     @staticmethod
     def default_url(runs_dir: str | Path, study: str) -> str:
         """``sqlite:///<abs runs>/<study>/results.db``: one file per study, by its Hydra runs."""
@@ -246,7 +224,6 @@ class ResultsStore:
     def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
         return cls(cls.config_url(cfg), **kwargs)
 
-    # -- writing ----------------------------------------------------------------------------------
     def execute(self, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]] | None = None) -> int:
         """Run one statement (over ``rows``, if given) in its own transaction; the rows it touched."""
         def go() -> int:
@@ -259,7 +236,7 @@ class ResultsStore:
         """Create table ``name`` (if missing) with explicit column types (``int``, ``Optional[float]``
         or SQLAlchemy types, where pandas would infer wrong); add the columns it lacks."""
         check_table_name(name)
-        table = sa.Table(name, sa.MetaData(), *(column(k, v) for k, v in columns.items()))
+        table = sa.Table(name, sa.MetaData(), *(schema.column(k, v) for k, v in columns.items()))
         _retry(lambda: table.create(self.engine, checkfirst=True), self.timeout_s, _raced)
         _retry(lambda: self._add_missing_columns(table), self.timeout_s, _raced)
         return table
@@ -274,26 +251,22 @@ class ResultsStore:
                                      f"ADD COLUMN {quote.format_column(col)} {kind}"))
 
     def append(self, record: Row | Sequence[Row] | pd.DataFrame, table: str = RUNS) -> None:
-        """Append one row (or a sequence / DataFrame of rows) in one transaction. ``runs`` rows go
-        through :class:`RunRecord` and the explicit schema; another table is created by pandas from
-        its first frame, unless :meth:`ensure_table` made it."""
+        """Append rows in one transaction: ``runs`` through :class:`RunRecord`'s schema, another table
+        as pandas creates it from its first frame (unless :meth:`ensure_table` made it)."""
         check_table_name(table, writing=True)
         if isinstance(record, pd.DataFrame):
-            rows: list[Row] = record.to_dict("records")
-        else:
-            rows = [record] if isinstance(record, (RunRecord, Mapping)) else list(record)
-        rows = [r.to_dict() if isinstance(r, RunRecord) else r for r in rows]
+            record = record.to_dict("records")
+        rows: list[Row] = [record] if isinstance(record, (RunRecord, Mapping)) else list(record)
         if table == RUNS:
-            self.execute(RUNS_TABLE.insert(), [native_row(r) for r in rows])
+            self.execute(RUNS_TABLE.insert(), [schema.native_row(r) for r in rows])
             return
-        frame = pd.DataFrame(rows)
+        frame = pd.DataFrame([r.to_dict() if isinstance(r, RunRecord) else r for r in rows])
         _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
                self.timeout_s, _raced)
 
     def append_new(self, records: Sequence[Row]) -> int:
-        """Append the ``runs`` rows whose ``run_id`` the store lacks (``dse-store import``: a file
-        imported twice adds nothing); returns how many were new."""
-        values = list({v["run_id"]: v for v in map(native_row, records)}.values())
+        """Append the ``runs`` rows whose ``run_id`` the store lacks (for imports); how many were new."""
+        values = list({v["run_id"]: v for v in map(schema.native_row, records)}.values())
         t = RUNS_TABLE
 
         def insert() -> int:
@@ -307,7 +280,6 @@ class ResultsStore:
 
         return _retry(insert, self.timeout_s, _lost_race)  # a concurrent import inserted one first
 
-    # -- reading ----------------------------------------------------------------------------------
     def _read(self, stmt: sa.Executable, fetch: Callable[[sa.CursorResult], T]) -> T:
         def go() -> T:
             with self.engine.connect() as conn:
@@ -316,7 +288,6 @@ class ResultsStore:
         return _retry(go, self.timeout_s)
 
     def first(self, stmt: sa.Executable) -> dict[str, Any] | None:
-        """The first row ``stmt`` selects, as a dict, or None."""
         row = self._read(stmt, lambda r: r.mappings().first())
         return dict(row) if row is not None else None
 
@@ -331,12 +302,11 @@ class ResultsStore:
     @staticmethod
     def _where(t: sa.Table, study: str | None, status: str | Iterable[str] | None) -> list[Any]:
         conds = []
-        for col, val in (("study", _as_list(study)), ("status", _as_list(status))):
-            if val is None:
-                continue
-            if col not in t.c:
-                raise ValueError(f"table {t.name!r} has no {col!r} column to filter on")
-            conds.append(t.c[col].in_(val))
+        for col, val in (("study", study), ("status", status)):
+            if val is not None:
+                if col not in t.c:
+                    raise ValueError(f"table {t.name!r} has no {col!r} column to filter on")
+                conds.append(t.c[col].in_([val] if isinstance(val, str) else list(val)))
         return conds
 
     def frame(self, study: str | None = None, status: str | Iterable[str] | None = None,
@@ -364,11 +334,9 @@ class ResultsStore:
                           .order_by(t.c.finished_at.desc(), t.c.started_at.desc()).limit(1))
 
     def run(self, run_id: str) -> dict[str, Any] | None:
-        """The row with this ``run_id``, or None."""
         return self.first(sa.select(self._runs).where(self._runs.c.run_id == run_id))
 
     def studies(self) -> list[str]:
-        """Study names present in ``runs``, sorted."""
         stmt = sa.select(self._runs.c.study).distinct().order_by(self._runs.c.study)
         return self._read(stmt, lambda r: list(r.scalars()))
 

@@ -1,7 +1,6 @@
 """The results store's schema changes, one Alembic revision file each under ``versions/``, frozen
 once released (it spells out its own columns), each saying what it ``ADDS`` (placing a store from
-before migrations) and whether it is ``ADDITIVE`` (applied on a writer's first open).
-"""
+before migrations) and whether it is ``ADDITIVE`` (applied on a writer's first open)."""
 
 from __future__ import annotations
 

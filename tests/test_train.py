@@ -339,3 +339,16 @@ def test_a_run_logs_rate_accuracy_and_eta_each_epoch_also_without_a_progress_bar
     assert first[0] == "epoch 1/2" and first[1].endswith(" img/s") and first[-1].startswith("ETA ")
     assert last[0] == "epoch 2/2" and not last[-1].startswith("ETA")
     assert first[2].startswith("val_top1 ") and last[2] == f"val_top1 {rec['val_top1']:.3f}"
+
+
+def test_the_dataset_checked_before_training_is_the_one_training_loads() -> None:
+    """check_job loads the dataset (a missing one is bad input) into the cache the run then reads."""
+    from dse.data.sources import load_arrays
+    from dse.train.checks import check_data
+
+    cfg = compose(["trainer=smoke", "data.subset=256"])
+    load_arrays.cache_clear()
+    check_data(cfg.data)
+    dm = build_datamodule(cfg, 64, 256, 0)
+    dm.setup("fit")
+    assert (load_arrays.cache_info().misses, load_arrays.cache_info().hits) == (1, 1)

@@ -12,11 +12,10 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from dse.config import DataConfig, data_config
-from dse.data.sources import SOURCES, load_arrays
+from dse.data.sources import SOURCES, load_arrays, source_args
 from dse.data.tensor import StackedBatches, TensorBatches, TensorSplit, channel_stats
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SOURCE_KEYS = ("name", "root", "download", "channels", "image_size", "num_classes", "synthetic_size")
 
 
 @lru_cache(maxsize=2)
@@ -53,7 +52,7 @@ class InMemoryDataModule(L.LightningDataModule):
             return
         c = self.cfg
         train, val, test, self.mean, self.std = _prepared_splits(
-            c.split_seed, c.val_size, c.subset, c.normalize, **{k: getattr(c, k) for k in SOURCE_KEYS})
+            c.split_seed, c.val_size, c.subset, c.normalize, **source_args(c))
         self.splits = {"train": train, "val": val, "test": test}
 
     def _batches(self, split: str, seed: int = 0) -> TensorBatches:

@@ -125,6 +125,15 @@ SOURCES: dict[str, Source] = {
 IN_MEMORY = tuple(name for name, s in SOURCES.items() if s.load)  # one device each: not sharded
 
 
+SOURCE_KEYS = ("name", "root", "download", "channels", "image_size", "num_classes", "synthetic_size")
+
+
+def source_args(dc: Any) -> dict[str, Any]:
+    """:func:`load_arrays`' arguments from a data config, one spelling for its every caller (the
+    cache is keyed by them)."""
+    return {k: getattr(dc, k) for k in SOURCE_KEYS}
+
+
 @lru_cache(maxsize=4)
 def load_arrays(name: str, **kwargs: Any) -> Arrays:
     """(train_x, train_y, test_x, test_y): uint8 [N, C, H, W] / int64 [N] CPU tensors of a data config."""

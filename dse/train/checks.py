@@ -11,7 +11,7 @@ from typing import Any, NamedTuple
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dse.data.sources import IN_MEMORY, load_arrays
+from dse.data.sources import IN_MEMORY, load_arrays, source_args
 from dse.errors import ConfigError
 from dse.model import ModelReport
 from dse.store import ResultsStore, config_hash
@@ -92,8 +92,7 @@ def check_data(dc: Any) -> None:
     not a failed row per seed. Loaded as the training loads it (same arguments, one cache), so the
     run that follows in this process reuses it."""
     if dc.name in IN_MEMORY:
-        load_arrays(dc.name, root=dc.root, download=dc.download, channels=dc.channels,
-                    image_size=dc.image_size, num_classes=dc.num_classes, synthetic_size=dc.synthetic_size)
+        load_arrays(**source_args(dc))
 
 
 def check_job(cfg: DictConfig) -> Checked:

@@ -2,23 +2,43 @@
 
 A Fire network leaves most of a GPU idle, so several trials side by side finish more per hour. Real
 ``train_once`` trials run in :mod:`dse.bench.worker` processes released together; the smallest K
-within :data:`TOLERANCE` of the best is recommended (more only cost memory and latency).
+within :data:`TOLERANCE` of the best is recommended (more only cost memory and latency). Workers get
+their spec as one JSON argument and answer in ``DSE-BENCH <kind> {json}`` lines, both ends here.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
-from dse.bench.protocol import parse, worker_command
 from dse.store import FINISHED
 
 TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
+TAG = "DSE-BENCH"
+
+
+def worker_command(spec: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-m", "dse.bench.worker", json.dumps(spec)]
+
+
+def emit(kind: str, payload: dict[str, Any]) -> None:
+    """One protocol line, flushed: the parent reads it while the worker keeps running."""
+    print(f"{TAG} {kind} {json.dumps(payload)}", flush=True)
+
+
+def parse(line: str) -> tuple[str, dict[str, Any]] | None:
+    """``(kind, payload)`` of a protocol line; None for any other output of the worker."""
+    if not line.startswith(TAG + " "):
+        return None
+    kind, _, payload = line[len(TAG) + 1:].strip().partition(" ")
+    return kind, json.loads(payload or "{}")
 
 
 def usable_cores() -> int:

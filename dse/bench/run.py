@@ -3,13 +3,13 @@ so they cannot disturb the others), and write ``bench.json`` + ``bench.md``."""
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import os
 import platform
 import statistics
 import time
-from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,6 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from dse.bench.fused import measure_fused
-from dse.bench.options import BENCH_DEFAULTS, BenchOptions
 from dse.bench.packing import measure_packing, usable_cores
 from dse.bench.report import markdown
 from dse.bench.step import measure_compile, measure_step
@@ -27,6 +26,11 @@ from dse.compose import compose
 from dse.outputs import check_writable, write_text
 from dse.train.run import device_settings, train_once
 from dse.validate import model_report, validate
+
+# Applied before the user's overrides (which therefore win): a bench needs no progress bar, and
+# no resume checkpoints, which would add their writes to the timings and let K identical packed
+# trials resume from each other's folder (they share a design point and seed).
+BENCH_DEFAULTS = ("trainer.progress_bar=false", "trainer.checkpoint_every=0")
 
 
 def _cpu_name() -> str:
@@ -92,17 +96,14 @@ def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict
     }
 
 
-def default_out(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.runs) / "bench" / datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
-
-
-def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
-    """Run the requested sections; returns the JSON document (also written to ``opts.out``)."""
-    opts.check()
+def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
+    """Run the sections :func:`dse.bench.cli.check`ed ``opts`` ask for; returns the JSON document
+    (also written to ``opts.out``)."""
     overrides = [*BENCH_DEFAULTS, *opts.overrides]
     cfg = compose(overrides)
     validate(cfg)  # bad input fails here, before any output folder exists
-    out = Path(opts.out) if opts.out else default_out(cfg)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    out = Path(opts.out) if opts.out else Path(cfg.paths.runs) / "bench" / stamp
     field = "--out" if opts.out else "paths.runs"
     check_writable(out, field, directory=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "version": 1,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "options": asdict(opts),
+        "options": vars(opts),
         "machine": machine(cfg),
         "config": {"model": m.name, "data": cfg.data.name, "trainer": tc.name,
                    "batch_size": int(tc.batch_size), "max_epochs": int(tc.max_epochs),
@@ -123,7 +124,8 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     def save() -> None:  # after each section, so a crash later still leaves the numbers so far
         write_text(out / "bench.json", json.dumps(doc, indent=2, default=str), field)
 
-    warmup, cpu = opts.warmup_steps, device_settings(tc)[0] == "cpu"
+    warmup = opts.warmup if opts.warmup is not None else max(2, min(20, opts.steps // 5))
+    cpu = device_settings(tc)[0] == "cpu"
     pack = [*overrides, *([f"trainer.max_epochs={opts.pack_epochs}"] if opts.pack_epochs else [])]
     sections = (  # in this order (the module docstring says why)
         ("step", f"step ({warmup} warm-up + {opts.steps} timed steps, x{opts.repeats})",

@@ -5,7 +5,6 @@ is the cost of the framework around the math.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import shutil
@@ -20,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from dse.bench.protocol import parse, worker_command
-from dse.bench.timing import StepClock, now
+from dse.bench.packing import parse, worker_command
+from dse.bench.timing import StepClock
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
 from dse.model import build_model
@@ -30,18 +29,18 @@ from dse.train.run import device_settings, train_once
 from dse.validate import model_report, validate
 
 
-def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float,
-            compiled_warmup: int | None = None) -> dict[str, Any]:
-    """The step numbers; ``compile_s``: the warm-up's time beyond ``compiled_warmup`` steady steps."""
+def _result(clock: StepClock, compiled: bool) -> dict[str, Any]:
+    """The step numbers; ``compile_s``: the warm-up's time beyond as many steady steps."""
+    steps, seconds = clock.steps, clock.seconds
     res = {
-        "images_per_s": images / seconds if seconds > 0 else None,
-        "step_ms": 1000.0 * seconds / steps if steps else None,
-        "cpu_ms_per_step": round(1000.0 * cpu_s / steps, 3) if steps else None,
-        "timed_steps": steps, "timed_images": images, "timed_seconds": round(seconds, 4),
-        "warmup_s": None if warmup_s is None else round(warmup_s, 3),
+        "images_per_s": clock.images / seconds if seconds > 0 else None,
+        "step_ms": 1000.0 * seconds / steps,
+        "cpu_ms_per_step": round(1000.0 * clock.cpu_seconds / steps, 3),
+        "timed_steps": steps, "timed_images": clock.images, "timed_seconds": round(seconds, 4),
+        "warmup_s": None if clock.warmup_s is None else round(clock.warmup_s, 3),
     }
-    if compiled_warmup is not None and res["warmup_s"] is not None and res["step_ms"]:
-        res["compile_s"] = round(max(0.0, res["warmup_s"] - compiled_warmup * res["step_ms"] / 1000.0), 3)
+    if compiled and res["warmup_s"] is not None and res["step_ms"]:
+        res["compile_s"] = round(max(0.0, res["warmup_s"] - clock.warmup * res["step_ms"] / 1000.0), 3)
     return res
 
 
@@ -65,22 +64,13 @@ def project_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, compil
     if not clock.finished:  # a "diverged" verdict after the window (e.g. at chance) still timed fine
         why = rec["error"] or f"stopped after {clock.done_steps} of {warmup + steps} steps"
         raise RuntimeError(f"project training ({rec['status']}): {why} (see {out_dir})")
-    return _result(clock.images, clock.seconds, steps, clock.warmup_s, clock.cpu_seconds,
-                   warmup if compile else None)
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision.startswith("bf16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    return _result(clock, compile)
 
 
 def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | None = None
                ) -> dict[str, Any]:
-    """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach);
-    ``compile_mode`` None (eager), ``"default"`` or ``"reduce-overhead"`` (CUDA graphs on GPU)."""
+    """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach),
+    timed by the same clock; ``compile_mode`` None (eager), ``"default"`` or ``"reduce-overhead"``."""
     tc = cfg.trainer
     accelerator, precision, channels_last = device_settings(tc)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
@@ -104,37 +94,30 @@ def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | Non
     smoothing = float(tc.label_smoothing)
     model.train()
 
-    def batches_forever():
-        while True:
-            yield from batches
-
-    t_start = now(device)
-    t0: float | None = None
-    warmup_s, images, c0 = 0.0, 0, time.process_time()
-    for i, (x, y) in enumerate(batches_forever()):
-        if i == warmup:
-            t0, c0 = now(device), time.process_time()
-            warmup_s = t0 - t_start
-        if device.type != x.device.type:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with _autocast(device, precision):
-            loss = F.cross_entropy(net(x), y, label_smoothing=smoothing)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        if t0 is not None:
-            images += len(y)
-        if i + 1 == total:
-            break
-    t1, c1 = now(device), time.process_time()
-    return _result(images, t1 - (t0 if t0 is not None else t_start), steps, warmup_s, c1 - c0,
-                   warmup if compile_mode else None)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    clock = StepClock(warmup, steps)
+    clock.on_train_start(None, None)  # the callback's hooks use only the batch
+    while not clock.finished:
+        for batch in batches:
+            clock.on_train_batch_start(None, None, batch, 0)
+            x, y = batch
+            if device.type != x.device.type:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            with torch.autocast(device.type, dtype=dtype, enabled=precision.startswith(("bf16", "16"))):
+                loss = F.cross_entropy(net(x), y, label_smoothing=smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            clock.on_train_batch_end(None, None, None, batch, 0)
+            if clock.finished:
+                break
+    return _result(clock, compile_mode is not None)
 
 
 def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1

@@ -15,16 +15,10 @@ from dse.metrics import REGISTRY
 VAL_TOP1 = REGISTRY["val_top1"].key  # what FireClassifier logs validation top-1 under
 
 
-def sync(device: torch.device | str | None = None) -> None:
-    """Wait for queued GPU work (no-op on CPU) so the next clock reading includes it."""
-    dev = torch.device(device) if device is not None else None
-    if (dev is None or dev.type == "cuda") and torch.cuda.is_available():
+def now() -> float:
+    """``perf_counter`` once queued GPU work is done, so the reading includes it."""
+    if torch.cuda.is_available():
         torch.cuda.synchronize()
-
-
-def now(device: torch.device | str | None = None) -> float:
-    """``perf_counter`` after a device sync."""
-    sync(device)
     return time.perf_counter()
 
 

@@ -1,6 +1,10 @@
-"""Training-step throughput: dse's Lightning path (:func:`~dse.train.run.train_once` with a timing
-callback) against a plain PyTorch loop on the same network, batches, solver and precision; the ratio
-is the cost of the framework around the math.
+"""The step and epochs sections. Training-step throughput: dse's Lightning path
+(:func:`~dse.train.run.train_once` with a timing callback) against a plain PyTorch loop on the same
+network, batches, solver and precision; the ratio is the cost of the framework around the math. Epoch
+time and time to a target accuracy, on dse-train's own path.
+
+The clocks tell the truth on GPUs: every reading first waits for the device (CUDA runs
+asynchronously), and only at the edges of a measured window, so no per-step host sync is added.
 """
 
 from __future__ import annotations
@@ -8,6 +12,7 @@ from __future__ import annotations
 import copy
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -17,16 +22,115 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
 from dse.bench.packing import parse, worker_command
-from dse.bench.timing import StepClock
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
+from dse.metrics import REGISTRY
 from dse.model import build_model
 from dse.train.module import build_optimizer
 from dse.train.run import device_settings, train_once
 from dse.validate import model_report, validate
+
+VAL_TOP1 = REGISTRY["val_top1"].key  # what FireClassifier logs validation top-1 under
+
+
+def now() -> float:
+    """``perf_counter`` once queued GPU work is done, so the reading includes it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+class _Clock(Callback):
+    """A training clock that ``_lap``s (stops) when validation starts."""
+
+    _fit_t0: float | None = None
+    _t0: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_t0 = now()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()  # each clock's own
+
+
+class StepClock(_Clock):
+    """Times ``steps`` optimizer steps after ``warmup`` untimed ones, validation cut out. ``warmup_s``
+    carries one-off costs (compilation); ``cpu_seconds`` is far less noisy than wall time on a shared CPU."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.done_steps, self.images, self.seconds, self.cpu_seconds = 0, 0, 0.0, 0.0
+        self.warmup_s: float | None = None
+        self._c0 = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.done_steps >= self.warmup + self.steps
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._t0 is None and self.warmup <= self.done_steps < self.warmup + self.steps:
+            self._t0, self._c0 = now(), time.process_time()
+            if self.warmup_s is None and self._fit_t0 is not None:
+                self.warmup_s = self._t0 - self._fit_t0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self.done_steps += 1
+        if self._t0 is not None:
+            self.images += len(batch[1])
+            if self.finished:
+                self._lap()
+
+    def _lap(self) -> None:  # resumed by the next on_train_batch_start
+        if self._t0 is not None:
+            self.seconds += now() - self._t0
+            self.cpu_seconds += time.process_time() - self._c0
+            self._t0 = None
+
+
+class EpochClock(_Clock):
+    """Per-epoch training seconds (validation excluded) and validation top-1; stops at ``target``;
+    ``reached_*``: the epoch, training seconds and wall seconds where it was first reached."""
+
+    def __init__(self, target: float | None) -> None:
+        self.target = target
+        self.epoch_seconds: list[float] = []
+        self.val_top1: list[tuple[int, float]] = []
+        self.reached_epoch: int | None = None
+        self.reached_train_s: float | None = None
+        self.reached_wall_s: float | None = None
+        self.images = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = now()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self.images += len(batch[1])
+
+    def _lap(self) -> None:
+        if self._t0 is not None:
+            self.epoch_seconds.append(now() - self._t0)
+            self._t0 = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or VAL_TOP1 not in trainer.callback_metrics:
+            return
+        top1 = float(trainer.callback_metrics[VAL_TOP1])
+        self.val_top1.append((trainer.current_epoch, top1))
+        if self.target is not None and self.reached_epoch is None and top1 >= self.target:
+            self.reached_epoch = trainer.current_epoch + 1
+            self.reached_train_s = sum(self.epoch_seconds)
+            self.reached_wall_s = now() - (self._fit_t0 or 0.0)
+            trainer.should_stop = True
 
 
 def _result(clock: StepClock, compiled: bool) -> dict[str, Any]:
@@ -188,3 +292,36 @@ def measure_compile(overrides: list[str], cfg: DictConfig, warmup: int, steps: i
         out[v] = {**warm, "compile_s": cold.get("compile_s"), "compile_s_warm": warm.get("compile_s"),
                   "warmup": warmup}
     return out
+
+
+def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict[str, Any]:
+    """Epoch time and time to ``target`` validation top-1 on dse-train's own path: a preset is only
+    fast if it gets accurate fast, so validation runs every epoch (off the training clock)."""
+    c = copy.deepcopy(cfg)
+    c.trainer.val_every = 1  # the target is checked each epoch (the preset may validate rarely)
+    c.trainer.checkpoint = False
+    clock = EpochClock(target)
+    t0 = time.perf_counter()
+    validate(c)
+    rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench epochs", (clock,))
+    wall = time.perf_counter() - t0
+    if rec["status"] == "failed":
+        raise RuntimeError(f"training failed: {rec['error']} (see {out_dir})")
+    secs = clock.epoch_seconds
+    steady = secs[1:] or secs  # the first epoch carries one-off costs (allocator, cudnn autotune)
+    train_s = sum(secs)
+    return {
+        "target": target, "max_epochs": int(c.trainer.max_epochs), "status": rec["status"],
+        "epochs": len(secs), "epoch_seconds": [round(s, 4) for s in secs],
+        "first_epoch_s": round(secs[0], 4) if secs else None,
+        "epoch_s": round(statistics.median(steady), 4) if steady else None,
+        "train_s": round(train_s, 3),
+        "images_per_s": clock.images / train_s if train_s > 0 else None,
+        "reached": clock.reached_epoch is not None,
+        "epochs_to_target": clock.reached_epoch,
+        "time_to_target_s": None if clock.reached_train_s is None else round(clock.reached_train_s, 3),
+        "wall_to_target_s": None if clock.reached_wall_s is None else round(clock.reached_wall_s, 3),
+        "val_top1_by_epoch": [[e + 1, round(v, 5)] for e, v in clock.val_top1],
+        "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"),
+        "wall_s": round(wall, 3),
+    }

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     quiet_lightning()
 
-    from dse.bench.timing import EpochClock, now
+    from dse.bench.step import EpochClock, now
     from dse.compose import compose
     from dse.data import InMemoryDataModule, build_datamodule
     from dse.train.run import train_once

@@ -1,5 +1,6 @@
 """Optuna samplers and pruners as Hydra ``_target_`` configs, as hydra-optuna-sweeper's are: checked
-before any storage exists; the pruner's travels to every job as JSON (:mod:`dse.sweep.handoff`).
+before any storage exists; the pruner's travels to every job as JSON (:mod:`dse.sweep.handoff`), and
+each trial's sampler is seeded with its number.
 """
 
 from __future__ import annotations
@@ -18,7 +19,10 @@ from dse.validate import int_at_least
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
 
-# hydra.sweeper.pruner.name: the shipped pruners' targets (a _target_ names any other)
+# hydra.sweeper.{sampler,pruner}.name: the shipped classes (a _target_ names any other)
+SAMPLERS = {"tpe": "optuna.samplers.TPESampler", "nsgaii": "optuna.samplers.NSGAIISampler",
+            "gp": "optuna.samplers.GPSampler", "random": "optuna.samplers.RandomSampler",
+            "qmc": "optuna.samplers.QMCSampler"}
 PRUNERS = {"median": "optuna.pruners.MedianPruner", "hyperband": "optuna.pruners.HyperbandPruner",
            "threshold": "optuna.pruners.ThresholdPruner", "none": "optuna.pruners.NopPruner"}
 # least values of integer settings that Optuna checks only once it samples or prunes
@@ -60,6 +64,26 @@ def target_config(conf: Mapping[str, Any], names: Mapping[str, str], field: str,
     except Exception as e:  # Optuna's own checks (a threshold pruner with no bound), under Hydra's
         raise ConfigError(field, first_line(e.__cause__ or e)) from None
     return out
+
+
+def sampler_for(config: Mapping[str, Any], number: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler that draws trial ``number``'s point, seeded with ``seed + number``: reproducible
+    however the study is resumed, and concurrent workers draw different points (the history is in
+    the storage). QMC keeps one seed: its points are one scrambled sequence indexed via the storage."""
+    from hydra.utils import instantiate
+
+    seed = config.get("seed")
+    if seed is not None and number is not None and config["_target_"] != SAMPLERS["qmc"]:
+        config = {**config, "seed": int(seed) + number}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning
+        return instantiate(config)
+
+
+def make_sampler(name: str, seed: int | None, **settings: Any) -> optuna.samplers.BaseSampler:
+    """A shipped sampler by name, with this seed and settings (tests, notebooks)."""
+    conf = {"name": name, "seed": seed, "scramble": True, **settings}
+    return sampler_for(target_config(conf, SAMPLERS, "sampler", conf), None)
 
 
 def _monitor(value: Any) -> str | None:

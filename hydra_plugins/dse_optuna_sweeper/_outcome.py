@@ -79,36 +79,25 @@ def _scored(result: Mapping[str, Any], objectives: Sequence[Objective],
         if not math.isfinite(v):
             return _failed(f"objective {o.metric} is {result[o.metric]!r}", attrs=attrs)
         values.append(v)
-    checked: dict[str, dict[str, Any]] = {}
-    broken: list[str] = []
+    measured: dict[str, float] = {}
     for c in constraints:
         raw = result.get(c.metric, analytic.get(c.metric))
         if raw is None:
             return _failed(f"the job returned no metric {c.metric!r} for constraint {c.key!r}",
                            attrs=attrs, fatal=True)
-        value = as_finite(raw)
-        if not math.isfinite(value):
+        measured[c.metric] = as_finite(raw)
+        if not math.isfinite(measured[c.metric]):
             return _failed(f"constraint metric {c.metric} is {raw!r}", attrs=attrs)
-        checked[c.key] = constraint_attr(value, c.violation(value))
-        broken += [] if checked[c.key]["feasible"] else [breaks(c, value)]
-    if checked:
-        attrs = {**attrs, trials.CONSTRAINTS: checked}
+    violations, broken = budget_check(measured, constraints)
+    if constraints:  # value and violation each named: a bare 0.25 beside val_top1>=0.3 reads as accuracy
+        attrs = {**attrs, trials.CONSTRAINTS: {c.key: {
+            "value": measured[c.metric], "relative_violation": violations[c.key],
+            "feasible": violations[c.key] <= 0} for c in constraints}}
     shown = " ".join(f"{o.metric}={v:.6g}" for o, v in zip(objectives, values, strict=True))
     if broken:
-        shown += f" — infeasible: {'; '.join(broken)}"
+        shown += f" — infeasible: {broken}"
     return Outcome("complete", values=values, attrs=attrs, note=shown,
-                   violations=[checked[c.key]["relative_violation"] for c in constraints])
-
-
-def constraint_attr(value: float, violation: float) -> dict[str, Any]:
-    """One constraint in the trial's ``constraints`` user attribute, value and violation each named:
-    a bare 0.25 beside ``val_top1>=0.3`` would read as an accuracy in optuna-dashboard."""
-    return {"value": value, "relative_violation": violation, "feasible": violation <= 0}
-
-
-def breaks(c: Constraint, value: float) -> str:
-    """``val_top1=0.224 breaks val_top1 >= 0.3``: a broken constraint in the log's words."""
-    return f"{c.metric}={value:g} breaks {c}"
+                   violations=[violations[c.key] for c in constraints])
 
 
 def _failed(error: str, status: str = "failed", attrs: dict[str, Any] | None = None,
@@ -136,10 +125,10 @@ def as_finite(x: object) -> float:
         return math.nan
 
 
-def budget_check(analytic: Mapping[str, float], pre_constraints: Sequence[Constraint]
+def budget_check(values: Mapping[str, float], constraints: Sequence[Constraint]
                  ) -> tuple[dict[str, float], str | None]:
-    """Violations of the constraints known before training, and why the point breaks them (None
-    when it fits)."""
-    violations = {c.key: c.violation(float(analytic[c.metric])) for c in pre_constraints}
-    broken = [breaks(c, analytic[c.metric]) for c in pre_constraints if violations[c.key] > 0]
+    """Each constraint's violation by ``values`` (per metric), and why they break it (None when
+    they fit): ``val_top1=0.224 breaks val_top1 >= 0.3``."""
+    violations = {c.key: c.violation(float(values[c.metric])) for c in constraints}
+    broken = [f"{c.metric}={values[c.metric]:g} breaks {c}" for c in constraints if violations[c.key] > 0]
     return violations, "; ".join(broken) or None

@@ -1,7 +1,7 @@
-"""The sweeper's settings: every key of ``hydra.sweeper`` checked before any storage exists.
-
-Bad input must cost a one-line :class:`~dse.errors.ConfigError` naming the key and write nothing,
-so nothing here opens a storage or composes a job; :mod:`._probe` then checks the job configs.
+"""Every input checked before any storage exists: the keys of ``hydra.sweeper``, then job configs
+composed at the corners of the search space (a typo, or a value dse-train refuses, fails the sweep in
+one line, not trial by trial). Bad input costs a one-line :class:`~dse.errors.ConfigError` naming the
+key, and writes nothing.
 """
 
 from __future__ import annotations
@@ -9,25 +9,25 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line
 from dse.metrics import DIRECTIONS, REGISTRY, SWEEPABLE
-from dse.sweep.pruners import pruner_spec
+from dse.sweep.pruners import SAMPLERS, pruner_spec, target_config
 from dse.sweep.storage import StorageSpec, parse_storage
-from dse.validate import check_study_name, int_at_least
-from hydra_plugins.dse_optuna_sweeper._samplers import sampler_config
+from dse.validate import check_study_name, int_at_least, validate
 from hydra_plugins.dse_optuna_sweeper._space import SearchSpace, build_search_space
-from hydra_plugins.dse_optuna_sweeper.config import DseOptunaSweeperConf, PrunerConf
+from hydra_plugins.dse_optuna_sweeper.config import DseOptunaSweeperConf, PrunerConf, SamplerConf
 
 log = logging.getLogger(__name__)
 
 _CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*(\S+)\s*$")
+Compose = Callable[[list[str]], DictConfig]
 
 
 @dataclass(frozen=True)
@@ -161,7 +161,8 @@ def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Setti
     check_study_name(conf.study_name, "hydra.sweeper.study_name")  # the same rule as study.name
     objectives = parse_objectives(conf.objectives)
     constraints = parse_constraints(conf.constraints)
-    sampler, pruner = sampler_config(conf.sampler), pruner_spec(conf.pruner, vars(PrunerConf()))
+    sampler = target_config(conf.sampler, SAMPLERS, "hydra.sweeper.sampler", vars(SamplerConf()))
+    pruner = pruner_spec(conf.pruner, vars(PrunerConf()))
     for key, lo in (("n_trials", 1), ("n_jobs", 1), ("max_rejections", 1), ("heartbeat_interval", 1),
                     ("grace_period", 1)):
         if getattr(conf, key) is not None:
@@ -199,3 +200,82 @@ def effective_pruner(settings: Settings) -> dict[str, Any]:
             return off
         spec["monitor"] = metric.key
     return spec
+
+
+def corner_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """Points that together use every choice and both ends of every range once."""
+    from optuna.distributions import CategoricalDistribution
+
+    params = space.params.items()
+    n = max([2, *(len(p.distribution.choices) for _, p in params
+                  if isinstance(p.distribution, CategoricalDistribution))])
+    points = []
+    for k in range(n):
+        point = {}
+        for name, p in params:
+            d = p.distribution
+            point[name] = (d.choices[k % len(d.choices)] if isinstance(d, CategoricalDistribution)
+                           else (d.low if k % 2 == 0 else d.high))
+        points.append(point)
+    return points
+
+
+def probe(settings: Settings, compose: Compose) -> None:
+    """Raise :class:`ConfigError` for the first corner point that cannot be a dse-train job."""
+    for point in corner_points(settings.space):
+        overrides = settings.space.overrides(point)
+        try:
+            job_cfg = compose(overrides)
+        except Exception as e:
+            raise ConfigError("hydra.sweeper.params", f"cannot compose a job config with "
+                                                      f"{' '.join(overrides)}: {first_line(e)}"
+                              ) from None
+        _refuse_invalid(settings.space, point, job_cfg, compose)
+        _refuse_unmeasured(settings, job_cfg)
+
+
+def _refuse_unmeasured(settings: Settings, job_cfg: DictConfig) -> None:
+    """A latency objective or constraint needs jobs run with ``trainer.latency=true``, else every
+    trial would end without the metric."""
+    named = [("hydra.sweeper.objectives", o.metric) for o in settings.objectives] + [
+        ("hydra.sweeper.constraints", c.metric) for c in settings.constraints]
+    for field, metric in named:
+        if REGISTRY[metric].latency and not OmegaConf.select(job_cfg, "trainer.latency",
+                                                             default=False):
+            raise ConfigError(field, f"{metric} is measured only when jobs run with "
+                                     "trainer.latency=true (add it to the overrides)")
+
+
+def _invalid(job_cfg: DictConfig) -> ConfigError | None:
+    """What dse-train would refuse in this job config (None if it would train it)."""
+    try:
+        validate(job_cfg)
+    except ConfigError as e:
+        return e
+    return None
+
+
+def _refuse_invalid(space: SearchSpace, point: Mapping[str, Any], job_cfg: DictConfig,
+                    compose: Compose) -> None:
+    """Raise if this point is invalid because of one searched value or the fixed input; a point
+    invalid only as a combination (more pools than a small ``n_fire`` has layers) is left to the
+    trials. The field is rechecked with the fixed overrides plus one searched value at a time
+    (the values of the field's own key or group first) and alone."""
+    error = _invalid(job_cfg)
+    if error is None:
+        return
+    params = space.params
+    # the searched keys (or groups) that set the field
+    owners = [n for n in params if f"{error.field}.".startswith(n.split("@", 1)[0] + ".")]
+    for name in [*owners, None, *(n for n in params if n not in owners)]:
+        one = [] if name is None else [params[name].override(point[name])]
+        try:
+            alone = _invalid(compose([*space.fixed, *one]))
+        except Exception:  # the value composes only together with other searched values
+            continue
+        if alone is None or alone.field != error.field:
+            continue
+        if name is None:
+            raise alone
+        detail = alone.message if alone.field == name else str(alone)
+        raise ConfigError(name, f"search space value {point[name]!r}: {detail}")

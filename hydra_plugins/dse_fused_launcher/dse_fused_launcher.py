@@ -1,27 +1,45 @@
-"""The Launcher Hydra instantiates for ``hydra/launcher=dse_fused``; three steps per batch.
+"""The Launcher Hydra instantiates for ``hydra/launcher=dse_fused``, and its structured config (a
+misspelt key fails at composition); three steps per batch.
 
 (1) Each job goes through Hydra's ``run_job`` with a task that only prepares it, so its dir gets the
 files and log a basic-launcher job gets and a bad point fails alone. (2) :func:`dse.train.group.run_jobs`
 trains the jobs' seeds in fused groups, logging into every member's log. (3) Each ``JobReturn`` gets its
 summary and the sweep's callbacks hear of its end, as with any launcher. ``sequential`` mode (``auto``
 on a CPU) is the basic launcher.
-"""
 
-from __future__ import annotations
+Hydra's plugin scan imports this module on every start-up: no torch or dse imports at the top, and no
+``from __future__ import annotations`` (hydra_plugins/dse_optuna_sweeper/config.py says why).
+"""
 
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FusedLauncherConf:
+    _target_: str = "hydra_plugins.dse_fused_launcher.dse_fused_launcher.FusedLauncher"
+    max_members: int = 16  # most (job, seed) members trained in one fused network
+    # auto: fused on a GPU, sequential on a CPU (where fusing gains nothing; docs/BENCHMARKS.md) |
+    # fused: always (what the CPU tests check) | sequential: every job on its own, like hydra's basic
+    # (the rules: dse.validate.validate_fused_launcher)
+    mode: str = "auto"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="dse_fused", node=FusedLauncherConf,
+                             provider="dse")
 
 
 def _prepare(cfg: DictConfig) -> Any:
@@ -63,7 +81,7 @@ _NO_CALLBACKS = SimpleNamespace(on_job_start=lambda **_: None, on_job_end=lambda
 class FusedLauncher(Launcher):
     """Trains a batch of jobs as fused groups (see the module docstring)."""
 
-    def __init__(self, max_members: int = 16, mode: str = "auto") -> None:
+    def __init__(self, max_members: int, mode: str) -> None:
         self.max_members, self.mode = max_members, mode
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None

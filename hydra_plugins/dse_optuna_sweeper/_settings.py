@@ -156,8 +156,6 @@ def parse_constraints(raw: Any) -> list[Constraint]:
 def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Settings:
     """Check every setting of the sweeper; raises ConfigError naming the first bad key."""
     conf = typed(raw)
-    if not str(conf.study_name).strip():
-        raise ConfigError("hydra.sweeper.study_name", "is required")
     check_study_name(conf.study_name, "hydra.sweeper.study_name")  # the same rule as study.name
     objectives = parse_objectives(conf.objectives)
     constraints = parse_constraints(conf.constraints)

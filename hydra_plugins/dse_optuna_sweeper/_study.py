@@ -52,12 +52,11 @@ class OpenStudy:
     """This worker's handle on the shared study (created if new, checked against the settings)."""
 
     def __init__(self, settings: Settings, pruner: dict[str, Any]) -> None:
-        import optuna
 
         self.s = settings
         made = _make_parent(settings.storage)
         try:
-            self.storage, study = self._create()
+            self.storage, self.study = self._create(pruner)
         except Exception as e:
             # Remove the folders we made, if still empty; never a database file, which may be
             # another worker's that is being created at this very moment.
@@ -66,11 +65,7 @@ class OpenStudy:
                     p.rmdir()
             raise ConfigError("hydra.sweeper.storage", f"cannot open {settings.storage.display}: "
                                                        f"{first_line(e)}") from None
-        self._check(study)
-        with quiet_optuna():
-            self.study = optuna.load_study(study_name=settings.study_name, storage=self.storage,
-                                           sampler=sampler_for(settings.sampler, None),
-                                           pruner=make_pruner(pruner))
+        self._check(self.study)
         self.study_id = self.storage.get_study_id_from_name(settings.study_name)
         self.distributions = self._resumed_space()
 
@@ -93,7 +88,7 @@ class OpenStudy:
                 space[name] = stored[name]
         return space
 
-    def _create(self) -> tuple[Any, optuna.Study]:
+    def _create(self, pruner: dict[str, Any]) -> tuple[Any, optuna.Study]:
         """create_study, retried while another worker is creating the same tables."""
         import optuna
         from optuna.exceptions import StorageInternalError
@@ -108,7 +103,7 @@ class OpenStudy:
                     return storage, optuna.create_study(
                         study_name=s.study_name, storage=storage, load_if_exists=True,
                         directions=[o.direction for o in s.objectives],
-                        sampler=optuna.samplers.RandomSampler(), pruner=optuna.pruners.NopPruner())
+                        sampler=sampler_for(s.sampler, None), pruner=make_pruner(pruner))
             except (SQLAlchemyError, StorageInternalError) as e:
                 # a worker starting at the same moment is creating the tables (SQLite: "table
                 # ... already exists", "locked"; PostgreSQL: duplicate type or key)

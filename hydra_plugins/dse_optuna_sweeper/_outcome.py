@@ -1,8 +1,6 @@
 """A finished job's return turned into what Optuna is told: pure, so it is unit-tested in process.
-
-Anything a Hydra task can do is handled (raise, return a number, any status, a missing metric, NaN).
-One trial's failure is recorded and the study goes on; only a metric the job never returns is
-``fatal`` and stops the sweep, since every later trial would fail the same way.
+Anything a Hydra task can do is handled; one trial's failure is recorded and the study goes on, but a
+metric the job never returns is ``fatal`` and stops the sweep (every later trial would fail alike).
 """
 
 from __future__ import annotations
@@ -17,8 +15,6 @@ from omegaconf import OmegaConf
 from dse.errors import first_line
 from dse.sweep import trials
 from hydra_plugins.dse_optuna_sweeper._settings import Constraint, Objective
-
-FAILED_STATUSES = ("failed", "diverged")
 
 
 @dataclass
@@ -58,7 +54,7 @@ def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
                                      if k != "error" and v is not None})}
     if status == "pruned":
         return Outcome("pruned", attrs=kept)
-    if status in FAILED_STATUSES:
+    if status in ("failed", "diverged"):
         return _failed(str(result.get("error") or status), status, kept)
     if status != "ok":
         return _failed(f"the job returned unknown status {status!r}", attrs=kept)

@@ -19,14 +19,10 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from hydra.core.override_parser.types import Override
     from optuna.distributions import BaseDistribution
 
-ALLOWED_TAGS = {"log"}
-
-
 @dataclass
 class Param:
     """One searched key: its Optuna name and distribution, and how to write a value back."""
 
-    name: str  # Optuna parameter name: the override key (with @package), no +/++ prefix
     key: str  # the key element of the job override, prefix included
     distribution: BaseDistribution
     choice_texts: list[str] = field(default_factory=list)  # categorical: override text per choice
@@ -89,7 +85,7 @@ def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str
         searched.pop(name, None)
         fixed.pop(name, None)
         if ov.is_sweep_override():
-            searched[name] = Param(name, ov.get_key_element(), *_distribution(ov, where, parser))
+            searched[name] = Param(ov.get_key_element(), *_distribution(ov, where, parser))
         else:
             fixed[name] = line
     return SearchSpace(searched, list(fixed.values()))
@@ -102,8 +98,7 @@ def _distribution(ov: Override, where: str, parser: OverridesParser
 
     value = ov.value()
     tags = set(getattr(value, "tags", set()) or set())
-    unknown = tags - ALLOWED_TAGS
-    if unknown:
+    if unknown := tags - {"log"}:
         raise ConfigError(where, f"unknown tag(s) {sorted(unknown)}; only 'log' is understood")
     log = "log" in tags
     try:
@@ -115,7 +110,7 @@ def _distribution(ov: Override, where: str, parser: OverridesParser
             return _interval(value, log, where), []
     except ConfigError:
         raise
-    except (ValueError, TypeError) as e:  # Optuna's own range checks
+    except (ValueError, TypeError) as e:  # Optuna's own checks (log with a step, no choices)
         raise ConfigError(where, _first_line(e)) from None
     raise ConfigError(where, "unsupported sweep; use choice(), range(), interval() or "
                              "tag(log, ...)")
@@ -132,8 +127,6 @@ def _categorical(value: Any, log: bool, where: str, parser: OverridesParser
     if log:
         raise ConfigError(where, "tag(log, ...) applies to range() and interval() only")
     items = value.list if isinstance(value, ChoiceSweep) else value
-    if not items:
-        raise ConfigError(where, "choice() needs at least one value")
     texts = [_choice_text(x, parser) for x in items]
     choices = [x.text if isinstance(x, QuotedString) else
                x if x is None or isinstance(x, (str, int, float, bool)) else
@@ -155,12 +148,8 @@ def _range(value: Any, log: bool, where: str) -> BaseDistribution:
                                  "is empty (the stop is excluded)")
     low, high, step = min(values), max(values), abs(value.step)
     if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
-        if log and step != 1:
-            raise ConfigError(where, "tag(log, range(...)) needs step 1")
-        return IntDistribution(int(low), int(high), log=log, step=1 if log else int(step))
-    if log:
-        raise ConfigError(where, "tag(log, range(...)) needs integer bounds and step 1")
-    return FloatDistribution(float(low), float(high), step=float(step))
+        return IntDistribution(int(low), int(high), log=log, step=int(step))
+    return FloatDistribution(float(low), float(high), step=float(step), log=log)
 
 
 def _interval(value: Any, log: bool, where: str) -> BaseDistribution:
@@ -174,13 +163,9 @@ def _interval(value: Any, log: bool, where: str) -> BaseDistribution:
         raise ConfigError(where, f"interval({lo:g}, {hi:g}): low must be < high")
     if log and lo <= 0:
         raise ConfigError(where, f"tag(log, interval({lo:g}, {hi:g})) needs low > 0")
-    if _is_int(value.start) and _is_int(value.end):  # int(interval(...)): both ends kept
-        return IntDistribution(int(lo), int(hi), log=log)
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in (value.start, value.end)):
+        return IntDistribution(int(lo), int(hi), log=log)  # int(interval(...)): both ends kept
     return FloatDistribution(lo, hi, log=log)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _choice_text(x: Any, parser: OverridesParser) -> str:

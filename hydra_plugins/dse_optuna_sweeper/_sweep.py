@@ -17,7 +17,7 @@ from contextlib import suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from dse.errors import ConfigError, first_line
 from dse.metrics import analytic_values
@@ -111,8 +111,8 @@ class StudyRunner:
         """Tell the job's outcome; returns an error message when the sweep must stop."""
         from optuna.trial import TrialState
 
-        if out_dir := _output_dir(ret):
-            trial.set_user_attr(trials.OUTPUT_DIR, out_dir)
+        if out_dir := ret.hydra_cfg and OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir"):
+            trial.set_user_attr(trials.OUTPUT_DIR, str(out_dir))
         outcome = decide(lambda: ret.return_value, self.s.objectives, self.s.constraints, analytic)
         for key, value in outcome.attrs.items():
             trial.set_user_attr(key, value)
@@ -226,13 +226,6 @@ class StudyRunner:
         if any(fatal):
             raise ConfigError("hydra.sweeper.objectives", next(filter(None, fatal)))
         return full
-
-
-def _output_dir(ret: JobReturn) -> str | None:
-    try:
-        return str(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg else None
-    except Exception:
-        return None
 
 
 def run_sweep(raw_settings: Mapping[str, Any], arguments: Sequence[str],

@@ -1,5 +1,5 @@
-"""The Sweeper class Hydra instantiates for ``hydra/sweeper=dse_optuna``: it stores its settings,
-and imports the Optuna machinery (``_sweep``) only when a multirun uses it (see ``__init__``)."""
+"""The Sweeper Hydra instantiates for ``hydra/sweeper=dse_optuna``; Optuna is imported (``_sweep``)
+only when a multirun uses it."""
 
 from __future__ import annotations
 

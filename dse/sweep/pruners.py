@@ -12,6 +12,8 @@ import warnings
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from hydra.utils import instantiate
+
 from dse.errors import ConfigError, first_line
 from dse.metrics import REGISTRY
 from dse.validate import int_at_least
@@ -35,8 +37,6 @@ def target_config(conf: Mapping[str, Any], names: Mapping[str, str], field: str,
     """The ``_target_`` config of a sampler or pruner setting (its ``_target_``, else its ``name``'s),
     with those settings the class takes. ``shipped`` keys (the schema's, for every shipped class)
     may go unused; any other must be the class's. Built once here, so a bad value is one line."""
-    from hydra.utils import instantiate
-
     target = conf.get("_target_")
     if not target:
         name = str(conf.get("name") or "none").lower()
@@ -70,8 +70,6 @@ def sampler_for(config: Mapping[str, Any], number: int | None) -> optuna.sampler
     """The sampler that draws trial ``number``'s point, seeded with ``seed + number``: reproducible
     however the study is resumed, and concurrent workers draw different points (the history is in
     the storage). QMC keeps one seed: its points are one scrambled sequence indexed via the storage."""
-    from hydra.utils import instantiate
-
     seed = config.get("seed")
     if seed is not None and number is not None and config["_target_"] != SAMPLERS["qmc"]:
         config = {**config, "seed": int(seed) + number}
@@ -111,8 +109,6 @@ def pruner_spec(conf: Mapping[str, Any], shipped: Collection[str] = ()) -> dict[
 def make_pruner(spec: Mapping[str, Any] | str | None) -> optuna.pruners.BasePruner:
     """The pruner a :func:`pruner_spec` (or its JSON) describes; empty means no pruning. A spec by
     ``name``, as the sweeper of dse 0.1 handed it to jobs, is read too."""
-    from hydra.utils import instantiate
-
     if isinstance(spec, str):
         spec = json.loads(spec) if spec.strip() else None
     spec = dict(spec or {"name": "none"})

@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 from omegaconf import OmegaConf
 
 from dse.errors import first_line
@@ -34,8 +35,6 @@ def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
            constraints: Sequence[Constraint], analytic: Mapping[str, float]) -> Outcome:
     """The outcome of the job whose return ``get_return()`` yields (or raises); ``analytic``: the
     point's spec-derived sizes, for constraints the job does not return."""
-    import optuna
-
     try:
         result = get_return()
     except optuna.TrialPruned as e:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution
 
 from dse.errors import ConfigError, first_line
 from dse.metrics import DIRECTIONS, REGISTRY, SWEEPABLE
@@ -202,8 +203,6 @@ def effective_pruner(settings: Settings) -> dict[str, Any]:
 
 def corner_points(space: SearchSpace) -> list[dict[str, Any]]:
     """Points that together use every choice and both ends of every range once."""
-    from optuna.distributions import CategoricalDistribution
-
     params = space.params.items()
     n = max([2, *(len(p.distribution.choices) for _, p in params
                   if isinstance(p.distribution, CategoricalDistribution))])

@@ -10,14 +10,27 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    Quote,
+    QuotedString,
+    RangeSweep,
+    Transformer,
+)
+from optuna.distributions import (
+    BaseDistribution,
+    CategoricalDistribution,
+    FloatDistribution,
+    IntDistribution,
+)
 
 from dse.errors import ConfigError, lines_of
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Override
-    from optuna.distributions import BaseDistribution
 
 @dataclass
 class Param:
@@ -29,8 +42,6 @@ class Param:
 
     def override(self, value: Any) -> str:
         """The job override that sets this parameter to ``value``."""
-        from optuna.distributions import CategoricalDistribution, IntDistribution
-
         dist = self.distribution
         if isinstance(dist, CategoricalDistribution):
             text = self.choice_texts[int(dist.to_internal_repr(value))]
@@ -60,15 +71,11 @@ class SearchSpace:
 def quote(value: str) -> str:
     """``value`` as a quoted string Hydra's override grammar parses back to exactly ``value``, an
     ``${...}`` in it escaped so OmegaConf keeps it as text."""
-    from hydra.core.override_parser.types import Quote, QuotedString
-
     return QuotedString(text=value.replace("${", "\\${"), quote=Quote.single).with_quotes()
 
 
 def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> SearchSpace:
     """Parse ``hydra.sweeper.params`` and the command line; the command line wins per key."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
     entries: list[tuple[str, str]] = [
         (f"hydra.sweeper.params.{k}", f"{k}={v}") for k, v in (params or {}).items()
@@ -94,8 +101,6 @@ def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str
 def _distribution(ov: Override, where: str, parser: OverridesParser
                   ) -> tuple[BaseDistribution, list[str]]:
     """The Optuna distribution (and categorical override texts) of one sweep override."""
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-
     value = ov.value()
     tags = set(getattr(value, "tags", set()) or set())
     if unknown := tags - {"log"}:
@@ -119,9 +124,6 @@ def _distribution(ov: Override, where: str, parser: OverridesParser
 def _categorical(value: Any, log: bool, where: str, parser: OverridesParser
                  ) -> tuple[BaseDistribution, list[str]]:
     """``choice(...)`` (or ``a,b,c``): the choices as Optuna values and as override texts."""
-    from hydra.core.override_parser.types import ChoiceSweep, QuotedString, Transformer
-    from optuna.distributions import CategoricalDistribution
-
     if isinstance(value, ChoiceSweep) and value.shuffle:
         raise ConfigError(where, "shuffle() means nothing to a sampler; use choice()")
     if log:
@@ -138,8 +140,6 @@ def _categorical(value: Any, log: bool, where: str, parser: OverridesParser
 
 def _range(value: Any, log: bool, where: str) -> BaseDistribution:
     """``range(start, stop, step)``, stop excluded: integer, or a stepped float range."""
-    from optuna.distributions import FloatDistribution, IntDistribution
-
     if value.shuffle:
         raise ConfigError(where, "shuffle() means nothing to a sampler; use range()")
     values = list(value.range())
@@ -154,8 +154,6 @@ def _range(value: Any, log: bool, where: str) -> BaseDistribution:
 
 def _interval(value: Any, log: bool, where: str) -> BaseDistribution:
     """``interval(low, high)``: a float interval, or integers under Hydra's ``int()`` cast."""
-    from optuna.distributions import FloatDistribution, IntDistribution
-
     lo, hi = float(value.start), float(value.end)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ConfigError(where, "interval() bounds must be finite numbers")
@@ -171,8 +169,6 @@ def _interval(value: Any, log: bool, where: str) -> BaseDistribution:
 def _choice_text(x: Any, parser: OverridesParser) -> str:
     """Override text that parses back to choice ``x``: ``str(choice(1,2))`` gives the strings
     '1' and '2', which must be written quoted or the job would receive the integers."""
-    from hydra.core.override_parser.types import QuotedString, Transformer
-
     text = Transformer.str(x)
     if isinstance(x, str) and not isinstance(x, QuotedString):
         (ov,) = parser.parse_overrides([f"k={text}"])

@@ -19,7 +19,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from itertools import takewhile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import check_distribution_compatibility
+from optuna.exceptions import StorageInternalError
+from optuna.trial import FrozenTrial
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from dse.errors import ConfigError, first_line
 from dse.sweep import trials
@@ -29,10 +36,6 @@ from dse.text import table
 from hydra_plugins.dse_optuna_sweeper._outcome import jsonable
 from hydra_plugins.dse_optuna_sweeper._settings import Settings
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import optuna
-    from optuna.trial import FrozenTrial
-
 log = logging.getLogger(__name__)
 _CREATE_ATTEMPTS = 8
 
@@ -40,8 +43,6 @@ _CREATE_ATTEMPTS = 8
 @contextmanager
 def quiet_optuna() -> Iterator[None]:
     """Silence Optuna's notes that do not apply to ask-and-tell with heartbeats."""
-    import optuna
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed.*")
@@ -73,8 +74,6 @@ class OpenStudy:
         """The settings' distributions, except where the study sampled a parameter from another kind
         (a ``choice`` a later dse made an ``int``): Optuna refuses two kinds in one study, so a
         resumed study keeps its own, and says so."""
-        from optuna.distributions import check_distribution_compatibility
-
         stored = {name: dist for t in reversed(self.study.get_trials(deepcopy=False))
                   for name, dist in t.distributions.items()}  # the first trial's wins
         space = dict(self.s.space.distributions)
@@ -90,10 +89,6 @@ class OpenStudy:
 
     def _create(self, pruner: dict[str, Any]) -> tuple[Any, optuna.Study]:
         """create_study, retried while another worker is creating the same tables."""
-        import optuna
-        from optuna.exceptions import StorageInternalError
-        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-
         s = self.s
         for attempt in range(_CREATE_ATTEMPTS):
             try:
@@ -171,8 +166,6 @@ class OpenStudy:
                                            [float(v) for v in violations])
 
     def fail_stale(self) -> None:
-        import optuna
-
         with quiet_optuna():
             optuna.storages.fail_stale_trials(self.study)
 
@@ -220,8 +213,6 @@ def _entry(t: FrozenTrial, metric_names: list[str]) -> dict[str, Any]:
 
 def write_results(study: optuna.Study, settings: Settings, sweep_dir: Path) -> Path:
     """Write the results file in the sweep dir and print the best trials; returns the file."""
-    import yaml
-
     front, states = best(study, settings), counts(study)
     names = settings.metric_names
     doc: dict[str, Any] = {

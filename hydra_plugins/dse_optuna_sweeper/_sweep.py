@@ -15,9 +15,15 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import optuna
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext
 from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
 
 from dse.errors import ConfigError, first_line
 from dse.metrics import analytic_values
@@ -38,20 +44,12 @@ from hydra_plugins.dse_optuna_sweeper._settings import (
 from hydra_plugins.dse_optuna_sweeper._space import quote
 from hydra_plugins.dse_optuna_sweeper._study import OpenStudy, counts, quiet_optuna, write_results
 
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import optuna
-    from hydra.core.utils import JobReturn
-    from hydra.plugins.launcher import Launcher
-    from hydra.types import HydraContext
-
 log = logging.getLogger(__name__)
-Prepared = tuple["optuna.Trial", list[str], dict[str, float]]  # trial, job overrides, analytic
+Prepared = tuple[optuna.Trial, list[str], dict[str, float]]  # trial, job overrides, analytic
 
 
 def suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
     """``trial.suggest_*`` for a distribution (what ``study.ask(distributions)`` does inside)."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(name, dist.choices)
     if isinstance(dist, IntDistribution):
@@ -109,8 +107,6 @@ class StudyRunner:
     def finish(self, trial: optuna.Trial, ret: JobReturn, analytic: Mapping[str, float]
                ) -> str | None:
         """Tell the job's outcome; returns an error message when the sweep must stop."""
-        from optuna.trial import TrialState
-
         if out_dir := ret.hydra_cfg and OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir"):
             trial.set_user_attr(trials.OUTPUT_DIR, str(out_dir))
         outcome = decide(lambda: ret.return_value, self.s.objectives, self.s.constraints, analytic)
@@ -131,8 +127,6 @@ class StudyRunner:
 
     def give_back(self, trial: optuna.Trial, mark: str, why: str) -> None:
         """Tell a trial FAIL with a mark that keeps it off the budget (rejected, interrupted, discarded)."""
-        from optuna.trial import TrialState
-
         trial.set_user_attr(mark, why)
         self.study.tell(trial, state=TrialState.FAIL)
 

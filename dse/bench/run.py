@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import lightning
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -20,6 +21,7 @@ from dse.bench.report import markdown
 from dse.bench.step import measure_compile, measure_step, time_to_target
 from dse.compose import compose
 from dse.outputs import check_writable, write_text
+from dse.store import provenance
 from dse.train.run import device_settings
 from dse.validate import validate
 
@@ -42,10 +44,6 @@ def _cpu_name() -> str:
 
 def machine(cfg: DictConfig) -> dict[str, Any]:
     """What the numbers were measured on; ``cpu_count`` is the usable cores packing splits threads by."""
-    import lightning
-
-    from dse.store import provenance
-
     accelerator, precision, channels_last = device_settings(cfg.trainer)
     dev = (torch.cuda.get_device_name() if accelerator == "gpu"
            else f"cpu ({_cpu_name()})")

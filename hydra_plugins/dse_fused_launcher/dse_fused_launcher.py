@@ -5,10 +5,8 @@ misspelt key fails at composition); three steps per batch.
 files and log a basic-launcher job gets and a bad point fails alone. (2) :func:`dse.train.group.run_jobs`
 trains the jobs' seeds in fused groups, logging into every member's log. (3) Each ``JobReturn`` gets its
 summary and the sweep's callbacks hear of its end, as with any launcher. ``sequential`` mode (``auto``
-on a CPU) is the basic launcher.
-
-Hydra's plugin scan imports this module on every start-up: no torch or dse imports at the top, and no
-``from __future__ import annotations`` (hydra_plugins/dse_optuna_sweeper/config.py says why).
+on a CPU) is the basic launcher. Hydra's plugin scan imports this module on every start-up: no torch
+at the top, no ``from __future__ import annotations`` (hydra_plugins/dse_optuna_sweeper/config.py).
 """
 
 import logging
@@ -20,10 +18,13 @@ from types import SimpleNamespace
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
+
+from dse.sweep.handoff import Handoff
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +45,7 @@ ConfigStore.instance().store(group="hydra/launcher", name="dse_fused", node=Fuse
 
 def _prepare(cfg: DictConfig) -> Any:
     """The job's side of step (1): run inside ``run_job``, where its HydraConfig and env are set."""
-    from hydra.core.hydra_config import HydraConfig
-
     from dse.logs import quiet_lightning
-    from dse.sweep.handoff import Handoff
     from dse.train.group import Job
     from dse.validate import validate
 
@@ -130,8 +128,6 @@ class FusedLauncher(Launcher):
         return self._launch_fused(job_overrides, initial_job_idx)
 
     def _launch_fused(self, job_overrides: Sequence[Sequence[str]], first: int) -> list[JobReturn]:
-        from hydra.core.hydra_config import HydraConfig
-
         from dse.train.group import run_jobs
 
         callbacks = self.hydra_context.callbacks

@@ -22,12 +22,7 @@ from hydra.core.override_parser.types import (
     RangeSweep,
     Transformer,
 )
-from optuna.distributions import (
-    BaseDistribution,
-    CategoricalDistribution,
-    FloatDistribution,
-    IntDistribution,
-)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from dse.errors import ConfigError, lines_of
 

@@ -94,7 +94,6 @@ def _release(workers: list[_Worker], k: int, out_dir: Path, deadline: float) -> 
         w.proc.stdin.flush()
     for w in workers:
         w.proc.wait(max(1.0, deadline - time.monotonic()))
-    for w in workers:
         w.reader.join(5.0)
     return t_ready
 
@@ -110,14 +109,13 @@ def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: flo
     ok = [r for r in results if r is not None]
     span = max(r["t_end"] for r in ok) - min(r["t_go"] for r in ok)
     images = sum(int(r["images"]) for r in ok)
-    ready = [d for w in workers for d in w.lines if d["kind"] == "ready"]
     return {
         "k": k, "span_s": round(span, 3),
         "trials_per_hour": k * 3600.0 / span if span > 0 else None,
         "images_per_s": images / span if span > 0 else None,
         "trial_s": round(sum(r["t_end"] - r["t_go"] for r in ok) / k, 3),
         "train_s": round(sum(r["train_s"] for r in ok) / k, 3),
-        "startup_s": round(max(d["startup_s"] for d in ready), 3),
+        "startup_s": round(max(w.said("ready")["startup_s"] for w in workers), 3),
         "spawn_to_ready_s": round(spawn_to_ready_s, 3),
         "threads_per_trial": ok[0].get("threads"),
         "val_top1": [r.get("val_top1") for r in ok],
@@ -168,19 +166,14 @@ def measure_packing(overrides: list[str], ks: list[int], seed: int, out_dir: Pat
     when set (on a shared CPU, 1 thread keeps OpenMP from spinning against other people's jobs)."""
     cores = usable_cores()
     cap = int(os.environ.get("OMP_NUM_THREADS") or 0) or cores
-    runs = []
-    for k in ks:
-        threads = max(1, min(cap, cores // k)) if cpu else 0
-        runs.append(run_k(overrides, k, seed, out_dir / f"k{k}", threads, timeout))
+    runs = [run_k(overrides, k, seed, out_dir / f"k{k}", max(1, min(cap, cores // k)) if cpu else 0, timeout)
+            for k in ks]
     base = next((r["trials_per_hour"] for r in runs if r["k"] == 1 and r.get("trials_per_hour")), None)
     for r in runs:
         if base and r.get("trials_per_hour"):
             r["speedup_vs_k1"] = r["trials_per_hour"] / base
-    rec = recommend(runs)
-    best = max((r for r in runs if r.get("trials_per_hour")), key=lambda r: r["trials_per_hour"],
-               default=None)
-    return {"ks": ks, "tolerance": TOLERANCE, "runs": runs, "recommended_k": rec,
-            "best_k": best["k"] if best else None, "overrides": overrides}
+    return {"ks": ks, "tolerance": TOLERANCE, "runs": runs, "recommended_k": recommend(runs),
+            "best_k": recommend(runs, tolerance=0.0), "overrides": overrides}
 
 
 def members(k: int, seed: int) -> list[tuple[list[str], int]]:

@@ -148,25 +148,19 @@ def _result(clock: StepClock, compiled: bool) -> dict[str, Any]:
     return res
 
 
-def step_config(cfg: DictConfig, warmup: int, steps: int, compile: bool = False) -> DictConfig:
-    """``cfg`` trimmed to ``warmup + steps`` optimizer steps: no test, no checkpoint, no bar."""
-    c, total = copy.deepcopy(cfg), warmup + steps
-    # max_steps is the binding cap; no validation inside the window
-    c.trainer.merge_with({"max_steps": total, "max_epochs": max(int(c.trainer.max_epochs), total),
-                          "test": False, "checkpoint": False, "compile": bool(compile),
-                          "val_every": max(int(c.trainer.val_every), total + 1)})
-    return c
-
-
 def project_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, compile: bool = False
                  ) -> dict[str, Any]:
     """Images/s of ``train_once`` (dse-train's path) over ``steps`` steps after ``warmup``."""
-    c = step_config(cfg, warmup, steps, compile)
+    c, total = copy.deepcopy(cfg), warmup + steps
+    # max_steps is the binding cap; no validation inside the window, no test, no checkpoint
+    c.trainer.merge_with({"max_steps": total, "max_epochs": max(int(c.trainer.max_epochs), total),
+                          "test": False, "checkpoint": False, "compile": bool(compile),
+                          "val_every": max(int(c.trainer.val_every), total + 1)})
     clock = StepClock(warmup, steps)
     validate(c)
     rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench step", (clock,))
     if not clock.finished:  # a "diverged" verdict after the window (e.g. at chance) still timed fine
-        why = rec["error"] or f"stopped after {clock.done_steps} of {warmup + steps} steps"
+        why = rec["error"] or f"stopped after {clock.done_steps} of {total} steps"
         raise RuntimeError(f"project training ({rec['status']}): {why} (see {out_dir})")
     return _result(clock, compile)
 
@@ -197,7 +191,6 @@ def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | Non
     scaler = torch.amp.GradScaler(device.type, enabled=precision.startswith("16"))
     smoothing = float(tc.label_smoothing)
     model.train()
-
     dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
     clock = StepClock(warmup, steps)
     clock.on_train_start(None, None)  # the callback's hooks use only the batch
@@ -286,11 +279,8 @@ def measure_compile(overrides: list[str], cfg: DictConfig, warmup: int, steps: i
                     if "error" not in cold else cold)
         finally:
             shutil.rmtree(cache, ignore_errors=True)
-        if "error" in warm:
-            out[v] = warm
-            continue
-        out[v] = {**warm, "compile_s": cold.get("compile_s"), "compile_s_warm": warm.get("compile_s"),
-                  "warmup": warmup}
+        out[v] = warm if "error" in warm else {**warm, "compile_s": cold.get("compile_s"),
+                                               "compile_s_warm": warm.get("compile_s"), "warmup": warmup}
     return out
 
 

@@ -72,9 +72,7 @@ def quote(value: str) -> str:
 def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> SearchSpace:
     """Parse ``hydra.sweeper.params`` and the command line; the command line wins per key."""
     parser = OverridesParser.create()
-    entries: list[tuple[str, str]] = [
-        (f"hydra.sweeper.params.{k}", f"{k}={v}") for k, v in (params or {}).items()
-    ]
+    entries = [(f"hydra.sweeper.params.{k}", f"{k}={v}") for k, v in (params or {}).items()]
     entries += [(str(a), str(a)) for a in arguments]
     searched: dict[str, Param] = {}
     fixed: dict[str, str] = {}
@@ -100,6 +98,8 @@ def _distribution(ov: Override, where: str, parser: OverridesParser
     tags = set(getattr(value, "tags", set()) or set())
     if unknown := tags - {"log"}:
         raise ConfigError(where, f"unknown tag(s) {sorted(unknown)}; only 'log' is understood")
+    if getattr(value, "shuffle", False):
+        raise ConfigError(where, "shuffle() means nothing to a sampler; use choice() or range()")
     log = "log" in tags
     try:
         if isinstance(value, ChoiceSweep) or (ov.is_choice_sweep() and isinstance(value, list)):
@@ -119,8 +119,6 @@ def _distribution(ov: Override, where: str, parser: OverridesParser
 def _categorical(value: Any, log: bool, where: str, parser: OverridesParser
                  ) -> tuple[BaseDistribution, list[str]]:
     """``choice(...)`` (or ``a,b,c``): the choices as Optuna values and as override texts."""
-    if isinstance(value, ChoiceSweep) and value.shuffle:
-        raise ConfigError(where, "shuffle() means nothing to a sampler; use choice()")
     if log:
         raise ConfigError(where, "tag(log, ...) applies to range() and interval() only")
     items = value.list if isinstance(value, ChoiceSweep) else value
@@ -135,8 +133,6 @@ def _categorical(value: Any, log: bool, where: str, parser: OverridesParser
 
 def _range(value: Any, log: bool, where: str) -> BaseDistribution:
     """``range(start, stop, step)``, stop excluded: integer, or a stepped float range."""
-    if value.shuffle:
-        raise ConfigError(where, "shuffle() means nothing to a sampler; use range()")
     values = list(value.range())
     if not values:
         raise ConfigError(where, f"range({value.start}, {value.stop}, {value.step}) "
@@ -174,10 +170,7 @@ def _choice_text(x: Any, parser: OverridesParser) -> str:
 
 def _first_line(e: BaseException) -> str:
     """The informative line of a (Hydra parser) error: the cause, not "Error parsing override"."""
-    lines = lines_of(e)
-    if not lines:
-        return type(e).__name__
-    if lines[0].startswith("Error parsing override") and len(lines) > 1 \
-            and not lines[1].startswith("See "):
+    lines = lines_of(e) or [type(e).__name__]
+    if lines[0].startswith("Error parsing override") and lines[1:] and not lines[1].startswith("See "):
         return lines[1]
     return lines[0]

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 
 from dse.errors import first_line
 from dse.sweep import trials
-from hydra_plugins.dse_optuna_sweeper._settings import Constraint, Objective
+from hydra_plugins.dse_optuna_sweeper._settings import Constraint, Objective, as_finite
 
 
 @dataclass
@@ -110,14 +110,6 @@ def jsonable(value: Any) -> Any:
         return value
     except (TypeError, ValueError):
         return str(value)
-
-
-def as_finite(x: object) -> float:
-    """``float(x)``, or NaN when the job returned something that is not a number."""
-    try:
-        return float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
 
 
 def budget_check(values: Mapping[str, float], constraints: Sequence[Constraint]

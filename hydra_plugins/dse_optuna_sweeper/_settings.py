@@ -100,6 +100,14 @@ def typed(raw: Mapping[str, Any]) -> DseOptunaSweeperConf:
     return conf
 
 
+def as_finite(x: object) -> float:
+    """``float(x)``, or NaN when ``x`` is not a number (a bound, a value the job returned)."""
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def parse_objectives(raw: Any) -> list[Objective]:
     """``[[metric, direction], ...]`` (a single flat pair is accepted too)."""
     field = "hydra.sweeper.objectives"
@@ -144,11 +152,7 @@ def parse_constraints(raw: Any) -> list[Constraint]:
         if metric not in SWEEPABLE:
             raise ConfigError(field, f"unknown metric {metric!r} in {item!r}; known metrics: "
                                      f"{', '.join(SWEEPABLE)}")
-        try:
-            bound = float(num)
-        except ValueError:
-            bound = math.nan
-        if not math.isfinite(bound):
+        if not math.isfinite(bound := as_finite(num)):
             raise ConfigError(field, f"the bound in {item!r} must be a finite number")
         out.append(Constraint(metric, op, bound))
     return out
@@ -169,10 +173,9 @@ def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Setti
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise ConfigError("hydra.sweeper.max_failure_rate", f"must be in [0, 1] (got "
                                                             f"{conf.max_failure_rate!r})")
-    heartbeat, grace = conf.heartbeat_interval, conf.grace_period
-    if heartbeat is not None and grace is not None and grace < heartbeat:
+    if (grace := conf.grace_period) is not None and grace < conf.heartbeat_interval:
         raise ConfigError("hydra.sweeper.grace_period", f"must be >= heartbeat_interval "
-                                                        f"({heartbeat}), got {grace}")
+                                                        f"({conf.heartbeat_interval}), got {grace}")
     if Path(conf.results_file).name != conf.results_file:
         raise ConfigError("hydra.sweeper.results_file", "must be a file name (it is written "
                                                         "in hydra.sweep.dir)")

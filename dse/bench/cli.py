@@ -19,7 +19,6 @@ from dse.text import comma_list
 
 PROG = "dse-bench"
 SECTIONS = ("step", "epochs", "packing", "fused")
-DEFAULT_SECTIONS = SECTIONS[:3]  # fused runs when --fused names its Ks
 
 
 def _ints(text: str) -> list[int]:
@@ -30,8 +29,8 @@ def _ints(text: str) -> list[int]:
 
 
 def parser() -> argparse.ArgumentParser:
-    """The options; their parsed values, less ``--no-target`` and ``--json``, are the JSON's
-    ``options`` (stored verbatim for reproducibility)."""
+    """The options; their parsed values, less ``--json``, are the JSON's ``options`` (stored verbatim
+    for reproducibility)."""
     p = ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[1].replace("\n", " "),
         epilog="CPU example: dse-bench data.subset=512 trainer.max_epochs=1 --k 1,2 --steps 10")
@@ -41,7 +40,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="output folder (default <paths.runs>/bench/<timestamp>)")
     p.add_argument("--target", type=float, default=0.92,
                    help="validation top-1 to reach in the epochs section (default %(default)s)")
-    p.add_argument("--no-target", action="store_true", help="train all max_epochs, do not stop early")
+    p.add_argument("--no-target", dest="target", action="store_const", const=None,
+                   help="train all max_epochs, do not stop early")
     p.add_argument("--compile", action="store_true",
                    help="also time torch.compile (and reduce-overhead/CUDA graphs on GPU)")
     p.add_argument("--steps", type=int, default=200,
@@ -90,12 +90,9 @@ def check(o: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     opts = parser().parse_intermixed_args(argv)
-    if opts.sections is None:
-        opts.sections = ["fused"] if opts.fused_ks else list(DEFAULT_SECTIONS)
-    if opts.no_target:
-        opts.target = None
-    as_json = opts.json
-    del opts.no_target, opts.json
+    as_json = vars(opts).pop("json")
+    if opts.sections is None:  # the fused section runs when --fused names its Ks
+        opts.sections = ["fused"] if opts.fused_ks else list(SECTIONS[:3])
     with bad_input(PROG):
         check(opts)
         from dse.bench.run import run_bench

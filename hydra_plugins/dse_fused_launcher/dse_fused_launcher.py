@@ -81,9 +81,6 @@ class FusedLauncher(Launcher):
 
     def __init__(self, max_members: int, mode: str) -> None:
         self.max_members, self.mode = max_members, mode
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -116,7 +113,6 @@ class FusedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
-        assert self.config is not None and self.hydra_context is not None and self.task_function
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         fused = self._fused()

@@ -64,10 +64,8 @@ class StudyRunner:
                  launcher: Launcher, sweep_dir: Path) -> None:
         self.s, self.db, self.study, self.pruner = settings, db, db.study, pruner
         self.job_config, self.launcher, self.sweep_dir = job_config, launcher, sweep_dir
-        self.job_idx = 0
-        self.finished_here = 0  # trials this worker launched and told
         self.rejections_in_a_row = 0
-        self.returns: list[Sequence[JobReturn]] = []
+        self.returns: list[Sequence[JobReturn]] = []  # per batch: its jobs are this worker's trials
         self.gate = SignalGate()
 
     # -- one trial -----------------------------------------------------------
@@ -169,7 +167,7 @@ class StudyRunner:
         is this worker's pace, so with several workers it errs long."""
         done = seen["complete"] + seen["pruned"] + seen["failed"]
         left = max(0, self.s.n_trials - done)
-        eta = (time.time() - started) / max(1, self.finished_here) * left
+        eta = (time.time() - started) / max(1, sum(map(len, self.returns))) * left
         log.info("dse_optuna: [%d/%d] trials finished · %d failed%s", done, self.s.n_trials,
                  seen["failed"], f" · ETA {duration(eta)}" if left else "")
 
@@ -209,14 +207,13 @@ class StudyRunner:
             return full
         log.info("dse_optuna: launching trial(s) %s", ", ".join(str(t.number) for t, _, _ in batch))
         with self.db.beating([self.db.trial_id(t) for t, _, _ in batch]), self.gate.open():
-            rets = self.launcher.launch([ov for _, ov, _ in batch], initial_job_idx=self.job_idx)
-        self.job_idx += len(batch)
+            rets = self.launcher.launch([ov for _, ov, _ in batch],
+                                        initial_job_idx=sum(map(len, self.returns)))
         self.returns.append(rets)
         fatal = []
         for (trial, _, analytic), ret in zip(batch, rets, strict=True):
             fatal.append(self.finish(trial, ret, analytic))
             pending.remove(trial)
-        self.finished_here += len(batch)
         if any(fatal):
             raise ConfigError("hydra.sweeper.objectives", next(filter(None, fatal)))
         return full

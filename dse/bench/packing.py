@@ -1,13 +1,10 @@
-"""K trials at once on one device: K processes side by side (packing, and the K to use), or K design
-points fused into one network (``--fused``).
-
-A Fire network leaves most of a GPU idle, so several trials side by side finish more per hour. Real
-``train_once`` trials run in :mod:`dse.bench.worker` processes released together; the smallest K
-within :data:`TOLERANCE` of the best is recommended (more only cost memory and latency). Workers get
-their spec as one JSON argument and answer in ``DSE-BENCH <kind> {json}`` lines, both ends here.
-``--fused`` trains the same K members (an SR x seed grid, as a sweep's batch looks) as one fused group
-(what ``hydra/launcher=dse_fused`` runs), one at a time (the basic launcher) and as K processes;
-throughput is per wall second of training, start-up excluded.
+"""K trials at once on one device. A Fire network leaves most of a GPU idle, so several trials side
+by side finish more per hour: real ``train_once`` trials run in :mod:`dse.bench.worker` processes
+released together (spec as one JSON argument, answers as ``DSE-BENCH <kind> {json}`` lines, both ends
+here), and the smallest K within :data:`TOLERANCE` of the best is recommended. ``--fused`` trains the
+same K members (an SR x seed grid, as a sweep's batch looks) fused (the dse_fused launcher), one at a
+time (the basic launcher) and as K processes; throughput is per wall second of training, start-up
+excluded.
 """
 
 from __future__ import annotations

@@ -8,6 +8,7 @@ import json
 import os
 import platform
 import time
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -32,13 +33,11 @@ BENCH_DEFAULTS = ("trainer.progress_bar=false", "trainer.checkpoint_every=0")
 
 
 def _cpu_name() -> str:
-    try:  # Linux names the model; platform.processor() often says only "x86_64"
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    """Linux names the model; ``platform.processor()`` often says only "x86_64"."""
+    with suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 

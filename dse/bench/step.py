@@ -1,10 +1,7 @@
-"""The step and epochs sections. Training-step throughput: dse's Lightning path
-(:func:`~dse.train.run.train_once` with a timing callback) against a plain PyTorch loop on the same
-network, batches, solver and precision; the ratio is the cost of the framework around the math. Epoch
-time and time to a target accuracy, on dse-train's own path.
-
-The clocks tell the truth on GPUs: every reading first waits for the device (CUDA runs
-asynchronously), and only at the edges of a measured window, so no per-step host sync is added.
+"""The step and epochs sections: dse's Lightning path (:func:`~dse.train.run.train_once` with a
+timing callback) against a plain PyTorch loop on the same network, batches, solver and precision (the
+ratio is the framework's cost), and epoch time and time to a target accuracy. Clock readings wait for
+the GPU (CUDA is asynchronous) only at the edges of a measured window: no per-step host sync.
 """
 
 from __future__ import annotations

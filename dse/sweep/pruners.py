@@ -90,12 +90,11 @@ def _monitor(value: Any) -> str | None:
     if value is None:
         return None
     keys = {m.name: m.key for m in REGISTRY.values() if m.per_epoch and m.key}
-    if str(value) in keys.values():
-        return str(value)
-    if str(value) in keys:
-        return keys[str(value)]
-    raise ConfigError("hydra.sweeper.pruner.monitor", f"{value!r} is not logged every epoch "
-                                                      f"(one of {', '.join(keys.values())})")
+    key = keys.get(str(value), str(value))  # a name, or a key already
+    if key not in keys.values():
+        raise ConfigError("hydra.sweeper.pruner.monitor", f"{value!r} is not logged every epoch "
+                                                          f"(one of {', '.join(keys.values())})")
+    return key
 
 
 def pruner_spec(conf: Mapping[str, Any], shipped: Collection[str] = ()) -> dict[str, Any]:

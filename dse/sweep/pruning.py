@@ -1,8 +1,6 @@
-"""The training job's side of the Optuna sweeper: should this trial stop early?
-
-The job reopens the study (:mod:`dse.sweep.handoff`), so the pruner sees every worker's trials. One
-callback serves a single run and each member of a fused group; Optuna and Lightning are imported
-only inside a sweep.
+"""The training job's side of the Optuna sweeper: should this trial stop early? The job reopens the
+study (:mod:`dse.sweep.handoff`), so the pruner sees every worker's trials. One callback serves each
+member of a group; Optuna and Lightning are imported only inside a sweep.
 """
 
 from __future__ import annotations

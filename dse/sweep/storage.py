@@ -8,7 +8,7 @@ import warnings
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dse.errors import ConfigError
 
@@ -36,8 +36,7 @@ def parse_storage(url: str | None) -> StorageSpec:
         raise ConfigError(STORAGE_FIELD, "is required (an SQLAlchemy URL or journal:PATH)")
     url, cwd = str(url).strip(), Path.cwd()
     if url.startswith(JOURNAL_PREFIX):
-        raw = url[len(JOURNAL_PREFIX):]
-        raw = raw[2:] if raw.startswith("//") else raw
+        raw = url[len(JOURNAL_PREFIX):].removeprefix("//")
         if not raw:
             raise ConfigError(STORAGE_FIELD, f"{url!r} names no file (use journal:PATH)")
         path = cwd / Path(raw).expanduser()
@@ -106,12 +105,9 @@ def open_storage(spec: StorageSpec, *, heartbeat_interval: int | None = None,
 
         assert spec.path is not None
         return JournalStorage(JournalFileBackend(str(spec.path)))
-    engine_kwargs: dict[str, Any] = {}
-    if spec.url.startswith("sqlite"):
-        # several workers share one file: wait for the write lock rather than fail at once
-        engine_kwargs["connect_args"] = {"timeout": 120}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
+    # several workers share one SQLite file: wait for the write lock rather than fail at once
+    sqlite = spec.url.startswith("sqlite")
+    engine_kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(

@@ -5,6 +5,7 @@ metric the job never returns is ``fatal`` and stops the sweep (every later trial
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,8 +104,6 @@ def _failed(error: str, status: str = "failed", attrs: dict[str, Any] | None = N
 
 def jsonable(value: Any) -> Any:
     """``value`` if JSON can hold it (what a user attribute must be), else its text."""
-    import json
-
     try:
         json.dumps(value)
         return value

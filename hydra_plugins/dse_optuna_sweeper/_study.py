@@ -1,9 +1,7 @@
 """The study in its storage, shared by several workers: created while another worker may be
 creating the same tables, the budget counted over every worker's trials, heartbeats, and at the end
-its results: the best feasible trials, ``optimization_results.yaml`` and a printed table.
-
-The Pareto set is Optuna's own ``study.best_trials`` (COMPLETE trials, infeasible ones left out
-once any trial has constraints), sorted by objective values so the file reads best first.
+its results: the Pareto set (Optuna's ``study.best_trials``, sorted best first),
+``optimization_results.yaml`` and a printed table.
 """
 
 from __future__ import annotations

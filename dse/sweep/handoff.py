@@ -1,9 +1,7 @@
-"""What the dse_optuna sweeper hands each training job (docs/OPTUNA.md), written and read here only.
-
-Any launcher carries it: the trial number as the config value ``study.trial`` (so the store records
-it), and the connection to the live trial as ``DSE_OPTUNA_*`` variables through ``hydra.job.env_set``
-(the storage URL may hold a password, which must never reach the recorded config).
-"""
+"""What the dse_optuna sweeper hands each training job (docs/OPTUNA.md), written and read here only:
+the trial number as the config value ``study.trial`` (the store records it), the connection to the
+live trial as ``DSE_OPTUNA_*`` variables through ``hydra.job.env_set``, which any launcher carries (the
+storage URL may hold a password, which must never reach the recorded config)."""
 
 from __future__ import annotations
 

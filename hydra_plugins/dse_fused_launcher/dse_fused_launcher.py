@@ -1,12 +1,11 @@
 """The Launcher Hydra instantiates for ``hydra/launcher=dse_fused``, and its structured config (a
-misspelt key fails at composition); three steps per batch.
-
-(1) Each job goes through Hydra's ``run_job`` with a task that only prepares it, so its dir gets the
-files and log a basic-launcher job gets and a bad point fails alone. (2) :func:`dse.train.group.run_jobs`
-trains the jobs' seeds in fused groups, logging into every member's log. (3) Each ``JobReturn`` gets its
-summary and the sweep's callbacks hear of its end, as with any launcher. ``sequential`` mode (``auto``
-on a CPU) is the basic launcher. Hydra's plugin scan imports this module on every start-up: no torch
-at the top, no ``from __future__ import annotations`` (hydra_plugins/dse_optuna_sweeper/config.py).
+misspelt key fails at composition); three steps per batch. (1) Each job goes through Hydra's
+``run_job`` with a task that only prepares it, so its dir gets the files and log a basic-launcher job
+gets and a bad point fails alone. (2) :func:`dse.train.group.run_jobs` trains the jobs' seeds in fused
+groups, logging into every member's log. (3) Each ``JobReturn`` gets its summary and the sweep's
+callbacks hear of its end, as with any launcher. ``sequential`` mode (``auto`` on a CPU) is the basic
+launcher. Hydra's plugin scan imports this module on every start-up: no torch at the top, no
+``from __future__ import annotations`` (hydra_plugins/dse_optuna_sweeper/config.py).
 """
 
 import logging

@@ -1,8 +1,6 @@
-"""Every input checked before any storage exists: the keys of ``hydra.sweeper``, then job configs
-composed at the corners of the search space (a typo, or a value dse-train refuses, fails the sweep in
-one line, not trial by trial). Bad input costs a one-line :class:`~dse.errors.ConfigError` naming the
-key, and writes nothing.
-"""
+"""Every input checked before any storage exists, as a one-line :class:`~dse.errors.ConfigError`
+naming the key: the keys of ``hydra.sweeper``, then job configs composed at the corners of the search
+space (a typo, or a value dse-train refuses, fails the sweep at once, not trial by trial)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""Hydra's sweep grammar -> Optuna distributions, and sampled values -> job overrides.
-
-``choice`` is categorical, ``range`` an integer (or stepped float) range with the stop excluded as
-in Hydra, ``interval`` a float interval, ``tag(log, ...)`` a log scale; plain values go to every job.
-Sampled values are written back as overrides Hydra parses to exactly that value.
-"""
+"""Hydra's sweep grammar -> Optuna distributions, and sampled values -> job overrides Hydra parses to
+exactly that value. ``choice`` is categorical, ``range`` an integer (or stepped float) range with the
+stop excluded as in Hydra, ``interval`` a float interval, ``tag(log, ...)`` a log scale; plain values
+go to every job."""
 
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
-"""The study loop behind ``hydra/sweeper=dse_optuna``: validate, ask, check budgets, launch, tell.
-
-The order keeps docs/OPTUNA.md's promises. (1) All input is validated (:mod:`._settings`: the
-settings, then job configs at every choice and range end) before the storage exists: bad input writes
-nothing. (2) A worker asks a trial (the storage numbers them uniquely, in order), then counts the
-budget-using trials numbered below it and discards it if they fill ``n_trials``: however many
-workers race, at most ``n_trials`` use the budget. (3) A point over a size/params/MACs budget is
-told FAIL marked ``rejected`` (:mod:`dse.sweep.trials`) without training: off the front and budget.
-"""
+"""The study loop behind ``hydra/sweeper=dse_optuna``: validate, ask, check budgets, launch, tell, in
+the order that keeps docs/OPTUNA.md's promises. All input is validated (:mod:`._settings`) before the
+storage exists. A worker asks a trial (numbered uniquely by the storage) and discards it if the
+budget-using trials numbered below it fill ``n_trials``: however many workers race, at most
+``n_trials`` use the budget. A point over a size/params/MACs budget is told FAIL marked ``rejected``
+(:mod:`dse.sweep.trials`) without training."""
 
 from __future__ import annotations
 

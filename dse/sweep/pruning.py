@@ -65,10 +65,9 @@ def _callback_class() -> type:
 
     class Pruning(Callback):
         """Reports each member's metric to its own trial every validation epoch (step = epoch), as
-        optuna-integration's ``PyTorchLightningPruningCallback`` does for one. A pruned group of one
-        raises :class:`optuna.TrialPruned` out of ``fit`` (that callback's contract); a pruned member
-        of a larger group is stopped and the others go on. NaN is left to the divergence monitor;
-        under DDP nothing is reported."""
+        optuna-integration's ``PyTorchLightningPruningCallback`` does for one; a pruned group of one
+        raises :class:`optuna.TrialPruned` out of ``fit``, a pruned member of a larger group is stopped
+        and the others go on. NaN is left to the divergence monitor; under DDP nothing is reported."""
 
         def __init__(self, trials: list[tuple[JobTrial, str] | None]) -> None:
             self.trials = [(t[0], t[1] if "/" in t[1] else t[1].replace("_", "/", 1)) if t else None

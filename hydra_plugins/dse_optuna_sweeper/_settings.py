@@ -255,10 +255,9 @@ def _invalid(job_cfg: DictConfig) -> ConfigError | None:
 
 def _refuse_invalid(space: SearchSpace, point: Mapping[str, Any], job_cfg: DictConfig,
                     compose: Compose) -> None:
-    """Raise if this point is invalid because of one searched value or the fixed input; a point
-    invalid only as a combination (more pools than a small ``n_fire`` has layers) is left to the
-    trials. The field is rechecked with the fixed overrides plus one searched value at a time
-    (the values of the field's own key or group first) and alone."""
+    """Raise if one searched value (its field's own first) or the fixed input alone makes the point
+    invalid; invalid only as a combination (more pools than a small ``n_fire`` has layers), it is
+    left to the trials."""
     error = _invalid(job_cfg)
     if error is None:
         return

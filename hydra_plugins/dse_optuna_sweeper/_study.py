@@ -51,7 +51,6 @@ class OpenStudy:
     """This worker's handle on the shared study (created if new, checked against the settings)."""
 
     def __init__(self, settings: Settings, pruner: dict[str, Any]) -> None:
-
         self.s = settings
         made = _make_parent(settings.storage)
         try:

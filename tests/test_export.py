@@ -196,8 +196,7 @@ def test_trainer_latency_true_fills_the_columns_and_the_sweeper_reads_them(tmp_p
     from dse.sweep import trials
     from dse.train.run import run_point
     from hydra_plugins.dse_optuna_sweeper._outcome import decide
-    from hydra_plugins.dse_optuna_sweeper._probe import _refuse_unmeasured
-    from hydra_plugins.dse_optuna_sweeper._settings import Objective, parse_constraints
+    from hydra_plugins.dse_optuna_sweeper._settings import Objective, _refuse_unmeasured, parse_constraints
 
     args = ["trainer=smoke", SUBSET, "trainer.max_epochs=1", *NARROW,
             f"paths.runs={tmp_path}/runs"]

@@ -333,7 +333,7 @@ def test_samplers_and_pruners_are_target_configs():
 
 @pytest.mark.parametrize("name", ["tpe", "nsgaii", "gp", "random", "qmc"])
 def test_every_sampler_handles_two_objectives_with_constraints(name):
-    from hydra_plugins.dse_optuna_sweeper._samplers import make_sampler
+    from dse.sweep.pruners import make_sampler
     from hydra_plugins.dse_optuna_sweeper._sweep import suggest
 
     space = build_search_space({"model.base_e": "choice(16, 32)", "model.freq": "range(1, 5)",

@@ -1,24 +1,48 @@
-"""Trial packing: K concurrent trials (separate processes) on one device, and the K to use.
-
-A Fire network leaves most of a GPU idle, so several trials side by side finish more per hour. Real
-``train_once`` trials run in :mod:`dse.bench.worker` processes released together; the smallest K
-within :data:`TOLERANCE` of the best is recommended (more only cost memory and latency).
+"""K trials at once on one device. A Fire network leaves most of a GPU idle, so several trials side
+by side finish more per hour: real ``train_once`` trials run in :mod:`dse.bench.worker` processes
+released together (spec as one JSON argument, answers as ``DSE-BENCH <kind> {json}`` lines, both ends
+here), and the smallest K within :data:`TOLERANCE` of the best is recommended. ``--fused`` trains the
+same K members (an SR x seed grid, as a sweep's batch looks) fused (the dse_fused launcher), one at a
+time (the basic launcher) and as K processes; throughput is per wall second of training, start-up
+excluded.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
+import sys
 import threading
 import time
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
 
-from dse.bench.protocol import parse, worker_command
+from dse.compose import compose
 from dse.store import FINISHED
+from dse.validate import model_report
 
 TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
+TAG = "DSE-BENCH"
+SR_GRID = (0.125, 0.25, 0.5, 0.75)  # --fused members' SRs
+
+
+def worker_command(spec: dict[str, Any]) -> list[str]:
+    return [sys.executable, "-m", "dse.bench.worker", json.dumps(spec)]
+
+
+def emit(kind: str, payload: dict[str, Any]) -> None:
+    """One protocol line, flushed: the parent reads it while the worker keeps running."""
+    print(f"{TAG} {kind} {json.dumps(payload)}", flush=True)
+
+
+def parse(line: str) -> tuple[str, dict[str, Any]] | None:
+    """``(kind, payload)`` of a protocol line; None for any other output of the worker."""
+    if not line.startswith(TAG + " "):
+        return None
+    kind, _, payload = line[len(TAG) + 1:].strip().partition(" ")
+    return kind, json.loads(payload or "{}")
 
 
 def usable_cores() -> int:
@@ -67,7 +91,6 @@ def _release(workers: list[_Worker], k: int, out_dir: Path, deadline: float) -> 
         w.proc.stdin.flush()
     for w in workers:
         w.proc.wait(max(1.0, deadline - time.monotonic()))
-    for w in workers:
         w.reader.join(5.0)
     return t_ready
 
@@ -83,14 +106,13 @@ def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: flo
     ok = [r for r in results if r is not None]
     span = max(r["t_end"] for r in ok) - min(r["t_go"] for r in ok)
     images = sum(int(r["images"]) for r in ok)
-    ready = [d for w in workers for d in w.lines if d["kind"] == "ready"]
     return {
         "k": k, "span_s": round(span, 3),
         "trials_per_hour": k * 3600.0 / span if span > 0 else None,
         "images_per_s": images / span if span > 0 else None,
         "trial_s": round(sum(r["t_end"] - r["t_go"] for r in ok) / k, 3),
         "train_s": round(sum(r["train_s"] for r in ok) / k, 3),
-        "startup_s": round(max(d["startup_s"] for d in ready), 3),
+        "startup_s": round(max(w.said("ready")["startup_s"] for w in workers), 3),
         "spawn_to_ready_s": round(spawn_to_ready_s, 3),
         "threads_per_trial": ok[0].get("threads"),
         "val_top1": [r.get("val_top1") for r in ok],
@@ -141,16 +163,59 @@ def measure_packing(overrides: list[str], ks: list[int], seed: int, out_dir: Pat
     when set (on a shared CPU, 1 thread keeps OpenMP from spinning against other people's jobs)."""
     cores = usable_cores()
     cap = int(os.environ.get("OMP_NUM_THREADS") or 0) or cores
-    runs = []
-    for k in ks:
-        threads = max(1, min(cap, cores // k)) if cpu else 0
-        runs.append(run_k(overrides, k, seed, out_dir / f"k{k}", threads, timeout))
+    runs = [run_k(overrides, k, seed, out_dir / f"k{k}", max(1, min(cap, cores // k)) if cpu else 0, timeout)
+            for k in ks]
     base = next((r["trials_per_hour"] for r in runs if r["k"] == 1 and r.get("trials_per_hour")), None)
     for r in runs:
         if base and r.get("trials_per_hour"):
             r["speedup_vs_k1"] = r["trials_per_hour"] / base
-    rec = recommend(runs)
-    best = max((r for r in runs if r.get("trials_per_hour")), key=lambda r: r["trials_per_hour"],
-               default=None)
-    return {"ks": ks, "tolerance": TOLERANCE, "runs": runs, "recommended_k": rec,
-            "best_k": best["k"] if best else None, "overrides": overrides}
+    return {"ks": ks, "tolerance": TOLERANCE, "runs": runs, "recommended_k": recommend(runs),
+            "best_k": recommend(runs, tolerance=0.0), "overrides": overrides}
+
+
+def members(k: int, seed: int) -> list[tuple[list[str], int]]:
+    """Member i: SR ``SR_GRID[i % 4]``, seed ``seed + i // 4`` (16 members: 4 SR x 4 seeds)."""
+    return [([f"model.sr={SR_GRID[i % len(SR_GRID)]}"], seed + i // len(SR_GRID)) for i in range(k)]
+
+
+def trained(overrides: list[str], points: list[tuple[list[str], int]], out: Path, fused: bool) -> dict:
+    """Train the points as one fused group or one at a time; their throughput, or why none."""
+    from dse.train.fused import Member, train_group
+    from dse.train.run import train_once
+
+    group = []
+    for i, (extra, seed) in enumerate(points):
+        cfg = compose([*overrides, *extra])
+        group.append(Member(cfg, model_report(cfg), seed, out / f"trial{i}"))
+    t0 = time.perf_counter()
+    rows = train_group(group) if fused else [train_once(m.cfg, m.report, m.seed, m.out_dir) for m in group]
+    seconds = time.perf_counter() - t0
+    if bad := [r for r in rows if r["status"] not in FINISHED]:
+        return {"error": f"{len(bad)} of {len(rows)} trials failed: {bad[0].get('error')}"}
+    images = sum((r.get("images_per_s") or 0) * (r.get("train_seconds") or 0) for r in rows)
+    return {"span_s": round(seconds, 3), "trials_per_hour": len(rows) * 3600.0 / seconds,
+            "images_per_s": int(images) / seconds, "val_top1": [r.get("val_top1") for r in rows]}
+
+
+def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
+    x, y = a.get("trials_per_hour"), b.get("trials_per_hour")
+    return x / y if x and y else None
+
+
+def measure_fused(overrides: list[str], ks: list[int], seed: int, out_dir: Path, cpu: bool,
+                  timeout: float = 3600.0) -> dict[str, Any]:
+    """Every K of ``ks`` three ways; the ratios the issue's targets are stated in."""
+    runs = []
+    for k in ks:
+        points, out = members(k, seed), out_dir / f"k{k}"
+        threads = max(1, usable_cores() // k) if cpu else 0
+        r = {"k": k, "fused": trained(overrides, points, out / "fused", fused=True),
+             "sequential": trained(overrides, points, out / "sequential", fused=False),
+             "processes": run_k(overrides, k, seed, out / "processes", threads, timeout, points)}
+        r["fused_vs_sequential"] = _ratio(r["fused"], r["sequential"])
+        r["fused_vs_processes"] = _ratio(r["fused"], r["processes"])
+        runs.append(r)
+    best = {"trials_per_hour": max((r["processes"].get("trials_per_hour") or 0 for r in runs), default=0)}
+    for r in runs:
+        r["fused_vs_best_packing"] = _ratio(r["fused"], best)
+    return {"ks": ks, "sr_grid": list(SR_GRID), "runs": runs, "overrides": overrides}

@@ -31,9 +31,7 @@ def _failed(first: str, r: dict[str, Any], width: int) -> list[str] | None:
     return [first, "failed: " + r["error"][:80], *[DASH] * (width - 2)] if "error" in r else None
 
 
-def _variant(name: str, r: dict[str, Any] | None) -> list[str]:
-    if not r:
-        return [name, *[DASH] * 5]
+def _variant(name: str, r: dict[str, Any]) -> list[str]:
     comp = _f(r.get("compile_s"), 2)
     if r.get("compile_s_warm") is not None:
         comp += f" / {_f(r['compile_s_warm'], 2)}"

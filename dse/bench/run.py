@@ -3,50 +3,46 @@ so they cannot disturb the others), and write ``bench.json`` + ``bench.md``."""
 
 from __future__ import annotations
 
-import copy
+import argparse
 import json
 import os
 import platform
-import statistics
 import time
-from dataclasses import asdict
+from contextlib import suppress
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import lightning
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from dse.bench.fused import measure_fused
-from dse.bench.options import BENCH_DEFAULTS, BenchOptions
-from dse.bench.packing import measure_packing, usable_cores
+from dse.bench.packing import measure_fused, measure_packing, usable_cores
 from dse.bench.report import markdown
-from dse.bench.step import measure_compile, measure_step
-from dse.bench.timing import EpochClock
+from dse.bench.step import measure_compile, measure_step, time_to_target
 from dse.compose import compose
 from dse.outputs import check_writable, write_text
+from dse.store import provenance
 from dse.train.checks import device_settings
-from dse.train.run import train_once
-from dse.validate import model_report, validate
+from dse.validate import validate
+
+# Applied before the user's overrides (which therefore win): a bench needs no progress bar, and
+# no resume checkpoints, which would add their writes to the timings and let K identical packed
+# trials resume from each other's folder (they share a design point and seed).
+BENCH_DEFAULTS = ("trainer.progress_bar=false", "trainer.checkpoint_every=0")
 
 
 def _cpu_name() -> str:
-    try:  # Linux names the model; platform.processor() often says only "x86_64"
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    """Linux names the model; ``platform.processor()`` often says only "x86_64"."""
+    with suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
 def machine(cfg: DictConfig) -> dict[str, Any]:
     """What the numbers were measured on; ``cpu_count`` is the usable cores packing splits threads by."""
-    import lightning
-
-    from dse.store import provenance
-
     accelerator, precision, channels_last = device_settings(cfg.trainer)
     dev = (torch.cuda.get_device_name() if accelerator == "gpu"
            else f"cpu ({_cpu_name()})")
@@ -60,50 +56,14 @@ def machine(cfg: DictConfig) -> dict[str, Any]:
     }
 
 
-def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict[str, Any]:
-    """Epoch time and time to ``target`` validation top-1 on dse-train's own path: a preset is only
-    fast if it gets accurate fast, so validation runs every epoch (off the training clock)."""
-    c = copy.deepcopy(cfg)
-    c.trainer.val_every = 1  # the target is checked each epoch (the preset may validate rarely)
-    c.trainer.checkpoint = False
-    clock = EpochClock(target)
-    t0 = time.perf_counter()
-    validate(c)
-    rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench epochs", (clock,))
-    wall = time.perf_counter() - t0
-    if rec["status"] == "failed":
-        raise RuntimeError(f"training failed: {rec['error']} (see {out_dir})")
-    secs = clock.epoch_seconds
-    steady = secs[1:] or secs  # the first epoch carries one-off costs (allocator, cudnn autotune)
-    train_s = sum(secs)
-    return {
-        "target": target, "max_epochs": int(c.trainer.max_epochs), "status": rec["status"],
-        "epochs": len(secs), "epoch_seconds": [round(s, 4) for s in secs],
-        "first_epoch_s": round(secs[0], 4) if secs else None,
-        "epoch_s": round(statistics.median(steady), 4) if steady else None,
-        "train_s": round(train_s, 3),
-        "images_per_s": clock.images / train_s if train_s > 0 else None,
-        "reached": clock.reached_epoch is not None,
-        "epochs_to_target": clock.reached_epoch,
-        "time_to_target_s": None if clock.reached_train_s is None else round(clock.reached_train_s, 3),
-        "wall_to_target_s": None if clock.reached_wall_s is None else round(clock.reached_wall_s, 3),
-        "val_top1_by_epoch": [[e + 1, round(v, 5)] for e, v in clock.val_top1],
-        "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"),
-        "wall_s": round(wall, 3),
-    }
-
-
-def default_out(cfg: DictConfig) -> Path:
-    return Path(cfg.paths.runs) / "bench" / datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
-
-
-def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
-    """Run the requested sections; returns the JSON document (also written to ``opts.out``)."""
-    opts.check()
+def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
+    """Run the sections :func:`dse.bench.cli.check`ed ``opts`` ask for; returns the JSON document
+    (also written to ``opts.out``)."""
     overrides = [*BENCH_DEFAULTS, *opts.overrides]
     cfg = compose(overrides)
     validate(cfg)  # bad input fails here, before any output folder exists
-    out = Path(opts.out) if opts.out else default_out(cfg)
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d_%H-%M-%S")
+    out = Path(opts.out) if opts.out else Path(cfg.paths.runs) / "bench" / stamp
     field = "--out" if opts.out else "paths.runs"
     check_writable(out, field, directory=True)
     out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +71,7 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "version": 1,
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "options": asdict(opts),
+        "options": vars(opts),
         "machine": machine(cfg),
         "config": {"model": m.name, "data": cfg.data.name, "trainer": tc.name,
                    "batch_size": int(tc.batch_size), "max_epochs": int(tc.max_epochs),
@@ -124,7 +84,8 @@ def run_bench(opts: BenchOptions, log: Any = print) -> dict[str, Any]:
     def save() -> None:  # after each section, so a crash later still leaves the numbers so far
         write_text(out / "bench.json", json.dumps(doc, indent=2, default=str), field)
 
-    warmup, cpu = opts.warmup_steps, device_settings(tc)[0] == "cpu"
+    warmup = opts.warmup if opts.warmup is not None else max(2, min(20, opts.steps // 5))
+    cpu = device_settings(tc)[0] == "cpu"
     pack = [*overrides, *([f"trainer.max_epochs={opts.pack_epochs}"] if opts.pack_epochs else [])]
     sections = (  # in this order (the module docstring says why)
         ("step", f"step ({warmup} warm-up + {opts.steps} timed steps, x{opts.repeats})",

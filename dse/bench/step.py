@@ -1,14 +1,15 @@
-"""Training-step throughput: dse's Lightning path (:func:`~dse.train.run.train_once` with a timing
-callback) against a plain PyTorch loop on the same network, batches, solver and precision; the ratio
-is the cost of the framework around the math.
+"""The step and epochs sections: dse's Lightning path (:func:`~dse.train.run.train_once` with a
+timing callback) against a plain PyTorch loop on the same network, batches, solver and precision (the
+ratio is the framework's cost), and epoch time and time to a target accuracy. Clock readings wait for
+the GPU (CUDA is asynchronous) only at the edges of a measured window: no per-step host sync.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import shutil
+import statistics
 import subprocess
 import tempfile
 import time
@@ -18,70 +19,154 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from dse.bench.protocol import parse, worker_command
-from dse.bench.timing import StepClock, now
+from dse.bench.packing import parse, worker_command
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
+from dse.metrics import REGISTRY
 from dse.model import build_model
 from dse.train.checks import device_settings
 from dse.train.module import build_optimizer
 from dse.train.run import train_once
 from dse.validate import model_report, validate
 
+VAL_TOP1 = REGISTRY["val_top1"].key  # what FireClassifier logs validation top-1 under
 
-def _result(images: int, seconds: float, steps: int, warmup_s: float | None, cpu_s: float,
-            compiled_warmup: int | None = None) -> dict[str, Any]:
-    """The step numbers; ``compile_s``: the warm-up's time beyond ``compiled_warmup`` steady steps."""
+
+def now() -> float:
+    """``perf_counter`` once queued GPU work is done, so the reading includes it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+class _Clock(Callback):
+    """A training clock that ``_lap``s (stops) when validation starts."""
+
+    _fit_t0: float | None = None
+    _t0: float | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_t0 = now()
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()  # each clock's own
+
+
+class StepClock(_Clock):
+    """Times ``steps`` optimizer steps after ``warmup`` untimed ones, validation cut out. ``warmup_s``
+    carries one-off costs (compilation); ``cpu_seconds`` is far less noisy than wall time on a shared CPU."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        self.warmup, self.steps = warmup, steps
+        self.done_steps, self.images, self.seconds, self.cpu_seconds = 0, 0, 0.0, 0.0
+        self.warmup_s: float | None = None
+        self._c0 = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.done_steps >= self.warmup + self.steps
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        if self._t0 is None and self.warmup <= self.done_steps < self.warmup + self.steps:
+            self._t0, self._c0 = now(), time.process_time()
+            if self.warmup_s is None and self._fit_t0 is not None:
+                self.warmup_s = self._t0 - self._fit_t0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self.done_steps += 1
+        if self._t0 is not None:
+            self.images += len(batch[1])
+            if self.finished:
+                self._lap()
+
+    def _lap(self) -> None:  # resumed by the next on_train_batch_start
+        if self._t0 is not None:
+            self.seconds += now() - self._t0
+            self.cpu_seconds += time.process_time() - self._c0
+            self._t0 = None
+
+
+class EpochClock(_Clock):
+    """Per-epoch training seconds (validation excluded) and validation top-1; stops at ``target``;
+    ``reached_*``: the epoch, training seconds and wall seconds where it was first reached."""
+
+    def __init__(self, target: float | None) -> None:
+        self.target = target
+        self.epoch_seconds: list[float] = []
+        self.val_top1: list[tuple[int, float]] = []
+        self.reached_epoch: int | None = None
+        self.reached_train_s: float | None = None
+        self.reached_wall_s: float | None = None
+        self.images = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = now()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self.images += len(batch[1])
+
+    def _lap(self) -> None:
+        if self._t0 is not None:
+            self.epoch_seconds.append(now() - self._t0)
+            self._t0 = None
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or VAL_TOP1 not in trainer.callback_metrics:
+            return
+        top1 = float(trainer.callback_metrics[VAL_TOP1])
+        self.val_top1.append((trainer.current_epoch, top1))
+        if self.target is not None and self.reached_epoch is None and top1 >= self.target:
+            self.reached_epoch = trainer.current_epoch + 1
+            self.reached_train_s = sum(self.epoch_seconds)
+            self.reached_wall_s = now() - (self._fit_t0 or 0.0)
+            trainer.should_stop = True
+
+
+def _result(clock: StepClock, compiled: bool) -> dict[str, Any]:
+    """The step numbers; ``compile_s``: the warm-up's time beyond as many steady steps."""
+    steps, seconds = clock.steps, clock.seconds
     res = {
-        "images_per_s": images / seconds if seconds > 0 else None,
-        "step_ms": 1000.0 * seconds / steps if steps else None,
-        "cpu_ms_per_step": round(1000.0 * cpu_s / steps, 3) if steps else None,
-        "timed_steps": steps, "timed_images": images, "timed_seconds": round(seconds, 4),
-        "warmup_s": None if warmup_s is None else round(warmup_s, 3),
+        "images_per_s": clock.images / seconds if seconds > 0 else None,
+        "step_ms": 1000.0 * seconds / steps,
+        "cpu_ms_per_step": round(1000.0 * clock.cpu_seconds / steps, 3),
+        "timed_steps": steps, "timed_images": clock.images, "timed_seconds": round(seconds, 4),
+        "warmup_s": None if clock.warmup_s is None else round(clock.warmup_s, 3),
     }
-    if compiled_warmup is not None and res["warmup_s"] is not None and res["step_ms"]:
-        res["compile_s"] = round(max(0.0, res["warmup_s"] - compiled_warmup * res["step_ms"] / 1000.0), 3)
+    if compiled and res["warmup_s"] is not None and res["step_ms"]:
+        res["compile_s"] = round(max(0.0, res["warmup_s"] - clock.warmup * res["step_ms"] / 1000.0), 3)
     return res
-
-
-def step_config(cfg: DictConfig, warmup: int, steps: int, compile: bool = False) -> DictConfig:
-    """``cfg`` trimmed to ``warmup + steps`` optimizer steps: no test, no checkpoint, no bar."""
-    c, total = copy.deepcopy(cfg), warmup + steps
-    # max_steps is the binding cap; no validation inside the window
-    c.trainer.merge_with({"max_steps": total, "max_epochs": max(int(c.trainer.max_epochs), total),
-                          "test": False, "checkpoint": False, "compile": bool(compile),
-                          "val_every": max(int(c.trainer.val_every), total + 1)})
-    return c
 
 
 def project_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, compile: bool = False
                  ) -> dict[str, Any]:
     """Images/s of ``train_once`` (dse-train's path) over ``steps`` steps after ``warmup``."""
-    c = step_config(cfg, warmup, steps, compile)
+    c, total = copy.deepcopy(cfg), warmup + steps
+    # max_steps is the binding cap; no validation inside the window, no test, no checkpoint
+    c.trainer.merge_with({"max_steps": total, "max_epochs": max(int(c.trainer.max_epochs), total),
+                          "test": False, "checkpoint": False, "compile": bool(compile),
+                          "val_every": max(int(c.trainer.val_every), total + 1)})
     clock = StepClock(warmup, steps)
     validate(c)
     rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench step", (clock,))
     if not clock.finished:  # a "diverged" verdict after the window (e.g. at chance) still timed fine
-        why = rec["error"] or f"stopped after {clock.done_steps} of {warmup + steps} steps"
+        why = rec["error"] or f"stopped after {clock.done_steps} of {total} steps"
         raise RuntimeError(f"project training ({rec['status']}): {why} (see {out_dir})")
-    return _result(clock.images, clock.seconds, steps, clock.warmup_s, clock.cpu_seconds,
-                   warmup if compile else None)
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision.startswith("bf16"):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision.startswith("16"):
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
+    return _result(clock, compile)
 
 
 def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | None = None
                ) -> dict[str, Any]:
-    """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach);
-    ``compile_mode`` None (eager), ``"default"`` or ``"reduce-overhead"`` (CUDA graphs on GPU)."""
+    """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach),
+    timed by the same clock; ``compile_mode`` None (eager), ``"default"`` or ``"reduce-overhead"``."""
     tc = cfg.trainer
     accelerator, precision, channels_last = device_settings(tc)
     device = torch.device("cuda" if accelerator == "gpu" else "cpu")
@@ -104,38 +189,30 @@ def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | Non
     scaler = torch.amp.GradScaler(device.type, enabled=precision.startswith("16"))
     smoothing = float(tc.label_smoothing)
     model.train()
-
-    def batches_forever():
-        while True:
-            yield from batches
-
-    t_start = now(device)
-    t0: float | None = None
-    warmup_s, images, c0 = 0.0, 0, time.process_time()
-    for i, (x, y) in enumerate(batches_forever()):
-        if i == warmup:
-            t0, c0 = now(device), time.process_time()
-            warmup_s = t0 - t_start
-        if device.type != x.device.type:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        if graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with _autocast(device, precision):
-            loss = F.cross_entropy(net(x), y, label_smoothing=smoothing)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        if t0 is not None:
-            images += len(y)
-        if i + 1 == total:
-            break
-    t1, c1 = now(device), time.process_time()
-    return _result(images, t1 - (t0 if t0 is not None else t_start), steps, warmup_s, c1 - c0,
-                   warmup if compile_mode else None)
+    dtype = torch.bfloat16 if precision.startswith("bf16") else torch.float16
+    clock = StepClock(warmup, steps)
+    clock.on_train_start(None, None)  # the callback's hooks use only the batch
+    while not clock.finished:
+        for batch in batches:
+            clock.on_train_batch_start(None, None, batch, 0)
+            x, y = batch
+            if device.type != x.device.type:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+            with torch.autocast(device.type, dtype=dtype, enabled=precision.startswith(("bf16", "16"))):
+                loss = F.cross_entropy(net(x), y, label_smoothing=smoothing)
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            sched.step()
+            clock.on_train_batch_end(None, None, None, batch, 0)
+            if clock.finished:
+                break
+    return _result(clock, compile_mode is not None)
 
 
 def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
@@ -200,9 +277,39 @@ def measure_compile(overrides: list[str], cfg: DictConfig, warmup: int, steps: i
                     if "error" not in cold else cold)
         finally:
             shutil.rmtree(cache, ignore_errors=True)
-        if "error" in warm:
-            out[v] = warm
-            continue
-        out[v] = {**warm, "compile_s": cold.get("compile_s"), "compile_s_warm": warm.get("compile_s"),
-                  "warmup": warmup}
+        out[v] = warm if "error" in warm else {**warm, "compile_s": cold.get("compile_s"),
+                                               "compile_s_warm": warm.get("compile_s"), "warmup": warmup}
     return out
+
+
+def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict[str, Any]:
+    """Epoch time and time to ``target`` validation top-1 on dse-train's own path: a preset is only
+    fast if it gets accurate fast, so validation runs every epoch (off the training clock)."""
+    c = copy.deepcopy(cfg)
+    c.trainer.val_every = 1  # the target is checked each epoch (the preset may validate rarely)
+    c.trainer.checkpoint = False
+    clock = EpochClock(target)
+    t0 = time.perf_counter()
+    validate(c)
+    rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench epochs", (clock,))
+    wall = time.perf_counter() - t0
+    if rec["status"] == "failed":
+        raise RuntimeError(f"training failed: {rec['error']} (see {out_dir})")
+    secs = clock.epoch_seconds
+    steady = secs[1:] or secs  # the first epoch carries one-off costs (allocator, cudnn autotune)
+    train_s = sum(secs)
+    return {
+        "target": target, "max_epochs": int(c.trainer.max_epochs), "status": rec["status"],
+        "epochs": len(secs), "epoch_seconds": [round(s, 4) for s in secs],
+        "first_epoch_s": round(secs[0], 4) if secs else None,
+        "epoch_s": round(statistics.median(steady), 4) if steady else None,
+        "train_s": round(train_s, 3),
+        "images_per_s": clock.images / train_s if train_s > 0 else None,
+        "reached": clock.reached_epoch is not None,
+        "epochs_to_target": clock.reached_epoch,
+        "time_to_target_s": None if clock.reached_train_s is None else round(clock.reached_train_s, 3),
+        "wall_to_target_s": None if clock.reached_wall_s is None else round(clock.reached_wall_s, 3),
+        "val_top1_by_epoch": [[e + 1, round(v, 5)] for e, v in clock.val_top1],
+        "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"),
+        "wall_s": round(wall, 3),
+    }

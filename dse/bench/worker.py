@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dse.bench.protocol import emit
+from dse.bench.packing import emit
 from dse.errors import first_line
 from dse.logs import quiet_lightning
 
@@ -40,7 +40,7 @@ def step_main(spec: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])  # protocol.worker_command's
+    spec = json.loads((argv if argv is not None else sys.argv[1:])[0])  # packing.worker_command's
     if spec.get("mode") == "step":
         return step_main(spec)
     threads = int(spec.get("threads") or 0)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     quiet_lightning()
 
-    from dse.bench.timing import EpochClock, sync
+    from dse.bench.step import EpochClock, now
     from dse.compose import compose
     from dse.data import InMemoryDataModule, build_datamodule
     from dse.train.run import train_once
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         dm.setup("fit")
     if torch.cuda.is_available():
         torch.zeros(1, device="cuda")  # create the CUDA context now too
-        sync()
+        now()
     emit("ready", {"pid": os.getpid(), "startup_s": round(time.time() - t_spawn, 3)})
     if sys.stdin.readline().strip() != "go":
         return 1
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     clock = EpochClock(None)
     t_go = time.time()
     rec = train_once(cfg, report, int(spec["seed"]), out, "dse-bench packing", (clock,))
-    sync()
+    now()  # the GPU's queued work belongs to the window
     emit("result", {"status": rec["status"], "error": rec["error"], "t_go": t_go, "t_end": time.time(),
                     "images": clock.images, "train_s": round(sum(clock.epoch_seconds), 4),
                     "val_top1": rec.get("val_top1"), "threads": torch.get_num_threads()})

@@ -1,21 +1,18 @@
-"""What the dse_optuna sweeper hands each training job (docs/OPTUNA.md), written and read here only.
-
-Any launcher carries it: the trial number as the config value ``study.trial`` (so the store records
-it), and the connection to the live trial as ``DSE_OPTUNA_*`` variables through ``hydra.job.env_set``
-(the storage URL may hold a password, which must never reach the recorded config).
-"""
+"""What the dse_optuna sweeper hands each training job (docs/OPTUNA.md), written and read here only:
+the trial number as the config value ``study.trial`` (the store records it), the connection to the
+live trial as ``DSE_OPTUNA_*`` variables through ``hydra.job.env_set``, which any launcher carries (the
+storage URL may hold a password, which must never reach the recorded config)."""
 
 from __future__ import annotations
 
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 ENV_PREFIX = "DSE_OPTUNA_"
 TRIAL_KEY = "study.trial"
-_FIELDS = ("storage", "study", "trial_id", "trial_number", "pruner")
 
 
 @dataclass(frozen=True)
@@ -30,9 +27,8 @@ class Handoff:
 
     def env(self) -> dict[str, str]:
         """The environment variables that carry this handoff."""
-        values = {**{f: str(getattr(self, f)) for f in _FIELDS},
-                  "pruner": json.dumps(self.pruner, separators=(",", ":"))}
-        return {f"{ENV_PREFIX}{f.upper()}": values[f] for f in _FIELDS}
+        values = {**asdict(self), "pruner": json.dumps(self.pruner, separators=(",", ":"))}
+        return {f"{ENV_PREFIX}{k.upper()}": str(v) for k, v in values.items()}
 
     def overrides(self, quote: Any = str) -> list[str]:
         """Job overrides: the trial number as a config value, the rest as ``env_set`` (declared empty
@@ -44,13 +40,13 @@ class Handoff:
     @staticmethod
     def declared_env() -> dict[str, str]:
         """Every variable of the handoff, empty (what a job outside a trial reads as no handoff)."""
-        return {f"{ENV_PREFIX}{f.upper()}": "" for f in _FIELDS}
+        return {f"{ENV_PREFIX}{f.name.upper()}": "" for f in fields(Handoff)}
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Handoff | None:
         """This job's handoff, or None outside a dse_optuna sweep (or with a partial one)."""
         env = os.environ if env is None else env
-        raw = {f: env.get(f"{ENV_PREFIX}{f.upper()}", "").strip() for f in _FIELDS}
+        raw = {f.name: env.get(f"{ENV_PREFIX}{f.name.upper()}", "").strip() for f in fields(cls)}
         if not all(raw[f] for f in ("storage", "study", "trial_id", "trial_number")):
             return None
         try:

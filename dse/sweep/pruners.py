@@ -1,5 +1,6 @@
 """Optuna samplers and pruners as Hydra ``_target_`` configs, as hydra-optuna-sweeper's are: checked
-before any storage exists; the pruner's travels to every job as JSON (:mod:`dse.sweep.handoff`).
+before any storage exists; the pruner's travels to every job as JSON (:mod:`dse.sweep.handoff`), and
+each trial's sampler is seeded with its number.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import warnings
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
+from hydra.utils import instantiate
+
 from dse.errors import ConfigError, first_line
 from dse.metrics import REGISTRY
 from dse.validate import int_at_least
@@ -18,7 +21,10 @@ from dse.validate import int_at_least
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import optuna
 
-# hydra.sweeper.pruner.name: the shipped pruners' targets (a _target_ names any other)
+# hydra.sweeper.{sampler,pruner}.name: the shipped classes (a _target_ names any other)
+SAMPLERS = {"tpe": "optuna.samplers.TPESampler", "nsgaii": "optuna.samplers.NSGAIISampler",
+            "gp": "optuna.samplers.GPSampler", "random": "optuna.samplers.RandomSampler",
+            "qmc": "optuna.samplers.QMCSampler"}
 PRUNERS = {"median": "optuna.pruners.MedianPruner", "hyperband": "optuna.pruners.HyperbandPruner",
            "threshold": "optuna.pruners.ThresholdPruner", "none": "optuna.pruners.NopPruner"}
 # least values of integer settings that Optuna checks only once it samples or prunes
@@ -31,8 +37,6 @@ def target_config(conf: Mapping[str, Any], names: Mapping[str, str], field: str,
     """The ``_target_`` config of a sampler or pruner setting (its ``_target_``, else its ``name``'s),
     with those settings the class takes. ``shipped`` keys (the schema's, for every shipped class)
     may go unused; any other must be the class's. Built once here, so a bad value is one line."""
-    from hydra.utils import instantiate
-
     target = conf.get("_target_")
     if not target:
         name = str(conf.get("name") or "none").lower()
@@ -62,18 +66,35 @@ def target_config(conf: Mapping[str, Any], names: Mapping[str, str], field: str,
     return out
 
 
+def sampler_for(config: Mapping[str, Any], number: int | None) -> optuna.samplers.BaseSampler:
+    """The sampler that draws trial ``number``'s point, seeded with ``seed + number``: reproducible
+    however the study is resumed, and concurrent workers draw different points (the history is in
+    the storage). QMC keeps one seed: its points are one scrambled sequence indexed via the storage."""
+    seed = config.get("seed")
+    if seed is not None and number is not None and config["_target_"] != SAMPLERS["qmc"]:
+        config = {**config, "seed": int(seed) + number}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Optuna's ExperimentalWarning
+        return instantiate(config)
+
+
+def make_sampler(name: str, seed: int | None, **settings: Any) -> optuna.samplers.BaseSampler:
+    """A shipped sampler by name, with this seed and settings (tests, notebooks)."""
+    conf = {"name": name, "seed": seed, "scramble": True, **settings}
+    return sampler_for(target_config(conf, SAMPLERS, "sampler", conf), None)
+
+
 def _monitor(value: Any) -> str | None:
     """``pruner.monitor`` as a Lightning key: one logged every validation, by key (``val/top1``) or
     name (``val_top1``); None lets the objective decide. Anything else would silently never prune."""
     if value is None:
         return None
     keys = {m.name: m.key for m in REGISTRY.values() if m.per_epoch and m.key}
-    if str(value) in keys.values():
-        return str(value)
-    if str(value) in keys:
-        return keys[str(value)]
-    raise ConfigError("hydra.sweeper.pruner.monitor", f"{value!r} is not logged every epoch "
-                                                      f"(one of {', '.join(keys.values())})")
+    key = keys.get(str(value), str(value))  # a name, or a key already
+    if key not in keys.values():
+        raise ConfigError("hydra.sweeper.pruner.monitor", f"{value!r} is not logged every epoch "
+                                                          f"(one of {', '.join(keys.values())})")
+    return key
 
 
 def pruner_spec(conf: Mapping[str, Any], shipped: Collection[str] = ()) -> dict[str, Any]:
@@ -87,8 +108,6 @@ def pruner_spec(conf: Mapping[str, Any], shipped: Collection[str] = ()) -> dict[
 def make_pruner(spec: Mapping[str, Any] | str | None) -> optuna.pruners.BasePruner:
     """The pruner a :func:`pruner_spec` (or its JSON) describes; empty means no pruning. A spec by
     ``name``, as the sweeper of dse 0.1 handed it to jobs, is read too."""
-    from hydra.utils import instantiate
-
     if isinstance(spec, str):
         spec = json.loads(spec) if spec.strip() else None
     spec = dict(spec or {"name": "none"})

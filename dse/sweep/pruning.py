@@ -1,8 +1,6 @@
-"""The training job's side of the Optuna sweeper: should this trial stop early?
-
-The job reopens the study (:mod:`dse.sweep.handoff`), so the pruner sees every worker's trials. One
-callback serves a single run and each member of a fused group; Optuna and Lightning are imported
-only inside a sweep.
+"""The training job's side of the Optuna sweeper: should this trial stop early? The job reopens the
+study (:mod:`dse.sweep.handoff`), so the pruner sees every worker's trials. One callback serves each
+member of a group; Optuna and Lightning are imported only inside a sweep.
 """
 
 from __future__ import annotations
@@ -67,10 +65,9 @@ def _callback_class() -> type:
 
     class Pruning(Callback):
         """Reports each member's metric to its own trial every validation epoch (step = epoch), as
-        optuna-integration's ``PyTorchLightningPruningCallback`` does for one. A pruned group of one
-        raises :class:`optuna.TrialPruned` out of ``fit`` (that callback's contract); a pruned member
-        of a larger group is stopped and the others go on. NaN is left to the divergence monitor;
-        under DDP nothing is reported."""
+        optuna-integration's ``PyTorchLightningPruningCallback`` does for one; a pruned group of one
+        raises :class:`optuna.TrialPruned` out of ``fit``, a pruned member of a larger group is stopped
+        and the others go on. NaN is left to the divergence monitor; under DDP nothing is reported."""
 
         def __init__(self, trials: list[tuple[JobTrial, str] | None]) -> None:
             self.trials = [(t[0], t[1] if "/" in t[1] else t[1].replace("_", "/", 1)) if t else None
@@ -98,26 +95,21 @@ def _callback_class() -> type:
 
 
 def _pruned_trial(handoff: Handoff | None) -> tuple[JobTrial, str] | None:
-    """(trial, the sweep's pruner monitor) of a single-objective sweep's job, else None."""
-    if handoff is None:
-        return None
-    trial = trial_from_env(handoff)
+    """(trial, the sweep's pruner monitor) of a single-objective sweep's job, else None (Optuna
+    cannot prune several objectives)."""
+    trial = handoff and trial_from_env(handoff)
     if trial is None or len(trial.study.directions) != 1:
         return None
     return trial, handoff.pruner.get("monitor") or DEFAULT_MONITOR
 
 
-def pruning_callback_from_env(monitor: str | None = None, handoff: Handoff | None = None
-                              ) -> pl.Callback | None:
-    """A callback reporting to this job's trial, or None outside a single-objective sweep (Optuna
-    cannot prune several objectives). With pruner ``none`` it still reports, for the dashboard's
-    learning curves. ``monitor``: default the sweep's ``pruner.monitor`` (else ``val/top1``)."""
-    found = _pruned_trial(handoff or Handoff.from_env())
-    return None if found is None else _callback_class()([(found[0], monitor or found[1])])
-
-
 def member_pruning(handoffs: list[Handoff | None]) -> pl.Callback | None:
     """The callback for a group's members, each reporting to its own trial (None where none is a
-    prunable trial); never from this process's environment, which holds no member's handoff."""
+    prunable trial). With pruner ``none`` it still reports, for the dashboard's learning curves."""
     found = [_pruned_trial(h) for h in handoffs]
     return _callback_class()(found) if any(found) else None
+
+
+def pruning_callback_from_env() -> pl.Callback | None:
+    """:func:`member_pruning` for the one trial this job's environment hands it."""
+    return member_pruning([Handoff.from_env()])

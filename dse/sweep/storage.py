@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import sqlite3
 import warnings
-from collections.abc import Callable
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from dse.errors import ConfigError
 
@@ -30,16 +29,14 @@ class StorageSpec:
     display: str  # the URL with its password hidden, for logs and results files
 
 
-def parse_storage(url: str | None, cwd: Path | None = None) -> StorageSpec:
+def parse_storage(url: str | None) -> StorageSpec:
     """Validate a storage URL without creating anything; relative file paths become absolute.
     ``journal:PATH`` (or ``journal:///abs``) is Optuna's JournalStorage, else an SQLAlchemy URL."""
     if url is None or not str(url).strip():
         raise ConfigError(STORAGE_FIELD, "is required (an SQLAlchemy URL or journal:PATH)")
-    url = str(url).strip()
-    cwd = cwd or Path.cwd()
+    url, cwd = str(url).strip(), Path.cwd()
     if url.startswith(JOURNAL_PREFIX):
-        raw = url[len(JOURNAL_PREFIX):]
-        raw = raw[2:] if raw.startswith("//") else raw
+        raw = url[len(JOURNAL_PREFIX):].removeprefix("//")
         if not raw:
             raise ConfigError(STORAGE_FIELD, f"{url!r} names no file (use journal:PATH)")
         path = cwd / Path(raw).expanduser()
@@ -98,8 +95,7 @@ def refuse_results_store(path: Path) -> None:
 
 
 def open_storage(spec: StorageSpec, *, heartbeat_interval: int | None = None,
-                 grace_period: int | None = None,
-                 stale_callback: Callable[..., None] | None = None) -> optuna.storages.BaseStorage:
+                 grace_period: int | None = None) -> optuna.storages.BaseStorage:
     """Open (and, for a new database, create) the storage ``spec`` describes. A journal storage has
     no heartbeats: a killed worker's trials stay RUNNING there (docs/OPTUNA.md)."""
     import optuna
@@ -109,14 +105,11 @@ def open_storage(spec: StorageSpec, *, heartbeat_interval: int | None = None,
 
         assert spec.path is not None
         return JournalStorage(JournalFileBackend(str(spec.path)))
-    engine_kwargs: dict[str, Any] = {}
-    if spec.url.startswith("sqlite"):
-        # several workers share one file: wait for the write lock rather than fail at once
-        engine_kwargs["connect_args"] = {"timeout": 120}
-    else:
-        engine_kwargs["pool_pre_ping"] = True
+    # several workers share one SQLite file: wait for the write lock rather than fail at once
+    sqlite = spec.url.startswith("sqlite")
+    engine_kwargs = {"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
             spec.url, engine_kwargs=engine_kwargs, heartbeat_interval=heartbeat_interval,
-            grace_period=grace_period, heartbeat_stale_trial_callback=stale_callback)
+            grace_period=grace_period)

@@ -1,35 +1,50 @@
-"""The Launcher Hydra instantiates for ``hydra/launcher=dse_fused``; three steps per batch.
-
-(1) Each job goes through Hydra's ``run_job`` with a task that only prepares it, so its dir gets the
-files and log a basic-launcher job gets and a bad point fails alone. (2) :func:`dse.train.group.run_jobs`
-trains the jobs' seeds in fused groups, logging into every member's log. (3) Each ``JobReturn`` gets its
-summary and the sweep's callbacks hear of its end, as with any launcher. ``sequential`` mode (``auto``
-on a CPU) is the basic launcher.
+"""The Launcher Hydra instantiates for ``hydra/launcher=dse_fused``, and its structured config (a
+misspelt key fails at composition); three steps per batch. (1) Each job goes through Hydra's
+``run_job`` with a task that only prepares it, so its dir gets the files and log a basic-launcher job
+gets and a bad point fails alone. (2) :func:`dse.train.group.run_jobs` trains the jobs' seeds in fused
+groups, logging into every member's log. (3) Each ``JobReturn`` gets its summary and the sweep's
+callbacks hear of its end, as with any launcher. ``sequential`` mode (``auto`` on a CPU) is the basic
+launcher. Hydra's plugin scan imports this module on every start-up: no torch at the top, no
+``from __future__ import annotations`` (hydra_plugins/dse_optuna_sweeper/config.py).
 """
-
-from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from dse.sweep.handoff import Handoff
+
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class FusedLauncherConf:
+    _target_: str = "hydra_plugins.dse_fused_launcher.dse_fused_launcher.FusedLauncher"
+    max_members: int = 16  # most (job, seed) members trained in one fused network
+    # auto: fused on a GPU, sequential on a CPU (where fusing gains nothing; docs/BENCHMARKS.md) |
+    # fused: always (what the CPU tests check) | sequential: every job on its own, like hydra's basic
+    # (the rules: dse.validate.validate_fused_launcher)
+    mode: str = "auto"
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="dse_fused", node=FusedLauncherConf,
+                             provider="dse")
 
 
 def _prepare(cfg: DictConfig) -> Any:
     """The job's side of step (1): run inside ``run_job``, where its HydraConfig and env are set."""
-    from hydra.core.hydra_config import HydraConfig
-
     from dse.logs import quiet_lightning
-    from dse.sweep.handoff import Handoff
     from dse.train.group import Job
     from dse.validate import validate
 
@@ -63,11 +78,8 @@ _NO_CALLBACKS = SimpleNamespace(on_job_start=lambda **_: None, on_job_end=lambda
 class FusedLauncher(Launcher):
     """Trains a batch of jobs as fused groups (see the module docstring)."""
 
-    def __init__(self, max_members: int = 16, mode: str = "auto") -> None:
+    def __init__(self, max_members: int, mode: str) -> None:
         self.max_members, self.mode = max_members, mode
-        self.config: DictConfig | None = None
-        self.hydra_context: HydraContext | None = None
-        self.task_function: TaskFunction | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
@@ -100,7 +112,6 @@ class FusedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
-        assert self.config is not None and self.hydra_context is not None and self.task_function
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         fused = self._fused()
@@ -112,8 +123,6 @@ class FusedLauncher(Launcher):
         return self._launch_fused(job_overrides, initial_job_idx)
 
     def _launch_fused(self, job_overrides: Sequence[Sequence[str]], first: int) -> list[JobReturn]:
-        from hydra.core.hydra_config import HydraConfig
-
         from dse.train.group import run_jobs
 
         callbacks = self.hydra_context.callbacks

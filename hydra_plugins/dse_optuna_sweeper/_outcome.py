@@ -1,24 +1,22 @@
 """A finished job's return turned into what Optuna is told: pure, so it is unit-tested in process.
-
-Anything a Hydra task can do is handled (raise, return a number, any status, a missing metric, NaN).
-One trial's failure is recorded and the study goes on; only a metric the job never returns is
-``fatal`` and stops the sweep, since every later trial would fail the same way.
+Anything a Hydra task can do is handled; one trial's failure is recorded and the study goes on, but a
+metric the job never returns is ``fatal`` and stops the sweep (every later trial would fail alike).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import optuna
 from omegaconf import OmegaConf
 
 from dse.errors import first_line
 from dse.sweep import trials
-from hydra_plugins.dse_optuna_sweeper._settings import Constraint, Objective
-
-FAILED_STATUSES = ("failed", "diverged")
+from hydra_plugins.dse_optuna_sweeper._settings import Constraint, Objective, as_finite
 
 
 @dataclass
@@ -38,8 +36,6 @@ def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
            constraints: Sequence[Constraint], analytic: Mapping[str, float]) -> Outcome:
     """The outcome of the job whose return ``get_return()`` yields (or raises); ``analytic``: the
     point's spec-derived sizes, for constraints the job does not return."""
-    import optuna
-
     try:
         result = get_return()
     except optuna.TrialPruned as e:
@@ -58,7 +54,7 @@ def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
                                      if k != "error" and v is not None})}
     if status == "pruned":
         return Outcome("pruned", attrs=kept)
-    if status in FAILED_STATUSES:
+    if status in ("failed", "diverged"):
         return _failed(str(result.get("error") or status), status, kept)
     if status != "ok":
         return _failed(f"the job returned unknown status {status!r}", attrs=kept)
@@ -79,36 +75,25 @@ def _scored(result: Mapping[str, Any], objectives: Sequence[Objective],
         if not math.isfinite(v):
             return _failed(f"objective {o.metric} is {result[o.metric]!r}", attrs=attrs)
         values.append(v)
-    checked: dict[str, dict[str, Any]] = {}
-    broken: list[str] = []
+    measured: dict[str, float] = {}
     for c in constraints:
         raw = result.get(c.metric, analytic.get(c.metric))
         if raw is None:
             return _failed(f"the job returned no metric {c.metric!r} for constraint {c.key!r}",
                            attrs=attrs, fatal=True)
-        value = as_finite(raw)
-        if not math.isfinite(value):
+        measured[c.metric] = as_finite(raw)
+        if not math.isfinite(measured[c.metric]):
             return _failed(f"constraint metric {c.metric} is {raw!r}", attrs=attrs)
-        checked[c.key] = constraint_attr(value, c.violation(value))
-        broken += [] if checked[c.key]["feasible"] else [breaks(c, value)]
-    if checked:
-        attrs = {**attrs, trials.CONSTRAINTS: checked}
+    violations, broken = budget_check(measured, constraints)
+    if constraints:  # value and violation each named: a bare 0.25 beside val_top1>=0.3 reads as accuracy
+        attrs = {**attrs, trials.CONSTRAINTS: {c.key: {
+            "value": measured[c.metric], "relative_violation": violations[c.key],
+            "feasible": violations[c.key] <= 0} for c in constraints}}
     shown = " ".join(f"{o.metric}={v:.6g}" for o, v in zip(objectives, values, strict=True))
     if broken:
-        shown += f" — infeasible: {'; '.join(broken)}"
+        shown += f" — infeasible: {broken}"
     return Outcome("complete", values=values, attrs=attrs, note=shown,
-                   violations=[checked[c.key]["relative_violation"] for c in constraints])
-
-
-def constraint_attr(value: float, violation: float) -> dict[str, Any]:
-    """One constraint in the trial's ``constraints`` user attribute, value and violation each named:
-    a bare 0.25 beside ``val_top1>=0.3`` would read as an accuracy in optuna-dashboard."""
-    return {"value": value, "relative_violation": violation, "feasible": violation <= 0}
-
-
-def breaks(c: Constraint, value: float) -> str:
-    """``val_top1=0.224 breaks val_top1 >= 0.3``: a broken constraint in the log's words."""
-    return f"{c.metric}={value:g} breaks {c}"
+                   violations=[violations[c.key] for c in constraints])
 
 
 def _failed(error: str, status: str = "failed", attrs: dict[str, Any] | None = None,
@@ -119,8 +104,6 @@ def _failed(error: str, status: str = "failed", attrs: dict[str, Any] | None = N
 
 def jsonable(value: Any) -> Any:
     """``value`` if JSON can hold it (what a user attribute must be), else its text."""
-    import json
-
     try:
         json.dumps(value)
         return value
@@ -128,18 +111,10 @@ def jsonable(value: Any) -> Any:
         return str(value)
 
 
-def as_finite(x: object) -> float:
-    """``float(x)``, or NaN when the job returned something that is not a number."""
-    try:
-        return float(x)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def budget_check(analytic: Mapping[str, float], pre_constraints: Sequence[Constraint]
+def budget_check(values: Mapping[str, float], constraints: Sequence[Constraint]
                  ) -> tuple[dict[str, float], str | None]:
-    """Violations of the constraints known before training, and why the point breaks them (None
-    when it fits)."""
-    violations = {c.key: c.violation(float(analytic[c.metric])) for c in pre_constraints}
-    broken = [breaks(c, analytic[c.metric]) for c in pre_constraints if violations[c.key] > 0]
+    """Each constraint's violation by ``values`` (per metric), and why they break it (None when
+    they fit): ``val_top1=0.224 breaks val_top1 >= 0.3``."""
+    violations = {c.key: c.violation(float(values[c.metric])) for c in constraints}
+    broken = [f"{c.metric}={values[c.metric]:g} breaks {c}" for c in constraints if violations[c.key] > 0]
     return violations, "; ".join(broken) or None

@@ -1,33 +1,32 @@
-"""The sweeper's settings: every key of ``hydra.sweeper`` checked before any storage exists.
-
-Bad input must cost a one-line :class:`~dse.errors.ConfigError` naming the key and write nothing,
-so nothing here opens a storage or composes a job; :mod:`._probe` then checks the job configs.
-"""
+"""Every input checked before any storage exists, as a one-line :class:`~dse.errors.ConfigError`
+naming the key: the keys of ``hydra.sweeper``, then job configs composed at the corners of the search
+space (a typo, or a value dse-train refuses, fails the sweep at once, not trial by trial)."""
 
 from __future__ import annotations
 
 import logging
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution
 
-from dse.errors import ConfigError
+from dse.errors import ConfigError, first_line
 from dse.metrics import DIRECTIONS, REGISTRY, SWEEPABLE
-from dse.sweep.pruners import pruner_spec
+from dse.sweep.pruners import SAMPLERS, pruner_spec, target_config
 from dse.sweep.storage import StorageSpec, parse_storage
-from dse.validate import check_study_name, int_at_least
-from hydra_plugins.dse_optuna_sweeper._samplers import sampler_config
+from dse.validate import check_study_name, int_at_least, validate
 from hydra_plugins.dse_optuna_sweeper._space import SearchSpace, build_search_space
-from hydra_plugins.dse_optuna_sweeper.config import DseOptunaSweeperConf, PrunerConf
+from hydra_plugins.dse_optuna_sweeper.config import DseOptunaSweeperConf, PrunerConf, SamplerConf
 
 log = logging.getLogger(__name__)
 
 _CONSTRAINT_RE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(<=|>=)\s*(\S+)\s*$")
+Compose = Callable[[list[str]], DictConfig]
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,14 @@ def typed(raw: Mapping[str, Any]) -> DseOptunaSweeperConf:
     return conf
 
 
+def as_finite(x: object) -> float:
+    """``float(x)``, or NaN when ``x`` is not a number (a bound, a value the job returned)."""
+    try:
+        return float(x)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return math.nan
+
+
 def parse_objectives(raw: Any) -> list[Objective]:
     """``[[metric, direction], ...]`` (a single flat pair is accepted too)."""
     field = "hydra.sweeper.objectives"
@@ -143,11 +150,7 @@ def parse_constraints(raw: Any) -> list[Constraint]:
         if metric not in SWEEPABLE:
             raise ConfigError(field, f"unknown metric {metric!r} in {item!r}; known metrics: "
                                      f"{', '.join(SWEEPABLE)}")
-        try:
-            bound = float(num)
-        except ValueError:
-            bound = math.nan
-        if not math.isfinite(bound):
+        if not math.isfinite(bound := as_finite(num)):
             raise ConfigError(field, f"the bound in {item!r} must be a finite number")
         out.append(Constraint(metric, op, bound))
     return out
@@ -156,12 +159,11 @@ def parse_constraints(raw: Any) -> list[Constraint]:
 def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Settings:
     """Check every setting of the sweeper; raises ConfigError naming the first bad key."""
     conf = typed(raw)
-    if not str(conf.study_name).strip():
-        raise ConfigError("hydra.sweeper.study_name", "is required")
     check_study_name(conf.study_name, "hydra.sweeper.study_name")  # the same rule as study.name
     objectives = parse_objectives(conf.objectives)
     constraints = parse_constraints(conf.constraints)
-    sampler, pruner = sampler_config(conf.sampler), pruner_spec(conf.pruner, vars(PrunerConf()))
+    sampler = target_config(conf.sampler, SAMPLERS, "hydra.sweeper.sampler", vars(SamplerConf()))
+    pruner = pruner_spec(conf.pruner, vars(PrunerConf()))
     for key, lo in (("n_trials", 1), ("n_jobs", 1), ("max_rejections", 1), ("heartbeat_interval", 1),
                     ("grace_period", 1)):
         if getattr(conf, key) is not None:
@@ -169,10 +171,9 @@ def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Setti
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise ConfigError("hydra.sweeper.max_failure_rate", f"must be in [0, 1] (got "
                                                             f"{conf.max_failure_rate!r})")
-    heartbeat, grace = conf.heartbeat_interval, conf.grace_period
-    if heartbeat is not None and grace is not None and grace < heartbeat:
+    if (grace := conf.grace_period) is not None and grace < conf.heartbeat_interval:
         raise ConfigError("hydra.sweeper.grace_period", f"must be >= heartbeat_interval "
-                                                        f"({heartbeat}), got {grace}")
+                                                        f"({conf.heartbeat_interval}), got {grace}")
     if Path(conf.results_file).name != conf.results_file:
         raise ConfigError("hydra.sweeper.results_file", "must be a file name (it is written "
                                                         "in hydra.sweep.dir)")
@@ -199,3 +200,79 @@ def effective_pruner(settings: Settings) -> dict[str, Any]:
             return off
         spec["monitor"] = metric.key
     return spec
+
+
+def corner_points(space: SearchSpace) -> list[dict[str, Any]]:
+    """Points that together use every choice and both ends of every range once."""
+    params = space.params.items()
+    n = max([2, *(len(p.distribution.choices) for _, p in params
+                  if isinstance(p.distribution, CategoricalDistribution))])
+    points = []
+    for k in range(n):
+        point = {}
+        for name, p in params:
+            d = p.distribution
+            point[name] = (d.choices[k % len(d.choices)] if isinstance(d, CategoricalDistribution)
+                           else (d.low if k % 2 == 0 else d.high))
+        points.append(point)
+    return points
+
+
+def probe(settings: Settings, compose: Compose) -> None:
+    """Raise :class:`ConfigError` for the first corner point that cannot be a dse-train job."""
+    for point in corner_points(settings.space):
+        overrides = settings.space.overrides(point)
+        try:
+            job_cfg = compose(overrides)
+        except Exception as e:
+            raise ConfigError("hydra.sweeper.params", f"cannot compose a job config with "
+                                                      f"{' '.join(overrides)}: {first_line(e)}"
+                              ) from None
+        _refuse_invalid(settings.space, point, job_cfg, compose)
+        _refuse_unmeasured(settings, job_cfg)
+
+
+def _refuse_unmeasured(settings: Settings, job_cfg: DictConfig) -> None:
+    """A latency objective or constraint needs jobs run with ``trainer.latency=true``, else every
+    trial would end without the metric."""
+    named = [("hydra.sweeper.objectives", o.metric) for o in settings.objectives] + [
+        ("hydra.sweeper.constraints", c.metric) for c in settings.constraints]
+    for field, metric in named:
+        if REGISTRY[metric].latency and not OmegaConf.select(job_cfg, "trainer.latency",
+                                                             default=False):
+            raise ConfigError(field, f"{metric} is measured only when jobs run with "
+                                     "trainer.latency=true (add it to the overrides)")
+
+
+def _invalid(job_cfg: DictConfig) -> ConfigError | None:
+    """What dse-train would refuse in this job config (None if it would train it)."""
+    try:
+        validate(job_cfg)
+    except ConfigError as e:
+        return e
+    return None
+
+
+def _refuse_invalid(space: SearchSpace, point: Mapping[str, Any], job_cfg: DictConfig,
+                    compose: Compose) -> None:
+    """Raise if one searched value (its field's own first) or the fixed input alone makes the point
+    invalid; invalid only as a combination (more pools than a small ``n_fire`` has layers), it is
+    left to the trials."""
+    error = _invalid(job_cfg)
+    if error is None:
+        return
+    params = space.params
+    # the searched keys (or groups) that set the field
+    owners = [n for n in params if f"{error.field}.".startswith(n.split("@", 1)[0] + ".")]
+    for name in [*owners, None, *(n for n in params if n not in owners)]:
+        one = [] if name is None else [params[name].override(point[name])]
+        try:
+            alone = _invalid(compose([*space.fixed, *one]))
+        except Exception:  # the value composes only together with other searched values
+            continue
+        if alone is None or alone.field != error.field:
+            continue
+        if name is None:
+            raise alone
+        detail = alone.message if alone.field == name else str(alone)
+        raise ConfigError(name, f"search space value {point[name]!r}: {detail}")

@@ -1,40 +1,40 @@
-"""Hydra's sweep grammar -> Optuna distributions, and sampled values -> job overrides.
-
-``choice`` is categorical, ``range`` an integer (or stepped float) range with the stop excluded as
-in Hydra, ``interval`` a float interval, ``tag(log, ...)`` a log scale; plain values go to every job.
-Sampled values are written back as overrides Hydra parses to exactly that value.
-"""
+"""Hydra's sweep grammar -> Optuna distributions, and sampled values -> job overrides Hydra parses to
+exactly that value. ``choice`` is categorical, ``range`` an integer (or stepped float) range with the
+stop excluded as in Hydra, ``interval`` a float interval, ``tag(log, ...)`` a log scale; plain values
+go to every job."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import (
+    ChoiceSweep,
+    IntervalSweep,
+    Override,
+    Quote,
+    QuotedString,
+    RangeSweep,
+    Transformer,
+)
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from dse.errors import ConfigError, lines_of
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.core.override_parser.types import Override
-    from optuna.distributions import BaseDistribution
-
-ALLOWED_TAGS = {"log"}
 
 
 @dataclass
 class Param:
     """One searched key: its Optuna name and distribution, and how to write a value back."""
 
-    name: str  # Optuna parameter name: the override key (with @package), no +/++ prefix
     key: str  # the key element of the job override, prefix included
     distribution: BaseDistribution
     choice_texts: list[str] = field(default_factory=list)  # categorical: override text per choice
 
     def override(self, value: Any) -> str:
         """The job override that sets this parameter to ``value``."""
-        from optuna.distributions import CategoricalDistribution, IntDistribution
-
         dist = self.distribution
         if isinstance(dist, CategoricalDistribution):
             text = self.choice_texts[int(dist.to_internal_repr(value))]
@@ -64,19 +64,13 @@ class SearchSpace:
 def quote(value: str) -> str:
     """``value`` as a quoted string Hydra's override grammar parses back to exactly ``value``, an
     ``${...}`` in it escaped so OmegaConf keeps it as text."""
-    from hydra.core.override_parser.types import Quote, QuotedString
-
     return QuotedString(text=value.replace("${", "\\${"), quote=Quote.single).with_quotes()
 
 
 def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str]) -> SearchSpace:
     """Parse ``hydra.sweeper.params`` and the command line; the command line wins per key."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
     parser = OverridesParser.create()
-    entries: list[tuple[str, str]] = [
-        (f"hydra.sweeper.params.{k}", f"{k}={v}") for k, v in (params or {}).items()
-    ]
+    entries = [(f"hydra.sweeper.params.{k}", f"{k}={v}") for k, v in (params or {}).items()]
     entries += [(str(a), str(a)) for a in arguments]
     searched: dict[str, Param] = {}
     fixed: dict[str, str] = {}
@@ -89,7 +83,7 @@ def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str
         searched.pop(name, None)
         fixed.pop(name, None)
         if ov.is_sweep_override():
-            searched[name] = Param(name, ov.get_key_element(), *_distribution(ov, where, parser))
+            searched[name] = Param(ov.get_key_element(), *_distribution(ov, where, parser))
         else:
             fixed[name] = line
     return SearchSpace(searched, list(fixed.values()))
@@ -98,13 +92,12 @@ def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str
 def _distribution(ov: Override, where: str, parser: OverridesParser
                   ) -> tuple[BaseDistribution, list[str]]:
     """The Optuna distribution (and categorical override texts) of one sweep override."""
-    from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, RangeSweep
-
     value = ov.value()
     tags = set(getattr(value, "tags", set()) or set())
-    unknown = tags - ALLOWED_TAGS
-    if unknown:
+    if unknown := tags - {"log"}:
         raise ConfigError(where, f"unknown tag(s) {sorted(unknown)}; only 'log' is understood")
+    if getattr(value, "shuffle", False):
+        raise ConfigError(where, "shuffle() means nothing to a sampler; use choice() or range()")
     log = "log" in tags
     try:
         if isinstance(value, ChoiceSweep) or (ov.is_choice_sweep() and isinstance(value, list)):
@@ -115,7 +108,7 @@ def _distribution(ov: Override, where: str, parser: OverridesParser
             return _interval(value, log, where), []
     except ConfigError:
         raise
-    except (ValueError, TypeError) as e:  # Optuna's own range checks
+    except (ValueError, TypeError) as e:  # Optuna's own checks (log with a step, no choices)
         raise ConfigError(where, _first_line(e)) from None
     raise ConfigError(where, "unsupported sweep; use choice(), range(), interval() or "
                              "tag(log, ...)")
@@ -124,16 +117,9 @@ def _distribution(ov: Override, where: str, parser: OverridesParser
 def _categorical(value: Any, log: bool, where: str, parser: OverridesParser
                  ) -> tuple[BaseDistribution, list[str]]:
     """``choice(...)`` (or ``a,b,c``): the choices as Optuna values and as override texts."""
-    from hydra.core.override_parser.types import ChoiceSweep, QuotedString, Transformer
-    from optuna.distributions import CategoricalDistribution
-
-    if isinstance(value, ChoiceSweep) and value.shuffle:
-        raise ConfigError(where, "shuffle() means nothing to a sampler; use choice()")
     if log:
         raise ConfigError(where, "tag(log, ...) applies to range() and interval() only")
     items = value.list if isinstance(value, ChoiceSweep) else value
-    if not items:
-        raise ConfigError(where, "choice() needs at least one value")
     texts = [_choice_text(x, parser) for x in items]
     choices = [x.text if isinstance(x, QuotedString) else
                x if x is None or isinstance(x, (str, int, float, bool)) else
@@ -145,28 +131,18 @@ def _categorical(value: Any, log: bool, where: str, parser: OverridesParser
 
 def _range(value: Any, log: bool, where: str) -> BaseDistribution:
     """``range(start, stop, step)``, stop excluded: integer, or a stepped float range."""
-    from optuna.distributions import FloatDistribution, IntDistribution
-
-    if value.shuffle:
-        raise ConfigError(where, "shuffle() means nothing to a sampler; use range()")
     values = list(value.range())
     if not values:
         raise ConfigError(where, f"range({value.start}, {value.stop}, {value.step}) "
                                  "is empty (the stop is excluded)")
     low, high, step = min(values), max(values), abs(value.step)
     if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
-        if log and step != 1:
-            raise ConfigError(where, "tag(log, range(...)) needs step 1")
-        return IntDistribution(int(low), int(high), log=log, step=1 if log else int(step))
-    if log:
-        raise ConfigError(where, "tag(log, range(...)) needs integer bounds and step 1")
-    return FloatDistribution(float(low), float(high), step=float(step))
+        return IntDistribution(int(low), int(high), log=log, step=int(step))
+    return FloatDistribution(float(low), float(high), step=float(step), log=log)
 
 
 def _interval(value: Any, log: bool, where: str) -> BaseDistribution:
     """``interval(low, high)``: a float interval, or integers under Hydra's ``int()`` cast."""
-    from optuna.distributions import FloatDistribution, IntDistribution
-
     lo, hi = float(value.start), float(value.end)
     if not (math.isfinite(lo) and math.isfinite(hi)):
         raise ConfigError(where, "interval() bounds must be finite numbers")
@@ -174,20 +150,14 @@ def _interval(value: Any, log: bool, where: str) -> BaseDistribution:
         raise ConfigError(where, f"interval({lo:g}, {hi:g}): low must be < high")
     if log and lo <= 0:
         raise ConfigError(where, f"tag(log, interval({lo:g}, {hi:g})) needs low > 0")
-    if _is_int(value.start) and _is_int(value.end):  # int(interval(...)): both ends kept
-        return IntDistribution(int(lo), int(hi), log=log)
+    if all(isinstance(x, int) and not isinstance(x, bool) for x in (value.start, value.end)):
+        return IntDistribution(int(lo), int(hi), log=log)  # int(interval(...)): both ends kept
     return FloatDistribution(lo, hi, log=log)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _choice_text(x: Any, parser: OverridesParser) -> str:
     """Override text that parses back to choice ``x``: ``str(choice(1,2))`` gives the strings
     '1' and '2', which must be written quoted or the job would receive the integers."""
-    from hydra.core.override_parser.types import QuotedString, Transformer
-
     text = Transformer.str(x)
     if isinstance(x, str) and not isinstance(x, QuotedString):
         (ov,) = parser.parse_overrides([f"k={text}"])
@@ -198,10 +168,7 @@ def _choice_text(x: Any, parser: OverridesParser) -> str:
 
 def _first_line(e: BaseException) -> str:
     """The informative line of a (Hydra parser) error: the cause, not "Error parsing override"."""
-    lines = lines_of(e)
-    if not lines:
-        return type(e).__name__
-    if lines[0].startswith("Error parsing override") and len(lines) > 1 \
-            and not lines[1].startswith("See "):
+    lines = lines_of(e) or [type(e).__name__]
+    if lines[0].startswith("Error parsing override") and lines[1:] and not lines[1].startswith("See "):
         return lines[1]
     return lines[0]

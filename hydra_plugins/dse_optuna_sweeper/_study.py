@@ -1,5 +1,8 @@
 """The study in its storage, shared by several workers: created while another worker may be
-creating the same tables, the budget counted over every worker's trials, and heartbeats."""
+creating the same tables, the budget counted over every worker's trials, heartbeats, and at the end
+its results: the Pareto set (Optuna's ``study.best_trials``, sorted best first),
+``optimization_results.yaml`` and a printed table.
+"""
 
 from __future__ import annotations
 
@@ -8,22 +11,28 @@ import random
 import threading
 import time
 import warnings
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from itertools import takewhile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
+
+import optuna
+import yaml
+from optuna.distributions import check_distribution_compatibility
+from optuna.exceptions import StorageInternalError
+from optuna.trial import FrozenTrial
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from dse.errors import ConfigError, first_line
 from dse.sweep import trials
-from dse.sweep.pruners import make_pruner
+from dse.sweep.pruners import make_pruner, sampler_for
 from dse.sweep.storage import StorageSpec, open_storage
-from hydra_plugins.dse_optuna_sweeper._samplers import sampler_for
+from dse.text import table
+from hydra_plugins.dse_optuna_sweeper._outcome import jsonable
 from hydra_plugins.dse_optuna_sweeper._settings import Settings
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import optuna
 
 log = logging.getLogger(__name__)
 _CREATE_ATTEMPTS = 8
@@ -32,64 +41,20 @@ _CREATE_ATTEMPTS = 8
 @contextmanager
 def quiet_optuna() -> Iterator[None]:
     """Silence Optuna's notes that do not apply to ask-and-tell with heartbeats."""
-    import optuna
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message=".*Heartbeat of storage is supposed.*")
         yield
 
 
-class Heartbeat:
-    """Beats for the trials being trained, so a killed worker's trials go stale (``Study.optimize``
-    runs such a thread itself; ask-and-tell must, through the storage's public ``record_heartbeat``)."""
-
-    def __init__(self, storage: Any, interval: int | None) -> None:
-        self.storage = storage
-        self.interval = interval if hasattr(storage, "record_heartbeat") else None
-        self.trial_ids: set[int] = set()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def beat(self, trial_id: int) -> None:
-        if self.interval:
-            self.storage.record_heartbeat(trial_id)
-
-    def __enter__(self) -> Heartbeat:
-        if self.interval:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._run, name="dse-optuna-heartbeat",
-                                            daemon=True)
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            # a beat blocked on a locked database must not hold up a stop: the thread is a daemon
-            self._thread.join(timeout=5.0)
-            self._thread = None
-
-    def _run(self) -> None:
-        assert self.interval
-        while not self._stop.wait(self.interval):
-            for tid in list(self.trial_ids):
-                try:
-                    self.storage.record_heartbeat(tid)
-                except Exception as e:  # a missed beat must not kill the sweep
-                    log.warning("dse_optuna: heartbeat failed: %s", first_line(e))
-
-
 class OpenStudy:
     """This worker's handle on the shared study (created if new, checked against the settings)."""
 
     def __init__(self, settings: Settings, pruner: dict[str, Any]) -> None:
-        import optuna
-
         self.s = settings
         made = _make_parent(settings.storage)
         try:
-            self.storage, study = self._create()
+            self.storage, self.study = self._create(pruner)
         except Exception as e:
             # Remove the folders we made, if still empty; never a database file, which may be
             # another worker's that is being created at this very moment.
@@ -98,11 +63,7 @@ class OpenStudy:
                     p.rmdir()
             raise ConfigError("hydra.sweeper.storage", f"cannot open {settings.storage.display}: "
                                                        f"{first_line(e)}") from None
-        self._check(study)
-        with quiet_optuna():
-            self.study = optuna.load_study(study_name=settings.study_name, storage=self.storage,
-                                           sampler=sampler_for(settings.sampler, None),
-                                           pruner=make_pruner(pruner))
+        self._check(self.study)
         self.study_id = self.storage.get_study_id_from_name(settings.study_name)
         self.distributions = self._resumed_space()
 
@@ -110,8 +71,6 @@ class OpenStudy:
         """The settings' distributions, except where the study sampled a parameter from another kind
         (a ``choice`` a later dse made an ``int``): Optuna refuses two kinds in one study, so a
         resumed study keeps its own, and says so."""
-        from optuna.distributions import check_distribution_compatibility
-
         stored = {name: dist for t in reversed(self.study.get_trials(deepcopy=False))
                   for name, dist in t.distributions.items()}  # the first trial's wins
         space = dict(self.s.space.distributions)
@@ -125,12 +84,8 @@ class OpenStudy:
                 space[name] = stored[name]
         return space
 
-    def _create(self) -> tuple[Any, optuna.Study]:
+    def _create(self, pruner: dict[str, Any]) -> tuple[Any, optuna.Study]:
         """create_study, retried while another worker is creating the same tables."""
-        import optuna
-        from optuna.exceptions import StorageInternalError
-        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-
         s = self.s
         for attempt in range(_CREATE_ATTEMPTS):
             try:
@@ -140,7 +95,7 @@ class OpenStudy:
                     return storage, optuna.create_study(
                         study_name=s.study_name, storage=storage, load_if_exists=True,
                         directions=[o.direction for o in s.objectives],
-                        sampler=optuna.samplers.RandomSampler(), pruner=optuna.pruners.NopPruner())
+                        sampler=sampler_for(s.sampler, None), pruner=make_pruner(pruner))
             except (SQLAlchemyError, StorageInternalError) as e:
                 # a worker starting at the same moment is creating the tables (SQLite: "table
                 # ... already exists", "locked"; PostgreSQL: duplicate type or key)
@@ -174,6 +129,33 @@ class OpenStudy:
     def trial_id(self, trial: optuna.Trial) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
 
+    def beat(self, trial_ids: Iterable[int]) -> None:
+        """Record a heartbeat for each trial (a journal storage has none): from its first beat on,
+        a trial whose worker dies goes stale."""
+        for tid in trial_ids if hasattr(self.storage, "record_heartbeat") else ():
+            try:
+                self.storage.record_heartbeat(tid)
+            except Exception as e:  # a missed beat must not kill the sweep
+                log.warning("dse_optuna: heartbeat failed: %s", first_line(e))
+
+    @contextmanager
+    def beating(self, trial_ids: list[int]) -> Iterator[None]:
+        """Beat for the trials while they train, as ``Study.optimize``'s thread does for its own
+        (ask-and-tell must run one itself, through the storage's public ``record_heartbeat``)."""
+        stop = threading.Event()
+
+        def run() -> None:
+            while not stop.wait(self.s.heartbeat_interval):
+                self.beat(trial_ids)
+
+        thread = threading.Thread(target=run, name="dse-optuna-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join(timeout=5.0)  # a beat blocked on a locked database must not hold up a stop
+
     def set_constraints(self, trial: optuna.Trial, violations: list[float]) -> None:
         """A trial's constraint values (feasible when all <= 0), as the list in ``system_attrs``:
         Optuna 5's ``Trial.set_constraint`` writes one key each, which optuna-dashboard 0.21 ignores."""
@@ -181,8 +163,6 @@ class OpenStudy:
                                            [float(v) for v in violations])
 
     def fail_stale(self) -> None:
-        import optuna
-
         with quiet_optuna():
             optuna.storages.fail_stale_trials(self.study)
 
@@ -204,3 +184,83 @@ def _make_parent(spec: StorageSpec) -> list[Path]:
         raise ConfigError("hydra.sweeper.storage", f"cannot create {parent}: "
                                                    f"{e.strerror or e}") from None
     return made
+
+
+def best(study: optuna.Study, settings: Settings) -> list[FrozenTrial]:
+    """Feasible, non-dominated COMPLETE trials, best first (one trial for a single objective)."""
+    signs = [1.0 if o.direction == "minimize" else -1.0 for o in settings.objectives]
+    front = sorted(study.best_trials, key=lambda t: (
+        [s * v for s, v in zip(signs, t.values, strict=True)], t.number))
+    return front[:1] if len(settings.objectives) == 1 else front
+
+
+def counts(study: optuna.Study) -> dict[str, int]:
+    """Trials of each kind (:data:`dse.sweep.trials.KINDS`), every kind listed."""
+    seen = Counter(trials.kind(t) for t in study.get_trials(deepcopy=False))
+    return {k: seen.get(k, 0) for k in trials.KINDS}
+
+
+def _entry(t: FrozenTrial, metric_names: list[str]) -> dict[str, Any]:
+    out = {"number": t.number, "params": dict(t.params),
+           "values": dict(zip(metric_names, t.values, strict=True))}
+    if trials.OUTPUT_DIR in t.user_attrs:
+        out[trials.OUTPUT_DIR] = t.user_attrs[trials.OUTPUT_DIR]
+    return out
+
+
+def write_results(study: optuna.Study, settings: Settings, sweep_dir: Path) -> Path:
+    """Write the results file in the sweep dir and print the best trials; returns the file."""
+    front, states = best(study, settings), counts(study)
+    names = settings.metric_names
+    doc: dict[str, Any] = {
+        "study_name": settings.study_name, "storage": settings.storage.display,
+        "objectives": [{"metric": o.metric, "direction": o.direction} for o in settings.objectives],
+        "constraints": [str(c) for c in settings.constraints],
+        "n_trials": settings.n_trials, "trials": states,
+    }
+    if len(settings.objectives) == 1:
+        doc["best_params"] = dict(front[0].params) if front else None
+        doc["best_value"] = front[0].values[0] if front else None
+        doc["best"] = _entry(front[0], names) if front else None
+    else:
+        doc["pareto"] = [_entry(t, names) for t in front]
+    broken = infeasible(study, settings)
+    if broken:
+        doc["infeasible"] = broken
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    path = sweep_dir / settings.results_file
+    path.write_text(yaml.safe_dump(jsonable(doc), sort_keys=False))
+    print(_printed("best trial" if len(settings.objectives) == 1 else "Pareto set", names, front,
+                   states, broken))
+    log.info("dse_optuna: results in %s", path)
+    return path
+
+
+def infeasible(study: optuna.Study, settings: Settings) -> dict[str, int]:
+    """Complete trials that break each constraint (by its text; a trial may break several):
+    Optuna keeps them off the Pareto set, so this is where they went."""
+    seen: Counter[str] = Counter()
+    for t in study.get_trials(deepcopy=False):
+        values = t.system_attrs.get(trials.CONSTRAINTS_SYSTEM_ATTR) or []
+        if trials.kind(t) == "complete":
+            seen.update(str(c) for c, v in zip(settings.constraints, values, strict=False) if v > 0)
+    return dict(seen)
+
+
+def _printed(title: str, metrics: list[str], front: Sequence[FrozenTrial], states: Mapping[str, int],
+             broken: Mapping[str, int]) -> str:
+    """A plain-text table of the best trials (number, objective values, parameters), or the one line
+    that says why there are none."""
+    shown = ", ".join(f"{v} {k}" for k, v in states.items() if v) or "none"
+    if not front:
+        why = ("no trial is feasible (" + ", ".join(f"{n} broke {c}" for c, n in broken.items()) + ")"
+               if broken else "no complete trial")
+        return f"{title}: empty, {why}; trials: {shown}"
+    names = sorted({k for t in front for k in t.params})
+    rows = [[str(t.number), *(f"{v:.6g}" for v in t.values), *(_fmt(t.params.get(k)) for k in names)]
+            for t in front]
+    return f"{title} ({len(front)}; trials: {shown})\n" + table(["trial", *metrics, *names], rows)
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)

@@ -1,12 +1,9 @@
-"""The study loop behind ``hydra/sweeper=dse_optuna``: validate, ask, check budgets, launch, tell.
-
-The order keeps docs/OPTUNA.md's promises. (1) All input is validated (:mod:`._settings`, then job
-configs at every choice and range end, :mod:`._probe`) before the storage exists: bad input writes
-nothing. (2) A worker asks a trial (the storage numbers them uniquely, in order), then counts the
-budget-using trials numbered below it and discards it if they fill ``n_trials``: however many
-workers race, at most ``n_trials`` use the budget. (3) A point over a size/params/MACs budget is
-told FAIL marked ``rejected`` (:mod:`dse.sweep.trials`) without training: off the front and budget.
-"""
+"""The study loop behind ``hydra/sweeper=dse_optuna``: validate, ask, check budgets, launch, tell, in
+the order that keeps docs/OPTUNA.md's promises. All input is validated (:mod:`._settings`) before the
+storage exists. A worker asks a trial (numbered uniquely by the storage) and discards it if the
+budget-using trials numbered below it fill ``n_trials``: however many workers race, at most
+``n_trials`` use the budget. A point over a size/params/MACs budget is told FAIL marked ``rejected``
+(:mod:`dse.sweep.trials`) without training."""
 
 from __future__ import annotations
 
@@ -15,39 +12,41 @@ import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from omegaconf import DictConfig
+import optuna
+from hydra.core.utils import JobReturn
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import CategoricalDistribution, IntDistribution
+from optuna.trial import TrialState
 
 from dse.errors import ConfigError, first_line
 from dse.metrics import analytic_values
 from dse.signals import SignalGate, stop_signals
 from dse.sweep import trials
 from dse.sweep.handoff import Handoff
+from dse.sweep.pruners import sampler_for
 from dse.text import duration
 from dse.validate import model_report
 from hydra_plugins.dse_optuna_sweeper._outcome import budget_check, decide
-from hydra_plugins.dse_optuna_sweeper._probe import Compose, probe
-from hydra_plugins.dse_optuna_sweeper._results import counts, write_results
-from hydra_plugins.dse_optuna_sweeper._samplers import sampler_for
-from hydra_plugins.dse_optuna_sweeper._settings import Settings, effective_pruner, validate_settings
+from hydra_plugins.dse_optuna_sweeper._settings import (
+    Compose,
+    Settings,
+    effective_pruner,
+    probe,
+    validate_settings,
+)
 from hydra_plugins.dse_optuna_sweeper._space import quote
-from hydra_plugins.dse_optuna_sweeper._study import Heartbeat, OpenStudy, quiet_optuna
-
-if TYPE_CHECKING:  # pragma: no cover - typing only
-    import optuna
-    from hydra.core.utils import JobReturn
-    from hydra.plugins.launcher import Launcher
-    from hydra.types import HydraContext
+from hydra_plugins.dse_optuna_sweeper._study import OpenStudy, counts, quiet_optuna, write_results
 
 log = logging.getLogger(__name__)
-Prepared = tuple["optuna.Trial", list[str], dict[str, float]]  # trial, job overrides, analytic
+Prepared = tuple[optuna.Trial, list[str], dict[str, float]]  # trial, job overrides, analytic
 
 
 def suggest(trial: optuna.Trial, name: str, dist: Any) -> Any:
     """``trial.suggest_*`` for a distribution (what ``study.ask(distributions)`` does inside)."""
-    from optuna.distributions import CategoricalDistribution, IntDistribution
-
     if isinstance(dist, CategoricalDistribution):
         return trial.suggest_categorical(name, dist.choices)
     if isinstance(dist, IntDistribution):
@@ -62,10 +61,8 @@ class StudyRunner:
                  launcher: Launcher, sweep_dir: Path) -> None:
         self.s, self.db, self.study, self.pruner = settings, db, db.study, pruner
         self.job_config, self.launcher, self.sweep_dir = job_config, launcher, sweep_dir
-        self.job_idx = 0
-        self.finished_here = 0  # trials this worker launched and told
         self.rejections_in_a_row = 0
-        self.returns: list[Sequence[JobReturn]] = []
+        self.returns: list[Sequence[JobReturn]] = []  # per batch: its jobs are this worker's trials
         self.gate = SignalGate()
 
     # -- one trial -----------------------------------------------------------
@@ -105,10 +102,8 @@ class StudyRunner:
     def finish(self, trial: optuna.Trial, ret: JobReturn, analytic: Mapping[str, float]
                ) -> str | None:
         """Tell the job's outcome; returns an error message when the sweep must stop."""
-        from optuna.trial import TrialState
-
-        if out_dir := _output_dir(ret):
-            trial.set_user_attr(trials.OUTPUT_DIR, out_dir)
+        if out_dir := ret.hydra_cfg and OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir"):
+            trial.set_user_attr(trials.OUTPUT_DIR, str(out_dir))
         outcome = decide(lambda: ret.return_value, self.s.objectives, self.s.constraints, analytic)
         for key, value in outcome.attrs.items():
             trial.set_user_attr(key, value)
@@ -127,8 +122,6 @@ class StudyRunner:
 
     def give_back(self, trial: optuna.Trial, mark: str, why: str) -> None:
         """Tell a trial FAIL with a mark that keeps it off the budget (rejected, interrupted, discarded)."""
-        from optuna.trial import TrialState
-
         trial.set_user_attr(mark, why)
         self.study.tell(trial, state=TrialState.FAIL)
 
@@ -139,7 +132,6 @@ class StudyRunner:
         log.info("dse_optuna: study %r in %s: %d of %d trials done or running; sampler %s, "
                  "objectives %s", s.study_name, s.storage.display, db.used(), s.n_trials,
                  s.sampler["_target_"], ", ".join(f"{o.direction} {o.metric}" for o in s.objectives))
-        heartbeat = Heartbeat(db.storage, s.heartbeat_interval)
         started = time.time()
         full = False
         while not full:
@@ -149,7 +141,7 @@ class StudyRunner:
                 break
             pending: list[optuna.Trial] = []  # asked here and not told yet
             try:
-                full = self._run_batch(min(s.n_jobs, room), heartbeat, pending)
+                full = self._run_batch(min(s.n_jobs, room), pending)
             except BaseException as e:
                 # ^C, SIGTERM, a crashed launcher: tell what was left running, so it neither holds
                 # the budget nor waits out the heartbeat's grace period; a rerun refills it
@@ -162,7 +154,7 @@ class StudyRunner:
             self._progress(seen, started)
             failures = seen["failed"]
             if failures > s.max_failure_rate * s.n_trials:
-                self.report()
+                write_results(self.study, s, self.sweep_dir)
                 raise SystemExit(
                     f"dse_optuna: stopping study {s.study_name!r}: {failures} failed trials "
                     f"exceed max_failure_rate={s.max_failure_rate:g} of n_trials={s.n_trials}")
@@ -172,16 +164,16 @@ class StudyRunner:
         is this worker's pace, so with several workers it errs long."""
         done = seen["complete"] + seen["pruned"] + seen["failed"]
         left = max(0, self.s.n_trials - done)
-        eta = (time.time() - started) / max(1, self.finished_here) * left
+        eta = (time.time() - started) / max(1, sum(map(len, self.returns))) * left
         log.info("dse_optuna: [%d/%d] trials finished · %d failed%s", done, self.s.n_trials,
                  seen["failed"], f" · ETA {duration(eta)}" if left else "")
 
-    def _ask(self, heartbeat: Heartbeat, pending: list[optuna.Trial]) -> optuna.Trial | None:
+    def _ask(self, pending: list[optuna.Trial]) -> optuna.Trial | None:
         """A new trial with its point sampled, or None when other workers filled n_trials."""
         with quiet_optuna():
             trial = self.study.ask()  # claims the next number, samples nothing yet
         pending.append(trial)
-        heartbeat.beat(self.db.trial_id(trial))  # from now on a dead worker's trial goes stale
+        self.db.beat([self.db.trial_id(trial)])
         self.gate.deliver()  # a stop held during ask acts now that the trial can be told
         if self.db.used(below=trial.number) >= self.s.n_trials:  # another worker got there first
             self.give_back(trial, trials.DISCARDED, "n_trials already claimed by other workers")
@@ -193,13 +185,13 @@ class StudyRunner:
                 suggest(trial, name, dist)
         return trial
 
-    def _run_batch(self, size: int, heartbeat: Heartbeat, pending: list[optuna.Trial]) -> bool:
+    def _run_batch(self, size: int, pending: list[optuna.Trial]) -> bool:
         """Ask up to ``size`` trainable trials, launch them, tell them; True once n_trials is
         claimed by this and other workers."""
         full = False
         batch: list[Prepared] = []
         while len(batch) < size:
-            trial = self._ask(heartbeat, pending)
+            trial = self._ask(pending)
             if trial is None:
                 full = True
                 break
@@ -210,34 +202,18 @@ class StudyRunner:
                 batch.append(prepared)
         if not batch:
             return full
-        heartbeat.trial_ids.update(self.db.trial_id(t) for t, _, _ in batch)
         log.info("dse_optuna: launching trial(s) %s", ", ".join(str(t.number) for t, _, _ in batch))
-        try:
-            with heartbeat, self.gate.open():
-                rets = self.launcher.launch([ov for _, ov, _ in batch], initial_job_idx=self.job_idx)
-        finally:
-            heartbeat.trial_ids.clear()
-        self.job_idx += len(batch)
+        with self.db.beating([self.db.trial_id(t) for t, _, _ in batch]), self.gate.open():
+            rets = self.launcher.launch([ov for _, ov, _ in batch],
+                                        initial_job_idx=sum(map(len, self.returns)))
         self.returns.append(rets)
         fatal = []
         for (trial, _, analytic), ret in zip(batch, rets, strict=True):
             fatal.append(self.finish(trial, ret, analytic))
             pending.remove(trial)
-        self.finished_here += len(batch)
         if any(fatal):
             raise ConfigError("hydra.sweeper.objectives", next(filter(None, fatal)))
         return full
-
-    def report(self) -> Path:
-        """Write ``optimization_results.yaml`` in the sweep dir and print the best trials."""
-        return write_results(self.study, self.s, self.sweep_dir)
-
-
-def _output_dir(ret: JobReturn) -> str | None:
-    try:
-        return str(ret.hydra_cfg.hydra.runtime.output_dir) if ret.hydra_cfg else None
-    except Exception:
-        return None
 
 
 def run_sweep(raw_settings: Mapping[str, Any], arguments: Sequence[str],
@@ -257,5 +233,5 @@ def run_sweep(raw_settings: Mapping[str, Any], arguments: Sequence[str],
     # calls to finish and act at once while jobs run
     with stop_signals(), runner.gate.held():
         runner.run()
-    runner.report()
+    write_results(runner.study, settings, runner.sweep_dir)
     return runner.returns

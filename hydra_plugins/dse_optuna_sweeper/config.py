@@ -1,11 +1,7 @@
-"""The sweeper's structured config, registered as ``hydra/sweeper: dse_optuna``.
-
-Registering a dataclass (rather than shipping a YAML file) gives every key a type, so a typo such as
-``hydra.sweeper.n_trails=5`` fails at composition time, before a storage is created. The module is
-imported by Hydra's plugin scan on every start-up; it must stay free of Optuna imports, and free of
-``from __future__ import annotations``: the scanner runs the module before it is in ``sys.modules``,
-where ``dataclasses`` would look up string annotations.
-"""
+"""The sweeper's structured config, ``hydra/sweeper: dse_optuna``: typed keys, so a typo such as
+``hydra.sweeper.n_trails=5`` fails at composition. Hydra's plugin scan imports it on every start-up:
+no Optuna, and no ``from __future__ import annotations`` (the scanner runs the module before it is in
+``sys.modules``, where ``dataclasses`` would look up string annotations)."""
 
 from dataclasses import dataclass, field
 from typing import Any, Optional

@@ -1,10 +1,11 @@
-"""The Sweeper class Hydra instantiates for ``hydra/sweeper=dse_optuna``: it stores its settings,
-and imports the Optuna machinery (``_sweep``) only when a multirun uses it (see ``__init__``)."""
+"""The Sweeper Hydra instantiates for ``hydra/sweeper=dse_optuna``; Optuna is imported (``_sweep``)
+only when a multirun uses it."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from hydra.core.plugins import Plugins
 from hydra.plugins.launcher import Launcher
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -19,8 +20,6 @@ class DseOptunaSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
               config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
         self.hydra_context, self.config = hydra_context, config
         self.launcher: Launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)

@@ -5,6 +5,7 @@ it)."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from contextlib import contextmanager
 from types import FrameType
 from typing import Any
 
+RESEND_S = 1.0  # a stop that the running work swallowed is sent again after this long
 EXIT_INTERRUPTED = 130  # the shell's 128 + SIGINT, for either signal
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 # what stop_signals() turns into Terminated; SIGUSR1 is Slurm's warning before a time limit
@@ -95,15 +97,26 @@ class SignalGate(HeldStops):
             self.armed = True
             yield self
 
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if not self.armed:  # acting at once, inside open(): resent until the work stops
+            self._resend = threading.Timer(RESEND_S, os.kill, (os.getpid(), signum))
+            self._resend.daemon = True
+            self._resend.start()
+        super()._note(signum, frame)
+
     @contextmanager
     def open(self) -> Iterator[None]:
-        """Signals act at once (one noted meanwhile first); one received inside is raised again when
-        the block ends normally, as the work may have swallowed it."""
+        """Signals act at once (one noted meanwhile first). The exception can be swallowed (raised in
+        a weakref callback or ``__del__``, Python only prints it), so the signal is sent again every
+        :data:`RESEND_S` until the block ends; one received inside is raised again when it ends
+        normally."""
         self.deliver()
-        self.armed, self.received = False, None
+        self.armed, self.received, self._resend = False, None, None
         try:
             yield
         finally:
+            if self._resend is not None:
+                self._resend.cancel()
             self.armed = True
         if self.received is not None:
             self.pending, self.received = self.received, None

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import pytest
 
-from dse.signals import SignalGate, Terminated, stop_signals
+from dse.signals import RESEND_S, SignalGate, Terminated, stop_signals
 
 
 @pytest.fixture
@@ -77,3 +78,18 @@ def test_a_stop_the_work_swallows_is_raised_when_open_ends():
                 reached.append("swallowed")
         reached.append("after open")  # never: the stop is raised again on the way out
     assert reached == ["swallowed"]
+
+
+def test_a_stop_the_work_swallows_inside_open_is_sent_again(terminal_sigint):
+    """A KeyboardInterrupt raised in a weakref callback or ``__del__`` is only printed: the gate
+    sends the signal again until the open block ends (a sweep's Ctrl-C once waited out a trial)."""
+    gate, swallowed = SignalGate(), []
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), gate.held(), gate.open():
+        try:
+            _send(signal.SIGINT)
+        except KeyboardInterrupt:
+            swallowed.append("first")
+        time.sleep(30 * RESEND_S)  # interrupted by the signal sent again
+    assert swallowed == ["first"] and time.monotonic() - started < 30 * RESEND_S
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

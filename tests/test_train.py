@@ -343,11 +343,13 @@ def test_a_run_logs_rate_accuracy_and_eta_each_epoch_also_without_a_progress_bar
 
 def test_the_dataset_checked_before_training_is_the_one_training_loads() -> None:
     """check_job loads the dataset (a missing one is bad input) into the cache the run then reads."""
+    from dse.data.modules import _prepared_splits
     from dse.data.sources import load_arrays
     from dse.train.checks import check_data
 
     cfg = compose(["trainer=smoke", "data.subset=256"])
     load_arrays.cache_clear()
+    _prepared_splits.cache_clear()  # an earlier test in this worker may have split the same data
     check_data(cfg.data)
     dm = build_datamodule(cfg, 64, 256, 0)
     dm.setup("fit")

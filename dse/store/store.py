@@ -264,6 +264,12 @@ class ResultsStore:
         _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
                self.timeout_s, _raced)
 
+    def fill(self, run_id: str, values: Mapping[str, Any]) -> None:
+        """Set columns of a stored run (what a later job measured without retraining, e.g. latency):
+        the store owns its writes, so callers never build SQL against its table."""
+        t = RUNS_TABLE
+        self.execute(t.update().where(t.c.run_id == run_id).values(**values))
+
     def append_new(self, records: Sequence[Row]) -> int:
         """Append the ``runs`` rows whose ``run_id`` the store lacks (for imports); how many were new."""
         values = list({v["run_id"]: v for v in map(schema.native_row, records)}.values())

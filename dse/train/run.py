@@ -20,7 +20,6 @@ from dse.metrics import LATENCY
 from dse.model import build_model
 from dse.store import FINISHED, ResultsStore, RunRecord, claims, config_hash
 from dse.store.fallback import Kept, append_or_keep
-from dse.store.schema import RUNS_TABLE
 from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import discard
 from dse.train.checks import Checked, Device, check_job, resume_dir, seeds
@@ -92,7 +91,7 @@ class Point:
         except RuntimeError as e:  # the stored row stays good; the sweep goes on
             log.warning("%s seed %d: %s", self.chash, row["seed"], e)
             return row
-        store.execute(RUNS_TABLE.update().where(RUNS_TABLE.c.run_id == row["run_id"]).values(**cols))
+        store.fill(row["run_id"], cols)
         log.info("measured: %s seed %d latency_ms=%.3g, stored without retraining", self.chash,
                  row["seed"], cols[LATENCY[0]])
         return {**row, **cols}

@@ -14,11 +14,11 @@ _MODULES = {
     "plots": "plot_sweep plot_bypass plot_pareto plot_edf plot_importance", "ranges": "good_ranges",
     "report": "write_report status_counts", "importance": "importance_frame", "paper_check": "paper_check",
     "verdicts": "study_verdicts describe"}
-_EXPORTS = {name: f"analysis.{m}" for m, names in _MODULES.items() for name in names.split()}
+_EXPORTS = {name: f"{__name__}.{m}" for m, names in _MODULES.items() for name in names.split()}
 __all__ = ["FORMATS", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(import_module(_EXPORTS[name]), name)
-    raise AttributeError(f"module 'analysis' has no attribute {name!r}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

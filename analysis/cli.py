@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis import FORMATS
-from analysis.source import resolve
+from dse.analysis import FORMATS
+from dse.analysis.source import resolve
+
 from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.outputs import check_writable
 from dse.text import comma_list
@@ -41,8 +42,8 @@ def main(argv: list[str] | None = None) -> None:
     with bad_input(PROG):
         formats = parse_formats(args.format)
         src = resolve(args.source)  # standard library only: bad input fails fast
-        from analysis.loading import load
-        from analysis.report import write_report
+        from dse.analysis.loading import load
+        from dse.analysis.report import write_report
 
         df = load(src, study=args.study)
         studies = sorted(set(df["study"].dropna()))  # a server URL has no folder: runs/<study>/report

@@ -4,13 +4,12 @@ how it compares with the paper), worded from the frames of the statistics module
 from __future__ import annotations
 
 import pandas as pd
-
-from analysis.fmt import integer, number, to_markdown
-from analysis.importance import EVALUATORS
-from analysis.paper_check import NEAR, paper_check
-from analysis.ranges import coverage_note, good_ranges
-from analysis.style import accuracy_name
-from analysis.verdicts import CONFIDENCE, MIN_POINTS, MIN_SEEDS, Verdicts, describe, study_verdicts
+from dse.analysis.fmt import integer, number, to_markdown
+from dse.analysis.importance import EVALUATORS
+from dse.analysis.paper_check import NEAR, paper_check
+from dse.analysis.ranges import coverage_note, good_ranges
+from dse.analysis.style import accuracy_name
+from dse.analysis.verdicts import CONFIDENCE, MIN_POINTS, MIN_SEEDS, Verdicts, describe, study_verdicts
 
 
 def importance_text(frame: pd.DataFrame) -> list[str]:

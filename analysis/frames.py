@@ -1,4 +1,4 @@
-"""The DataFrame behind every chart, from :func:`analysis.loading.load`'s run frame: charts only
+"""The DataFrame behind every chart, from :func:`dse.analysis.loading.load`'s run frame: charts only
 draw these, so tests check numbers, not pixels. Accuracies stay fractions; "± std" is the sample std
 (ddof=1; one seed: NaN); only ok runs count, the others beside them (``n_bad``). A frame the data
 cannot support is empty, with the reason in ``attrs["skipped"]``."""
@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from dse.analysis.fmt import is_missing, value_text
+from dse.analysis.loading import CONTEXT, METAPARAMS, SETTING, config_of
+from dse.analysis.paper import PAPER_CONTEXT, PRESETS
 
-from analysis.fmt import is_missing, value_text
-from analysis.loading import CONTEXT, METAPARAMS, SETTING, config_of
-from analysis.paper import PAPER_CONTEXT, PRESETS
 from dse import metrics
 from dse.metrics import MB, MIB, to_mb, to_mib
 from dse.model.spec import BYPASS_KINDS

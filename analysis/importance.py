@@ -1,5 +1,5 @@
 """Which knob matters: Optuna's fANOVA (seeded) and PED-ANOVA (the best
-:data:`~analysis.ranges.GOOD_FRACTION` of runs) importances, normalised. The scored runs (one trial
+:data:`~dse.analysis.ranges.GOOD_FRACTION` of runs) importances, normalised. The scored runs (one trial
 per run, so seed noise is in the data) become an in-memory Optuna study, distributions inferred."""
 
 from __future__ import annotations
@@ -10,10 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from analysis import frames as F
-from analysis.fmt import value_text
-from analysis.ranges import GOOD_FRACTION, MIN_RUNS, choices, coverage, is_numeric, knobs
+from dse.analysis import frames as F
+from dse.analysis.fmt import value_text
+from dse.analysis.ranges import GOOD_FRACTION, MIN_RUNS, choices, coverage, is_numeric, knobs
 
 EVALUATORS = {"fanova": "fANOVA", "ped_anova": "PED-ANOVA"}  # column -> name in charts and tables
 SEED = 0  # fANOVA's forest

@@ -1,6 +1,6 @@
 """Any results source as one pandas frame with the run record's columns (docs/CONTRACTS.md). How a
 result was stored (a dse store, an Optuna storage) is dealt with here only; *where* it is,
-:mod:`analysis.source`. Bad input raises :class:`~analysis.source.LoadError` (dse-report's exit 2)."""
+:mod:`dse.analysis.source`. Bad input raises :class:`~dse.analysis.source.LoadError` (dse-report's exit 2)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from dse.analysis.fmt import is_missing
+from dse.analysis.source import ARG, LoadError, Source, resolve, unknown_study
 
-from analysis.fmt import is_missing
-from analysis.source import ARG, LoadError, Source, resolve, unknown_study
 from dse.errors import ConfigError, first_line
 from dse.store import ResultsStore
 from dse.store.record import CONFIG_KEYS, FINISHED, run_dtypes

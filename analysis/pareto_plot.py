@@ -1,4 +1,4 @@
-"""The Pareto charts from :func:`analysis.frames.pareto_frame`, against its ``attrs["cost"]`` (size or
+"""The Pareto charts from :func:`dse.analysis.frames.pareto_frame`, against its ``attrs["cost"]`` (size or
 a latency): design points per bypass kind on a log-cost axis, the front as a numbered staircase with
 a key table, and (size only) a rug of the runs that are not design points."""
 
@@ -10,6 +10,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from dse.analysis import style as S
+from dse.analysis.frames import chance, ok_runs, setting_of, with_data_keys
+from dse.analysis.loading import status_order
 from matplotlib.axes import Axes
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
@@ -17,9 +20,6 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-from analysis import style as S
-from analysis.frames import chance, ok_runs, setting_of, with_data_keys
-from analysis.loading import status_order
 from dse.metrics import REGISTRY, to_mib
 from dse.model.spec import BYPASS_KINDS
 

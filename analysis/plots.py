@@ -1,6 +1,6 @@
-"""Matplotlib figures drawn from the frames of :mod:`analysis.frames` (no pyplot state), for a
+"""Matplotlib figures drawn from the frames of :mod:`dse.analysis.frames` (no pyplot state), for a
 notebook to restyle; error bars are ± one sample std over seeds (ddof=1). The Pareto chart lives in
-:mod:`analysis.pareto_plot` and is importable from here."""
+:mod:`dse.analysis.pareto_plot` and is importable from here."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dse.analysis import style as S
+from dse.analysis.fmt import value_text
+from dse.analysis.frames import chance
+from dse.analysis.importance import EVALUATORS
+from dse.analysis.pareto_plot import plot_pareto
+from dse.analysis.style import context_title, fixed_text
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-
-from analysis import style as S
-from analysis.fmt import value_text
-from analysis.frames import chance
-from analysis.importance import EVALUATORS
-from analysis.pareto_plot import plot_pareto
-from analysis.style import context_title, fixed_text
 
 __all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_importance",
            "plot_pareto", "plot_sweep", "save"]
@@ -31,7 +30,7 @@ PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
 @S.styled
 def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
     """Accuracy (mean ± std over seeds) against SR or pct3x3, one panel per top-k
-    (:func:`~analysis.style.topk_panels`), model size on the top panel's right axis."""
+    (:func:`~dse.analysis.style.topk_panels`), model size on the top panel's right axis."""
     param = frame.attrs["param"]
     panels = S.topk_panels(frame.attrs["metrics"])
     fig = S.new_figure(9, 5.2 + 1.6 * (len(panels) - 1))

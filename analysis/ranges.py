@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
-from analysis import frames as F
-from analysis.fmt import value_text
+from dse.analysis import frames as F
+from dse.analysis.fmt import value_text
 
 GOOD_FRACTION = 0.25  # "the best x %": pycls samples 25 % of a sweep; PED-ANOVA's target too
 BOOTSTRAPS = 2500  # pycls get_filters' b

@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dse.analysis import FORMATS
+from dse.analysis import frames as F
+from dse.analysis import plots as P
+from dse.analysis.commands import sweep_commands
+from dse.analysis.findings import findings_sections, importance_text
+from dse.analysis.fmt import integer, is_missing, number, pm_percent, to_markdown, value_text
+from dse.analysis.importance import importance_frame
+from dse.analysis.loading import config_of, status_order
+from dse.analysis.style import accuracy_name
 from matplotlib.figure import Figure
 
 import dse
-from analysis import FORMATS
-from analysis import frames as F
-from analysis import plots as P
-from analysis.commands import sweep_commands
-from analysis.findings import findings_sections, importance_text
-from analysis.fmt import integer, is_missing, number, pm_percent, to_markdown, value_text
-from analysis.importance import importance_frame
-from analysis.loading import config_of, status_order
-from analysis.style import accuracy_name
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.outputs import staged_dir

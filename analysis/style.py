@@ -11,12 +11,12 @@ from typing import Any
 
 import matplotlib
 import pandas as pd
+from dse.analysis.fmt import is_missing, value_text
+from dse.analysis.loading import METAPARAMS
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from analysis.fmt import is_missing, value_text
-from analysis.loading import METAPARAMS
 from dse import metrics
 
 BYPASS_COLORS = {"none": "#1f77b4", "simple": "#2ca02c", "complex": "#d62728"}

@@ -1,5 +1,5 @@
 """Does accuracy follow SR or pct3x3, and does a bypass help, by more than seed noise? The rules
-are docs/REPORTS.md's "Verdicts"; accuracies are in points of :func:`analysis.frames.pick_metric`."""
+are docs/REPORTS.md's "Verdicts"; accuracies are in points of :func:`dse.analysis.frames.pick_metric`."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from dse.analysis import frames as F
+from dse.analysis.fmt import value_text
+from dse.analysis.style import accuracy_name
 from scipy import stats
 
-from analysis import frames as F
-from analysis.fmt import value_text
-from analysis.style import accuracy_name
 from dse.model.spec import BYPASS_KINDS
 
 CONFIDENCE = 0.95

@@ -1,6 +1,6 @@
 """What the charts draw, read back from the matplotlib artists: limits, lines, legend handles.
 
-Rows come from :mod:`analysis.synthetic` (real sizes and hashes, chosen accuracies), so each test
+Rows come from :mod:`dse.analysis.synthetic` (real sizes and hashes, chosen accuracies), so each test
 states where a point, a budget or the chance level must sit on the axes.
 """
 
@@ -11,15 +11,11 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
-from matplotlib.axes import Axes
-from matplotlib.collections import PathCollection
-from matplotlib.figure import Figure
-
-from analysis import frames as F
-from analysis import plots as P
-from analysis.loading import load
-from analysis.pareto_plot import cost_axis
-from analysis.report import (
+from dse.analysis import frames as F
+from dse.analysis import plots as P
+from dse.analysis.loading import load
+from dse.analysis.pareto_plot import cost_axis
+from dse.analysis.report import (
     _bad_runs_section,
     _pareto_text,
     build_charts,
@@ -27,7 +23,11 @@ from analysis.report import (
     pareto_table,
     render_markdown,
 )
-from analysis.synthetic import base_config, demo_records, record
+from dse.analysis.synthetic import base_config, demo_records, record
+from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+
 from dse.metrics import REGISTRY, to_mib
 
 RUG_TITLE = "runs that are not design points (no accuracy plotted)"

@@ -11,7 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from analysis.synthetic import demo_records, write_store
+from dse.analysis.synthetic import demo_records, write_store
+
 from tests.conftest import assert_one_line, run_cli, tree
 
 
@@ -20,7 +21,7 @@ def _command() -> list[str]:
     if exe.is_file():
         return [str(exe)]
     found = shutil.which("dse-report")
-    return [found] if found else [sys.executable, "-m", "analysis.cli"]
+    return [found] if found else [sys.executable, "-m", "dse.analysis.cli"]
 
 
 def test_bad_inputs_exit_2_with_one_line(tmp_path: Path) -> None:

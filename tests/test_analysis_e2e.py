@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import analysis
+from dse import analysis
 from tests.conftest import run_cli
 
 

@@ -1,6 +1,6 @@
 """The frames behind dse-report's charts, checked against numbers computed by hand.
 
-No store, no plotting: rows come from :mod:`analysis.synthetic` (real sizes and config hashes,
+No store, no plotting: rows come from :mod:`dse.analysis.synthetic` (real sizes and config hashes,
 chosen accuracies), so each test states exactly what a chart must show.
 """
 
@@ -13,13 +13,12 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
-
-from analysis import frames as F
-from analysis.commands import decompose, parse_overrides, sweep_commands
-from analysis.fmt import to_markdown
-from analysis.loading import load, normalize
-from analysis.report import status_counts
-from analysis.synthetic import base_config, demo_records, record, write_store
+from dse.analysis import frames as F
+from dse.analysis.commands import decompose, parse_overrides, sweep_commands
+from dse.analysis.fmt import to_markdown
+from dse.analysis.loading import load, normalize
+from dse.analysis.report import status_counts
+from dse.analysis.synthetic import base_config, demo_records, record, write_store
 
 
 def _run(study: str = "s", seed: int = 0, acc: float | None = 0.9, status: str = "ok",
@@ -100,7 +99,7 @@ def test_sweep_value_whose_seeds_all_diverged_is_kept_and_drawn() -> None:
     assert fr["sr"].tolist() == [0.125, 0.25, 0.5]
     assert fr["n"].tolist() == [1, 1, 0] and fr["n_bad"].tolist() == [0, 0, 2]
     assert np.isnan(fr["val_top1_mean"].iloc[2]) and fr["size_bytes"].iloc[2] > 0
-    from analysis.plots import plot_sweep
+    from dse.analysis.plots import plot_sweep
 
     fig = plot_sweep(fr, "t")
     labels = fig.axes[0].get_legend_handles_labels()[1]

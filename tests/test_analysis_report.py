@@ -10,17 +10,16 @@ import warnings
 from pathlib import Path
 
 import pytest
+from dse.analysis import frames as F
+from dse.analysis.cli import main
+from dse.analysis.importance import importance_frame
+from dse.analysis.loading import load
+from dse.analysis.paper_check import paper_check
+from dse.analysis.ranges import good_ranges
+from dse.analysis.source import LoadError
+from dse.analysis.synthetic import base_config, demo_records, record, write_store
+from dse.analysis.verdicts import describe, study_verdicts
 from PIL import Image
-
-from analysis import frames as F
-from analysis.cli import main
-from analysis.importance import importance_frame
-from analysis.loading import load
-from analysis.paper_check import paper_check
-from analysis.ranges import good_ranges
-from analysis.source import LoadError
-from analysis.synthetic import base_config, demo_records, record, write_store
-from analysis.verdicts import describe, study_verdicts
 
 CHARTS = ["micro_sr", "macro_bypass", "pareto", "pareto_latency", "edf", "importance"]
 

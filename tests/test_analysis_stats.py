@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from dse.analysis import paper
+from dse.analysis.importance import importance_frame
+from dse.analysis.loading import load
+from dse.analysis.paper_check import AGREES, DISAGREES, NO_DATA, paper_check
+from dse.analysis.ranges import GOOD_FRACTION, good_ranges
+from dse.analysis.synthetic import base_config, record
+from dse.analysis.verdicts import describe, study_verdicts, welch
 from scipy import stats
-
-from analysis import paper
-from analysis.importance import importance_frame
-from analysis.loading import load
-from analysis.paper_check import AGREES, DISAGREES, NO_DATA, paper_check
-from analysis.ranges import GOOD_FRACTION, good_ranges
-from analysis.synthetic import base_config, record
-from analysis.verdicts import describe, study_verdicts, welch
 
 OFFSETS = (-0.001, 0.0, 0.001)  # per-seed noise: mean 0, sample std exactly 0.1 points
 

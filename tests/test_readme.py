@@ -51,7 +51,7 @@ def shell_lines() -> list[tuple[str, list[str]]]:
 @pytest.fixture(scope="module")
 def readme_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A launch folder with the stores the README's examples read (synthetic rows, real stores)."""
-    from analysis.synthetic import demo_records, write_store
+    from dse.analysis.synthetic import demo_records, write_store
 
     where = tmp_path_factory.mktemp("readme")
     for study in ("demo", "sr_sweep"):

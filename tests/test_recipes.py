@@ -7,13 +7,13 @@ from types import MappingProxyType
 
 import pandas as pd
 import pytest
+from dse.analysis import frames as F
+from dse.analysis.loading import load
+from dse.analysis.plots import plot_sweep
+from dse.analysis.report import sweep_table
+from dse.analysis.synthetic import base_config, record
 
 import dse.metrics
-from analysis import frames as F
-from analysis.loading import load
-from analysis.plots import plot_sweep
-from analysis.report import sweep_table
-from analysis.synthetic import base_config, record
 from dse.errors import ConfigError
 from dse.metrics import Metric
 from hydra_plugins.dse_optuna_sweeper import _settings

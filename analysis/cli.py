@@ -7,7 +7,6 @@ from pathlib import Path
 
 from dse.analysis import FORMATS
 from dse.analysis.source import resolve
-
 from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.outputs import check_writable
 from dse.text import comma_list

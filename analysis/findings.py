@@ -4,6 +4,7 @@ how it compares with the paper), worded from the frames of the statistics module
 from __future__ import annotations
 
 import pandas as pd
+
 from dse.analysis.fmt import integer, number, to_markdown
 from dse.analysis.importance import EVALUATORS
 from dse.analysis.paper_check import NEAR, paper_check

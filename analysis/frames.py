@@ -12,11 +12,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from dse import metrics
 from dse.analysis.fmt import is_missing, value_text
 from dse.analysis.loading import CONTEXT, METAPARAMS, SETTING, config_of
 from dse.analysis.paper import PAPER_CONTEXT, PRESETS
-
-from dse import metrics
 from dse.metrics import MB, MIB, to_mb, to_mib
 from dse.model.spec import BYPASS_KINDS
 from dse.store.record import CONFIG_KEYS, NON_SEMANTIC, config_hash

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from dse.analysis import frames as F
 from dse.analysis.fmt import value_text
 from dse.analysis.ranges import GOOD_FRACTION, MIN_RUNS, choices, coverage, is_numeric, knobs

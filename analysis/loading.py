@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from dse.analysis.fmt import is_missing
 from dse.analysis.source import ARG, LoadError, Source, resolve, unknown_study
-
 from dse.errors import ConfigError, first_line
 from dse.store import ResultsStore
 from dse.store.record import CONFIG_KEYS, FINISHED, run_dtypes

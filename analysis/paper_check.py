@@ -9,10 +9,10 @@ from typing import NamedTuple
 
 import pandas as pd
 import yaml
+
 from dse.analysis import paper
 from dse.analysis.fmt import value_text
 from dse.analysis.verdicts import PARAM_NAME, Contrast, Trend, Verdicts
-
 from dse.metrics import to_mb, to_mib
 from dse.model import analyze, build_spec
 from dse.paths import CONF_DIR

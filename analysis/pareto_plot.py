@@ -10,9 +10,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from dse.analysis import style as S
-from dse.analysis.frames import chance, ok_runs, setting_of, with_data_keys
-from dse.analysis.loading import status_order
 from matplotlib.axes import Axes
 from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
@@ -20,6 +17,9 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.legend_handler import HandlerTuple
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from dse.analysis import style as S
+from dse.analysis.frames import chance, ok_runs, setting_of, with_data_keys
+from dse.analysis.loading import status_order
 from dse.metrics import REGISTRY, to_mib
 from dse.model.spec import BYPASS_KINDS
 

@@ -9,15 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
 from dse.analysis import style as S
 from dse.analysis.fmt import value_text
 from dse.analysis.frames import chance
 from dse.analysis.importance import EVALUATORS
 from dse.analysis.pareto_plot import plot_pareto
 from dse.analysis.style import context_title, fixed_text
-from matplotlib.axes import Axes
-from matplotlib.figure import Figure
-from matplotlib.ticker import MaxNLocator
 
 __all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_importance",
            "plot_pareto", "plot_sweep", "save"]

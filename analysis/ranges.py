@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 from dse.analysis import frames as F
 from dse.analysis.fmt import value_text
 

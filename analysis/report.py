@@ -10,6 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+
+import dse
 from dse.analysis import FORMATS
 from dse.analysis import frames as F
 from dse.analysis import plots as P
@@ -19,9 +22,6 @@ from dse.analysis.fmt import integer, is_missing, number, pm_percent, to_markdow
 from dse.analysis.importance import importance_frame
 from dse.analysis.loading import config_of, status_order
 from dse.analysis.style import accuracy_name
-from matplotlib.figure import Figure
-
-import dse
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.outputs import staged_dir

@@ -11,13 +11,13 @@ from typing import Any
 
 import matplotlib
 import pandas as pd
-from dse.analysis.fmt import is_missing, value_text
-from dse.analysis.loading import METAPARAMS
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from dse import metrics
+from dse.analysis.fmt import is_missing, value_text
+from dse.analysis.loading import METAPARAMS
 
 BYPASS_COLORS = {"none": "#1f77b4", "simple": "#2ca02c", "complex": "#d62728"}
 STATUS_STYLE = {"diverged": ("X", "#d62728"), "failed": ("v", "#333333"), "pruned": ("|", "#7f7f7f"),

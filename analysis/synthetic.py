@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from dse.analysis.paper import PRESETS
 
+from dse.analysis.paper import PRESETS
 from dse.metrics import LATENCY, REGISTRY
 from dse.model import analyze, build_spec
 from dse.model.spec import BYPASS_KINDS

@@ -10,11 +10,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
+
 from dse.analysis import frames as F
 from dse.analysis.fmt import value_text
 from dse.analysis.style import accuracy_name
-from scipy import stats
-
 from dse.model.spec import BYPASS_KINDS
 
 CONFIDENCE = 0.95

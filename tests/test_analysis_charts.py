@@ -11,6 +11,10 @@ import random
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.axes import Axes
+from matplotlib.collections import PathCollection
+from matplotlib.figure import Figure
+
 from dse.analysis import frames as F
 from dse.analysis import plots as P
 from dse.analysis.loading import load
@@ -24,10 +28,6 @@ from dse.analysis.report import (
     render_markdown,
 )
 from dse.analysis.synthetic import base_config, demo_records, record
-from matplotlib.axes import Axes
-from matplotlib.collections import PathCollection
-from matplotlib.figure import Figure
-
 from dse.metrics import REGISTRY, to_mib
 
 RUG_TITLE = "runs that are not design points (no accuracy plotted)"

@@ -12,7 +12,6 @@ import sys
 from pathlib import Path
 
 from dse.analysis.synthetic import demo_records, write_store
-
 from tests.conftest import assert_one_line, run_cli, tree
 
 

@@ -13,6 +13,7 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
+
 from dse.analysis import frames as F
 from dse.analysis.commands import decompose, parse_overrides, sweep_commands
 from dse.analysis.fmt import to_markdown

@@ -10,6 +10,8 @@ import warnings
 from pathlib import Path
 
 import pytest
+from PIL import Image
+
 from dse.analysis import frames as F
 from dse.analysis.cli import main
 from dse.analysis.importance import importance_frame
@@ -19,7 +21,6 @@ from dse.analysis.ranges import good_ranges
 from dse.analysis.source import LoadError
 from dse.analysis.synthetic import base_config, demo_records, record, write_store
 from dse.analysis.verdicts import describe, study_verdicts
-from PIL import Image
 
 CHARTS = ["micro_sr", "macro_bypass", "pareto", "pareto_latency", "edf", "importance"]
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from scipy import stats
+
 from dse.analysis import paper
 from dse.analysis.importance import importance_frame
 from dse.analysis.loading import load
@@ -22,7 +24,6 @@ from dse.analysis.paper_check import AGREES, DISAGREES, NO_DATA, paper_check
 from dse.analysis.ranges import GOOD_FRACTION, good_ranges
 from dse.analysis.synthetic import base_config, record
 from dse.analysis.verdicts import describe, study_verdicts, welch
-from scipy import stats
 
 OFFSETS = (-0.001, 0.0, 0.001)  # per-seed noise: mean 0, sample std exactly 0.1 points
 

@@ -20,9 +20,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import sqlalchemy as sa
-from dse.analysis.cli import main as report_main
 
 import dse
+from dse.analysis.cli import main as report_main
 from dse.store import ResultsStore, RunRecord
 from dse.store.cli import main as store_main
 from dse.store.migrate import chain

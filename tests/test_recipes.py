@@ -7,13 +7,13 @@ from types import MappingProxyType
 
 import pandas as pd
 import pytest
+
+import dse.metrics
 from dse.analysis import frames as F
 from dse.analysis.loading import load
 from dse.analysis.plots import plot_sweep
 from dse.analysis.report import sweep_table
 from dse.analysis.synthetic import base_config, record
-
-import dse.metrics
 from dse.errors import ConfigError
 from dse.metrics import Metric
 from hydra_plugins.dse_optuna_sweeper import _settings

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from dse.analysis.cli import main as report_main
-from dse.analysis.loading import load
 from omegaconf import DictConfig, OmegaConf
 
+from dse.analysis.cli import main as report_main
+from dse.analysis.loading import load
 from dse.config import Config
 from dse.errors import ConfigError
 from dse.store import (

@@ -354,6 +354,48 @@ def test_cli_filters_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     assert len(pd.read_csv(tmp_path / "s1.csv")) == 1
 
 
+
+def test_cli_show_lines_up_with_the_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """#27: ``show`` names a run as the logs do (config hash, seed), so two seeds of one point are
+    two rows; the settings the rows differ in are columns (a cifar10 row among Fashion-MNIST ones,
+    an Optuna trial number, blank for a run outside Optuna), the rest one line above the table."""
+    point = "b53a90ddc2377414"
+    with ResultsStore(tmp_path / "results.db") as store:
+        for seed in (0, 1):
+            store.append(full_record(seed, config_hash=point, seed=seed, trial=None, resumed_from_epoch=None))
+        store.append(full_record(2, config_hash="0c1f8e2a9d3b4c5e", trial=3, data="cifar10", image_size=32,
+                                 sr=0.5, stem_channels=96, status="failed", val_top1=None, test_top1=None,
+                                 latency_ms=None, resumed_from_epoch=None, epochs=0, train_seconds=1.5))
+    monkeypatch.setenv("COLUMNS", "110")
+    main(["show", str(tmp_path)])
+    assert capsys.readouterr().out.splitlines() == [
+        f"{tmp_path / 'results.db'}: 3 runs, latest 3",
+        "every row: model fire_small, subset 4000, trainer smoke, base_e 128, incr_e 64, freq 2, n_fire 8, "
+        "pct3x3 0.75,",
+        "  dropout 0.5, bypass simple, batch_norm True, stem_kernel 3, stem_stride 1, num_classes 10, "
+        "max_epochs 3,",
+        "  pool_after conv1,fire3,fire5",
+        "differ too (dse-store export has them): sr, stem_channels, image_size",
+        "     config_hash seed trial          data study status       params       MiB  val%  test% "
+        " lat_ms ep    s",
+        "b53a90ddc2377414    0       fashion_mnist    s1     ok 123456789012 470950.28  91.0   90.0 "
+        "   0.18  3 12.5",
+        "b53a90ddc2377414    1       fashion_mnist    s1     ok 123456789012 470950.28  91.0   90.0 "
+        "   0.18  3 12.5",
+        "0c1f8e2a9d3b4c5e    2     3       cifar10    s1 failed 123456789012 470950.28     -      - "
+        "      -  0  1.5"]
+    monkeypatch.setenv("COLUMNS", "160")  # wider: the knobs that differ fit
+    main(["show", str(tmp_path), "-n", "2"])
+    assert capsys.readouterr().out.splitlines()[-3:] == [
+        "     config_hash seed trial          data   sr stem_channels image_size study status       params "
+        "      MiB  val%  test%  lat_ms ep    s",
+        "b53a90ddc2377414    1       fashion_mnist 0.25            64         28    s1     ok 123456789012 "
+        "470950.28  91.0   90.0    0.18  3 12.5",
+        "0c1f8e2a9d3b4c5e    2     3       cifar10 0.50            96         32    s1 failed 123456789012 "
+        "470950.28     -      -       -  0  1.5"]
+
+
 def test_cli_bad_input_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     for name in "ab":  # closed, so the WAL is folded into the file before sizes are taken

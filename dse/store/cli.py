@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import shutil
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -15,17 +17,25 @@ from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.metrics import REGISTRY, to_mib
 from dse.outputs import atomic_path, check_writable
 from dse.store.fallback import read_kept
-from dse.store.record import STATUSES
+from dse.store.record import CONFIG_KEYS, STATUSES
 from dse.store.store import SCHEMA_VERSION, ResultsStore
 from dse.storefile import DB_NAME, named_store, study_file
 from dse.text import comma_list
 
 PROG = "dse-store"
 EXPORTS = (".csv", ".parquet")
-# column -> header: units as the metrics registry shows them, so "MiB" means what it means everywhere
-HEADERS = {"size_mib": REGISTRY["size_mib"].unit, "val": "val" + REGISTRY["val_top1"].unit,
-           "test": "test" + REGISTRY["test_top1"].unit, "epochs": "ep",
-           "resumed_from_epoch": "from", "train_seconds": REGISTRY["train_seconds"].unit}
+# always shown: what names a row (the logs print <config_hash>-seed<N>), its study and how it ended
+NAMES = ("config_hash", "seed", "study", "status")
+# the config's other columns, most telling first: shown where the rows listed differ (a second seed,
+# a cifar10 row among Fashion-MNIST ones; FIRST always, the rest as far as the width allows), else named
+# once above the table
+FIRST = ("trial", "model", "data", "subset", "trainer")
+SETTINGS = (*FIRST, *(c for c in CONFIG_KEYS if c not in (*NAMES, *FIRST)), "pool_after")
+# measured column -> header, units as the metrics registry shows them; a column nobody has is left out
+MEASURED = {"params": "params", "size_mib": REGISTRY["size_mib"].unit,
+            **{c: c.split("_")[0] + REGISTRY[c].unit for c in ("val_top1", "test_top1")},
+            "latency_ms": "lat_" + REGISTRY["latency_ms"].unit, "epochs": "ep", "resumed_from_epoch": "from",
+            "train_seconds": REGISTRY["train_seconds"].unit}
 
 
 def locate(store: str | None, study: str | None, runs: Path = Path("runs")) -> str:
@@ -75,17 +85,26 @@ def _open(args: argparse.Namespace) -> tuple[ResultsStore, pd.DataFrame]:
     return store, store.frame(study=args.study, status=statuses)
 
 
-def format_runs(df: pd.DataFrame) -> str:
-    """The short human table: one line per run, accuracies in %, sizes in MiB."""
-    out = pd.DataFrame({
-        "run": df["run_id"].str[:8], **{c: df[c] for c in (
-            "study", "status", "model", "base_e", "incr_e", "freq", "sr", "pct3x3", "bypass",
-            "params")},
-        "size_mib": to_mib(df["size_bytes"]).round(2),
-        "val": (df["val_top1"] * 100).round(2), "test": (df["test_top1"] * 100).round(2),
-        "epochs": df["epochs"], "resumed_from_epoch": df["resumed_from_epoch"].astype("Int64"),
-        "train_seconds": df["train_seconds"].round(1)})
-    return out.rename(columns=HEADERS).to_string(index=False, na_rep="-")
+def format_runs(df: pd.DataFrame, width: int = 160) -> str:
+    """The short human table: one line per run, accuracies in %, sizes in MiB, after a line of the
+    settings every row listed shares and one of those that differ but do not fit in ``width``."""
+    df = df.assign(size_mib=to_mib(df["size_bytes"]).round(2), val_top1=(df["val_top1"] * 100).round(2),
+                   test_top1=(df["test_top1"] * 100).round(2), train_seconds=df["train_seconds"].round(1))
+    varying = [c for c in SETTINGS if df[c].nunique(dropna=False) > 1]
+    out = df[[*NAMES[:2], *varying, *NAMES[2:], *(c for c in MEASURED if df[c].notna().any())]]
+    out = out.rename(columns=MEASURED)
+    for col in out.columns[out.dtypes != "float64"]:  # to_string's na_rep skips pd.NA and None
+        out[col] = out[col].astype("string").fillna("" if col == "trial" else "-")
+    wide = {c: len(out[[c]].to_string(index=False, na_rep="-").split("\n", 1)[0]) + 1 for c in out}
+    spare = [c for c in varying if c not in FIRST]
+    hidden: list[str] = []  # the width drops the least telling first
+    while spare and sum(wide[c] for c in out if c not in hidden) - 1 > width:
+        hidden.insert(0, spare.pop())
+    same = [f"{c} {v}" for c in SETTINGS if c not in varying and pd.notna(v := df[c].iloc[0]) and v != ""]
+    notes = [("every row: ", same), ("differ too (dse-store export has them): ", hidden)]
+    return "\n".join([*(line for head, names in notes if names for line in textwrap.wrap(
+        head + ", ".join(names), width, subsequent_indent="  ")),
+        out.drop(columns=hidden).to_string(index=False, na_rep="-")])
 
 
 def show(args: argparse.Namespace) -> None:
@@ -96,7 +115,7 @@ def show(args: argparse.Namespace) -> None:
     df = df.sort_values(["finished_at", "started_at"], kind="stable")
     latest = df.tail(args.n) if args.n > 0 else df
     print(f"{store}: {len(df)} runs, latest {len(latest)}")
-    print(format_runs(latest))
+    print(format_runs(latest, shutil.get_terminal_size((160, 24)).columns))
 
 
 def export(args: argparse.Namespace) -> None:

@@ -250,29 +250,20 @@ class ResultsStore:
                 conn.execute(sa.text(f"ALTER TABLE {quote.format_table(table)} "
                                      f"ADD COLUMN {quote.format_column(col)} {kind}"))
 
-    def append(self, record: Row | Sequence[Row] | pd.DataFrame, table: str = RUNS) -> None:
-        """Append rows in one transaction: ``runs`` through :class:`RunRecord`'s schema, another table
-        as pandas creates it from its first frame (unless :meth:`ensure_table` made it)."""
+    def append(self, record: Row | Sequence[Row] | pd.DataFrame, table: str = RUNS) -> int:
+        """Append rows in one transaction; how many were new. ``runs`` rows through :class:`RunRecord`'s
+        schema, a ``run_id`` stored already skipped (an import or a retried append is idempotent);
+        another table as pandas creates it (unless :meth:`ensure_table` did)."""
         check_table_name(table, writing=True)
         if isinstance(record, pd.DataFrame):
             record = record.to_dict("records")
         rows: list[Row] = [record] if isinstance(record, (RunRecord, Mapping)) else list(record)
-        if table == RUNS:
-            self.execute(RUNS_TABLE.insert(), [schema.native_row(r) for r in rows])
-            return
-        frame = pd.DataFrame([r.to_dict() if isinstance(r, RunRecord) else r for r in rows])
-        _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
-               self.timeout_s, _raced)
-
-    def fill(self, run_id: str, values: Mapping[str, Any]) -> None:
-        """Set columns of a stored run (what a later job measured without retraining, e.g. latency):
-        the store owns its writes, so callers never build SQL against its table."""
-        t = RUNS_TABLE
-        self.execute(t.update().where(t.c.run_id == run_id).values(**values))
-
-    def append_new(self, records: Sequence[Row]) -> int:
-        """Append the ``runs`` rows whose ``run_id`` the store lacks (for imports); how many were new."""
-        values = list({v["run_id"]: v for v in map(schema.native_row, records)}.values())
+        if table != RUNS:
+            frame = pd.DataFrame([r.to_dict() if isinstance(r, RunRecord) else r for r in rows])
+            _retry(lambda: frame.to_sql(table, self.engine, if_exists="append", index=False),
+                   self.timeout_s, _raced)
+            return len(rows)
+        values = list({v["run_id"]: v for v in map(schema.native_row, rows)}.values())
         t = RUNS_TABLE
 
         def insert() -> int:
@@ -284,7 +275,13 @@ class ResultsStore:
                     conn.execute(t.insert(), new)
             return len(new)
 
-        return _retry(insert, self.timeout_s, _lost_race)  # a concurrent import inserted one first
+        return _retry(insert, self.timeout_s, _lost_race)  # a concurrent writer inserted one first
+
+    def fill(self, run_id: str, values: Mapping[str, Any]) -> None:
+        """Set columns of a stored run (what a later job measured without retraining, e.g. latency):
+        the store owns its writes, so callers never build SQL against its table."""
+        t = RUNS_TABLE
+        self.execute(t.update().where(t.c.run_id == run_id).values(**values))
 
     def _read(self, stmt: sa.Executable, fetch: Callable[[sa.CursorResult], T]) -> T:
         def go() -> T:

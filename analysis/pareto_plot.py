@@ -173,8 +173,7 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame, axis: CostAxis) -> None:
         sel = bad[bad["status"] == s]
         sized = sel[sel["size_bytes"].notna()]
         marker, color = S.STATUS_STYLE.get(s, ("o", "#7f7f7f"))
-        rug.scatter(axis.x(sized), np.full(len(sized), i),
-                    marker=marker, color=color, s=36, zorder=3)
+        rug.scatter(axis.x(sized), np.full(len(sized), i), marker=marker, color=color, s=36, zorder=3)
         missing = len(sel) - len(sized)
         size_note = ("" if not missing else ", size unknown" if missing == len(sel)
                      else f", {missing} of unknown size")

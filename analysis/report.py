@@ -271,13 +271,16 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
 
 
 def _bad_runs_section(df: pd.DataFrame) -> list[str]:
-    """Every run that is not a design point, with the first line of its error: what to rerun."""
+    """Every run that is not a design point, with the first line of its error: what to rerun. A run
+    is named as the logs and logger runs name it, ``<config hash>-seed<N>`` (an Optuna trial: its id)."""
     bad = df[df["status"] != "ok"]
+    runs = [f"{h}-seed{value_text(s)}" if isinstance(h, str) and h else run
+            for h, s, run in zip(bad["config_hash"], bad["seed"], bad["run_id"], strict=True)]
     lines = ["## Runs that are not design points", ""]
     if bad.empty:
         return lines + ["None: every run finished ok.", ""]
     table = pd.DataFrame({
-        "study": bad["study"], "run": bad["run_id"].map(lambda v: str(v)[:8]),
+        "study": bad["study"], "run": runs,
         "status": bad["status"], "seed": bad["seed"].map(integer),
         "point": bad.apply(lambda r: F.describe(r, ["model", "sr", "pct3x3", "bypass"]), axis=1),
         "MB": to_mb(bad["size_bytes"].astype(float)).map(number),

@@ -82,14 +82,10 @@ class Claim:
     """A claim this process holds: kept fresh by a heartbeat thread, released on exit."""
 
     def __init__(self, store: ResultsStore, mine: Holder) -> None:
-        self.store, self.holder = store, mine
+        self.store, self.holder, self.run_id = store, mine, mine.run_id
         self._stop = threading.Event()
         self._beat = threading.Thread(target=self._heartbeat, daemon=True,
                                       name=f"claim-{mine.config_hash}-{mine.seed}")
-
-    @property
-    def run_id(self) -> str:
-        return self.holder.run_id
 
     def __enter__(self) -> Claim:
         self._beat.start()

@@ -9,7 +9,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import closing
+from contextlib import AbstractContextManager, closing
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,7 +62,7 @@ def _retry(fn: Callable[[], T], deadline_s: float,
         delay = min(delay * 2, 1.0)
 
 
-class ResultsStore:
+class ResultsStore(AbstractContextManager):
     """Append-only table of :class:`RunRecord` rows (and other tables linked by ``run_id``).
     ``create=False`` opens an existing store read-only, as it is; a writer brings an older one to
     this schema (all of it with ``upgrade=True``; ``upgraded``: the revisions applied)."""
@@ -202,9 +202,6 @@ class ResultsStore:
         """Release pooled connections (SQLite then folds the WAL back into the file)."""
         self.engine.dispose()
 
-    def __enter__(self) -> ResultsStore:
-        return self
-
     def __exit__(self, *exc: object) -> None:
         self.close()
 
@@ -291,8 +288,7 @@ class ResultsStore:
         return _retry(go, self.timeout_s)
 
     def first(self, stmt: sa.Executable) -> dict[str, Any] | None:
-        row = self._read(stmt, lambda r: r.mappings().first())
-        return dict(row) if row is not None else None
+        return self._read(stmt, lambda r: next(map(dict, r.mappings()), None))
 
     def _table(self, name: str) -> sa.Table | None:
         if name == RUNS:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from dse.analysis import frames as F
 from dse.analysis.fmt import value_text
-from dse.analysis.ranges import GOOD_FRACTION, MIN_RUNS, choices, coverage, is_numeric, knobs
+from dse.analysis.ranges import GOOD_FRACTION, choices, coverage, is_numeric, knobs, too_few
 
 EVALUATORS = {"fanova": "fANOVA", "ped_anova": "PED-ANOVA"}  # column -> name in charts and tables
 SEED = 0  # fANOVA's forest
@@ -44,28 +44,19 @@ def knob_study(runs: pd.DataFrame, cols: list[str], metric: str) -> Any:
     return study
 
 
-def _skip_reason(runs: pd.DataFrame, cols: list[str]) -> str | None:
-    if runs.empty:
-        return "no ok run has an accuracy"
-    if len(runs) < MIN_RUNS:
-        return f"only {len(runs)} ok runs with an accuracy (need >= {MIN_RUNS})"
-    if len(cols) < 2:
-        what = f"only {cols[0]} varies" if cols else "no metaparameter varies"
-        return f"{what} among the ok runs: an importance needs two knobs to compare"
-    return None
-
-
 def importance_frame(df: pd.DataFrame, metric: str | None = None,
                      fraction: float = GOOD_FRACTION, seed: int = SEED) -> pd.DataFrame:
     """One row per knob, most important first: ``fanova``, ``ped_anova`` (each summing to 1),
     ``values`` (distinct values seen), ``kind``. ``attrs``: metric, n_runs, n_points, fraction,
-    seed, coverage; ``skipped`` below :data:`MIN_RUNS` scored runs or two varying knobs."""
+    seed, coverage; ``skipped`` below :data:`~dse.analysis.ranges.MIN_RUNS` scored runs or 2 varying knobs."""
     metric = metric or F.pick_metric(df)
     ok = F.ok_runs(df)
     runs = ok[ok[metric].notna()] if metric in ok.columns else ok.iloc[0:0]
     cols = knobs(runs)
     attrs = {"metric": metric, "n_runs": len(runs), "fraction": fraction, "seed": seed}
-    reason = _skip_reason(runs, cols)
+    few = f"only {cols[0]} varies" if cols else "no metaparameter varies"
+    reason = too_few(len(runs)) or (f"{few} among the ok runs: an importance needs two knobs to compare"
+                                    if len(cols) < 2 else None)
     if reason is not None:
         return F.skipped_frame(COLUMNS, reason, n_points=0, **attrs)
     from optuna import importance as oi

@@ -25,6 +25,13 @@ def knobs(runs: pd.DataFrame) -> list[str]:
     return [c for c in F.varying_columns(runs) if c != "study"]
 
 
+def too_few(n: int) -> str | None:
+    """Why ``n`` scored runs are too few for good ranges or importances, or None."""
+    if n < MIN_RUNS:
+        return f"only {n} ok runs with an accuracy (need >= {MIN_RUNS})" if n else "no ok run has an accuracy"
+    return None
+
+
 def coverage(runs: pd.DataFrame, cols: list[str]) -> tuple[int, int]:
     """(combinations of the knobs' values the runs hold, those of a full grid of them)."""
     if not cols:
@@ -99,9 +106,8 @@ def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str |
     edf = F.edf_frame(df, metric, by=[])
     attrs = {"metric": edf.attrs.get("metric"), "fraction": fraction, "n_runs": len(edf),
              "bootstraps": BOOTSTRAPS, "seed": seed}
-    if len(edf) < MIN_RUNS:
-        return F.skipped_frame(COLUMNS, edf.attrs.get("skipped")
-                               or f"only {len(edf)} ok runs with an accuracy (need >= {MIN_RUNS})", **attrs)
+    if reason := too_few(len(edf)):
+        return F.skipped_frame(COLUMNS, reason, **attrs)
     runs = df.loc[edf["run"]].reset_index(drop=True)
     cols = knobs(runs)
     if not cols:

@@ -1,0 +1,120 @@
+"""Multi-objective asynchronous successive halving (MOASHA; Schmucker et al., 2021) over an Optuna study.
+
+Optuna prunes single-objective studies only and Hydra's Optuna sweeper not at all; Syne Tune's MOASHA
+drives its own trial backend, not an Optuna storage. So the rule is written here: ASHA's rungs at
+``min_resource * reduction_factor**k`` epochs, a trial reaching a rung goes on only if it is among the
+top ``1/reduction_factor`` of the trials seen at that rung, ranked by non-dominated sorting with
+NSGA-II's crowding distance breaking ties within a front (MOASHA's "nsga2" priority). A trial is
+compared on every objective of the study: the learned ones (accuracy) as measured at the rung, the
+analytic ones (size, params, MACs) exactly, the measured-after-training latency by its proxy, MACs.
+The job stores each rung's vector as the trial's user attribute ``rung_<epochs>`` (JSON, readable by
+optuna-dashboard and by every worker through the shared storage), so the decision needs no state in
+the pruner and is the same in every process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from optuna.trial import FrozenTrial
+
+RUNG_ATTR = "rung_{}"
+DECISION_ATTR = "moasha"
+
+
+def rungs(min_resource: int, reduction_factor: int, max_resource: int) -> list[int]:
+    """The epochs at which a trial is judged: below ``max_resource`` (the last epoch is the end)."""
+    out, r = [], min_resource
+    while r < max_resource:
+        out.append(r)
+        r *= reduction_factor
+    return out
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` is no worse than ``b`` everywhere and better somewhere (all objectives minimised)."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def fronts(points: Sequence[Sequence[float]]) -> list[list[int]]:
+    """Indices of ``points`` by non-dominated front, best first (all minimised). O(n^2) per front:
+    a rung holds tens of trials, and Optuna's own sort is private."""
+    left, out = list(range(len(points))), []
+    while left:
+        front = [i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)]
+        out.append(front)
+        left = [i for i in left if i not in front]
+    return out
+
+
+def crowding(points: Sequence[Sequence[float]], front: list[int]) -> dict[int, float]:
+    """NSGA-II's crowding distance of each member of one front: the extremes are infinite."""
+    dist = dict.fromkeys(front, 0.0)
+    for m in range(len(points[front[0]])):
+        order = sorted(front, key=lambda i: points[i][m])
+        span = points[order[-1]][m] - points[order[0]][m]
+        dist[order[0]] = dist[order[-1]] = float("inf")
+        for lo, i, hi in zip(order, order[1:], order[2:], strict=False):
+            dist[i] += (points[hi][m] - points[lo][m]) / span if span else 0.0
+    return dist
+
+
+def ranking(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of ``points`` best first: by front, then by crowding distance (larger first), then
+    by index (the judged trial is index 0: a tie goes its way), so every process orders alike."""
+    key: dict[int, tuple[int, float]] = {}
+    for rank, front in enumerate(fronts(points)):
+        for i, d in crowding(points, front).items():
+            key[i] = (rank, -d)
+    return sorted(key, key=lambda i: (*key[i], i))
+
+
+def promoted(me: int, points: Sequence[Sequence[float]], reduction_factor: int) -> tuple[bool, int, int]:
+    """(goes on, its front rank (1 = non-dominated), trials compared): ``points[me]`` goes on if it is
+    among the top ``len(points) // reduction_factor`` (at least the best one, as Optuna's ASHA lets
+    the first trials at a rung through only when they lead)."""
+    order = ranking(points)
+    rank = next(r for r, front in enumerate(fronts(points), 1) if me in front)
+    return order.index(me) < max(1, len(points) // reduction_factor), rank, len(points)
+
+
+class MOASHAPruner(optuna.pruners.BasePruner):
+    """Prune a multi-objective trial at a rung where it is not in the top ``1/reduction_factor``.
+
+    ``directions``: the study's, in objective order (the pruner negates the maximised ones). The
+    vectors come from the trials' ``rung_<epochs>`` user attributes (:data:`RUNG_ATTR`), set by the
+    job before it asks; a trial without one at its rung is never pruned (nothing to compare).
+    """
+
+    def __init__(self, min_resource: int = 1, reduction_factor: int = 3, max_resource: int = 10**9) -> None:
+        if reduction_factor < 2 or min_resource < 1 or max_resource <= min_resource:
+            raise ValueError("MOASHA needs reduction_factor >= 2, min_resource >= 1 and "
+                             f"max_resource > min_resource (got {reduction_factor}, {min_resource}, "
+                             f"{max_resource})")
+        self.min_resource, self.reduction_factor = min_resource, reduction_factor
+        self.max_resource = max_resource
+
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        """The decision at ``trial``'s last reported epoch if that epoch is a rung, else None."""
+        if trial.last_step is None:
+            return None
+        epochs = trial.last_step + 1
+        attr = RUNG_ATTR.format(epochs)
+        if epochs not in rungs(self.min_resource, self.reduction_factor, self.max_resource) \
+                or attr not in trial.user_attrs:
+            return None
+        signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+        others = [t for t in study.get_trials(deepcopy=False)
+                  if attr in t.user_attrs and t.number != trial.number]
+        vectors = [[s * v for s, v in zip(signs, t.user_attrs[attr], strict=True)]
+                   for t in [trial, *others]]
+        go_on, rank, n = promoted(0, vectors, self.reduction_factor)
+        return {"rung": epochs, "rank": rank, "of": n, "pruned": not go_on}
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        decision = self.decide(study, trial)
+        return bool(decision and decision["pruned"])

@@ -597,6 +597,27 @@ def test_joblib_launcher_runs_trials_in_parallel(fake_app, tmp_path):
     assert "fake job 3 raised" in study.trials[3].user_attrs["error"]
 
 
+def launch_lines(proc: subprocess.CompletedProcess) -> list[tuple[int, int]]:
+    """(the launcher's #number, the line's ++study.trial) of each Hydra launch line."""
+    text = proc.stdout + proc.stderr
+    assert "DSE_OPTUNA" not in text and "env_set" not in text, text[-3000:]
+    return [(int(m[1]), int(m[2])) for m in re.finditer(r"#(\d+) : .*\+\+study\.trial=(\d+)", text)]
+
+
+@pytest.mark.parametrize("launcher", [
+    [], ["hydra/launcher=dse_fused", "hydra.launcher.mode=sequential"],
+    ["hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
+def test_launch_lines_are_numbered_by_trial_and_carry_no_handoff(fake_app, tmp_path, launcher):
+    """A launch line's ``#n`` is trial n, also when a rerun adds trials to a study (#27); Hydra's
+    joblib launcher numbers its lines from 0 in every batch, whatever it is told."""
+    args = ["study.name=n", *SPACE, *launcher]
+    first = ok(run_fake(fake_app, tmp_path, "hydra.sweeper.n_trials=2", *args))
+    assert launch_lines(first) == [(0, 0), (1, 1)]
+    resumed = ok(run_fake(fake_app, tmp_path, "hydra.sweeper.n_trials=4", *args))
+    assert launch_lines(resumed) == ([(0, 2), (1, 3)] if "hydra/launcher=joblib" in launcher
+                                     else [(2, 2), (3, 3)])
+
+
 def test_killed_worker_trial_is_failed_by_heartbeat_and_refilled(fake_app, tmp_path):
     args = ["study.name=h", "hydra.sweeper.n_trials=2", "hydra.sweeper.grace_period=2", *SPACE]
     p = run_fake(fake_app, tmp_path, *args, env={"FAKE_SLEEP": "120"}, background=True)

@@ -202,10 +202,14 @@ class StudyRunner:
                 batch.append(prepared)
         if not batch:
             return full
-        log.info("dse_optuna: launching trial(s) %s", ", ".join(str(t.number) for t, _, _ in batch))
+        numbers = [t.number for t, _, _ in batch]
+        # the launcher numbers its lines first, first + 1, ...: the trial numbers unless the batch
+        # has gaps (rejected points, other workers' trials), where the lines' ++study.trial says
+        gaps = numbers != list(range(numbers[0], numbers[0] + len(numbers)))
+        log.info("dse_optuna: launching trial(s) %s%s", ", ".join(map(str, numbers)),
+                 f" as jobs #{numbers[0]}-#{numbers[0] + len(numbers) - 1}" if gaps else "")
         with self.db.beating([self.db.trial_id(t) for t, _, _ in batch]), self.gate.open():
-            rets = self.launcher.launch([ov for _, ov, _ in batch],
-                                        initial_job_idx=sum(map(len, self.returns)))
+            rets = self.launcher.launch([ov for _, ov, _ in batch], initial_job_idx=numbers[0])
         self.returns.append(rets)
         fatal = []
         for (trial, _, analytic), ret in zip(batch, rets, strict=True):

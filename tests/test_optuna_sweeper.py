@@ -716,6 +716,24 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_app, tmp_path):
     assert states(load(tmp_path, "drop")) == {"FAIL": 1}
 
 
+def test_moasha_settings_it_cannot_run_are_one_line_exit_2_before_the_storage(fake_app, tmp_path):
+    """#28: eta <= 1, min_resource >= max_epochs, one objective, an objective with no per-epoch value."""
+    moasha = ["hydra.sweeper.pruner.name=moasha", "trainer.max_epochs=4"]
+    cases = [
+        (["hydra.sweeper.pruner.reduction_factor=1"], "hydra.sweeper.pruner.reduction_factor"),
+        (["hydra.sweeper.pruner.min_resource=4"], "min_resource: must be < trainer.max_epochs (4)"),
+        (["hydra.sweeper.objectives=[[val_top1,maximize]]"], "moasha ranks several objectives"),
+        (["hydra.sweeper.objectives=[[test_top1,maximize],[size_mib,minimize]]"],
+         "moasha: test_top1 has no per-epoch value"),
+        (["hydra.sweeper.objectives=[[params,minimize],[size_mib,minimize]]"],
+         "no objective is learned per epoch"),
+        (["trainer.max_epochs=choice(4,8)"], "moasha needs one max_epochs"),
+    ]
+    for extra, needle in cases:
+        one_line_error(run_fake(fake_app, tmp_path, "study.name=m", *SPACE, *moasha, *extra), needle)
+        assert not (tmp_path / "runs").exists(), f"{extra} left files behind"
+
+
 def test_values_dse_train_refuses_are_refused_before_the_storage(fake_app, tmp_path):
     """Every choice and both ends of every range go through dse.validate before a study exists."""
     sr = "model.sr=interval(0.1,0.5)"

@@ -9,15 +9,17 @@ compared on every objective of the study: the learned ones (accuracy) as measure
 analytic ones (size, params, MACs) exactly, the measured-after-training latency by its proxy, MACs.
 The job stores each rung's vector as the trial's user attribute ``rung_<epochs>`` (JSON, readable by
 optuna-dashboard and by every worker through the shared storage), so the decision needs no state in
-the pruner and is the same in every process.
+the pruner and is the same in every process. ``hydra.sweeper.pruner.name=moasha`` (docs/OPTUNA.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
+
+from dse.metrics import REGISTRY
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from optuna.trial import FrozenTrial
@@ -32,6 +34,22 @@ def rungs(min_resource: int, reduction_factor: int, max_resource: int) -> list[i
     while r < max_resource:
         out.append(r)
         r *= reduction_factor
+    return out
+
+
+def vector(names: Sequence[str], logged: Mapping[str, Any], analytic: Mapping[str, float]
+           ) -> list[float] | None:
+    """A trial's objectives at an epoch: per-epoch ones as logged, analytic ones exact, latency by its
+    proxy, MACs; None while a logged one is missing."""
+    out = []
+    for name in names:
+        metric = REGISTRY[name]
+        if metric.per_epoch:
+            if metric.key not in logged:
+                return None
+            out.append(float(logged[metric.key]))
+        else:
+            out.append(float(analytic["macs" if metric.latency else name]))
     return out
 
 
@@ -90,13 +108,14 @@ class MOASHAPruner(optuna.pruners.BasePruner):
     job before it asks; a trial without one at its rung is never pruned (nothing to compare).
     """
 
-    def __init__(self, min_resource: int = 1, reduction_factor: int = 3, max_resource: int = 10**9) -> None:
-        if reduction_factor < 2 or min_resource < 1 or max_resource <= min_resource:
+    def __init__(self, min_resource: int = 1, reduction_factor: int = 3,
+                 max_resource: int | str = 10**9) -> None:
+        top = 10**9 if max_resource == "auto" else int(max_resource)  # the sweeper sets max_epochs
+        if reduction_factor < 2 or min_resource < 1 or top <= min_resource:
             raise ValueError("MOASHA needs reduction_factor >= 2, min_resource >= 1 and "
                              f"max_resource > min_resource (got {reduction_factor}, {min_resource}, "
                              f"{max_resource})")
-        self.min_resource, self.reduction_factor = min_resource, reduction_factor
-        self.max_resource = max_resource
+        self.min_resource, self.reduction_factor, self.max_resource = min_resource, reduction_factor, top
 
     def decide(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
         """The decision at ``trial``'s last reported epoch if that epoch is a rung, else None."""

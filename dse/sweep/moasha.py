@@ -1,15 +1,8 @@
-"""Multi-objective asynchronous successive halving (MOASHA; Schmucker et al., 2021) over an Optuna study.
-
-Optuna prunes single-objective studies only and Hydra's Optuna sweeper not at all; Syne Tune's MOASHA
-drives its own trial backend, not an Optuna storage. So the rule is written here: ASHA's rungs at
-``min_resource * reduction_factor**k`` epochs, a trial reaching a rung goes on only if it is among the
-top ``1/reduction_factor`` of the trials seen at that rung, ranked by non-dominated sorting with
-NSGA-II's crowding distance breaking ties within a front (MOASHA's "nsga2" priority). A trial is
-compared on every objective of the study: the learned ones (accuracy) as measured at the rung, the
-analytic ones (size, params, MACs) exactly, the measured-after-training latency by its proxy, MACs.
-The job stores each rung's vector as the trial's user attribute ``rung_<epochs>`` (JSON, readable by
-optuna-dashboard and by every worker through the shared storage), so the decision needs no state in
-the pruner and is the same in every process. ``hydra.sweeper.pruner.name=moasha`` (docs/OPTUNA.md).
+"""Multi-objective asynchronous successive halving (MOASHA; Schmucker et al., 2021) over an Optuna study
+(``hydra.sweeper.pruner.name=moasha``, docs/OPTUNA.md). Written here because Optuna prunes one objective
+only and Syne Tune's MOASHA drives its own backend, not an Optuna storage. The job stores each rung's
+objective vector as the trial's user attribute ``rung_<epochs>``, so every worker decides alike from
+the shared storage and the pruner holds no state.
 """
 
 from __future__ import annotations
@@ -101,12 +94,8 @@ def promoted(me: int, points: Sequence[Sequence[float]], reduction_factor: int) 
 
 
 class MOASHAPruner(optuna.pruners.BasePruner):
-    """Prune a multi-objective trial at a rung where it is not in the top ``1/reduction_factor``.
-
-    ``directions``: the study's, in objective order (the pruner negates the maximised ones). The
-    vectors come from the trials' ``rung_<epochs>`` user attributes (:data:`RUNG_ATTR`), set by the
-    job before it asks; a trial without one at its rung is never pruned (nothing to compare).
-    """
+    """Prune a trial at a rung where it is not in the top ``1/reduction_factor`` (ranked by front, then
+    crowding distance); one without a ``rung_<epochs>`` vector there is never pruned."""
 
     def __init__(self, min_resource: int = 1, reduction_factor: int = 3,
                  max_resource: int | str = 10**9) -> None:
@@ -132,7 +121,8 @@ class MOASHAPruner(optuna.pruners.BasePruner):
         vectors = [[s * v for s, v in zip(signs, t.user_attrs[attr], strict=True)]
                    for t in [trial, *others]]
         go_on, rank, n = promoted(0, vectors, self.reduction_factor)
-        return {"rung": epochs, "rank": rank, "of": n, "pruned": not go_on}
+        return {"rung": epochs, "rank": rank, "of": n, "top": max(1, n // self.reduction_factor),
+                "pruned": not go_on}
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
         decision = self.decide(study, trial)

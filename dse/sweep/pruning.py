@@ -60,9 +60,8 @@ class JobTrial:
         if decision is None:
             return False
         self.storage.set_trial_user_attr(self.trial_id, DECISION_ATTR, decision)
-        self.reason = (f"pruned by MOASHA after {decision['rung']} epochs: front {decision['rank']} "
-                       f"of the {decision['of']} trials at that rung, not among the top "
-                       f"{max(1, decision['of'] // self.study.pruner.reduction_factor)} that go on")
+        self.reason = ("pruned by MOASHA at rung epoch {rung}: front {rank} of the {of} trials there, "
+                       "not in the top {top} that go on").format(**decision)
         return decision["pruned"]
 
 

@@ -74,23 +74,17 @@ def crowding(points: Sequence[Sequence[float]], front: list[int]) -> dict[int, f
     return dist
 
 
-def ranking(points: Sequence[Sequence[float]]) -> list[int]:
-    """Indices of ``points`` best first: by front, then by crowding distance (larger first), then
-    by index (the judged trial is index 0: a tie goes its way), so every process orders alike."""
-    key: dict[int, tuple[int, float]] = {}
-    for rank, front in enumerate(fronts(points)):
-        for i, d in crowding(points, front).items():
-            key[i] = (rank, -d)
-    return sorted(key, key=lambda i: (*key[i], i))
-
-
 def promoted(me: int, points: Sequence[Sequence[float]], reduction_factor: int) -> tuple[bool, int, int]:
     """(goes on, its front rank (1 = non-dominated), trials compared): ``points[me]`` goes on if it is
     among the top ``len(points) // reduction_factor`` (at least the best one, as Optuna's ASHA lets
-    the first trials at a rung through only when they lead)."""
-    order = ranking(points)
-    rank = next(r for r, front in enumerate(fronts(points), 1) if me in front)
-    return order.index(me) < max(1, len(points) // reduction_factor), rank, len(points)
+    the first trials at a rung through only when they lead), ordered by front, then crowding distance
+    (larger first), then index (the judged trial is index 0: a tie goes its way)."""
+    key: dict[int, tuple[int, float, int]] = {}
+    for rank, front in enumerate(fronts(points), 1):
+        for i, d in crowding(points, front).items():
+            key[i] = (rank, -d, i)
+    order = sorted(key, key=key.__getitem__)
+    return order.index(me) < max(1, len(points) // reduction_factor), key[me][0], len(points)
 
 
 class MOASHAPruner(optuna.pruners.BasePruner):

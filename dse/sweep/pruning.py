@@ -95,9 +95,8 @@ def _callback_class() -> type:
         and the others go on. NaN is left to the divergence monitor; under DDP nothing is reported."""
 
         def __init__(self, trials: list[tuple[JobTrial, str] | None]) -> None:
-            self.trials = [(t[0], t[1] if "/" in t[1] else t[1].replace("_", "/", 1)) if t else None
-                           for t in trials]
-            self.monitor = next(t[1] for t in self.trials if t)
+            self.trials = trials  # (trial, its Lightning key: dse.sweep.pruners.pruner_spec's monitor)
+            self.monitor = next(t[1] for t in trials if t)
 
         def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if trainer.sanity_checking or getattr(trainer, "world_size", 1) > 1:

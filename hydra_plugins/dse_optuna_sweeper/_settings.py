@@ -116,8 +116,6 @@ def parse_objectives(raw: Any) -> list[Objective]:
         raise ConfigError(field, "must be a non-empty list of [metric, maximize|minimize] pairs")
     out: list[Objective] = []
     for item in raw:
-        if isinstance(item, str) and ":" in item:
-            item = item.split(":", 1)
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise ConfigError(field, f"{item!r} is not a [metric, direction] pair")
         metric, direction = str(item[0]).strip(), str(item[1]).strip().lower()

@@ -68,3 +68,36 @@ def test_a_dominated_curve_stops_at_the_first_rung_and_front_points_never_do() -
     ran = run_study(front + dominated)
     assert ran[:3] == [9, 9, 9]
     assert ran[3:] == [1] * 6
+
+
+def test_a_jobs_vector_is_learned_per_epoch_analytic_exact_and_latency_by_macs() -> None:
+    from dse.sweep.moasha import vector
+
+    analytic = {"size_mib": 1.5, "macs": 2e6}
+    assert vector(["val_top1", "size_mib"], {"val/top1": 0.4}, analytic) == [0.4, 1.5]
+    assert vector(["val_top1", "latency_ms"], {"val/top1": 0.4}, analytic) == [0.4, 2e6]
+    assert vector(["val_top1", "size_mib"], {"val/loss": 2.0}, analytic) is None  # not logged yet
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+def test_the_job_side_records_each_epochs_vector_and_why_it_stopped() -> None:
+    """dse.sweep.pruning.JobTrial under MOASHA: report() writes rung_<epochs> from the logged metrics
+    and the trial's analytic sizes; should_prune() records the decision and says it for the row."""
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"],
+                                pruner=MOASHAPruner(1, 2, 4))
+    study.set_metric_names(["val_top1", "size_mib"])
+    sid = storage.get_study_id_from_name("s")
+    ran = []
+    for acc, size in [(0.9, 1.0), (0.8, 0.5), (0.3, 2.0)]:  # the last is dominated at epoch 1
+        trial = study.ask()
+        trial.set_user_attr("analytic", {"size_mib": size, "macs": 1e6})
+        job = JobTrial(study, storage, storage.get_trial_id_from_study_id_trial_number(sid, trial.number))
+        job.report(acc, 0, {"val/top1": acc})
+        ran.append(job.should_prune())
+    assert ran == [False, False, True]
+    frozen = study.trials[2]
+    assert frozen.user_attrs["rung_1"] == [0.3, 2.0] and frozen.intermediate_values == {0: 0.3}
+    assert frozen.user_attrs["moasha"] == {"rung": 1, "rank": 2, "of": 3, "top": 1, "pruned": True}
+    assert job.reason == ("pruned by MOASHA at rung epoch 1: front 2 of the 3 trials there, "
+                          "not in the top 1 that go on")

@@ -138,7 +138,7 @@ def test_moasha_stops_trials_early_and_keeps_the_fronts_best_point(tmp_path):
     """#28 end to end: 6 trials x 4 epochs, reduction factor 2, one rung at epoch 2, run with and without
     MOASHA on the same sampler seed. Training is deterministic, so a trial both runs finish has the same
     values; the unpruned run's most accurate point must survive pruning."""
-    small = [*TINY, POOLS, "data.subset=2000", "trainer.max_epochs=4", "trainer.chance_epochs=10",
+    small = [*TINY, POOLS, "data.subset=1000", "trainer.max_epochs=4", "trainer.chance_epochs=10",
              "trainer.eval_batch_size=500", "hydra.sweeper.n_trials=6"]
     moasha = ["hydra.sweeper.pruner.name=moasha", "hydra.sweeper.pruner.reduction_factor=2",
               "hydra.sweeper.pruner.min_resource=2"]

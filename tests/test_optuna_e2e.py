@@ -132,3 +132,32 @@ def test_the_pruner_stops_a_real_training(tmp_path):
     for t in study.trials:
         assert list(t.intermediate_values) == [0]  # reported epoch 0, then stopped
     assert store_rows(tmp_path, "pruning") == [(0, "pruned"), (1, "pruned")]
+
+
+def test_moasha_stops_trials_early_and_keeps_the_fronts_best_point(tmp_path):
+    """#28 end to end: 6 trials x 4 epochs, reduction factor 2, one rung at epoch 2, run with and without
+    MOASHA on the same sampler seed. Training is deterministic, so a trial both runs finish has the same
+    values; the unpruned run's most accurate point must survive pruning."""
+    small = [*TINY, POOLS, "data.subset=1000", "trainer.max_epochs=4", "trainer.chance_epochs=10",
+             "trainer.eval_batch_size=500", "hydra.sweeper.n_trials=6"]
+    moasha = ["hydra.sweeper.pruner.name=moasha", "hydra.sweeper.pruner.reduction_factor=2",
+              "hydra.sweeper.pruner.min_resource=2"]
+    for d in ("full", "moasha"):
+        (tmp_path / d).mkdir()
+    ok(dse_train(tmp_path / "full", *small))
+    p = ok(dse_train(tmp_path / "moasha", *small, *moasha))
+    full, pruned = load(tmp_path / "full", "pareto"), load(tmp_path / "moasha", "pareto")
+    stopped = by_state(pruned, "PRUNED")
+    assert stopped, [t.state.name for t in pruned.trials]
+    for t in stopped:
+        assert list(t.intermediate_values) == [0, 1]  # two epochs, then the rung at epoch 2 stopped it
+        assert t.user_attrs["moasha"]["rung"] == 2 and t.user_attrs["moasha"]["pruned"] is True
+        assert t.user_attrs["rung_2"][1] == t.user_attrs["analytic"]["size_mib"]  # size is exact
+        assert f"trial {t.number} pruned: pruned by MOASHA at rung epoch 2: front " in p.stdout + p.stderr
+    rows = dict(store_rows(tmp_path / "moasha", "pareto"))
+    assert {n for n, status in rows.items() if status == "pruned"} == {t.number for t in stopped}
+    best = max(by_state(full, "COMPLETE"), key=lambda t: t.values[0])
+    kept = pruned.trials[best.number]
+    assert kept.state.name == "COMPLETE" and kept.values == pytest.approx(best.values)
+    assert best.number in {t.number for t in pruned.best_trials}
+    assert sum(map(len, (t.intermediate_values for t in pruned.trials))) < 6 * 4

@@ -597,6 +597,27 @@ def test_joblib_launcher_runs_trials_in_parallel(fake_app, tmp_path):
     assert "fake job 3 raised" in study.trials[3].user_attrs["error"]
 
 
+def launch_lines(proc: subprocess.CompletedProcess) -> list[tuple[int, int]]:
+    """(the launcher's #number, the line's ++study.trial) of each Hydra launch line."""
+    text = proc.stdout + proc.stderr
+    assert "DSE_OPTUNA" not in text and "env_set" not in text, text[-3000:]
+    return [(int(m[1]), int(m[2])) for m in re.finditer(r"#(\d+) : .*\+\+study\.trial=(\d+)", text)]
+
+
+@pytest.mark.parametrize("launcher", [
+    [], ["hydra/launcher=dse_fused", "hydra.launcher.mode=sequential"],
+    ["hydra.sweeper.n_jobs=2", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]])
+def test_launch_lines_are_numbered_by_trial_and_carry_no_handoff(fake_app, tmp_path, launcher):
+    """A launch line's ``#n`` is trial n, also when a rerun adds trials to a study (#27); Hydra's
+    joblib launcher numbers its lines from 0 in every batch, whatever it is told."""
+    args = ["study.name=n", *SPACE, *launcher]
+    first = ok(run_fake(fake_app, tmp_path, "hydra.sweeper.n_trials=2", *args))
+    assert launch_lines(first) == [(0, 0), (1, 1)]
+    resumed = ok(run_fake(fake_app, tmp_path, "hydra.sweeper.n_trials=4", *args))
+    assert launch_lines(resumed) == ([(0, 2), (1, 3)] if "hydra/launcher=joblib" in launcher
+                                     else [(2, 2), (3, 3)])
+
+
 def test_killed_worker_trial_is_failed_by_heartbeat_and_refilled(fake_app, tmp_path):
     args = ["study.name=h", "hydra.sweeper.n_trials=2", "hydra.sweeper.grace_period=2", *SPACE]
     p = run_fake(fake_app, tmp_path, *args, env={"FAKE_SLEEP": "120"}, background=True)
@@ -693,6 +714,24 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_app, tmp_path):
     p = run_fake(fake_app, tmp_path, "study.name=drop", *SPACE, env={"FAKE_DROP": "size_mib"})
     one_line_error(p, "the job returned no metric 'size_mib'")
     assert states(load(tmp_path, "drop")) == {"FAIL": 1}
+
+
+def test_moasha_settings_it_cannot_run_are_one_line_exit_2_before_the_storage(fake_app, tmp_path):
+    """#28: eta <= 1, min_resource >= max_epochs, one objective, an objective with no per-epoch value."""
+    moasha = ["hydra.sweeper.pruner.name=moasha", "trainer.max_epochs=4"]
+    cases = [
+        (["hydra.sweeper.pruner.reduction_factor=1"], "hydra.sweeper.pruner.reduction_factor"),
+        (["hydra.sweeper.pruner.min_resource=4"], "min_resource: must be < trainer.max_epochs (4)"),
+        (["hydra.sweeper.objectives=[[val_top1,maximize]]"], "moasha ranks several objectives"),
+        (["hydra.sweeper.objectives=[[test_top1,maximize],[size_mib,minimize]]"],
+         "moasha: test_top1 has no per-epoch value"),
+        (["hydra.sweeper.objectives=[[params,minimize],[size_mib,minimize]]"],
+         "no objective is learned per epoch"),
+        (["trainer.max_epochs=choice(4,8)"], "moasha needs one max_epochs"),
+    ]
+    for extra, needle in cases:
+        one_line_error(run_fake(fake_app, tmp_path, "study.name=m", *SPACE, *moasha, *extra), needle)
+        assert not (tmp_path / "runs").exists(), f"{extra} left files behind"
 
 
 def test_values_dse_train_refuses_are_refused_before_the_storage(fake_app, tmp_path):

@@ -26,7 +26,8 @@ SAMPLERS = {"tpe": "optuna.samplers.TPESampler", "nsgaii": "optuna.samplers.NSGA
             "gp": "optuna.samplers.GPSampler", "random": "optuna.samplers.RandomSampler",
             "qmc": "optuna.samplers.QMCSampler"}
 PRUNERS = {"median": "optuna.pruners.MedianPruner", "hyperband": "optuna.pruners.HyperbandPruner",
-           "threshold": "optuna.pruners.ThresholdPruner", "none": "optuna.pruners.NopPruner"}
+           "threshold": "optuna.pruners.ThresholdPruner", "moasha": "dse.sweep.moasha.MOASHAPruner",
+           "none": "optuna.pruners.NopPruner"}
 # least values of integer settings that Optuna checks only once it samples or prunes
 AT_LEAST = {"seed": 0, "n_startup_trials": 0, "population_size": 2, "n_warmup_steps": 0,
             "interval_steps": 1, "min_resource": 1, "max_resource": 1, "reduction_factor": 2}

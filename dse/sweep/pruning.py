@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dse.metrics import REGISTRY
 from dse.sweep.handoff import Handoff
 from dse.sweep.pruners import make_pruner
 from dse.sweep.storage import open_storage, parse_storage
+from dse.sweep.trials import ANALYTIC
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import lightning.pytorch as pl
@@ -29,15 +31,38 @@ class JobTrial:
     def __init__(self, study: optuna.Study, storage: Any, trial_id: int) -> None:
         self.study, self.storage, self.trial_id = study, storage, trial_id
         self.number = storage.get_trial_number_from_id(trial_id)
+        self.moasha = hasattr(study.pruner, "decide")  # dse.sweep.moasha: several objectives
+        self.reason = ""  # why should_prune said so, for the run's error column
 
-    def report(self, value: float, step: int) -> None:
-        if step in self.storage.get_trial(self.trial_id).intermediate_values:
+    def report(self, value: float, step: int, logged: Mapping[str, Any] | None = None) -> None:
+        """``value`` as the step's intermediate value (optuna-dashboard draws it); under MOASHA
+        also the objective vector at this epoch (``logged``: the epoch's Lightning metrics)."""
+        trial = self.storage.get_trial(self.trial_id)
+        if step in trial.intermediate_values:
             log.warning("pruning: step %d of trial %d was already reported", step, self.number)
             return
         self.storage.set_trial_intermediate_value(self.trial_id, step, float(value))
+        if self.moasha and logged is not None:
+            from dse.sweep.moasha import RUNG_ATTR, vector
+
+            got = vector(self.study.metric_names, logged, trial.user_attrs.get(ANALYTIC) or {})
+            if got is not None:
+                self.storage.set_trial_user_attr(self.trial_id, RUNG_ATTR.format(step + 1), got)
 
     def should_prune(self) -> bool:
-        return self.study.pruner.prune(self.study, self.storage.get_trial(self.trial_id))
+        trial = self.storage.get_trial(self.trial_id)
+        self.reason = f"Trial was pruned at epoch {trial.last_step}."
+        if not self.moasha:
+            return self.study.pruner.prune(self.study, trial)
+        from dse.sweep.moasha import DECISION_ATTR
+
+        decision = self.study.pruner.decide(self.study, trial)
+        if decision is None:
+            return False
+        self.storage.set_trial_user_attr(self.trial_id, DECISION_ATTR, decision)
+        self.reason = ("pruned by MOASHA at rung epoch {rung}: front {rank} of the {of} trials there, "
+                       "not in the top {top} that go on").format(**decision)
+        return decision["pruned"]
 
 
 def trial_from_env(handoff: Handoff | None = None) -> JobTrial | None:
@@ -70,9 +95,8 @@ def _callback_class() -> type:
         and the others go on. NaN is left to the divergence monitor; under DDP nothing is reported."""
 
         def __init__(self, trials: list[tuple[JobTrial, str] | None]) -> None:
-            self.trials = [(t[0], t[1] if "/" in t[1] else t[1].replace("_", "/", 1)) if t else None
-                           for t in trials]
-            self.monitor = next(t[1] for t in self.trials if t)
+            self.trials = trials  # (trial, its Lightning key: dse.sweep.pruners.pruner_spec's monitor)
+            self.monitor = next(t[1] for t in trials if t)
 
         def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if trainer.sanity_checking or getattr(trainer, "world_size", 1) > 1:
@@ -85,20 +109,20 @@ def _callback_class() -> type:
                 if got[1] not in metrics:
                     log.warning("pruning: no metric %r among %s; nothing reported", got[1], sorted(metrics))
                 elif math.isfinite(value := float(metrics[got[1]])):
-                    got[0].report(value, epoch)
+                    got[0].report(value, epoch, metrics)
                     if got[0].should_prune():
                         if alone:
-                            raise optuna.TrialPruned(f"Trial was pruned at epoch {epoch}.")
-                        pl_module.stop(k, "pruned", f"Trial was pruned at epoch {epoch}.")
+                            raise optuna.TrialPruned(got[0].reason)
+                        pl_module.stop(k, "pruned", got[0].reason)
 
     return Pruning
 
 
 def _pruned_trial(handoff: Handoff | None) -> tuple[JobTrial, str] | None:
-    """(trial, the sweep's pruner monitor) of a single-objective sweep's job, else None (Optuna
-    cannot prune several objectives)."""
+    """(trial, the sweep's pruner monitor) of a single-objective sweep's job or a MOASHA one's, else
+    None (Optuna cannot prune several objectives)."""
     trial = handoff and trial_from_env(handoff)
-    if trial is None or len(trial.study.directions) != 1:
+    if trial is None or (len(trial.study.directions) != 1 and not trial.moasha):
         return None
     return trial, handoff.pruner.get("monitor") or DEFAULT_MONITOR
 

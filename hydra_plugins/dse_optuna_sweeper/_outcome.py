@@ -53,7 +53,7 @@ def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
     kept = {trials.RESULT: jsonable({k: v for k, v in result.items()
                                      if k != "error" and v is not None})}
     if status == "pruned":
-        return Outcome("pruned", attrs=kept)
+        return Outcome("pruned", attrs=kept, note=str(result.get("error") or "pruned"))
     if status in ("failed", "diverged"):
         return _failed(str(result.get("error") or status), status, kept)
     if status != "ok":

@@ -116,8 +116,6 @@ def parse_objectives(raw: Any) -> list[Objective]:
         raise ConfigError(field, "must be a non-empty list of [metric, maximize|minimize] pairs")
     out: list[Objective] = []
     for item in raw:
-        if isinstance(item, str) and ":" in item:
-            item = item.split(":", 1)
         if not isinstance(item, (list, tuple)) or len(item) != 2:
             raise ConfigError(field, f"{item!r} is not a [metric, direction] pair")
         metric, direction = str(item[0]).strip(), str(item[1]).strip().lower()
@@ -184,11 +182,14 @@ def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Setti
     return Settings(conf, parse_storage(conf.storage), objectives, constraints, sampler, pruner, space)
 
 
-def effective_pruner(settings: Settings) -> dict[str, Any]:
-    """The pruner jobs should use: none for several objectives or without a per-epoch metric."""
+def effective_pruner(settings: Settings, compose: Compose) -> dict[str, Any]:
+    """The pruner jobs should use: none for several objectives (but MOASHA's) or without a per-epoch
+    metric."""
     spec, off = dict(settings.pruner), pruner_spec({"name": "none"})
     if spec["name"] == "none":
         return spec
+    if spec["name"] == "moasha":
+        return _moasha(settings, spec, compose)
     if len(settings.objectives) > 1:
         log.info("dse_optuna: pruning is off: Optuna prunes single-objective studies only")
         return off
@@ -200,6 +201,29 @@ def effective_pruner(settings: Settings) -> dict[str, Any]:
             return off
         spec["monitor"] = metric.key
     return spec
+
+
+def _moasha(settings: Settings, spec: dict[str, Any], compose: Compose) -> dict[str, Any]:
+    """MOASHA's spec with ``max_resource`` = ``trainer.max_epochs`` and the first learned objective as
+    the value drawn per epoch; refused where it cannot rank (dse.sweep.moasha.vector)."""
+    metrics = [REGISTRY[o.metric] for o in settings.objectives]
+    if len(metrics) < 2:
+        raise ConfigError("hydra.sweeper.pruner.name", "moasha ranks several objectives; for one, "
+                                                       "use median or hyperband")
+    if bad := [m.name for m in metrics if not (m.per_epoch or m.analytic or m.latency)]:
+        raise ConfigError("hydra.sweeper.objectives", f"moasha: {bad[0]} has no per-epoch value "
+                                                      "(it is measured after training)")
+    if not (learned := [m.key for m in metrics if m.per_epoch]):
+        raise ConfigError("hydra.sweeper.objectives", "moasha: no objective is learned per epoch, "
+                                                      "so nothing can stop early")
+    if "trainer.max_epochs" in settings.space.params:
+        raise ConfigError("trainer.max_epochs", "moasha needs one max_epochs, not a searched one")
+    epochs = int(compose(list(settings.space.fixed)).trainer.max_epochs)
+    top = epochs if spec["max_resource"] == "auto" else min(int(spec["max_resource"]), epochs)
+    if spec["min_resource"] >= top:
+        raise ConfigError("hydra.sweeper.pruner.min_resource", f"must be < trainer.max_epochs "
+                                                               f"({top}), got {spec['min_resource']}")
+    return {**spec, "max_resource": top, "monitor": spec["monitor"] or learned[0]}
 
 
 def corner_points(space: SearchSpace) -> list[dict[str, Any]]:

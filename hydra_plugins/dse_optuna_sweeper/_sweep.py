@@ -71,7 +71,7 @@ class StudyRunner:
         point = self.s.space.overrides(trial.params)
         analytic: dict[str, float] = {}
         reason = None
-        if self.s.pre_constraints:
+        if self.s.pre_constraints or self.pruner["name"] == "moasha":
             try:
                 analytic = analytic_values(model_report(self.job_config(point)))
             except Exception as e:  # an invalid design point (e.g. the net shrinks to 0x0)
@@ -82,6 +82,8 @@ class StudyRunner:
                     self.db.set_constraints(trial, list(violations.values()))
         if reason is not None:
             return self.reject(trial, reason, analytic)
+        if self.pruner["name"] == "moasha":  # the exact objectives its job ranks at each rung
+            trial.set_user_attr(trials.ANALYTIC, analytic)
         self.rejections_in_a_row = 0
         handoff = Handoff(self.s.storage.url, self.s.study_name, self.db.trial_id(trial),
                           trial.number, self.pruner)
@@ -202,10 +204,14 @@ class StudyRunner:
                 batch.append(prepared)
         if not batch:
             return full
-        log.info("dse_optuna: launching trial(s) %s", ", ".join(str(t.number) for t, _, _ in batch))
+        numbers = [t.number for t, _, _ in batch]
+        # the launcher numbers its lines first, first + 1, ...: the trial numbers unless the batch
+        # has gaps (rejected points, other workers' trials), where the lines' ++study.trial says
+        gaps = numbers != list(range(numbers[0], numbers[0] + len(numbers)))
+        log.info("dse_optuna: launching trial(s) %s%s", ", ".join(map(str, numbers)),
+                 f" as jobs #{numbers[0]}-#{numbers[0] + len(numbers) - 1}" if gaps else "")
         with self.db.beating([self.db.trial_id(t) for t, _, _ in batch]), self.gate.open():
-            rets = self.launcher.launch([ov for _, ov, _ in batch],
-                                        initial_job_idx=sum(map(len, self.returns)))
+            rets = self.launcher.launch([ov for _, ov, _ in batch], initial_job_idx=numbers[0])
         self.returns.append(rets)
         fatal = []
         for (trial, _, analytic), ret in zip(batch, rets, strict=True):
@@ -221,12 +227,12 @@ def run_sweep(raw_settings: Mapping[str, Any], arguments: Sequence[str],
               ) -> list[Sequence[JobReturn]]:
     """Entry point of :meth:`DseOptunaSweeper.sweep`."""
     settings = validate_settings(raw_settings, arguments)
-    pruner = effective_pruner(settings)
 
     def job_config(overrides: list[str]) -> DictConfig:
         return hydra_context.config_loader.load_sweep_config(config, overrides)
 
     probe(settings, job_config)
+    pruner = effective_pruner(settings, job_config)
     runner = StudyRunner(settings, OpenStudy(settings, pruner), pruner, job_config, launcher,
                          Path(str(config.hydra.sweep.dir)))
     # kill/scancel (SIGTERM) tells the running trials, as Ctrl-C does; both wait for storage

@@ -28,16 +28,16 @@ class SamplerConf:
 @dataclass
 class PrunerConf:
     _target_: Optional[str] = None  # e.g. optuna.pruners.MedianPruner; None = the one `name` says
-    name: str = "median"  # median | hyperband | threshold | none (single-objective studies only)
+    name: str = "median"  # median | hyperband | threshold | none: one objective; moasha: several
     monitor: Optional[str] = None  # metric the job reports per epoch; None = val/<objective suffix>
     n_startup_trials: int = 5  # median: trials that must finish before any is pruned
     n_warmup_steps: int = 0  # median, threshold: epochs a trial runs before it may be pruned
     interval_steps: int = 1  # median, threshold: epochs between two pruning checks
     lower: Optional[float] = None  # threshold: prune when the metric is below this
     upper: Optional[float] = None  # threshold: prune when the metric is above this
-    min_resource: int = 1  # hyperband: epochs every trial gets
-    max_resource: Any = "auto"  # hyperband: epochs of a full trial ("auto": learnt from trials)
-    reduction_factor: int = 3  # hyperband: keep 1 in reduction_factor trials per rung
+    min_resource: int = 1  # hyperband, moasha: epochs every trial gets
+    max_resource: Any = "auto"  # hyperband, moasha: a full trial's epochs (auto: learnt; moasha: max_epochs)
+    reduction_factor: int = 3  # hyperband, moasha: keep 1 in reduction_factor trials per rung
 
 
 @dataclass

@@ -1,0 +1,123 @@
+"""Multi-objective asynchronous successive halving (MOASHA; Schmucker et al., 2021) over an Optuna study
+(``hydra.sweeper.pruner.name=moasha``, docs/OPTUNA.md). Written here because Optuna prunes one objective
+only and Syne Tune's MOASHA drives its own backend, not an Optuna storage. The job stores each rung's
+objective vector as the trial's user attribute ``rung_<epochs>``, so every worker decides alike from
+the shared storage and the pruner holds no state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from dse.metrics import REGISTRY
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from optuna.trial import FrozenTrial
+
+RUNG_ATTR = "rung_{}"
+DECISION_ATTR = "moasha"
+
+
+def rungs(min_resource: int, reduction_factor: int, max_resource: int) -> list[int]:
+    """The epochs at which a trial is judged: below ``max_resource`` (the last epoch is the end)."""
+    out, r = [], min_resource
+    while r < max_resource:
+        out.append(r)
+        r *= reduction_factor
+    return out
+
+
+def vector(names: Sequence[str], logged: Mapping[str, Any], analytic: Mapping[str, float]
+           ) -> list[float] | None:
+    """A trial's objectives at an epoch: per-epoch ones as logged, analytic ones exact, latency by its
+    proxy, MACs; None while a logged one is missing."""
+    out = []
+    for name in names:
+        metric = REGISTRY[name]
+        if metric.per_epoch:
+            if metric.key not in logged:
+                return None
+            out.append(float(logged[metric.key]))
+        else:
+            out.append(float(analytic["macs" if metric.latency else name]))
+    return out
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    """``a`` is no worse than ``b`` everywhere and better somewhere (all objectives minimised)."""
+    return all(x <= y for x, y in zip(a, b, strict=True)) and any(x < y for x, y in zip(a, b, strict=True))
+
+
+def fronts(points: Sequence[Sequence[float]]) -> list[list[int]]:
+    """Indices of ``points`` by non-dominated front, best first (all minimised). O(n^2) per front:
+    a rung holds tens of trials, and Optuna's own sort is private."""
+    left, out = list(range(len(points))), []
+    while left:
+        front = [i for i in left if not any(dominates(points[j], points[i]) for j in left if j != i)]
+        out.append(front)
+        left = [i for i in left if i not in front]
+    return out
+
+
+def crowding(points: Sequence[Sequence[float]], front: list[int]) -> dict[int, float]:
+    """NSGA-II's crowding distance of each member of one front: the extremes are infinite."""
+    dist = dict.fromkeys(front, 0.0)
+    for m in range(len(points[front[0]])):
+        order = sorted(front, key=lambda i: points[i][m])
+        span = points[order[-1]][m] - points[order[0]][m]
+        dist[order[0]] = dist[order[-1]] = float("inf")
+        for lo, i, hi in zip(order, order[1:], order[2:], strict=False):
+            dist[i] += (points[hi][m] - points[lo][m]) / span if span else 0.0
+    return dist
+
+
+def promoted(me: int, points: Sequence[Sequence[float]], reduction_factor: int) -> tuple[bool, int, int]:
+    """(goes on, its front rank (1 = non-dominated), trials compared): ``points[me]`` goes on if it is
+    among the top ``len(points) // reduction_factor`` (at least the best one, as Optuna's ASHA lets
+    the first trials at a rung through only when they lead), ordered by front, then crowding distance
+    (larger first), then index (the judged trial is index 0: a tie goes its way)."""
+    key: dict[int, tuple[int, float, int]] = {}
+    for rank, front in enumerate(fronts(points), 1):
+        for i, d in crowding(points, front).items():
+            key[i] = (rank, -d, i)
+    order = sorted(key, key=key.__getitem__)
+    return order.index(me) < max(1, len(points) // reduction_factor), key[me][0], len(points)
+
+
+class MOASHAPruner(optuna.pruners.BasePruner):
+    """Prune a trial at a rung where it is not in the top ``1/reduction_factor`` (ranked by front, then
+    crowding distance); one without a ``rung_<epochs>`` vector there is never pruned."""
+
+    def __init__(self, min_resource: int = 1, reduction_factor: int = 3,
+                 max_resource: int | str = 10**9) -> None:
+        top = 10**9 if max_resource == "auto" else int(max_resource)  # the sweeper sets max_epochs
+        if reduction_factor < 2 or min_resource < 1 or top <= min_resource:
+            raise ValueError("MOASHA needs reduction_factor >= 2, min_resource >= 1 and "
+                             f"max_resource > min_resource (got {reduction_factor}, {min_resource}, "
+                             f"{max_resource})")
+        self.min_resource, self.reduction_factor, self.max_resource = min_resource, reduction_factor, top
+
+    def decide(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        """The decision at ``trial``'s last reported epoch if that epoch is a rung, else None."""
+        if trial.last_step is None:
+            return None
+        epochs = trial.last_step + 1
+        attr = RUNG_ATTR.format(epochs)
+        if epochs not in rungs(self.min_resource, self.reduction_factor, self.max_resource) \
+                or attr not in trial.user_attrs:
+            return None
+        signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+        others = [t for t in study.get_trials(deepcopy=False)
+                  if attr in t.user_attrs and t.number != trial.number]
+        vectors = [[s * v for s, v in zip(signs, t.user_attrs[attr], strict=True)]
+                   for t in [trial, *others]]
+        go_on, rank, n = promoted(0, vectors, self.reduction_factor)
+        return {"rung": epochs, "rank": rank, "of": n, "top": max(1, n // self.reduction_factor),
+                "pruned": not go_on}
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        decision = self.decide(study, trial)
+        return bool(decision and decision["pruned"])

@@ -29,33 +29,14 @@ from dse.metrics import REGISTRY
 from dse.model import build_model
 from dse.train.checks import device_settings
 from dse.train.module import build_optimizer
+from dse.train.progress import EpochTimer, now
 from dse.train.run import train_once
 from dse.validate import model_report, validate
 
 VAL_TOP1 = REGISTRY["val_top1"].key  # what FireClassifier logs validation top-1 under
 
 
-def now() -> float:
-    """``perf_counter`` once queued GPU work is done, so the reading includes it."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-class _Clock(Callback):
-    """A training clock that ``_lap``s (stops) when validation starts."""
-
-    _fit_t0: float | None = None
-    _t0: float | None = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fit_t0 = now()
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._lap()  # each clock's own
-
-
-class StepClock(_Clock):
+class StepClock(Callback):
     """Times ``steps`` optimizer steps after ``warmup`` untimed ones, validation cut out. ``warmup_s``
     carries one-off costs (compilation); ``cpu_seconds`` is far less noisy than wall time on a shared CPU."""
 
@@ -63,11 +44,16 @@ class StepClock(_Clock):
         self.warmup, self.steps = warmup, steps
         self.done_steps, self.images, self.seconds, self.cpu_seconds = 0, 0, 0.0, 0.0
         self.warmup_s: float | None = None
+        self._fit_t0: float | None = None
+        self._t0: float | None = None
         self._c0 = 0.0
 
     @property
     def finished(self) -> bool:
         return self.done_steps >= self.warmup + self.steps
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_t0 = now()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -84,6 +70,9 @@ class StepClock(_Clock):
             if self.finished:
                 self._lap()
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()
+
     def _lap(self) -> None:  # resumed by the next on_train_batch_start
         if self._t0 is not None:
             self.seconds += now() - self._t0
@@ -91,43 +80,28 @@ class StepClock(_Clock):
             self._t0 = None
 
 
-class EpochClock(_Clock):
-    """Per-epoch training seconds (validation excluded) and validation top-1; stops at ``target``;
-    ``reached_*``: the epoch, training seconds and wall seconds where it was first reached."""
+class EpochClock(EpochTimer):
+    """:class:`EpochTimer` and validation top-1 per epoch; stops at ``target``; ``reached_*``: the
+    epoch, training seconds and wall seconds where it was first reached."""
 
     def __init__(self, target: float | None) -> None:
+        super().__init__()
         self.target = target
-        self.epoch_seconds: list[float] = []
         self.val_top1: list[tuple[int, float]] = []
         self.reached_epoch: int | None = None
         self.reached_train_s: float | None = None
         self.reached_wall_s: float | None = None
-        self.images = 0
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0 = now()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
-        self.images += len(batch[1])
-
-    def _lap(self) -> None:
-        if self._t0 is not None:
-            self.epoch_seconds.append(now() - self._t0)
-            self._t0 = None
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._lap()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
         if trainer.sanity_checking or VAL_TOP1 not in trainer.callback_metrics:
             return
         top1 = float(trainer.callback_metrics[VAL_TOP1])
         self.val_top1.append((trainer.current_epoch, top1))
         if self.target is not None and self.reached_epoch is None and top1 >= self.target:
             self.reached_epoch = trainer.current_epoch + 1
-            self.reached_train_s = sum(self.epoch_seconds)
-            self.reached_wall_s = now() - (self._fit_t0 or 0.0)
+            self.reached_train_s = self.seconds
+            self.reached_wall_s = now() - self.fit_t0
             trainer.should_stop = True
 
 

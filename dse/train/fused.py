@@ -31,63 +31,15 @@ from dse.model.fused import FusedFireNet
 from dse.model.net import build_model
 from dse.store import RunRecord, config_hash, utcnow_iso
 from dse.store.record import slurm_job
-from dse.text import duration
 from dse.train.checkpoints import AtomicCheckpointIO, Resume
 from dse.train.checks import Device, device_name, device_settings
 from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
+from dse.train.progress import EpochLine, EpochTimer
 from dse.validate import SWITCHES
 
 log = logging.getLogger("dse.train")
-
-
-class EpochTimer(Callback):
-    """Training time without validation, and which epoch was validated last."""
-
-    def __init__(self) -> None:
-        self.seconds, self.images, self.last_val_epoch, self._t0 = 0.0, 0, -1, None
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0 = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.images += len(batch[1])
-
-    def on_train_epoch_end(self, *_: Any) -> None:
-        if self._t0 is not None:
-            self.seconds += time.perf_counter() - self._t0
-            self._t0 = None
-
-    on_validation_start = on_train_epoch_end
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.last_val_epoch = trainer.current_epoch
-
-
-class EpochLine(Callback):
-    """One log line per epoch: the rate, validation top-1 and the run's ETA, so a long run says how
-    far it is and what it costs also where no progress bar shows (piped, swept, under Slurm) and
-    beyond the bar's own epoch."""
-
-    def __init__(self, timer: EpochTimer) -> None:
-        self.timer, self._t0, self._first = timer, 0.0, 0
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0, self._first = time.perf_counter(), trainer.current_epoch
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
-        parts = [f"epoch {epoch}/{total}" if total and total > 0 else f"epoch {epoch}"]
-        if self.timer.seconds:
-            parts.append(f"{self.timer.images / self.timer.seconds:.0f} img/s")
-        key = REGISTRY["val_top1"].key
-        if vals := [r[key] for r in pl_module.results if key in r]:
-            parts.append("val_top1 " + " ".join(f"{v:.3f}" for v in vals))
-        if total and total > epoch:
-            per_epoch = (time.perf_counter() - self._t0) / (epoch - self._first)
-            parts.append(f"ETA {duration(per_epoch * (total - epoch))}")
-        log.info("%s", " · ".join(parts))
 
 
 def _progress_bar(tc: Any) -> bool:

@@ -63,20 +63,13 @@ def _claim_all(points: list[Point], store_of: Any, rows: dict, todo: list[_Seed]
     """Stored rows into ``rows``; claimed seeds into ``todo``; others' live claims into ``held``."""
     for j, p in enumerate(points):
         for seed in seeds(p.cfg):
-            store = store_of(p)
-            if (row := p.stored(store, seed)) is not None:
-                rows[j, seed] = row
-                continue
-            got = claims.acquire(store, p.chash, seed)
-            if isinstance(got, claims.Holder):
-                held[j, seed] = got
-                continue
-            got.__enter__()
-            if (row := p.stored(store, seed)) is not None:  # stored between our look and claim
-                got.__exit__(None, None, None)
-                rows[j, seed] = row
-            else:
+            got = p.claim(store_of(p), seed)
+            if isinstance(got, claims.Claim):
                 todo.append(_Seed(j, seed, got))
+            elif isinstance(got, claims.Holder):
+                held[j, seed] = got
+            else:
+                rows[j, seed] = got
 
 
 def _members(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[Member]:

@@ -5,6 +5,7 @@ one bad point cannot abort a multirun; bad *input* is refused at the entry (:fun
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass
@@ -96,16 +97,31 @@ class Point:
                  row["seed"], cols[LATENCY[0]])
         return {**row, **cols}
 
+    def claim(self, store: ResultsStore, seed: int) -> dict[str, Any] | claims.Holder | claims.Claim:
+        """This seed's stored row, the live holder of its claim, or our claim, entered (exit it)."""
+        if (stored := self.stored(store, seed)) is not None:
+            return stored
+        got = claims.acquire(store, self.chash, seed)
+        if isinstance(got, claims.Claim):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(got)
+                if (stored := self.stored(store, seed)) is not None:  # stored between look and claim
+                    return stored
+                stack.pop_all()  # the caller's now
+        return got
+
     def row(self, store: ResultsStore, seed: int, wait: bool) -> dict[str, Any] | claims.Holder:
         """This seed's row: stored already, trained here under a claim, or the stored row of
         the worker that held the claim. With ``wait=False`` a live holder is returned instead."""
         while True:
-            if (stored := self.stored(store, seed)) is not None:
-                return stored
-            got = claims.acquire(store, self.chash, seed)
+            got = self.claim(store, seed)
             if isinstance(got, claims.Claim):
-                with got:  # stored by another worker between our look and our claim?
-                    return self.stored(store, seed) or self.train(store, seed, got.run_id)
+                try:
+                    return self.train(store, seed, got.run_id)
+                finally:
+                    got.__exit__(None, None, None)
+            if not isinstance(got, claims.Holder):
+                return got
             if not wait:
                 log.info("later: %s seed %d is being trained by %s", self.chash, seed, got)
                 return got

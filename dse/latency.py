@@ -72,16 +72,13 @@ def example(shape: Sequence[int], batch: int = EXAMPLE_BATCH, seed: int = 0) -> 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
     """The exporter's warnings and per-pass INFO lines out of the run log."""
-    loggers = {lg: lg.level for lg in map(logging.getLogger, ("torch.onnx", "onnxscript", "onnx_ir"))}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
+        logging.disable(logging.INFO)
         try:
             yield
         finally:
-            for lg, level in loggers.items():
-                lg.setLevel(level)
+            logging.disable(logging.NOTSET)
 
 
 def to_onnx(model: nn.Module, shape: Sequence[int]) -> bytes:

@@ -1,11 +1,8 @@
-"""K trials at once on one device. A Fire network leaves most of a GPU idle, so several trials side
-by side finish more per hour: real ``train_once`` trials run in :mod:`dse.bench.worker` processes
-released together (spec as one JSON argument, answers as ``DSE-BENCH <kind> {json}`` lines, both ends
-here), and the smallest K within :data:`TOLERANCE` of the best is recommended. ``--fused`` trains the
-same K members (an SR x seed grid, as a sweep's batch looks) fused (the dse_fused launcher), one at a
-time (the basic launcher) and as K processes; throughput is per wall second of training, start-up
-excluded.
-"""
+"""K trials at once on one device: a Fire network leaves most of a GPU idle. Real ``train_once``
+trials run in :mod:`dse.bench.worker` processes released together (spec as one JSON argument, answers
+as ``DSE-BENCH <kind> {json}`` lines); the smallest K within :data:`TOLERANCE` of the best is
+recommended. ``--fused`` trains K members (an SR x seed grid) fused, one at a time and as K
+processes; throughput is per wall second of training, start-up excluded."""
 
 from __future__ import annotations
 

@@ -1,9 +1,6 @@
-"""Child processes of dse-bench: ``python -m dse.bench.worker SPEC_JSON``.
-
-``mode: "step"``: one compiled step measurement in a fresh process (no other variant's caches).
-Otherwise one packed trial: imports, data and CUDA context first, then ``ready`` and a wait for
-``go``, so the measured window holds K trials training, not K processes importing torch.
-"""
+"""Child processes of dse-bench (``python -m dse.bench.worker SPEC_JSON``). ``mode: "step"``: one
+compiled step measurement in a fresh process; otherwise one packed trial, which says ``ready`` once
+imports, data and CUDA context are done and waits for ``go``: the window holds K trials training."""
 
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
-"""One GPU per multirun job: ``CUDA_VISIBLE_DEVICES`` narrowed before CUDA starts, else parallel
-jobs (``hydra/launcher=joblib``) all train on GPU 0. Job N gets
-``visible[(N // jobs_per_gpu) % len(visible)]``: round-robin, or K consecutive jobs per GPU.
-
-Left alone in a single run, with fewer than two visible GPUs (one named device is the user's or
-Slurm's choice), for a CPU or multi-device job, and once CUDA is initialised (it reads the
-variable once: a joblib worker stays on its first job's GPU). Nothing here imports torch.
-"""
+"""One GPU per multirun job, else parallel jobs (``hydra/launcher=joblib``) all train on GPU 0: job N
+gets ``visible[(N // jobs_per_gpu) % len(visible)]`` in ``CUDA_VISIBLE_DEVICES``, before CUDA starts.
+Left alone in a single run, with fewer than two visible GPUs (one named device is the user's or Slurm's
+choice), for a CPU or multi-device job, and once CUDA is initialised (it reads the variable once: a
+joblib worker stays on its first job's GPU). Nothing here imports torch."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""The one training body: K >= 1 (design point, seed) members as one fused network, a single run
-being a group of one. Each member keeps its seed's initialisation, dropout, batch order and
-augmentation, its loss, metrics, log, divergence check and pruning; one that ends is frozen while the
-others go on. A member's row is its separate run's (bit for bit for K = 1 on the CPU).
-"""
+"""The one training body: K >= 1 (design point, seed) members as one fused network, a single run a
+group of one. Each member keeps its seed's initialisation, dropout, batch order and augmentation, its
+loss, metrics, log, divergence check and pruning; one that ends is frozen while the others go on."""
 
 from __future__ import annotations
 
@@ -36,7 +34,7 @@ from dse.train.checks import Device, device_name, device_settings
 from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
-from dse.train.progress import EpochLine, EpochTimer
+from dse.train.progress import EpochTimer
 from dse.validate import SWITCHES
 
 log = logging.getLogger("dse.train")
@@ -226,7 +224,7 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
     device = device or device_settings(tc)
     rows = [m.row() for m in members]
     monitor = DivergenceMonitor(cfg.data.num_classes, tc.chance_epochs, tc.log_every_n_steps)
-    timer = EpochTimer()
+    timer = EpochTimer(log_epochs=True)
     trainer: L.Trainer | None = None
     module: FireClassifier | None = None
     loggers = [build_logger(m.cfg, m.out_dir, m.seed) for m in members]
@@ -240,7 +238,7 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
         dm, resume = _data(members, monitor)
         pruning = member_pruning([m.handoff for m in members])
         trainer = make_trainer(tc, device, members[0].out_dir,
-                               [monitor, timer, EpochLine(timer), *callbacks, *([pruning] if pruning else ()),
+                               [monitor, timer, *callbacks, *([pruning] if pruning else ()),
                                 *(resume.callbacks if resume else ())])
         _fit(trainer, module, dm, timer, resume)
         for k, (rec, m) in enumerate(zip(rows, members, strict=True)):

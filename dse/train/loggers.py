@@ -1,9 +1,6 @@
-"""The run's Lightning logger, built from the ``logger`` config group (``conf/logger/*.yaml``).
-
-Each preset is a ``_target_`` node naming a Lightning logger class; what differs per run and seed
-is added in one table (:data:`PER_RUN`): every logger writes under the run dir, each seed a logger
-run of its own (:func:`run_name`), and :func:`log_uri` fills the row's ``log_uri`` with where it is.
-"""
+"""The run's Lightning logger from the ``logger`` config group (``conf/logger/*.yaml``, a ``_target_``
+node each), plus what differs per run and seed (:data:`PER_RUN`): every logger writes under the run
+dir, each seed a logger run of its own (:func:`run_name`); :func:`log_uri` says where, for the row."""
 
 from __future__ import annotations
 

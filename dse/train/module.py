@@ -65,13 +65,10 @@ def _means(k: int, **kw: Any) -> nn.ModuleList:
 
 
 class FireClassifier(L.LightningModule):
-    """Trains K >= 1 Fire networks as one :class:`~dse.model.fused.FusedFireNet` (or a plain FireNet,
-    a group of one), each member with its own loss, metrics, logger and outcome.
-
-    ``cfg``: the (first member's) resolved config as a dict, the only hyperparameter. ``loggers``:
-    one per member (or ``False``), written here since one Trainer logger cannot keep K runs apart.
-    Callbacks end a member with :meth:`stop`; ``results[k]``: member k's latest epoch metrics.
-    """
+    """Trains K >= 1 Fire networks as one :class:`~dse.model.fused.FusedFireNet`, each member with its
+    own loss, metrics, logger (one Trainer logger cannot keep K runs apart) and outcome. ``cfg``: the
+    first member's resolved config; callbacks end a member with :meth:`stop`; ``results[k]``: member
+    k's latest epoch metrics."""
 
     def __init__(self, cfg: dict[str, Any], model: nn.Module | None = None,
                  loggers: list[Any] | None = None) -> None:
@@ -82,11 +79,12 @@ class FireClassifier(L.LightningModule):
         self.k = k = getattr(self.model, "k", 1)
         self.member_loggers = loggers or [False] * k
         classes = int(cfg["model"]["num_classes"])
-        self.val_metrics = nn.ModuleList(accuracy_metrics(classes, "val/") for _ in range(k))
-        self.test_metrics = nn.ModuleList(accuracy_metrics(classes, "test/") for _ in range(k))
+        splits = ("val", "test")
+        self.eval_metrics = nn.ModuleDict({
+            s: nn.ModuleList(accuracy_metrics(classes, f"{s}/") for _ in range(k)) for s in splits})
+        self.eval_loss = nn.ModuleDict({s: _means(k) for s in splits})
         # "disable": the default tests nans in Python, a host sync a step; a NaN mean is diverged
         self.train_loss = _means(k, nan_strategy="disable")
-        self.val_loss, self.test_loss = _means(k), _means(k)
         self.register_buffer("live", torch.ones(k, dtype=torch.bool), persistent=False)
         self.frozen = [False] * k
         self.outcome: list[tuple[str, str, int] | None] = [None] * k  # (status, reason, epochs)
@@ -153,32 +151,32 @@ class FireClassifier(L.LightningModule):
         for mean in self.train_loss:
             mean.reset()
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: nn.ModuleList,
-                   loss_metrics: nn.ModuleList) -> None:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         x, y = batch
         logits = self(x.repeat(1, self.k, 1, 1))  # every member sees the same images
         for k, loss in enumerate(self._losses(logits, y)):
-            loss_metrics[k].update(loss, weight=len(y))
-            metrics[k].update(logits[:, k], y)
+            self.eval_loss[split][k].update(loss, weight=len(y))
+            self.eval_metrics[split][k].update(logits[:, k], y)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        self._eval_step(batch, self.val_metrics, self.val_loss)
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        self._eval_step(batch, self.test_metrics, self.test_loss)
+        self._eval_step(batch, "test")
 
-    def _eval_end(self, metrics: nn.ModuleList, loss_metrics: nn.ModuleList, prefix: str) -> None:
-        self._publish([{**mc.compute(), f"{prefix}/loss": lm.compute()}
-                       for mc, lm in zip(metrics, loss_metrics, strict=True)], prog_bar=prefix == "val")
-        for mc, lm in zip(metrics, loss_metrics, strict=True):
+    def _eval_end(self, split: str) -> None:
+        pairs = list(zip(self.eval_metrics[split], self.eval_loss[split], strict=True))
+        self._publish([{**mc.compute(), f"{split}/loss": lm.compute()} for mc, lm in pairs],
+                      prog_bar=split == "val")
+        for mc, lm in pairs:
             mc.reset()
             lm.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_end(self.val_metrics, self.val_loss, "val")
+        self._eval_end("val")
 
     def on_test_epoch_end(self) -> None:
-        self._eval_end(self.test_metrics, self.test_loss, "test")
+        self._eval_end("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = max(1, int(self.trainer.estimated_stepping_batches))

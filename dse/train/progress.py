@@ -38,16 +38,20 @@ def now() -> float:
 
 class EpochTimer(TrainingCallback):
     """Each epoch's training seconds (validation cut out), the images trained, and which epoch was
-    validated last: the row's ``images_per_s`` and dse-bench's epoch times."""
+    validated last. ``log_epochs``: a log line per epoch (rate, validation top-1, the run's ETA), for
+    where no progress bar shows (piped, swept, under Slurm)."""
 
-    def __init__(self) -> None:
+    def __init__(self, log_epochs: bool = False) -> None:
         self.epoch_seconds: list[float] = []
         self.images, self.last_val_epoch, self.fit_t0 = 0, -1, 0.0
-        self._t0: float | None = None
+        self.log_epochs, self._t0, self._first, self._wall0 = log_epochs, None, 0, 0.0
 
     @property
     def seconds(self) -> float:
         return sum(self.epoch_seconds)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._wall0, self._first = time.perf_counter(), trainer.current_epoch
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.fit_t0 = now()
@@ -58,37 +62,27 @@ class EpochTimer(TrainingCallback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.images += len(batch[1])
 
-    def on_train_epoch_end(self, *_: Any) -> None:
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._t0 is not None:
             self.epoch_seconds.append(now() - self._t0)
             self._t0 = None
 
-    on_validation_start = on_train_epoch_end
-
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.last_val_epoch = trainer.current_epoch
 
-
-class EpochLine(TrainingCallback):
-    """One log line per epoch: the rate, validation top-1 and the run's ETA, so a long run says how
-    far it is and what it costs also where no progress bar shows (piped, swept, under Slurm)."""
-
-    def __init__(self, timer: EpochTimer) -> None:
-        self.timer, self._t0, self._first = timer, 0.0, 0
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0, self._first = time.perf_counter(), trainer.current_epoch
-
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.on_validation_start(trainer, pl_module)
+        if not self.log_epochs:
+            return
         epoch, total = trainer.current_epoch + 1, trainer.max_epochs
         parts = [f"epoch {epoch}/{total}" if total and total > 0 else f"epoch {epoch}"]
-        if self.timer.seconds:
-            parts.append(f"{self.timer.images / self.timer.seconds:.0f} img/s")
+        if self.seconds:
+            parts.append(f"{self.images / self.seconds:.0f} img/s")
         key = REGISTRY["val_top1"].key
         if vals := [r[key] for r in pl_module.results if key in r]:
             parts.append("val_top1 " + " ".join(f"{v:.3f}" for v in vals))
         if total and total > epoch:
-            per_epoch = (time.perf_counter() - self._t0) / (epoch - self._first)
+            per_epoch = (time.perf_counter() - self._wall0) / (epoch - self._first)
             parts.append(f"ETA {duration(per_epoch * (total - epoch))}")
         log.info("%s", " · ".join(parts))
 

@@ -1,7 +1,6 @@
-"""Measured CPU inference latency of a network: the ``latency_*`` columns of dse.metrics.LATENCY,
-below training, dse-compress and dse-export. Per runtime and batch: :data:`WARMUP` untimed calls,
-then up to :data:`REPEATS` timed ones (at least :data:`MIN_REPEATS`, within :data:`BUDGET_S`); wall
-times, comparable on one machine only. torch is imported on use, so :func:`missing` stays light."""
+"""Measured CPU inference latency (the ``latency_*`` columns of dse.metrics.LATENCY), below training,
+dse-compress and dse-export: per runtime and batch, :data:`WARMUP` untimed calls, then up to
+:data:`REPEATS` timed ones within :data:`BUDGET_S`; wall times, comparable on one machine only."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
 """Stop signals: SIGTERM (``kill``, ``scancel``, a Slurm time limit) and SIGUSR1 (Slurm's warning)
-behave like Ctrl-C, so ``finally`` blocks and the sweeper's handlers run instead of the process
-dying with trials RUNNING. SIGINT is left as the process found it (a shell's background jobs ignore
-it)."""
+behave like Ctrl-C, so ``finally`` blocks and the sweeper's handlers run instead of the process dying
+with trials RUNNING. SIGINT is left as the process found it (a shell's background jobs ignore it)."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from dse.bench.packing import measure_fused, measure_packing, usable_cores
 from dse.bench.report import markdown
 from dse.bench.step import measure_compile, measure_step, time_to_target
 from dse.compose import compose
-from dse.outputs import check_writable, write_text
+from dse.outputs import check_writable, write_files
 from dse.store import provenance
 from dse.train.checks import device_settings
 from dse.validate import validate
@@ -82,7 +82,7 @@ def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     t_all = time.perf_counter()
 
     def save() -> None:  # after each section, so a crash later still leaves the numbers so far
-        write_text(out / "bench.json", json.dumps(doc, indent=2, default=str), field)
+        write_files(out, {"bench.json": json.dumps(doc, indent=2, default=str)}, field)
 
     warmup = opts.warmup if opts.warmup is not None else max(2, min(20, opts.steps // 5))
     cpu = device_settings(tc)[0] == "cpu"
@@ -106,6 +106,6 @@ def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             save()
     doc["seconds"] = round(time.perf_counter() - t_all, 2)
     save()
-    write_text(out / "bench.md", markdown(doc), field)
+    write_files(out, {"bench.md": markdown(doc)}, field)
     doc["out"] = str(out)
     return doc

@@ -1,8 +1,6 @@
-"""The step and epochs sections: dse's Lightning path (:func:`~dse.train.run.train_once` with a
-timing callback) against a plain PyTorch loop on the same network, batches, solver and precision (the
-ratio is the framework's cost), and epoch time and time to a target accuracy. Clock readings wait for
-the GPU (CUDA is asynchronous) only at the edges of a measured window: no per-step host sync.
-"""
+"""The step and epochs sections: dse's Lightning path (``train_once`` with a timing callback) against a
+plain PyTorch loop on the same network, batches, solver and precision (the ratio is the framework's
+cost), and time to a target accuracy. Clocks wait for the GPU only at a measured window's edges."""
 
 from __future__ import annotations
 

@@ -1,8 +1,7 @@
 """Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report
-(Table 2's Markdown, the files, and the ``compressions`` store columns, owned here). Retraining is
-Lightning with the project's ``FireClassifier`` (its optimiser, data and precision, at ``trainer.lr``
-times ``lr_scale``); masks are ``torch.nn.utils.prune`` hooks and shared weights a parametrization,
-so ``model.parameters()`` exposes only what may change."""
+(Table 2's Markdown, the files, the ``compressions`` store columns, owned here). Retraining is the
+project's ``FireClassifier`` at ``trainer.lr`` times ``lr_scale``; masks are ``prune`` hooks and shared
+weights a parametrization, so ``model.parameters()`` exposes only what may change."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""Metaparameters -> network spec -> analytic report (the paper's Table 1 for any design point): every
-layer's widths, shapes, params and MACs in pure Python (no torch), so ``dse-model`` answers instantly
-and a sweeper rejects an over-budget point before training. MACs count convolutions only
-(torchvision's "GFLOPS" convention); size is params x bits, in MB and MiB both, as the paper's "MB"
-mixes the two."""
+"""Metaparameters -> network spec -> analytic report (the paper's Table 1 for any design point) in pure
+Python, so ``dse-model`` answers instantly and a sweeper rejects an over-budget point before training.
+MACs count convolutions only (torchvision's convention); sizes in MB and MiB, as the paper mixes them."""
 
 from __future__ import annotations
 

@@ -1,7 +1,5 @@
-"""A batch of jobs trained in fused groups (``hydra/launcher=dse_fused``), with
-:func:`dse.train.run.run_point`'s contract per (job, seed): skip, claim, group by
-:func:`dse.train.fused.group_key` (at most ``max_members``), record.
-"""
+"""A batch of jobs trained in fused groups (``hydra/launcher=dse_fused``), with ``run_point``'s
+contract per (job, seed): skip, claim, group by :func:`~dse.train.fused.group_key`, record."""
 
 from __future__ import annotations
 

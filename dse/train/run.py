@@ -1,7 +1,6 @@
 """One design point, the body of ``dse-train``'s task: skip what the store has, claim the rest, train
-each seed, record, return. A training failure is a ``failed`` (``diverged``, ``pruned``) row, so
-one bad point cannot abort a multirun; bad *input* is refused at the entry (:func:`check_job`).
-"""
+each seed, record. A training failure is a ``failed`` (``diverged``, ``pruned``) row, so one bad point
+cannot abort a multirun; bad *input* is refused at the entry (:func:`check_job`)."""
 
 from __future__ import annotations
 

@@ -46,6 +46,12 @@ class Checkpoint:
     seed: int = 0
     overrides: tuple[str, ...] = ()
 
+    def network(self) -> nn.Module:
+        """A fresh network of the checkpoint's architecture holding its weights."""
+        model = build_model(OmegaConf.to_container(self.cfg.model, resolve=True))
+        model.load_state_dict(self.state)
+        return model
+
     @property
     def run_dir(self) -> Path:
         """The training run's folder: the one holding ``checkpoints/`` (else the file's own)."""

@@ -118,26 +118,17 @@ def torch_runner(model: nn.Module) -> Runner:
     return run
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: int = 1,
             batches: Sequence[int] = BATCHES, *, warmup: int = WARMUP, repeats: int = REPEATS,
             min_repeats: int = MIN_REPEATS, budget_s: float = BUDGET_S) -> dict[int, dict[float, float]]:
     """``{batch: {quantile: ms}}`` of one runner with ``threads`` (quantiles 0.5 and 0.9 of its calls)."""
     import numpy as np
+    import torch
 
     out: dict[int, dict[float, float]] = {}
-    with torch_threads(threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
         for b in batches:
             x = example(shape, b)
             for _ in range(warmup):
@@ -149,6 +140,8 @@ def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: i
                 run(x)
                 t.append(time.perf_counter() - t0)
             out[b] = {q: 1e3 * float(np.quantile(t, q)) for q in (0.5, 0.9)}
+    finally:
+        torch.set_num_threads(before)
     return out
 
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from dse.bench.packing import parse, worker_command
+from dse.bench.packing import RESULT, answered, worker_command
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
 from dse.metrics import REGISTRY
@@ -226,9 +226,8 @@ def _compile_variant(overrides: list[str], variant: str, warmup: int, steps: int
                               timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f}s"}
-    for kind, payload in filter(None, map(parse, reversed(proc.stdout.splitlines()))):
-        if kind == "result":
-            return payload
+    if (result := answered(out_dir, RESULT)) is not None:
+        return result
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {"error": f"worker exited {proc.returncode}: {tail}"}
 

@@ -130,13 +130,6 @@ def _state_bits(state: dict[str, torch.Tensor]) -> dict[str, bytes]:
             for k, v in state.items()}
 
 
-def _dense_model(ckpt: Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
-    model_cfg = OmegaConf.to_container(ckpt.cfg.model, resolve=True)
-    model = build_model(model_cfg)
-    model.load_state_dict(ckpt.state)
-    return model, model_cfg
-
-
 def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None) -> Lab:
     """Check every input (options, densities, config, ``out_dir``) before any work; the Lab does it."""
     from dse.validate import validate
@@ -145,7 +138,7 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
     plain = OmegaConf.to_container(ckpt.cfg)
     plain.pop("logger", None)  # retraining here logs nothing: a logger's package is not needed
     validate(OmegaConf.create(plain))
-    weights.resolve_densities(_dense_model(ckpt)[0], options.density)
+    weights.resolve_densities(ckpt.network(), options.density)
     if out_dir is not None:
         check_writable(out_dir, OUT, directory=True)
     return Lab(ckpt.cfg, ckpt.seed)
@@ -155,7 +148,7 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
              lab: Lab | None = None) -> dict[str, Any]:
     """Rows (one per Table-2 stage) and size breakdowns, files in ``out_dir``; ``lab``: :func:`check`'s."""
     lab = lab or check(ckpt, opts, out_dir)
-    model, model_cfg = _dense_model(ckpt)
+    model, model_cfg = ckpt.network(), OmegaConf.to_container(ckpt.cfg.model, resolve=True)
     densities = weights.resolve_densities(model, opts.density)
 
     dense_bytes = 4 * build_spec(model_cfg).params  # the contract's size_bytes of the run

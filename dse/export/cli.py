@@ -91,7 +91,6 @@ def _run(args: argparse.Namespace) -> None:
 
     from dse.checkpoint import load_checkpoint
     from dse.export import job
-    from dse.model import build_model
     from dse.validate import validate
 
     ckpt = load_checkpoint(args.checkpoint, args.overrides)
@@ -100,8 +99,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.compressed:
         model, stem = _decoded(args.compressed, cfg["model"]), Path(args.compressed).stem
     else:
-        model, stem = build_model(cfg["model"]), "dense"
-        model.load_state_dict(ckpt.state)
+        model, stem = ckpt.network(), "dense"
     out = Path(args.out) if args.out else ckpt.run_dir / "export"
     check_writable(out, "--out", directory=True)
     quiet_lightning(every_warning=True)

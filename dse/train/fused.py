@@ -40,37 +40,23 @@ from dse.validate import SWITCHES
 log = logging.getLogger("dse.train")
 
 
-def _progress_bar(tc: Any) -> bool:
-    """``auto``: Lightning's bar for a single run on a terminal; a sweep's one line per finished
-    point (dse.train.progress) would be broken up by bars."""
+def make_trainer(tc: Any, device: Device, out_dir: Path, callbacks: list[Callback]) -> L.Trainer:
+    """The Lightning Trainer ``trainer.*`` describes; the module writes each member's logger. The bar
+    (``auto``) for a single run on a terminal: a sweep's line per finished point would be broken up."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    on = SWITCHES[str(tc.progress_bar).lower()]  # checked by the entry point
+    bar = SWITCHES[str(tc.progress_bar).lower()]  # checked by the entry point
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    return sys.stdout.isatty() and not multirun if on is None else on
-
-
-def make_trainer(tc: Any, device: Device, out_dir: Path, callbacks: list[Callback]) -> L.Trainer:
-    """The Lightning Trainer ``trainer.*`` describes; the module writes each member's logger."""
     return L.Trainer(
         accelerator=device[0], devices=tc.devices, precision=device[1],
         max_epochs=tc.max_epochs, max_steps=tc.max_steps, deterministic=tc.deterministic,
         check_val_every_n_epoch=tc.val_every, num_sanity_val_steps=0,
         log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
-        enable_progress_bar=_progress_bar(tc),
+        enable_progress_bar=sys.stdout.isatty() and not multirun if bar is None else bar,
         enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
         logger=False, callbacks=callbacks, default_root_dir=out_dir, plugins=[AtomicCheckpointIO()],
     )
-
-
-def keep_traceback(path: Path) -> None:
-    """Best effort: the row carries the error; a full or read-only run folder must not turn the
-    traceback beside it into a second failure that loses the row."""
-    try:
-        path.write_text(traceback.format_exc())
-    except OSError as e:
-        log.warning("traceback not kept (%s): %s", path, first_line(e))
 
 
 @dataclass
@@ -98,17 +84,6 @@ class Member:
                                      slurm_job=slurm_job(), **given).to_dict()
 
 
-def member_net(members: list[Member]) -> FusedFireNet:
-    """The members' networks as one, each seeded then built as its separate run is, its dropout
-    drawing from a copy of the global stream right after its build (what a separate run draws)."""
-    nets, generators = [], []
-    for m in members:
-        L.seed_everything(m.seed, workers=True, verbose=False)
-        nets.append(build_model(m.cfg.model))
-        generators.append(torch.Generator().set_state(torch.get_rng_state()))
-    return FusedFireNet.of(nets, generators)
-
-
 MEMBER_KEYS = ("name", "base_e", "incr_e", "freq", "sr", "pct3x3", "bypass", "dropout")
 
 
@@ -131,12 +106,18 @@ def group_key(cfg: DictConfig, spec_key: tuple) -> tuple:
 
 
 def _module(members: list[Member], loggers: list[Any], channels_last: bool) -> FireClassifier:
-    cfg = members[0].cfg
-    module = FireClassifier(members[0].plain, member_net(members), loggers)
+    """The members' networks as one, each seeded then built as its separate run is, its dropout
+    drawing from a copy of the global stream right after its build (what a separate run draws)."""
+    nets, generators = [], []
+    for m in members:
+        L.seed_everything(m.seed, workers=True, verbose=False)
+        nets.append(build_model(m.cfg.model))
+        generators.append(torch.Generator().set_state(torch.get_rng_state()))
+    module = FireClassifier(members[0].plain, FusedFireNet.of(nets, generators), loggers)
     module.channels_last = channels_last
     if channels_last:
         module.model.to(memory_format=torch.channels_last)
-    if cfg.trainer.compile:
+    if members[0].cfg.trainer.compile:
         module.model = torch.compile(module.model)
     return module
 
@@ -207,7 +188,11 @@ def _failed(rows: list[dict[str, Any]], members: list[Member], module: FireClass
                 rec.update(status="pruned", error=str(e) or "pruned by the Optuna pruner")
         else:
             rec.update(status="failed", error=first_line(e, typed=True))
-            keep_traceback(m.out_dir / f"error_seed{m.seed}.txt")
+            path = m.out_dir / f"error_seed{m.seed}.txt"
+            try:  # best effort: a full or read-only run folder must not lose the row too
+                path.write_text(traceback.format_exc())
+            except OSError as err:
+                log.warning("traceback not kept (%s): %s", path, first_line(err))
         rec["epochs"] = 0
     if type(e).__name__ != "TrialPruned":
         log.error("run failed: %s", first_line(e, typed=True))

@@ -63,10 +63,7 @@ class Point:
         """The stored row that makes training this seed unnecessary, or None. One of an older
         training semantics counts too (saying so), unless ``study.rerun=stale``."""
         rerun = self.cfg.study.rerun
-        if rerun is True:
-            return None
-        row = store.get(self.chash, seed, statuses=FINISHED)
-        if row is None:
+        if rerun is True or (row := store.get(self.chash, seed, statuses=FINISHED)) is None:
             return None
         semantics = row.get("training_semantics")
         stale = "" if semantics == TRAINING_SEMANTICS else \

@@ -1,6 +1,5 @@
-"""A trained run's final checkpoint (docs/CONTRACTS.md), its one writer and one reader: Lightning's
-format reduced to ``hyper_parameters.cfg`` (the resolved config), ``state_dict`` (weights under
-``model.``) and ``run_id``, read as plain data (``weights_only=True``), every earlier dse's alike."""
+"""A trained run's final checkpoint (docs/CONTRACTS.md), its one writer and reader: Lightning's format
+reduced to the resolved config, the weights and ``run_id``, read as plain data, every earlier dse's alike."""
 
 from __future__ import annotations
 

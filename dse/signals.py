@@ -42,9 +42,8 @@ def stop_signals() -> Iterator[None]:
 
 
 class HeldStops:
-    """Stop signals noted while :attr:`armed` and handled by their own handler at the next safe point
-    (:meth:`deliver`, after a step's checkpoint). Only Python handlers are held; unarmed, or a
-    second signal while one is pending (unless ``second_waits``), acts at once."""
+    """Stop signals noted while :attr:`armed`, handled by their own (Python) handler at the next safe
+    point (:meth:`deliver`); unarmed, or a second while one is pending (unless ``second_waits``): at once."""
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, *TERMINATING),
                  second_waits: bool = False) -> None:
@@ -105,10 +104,8 @@ class SignalGate(HeldStops):
 
     @contextmanager
     def open(self) -> Iterator[None]:
-        """Signals act at once (one noted meanwhile first). The exception can be swallowed (raised in
-        a weakref callback or ``__del__``, Python only prints it), so the signal is sent again every
-        :data:`RESEND_S` until the block ends; one received inside is raised again when it ends
-        normally."""
+        """Signals act at once (one noted meanwhile first), sent again every :data:`RESEND_S` until the
+        block ends (Python only prints one raised in a weakref callback or ``__del__``)."""
         self.deliver()
         self.armed, self.received, self._resend = False, None, None
         try:

@@ -222,8 +222,7 @@ def _compile_variant(overrides: list[str], variant: str, warmup: int, steps: int
             "steps": steps, "out": str(out_dir)}
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     try:
-        proc = subprocess.run(worker_command(spec), env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(worker_command(spec), env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f}s"}
     if (result := answered(out_dir, RESULT)) is not None:
@@ -257,30 +256,24 @@ def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict
     """Epoch time and time to ``target`` validation top-1 on dse-train's own path: a preset is only
     fast if it gets accurate fast, so validation runs every epoch (off the training clock)."""
     c = copy.deepcopy(cfg)
-    c.trainer.val_every = 1  # the target is checked each epoch (the preset may validate rarely)
-    c.trainer.checkpoint = False
-    clock = EpochClock(target)
-    t0 = time.perf_counter()
+    c.trainer.merge_with({"val_every": 1, "checkpoint": False})  # the preset may validate rarely
+    clock, t0 = EpochClock(target), time.perf_counter()
     validate(c)
     rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench epochs", (clock,))
     wall = time.perf_counter() - t0
     if rec["status"] == "failed":
         raise RuntimeError(f"training failed: {rec['error']} (see {out_dir})")
-    secs = clock.epoch_seconds
+    secs, train_s = clock.epoch_seconds, clock.seconds
     steady = secs[1:] or secs  # the first epoch carries one-off costs (allocator, cudnn autotune)
-    train_s = sum(secs)
     return {
         "target": target, "max_epochs": int(c.trainer.max_epochs), "status": rec["status"],
         "epochs": len(secs), "epoch_seconds": [round(s, 4) for s in secs],
         "first_epoch_s": round(secs[0], 4) if secs else None,
         "epoch_s": round(statistics.median(steady), 4) if steady else None,
-        "train_s": round(train_s, 3),
-        "images_per_s": clock.images / train_s if train_s > 0 else None,
-        "reached": clock.reached_epoch is not None,
-        "epochs_to_target": clock.reached_epoch,
+        "train_s": round(train_s, 3), "images_per_s": clock.images / train_s if train_s > 0 else None,
+        "reached": clock.reached_epoch is not None, "epochs_to_target": clock.reached_epoch,
         "time_to_target_s": None if clock.reached_train_s is None else round(clock.reached_train_s, 3),
         "wall_to_target_s": None if clock.reached_wall_s is None else round(clock.reached_wall_s, 3),
         "val_top1_by_epoch": [[e + 1, round(v, 5)] for e, v in clock.val_top1],
-        "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"),
-        "wall_s": round(wall, 3),
+        "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"), "wall_s": round(wall, 3),
     }

@@ -1,6 +1,5 @@
-"""One ``dse-export`` job: the network as files other runtimes load (ONNX, TorchScript by
-``torch.jit.trace``, int8 ONNX), checked against PyTorch within :data:`TOLERANCE` and timed in
-memory; the cli writes them together or not at all, so a file that disagrees is never left behind."""
+"""One ``dse-export`` job: the network as ONNX, TorchScript (``torch.jit.trace``) and int8 ONNX files,
+checked against PyTorch within :data:`TOLERANCE` and timed in memory, so none that disagrees is written."""
 
 from __future__ import annotations
 

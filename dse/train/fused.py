@@ -137,8 +137,7 @@ def _data(members: list[Member], monitor: DivergenceMonitor) -> tuple[Any, Resum
     if resume is not None:
         dm.position = resume.state.position  # each epoch's batches from where the run is
         if resume.ckpt is not None:
-            log.info("resuming %s seed %d from %s", resume.folder.parent.name, members[0].seed,
-                     resume.ckpt)
+            log.info("resuming %s seed %d from %s", resume.folder.parent.name, members[0].seed, resume.ckpt)
     return dm, resume
 
 
@@ -146,8 +145,7 @@ def _fit(trainer: L.Trainer, module: FireClassifier, dm: Any, timer: EpochTimer,
          resume: Resume | None) -> None:
     """Fit (from the resume checkpoint, if any), validate the final weights, test."""
     with resume.held if resume else contextlib.nullcontext():  # a stop signal waits for a whole step
-        trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None,
-                    weights_only=True)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None, weights_only=True)
     if bool(module.live.any()) and timer.last_val_epoch != trainer.current_epoch - 1:
         trainer.validate(module, datamodule=dm, verbose=False)  # the final weights' accuracy
     if bool(module.live.any()) and module.tc["test"]:

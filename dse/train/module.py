@@ -21,9 +21,8 @@ log = logging.getLogger("dse.train")
 
 def build_optimizer(params: Any, tc: Any, total_steps: int, max_epochs: int
                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimizer and per-step LR scheduler ``trainer.*`` describes, for ``total_steps`` steps
-    (a function: dse-bench's plain PyTorch loop steps the very same solver). Fused kernels where
-    torch has them: one kernel instead of a loop over ~80 tensors (docs/BENCHMARKS.md)."""
+    """The optimizer (fused kernels where torch has them) and per-step LR scheduler ``trainer.*``
+    describes, for ``total_steps`` steps: dse-bench's plain PyTorch loop steps the very same solver."""
     params = list(params)
     cls, kw = torch.optim.AdamW, {"lr": tc["lr"], "weight_decay": tc["weight_decay"]}
     if tc["optimizer"] == "sgd":
@@ -56,8 +55,7 @@ def accuracy_metrics(classes: int, prefix: str) -> MetricCollection:
     return MetricCollection({m.key.removeprefix(prefix): MulticlassAccuracy(classes, top_k=m.topk,
                                                                             average="micro")
                              for m in REGISTRY.values()
-                             if m.topk and m.key.startswith(prefix) and m.topk < classes},
-                            prefix=prefix)
+                             if m.topk and m.key.startswith(prefix) and m.topk < classes}, prefix=prefix)
 
 
 def _means(k: int, **kw: Any) -> nn.ModuleList:

@@ -1,8 +1,6 @@
-"""How far training is: each epoch's time and log line, and where a grid sweep is, one line per
-finished point (done / total, failures, ETA). A sweep's jobs may finish in other processes, so each
-appends one JSON line to ``<sweep dir>/.dse_progress.jsonl`` (an ``O_APPEND`` write lands whole) and
-reports from the whole file; Optuna sweeps report their own.
-"""
+"""How far training is: each epoch's time and log line, and a grid sweep's line per finished point. A
+sweep's jobs may finish in other processes, so each appends a JSON line (one ``O_APPEND`` write lands
+whole) to ``<sweep dir>/.dse_progress.jsonl`` and reports from the file; Optuna sweeps report their own."""
 
 from __future__ import annotations
 
@@ -37,9 +35,8 @@ def now() -> float:
 
 
 class EpochTimer(TrainingCallback):
-    """Each epoch's training seconds (validation cut out), the images trained, and which epoch was
-    validated last. ``log_epochs``: a log line per epoch (rate, validation top-1, the run's ETA), for
-    where no progress bar shows (piped, swept, under Slurm)."""
+    """Each epoch's training seconds (validation cut out), the images trained, the last validated epoch;
+    ``log_epochs``: a line per epoch (rate, val top-1, ETA) for where no bar shows (piped, swept, Slurm)."""
 
     def __init__(self, log_epochs: bool = False) -> None:
         self.epoch_seconds: list[float] = []

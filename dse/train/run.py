@@ -69,17 +69,14 @@ class Point:
         stale = "" if semantics == TRAINING_SEMANTICS else \
             f", training semantics {semantics or 'unknown'}, now {TRAINING_SEMANTICS}"
         if stale and rerun == STALE:
-            log.info("retrain: %s seed %d is in the store from older training%s",
-                     self.chash, seed, stale)
+            log.info("retrain: %s seed %d is in the store from older training%s", self.chash, seed, stale)
             return None
-        log.info("skip: %s seed %d already in the store (%s%s)", self.chash, seed,
-                 row["status"], stale)
+        log.info("skip: %s seed %d already in the store (%s%s)", self.chash, seed, row["status"], stale)
         return self.measured(store, row)
 
     def measured(self, store: ResultsStore, row: dict[str, Any]) -> dict[str, Any]:
-        """``row`` with the latency ``trainer.latency`` asks for and it lacks, measured and stored
-        without retraining: latency depends on the architecture and the machine, not the weights
-        (``trainer.latency`` is not in the config hash)."""
+        """``row`` with the latency ``trainer.latency`` asks for and it lacks, measured and stored without
+        retraining: it depends on the architecture and the machine, not the weights (nor the hash)."""
         if not self.cfg.trainer.latency or row["status"] != "ok" or \
                 all(row.get(n) is not None for n in LATENCY):
             return row
@@ -149,9 +146,8 @@ class Point:
 
 def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
               callbacks: tuple[Callback, ...] = (), checked: Checked | None = None) -> dict[str, Any]:
-    """Train (or fetch from the store) every seed of one design point; append new rows. ``checked``:
-    the entry point's :func:`check_job` (else run here). A seed another worker trains is put off,
-    then taken from the store once it is there."""
+    """Train (or fetch from the store) every seed of one design point; ``checked``: the entry point's
+    :func:`check_job`. A seed another worker trains is put off, then taken from the store."""
     report, device = checked or check_job(cfg)
     point = Point(cfg, report, Path(out_dir), overrides, callbacks, device)
     with ResultsStore.from_config(cfg) as store:

@@ -9,8 +9,10 @@ same K one at a time and as K processes (``--fused``). Writes ``bench.json`` and
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
+from pathlib import Path
 
 from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.logs import quiet_lightning
@@ -100,12 +102,8 @@ def main(argv: list[str] | None = None) -> None:
         quiet_lightning()
         doc = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     if as_json:
-        import json
-
         print(json.dumps(doc, indent=2, default=str))
     else:
-        from pathlib import Path
-
         print((Path(doc["out"]) / "bench.md").read_text(), end="")
         print(f"(written to {doc['out']}/bench.json and bench.md)")
 

@@ -157,8 +157,8 @@ def trained(overrides: list[str], points: list[tuple[list[str], int]], out: Path
             "images_per_s": int(images) / seconds, "val_top1": [r.get("val_top1") for r in rows]}
 
 
-def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
-    x, y = a.get("trials_per_hour"), b.get("trials_per_hour")
+def ratio(a: dict[str, Any], b: dict[str, Any], key: str = "trials_per_hour") -> float | None:
+    x, y = a.get(key), b.get(key)
     return x / y if x and y else None
 
 
@@ -172,10 +172,10 @@ def measure_fused(overrides: list[str], ks: list[int], seed: int, out_dir: Path,
         r = {"k": k, "fused": trained(overrides, points, out / "fused", fused=True),
              "sequential": trained(overrides, points, out / "sequential", fused=False),
              "processes": run_k(overrides, k, seed, out / "processes", threads, timeout, points)}
-        r["fused_vs_sequential"] = _ratio(r["fused"], r["sequential"])
-        r["fused_vs_processes"] = _ratio(r["fused"], r["processes"])
+        r["fused_vs_sequential"] = ratio(r["fused"], r["sequential"])
+        r["fused_vs_processes"] = ratio(r["fused"], r["processes"])
         runs.append(r)
     best = {"trials_per_hour": max((r["processes"].get("trials_per_hour") or 0 for r in runs), default=0)}
     for r in runs:
-        r["fused_vs_best_packing"] = _ratio(r["fused"], best)
+        r["fused_vs_best_packing"] = ratio(r["fused"], best)
     return {"ks": ks, "sr_grid": list(SR_GRID), "runs": runs, "overrides": overrides}

@@ -69,10 +69,8 @@ def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     tc, m = cfg.trainer, cfg.model
     doc: dict[str, Any] = {
-        "version": 1,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "options": vars(opts),
-        "machine": machine(cfg),
+        "version": 1, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "options": vars(opts), "machine": machine(cfg),
         "config": {"model": m.name, "data": cfg.data.name, "trainer": tc.name,
                    "batch_size": int(tc.batch_size), "max_epochs": int(tc.max_epochs),
                    "subset": cfg.data.subset, "augment": bool(cfg.data.augment),

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from dse.bench.packing import RESULT, answered, worker_command
+from dse.bench.packing import RESULT, answered, ratio, worker_command
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
 from dse.metrics import REGISTRY
@@ -199,15 +199,12 @@ def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeat
         plain.append(plain_step(cfg, warmup, steps))
     best_project = max(project, key=lambda d: d["images_per_s"] or 0.0)
     best_plain = max(plain, key=lambda d: d["images_per_s"] or 0.0)
-    ratio = (best_project["images_per_s"] / best_plain["images_per_s"]
-             if best_project["images_per_s"] and best_plain["images_per_s"] else None)
-    cpu = (best_plain["cpu_ms_per_step"] / best_project["cpu_ms_per_step"]
-           if best_plain.get("cpu_ms_per_step") and best_project.get("cpu_ms_per_step") else None)
     return {
         "steps": steps, "warmup": warmup, "repeats": repeats, "batch_size": int(cfg.trainer.batch_size),
-        "project": best_project, "plain": best_plain, "ratio": ratio, "cpu_ratio": cpu,
-        "project_all": [d["images_per_s"] for d in project],
-        "plain_all": [d["images_per_s"] for d in plain],
+        "project": best_project, "plain": best_plain,
+        "ratio": ratio(best_project, best_plain, "images_per_s"),
+        "cpu_ratio": ratio(best_plain, best_project, "cpu_ms_per_step"),
+        "project_all": [d["images_per_s"] for d in project], "plain_all": [d["images_per_s"] for d in plain],
         "seconds": round(time.perf_counter() - t0, 2),
     }
 

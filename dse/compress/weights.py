@@ -46,14 +46,6 @@ def classifier_name(model: nn.Module) -> str:
     return list(conv_layers(model))[-1]
 
 
-def table1_densities(model: nn.Module) -> dict[str, float]:
-    """Table 1 mapped onto a network by name; layers SqueezeNet lacks (fire10+, shortcuts) stay dense."""
-    table = {"conv1": TABLE1_STEM, **{f"{fire}.{branch}": d for fire, densities in TABLE1_FIRE.items()
-                                      for branch, d in zip(BRANCHES, densities, strict=True)}}
-    last = classifier_name(model)
-    return {n: TABLE1_CLASSIFIER if n == last else table.get(short_name(n), 1.0) for n in conv_layers(model)}
-
-
 def _check_density(key: str, value: object) -> float:
     try:
         d = float(value)  # type: ignore[arg-type]
@@ -69,8 +61,11 @@ def resolve_densities(model: nn.Module, spec: str | Mapping[str, float]) -> dict
     convs = conv_layers(model)
     if isinstance(spec, str):
         text = spec.strip()
-        if text == "table1":
-            return table1_densities(model)
+        if text == "table1":  # mapped by name; layers SqueezeNet lacks (fire10+, shortcuts) stay dense
+            table = {"conv1": TABLE1_STEM, **{f"{fire}.{branch}": d for fire, densities in TABLE1_FIRE.items()
+                                              for branch, d in zip(BRANCHES, densities, strict=True)}}
+            last = classifier_name(model)
+            return {n: TABLE1_CLASSIFIER if n == last else table.get(short_name(n), 1.0) for n in convs}
         if "=" not in text:
             return dict.fromkeys(convs, _check_density("--density", text.removeprefix("uniform:")))
         pairs = [item.split("=", 1) for item in comma_list(text)]  # fire2.squeeze=0.5,conv10=0.2

@@ -10,6 +10,8 @@ import os
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
 
+from dse.validate import int_at_least
+
 ENV = "CUDA_VISIBLE_DEVICES"
 # the process's own setting, read when dse-train's task is imported: before any job narrowed it
 ORIGINAL: str | None = os.environ.get(ENV)
@@ -44,8 +46,6 @@ def pin_job(job_index: int | None, per_device: int, tc: Any, count: Callable[[],
             original: str | None = ORIGINAL) -> str | None:
     """Set ``CUDA_VISIBLE_DEVICES`` in ``environ`` (default: the process's) to job ``job_index``'s
     device among ``original``'s; returns it, or None when left alone."""
-    from dse.validate import int_at_least
-
     int_at_least(per_device, 1, "jobs_per_gpu")
     if job_index is None:  # a single run: no GPU count asked for
         return None

@@ -25,8 +25,9 @@ from dse.data.sources import IN_MEMORY
 from dse.errors import first_line
 from dse.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
-from dse.model.fused import FusedFireNet
+from dse.model.fused import FusedFireNet, macro_key
 from dse.model.net import build_model
+from dse.model.spec import build_spec
 from dse.store import RunRecord, config_hash, utcnow_iso
 from dse.store.record import slurm_job
 from dse.train.checkpoints import AtomicCheckpointIO, Resume
@@ -98,11 +99,11 @@ def fusable(cfg: DictConfig) -> str | None:
     return next((why for bad, why in reasons if bad), None)
 
 
-def group_key(cfg: DictConfig, spec_key: tuple) -> tuple:
+def group_key(cfg: DictConfig) -> tuple:
     """Jobs with equal keys can share a fused network: only :data:`MEMBER_KEYS` and the seed differ."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain["model"] = {k: v for k, v in plain["model"].items() if k not in MEMBER_KEYS}
-    return spec_key, config_hash(plain)
+    return macro_key(build_spec(cfg.model)), config_hash(plain)
 
 
 def _module(members: list[Member], loggers: list[Any], channels_last: bool) -> FireClassifier:

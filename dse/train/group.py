@@ -12,8 +12,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dse.model.fused import macro_key
-from dse.model.spec import build_spec
 from dse.store import ResultsStore, claims
 from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import discard
@@ -46,8 +44,7 @@ class _Seed:
 def plan(points: list[Point], todo: list[_Seed], max_members: int) -> list[list[_Seed]]:
     """The groups to train, in batch order: compatible seeds together, at most ``max_members``
     each; a seed whose job cannot be fused is a group of one."""
-    keys = {j: None if fusable(points[j].cfg) else
-            group_key(points[j].cfg, macro_key(build_spec(points[j].cfg.model)))
+    keys = {j: None if fusable(points[j].cfg) else group_key(points[j].cfg)
             for j in dict.fromkeys(s.job for s in todo)}  # once per job, not per seed
     by_key: dict[Any, list[_Seed]] = defaultdict(list)
     for s in todo:

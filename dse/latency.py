@@ -4,13 +4,12 @@ dse-compress and dse-export: per runtime and batch, :data:`WARMUP` untimed calls
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dse.errors import ConfigError, first_line
@@ -68,27 +67,20 @@ def example(shape: Sequence[int], batch: int = EXAMPLE_BATCH, seed: int = 0) -> 
     return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
 
 
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """The exporter's warnings and per-pass INFO lines out of the run log."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        logging.disable(logging.INFO)
-        try:
-            yield
-        finally:
-            logging.disable(logging.NOTSET)
-
-
 def to_onnx(model: nn.Module, shape: Sequence[int]) -> bytes:
     """The ONNX file of an inference copy of ``model`` (dynamo exporter, dynamic batch)."""
     import torch
 
     model = inference_copy(model)
-    with _quiet_exporter():
-        program = torch.onnx.export(
-            model, (example(shape),), None, dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    with warnings.catch_warnings():  # the exporter's warnings and per-pass INFO lines out of the log
+        warnings.simplefilter("ignore")
+        logging.disable(logging.INFO)
+        try:
+            program = torch.onnx.export(
+                model, (example(shape),), None, dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+        finally:
+            logging.disable(logging.NOTSET)
     return program.model_proto.SerializeToString()
 
 

@@ -133,11 +133,6 @@ def measure_packing(overrides: list[str], ks: list[int], seed: int, out_dir: Pat
             "best_k": recommend(runs, tolerance=0.0), "overrides": overrides}
 
 
-def members(k: int, seed: int) -> list[tuple[list[str], int]]:
-    """Member i: SR ``SR_GRID[i % 4]``, seed ``seed + i // 4`` (16 members: 4 SR x 4 seeds)."""
-    return [([f"model.sr={SR_GRID[i % len(SR_GRID)]}"], seed + i // len(SR_GRID)) for i in range(k)]
-
-
 def trained(overrides: list[str], points: list[tuple[list[str], int]], out: Path, fused: bool) -> dict:
     """Train the points as one fused group or one at a time; their throughput, or why none."""
     from dse.train.fused import Member, train_group
@@ -167,7 +162,9 @@ def measure_fused(overrides: list[str], ks: list[int], seed: int, out_dir: Path,
     """Every K of ``ks`` three ways; the ratios the issue's targets are stated in."""
     runs = []
     for k in ks:
-        points, out = members(k, seed), out_dir / f"k{k}"
+        # member i: SR SR_GRID[i % 4], seed seed + i // 4 (16 members: 4 SR x 4 seeds)
+        points = [([f"model.sr={SR_GRID[i % len(SR_GRID)]}"], seed + i // len(SR_GRID)) for i in range(k)]
+        out = out_dir / f"k{k}"
         threads = max(1, usable_cores() // k) if cpu else 0
         r = {"k": k, "fused": trained(overrides, points, out / "fused", fused=True),
              "sequential": trained(overrides, points, out / "sequential", fused=False),

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
+from pathlib import Path
 
 from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.logs import quiet_lightning
+from dse.outputs import check_writable
 from dse.text import comma_list
 
 PROG = "dse-compress"
@@ -48,11 +51,6 @@ def int_list(text: str, option: str) -> tuple[int, ...]:
 
 def _run(args: argparse.Namespace) -> None:
     """Check everything (--out, options, checkpoint, densities, config, store), then compress."""
-    from contextlib import nullcontext
-    from pathlib import Path
-
-    from dse.outputs import check_writable
-
     if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
     from dse.checkpoint import load_checkpoint

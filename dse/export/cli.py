@@ -11,6 +11,7 @@ from typing import Any
 
 from dse.errors import ArgumentParser, ConfigError, bad_input, first_line
 from dse.logs import quiet_lightning
+from dse.outputs import check_writable, write_files
 from dse.text import comma_list
 
 PROG = "dse-export"
@@ -82,8 +83,6 @@ def _decoded(path: str, model_cfg: dict[str, Any]) -> Any:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from dse.outputs import check_writable, write_files
-
     if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
     opts = _options(args)

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,13 +51,10 @@ def checkpoints(folder: Path) -> list[Path]:
 def loadable(path: Path) -> bool:
     """Whether ``path`` is a whole checkpoint (a cut file lacks its zip directory) of plain data
     (``weights_only=True``: loading it runs no code, whatever the environment says)."""
-    if not zipfile.is_zipfile(path):
-        log.warning("ignoring the incomplete checkpoint %s", path)
-        return False
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        log.warning("ignoring the checkpoint %s: not plain data (%s)", path, first_line(e))
+        log.warning("ignoring the checkpoint %s: incomplete or not plain data (%s)", path, first_line(e))
         return False
     return True
 

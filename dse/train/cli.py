@@ -11,6 +11,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -97,19 +98,12 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def check_arguments() -> None:
-    """Hydra's own flags parsed first by :class:`~dse.errors.ArgumentParser`, for one-line usage
-    errors (Hydra has no hook into its parser, which prints a usage block)."""
-    from hydra._internal.utils import get_args_parser
-
-    ArgumentParser(prog=PROG, parents=[get_args_parser()], add_help=False).parse_args()
-
-
 def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us so they can be cut to one line
     try:
         with bad_input(PROG):
-            check_arguments()
+            # Hydra's own flags first, for one-line usage errors: Hydra's parser prints a usage block
+            ArgumentParser(prog=PROG, parents=[get_args_parser()], add_help=False).parse_args()
             with stop_signals():  # kill / scancel: the same prompt, recorded stop as Ctrl-C
                 app()
     except KeyboardInterrupt:

@@ -26,9 +26,8 @@ from dse.store import provenance
 from dse.train.checks import device_settings
 from dse.validate import validate
 
-# Applied before the user's overrides (which therefore win): a bench needs no progress bar, and
-# no resume checkpoints, which would add their writes to the timings and let K identical packed
-# trials resume from each other's folder (they share a design point and seed).
+# Before the user's overrides (which win): no progress bar, and no resume checkpoints, whose writes
+# would add to the timings and let K identical packed trials resume from each other's folder.
 BENCH_DEFAULTS = ("trainer.progress_bar=false", "trainer.checkpoint_every=0")
 
 

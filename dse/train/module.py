@@ -58,10 +58,6 @@ def accuracy_metrics(classes: int, prefix: str) -> MetricCollection:
                              if m.topk and m.key.startswith(prefix) and m.topk < classes}, prefix=prefix)
 
 
-def _means(k: int, **kw: Any) -> nn.ModuleList:
-    return nn.ModuleList(MeanMetric(**kw) for _ in range(k))
-
-
 class FireClassifier(L.LightningModule):
     """Trains K >= 1 Fire networks as one :class:`~dse.model.fused.FusedFireNet`, each member with its
     own loss, metrics, logger (one Trainer logger cannot keep K runs apart) and outcome. ``cfg``: the
@@ -80,9 +76,9 @@ class FireClassifier(L.LightningModule):
         splits = ("val", "test")
         self.eval_metrics = nn.ModuleDict({
             s: nn.ModuleList(accuracy_metrics(classes, f"{s}/") for _ in range(k)) for s in splits})
-        self.eval_loss = nn.ModuleDict({s: _means(k) for s in splits})
+        self.eval_loss = nn.ModuleDict({s: nn.ModuleList(MeanMetric() for _ in range(k)) for s in splits})
         # "disable": the default tests nans in Python, a host sync a step; a NaN mean is diverged
-        self.train_loss = _means(k, nan_strategy="disable")
+        self.train_loss = nn.ModuleList(MeanMetric(nan_strategy="disable") for _ in range(k))
         self.register_buffer("live", torch.ones(k, dtype=torch.bool), persistent=False)
         self.frozen = [False] * k
         self.outcome: list[tuple[str, str, int] | None] = [None] * k  # (status, reason, epochs)

@@ -126,18 +126,14 @@ class SweepProgress(Callback):
         with path.open() as f:
             swept = set(json.loads(f.readline()).get("swept", []))
         point = [ov for ov in hc.overrides.task if ov.split("=", 1)[0] in swept]
-        event = {"status": _status(job_return), "point": " ".join(point),
+        try:  # the summary's status (ok, failed, diverged, pruned)
+            value = job_return.return_value
+            status = str(value.get("status", "ok")) if isinstance(value, dict) else "ok"
+        except Exception:  # the task raised: Hydra stored the exception in the JobReturn
+            status = "failed"
+        event = {"status": status, "point": " ".join(point),
                  "seconds": time.time() - (self._t0 or time.time())}
         with path.open("a") as f:
             f.write(json.dumps(event) + "\n")
         events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         log.info("%s", progress_line(events, event, time.time()))
-
-
-def _status(job_return: Any) -> str:
-    """The point's status: the summary's (ok, failed, diverged, pruned), or failed if it raised."""
-    try:
-        value = job_return.return_value
-    except Exception:  # the task raised: Hydra stored the exception in the JobReturn
-        return "failed"
-    return str(value.get("status", "ok")) if isinstance(value, dict) else "ok"

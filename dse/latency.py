@@ -25,10 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 REQUIRES = ("onnx", "onnxruntime", "onnxscript")  # beyond dse's own dependencies: the export extra
 INPUT, OUTPUT = "input", "logits"  # the names of the exported graph's input and output
 EXAMPLE_BATCH = 2  # torch.export specialises batch sizes 0 and 1, so the dynamic batch is traced at 2
-WARMUP = 5
-REPEATS = 100
-MIN_REPEATS = 5
-BUDGET_S = 2.0
+WARMUP, REPEATS, MIN_REPEATS, BUDGET_S = 5, 100, 5, 2.0  # untimed calls, timed calls (at most, at least), s
 BATCHES: tuple[int, ...] = tuple(sorted({REGISTRY[n].batch for n in LATENCY}))
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(REGISTRY[n].runtime for n in LATENCY))
 

@@ -60,9 +60,7 @@ class Metric:
 
     def show(self, value: float | None, missing: str = "-") -> str:
         """``value`` in the metric's unit and format (a fraction as a percentage), no unit sign."""
-        if value is None:
-            return missing
-        return format(100 * value if self.percent else value, self.fmt)
+        return missing if value is None else format(100 * value if self.percent else value, self.fmt)
 
 
 def _accuracy(split: str, k: int) -> Metric:

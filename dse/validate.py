@@ -71,9 +71,7 @@ def _devices_ok(devices: Any) -> bool:
         ids = list(devices)
         return bool(ids) and len(set(ids)) == len(ids) and all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
-    if isinstance(devices, bool):
-        return False
-    return devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1))
+    return devices == "auto" or (type(devices) is int and (devices >= 1 or devices == -1))  # not a bool
 
 
 def validate_trainer(tc: Any) -> None:

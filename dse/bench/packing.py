@@ -40,9 +40,7 @@ def answered(folder: Path, name: str) -> dict[str, Any] | None:
 def usable_cores() -> int:
     """The cores this process may run on (its affinity): ``os.cpu_count()`` counts every core of
     the machine even under a cpuset or ``taskset``, and splitting threads by it would oversubscribe."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _window(trials: list[Path], k: int, out_dir: Path, spawn_to_ready_s: float) -> dict[str, Any]:

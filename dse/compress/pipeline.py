@@ -36,9 +36,8 @@ COLUMNS: dict[str, Any] = {
     "compression_id": str, "run_id": str | None, "study": str, "config_hash": str,
     "checkpoint": str, "overrides": str, "model": str, "data": str, "stage": str, "label": str,
     "bits": int | None, "density": str, "index_bits": str, "retrain_epochs": int, "finetune_epochs": int,
-    "size_bytes": int, "size_mb": float, "ratio": float, LATENCY_COLUMN: float | None,
-    "nonzero_weights": int, "params": int,
-    **dict.fromkeys(ACCURACY, float | None), "file": str | None, "created_at": str,
+    "size_bytes": int, "size_mb": float, "ratio": float, LATENCY_COLUMN: float | None, "nonzero_weights": int,
+    "params": int, **dict.fromkeys(ACCURACY, float | None), "file": str | None, "created_at": str,
     "dse_version": str, "git_commit": str,
 }
 

@@ -26,8 +26,8 @@ from dse.data.tensor import TensorBatches
 from dse.metrics import REGISTRY
 from dse.model import build_model
 from dse.train.checks import device_settings
+from dse.train.fused import EpochTimer, now
 from dse.train.module import build_optimizer
-from dse.train.progress import EpochTimer, now
 from dse.train.run import train_once
 from dse.validate import model_report, validate
 

@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from dse.compose import compose
     from dse.data import InMemoryDataModule, build_datamodule
-    from dse.train.progress import EpochTimer, now
+    from dse.train.fused import EpochTimer, now
     from dse.train.run import train_once
     from dse.validate import model_report, validate
 

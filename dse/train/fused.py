@@ -30,15 +30,72 @@ from dse.model.net import build_model
 from dse.model.spec import build_spec
 from dse.store import RunRecord, config_hash, utcnow_iso
 from dse.store.record import slurm_job
+from dse.text import duration
 from dse.train.checkpoints import AtomicCheckpointIO, Resume
 from dse.train.checks import Device, device_name, device_settings
 from dse.train.divergence import DivergenceMonitor
 from dse.train.loggers import build_logger, log_uri
 from dse.train.module import FireClassifier
-from dse.train.progress import EpochTimer
 from dse.validate import SWITCHES
 
 log = logging.getLogger("dse.train")
+
+
+def now() -> float:
+    """``perf_counter`` once queued GPU work is done, so the reading includes it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+class EpochTimer(Callback):
+    """Each epoch's training seconds (validation cut out), the images trained, the last validated epoch;
+    ``log_epochs``: a line per epoch (rate, val top-1, ETA) for where no bar shows (piped, swept, Slurm)."""
+
+    def __init__(self, log_epochs: bool = False) -> None:
+        self.epoch_seconds: list[float] = []
+        self.images, self.last_val_epoch, self.fit_t0 = 0, -1, 0.0
+        self.log_epochs, self._t0, self._first, self._wall0 = log_epochs, None, 0, 0.0
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.epoch_seconds)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._wall0, self._first = time.perf_counter(), trainer.current_epoch
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_t0 = now()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._t0 = now()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self.images += len(batch[1])
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._t0 is not None:
+            self.epoch_seconds.append(now() - self._t0)
+            self._t0 = None
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.last_val_epoch = trainer.current_epoch
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.on_validation_start(trainer, pl_module)
+        if not self.log_epochs:
+            return
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
+        parts = [f"epoch {epoch}/{total}" if total and total > 0 else f"epoch {epoch}"]
+        if self.seconds:
+            parts.append(f"{self.images / self.seconds:.0f} img/s")
+        key = REGISTRY["val_top1"].key
+        if vals := [r[key] for r in pl_module.results if key in r]:
+            parts.append("val_top1 " + " ".join(f"{v:.3f}" for v in vals))
+        if total and total > epoch:
+            per_epoch = (time.perf_counter() - self._wall0) / (epoch - self._first)
+            parts.append(f"ETA {duration(per_epoch * (total - epoch))}")
+        log.info("%s", " · ".join(parts))
 
 
 def make_trainer(tc: Any, device: Device, out_dir: Path, callbacks: list[Callback]) -> L.Trainer:

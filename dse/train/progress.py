@@ -1,6 +1,6 @@
-"""How far training is: each epoch's time and log line, and a grid sweep's line per finished point. A
-sweep's jobs may finish in other processes, so each appends a JSON line (one ``O_APPEND`` write lands
-whole) to ``<sweep dir>/.dse_progress.jsonl`` and reports from the file; Optuna sweeps report their own."""
+"""Where a grid sweep is: one line per finished point (done / total, failures, ETA). Jobs may finish in
+other processes, so each appends a JSON line (one ``O_APPEND`` write lands whole) to
+``<sweep dir>/.dse_progress.jsonl`` and reports from the file; Optuna sweeps report their own."""
 
 from __future__ import annotations
 
@@ -10,78 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
-from lightning.pytorch.callbacks import Callback as TrainingCallback
 from omegaconf import DictConfig
 
 from dse.compose import grid_sweep, sweep_points
-from dse.metrics import REGISTRY
 from dse.store import FINISHED
 from dse.text import duration
 
 log = logging.getLogger("dse.train")
 PROGRESS_FILE = ".dse_progress.jsonl"
-
-
-def now() -> float:
-    """``perf_counter`` once queued GPU work is done, so the reading includes it."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-class EpochTimer(TrainingCallback):
-    """Each epoch's training seconds (validation cut out), the images trained, the last validated epoch;
-    ``log_epochs``: a line per epoch (rate, val top-1, ETA) for where no bar shows (piped, swept, Slurm)."""
-
-    def __init__(self, log_epochs: bool = False) -> None:
-        self.epoch_seconds: list[float] = []
-        self.images, self.last_val_epoch, self.fit_t0 = 0, -1, 0.0
-        self.log_epochs, self._t0, self._first, self._wall0 = log_epochs, None, 0, 0.0
-
-    @property
-    def seconds(self) -> float:
-        return sum(self.epoch_seconds)
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._wall0, self._first = time.perf_counter(), trainer.current_epoch
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.fit_t0 = now()
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0 = now()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.images += len(batch[1])
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._t0 is not None:
-            self.epoch_seconds.append(now() - self._t0)
-            self._t0 = None
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.last_val_epoch = trainer.current_epoch
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
-        self.on_validation_start(trainer, pl_module)
-        if not self.log_epochs:
-            return
-        epoch, total = trainer.current_epoch + 1, trainer.max_epochs
-        parts = [f"epoch {epoch}/{total}" if total and total > 0 else f"epoch {epoch}"]
-        if self.seconds:
-            parts.append(f"{self.images / self.seconds:.0f} img/s")
-        key = REGISTRY["val_top1"].key
-        if vals := [r[key] for r in pl_module.results if key in r]:
-            parts.append("val_top1 " + " ".join(f"{v:.3f}" for v in vals))
-        if total and total > epoch:
-            per_epoch = (time.perf_counter() - self._wall0) / (epoch - self._first)
-            parts.append(f"ETA {duration(per_epoch * (total - epoch))}")
-        log.info("%s", " · ".join(parts))
 
 
 def progress_line(events: list[dict[str, Any]], last: dict[str, Any], now: float) -> str:

@@ -114,6 +114,7 @@ class ImageFolderDataModule(L.LightningDataModule):
             train, val = (Subset(d, torch.randperm(len(d), generator=g)[: int(subset)].tolist())
                           for d in (train, val))
         self.train_set, self.val_set = train, val
+        self.num_train = len(train)
 
     def _loader(self, ds: Any, train: bool) -> DataLoader:
         workers = self.cfg.num_workers

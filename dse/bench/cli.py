@@ -24,8 +24,7 @@ SECTIONS = ("step", "epochs", "packing", "fused")
 
 
 def parser() -> argparse.ArgumentParser:
-    """The options; their parsed values, less ``--json``, are the JSON's ``options`` (stored verbatim
-    for reproducibility)."""
+    """The options; parsed, less ``--json``, they are the JSON's ``options`` (kept for reproducibility)."""
     p = ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[1].replace("\n", " "),
         epilog="CPU example: dse-bench data.subset=512 trainer.max_epochs=1 --k 1,2 --steps 10")

@@ -1,6 +1,5 @@
-"""A trained run's final checkpoint (docs/CONTRACTS.md), its one writer and one reader: Lightning's
-format reduced to ``hyper_parameters.cfg`` (the resolved config), ``state_dict`` (weights under
-``model.``) and ``run_id``, read as plain data (``weights_only=True``), every earlier dse's alike."""
+"""A trained run's final checkpoint (docs/CONTRACTS.md), its one writer and reader: Lightning's format
+reduced to the resolved config, the weights and ``run_id``, read as plain data, every earlier dse's alike."""
 
 from __future__ import annotations
 
@@ -45,6 +44,12 @@ class Checkpoint:
     run_id: str | None = None
     seed: int = 0
     overrides: tuple[str, ...] = ()
+
+    def network(self) -> nn.Module:
+        """A fresh network of the checkpoint's architecture holding its weights."""
+        model = build_model(OmegaConf.to_container(self.cfg.model, resolve=True))
+        model.load_state_dict(self.state)
+        return model
 
     @property
     def run_dir(self) -> Path:

@@ -1,17 +1,15 @@
-"""Measured CPU inference latency of a network: the ``latency_*`` columns of dse.metrics.LATENCY,
-below training, dse-compress and dse-export. Per runtime and batch: :data:`WARMUP` untimed calls,
-then up to :data:`REPEATS` timed ones (at least :data:`MIN_REPEATS`, within :data:`BUDGET_S`); wall
-times, comparable on one machine only. torch is imported on use, so :func:`missing` stays light."""
+"""Measured CPU inference latency (the ``latency_*`` columns of dse.metrics.LATENCY), below training,
+dse-compress and dse-export: per runtime and batch, :data:`WARMUP` untimed calls, then up to
+:data:`REPEATS` timed ones within :data:`BUDGET_S`; wall times, comparable on one machine only."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import logging
 import time
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from dse.errors import ConfigError, first_line
@@ -27,10 +25,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 REQUIRES = ("onnx", "onnxruntime", "onnxscript")  # beyond dse's own dependencies: the export extra
 INPUT, OUTPUT = "input", "logits"  # the names of the exported graph's input and output
 EXAMPLE_BATCH = 2  # torch.export specialises batch sizes 0 and 1, so the dynamic batch is traced at 2
-WARMUP = 5
-REPEATS = 100
-MIN_REPEATS = 5
-BUDGET_S = 2.0
+WARMUP, REPEATS, MIN_REPEATS, BUDGET_S = 5, 100, 5, 2.0  # untimed calls, timed calls (at most, at least), s
 BATCHES: tuple[int, ...] = tuple(sorted({REGISTRY[n].batch for n in LATENCY}))
 RUNTIMES: tuple[str, ...] = tuple(dict.fromkeys(REGISTRY[n].runtime for n in LATENCY))
 
@@ -69,30 +64,20 @@ def example(shape: Sequence[int], batch: int = EXAMPLE_BATCH, seed: int = 0) -> 
     return torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
 
 
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """The exporter's warnings and per-pass INFO lines out of the run log."""
-    loggers = {lg: lg.level for lg in map(logging.getLogger, ("torch.onnx", "onnxscript", "onnx_ir"))}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for lg in loggers:
-            lg.setLevel(logging.WARNING)
-        try:
-            yield
-        finally:
-            for lg, level in loggers.items():
-                lg.setLevel(level)
-
-
 def to_onnx(model: nn.Module, shape: Sequence[int]) -> bytes:
     """The ONNX file of an inference copy of ``model`` (dynamo exporter, dynamic batch)."""
     import torch
 
     model = inference_copy(model)
-    with _quiet_exporter():
-        program = torch.onnx.export(
-            model, (example(shape),), None, dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
-            dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+    with warnings.catch_warnings():  # the exporter's warnings and per-pass INFO lines out of the log
+        warnings.simplefilter("ignore")
+        logging.disable(logging.INFO)
+        try:
+            program = torch.onnx.export(
+                model, (example(shape),), None, dynamo=True, input_names=[INPUT], output_names=[OUTPUT],
+                dynamic_shapes=({0: torch.export.Dim("batch")},), verbose=False)
+        finally:
+            logging.disable(logging.NOTSET)
     return program.model_proto.SerializeToString()
 
 
@@ -122,26 +107,17 @@ def torch_runner(model: nn.Module) -> Runner:
     return run
 
 
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: int = 1,
             batches: Sequence[int] = BATCHES, *, warmup: int = WARMUP, repeats: int = REPEATS,
             min_repeats: int = MIN_REPEATS, budget_s: float = BUDGET_S) -> dict[int, dict[float, float]]:
     """``{batch: {quantile: ms}}`` of one runner with ``threads`` (quantiles 0.5 and 0.9 of its calls)."""
     import numpy as np
+    import torch
 
     out: dict[int, dict[float, float]] = {}
-    with torch_threads(threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
         for b in batches:
             x = example(shape, b)
             for _ in range(warmup):
@@ -153,6 +129,8 @@ def profile(run: Callable[[torch.Tensor], Any], shape: Sequence[int], threads: i
                 run(x)
                 t.append(time.perf_counter() - t0)
             out[b] = {q: 1e3 * float(np.quantile(t, q)) for q in (0.5, 0.9)}
+    finally:
+        torch.set_num_threads(before)
     return out
 
 

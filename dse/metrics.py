@@ -27,11 +27,9 @@ def to_mib(nbytes: Any) -> Any:
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric: a ``runs`` column or a key of dse-train's summary, and how to show it.
-
-    ``unit`` "%": a fraction shown times 100; ``key``: its Lightning key (``per_epoch``: logged at
-    every validation); ``report_attr``: the ModelReport attribute that gives it before training;
-    ``runtime``, ``batch``, ``quantile``: what dse.latency times."""
+    """One metric, a ``runs`` column or a key of dse-train's summary, and how to show it (``unit`` "%": a
+    fraction shown times 100). ``key``: its Lightning key (``per_epoch``: logged at every validation);
+    ``report_attr``: the ModelReport's, before training; ``runtime``/``batch``/``quantile``: dse.latency's."""
 
     name: str
     direction: Literal["maximize", "minimize"]
@@ -62,9 +60,7 @@ class Metric:
 
     def show(self, value: float | None, missing: str = "-") -> str:
         """``value`` in the metric's unit and format (a fraction as a percentage), no unit sign."""
-        if value is None:
-            return missing
-        return format(100 * value if self.percent else value, self.fmt)
+        return missing if value is None else format(100 * value if self.percent else value, self.fmt)
 
 
 def _accuracy(split: str, k: int) -> Metric:

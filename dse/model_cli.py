@@ -1,6 +1,5 @@
-"""``dse-model [-m] [--json] [--cfg job|hydra|all [--resolve]] [OVERRIDES...]``: no training. One design
-point's per-layer report; with ``-m`` one line per point of the grid (``dse-train -m``'s sweep syntax); with
-``--cfg`` the composed config. Outside dse.model: it checks the whole config."""
+"""``dse-model [-m] [--json] [--cfg job|hydra|all [--resolve]] [OVERRIDES...]``, no training: one point's
+per-layer report, with ``-m`` a line per grid point, with ``--cfg`` the composed config (all checked)."""
 
 from __future__ import annotations
 

@@ -75,11 +75,6 @@ def write_bytes(path: str | Path, data: bytes, field: str) -> None:
         tmp.write_bytes(data)
 
 
-def write_text(path: str | Path, text: str, field: str) -> None:
-    """``Path.write_text`` (UTF-8) through :func:`atomic_path`."""
-    write_bytes(path, text.encode("utf-8"), field)
-
-
 @contextmanager
 def staged_dir(folder: str | Path, field: str) -> Iterator[Path]:
     """An empty folder whose files land in ``folder`` only if the block succeeds."""

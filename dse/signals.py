@@ -1,7 +1,6 @@
 """Stop signals: SIGTERM (``kill``, ``scancel``, a Slurm time limit) and SIGUSR1 (Slurm's warning)
-behave like Ctrl-C, so ``finally`` blocks and the sweeper's handlers run instead of the process
-dying with trials RUNNING. SIGINT is left as the process found it (a shell's background jobs ignore
-it)."""
+behave like Ctrl-C, so ``finally`` blocks and the sweeper's handlers run instead of the process dying
+with trials RUNNING. SIGINT is left as the process found it (a shell's background jobs ignore it)."""
 
 from __future__ import annotations
 
@@ -43,9 +42,8 @@ def stop_signals() -> Iterator[None]:
 
 
 class HeldStops:
-    """Stop signals noted while :attr:`armed` and handled by their own handler at the next safe point
-    (:meth:`deliver`, after a step's checkpoint). Only Python handlers are held; unarmed, or a
-    second signal while one is pending (unless ``second_waits``), acts at once."""
+    """Stop signals noted while :attr:`armed`, handled by their own (Python) handler at the next safe
+    point (:meth:`deliver`); unarmed, or a second while one is pending (unless ``second_waits``): at once."""
 
     def __init__(self, signals: tuple[int, ...] = (signal.SIGINT, *TERMINATING),
                  second_waits: bool = False) -> None:
@@ -106,10 +104,8 @@ class SignalGate(HeldStops):
 
     @contextmanager
     def open(self) -> Iterator[None]:
-        """Signals act at once (one noted meanwhile first). The exception can be swallowed (raised in
-        a weakref callback or ``__del__``, Python only prints it), so the signal is sent again every
-        :data:`RESEND_S` until the block ends; one received inside is raised again when it ends
-        normally."""
+        """Signals act at once (one noted meanwhile first), sent again every :data:`RESEND_S` until the
+        block ends (Python only prints one raised in a weakref callback or ``__del__``)."""
         self.deliver()
         self.armed, self.received, self._resend = False, None, None
         try:

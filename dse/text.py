@@ -15,6 +15,11 @@ def comma_list(text: str) -> list[str]:
     return [t.strip() for t in str(text).split(",") if t.strip()]
 
 
+def comma_ints(text: str) -> list[int]:
+    """``"8,6"`` -> ``[8, 6]`` (an argparse ``type``: its ValueError is the option's usage error)."""
+    return [int(t) for t in comma_list(text)]
+
+
 def duration(seconds: float) -> str:
     """``45s``, ``12m05s``, ``3h07m``: an ETA a person reads at a glance."""
     s = max(0, round(seconds))

@@ -71,9 +71,7 @@ def _devices_ok(devices: Any) -> bool:
         ids = list(devices)
         return bool(ids) and len(set(ids)) == len(ids) and all(
             isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in ids)
-    if isinstance(devices, bool):
-        return False
-    return devices == "auto" or (isinstance(devices, int) and (devices >= 1 or devices == -1))
+    return devices == "auto" or (type(devices) is int and (devices >= 1 or devices == -1))  # not a bool
 
 
 def validate_trainer(tc: Any) -> None:
@@ -266,11 +264,10 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> None:
     check_study_name(cfg.study.name)
     lo, hi = SEEDS  # seed .. seed + study.seeds - 1 must all be seeds Lightning accepts
     first = int_at_least(OmegaConf.select(cfg, "seed", default=0), lo, "seed")
-    n = int_at_least(cfg.study.seeds, 1, "study.seeds")
-    if first > hi:
-        raise ConfigError("seed", f"must be in [{lo}, {hi}] (got {first})")
-    if first + n - 1 > hi:
-        raise ConfigError("seed", f"seed + study.seeds - 1 must be <= {hi} (got {first + n - 1})")
+    last = first + int_at_least(cfg.study.seeds, 1, "study.seeds") - 1
+    if last > hi:
+        raise ConfigError("seed", f"must be in [{lo}, {hi}], and so must seed + study.seeds - 1 "
+                                  f"(got {first} .. {last})")
     if not (isinstance(cfg.study.rerun, bool) or cfg.study.rerun == STALE):
         raise ConfigError("study.rerun", f"must be true, false or {STALE} "
                                          f"(got {cfg.study.rerun!r})")

@@ -9,33 +9,27 @@ same K one at a time and as K processes (``--fused``). Writes ``bench.json`` and
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
+from pathlib import Path
 
 from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.logs import quiet_lightning
 from dse.outputs import check_writable
-from dse.text import comma_list
+from dse.text import comma_ints, comma_list
 
 PROG = "dse-bench"
 SECTIONS = ("step", "epochs", "packing", "fused")
 
 
-def _ints(text: str) -> list[int]:
-    try:
-        return [int(t) for t in comma_list(text)]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-
-
 def parser() -> argparse.ArgumentParser:
-    """The options; their parsed values, less ``--json``, are the JSON's ``options`` (stored verbatim
-    for reproducibility)."""
+    """The options; parsed, less ``--json``, they are the JSON's ``options`` (kept for reproducibility)."""
     p = ArgumentParser(
         prog=PROG, description=__doc__.split("\n\n")[1].replace("\n", " "),
         epilog="CPU example: dse-bench data.subset=512 trainer.max_epochs=1 --k 1,2 --steps 10")
     p.add_argument("overrides", nargs="*", help="Hydra overrides, as for dse-train (e.g. trainer=fast)")
-    p.add_argument("--k", dest="ks", type=_ints, default=[1, 2, 4, 8], metavar="1,2,4,8",
+    p.add_argument("--k", dest="ks", type=comma_ints, default=[1, 2, 4, 8], metavar="1,2,4,8",
                    help="concurrent trials per device to try (default 1,2,4,8)")
     p.add_argument("--out", default=None, help="output folder (default <paths.runs>/bench/<timestamp>)")
     p.add_argument("--target", type=float, default=0.92,
@@ -54,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
                    help="trainer.max_epochs of each packed trial (default: as configured)")
     p.add_argument("--only", dest="sections", type=comma_list, default=None,
                    metavar="step,epochs,packing", help="run only these sections")
-    p.add_argument("--fused", dest="fused_ks", type=_ints, default=[], metavar="1,4,8,16",
+    p.add_argument("--fused", dest="fused_ks", type=comma_ints, default=[], metavar="1,4,8,16",
                    help="K design points fused vs one at a time vs K processes, for each K; "
                         "alone (without --only) it runs only this section")
     p.add_argument("--timeout", type=float, default=3600.0,
@@ -100,12 +94,8 @@ def main(argv: list[str] | None = None) -> None:
         quiet_lightning()
         doc = run_bench(opts, log=lambda msg: print(msg, file=sys.stderr, flush=True))
     if as_json:
-        import json
-
         print(json.dumps(doc, indent=2, default=str))
     else:
-        from pathlib import Path
-
         print((Path(doc["out"]) / "bench.md").read_text(), end="")
         print(f"(written to {doc['out']}/bench.json and bench.md)")
 

@@ -1,11 +1,8 @@
-"""K trials at once on one device. A Fire network leaves most of a GPU idle, so several trials side
-by side finish more per hour: real ``train_once`` trials run in :mod:`dse.bench.worker` processes
-released together (spec as one JSON argument, answers as ``DSE-BENCH <kind> {json}`` lines, both ends
-here), and the smallest K within :data:`TOLERANCE` of the best is recommended. ``--fused`` trains the
-same K members (an SR x seed grid, as a sweep's batch looks) fused (the dse_fused launcher), one at a
-time (the basic launcher) and as K processes; throughput is per wall second of training, start-up
-excluded.
-"""
+"""K trials at once on one device: a Fire network leaves most of a GPU idle. Real ``train_once``
+trials run in :mod:`dse.bench.worker` processes released together (spec as one JSON argument, answers
+as JSON files in its folder); the smallest K within :data:`TOLERANCE` of the best is
+recommended. ``--fused`` trains K members (an SR x seed grid) fused, one at a time and as K
+processes; throughput is per wall second of training, start-up excluded."""
 
 from __future__ import annotations
 
@@ -13,18 +10,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
-from contextlib import ExitStack
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from dse.compose import compose
+from dse.outputs import write_files
 from dse.store import FINISHED
 from dse.validate import model_report
 
 TOLERANCE = 0.05  # a K within 5% of the best trials/hour counts as "as good"
-TAG = "DSE-BENCH"
+READY, RESULT, GO = "ready.json", "result.json", "go"  # a worker's answers in its folder; its release
 SR_GRID = (0.125, 0.25, 0.5, 0.75)  # --fused members' SRs
 
 
@@ -32,72 +28,24 @@ def worker_command(spec: dict[str, Any]) -> list[str]:
     return [sys.executable, "-m", "dse.bench.worker", json.dumps(spec)]
 
 
-def emit(kind: str, payload: dict[str, Any]) -> None:
-    """One protocol line, flushed: the parent reads it while the worker keeps running."""
-    print(f"{TAG} {kind} {json.dumps(payload)}", flush=True)
+def answer(folder: str | Path, name: str, payload: dict[str, Any]) -> None:
+    """A worker's :data:`READY` or :data:`RESULT` file, written whole: the parent polls for it."""
+    write_files(folder, {name: json.dumps(payload)}, "worker")
 
 
-def parse(line: str) -> tuple[str, dict[str, Any]] | None:
-    """``(kind, payload)`` of a protocol line; None for any other output of the worker."""
-    if not line.startswith(TAG + " "):
-        return None
-    kind, _, payload = line[len(TAG) + 1:].strip().partition(" ")
-    return kind, json.loads(payload or "{}")
+def answered(folder: Path, name: str) -> dict[str, Any] | None:
+    return json.loads((folder / name).read_text()) if (folder / name).is_file() else None
 
 
 def usable_cores() -> int:
     """The cores this process may run on (its affinity): ``os.cpu_count()`` counts every core of
     the machine even under a cpuset or ``taskset``, and splitting threads by it would oversubscribe."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class _Worker:
-    """One trial process on ``spec`` (it waits for ``go`` on stdin after saying ready), and a thread
-    collecting its protocol lines, which drains its stdout so the pipe never fills."""
-
-    def __init__(self, spec: dict[str, Any], log: IO[str], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(worker_command(spec), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=log, text=True, bufsize=1, env=env)
-        self.lines: list[dict[str, Any]] = []
-        self.ready = threading.Event()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for kind, payload in filter(None, map(parse, self.proc.stdout)):
-            self.lines.append({"kind": kind, **payload})
-            if kind == "ready":
-                self.ready.set()
-        self.ready.set()  # EOF: the worker died before (or after) saying ready; the caller checks
-
-    def said(self, kind: str) -> dict[str, Any] | None:
-        return next((d for d in self.lines if d["kind"] == kind), None)
-
-
-def _release(workers: list[_Worker], k: int, out_dir: Path, deadline: float) -> float:
-    """Wait until every worker is ready, let all go at once, wait for them to end; returns when
-    they were released (wall clock), the end of start-up."""
-    for i, w in enumerate(workers):
-        w.ready.wait(max(0.0, deadline - time.monotonic()))
-        if w.said("ready") is None:
-            raise RuntimeError(f"worker {i} of K={k} did not start (see {out_dir}/trial{i}.log)")
-    t_ready = time.time()
-    for w in workers:  # release all K together
-        assert w.proc.stdin is not None
-        w.proc.stdin.write("go\n")
-        w.proc.stdin.flush()
-    for w in workers:
-        w.proc.wait(max(1.0, deadline - time.monotonic()))
-        w.reader.join(5.0)
-    return t_ready
-
-
-def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: float) -> dict[str, Any]:
+def _window(trials: list[Path], k: int, out_dir: Path, spawn_to_ready_s: float) -> dict[str, Any]:
     """The concurrent window's throughput from the workers' results, or why it has none."""
-    results = [w.said("result") for w in workers]
+    results = [answered(t, RESULT) for t in trials]
     bad = [i for i, r in enumerate(results) if r is None or r["status"] not in FINISHED]
     if bad:
         first = results[bad[0]]
@@ -112,7 +60,7 @@ def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: flo
         "images_per_s": images / span if span > 0 else None,
         "trial_s": round(sum(r["t_end"] - r["t_go"] for r in ok) / k, 3),
         "train_s": round(sum(r["train_s"] for r in ok) / k, 3),
-        "startup_s": round(max(w.said("ready")["startup_s"] for w in workers), 3),
+        "startup_s": round(max(answered(t, READY)["startup_s"] for t in trials), 3),
         "spawn_to_ready_s": round(spawn_to_ready_s, 3),
         "threads_per_trial": ok[0].get("threads"),
         "val_top1": [r.get("val_top1") for r in ok],
@@ -122,30 +70,40 @@ def _window(workers: list[_Worker], k: int, out_dir: Path, spawn_to_ready_s: flo
 def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int = 0,
           timeout: float = 3600.0, points: list[tuple[list[str], int]] | None = None
           ) -> dict[str, Any]:
-    """Start ``k`` workers, release them together, and measure the concurrent window; ``points``:
-    each worker's extra overrides and seed (default none and ``seed + i``; ``--fused`` passes its own)."""
+    """Start ``k`` workers, release them together once all are ready (the file :data:`GO`), and
+    measure the concurrent window; ``points``: each worker's extra overrides and seed (default none
+    and ``seed + i``; ``--fused`` passes its own)."""
     points = points or [([], seed + i) for i in range(k)]
     out_dir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    workers: list[_Worker] = []
+    (out_dir / GO).unlink(missing_ok=True)
+    trials = [out_dir / f"trial{i}" for i in range(k)]
+    env, deadline = {**os.environ, "PYTHONUNBUFFERED": "1"}, time.monotonic() + timeout
+    procs: list[subprocess.Popen] = []
     t_spawn = time.time()
-    with ExitStack() as logs:
-        try:
-            for i in range(k):
-                extra, own_seed = points[i]
-                spec = {"overrides": [*overrides, *extra], "seed": own_seed,
-                        "out": str(out_dir / f"trial{i}"), "threads": threads}
-                log = logs.enter_context(open(out_dir / f"trial{i}.log", "w"))
-                workers.append(_Worker(spec, log, env))
-            t_ready = _release(workers, k, out_dir, time.monotonic() + timeout)
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(f"K={k} ran past {timeout:.0f}s (see {out_dir})") from None
-        finally:
-            for w in workers:  # only the processes started here
-                if w.proc.poll() is None:
-                    w.proc.kill()
-                    w.proc.wait()
-    return _window(workers, k, out_dir, t_ready - t_spawn)
+    try:
+        for i, (extra, own_seed) in enumerate(points[:k]):
+            spec = {"overrides": [*overrides, *extra], "seed": own_seed, "out": str(trials[i]),
+                    "threads": threads, "go": str(out_dir / GO), "timeout": timeout}
+            with open(out_dir / f"trial{i}.log", "w") as log:
+                procs.append(subprocess.Popen(worker_command(spec), stdout=log, stderr=subprocess.STDOUT,
+                                              env=env))
+        for i, proc in enumerate(procs):
+            while answered(trials[i], READY) is None:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"worker {i} of K={k} did not start (see {out_dir}/trial{i}.log)")
+                time.sleep(0.01)
+        t_ready = time.time()
+        (out_dir / GO).touch()  # release all K together
+        for proc in procs:
+            proc.wait(max(1.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        raise RuntimeError(f"K={k} ran past {timeout:.0f}s (see {out_dir})") from None
+    finally:
+        for proc in procs:  # only the processes started here
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return _window(trials, k, out_dir, t_ready - t_spawn)
 
 
 def recommend(runs: list[dict[str, Any]], tolerance: float = TOLERANCE) -> int | None:
@@ -173,11 +131,6 @@ def measure_packing(overrides: list[str], ks: list[int], seed: int, out_dir: Pat
             "best_k": recommend(runs, tolerance=0.0), "overrides": overrides}
 
 
-def members(k: int, seed: int) -> list[tuple[list[str], int]]:
-    """Member i: SR ``SR_GRID[i % 4]``, seed ``seed + i // 4`` (16 members: 4 SR x 4 seeds)."""
-    return [([f"model.sr={SR_GRID[i % len(SR_GRID)]}"], seed + i // len(SR_GRID)) for i in range(k)]
-
-
 def trained(overrides: list[str], points: list[tuple[list[str], int]], out: Path, fused: bool) -> dict:
     """Train the points as one fused group or one at a time; their throughput, or why none."""
     from dse.train.fused import Member, train_group
@@ -197,8 +150,8 @@ def trained(overrides: list[str], points: list[tuple[list[str], int]], out: Path
             "images_per_s": int(images) / seconds, "val_top1": [r.get("val_top1") for r in rows]}
 
 
-def _ratio(a: dict[str, Any], b: dict[str, Any]) -> float | None:
-    x, y = a.get("trials_per_hour"), b.get("trials_per_hour")
+def ratio(a: dict[str, Any], b: dict[str, Any], key: str = "trials_per_hour") -> float | None:
+    x, y = a.get(key), b.get(key)
     return x / y if x and y else None
 
 
@@ -207,15 +160,17 @@ def measure_fused(overrides: list[str], ks: list[int], seed: int, out_dir: Path,
     """Every K of ``ks`` three ways; the ratios the issue's targets are stated in."""
     runs = []
     for k in ks:
-        points, out = members(k, seed), out_dir / f"k{k}"
+        # member i: SR SR_GRID[i % 4], seed seed + i // 4 (16 members: 4 SR x 4 seeds)
+        points = [([f"model.sr={SR_GRID[i % len(SR_GRID)]}"], seed + i // len(SR_GRID)) for i in range(k)]
+        out = out_dir / f"k{k}"
         threads = max(1, usable_cores() // k) if cpu else 0
         r = {"k": k, "fused": trained(overrides, points, out / "fused", fused=True),
              "sequential": trained(overrides, points, out / "sequential", fused=False),
              "processes": run_k(overrides, k, seed, out / "processes", threads, timeout, points)}
-        r["fused_vs_sequential"] = _ratio(r["fused"], r["sequential"])
-        r["fused_vs_processes"] = _ratio(r["fused"], r["processes"])
+        r["fused_vs_sequential"] = ratio(r["fused"], r["sequential"])
+        r["fused_vs_processes"] = ratio(r["fused"], r["processes"])
         runs.append(r)
     best = {"trials_per_hour": max((r["processes"].get("trials_per_hour") or 0 for r in runs), default=0)}
     for r in runs:
-        r["fused_vs_best_packing"] = _ratio(r["fused"], best)
+        r["fused_vs_best_packing"] = ratio(r["fused"], best)
     return {"ks": ks, "sr_grid": list(SR_GRID), "runs": runs, "overrides": overrides}

@@ -21,14 +21,13 @@ from dse.bench.packing import measure_fused, measure_packing, usable_cores
 from dse.bench.report import markdown
 from dse.bench.step import measure_compile, measure_step, time_to_target
 from dse.compose import compose
-from dse.outputs import check_writable, write_text
+from dse.outputs import check_writable, write_files
 from dse.store import provenance
 from dse.train.checks import device_settings
 from dse.validate import validate
 
-# Applied before the user's overrides (which therefore win): a bench needs no progress bar, and
-# no resume checkpoints, which would add their writes to the timings and let K identical packed
-# trials resume from each other's folder (they share a design point and seed).
+# Before the user's overrides (which win): no progress bar, and no resume checkpoints, whose writes
+# would add to the timings and let K identical packed trials resume from each other's folder.
 BENCH_DEFAULTS = ("trainer.progress_bar=false", "trainer.checkpoint_every=0")
 
 
@@ -69,10 +68,8 @@ def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     tc, m = cfg.trainer, cfg.model
     doc: dict[str, Any] = {
-        "version": 1,
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "options": vars(opts),
-        "machine": machine(cfg),
+        "version": 1, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "options": vars(opts), "machine": machine(cfg),
         "config": {"model": m.name, "data": cfg.data.name, "trainer": tc.name,
                    "batch_size": int(tc.batch_size), "max_epochs": int(tc.max_epochs),
                    "subset": cfg.data.subset, "augment": bool(cfg.data.augment),
@@ -82,7 +79,7 @@ def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     t_all = time.perf_counter()
 
     def save() -> None:  # after each section, so a crash later still leaves the numbers so far
-        write_text(out / "bench.json", json.dumps(doc, indent=2, default=str), field)
+        write_files(out, {"bench.json": json.dumps(doc, indent=2, default=str)}, field)
 
     warmup = opts.warmup if opts.warmup is not None else max(2, min(20, opts.steps // 5))
     cpu = device_settings(tc)[0] == "cpu"
@@ -106,6 +103,6 @@ def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
             save()
     doc["seconds"] = round(time.perf_counter() - t_all, 2)
     save()
-    write_text(out / "bench.md", markdown(doc), field)
+    write_files(out, {"bench.md": markdown(doc)}, field)
     doc["out"] = str(out)
     return doc

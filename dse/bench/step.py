@@ -1,8 +1,6 @@
-"""The step and epochs sections: dse's Lightning path (:func:`~dse.train.run.train_once` with a
-timing callback) against a plain PyTorch loop on the same network, batches, solver and precision (the
-ratio is the framework's cost), and epoch time and time to a target accuracy. Clock readings wait for
-the GPU (CUDA is asynchronous) only at the edges of a measured window: no per-step host sync.
-"""
+"""The step and epochs sections: dse's Lightning path (``train_once`` with a timing callback) against a
+plain PyTorch loop on the same network, batches, solver and precision (the ratio is the framework's
+cost), and time to a target accuracy. Clocks wait for the GPU only at a measured window's edges."""
 
 from __future__ import annotations
 
@@ -22,12 +20,13 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from dse.bench.packing import parse, worker_command
+from dse.bench.packing import RESULT, answered, ratio, worker_command
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
 from dse.metrics import REGISTRY
 from dse.model import build_model
 from dse.train.checks import device_settings
+from dse.train.fused import EpochTimer, now
 from dse.train.module import build_optimizer
 from dse.train.run import train_once
 from dse.validate import model_report, validate
@@ -35,27 +34,7 @@ from dse.validate import model_report, validate
 VAL_TOP1 = REGISTRY["val_top1"].key  # what FireClassifier logs validation top-1 under
 
 
-def now() -> float:
-    """``perf_counter`` once queued GPU work is done, so the reading includes it."""
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter()
-
-
-class _Clock(Callback):
-    """A training clock that ``_lap``s (stops) when validation starts."""
-
-    _fit_t0: float | None = None
-    _t0: float | None = None
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._fit_t0 = now()
-
-    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._lap()  # each clock's own
-
-
-class StepClock(_Clock):
+class StepClock(Callback):
     """Times ``steps`` optimizer steps after ``warmup`` untimed ones, validation cut out. ``warmup_s``
     carries one-off costs (compilation); ``cpu_seconds`` is far less noisy than wall time on a shared CPU."""
 
@@ -63,11 +42,16 @@ class StepClock(_Clock):
         self.warmup, self.steps = warmup, steps
         self.done_steps, self.images, self.seconds, self.cpu_seconds = 0, 0, 0.0, 0.0
         self.warmup_s: float | None = None
+        self._fit_t0: float | None = None
+        self._t0: float | None = None
         self._c0 = 0.0
 
     @property
     def finished(self) -> bool:
         return self.done_steps >= self.warmup + self.steps
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._fit_t0 = now()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
                              batch_idx: int) -> None:
@@ -84,6 +68,9 @@ class StepClock(_Clock):
             if self.finished:
                 self._lap()
 
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._lap()
+
     def _lap(self) -> None:  # resumed by the next on_train_batch_start
         if self._t0 is not None:
             self.seconds += now() - self._t0
@@ -91,43 +78,28 @@ class StepClock(_Clock):
             self._t0 = None
 
 
-class EpochClock(_Clock):
-    """Per-epoch training seconds (validation excluded) and validation top-1; stops at ``target``;
-    ``reached_*``: the epoch, training seconds and wall seconds where it was first reached."""
+class EpochClock(EpochTimer):
+    """:class:`EpochTimer` and validation top-1 per epoch; stops at ``target``; ``reached_*``: the
+    epoch, training seconds and wall seconds where it was first reached."""
 
     def __init__(self, target: float | None) -> None:
+        super().__init__()
         self.target = target
-        self.epoch_seconds: list[float] = []
         self.val_top1: list[tuple[int, float]] = []
         self.reached_epoch: int | None = None
         self.reached_train_s: float | None = None
         self.reached_wall_s: float | None = None
-        self.images = 0
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0 = now()
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any,
-                           batch: Any, batch_idx: int) -> None:
-        self.images += len(batch[1])
-
-    def _lap(self) -> None:
-        if self._t0 is not None:
-            self.epoch_seconds.append(now() - self._t0)
-            self._t0 = None
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._lap()
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
         if trainer.sanity_checking or VAL_TOP1 not in trainer.callback_metrics:
             return
         top1 = float(trainer.callback_metrics[VAL_TOP1])
         self.val_top1.append((trainer.current_epoch, top1))
         if self.target is not None and self.reached_epoch is None and top1 >= self.target:
             self.reached_epoch = trainer.current_epoch + 1
-            self.reached_train_s = sum(self.epoch_seconds)
-            self.reached_wall_s = now() - (self._fit_t0 or 0.0)
+            self.reached_train_s = self.seconds
+            self.reached_wall_s = now() - self.fit_t0
             trainer.should_stop = True
 
 
@@ -227,15 +199,12 @@ def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeat
         plain.append(plain_step(cfg, warmup, steps))
     best_project = max(project, key=lambda d: d["images_per_s"] or 0.0)
     best_plain = max(plain, key=lambda d: d["images_per_s"] or 0.0)
-    ratio = (best_project["images_per_s"] / best_plain["images_per_s"]
-             if best_project["images_per_s"] and best_plain["images_per_s"] else None)
-    cpu = (best_plain["cpu_ms_per_step"] / best_project["cpu_ms_per_step"]
-           if best_plain.get("cpu_ms_per_step") and best_project.get("cpu_ms_per_step") else None)
     return {
         "steps": steps, "warmup": warmup, "repeats": repeats, "batch_size": int(cfg.trainer.batch_size),
-        "project": best_project, "plain": best_plain, "ratio": ratio, "cpu_ratio": cpu,
-        "project_all": [d["images_per_s"] for d in project],
-        "plain_all": [d["images_per_s"] for d in plain],
+        "project": best_project, "plain": best_plain,
+        "ratio": ratio(best_project, best_plain, "images_per_s"),
+        "cpu_ratio": ratio(best_plain, best_project, "cpu_ms_per_step"),
+        "project_all": [d["images_per_s"] for d in project], "plain_all": [d["images_per_s"] for d in plain],
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
@@ -250,13 +219,11 @@ def _compile_variant(overrides: list[str], variant: str, warmup: int, steps: int
             "steps": steps, "out": str(out_dir)}
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     try:
-        proc = subprocess.run(worker_command(spec), env=env, capture_output=True, text=True,
-                              timeout=timeout)
+        proc = subprocess.run(worker_command(spec), env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f}s"}
-    for kind, payload in filter(None, map(parse, reversed(proc.stdout.splitlines()))):
-        if kind == "result":
-            return payload
+    if (result := answered(out_dir, RESULT)) is not None:
+        return result
     tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
     return {"error": f"worker exited {proc.returncode}: {tail}"}
 
@@ -286,30 +253,24 @@ def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict
     """Epoch time and time to ``target`` validation top-1 on dse-train's own path: a preset is only
     fast if it gets accurate fast, so validation runs every epoch (off the training clock)."""
     c = copy.deepcopy(cfg)
-    c.trainer.val_every = 1  # the target is checked each epoch (the preset may validate rarely)
-    c.trainer.checkpoint = False
-    clock = EpochClock(target)
-    t0 = time.perf_counter()
+    c.trainer.merge_with({"val_every": 1, "checkpoint": False})  # the preset may validate rarely
+    clock, t0 = EpochClock(target), time.perf_counter()
     validate(c)
     rec = train_once(c, model_report(c), int(c.seed), out_dir, "dse-bench epochs", (clock,))
     wall = time.perf_counter() - t0
     if rec["status"] == "failed":
         raise RuntimeError(f"training failed: {rec['error']} (see {out_dir})")
-    secs = clock.epoch_seconds
+    secs, train_s = clock.epoch_seconds, clock.seconds
     steady = secs[1:] or secs  # the first epoch carries one-off costs (allocator, cudnn autotune)
-    train_s = sum(secs)
     return {
         "target": target, "max_epochs": int(c.trainer.max_epochs), "status": rec["status"],
         "epochs": len(secs), "epoch_seconds": [round(s, 4) for s in secs],
         "first_epoch_s": round(secs[0], 4) if secs else None,
         "epoch_s": round(statistics.median(steady), 4) if steady else None,
-        "train_s": round(train_s, 3),
-        "images_per_s": clock.images / train_s if train_s > 0 else None,
-        "reached": clock.reached_epoch is not None,
-        "epochs_to_target": clock.reached_epoch,
+        "train_s": round(train_s, 3), "images_per_s": clock.images / train_s if train_s > 0 else None,
+        "reached": clock.reached_epoch is not None, "epochs_to_target": clock.reached_epoch,
         "time_to_target_s": None if clock.reached_train_s is None else round(clock.reached_train_s, 3),
         "wall_to_target_s": None if clock.reached_wall_s is None else round(clock.reached_wall_s, 3),
         "val_top1_by_epoch": [[e + 1, round(v, 5)] for e, v in clock.val_top1],
-        "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"),
-        "wall_s": round(wall, 3),
+        "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"), "wall_s": round(wall, 3),
     }

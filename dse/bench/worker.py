@@ -1,9 +1,7 @@
-"""Child processes of dse-bench: ``python -m dse.bench.worker SPEC_JSON``.
-
-``mode: "step"``: one compiled step measurement in a fresh process (no other variant's caches).
-Otherwise one packed trial: imports, data and CUDA context first, then ``ready`` and a wait for
-``go``, so the measured window holds K trials training, not K processes importing torch.
-"""
+"""Child processes of dse-bench (``python -m dse.bench.worker SPEC_JSON``), answering in files of their
+``out`` folder. ``mode: "step"``: one compiled step measurement in a fresh process; otherwise one packed
+trial, ready once imports, data and CUDA context are done, then released with the other K - 1: the
+window holds K trials training."""
 
 from __future__ import annotations
 
@@ -14,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dse.bench.packing import emit
+from dse.bench.packing import READY, RESULT, answer
 from dse.errors import first_line
 from dse.logs import quiet_lightning
 
@@ -35,7 +33,7 @@ def step_main(spec: dict[str, Any]) -> int:
                              "reduce-overhead" if variant == "plain_reduce_overhead" else "default")
     except Exception as e:  # noqa: BLE001 - a compiler failure is a result for the report
         res = {"error": first_line(e, typed=True)}
-    emit("result", res)
+    answer(spec["out"], RESULT, res)
     return 0
 
 
@@ -53,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     quiet_lightning()
 
-    from dse.bench.step import EpochClock, now
     from dse.compose import compose
     from dse.data import InMemoryDataModule, build_datamodule
+    from dse.train.fused import EpochTimer, now
     from dse.train.run import train_once
     from dse.validate import model_report, validate
 
@@ -68,18 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     if torch.cuda.is_available():
         torch.zeros(1, device="cuda")  # create the CUDA context now too
         now()
-    emit("ready", {"pid": os.getpid(), "startup_s": round(time.time() - t_spawn, 3)})
-    if sys.stdin.readline().strip() != "go":
-        return 1
-    out = Path(spec["out"])
-    out.mkdir(parents=True, exist_ok=True)
-    clock = EpochClock(None)
+    answer(spec["out"], READY, {"pid": os.getpid(), "startup_s": round(time.time() - t_spawn, 3)})
+    while not os.path.exists(spec["go"]):  # released together (dse.bench.packing.run_k)
+        if time.time() - t_spawn > float(spec["timeout"]):
+            return 1
+        time.sleep(0.001)
+    clock = EpochTimer()
     t_go = time.time()
-    rec = train_once(cfg, report, int(spec["seed"]), out, "dse-bench packing", (clock,))
+    rec = train_once(cfg, report, int(spec["seed"]), Path(spec["out"]), "dse-bench packing", (clock,))
     now()  # the GPU's queued work belongs to the window
-    emit("result", {"status": rec["status"], "error": rec["error"], "t_go": t_go, "t_end": time.time(),
-                    "images": clock.images, "train_s": round(sum(clock.epoch_seconds), 4),
-                    "val_top1": rec.get("val_top1"), "threads": torch.get_num_threads()})
+    result = {"status": rec["status"], "error": rec["error"], "t_go": t_go, "t_end": time.time(),
+              "images": clock.images, "train_s": round(clock.seconds, 4), "val_top1": rec.get("val_top1"),
+              "threads": torch.get_num_threads()}
+    answer(spec["out"], RESULT, result)
     return 0
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
+from pathlib import Path
 
-from dse.errors import ArgumentParser, ConfigError, bad_input
+from dse.errors import ArgumentParser, bad_input
 from dse.logs import quiet_lightning
-from dse.text import comma_list
+from dse.outputs import check_writable
+from dse.text import comma_ints
 
 PROG = "dse-compress"
 
@@ -18,14 +21,15 @@ def parser() -> argparse.ArgumentParser:
         prog=PROG, description="Prune + retrain, quantize (k-means weight sharing) + fine-tune, "
         "and Huffman-code a dse-train checkpoint; print a Table-2-style size/accuracy table.")
     p.add_argument("checkpoint", help="a dse-train checkpoint (trainer.checkpoint=true)")
-    p.add_argument("--bits", default="8,6", help="weight-sharing bit widths, 1..16 (default 8,6)")
+    p.add_argument("--bits", type=comma_ints, default="8,6",
+                   help="weight-sharing bit widths, 1..16 (default 8,6)")
     p.add_argument("--density", default="table1",
                    help="table1 | uniform:D | D | layer=D,... with D in (0, 1] (default table1)")
     p.add_argument("--retrain-epochs", type=int, default=1, help="masked retraining after pruning")
     p.add_argument("--finetune-epochs", type=int, default=1, help="centroid fine-tuning per width")
     p.add_argument("--lr-scale", type=float, default=0.1,
                    help="retraining/fine-tuning LR = trainer.lr times this (default 0.1)")
-    p.add_argument("--index-bits", default="4,5",
+    p.add_argument("--index-bits", type=comma_ints, default="4,5",
                    help="relative-index width for convs,classifier (default 4,5)")
     p.add_argument("--out", default=None,
                    help="output folder (default: <run dir>/compress next to checkpoints/)")
@@ -38,31 +42,18 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def int_list(text: str, option: str) -> tuple[int, ...]:
-    """``"8,6"`` -> (8, 6), as a one-line ConfigError naming the option when malformed."""
-    try:
-        return tuple(int(x) for x in comma_list(text))
-    except ValueError:
-        raise ConfigError(option, f"expected comma-separated integers (got {text!r})") from None
-
-
 def _run(args: argparse.Namespace) -> None:
     """Check everything (--out, options, checkpoint, densities, config, store), then compress."""
-    from contextlib import nullcontext
-    from pathlib import Path
-
-    from dse.outputs import check_writable
-
     if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
     from dse.checkpoint import load_checkpoint
     from dse.compress.pipeline import Options, check, compress, format_table, record
     from dse.store import ResultsStore
 
-    options = Options(bits=int_list(args.bits, "--bits"), density=args.density,
+    options = Options(bits=args.bits, density=args.density,
                       retrain_epochs=args.retrain_epochs, finetune_epochs=args.finetune_epochs,
                       lr_scale=args.lr_scale, int8=args.int8,
-                      index_bits=int_list(args.index_bits, "--index-bits")).validate()
+                      index_bits=args.index_bits).validate()
     ckpt = load_checkpoint(args.checkpoint, args.overrides)
     out = Path(args.out) if args.out else ckpt.run_dir / "compress"
     lab = check(ckpt, options, out)

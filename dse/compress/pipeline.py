@@ -1,8 +1,7 @@
 """Deep Compression of a trained checkpoint: prune + retrain, quantize + fine-tune, encode, report
-(Table 2's Markdown, the files, and the ``compressions`` store columns, owned here). Retraining is
-Lightning with the project's ``FireClassifier`` (its optimiser, data and precision, at ``trainer.lr``
-times ``lr_scale``); masks are ``torch.nn.utils.prune`` hooks and shared weights a parametrization,
-so ``model.parameters()`` exposes only what may change."""
+(Table 2's Markdown, the files, the ``compressions`` store columns, owned here). Retraining is the
+project's ``FireClassifier`` at ``trainer.lr`` times ``lr_scale``; masks are ``prune`` hooks and shared
+weights a parametrization, so ``model.parameters()`` exposes only what may change."""
 
 from __future__ import annotations
 
@@ -36,11 +35,9 @@ TABLE = "compressions"
 COLUMNS: dict[str, Any] = {
     "compression_id": str, "run_id": str | None, "study": str, "config_hash": str,
     "checkpoint": str, "overrides": str, "model": str, "data": str, "stage": str, "label": str,
-    "bits": int | None,
-    "density": str, "index_bits": str, "retrain_epochs": int, "finetune_epochs": int,
-    "size_bytes": int, "size_mb": float, "ratio": float, LATENCY_COLUMN: float | None,
-    "nonzero_weights": int, "params": int,
-    **dict.fromkeys(ACCURACY, float | None), "file": str | None, "created_at": str,
+    "bits": int | None, "density": str, "index_bits": str, "retrain_epochs": int, "finetune_epochs": int,
+    "size_bytes": int, "size_mb": float, "ratio": float, LATENCY_COLUMN: float | None, "nonzero_weights": int,
+    "params": int, **dict.fromkeys(ACCURACY, float | None), "file": str | None, "created_at": str,
     "dse_version": str, "git_commit": str,
 }
 
@@ -132,10 +129,7 @@ def _state_bits(state: dict[str, torch.Tensor]) -> dict[str, bytes]:
 
 
 def _dense_model(ckpt: Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
-    model_cfg = OmegaConf.to_container(ckpt.cfg.model, resolve=True)
-    model = build_model(model_cfg)
-    model.load_state_dict(ckpt.state)
-    return model, model_cfg
+    return ckpt.network(), OmegaConf.to_container(ckpt.cfg.model, resolve=True)
 
 
 def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None) -> Lab:
@@ -146,7 +140,7 @@ def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None)
     plain = OmegaConf.to_container(ckpt.cfg)
     plain.pop("logger", None)  # retraining here logs nothing: a logger's package is not needed
     validate(OmegaConf.create(plain))
-    weights.resolve_densities(_dense_model(ckpt)[0], options.density)
+    weights.resolve_densities(ckpt.network(), options.density)
     if out_dir is not None:
         check_writable(out_dir, OUT, directory=True)
     return Lab(ckpt.cfg, ckpt.seed)

@@ -1,8 +1,7 @@
-"""The compressed model file (``.dsec``): sparse relative indices, codebooks, Huffman coding. Layout:
-docs/COMPRESSION.md ("File format"); every byte-aligned section belongs to one *part*, so a
-file's length is the sum of its parts. Decoding restores every tensor bit for bit. Canonical Huffman
-coding is hand-written in numpy, not ``dahuffman``: the file stores a code as one length per symbol
-(a format dahuffman lacks) and numpy packs a million symbols in milliseconds."""
+"""The compressed model file (``.dsec``, layout in docs/COMPRESSION.md): sparse relative indices,
+codebooks, Huffman coding; each byte-aligned section belongs to one *part*, and decoding restores
+every tensor bit for bit. Canonical Huffman is hand-written in numpy, not ``dahuffman``: the file
+stores a code as one length per symbol (a format dahuffman lacks)."""
 
 from __future__ import annotations
 

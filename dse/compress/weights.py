@@ -1,9 +1,8 @@
-"""Deep Compression's two stages on a Fire network's convolution weights (biases and BatchNorm are
-never touched). Magnitude pruning to exact per-layer densities with ``torch.nn.utils.prune``: an
-integer amount keeps exactly that many weights, and the hook holds the mask while retraining. Per-layer
-k-means weight sharing with trainable centroids: a parametrization ``where(mask, codebook[codes], 0)``,
-so autograd sums the gradients sharing a centroid (the paper's fine-tuning rule) and ordinary
-training fine-tunes the centroids only."""
+"""Deep Compression's two stages on a Fire network's convolution weights (never biases or BatchNorm).
+Pruning to exact per-layer densities with ``torch.nn.utils.prune`` (an integer amount keeps exactly
+that many; the hook holds the mask while retraining). k-means weight sharing as a parametrization
+``where(mask, codebook[codes], 0)``: autograd sums the gradients sharing a centroid (the paper's
+fine-tuning rule), so ordinary training fine-tunes the centroids only."""
 
 from __future__ import annotations
 
@@ -47,14 +46,6 @@ def classifier_name(model: nn.Module) -> str:
     return list(conv_layers(model))[-1]
 
 
-def table1_densities(model: nn.Module) -> dict[str, float]:
-    """Table 1 mapped onto a network by name; layers SqueezeNet lacks (fire10+, shortcuts) stay dense."""
-    table = {"conv1": TABLE1_STEM, **{f"{fire}.{branch}": d for fire, densities in TABLE1_FIRE.items()
-                                      for branch, d in zip(BRANCHES, densities, strict=True)}}
-    last = classifier_name(model)
-    return {n: TABLE1_CLASSIFIER if n == last else table.get(short_name(n), 1.0) for n in conv_layers(model)}
-
-
 def _check_density(key: str, value: object) -> float:
     try:
         d = float(value)  # type: ignore[arg-type]
@@ -65,21 +56,22 @@ def _check_density(key: str, value: object) -> float:
     return d
 
 
-def resolve_densities(model: nn.Module, spec: str | float | Mapping[str, float]) -> dict[str, float]:
+def resolve_densities(model: nn.Module, spec: str | Mapping[str, float]) -> dict[str, float]:
     """Per-conv densities from ``table1``, ``uniform:D``, D or ``layer=D,...`` (unnamed layers stay dense)."""
     convs = conv_layers(model)
     if isinstance(spec, str):
         text = spec.strip()
-        if text == "table1":
-            return table1_densities(model)
+        if text == "table1":  # mapped by name; layers SqueezeNet lacks (fire10+, shortcuts) stay dense
+            table = {"conv1": TABLE1_STEM, **{f"{fire}.{branch}": d for fire, densities in TABLE1_FIRE.items()
+                                              for branch, d in zip(BRANCHES, densities, strict=True)}}
+            last = classifier_name(model)
+            return {n: TABLE1_CLASSIFIER if n == last else table.get(short_name(n), 1.0) for n in convs}
         if "=" not in text:
             return dict.fromkeys(convs, _check_density("--density", text.removeprefix("uniform:")))
         pairs = [item.split("=", 1) for item in comma_list(text)]  # fire2.squeeze=0.5,conv10=0.2
         if bad := next(("=".join(p) for p in pairs if len(p) != 2), None):
             raise ConfigError("--density", f"{bad!r} is not layer=D (in {text!r})")
         spec = dict(pairs)
-    if not isinstance(spec, Mapping):
-        return dict.fromkeys(convs, _check_density("--density", spec))
     by_short = {short_name(n): n for n in convs}
     out = dict.fromkeys(convs, 1.0)
     for key, value in spec.items():
@@ -182,14 +174,13 @@ def kmeans_1d(values: np.ndarray, bits: int, seed: int = 0) -> tuple[np.ndarray,
     return km.cluster_centers_.ravel().astype(np.float32), km.labels_.astype(np.int64)
 
 
-def quantize_model(model: nn.Module, bits: int | Mapping[str, int], seed: int = 0
-                   ) -> dict[str, SharedWeights]:
-    """Share every conv's kept weights in place (``bits`` may be per layer); pruned ones stay 0."""
+def quantize_model(model: nn.Module, bits: int, seed: int = 0) -> dict[str, SharedWeights]:
+    """Share every conv's kept weights in place; pruned ones stay 0."""
     keep = masks(model)
     finalize(model)
+    b = check_bits(bits)
     out: dict[str, SharedWeights] = {}
     for name, module in conv_layers(model).items():
-        b = check_bits(bits[name] if isinstance(bits, Mapping) else bits)
         w = module.weight.detach()
         mask = keep[name].to(w.device)
         centroids, labels = kmeans_1d(w[mask].cpu().numpy(), b, seed)

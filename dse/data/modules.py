@@ -120,8 +120,7 @@ class ImageFolderDataModule(L.LightningDataModule):
         workers = self.cfg.num_workers
         return DataLoader(ds, self.batch_size if train else self.eval_batch_size, shuffle=train,
                           drop_last=train, num_workers=workers, pin_memory=torch.cuda.is_available(),
-                          persistent_workers=workers > 0,
-                          generator=torch.Generator().manual_seed(self.seed))
+                          persistent_workers=workers > 0, generator=torch.Generator().manual_seed(self.seed))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)

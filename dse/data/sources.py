@@ -1,6 +1,5 @@
-"""The datasets dse knows (:data:`SOURCES`, the one list every other derives from) and where each
-in-memory one comes from, parsed once per process (a sweep trains many networks in one). torch is
-imported on use: dse.validate reads :data:`SOURCES`."""
+"""The datasets dse knows (:data:`SOURCES`, the one list every other derives from) and where each in-memory
+one comes from, parsed once per process; torch is imported on use (dse.validate reads :data:`SOURCES`)."""
 
 from __future__ import annotations
 
@@ -42,8 +41,7 @@ def _fashion_mnist(root: str | None, download: bool, **_: Any) -> Arrays:
 
     cache = cache_dir()
     raw = cache / "FashionMNIST" / "raw"
-    candidates = [Path(root).expanduser()] if root else []
-    candidates.append(DEBIAN_FASHION_MNIST)
+    candidates = [*([Path(root).expanduser()] if root else []), DEBIAN_FASHION_MNIST]
     src = next((d for d in map(_idx_dir, candidates) if d is not None), None)
     if src is not None and src != raw:
         raw.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,5 @@
-"""In-memory datasets as uint8 tensors (on the GPU when training there), each batch indexed,
-augmented and normalised with a few tensor ops: per-sample transforms and DataLoader workers would
-cost more than the tiny networks' math."""
+"""In-memory datasets as uint8 tensors (on the GPU when training there), each batch indexed, augmented
+and normalised by a few tensor ops: per-sample transforms would cost more than the tiny networks' math."""
 
 from __future__ import annotations
 
@@ -58,9 +57,8 @@ def keyed_seed(*keys: int) -> int:
 
 
 class TensorBatches:
-    """An epoch-by-epoch iterable of normalised (image, label) batches over a :class:`TensorSplit`,
-    shuffled and augmented by :func:`keyed_seed` generators. ``position``: the (epoch, first batch)
-    of the next iteration (a resumed run's); without it the n-th iteration is epoch n."""
+    """Epoch by epoch, normalised (image, label) batches of a :class:`TensorSplit`, shuffled and augmented
+    by :func:`keyed_seed` generators. ``position``: the next (epoch, first batch), else iteration n is n."""
 
     def __init__(self, split: TensorSplit, batch_size: int, mean: torch.Tensor, std: torch.Tensor,
                  shuffle: bool = False, drop_last: bool = False, augment: bool = False,

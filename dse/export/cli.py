@@ -11,6 +11,7 @@ from typing import Any
 
 from dse.errors import ArgumentParser, ConfigError, bad_input, first_line
 from dse.logs import quiet_lightning
+from dse.outputs import check_writable, write_files
 from dse.text import comma_list
 
 PROG = "dse-export"
@@ -82,8 +83,6 @@ def _decoded(path: str, model_cfg: dict[str, Any]) -> Any:
 
 
 def _run(args: argparse.Namespace) -> None:
-    from dse.outputs import check_writable, write_files
-
     if args.out:  # before torch is imported or the checkpoint read
         check_writable(args.out, "--out", directory=True)
     opts = _options(args)
@@ -91,7 +90,6 @@ def _run(args: argparse.Namespace) -> None:
 
     from dse.checkpoint import load_checkpoint
     from dse.export import job
-    from dse.model import build_model
     from dse.validate import validate
 
     ckpt = load_checkpoint(args.checkpoint, args.overrides)
@@ -100,8 +98,7 @@ def _run(args: argparse.Namespace) -> None:
     if args.compressed:
         model, stem = _decoded(args.compressed, cfg["model"]), Path(args.compressed).stem
     else:
-        model, stem = build_model(cfg["model"]), "dense"
-        model.load_state_dict(ckpt.state)
+        model, stem = ckpt.network(), "dense"
     out = Path(args.out) if args.out else ckpt.run_dir / "export"
     check_writable(out, "--out", directory=True)
     quiet_lightning(every_warning=True)

@@ -1,6 +1,5 @@
-"""One ``dse-export`` job: the network as files other runtimes load (ONNX, TorchScript by
-``torch.jit.trace``, int8 ONNX), checked against PyTorch within :data:`TOLERANCE` and timed in
-memory; the cli writes them together or not at all, so a file that disagrees is never left behind."""
+"""One ``dse-export`` job: the network as ONNX, TorchScript (``torch.jit.trace``) and int8 ONNX files,
+checked against PyTorch within :data:`TOLERANCE` and timed in memory, so none that disagrees is written."""
 
 from __future__ import annotations
 
@@ -23,9 +22,9 @@ from dse.text import table
 RANDOM_IMAGES = 16
 REFERENCE = "pytorch"  # the reference row: the network itself, in torch eager mode
 TEST_ACCURACY = ("test_top1", "test_top5")  # the int8 file's and the network's, side by side
-FORMATS = ("onnx", "torchscript", "int8")  # int8: onnxruntime static quantization (dse.compress.int8)
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "int8": ".int8.onnx"}
-RUNTIMES = {"onnx": "onnxruntime", "torchscript": "torch", "int8": "onnxruntime"}
+# format -> (file suffix, runtime); int8: onnxruntime static quantization (dse.compress.int8)
+FORMATS = {"onnx": (".onnx", "onnxruntime"), "torchscript": (".torchscript.pt", "torch"),
+           "int8": (".int8.onnx", "onnxruntime")}
 TOLERANCE = 1e-4  # largest |runtime - PyTorch| on a logit that an fp32 file may show
 
 
@@ -96,8 +95,8 @@ def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, d
 
     rows: list[dict[str, Any]] = [{"file": None, "format": REFERENCE, "runtime": "torch"}]
     for fmt, data in made.items():
-        rows.append({"file": stem + SUFFIXES[fmt], "format": fmt,
-                     "runtime": RUNTIMES[fmt], "bytes": len(data), "max_diff": diffs.get(fmt)})
+        rows.append({"file": stem + FORMATS[fmt][0], "format": fmt, "runtime": FORMATS[fmt][1],
+                     "bytes": len(data), "max_diff": diffs.get(fmt)})
 
     def runner(fmt: str, threads: int = 0) -> latency.Runner:
         return latency.torch_runner(model) if fmt == REFERENCE else file_runner(fmt, made[fmt], threads)

@@ -1,8 +1,7 @@
 """K Fire networks as one network of grouped layers (HFTA, Wang et al. 2021): one kernel launch trains K
-launch-bound design points. Every convolution is grouped (``groups=K``), each layer padded to its widest
-member; the padding starts at zero and :meth:`FusedFireNet.mask_grads` keeps it there, so member k computes
-exactly its own ``FireNet`` (whose state-dict keys it shares). Hand-written: HFTA's operators fuse identical
-models only, and members here differ in widths and bypass."""
+launch-bound design points. Every layer is padded to its widest member; :meth:`FusedFireNet.mask_grads`
+keeps the padding at zero, so member k computes exactly its ``FireNet`` (whose state-dict keys it
+shares). Hand-written: HFTA fuses identical models only; members here differ in widths and bypass."""
 
 from __future__ import annotations
 

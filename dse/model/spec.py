@@ -1,8 +1,6 @@
-"""Metaparameters -> network spec -> analytic report (the paper's Table 1 for any design point): every
-layer's widths, shapes, params and MACs in pure Python (no torch), so ``dse-model`` answers instantly
-and a sweeper rejects an over-budget point before training. MACs count convolutions only
-(torchvision's "GFLOPS" convention); size is params x bits, in MB and MiB both, as the paper's "MB"
-mixes the two."""
+"""Metaparameters -> network spec -> analytic report (the paper's Table 1 for any design point) in pure
+Python, so ``dse-model`` answers instantly and a sweeper rejects an over-budget point before training.
+MACs count convolutions only (torchvision's convention); sizes in MB and MiB, as the paper mixes them."""
 
 from __future__ import annotations
 
@@ -48,6 +46,9 @@ class Conv:
     def params(self) -> int:
         return conv_params(self.in_ch, self.out_ch, self.kernel, self.batch_norm)
 
+    def macs(self, hw: int) -> int:
+        return hw * self.in_ch * self.out_ch * self.kernel**2
+
 
 def conv_params(cin: int, cout: int, k: int, bn: bool) -> int:
     """Weights plus bias (or BatchNorm's scale and shift) of one convolution; none when empty."""
@@ -84,15 +85,6 @@ class Fire:
 
 
 @dataclass(frozen=True)
-class LayerShape:
-    """Where a layer sits in the network: its output shape and whether a max-pool follows it."""
-
-    layer: Conv | Fire
-    out_hw: tuple[int, int]  # spatial size of the layer's output (before a following pool)
-    pool_hw: tuple[int, int] | None  # spatial size after the following max-pool, if any
-
-
-@dataclass(frozen=True)
 class NetSpec:
     stem: Conv
     fires: tuple[Fire, ...]
@@ -111,30 +103,6 @@ class NetSpec:
     @property
     def params(self) -> int:
         return sum(layer.params for layer in self.layers)
-
-    def shapes(self, image_size: int | tuple[int, int]) -> list[LayerShape]:
-        """Propagate an input size through the network; raises ConfigError if it collapses."""
-        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
-        out: list[LayerShape] = []
-        for layer in self.layers:
-            if isinstance(layer, Conv):
-                h, w = ((x + 2 * layer.padding - layer.kernel) // layer.stride + 1 for x in (h, w))
-            if h < 1 or w < 1:
-                raise ConfigError(f"model.{layer.name}", f"spatial size shrinks below 1x1 at {layer.name} "
-                                  f"(input {image_size}px); use a larger input, a smaller stem stride or "
-                                  "fewer pool_after entries")
-            pooled = None
-            if layer.name in self.pool_after:
-                ph, pw = (pool_out(x) for x in (h, w))
-                if ph < 1 or pw < 1:
-                    raise ConfigError("model.pool_after", "spatial size shrinks below 1x1 at the max-pool "
-                                      f"after {layer.name} (input {image_size}px); remove a pool or use a "
-                                      "larger input")
-                pooled = (ph, pw)
-            out.append(LayerShape(layer, (h, w), pooled))
-            if pooled:
-                h, w = pooled
-        return out
 
 
 def pool_out(size: int, kernel: int = POOL_KERNEL, stride: int = POOL_STRIDE) -> int:
@@ -284,22 +252,29 @@ class ModelReport:
 
 
 def analyze(spec: NetSpec, image_size: int) -> ModelReport:
+    """An input size propagated through the network, layer by layer; ConfigError if it collapses."""
     rows: list[LayerRow] = []
+    h = w = image_size
     peak = spec.in_channels * image_size**2
-    for ls in spec.shapes(image_size):
-        layer, (h, w) = ls.layer, ls.out_hw
-        hw = h * w
+    for layer in spec.layers:
         if isinstance(layer, Conv):
-            macs = hw * layer.in_ch * layer.out_ch * layer.kernel**2
-            rows.append(LayerRow(layer.name, (h, w, layer.out_ch), None, None, None, layer.params, macs))
-            peak = max(peak, hw * layer.out_ch)
-        elif isinstance(layer, Fire):
-            rows.append(LayerRow(layer.name, (h, w, layer.out_ch), layer.s1x1, layer.e1x1,
-                                 layer.e3x3, layer.params, layer.macs(hw), layer.shortcut))
-            peak = max(peak, hw * layer.out_ch, hw * layer.s1x1)
-        if ls.pool_hw:
-            ph, pw = ls.pool_hw
-            rows.append(LayerRow(f"maxpool/{layer.name}", (ph, pw, layer.out_ch), None, None, None, 0, 0))
+            h, w = ((x + 2 * layer.padding - layer.kernel) // layer.stride + 1 for x in (h, w))
+        if h < 1 or w < 1:
+            raise ConfigError(f"model.{layer.name}", f"spatial size shrinks below 1x1 at {layer.name} "
+                              f"(input {image_size}px); use a larger input, a smaller stem stride or "
+                              "fewer pool_after entries")
+        fire = layer if isinstance(layer, Fire) else None
+        widths = (fire.s1x1, fire.e1x1, fire.e3x3) if fire else (None, None, None)
+        rows.append(LayerRow(layer.name, (h, w, layer.out_ch), *widths, layer.params, layer.macs(h * w),
+                             fire.shortcut if fire else None))
+        peak = max(peak, h * w * layer.out_ch, h * w * (fire.s1x1 if fire else 0))
+        if layer.name in spec.pool_after:
+            h, w = (pool_out(x) for x in (h, w))
+            if h < 1 or w < 1:
+                raise ConfigError("model.pool_after", "spatial size shrinks below 1x1 at the max-pool "
+                                  f"after {layer.name} (input {image_size}px); remove a pool or use a "
+                                  "larger input")
+            rows.append(LayerRow(f"maxpool/{layer.name}", (h, w, layer.out_ch), None, None, None, 0, 0))
     rows.append(LayerRow("avgpool", (1, 1, rows[-1].out_shape[2]), None, None, None, 0, 0))
     return ModelReport((spec.in_channels, image_size, image_size), tuple(rows),
                        sum(r.params for r in rows), sum(r.macs for r in rows), peak)

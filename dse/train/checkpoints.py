@@ -1,14 +1,9 @@
-"""Resume checkpoints: a run that is killed, preempted or out of time continues where it stopped.
-
-Each (design point, seed), or fused group, checkpoints into its own folder (:func:`resume_dir`,
-``<runs>/<study>/resume/<config_hash>/seed<seed>/epoch=E-step=S.ckpt``), keyed by what identifies
-the run rather than by the time-stamped run dir a rerun does not reuse; once its row is stored the
-folder goes. Lightning saves and restores (``ModelCheckpoint``, ``fit(ckpt_path=...,
-weights_only=True)``); by hand, since Lightning has none of them: resuming from a folder's newest
-whole file (:func:`newest`), deleting the file a run resumed from (:func:`prune`), atomic writes
-(:class:`AtomicCheckpointIO`), the RNG, data position and divergence state (:class:`ResumeState`,
-so a deterministic CPU run resumes bit for bit) and stopping on a signal only between steps
-(:class:`~dse.signals.HeldStops`; Lightning's ``OnExceptionCheckpoint`` saves mid-step).
+"""Resume checkpoints: a killed, preempted or timed-out run continues where it stopped. Each (design
+point, seed), or fused group, has its own folder (:func:`~dse.train.checks.resume_dir`), removed once
+its row is stored. Lightning saves and restores; by hand, as Lightning has none of them: resuming from
+the newest whole file, atomic writes, the RNG, data position and divergence state (a deterministic CPU
+run resumes bit for bit) and stopping on a signal only between steps (``OnExceptionCheckpoint`` saves
+mid-step).
 """
 
 from __future__ import annotations
@@ -20,7 +15,6 @@ import os
 import re
 import shutil
 import warnings
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,13 +51,10 @@ def checkpoints(folder: Path) -> list[Path]:
 def loadable(path: Path) -> bool:
     """Whether ``path`` is a whole checkpoint (a cut file lacks its zip directory) of plain data
     (``weights_only=True``: loading it runs no code, whatever the environment says)."""
-    if not zipfile.is_zipfile(path):
-        log.warning("ignoring the incomplete checkpoint %s", path)
-        return False
     try:
         torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        log.warning("ignoring the checkpoint %s: not plain data (%s)", path, first_line(e))
+        log.warning("ignoring the checkpoint %s: incomplete or not plain data (%s)", path, first_line(e))
         return False
     return True
 

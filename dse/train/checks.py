@@ -24,9 +24,8 @@ RESUME = "resume"  # <paths.runs>/<study.name>/resume/...
 
 
 def device_settings(tc: Any) -> Device:
-    """``auto``: bf16-mixed + channels_last on a GPU and on a CPU with native bf16, fp32 contiguous
-    elsewhere; the config hash keeps ``auto``, the row's ``precision`` says what ran. A GPU asked for
-    but not visible is refused: the stored ``device`` and timings would describe another machine."""
+    """``auto``: bf16-mixed + channels_last on a GPU or a native-bf16 CPU, else fp32 (the row's
+    ``precision`` says which). A GPU asked for but not visible is refused, not replaced by the CPU."""
     if tc.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
         raise ConfigError("trainer.accelerator", f"{tc.accelerator} asked for, but no GPU is "
                                                  "visible here (use auto or cpu)")
@@ -42,9 +41,8 @@ def device_settings(tc: Any) -> Device:
 
 
 def native_cpu_bf16() -> bool:
-    """Whether this CPU has bf16 in hardware (AMX or AVX512-BF16); elsewhere oneDNN emulates bf16,
-    slower than fp32. torch has no public query, hence its private ``torch.cpu`` probes (absent ones
-    read as False). ``DSE_CPU_BF16=0|1`` overrides the probe (tests take both paths)."""
+    """Whether this CPU has bf16 in hardware (elsewhere oneDNN emulates it, slower than fp32), by torch's
+    private ``torch.cpu`` probes (it has no public query); ``DSE_CPU_BF16=0|1`` overrides them."""
     if os.environ.get(CPU_BF16_ENV) in ("0", "1"):
         return os.environ[CPU_BF16_ENV] == "1"
     probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
@@ -88,17 +86,15 @@ class Checked(NamedTuple):
 
 
 def check_data(dc: Any) -> None:
-    """An in-memory dataset loads (or downloads): a missing one is bad input naming ``data.root``,
-    not a failed row per seed. Loaded as the training loads it (same arguments, one cache), so the
-    run that follows in this process reuses it."""
+    """An in-memory dataset loads (or downloads): a missing one is bad input naming ``data.root``, not
+    a failed row per seed. Loaded into the cache the training then reads."""
     if dc.name in IN_MEMORY:
         load_arrays(**source_args(dc))
 
 
 def check_job(cfg: DictConfig) -> Checked:
     """:func:`dse.validate.validate` and what needs torch: the GPU asked for, the logger's class and
-    arguments, each seed's resume folder, the dataset. dse-train's preflight runs it on every job
-    before Hydra writes; the task runs it once per job and hands the result down."""
+    arguments, each seed's resume folder, the dataset; once per job, the result handed down."""
     validate(cfg)
     device = device_settings(cfg.trainer)
     check_logger(OmegaConf.select(cfg, "logger"))

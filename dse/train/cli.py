@@ -1,10 +1,6 @@
-"""``dse-train [OVERRIDES]``: train one design point (or, with ``-m``, sweep many) and record it.
-
-A ``@hydra.main`` app over ``conf/``. The task returns the objectives dict (see
-:func:`dse.train.summary.summarize`) so Hydra sweepers, ours included, can read them. Errors in the
-user's input become one line on stderr and exit code 2 with nothing written; a failed single run
-exits 1 after its ``failed`` row is written; Ctrl-C exits 130.
-"""
+"""``dse-train [OVERRIDES]``: train one design point (or, with ``-m``, sweep many) and record it. The
+task returns :func:`dse.train.summary.summarize`'s dict, which Hydra sweepers read. Bad input: one line
+on stderr, exit 2, nothing written; a failed single run exits 1 after its row is written; Ctrl-C 130."""
 
 from __future__ import annotations
 
@@ -15,6 +11,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import hydra
+from hydra._internal.utils import get_args_parser
 from hydra.core.hydra_config import HydraConfig
 from hydra.experimental.callback import Callback
 from hydra.types import RunMode
@@ -34,13 +31,9 @@ log = logging.getLogger("dse.train")
 
 
 class Preflight(Callback):
-    """Checks the input and output folders before Hydra writes its ``.hydra/`` files and log
-    (``hydra.callbacks`` in conf/config.yaml): bad input is one line and exit 2, nothing written.
-
-    A single run's config and every point of a grid get :func:`~dse.train.checks.check_job` and their
-    stores are opened: one bad point refuses the whole grid. Hydra turns a callback's exceptions
-    into warnings, hence the exits from here.
-    """
+    """Checks a single run's or every grid point's input, output folders and stores before Hydra
+    writes anything (``hydra.callbacks`` in conf/config.yaml): one bad point refuses the grid. Hydra
+    turns a callback's exceptions into warnings, hence the exits from here."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         self._check_jobs(config, [config], "hydra.run.dir")
@@ -105,19 +98,12 @@ def app(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def check_arguments() -> None:
-    """Hydra's own flags parsed first by :class:`~dse.errors.ArgumentParser`, for one-line usage
-    errors (Hydra has no hook into its parser, which prints a usage block)."""
-    from hydra._internal.utils import get_args_parser
-
-    ArgumentParser(prog=PROG, parents=[get_args_parser()], add_help=False).parse_args()
-
-
 def main() -> None:
     os.environ["HYDRA_FULL_ERROR"] = "1"  # let errors reach us so they can be cut to one line
     try:
         with bad_input(PROG):
-            check_arguments()
+            # Hydra's own flags first, for one-line usage errors: Hydra's parser prints a usage block
+            ArgumentParser(prog=PROG, parents=[get_args_parser()], add_help=False).parse_args()
             with stop_signals():  # kill / scancel: the same prompt, recorded stop as Ctrl-C
                 app()
     except KeyboardInterrupt:

@@ -1,17 +1,16 @@
-"""One GPU per multirun job: ``CUDA_VISIBLE_DEVICES`` narrowed before CUDA starts, else parallel
-jobs (``hydra/launcher=joblib``) all train on GPU 0. Job N gets
-``visible[(N // jobs_per_gpu) % len(visible)]``: round-robin, or K consecutive jobs per GPU.
-
-Left alone in a single run, with fewer than two visible GPUs (one named device is the user's or
-Slurm's choice), for a CPU or multi-device job, and once CUDA is initialised (it reads the
-variable once: a joblib worker stays on its first job's GPU). Nothing here imports torch.
-"""
+"""One GPU per multirun job, else parallel jobs (``hydra/launcher=joblib``) all train on GPU 0: job N
+gets ``visible[(N // jobs_per_gpu) % len(visible)]`` in ``CUDA_VISIBLE_DEVICES``, before CUDA starts.
+Left alone in a single run, with fewer than two visible GPUs (one named device is the user's or Slurm's
+choice), for a CPU or multi-device job, and once CUDA is initialised (it reads the variable once: a
+joblib worker stays on its first job's GPU). Nothing here imports torch."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, MutableMapping, Sequence
 from typing import Any
+
+from dse.validate import int_at_least
 
 ENV = "CUDA_VISIBLE_DEVICES"
 # the process's own setting, read when dse-train's task is imported: before any job narrowed it
@@ -47,8 +46,6 @@ def pin_job(job_index: int | None, per_device: int, tc: Any, count: Callable[[],
             original: str | None = ORIGINAL) -> str | None:
     """Set ``CUDA_VISIBLE_DEVICES`` in ``environ`` (default: the process's) to job ``job_index``'s
     device among ``original``'s; returns it, or None when left alone."""
-    from dse.validate import int_at_least
-
     int_at_least(per_device, 1, "jobs_per_gpu")
     if job_index is None:  # a single run: no GPU count asked for
         return None

@@ -1,6 +1,5 @@
 """Stop runs that will never train and record them as ``diverged``: a NaN/inf loss, or the classic
-SqueezeNet failure where every ReLU dies and the network sits at chance with a flat loss forever.
-"""
+SqueezeNet failure where every ReLU dies and the network sits at chance with a flat loss forever."""
 
 from __future__ import annotations
 

@@ -1,8 +1,6 @@
-"""The one training body: K >= 1 (design point, seed) members as one fused network, a single run
-being a group of one. Each member keeps its seed's initialisation, dropout, batch order and
-augmentation, its loss, metrics, log, divergence check and pruning; one that ends is frozen while the
-others go on. A member's row is its separate run's (bit for bit for K = 1 on the CPU).
-"""
+"""The one training body: K >= 1 (design point, seed) members as one fused network, a single run a
+group of one. Each member keeps its seed's initialisation, dropout, batch order and augmentation, its
+loss, metrics, log, divergence check and pruning; one that ends is frozen while the others go on."""
 
 from __future__ import annotations
 
@@ -27,8 +25,9 @@ from dse.data.sources import IN_MEMORY
 from dse.errors import first_line
 from dse.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
-from dse.model.fused import FusedFireNet
+from dse.model.fused import FusedFireNet, macro_key
 from dse.model.net import build_model
+from dse.model.spec import build_spec
 from dse.store import RunRecord, config_hash, utcnow_iso
 from dse.store.record import slurm_job
 from dse.text import duration
@@ -42,85 +41,80 @@ from dse.validate import SWITCHES
 log = logging.getLogger("dse.train")
 
 
-class EpochTimer(Callback):
-    """Training time without validation, and which epoch was validated last."""
+def now() -> float:
+    """``perf_counter`` once queued GPU work is done, so the reading includes it."""
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
 
-    def __init__(self) -> None:
-        self.seconds, self.images, self.last_val_epoch, self._t0 = 0.0, 0, -1, None
+
+class EpochTimer(Callback):
+    """Each epoch's training seconds (validation cut out), the images trained, the last validated epoch;
+    ``log_epochs``: a line per epoch (rate, val top-1, ETA) for where no bar shows (piped, swept, Slurm)."""
+
+    def __init__(self, log_epochs: bool = False) -> None:
+        self.epoch_seconds: list[float] = []
+        self.images, self.last_val_epoch, self.fit_t0 = 0, -1, 0.0
+        self.log_epochs, self._t0, self._first, self._wall0 = log_epochs, None, 0, 0.0
+
+    @property
+    def seconds(self) -> float:
+        return sum(self.epoch_seconds)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._wall0, self._first = time.perf_counter(), trainer.current_epoch
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.fit_t0 = now()
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0 = time.perf_counter()
+        self._t0 = now()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.images += len(batch[1])
 
-    def on_train_epoch_end(self, *_: Any) -> None:
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._t0 is not None:
-            self.seconds += time.perf_counter() - self._t0
+            self.epoch_seconds.append(now() - self._t0)
             self._t0 = None
-
-    on_validation_start = on_train_epoch_end
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.last_val_epoch = trainer.current_epoch
 
-
-class EpochLine(Callback):
-    """One log line per epoch: the rate, validation top-1 and the run's ETA, so a long run says how
-    far it is and what it costs also where no progress bar shows (piped, swept, under Slurm) and
-    beyond the bar's own epoch."""
-
-    def __init__(self, timer: EpochTimer) -> None:
-        self.timer, self._t0, self._first = timer, 0.0, 0
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._t0, self._first = time.perf_counter(), trainer.current_epoch
-
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: Any) -> None:
+        self.on_validation_start(trainer, pl_module)
+        if not self.log_epochs:
+            return
         epoch, total = trainer.current_epoch + 1, trainer.max_epochs
         parts = [f"epoch {epoch}/{total}" if total and total > 0 else f"epoch {epoch}"]
-        if self.timer.seconds:
-            parts.append(f"{self.timer.images / self.timer.seconds:.0f} img/s")
+        if self.seconds:
+            parts.append(f"{self.images / self.seconds:.0f} img/s")
         key = REGISTRY["val_top1"].key
         if vals := [r[key] for r in pl_module.results if key in r]:
             parts.append("val_top1 " + " ".join(f"{v:.3f}" for v in vals))
         if total and total > epoch:
-            per_epoch = (time.perf_counter() - self._t0) / (epoch - self._first)
+            per_epoch = (time.perf_counter() - self._wall0) / (epoch - self._first)
             parts.append(f"ETA {duration(per_epoch * (total - epoch))}")
         log.info("%s", " · ".join(parts))
 
 
-def _progress_bar(tc: Any) -> bool:
-    """``auto``: Lightning's bar for a single run on a terminal; a sweep's one line per finished
-    point (dse.train.progress) would be broken up by bars."""
+def make_trainer(tc: Any, device: Device, out_dir: Path, callbacks: list[Callback]) -> L.Trainer:
+    """The Lightning Trainer ``trainer.*`` describes; the module writes each member's logger. The bar
+    (``auto``) for a single run on a terminal: a sweep's line per finished point would be broken up."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    on = SWITCHES[str(tc.progress_bar).lower()]  # checked by the entry point
+    bar = SWITCHES[str(tc.progress_bar).lower()]  # checked by the entry point
     multirun = HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-    return sys.stdout.isatty() and not multirun if on is None else on
-
-
-def make_trainer(tc: Any, device: Device, out_dir: Path, callbacks: list[Callback]) -> L.Trainer:
-    """The Lightning Trainer ``trainer.*`` describes; the module writes each member's logger."""
     return L.Trainer(
         accelerator=device[0], devices=tc.devices, precision=device[1],
         max_epochs=tc.max_epochs, max_steps=tc.max_steps, deterministic=tc.deterministic,
         check_val_every_n_epoch=tc.val_every, num_sanity_val_steps=0,
         log_every_n_steps=tc.log_every_n_steps, enable_model_summary=False,
-        enable_progress_bar=_progress_bar(tc),
+        enable_progress_bar=sys.stdout.isatty() and not multirun if bar is None else bar,
         enable_checkpointing=any(isinstance(cb, Checkpoint) for cb in callbacks),
         logger=False, callbacks=callbacks, default_root_dir=out_dir, plugins=[AtomicCheckpointIO()],
     )
-
-
-def keep_traceback(path: Path) -> None:
-    """Best effort: the row carries the error; a full or read-only run folder must not turn the
-    traceback beside it into a second failure that loses the row."""
-    try:
-        path.write_text(traceback.format_exc())
-    except OSError as e:
-        log.warning("traceback not kept (%s): %s", path, first_line(e))
 
 
 @dataclass
@@ -148,17 +142,6 @@ class Member:
                                      slurm_job=slurm_job(), **given).to_dict()
 
 
-def member_net(members: list[Member]) -> FusedFireNet:
-    """The members' networks as one, each seeded then built as its separate run is, its dropout
-    drawing from a copy of the global stream right after its build (what a separate run draws)."""
-    nets, generators = [], []
-    for m in members:
-        L.seed_everything(m.seed, workers=True, verbose=False)
-        nets.append(build_model(m.cfg.model))
-        generators.append(torch.Generator().set_state(torch.get_rng_state()))
-    return FusedFireNet.of(nets, generators)
-
-
 MEMBER_KEYS = ("name", "base_e", "incr_e", "freq", "sr", "pct3x3", "bypass", "dropout")
 
 
@@ -173,20 +156,26 @@ def fusable(cfg: DictConfig) -> str | None:
     return next((why for bad, why in reasons if bad), None)
 
 
-def group_key(cfg: DictConfig, spec_key: tuple) -> tuple:
+def group_key(cfg: DictConfig) -> tuple:
     """Jobs with equal keys can share a fused network: only :data:`MEMBER_KEYS` and the seed differ."""
     plain = OmegaConf.to_container(cfg, resolve=True)
     plain["model"] = {k: v for k, v in plain["model"].items() if k not in MEMBER_KEYS}
-    return spec_key, config_hash(plain)
+    return macro_key(build_spec(cfg.model)), config_hash(plain)
 
 
 def _module(members: list[Member], loggers: list[Any], channels_last: bool) -> FireClassifier:
-    cfg = members[0].cfg
-    module = FireClassifier(members[0].plain, member_net(members), loggers)
+    """The members' networks as one, each seeded then built as its separate run is, its dropout
+    drawing from a copy of the global stream right after its build (what a separate run draws)."""
+    nets, generators = [], []
+    for m in members:
+        L.seed_everything(m.seed, workers=True, verbose=False)
+        nets.append(build_model(m.cfg.model))
+        generators.append(torch.Generator().set_state(torch.get_rng_state()))
+    module = FireClassifier(members[0].plain, FusedFireNet.of(nets, generators), loggers)
     module.channels_last = channels_last
     if channels_last:
         module.model.to(memory_format=torch.channels_last)
-    if cfg.trainer.compile:
+    if members[0].cfg.trainer.compile:
         module.model = torch.compile(module.model)
     return module
 
@@ -206,8 +195,7 @@ def _data(members: list[Member], monitor: DivergenceMonitor) -> tuple[Any, Resum
     if resume is not None:
         dm.position = resume.state.position  # each epoch's batches from where the run is
         if resume.ckpt is not None:
-            log.info("resuming %s seed %d from %s", resume.folder.parent.name, members[0].seed,
-                     resume.ckpt)
+            log.info("resuming %s seed %d from %s", resume.folder.parent.name, members[0].seed, resume.ckpt)
     return dm, resume
 
 
@@ -215,8 +203,7 @@ def _fit(trainer: L.Trainer, module: FireClassifier, dm: Any, timer: EpochTimer,
          resume: Resume | None) -> None:
     """Fit (from the resume checkpoint, if any), validate the final weights, test."""
     with resume.held if resume else contextlib.nullcontext():  # a stop signal waits for a whole step
-        trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None,
-                    weights_only=True)
+        trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None, weights_only=True)
     if bool(module.live.any()) and timer.last_val_epoch != trainer.current_epoch - 1:
         trainer.validate(module, datamodule=dm, verbose=False)  # the final weights' accuracy
     if bool(module.live.any()) and module.tc["test"]:
@@ -257,7 +244,11 @@ def _failed(rows: list[dict[str, Any]], members: list[Member], module: FireClass
                 rec.update(status="pruned", error=str(e) or "pruned by the Optuna pruner")
         else:
             rec.update(status="failed", error=first_line(e, typed=True))
-            keep_traceback(m.out_dir / f"error_seed{m.seed}.txt")
+            path = m.out_dir / f"error_seed{m.seed}.txt"
+            try:  # best effort: a full or read-only run folder must not lose the row too
+                path.write_text(traceback.format_exc())
+            except OSError as err:
+                log.warning("traceback not kept (%s): %s", path, first_line(err))
         rec["epochs"] = 0
     if type(e).__name__ != "TrialPruned":
         log.error("run failed: %s", first_line(e, typed=True))
@@ -274,7 +265,7 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
     device = device or device_settings(tc)
     rows = [m.row() for m in members]
     monitor = DivergenceMonitor(cfg.data.num_classes, tc.chance_epochs, tc.log_every_n_steps)
-    timer = EpochTimer()
+    timer = EpochTimer(log_epochs=True)
     trainer: L.Trainer | None = None
     module: FireClassifier | None = None
     loggers = [build_logger(m.cfg, m.out_dir, m.seed) for m in members]
@@ -288,7 +279,7 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
         dm, resume = _data(members, monitor)
         pruning = member_pruning([m.handoff for m in members])
         trainer = make_trainer(tc, device, members[0].out_dir,
-                               [monitor, timer, EpochLine(timer), *callbacks, *([pruning] if pruning else ()),
+                               [monitor, timer, *callbacks, *([pruning] if pruning else ()),
                                 *(resume.callbacks if resume else ())])
         _fit(trainer, module, dm, timer, resume)
         for k, (rec, m) in enumerate(zip(rows, members, strict=True)):

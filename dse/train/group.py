@@ -1,7 +1,5 @@
-"""A batch of jobs trained in fused groups (``hydra/launcher=dse_fused``), with
-:func:`dse.train.run.run_point`'s contract per (job, seed): skip, claim, group by
-:func:`dse.train.fused.group_key` (at most ``max_members``), record.
-"""
+"""A batch of jobs trained in fused groups (``hydra/launcher=dse_fused``), with ``run_point``'s
+contract per (job, seed): skip, claim, group by :func:`~dse.train.fused.group_key`, record."""
 
 from __future__ import annotations
 
@@ -14,8 +12,6 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from dse.model.fused import macro_key
-from dse.model.spec import build_spec
 from dse.store import ResultsStore, claims
 from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import discard
@@ -48,8 +44,7 @@ class _Seed:
 def plan(points: list[Point], todo: list[_Seed], max_members: int) -> list[list[_Seed]]:
     """The groups to train, in batch order: compatible seeds together, at most ``max_members``
     each; a seed whose job cannot be fused is a group of one."""
-    keys = {j: None if fusable(points[j].cfg) else
-            group_key(points[j].cfg, macro_key(build_spec(points[j].cfg.model)))
+    keys = {j: None if fusable(points[j].cfg) else group_key(points[j].cfg)
             for j in dict.fromkeys(s.job for s in todo)}  # once per job, not per seed
     by_key: dict[Any, list[_Seed]] = defaultdict(list)
     for s in todo:
@@ -63,20 +58,13 @@ def _claim_all(points: list[Point], store_of: Any, rows: dict, todo: list[_Seed]
     """Stored rows into ``rows``; claimed seeds into ``todo``; others' live claims into ``held``."""
     for j, p in enumerate(points):
         for seed in seeds(p.cfg):
-            store = store_of(p)
-            if (row := p.stored(store, seed)) is not None:
-                rows[j, seed] = row
-                continue
-            got = claims.acquire(store, p.chash, seed)
-            if isinstance(got, claims.Holder):
-                held[j, seed] = got
-                continue
-            got.__enter__()
-            if (row := p.stored(store, seed)) is not None:  # stored between our look and claim
-                got.__exit__(None, None, None)
-                rows[j, seed] = row
-            else:
+            got = p.claim(store_of(p), seed)
+            if isinstance(got, claims.Claim):
                 todo.append(_Seed(j, seed, got))
+            elif isinstance(got, claims.Holder):
+                held[j, seed] = got
+            else:
+                rows[j, seed] = got
 
 
 def _members(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[Member]:

@@ -1,9 +1,6 @@
-"""The run's Lightning logger, built from the ``logger`` config group (``conf/logger/*.yaml``).
-
-Each preset is a ``_target_`` node naming a Lightning logger class; what differs per run and seed
-is added in one table (:data:`PER_RUN`): every logger writes under the run dir, each seed a logger
-run of its own (:func:`run_name`), and :func:`log_uri` fills the row's ``log_uri`` with where it is.
-"""
+"""The run's Lightning logger from the ``logger`` config group (``conf/logger/*.yaml``, a ``_target_``
+node each), plus what differs per run and seed (:data:`PER_RUN`): every logger writes under the run
+dir, each seed a logger run of its own; :func:`log_uri` says where, for the row."""
 
 from __future__ import annotations
 
@@ -33,12 +30,6 @@ PER_RUN: dict[str, Callable[[str, str, Mapping[str, Any]], dict[str, Any]]] = {
     "MLFlowLogger": _mlflow,
     "WandbLogger": lambda out, run, node: {"save_dir": out, "name": run},
 }
-
-
-def run_name(cfg: Any, seed: int) -> str:
-    """``<config hash>-seed<N>``: the name a logger run gets, so the hash the logs print and
-    ``dse-store show`` lists leads to it (a timestamped run dir says nothing about the config)."""
-    return f"{config_hash(cfg)}-seed{seed}"
 
 
 def check_logger(node: Mapping[str, Any] | None) -> None:
@@ -76,7 +67,8 @@ def build_logger(cfg: DictConfig, out_dir: str | Path, seed: int) -> Any:
         if wandb.run is not None:
             wandb.finish()
     make = PER_RUN.get(kind, lambda out, run, node: {"save_dir": out})  # another class: save_dir
-    return instantiate(node, **make(os.path.abspath(out_dir), run_name(cfg, seed), node))
+    # run <config hash>-seed<N>: the hash the logs print and dse-store lists leads to it
+    return instantiate(node, **make(os.path.abspath(out_dir), f"{config_hash(cfg)}-seed{seed}", node))
 
 
 def log_uri(logger: Any) -> str:

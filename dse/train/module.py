@@ -21,9 +21,8 @@ log = logging.getLogger("dse.train")
 
 def build_optimizer(params: Any, tc: Any, total_steps: int, max_epochs: int
                     ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
-    """The optimizer and per-step LR scheduler ``trainer.*`` describes, for ``total_steps`` steps
-    (a function: dse-bench's plain PyTorch loop steps the very same solver). Fused kernels where
-    torch has them: one kernel instead of a loop over ~80 tensors (docs/BENCHMARKS.md)."""
+    """The optimizer (fused kernels where torch has them) and per-step LR scheduler ``trainer.*``
+    describes, for ``total_steps`` steps: dse-bench's plain PyTorch loop steps the very same solver."""
     params = list(params)
     cls, kw = torch.optim.AdamW, {"lr": tc["lr"], "weight_decay": tc["weight_decay"]}
     if tc["optimizer"] == "sgd":
@@ -56,22 +55,14 @@ def accuracy_metrics(classes: int, prefix: str) -> MetricCollection:
     return MetricCollection({m.key.removeprefix(prefix): MulticlassAccuracy(classes, top_k=m.topk,
                                                                             average="micro")
                              for m in REGISTRY.values()
-                             if m.topk and m.key.startswith(prefix) and m.topk < classes},
-                            prefix=prefix)
-
-
-def _means(k: int, **kw: Any) -> nn.ModuleList:
-    return nn.ModuleList(MeanMetric(**kw) for _ in range(k))
+                             if m.topk and m.key.startswith(prefix) and m.topk < classes}, prefix=prefix)
 
 
 class FireClassifier(L.LightningModule):
-    """Trains K >= 1 Fire networks as one :class:`~dse.model.fused.FusedFireNet` (or a plain FireNet,
-    a group of one), each member with its own loss, metrics, logger and outcome.
-
-    ``cfg``: the (first member's) resolved config as a dict, the only hyperparameter. ``loggers``:
-    one per member (or ``False``), written here since one Trainer logger cannot keep K runs apart.
-    Callbacks end a member with :meth:`stop`; ``results[k]``: member k's latest epoch metrics.
-    """
+    """Trains K >= 1 Fire networks as one :class:`~dse.model.fused.FusedFireNet`, each member with its
+    own loss, metrics, logger (one Trainer logger cannot keep K runs apart) and outcome. ``cfg``: the
+    first member's resolved config; callbacks end a member with :meth:`stop`; ``results[k]``: member
+    k's latest epoch metrics."""
 
     def __init__(self, cfg: dict[str, Any], model: nn.Module | None = None,
                  loggers: list[Any] | None = None) -> None:
@@ -82,11 +73,12 @@ class FireClassifier(L.LightningModule):
         self.k = k = getattr(self.model, "k", 1)
         self.member_loggers = loggers or [False] * k
         classes = int(cfg["model"]["num_classes"])
-        self.val_metrics = nn.ModuleList(accuracy_metrics(classes, "val/") for _ in range(k))
-        self.test_metrics = nn.ModuleList(accuracy_metrics(classes, "test/") for _ in range(k))
+        splits = ("val", "test")
+        self.eval_metrics = nn.ModuleDict({
+            s: nn.ModuleList(accuracy_metrics(classes, f"{s}/") for _ in range(k)) for s in splits})
+        self.eval_loss = nn.ModuleDict({s: nn.ModuleList(MeanMetric() for _ in range(k)) for s in splits})
         # "disable": the default tests nans in Python, a host sync a step; a NaN mean is diverged
-        self.train_loss = _means(k, nan_strategy="disable")
-        self.val_loss, self.test_loss = _means(k), _means(k)
+        self.train_loss = nn.ModuleList(MeanMetric(nan_strategy="disable") for _ in range(k))
         self.register_buffer("live", torch.ones(k, dtype=torch.bool), persistent=False)
         self.frozen = [False] * k
         self.outcome: list[tuple[str, str, int] | None] = [None] * k  # (status, reason, epochs)
@@ -153,32 +145,32 @@ class FireClassifier(L.LightningModule):
         for mean in self.train_loss:
             mean.reset()
 
-    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], metrics: nn.ModuleList,
-                   loss_metrics: nn.ModuleList) -> None:
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         x, y = batch
         logits = self(x.repeat(1, self.k, 1, 1))  # every member sees the same images
         for k, loss in enumerate(self._losses(logits, y)):
-            loss_metrics[k].update(loss, weight=len(y))
-            metrics[k].update(logits[:, k], y)
+            self.eval_loss[split][k].update(loss, weight=len(y))
+            self.eval_metrics[split][k].update(logits[:, k], y)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        self._eval_step(batch, self.val_metrics, self.val_loss)
+        self._eval_step(batch, "val")
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
-        self._eval_step(batch, self.test_metrics, self.test_loss)
+        self._eval_step(batch, "test")
 
-    def _eval_end(self, metrics: nn.ModuleList, loss_metrics: nn.ModuleList, prefix: str) -> None:
-        self._publish([{**mc.compute(), f"{prefix}/loss": lm.compute()}
-                       for mc, lm in zip(metrics, loss_metrics, strict=True)], prog_bar=prefix == "val")
-        for mc, lm in zip(metrics, loss_metrics, strict=True):
+    def _eval_end(self, split: str) -> None:
+        pairs = list(zip(self.eval_metrics[split], self.eval_loss[split], strict=True))
+        self._publish([{**mc.compute(), f"{split}/loss": lm.compute()} for mc, lm in pairs],
+                      prog_bar=split == "val")
+        for mc, lm in pairs:
             mc.reset()
             lm.reset()
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_end(self.val_metrics, self.val_loss, "val")
+        self._eval_end("val")
 
     def on_test_epoch_end(self) -> None:
-        self._eval_end(self.test_metrics, self.test_loss, "test")
+        self._eval_end("test")
 
     def configure_optimizers(self) -> dict[str, Any]:
         total = max(1, int(self.trainer.estimated_stepping_batches))

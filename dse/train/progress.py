@@ -1,7 +1,6 @@
-"""Where a grid sweep is: one line per finished point (done / total, failures, ETA). Jobs may finish
-in other processes, so each appends one JSON line to ``<sweep dir>/.dse_progress.jsonl`` (an
-``O_APPEND`` write lands whole) and reports from the whole file; Optuna sweeps report their own.
-"""
+"""Where a grid sweep is: one line per finished point (done / total, failures, ETA). Jobs may finish in
+other processes, so each appends a JSON line (one ``O_APPEND`` write lands whole) to
+``<sweep dir>/.dse_progress.jsonl`` and reports from the file; Optuna sweeps report their own."""
 
 from __future__ import annotations
 
@@ -66,18 +65,14 @@ class SweepProgress(Callback):
         with path.open() as f:
             swept = set(json.loads(f.readline()).get("swept", []))
         point = [ov for ov in hc.overrides.task if ov.split("=", 1)[0] in swept]
-        event = {"status": _status(job_return), "point": " ".join(point),
+        try:  # the summary's status (ok, failed, diverged, pruned)
+            value = job_return.return_value
+            status = str(value.get("status", "ok")) if isinstance(value, dict) else "ok"
+        except Exception:  # the task raised: Hydra stored the exception in the JobReturn
+            status = "failed"
+        event = {"status": status, "point": " ".join(point),
                  "seconds": time.time() - (self._t0 or time.time())}
         with path.open("a") as f:
             f.write(json.dumps(event) + "\n")
         events = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         log.info("%s", progress_line(events, event, time.time()))
-
-
-def _status(job_return: Any) -> str:
-    """The point's status: the summary's (ok, failed, diverged, pruned), or failed if it raised."""
-    try:
-        value = job_return.return_value
-    except Exception:  # the task raised: Hydra stored the exception in the JobReturn
-        return "failed"
-    return str(value.get("status", "ok")) if isinstance(value, dict) else "ok"

@@ -1,10 +1,10 @@
 """One design point, the body of ``dse-train``'s task: skip what the store has, claim the rest, train
-each seed, record, return. A training failure is a ``failed`` (``diverged``, ``pruned``) row, so
-one bad point cannot abort a multirun; bad *input* is refused at the entry (:func:`check_job`).
-"""
+each seed, record. A training failure is a ``failed`` (``diverged``, ``pruned``) row, so one bad point
+cannot abort a multirun; bad *input* is refused at the entry (:func:`check_job`)."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from dataclasses import dataclass
@@ -63,26 +63,20 @@ class Point:
         """The stored row that makes training this seed unnecessary, or None. One of an older
         training semantics counts too (saying so), unless ``study.rerun=stale``."""
         rerun = self.cfg.study.rerun
-        if rerun is True:
-            return None
-        row = store.get(self.chash, seed, statuses=FINISHED)
-        if row is None:
+        if rerun is True or (row := store.get(self.chash, seed, statuses=FINISHED)) is None:
             return None
         semantics = row.get("training_semantics")
         stale = "" if semantics == TRAINING_SEMANTICS else \
             f", training semantics {semantics or 'unknown'}, now {TRAINING_SEMANTICS}"
         if stale and rerun == STALE:
-            log.info("retrain: %s seed %d is in the store from older training%s",
-                     self.chash, seed, stale)
+            log.info("retrain: %s seed %d is in the store from older training%s", self.chash, seed, stale)
             return None
-        log.info("skip: %s seed %d already in the store (%s%s)", self.chash, seed,
-                 row["status"], stale)
+        log.info("skip: %s seed %d already in the store (%s%s)", self.chash, seed, row["status"], stale)
         return self.measured(store, row)
 
     def measured(self, store: ResultsStore, row: dict[str, Any]) -> dict[str, Any]:
-        """``row`` with the latency ``trainer.latency`` asks for and it lacks, measured and stored
-        without retraining: latency depends on the architecture and the machine, not the weights
-        (``trainer.latency`` is not in the config hash)."""
+        """``row`` with the latency ``trainer.latency`` asks for and it lacks, measured and stored without
+        retraining: it depends on the architecture and the machine, not the weights (nor the hash)."""
         if not self.cfg.trainer.latency or row["status"] != "ok" or \
                 all(row.get(n) is not None for n in LATENCY):
             return row
@@ -96,16 +90,31 @@ class Point:
                  row["seed"], cols[LATENCY[0]])
         return {**row, **cols}
 
+    def claim(self, store: ResultsStore, seed: int) -> dict[str, Any] | claims.Holder | claims.Claim:
+        """This seed's stored row, the live holder of its claim, or our claim, entered (exit it)."""
+        if (stored := self.stored(store, seed)) is not None:
+            return stored
+        got = claims.acquire(store, self.chash, seed)
+        if isinstance(got, claims.Claim):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(got)
+                if (stored := self.stored(store, seed)) is not None:  # stored between look and claim
+                    return stored
+                stack.pop_all()  # the caller's now
+        return got
+
     def row(self, store: ResultsStore, seed: int, wait: bool) -> dict[str, Any] | claims.Holder:
         """This seed's row: stored already, trained here under a claim, or the stored row of
         the worker that held the claim. With ``wait=False`` a live holder is returned instead."""
         while True:
-            if (stored := self.stored(store, seed)) is not None:
-                return stored
-            got = claims.acquire(store, self.chash, seed)
+            got = self.claim(store, seed)
             if isinstance(got, claims.Claim):
-                with got:  # stored by another worker between our look and our claim?
-                    return self.stored(store, seed) or self.train(store, seed, got.run_id)
+                try:
+                    return self.train(store, seed, got.run_id)
+                finally:
+                    got.__exit__(None, None, None)
+            if not isinstance(got, claims.Holder):
+                return got
             if not wait:
                 log.info("later: %s seed %d is being trained by %s", self.chash, seed, got)
                 return got
@@ -137,9 +146,8 @@ class Point:
 
 def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
               callbacks: tuple[Callback, ...] = (), checked: Checked | None = None) -> dict[str, Any]:
-    """Train (or fetch from the store) every seed of one design point; append new rows. ``checked``:
-    the entry point's :func:`check_job` (else run here). A seed another worker trains is put off,
-    then taken from the store once it is there."""
+    """Train (or fetch from the store) every seed of one design point; ``checked``: the entry point's
+    :func:`check_job`. A seed another worker trains is put off, then taken from the store."""
     report, device = checked or check_job(cfg)
     point = Point(cfg, report, Path(out_dir), overrides, callbacks, device)
     with ResultsStore.from_config(cfg) as store:

@@ -16,8 +16,7 @@ def summarize(rows: list[dict[str, Any]], report: Any) -> dict[str, Any]:
     """What the sweeper reads: mean metrics over the ok seeds, plus the analytic size."""
     ok = [r for r in rows if r["status"] == "ok"]
     out: dict[str, Any] = {
-        "status": "ok" if ok else rows[0]["status"],
-        "error": None if ok else rows[0].get("error"),
+        "status": "ok" if ok else rows[0]["status"], "error": None if ok else rows[0].get("error"),
         **analytic_values(report),
         "seeds": len(rows), "run_ids": [r["run_id"] for r in rows],
         "epochs": max((int(r.get("epochs") or 0) for r in rows), default=0),

@@ -97,10 +97,10 @@ def check_job(cfg: DictConfig) -> Checked:
     arguments, each seed's resume folder, the dataset; once per job, the result handed down."""
     validate(cfg)
     device = device_settings(cfg.trainer)
-    check_logger(OmegaConf.select(cfg, "logger"))
     for seed in seeds(cfg):
         check_folder(cfg, seed)
     check_data(cfg.data)
+    check_logger(OmegaConf.select(cfg, "logger"))  # last: importing the logger imports Lightning
     return Checked(model_report(cfg), device)
 
 

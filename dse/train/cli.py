@@ -56,11 +56,11 @@ class Preflight(Callback):
 
             # the jobs' own keys: Hydra's node still lacks what the launcher sets (output dir, num)
             jobs = [OmegaConf.masked_copy(job, [k for k in job if k != "hydra"]) for job in jobs]
-            for job in jobs:
-                check_job(job)
             check_writable(check_runs(config.paths.runs), "paths.runs", directory=True)
             if (run_dir := OmegaConf.select(config, key, throw_on_resolution_failure=False)) is not None:
                 check_writable(run_dir, key, directory=True)
+            for job in jobs:  # after the cheap folder probes: it loads the data and imports Lightning
+                check_job(job)
             check_stores(jobs)
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from dse.bench.packing import recommend
 from dse.bench.report import markdown
+from dse.train.checks import native_cpu_bf16
 from tests.conftest import assert_one_line, run_cli, tree
 
 # Real Fashion-MNIST and the real training path, but a narrow net and a few hundred images.
@@ -42,6 +43,14 @@ def test_bench_cpu_writes_every_section(tmp_path) -> None:
         assert step[side]["timed_steps"] == 6 and step[side]["timed_images"] == 6 * 32
     assert _pos(step["ratio"]) and step["ratio"] == pytest.approx(
         step["project"]["images_per_s"] / step["plain"]["images_per_s"])
+
+    prec = doc["precision"]  # fp32 and bf16 side by side; auto's pick follows the CPU's bf16 probe
+    for side in ("fp32", "bf16"):
+        assert _pos(prec[side]["images_per_s"]) and prec[side]["timed_images"] == 6 * 32
+    assert prec["ratio"] == pytest.approx(prec["bf16"]["images_per_s"] / prec["fp32"]["images_per_s"])
+    native = native_cpu_bf16()
+    assert prec["auto"] == ("bf16" if native else "fp32") and prec["native_bf16"] == native
+    assert "bf16 / fp32 = " in md and f"picks {prec['auto']} here" in md
 
     assert doc["compile"] is None  # --compile not asked: a cold inductor compile is a minute on CPU
 
@@ -130,3 +139,22 @@ def test_markdown_renders_missing_sections_and_failures() -> None:
                        "tolerance": 0.05}}
     md = markdown(doc)
     assert "failed: boom" in md and "n_jobs=–" in md and "Training step" not in md
+
+
+@pytest.mark.parametrize(("auto", "native", "note"), [("fp32", False, "picks fp32 here (bf16 emulated)"),
+                                                      ("bf16", True, "picks bf16 here (native bf16)"),
+                                                      ("bf16", None, "picks bf16 here (GPU)")])
+def test_markdown_marks_the_precision_auto_picks(auto: str, native: bool | None, note: str) -> None:
+    side = {"images_per_s": 100.0, "step_ms": 10.0, "cpu_ms_per_step": 20.0}
+    doc = {"date": "2026-12-03T00:00:00+00:00", "seconds": 1.0,
+           "machine": {"device": "cpu", "accelerator": "cpu", "precision": "32-true",
+                       "channels_last": False, "cpu_count": 2, "torch_version": "2", "load_avg_1m": None},
+           "config": {"model": "m", "data": "d", "trainer": "t", "batch_size": 64, "max_epochs": 1,
+                      "subset": None, "augment": False}, "options": {"overrides": []},
+           "precision": {"fp32": side, "bf16": {**side, "images_per_s": 50.0}, "auto": auto,
+                         "native_bf16": native, "ratio": 0.5, "steps": 6, "warmup": 2, "repeats": 1,
+                         "batch_size": 64}}
+    md = markdown(doc)
+    marked = [line for line in md.splitlines() if "← auto" in line]
+    assert len(marked) == 1 and marked[0].startswith(f"| {'fp32' if auto == 'fp32' else 'bf16-mixed'}")
+    assert "**bf16 / fp32 = 0.500**" in md and note in md and "Precision at batch 64" in md

@@ -20,7 +20,7 @@ from dse.outputs import check_writable
 from dse.text import comma_ints, comma_list
 
 PROG = "dse-bench"
-SECTIONS = ("step", "epochs", "packing", "fused")
+SECTIONS = ("step", "precision", "epochs", "packing", "fused")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--pack-epochs", type=int, default=None,
                    help="trainer.max_epochs of each packed trial (default: as configured)")
     p.add_argument("--only", dest="sections", type=comma_list, default=None,
-                   metavar="step,epochs,packing", help="run only these sections")
+                   metavar="step,precision,epochs,packing", help="run only these sections")
     p.add_argument("--fused", dest="fused_ks", type=comma_ints, default=[], metavar="1,4,8,16",
                    help="K design points fused vs one at a time vs K processes, for each K; "
                         "alone (without --only) it runs only this section")
@@ -86,7 +86,7 @@ def main(argv: list[str] | None = None) -> None:
     opts = parser().parse_intermixed_args(argv)
     as_json = vars(opts).pop("json")
     if opts.sections is None:  # the fused section runs when --fused names its Ks
-        opts.sections = ["fused"] if opts.fused_ks else list(SECTIONS[:3])
+        opts.sections = ["fused"] if opts.fused_ks else list(SECTIONS[:4])
     with bad_input(PROG):
         check(opts)
         from dse.bench.run import run_bench

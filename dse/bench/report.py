@@ -71,6 +71,18 @@ def _step(s: dict[str, Any], comp: dict[str, Any]) -> list[str]:
                     f"overhead); by process CPU time {_f(s.get('cpu_ratio'), 3)}", "")
 
 
+def _precision(p: dict[str, Any]) -> list[str]:
+    """fp32 and bf16 side by side, the one ``auto`` picks here marked: the figure behind its choice."""
+    names = {"fp32": "fp32 (32-true, contiguous)", "bf16": "bf16-mixed + channels_last"}
+    rows = [[names[k] + (" ← auto" if p["auto"] == k else ""), _f(p[k].get("images_per_s")),
+             _f(p[k].get("step_ms"), 2), _f(p[k].get("cpu_ms_per_step"), 2)] for k in names]
+    native = {True: "native bf16", False: "bf16 emulated", None: "GPU"}[p["native_bf16"]]
+    return _section(f"Precision at batch {p['batch_size']} ({p['steps']} timed steps, best of "
+                    f"{p['repeats']})", ["precision", "images/s", "ms/step", "CPU ms/step"], rows,
+                    f"**bf16 / fp32 = {_f(p.get('ratio'), 3)}** (images/s); `trainer.precision=auto` "
+                    f"picks {p['auto']} here ({native})", "")
+
+
 def _epochs(e: dict[str, Any]) -> list[str]:
     title = (f"Epochs and time to {_pct(e['target'])} validation top-1" if e["target"] is not None
              else f"Epochs (all {e['max_epochs']}, no target)")
@@ -118,7 +130,8 @@ def markdown(doc: dict[str, Any]) -> str:
     lines = _header(doc)
     if doc.get("step"):
         lines += _step(doc["step"], doc.get("compile") or {})
-    for name, section in (("epochs", _epochs), ("packing", _packing), ("fused", _fused)):
+    sections = (("precision", _precision), ("epochs", _epochs), ("packing", _packing), ("fused", _fused))
+    for name, section in sections:
         if doc.get(name):
             lines += section(doc[name])
     lines.append(f"Total bench time: {_f(doc.get('seconds'), 1)} s.")

@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from dse.bench.packing import measure_fused, measure_packing, usable_cores
 from dse.bench.report import markdown
-from dse.bench.step import measure_compile, measure_step, time_to_target
+from dse.bench.step import measure_compile, measure_precision, measure_step, time_to_target
 from dse.compose import compose
 from dse.outputs import check_writable, write_files
 from dse.store import provenance
@@ -74,7 +74,7 @@ def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
                    "batch_size": int(tc.batch_size), "max_epochs": int(tc.max_epochs),
                    "subset": cfg.data.subset, "augment": bool(cfg.data.augment),
                    "resolved": OmegaConf.to_container(cfg, resolve=True)},
-        "step": None, "compile": None, "epochs": None, "packing": None, "fused": None,
+        "step": None, "precision": None, "compile": None, "epochs": None, "packing": None, "fused": None,
     }
     t_all = time.perf_counter()
 
@@ -87,6 +87,8 @@ def run_bench(opts: argparse.Namespace, log: Any = print) -> dict[str, Any]:
     sections = (  # in this order (the module docstring says why)
         ("step", f"step ({warmup} warm-up + {opts.steps} timed steps, x{opts.repeats})",
          lambda: measure_step(cfg, warmup, opts.steps, out / "step", opts.repeats)),
+        ("precision", f"fp32 vs bf16-mixed + channels_last ({opts.steps} timed steps, x{opts.repeats})",
+         lambda: measure_precision(cfg, warmup, opts.steps, out / "precision", opts.repeats)),
         ("compile", "torch.compile variants", lambda: measure_compile(
             overrides, cfg, warmup, opts.steps, out / "compile", timeout=opts.timeout)),
         ("epochs", f"epochs (up to {tc.max_epochs}, target {opts.target})",

@@ -25,7 +25,7 @@ from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
 from dse.metrics import REGISTRY
 from dse.model import build_model
-from dse.train.checks import device_settings
+from dse.train.checks import device_settings, native_cpu_bf16
 from dse.train.fused import EpochTimer, now
 from dse.train.module import build_optimizer
 from dse.train.run import train_once
@@ -208,6 +208,32 @@ def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeat
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
+
+
+# what ``trainer.precision=auto`` / ``channels_last=auto`` choose between (dse.train.checks.device_settings)
+PRECISIONS = {"fp32": {"precision": "32-true", "channels_last": False},
+              "bf16": {"precision": "bf16-mixed", "channels_last": True}}
+
+
+def measure_precision(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
+                      ) -> dict[str, Any]:
+    """fp32 against bf16-mixed + channels_last on dse-train's path, alternated ``repeats`` times (the
+    fastest of each kept), and which one ``auto`` picks on this machine: whether auto's choice pays
+    here is read off one report, on any CPU (an emulated bf16 shows as a ratio below 1)."""
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in PRECISIONS}
+    for r in range(repeats):
+        for name, settings in PRECISIONS.items():
+            c = copy.deepcopy(cfg)
+            c.trainer.merge_with(settings)
+            runs[name].append(project_step(c, warmup, steps, out_dir / f"{name}{r}"))
+    best = {name: max(v, key=lambda d: d["images_per_s"] or 0.0) for name, v in runs.items()}
+    auto = copy.deepcopy(cfg.trainer)
+    auto.merge_with({"precision": "auto", "channels_last": "auto"})
+    accelerator, precision, _ = device_settings(auto)
+    return {**best, "auto": "bf16" if precision.startswith("bf16") else "fp32",
+            "native_bf16": None if accelerator == "gpu" else native_cpu_bf16(),
+            "ratio": ratio(best["bf16"], best["fp32"], "images_per_s"), "steps": steps, "warmup": warmup,
+            "repeats": repeats, "batch_size": int(cfg.trainer.batch_size)}
 
 COMPILE_MIN_WARMUP = 10  # compiled code (and CUDA-graph recording) needs a few calls to settle
 

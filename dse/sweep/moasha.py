@@ -99,25 +99,35 @@ class MOASHAPruner(optuna.pruners.BasePruner):
                              f"max_resource > min_resource (got {reduction_factor}, {min_resource}, "
                              f"{max_resource})")
         self.min_resource, self.reduction_factor, self.max_resource = min_resource, reduction_factor, top
-
-    def decide(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
-        """The decision at ``trial``'s last reported epoch if that epoch is a rung, else None."""
-        if trial.last_step is None:
-            return None
-        epochs = trial.last_step + 1
-        attr = RUNG_ATTR.format(epochs)
-        if epochs not in rungs(self.min_resource, self.reduction_factor, self.max_resource) \
-                or attr not in trial.user_attrs:
-            return None
-        signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
-        others = [t for t in study.get_trials(deepcopy=False)
-                  if attr in t.user_attrs and t.number != trial.number]
-        vectors = [[s * v for s, v in zip(signs, t.user_attrs[attr], strict=True)]
-                   for t in [trial, *others]]
-        go_on, rank, n = promoted(0, vectors, self.reduction_factor)
-        return {"rung": epochs, "rank": rank, "of": n, "top": max(1, n // self.reduction_factor),
-                "pruned": not go_on}
+        self.why: str | None = None  # the last pruning decision, as the run's error column says it
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
-        decision = self.decide(study, trial)
-        return bool(decision and decision["pruned"])
+        """Whether ``trial`` stops at its last reported epoch (only ever at a rung). The decision is
+        recorded as the trial's ``moasha`` attribute and said in :attr:`why` for the run's error column;
+        Optuna's ``prune`` has no trial handle, so it is written through ``study._storage``, as Optuna's
+        own pruners read. A decision already recorded at or past this rung stands: a later seed of the
+        point goes on or stops where the first did (docs/OPTUNA.md)."""
+        self.why = None
+        epochs = (trial.last_step or 0) + 1
+        attr = RUNG_ATTR.format(epochs)
+        done = trial.user_attrs.get(DECISION_ATTR)
+        if done and done["rung"] >= epochs:
+            decision = done if done["rung"] == epochs else None
+        elif trial.last_step is None or attr not in trial.user_attrs \
+                or epochs not in rungs(self.min_resource, self.reduction_factor, self.max_resource):
+            decision = None
+        else:
+            signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]
+            others = [t for t in study.get_trials(deepcopy=False)
+                      if attr in t.user_attrs and t.number != trial.number]
+            vectors = [[s * v for s, v in zip(signs, t.user_attrs[attr], strict=True)]
+                       for t in [trial, *others]]
+            go_on, rank, n = promoted(0, vectors, self.reduction_factor)
+            decision = {"rung": epochs, "rank": rank, "of": n, "top": max(1, n // self.reduction_factor),
+                        "pruned": not go_on}
+            study._storage.set_trial_user_attr(trial._trial_id, DECISION_ATTR, decision)
+        if not (decision and decision["pruned"]):
+            return False
+        self.why = ("pruned by MOASHA at rung epoch {rung}: front {rank} of the {of} trials there, "
+                    "not in the top {top} that go on").format(**decision)
+        return True

@@ -5,6 +5,7 @@ member of a group; Optuna and Lightning are imported only inside a sweep.
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from dse.sweep.trials import ANALYTIC
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import lightning.pytorch as pl
     import optuna
+    from optuna.trial import FrozenTrial
 
 DEFAULT_MONITOR = REGISTRY["val_top1"].key
 log = logging.getLogger(__name__)
@@ -26,43 +28,41 @@ log = logging.getLogger(__name__)
 
 class JobTrial:
     """The running trial's ``report`` and ``should_prune`` through public API: Optuna documents
-    ``Trial(study, trial_id)`` as not for direct use, so this does what those methods do inside."""
+    ``Trial(study, trial_id)`` as not for direct use, so this does what those methods do inside. Every
+    pruner takes one path; one may say why it pruned in a ``why`` attribute (dse.sweep.moasha does)."""
 
     def __init__(self, study: optuna.Study, storage: Any, trial_id: int) -> None:
         self.study, self.storage, self.trial_id = study, storage, trial_id
         self.number = storage.get_trial_number_from_id(trial_id)
-        self.moasha = hasattr(study.pruner, "decide")  # dse.sweep.moasha: several objectives
         self.reason = ""  # why should_prune said so, for the run's error column
+        self.seen: FrozenTrial | None = None  # the trial as report left it: one read per epoch
 
     def report(self, value: float, step: int, logged: Mapping[str, Any] | None = None) -> None:
-        """``value`` as the step's intermediate value (optuna-dashboard draws it); under MOASHA
-        also the objective vector at this epoch (``logged``: the epoch's Lightning metrics)."""
-        trial = self.storage.get_trial(self.trial_id)
+        """``value`` as the step's intermediate value (optuna-dashboard draws it); with several
+        objectives also the objective vector at this epoch that MOASHA ranks (``logged``: the epoch's
+        Lightning metrics). A step reported already (a later seed of the point) is judged as it was."""
+        trial = copy.copy(self.storage.get_trial(self.trial_id))
         if step in trial.intermediate_values:
             log.warning("pruning: step %d of trial %d was already reported", step, self.number)
-            return
-        self.storage.set_trial_intermediate_value(self.trial_id, step, float(value))
-        if self.moasha and logged is not None:
-            from dse.sweep.moasha import RUNG_ATTR, vector
+            trial.intermediate_values = {s: v for s, v in trial.intermediate_values.items() if s <= step}
+        else:
+            self.storage.set_trial_intermediate_value(self.trial_id, step, float(value))
+            trial.intermediate_values = {**trial.intermediate_values, step: float(value)}
+            if len(self.study.directions) > 1 and logged is not None:
+                from dse.sweep.moasha import RUNG_ATTR, vector
 
-            got = vector(self.study.metric_names, logged, trial.user_attrs.get(ANALYTIC) or {})
-            if got is not None:
-                self.storage.set_trial_user_attr(self.trial_id, RUNG_ATTR.format(step + 1), got)
+                got = vector(self.study.metric_names, logged, trial.user_attrs.get(ANALYTIC) or {})
+                if got is not None:
+                    self.storage.set_trial_user_attr(self.trial_id, RUNG_ATTR.format(step + 1), got)
+                    trial.user_attrs = {**trial.user_attrs, RUNG_ATTR.format(step + 1): got}
+        self.seen = trial
 
     def should_prune(self) -> bool:
-        trial = self.storage.get_trial(self.trial_id)
-        self.reason = f"Trial was pruned at epoch {trial.last_step}."
-        if not self.moasha:
-            return self.study.pruner.prune(self.study, trial)
-        from dse.sweep.moasha import DECISION_ATTR
-
-        decision = self.study.pruner.decide(self.study, trial)
-        if decision is None:
-            return False
-        self.storage.set_trial_user_attr(self.trial_id, DECISION_ATTR, decision)
-        self.reason = ("pruned by MOASHA at rung epoch {rung}: front {rank} of the {of} trials there, "
-                       "not in the top {top} that go on").format(**decision)
-        return decision["pruned"]
+        trial, self.seen = self.seen or self.storage.get_trial(self.trial_id), None
+        pruned = self.study.pruner.prune(self.study, trial)
+        why = getattr(self.study.pruner, "why", None)
+        self.reason = why or f"Trial was pruned at epoch {trial.last_step}."
+        return pruned
 
 
 def trial_from_env(handoff: Handoff | None = None) -> JobTrial | None:
@@ -122,7 +122,7 @@ def _pruned_trial(handoff: Handoff | None) -> tuple[JobTrial, str] | None:
     """(trial, the sweep's pruner monitor) of a single-objective sweep's job or a MOASHA one's, else
     None (Optuna cannot prune several objectives)."""
     trial = handoff and trial_from_env(handoff)
-    if trial is None or (len(trial.study.directions) != 1 and not trial.moasha):
+    if trial is None or (len(trial.study.directions) != 1 and handoff.pruner.get("name") != "moasha"):
         return None
     return trial, handoff.pruner.get("monitor") or DEFAULT_MONITOR
 

@@ -65,13 +65,18 @@ class StudyRunner:
         self.returns: list[Sequence[JobReturn]] = []  # per batch: its jobs are this worker's trials
         self.gate = SignalGate()
 
+    @property
+    def moasha(self) -> bool:
+        """MOASHA ranks each trial's exact analytic objectives: its job needs them before training."""
+        return self.pruner["name"] == "moasha"
+
     # -- one trial -----------------------------------------------------------
     def prepare(self, trial: optuna.Trial) -> Prepared | None:
         """The job of an asked trial, or None when it was rejected (told FAIL) pre-training."""
         point = self.s.space.overrides(trial.params)
         analytic: dict[str, float] = {}
         reason = None
-        if self.s.pre_constraints or self.pruner["name"] == "moasha":
+        if self.s.pre_constraints or self.moasha:
             try:
                 analytic = analytic_values(model_report(self.job_config(point)))
             except Exception as e:  # an invalid design point (e.g. the net shrinks to 0x0)
@@ -82,7 +87,7 @@ class StudyRunner:
                     self.db.set_constraints(trial, list(violations.values()))
         if reason is not None:
             return self.reject(trial, reason, analytic)
-        if self.pruner["name"] == "moasha":  # the exact objectives its job ranks at each rung
+        if self.moasha:
             trial.set_user_attr(trials.ANALYTIC, analytic)
         self.rejections_in_a_row = 0
         handoff = Handoff(self.s.storage.url, self.s.study_name, self.db.trial_id(trial),

@@ -203,7 +203,12 @@ def _fit(trainer: L.Trainer, module: FireClassifier, dm: Any, timer: EpochTimer,
          resume: Resume | None) -> None:
     """Fit (from the resume checkpoint, if any), validate the final weights, test."""
     with resume.held if resume else contextlib.nullcontext():  # a stop signal waits for a whole step
-        trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None, weights_only=True)
+        try:
+            trainer.fit(module, datamodule=dm, ckpt_path=resume.ckpt if resume else None, weights_only=True)
+        except Exception as e:  # a group of one's pruning: recorded as a fused member's, with what ran
+            if type(e).__name__ != "TrialPruned" or module.k > 1:
+                raise
+            module.stop(0, "pruned", str(e) or "pruned by the Optuna pruner")
     if bool(module.live.any()) and timer.last_val_epoch != trainer.current_epoch - 1:
         trainer.validate(module, datamodule=dm, verbose=False)  # the final weights' accuracy
     if bool(module.live.any()) and module.tc["test"]:
@@ -215,16 +220,13 @@ def _trained(rec: dict[str, Any], m: Member, k: int, module: FireClassifier, tra
     """Member k's measured columns and status as its fit left them; its latency and final
     checkpoint (docs/CONTRACTS.md) from its own network."""
     status, reason, epochs = module.outcome[k] or ("ok", None, 0)
-    if status == "pruned":  # a separate run's fit raises TrialPruned: nothing measured is kept
-        rec.update(status="pruned", error=reason, epochs=0)
-        return
-    rec["epochs"] = epochs if module.frozen[k] else trainer.current_epoch
+    rec["epochs"] = epochs if module.frozen[k] or status == "pruned" else trainer.current_epoch
     rec["train_seconds"] = round(seconds, 3)
     rec["images_per_s"] = timer.images / timer.seconds if timer.seconds else None
     rec.update({key: module.results[k].get(REGISTRY[key].key) for key in LOGGED})
     rec.update(status=status, error=reason)
     tc = m.cfg.trainer
-    if tc.latency or tc.checkpoint:
+    if status != "pruned" and (tc.latency or tc.checkpoint):  # a pruned run is no design point
         net = build_model(m.cfg.model)
         net.load_state_dict(module.model.member_state(k))
         rec.update(latency_columns(net, m.cfg, status))  # trainer.latency=true

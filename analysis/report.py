@@ -25,6 +25,7 @@ from dse.analysis.style import accuracy_name
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.outputs import staged_dir
+from dse.store.record import pruned_at
 
 LATENCY_COST = "latency_ms"  # the latency front's cost: onnxruntime, batch 1, median (dse.metrics)
 
@@ -100,6 +101,7 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
     """report.md: header, runs by status, charts, findings, runs that are not ok, sweep commands."""
     settings = charts["pareto"].frame.attrs.get("settings") or [] if "pareto" in charts else []
     lines = [*_header(df, source, settings), "## Runs by status", "", to_markdown(status_counts(df)), "",
+             *_stopped_lines(df),
              "## Charts", "", to_markdown(pd.DataFrame({
                  "chart": list(charts), "what": [CHARTS[n].title for n in charts],
                  "status": [("drawn: " + ", ".join(p.name for p in c.files)) if c.skipped is None
@@ -116,6 +118,16 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
     if not F.ok_runs(df).empty:
         lines += findings_sections(df)
     return "\n".join(lines + _bad_runs_section(df) + _commands_section(df))
+
+
+def _stopped_lines(df: pd.DataFrame) -> list[str]:
+    """"N trials stopped at rung r" for each MOASHA rung that pruned any (a trial's seeds count once)."""
+    stopped: dict[int, set] = {}
+    for study, trial, error in zip(df["study"], df["trial"], df["error"], strict=True):
+        if at := pruned_at(error):
+            stopped.setdefault(at["rung"], set()).add((study, trial))
+    lines = [f"- {len(t)} trial{'s' * (len(t) > 1)} stopped at rung {r}" for r, t in sorted(stopped.items())]
+    return [*lines, ""] if lines else []
 
 
 def _header(df: pd.DataFrame, source: str, settings: list[str]) -> list[str]:

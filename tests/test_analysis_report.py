@@ -130,6 +130,25 @@ def test_store_with_only_failed_runs_says_so(tmp_path: Path) -> None:
     assert "No run finished ok" in md and "skipped: no run finished ok (2 failed)" in md
 
 
+def test_report_says_how_many_trials_moasha_stopped_at_each_rung(tmp_path: Path) -> None:
+    """#28: one line per rung, a trial counted once however many of its seeds stopped there; a run
+    pruned by another pruner names no rung."""
+    from dse.store.record import PRUNED_AT
+
+    def point(trial: int) -> dict:  # one design point per trial
+        cfg = base_config("ms")
+        return {**cfg, "model": {**cfg["model"], "sr": trial / 8}}
+
+    at = [PRUNED_AT.format(rung=r, rank=2, of=4, top=2) for r in (1, 2)]
+    rows = [record(point(1), s, "trial=1", status="pruned", error=at[1], trial=1) for s in (0, 1)]
+    rows += [record(point(t), 0, f"trial={t}", status="pruned", error=e, trial=t)
+             for t, e in ((2, at[1]), (3, at[0]), (4, "Trial was pruned at epoch 0."))]
+    write_store(tmp_path / "ms" / "results.db", rows)
+    main([str(tmp_path / "ms" / "results.db"), "--out", str(tmp_path / "out")])
+    md = (tmp_path / "out" / "report.md").read_text().split("## Runs by status")[1].split("## Charts")[0]
+    assert md.strip().splitlines()[-2:] == ["- 1 trial stopped at rung 1", "- 2 trials stopped at rung 2"]
+
+
 def test_optuna_storage_becomes_the_same_frame(tmp_path: Path) -> None:
     """Trials as dse's sweeper writes them: params named by override keys, objectives named by
     ``metric_names``, the job summary in user attr ``result``, budget rejections, a discarded

@@ -396,6 +396,32 @@ def test_cli_show_lines_up_with_the_logs(tmp_path: Path, monkeypatch: pytest.Mon
         "470950.28     -      -       -  0  1.5"]
 
 
+def test_cli_show_says_where_moasha_pruned_a_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    """#28: a MOASHA-pruned row's status cell names its rung and its front among the trials compared
+    there (read back from the error column dse.sweep.moasha writes); any other row's is its status."""
+    from dse.store.record import PRUNED_AT
+
+    with ResultsStore(tmp_path / "results.db") as store:
+        store.append(full_record(1, trial=1, resumed_from_epoch=None))
+        moasha = PRUNED_AT.format(rung=2, rank=3, of=6, top=3)
+        store.append(full_record(2, trial=2, status="pruned", error=moasha, epochs=2, test_top1=None,
+                                 latency_ms=None, resumed_from_epoch=None))
+        store.append(full_record(3, trial=3, status="pruned", error="Trial was pruned at epoch 0.", epochs=1,
+                                 test_top1=None, latency_ms=None, resumed_from_epoch=None))
+    monkeypatch.setenv("COLUMNS", "110")
+    main(["show", str(tmp_path)])
+    assert capsys.readouterr().out.splitlines()[-4:] == [
+        "     config_hash seed trial study                status       "
+        "params       MiB  val%  test%  lat_ms ep    s",
+        "0000000000000001    1     1    s1                    ok 123456"
+        "789012 470950.28  91.0   90.0    0.18  3 12.5",
+        "0000000000000002    2     2    s1 pruned @2 (front 3/6) 123456"
+        "789012 470950.28  91.0      -       -  2 12.5",
+        "0000000000000003    3     3    s1                pruned 123456"
+        "789012 470950.28  91.0      -       -  1 12.5"]
+
+
 def test_cli_bad_input_one_line_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture[str]) -> None:
     for name in "ab":  # closed, so the WAL is folded into the file before sizes are taken

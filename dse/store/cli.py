@@ -17,7 +17,7 @@ from dse.errors import ArgumentParser, ConfigError, bad_input
 from dse.metrics import REGISTRY, to_mib
 from dse.outputs import atomic_path, check_writable
 from dse.store.fallback import read_kept
-from dse.store.record import CONFIG_KEYS, STATUSES
+from dse.store.record import CONFIG_KEYS, STATUSES, pruned_at
 from dse.store.store import SCHEMA_VERSION, ResultsStore
 from dse.storefile import DB_NAME, named_store, study_file
 from dse.text import comma_list
@@ -88,7 +88,10 @@ def _open(args: argparse.Namespace) -> tuple[ResultsStore, pd.DataFrame]:
 def format_runs(df: pd.DataFrame, width: int = 160) -> str:
     """The short human table: one line per run, accuracies in %, sizes in MiB, after a line of the
     settings every row listed shares and one of those that differ but do not fit in ``width``."""
-    df = df.assign(size_mib=to_mib(df["size_bytes"]).round(2), val_top1=(df["val_top1"] * 100).round(2),
+    rungs = [pruned_at(e) for e in df["error"]]  # a MOASHA-pruned run's cell: pruned @2 (front 3/6)
+    df = df.assign(status=[f"pruned @{r['rung']} (front {r['rank']}/{r['of']})" if r else s
+                           for s, r in zip(df["status"], rungs, strict=True)],
+                   size_mib=to_mib(df["size_bytes"]).round(2), val_top1=(df["val_top1"] * 100).round(2),
                    test_top1=(df["test_top1"] * 100).round(2), train_seconds=df["train_seconds"].round(1))
     varying = [c for c in SETTINGS if df[c].nunique(dropna=False) > 1]
     out = df[[*NAMES[:2], *varying, *NAMES[2:], *(c for c in MEASURED if df[c].notna().any())]]

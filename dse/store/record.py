@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import os
+import re
 import subprocess
 import uuid
 from collections.abc import Mapping
@@ -34,6 +35,16 @@ NON_SEMANTIC: dict[str, frozenset[str]] = {
 }
 STATUSES = ("ok", "failed", "diverged", "pruned")
 FINISHED = ("ok", "diverged")  # trained to its end: a stored one counts as done (the skip rule)
+# a MOASHA-pruned run's error column: dse.sweep.moasha writes it, dse-store show and dse-report read it
+PRUNED_AT = ("pruned by MOASHA at rung epoch {rung}: front {rank} of the {of} trials there, "
+             "not in the top {top} that go on")
+_PRUNED_AT = re.compile(re.sub(r"\\\{(\w+)\\\}", lambda m: f"(?P<{m[1]}>\\d+)", re.escape(PRUNED_AT)))
+
+
+def pruned_at(error: Any) -> dict[str, int] | None:
+    """The ``rung``, ``rank``, ``of`` and ``top`` of a MOASHA-pruned run, read from its error column."""
+    got = _PRUNED_AT.match(str(error))
+    return {k: int(v) for k, v in got.groupdict().items()} if got else None
 
 
 def utcnow_iso() -> str:

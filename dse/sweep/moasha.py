@@ -128,6 +128,7 @@ class MOASHAPruner(optuna.pruners.BasePruner):
             study._storage.set_trial_user_attr(trial._trial_id, DECISION_ATTR, decision)
         if not (decision and decision["pruned"]):
             return False
-        self.why = ("pruned by MOASHA at rung epoch {rung}: front {rank} of the {of} trials there, "
-                    "not in the top {top} that go on").format(**decision)
+        from dse.store.record import PRUNED_AT  # the store, which the sweeper's process does without
+
+        self.why = PRUNED_AT.format(**decision)
         return True

@@ -122,11 +122,9 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
 
 def _stopped_lines(df: pd.DataFrame) -> list[str]:
     """"N trials stopped at rung r" for each MOASHA rung that pruned any (a trial's seeds count once)."""
-    stopped: dict[int, set] = {}
-    for study, trial, error in zip(df["study"], df["trial"], df["error"], strict=True):
-        if at := pruned_at(error):
-            stopped.setdefault(at["rung"], set()).add((study, trial))
-    lines = [f"- {len(t)} trial{'s' * (len(t) > 1)} stopped at rung {r}" for r, t in sorted(stopped.items())]
+    at = df.assign(rung=[(pruned_at(e) or {}).get("rung") for e in df["error"]]).dropna(subset=["rung"])
+    per = at.drop_duplicates(["study", "trial", "rung"]).groupby("rung").size()
+    lines = [f"- {n} trial{'s' * (n > 1)} stopped at rung {int(r)}" for r, n in per.items()]
     return [*lines, ""] if lines else []
 
 

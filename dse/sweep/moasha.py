@@ -89,15 +89,12 @@ def promoted(me: int, points: Sequence[Sequence[float]], reduction_factor: int) 
 
 class MOASHAPruner(optuna.pruners.BasePruner):
     """Prune a trial at a rung where it is not in the top ``1/reduction_factor`` (ranked by front, then
-    crowding distance); one without a ``rung_<epochs>`` vector there is never pruned."""
+    crowding distance); one without a ``rung_<epochs>`` vector there is never pruned. The sweeper checks
+    the settings (dse.sweep.pruners.AT_LEAST, its _moasha) before any storage exists."""
 
     def __init__(self, min_resource: int = 1, reduction_factor: int = 3,
                  max_resource: int | str = 10**9) -> None:
         top = 10**9 if max_resource == "auto" else int(max_resource)  # the sweeper sets max_epochs
-        if reduction_factor < 2 or min_resource < 1 or top <= min_resource:
-            raise ValueError("MOASHA needs reduction_factor >= 2, min_resource >= 1 and "
-                             f"max_resource > min_resource (got {reduction_factor}, {min_resource}, "
-                             f"{max_resource})")
         self.min_resource, self.reduction_factor, self.max_resource = min_resource, reduction_factor, top
         self.why: str | None = None  # the last pruning decision, as the run's error column says it
 
@@ -113,8 +110,8 @@ class MOASHAPruner(optuna.pruners.BasePruner):
         done = trial.user_attrs.get(DECISION_ATTR)
         if done and done["rung"] >= epochs:
             decision = done if done["rung"] == epochs else None
-        elif trial.last_step is None or attr not in trial.user_attrs \
-                or epochs not in rungs(self.min_resource, self.reduction_factor, self.max_resource):
+        elif attr not in trial.user_attrs or epochs not in rungs(self.min_resource, self.reduction_factor,
+                                                                 self.max_resource):
             decision = None
         else:
             signs = [-1.0 if d == optuna.study.StudyDirection.MAXIMIZE else 1.0 for d in study.directions]

@@ -31,8 +31,10 @@ class JobTrial:
     ``Trial(study, trial_id)`` as not for direct use, so this does what those methods do inside. Every
     pruner takes one path; one may say why it pruned in a ``why`` attribute (dse.sweep.moasha does)."""
 
-    def __init__(self, study: optuna.Study, storage: Any, trial_id: int) -> None:
+    def __init__(self, study: optuna.Study, storage: Any, trial_id: int,
+                 monitor: str = DEFAULT_MONITOR) -> None:
         self.study, self.storage, self.trial_id = study, storage, trial_id
+        self.monitor = monitor  # the Lightning key reported: dse.sweep.pruners.pruner_spec's monitor
         self.number = storage.get_trial_number_from_id(trial_id)
         self.reason = ""  # why should_prune said so, for the run's error column
         self.seen: FrozenTrial | None = None  # the trial as report left it: one read per epoch
@@ -66,8 +68,9 @@ class JobTrial:
 
 
 def trial_from_env(handoff: Handoff | None = None) -> JobTrial | None:
-    """This job's live Optuna trial (its study loaded with the sweep's pruner), or None; ``handoff``
-    default: from the env (the fused launcher passes each job's, read earlier)."""
+    """This job's live Optuna trial (its study loaded with the sweep's pruner), or None where there is
+    none or Optuna cannot prune it (several objectives, unless MOASHA's); ``handoff`` default: from
+    the env (the fused launcher passes each job's, read earlier)."""
     handoff = handoff or Handoff.from_env()
     if handoff is None:
         return None
@@ -76,11 +79,11 @@ def trial_from_env(handoff: Handoff | None = None) -> JobTrial | None:
     storage = open_storage(parse_storage(handoff.storage))
     study = optuna.load_study(study_name=handoff.study, storage=storage,
                               pruner=make_pruner(handoff.pruner))
-    trial = JobTrial(study, storage, handoff.trial_id)
+    trial = JobTrial(study, storage, handoff.trial_id, handoff.pruner.get("monitor") or DEFAULT_MONITOR)
     if trial.number != handoff.trial_number:
         raise RuntimeError(f"trial id {handoff.trial_id} of study {handoff.study!r} is trial "
                            f"{trial.number}, not {handoff.trial_number}: a stale handoff")
-    return trial
+    return trial if len(study.directions) == 1 or handoff.pruner.get("name") == "moasha" else None
 
 
 def _callback_class() -> type:
@@ -94,9 +97,9 @@ def _callback_class() -> type:
         raises :class:`optuna.TrialPruned` out of ``fit``, a pruned member of a larger group is stopped
         and the others go on. NaN is left to the divergence monitor; under DDP nothing is reported."""
 
-        def __init__(self, trials: list[tuple[JobTrial, str] | None]) -> None:
-            self.trials = trials  # (trial, its Lightning key: dse.sweep.pruners.pruner_spec's monitor)
-            self.monitor = next(t[1] for t in trials if t)
+        def __init__(self, trials: list[JobTrial | None]) -> None:
+            self.trials = trials
+            self.monitor = next(t.monitor for t in trials if t)
 
         def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
             if trainer.sanity_checking or getattr(trainer, "world_size", 1) > 1:
@@ -106,31 +109,23 @@ def _callback_class() -> type:
                 if got is None or not (alone or pl_module.live[k]):
                     continue
                 metrics = trainer.callback_metrics if alone else pl_module.results[k]
-                if got[1] not in metrics:
-                    log.warning("pruning: no metric %r among %s; nothing reported", got[1], sorted(metrics))
-                elif math.isfinite(value := float(metrics[got[1]])):
-                    got[0].report(value, epoch, metrics)
-                    if got[0].should_prune():
+                if got.monitor not in metrics:
+                    log.warning("pruning: no metric %r among %s; nothing reported", got.monitor,
+                                sorted(metrics))
+                elif math.isfinite(value := float(metrics[got.monitor])):
+                    got.report(value, epoch, metrics)
+                    if got.should_prune():
                         if alone:
-                            raise optuna.TrialPruned(got[0].reason)
-                        pl_module.stop(k, "pruned", got[0].reason)
+                            raise optuna.TrialPruned(got.reason)
+                        pl_module.stop(k, "pruned", got.reason)
 
     return Pruning
-
-
-def _pruned_trial(handoff: Handoff | None) -> tuple[JobTrial, str] | None:
-    """(trial, the sweep's pruner monitor) of a single-objective sweep's job or a MOASHA one's, else
-    None (Optuna cannot prune several objectives)."""
-    trial = handoff and trial_from_env(handoff)
-    if trial is None or (len(trial.study.directions) != 1 and handoff.pruner.get("name") != "moasha"):
-        return None
-    return trial, handoff.pruner.get("monitor") or DEFAULT_MONITOR
 
 
 def member_pruning(handoffs: list[Handoff | None]) -> pl.Callback | None:
     """The callback for a group's members, each reporting to its own trial (None where none is a
     prunable trial). With pruner ``none`` it still reports, for the dashboard's learning curves."""
-    found = [_pruned_trial(h) for h in handoffs]
+    found = [h and trial_from_env(h) for h in handoffs]
     return _callback_class()(found) if any(found) else None
 
 

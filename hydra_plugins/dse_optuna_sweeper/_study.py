@@ -110,17 +110,13 @@ class OpenStudy:
     def _check(self, study: optuna.Study) -> None:
         """Refuse a study whose directions or metric names differ from the settings'; record the
         budgets it is run under (this worker's, :data:`dse.sweep.trials.STUDY_CONSTRAINTS`)."""
-        s, where = self.s, self.s.storage.display
-        have = [d.name.lower() for d in study.directions]
-        if have != [o.direction for o in s.objectives]:
-            raise ConfigError("hydra.sweeper.objectives",
-                              f"study {s.study_name!r} in {where} has directions {have}, not "
-                              f"{[o.direction for o in s.objectives]}; use another study name")
-        names = study.metric_names
-        if names is not None and list(names) != s.metric_names:
-            raise ConfigError("hydra.sweeper.objectives",
-                              f"study {s.study_name!r} in {where} optimizes {list(names)}, not "
-                              f"{s.metric_names}; use another study name")
+        s, names = self.s, study.metric_names
+        for verb, have, want in (("has directions", [d.name.lower() for d in study.directions],
+                                  [o.direction for o in s.objectives]),
+                                 ("optimizes", names and list(names), s.metric_names)):
+            if have is not None and have != want:
+                raise ConfigError("hydra.sweeper.objectives", f"study {s.study_name!r} in "
+                                  f"{s.storage.display} {verb} {have}, not {want}; use another study name")
         if names is None:
             with quiet_optuna():
                 study.set_metric_names(s.metric_names)
@@ -257,10 +253,7 @@ def _printed(title: str, metrics: list[str], front: Sequence[FrozenTrial], state
                if broken else "no complete trial")
         return f"{title}: empty, {why}; trials: {shown}"
     names = sorted({k for t in front for k in t.params})
-    rows = [[str(t.number), *(f"{v:.6g}" for v in t.values), *(_fmt(t.params.get(k)) for k in names)]
+    rows = [[str(t.number), *(f"{v:.6g}" for v in t.values),
+             *(f"{v:.6g}" if isinstance(v := t.params.get(k), float) else str(v) for k in names)]
             for t in front]
     return f"{title} ({len(front)}; trials: {shown})\n" + table(["trial", *metrics, *names], rows)
-
-
-def _fmt(v: Any) -> str:
-    return f"{v:.6g}" if isinstance(v, float) else str(v)

@@ -25,7 +25,7 @@ from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
 from dse.metrics import REGISTRY
 from dse.model import build_model
-from dse.train.checks import device_settings, native_cpu_bf16
+from dse.train.checks import AUTO, device_settings, native_cpu_bf16
 from dse.train.fused import EpochTimer, now
 from dse.train.module import build_optimizer
 from dse.train.run import train_once
@@ -210,9 +210,8 @@ def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeat
 
 
 
-# what ``trainer.precision=auto`` / ``channels_last=auto`` choose between (dse.train.checks.device_settings)
-PRECISIONS = {"fp32": {"precision": "32-true", "channels_last": False},
-              "bf16": {"precision": "bf16-mixed", "channels_last": True}}
+# what ``trainer.precision=auto`` / ``channels_last=auto`` choose between, as the trainer's settings
+PRECISIONS = {name: {"precision": p, "channels_last": cl} for name, (p, cl) in AUTO.items()}
 
 
 def measure_precision(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1

@@ -11,6 +11,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -187,45 +188,43 @@ def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | Non
     return _result(clock, compile_mode is not None)
 
 
+def best_of(repeats: int, runs: dict[str, Callable[[int], dict[str, Any]]]
+            ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Each run (given the repeat's number) alternated ``repeats`` times; the fastest of each, and all:
+    on a shared machine a neighbour's burst then slows one repeat, not the comparison."""
+    every: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for r in range(repeats):
+        for name, run in runs.items():
+            every[name].append(run(r))
+    return {name: max(v, key=lambda d: d["images_per_s"] or 0.0) for name, v in every.items()}, every
+
+
 def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
                  ) -> dict[str, Any]:
-    """Project vs plain, alternated ``repeats`` times, the fastest of each kept: on a shared
-    machine a neighbour's burst then slows one repeat, not the comparison."""
-    project: list[dict[str, Any]] = []
-    plain: list[dict[str, Any]] = []
+    """Project vs plain, the best of ``repeats`` each."""
     t0 = time.perf_counter()
-    for r in range(repeats):
-        project.append(project_step(cfg, warmup, steps, out_dir / f"project{r}"))
-        plain.append(plain_step(cfg, warmup, steps))
-    best_project = max(project, key=lambda d: d["images_per_s"] or 0.0)
-    best_plain = max(plain, key=lambda d: d["images_per_s"] or 0.0)
+    best, every = best_of(repeats, {
+        "project": lambda r: project_step(cfg, warmup, steps, out_dir / f"project{r}"),
+        "plain": lambda r: plain_step(cfg, warmup, steps)})
     return {
         "steps": steps, "warmup": warmup, "repeats": repeats, "batch_size": int(cfg.trainer.batch_size),
-        "project": best_project, "plain": best_plain,
-        "ratio": ratio(best_project, best_plain, "images_per_s"),
-        "cpu_ratio": ratio(best_plain, best_project, "cpu_ms_per_step"),
-        "project_all": [d["images_per_s"] for d in project], "plain_all": [d["images_per_s"] for d in plain],
+        **best, "ratio": ratio(best["project"], best["plain"], "images_per_s"),
+        "cpu_ratio": ratio(best["plain"], best["project"], "cpu_ms_per_step"),
+        **{f"{k}_all": [d["images_per_s"] for d in v] for k, v in every.items()},
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
 
-
-# what ``trainer.precision=auto`` / ``channels_last=auto`` choose between, as the trainer's settings
-PRECISIONS = {name: {"precision": p, "channels_last": cl} for name, (p, cl) in AUTO.items()}
-
-
 def measure_precision(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
                       ) -> dict[str, Any]:
-    """fp32 against bf16-mixed + channels_last on dse-train's path, alternated ``repeats`` times (the
-    fastest of each kept), and which one ``auto`` picks on this machine: whether auto's choice pays
-    here is read off one report, on any CPU (an emulated bf16 shows as a ratio below 1)."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in PRECISIONS}
-    for r in range(repeats):
-        for name, settings in PRECISIONS.items():
-            c = copy.deepcopy(cfg)
-            c.trainer.merge_with(settings)
-            runs[name].append(project_step(c, warmup, steps, out_dir / f"{name}{r}"))
-    best = {name: max(v, key=lambda d: d["images_per_s"] or 0.0) for name, v in runs.items()}
+    """fp32 against bf16-mixed + channels_last (what ``auto`` chooses between) on dse-train's path, the
+    best of ``repeats`` each, and the one ``auto`` picks here: whether it pays is read off one report,
+    on any CPU (an emulated bf16 shows as a ratio below 1)."""
+    cfgs = {name: copy.deepcopy(cfg) for name in AUTO}
+    for name, (precision, channels_last) in AUTO.items():
+        cfgs[name].trainer.merge_with({"precision": precision, "channels_last": channels_last})
+    best, _ = best_of(repeats, {n: lambda r, n=n: project_step(cfgs[n], warmup, steps, out_dir / f"{n}{r}")
+                                for n in AUTO})
     auto = copy.deepcopy(cfg.trainer)
     auto.merge_with({"precision": "auto", "channels_last": "auto"})
     accelerator, precision, _ = device_settings(auto)
@@ -233,6 +232,7 @@ def measure_precision(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, r
             "native_bf16": None if accelerator == "gpu" else native_cpu_bf16(),
             "ratio": ratio(best["bf16"], best["fp32"], "images_per_s"), "steps": steps, "warmup": warmup,
             "repeats": repeats, "batch_size": int(cfg.trainer.batch_size)}
+
 
 COMPILE_MIN_WARMUP = 10  # compiled code (and CUDA-graph recording) needs a few calls to settle
 

@@ -221,11 +221,13 @@ class ResultsStore(AbstractContextManager):
     def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
         return cls(cls.config_url(cfg), **kwargs)
 
-    def execute(self, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]] | None = None) -> int:
-        """Run one statement (over ``rows``, if given) in its own transaction; the rows it touched."""
-        def go() -> int:
+    def execute(self, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]] | None = None,
+                fetch: Callable[[sa.CursorResult], Any] = lambda r: r.rowcount) -> Any:
+        """Run one statement (over ``rows``, if given) in its own transaction; ``fetch`` of its result
+        (by default the rows it touched)."""
+        def go() -> Any:
             with self.engine.begin() as conn:
-                return conn.execute(stmt, rows).rowcount
+                return fetch(conn.execute(stmt, rows))
 
         return _retry(go, self.timeout_s)
 
@@ -280,15 +282,8 @@ class ResultsStore(AbstractContextManager):
         t = RUNS_TABLE
         self.execute(t.update().where(t.c.run_id == run_id).values(**values))
 
-    def _read(self, stmt: sa.Executable, fetch: Callable[[sa.CursorResult], T]) -> T:
-        def go() -> T:
-            with self.engine.connect() as conn:
-                return fetch(conn.execute(stmt))
-
-        return _retry(go, self.timeout_s)
-
     def first(self, stmt: sa.Executable) -> dict[str, Any] | None:
-        return self._read(stmt, lambda r: next(map(dict, r.mappings()), None))
+        return self.execute(stmt, fetch=lambda r: next(map(dict, r.mappings()), None))
 
     def _table(self, name: str) -> sa.Table | None:
         if name == RUNS:
@@ -337,7 +332,7 @@ class ResultsStore(AbstractContextManager):
 
     def studies(self) -> list[str]:
         stmt = sa.select(self._runs.c.study).distinct().order_by(self._runs.c.study)
-        return self._read(stmt, lambda r: list(r.scalars()))
+        return self.execute(stmt, fetch=lambda r: list(r.scalars()))
 
     def count(self, study: str | None = None, status: str | Iterable[str] | None = None,
               table: str = RUNS) -> int:
@@ -346,4 +341,4 @@ class ResultsStore(AbstractContextManager):
         if t is None:
             return 0
         stmt = sa.select(sa.func.count()).select_from(t).where(*self._where(t, study, status))
-        return int(self._read(stmt, lambda r: r.scalar_one()))
+        return int(self.execute(stmt, fetch=lambda r: r.scalar_one()))

@@ -220,6 +220,11 @@ def check_index_bits(index_bits: int | Sequence[int]) -> tuple[int, int]:
     return pair  # type: ignore[return-value]
 
 
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's raw bytes as stored (and as compared: equal bytes are equal bits)."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
 def extra_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
     """State-dict entries other than conv weights (and pruning / parametrization internals)."""
     weights = {f"{n}.weight" for n in conv_layers(model)}
@@ -276,7 +281,7 @@ def encode_report(model: nn.Module, *, huffman: bool = True,
         out.name(key)
         out.add("header", struct.pack("<B", DTYPES.index(value.dtype)))
         out.shape(tuple(value.shape))
-        out.add("bias", value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        out.add("bias", tensor_bytes(value))
     return Encoded(b"".join(out.chunks), dict(out.parts), dict(out.layers))
 
 

@@ -5,10 +5,12 @@ cost), and time to a target accuracy. Clocks wait for the GPU only at a measured
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -21,9 +23,12 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from dse.bench.packing import RESULT, answered, ratio, worker_command
+from dse.bench.packing import RESULT, answer, answered, ratio, worker_command
+from dse.compose import compose
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
+from dse.errors import first_line
+from dse.logs import quiet_lightning
 from dse.metrics import REGISTRY
 from dse.model import build_model
 from dse.train.checks import AUTO, device_settings, native_cpu_bf16
@@ -239,12 +244,12 @@ COMPILE_MIN_WARMUP = 10  # compiled code (and CUDA-graph recording) needs a few 
 
 def _compile_variant(overrides: list[str], variant: str, warmup: int, steps: int, out_dir: Path,
                      cache: Path, timeout: float) -> dict[str, Any]:
-    """One variant in a fresh ``python -m dse.bench.worker`` with its inductor cache at ``cache``."""
-    spec = {"mode": "step", "overrides": overrides, "variant": variant, "warmup": warmup,
-            "steps": steps, "out": str(out_dir)}
+    """One variant in a fresh process (:func:`worker`) with its inductor cache at ``cache``."""
+    spec = {"overrides": overrides, "variant": variant, "warmup": warmup, "steps": steps, "out": str(out_dir)}
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     try:
-        proc = subprocess.run(worker_command(spec), env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(worker_command(spec, "dse.bench.step"), env=env, capture_output=True, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f}s"}
     if (result := answered(out_dir, RESULT)) is not None:
@@ -299,3 +304,24 @@ def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict
         "val_top1_by_epoch": [[e + 1, round(v, 5)] for e, v in clock.val_top1],
         "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"), "wall_s": round(wall, 3),
     }
+
+
+def worker(spec: dict[str, Any]) -> int:
+    """One ``variant`` (project | plain | plain_reduce_overhead) with torch.compile, in a fresh process."""
+    quiet_lightning()
+    cfg = compose(spec["overrides"])
+    warmup, steps, variant, out = int(spec["warmup"]), int(spec["steps"]), spec["variant"], Path(spec["out"])
+    try:
+        if variant == "project":
+            res = project_step(cfg, warmup, steps, out, compile=True)
+        else:
+            mode = "reduce-overhead" if variant == "plain_reduce_overhead" else "default"
+            res = plain_step(cfg, warmup, steps, mode)
+    except Exception as e:  # noqa: BLE001 - a compiler failure is a result for the report
+        res = {"error": first_line(e, typed=True)}
+    answer(out, RESULT, res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker(json.loads(sys.argv[1])))

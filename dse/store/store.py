@@ -9,7 +9,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, closing
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,6 +91,9 @@ class ResultsStore(AbstractContextManager):
             self.engine.dispose()
             if isinstance(e, ConfigError):
                 raise
+            if "not a database" in str(e.orig) or "malformed" in str(e.orig):  # its first read
+                raise ConfigError(FIELD, f"{self} exists and is not a dse results store (not an SQLite "
+                                         "database); pick another store.url") from None
             raise ConfigError(FIELD, f"cannot open results store {self}: {e.orig}") from e
 
     @staticmethod
@@ -121,7 +124,7 @@ class ResultsStore(AbstractContextManager):
                 "creator": lambda: sqlite3.connect(uri, uri=True, timeout=self.timeout_s)}
 
     def _check_file(self, create: bool) -> None:
-        """Refuse, before any connection touches it, a file that is not SQLite (or not there)."""
+        """Refuse a directory, a store not there (or made where it cannot be), a file it cannot write."""
         if self.path is None:
             return
         if self.path.is_dir():
@@ -136,16 +139,6 @@ class ResultsStore(AbstractContextManager):
         if create and not storefile.writable(self.path):  # fail now, not after hours of training
             raise ConfigError(FIELD, f"{self.path} is read-only (the file or its folder): "
                                      "results cannot be written there")
-        if not self.path.exists():
-            return
-        # through SQLite, never open(): closing any descriptor of the file drops our POSIX locks on it
-        try:
-            with closing(sqlite3.connect(storefile.reader_uri(self.path), uri=True)) as db:
-                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as e:
-            if "not a database" in str(e) or "malformed" in str(e):
-                raise ConfigError(FIELD, f"{self.path} exists and is not a dse results store "
-                                         "(not an SQLite database); pick another store.url") from None
 
     def _open(self, create: bool, upgrade: bool) -> None:
         """Validate an existing store; a writer also migrates an older or empty one (race-safe)."""

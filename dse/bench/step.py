@@ -7,7 +7,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -267,13 +266,12 @@ def measure_compile(overrides: list[str], cfg: DictConfig, warmup: int, steps: i
     variants = ["project", "plain"] + (["plain_reduce_overhead"] if gpu else [])  # CUDA graphs: GPU
     out: dict[str, Any] = {}
     for v in variants:
-        cache = Path(tempfile.mkdtemp(prefix=f"inductor-{v}-", dir=out_dir.parent))
-        try:
+        with tempfile.TemporaryDirectory(prefix=f"inductor-{v}-", dir=out_dir.parent,
+                                         ignore_cleanup_errors=True) as tmp:
+            cache = Path(tmp)
             cold = _compile_variant(overrides, v, warmup, steps, out_dir / f"{v}-cold", cache, timeout)
             warm = (_compile_variant(overrides, v, warmup, steps, out_dir / f"{v}-warm", cache, timeout)
                     if "error" not in cold else cold)
-        finally:
-            shutil.rmtree(cache, ignore_errors=True)
         out[v] = warm if "error" in warm else {**warm, "compile_s": cold.get("compile_s"),
                                                "compile_s_warm": warm.get("compile_s"), "warmup": warmup}
     return out

@@ -121,6 +121,10 @@ class Lab:
         return {k: float(v) if (v := metrics.get(REGISTRY[k].key)) is not None else None for k in ACCURACY}
 
 
+def _dense_model(ckpt: Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
+    return ckpt.network(), OmegaConf.to_container(ckpt.cfg.model, resolve=True)
+
+
 def check(ckpt: Checkpoint, options: Options, out_dir: str | Path | None = None) -> Lab:
     """Check every input (options, densities, config, ``out_dir``) before any work; the Lab does it."""
     from dse.validate import validate
@@ -139,7 +143,7 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
              lab: Lab | None = None) -> dict[str, Any]:
     """Rows (one per Table-2 stage) and size breakdowns, files in ``out_dir``; ``lab``: :func:`check`'s."""
     lab = lab or check(ckpt, opts, out_dir)
-    model, model_cfg = ckpt.network(), OmegaConf.to_container(ckpt.cfg.model, resolve=True)
+    model, model_cfg = _dense_model(ckpt)
     densities = weights.resolve_densities(model, opts.density)
 
     dense_bytes = 4 * build_spec(model_cfg).params  # the contract's size_bytes of the run

@@ -6,6 +6,7 @@ stores a code as one length per symbol (a format dahuffman lacks)."""
 from __future__ import annotations
 
 import heapq
+import io
 import struct
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -163,15 +164,10 @@ class _Writer:
         self.add("header", struct.pack(f"<B{len(shape)}I", len(shape), *shape), layer)
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
+class _Reader(io.BytesIO):
     def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
+        if len(out := self.read(n)) < n:
             raise ValueError("truncated compressed file")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
         return out
 
     def unpack(self, fmt: str) -> tuple:
@@ -320,7 +316,7 @@ def decode(data: bytes, model_template: nn.Module) -> nn.Module:
         nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
         raw = torch.tensor(bytearray(r.take(nbytes)), dtype=torch.uint8)
         state[key] = raw.view(dtype).reshape(shape)
-    if r.pos != len(data):
-        raise ValueError(f"{len(data) - r.pos} trailing bytes after the compressed model")
+    if r.tell() != len(data):
+        raise ValueError(f"{len(data) - r.tell()} trailing bytes after the compressed model")
     model_template.load_state_dict(state, strict=True)
     return model_template

@@ -33,9 +33,7 @@ def named_store(arg: str | Path) -> NamedStore:
         db = (_sqlite_db(text) or "").split("?")[0]
         return NamedStore(text, None if db in ("", ":memory:") or db.startswith("file:") else Path(db), None)
     path = Path(text)
-    if path.is_dir():
-        return NamedStore(url=None, file=path / DB_NAME, folder=path)
-    return NamedStore(url=None, file=path, folder=None)
+    return NamedStore(None, path / DB_NAME, path) if path.is_dir() else NamedStore(None, path, None)
 
 
 def _sqlite_db(url: str) -> str | None:

@@ -1,6 +1,6 @@
 """K trials at once on one device: a Fire network leaves most of a GPU idle. Real ``train_once``
-trials run in :mod:`dse.bench.worker` processes released together (spec as one JSON argument, answers
-as JSON files in its folder); the smallest K within :data:`TOLERANCE` of the best is
+trials run in ``python -m dse.bench.packing SPEC_JSON`` processes (:func:`worker`) released together,
+answering in JSON files of their folder; the smallest K within :data:`TOLERANCE` of the best is
 recommended. ``--fused`` trains K members (an SR x seed grid) fused, one at a time and as K
 processes; throughput is per wall second of training, start-up excluded."""
 
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from dse.compose import compose
+from dse.logs import quiet_lightning
 from dse.outputs import write_files
 from dse.store import FINISHED
 from dse.validate import model_report
@@ -24,8 +25,9 @@ READY, RESULT, GO = "ready.json", "result.json", "go"  # a worker's answers in i
 SR_GRID = (0.125, 0.25, 0.5, 0.75)  # --fused members' SRs
 
 
-def worker_command(spec: dict[str, Any]) -> list[str]:
-    return [sys.executable, "-m", "dse.bench.worker", json.dumps(spec)]
+def worker_command(spec: dict[str, Any], module: str = "dse.bench.packing") -> list[str]:
+    """A child process running ``module``'s worker on ``spec`` (:func:`worker`, or step.py's compile one)."""
+    return [sys.executable, "-m", module, json.dumps(spec)]
 
 
 def answer(folder: str | Path, name: str, payload: dict[str, Any]) -> None:
@@ -174,3 +176,50 @@ def measure_fused(overrides: list[str], ks: list[int], seed: int, out_dir: Path,
     for r in runs:
         r["fused_vs_best_packing"] = ratio(r["fused"], best)
     return {"ks": ks, "sr_grid": list(SR_GRID), "runs": runs, "overrides": overrides}
+
+
+def worker(spec: dict[str, Any]) -> int:
+    """One packed trial: ready once imports, data and CUDA context are done, then released with the
+    other K - 1, so the window holds K trials training."""
+    threads = int(spec.get("threads") or 0)
+    if threads > 0:  # before torch starts its pools; K workers x all cores would oversubscribe a CPU
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    t_spawn = time.time()
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    quiet_lightning()
+
+    from dse.data import InMemoryDataModule, build_datamodule
+    from dse.train.fused import EpochTimer, now
+    from dse.train.run import train_once
+    from dse.validate import validate
+
+    cfg = compose(spec["overrides"])
+    validate(cfg)
+    report = model_report(cfg)
+    dm = build_datamodule(cfg, cfg.trainer.batch_size, cfg.trainer.eval_batch_size)
+    if isinstance(dm, InMemoryDataModule):  # parse and split now (cached per process), not in the window
+        dm.setup("fit")
+    if torch.cuda.is_available():
+        torch.zeros(1, device="cuda")  # create the CUDA context now too
+        now()
+    answer(spec["out"], READY, {"pid": os.getpid(), "startup_s": round(time.time() - t_spawn, 3)})
+    while not os.path.exists(spec["go"]):  # released together (run_k)
+        if time.time() - t_spawn > float(spec["timeout"]):
+            return 1
+        time.sleep(0.001)
+    clock = EpochTimer()
+    t_go = time.time()
+    rec = train_once(cfg, report, int(spec["seed"]), Path(spec["out"]), "dse-bench packing", (clock,))
+    now()  # the GPU's queued work belongs to the window
+    answer(spec["out"], RESULT, {"status": rec["status"], "error": rec["error"], "t_go": t_go,
+                                 "t_end": time.time(), "images": clock.images,
+                                 "train_s": round(clock.seconds, 4), "val_top1": rec.get("val_top1"),
+                                 "threads": torch.get_num_threads()})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker(json.loads(sys.argv[1])))

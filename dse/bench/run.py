@@ -43,8 +43,7 @@ def _cpu_name() -> str:
 def machine(cfg: DictConfig) -> dict[str, Any]:
     """What the numbers were measured on; ``cpu_count`` is the usable cores packing splits threads by."""
     accelerator, precision, channels_last = device_settings(cfg.trainer)
-    dev = (torch.cuda.get_device_name() if accelerator == "gpu"
-           else f"cpu ({_cpu_name()})")
+    dev = torch.cuda.get_device_name() if accelerator == "gpu" else f"cpu ({_cpu_name()})"
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     return {
         "device": dev, "accelerator": accelerator, "precision": precision,

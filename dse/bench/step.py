@@ -5,12 +5,14 @@ cost), and time to a target accuracy. Clocks wait for the GPU only at a measured
 from __future__ import annotations
 
 import copy
+import json
 import os
-import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +22,15 @@ import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig
 
-from dse.bench.packing import RESULT, answered, ratio, worker_command
+from dse.bench.packing import RESULT, answer, answered, ratio, worker_command
+from dse.compose import compose
 from dse.data import build_datamodule
 from dse.data.tensor import TensorBatches
+from dse.errors import first_line
+from dse.logs import quiet_lightning
 from dse.metrics import REGISTRY
 from dse.model import build_model
-from dse.train.checks import device_settings, native_cpu_bf16
+from dse.train.checks import AUTO, device_settings, native_cpu_bf16
 from dse.train.fused import EpochTimer, now
 from dse.train.module import build_optimizer
 from dse.train.run import train_once
@@ -187,46 +192,43 @@ def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | Non
     return _result(clock, compile_mode is not None)
 
 
+def best_of(repeats: int, runs: dict[str, Callable[[int], dict[str, Any]]]
+            ) -> tuple[dict[str, dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """Each run (given the repeat's number) alternated ``repeats`` times; the fastest of each, and all:
+    on a shared machine a neighbour's burst then slows one repeat, not the comparison."""
+    every: dict[str, list[dict[str, Any]]] = {name: [] for name in runs}
+    for r in range(repeats):
+        for name, run in runs.items():
+            every[name].append(run(r))
+    return {name: max(v, key=lambda d: d["images_per_s"] or 0.0) for name, v in every.items()}, every
+
+
 def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
                  ) -> dict[str, Any]:
-    """Project vs plain, alternated ``repeats`` times, the fastest of each kept: on a shared
-    machine a neighbour's burst then slows one repeat, not the comparison."""
-    project: list[dict[str, Any]] = []
-    plain: list[dict[str, Any]] = []
+    """Project vs plain, the best of ``repeats`` each."""
     t0 = time.perf_counter()
-    for r in range(repeats):
-        project.append(project_step(cfg, warmup, steps, out_dir / f"project{r}"))
-        plain.append(plain_step(cfg, warmup, steps))
-    best_project = max(project, key=lambda d: d["images_per_s"] or 0.0)
-    best_plain = max(plain, key=lambda d: d["images_per_s"] or 0.0)
+    best, every = best_of(repeats, {
+        "project": lambda r: project_step(cfg, warmup, steps, out_dir / f"project{r}"),
+        "plain": lambda r: plain_step(cfg, warmup, steps)})
     return {
         "steps": steps, "warmup": warmup, "repeats": repeats, "batch_size": int(cfg.trainer.batch_size),
-        "project": best_project, "plain": best_plain,
-        "ratio": ratio(best_project, best_plain, "images_per_s"),
-        "cpu_ratio": ratio(best_plain, best_project, "cpu_ms_per_step"),
-        "project_all": [d["images_per_s"] for d in project], "plain_all": [d["images_per_s"] for d in plain],
+        **best, "ratio": ratio(best["project"], best["plain"], "images_per_s"),
+        "cpu_ratio": ratio(best["plain"], best["project"], "cpu_ms_per_step"),
+        **{f"{k}_all": [d["images_per_s"] for d in v] for k, v in every.items()},
         "seconds": round(time.perf_counter() - t0, 2),
     }
 
 
-
-# what ``trainer.precision=auto`` / ``channels_last=auto`` choose between (dse.train.checks.device_settings)
-PRECISIONS = {"fp32": {"precision": "32-true", "channels_last": False},
-              "bf16": {"precision": "bf16-mixed", "channels_last": True}}
-
-
 def measure_precision(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
                       ) -> dict[str, Any]:
-    """fp32 against bf16-mixed + channels_last on dse-train's path, alternated ``repeats`` times (the
-    fastest of each kept), and which one ``auto`` picks on this machine: whether auto's choice pays
-    here is read off one report, on any CPU (an emulated bf16 shows as a ratio below 1)."""
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in PRECISIONS}
-    for r in range(repeats):
-        for name, settings in PRECISIONS.items():
-            c = copy.deepcopy(cfg)
-            c.trainer.merge_with(settings)
-            runs[name].append(project_step(c, warmup, steps, out_dir / f"{name}{r}"))
-    best = {name: max(v, key=lambda d: d["images_per_s"] or 0.0) for name, v in runs.items()}
+    """fp32 against bf16-mixed + channels_last (what ``auto`` chooses between) on dse-train's path, the
+    best of ``repeats`` each, and the one ``auto`` picks here: whether it pays is read off one report,
+    on any CPU (an emulated bf16 shows as a ratio below 1)."""
+    cfgs = {name: copy.deepcopy(cfg) for name in AUTO}
+    for name, (precision, channels_last) in AUTO.items():
+        cfgs[name].trainer.merge_with({"precision": precision, "channels_last": channels_last})
+    best, _ = best_of(repeats, {n: lambda r, n=n: project_step(cfgs[n], warmup, steps, out_dir / f"{n}{r}")
+                                for n in AUTO})
     auto = copy.deepcopy(cfg.trainer)
     auto.merge_with({"precision": "auto", "channels_last": "auto"})
     accelerator, precision, _ = device_settings(auto)
@@ -235,17 +237,18 @@ def measure_precision(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, r
             "ratio": ratio(best["bf16"], best["fp32"], "images_per_s"), "steps": steps, "warmup": warmup,
             "repeats": repeats, "batch_size": int(cfg.trainer.batch_size)}
 
+
 COMPILE_MIN_WARMUP = 10  # compiled code (and CUDA-graph recording) needs a few calls to settle
 
 
 def _compile_variant(overrides: list[str], variant: str, warmup: int, steps: int, out_dir: Path,
                      cache: Path, timeout: float) -> dict[str, Any]:
-    """One variant in a fresh ``python -m dse.bench.worker`` with its inductor cache at ``cache``."""
-    spec = {"mode": "step", "overrides": overrides, "variant": variant, "warmup": warmup,
-            "steps": steps, "out": str(out_dir)}
+    """One variant in a fresh process (:func:`worker`) with its inductor cache at ``cache``."""
+    spec = {"overrides": overrides, "variant": variant, "warmup": warmup, "steps": steps, "out": str(out_dir)}
     env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": str(cache), "PYTHONUNBUFFERED": "1"}
     try:
-        proc = subprocess.run(worker_command(spec), env=env, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(worker_command(spec, "dse.bench.step"), env=env, capture_output=True, text=True,
+                              timeout=timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f}s"}
     if (result := answered(out_dir, RESULT)) is not None:
@@ -263,13 +266,12 @@ def measure_compile(overrides: list[str], cfg: DictConfig, warmup: int, steps: i
     variants = ["project", "plain"] + (["plain_reduce_overhead"] if gpu else [])  # CUDA graphs: GPU
     out: dict[str, Any] = {}
     for v in variants:
-        cache = Path(tempfile.mkdtemp(prefix=f"inductor-{v}-", dir=out_dir.parent))
-        try:
+        with tempfile.TemporaryDirectory(prefix=f"inductor-{v}-", dir=out_dir.parent,
+                                         ignore_cleanup_errors=True) as tmp:
+            cache = Path(tmp)
             cold = _compile_variant(overrides, v, warmup, steps, out_dir / f"{v}-cold", cache, timeout)
             warm = (_compile_variant(overrides, v, warmup, steps, out_dir / f"{v}-warm", cache, timeout)
                     if "error" not in cold else cold)
-        finally:
-            shutil.rmtree(cache, ignore_errors=True)
         out[v] = warm if "error" in warm else {**warm, "compile_s": cold.get("compile_s"),
                                                "compile_s_warm": warm.get("compile_s"), "warmup": warmup}
     return out
@@ -300,3 +302,24 @@ def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict
         "val_top1_by_epoch": [[e + 1, round(v, 5)] for e, v in clock.val_top1],
         "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"), "wall_s": round(wall, 3),
     }
+
+
+def worker(spec: dict[str, Any]) -> int:
+    """One ``variant`` (project | plain | plain_reduce_overhead) with torch.compile, in a fresh process."""
+    quiet_lightning()
+    cfg = compose(spec["overrides"])
+    warmup, steps, variant, out = int(spec["warmup"]), int(spec["steps"]), spec["variant"], Path(spec["out"])
+    try:
+        if variant == "project":
+            res = project_step(cfg, warmup, steps, out, compile=True)
+        else:
+            mode = "reduce-overhead" if variant == "plain_reduce_overhead" else "default"
+            res = plain_step(cfg, warmup, steps, mode)
+    except Exception as e:  # noqa: BLE001 - a compiler failure is a result for the report
+        res = {"error": first_line(e, typed=True)}
+    answer(out, RESULT, res)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(worker(json.loads(sys.argv[1])))

@@ -67,15 +67,12 @@ def first_images(dm: Any, split: str, n: int) -> tuple[torch.Tensor, torch.Tenso
 def accuracy(run: latency.Runner, loader: Iterable[tuple[torch.Tensor, torch.Tensor]],
              ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
     """Top-k accuracy (fractions) of a runner over every batch of ``loader``."""
-    hits = dict.fromkeys(ks, 0)
-    n = 0
+    hits = []  # a batch's [images, max(ks)]: whether the label is the logit of that rank
     for x, y in loader:
         logits = torch.from_numpy(run(x.cpu().float().contiguous()))
-        top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-        for k in ks:
-            hits[k] += int((top[:, :k] == y.cpu()[:, None]).any(dim=1).sum())
-        n += len(y)
-    return {k: hits[k] / n for k in ks} if n else dict.fromkeys(ks, float("nan"))
+        hits.append(logits.topk(min(max(ks), logits.shape[1]), dim=1).indices == y.cpu()[:, None])
+    n = sum(map(len, hits))
+    return {k: sum(int(h[:, :k].any(dim=1).sum()) for h in hits) / n if n else float("nan") for k in ks}
 
 
 def stage(model: nn.Module, cfg: dict[str, Any], dm: Any

@@ -13,15 +13,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from dse import latency
 from dse.checkpoint import Checkpoint
-from dse.compress import int8, weights
+from dse.compress import int8, storage, weights
 from dse.compress.int8 import INT8_FILE, LATENCY_COLUMN
-from dse.compress.storage import DEFAULT_INDEX_BITS, check_index_bits, decode, encode_report, plain_state_dict
 from dse.errors import ConfigError
 from dse.metrics import ACCURACY, REGISTRY, to_mb, to_mib
 from dse.model import build_model, build_spec
@@ -51,7 +49,7 @@ class Options:
     retrain_epochs: int = 1
     finetune_epochs: int = 1
     lr_scale: float = 0.1
-    index_bits: tuple[int, int] = DEFAULT_INDEX_BITS
+    index_bits: tuple[int, int] = storage.DEFAULT_INDEX_BITS
     int8: bool = False  # also an int8 ONNX file of the dense network (dse.compress.int8), timed
 
     def validate(self) -> Options:
@@ -63,7 +61,7 @@ class Options:
                 raise ConfigError(f"--{key.replace('_', '-')}", "must be >= 0")
         if not self.lr_scale > 0:
             raise ConfigError("--lr-scale", f"must be > 0 (got {self.lr_scale})")
-        self.index_bits = check_index_bits(self.index_bits)
+        self.index_bits = storage.check_index_bits(self.index_bits)
         if self.int8:
             latency.require("--int8")
         return self
@@ -123,11 +121,6 @@ class Lab:
         return {k: float(v) if (v := metrics.get(REGISTRY[k].key)) is not None else None for k in ACCURACY}
 
 
-def _state_bits(state: dict[str, torch.Tensor]) -> dict[str, bytes]:
-    return {k: v.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-            for k, v in state.items()}
-
-
 def _dense_model(ckpt: Checkpoint) -> tuple[nn.Module, dict[str, Any]]:
     return ckpt.network(), OmegaConf.to_container(ckpt.cfg.model, resolve=True)
 
@@ -176,7 +169,7 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
     lab.fit(model, opts.retrain_epochs, opts.lr_scale)
     weights.finalize(model)
     pruned_metrics = lab.evaluate(model)
-    enc = encode_report(model, huffman=False, index_bits=opts.index_bits)
+    enc = storage.encode_report(model, huffman=False, index_bits=opts.index_bits)
     files["pruned.dsec"], parts["pruned.dsec"] = enc.data, enc.parts
     row("pruned", f"pruned ({opts.density})", 32, enc.size, model, pruned_metrics, "pruned.dsec")
     for bits in opts.bits:  # a quantized copy, fine-tuned; its plain and Huffman files checked by decoding
@@ -185,11 +178,12 @@ def compress(ckpt: Checkpoint, opts: Options, out_dir: str | Path | None = None,
         weights.quantize_model(q, bits, seed=ckpt.seed)
         lab.fit(q, opts.finetune_epochs, opts.lr_scale)
         metrics = lab.evaluate(q)
-        reference = _state_bits(plain_state_dict(q))
+        reference = {k: storage.tensor_bytes(v) for k, v in storage.plain_state_dict(q).items()}
         for huff, name, stage in ((False, f"q{bits}.dsec", "quantized"),
                                   (True, f"q{bits}_huffman.dsec", "huffman")):
-            enc = encode_report(q, huffman=huff, index_bits=opts.index_bits)
-            if _state_bits(decode(enc.data, build_model(model_cfg)).state_dict()) != reference:
+            enc = storage.encode_report(q, huffman=huff, index_bits=opts.index_bits)
+            decoded = storage.decode(enc.data, build_model(model_cfg)).state_dict()
+            if {k: storage.tensor_bytes(v) for k, v in decoded.items()} != reference:
                 raise RuntimeError(f"{name}: decoded weights differ from the quantized model")
             files[name], parts[name] = enc.data, enc.parts
             label = f"quantized {bits}-bit" + (" + Huffman" if huff else "")

@@ -6,6 +6,7 @@ stores a code as one length per symbol (a format dahuffman lacks)."""
 from __future__ import annotations
 
 import heapq
+import io
 import struct
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -163,15 +164,10 @@ class _Writer:
         self.add("header", struct.pack(f"<B{len(shape)}I", len(shape), *shape), layer)
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data, self.pos = data, 0
-
+class _Reader(io.BytesIO):
     def take(self, n: int) -> bytes:
-        if self.pos + n > len(self.data):
+        if len(out := self.read(n)) < n:
             raise ValueError("truncated compressed file")
-        out = self.data[self.pos:self.pos + n]
-        self.pos += n
         return out
 
     def unpack(self, fmt: str) -> tuple:
@@ -218,6 +214,11 @@ def check_index_bits(index_bits: int | Sequence[int]) -> tuple[int, int]:
     if len(pair) != 2 or not all(isinstance(b, int) and 1 <= b <= 16 for b in pair):
         raise ConfigError("--index-bits", f"must be one or two integers in 1..16 (got {index_bits})")
     return pair  # type: ignore[return-value]
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """A tensor's raw bytes as stored (and as compared: equal bytes are equal bits)."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
 
 
 def extra_tensors(model: nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
@@ -276,7 +277,7 @@ def encode_report(model: nn.Module, *, huffman: bool = True,
         out.name(key)
         out.add("header", struct.pack("<B", DTYPES.index(value.dtype)))
         out.shape(tuple(value.shape))
-        out.add("bias", value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        out.add("bias", tensor_bytes(value))
     return Encoded(b"".join(out.chunks), dict(out.parts), dict(out.layers))
 
 
@@ -315,7 +316,7 @@ def decode(data: bytes, model_template: nn.Module) -> nn.Module:
         nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
         raw = torch.tensor(bytearray(r.take(nbytes)), dtype=torch.uint8)
         state[key] = raw.view(dtype).reshape(shape)
-    if r.pos != len(data):
-        raise ValueError(f"{len(data) - r.pos} trailing bytes after the compressed model")
+    if r.tell() != len(data):
+        raise ValueError(f"{len(data) - r.tell()} trailing bytes after the compressed model")
     model_template.load_state_dict(state, strict=True)
     return model_template

@@ -93,10 +93,9 @@ def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, d
         made["int8"] = int8.quantize(fp32, int8.first_images(dm, "train", opts.calibration)[0].numpy())
     diffs = max_differences(model, made, inputs)
 
-    rows: list[dict[str, Any]] = [{"file": None, "format": REFERENCE, "runtime": "torch"}]
-    for fmt, data in made.items():
-        rows.append({"file": stem + FORMATS[fmt][0], "format": fmt, "runtime": FORMATS[fmt][1],
-                     "bytes": len(data), "max_diff": diffs.get(fmt)})
+    rows: list[dict[str, Any]] = [{"file": None, "format": REFERENCE, "runtime": "torch"}, *(
+        {"file": stem + FORMATS[fmt][0], "format": fmt, "runtime": FORMATS[fmt][1], "bytes": len(data),
+         "max_diff": diffs.get(fmt)} for fmt, data in made.items())]
 
     def runner(fmt: str, threads: int = 0) -> latency.Runner:
         return latency.torch_runner(model) if fmt == REFERENCE else file_runner(fmt, made[fmt], threads)
@@ -104,7 +103,7 @@ def run(model: nn.Module, cfg: dict[str, Any], stem: str, opts: ExportOptions, d
     if "int8" in opts.formats:  # its answer is its accuracy: beside the network's own
         for row in (rows[0], rows[-1]):
             acc = int8.accuracy(runner(row["format"]), int8.batches(dm, "test"))
-            row.update(test_top1=acc[1], test_top5=acc[5])
+            row.update({m: acc[REGISTRY[m].topk] for m in TEST_ACCURACY})
     if opts.latency:
         for row in rows:
             row["latency"] = latency.profile(runner(row["format"], opts.threads), shape, opts.threads)

@@ -237,9 +237,7 @@ def _select(cfg: Mapping[str, Any], dotted: str) -> Any:
     """``cfg[a][b]...`` for ``"a.b"``, or ``None`` where any level is missing."""
     node: Any = cfg
     for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
+        node = node.get(part) if isinstance(node, Mapping) else None
     return node
 
 

@@ -9,7 +9,7 @@ import random
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager, closing
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,6 +91,9 @@ class ResultsStore(AbstractContextManager):
             self.engine.dispose()
             if isinstance(e, ConfigError):
                 raise
+            if "not a database" in str(e.orig) or "malformed" in str(e.orig):  # its first read
+                raise ConfigError(FIELD, f"{self} exists and is not a dse results store (not an SQLite "
+                                         "database); pick another store.url") from None
             raise ConfigError(FIELD, f"cannot open results store {self}: {e.orig}") from e
 
     @staticmethod
@@ -121,7 +124,7 @@ class ResultsStore(AbstractContextManager):
                 "creator": lambda: sqlite3.connect(uri, uri=True, timeout=self.timeout_s)}
 
     def _check_file(self, create: bool) -> None:
-        """Refuse, before any connection touches it, a file that is not SQLite (or not there)."""
+        """Refuse a directory, a store not there (or made where it cannot be), a file it cannot write."""
         if self.path is None:
             return
         if self.path.is_dir():
@@ -136,16 +139,6 @@ class ResultsStore(AbstractContextManager):
         if create and not storefile.writable(self.path):  # fail now, not after hours of training
             raise ConfigError(FIELD, f"{self.path} is read-only (the file or its folder): "
                                      "results cannot be written there")
-        if not self.path.exists():
-            return
-        # through SQLite, never open(): closing any descriptor of the file drops our POSIX locks on it
-        try:
-            with closing(sqlite3.connect(storefile.reader_uri(self.path), uri=True)) as db:
-                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-        except sqlite3.DatabaseError as e:
-            if "not a database" in str(e) or "malformed" in str(e):
-                raise ConfigError(FIELD, f"{self.path} exists and is not a dse results store "
-                                         "(not an SQLite database); pick another store.url") from None
 
     def _open(self, create: bool, upgrade: bool) -> None:
         """Validate an existing store; a writer also migrates an older or empty one (race-safe)."""
@@ -221,11 +214,13 @@ class ResultsStore(AbstractContextManager):
     def from_config(cls, cfg: Any, **kwargs: Any) -> ResultsStore:
         return cls(cls.config_url(cfg), **kwargs)
 
-    def execute(self, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]] | None = None) -> int:
-        """Run one statement (over ``rows``, if given) in its own transaction; the rows it touched."""
-        def go() -> int:
+    def execute(self, stmt: sa.Executable, rows: Sequence[Mapping[str, Any]] | None = None,
+                fetch: Callable[[sa.CursorResult], Any] = lambda r: r.rowcount) -> Any:
+        """Run one statement (over ``rows``, if given) in its own transaction; ``fetch`` of its result
+        (by default the rows it touched)."""
+        def go() -> Any:
             with self.engine.begin() as conn:
-                return conn.execute(stmt, rows).rowcount
+                return fetch(conn.execute(stmt, rows))
 
         return _retry(go, self.timeout_s)
 
@@ -280,15 +275,8 @@ class ResultsStore(AbstractContextManager):
         t = RUNS_TABLE
         self.execute(t.update().where(t.c.run_id == run_id).values(**values))
 
-    def _read(self, stmt: sa.Executable, fetch: Callable[[sa.CursorResult], T]) -> T:
-        def go() -> T:
-            with self.engine.connect() as conn:
-                return fetch(conn.execute(stmt))
-
-        return _retry(go, self.timeout_s)
-
     def first(self, stmt: sa.Executable) -> dict[str, Any] | None:
-        return self._read(stmt, lambda r: next(map(dict, r.mappings()), None))
+        return self.execute(stmt, fetch=lambda r: next(map(dict, r.mappings()), None))
 
     def _table(self, name: str) -> sa.Table | None:
         if name == RUNS:
@@ -337,7 +325,7 @@ class ResultsStore(AbstractContextManager):
 
     def studies(self) -> list[str]:
         stmt = sa.select(self._runs.c.study).distinct().order_by(self._runs.c.study)
-        return self._read(stmt, lambda r: list(r.scalars()))
+        return self.execute(stmt, fetch=lambda r: list(r.scalars()))
 
     def count(self, study: str | None = None, status: str | Iterable[str] | None = None,
               table: str = RUNS) -> int:
@@ -346,4 +334,4 @@ class ResultsStore(AbstractContextManager):
         if t is None:
             return 0
         stmt = sa.select(sa.func.count()).select_from(t).where(*self._where(t, study, status))
-        return int(self._read(stmt, lambda r: r.scalar_one()))
+        return int(self.execute(stmt, fetch=lambda r: r.scalar_one()))

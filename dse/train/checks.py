@@ -19,6 +19,8 @@ from dse.train.loggers import check_logger
 from dse.validate import model_report, switch, validate
 
 Device = tuple[str, str, bool]  # (accelerator, precision, channels_last), from device_settings
+# what trainer.precision=auto and channels_last=auto choose between: (precision, channels_last)
+AUTO = {"fp32": ("32-true", False), "bf16": ("bf16-mixed", True)}
 CPU_BF16_ENV = "DSE_CPU_BF16"
 RESUME = "resume"  # <paths.runs>/<study.name>/resume/...
 
@@ -30,14 +32,13 @@ def device_settings(tc: Any) -> Device:
         raise ConfigError("trainer.accelerator", f"{tc.accelerator} asked for, but no GPU is "
                                                  "visible here (use auto or cpu)")
     gpu = torch.cuda.is_available() and tc.accelerator != "cpu"
-    fast = gpu or native_cpu_bf16()
-    precision = tc.precision
-    if precision == "auto" and not fast:
-        precision = "32-true"
-    elif precision == "auto":
-        precision = "16-mixed" if gpu and not torch.cuda.is_bf16_supported() else "bf16-mixed"
+    precision, channels_last = AUTO["bf16" if gpu or native_cpu_bf16() else "fp32"]
+    if tc.precision != "auto":
+        precision = tc.precision
+    elif gpu and not torch.cuda.is_bf16_supported():
+        precision = "16-mixed"
     cl = switch("trainer.channels_last", tc.channels_last)
-    return "gpu" if gpu else "cpu", precision, fast if cl is None else cl
+    return "gpu" if gpu else "cpu", precision, channels_last if cl is None else cl
 
 
 def native_cpu_bf16() -> bool:

@@ -1,7 +1,5 @@
 """The first results store (f24b56c, 2026-11-26): ``dse_meta`` and ``runs`` with 47 columns."""
 
-from __future__ import annotations
-
 import sqlalchemy as sa
 from alembic import op
 

@@ -1,7 +1,5 @@
 """Claims (cfbc545, 2026-12-01): one row per (config_hash, seed) a worker is training now."""
 
-from __future__ import annotations
-
 import sqlalchemy as sa
 from alembic import op
 

@@ -1,7 +1,5 @@
 """runs.log_uri (1fdeab2, 2026-12-02): where the run's Lightning logger wrote."""
 
-from __future__ import annotations
-
 import sqlalchemy as sa
 
 from dse.store.migrations import nullable_columns

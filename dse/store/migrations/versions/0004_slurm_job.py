@@ -1,7 +1,5 @@
 """runs.slurm_job (7feb1a0, 2026-12-02): the Slurm job that trained the row."""
 
-from __future__ import annotations
-
 import sqlalchemy as sa
 
 from dse.store.migrations import nullable_columns

@@ -1,7 +1,5 @@
 """runs.resumed_from_epoch (0fc79e8, 2026-12-02): the epoch a resumed run continued from."""
 
-from __future__ import annotations
-
 import sqlalchemy as sa
 
 from dse.store.migrations import nullable_columns

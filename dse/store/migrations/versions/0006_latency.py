@@ -1,7 +1,5 @@
 """The CPU latency columns (a8245f9, 2026-12-02): onnxruntime and torch, batch 1 and 64."""
 
-from __future__ import annotations
-
 import sqlalchemy as sa
 
 from dse.store.migrations import nullable_columns

@@ -1,7 +1,5 @@
 """runs.training_semantics: which training semantics (dse.TRAINING_SEMANTICS) produced the row."""
 
-from __future__ import annotations
-
 import sqlalchemy as sa
 
 from dse.store.migrations import nullable_columns

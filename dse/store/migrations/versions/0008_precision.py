@@ -1,7 +1,5 @@
 """runs.precision, runs.channels_last: what trainer.precision/channels_last=auto resolved to."""
 
-from __future__ import annotations
-
 import sqlalchemy as sa
 
 from dse.store.migrations import nullable_columns

@@ -45,7 +45,7 @@ class JobTrial:
         Lightning metrics). A step reported already (a later seed of the point) is judged as it was."""
         trial = copy.copy(self.storage.get_trial(self.trial_id))
         if step in trial.intermediate_values:
-            log.warning("pruning: step %d of trial %d was already reported", step, self.number)
+            log.debug("pruning: step %d of trial %d is an earlier seed's, judged so", step, self.number)
             trial.intermediate_values = {s: v for s, v in trial.intermediate_values.items() if s <= step}
         else:
             self.storage.set_trial_intermediate_value(self.trial_id, step, float(value))

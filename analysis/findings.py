@@ -6,9 +6,8 @@ from __future__ import annotations
 import pandas as pd
 
 from dse.analysis.fmt import integer, number, to_markdown
-from dse.analysis.importance import EVALUATORS
+from dse.analysis.knobs import EVALUATORS, coverage_note, good_ranges
 from dse.analysis.paper_check import NEAR, paper_check
-from dse.analysis.ranges import coverage_note, good_ranges
 from dse.analysis.style import accuracy_name
 from dse.analysis.verdicts import CONFIDENCE, MIN_POINTS, MIN_SEEDS, Verdicts, describe, study_verdicts
 

@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 from dse.analysis import style as S
 from dse.analysis.fmt import value_text
 from dse.analysis.frames import chance
-from dse.analysis.importance import EVALUATORS
+from dse.analysis.knobs import EVALUATORS
 from dse.analysis.pareto_plot import plot_pareto
 from dse.analysis.style import context_title, fixed_text
 

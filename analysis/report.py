@@ -19,7 +19,7 @@ from dse.analysis import plots as P
 from dse.analysis.commands import sweep_commands
 from dse.analysis.findings import findings_sections, importance_text
 from dse.analysis.fmt import integer, is_missing, number, pm_percent, to_markdown, value_text
-from dse.analysis.importance import importance_frame
+from dse.analysis.knobs import importance_frame
 from dse.analysis.loading import config_of, status_order
 from dse.analysis.style import accuracy_name
 from dse.errors import first_line

@@ -1,8 +1,12 @@
-"""Good ranges, pycls-style (a design space is judged by its best models): per knob, the values of
-the best x % of the ok runs' error EDF, and pycls's seeded ``get_filters`` bootstrap of where the
-best model falls. Which knobs vary among the ok runs is decided here once, for the importances too."""
+"""Which knobs matter and where, over the ok runs: pycls good ranges (a design space is judged by its
+best models: the best x % of the error EDF, and ``get_filters``' seeded bootstrap of where the best
+run falls) and Optuna's fANOVA (seeded) and PED-ANOVA importances over an in-memory study of the runs."""
 
 from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -13,11 +17,13 @@ from dse.analysis.fmt import value_text
 GOOD_FRACTION = 0.25  # "the best x %": pycls samples 25 % of a sweep; PED-ANOVA's target too
 BOOTSTRAPS = 2500  # pycls get_filters' b
 PERCENTILES = (2.5, 50.0, 97.5)  # pycls: alpha = 5 %
-SEED = 0
+SEED = 0  # the bootstrap's and fANOVA's forest's
 MIN_RUNS = 8  # scored runs below which importances and good ranges are skipped: too noisy to read
+EVALUATORS = {"fanova": "fANOVA", "ped_anova": "PED-ANOVA"}  # column -> name in charts and tables
 
-COLUMNS = ["knob", "kind", "all", "best", "bootstrap", "best_low", "best_high",
-           "boot_low", "boot_median", "boot_high"]
+RANGE_COLUMNS = ["knob", "kind", "all", "best", "bootstrap", "best_low", "best_high",
+                 "boot_low", "boot_median", "boot_high"]
+IMPORTANCE_COLUMNS = ["knob", *EVALUATORS, "values", "kind"]
 
 
 def knobs(runs: pd.DataFrame) -> list[str]:
@@ -49,8 +55,7 @@ def coverage_note(seen: int, grid: int) -> str:
 
 
 def is_numeric(values: pd.Series) -> bool:
-    """Every value a number (not a bool); a missing value makes it categorical (fANOVA needs one
-    in every trial)."""
+    """Every value a number (not a bool); one missing makes it categorical: fANOVA needs all."""
     if values.isna().any() or pd.api.types.is_bool_dtype(values):
         return False
     return bool(pd.api.types.is_numeric_dtype(values))
@@ -107,15 +112,70 @@ def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str |
     attrs = {"metric": edf.attrs.get("metric"), "fraction": fraction, "n_runs": len(edf),
              "bootstraps": BOOTSTRAPS, "seed": seed}
     if reason := too_few(len(edf)):
-        return F.skipped_frame(COLUMNS, reason, **attrs)
+        return F.skipped_frame(RANGE_COLUMNS, reason, **attrs)
     runs = df.loc[edf["run"]].reset_index(drop=True)
     cols = knobs(runs)
     if not cols:
-        return F.skipped_frame(COLUMNS, "no metaparameter varies among the ok runs", **attrs)
+        return F.skipped_frame(RANGE_COLUMNS, "no metaparameter varies among the ok runs", **attrs)
     best = edf[edf["edf"] <= fraction + 1e-12]  # else the lowest error, with its ties
     best = best if len(best) else edf[edf["error"] == edf["error"].min()]
     won = runs.iloc[winners(edf["error"].to_numpy(float), fraction, seed)]
-    out = pd.DataFrame([_knob_row(k, runs, runs.loc[best.index], won) for k in cols], columns=COLUMNS)
+    out = pd.DataFrame([_knob_row(k, runs, runs.loc[best.index], won) for k in cols], columns=RANGE_COLUMNS)
     out.attrs.update(attrs, n_best=len(best), error_cutoff=float(best["error"].max()),
                      coverage=coverage(runs, cols))
+    return out
+
+
+def knob_study(runs: pd.DataFrame, cols: list[str], metric: str) -> Any:
+    """An in-memory, maximising Optuna study with one COMPLETE trial per run, each knob's
+    distribution from the values swept: int or float between the extremes seen, else categorical."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.trial import create_trial
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    dists: dict[str, Any] = {}
+    cast: dict[str, Callable[[Any], Any]] = {}
+    for c in cols:
+        v = runs[c]
+        if not is_numeric(v):
+            dists[c], cast[c] = CategoricalDistribution(choices(v, c)), value_text
+        elif bool(np.all(np.mod(v.astype(float), 1) == 0)):
+            dists[c], cast[c] = IntDistribution(int(v.min()), int(v.max())), int
+        else:
+            dists[c], cast[c] = FloatDistribution(float(v.min()), float(v.max())), float
+    study = optuna.create_study(direction="maximize")
+    study.add_trials([create_trial(params={c: cast[c](r[c]) for c in cols}, distributions=dists,
+                                   value=float(r[metric])) for _, r in runs.iterrows()])
+    return study
+
+
+def importance_frame(df: pd.DataFrame, metric: str | None = None,
+                     fraction: float = GOOD_FRACTION, seed: int = SEED) -> pd.DataFrame:
+    """One row per knob, most important first: ``fanova``, ``ped_anova`` (each summing to 1),
+    ``values`` (distinct values seen), ``kind``. ``attrs``: metric, n_runs, n_points, fraction,
+    seed, coverage; ``skipped`` below :data:`MIN_RUNS` scored runs or 2 varying knobs."""
+    metric = metric or F.pick_metric(df)
+    ok = F.ok_runs(df)
+    runs = ok[ok[metric].notna()] if metric in ok.columns else ok.iloc[0:0]
+    cols = knobs(runs)
+    attrs = {"metric": metric, "n_runs": len(runs), "fraction": fraction, "seed": seed}
+    few = f"only {cols[0]} varies" if cols else "no metaparameter varies"
+    reason = too_few(len(runs)) or (f"{few} among the ok runs: an importance needs two knobs to compare"
+                                    if len(cols) < 2 else None)
+    if reason is not None:
+        return F.skipped_frame(IMPORTANCE_COLUMNS, reason, n_points=0, **attrs)
+    from optuna import importance as oi
+
+    evaluators = {"fanova": oi.FanovaImportanceEvaluator(seed=seed),
+                  "ped_anova": oi.PedAnovaImportanceEvaluator(target_quantile=fraction)}
+    study = knob_study(runs, cols, metric)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # experimental-API and "few trials" notices
+        scores = {e: oi.get_param_importances(study, evaluator=ev) for e, ev in evaluators.items()}
+    out = pd.DataFrame({"knob": cols, **{e: [scores[e][c] for c in cols] for e in EVALUATORS},
+                        "values": [runs[c].astype(str).nunique() for c in cols],
+                        "kind": ["numeric" if is_numeric(runs[c]) else "categorical" for c in cols]})
+    out = out.sort_values(list(EVALUATORS), ascending=False, kind="stable", ignore_index=True)
+    out.attrs.update(attrs, n_points=int(F.point_key(runs).nunique()), coverage=coverage(runs, cols))
     return out

@@ -54,8 +54,7 @@ def _text(v: Any) -> str:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub pipe table of ``df`` (index dropped), numeric-looking columns right-aligned; not
-    pandas' ``to_markdown``, whose layout changes with whether tabulate is installed."""
+    """A GitHub pipe table of ``df``; not pandas' ``to_markdown``, which changes with tabulate installed."""
     rows = [[_text(v) for v in r] for r in df.astype(object).itertuples(index=False)]
     align = ["right" if rows and all(_NUMERIC.match(r[i]) or r[i] == "-" for r in rows) else "left"
              for i in range(len(df.columns))]

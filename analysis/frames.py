@@ -1,7 +1,5 @@
-"""The DataFrame behind every chart, from :func:`dse.analysis.loading.load`'s run frame: charts only
-draw these, so tests check numbers, not pixels. Accuracies stay fractions; "± std" is the sample std
-(ddof=1; one seed: NaN); only ok runs count, the others beside them (``n_bad``). A frame the data
-cannot support is empty, with the reason in ``attrs["skipped"]``."""
+"""The DataFrame behind every chart (charts only draw these, so tests check numbers, not pixels): only ok
+runs count; std is the sample std (ddof=1); an unsupported frame is empty, ``attrs["skipped"]`` says why."""
 
 from __future__ import annotations
 

@@ -106,8 +106,7 @@ def _knob_row(knob: str, runs: pd.DataFrame, best: pd.DataFrame, won: pd.DataFra
 def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str | None = None,
                 seed: int = SEED) -> pd.DataFrame:
     """One row per knob: ``all`` (values seen), ``best`` (over the best ``fraction``), ``bootstrap``
-    (95 % range of the best run, with its median), numeric knobs also as numbers (``best_low`` ...
-    ``boot_high``); ``skipped`` below :data:`MIN_RUNS` runs or with no varying knob."""
+    (95 % range of the best run), numeric knobs also as numbers (``best_low`` ... ``boot_high``)."""
     edf = F.edf_frame(df, metric, by=[])
     attrs = {"metric": edf.attrs.get("metric"), "fraction": fraction, "n_runs": len(edf),
              "bootstraps": BOOTSTRAPS, "seed": seed}
@@ -127,8 +126,7 @@ def good_ranges(df: pd.DataFrame, fraction: float = GOOD_FRACTION, metric: str |
 
 
 def knob_study(runs: pd.DataFrame, cols: list[str], metric: str) -> Any:
-    """An in-memory, maximising Optuna study with one COMPLETE trial per run, each knob's
-    distribution from the values swept: int or float between the extremes seen, else categorical."""
+    """An in-memory Optuna study, a COMPLETE trial per run, each knob's distribution from its values."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
     from optuna.trial import create_trial
@@ -153,8 +151,7 @@ def knob_study(runs: pd.DataFrame, cols: list[str], metric: str) -> Any:
 def importance_frame(df: pd.DataFrame, metric: str | None = None,
                      fraction: float = GOOD_FRACTION, seed: int = SEED) -> pd.DataFrame:
     """One row per knob, most important first: ``fanova``, ``ped_anova`` (each summing to 1),
-    ``values`` (distinct values seen), ``kind``. ``attrs``: metric, n_runs, n_points, fraction,
-    seed, coverage; ``skipped`` below :data:`MIN_RUNS` scored runs or 2 varying knobs."""
+    ``values`` (distinct values seen), ``kind``; skipped below :data:`MIN_RUNS` runs or 2 knobs."""
     metric = metric or F.pick_metric(df)
     ok = F.ok_runs(df)
     runs = ok[ok[metric].notna()] if metric in ok.columns else ok.iloc[0:0]

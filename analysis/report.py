@@ -154,8 +154,7 @@ def _sweep_text(frame: pd.DataFrame) -> list[str]:
 
 
 def _pareto_text(frame: pd.DataFrame) -> list[str]:
-    """How a front is defined, its settings and budgets, the Pareto set, then all design points
-    (size) or which points win on each front (latency)."""
+    """The front's definition, settings, budgets and Pareto set, then all points or who wins where."""
     a = frame.attrs
     lat = REGISTRY.get(a["cost"])
     if a["cost"] == "size_bytes":
@@ -220,8 +219,7 @@ def _pareto_plot(points: pd.DataFrame, df: pd.DataFrame) -> Figure:
 
 @dataclass(frozen=True)
 class ChartSpec:
-    """One chart kind: its title, frame (from the runs and the charts before it), drawing (from its
-    frame and the runs), section text, and the fewest rows worth drawing."""
+    """One chart kind: title, frame (from the runs and earlier charts), drawing, text, fewest rows."""
 
     title: str
     frame: Callable[[pd.DataFrame, dict[str, Chart]], pd.DataFrame]
@@ -271,8 +269,7 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
 
 
 def _bad_runs_section(df: pd.DataFrame) -> list[str]:
-    """Every run that is not a design point, with the first line of its error: what to rerun. A run
-    is named as the logs and logger runs name it, ``<config hash>-seed<N>`` (an Optuna trial: its id)."""
+    """Every run that is not a design point, named as the logs name it, with its error's first line."""
     bad = df[df["status"] != "ok"]
     runs = [f"{h}-seed{value_text(s)}" if isinstance(h, str) and h else run
             for h, s, run in zip(bad["config_hash"], bad["seed"], bad["run_id"], strict=True)]
@@ -311,8 +308,7 @@ def _commands_section(df: pd.DataFrame) -> list[str]:
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),
                  source: str = "") -> dict[str, Chart]:
-    """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing (staged; a failure
-    keeps the previous report); charts it skips are removed from the folder."""
+    """Charts and ``report.md`` into ``out_dir``, all or nothing; charts skipped now are removed."""
     out = Path(out_dir)
     with staged_dir(out, "--out") as stage:
         charts = build_charts(df, stage, formats)

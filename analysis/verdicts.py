@@ -67,8 +67,7 @@ def welch(a: np.ndarray, b: np.ndarray) -> Difference:
 
 
 def pooled(a: np.ndarray, b: np.ndarray, noise: float, dof: int) -> Difference:
-    """Student's t-test of mean(b) - mean(a) on the pooled seed noise (``dof`` degrees of
-    freedom): the contrast of a one-way ANOVA over the sweep's values."""
+    """Student's t-test of mean(b) - mean(a) on the pooled seed noise: a one-way ANOVA's contrast."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = float(b.mean() - a.mean())
     se = noise * math.sqrt(1 / len(a) + 1 / len(b))

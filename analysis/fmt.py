@@ -30,11 +30,11 @@ def value_text(v: Any) -> str:
     return str(v)
 
 
-def pm_percent(mean: Any, std: Any) -> str:
-    """``92.27 ± 0.14`` in percent; a lone seed has no std, so it shows just the mean."""
-    if is_missing(mean):
-        return "-"
-    return f"{100 * float(mean):.2f}" + ("" if is_missing(std) else f" ± {100 * float(std):.2f}")
+def pm_percent(frame: pd.DataFrame, name: str) -> list[str]:
+    """``<name>_mean`` ± ``<name>_std`` in percent (``92.27 ± 0.14``); a lone seed has no std."""
+    pairs = zip(frame[f"{name}_mean"], frame[f"{name}_std"], strict=True)
+    return ["-" if is_missing(m) else f"{100 * m:.2f}" + ("" if is_missing(s) else f" ± {100 * s:.2f}")
+            for m, s in pairs]
 
 
 def number(v: Any, digits: int = 2) -> str:

@@ -1,6 +1,6 @@
-"""Which knobs matter and where, over the ok runs: pycls good ranges (a design space is judged by its
-best models: the best x % of the error EDF, and ``get_filters``' seeded bootstrap of where the best
-run falls) and Optuna's fANOVA (seeded) and PED-ANOVA importances over an in-memory study of the runs."""
+"""Which knobs matter and where, over the ok runs, and how report.md words it: pycls good ranges (the
+best x % of the error EDF and ``get_filters``' seeded bootstrap of where the best run falls) and
+Optuna's fANOVA (seeded) and PED-ANOVA importances over an in-memory study of the runs."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 
 from dse.analysis import frames as F
-from dse.analysis.fmt import value_text
+from dse.analysis.fmt import integer, number, to_markdown, value_text
+from dse.analysis.style import accuracy_name
 
 GOOD_FRACTION = 0.25  # "the best x %": pycls samples 25 % of a sweep; PED-ANOVA's target too
 BOOTSTRAPS = 2500  # pycls get_filters' b
@@ -176,3 +177,38 @@ def importance_frame(df: pd.DataFrame, metric: str | None = None,
     out = out.sort_values(list(EVALUATORS), ascending=False, kind="stable", ignore_index=True)
     out.attrs.update(attrs, n_points=int(F.point_key(runs).nunique()), coverage=coverage(runs, cols))
     return out
+
+
+def ranges_section(df: pd.DataFrame) -> list[str]:
+    ranges = good_ranges(df)
+    a = ranges.attrs
+    lines = [f"## Good ranges (best {100 * a['fraction']:.0f} % of runs)", ""]
+    if a.get("skipped"):
+        return lines + [f"*Skipped:* {a['skipped']}.", ""]
+    table = pd.DataFrame({"knob": ranges["knob"], "values seen": ranges["all"],
+                          f"best {100 * a['fraction']:.0f} % of runs": ranges["best"],
+                          "where the best run falls (bootstrap 95 %)": ranges["bootstrap"]})
+    return lines + [
+        f"pycls style: the {a['n_runs']} ok runs ranked on one error EDF (error = 1 − "
+        f"{accuracy_name(a['metric'])}); the best {100 * a['fraction']:.0f} % are the "
+        f"{a['n_best']} runs with error ≤ {number(100 * a['error_cutoff'])} %. The bootstrap is "
+        f"pycls's `get_filters`: {a['bootstraps']} draws of {100 * a['fraction']:.0f} % of the "
+        "runs, the lowest error of each kept, and the 2.5–97.5 percentiles of the winners' values "
+        f"(seed {a['seed']}); for a categorical knob, how often each value wins."
+        + coverage_note(*a["coverage"]), "", to_markdown(table), ""]
+
+
+def importance_text(frame: pd.DataFrame) -> list[str]:
+    """The importance section's body: what the evaluators saw, and the table behind the chart."""
+    a = frame.attrs
+    table = pd.DataFrame({"knob": frame["knob"],
+                          **{name: frame[col].map("{:.3f}".format) for col, name in EVALUATORS.items()},
+                          "values seen": frame["values"].map(integer), "kind": frame["kind"]})
+    return [f"Importance of {accuracy_name(a['metric'])} over the {a['n_runs']} ok runs the "
+            f"evaluators saw ({a['n_points']} design points; each seed is one trial, so seed "
+            "noise is part of what they must explain). The runs become an in-memory Optuna "
+            "study (one COMPLETE trial per run, distributions inferred from the values swept, "
+            f"categorical for text knobs); fANOVA is seeded ({a['seed']}), PED-ANOVA asks which "
+            f"knobs set the best {100 * a['fraction']:.0f} % of runs apart. Each column sums to 1. "
+            "On a few dozen runs fANOVA's forest is noisy: read the order, not the decimals."
+            + coverage_note(*a["coverage"]), "", to_markdown(table), ""]

@@ -9,7 +9,7 @@ import pandas as pd
 import yaml
 
 from dse.analysis import paper
-from dse.analysis.fmt import value_text
+from dse.analysis.fmt import to_markdown, value_text
 from dse.analysis.verdicts import PARAM_NAME, Contrast, Trend, Verdicts
 from dse.metrics import to_mb, to_mib
 from dse.model import analyze, build_spec
@@ -152,3 +152,18 @@ CHECKS = (sr_check, pct3x3_check, simple_check, complex_check, sizes_check)
 def paper_check(verdicts: list[Verdicts]) -> pd.DataFrame:
     """One row per study and claim: the paper's numbers, this study's, and the outcome."""
     return pd.DataFrame([[v.study, *fn(v)] for v in verdicts for fn in CHECKS], columns=COLUMNS)
+
+
+def paper_section(verdicts: list[Verdicts]) -> list[str]:
+    table = paper_check(verdicts)
+    if table["study"].nunique() <= 1:
+        table = table.drop(columns="study")
+    return ["## Paper check", "",
+            "Each claim of the SqueezeNet paper (ImageNet; Figure 3 in top-5, Table 3 in top-1) "
+            "against this study's ranking accuracy, from the verdicts above: *agrees*, "
+            "*disagrees* (including a difference the seeds cannot tell from noise, since the "
+            f"paper reports one) or *not enough data*. \"Near 50 %\" means a knee within "
+            f"{100 * NEAR:g} points of 50 %. Sizes: the study's own when its networks are the "
+            "paper's, else the paper's network as dse's generator builds it at the study's "
+            "swept values (analysis/paper.py holds the paper's numbers).", "",
+            to_markdown(table), ""]

@@ -17,11 +17,12 @@ from dse.analysis import FORMATS
 from dse.analysis import frames as F
 from dse.analysis import plots as P
 from dse.analysis.commands import sweep_commands
-from dse.analysis.findings import findings_sections, importance_text
 from dse.analysis.fmt import integer, is_missing, number, pm_percent, to_markdown, value_text
-from dse.analysis.knobs import importance_frame
+from dse.analysis.knobs import importance_frame, importance_text, ranges_section
 from dse.analysis.loading import config_of, status_order
+from dse.analysis.paper_check import paper_section
 from dse.analysis.style import accuracy_name
+from dse.analysis.verdicts import study_verdicts, verdicts_section
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.outputs import staged_dir
@@ -47,14 +48,10 @@ def status_counts(df: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
-    return [pm_percent(a, b) for a, b in zip(mean, std, strict=True)]
-
-
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
-    pm = {f"{accuracy_name(m)} %": _pm(frame[f"{m}_mean"], frame[f"{m}_std"]) for m in frame.attrs["metrics"]}
+    pm = {f"{accuracy_name(m)} %": pm_percent(frame, m) for m in frame.attrs["metrics"]}
     return pd.DataFrame({param: frame[param].map(value_text), **pm, "params": frame["params"].map(integer),
                          "MB": frame["size_mb"].map(number), "MiB": frame["size_mib"].map(number),
                          "ok seeds": frame["n"].map(integer), "not ok": frame["n_bad"].map(integer)})
@@ -66,7 +63,7 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
     out = pd.DataFrame({
         "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
         "metaparameters": sel["desc"].replace("", "(all equal)"),
-        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": _pm(sel["acc_mean"], sel["acc_std"]),
+        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": pm_percent(sel, "acc"),
         "seeds": sel["n"].map(integer), "params": sel["params"].map(integer),
         "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number)})
     cost = points.attrs.get("cost", "size_bytes")
@@ -89,7 +86,7 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         **({"data setting": fronts["setting"]} if fronts["setting"].nunique() > 1 else {}),
         "metaparameters": fronts["desc"].replace("", "(all equal)"),
-        "accuracy %": _pm(fronts["acc_mean"], fronts["acc_std"]), "MB": fronts["size_mb"].map(number),
+        "accuracy %": pm_percent(fronts, "acc"), "MB": fronts["size_mb"].map(number),
         f"{metric.name} ({metric.unit})": fronts[metric.name].map(metric.show),
         "size front #": fronts[size].map(lambda v: str(v) if v else ""),
         "latency front #": fronts[lat].map(lambda v: str(v) if v else ""),
@@ -113,8 +110,9 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
         files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
                        if p.suffix[1:] in FORMATS else 9)  # the first of png, svg, pdf is linked
         lines += [f"![{title}]({files[0].name})" if files else "", "", *CHARTS[name].text(chart.frame)]
-    if not F.ok_runs(df).empty:
-        lines += findings_sections(df)
+    if not F.ok_runs(df).empty:  # the findings: good ranges, verdicts over seeds, the paper check
+        verdicts = study_verdicts(df)
+        lines += [*ranges_section(df), *verdicts_section(verdicts), *paper_section(verdicts)]
     return "\n".join(lines + _bad_runs_section(df) + _commands_section(df))
 
 

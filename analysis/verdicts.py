@@ -239,3 +239,29 @@ def study_verdicts(df: pd.DataFrame) -> list[Verdicts]:
         sr, pct3x3 = (trend(frames[p], sub, metric) for p in ("sr", "pct3x3"))
         out.append(Verdicts(study, frames, sr, pct3x3, bypass_contrasts(frames["bypass"], sub, metric)))
     return out
+
+
+def verdicts_section(verdicts: list[Verdicts]) -> list[str]:
+    pct = f"{100 * CONFIDENCE:.0f} %"
+    lines = ["## Verdicts", "",
+             f"Accuracy differences in percentage points, tested over seeds at {pct} confidence. "
+             f"A sweep value counts with >= {MIN_SEEDS} ok seeds, a trend needs >= {MIN_POINTS} "
+             "such values. Seed noise is the pooled within-value sample std; the knee is the "
+             "smallest value no later value beats by more than the 95 % least significant "
+             "difference (LSD = t · σ · √(1/n_i + 1/n_j)); the rise is a t-test of the plateau's "
+             "seeds against the first value's on that pooled seed noise (the LSD's error term), "
+             "\"distinguishable from seed noise\" when p < 0.05; bypass kinds are compared by "
+             "Welch's t-test.", ""]
+    for v in verdicts:
+        bypass = v.frames["bypass"]
+        if len(verdicts) > 1:
+            lines += [f"### study {v.study}", ""]
+        lines += [f"- **SR:** {describe(v.sr)}", f"- **pct3x3:** {describe(v.pct3x3)}"]
+        if bypass.attrs.get("skipped"):
+            lines += [f"- **bypass:** not enough data: {bypass.attrs['skipped']}.", ""]
+        elif not v.bypass:
+            lines += ["- **bypass:** only one bypass kind in the sweep.", ""]
+        else:
+            lines += ["- **bypass** (Welch's t-test over seeds, each pair):",
+                      *(f"  - {c.text()}." for c in v.bypass), ""]
+    return lines

@@ -37,9 +37,9 @@ def pm_percent(frame: pd.DataFrame, name: str) -> list[str]:
             for m, s in pairs]
 
 
-def number(v: Any, digits: int = 2) -> str:
+def number(v: Any) -> str:
     """``1,234.57``: thousands separated, so sizes and errors line up in a right-aligned column."""
-    return "-" if is_missing(v) else f"{float(v):,.{digits}f}"
+    return "-" if is_missing(v) else f"{float(v):,.2f}"
 
 
 def integer(v: Any) -> str:

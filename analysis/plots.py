@@ -3,9 +3,6 @@ error bars are ± one sample std over seeds (ddof=1). The Pareto chart is pareto
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
@@ -19,8 +16,8 @@ from dse.analysis.knobs import EVALUATORS
 from dse.analysis.pareto_plot import plot_pareto
 from dse.analysis.style import context_title, fixed_text
 
-__all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_importance",
-           "plot_pareto", "plot_sweep", "save"]
+__all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_importance", "plot_pareto",
+           "plot_sweep"]
 
 SIZE_COLOR = "#555555"
 PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
@@ -182,12 +179,3 @@ def plot_importance(frame: pd.DataFrame, title: str) -> Figure:
                  f"({a['n_points']} design points, one trial per seed); fANOVA seed {a['seed']}, "
                  f"PED-ANOVA on the best {100 * a['fraction']:.0f} %", fontsize=10)
     return fig
-
-
-def save(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    """Write ``fig`` as ``<out_dir>/<stem>.<fmt>`` for each format; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
-    for path, fmt in zip(paths, formats, strict=True):
-        fig.savefig(path, format=fmt, dpi=S.DPI)
-    return paths

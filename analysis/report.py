@@ -21,7 +21,7 @@ from dse.analysis.fmt import integer, is_missing, number, pm_percent, to_markdow
 from dse.analysis.knobs import importance_frame, importance_text, ranges_section
 from dse.analysis.loading import config_of, status_order
 from dse.analysis.paper_check import paper_section
-from dse.analysis.style import accuracy_name
+from dse.analysis.style import DPI, accuracy_name
 from dse.analysis.verdicts import study_verdicts, verdicts_section
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb, to_mib
@@ -262,7 +262,11 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
             f"only {len(frame)} {what} (need >= {least})" if len(frame) < least else None)
         chart = charts[name] = Chart(frame, skipped=skipped)
         if skipped is None:
-            chart.files = P.save(spec.draw(frame, df), out_dir, name, formats)
+            fig = spec.draw(frame, df)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            chart.files = [out_dir / f"{name}.{fmt}" for fmt in formats]
+            for path, fmt in zip(chart.files, formats, strict=True):
+                fig.savefig(path, format=fmt, dpi=DPI)
     return charts
 
 

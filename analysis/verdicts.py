@@ -51,8 +51,7 @@ class Difference:
 
     @property
     def noise_words(self) -> str:
-        return ("distinguishable from seed noise" if self.distinguishable
-                else "not distinguishable from seed noise")
+        return f"{'' if self.distinguishable else 'not '}distinguishable from seed noise"
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> Difference:

@@ -57,9 +57,8 @@ def coverage_note(seen: int, grid: int) -> str:
 
 def is_numeric(values: pd.Series) -> bool:
     """Every value a number (not a bool); one missing makes it categorical: fANOVA needs all."""
-    if values.isna().any() or pd.api.types.is_bool_dtype(values):
-        return False
-    return bool(pd.api.types.is_numeric_dtype(values))
+    types = pd.api.types
+    return not (values.isna().any() or types.is_bool_dtype(values)) and types.is_numeric_dtype(values)
 
 
 def choices(values: pd.Series, knob: str) -> list[str]:

@@ -156,10 +156,8 @@ def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
         runs = normalize(_read_dse(resolve(store)))
     except Exception:  # noqa: BLE001 - the sibling store is a bonus, never an error
         return df
-    runs = runs[runs["trial"].notna()]
-    if runs.empty:
-        return df
-    runs = runs.drop_duplicates(["study", "trial"], keep="last").set_index(["study", "trial"])
+    runs = runs[runs["trial"].notna()].drop_duplicates(["study", "trial"], keep="last")
+    runs = runs.set_index(["study", "trial"])
     keyed = df.assign(trial=df["trial"].astype("Int64")).set_index(["study", "trial"])
     other = runs.drop(columns=["status", "run_id"]).reindex(keyed.index)
     new = other.columns.difference(keyed.columns, sort=False)

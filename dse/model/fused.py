@@ -5,6 +5,7 @@ shares). Hand-written: HFTA fuses identical models only; members here differ in 
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +13,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from dse.model.net import FireNet
 from dse.model.spec import POOL_KERNEL, POOL_STRIDE, Conv, Fire, NetSpec
 
 
@@ -101,15 +101,15 @@ class FusedFire(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = self.squeeze(x)
         outs = [b(s) for b in (self.expand1x1, self.expand3x3) if b is not None]
-        if len(outs) == 2:
+        if len(outs) == 2 and self.k > 1:
             n, _, h, w = outs[0].shape
             out = torch.cat([o.reshape(n, self.k, -1, h, w) for o in outs], 2).reshape(n, -1, h, w)
         else:
-            out = outs[0]
+            out = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
         if self.shortcut is not None:
             out = out + self.shortcut(x)
         if self.has_identity:
-            out = out + x.index_select(1, self.identity_idx) * self.identity_keep
+            out = out + (x if self.k == 1 else x.index_select(1, self.identity_idx) * self.identity_keep)
         return out
 
 
@@ -148,12 +148,12 @@ class FusedFireNet(nn.Module):
             layout, Layout.plain([head.out_ch] * self.k), [True] * self.k, 1)}))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.register_buffer("active", torch.ones(self.k, dtype=torch.bool), persistent=False)
-        self._masks = self._build_masks()
         self._live_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def of(cls, nets: list[FireNet], generators: list[torch.Generator]) -> FusedFireNet:
-        """The members' initialised networks as one, each drawing dropout from its generator."""
+    def of(cls, nets: list[FusedFireNet], generators: list[torch.Generator]) -> FusedFireNet:
+        """The members' initialised networks (``FireNet``, each a group of one) as one, each drawing
+        dropout from its generator."""
         fused = cls([n.spec for n in nets])
         for k, net in enumerate(nets):
             fused.load_member(k, net.state_dict())
@@ -163,7 +163,8 @@ class FusedFireNet(nn.Module):
     def blocks(self) -> dict[str, GroupedBlock]:
         return {n: m for n, m in self.named_modules() if isinstance(m, GroupedBlock)}
 
-    def _build_masks(self) -> dict[str, torch.Tensor]:
+    @functools.cached_property
+    def _masks(self) -> dict[str, torch.Tensor]:
         """Per parameter, per member: where its real entries are (``[K, *param.shape]`` bools)."""
         masks = {n: torch.zeros(self.k, *p.shape, dtype=torch.bool) for n, p in self.named_parameters()}
         for k in range(self.k):

@@ -17,8 +17,9 @@ from dse.model.spec import POOL_KERNEL, POOL_STRIDE, Conv, Fire, NetSpec
 
 
 def macro_key(spec: NetSpec) -> tuple:
-    """What members of one fused network must share: the layout, not the widths or the bypass."""
-    return (spec.stem, len(spec.fires), spec.pool_after, spec.batch_norm, spec.in_channels, spec.num_classes)
+    """What members of one fused network must share: the layout (the stem holds the input channels and
+    BatchNorm), not the widths or the bypass."""
+    return spec.stem, len(spec.fires), spec.pool_after, spec.classifier.out_ch
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ class FusedFireNet(nn.Module):
                              "input channels and classes")
         self.k = len(specs)
         first = specs[0]
-        layout = Layout.plain([first.in_channels] * self.k)
+        layout = Layout.plain([first.stem.in_ch] * self.k)
         feats: OrderedDict[str, nn.Module] = OrderedDict()
         for layers in zip(*(s.layers[:-1] for s in specs), strict=True):
             name = layers[0].name

@@ -12,13 +12,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dse.metrics import summarize
 from dse.store import ResultsStore, claims
 from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import discard
 from dse.train.checks import device_settings, resume_dir, seeds
 from dse.train.fused import Member, fusable, group_id, group_key, train_group
 from dse.train.run import Point
-from dse.train.summary import summarize
 from dse.validate import model_report
 
 log = logging.getLogger("dse.train")
@@ -82,7 +82,7 @@ def _members(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[M
 
 
 def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
-    """Every job's summary (:func:`dse.train.summary.summarize`), in job order."""
+    """Every job's summary (:func:`dse.metrics.summarize`), in job order."""
     points = [Point(j.cfg, model_report(j.cfg), j.out_dir, j.overrides, (), device_settings(j.cfg.trainer))
               for j in jobs]
     rows: dict[tuple[int, int], Any] = {}

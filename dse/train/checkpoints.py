@@ -166,7 +166,7 @@ class ResumeState(Callback):
 @dataclass
 class Resume:
     """One run's resume folder, the checkpoint it resumes from (None: fresh), the signal holder to
-    train inside and the callbacks to train with."""
+    train inside and the two callbacks to train with."""
 
     folder: Path
     ckpt: Path | None
@@ -184,7 +184,3 @@ class Resume:
         held = HeldStops()
         return cls(folder, newest(folder), held, ResumeState(folder, keep, held, monitor),
                    ResumeCheckpoint(folder, every, keep))
-
-    @property
-    def callbacks(self) -> list[Callback]:
-        return [self.state, self.saver]

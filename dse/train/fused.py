@@ -280,7 +280,7 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
         pruning = member_pruning([m.handoff for m in members])
         trainer = make_trainer(tc, device, members[0].out_dir,
                                [monitor, timer, *callbacks, *([pruning] if pruning else ()),
-                                *(resume.callbacks if resume else ())])
+                                *((resume.state, resume.saver) if resume else ())])
         _fit(trainer, module, dm, timer, resume)
         for k, (rec, m) in enumerate(zip(rows, members, strict=True)):
             _trained(rec, m, k, module, trainer, timer, time.perf_counter() - t0)

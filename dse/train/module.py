@@ -178,7 +178,7 @@ class FireClassifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _generators(self) -> list[torch.Generator]:
-        return list(getattr(self.model, "dropout_generators", None) or ())
+        return [g for g in getattr(self.model, "dropout_generators", ()) if g is not None]  # FireNet's: None
 
     def setup(self, stage: str) -> None:
         """Each member's dropout generator onto the training device, seeded from its CPU stream."""

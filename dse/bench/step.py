@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 
 from dse.bench.packing import RESULT, answered, ratio, worker_command
 from dse.data import build_datamodule
-from dse.data.tensor import TensorBatches
+from dse.data.modules import TensorBatches
 from dse.metrics import REGISTRY
 from dse.model import build_model
 from dse.train.checks import device_settings, native_cpu_bf16

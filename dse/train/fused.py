@@ -25,8 +25,7 @@ from dse.data.sources import IN_MEMORY
 from dse.errors import first_line
 from dse.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
-from dse.model.fused import FusedFireNet, macro_key
-from dse.model.net import build_model
+from dse.model.net import FusedFireNet, build_model, macro_key
 from dse.model.spec import build_spec
 from dse.store import RunRecord, config_hash, utcnow_iso
 from dse.store.record import slurm_job

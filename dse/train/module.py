@@ -59,7 +59,7 @@ def accuracy_metrics(classes: int, prefix: str) -> MetricCollection:
 
 
 class FireClassifier(L.LightningModule):
-    """Trains K >= 1 Fire networks as one :class:`~dse.model.fused.FusedFireNet`, each member with its
+    """Trains K >= 1 Fire networks as one :class:`~dse.model.net.FusedFireNet`, each member with its
     own loss, metrics, logger (one Trainer logger cannot keep K runs apart) and outcome. ``cfg``: the
     first member's resolved config; callbacks end a member with :meth:`stop`; ``results[k]``: member
     k's latest epoch metrics."""

@@ -41,35 +41,26 @@ warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that en
 
 def checkpoints(folder: Path) -> list[Path]:
     """The resume checkpoints in ``folder``, oldest first (by step, then epoch, then version)."""
-    found = []
-    for p in folder.glob("*.ckpt") if folder.is_dir() else ():
-        if m := _NAME.match(p.name):
-            found.append(((int(m[2]), int(m[1]), int(m[3] or 0)), p))
-    return [p for _, p in sorted(found)]
-
-
-def loadable(path: Path) -> bool:
-    """Whether ``path`` is a whole checkpoint (a cut file lacks its zip directory) of plain data
-    (``weights_only=True``: loading it runs no code, whatever the environment says)."""
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        log.warning("ignoring the checkpoint %s: incomplete or not plain data (%s)", path, first_line(e))
-        return False
-    return True
+    named = [p for p in folder.glob("*.ckpt") if _NAME.match(p.name)]
+    return sorted(named, key=lambda p: [int(g or 0) for g in _NAME.match(p.name).group(2, 1, 3)])
 
 
 def newest(folder: Path) -> Path | None:
-    """The newest loadable checkpoint in ``folder``; the others are left for :func:`prune`."""
-    return next((p for p in reversed(checkpoints(folder)) if loadable(p)), None)
+    """The newest whole checkpoint (a cut file lacks its zip directory) of plain data (loading it with
+    ``weights_only=True`` runs no code) in ``folder``; the others are left for :func:`prune`."""
+    for path in reversed(checkpoints(folder)):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+            return path
+        except Exception as e:
+            log.warning("ignoring the checkpoint %s: incomplete or not plain data (%s)", path, first_line(e))
+    return None
 
 
-def prune(folder: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints in ``folder``; the ones deleted."""
-    old = checkpoints(folder)[:-keep] if keep > 0 else checkpoints(folder)
-    for p in old:
+def prune(folder: Path, keep: int) -> None:
+    """Delete all but the newest ``keep`` (>= 1) checkpoints in ``folder``."""
+    for p in checkpoints(folder)[:-keep]:
         p.unlink(missing_ok=True)
-    return old
 
 
 def discard(folder: Path) -> None:

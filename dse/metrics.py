@@ -130,13 +130,6 @@ def summarize(rows: list[dict[str, Any]], report: ModelReport) -> dict[str, Any]
         "epochs": max((int(r.get("epochs") or 0) for r in rows), default=0),
     }
     for key in AVERAGED:
-        vals = [float(r[key]) for r in ok if r.get(key) is not None and not _isnan(r[key])]
+        vals = [float(v) for r in ok if (v := r.get(key)) is not None and not math.isnan(float(v))]
         out[key] = sum(vals) / len(vals) if vals else None
     return out
-
-
-def _isnan(v: Any) -> bool:
-    try:
-        return math.isnan(float(v))
-    except (TypeError, ValueError):
-        return True

@@ -54,17 +54,14 @@ class EpochTimer(Callback):
     def __init__(self, log_epochs: bool = False) -> None:
         self.epoch_seconds: list[float] = []
         self.images, self.last_val_epoch, self.fit_t0 = 0, -1, 0.0
-        self.log_epochs, self._t0, self._first, self._wall0 = log_epochs, None, 0, 0.0
+        self.log_epochs, self._t0, self._first = log_epochs, None, 0
 
     @property
     def seconds(self) -> float:
         return sum(self.epoch_seconds)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._wall0, self._first = time.perf_counter(), trainer.current_epoch
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.fit_t0 = now()
+        self.fit_t0, self._first = now(), trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = now()
@@ -92,7 +89,7 @@ class EpochTimer(Callback):
         if vals := [r[key] for r in pl_module.results if key in r]:
             parts.append("val_top1 " + " ".join(f"{v:.3f}" for v in vals))
         if total and total > epoch:
-            per_epoch = (time.perf_counter() - self._wall0) / (epoch - self._first)
+            per_epoch = (time.perf_counter() - self.fit_t0) / (epoch - self._first)
             parts.append(f"ETA {duration(per_epoch * (total - epoch))}")
         log.info("%s", " · ".join(parts))
 

@@ -130,10 +130,9 @@ class FireClassifier(L.LightningModule):
         for k, (lg, vals) in enumerate(zip(self.member_loggers, values, strict=True)):
             if self.frozen[k]:
                 continue
-            self.results[k].update({n: float(v) for n, v in vals.items()})
+            self.results[k].update(floats := {n: float(v) for n, v in vals.items()})
             if lg:
-                lg.log_metrics({**{n: float(v) for n, v in vals.items()}, "epoch": self.current_epoch},
-                               step=step)
+                lg.log_metrics({**floats, "epoch": self.current_epoch}, step=step)
 
     def on_fit_start(self) -> None:
         for lg in self.member_loggers:

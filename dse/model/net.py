@@ -252,22 +252,14 @@ class FireNet(FusedFireNet):
     def __init__(self, spec: NetSpec) -> None:
         super().__init__([spec])
         self.spec = spec
-        self.reset_parameters()
-
-    def reset_parameters(self) -> None:
-        """torchvision's init: kaiming-uniform convs, normal(0, 0.01) classifier, zero biases."""
         final = self.classifier[0].conv
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                if m is final:
-                    nn.init.normal_(m.weight, mean=0.0, std=0.01)
-                else:
-                    nn.init.kaiming_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
+        for m in self.modules():  # torchvision's init; biases and BN shifts keep GroupedBlock's zeros
+            if m is final:
+                nn.init.normal_(m.weight, mean=0.0, std=0.01)
+            elif isinstance(m, nn.Conv2d):
+                nn.init.kaiming_uniform_(m.weight)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = F.dropout(self.features(x), self.dropout[0], self.training)

@@ -169,9 +169,7 @@ def spec_inputs(model: Mapping[str, Any]) -> dict[str, Any]:
 
 def shortcut_kind(bypass: str, in_ch: int, out_ch: int) -> str:
     """The :data:`SHORTCUT_KINDS` entry a network-wide ``bypass`` gives a module of these widths."""
-    if bypass == "none":
-        return "none"
-    if in_ch == out_ch:
+    if bypass != "none" and in_ch == out_ch:
         return "identity"
     return "conv" if bypass == "complex" else "none"
 

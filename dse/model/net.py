@@ -20,8 +20,7 @@ from dse.model.spec import POOL_KERNEL, POOL_STRIDE, Conv, Fire, NetSpec, build_
 
 
 def macro_key(spec: NetSpec) -> tuple:
-    """What members of one fused network must share: the layout (the stem holds the input channels and
-    BatchNorm), not the widths or the bypass."""
+    """What fused members share: the layout (the stem holds input channels and BatchNorm), not widths."""
     return spec.stem, len(spec.fires), spec.pool_after, spec.classifier.out_ch
 
 
@@ -47,7 +46,8 @@ class Layout:
 
 
 class GroupedBlock(nn.Module):
-    """``conv_block`` for K members; ``has[k]``: whether member k has this layer (else its slice stays 0)."""
+    """Conv (bias unless BatchNorm follows) -> optional BatchNorm -> optional ReLU, K members' as groups;
+    ``has[k]``: whether member k has this layer (else its slice stays 0)."""
 
     def __init__(self, src: Layout, dst: Layout, has: list[bool], kernel: int, stride: int = 1,
                  padding: int = 0, bn: bool = False, relu: bool = True) -> None:
@@ -59,10 +59,6 @@ class GroupedBlock(nn.Module):
         self.relu = nn.ReLU(inplace=True) if relu else None
         for p in self.parameters():
             nn.init.zeros_(p)
-
-    def index(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Member k's output rows and (within its group) input columns of the conv weight."""
-        return self.dst.channels(k), torch.tensor(self.src.pos[k], dtype=torch.long)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
@@ -76,21 +72,17 @@ class FusedFire(nn.Module):
 
     def __init__(self, fires: list[Fire], src: Layout) -> None:
         super().__init__()
-        bn, k = fires[0].batch_norm, len(fires)
+        bn, self.k = fires[0].batch_norm, len(fires)
         sq = Layout.plain([f.s1x1 for f in fires])
         e1, e3 = Layout.plain([f.e1x1 for f in fires]), Layout.plain([f.e3x3 for f in fires])
         self.out = Layout.concat(e1, e3)
-        self.k = k
-        self.squeeze = GroupedBlock(src, sq, [True] * k, 1, bn=bn)
-        self.expand1x1 = (GroupedBlock(sq, e1, [f.e1x1 > 0 for f in fires], 1, bn=bn) if e1.width else None)
+        self.squeeze = GroupedBlock(src, sq, [True] * self.k, 1, bn=bn)
+        self.expand1x1 = GroupedBlock(sq, e1, [f.e1x1 > 0 for f in fires], 1, bn=bn) if e1.width else None
         self.expand3x3 = (GroupedBlock(sq, e3, [f.e3x3 > 0 for f in fires], 3, padding=1, bn=bn)
                           if e3.width else None)
         conv = [f.shortcut == "conv" for f in fires]
         self.shortcut = GroupedBlock(src, self.out, conv, 1, bn=bn, relu=False) if any(conv) else None
-        self._identity(fires, src)
-
-    def _identity(self, fires: list[Fire], src: Layout) -> None:
-        """Per-member masked identity; unused entries index the member's own input: its NaN stays its own."""
+        # per-member masked identity; unused entries index the member's own input: its NaN stays its own
         n = self.k * self.out.width
         idx = torch.tensor([(c // self.out.width) * src.width for c in range(n)], dtype=torch.long)
         keep = torch.zeros(n)
@@ -211,7 +203,8 @@ class FusedFireNet(nn.Module):
         for name, block in self.blocks().items():
             if block.has[k]:
                 for tname, t in [*block.named_parameters(), *block.named_buffers()]:
-                    rows, cols = (i.to(t.device) for i in block.index(k))
+                    rows = block.dst.channels(k).to(t.device)
+                    cols = torch.tensor(block.src.pos[k], dtype=torch.long, device=t.device)  # in its group
                     # num_batches_tracked (0-d) is one count for the whole group
                     idx = (rows[:, None], cols[None, :]) if tname == "conv.weight" else rows
                     out[f"{name}.{tname}"] = (t, () if t.dim() == 0 else idx)

@@ -3,8 +3,7 @@ point, seed), or fused group, has its own folder (:func:`~dse.train.checks.resum
 its row is stored. Lightning saves and restores; by hand, as Lightning has none of them: resuming from
 the newest whole file, atomic writes, the RNG, data position and divergence state (a deterministic CPU
 run resumes bit for bit) and stopping on a signal only between steps (``OnExceptionCheckpoint`` saves
-mid-step).
-"""
+mid-step)."""
 
 from __future__ import annotations
 

@@ -34,8 +34,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
                device: Device | None = None, handoff: Any = None) -> dict[str, Any]:
     """Train one seed (a group of one); the complete store row, whatever happened. ``run_id``: the
     one its claim announced to waiting workers."""
-    member = Member(cfg, report, seed, out_dir, overrides, run_id, handoff)
-    return train_group([member], callbacks, device)[0]
+    return train_group([Member(cfg, report, seed, out_dir, overrides, run_id, handoff)], callbacks, device)[0]
 
 
 @dataclass

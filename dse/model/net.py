@@ -1,4 +1,4 @@
-"""The PyTorch Fire networks of :class:`~dse.model.spec.NetSpec` s, with stable layer names
+"""The PyTorch networks of :class:`~dse.model.spec.NetSpec` specs, with stable layer names
 (``features.fire2.squeeze.conv``, torchvision's order) for checkpoints, masks and reports. K of them train
 as one network of grouped layers (HFTA, Wang et al. 2021): one kernel launch trains K launch-bound design
 points. Every layer is padded to its widest member; :meth:`FusedFireNet.mask_grads` keeps the padding at
@@ -147,9 +147,8 @@ class FusedFireNet(nn.Module):
         self._live_cache: dict[str, torch.Tensor] = {}
 
     @classmethod
-    def of(cls, nets: list[FusedFireNet], generators: list[torch.Generator]) -> FusedFireNet:
-        """The members' initialised networks (``FireNet``, each a group of one) as one, each drawing
-        dropout from its generator."""
+    def of(cls, nets: list[FireNet], generators: list[torch.Generator]) -> FusedFireNet:
+        """The members' initialised networks as one, each drawing dropout from its generator."""
         fused = cls([n.spec for n in nets])
         for k, net in enumerate(nets):
             fused.load_member(k, net.state_dict())

@@ -60,6 +60,10 @@ class GroupedBlock(nn.Module):
         for p in self.parameters():
             nn.init.zeros_(p)
 
+    def index(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Member k's output rows and (within its group) input columns of the conv weight."""
+        return self.dst.channels(k), torch.tensor(self.src.pos[k], dtype=torch.long)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv(x)
         if self.bn is not None:
@@ -202,8 +206,7 @@ class FusedFireNet(nn.Module):
         for name, block in self.blocks().items():
             if block.has[k]:
                 for tname, t in [*block.named_parameters(), *block.named_buffers()]:
-                    rows = block.dst.channels(k).to(t.device)
-                    cols = torch.tensor(block.src.pos[k], dtype=torch.long, device=t.device)  # in its group
+                    rows, cols = (i.to(t.device) for i in block.index(k))
                     # num_batches_tracked (0-d) is one count for the whole group
                     idx = (rows[:, None], cols[None, :]) if tname == "conv.weight" else rows
                     out[f"{name}.{tname}"] = (t, () if t.dim() == 0 else idx)

@@ -56,10 +56,12 @@ def newest(folder: Path) -> Path | None:
     return None
 
 
-def prune(folder: Path, keep: int) -> None:
-    """Delete all but the newest ``keep`` (>= 1) checkpoints in ``folder``."""
-    for p in checkpoints(folder)[:-keep]:
+def prune(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` (>= 1) checkpoints in ``folder``; the ones deleted."""
+    old = checkpoints(folder)[:-keep]
+    for p in old:
         p.unlink(missing_ok=True)
+    return old
 
 
 def discard(folder: Path) -> None:

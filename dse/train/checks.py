@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -77,6 +77,13 @@ def check_folder(cfg: Any, seed: int, group: str | None = None) -> Path:
     return folder
 
 
+class Checked(NamedTuple):
+    """What a checked job trains with, converted once at its entry point."""
+
+    report: ModelReport
+    device: Device
+
+
 def check_data(dc: Any) -> None:
     """An in-memory dataset loads (or downloads): a missing one is bad input naming ``data.root``, not
     a failed row per seed. Loaded into the cache the training then reads."""
@@ -84,16 +91,16 @@ def check_data(dc: Any) -> None:
         load_arrays(**source_args(dc))
 
 
-def check_job(cfg: DictConfig) -> tuple[ModelReport, Device]:
+def check_job(cfg: DictConfig) -> Checked:
     """:func:`dse.validate.validate` and what needs torch: the GPU asked for, the logger's class and
-    arguments, each seed's resume folder, the dataset; once per job, its report and device handed down."""
+    arguments, each seed's resume folder, the dataset; once per job, the result handed down."""
     validate(cfg)
     device = device_settings(cfg.trainer)
     for seed in seeds(cfg):
         check_folder(cfg, seed)
     check_data(cfg.data)
     check_logger(OmegaConf.select(cfg, "logger"))  # last: importing the logger imports Lightning
-    return model_report(cfg), device
+    return Checked(model_report(cfg), device)
 
 
 def check_stores(cfgs: list[DictConfig]) -> None:

@@ -22,7 +22,7 @@ from dse.store import FINISHED, ResultsStore, RunRecord, claims, config_hash
 from dse.store.fallback import Kept, append_or_keep
 from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import discard
-from dse.train.checks import Device, check_job, resume_dir, seeds
+from dse.train.checks import Checked, Device, check_job, resume_dir, seeds
 from dse.train.fused import Member, train_group
 from dse.validate import STALE
 
@@ -143,8 +143,7 @@ class Point:
 
 
 def run_point(cfg: DictConfig, out_dir: str | Path, overrides: str = "",
-              callbacks: tuple[Callback, ...] = (), checked: tuple[Any, Device] | None = None
-              ) -> dict[str, Any]:
+              callbacks: tuple[Callback, ...] = (), checked: Checked | None = None) -> dict[str, Any]:
     """Train (or fetch from the store) every seed of one design point; ``checked``: the entry point's
     :func:`check_job`. A seed another worker trains is put off, then taken from the store."""
     report, device = checked or check_job(cfg)

@@ -11,8 +11,8 @@ FORMATS = ("png", "svg", "pdf")  # image formats dse-report writes (matplotlib s
 _MODULES = {
     "loading": "load normalize", "source": "resolve LoadError", "commands": "sweep_commands",
     "frames": "sr_frame pct3x3_frame bypass_frame sweep_frame pareto_frame edf_frame edf_summary",
-    "plots": "plot_sweep plot_bypass plot_pareto plot_edf plot_importance", "ranges": "good_ranges",
-    "report": "write_report status_counts", "importance": "importance_frame", "paper_check": "paper_check",
+    "plots": "plot_sweep plot_bypass plot_pareto plot_edf plot_importance", "paper_check": "paper_check",
+    "report": "write_report status_counts", "knobs": "good_ranges importance_frame",
     "verdicts": "study_verdicts describe"}
 _EXPORTS = {name: f"{__name__}.{m}" for m, names in _MODULES.items() for name in names.split()}
 __all__ = ["FORMATS", *_EXPORTS]

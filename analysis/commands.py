@@ -1,6 +1,5 @@
-"""Rebuild the ``dse-train -m ...`` commands that produced a store from its ``overrides`` column:
-per study and set of keys, grids reproducing exactly the jobs seen; Optuna sweeper runs get the
-study command and their sampled keys instead (docs/REPORTS.md)."""
+"""The ``dse-train -m ...`` commands that produced a store, from its ``overrides``: grids reproducing
+exactly the jobs seen; Optuna sweeper runs get the study command and their sampled keys."""
 
 from __future__ import annotations
 

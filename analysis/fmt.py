@@ -30,16 +30,16 @@ def value_text(v: Any) -> str:
     return str(v)
 
 
-def pm_percent(mean: Any, std: Any) -> str:
-    """``92.27 ± 0.14`` in percent; a lone seed has no std, so it shows just the mean."""
-    if is_missing(mean):
-        return "-"
-    return f"{100 * float(mean):.2f}" + ("" if is_missing(std) else f" ± {100 * float(std):.2f}")
+def pm_percent(frame: pd.DataFrame, name: str) -> list[str]:
+    """``<name>_mean`` ± ``<name>_std`` in percent (``92.27 ± 0.14``); a lone seed has no std."""
+    pairs = zip(frame[f"{name}_mean"], frame[f"{name}_std"], strict=True)
+    return ["-" if is_missing(m) else f"{100 * m:.2f}" + ("" if is_missing(s) else f" ± {100 * s:.2f}")
+            for m, s in pairs]
 
 
-def number(v: Any, digits: int = 2) -> str:
+def number(v: Any) -> str:
     """``1,234.57``: thousands separated, so sizes and errors line up in a right-aligned column."""
-    return "-" if is_missing(v) else f"{float(v):,.{digits}f}"
+    return "-" if is_missing(v) else f"{float(v):,.2f}"
 
 
 def integer(v: Any) -> str:
@@ -54,8 +54,7 @@ def _text(v: Any) -> str:
 
 
 def to_markdown(df: pd.DataFrame) -> str:
-    """A GitHub pipe table of ``df`` (index dropped), numeric-looking columns right-aligned; not
-    pandas' ``to_markdown``, whose layout changes with whether tabulate is installed."""
+    """A GitHub pipe table of ``df``; not pandas' ``to_markdown``, which changes with tabulate installed."""
     rows = [[_text(v) for v in r] for r in df.astype(object).itertuples(index=False)]
     align = ["right" if rows and all(_NUMERIC.match(r[i]) or r[i] == "-" for r in rows) else "left"
              for i in range(len(df.columns))]

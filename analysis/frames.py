@@ -1,7 +1,5 @@
-"""The DataFrame behind every chart, from :func:`dse.analysis.loading.load`'s run frame: charts only
-draw these, so tests check numbers, not pixels. Accuracies stay fractions; "± std" is the sample std
-(ddof=1; one seed: NaN); only ok runs count, the others beside them (``n_bad``). A frame the data
-cannot support is empty, with the reason in ``attrs["skipped"]``."""
+"""The DataFrame behind every chart (charts only draw these, so tests check numbers, not pixels): only ok
+runs count; std is the sample std (ddof=1); an unsupported frame is empty, ``attrs["skipped"]`` says why."""
 
 from __future__ import annotations
 
@@ -49,8 +47,7 @@ def ok_runs(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def pick_metric(df: pd.DataFrame) -> str | None:
-    """The accuracy that ranks design points: val top-1 (a front chosen on test would flatter its
-    test numbers), else test top-1."""
+    """The accuracy that ranks design points: val top-1 (one chosen on test flatters it), else test top-1."""
     ok = ok_runs(df)
     return next((m for m in ("val_top1", "test_top1") if m in ok and ok[m].notna().any()), None)
 
@@ -94,8 +91,8 @@ def point_key(df: pd.DataFrame) -> pd.Series:
 
 
 def _aggregate(ok: pd.DataFrame, bad: pd.DataFrame, by: str, metrics: list[str]) -> pd.DataFrame:
-    """Mean / sample std (ddof=1) / count of each metric per value of ``by``, sizes beside them; a
-    value whose runs all diverged or failed gets a row too (``n`` 0): the chart marks it."""
+    """Mean / std / count of each metric per value of ``by``, sizes beside; a value with no ok run
+    gets a row too (``n`` 0): the chart marks it."""
     g = ok.groupby(by, sort=False, dropna=False)
     stats = g[metrics].agg(["mean", "std", "count"])
     stats.columns = [f"{m}_{'n' if s == 'count' else s}" for m, s in stats.columns]
@@ -111,7 +108,6 @@ def _aggregate(ok: pd.DataFrame, bad: pd.DataFrame, by: str, metrics: list[str])
 
 
 def _seeds(g: Any) -> pd.Series:
-    """Per group, its seeds as ``0,1,2``."""
     return g["seed"].agg(lambda s: ",".join(str(x) for x in sorted(s.dropna())))
 
 
@@ -122,10 +118,8 @@ def _with_sizes(out: pd.DataFrame) -> pd.DataFrame:
 
 
 def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
-    """Mean ± std over seeds of each accuracy per value of ``param``, all else fixed: of the groups
-    of ok runs sharing everything else (:func:`context_key`), the one with the most values, then
-    runs, then nearest :data:`PAPER_CONTEXT`. ``attrs``: ``fixed``, ``param``, ``metrics``,
-    ``groups`` (candidates), ``n_runs``, ``n_bad``, ``runs`` (the pooled ok runs' labels in ``df``)."""
+    """Mean ± std over seeds of each accuracy per value of ``param`` in the group of ok runs sharing all
+    else (:func:`context_key`) with the most values, then runs, then nearest :data:`PAPER_CONTEXT`."""
     ok = ok_runs(df)
     ok = ok[ok[param].notna()] if param in ok.columns else ok.iloc[0:0]
     empty = skipped_frame([param, "n"], f"no ok run records {param}", param=param, fixed={},
@@ -163,7 +157,7 @@ def sweep_frame(df: pd.DataFrame, param: str) -> pd.DataFrame:
 
 def chance(num_classes: Any, k: int = 1) -> float | None:
     """The top-``k`` accuracy of guessing (k / classes, at most 1), None when classes are unknown."""
-    n = pd.to_numeric(pd.Series([num_classes]), errors="coerce").iloc[0]
+    n = pd.to_numeric(num_classes, errors="coerce")
     return None if pd.isna(n) or n <= 0 else min(1.0, k / float(n))
 
 
@@ -174,8 +168,7 @@ bypass_frame = partial(sweep_frame, param="bypass")
 
 
 def varying_columns(frame: pd.DataFrame) -> list[str]:
-    """The :data:`LABELLED` columns with several values in ``frame``, the ones a point's label
-    names; those the preset name implies are left out when ``model`` varies."""
+    """The :data:`LABELLED` columns a point's label names: several values, not implied by the preset."""
     keys = {c: frame[c].map(_cell) for c in LABELLED if c in frame.columns}
     varying = [c for c in LABELLED if c in keys and keys[c].nunique() > 1]
     if "model" in varying:
@@ -204,8 +197,7 @@ _SIZE_BUDGETS = {"size_bytes": 1, "size_mb": MB, "size_mib": MIB}
 
 
 def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
-    """Per row, its data setting as text (``subset=500 max_epochs=1``); no subset is the whole
-    training set (``subset=all``), any other missing value is unknown."""
+    """Per row, its data setting as text (``subset=500 max_epochs=1``); a missing value is unknown."""
     unknown = {c: "all" if c == "subset" else "?" for c in cols}  # no subset: the whole training set
     text = [" ".join(f"{c}={unknown[c] if is_missing(v) else value_text(v)}" for c, v in r.items())
             for _, r in df.reindex(columns=cols).astype(object).iterrows()]
@@ -213,8 +205,7 @@ def setting_of(df: pd.DataFrame, cols: list[str]) -> pd.Series:
 
 
 def with_data_keys(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with a ``data.<key>`` column per hashed ``data`` key that no column shows (``data.augment``,
-    from the run's config): a data setting too, which the record's columns alone would hide."""
+    """``df`` plus a ``data.<key>`` column per hashed data key no column shows (augment): a setting too."""
     shown = {k.split(".", 1)[1] for k in CONFIG_KEYS.values() if k.startswith("data.")} | NON_SEMANTIC["data"]
     data = [config_of(text).get("data") or {} for text in df["config"]]
     keys = pd.DataFrame([{k: v for k, v in d.items() if k not in shown} for d in data], index=df.index)
@@ -222,8 +213,7 @@ def with_data_keys(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
-    """The studies' budgets (``df.attrs["budgets"]``) on ``cost``'s axis, each once, as (text,
-    position in the axis's unit: MiB for the size, the metric's own for a latency)."""
+    """The studies' budgets (``attrs["budgets"]``) on ``cost``'s axis, once each: (text, x in its unit)."""
     out: dict[str, float] = {}
     for study in sorted({str(s) for s in df["study"].dropna()}) if "study" in df else []:
         for metric, op, bound in (df.attrs.get("budgets") or {}).get(study, []):
@@ -238,10 +228,8 @@ def budget_lines(df: pd.DataFrame, cost: str) -> list[tuple[str, float]]:
 
 
 def pareto_frame(df: pd.DataFrame, metric: str | None = None, cost: str = "size_bytes") -> pd.DataFrame:
-    """One row per design point (means over seeds: a lucky seed alone never makes the front);
-    ``pareto`` marks the non-dominated points (max ``metric``, min ``cost``), numbered by cost in
-    ``label``; ``desc`` names what varies. One front per data ``setting`` (accuracies compare only
-    within one). ``attrs``: metric, cost, varying, setting, settings, budgets."""
+    """One row per design point (means over seeds: a lucky seed never makes the front); ``pareto`` marks
+    the non-dominated ones (max ``metric``, min ``cost``) per data ``setting``, numbered in ``label``."""
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
     cols = ["point", "pareto", "label", "cost"]
@@ -287,8 +275,7 @@ def pareto_frame(df: pd.DataFrame, metric: str | None = None, cost: str = "size_
 
 
 def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Every point on one of ``fronts`` (cost -> :func:`pareto_frame`), its number on each
-    (``<cost>_label``, 0: not on it) and its mean cost on each."""
+    """Every point on one of ``fronts`` (cost -> :func:`pareto_frame`), its number and cost on each."""
     labels = [f"{c}_label" for c in fronts]
     points = pd.concat(fronts.values(), ignore_index=True).drop_duplicates("point")
     keep = [c for c in ["point", "setting", *LABELLED, "acc_mean", "acc_std", "n", "size_mb", "preset"]
@@ -307,8 +294,7 @@ def fronts_frame(fronts: dict[str, pd.DataFrame]) -> pd.DataFrame:
 
 def edf_frame(df: pd.DataFrame, metric: str | None = None, by: list[str] | None = None) -> pd.DataFrame:
     """pycls-style error EDFs: per group (``by``, default whichever of study / model / bypass / data
-    setting vary), each ok run's error 1 - metric and the ECDF at it. Columns: group, error, edf, n,
-    ``by``, run (its label in ``df``); ``attrs``: metric, by."""
+    setting vary), each ok run's error 1 - metric, the ECDF at it and its ``run`` label in ``df``."""
     metric = metric or pick_metric(df)
     ok = ok_runs(df)
     if metric is None or ok.empty or not ok[metric].notna().any():
@@ -332,8 +318,6 @@ def edf_frame(df: pd.DataFrame, metric: str | None = None, by: list[str] | None 
 
 def edf_summary(edf: pd.DataFrame) -> pd.DataFrame:
     """n, min and mean error per EDF curve (the numbers in the chart's legend)."""
-    if edf.empty:
-        return pd.DataFrame(columns=["group", "n", "min_error", "mean_error"])
     g = edf.groupby("group", sort=False)["error"]
     return pd.DataFrame({"n": g.size(), "min_error": g.min(), "mean_error": g.mean(),
                          "median_error": g.median()}).reset_index()

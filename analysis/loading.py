@@ -1,6 +1,5 @@
-"""Any results source as one pandas frame with the run record's columns (docs/CONTRACTS.md). How a
-result was stored (a dse store, an Optuna storage) is dealt with here only; *where* it is,
-:mod:`dse.analysis.source`. Bad input raises :class:`~dse.analysis.source.LoadError` (dse-report's exit 2)."""
+"""Any results source (a dse store, an Optuna storage; *where* it is: :mod:`dse.analysis.source`) as one
+pandas frame with the run record's columns (docs/CONTRACTS.md); bad input raises ``LoadError``."""
 
 from __future__ import annotations
 
@@ -54,8 +53,7 @@ def normalize(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def drop_repeated_seeds(df: pd.DataFrame) -> pd.DataFrame:
-    """One row per (study, config_hash, seed), its first ok row else its first: a seed counted twice
-    would shrink the std toward 0. Rows without a hash or seed (Optuna trials) are all kept."""
+    """One row per (study, config_hash, seed), ok first: a seed counted twice would shrink the std."""
     key = ["study", "config_hash", "seed"]
     keyed = df[df[key].notna().all(axis=1) & (df["config_hash"].astype(str) != "")]
     keyed = keyed.sort_values("status", key=lambda s: s != "ok", kind="stable")  # ok rows first
@@ -121,8 +119,7 @@ def _read_optuna(src: Source, study: str | None) -> pd.DataFrame:
 
 
 def _sibling_budgets(src: Source) -> dict[str, list[tuple[str, str, float]]]:
-    """The budgets of the Optuna storage beside a dse store (results.db does not record a sweep's
-    constraints): a bonus, never an error."""
+    """The budgets of the Optuna storage beside a dse store (which has none): a bonus, never an error."""
     if src.path is None:
         return {}
     try:
@@ -159,10 +156,8 @@ def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
         runs = normalize(_read_dse(resolve(store)))
     except Exception:  # noqa: BLE001 - the sibling store is a bonus, never an error
         return df
-    runs = runs[runs["trial"].notna()]
-    if runs.empty:
-        return df
-    runs = runs.drop_duplicates(["study", "trial"], keep="last").set_index(["study", "trial"])
+    runs = runs[runs["trial"].notna()].drop_duplicates(["study", "trial"], keep="last")
+    runs = runs.set_index(["study", "trial"])
     keyed = df.assign(trial=df["trial"].astype("Int64")).set_index(["study", "trial"])
     other = runs.drop(columns=["status", "run_id"]).reindex(keyed.index)
     new = other.columns.difference(keyed.columns, sort=False)
@@ -170,9 +165,8 @@ def _fill_from_sibling_store(df: pd.DataFrame, src: Source) -> pd.DataFrame:
 
 
 def load(source: str | Path | Source | pd.DataFrame, study: str | None = None) -> pd.DataFrame:
-    """Every run of ``source`` (a path, URL or a frame; optionally one study) with the contract's
-    columns, repeated seeds dropped; nothing to report on is a :class:`LoadError` (an empty chart
-    would look like a result). ``attrs["budgets"]``: per study, (metric, op, bound) of its sweep."""
+    """Every run of ``source`` (a path, URL or frame; optionally one study), repeated seeds dropped, and
+    ``attrs["budgets"]``; no runs is a :class:`LoadError` (an empty chart would look like a result)."""
     if isinstance(source, pd.DataFrame):
         df = normalize(source)
         where = "the frame"

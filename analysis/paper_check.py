@@ -1,17 +1,15 @@
-"""The paper check: each SqueezeNet paper claim against this study's outcome (agrees, disagrees or
-not enough data), read from the verdicts, so noise never counts as agreement; the rules are
-docs/REPORTS.md's "The paper check"."""
+"""The paper check (docs/REPORTS.md): each SqueezeNet paper claim against this study, read from the
+verdicts so that noise never counts as agreement."""
 
 from __future__ import annotations
 
 from functools import cache
-from typing import NamedTuple
 
 import pandas as pd
 import yaml
 
 from dse.analysis import paper
-from dse.analysis.fmt import value_text
+from dse.analysis.fmt import to_markdown, value_text
 from dse.analysis.verdicts import PARAM_NAME, Contrast, Trend, Verdicts
 from dse.metrics import to_mb, to_mib
 from dse.model import analyze, build_spec
@@ -20,15 +18,7 @@ from dse.paths import CONF_DIR
 AGREES, DISAGREES, NO_DATA = "agrees", "disagrees", "not enough data"
 NEAR = 0.125  # "plateaus near 50 %": a knee within one step of the paper's 12.5 % grid
 COLUMNS = ["study", "claim", "paper", "this study", "outcome"]
-
-
-class Check(NamedTuple):
-    """One claim: the paper's numbers, what this study found, and the outcome."""
-
-    claim: str
-    paper: str
-    found: str
-    outcome: str
+Check = tuple[str, str, str, str]  # a row of COLUMNS after the study
 
 
 def _trend_outcome(tr: Trend, name: str) -> tuple[str, str]:
@@ -49,9 +39,9 @@ def _trend_outcome(tr: Trend, name: str) -> tuple[str, str]:
 def sr_check(v: Verdicts) -> Check:
     a, b = paper.SR_START, paper.SR_PLATEAU
     outcome, words = _trend_outcome(v.sr, "SR")
-    return Check("accuracy rises with SR and plateaus (Figure 3a)",
-                 f"top-5 {a['top5']} % at SR {a['sr']} → plateau {b['top5']} % from SR {b['sr']}",
-                 words, outcome)
+    return ("accuracy rises with SR and plateaus (Figure 3a)",
+            f"top-5 {a['top5']} % at SR {a['sr']} → plateau {b['top5']} % from SR {b['sr']}",
+            words, outcome)
 
 
 def pct3x3_check(v: Verdicts) -> Check:
@@ -60,8 +50,8 @@ def pct3x3_check(v: Verdicts) -> Check:
     if outcome == AGREES and abs(float(v.pct3x3.knee) - ref["pct3x3"]) > NEAR:
         outcome = DISAGREES
         words += f", not within {value_text(NEAR)} of {value_text(ref['pct3x3'])}"
-    return Check("the 3x3 share plateaus near 50 % (Figure 3b)",
-                 f"top-5 plateau {ref['top5']} % from pct3x3 {ref['pct3x3']}", words, outcome)
+    return ("the 3x3 share plateaus near 50 % (Figure 3b)",
+            f"top-5 plateau {ref['top5']} % from pct3x3 {ref['pct3x3']}", words, outcome)
 
 
 def _contrast(v: Verdicts, base: str, other: str) -> Contrast | None:
@@ -85,10 +75,10 @@ def simple_check(v: Verdicts) -> Check:
     claim = "simple bypass beats none (Table 3)"
     ref = f"top-1 {simple} vs {none} % ({simple - none:+.1f} points)"
     if missing := _bypass_missing(v, ("none", "simple")):
-        return Check(claim, ref, missing, NO_DATA)
+        return (claim, ref, missing, NO_DATA)
     test = _contrast(v, "none", "simple").test
     ok = test.distinguishable and test.diff > 0
-    return Check(claim, ref, f"simple − none {test.text()}: {test.noise_words}", AGREES if ok else DISAGREES)
+    return (claim, ref, f"simple − none {test.text()}: {test.noise_words}", AGREES if ok else DISAGREES)
 
 
 def complex_check(v: Verdicts) -> Check:
@@ -97,7 +87,7 @@ def complex_check(v: Verdicts) -> Check:
     ref = (f"top-1 {t['complex']['top1']} % between {t['none']['top1']} and "
            f"{t['simple']['top1']}; {t['complex']['mb']} vs {t['none']['mb']} MB")
     if missing := _bypass_missing(v, ("none", "simple", "complex")):
-        return Check(claim, ref, missing, NO_DATA)
+        return (claim, ref, missing, NO_DATA)
     over_none = _contrast(v, "none", "complex").test
     over_simple = _contrast(v, "simple", "complex").test
     frame = v.frames["bypass"]
@@ -107,7 +97,7 @@ def complex_check(v: Verdicts) -> Check:
              f"simple {over_simple.diff:+.2f} points (p = {over_simple.p:.2g}); "
              f"{to_mb(size_c):.2f} vs {to_mb(size_n):.2f} MB ({size_c / size_n - 1:+.0%})")
     between = over_none.diff > 0 and over_simple.diff < 0
-    return Check(claim, ref, words, AGREES if between and size_c > size_n else DISAGREES)
+    return (claim, ref, words, AGREES if between and size_c > size_n else DISAGREES)
 
 
 @cache
@@ -141,8 +131,8 @@ def sizes_check(v: Verdicts) -> Check:
     rows = {p: _sizes(v.frames[p], p) for p in ("sr", "pct3x3")}
     ref = _listing({p: [(x, paper.FIG3_SIZES_MIB[p][x]) for x, _, _ in r] for p, r in rows.items()})
     if not ref:
-        return Check(claim, _listing({p: list(s.items()) for p, s in paper.FIG3_SIZES_MIB.items()}),
-                     "no SR or pct3x3 sweep at a value Figure 3 sizes", NO_DATA)
+        return (claim, _listing({p: list(s.items()) for p, s in paper.FIG3_SIZES_MIB.items()}),
+                "no SR or pct3x3 sweep at a value Figure 3 sizes", NO_DATA)
     own = all(b == pb for r in rows.values() for _, b, pb in r)
     checked = {p: [(x, float(to_mib(b if own else pb))) for x, b, pb in r] for p, r in rows.items()}
     match = all(round(mib, paper.SIZE_DIGITS) == paper.FIG3_SIZES_MIB[p][x]
@@ -153,7 +143,7 @@ def sizes_check(v: Verdicts) -> Check:
         mine = _listing({p: [(x, float(to_mib(b))) for x, b, _ in r] for p, r in rows.items()})
         words = (f"this study's networks are not the paper's ({mine}); the paper's network from "
                  f"dse's generator at the same values: {_listing(checked)}")
-    return Check(claim, ref, words, AGREES if match else DISAGREES)
+    return (claim, ref, words, AGREES if match else DISAGREES)
 
 
 CHECKS = (sr_check, pct3x3_check, simple_check, complex_check, sizes_check)
@@ -162,3 +152,18 @@ CHECKS = (sr_check, pct3x3_check, simple_check, complex_check, sizes_check)
 def paper_check(verdicts: list[Verdicts]) -> pd.DataFrame:
     """One row per study and claim: the paper's numbers, this study's, and the outcome."""
     return pd.DataFrame([[v.study, *fn(v)] for v in verdicts for fn in CHECKS], columns=COLUMNS)
+
+
+def paper_section(verdicts: list[Verdicts]) -> list[str]:
+    table = paper_check(verdicts)
+    if table["study"].nunique() <= 1:
+        table = table.drop(columns="study")
+    return ["## Paper check", "",
+            "Each claim of the SqueezeNet paper (ImageNet; Figure 3 in top-5, Table 3 in top-1) "
+            "against this study's ranking accuracy, from the verdicts above: *agrees*, "
+            "*disagrees* (including a difference the seeds cannot tell from noise, since the "
+            f"paper reports one) or *not enough data*. \"Near 50 %\" means a knee within "
+            f"{100 * NEAR:g} points of 50 %. Sizes: the study's own when its networks are the "
+            "paper's, else the paper's network as dse's generator builds it at the study's "
+            "swept values (analysis/paper.py holds the paper's numbers).", "",
+            to_markdown(table), ""]

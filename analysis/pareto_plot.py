@@ -1,6 +1,5 @@
-"""The Pareto charts from :func:`dse.analysis.frames.pareto_frame`, against its ``attrs["cost"]`` (size or
-a latency): design points per bypass kind on a log-cost axis, the front as a numbered staircase with
-a key table, and (size only) a rug of the runs that are not design points."""
+"""The Pareto charts of :func:`dse.analysis.frames.pareto_frame` against its cost (size or a latency): points
+per bypass kind on a log axis, each front a numbered staircase with a key, and (size) a rug of bad runs."""
 
 from __future__ import annotations
 
@@ -32,7 +31,6 @@ class CostAxis:
     label: str  # the x axis
     unit: str  # the key table's column
     what: str  # "model size": the title and the legend
-    fmt: str  # the key table's cells
 
     def x(self, frame: pd.DataFrame) -> pd.Series:
         """The column in the axis's unit: the size in MiB through dse.metrics' one conversion."""
@@ -45,7 +43,7 @@ def cost_axis(cost: str) -> CostAxis:
     size = cost == "size_bytes"
     m = REGISTRY["size_mib" if size else cost]
     return CostAxis(cost, f"{m.label} ({m.unit}{', fp32 weights' if size else ''}, log scale)", m.unit,
-                    "latency" if m.latency else m.label, "6.2f" if size else "6.3g")
+                    "latency" if m.latency else m.label)
 
 
 FRONT_STYLES = (("-", "o"), ("--", "^"), (":", "s"), ("-.", "D"))  # per data setting
@@ -104,8 +102,7 @@ def plot_pareto(points: pd.DataFrame, runs: pd.DataFrame, title: str, metric: st
 
 def _draw_points(ax: Axes, points: pd.DataFrame, ok: pd.DataFrame, ok_setting: pd.Series,
                  metric: str, axis: CostAxis, settings: list[str]) -> list[PathCollection]:
-    """Per bypass kind and data setting, faint single runs under solid design-point means, presets
-    as big stars; returns one faint collection per kind (the legend's "single runs")."""
+    """Per bypass kind and setting, faint runs under their points, presets as stars; returns the runs."""
     point_kind, run_kind = S.bypass_kinds(points["bypass"]), S.bypass_kinds(ok["bypass"])
     faint: list[PathCollection] = []
     for kind in [*BYPASS_KINDS, *sorted(set(point_kind) - set(BYPASS_KINDS))]:
@@ -188,13 +185,14 @@ def _draw_rug(rug: Axes, bad: pd.DataFrame, axis: CostAxis) -> None:
 def _key_table(key: Axes, front: pd.DataFrame, axis: CostAxis, settings: list[str]) -> None:
     """Number -> accuracy, cost and metaparameters of the first :data:`KEY_ROWS` front points."""
     lines = [f"{'#':>2}  {'acc %':>6}  {axis.unit:>6}  metaparameters"]
+    fmt = "6.2f" if axis.cost == "size_bytes" else "6.3g"
     shown = front.sort_values("label").head(KEY_ROWS)
     for i, setting in enumerate(settings):
         sel = shown[shown["setting"] == setting]
         if setting and not sel.empty:
             lines.append(f"-- {setting} ({MARKER_NAMES[FRONT_STYLES[i % 4][1]]}) --")
         for (_, r), x in zip(sel.iterrows(), axis.x(sel), strict=True):
-            lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  {x:{axis.fmt}}  "
+            lines.append(f"{int(r['label']):>2}  {100 * r['acc_mean']:6.2f}  {x:{fmt}}  "
                          f"{r['desc'] or '(all equal)'}")
     if len(front) > len(shown):
         lines.append(f"... {len(front) - len(shown)} more in report.md")
@@ -205,9 +203,8 @@ def _key_table(key: Axes, front: pd.DataFrame, axis: CostAxis, settings: list[st
 
 
 def _number_front(ax: Axes, points: pd.DataFrame, front: pd.DataFrame, axis: CostAxis) -> None:
-    """Label the front's points with their key-table numbers, clear of each other and of every
-    marker: each takes the first free offset of :data:`CANDIDATES`, else the least-covering one,
-    with a leader line. Labels are placed in pixels, so the layout is frozen first."""
+    """Number the front's points clear of each other and every marker: the first free offset of
+    :data:`CANDIDATES`, else the least covering; in pixels, so the layout is frozen first."""
     fig = ax.figure
     fig.canvas.draw()
     fig.set_layout_engine("none")

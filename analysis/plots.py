@@ -1,11 +1,7 @@
-"""Matplotlib figures drawn from the frames of :mod:`dse.analysis.frames` (no pyplot state), for a
-notebook to restyle; error bars are ± one sample std over seeds (ddof=1). The Pareto chart lives in
-:mod:`dse.analysis.pareto_plot` and is importable from here."""
+"""Matplotlib figures of :mod:`dse.analysis.frames`' frames (no pyplot state), for a notebook to restyle;
+error bars are ± one sample std over seeds (ddof=1). The Pareto chart is pareto_plot's, re-exported."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,22 +12,21 @@ from matplotlib.ticker import MaxNLocator
 from dse.analysis import style as S
 from dse.analysis.fmt import value_text
 from dse.analysis.frames import chance
-from dse.analysis.importance import EVALUATORS
+from dse.analysis.knobs import EVALUATORS
 from dse.analysis.pareto_plot import plot_pareto
 from dse.analysis.style import context_title, fixed_text
 
-__all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_importance",
-           "plot_pareto", "plot_sweep", "save"]
+__all__ = ["context_title", "fixed_text", "plot_bypass", "plot_edf", "plot_importance", "plot_pareto",
+           "plot_sweep"]
 
 SIZE_COLOR = "#555555"
 PARAM_LABEL = {"sr": "squeeze ratio SR (squeeze / expand filters)",
-               "pct3x3": "3x3 share of expand filters, pct3x3 (%)", "bypass": "bypass"}
+               "pct3x3": "3x3 share of expand filters, pct3x3 (%)"}
 
 
 @S.styled
 def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
-    """Accuracy (mean ± std over seeds) against SR or pct3x3, one panel per top-k
-    (:func:`~dse.analysis.style.topk_panels`), model size on the top panel's right axis."""
+    """Accuracy (mean ± std over seeds) against SR or pct3x3, a panel per top-k, size on the right axis."""
     param = frame.attrs["param"]
     panels = S.topk_panels(frame.attrs["metrics"])
     fig = S.new_figure(9, 5.2 + 1.6 * (len(panels) - 1))
@@ -68,8 +63,7 @@ def plot_sweep(frame: pd.DataFrame, title: str) -> Figure:
 
 
 def _sweep_legend(ax: Axes, size: Axes, apart: bool) -> None:
-    """One legend row above the top panel for both axes, the lost-point marker last; with other
-    top-k panels below, the entries drop "top-1" (the panels' y labels say it)."""
+    """One legend row above the top panel for both axes; with other panels, entries drop "top-1"."""
     h1, l1 = ax.get_legend_handles_labels()
     h2, l2 = size.get_legend_handles_labels()
     labels = [lab.replace(" top-1", "") if apart else lab for lab in l1] + l2
@@ -80,7 +74,7 @@ def _sweep_legend(ax: Axes, size: Axes, apart: bool) -> None:
 
 
 def _seed_note(frame: pd.DataFrame) -> str:
-    """The subtitle line: seeds per point and runs lost."""
+    """The subtitle line of a sweep: seeds per point and runs lost."""
     bad = int(frame["n_bad"].sum()) if "n_bad" in frame else 0
     seeds = sorted(set(frame["n"].astype(int)) - {0})
     seed_txt = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}–{seeds[-1]}"
@@ -124,10 +118,8 @@ def plot_bypass(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_xticks(xs, [f"{k}\n{mib:.2f} MiB ({value_text(round(mb, 2))} MB)\nn={n}" for k, mb, mib, n
                            in zip(kinds, frame["size_mb"], frame["size_mib"], frame["n"], strict=True)])
         ax.grid(True, axis="y", alpha=0.3)
-    bars_note = ("error bars ± 1 sample std (ddof=1)" if int(frame["n"].max()) > 1
-                 else "one seed each, so no error bars")
     fig.suptitle(f"{title}\n{S.wrap(fixed_text(frame.attrs['fixed'], skip=['bypass']))}\n"
-                 f"bars: mean over seeds; {bars_note}; y axis does not start at 0", fontsize=10)
+                 f"bars: mean over seeds; {_seed_note(frame)}; y axis does not start at 0", fontsize=10)
     return fig
 
 
@@ -177,8 +169,7 @@ def plot_importance(frame: pd.DataFrame, title: str) -> Figure:
         bars = ax.barh(ys + 0.4 - height * (j + 0.5), frame[col].astype(float), height * 0.92,
                        color=IMPORTANCE_COLORS[col], label=name)
         ax.bar_label(bars, fmt="%.2f", padding=3, fontsize=8)
-    ax.set_yticks(ys)
-    ax.set_yticklabels(knobs)
+    ax.set_yticks(ys, knobs)
     ax.set_xlim(0, 1.08)
     ax.set_xlabel("importance (normalised: each evaluator's bars sum to 1)")
     ax.grid(True, axis="x", alpha=0.3)
@@ -188,12 +179,3 @@ def plot_importance(frame: pd.DataFrame, title: str) -> Figure:
                  f"({a['n_points']} design points, one trial per seed); fANOVA seed {a['seed']}, "
                  f"PED-ANOVA on the best {100 * a['fraction']:.0f} %", fontsize=10)
     return fig
-
-
-def save(fig: Figure, out_dir: Path, stem: str, formats: Sequence[str]) -> list[Path]:
-    """Write ``fig`` as ``<out_dir>/<stem>.<fmt>`` for each format; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / f"{stem}.{fmt}" for fmt in formats]
-    for path, fmt in zip(paths, formats, strict=True):
-        fig.savefig(path, format=fmt, dpi=S.DPI)
-    return paths

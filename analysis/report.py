@@ -17,11 +17,12 @@ from dse.analysis import FORMATS
 from dse.analysis import frames as F
 from dse.analysis import plots as P
 from dse.analysis.commands import sweep_commands
-from dse.analysis.findings import findings_sections, importance_text
 from dse.analysis.fmt import integer, is_missing, number, pm_percent, to_markdown, value_text
-from dse.analysis.importance import importance_frame
+from dse.analysis.knobs import importance_frame, importance_text, ranges_section
 from dse.analysis.loading import config_of, status_order
-from dse.analysis.style import accuracy_name
+from dse.analysis.paper_check import paper_section
+from dse.analysis.style import DPI, accuracy_name
+from dse.analysis.verdicts import study_verdicts, verdicts_section
 from dse.errors import first_line
 from dse.metrics import REGISTRY, to_mb, to_mib
 from dse.outputs import staged_dir
@@ -48,14 +49,10 @@ def status_counts(df: pd.DataFrame) -> pd.DataFrame:
     return table.reset_index()
 
 
-def _pm(mean: pd.Series, std: pd.Series) -> list[str]:
-    return [pm_percent(a, b) for a, b in zip(mean, std, strict=True)]
-
-
 def sweep_table(frame: pd.DataFrame) -> pd.DataFrame:
     """The Markdown-ready table behind a sweep chart (percent, MB and MiB, seed counts)."""
     param = frame.attrs["param"]
-    pm = {f"{accuracy_name(m)} %": _pm(frame[f"{m}_mean"], frame[f"{m}_std"]) for m in frame.attrs["metrics"]}
+    pm = {f"{accuracy_name(m)} %": pm_percent(frame, m) for m in frame.attrs["metrics"]}
     return pd.DataFrame({param: frame[param].map(value_text), **pm, "params": frame["params"].map(integer),
                          "MB": frame["size_mb"].map(number), "MiB": frame["size_mib"].map(number),
                          "ok seeds": frame["n"].map(integer), "not ok": frame["n_bad"].map(integer)})
@@ -67,7 +64,7 @@ def pareto_table(points: pd.DataFrame, only_front: bool = True) -> pd.DataFrame:
     out = pd.DataFrame({
         "#": sel["label"].map(lambda v: str(int(v)) if v else ""),
         "metaparameters": sel["desc"].replace("", "(all equal)"),
-        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": _pm(sel["acc_mean"], sel["acc_std"]),
+        f"{accuracy_name(points.attrs.get('metric') or 'accuracy')} %": pm_percent(sel, "acc"),
         "seeds": sel["n"].map(integer), "params": sel["params"].map(integer),
         "MB": sel["size_mb"].map(number), "MiB": sel["size_mib"].map(number)})
     cost = points.attrs.get("cost", "size_bytes")
@@ -90,7 +87,7 @@ def fronts_table(fronts: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         **({"data setting": fronts["setting"]} if fronts["setting"].nunique() > 1 else {}),
         "metaparameters": fronts["desc"].replace("", "(all equal)"),
-        "accuracy %": _pm(fronts["acc_mean"], fronts["acc_std"]), "MB": fronts["size_mb"].map(number),
+        "accuracy %": pm_percent(fronts, "acc"), "MB": fronts["size_mb"].map(number),
         f"{metric.name} ({metric.unit})": fronts[metric.name].map(metric.show),
         "size front #": fronts[size].map(lambda v: str(v) if v else ""),
         "latency front #": fronts[lat].map(lambda v: str(v) if v else ""),
@@ -115,8 +112,9 @@ def render_markdown(df: pd.DataFrame, charts: dict[str, Chart], source: str = ""
         files = sorted(chart.files, key=lambda p: FORMATS.index(p.suffix[1:])
                        if p.suffix[1:] in FORMATS else 9)  # the first of png, svg, pdf is linked
         lines += [f"![{title}]({files[0].name})" if files else "", "", *CHARTS[name].text(chart.frame)]
-    if not F.ok_runs(df).empty:
-        lines += findings_sections(df)
+    if not F.ok_runs(df).empty:  # the findings: good ranges, verdicts over seeds, the paper check
+        verdicts = study_verdicts(df)
+        lines += [*ranges_section(df), *verdicts_section(verdicts), *paper_section(verdicts)]
     return "\n".join(lines + _bad_runs_section(df) + _commands_section(df))
 
 
@@ -164,8 +162,7 @@ def _sweep_text(frame: pd.DataFrame) -> list[str]:
 
 
 def _pareto_text(frame: pd.DataFrame) -> list[str]:
-    """How a front is defined, its settings and budgets, the Pareto set, then all design points
-    (size) or which points win on each front (latency)."""
+    """The front's definition, settings, budgets and Pareto set, then all points or who wins where."""
     a = frame.attrs
     lat = REGISTRY.get(a["cost"])
     if a["cost"] == "size_bytes":
@@ -230,8 +227,7 @@ def _pareto_plot(points: pd.DataFrame, df: pd.DataFrame) -> Figure:
 
 @dataclass(frozen=True)
 class ChartSpec:
-    """One chart kind: its title, frame (from the runs and the charts before it), drawing (from its
-    frame and the runs), section text, and the fewest rows worth drawing."""
+    """One chart kind: title, frame (from the runs and earlier charts), drawing, text, fewest rows."""
 
     title: str
     frame: Callable[[pd.DataFrame, dict[str, Chart]], pd.DataFrame]
@@ -276,13 +272,16 @@ def build_charts(df: pd.DataFrame, out_dir: Path, formats: Sequence[str] = ("png
             f"only {len(frame)} {what} (need >= {least})" if len(frame) < least else None)
         chart = charts[name] = Chart(frame, skipped=skipped)
         if skipped is None:
-            chart.files = P.save(spec.draw(frame, df), out_dir, name, formats)
+            fig = spec.draw(frame, df)
+            out_dir.mkdir(parents=True, exist_ok=True)
+            chart.files = [out_dir / f"{name}.{fmt}" for fmt in formats]
+            for path, fmt in zip(chart.files, formats, strict=True):
+                fig.savefig(path, format=fmt, dpi=DPI)
     return charts
 
 
 def _bad_runs_section(df: pd.DataFrame) -> list[str]:
-    """Every run that is not a design point, with the first line of its error: what to rerun. A run
-    is named as the logs and logger runs name it, ``<config hash>-seed<N>`` (an Optuna trial: its id)."""
+    """Every run that is not a design point, named as the logs name it, with its error's first line."""
     bad = df[df["status"] != "ok"]
     runs = [f"{h}-seed{value_text(s)}" if isinstance(h, str) and h else run
             for h, s, run in zip(bad["config_hash"], bad["seed"], bad["run_id"], strict=True)]
@@ -321,8 +320,7 @@ def _commands_section(df: pd.DataFrame) -> list[str]:
 
 def write_report(df: pd.DataFrame, out_dir: str | Path, formats: Sequence[str] = ("png",),
                  source: str = "") -> dict[str, Chart]:
-    """Draw the charts and write ``report.md`` into ``out_dir``, all or nothing (staged; a failure
-    keeps the previous report); charts it skips are removed from the folder."""
+    """Charts and ``report.md`` into ``out_dir``, all or nothing; charts skipped now are removed."""
     out = Path(out_dir)
     with staged_dir(out, "--out") as stage:
         charts = build_charts(df, stage, formats)

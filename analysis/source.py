@@ -52,8 +52,7 @@ def url_tables(url: str) -> set[str]:
 
 
 def store_kind(tables: set[str], where: str) -> str:
-    """``"optuna"`` or ``"dse"`` from a database's tables; where both are (a shared server),
-    the dse store's per-seed rows are the richer record of the same runs."""
+    """``"optuna"`` or ``"dse"`` from a database's tables; with both, the dse store's rows are richer."""
     if {"dse_meta", "runs"} <= tables:
         return "dse"
     if {"studies", "trials"} <= tables:

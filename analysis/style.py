@@ -1,6 +1,5 @@
-"""What every chart shares: accuracy in percent, size in MiB, one colour per bypass kind, marker per
-status and style per split. Figures live on their own Agg canvas (no pyplot state, so the CLI runs
-headless); fonts come from :data:`FONT` while a chart is built, never from the caller's rcParams."""
+"""What every chart shares: colours, markers, fonts (:data:`FONT`, never the caller's rcParams) and an
+Agg canvas per figure (no pyplot state, so the CLI runs headless)."""
 
 from __future__ import annotations
 
@@ -27,19 +26,16 @@ OTHER_COLORS = ["#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"
 SPLIT_STYLE = {"val": {"color": "#1f77b4", "marker": "o", "ls": "-"},
                "test": {"color": "#ff7f0e", "marker": "s", "ls": "--"}}
 DPI = 130
+CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span), chance is drawn
 FONT = {"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
         "xtick.labelsize": 9, "ytick.labelsize": 9}
 # a decorator (matplotlib's context manager is a ContextDecorator): FONT while a chart is built
 styled = matplotlib.rc_context(FONT)
 
 
-CHANCE_MARGIN = 10.0  # percentage points: nearer than this (or the data's span), chance is drawn
-
-
 def chance_line(ax: Axes, level: float | None, lo: float, hi: float) -> None:
-    """Chance accuracy as a line, the y range stretched to it, when the accuracies drawn (``lo`` to
-    ``hi`` %) come within :data:`CHANCE_MARGIN` points (or their span) of it: zoomed, noise at chance
-    looks like a trend."""
+    """Chance accuracy as a line when the accuracies drawn (``lo`` to ``hi`` %) come within
+    :data:`CHANCE_MARGIN` points (or their span) of it: zoomed, noise at chance looks like a trend."""
     if level is None or not math.isfinite(lo) or lo - 100 * level > max(CHANCE_MARGIN, hi - lo):
         return
     pct = 100 * level
@@ -102,7 +98,6 @@ def metric_style(metric: str, i: int = 0) -> dict[str, Any]:
 
 
 def topk_panels(names: Iterable[str]) -> list[tuple[int, list[str]]]:
-    """Accuracies by :attr:`~dse.metrics.Metric.topk`, top-1 first: one panel each, since top-5
-    near 99 % would flatten top-1 curves on a shared axis."""
+    """Accuracies by :attr:`~dse.metrics.Metric.topk`, a panel each: top-5 near 99 % would flatten top-1."""
     topk = {n: metrics.REGISTRY[n].topk or 1 for n in names}
     return [(k, [n for n in topk if topk[n] == k]) for k in sorted(set(topk.values()))]

@@ -1,6 +1,5 @@
-"""Synthetic run records with known answers, for tests, docs and trying dse-report on a CPU: the
-paper's three experiments on Fashion-MNIST with real sizes and config hashes but made-up accuracies
-(Figure 3's shapes plus seeded noise), a few runs diverged, failed or pruned. No torch."""
+"""Synthetic run records with known answers (for tests, docs and dse-report on a CPU): the paper's three
+experiments with real sizes and hashes, made-up accuracies, a few runs not ok. No torch."""
 
 from __future__ import annotations
 
@@ -39,8 +38,7 @@ def base_config(study: str = "demo", model: str = "fire_small", max_epochs: int 
 
 def record(cfg: dict, seed: int, overrides: str, status: str = "ok", accuracy: float | None = None,
            error: str | None = None, trial: int | None = None) -> dict[str, Any]:
-    """One run record through :meth:`RunRecord.from_config`, as training's; ``accuracy``: val top-1
-    (test top-1 0.4 points below, top-5 near 99 %; non-ok runs have no test numbers)."""
+    """One run record through :meth:`RunRecord.from_config`, as training's; ``accuracy``: val top-1."""
     cfg = copy.deepcopy(cfg)
     cfg["seed"] = seed
     rep = analyze(build_spec(cfg["model"]), cfg["data"]["image_size"])
@@ -68,8 +66,7 @@ def _accuracy(sr: float, pct3x3: float, bypass: str, rng: random.Random) -> floa
 
 
 def latency_columns(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """Made-up ``latency_*`` columns of an ok row: 0.04 ms + 11 ms per GMAC (fire_small's order on a
-    2-core CPU), torch ~10x, batch 64 ~50x, p90 +15 %, 2 % noise."""
+    """Made-up ``latency_*`` columns: 0.04 ms + 11 ms per GMAC, torch ~10x, batch 64 ~50x, p90 +15 %."""
     extra = {"none": 1.0, "simple": 1.08, "complex": 1.2}.get(row["bypass"], 1.0)
     base = (0.04 + 1.1e-8 * row["macs"]) * extra * (1 + rng.gauss(0, 0.02))
     out: dict[str, Any] = {"latency_threads": 1}
@@ -83,8 +80,8 @@ def latency_columns(row: dict[str, Any], rng: random.Random) -> dict[str, Any]:
 def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: bool = True,
                  bypass: bool = True, presets: bool = True, failures: bool = True,
                  max_epochs: int = 30, latency: bool = False) -> list[dict[str, Any]]:
-    """Rows of a study that ran the paper's three experiments (shared points once). Failures: SR 1.0
-    seed 0 diverged, pct3x3 0.99 seed 1 failed, a pruned run; ``latency``: :func:`latency_columns`."""
+    """Rows of the paper's three experiments (shared points once); failures: SR 1.0 seed 0 diverged,
+    pct3x3 0.99 seed 1 failed, a pruned run."""
     rng = random.Random(0)
     rows: list[dict[str, Any]] = []
     seen: set[tuple[str, int]] = set()

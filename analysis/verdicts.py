@@ -51,8 +51,7 @@ class Difference:
 
     @property
     def noise_words(self) -> str:
-        return ("distinguishable from seed noise" if self.distinguishable
-                else "not distinguishable from seed noise")
+        return f"{'' if self.distinguishable else 'not '}distinguishable from seed noise"
 
 
 def welch(a: np.ndarray, b: np.ndarray) -> Difference:
@@ -67,8 +66,7 @@ def welch(a: np.ndarray, b: np.ndarray) -> Difference:
 
 
 def pooled(a: np.ndarray, b: np.ndarray, noise: float, dof: int) -> Difference:
-    """Student's t-test of mean(b) - mean(a) on the pooled seed noise (``dof`` degrees of
-    freedom): the contrast of a one-way ANOVA over the sweep's values."""
+    """Student's t-test of mean(b) - mean(a) on the pooled seed noise: a one-way ANOVA's contrast."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     diff = float(b.mean() - a.mean())
     se = noise * math.sqrt(1 / len(a) + 1 / len(b))
@@ -240,3 +238,29 @@ def study_verdicts(df: pd.DataFrame) -> list[Verdicts]:
         sr, pct3x3 = (trend(frames[p], sub, metric) for p in ("sr", "pct3x3"))
         out.append(Verdicts(study, frames, sr, pct3x3, bypass_contrasts(frames["bypass"], sub, metric)))
     return out
+
+
+def verdicts_section(verdicts: list[Verdicts]) -> list[str]:
+    pct = f"{100 * CONFIDENCE:.0f} %"
+    lines = ["## Verdicts", "",
+             f"Accuracy differences in percentage points, tested over seeds at {pct} confidence. "
+             f"A sweep value counts with >= {MIN_SEEDS} ok seeds, a trend needs >= {MIN_POINTS} "
+             "such values. Seed noise is the pooled within-value sample std; the knee is the "
+             "smallest value no later value beats by more than the 95 % least significant "
+             "difference (LSD = t · σ · √(1/n_i + 1/n_j)); the rise is a t-test of the plateau's "
+             "seeds against the first value's on that pooled seed noise (the LSD's error term), "
+             "\"distinguishable from seed noise\" when p < 0.05; bypass kinds are compared by "
+             "Welch's t-test.", ""]
+    for v in verdicts:
+        bypass = v.frames["bypass"]
+        if len(verdicts) > 1:
+            lines += [f"### study {v.study}", ""]
+        lines += [f"- **SR:** {describe(v.sr)}", f"- **pct3x3:** {describe(v.pct3x3)}"]
+        if bypass.attrs.get("skipped"):
+            lines += [f"- **bypass:** not enough data: {bypass.attrs['skipped']}.", ""]
+        elif not v.bypass:
+            lines += ["- **bypass:** only one bypass kind in the sweep.", ""]
+        else:
+            lines += ["- **bypass** (Welch's t-test over seeds, each pair):",
+                      *(f"  - {c.text()}." for c in v.bypass), ""]
+    return lines

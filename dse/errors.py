@@ -33,12 +33,10 @@ def lines_of(exc_or_text: BaseException | str) -> list[str]:
 def first_line(exc_or_text: BaseException | str, *, typed: bool = False) -> str:
     """An error's first non-blank line (else its type's name); ``typed``: ``TypeName: first line``."""
     lines = lines_of(exc_or_text)
-    if not isinstance(exc_or_text, BaseException):
-        return lines[0] if lines else ""
-    name = type(exc_or_text).__name__
-    if not lines:
-        return name
-    return f"{name}: {lines[0]}" if typed else lines[0]
+    if isinstance(exc_or_text, BaseException):
+        name = type(exc_or_text).__name__
+        lines = [f"{name}: {lines[0]}" if typed else lines[0]] if lines else [name]
+    return lines[0] if lines else ""
 
 
 def one_line(exc: BaseException) -> str:

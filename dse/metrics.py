@@ -3,6 +3,7 @@ training, the sweepers, compression and the report read them here. No torch, no 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -99,7 +100,7 @@ _ALL = (
 )
 REGISTRY: MappingProxyType[str, Metric] = MappingProxyType({m.name: m for m in _ALL})
 
-# What dse-train's task returns (dse.train.run.summarize): the names objectives and budgets may use.
+# What dse-train's task returns (:func:`summarize`): the names objectives and budgets may use.
 SWEEPABLE: tuple[str, ...] = tuple(REGISTRY)
 # Known before training (dse.model.analyze): budgets on these reject a point without training it.
 ANALYTIC: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.analytic)
@@ -109,8 +110,26 @@ LOGGED: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.key is not N
 LATENCY: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.latency)
 # Accuracies (fractions, shown in %), validation before test.
 ACCURACY: tuple[str, ...] = tuple(n for n, m in REGISTRY.items() if m.percent)
+# Means over a point's ok seeds in its summary: the measured metrics, the run's speed, its latency.
+AVERAGED = (*LOGGED, "train_seconds", "images_per_s", *LATENCY)
 
 
 def analytic_values(report: ModelReport) -> dict[str, float]:
     """The :data:`ANALYTIC` metrics of one network (what a budget is checked against)."""
     return {n: getattr(report, REGISTRY[n].report_attr) for n in ANALYTIC}
+
+
+def summarize(rows: list[dict[str, Any]], report: ModelReport) -> dict[str, Any]:
+    """What one design point's training returns to Hydra's sweepers: mean metrics over its ok seeds'
+    rows, plus the analytic size (torch-free: a sweeper's stand-in app builds it too)."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    out: dict[str, Any] = {
+        "status": "ok" if ok else rows[0]["status"], "error": None if ok else rows[0].get("error"),
+        **analytic_values(report),
+        "seeds": len(rows), "run_ids": [r["run_id"] for r in rows],
+        "epochs": max((int(r.get("epochs") or 0) for r in rows), default=0),
+    }
+    for key in AVERAGED:
+        vals = [float(v) for r in ok if (v := r.get(key)) is not None and not math.isnan(float(v))]
+        out[key] = sum(vals) / len(vals) if vals else None
+    return out

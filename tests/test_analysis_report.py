@@ -14,10 +14,9 @@ from PIL import Image
 
 from dse.analysis import frames as F
 from dse.analysis.cli import main
-from dse.analysis.importance import importance_frame
+from dse.analysis.knobs import good_ranges, importance_frame
 from dse.analysis.loading import load
 from dse.analysis.paper_check import paper_check
-from dse.analysis.ranges import good_ranges
 from dse.analysis.source import LoadError
 from dse.analysis.synthetic import base_config, demo_records, record, write_store
 from dse.analysis.verdicts import describe, study_verdicts

@@ -18,10 +18,9 @@ import pytest
 from scipy import stats
 
 from dse.analysis import paper
-from dse.analysis.importance import importance_frame
+from dse.analysis.knobs import GOOD_FRACTION, good_ranges, importance_frame
 from dse.analysis.loading import load
 from dse.analysis.paper_check import AGREES, DISAGREES, NO_DATA, paper_check
-from dse.analysis.ranges import GOOD_FRACTION, good_ranges
 from dse.analysis.synthetic import base_config, record
 from dse.analysis.verdicts import describe, study_verdicts, welch
 

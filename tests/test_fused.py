@@ -1,4 +1,4 @@
-"""Fused training (dse/model/fused.py, dse/train/fused.py, hydra/launcher=dse_fused) on the CPU.
+"""Fused training (dse/model/net.py, dse/train/fused.py, hydra/launcher=dse_fused) on the CPU.
 
 The contract: member k of a fused group computes exactly its own network, so a fused run ends
 where its separate ``dse-train`` run ends, up to fp32 rounding. The tolerance: grouped convolutions
@@ -19,8 +19,7 @@ import pytest
 import torch
 
 from dse.compose import compose
-from dse.model.fused import FusedFireNet
-from dse.model.net import FireNet
+from dse.model.net import FireNet, FusedFireNet
 from dse.model.spec import analyze, build_spec
 from dse.store import ResultsStore, config_hash
 from dse.train.fused import Member, fusable, train_group

@@ -62,7 +62,7 @@ FAKE_APP = textwrap.dedent('''
     def app(cfg):
         from dse.model import analyze, build_spec
         from dse.sweep.pruning import trial_from_env
-        from dse.train.summary import summarize
+        from dse.metrics import summarize
 
         num = cfg.study.trial
         rep = analyze(build_spec(cfg.model), int(cfg.data.image_size))

@@ -14,8 +14,8 @@ optuna = pytest.importorskip("optuna")
 
 from optuna.trial import TrialState, create_trial  # noqa: E402
 
+from dse.metrics import summarize  # noqa: E402
 from dse.sweep import trials  # noqa: E402
-from dse.train.summary import summarize  # noqa: E402
 from hydra_plugins.dse_optuna_sweeper._outcome import budget_check, decide  # noqa: E402
 from hydra_plugins.dse_optuna_sweeper._settings import (  # noqa: E402
     Objective,

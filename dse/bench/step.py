@@ -25,7 +25,7 @@ from omegaconf import DictConfig
 from dse.bench.packing import RESULT, answer, answered, ratio, worker_command
 from dse.compose import compose
 from dse.data import build_datamodule
-from dse.data.tensor import TensorBatches
+from dse.data.modules import TensorBatches
 from dse.errors import first_line
 from dse.logs import quiet_lightning
 from dse.metrics import REGISTRY

@@ -91,10 +91,6 @@ class NetSpec:
     classifier: Conv
     pool_after: tuple[str, ...]
     dropout: float
-    batch_norm: bool
-    bypass: str
-    in_channels: int
-    num_classes: int
 
     @property
     def layers(self) -> tuple[Conv | Fire, ...]:
@@ -173,9 +169,7 @@ def spec_inputs(model: Mapping[str, Any]) -> dict[str, Any]:
 
 def shortcut_kind(bypass: str, in_ch: int, out_ch: int) -> str:
     """The :data:`SHORTCUT_KINDS` entry a network-wide ``bypass`` gives a module of these widths."""
-    if bypass == "none":
-        return "none"
-    if in_ch == out_ch:
+    if bypass != "none" and in_ch == out_ch:
         return "identity"
     return "conv" if bypass == "complex" else "none"
 
@@ -200,8 +194,7 @@ def build_spec(cfg: Mapping[str, Any]) -> NetSpec:
                                                   f"fire2..fire{m['n_fire'] + 1} (not {head.name})")
         if p == head.name:
             raise ConfigError("model.pool_after", f"cannot pool after the classifier {p!r}")
-    return NetSpec(stem, tuple(fires), head, tuple(m["pool_after"]), m["dropout"], bn,
-                   m["bypass"], m["in_channels"], m["num_classes"])
+    return NetSpec(stem, tuple(fires), head, tuple(m["pool_after"]), m["dropout"])
 
 
 @dataclass(frozen=True)
@@ -255,7 +248,7 @@ def analyze(spec: NetSpec, image_size: int) -> ModelReport:
     """An input size propagated through the network, layer by layer; ConfigError if it collapses."""
     rows: list[LayerRow] = []
     h = w = image_size
-    peak = spec.in_channels * image_size**2
+    peak = spec.stem.in_ch * image_size**2
     for layer in spec.layers:
         if isinstance(layer, Conv):
             h, w = ((x + 2 * layer.padding - layer.kernel) // layer.stride + 1 for x in (h, w))
@@ -276,7 +269,7 @@ def analyze(spec: NetSpec, image_size: int) -> ModelReport:
                                   "larger input")
             rows.append(LayerRow(f"maxpool/{layer.name}", (h, w, layer.out_ch), None, None, None, 0, 0))
     rows.append(LayerRow("avgpool", (1, 1, rows[-1].out_shape[2]), None, None, None, 0, 0))
-    return ModelReport((spec.in_channels, image_size, image_size), tuple(rows),
+    return ModelReport((spec.stem.in_ch, image_size, image_size), tuple(rows),
                        sum(r.params for r in rows), sum(r.macs for r in rows), peak)
 
 

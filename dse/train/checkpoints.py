@@ -3,8 +3,7 @@ point, seed), or fused group, has its own folder (:func:`~dse.train.checks.resum
 its row is stored. Lightning saves and restores; by hand, as Lightning has none of them: resuming from
 the newest whole file, atomic writes, the RNG, data position and divergence state (a deterministic CPU
 run resumes bit for bit) and stopping on a signal only between steps (``OnExceptionCheckpoint`` saves
-mid-step).
-"""
+mid-step)."""
 
 from __future__ import annotations
 
@@ -41,32 +40,25 @@ warnings.filterwarnings("ignore", message=r".*resuming from a checkpoint that en
 
 def checkpoints(folder: Path) -> list[Path]:
     """The resume checkpoints in ``folder``, oldest first (by step, then epoch, then version)."""
-    found = []
-    for p in folder.glob("*.ckpt") if folder.is_dir() else ():
-        if m := _NAME.match(p.name):
-            found.append(((int(m[2]), int(m[1]), int(m[3] or 0)), p))
-    return [p for _, p in sorted(found)]
-
-
-def loadable(path: Path) -> bool:
-    """Whether ``path`` is a whole checkpoint (a cut file lacks its zip directory) of plain data
-    (``weights_only=True``: loading it runs no code, whatever the environment says)."""
-    try:
-        torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        log.warning("ignoring the checkpoint %s: incomplete or not plain data (%s)", path, first_line(e))
-        return False
-    return True
+    named = [p for p in folder.glob("*.ckpt") if _NAME.match(p.name)]
+    return sorted(named, key=lambda p: [int(g or 0) for g in _NAME.match(p.name).group(2, 1, 3)])
 
 
 def newest(folder: Path) -> Path | None:
-    """The newest loadable checkpoint in ``folder``; the others are left for :func:`prune`."""
-    return next((p for p in reversed(checkpoints(folder)) if loadable(p)), None)
+    """The newest whole checkpoint (a cut file lacks its zip directory) of plain data (loading it with
+    ``weights_only=True`` runs no code) in ``folder``; the others are left for :func:`prune`."""
+    for path in reversed(checkpoints(folder)):
+        try:
+            torch.load(path, map_location="cpu", weights_only=True)
+            return path
+        except Exception as e:
+            log.warning("ignoring the checkpoint %s: incomplete or not plain data (%s)", path, first_line(e))
+    return None
 
 
 def prune(folder: Path, keep: int) -> list[Path]:
-    """Delete all but the newest ``keep`` checkpoints in ``folder``; the ones deleted."""
-    old = checkpoints(folder)[:-keep] if keep > 0 else checkpoints(folder)
+    """Delete all but the newest ``keep`` (>= 1) checkpoints in ``folder``; the ones deleted."""
+    old = checkpoints(folder)[:-keep]
     for p in old:
         p.unlink(missing_ok=True)
     return old
@@ -166,7 +158,7 @@ class ResumeState(Callback):
 @dataclass
 class Resume:
     """One run's resume folder, the checkpoint it resumes from (None: fresh), the signal holder to
-    train inside and the callbacks to train with."""
+    train inside and the two callbacks to train with."""
 
     folder: Path
     ckpt: Path | None
@@ -184,7 +176,3 @@ class Resume:
         held = HeldStops()
         return cls(folder, newest(folder), held, ResumeState(folder, keep, held, monitor),
                    ResumeCheckpoint(folder, every, keep))
-
-    @property
-    def callbacks(self) -> list[Callback]:
-        return [self.state, self.saver]

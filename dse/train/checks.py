@@ -22,7 +22,6 @@ Device = tuple[str, str, bool]  # (accelerator, precision, channels_last), from 
 # what trainer.precision=auto and channels_last=auto choose between: (precision, channels_last)
 AUTO = {"fp32": ("32-true", False), "bf16": ("bf16-mixed", True)}
 CPU_BF16_ENV = "DSE_CPU_BF16"
-RESUME = "resume"  # <paths.runs>/<study.name>/resume/...
 
 
 def device_settings(tc: Any) -> Device:
@@ -63,7 +62,7 @@ def seeds(cfg: DictConfig) -> range:
 
 def resume_dir(cfg: Any, seed: int, group: str | None = None) -> Path:
     """Where this design point's seed (or fused ``group``) keeps its resume checkpoints."""
-    base = Path(cfg.paths.runs) / cfg.study.name / RESUME
+    base = Path(cfg.paths.runs) / cfg.study.name / "resume"
     return base / "group" / group if group else base / config_hash(cfg) / f"seed{seed}"
 
 

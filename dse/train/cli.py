@@ -1,5 +1,5 @@
 """``dse-train [OVERRIDES]``: train one design point (or, with ``-m``, sweep many) and record it. The
-task returns :func:`dse.train.summary.summarize`'s dict, which Hydra sweepers read. Bad input: one line
+task returns :func:`dse.metrics.summarize`'s dict, which Hydra sweepers read. Bad input: one line
 on stderr, exit 2, nothing written; a failed single run exits 1 after its row is written; Ctrl-C 130."""
 
 from __future__ import annotations

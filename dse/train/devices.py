@@ -36,9 +36,8 @@ def visible_devices(env_value: str | None, count: Callable[[], int]) -> list[str
 def job_device(job_index: int | None, per_device: int, visible: Sequence[str],
                wants_one_gpu: bool, cuda_initialized: bool) -> str | None:
     """What ``CUDA_VISIBLE_DEVICES`` job ``job_index`` should get, or None to leave it alone."""
-    if job_index is None or not wants_one_gpu or cuda_initialized or len(visible) < 2:
-        return None
-    return assign(job_index, visible, per_device)
+    helps = job_index is not None and wants_one_gpu and not cuda_initialized and len(visible) >= 2
+    return assign(job_index, visible, per_device) if helps else None
 
 
 def pin_job(job_index: int | None, per_device: int, tc: Any, count: Callable[[], int],

@@ -13,19 +13,6 @@ from dse.metrics import REGISTRY
 VAL_LOSS, VAL_TOP1 = REGISTRY["val_loss"].key, REGISTRY["val_top1"].key
 
 
-def dead(top1: float, first_loss: float, loss: float, epoch: int, num_classes: int,
-         chance_epochs: int) -> str | None:
-    """The reason a run is dead (val top-1 at chance and training loss not falling after
-    ``chance_epochs`` epochs; ``epoch`` counts from 0), or None."""
-    chance = 1.0 / num_classes
-    at_chance = top1 <= 1.5 * chance
-    flat = not math.isfinite(loss) or loss >= 0.98 * first_loss
-    if epoch + 1 >= chance_epochs and at_chance and flat:
-        return (f"dead network: val top-1 {top1:.3f} at chance ({chance:.3f}) and training loss "
-                f"not falling ({first_loss:.3f} -> {loss:.3f}) after {epoch + 1} epochs")
-    return None
-
-
 class DivergenceMonitor(Callback):
     """Ends a member (``pl_module.stop``) that diverges or is dead; ``reasons[k]`` says why. The
     loss is read every ``check_every`` steps (one host sync for all members)."""
@@ -67,7 +54,10 @@ class DivergenceMonitor(Callback):
                 continue
             loss = float(train_loss.compute())
             first = self.first_loss.setdefault(k, loss)
-            reason = dead(results[VAL_TOP1], first, loss, trainer.current_epoch, self.num_classes,
-                          self.chance_epochs)
-            if reason is not None:
-                self._stop(pl_module, k, reason)
+            # dead: val top-1 at chance and the training loss not falling after chance_epochs epochs
+            top1, chance, epochs = results[VAL_TOP1], 1.0 / self.num_classes, trainer.current_epoch + 1
+            flat = not math.isfinite(loss) or loss >= 0.98 * first
+            if epochs >= self.chance_epochs and top1 <= 1.5 * chance and flat:
+                self._stop(pl_module, k, f"dead network: val top-1 {top1:.3f} at chance ({chance:.3f}) and "
+                                         f"training loss not falling ({first:.3f} -> {loss:.3f}) after "
+                                         f"{epochs} epochs")

@@ -25,8 +25,7 @@ from dse.data.sources import IN_MEMORY
 from dse.errors import first_line
 from dse.latency import latency_columns
 from dse.metrics import LOGGED, REGISTRY
-from dse.model.fused import FusedFireNet, macro_key
-from dse.model.net import build_model
+from dse.model.net import FusedFireNet, build_model, macro_key
 from dse.model.spec import build_spec
 from dse.store import RunRecord, config_hash, utcnow_iso
 from dse.store.record import slurm_job
@@ -55,17 +54,14 @@ class EpochTimer(Callback):
     def __init__(self, log_epochs: bool = False) -> None:
         self.epoch_seconds: list[float] = []
         self.images, self.last_val_epoch, self.fit_t0 = 0, -1, 0.0
-        self.log_epochs, self._t0, self._first, self._wall0 = log_epochs, None, 0, 0.0
+        self.log_epochs, self._t0, self._first = log_epochs, None, 0
 
     @property
     def seconds(self) -> float:
         return sum(self.epoch_seconds)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._wall0, self._first = time.perf_counter(), trainer.current_epoch
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.fit_t0 = now()
+        self.fit_t0, self._first = now(), trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0 = now()
@@ -93,7 +89,7 @@ class EpochTimer(Callback):
         if vals := [r[key] for r in pl_module.results if key in r]:
             parts.append("val_top1 " + " ".join(f"{v:.3f}" for v in vals))
         if total and total > epoch:
-            per_epoch = (time.perf_counter() - self._wall0) / (epoch - self._first)
+            per_epoch = (time.perf_counter() - self.fit_t0) / (epoch - self._first)
             parts.append(f"ETA {duration(per_epoch * (total - epoch))}")
         log.info("%s", " · ".join(parts))
 
@@ -282,7 +278,7 @@ def train_group(members: list[Member], callbacks: tuple[Callback, ...] = (),
         pruning = member_pruning([m.handoff for m in members])
         trainer = make_trainer(tc, device, members[0].out_dir,
                                [monitor, timer, *callbacks, *([pruning] if pruning else ()),
-                                *(resume.callbacks if resume else ())])
+                                *((resume.state, resume.saver) if resume else ())])
         _fit(trainer, module, dm, timer, resume)
         for k, (rec, m) in enumerate(zip(rows, members, strict=True)):
             _trained(rec, m, k, module, trainer, timer, time.perf_counter() - t0)

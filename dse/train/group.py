@@ -12,13 +12,13 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from dse.metrics import summarize
 from dse.store import ResultsStore, claims
 from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import discard
 from dse.train.checks import device_settings, resume_dir, seeds
 from dse.train.fused import Member, fusable, group_id, group_key, train_group
 from dse.train.run import Point
-from dse.train.summary import summarize
 from dse.validate import model_report
 
 log = logging.getLogger("dse.train")
@@ -53,20 +53,6 @@ def plan(points: list[Point], todo: list[_Seed], max_members: int) -> list[list[
             for i in range(0, len(seeds), max_members)]
 
 
-def _claim_all(points: list[Point], store_of: Any, rows: dict, todo: list[_Seed],
-               held: dict) -> None:
-    """Stored rows into ``rows``; claimed seeds into ``todo``; others' live claims into ``held``."""
-    for j, p in enumerate(points):
-        for seed in seeds(p.cfg):
-            got = p.claim(store_of(p), seed)
-            if isinstance(got, claims.Claim):
-                todo.append(_Seed(j, seed, got))
-            elif isinstance(got, claims.Holder):
-                held[j, seed] = got
-            else:
-                rows[j, seed] = got
-
-
 def _members(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[Member]:
     members = [Member(points[s.job].cfg, points[s.job].report, s.seed, points[s.job].out_dir,
                       points[s.job].overrides, s.claim.holder.run_id, jobs[s.job].handoff)
@@ -82,7 +68,7 @@ def _members(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[M
 
 
 def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
-    """Every job's summary (:func:`dse.train.summary.summarize`), in job order."""
+    """Every job's summary (:func:`dse.metrics.summarize`), in job order."""
     points = [Point(j.cfg, model_report(j.cfg), j.out_dir, j.overrides, (), device_settings(j.cfg.trainer))
               for j in jobs]
     rows: dict[tuple[int, int], Any] = {}
@@ -96,8 +82,16 @@ def run_jobs(jobs: list[Job], max_members: int) -> list[dict[str, Any]]:
                 stores[url] = stack.enter_context(ResultsStore(url))
             return stores[url]
 
-        try:
-            _claim_all(points, store_of, rows, todo, held)
+        try:  # stored rows into rows, our claims into todo, others' live claims into held
+            for j, p in enumerate(points):
+                for seed in seeds(p.cfg):
+                    got = p.claim(store_of(p), seed)
+                    if isinstance(got, claims.Claim):
+                        todo.append(_Seed(j, seed, got))
+                    elif isinstance(got, claims.Holder):
+                        held[j, seed] = got
+                    else:
+                        rows[j, seed] = got
             for group in plan(points, todo, max_members):
                 members = _members(points, jobs, group)
                 for s, rec in zip(group, train_group(members, device=points[group[0].job].device),

@@ -59,7 +59,7 @@ def accuracy_metrics(classes: int, prefix: str) -> MetricCollection:
 
 
 class FireClassifier(L.LightningModule):
-    """Trains K >= 1 Fire networks as one :class:`~dse.model.fused.FusedFireNet`, each member with its
+    """Trains K >= 1 Fire networks as one :class:`~dse.model.net.FusedFireNet`, each member with its
     own loss, metrics, logger (one Trainer logger cannot keep K runs apart) and outcome. ``cfg``: the
     first member's resolved config; callbacks end a member with :meth:`stop`; ``results[k]``: member
     k's latest epoch metrics."""
@@ -130,10 +130,9 @@ class FireClassifier(L.LightningModule):
         for k, (lg, vals) in enumerate(zip(self.member_loggers, values, strict=True)):
             if self.frozen[k]:
                 continue
-            self.results[k].update({n: float(v) for n, v in vals.items()})
+            self.results[k].update(floats := {n: float(v) for n, v in vals.items()})
             if lg:
-                lg.log_metrics({**{n: float(v) for n, v in vals.items()}, "epoch": self.current_epoch},
-                               step=step)
+                lg.log_metrics({**floats, "epoch": self.current_epoch}, step=step)
 
     def on_fit_start(self) -> None:
         for lg in self.member_loggers:
@@ -178,7 +177,7 @@ class FireClassifier(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def _generators(self) -> list[torch.Generator]:
-        return list(getattr(self.model, "dropout_generators", None) or ())
+        return [g for g in getattr(self.model, "dropout_generators", ()) if g is not None]  # FireNet's: None
 
     def setup(self, stage: str) -> None:
         """Each member's dropout generator onto the training device, seeded from its CPU stream."""

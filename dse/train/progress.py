@@ -39,8 +39,7 @@ def progress_line(events: list[dict[str, Any]], last: dict[str, Any], now: float
 class SweepProgress(Callback):
     """Counts a grid's points as they finish (see the module docstring)."""
 
-    def __init__(self) -> None:
-        self._t0: float | None = None
+    _t0: float | None = None  # the running job's start
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         if not grid_sweep(config):

@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from dse import TRAINING_SEMANTICS
 from dse.latency import latency_columns
-from dse.metrics import LATENCY
+from dse.metrics import LATENCY, summarize
 from dse.model import build_model
 from dse.store import FINISHED, ResultsStore, RunRecord, claims, config_hash
 from dse.store.fallback import Kept, append_or_keep
@@ -24,7 +24,6 @@ from dse.sweep.handoff import Handoff
 from dse.train.checkpoints import discard
 from dse.train.checks import Checked, Device, check_job, resume_dir, seeds
 from dse.train.fused import Member, train_group
-from dse.train.summary import summarize
 from dse.validate import STALE
 
 log = logging.getLogger("dse.train")
@@ -35,8 +34,7 @@ def train_once(cfg: DictConfig, report: Any, seed: int, out_dir: Path, overrides
                device: Device | None = None, handoff: Any = None) -> dict[str, Any]:
     """Train one seed (a group of one); the complete store row, whatever happened. ``run_id``: the
     one its claim announced to waiting workers."""
-    member = Member(cfg, report, seed, out_dir, overrides, run_id, handoff)
-    return train_group([member], callbacks, device)[0]
+    return train_group([Member(cfg, report, seed, out_dir, overrides, run_id, handoff)], callbacks, device)[0]
 
 
 @dataclass

@@ -110,15 +110,11 @@ def demo_records(study: str = "demo", seeds: int = 3, sr: bool = True, pct3x3: b
                 r.update(latency_columns(r, rng))
             rows.append(r)
 
-    if sr:
-        for v in SR_VALUES:
-            add(f"model.sr={v}", {"sr": v})
-    if pct3x3:
-        for v in PCT_VALUES:
-            add(f"model.sr=0.5 model.pct3x3={v}", {"sr": 0.5, "pct3x3": v})
-    if bypass:
-        for v in BYPASS_KINDS:
-            add(f"model.bypass={v}", {"bypass": v})
+    for overrides, changes in [*((f"model.sr={v}", {"sr": v}) for v in SR_VALUES if sr),
+                               *((f"model.sr=0.5 model.pct3x3={v}", {"sr": 0.5, "pct3x3": v})
+                                 for v in PCT_VALUES if pct3x3),
+                               *((f"model.bypass={v}", {"bypass": v}) for v in BYPASS_KINDS if bypass)]:
+        add(overrides, changes)
     if presets:
         for name in PRESETS:
             add(f"model={name}", {}, model=name)

@@ -156,12 +156,10 @@ def validate_data(dc: Mapping[str, Any], on_disk: bool = True) -> None:
     root = dc.get("root")
     if root is not None and not Path(str(root)).expanduser().is_dir():
         raise ConfigError("data.root", f"no such directory {root!r}")
-    if name == "imagenet" and root is None:
-        raise ConfigError("data.root", "is required for imagenet (an ImageFolder tree: "
+    if name == "imagenet" and (root is None or not (Path(root).expanduser() / "train").is_dir()):
+        raise ConfigError("data.root", ("is required for imagenet" if root is None else f"ImageFolder "
+                          f"root {root!r} has no train/ folder") + " (an ImageFolder tree: "
                           "data.root/train/<class>/*.jpg and data.root/val/...)")
-    if name == "imagenet" and not (Path(root).expanduser() / "train").is_dir():
-        raise ConfigError("data.root", f"ImageFolder root {root!r} has no train/ folder "
-                          "(expected data.root/train/<class>/*.jpg and data.root/val/...)")
 
 
 def check_shapes(model: Any, data: Any) -> None:

@@ -84,16 +84,14 @@ class StepClock(Callback):
 
 
 class EpochClock(EpochTimer):
-    """:class:`EpochTimer` and validation top-1 per epoch; stops at ``target``; ``reached_*``: the
+    """:class:`EpochTimer` and validation top-1 per epoch; stops at ``target``; ``reached``: the
     epoch, training seconds and wall seconds where it was first reached."""
 
     def __init__(self, target: float | None) -> None:
         super().__init__()
         self.target = target
         self.val_top1: list[tuple[int, float]] = []
-        self.reached_epoch: int | None = None
-        self.reached_train_s: float | None = None
-        self.reached_wall_s: float | None = None
+        self.reached: tuple[int, float, float] | None = None
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -101,10 +99,8 @@ class EpochClock(EpochTimer):
             return
         top1 = float(trainer.callback_metrics[VAL_TOP1])
         self.val_top1.append((trainer.current_epoch, top1))
-        if self.target is not None and self.reached_epoch is None and top1 >= self.target:
-            self.reached_epoch = trainer.current_epoch + 1
-            self.reached_train_s = self.seconds
-            self.reached_wall_s = now() - self.fit_t0
+        if self.target is not None and self.reached is None and top1 >= self.target:
+            self.reached = (trainer.current_epoch + 1, self.seconds, now() - self.fit_t0)
             trainer.should_stop = True
 
 
@@ -289,6 +285,7 @@ def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict
     if rec["status"] == "failed":
         raise RuntimeError(f"training failed: {rec['error']} (see {out_dir})")
     secs, train_s = clock.epoch_seconds, clock.seconds
+    epoch, reached_s, reached_wall_s = clock.reached or (None, None, None)
     steady = secs[1:] or secs  # the first epoch carries one-off costs (allocator, cudnn autotune)
     return {
         "target": target, "max_epochs": int(c.trainer.max_epochs), "status": rec["status"],
@@ -296,9 +293,9 @@ def time_to_target(cfg: DictConfig, target: float | None, out_dir: Path) -> dict
         "first_epoch_s": round(secs[0], 4) if secs else None,
         "epoch_s": round(statistics.median(steady), 4) if steady else None,
         "train_s": round(train_s, 3), "images_per_s": clock.images / train_s if train_s > 0 else None,
-        "reached": clock.reached_epoch is not None, "epochs_to_target": clock.reached_epoch,
-        "time_to_target_s": None if clock.reached_train_s is None else round(clock.reached_train_s, 3),
-        "wall_to_target_s": None if clock.reached_wall_s is None else round(clock.reached_wall_s, 3),
+        "reached": epoch is not None, "epochs_to_target": epoch,
+        "time_to_target_s": None if reached_s is None else round(reached_s, 3),
+        "wall_to_target_s": None if reached_wall_s is None else round(reached_wall_s, 3),
         "val_top1_by_epoch": [[e + 1, round(v, 5)] for e, v in clock.val_top1],
         "val_top1": rec.get("val_top1"), "test_top1": rec.get("test_top1"), "wall_s": round(wall, 3),
     }

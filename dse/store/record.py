@@ -235,10 +235,8 @@ def _as_column(col: str, value: Any) -> Any:
 
 def _select(cfg: Mapping[str, Any], dotted: str) -> Any:
     """``cfg[a][b]...`` for ``"a.b"``, or ``None`` where any level is missing."""
-    node: Any = cfg
-    for part in dotted.split("."):
-        node = node.get(part) if isinstance(node, Mapping) else None
-    return node
+    return functools.reduce(lambda node, key: node.get(key) if isinstance(node, Mapping) else None,
+                            dotted.split("."), cfg)
 
 
 def _canonical(x: Any) -> Any:

@@ -272,8 +272,7 @@ class ResultsStore(AbstractContextManager):
     def fill(self, run_id: str, values: Mapping[str, Any]) -> None:
         """Set columns of a stored run (what a later job measured without retraining, e.g. latency):
         the store owns its writes, so callers never build SQL against its table."""
-        t = RUNS_TABLE
-        self.execute(t.update().where(t.c.run_id == run_id).values(**values))
+        self.execute(RUNS_TABLE.update().where(RUNS_TABLE.c.run_id == run_id).values(**values))
 
     def first(self, stmt: sa.Executable) -> dict[str, Any] | None:
         return self.execute(stmt, fetch=lambda r: next(map(dict, r.mappings()), None))

@@ -162,10 +162,9 @@ def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Setti
     constraints = parse_constraints(conf.constraints)
     sampler = target_config(conf.sampler, SAMPLERS, "hydra.sweeper.sampler", vars(SamplerConf()))
     pruner = pruner_spec(conf.pruner, vars(PrunerConf()))
-    for key, lo in (("n_trials", 1), ("n_jobs", 1), ("max_rejections", 1), ("heartbeat_interval", 1),
-                    ("grace_period", 1)):
+    for key in ("n_trials", "n_jobs", "max_rejections", "heartbeat_interval", "grace_period"):
         if getattr(conf, key) is not None:
-            int_at_least(getattr(conf, key), lo, f"hydra.sweeper.{key}")
+            int_at_least(getattr(conf, key), 1, f"hydra.sweeper.{key}")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
         raise ConfigError("hydra.sweeper.max_failure_rate", f"must be in [0, 1] (got "
                                                             f"{conf.max_failure_rate!r})")

@@ -331,6 +331,17 @@ def test_samplers_and_pruners_are_target_configs():
         assert str(e.value) == message
 
 
+def test_moasha_studies_sample_with_the_tpe_that_reads_their_pruned_trials():
+    """Optuna's TPE fails on a MOASHA study's pruned trials (tests/test_moasha.py): under moasha the
+    shipped TPE is dse's, with the same settings; any other sampler is left as given."""
+    base = {"study_name": "s", "storage": "sqlite:///x.db", "params": {"model.sr": "interval(0.1, 0.2)"},
+            "pruner": {"name": "moasha"}}
+    assert validate_settings(base, []).sampler == {"_target_": "dse.sweep.moasha.TPESampler",
+                                                   "n_startup_trials": 10, "seed": 0}
+    nsga = validate_settings({**base, "sampler": {"name": "nsgaii"}}, []).sampler
+    assert nsga["_target_"] == "optuna.samplers.NSGAIISampler"
+
+
 @pytest.mark.parametrize("name", ["tpe", "nsgaii", "gp", "random", "qmc"])
 def test_every_sampler_handles_two_objectives_with_constraints(name):
     from dse.sweep.pruners import make_sampler

@@ -1,0 +1,132 @@
+"""MOASHA against no pruning on ``study=pareto`` (issue #28): hypervolume of the front against the
+training epochs (and seconds) spent to reach it, three sampler seeds per arm.
+
+Not collected by pytest (6 studies of 32 trials x 9 epochs: ~45 minutes on 2 cores). Each study runs
+in its own folder under ``--runs`` with one thread, two studies at a time (one per core: the arms see
+the same machine, and no study shares a core), longest first; ``--table`` only reads the stores.
+The front is the feasible ok rows' (val top-1 up, fp32 MiB down); its hypervolume is the area
+it dominates inside the reference box (val top-1 >= 0, size <= the study's 5 MiB budget), computed
+here because Optuna's is private API. A pruned trial's epochs count to its arm's cost, and it is no
+front point (it did not finish). "lost" counts the unpruned front's points that no point of the
+pruned run's front weakly dominates.
+
+    python -m tests.stress.moasha_hypervolume [--runs /tmp/hvb] [--seeds 0,1,2] [--table]
+        [--chart docs/img/moasha_hypervolume.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+
+from dse.metrics import to_mib
+from dse.store.store import ResultsStore
+from dse.text import comma_ints, table
+
+BIN = Path(sys.executable).parent
+BUDGET_MIB = 5.0  # conf/study/pareto.yaml's constraint, and the reference point's size
+COMMON = ["study=pareto", "data.subset=500", "trainer.max_epochs=9", "trainer.chance_epochs=100",
+          "hydra.sweeper.n_trials=32", "trainer.progress_bar=false"]
+ARMS = {"full": [], "moasha": ["hydra.sweeper.pruner.name=moasha", "hydra.sweeper.pruner.min_resource=1",
+                              "hydra.sweeper.pruner.reduction_factor=3"]}
+
+
+def run(arm: str, seed: int, runs: Path) -> None:
+    folder = runs / f"{arm}-s{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = [str(BIN / "dse-train"), "-m", *COMMON, f"hydra.sweeper.sampler.seed={seed}", *ARMS[arm]]
+    print("$", f"(cd {folder} && OMP_NUM_THREADS=1", *cmd[1:], ")", flush=True)
+    with open(folder / "log.txt", "w") as log:
+        subprocess.run(cmd, cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log,
+                       stderr=subprocess.STDOUT, check=False)
+
+
+def front(points: np.ndarray) -> np.ndarray:
+    """The non-dominated rows of ``[accuracy, size]`` (accuracy up, size down), by size."""
+    pts = points[np.lexsort((-points[:, 0], points[:, 1]))]
+    best = np.maximum.accumulate(pts[:, 0])
+    return pts[np.r_[True, best[1:] > best[:-1]]] if len(pts) else pts
+
+
+def hypervolume(points: np.ndarray) -> float:
+    """Area dominated inside accuracy >= 0, size <= :data:`BUDGET_MIB` (a staircase, by size)."""
+    f = front(points[points[:, 1] <= BUDGET_MIB])
+    return float(np.sum(f[:, 0] * np.diff(np.r_[f[:, 1], BUDGET_MIB])))
+
+
+def history(folder: Path) -> pd.DataFrame:
+    """Per trial in finishing order: cumulative epochs and training seconds, the hypervolume then."""
+    with ResultsStore(folder / "runs" / "pareto" / "results.db", create=False) as store:
+        df = store.frame(study="pareto").sort_values("finished_at", kind="stable")
+    df = df.assign(mib=to_mib(df["size_bytes"].astype(float)), epochs_used=df["epochs"].cumsum(),
+                   seconds_used=df["train_seconds"].cumsum())
+    ok = (df["status"] == "ok").to_numpy()
+    pts = df[["val_top1", "mib"]].to_numpy(float)
+    df["hv"] = [hypervolume(pts[: i + 1][ok[: i + 1]]) for i in range(len(df))]
+    return df
+
+
+def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[str, int], pd.DataFrame]]:
+    hist = {(arm, s): history(runs / f"{arm}-s{s}") for arm in ARMS for s in seeds}
+    rows = []
+    for (arm, s), h in hist.items():
+        full = h if arm == "full" else hist[("full", s)]
+        ok, fok = h[h["status"] == "ok"], full[full["status"] == "ok"]
+        mine = front(ok[["val_top1", "mib"]].to_numpy(float))
+        theirs = front(fok[fok["mib"] <= BUDGET_MIB][["val_top1", "mib"]].to_numpy(float))
+        lost = sum(not any(a >= x and b <= y for a, b in mine) for x, y in theirs)
+        wall = (pd.to_datetime(h["finished_at"]).max() - pd.to_datetime(h["started_at"]).min())
+        rows.append([arm, str(s), str(len(h)), str(int((h["status"] == "pruned").sum())),
+                     str(int(h["epochs"].sum())), f"{h['train_seconds'].sum() / 60:.1f}",
+                     f"{wall.total_seconds() / 60:.1f}", f"{h['hv'].iloc[-1]:.4f}", str(len(mine)),
+                     "-" if arm == "full" else f"{lost} of {len(theirs)}"])
+    return rows, hist
+
+
+def chart(hist: dict[tuple[str, int], pd.DataFrame], path: Path) -> None:
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
+    for (arm, s), h in hist.items():
+        style = {"color": "C0" if arm == "full" else "C3", "alpha": 0.8, "lw": 1.4,
+                 "label": f"{'no pruning' if arm == 'full' else 'MOASHA (η=3)'}" if s == 0 else None}
+        axes[0].step(h["epochs_used"], h["hv"], where="post", **style)
+        axes[1].step(h["seconds_used"] / 60, h["hv"], where="post", **style)
+    for ax, x in zip(axes, ("training epochs, cumulative", "training minutes, cumulative"), strict=True):
+        ax.set(xlabel=x, ylabel=f"hypervolume (val top-1 x MiB, ref 0, {BUDGET_MIB:g} MiB)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right")
+    fig.suptitle("study=pareto, 32 trials x 9 epochs, sampler seeds 0-2", fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=Path, default=Path("/tmp/hvb"))
+    ap.add_argument("--seeds", type=comma_ints, default="0,1,2")
+    ap.add_argument("--table", action="store_true", help="read the stores only")
+    ap.add_argument("--chart", type=Path, default=None)
+    args = ap.parse_args()
+    if not args.table:
+        with ThreadPoolExecutor(2) as pool:  # the unpruned studies first: they take longest
+            list(pool.map(lambda a: run(a[0], a[1], args.runs), [(a, s) for a in ARMS for s in args.seeds]))
+    rows, hist = summary(args.runs, args.seeds)
+    print(table(["arm", "seed", "trials", "pruned", "epochs", "train min", "wall min", "HV", "front",
+                 "lost"], rows))
+    if args.chart:
+        chart(hist, args.chart)
+
+
+if __name__ == "__main__":
+    main()

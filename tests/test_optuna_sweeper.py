@@ -20,6 +20,7 @@ import textwrap
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -342,9 +343,16 @@ def test_moasha_studies_sample_with_the_tpe_that_reads_their_pruned_trials():
     assert nsga["_target_"] == "optuna.samplers.NSGAIISampler"
 
 
+def make_sampler(name: str, seed: int | None, **settings: Any) -> optuna.samplers.BaseSampler:
+    """A shipped sampler by name, with this seed and settings, as the sweeper builds it."""
+    from dse.sweep.pruners import SAMPLERS, sampler_for, target_config
+
+    conf = {"name": name, "seed": seed, "scramble": True, **settings}
+    return sampler_for(target_config(conf, SAMPLERS, "sampler", conf), None)
+
+
 @pytest.mark.parametrize("name", ["tpe", "nsgaii", "gp", "random", "qmc"])
 def test_every_sampler_handles_two_objectives_with_constraints(name):
-    from dse.sweep.pruners import make_sampler
     from hydra_plugins.dse_optuna_sweeper._sweep import suggest
 
     space = build_search_space({"model.base_e": "choice(16, 32)", "model.freq": "range(1, 5)",

@@ -79,12 +79,6 @@ def sampler_for(config: Mapping[str, Any], number: int | None) -> optuna.sampler
         return instantiate(config)
 
 
-def make_sampler(name: str, seed: int | None, **settings: Any) -> optuna.samplers.BaseSampler:
-    """A shipped sampler by name, with this seed and settings (tests, notebooks)."""
-    conf = {"name": name, "seed": seed, "scramble": True, **settings}
-    return sampler_for(target_config(conf, SAMPLERS, "sampler", conf), None)
-
-
 def _monitor(value: Any) -> str | None:
     """``pruner.monitor`` as a Lightning key: one logged every validation, by key (``val/top1``) or
     name (``val_top1``); None lets the objective decide. Anything else would silently never prune."""

@@ -1,16 +1,18 @@
 """MOASHA against no pruning on ``study=pareto`` (issue #28): hypervolume of the front against the
 training epochs (and seconds) spent to reach it, three sampler seeds per arm.
 
-Not collected by pytest (6 studies of 32 trials x 9 epochs: ~45 minutes on 2 cores). Each study runs
-in its own folder under ``--runs`` with one thread, two studies at a time (one per core: the arms see
-the same machine, and no study shares a core), longest first; ``--table`` only reads the stores.
+Not collected by pytest (:data:`ARMS` x 3 seeds, studies of 32 trials x 9 epochs: about 50 minutes on
+2 cores, docs/BENCHMARKS.md). Each study runs in its own folder under ``--runs`` with one thread, two
+studies at a time (one per core: the arms see the same machine, and no study shares a core), longest
+first; ``--table`` only reads the stores. "HV unpruned, same epochs": the unpruned run's hypervolume
+once it had trained as many epochs as the pruned run did in all.
 The front is the feasible ok rows' (val top-1 up, fp32 MiB down); its hypervolume is the area
 it dominates inside the reference box (val top-1 >= 0, size <= the study's 5 MiB budget), computed
 here because Optuna's is private API. A pruned trial's epochs count to its arm's cost, and it is no
 front point (it did not finish). "lost" counts the unpruned front's points that no point of the
 pruned run's front weakly dominates.
 
-    python -m tests.stress.moasha_hypervolume [--runs /tmp/hvb] [--seeds 0,1000,2000] [--table]
+    python -m tests.stress.moasha_hypervolume [--runs /tmp/hvb] [--seeds 0,1000,2000] [--arms A,B] [--table]
         [--chart docs/img/moasha_hypervolume.png]
 """
 
@@ -32,17 +34,22 @@ from dse.store.store import ResultsStore
 from dse.text import comma_ints, table
 
 BIN = Path(sys.executable).parent
+STORE = "runs/pareto/results.db"  # in each study's folder
 BUDGET_MIB = 5.0  # conf/study/pareto.yaml's constraint, and the reference point's size
 COMMON = ["study=pareto", "data.subset=500", "trainer.max_epochs=9", "trainer.chance_epochs=100",
           "hydra.sweeper.n_trials=32", "trainer.progress_bar=false"]
-ARMS = {"full": [], "moasha": ["hydra.sweeper.pruner.name=moasha", "hydra.sweeper.pruner.min_resource=1",
-                              "hydra.sweeper.pruner.reduction_factor=3"]}
+_MOASHA = ["hydra.sweeper.pruner.name=moasha", "hydra.sweeper.pruner.reduction_factor=3"]
+ARMS = {  # name: (overrides, the chart's label and colour)
+    "full": ([], "no pruning", "C0"),
+    "moasha": ([*_MOASHA, "hydra.sweeper.pruner.min_resource=1"], "MOASHA η=3, rungs 1, 3", "C3"),
+    "moasha-r3": ([*_MOASHA, "hydra.sweeper.pruner.min_resource=3"], "MOASHA η=3, rung 3", "C2"),
+}
 
 
 def run(arm: str, seed: int, runs: Path) -> None:
     folder = runs / f"{arm}-s{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [str(BIN / "dse-train"), "-m", *COMMON, f"hydra.sweeper.sampler.seed={seed}", *ARMS[arm]]
+    cmd = [str(BIN / "dse-train"), "-m", *COMMON, f"hydra.sweeper.sampler.seed={seed}", *ARMS[arm][0]]
     print("$", f"(cd {folder} && OMP_NUM_THREADS=1 dse-train", *cmd[1:], ")", flush=True)
     with open(folder / "log.txt", "w") as log:
         subprocess.run(cmd, cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log,
@@ -64,7 +71,7 @@ def hypervolume(points: np.ndarray) -> float:
 
 def history(folder: Path) -> pd.DataFrame:
     """Per trial in finishing order: cumulative epochs and training seconds, the hypervolume then."""
-    with ResultsStore(folder / "runs" / "pareto" / "results.db", create=False) as store:
+    with ResultsStore(folder / STORE, create=False) as store:
         df = store.frame(study="pareto").sort_values("finished_at", kind="stable")
     df = df.assign(mib=to_mib(df["size_bytes"].astype(float)), epochs_used=df["epochs"].cumsum(),
                    seconds_used=df["train_seconds"].cumsum())
@@ -75,7 +82,9 @@ def history(folder: Path) -> pd.DataFrame:
 
 
 def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[str, int], pd.DataFrame]]:
-    hist = {(arm, s): history(runs / f"{arm}-s{s}") for arm in ARMS for s in seeds}
+    hist = {(arm, s): history(runs / f"{arm}-s{s}") for arm in ARMS for s in seeds
+            if (runs / f"{arm}-s{s}" / STORE).is_file()}
+    hist = {key: h for key, h in hist.items() if len(h)}  # the studies with a row so far
     rows = []
     for (arm, s), h in hist.items():
         full = h if arm == "full" else hist[("full", s)]
@@ -84,10 +93,12 @@ def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[s
         theirs = front(fok[fok["mib"] <= BUDGET_MIB][["val_top1", "mib"]].to_numpy(float))
         lost = sum(not any(a >= x and b <= y for a, b in mine) for x, y in theirs)
         wall = (pd.to_datetime(h["finished_at"]).max() - pd.to_datetime(h["started_at"]).min())
+        spent = full[full["epochs_used"] <= h["epochs_used"].iloc[-1]]["hv"]  # no pruning, as many epochs
         rows.append([arm, str(s), str(len(h)), str(int((h["status"] == "pruned").sum())),
                      str(int(h["epochs"].sum())), f"{h['train_seconds'].sum() / 60:.1f}",
                      f"{wall.total_seconds() / 60:.1f}", f"{h['hv'].iloc[-1]:.4f}", str(len(mine)),
-                     "-" if arm == "full" else f"{lost} of {len(theirs)}"])
+                     "-" if arm == "full" else f"{lost} of {len(theirs)}",
+                     "-" if arm == "full" or spent.empty else f"{spent.iloc[-1]:.4f}"])
     return rows, hist
 
 
@@ -98,8 +109,8 @@ def chart(hist: dict[tuple[str, int], pd.DataFrame], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
     seeds = sorted({s for _, s in hist})  # the first one labels each arm
     for (arm, s), h in hist.items():
-        style = {"color": "C0" if arm == "full" else "C3", "alpha": 0.8, "lw": 1.4,
-                 "label": ("no pruning" if arm == "full" else "MOASHA (η=3)") if s == seeds[0] else None}
+        _, label, color = ARMS[arm]
+        style = {"color": color, "alpha": 0.8, "lw": 1.4, "label": label if s == seeds[0] else None}
         axes[0].step(h["epochs_used"], h["hv"], where="post", **style)
         axes[1].step(h["seconds_used"] / 60, h["hv"], where="post", **style)
     for ax, x in zip(axes, ("training epochs, cumulative", "training minutes, cumulative"), strict=True):
@@ -116,15 +127,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=Path, default=Path("/tmp/hvb"))
     ap.add_argument("--seeds", type=comma_ints, default="0,1000,2000")  # apart: trial n draws with seed + n
+    ap.add_argument("--arms", default=",".join(ARMS), help="the arms to train (the table reads all)")
     ap.add_argument("--table", action="store_true", help="read the stores only")
     ap.add_argument("--chart", type=Path, default=None)
     args = ap.parse_args()
     if not args.table:
         with ThreadPoolExecutor(2) as pool:  # the unpruned studies first: they take longest
-            list(pool.map(lambda a: run(a[0], a[1], args.runs), [(a, s) for a in ARMS for s in args.seeds]))
+            jobs = [(a, s) for a in args.arms.split(",") for s in args.seeds]
+            list(pool.map(lambda job: run(*job, args.runs), jobs))
     rows, hist = summary(args.runs, args.seeds)
     print(table(["arm", "seed", "trials", "pruned", "epochs", "train min", "wall min", "HV", "front",
-                 "lost"], rows))
+                 "lost", "HV unpruned, same epochs"], rows))
     if args.chart:
         chart(hist, args.chart)
 

@@ -133,7 +133,6 @@ class MOASHAPruner(optuna.pruners.BasePruner):
         return True
 
 
-
 class _CurvesHidden:
     """A study whose pruned trials show no intermediate values (the curves MOASHA stores for the
     dashboard), as Optuna's samplers expect of a multi-objective study."""

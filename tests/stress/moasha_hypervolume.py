@@ -31,6 +31,7 @@ import pandas as pd
 
 from dse.metrics import to_mib
 from dse.store.store import ResultsStore
+from dse.sweep.moasha import fronts
 from dse.text import comma_ints, table
 
 BIN = Path(sys.executable).parent
@@ -57,10 +58,12 @@ def run(arm: str, seed: int, runs: Path) -> None:
 
 
 def front(points: np.ndarray) -> np.ndarray:
-    """The non-dominated rows of ``[accuracy, size]`` (accuracy up, size down), by size."""
-    pts = points[np.lexsort((-points[:, 0], points[:, 1]))]
-    best = np.maximum.accumulate(pts[:, 0])
-    return pts[np.r_[True, best[1:] > best[:-1]]] if len(pts) else pts
+    """The non-dominated rows of ``[accuracy, size]`` (accuracy up, size down), by size: the first
+    front of MOASHA's own sort."""
+    if not len(points):
+        return points
+    first = points[fronts([(-a, size) for a, size in points])[0]]
+    return first[np.argsort(first[:, 1], kind="stable")]
 
 
 def hypervolume(points: np.ndarray) -> float:

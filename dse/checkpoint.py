@@ -69,8 +69,7 @@ def _apply_overrides(cfg: dict[str, Any], overrides: Sequence[str]) -> DictConfi
         if "=" not in item or item[0] in "+~":
             raise ConfigError(key or item, f"expected key=value (got {item!r})")
         if key == "model" or key.startswith("model."):
-            raise ConfigError(key, "the architecture comes from the checkpoint; it cannot be "
-                                   "overridden")
+            raise ConfigError(key, "the architecture comes from the checkpoint; it cannot be overridden")
     return OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
 
 
@@ -87,8 +86,7 @@ def load_checkpoint(path: str | Path, overrides: Sequence[str] = ()) -> Checkpoi
     cfg = hp.get("cfg") if isinstance(hp, dict) else None
     state = ckpt.get("state_dict") if isinstance(ckpt, dict) else None
     if not isinstance(cfg, dict) or not isinstance(state, dict) or "model" not in cfg:
-        raise ConfigError(CKPT, f"{path} is not a dse checkpoint (no hyper_parameters.cfg / "
-                                "state_dict)")
+        raise ConfigError(CKPT, f"{path} is not a dse checkpoint (no hyper_parameters.cfg / state_dict)")
     weights = {k.removeprefix("model.").removeprefix("_orig_mod."): v  # (trainer.compile=true)
                for k, v in state.items() if k.startswith("model.")}
     model = build_model(cfg["model"])

@@ -57,8 +57,7 @@ def check_study_name(name: Any, field: str = "study.name") -> str:
     if not text.strip() or Path(text).name != text or text in (".", ".."):
         raise ConfigError(field, f"{text!r} is not usable as a folder name (one name, no '/')")
     if len(text.encode()) > NAME_MAX:
-        raise ConfigError(field, f"is {len(text.encode())} bytes long: a folder name has at most "
-                                 f"{NAME_MAX}")
+        raise ConfigError(field, f"is {len(text.encode())} bytes long: a folder name has at most {NAME_MAX}")
     return text
 
 

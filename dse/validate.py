@@ -267,8 +267,7 @@ def validate(cfg: DictConfig, data_on_disk: bool = True) -> None:
         raise ConfigError("seed", f"must be in [{lo}, {hi}], and so must seed + study.seeds - 1 "
                                   f"(got {first} .. {last})")
     if not (isinstance(cfg.study.rerun, bool) or cfg.study.rerun == STALE):
-        raise ConfigError("study.rerun", f"must be true, false or {STALE} "
-                                         f"(got {cfg.study.rerun!r})")
+        raise ConfigError("study.rerun", f"must be true, false or {STALE} (got {cfg.study.rerun!r})")
     check_runs(OmegaConf.select(cfg, "paths.runs", default="runs"))
     url = OmegaConf.select(cfg, "store.url", default=None)  # whether it opens is the store's to say
     if url is not None and in_memory(str(url)):

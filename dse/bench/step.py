@@ -136,8 +136,7 @@ def project_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, compil
     return _result(clock, compile)
 
 
-def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | None = None
-               ) -> dict[str, Any]:
+def plain_step(cfg: DictConfig, warmup: int, steps: int, compile_mode: str | None = None) -> dict[str, Any]:
     """The same steps as :func:`project_step` in a hand-written loop (the speed we should reach),
     timed by the same clock; ``compile_mode`` None (eager), ``"default"`` or ``"reduce-overhead"``."""
     tc = cfg.trainer
@@ -199,8 +198,7 @@ def best_of(repeats: int, runs: dict[str, Callable[[int], dict[str, Any]]]
     return {name: max(v, key=lambda d: d["images_per_s"] or 0.0) for name, v in every.items()}, every
 
 
-def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1
-                 ) -> dict[str, Any]:
+def measure_step(cfg: DictConfig, warmup: int, steps: int, out_dir: Path, repeats: int = 1) -> dict[str, Any]:
     """Project vs plain, the best of ``repeats`` each."""
     t0 = time.perf_counter()
     best, every = best_of(repeats, {

@@ -278,8 +278,7 @@ def load_torchvision(model: FireNet, source: nn.Module | dict[str, torch.Tensor]
     mapped = {}
     for (tk, tv), (ok, ov) in zip(theirs, ours, strict=True):
         if tv.shape != ov.shape:
-            raise ValueError(f"shape mismatch: torchvision {tk} {tuple(tv.shape)} vs {ok} "
-                             f"{tuple(ov.shape)}")
+            raise ValueError(f"shape mismatch: torchvision {tk} {tuple(tv.shape)} vs {ok} {tuple(ov.shape)}")
         mapped[ok] = tv
     model.load_state_dict(mapped, strict=True)
     return model

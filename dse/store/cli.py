@@ -140,8 +140,7 @@ def import_kept(args: argparse.Namespace) -> None:
     rows = read_kept(Path(args.file))  # all of it checked before the store is touched
     with _store(args.store or locate(None, None), create=True) as store:
         added = store.append(rows)
-        print(f"imported {added} of {len(rows)} rows into {store} "
-              f"({len(rows) - added} were there already)")
+        print(f"imported {added} of {len(rows)} rows into {store} ({len(rows) - added} were there already)")
 
 
 def upgrade(args: argparse.Namespace) -> None:

@@ -72,8 +72,7 @@ def read_kept(path: Path, field: str = "FILE") -> list[RunRecord]:
                                      f"{e.msg})") from None
         except ValueError as e:
             col, why = e.args if len(e.args) == 2 else ("row", first_line(e))
-            raise ConfigError(field, f"{path} line {number} is not a kept dse row ({col} "
-                                     f"{why})") from None
+            raise ConfigError(field, f"{path} line {number} is not a kept dse row ({col} {why})") from None
     if not rows:
         raise ConfigError(field, f"{path} holds no rows")
     return rows

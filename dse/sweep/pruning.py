@@ -77,8 +77,7 @@ def trial_from_env(handoff: Handoff | None = None) -> JobTrial | None:
     import optuna
 
     storage = open_storage(parse_storage(handoff.storage))
-    study = optuna.load_study(study_name=handoff.study, storage=storage,
-                              pruner=make_pruner(handoff.pruner))
+    study = optuna.load_study(study_name=handoff.study, storage=storage, pruner=make_pruner(handoff.pruner))
     trial = JobTrial(study, storage, handoff.trial_id, handoff.pruner.get("monitor") or DEFAULT_MONITOR)
     if trial.number != handoff.trial_number:
         raise RuntimeError(f"trial id {handoff.trial_id} of study {handoff.study!r} is trial "

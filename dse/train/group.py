@@ -49,8 +49,7 @@ def plan(points: list[Point], todo: list[_Seed], max_members: int) -> list[list[
     by_key: dict[Any, list[_Seed]] = defaultdict(list)
     for s in todo:
         by_key[keys[s.job] or ("alone", s.job, s.seed)].append(s)
-    return [seeds[i:i + max_members] for seeds in by_key.values()
-            for i in range(0, len(seeds), max_members)]
+    return [seeds[i:i + max_members] for seeds in by_key.values() for i in range(0, len(seeds), max_members)]
 
 
 def _members(points: list[Point], jobs: list[Job], group: list[_Seed]) -> list[Member]:

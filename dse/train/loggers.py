@@ -42,8 +42,7 @@ def check_logger(node: Mapping[str, Any] | None) -> None:
     try:  # not hydra.utils.get_class: it logs its own multi-line error first
         params = inspect.signature(getattr(importlib.import_module(module), name)).parameters
     except Exception as e:
-        raise ConfigError("logger._target_", f"no logger class {target!r} ({first_line(e)})"
-                          ) from None
+        raise ConfigError("logger._target_", f"no logger class {target!r} ({first_line(e)})") from None
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return
     for key in node:

@@ -38,8 +38,7 @@ class FusedLauncherConf:
     mode: str = "auto"
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="dse_fused", node=FusedLauncherConf,
-                             provider="dse")
+ConfigStore.instance().store(group="hydra/launcher", name="dse_fused", node=FusedLauncherConf, provider="dse")
 
 
 def _prepare(cfg: DictConfig) -> Any:
@@ -81,8 +80,7 @@ class FusedLauncher(Launcher):
     def __init__(self, max_members: int, mode: str) -> None:
         self.max_members, self.mode = max_members, mode
 
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction,
-              config: DictConfig) -> None:
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         """Checks the settings here, not in ``__init__``, whose errors Hydra wraps in its own."""
         from dse.validate import validate_fused_launcher
 

@@ -50,8 +50,7 @@ def decide(get_return: Callable[[], Any], objectives: Sequence[Objective],
         return _failed(f"the job returned {type(result).__name__}, not a dict")
     status = str(result.get("status") or "ok").lower()
     # one attribute, not one per metric: every attribute is a database commit
-    kept = {trials.RESULT: jsonable({k: v for k, v in result.items()
-                                     if k != "error" and v is not None})}
+    kept = {trials.RESULT: jsonable({k: v for k, v in result.items() if k != "error" and v is not None})}
     if status == "pruned":
         return Outcome("pruned", attrs=kept, note=str(result.get("error") or "pruned"))
     if status in ("failed", "diverged"):

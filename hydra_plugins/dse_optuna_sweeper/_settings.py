@@ -263,8 +263,7 @@ def _refuse_unmeasured(settings: Settings, job_cfg: DictConfig) -> None:
     named = [("hydra.sweeper.objectives", o.metric) for o in settings.objectives] + [
         ("hydra.sweeper.constraints", c.metric) for c in settings.constraints]
     for field, metric in named:
-        if REGISTRY[metric].latency and not OmegaConf.select(job_cfg, "trainer.latency",
-                                                             default=False):
+        if REGISTRY[metric].latency and not OmegaConf.select(job_cfg, "trainer.latency", default=False):
             raise ConfigError(field, f"{metric} is measured only when jobs run with "
                                      "trainer.latency=true (add it to the overrides)")
 

@@ -89,8 +89,7 @@ def build_search_space(params: Mapping[str, Any] | None, arguments: Sequence[str
     return SearchSpace(searched, list(fixed.values()))
 
 
-def _distribution(ov: Override, where: str, parser: OverridesParser
-                  ) -> tuple[BaseDistribution, list[str]]:
+def _distribution(ov: Override, where: str, parser: OverridesParser) -> tuple[BaseDistribution, list[str]]:
     """The Optuna distribution (and categorical override texts) of one sweep override."""
     value = ov.value()
     tags = set(getattr(value, "tags", set()) or set())
@@ -110,8 +109,7 @@ def _distribution(ov: Override, where: str, parser: OverridesParser
         raise
     except (ValueError, TypeError) as e:  # Optuna's own checks (log with a step, no choices)
         raise ConfigError(where, _first_line(e)) from None
-    raise ConfigError(where, "unsupported sweep; use choice(), range(), interval() or "
-                             "tag(log, ...)")
+    raise ConfigError(where, "unsupported sweep; use choice(), range(), interval() or tag(log, ...)")
 
 
 def _categorical(value: Any, log: bool, where: str, parser: OverridesParser

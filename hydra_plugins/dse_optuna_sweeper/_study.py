@@ -177,8 +177,7 @@ def _make_parent(spec: StorageSpec) -> list[Path]:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ConfigError("hydra.sweeper.storage", f"cannot create {parent}: "
-                                                   f"{e.strerror or e}") from None
+        raise ConfigError("hydra.sweeper.storage", f"cannot create {parent}: {e.strerror or e}") from None
     return made
 
 

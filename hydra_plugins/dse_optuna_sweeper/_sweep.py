@@ -106,8 +106,7 @@ class StudyRunner:
                               f"{self.rejections_in_a_row} sampled points in a row were "
                               "rejected; loosen the constraints or the search space")
 
-    def finish(self, trial: optuna.Trial, ret: JobReturn, analytic: Mapping[str, float]
-               ) -> str | None:
+    def finish(self, trial: optuna.Trial, ret: JobReturn, analytic: Mapping[str, float]) -> str | None:
         """Tell the job's outcome; returns an error message when the sweep must stop."""
         if out_dir := ret.hydra_cfg and OmegaConf.select(ret.hydra_cfg, "hydra.runtime.output_dir"):
             trial.set_user_attr(trials.OUTPUT_DIR, str(out_dir))

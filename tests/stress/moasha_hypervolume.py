@@ -1,11 +1,12 @@
 """MOASHA against no pruning on ``study=pareto`` (issue #28): hypervolume of the front against the
 training epochs (and seconds) spent to reach it, three sampler seeds per arm.
 
-Not collected by pytest (:data:`ARMS` x 3 seeds, studies of 32 trials x 9 epochs: about 50 minutes on
-2 cores, docs/BENCHMARKS.md). Each study runs in its own folder under ``--runs`` with one thread, two
-studies at a time (one per core: the arms see the same machine, and no study shares a core), longest
-first; ``--table`` only reads the stores. "HV unpruned, same epochs": the unpruned run's hypervolume
-once it had trained as many epochs as the pruned run did in all.
+Not collected by pytest (:data:`ARMS` x 3 seeds, studies of 32 or 64 trials x 9 epochs: about 80
+minutes on 2 cores, docs/BENCHMARKS.md). Each study runs in its own folder under ``--runs`` with one
+thread, two studies at a time (one per core: the arms see the same machine, and no study shares a
+core), longest first; ``--table`` only reads the stores. "HV unpruned, same epochs": the unpruned
+run's hypervolume once it had trained as many epochs as the pruned run did in all; "HV at half the
+unpruned epochs": the arm's own once it had trained half the epochs of the unpruned run of its seed.
 The front is the feasible ok rows' (val top-1 up, fp32 MiB down); its hypervolume is the area
 it dominates inside the reference box (val top-1 >= 0, size <= the study's 5 MiB budget), computed
 here because Optuna's is private API. A pruned trial's epochs count to its arm's cost, and it is no
@@ -38,12 +39,19 @@ BIN = Path(sys.executable).parent
 STORE = "runs/pareto/results.db"  # in each study's folder
 BUDGET_MIB = 5.0  # conf/study/pareto.yaml's constraint, and the reference point's size
 COMMON = ["study=pareto", "data.subset=500", "trainer.max_epochs=9", "trainer.chance_epochs=100",
-          "hydra.sweeper.n_trials=32", "trainer.progress_bar=false"]
+          "trainer.progress_bar=false"]
+TRIALS = "hydra.sweeper.n_trials={}"
 _MOASHA = ["hydra.sweeper.pruner.name=moasha", "hydra.sweeper.pruner.reduction_factor=3"]
+_FRONT = [*_MOASHA, "hydra.sweeper.pruner.min_resource=1", "hydra.sweeper.pruner.keep_front=true"]
 ARMS = {  # name: (overrides, the chart's label and colour)
-    "full": ([], "no pruning", "C0"),
-    "moasha": ([*_MOASHA, "hydra.sweeper.pruner.min_resource=1"], "MOASHA η=3, rungs 1, 3", "C3"),
-    "moasha-r3": ([*_MOASHA, "hydra.sweeper.pruner.min_resource=3"], "MOASHA η=3, rung 3", "C2"),
+    "full": ([TRIALS.format(32)], "no pruning", "C0"),
+    "moasha": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=1"],
+               "MOASHA η=3, rungs 1, 3", "C3"),
+    "moasha-r3": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=3"],
+                  "MOASHA η=3, rung 3", "C2"),
+    "moasha-front": ([TRIALS.format(32), *_FRONT], "MOASHA η=3, rungs 1, 3, fronts kept", "C1"),
+    "moasha-64": ([TRIALS.format(64), *_MOASHA, "hydra.sweeper.pruner.min_resource=1"],
+                  "MOASHA η=3, rungs 1, 3, 64 trials", "C4"),
 }
 
 
@@ -97,11 +105,13 @@ def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[s
         lost = sum(not any(a >= x and b <= y for a, b in mine) for x, y in theirs)
         wall = (pd.to_datetime(h["finished_at"]).max() - pd.to_datetime(h["started_at"]).min())
         spent = full[full["epochs_used"] <= h["epochs_used"].iloc[-1]]["hv"]  # no pruning, as many epochs
+        half = h[h["epochs_used"] <= full["epochs_used"].iloc[-1] / 2]["hv"]  # this arm, half the epochs
         rows.append([arm, str(s), str(len(h)), str(int((h["status"] == "pruned").sum())),
                      str(int(h["epochs"].sum())), f"{h['train_seconds'].sum() / 60:.1f}",
                      f"{wall.total_seconds() / 60:.1f}", f"{h['hv'].iloc[-1]:.4f}", str(len(mine)),
                      "-" if arm == "full" else f"{lost} of {len(theirs)}",
-                     "-" if arm == "full" or spent.empty else f"{spent.iloc[-1]:.4f}"])
+                     "-" if arm == "full" or spent.empty else f"{spent.iloc[-1]:.4f}",
+                     "-" if half.empty else f"{half.iloc[-1]:.4f}"])
     return rows, hist
 
 
@@ -120,7 +130,7 @@ def chart(hist: dict[tuple[str, int], pd.DataFrame], path: Path) -> None:
         ax.set(xlabel=x, ylabel=f"hypervolume (val top-1 x MiB, ref 0, {BUDGET_MIB:g} MiB)")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right")
-    fig.suptitle(f"study=pareto, 32 trials x 9 epochs, sampler seeds {seeds}", fontsize=10)
+    fig.suptitle(f"study=pareto, 9 epochs a trial, sampler seeds {seeds}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -140,7 +150,7 @@ def main() -> None:
             list(pool.map(lambda job: run(*job, args.runs), jobs))
     rows, hist = summary(args.runs, args.seeds)
     print(table(["arm", "seed", "trials", "pruned", "epochs", "train min", "wall min", "HV", "front",
-                 "lost", "HV unpruned, same epochs"], rows))
+                 "lost", "HV unpruned, same epochs", "HV at half the unpruned epochs"], rows))
     if args.chart:
         chart(hist, args.chart)
 

@@ -156,13 +156,8 @@ class _CurvesHidden:
 class TPESampler(optuna.samplers.TPESampler):
     """Optuna's TPE for a MOASHA study. Optuna's ranks a pruned trial by its last intermediate value
     under ``study.direction``, which a multi-objective study refuses: a RuntimeError from the first
-    trial after ``n_startup_trials``. Seen without its curve, a pruned trial goes with the worst, as
-    in any multi-objective study."""
+    trial after ``n_startup_trials``. Seen without its curve, a pruned trial goes with the worst, as in
+    any multi-objective study. ``_sample`` (where TPE reads the trials) is private: tests/test_moasha.py."""
 
-    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]
-                        ) -> dict[str, Any]:
-        return super().sample_relative(_CurvesHidden(study), trial, search_space)
-
-    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
-                           param_distribution: Any) -> Any:
-        return super().sample_independent(_CurvesHidden(study), trial, param_name, param_distribution)
+    def _sample(self, study: optuna.Study, trial: FrozenTrial, space: dict[str, Any]) -> dict[str, Any]:
+        return super()._sample(_CurvesHidden(study), trial, space)

@@ -31,8 +31,7 @@ CONSTRAINTS_SYSTEM_ATTR = "constraints"
 STUDY_CONSTRAINTS = "constraints"
 # the kinds of trial a study reports, in the results file's order
 KINDS = ("complete", "pruned", "failed", "rejected", "discarded", "interrupted", "stale", "running")
-_RUN_STATUS = {"complete": "ok", "pruned": "pruned", "failed": "failed", "rejected": "rejected",
-               "interrupted": "failed", "stale": "failed", "running": "running"}
+_RUN_STATUS = {"complete": "ok", "interrupted": "failed", "stale": "failed"}  # other kinds: the same
 
 
 def kind(trial: FrozenTrial) -> str:

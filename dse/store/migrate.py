@@ -6,7 +6,6 @@ migrate."""
 from __future__ import annotations
 
 import functools
-import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
@@ -22,7 +21,6 @@ from dse.errors import ConfigError
 from dse.store.schema import FIELD, META_TABLE, MIGRATIONS, RUNS, SCHEMA_VERSION, VERSION_TABLE
 from dse.storefile import reader_uri
 
-logging.getLogger("alembic").setLevel(logging.WARNING)  # dse's own line says what was upgraded
 # pg_advisory_xact_lock's key for "this database's dse store is being migrated" ('dsestore')
 PG_LOCK_KEY = 0x64736573746F7265
 

@@ -26,6 +26,7 @@ from dse.store.record import FINISHED, FRAME_DTYPES, RUN_COLUMNS, RunRecord, run
 from dse.store.schema import FIELD, RUNS, RUNS_TABLE, SCHEMA_VERSION, Row, check_table_name
 
 log = logging.getLogger("dse.store")
+logging.getLogger("alembic").setLevel(logging.WARNING)  # set before migrate imports it: its plugins log
 T = TypeVar("T")
 _NA_DTYPES = run_dtypes(nullable=True)
 

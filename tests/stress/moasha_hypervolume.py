@@ -14,7 +14,7 @@ front point (it did not finish). "lost" counts the unpruned front's points that 
 pruned run's front weakly dominates.
 
     python -m tests.stress.moasha_hypervolume [--runs /tmp/hvb] [--seeds 0,1000,2000] [--arms A,B] [--table]
-        [--chart docs/img/moasha_hypervolume.png]
+        [--chart docs/img/moasha_hypervolume.png] [--correlation]
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from pathlib import Path
 import matplotlib
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from dse.metrics import to_mib
 from dse.store.store import ResultsStore
@@ -46,6 +47,8 @@ ARMS = {  # name: (overrides, the chart's label and colour)
     "full": ([TRIALS.format(32)], "no pruning", "C0"),
     "moasha": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=1"],
                "MOASHA η=3, rungs 1, 3", "C3"),
+    "moasha-r2": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=2"],
+                  "MOASHA η=3, rungs 2, 6", "C1"),
     "moasha-r3": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=3"],
                   "MOASHA η=3, rung 3", "C2"),
     "moasha-64": ([TRIALS.format(64), *_MOASHA, "hydra.sweeper.pruner.min_resource=1"],
@@ -113,6 +116,21 @@ def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[s
     return rows, hist
 
 
+def rank_correlation(runs: Path, seeds: list[int]) -> list[list[str]]:
+    """Per seed of the unpruned arm, Spearman's rho between each epoch's val top-1 and the last's over
+    its trials (from each run's metrics.csv): how well a rung at that epoch ranks the trials."""
+    out = []
+    for s in seeds:
+        curves = []
+        for f in (runs / f"full-s{s}").glob("runs/pareto/multirun/*/*/csv/*/metrics.csv"):
+            d = pd.read_csv(f).dropna(subset=["val/top1"]).groupby("epoch")["val/top1"].last()
+            curves += [d.to_numpy()] if len(d) == d.index.max() + 1 else []
+        a = np.array(curves)
+        out.append([str(s), str(len(a)), *(f"{stats.spearmanr(a[:, e], a[:, -1]).statistic:.2f}"
+                                           for e in range(a.shape[1] - 1))])
+    return out
+
+
 def chart(hist: dict[tuple[str, int], pd.DataFrame], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -141,6 +159,8 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS), help="the arms to train (the table reads all)")
     ap.add_argument("--table", action="store_true", help="read the stores only")
     ap.add_argument("--chart", type=Path, default=None)
+    ap.add_argument("--correlation", action="store_true", help="rank correlation of each epoch's accuracy "
+                    "with the last one's, in the unpruned studies")
     args = ap.parse_args()
     if not args.table:
         with ThreadPoolExecutor(2) as pool:  # the unpruned studies first: they take longest
@@ -149,6 +169,9 @@ def main() -> None:
     rows, hist = summary(args.runs, args.seeds)
     print(table(["arm", "seed", "trials", "pruned", "epochs", "train min", "wall min", "HV", "front",
                  "lost", "HV unpruned, same epochs", "HV at half the unpruned epochs"], rows))
+    if args.correlation:
+        rows = rank_correlation(args.runs, args.seeds)
+        print(table(["seed", "trials", *(f"epoch {e}" for e in range(1, len(rows[0]) - 1))], rows))
     if args.chart:
         chart(hist, args.chart)
 

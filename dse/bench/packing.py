@@ -70,8 +70,7 @@ def _window(trials: list[Path], k: int, out_dir: Path, spawn_to_ready_s: float) 
 
 
 def run_k(overrides: list[str], k: int, seed: int, out_dir: Path, threads: int = 0,
-          timeout: float = 3600.0, points: list[tuple[list[str], int]] | None = None
-          ) -> dict[str, Any]:
+          timeout: float = 3600.0, points: list[tuple[list[str], int]] | None = None) -> dict[str, Any]:
     """Start ``k`` workers, release them together once all are ready (the file :data:`GO`), and
     measure the concurrent window; ``points``: each worker's extra overrides and seed (default none
     and ``seed + i``; ``--fused`` passes its own)."""

@@ -48,8 +48,7 @@ def _header(doc: dict[str, Any]) -> list[str]:
         f"channels_last={m['channels_last']}); {m['cpu_count']} CPUs, torch {m['torch_version']}, "
         f"lightning {m.get('lightning_version', '?')}, load avg {_f(m.get('load_avg_1m'), 2)}",
         f"- config: model={c['model']} data={c['data']} trainer={c['trainer']} "
-        f"batch={c['batch_size']} max_epochs={c['max_epochs']} subset={c['subset']} "
-        f"augment={c['augment']}",
+        f"batch={c['batch_size']} max_epochs={c['max_epochs']} subset={c['subset']} augment={c['augment']}",
         f"- overrides: `{' '.join(doc['options']['overrides']) or '(none)'}`", "",
     ]
     load, cpus = m.get("load_avg_1m"), m.get("cpu_count")

@@ -92,7 +92,6 @@ def backup(path: Path) -> Path:
     """Copy an SQLite store to ``<name>.backup-<UTC time>`` beside it (consistent while a run writes)."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     target = path.with_name(f"{path.name}.backup-{stamp}")
-    with closing(sqlite3.connect(reader_uri(path), uri=True)) as src, \
-            closing(sqlite3.connect(target)) as dst:
+    with closing(sqlite3.connect(reader_uri(path), uri=True)) as src, closing(sqlite3.connect(target)) as dst:
         src.backup(dst)
     return target

@@ -173,8 +173,7 @@ class ResultsStore(AbstractContextManager):
             if RUNS in tables or (tables and self.url.get_backend_name() == "sqlite"):
                 # a shared server database may hold other apps' tables (Optuna's); a file may not
                 raise ConfigError(FIELD, f"{self} is a database but not a dse results store "
-                                         f"(tables: {', '.join(sorted(tables))}); pick another "
-                                         "store.url")
+                                         f"(tables: {', '.join(sorted(tables))}); pick another store.url")
             if not create:
                 raise ConfigError(FIELD, f"{self} is empty, not a dse results store")
             return 0

@@ -251,8 +251,7 @@ def probe(settings: Settings, compose: Compose) -> None:
             job_cfg = compose(overrides)
         except Exception as e:
             raise ConfigError("hydra.sweeper.params", f"cannot compose a job config with "
-                                                      f"{' '.join(overrides)}: {first_line(e)}"
-                              ) from None
+                                                      f"{' '.join(overrides)}: {first_line(e)}") from None
         _refuse_invalid(settings.space, point, job_cfg, compose)
         _refuse_unmeasured(settings, job_cfg)
 

@@ -31,13 +31,14 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from dse.metrics import to_mib
+from dse.metrics import REGISTRY, to_mib
 from dse.store.store import ResultsStore
 from dse.sweep.moasha import fronts
 from dse.text import comma_ints, table
 
 BIN = Path(sys.executable).parent
 STORE = "runs/pareto/results.db"  # in each study's folder
+VAL_TOP1 = REGISTRY["val_top1"].key  # the column each run's metrics.csv logs it under
 BUDGET_MIB = 5.0  # conf/study/pareto.yaml's constraint, and the reference point's size
 COMMON = ["study=pareto", "data.subset=500", "trainer.max_epochs=9", "trainer.chance_epochs=100",
           "trainer.progress_bar=false"]
@@ -56,8 +57,13 @@ ARMS = {  # name: (overrides, the chart's label and colour)
 }
 
 
+def folder_of(runs: Path, arm: str, seed: int) -> Path:
+    """The study folder of one arm and seed under ``--runs``."""
+    return runs / f"{arm}-s{seed}"
+
+
 def run(arm: str, seed: int, runs: Path) -> None:
-    folder = runs / f"{arm}-s{seed}"
+    folder = folder_of(runs, arm, seed)
     folder.mkdir(parents=True, exist_ok=True)
     cmd = [str(BIN / "dse-train"), "-m", *COMMON, f"hydra.sweeper.sampler.seed={seed}", *ARMS[arm][0]]
     print("$", f"(cd {folder} && OMP_NUM_THREADS=1 dse-train", *cmd[1:], ")", flush=True)
@@ -94,8 +100,8 @@ def history(folder: Path) -> pd.DataFrame:
 
 
 def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[str, int], pd.DataFrame]]:
-    hist = {(arm, s): history(runs / f"{arm}-s{s}") for arm in ARMS for s in seeds
-            if (runs / f"{arm}-s{s}" / STORE).is_file()}
+    hist = {(arm, s): history(folder_of(runs, arm, s)) for arm in ARMS for s in seeds
+            if (folder_of(runs, arm, s) / STORE).is_file()}
     hist = {key: h for key, h in hist.items() if len(h)}  # the studies with a row so far
     rows = []
     for (arm, s), h in hist.items():
@@ -122,8 +128,8 @@ def rank_correlation(runs: Path, seeds: list[int]) -> list[list[str]]:
     out = []
     for s in seeds:
         curves = []
-        for f in (runs / f"full-s{s}").glob("runs/pareto/multirun/*/*/csv/*/metrics.csv"):
-            d = pd.read_csv(f).dropna(subset=["val/top1"]).groupby("epoch")["val/top1"].last()
+        for f in folder_of(runs, "full", s).glob("runs/pareto/multirun/*/*/csv/*/metrics.csv"):
+            d = pd.read_csv(f).dropna(subset=[VAL_TOP1]).groupby("epoch")[VAL_TOP1].last()
             curves += [d.to_numpy()] if len(d) == d.index.max() + 1 else []
         a = np.array(curves)
         out.append([str(s), str(len(a)), *(f"{stats.spearmanr(a[:, e], a[:, -1]).statistic:.2f}"

@@ -101,26 +101,3 @@ def test_the_job_side_records_each_epochs_vector_and_why_it_stopped() -> None:
     assert frozen.user_attrs["moasha"] == {"rung": 1, "rank": 2, "of": 3, "top": 1, "pruned": True}
     assert job.reason == ("pruned by MOASHA at rung epoch 1: front 2 of the 3 trials there, "
                           "not in the top 1 that go on")
-
-
-@pytest.mark.parametrize("sampler", ["optuna", "dse"])
-def test_tpe_samples_a_moasha_study_whose_pruned_trials_have_curves(sampler: str) -> None:
-    """Optuna's TPE ranks a pruned trial by its last intermediate value under ``study.direction``,
-    which a two-objective study refuses once ``n_startup_trials`` have run; MOASHA's trials carry
-    curves (for the dashboard), so dse's TPE hides them from the sampler, not from the storage."""
-    from dse.sweep.moasha import TPESampler
-
-    cls = TPESampler if sampler == "dse" else optuna.samplers.TPESampler
-    study = optuna.create_study(directions=["maximize", "minimize"], sampler=cls(n_startup_trials=2, seed=0))
-    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
-    for x, state in ((0.1, TrialState.COMPLETE), (0.5, TrialState.COMPLETE), (0.9, TrialState.PRUNED)):
-        study.add_trial(optuna.trial.create_trial(
-            state=state, params={"x": x}, distributions=dist, intermediate_values={0: x, 1: x},
-            values=[x, 1 - x] if state == TrialState.COMPLETE else None))
-    trial = study.ask()
-    if sampler == "optuna":
-        with pytest.raises(RuntimeError, match="multi-objective"):
-            trial.suggest_float("x", 0.0, 1.0)
-        return
-    assert 0.0 <= trial.suggest_float("x", 0.0, 1.0) <= 1.0
-    assert study.trials[2].intermediate_values == {0: 0.9, 1: 0.9}  # the dashboard's curve is kept

@@ -314,7 +314,7 @@ def test_samplers_and_pruners_are_target_configs():
     assert s.sampler == {"_target_": "optuna.samplers.RandomSampler", "seed": 3}
     assert s.pruner["percentile"] == 25.0 and s.pruner["n_startup_trials"] == 5  # the schema's default
     assert isinstance(make_pruner(json.dumps(s.pruner)), optuna.pruners.PercentilePruner)
-    assert validate_settings(base, []).sampler == {"_target_": "optuna.samplers.TPESampler",
+    assert validate_settings(base, []).sampler == {"_target_": "dse.sweep.tpe.TPESampler",
                                                    "n_startup_trials": 10, "seed": 0}
     old = make_pruner('{"name":"threshold","monitor":null,"n_warmup_steps":1,"interval_steps":1,'
                       '"lower":0.5,"upper":null}')
@@ -332,13 +332,15 @@ def test_samplers_and_pruners_are_target_configs():
         assert str(e.value) == message
 
 
-def test_moasha_studies_sample_with_the_tpe_that_reads_their_pruned_trials():
-    """Optuna's TPE fails on a MOASHA study's pruned trials (tests/test_moasha.py): under moasha the
-    shipped TPE is dse's, with the same settings; any other sampler is left as given."""
+def test_studies_sample_with_the_tpe_that_reads_rejected_points_and_pruned_curves():
+    """Optuna's TPE skips rejected points and fails on a MOASHA study's pruned curves
+    (tests/test_tpe.py): the shipped TPE, named or by its class, is dse's with the same settings; any
+    other sampler is left as given."""
     base = {"study_name": "s", "storage": "sqlite:///x.db", "params": {"model.sr": "interval(0.1, 0.2)"},
             "pruner": {"name": "moasha"}}
-    assert validate_settings(base, []).sampler == {"_target_": "dse.sweep.moasha.TPESampler",
-                                                   "n_startup_trials": 10, "seed": 0}
+    for sampler in ({"name": "tpe"}, {"_target_": "optuna.samplers.TPESampler"}):
+        assert validate_settings({**base, "sampler": sampler}, []).sampler == {
+            "_target_": "dse.sweep.tpe.TPESampler", "n_startup_trials": 10, "seed": 0}
     nsga = validate_settings({**base, "sampler": {"name": "nsgaii"}}, []).sampler
     assert nsga["_target_"] == "optuna.samplers.NSGAIISampler"
 

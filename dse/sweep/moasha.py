@@ -7,12 +7,10 @@ the shared storage and the pruner holds no state.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import optuna
-from optuna.trial import TrialState
 
 from dse.metrics import REGISTRY
 
@@ -131,33 +129,3 @@ class MOASHAPruner(optuna.pruners.BasePruner):
 
         self.why = PRUNED_AT.format(**decision)
         return True
-
-
-class _CurvesHidden:
-    """A study whose pruned trials show no intermediate values (the curves MOASHA stores for the
-    dashboard), as Optuna's samplers expect of a multi-objective study."""
-
-    def __init__(self, study: optuna.Study) -> None:
-        self._study = study
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._study, name)
-
-    def _get_trials(self, *args: Any, **kwargs: Any) -> list[FrozenTrial]:
-        out = []
-        for t in self._study._get_trials(*args, **kwargs):
-            if t.state == TrialState.PRUNED and t.intermediate_values:
-                t = copy.copy(t)  # the storage's (cached) trial keeps its curve
-                t.intermediate_values = {}
-            out.append(t)
-        return out
-
-
-class TPESampler(optuna.samplers.TPESampler):
-    """Optuna's TPE for a MOASHA study. Optuna's ranks a pruned trial by its last intermediate value
-    under ``study.direction``, which a multi-objective study refuses: a RuntimeError from the first
-    trial after ``n_startup_trials``. Seen without its curve, a pruned trial goes with the worst, as in
-    any multi-objective study. ``_sample`` (where TPE reads the trials) is private: tests/test_moasha.py."""
-
-    def _sample(self, study: optuna.Study, trial: FrozenTrial, space: dict[str, Any]) -> dict[str, Any]:
-        return super()._sample(_CurvesHidden(study), trial, space)

@@ -162,8 +162,8 @@ def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Setti
     constraints = parse_constraints(conf.constraints)
     sampler = target_config(conf.sampler, SAMPLERS, "hydra.sweeper.sampler", vars(SamplerConf()))
     pruner = pruner_spec(conf.pruner, vars(PrunerConf()))
-    if pruner["name"] == "moasha" and sampler["_target_"] == SAMPLERS["tpe"]:  # MOASHA's curves
-        sampler["_target_"] = "dse.sweep.moasha.TPESampler"
+    if sampler["_target_"] == SAMPLERS["tpe"]:  # rejected points and MOASHA's curves: dse.sweep.tpe
+        sampler["_target_"] = "dse.sweep.tpe.TPESampler"
     for key in ("n_trials", "n_jobs", "max_rejections", "heartbeat_interval", "grace_period"):
         if getattr(conf, key) is not None:
             int_at_least(getattr(conf, key), 1, f"hydra.sweeper.{key}")

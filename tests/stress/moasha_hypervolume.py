@@ -33,21 +33,23 @@ from scipy import stats
 
 from dse.metrics import REGISTRY, to_mib
 from dse.store.store import ResultsStore
-from dse.sweep.moasha import fronts
-from dse.text import comma_ints, table
+from dse.sweep.moasha import fronts, promoted, rungs
+from dse.text import comma_ints, comma_list, table
 
 BIN = Path(sys.executable).parent
 STORE = "runs/pareto/results.db"  # in each study's folder
 VAL_TOP1 = REGISTRY["val_top1"].key  # the column each run's metrics.csv logs it under
 BUDGET_MIB = 5.0  # conf/study/pareto.yaml's constraint, and the reference point's size
-COMMON = ["study=pareto", "data.subset=500", "trainer.max_epochs=9", "trainer.chance_epochs=100",
-          "trainer.progress_bar=false"]
+COMMON = ["study=pareto", "data.subset=500", "trainer.batch_size=16", "trainer.max_epochs=9",
+          "trainer.chance_epochs=100", "trainer.progress_bar=false"]
 TRIALS = "hydra.sweeper.n_trials={}"
 _MOASHA = ["hydra.sweeper.pruner.name=moasha", "hydra.sweeper.pruner.reduction_factor=3"]
 ARMS = {  # name: (overrides, the chart's label and colour)
     "full": ([TRIALS.format(32)], "no pruning", "C0"),
     "moasha": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=1"],
                "MOASHA η=3, rungs 1, 3", "C3"),
+    "moasha-r1": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=1",
+                   "hydra.sweeper.pruner.max_resource=3"], "MOASHA η=3, rung 1 only", "C5"),
     "moasha-r2": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=2"],
                   "MOASHA η=3, rungs 2, 6", "C1"),
     "moasha-r3": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=3"],
@@ -122,19 +124,56 @@ def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[s
     return rows, hist
 
 
+def curves(folder: Path) -> pd.DataFrame:
+    """An unpruned study's ok trials in trial order: size, final val top-1 and the val top-1 after
+    each epoch (its run's metrics.csv, under the row's log_uri)."""
+    with ResultsStore(folder / STORE, create=False) as store:
+        df = store.frame(study="pareto").sort_values("trial", kind="stable")
+    df = df[df["status"] == "ok"].assign(mib=lambda d: to_mib(d["size_bytes"].astype(float)))
+    return df.assign(curve=[pd.read_csv(Path(u) / "metrics.csv").dropna(subset=[VAL_TOP1]).groupby("epoch")[
+        VAL_TOP1].last().to_numpy() for u in df["log_uri"]])
+
+
 def rank_correlation(runs: Path, seeds: list[int]) -> list[list[str]]:
     """Per seed of the unpruned arm, Spearman's rho between each epoch's val top-1 and the last's over
-    its trials (from each run's metrics.csv): how well a rung at that epoch ranks the trials."""
+    its trials: how well a rung at that epoch ranks the trials."""
     out = []
     for s in seeds:
-        curves = []
-        for f in folder_of(runs, "full", s).glob("runs/pareto/multirun/*/*/csv/*/metrics.csv"):
-            d = pd.read_csv(f).dropna(subset=[VAL_TOP1]).groupby("epoch")[VAL_TOP1].last()
-            curves += [d.to_numpy()] if len(d) == d.index.max() + 1 else []
-        a = np.array(curves)
+        a = np.stack(curves(folder_of(runs, "full", s))["curve"].to_list())
         out.append([str(s), str(len(a)), *(f"{stats.spearmanr(a[:, e], a[:, -1]).statistic:.2f}"
                                            for e in range(a.shape[1] - 1))])
     return out
+
+
+def replay(df: pd.DataFrame, min_resource: int, eta: int, max_resource: int = 0) -> tuple[float, int]:
+    """(hypervolume, epochs) had the pruner's own rule judged the unpruned study's trials, one at a
+    time in trial order at its rungs, on their recorded curves. The sampler's answer to the pruning
+    (other points drawn after a stop) is left out: a quick screen of settings, not a result."""
+    epochs = len(df["curve"].iloc[0])
+    seen: dict[int, list[list[float]]] = {r: [] for r in rungs(min_resource, eta, max_resource or epochs)}
+    used, done = 0, []
+    for curve, mib, final in zip(df["curve"], df["mib"], df["val_top1"], strict=True):
+        stop = epochs
+        for r, others in seen.items():
+            others.append([-curve[r - 1], mib])
+            if not promoted(0, [others[-1], *others[:-1]], eta)[0]:  # judged first, as the pruner does
+                stop = r
+                break
+        used += stop
+        done += [[final, mib]] if stop == epochs else []
+    return hypervolume(np.array(done).reshape(-1, 2)), used
+
+
+def replays(runs: Path, seeds: list[int], settings: list[str]) -> list[list[str]]:
+    """One row per ``min_resource:eta[:max_resource]`` setting: :func:`replay` on each seed's unpruned
+    study."""
+    studies, rows = [curves(folder_of(runs, "full", s)) for s in seeds], []
+    for setting in settings:
+        res = np.array([replay(df, *map(int, setting.split(":"))) for df in studies])
+        full = sum(len(df) * len(df["curve"].iloc[0]) for df in studies)
+        hv = f"{res[:, 0].mean():.3f} ± {res[:, 0].std(ddof=1):.3f}"
+        rows.append([setting, *(f"{h:.4f}, {int(e)}" for h, e in res), hv, f"{res[:, 1].sum() / full:.0%}"])
+    return rows
 
 
 def chart(hist: dict[tuple[str, int], pd.DataFrame], path: Path) -> None:
@@ -167,6 +206,8 @@ def main() -> None:
     ap.add_argument("--chart", type=Path, default=None)
     ap.add_argument("--correlation", action="store_true", help="rank correlation of each epoch's accuracy "
                     "with the last one's, in the unpruned studies")
+    ap.add_argument("--replay", type=comma_list, default=[], help="pruner settings to replay on the unpruned "
+                    "studies' curves (replay()): min_resource:reduction_factor[:max_resource],...")
     args = ap.parse_args()
     if not args.table:
         with ThreadPoolExecutor(2) as pool:  # the unpruned studies first: they take longest
@@ -178,6 +219,9 @@ def main() -> None:
     if args.correlation:
         rows = rank_correlation(args.runs, args.seeds)
         print(table(["seed", "trials", *(f"epoch {e}" for e in range(1, len(rows[0]) - 1))], rows))
+    if args.replay:
+        head = ["min:η[:max]", *(f"HV, epochs (seed {s})" for s in args.seeds), "HV mean ± sd", "epochs"]
+        print(table(head, replays(args.runs, args.seeds, args.replay)))
     if args.chart:
         chart(hist, args.chart)
 

@@ -35,12 +35,6 @@ def test_promotion_is_the_top_third_by_front_then_crowding() -> None:
     assert promoted(0, [(9, 9)], 3) == (True, 1, 1)  # alone at its rung: goes on, as ASHA's first trials
 
 
-def test_keep_front_promotes_every_first_front_point_and_no_other() -> None:
-    pts = [(1.5, 1.5), (1, 4), (2, 2), (4, 1), (4, 4), (2, 5)]  # front 1 holds 4 of 6; the top third 2
-    assert promoted(0, pts, 3, keep_front=True) == (True, 1, 6)
-    assert promoted(0, [(3, 3), *pts[1:]], 3, keep_front=True) == (False, 2, 6)
-
-
 def _curve(final: float, epoch: int) -> float:
     return final * (1 - math.exp(-epoch / 2))
 

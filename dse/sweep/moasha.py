@@ -74,20 +74,17 @@ def crowding(points: Sequence[Sequence[float]], front: list[int]) -> dict[int, f
     return dist
 
 
-def promoted(me: int, points: Sequence[Sequence[float]], reduction_factor: int, keep_front: bool = False
-             ) -> tuple[bool, int, int]:
+def promoted(me: int, points: Sequence[Sequence[float]], reduction_factor: int) -> tuple[bool, int, int]:
     """(goes on, its front rank (1 = non-dominated), trials compared): ``points[me]`` goes on if it is
     among the top ``len(points) // reduction_factor`` (at least the best one, as Optuna's ASHA lets
     the first trials at a rung through only when they lead), ordered by front, then crowding distance
-    (larger first), then index (the judged trial is index 0: a tie goes its way); with ``keep_front``
-    also if it is on the first front, however many are."""
+    (larger first), then index (the judged trial is index 0: a tie goes its way)."""
     key: dict[int, tuple[int, float, int]] = {}
     for rank, front in enumerate(fronts(points), 1):
         for i, d in crowding(points, front).items():
             key[i] = (rank, -d, i)
     order = sorted(key, key=key.__getitem__)
-    top = order.index(me) < max(1, len(points) // reduction_factor) or (keep_front and key[me][0] == 1)
-    return top, key[me][0], len(points)
+    return order.index(me) < max(1, len(points) // reduction_factor), key[me][0], len(points)
 
 
 class MOASHAPruner(optuna.pruners.BasePruner):
@@ -96,10 +93,9 @@ class MOASHAPruner(optuna.pruners.BasePruner):
     the settings (dse.sweep.pruners.AT_LEAST, its _moasha) before any storage exists."""
 
     def __init__(self, min_resource: int = 1, reduction_factor: int = 3,
-                 max_resource: int | str = 10**9, keep_front: bool = False) -> None:
+                 max_resource: int | str = 10**9) -> None:
         top = 10**9 if max_resource == "auto" else int(max_resource)  # the sweeper sets max_epochs
         self.min_resource, self.reduction_factor, self.max_resource = min_resource, reduction_factor, top
-        self.keep_front = keep_front
         self.why: str | None = None  # the last pruning decision, as the run's error column says it
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -123,7 +119,7 @@ class MOASHAPruner(optuna.pruners.BasePruner):
                       if attr in t.user_attrs and t.number != trial.number]
             vectors = [[s * v for s, v in zip(signs, t.user_attrs[attr], strict=True)]
                        for t in [trial, *others]]
-            go_on, rank, n = promoted(0, vectors, self.reduction_factor, self.keep_front)
+            go_on, rank, n = promoted(0, vectors, self.reduction_factor)
             decision = {"rung": epochs, "rank": rank, "of": n, "top": max(1, n // self.reduction_factor),
                         "pruned": not go_on}
             study._storage.set_trial_user_attr(trial._trial_id, DECISION_ATTR, decision)

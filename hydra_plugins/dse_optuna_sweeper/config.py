@@ -38,7 +38,6 @@ class PrunerConf:
     min_resource: int = 1  # hyperband, moasha: epochs every trial gets
     max_resource: Any = "auto"  # hyperband, moasha: a full trial's epochs (auto: learnt; moasha: max_epochs)
     reduction_factor: int = 3  # hyperband, moasha: keep 1 in reduction_factor trials per rung
-    keep_front: bool = False  # moasha: also promote every trial on its rung's first front
 
 
 @dataclass

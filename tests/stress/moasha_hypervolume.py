@@ -44,7 +44,6 @@ COMMON = ["study=pareto", "data.subset=500", "trainer.batch_size=16", "trainer.m
           "trainer.chance_epochs=100", "trainer.progress_bar=false"]
 TRIALS = "hydra.sweeper.n_trials={}"
 _MOASHA = ["hydra.sweeper.pruner.name=moasha", "hydra.sweeper.pruner.reduction_factor=3"]
-_FRONT = [*_MOASHA, "hydra.sweeper.pruner.min_resource=1", "hydra.sweeper.pruner.keep_front=true"]
 ARMS = {  # name: (overrides, the chart's label and colour)
     "full": ([TRIALS.format(32)], "no pruning", "C0"),
     "moasha": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=1"],
@@ -55,7 +54,6 @@ ARMS = {  # name: (overrides, the chart's label and colour)
                   "MOASHA η=3, rungs 2, 6", "C1"),
     "moasha-r3": ([TRIALS.format(32), *_MOASHA, "hydra.sweeper.pruner.min_resource=3"],
                   "MOASHA η=3, rung 3", "C2"),
-    "moasha-front": ([TRIALS.format(32), *_FRONT], "MOASHA η=3, rungs 1, 3, fronts kept", "C1"),
     "moasha-64": ([TRIALS.format(64), *_MOASHA, "hydra.sweeper.pruner.min_resource=1"],
                   "MOASHA η=3, rungs 1, 3, 64 trials", "C4"),
 }

@@ -18,6 +18,7 @@ def test_rungs_are_min_resource_times_powers_of_eta_below_the_last_epoch() -> No
     assert rungs(1, 3, 9) == [1, 3]
     assert rungs(2, 2, 16) == [2, 4, 8]
     assert rungs(1, 3, 10) == [1, 3, 9]
+    assert rungs(1, 3, 3) == [1]  # max_resource=3 under 9 epochs: one rung (docs/OPTUNA.md)
 
 
 def test_fronts_and_crowding_of_planted_points() -> None:

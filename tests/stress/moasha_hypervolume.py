@@ -1,20 +1,20 @@
 """MOASHA against no pruning on ``study=pareto`` (issue #28): hypervolume of the front against the
 training epochs (and seconds) spent to reach it, three sampler seeds per arm.
 
-Not collected by pytest (:data:`ARMS` x 3 seeds, studies of 32 or 64 trials x 9 epochs: about 80
-minutes on 2 cores, docs/BENCHMARKS.md). Each study runs in its own folder under ``--runs`` with one
-thread, two studies at a time (one per core: the arms see the same machine, and no study shares a
-core), longest first; ``--table`` only reads the stores. "HV unpruned, same epochs": the unpruned
-run's hypervolume once it had trained as many epochs as the pruned run did in all; "HV at half the
-unpruned epochs": the arm's own once it had trained half the epochs of the unpruned run of its seed.
-The front is the feasible ok rows' (val top-1 up, fp32 MiB down); its hypervolume is the area
-it dominates inside the reference box (val top-1 >= 0, size <= the study's 5 MiB budget), computed
-here because Optuna's is private API. A pruned trial's epochs count to its arm's cost, and it is no
-front point (it did not finish). "lost" counts the unpruned front's points that no point of the
-pruned run's front weakly dominates.
+Not collected by pytest (:data:`ARMS` x 3 seeds, studies of 32 or 64 trials x 9 epochs; full, moasha
+and moasha-r1 take about 55 minutes on 2 cores, docs/BENCHMARKS.md). Each study runs in its own
+folder under ``--runs`` with one thread, two studies at a time (one per core: the arms see the same
+machine, and no study shares a core), longest first; ``--table`` only reads the stores. "HV
+unpruned, same epochs": the unpruned run's hypervolume once it had trained as many epochs as the
+pruned run did in all; "HV at half the unpruned epochs": the arm's own once it had trained half the
+epochs of the unpruned run of its seed. The front is the feasible ok rows' (val top-1 up, fp32 MiB
+down); its hypervolume is the area it dominates inside the reference box (val top-1 >= 0, size <=
+the study's 5 MiB budget), computed here because Optuna's is private API. A pruned trial's epochs
+count to its arm's cost, and it is no front point (it did not finish). "lost" counts the unpruned
+front's points that no point of the pruned run's front weakly dominates.
 
     python -m tests.stress.moasha_hypervolume [--runs /tmp/hvb] [--seeds 0,1000,2000] [--arms A,B] [--table]
-        [--chart docs/img/moasha_hypervolume.png] [--correlation]
+        [--chart docs/img/moasha_hypervolume.png] [--correlation] [--replay 1:3,1:3:3]
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import optuna
 from optuna.trial import TrialState
 
-from dse.sweep.trials import REJECTED
+from dse.sweep.trials import kind
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from optuna.trial import FrozenTrial
@@ -41,7 +41,7 @@ class _SamplerView:
         several = len(self._study.directions) > 1
         out = []
         for t in self._study._get_trials(deepcopy=deepcopy, states=asked, use_cache=use_cache):
-            if t.state == TrialState.FAIL and REJECTED in t.user_attrs:
+            if kind(t) == "rejected":
                 t = copy.copy(t)  # the storage's (cached) trial stays as stored
                 t.state, t.intermediate_values = TrialState.PRUNED, {}
             elif t.state == TrialState.PRUNED and several and t.intermediate_values:

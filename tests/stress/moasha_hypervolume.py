@@ -127,9 +127,7 @@ def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[s
 def curves(folder: Path) -> pd.DataFrame:
     """An unpruned study's ok trials in trial order: size, final val top-1 and the val top-1 after
     each epoch (its run's metrics.csv, under the row's log_uri)."""
-    with ResultsStore(folder / STORE, create=False) as store:
-        df = store.frame(study="pareto").sort_values("trial", kind="stable")
-    df = df[df["status"] == "ok"].assign(mib=lambda d: to_mib(d["size_bytes"].astype(float)))
+    df = history(folder).query("status == 'ok'").sort_values("trial", kind="stable")
     return df.assign(curve=[pd.read_csv(Path(u) / "metrics.csv").dropna(subset=[VAL_TOP1]).groupby("epoch")[
         VAL_TOP1].last().to_numpy() for u in df["log_uri"]])
 

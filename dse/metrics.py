@@ -128,6 +128,7 @@ def summarize(rows: list[dict[str, Any]], report: ModelReport) -> dict[str, Any]
         **analytic_values(report),
         "seeds": len(rows), "run_ids": [r["run_id"] for r in rows],
         "epochs": max((int(r.get("epochs") or 0) for r in rows), default=0),
+        "epochs_trained": sum(int(r.get("epochs") or 0) for r in rows),  # its cost: every seed's
     }
     for key in AVERAGED:
         vals = [float(v) for r in ok if (v := r.get(key)) is not None and not math.isnan(float(v))]

@@ -8,10 +8,19 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
-from dse.sweep.moasha import RUNG_ATTR, MOASHAPruner, crowding, fronts, promoted, rungs
+from dse.sweep.moasha import (
+    RUNG_ATTR,
+    MOASHAPruner,
+    cheaper_peers,
+    crowding,
+    fronts,
+    promoted,
+    rungs,
+)
 from dse.sweep.pruning import JobTrial
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
+pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # metric names
 
 
 def test_rungs_are_min_resource_times_powers_of_eta_below_the_last_epoch() -> None:
@@ -40,12 +49,14 @@ def _curve(final: float, epoch: int) -> float:
     return final * (1 - math.exp(-epoch / 2))
 
 
-def run_study(trials: list[tuple[float, float]], eta: int = 3, epochs: int = 9) -> list[int]:
+def run_study(trials: list[tuple[float, float]], eta: int = 3, epochs: int = 9, peers: str = "all"
+              ) -> list[int]:
     """Each planted (final accuracy, size) trial trains in turn, reporting as a dse job does
     (:class:`dse.sweep.pruning.JobTrial`); the epochs each one ran."""
     storage = optuna.storages.InMemoryStorage()
     study = optuna.create_study(storage=storage, study_name="s", directions=["maximize", "minimize"],
-                                pruner=MOASHAPruner(1, eta, epochs))
+                                pruner=MOASHAPruner(1, eta, epochs, peers=peers))
+    study.set_metric_names(["val_top1", "size_mib"])
     sid, ran = storage.get_study_id_from_name("s"), []
     for final, size in trials:
         trial = study.ask()
@@ -71,6 +82,20 @@ def test_a_dominated_curve_stops_at_the_first_rung_and_front_points_never_do() -
     assert ran[3:] == [1] * 6
 
 
+def test_cheaper_peers_rank_a_trial_only_against_trials_no_larger() -> None:
+    """x is on its rung's first front but inside it, where crowding ranks it below the front's two
+    ends: all peers stop it at epoch 1. Among the four trials no larger than it, it learns best."""
+    larger = [(0.95, 4.0), (0.9, 2.0), (0.85, 1.5), (0.8, 3.0)]
+    smaller = [(0.5, 0.5), (0.3, 0.6), (0.2, 0.7)]
+    x = (0.55, 1.0)
+    assert run_study([*larger, *smaller, x])[-1] == 1
+    assert run_study([*larger, *smaller, x], peers="cheaper") == [9, 9, 9, 1, 9, 1, 1, 9]
+    assert cheaper_peers([[-0.5, 2.0], [-0.6, 1.0], [-0.4, 3.0], [-0.7, 2.0]], [1]) == [
+        [-0.5], [-0.6], [-0.7]]  # itself first, then the no-larger ones, cut to what they learned
+    with pytest.raises(ValueError, match="peers must be one of all, cheaper"):
+        MOASHAPruner(peers="smaller")
+
+
 def test_a_jobs_vector_is_learned_per_epoch_analytic_exact_and_latency_by_macs() -> None:
     from dse.sweep.moasha import vector
 
@@ -80,7 +105,6 @@ def test_a_jobs_vector_is_learned_per_epoch_analytic_exact_and_latency_by_macs()
     assert vector(["val_top1", "size_mib"], {"val/loss": 2.0}, analytic) is None  # not logged yet
 
 
-@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
 def test_the_job_side_records_each_epochs_vector_and_why_it_stopped() -> None:
     """dse.sweep.pruning.JobTrial under MOASHA: report() writes rung_<epochs> from the logged metrics
     and the trial's analytic sizes; should_prune() records the decision and says it for the row."""

@@ -291,6 +291,7 @@ def test_objectives_constraints_and_settings_validation(tmp_path):
                           ({"storage": "sqlite:///x.db", "pruner": {"name": "patient"}},
                            "unknown pruner"),
                           ({"storage": "sqlite:///x.db", "n_trials": 0}, "n_trials"),
+                          ({"storage": "sqlite:///x.db", "total_epochs": 0}, "total_epochs"),
                           ({"storage": "sqlite:///x.db", "max_failure_rate": 2}, "[0, 1]")]:
         with pytest.raises(ConfigError, match="hydra.sweeper") as e:
             validate_settings({**base, **extra}, [])
@@ -545,6 +546,22 @@ def test_study_runs_resumes_and_writes_results(fake_app, tmp_path):
     assert states(load(tmp_path, "s1")) == {"COMPLETE": 5}
 
 
+def test_total_epochs_stops_starting_trials_once_the_trials_trained_it(fake_app, tmp_path):
+    """Each fake trial trains 3 epochs: under total_epochs=7 the third starts (6 < 7) and none after
+    it; a rerun counts what is stored, and a larger total adds only the difference."""
+    args = ["study.name=e", "hydra.sweeper.n_trials=10", *SPACE]
+    p = ok(run_fake(fake_app, tmp_path, *args, "hydra.sweeper.total_epochs=7"))
+    assert states(load(tmp_path, "e")) == {"COMPLETE": 3}
+    text = p.stdout + p.stderr
+    assert "dse_optuna: [2/10] trials finished · 0 failed · 6/7 epochs · ETA" in text
+    assert "study 'e' has trained 9 epochs of total_epochs=7; no more trials" in text
+    assert results_file(tmp_path, "e")["epochs_trained"] == 9
+    ok(run_fake(fake_app, tmp_path, *args, "hydra.sweeper.total_epochs=7"))
+    assert states(load(tmp_path, "e")) == {"COMPLETE": 3}
+    ok(run_fake(fake_app, tmp_path, *args, "hydra.sweeper.total_epochs=12"))
+    assert states(load(tmp_path, "e")) == {"COMPLETE": 4}
+
+
 def test_failures_are_recorded_and_the_study_goes_on(fake_app, tmp_path):
     p = ok(run_fake(fake_app, tmp_path, "study.name=f", "hydra.sweeper.n_trials=4",
                     "hydra.sweeper.max_failure_rate=0.5", *SPACE,
@@ -738,7 +755,8 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(fake_app, tmp_path):
 
 
 def test_moasha_settings_it_cannot_run_are_one_line_exit_2_before_the_storage(fake_app, tmp_path):
-    """#28: eta <= 1, min_resource >= max_epochs, one objective, an objective with no per-epoch value."""
+    """#28: eta <= 1, min_resource >= max_epochs, one objective, an objective with no per-epoch value,
+    peers that are not a choice or have nothing exact to compare."""
     moasha = ["hydra.sweeper.pruner.name=moasha", "trainer.max_epochs=4"]
     cases = [
         (["hydra.sweeper.pruner.reduction_factor=1"], "hydra.sweeper.pruner.reduction_factor"),
@@ -749,6 +767,9 @@ def test_moasha_settings_it_cannot_run_are_one_line_exit_2_before_the_storage(fa
         (["hydra.sweeper.objectives=[[params,minimize],[size_mib,minimize]]"],
          "no objective is learned per epoch"),
         (["trainer.max_epochs=choice(4,8)"], "moasha needs one max_epochs"),
+        (["hydra.sweeper.pruner.peers=smaller"], "peers must be one of all, cheaper (got 'smaller')"),
+        (["hydra.sweeper.pruner.peers=cheaper", "hydra.sweeper.objectives=[[val_top1,maximize],"
+          "[val_loss,minimize]]"], "hydra.sweeper.pruner.peers: cheaper compares exact"),
     ]
     for extra, needle in cases:
         one_line_error(run_fake(fake_app, tmp_path, "study.name=m", *SPACE, *moasha, *extra), needle)

@@ -166,3 +166,17 @@ def test_recorded_values_merge_analytic_result_and_flat_attrs():
                result={"params": 10, "status": "ok", "run_ids": ["a"]}, output_dir="/x", note=1)
     assert trials.recorded_values(t) == {"params": 10, "macs": 3, "output_dir": "/x", "note": 1}
     assert trials.run_status(t) == ("rejected", "too big")
+
+
+def test_a_trials_epochs_are_every_seeds_as_its_summary_or_its_reports_say():
+    rows = [{"run_id": f"r{k}", "status": "ok", "error": None, "epochs": e, "val_top1": 0.8}
+            for k, e in enumerate((3, 2))]  # two seeds, the second stopped a epoch early
+    out = summarize(rows, REPORT)
+    assert (out["epochs"], out["epochs_trained"]) == (3, 5)
+    assert trials.epochs(_trial(TrialState.COMPLETE, result=out)) == 5
+    old = {"status": "ok", "epochs": 4, "seeds": 3}  # a study an earlier dse wrote: no epochs_trained
+    assert trials.epochs(_trial(TrialState.COMPLETE, result=old)) == 12
+    raised = create_trial(state=TrialState.PRUNED, params={}, distributions={},
+                          intermediate_values={0: 0.2, 1: 0.3})  # a job that raised TrialPruned
+    assert trials.epochs(raised) == 2
+    assert trials.epochs(_trial(TrialState.FAIL, error="boom")) == 0

@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 RUNG_ATTR = "rung_{}"
 DECISION_ATTR = "moasha"
+PEERS = ("all", "cheaper")  # whom a trial is ranked against at a rung (MOASHAPruner's ``peers``)
 
 
 def rungs(min_resource: int, reduction_factor: int, max_resource: int) -> list[int]:
@@ -87,15 +88,30 @@ def promoted(me: int, points: Sequence[Sequence[float]], reduction_factor: int) 
     return order.index(me) < max(1, len(points) // reduction_factor), key[me][0], len(points)
 
 
+def cheaper_peers(vectors: Sequence[Sequence[float]], exact: Sequence[int]) -> list[list[float]]:
+    """``vectors[0]`` and the vectors no worse than it in every exact objective (indices ``exact``),
+    each cut to its learned objectives: ``peers="cheaper"`` ranks a trial by what it learned against
+    the trials at most as costly, the ones that could keep it off the final front (a smaller
+    model's accuracy, not a larger one's, is what it must beat)."""
+    me = vectors[0]
+    kept = [v for v in vectors if v is me or all(v[i] <= me[i] for i in exact)]
+    return [[x for i, x in enumerate(v) if i not in exact] for v in kept]
+
+
 class MOASHAPruner(optuna.pruners.BasePruner):
-    """Prune a trial at a rung where it is not in the top ``1/reduction_factor`` (ranked by front, then
-    crowding distance); one without a ``rung_<epochs>`` vector there is never pruned. The sweeper checks
-    the settings (dse.sweep.pruners.AT_LEAST, its _moasha) before any storage exists."""
+    """Prune a trial at a rung where it is not in the top ``1/reduction_factor`` of its peers (ranked by
+    front, then crowding distance): every trial at the rung, or with ``peers="cheaper"`` those no
+    worse in any exact (analytic) objective, ranked by the learned ones. One without a ``rung_<epochs>``
+    vector there is never pruned. The sweeper checks the settings (dse.sweep.pruners.AT_LEAST, its
+    _moasha) before any storage exists."""
 
     def __init__(self, min_resource: int = 1, reduction_factor: int = 3,
-                 max_resource: int | str = 10**9) -> None:
+                 max_resource: int | str = 10**9, peers: str = "all") -> None:
+        if peers not in PEERS:
+            raise ValueError(f"peers must be one of {', '.join(PEERS)} (got {peers!r})")
         top = 10**9 if max_resource == "auto" else int(max_resource)  # the sweeper sets max_epochs
         self.min_resource, self.reduction_factor, self.max_resource = min_resource, reduction_factor, top
+        self.peers = peers
         self.why: str | None = None  # the last pruning decision, as the run's error column says it
 
     def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
@@ -119,6 +135,9 @@ class MOASHAPruner(optuna.pruners.BasePruner):
                       if attr in t.user_attrs and t.number != trial.number]
             vectors = [[s * v for s, v in zip(signs, t.user_attrs[attr], strict=True)]
                        for t in [trial, *others]]
+            if self.peers == "cheaper":
+                exact = [i for i, name in enumerate(study.metric_names or []) if not REGISTRY[name].per_epoch]
+                vectors = cheaper_peers(vectors, exact)
             go_on, rank, n = promoted(0, vectors, self.reduction_factor)
             decision = {"rung": epochs, "rank": rank, "of": n, "top": max(1, n // self.reduction_factor),
                         "pruned": not go_on}

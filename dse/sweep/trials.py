@@ -9,9 +9,9 @@ Optuna has one FAIL state for several different events, and the budget, the resu
 ``interrupted``  stopped by Ctrl-C or SIGTERM while running: no budget, a rerun refills it
 (none)           failed by the heartbeat check: its worker died (``stale``): no budget
 
-``result`` holds the job's summary, ``analytic`` a rejected point's sizes, ``constraints`` each
-constraint's value and violation, ``output_dir`` the job's folder; the study's budgets are its
-:data:`STUDY_CONSTRAINTS`.
+``result`` holds the job's summary (:func:`epochs` reads its cost), ``analytic`` a rejected point's
+sizes, ``constraints`` each constraint's value and violation, ``output_dir`` the job's folder; the
+study's budgets are its :data:`STUDY_CONSTRAINTS`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,18 @@ def kind(trial: FrozenTrial) -> str:
 def uses_budget(trial: FrozenTrial) -> bool:
     """Running, finished and really failed trials count toward ``n_trials``; a rerun refills the rest."""
     return trial.state.name == "RUNNING" or kind(trial) in ("complete", "pruned", "failed")
+
+
+def epochs(trial: FrozenTrial) -> int:
+    """Epochs the trial trained, every seed together (what ``total_epochs`` counts): its job's summary
+    says (``epochs`` x ``seeds`` in a study an earlier dse wrote); a job that ended without one
+    (raised, killed, still running) counts the epochs it reported to its pruner."""
+    result = _dict(trial.user_attrs.get(RESULT))
+    if "epochs_trained" in result:
+        return int(result["epochs_trained"])
+    if "epochs" in result:
+        return int(result["epochs"]) * int(result.get("seeds") or 1)
+    return len(trial.intermediate_values)
 
 
 def run_status(trial: FrozenTrial) -> tuple[str, str | None]:

@@ -164,7 +164,8 @@ def validate_settings(raw: Mapping[str, Any], arguments: Sequence[str]) -> Setti
     pruner = pruner_spec(conf.pruner, vars(PrunerConf()))
     if sampler["_target_"] == SAMPLERS["tpe"]:  # rejected points and MOASHA's curves: dse.sweep.tpe
         sampler["_target_"] = "dse.sweep.tpe.TPESampler"
-    for key in ("n_trials", "n_jobs", "max_rejections", "heartbeat_interval", "grace_period"):
+    for key in ("n_trials", "total_epochs", "n_jobs", "max_rejections", "heartbeat_interval",
+                "grace_period"):
         if getattr(conf, key) is not None:
             int_at_least(getattr(conf, key), 1, f"hydra.sweeper.{key}")
     if not 0.0 <= conf.max_failure_rate <= 1.0:
@@ -217,6 +218,9 @@ def _moasha(settings: Settings, spec: dict[str, Any], compose: Compose) -> dict[
     if not (learned := [m.key for m in metrics if m.per_epoch]):
         raise ConfigError("hydra.sweeper.objectives", "moasha: no objective is learned per epoch, "
                                                       "so nothing can stop early")
+    if spec.get("peers") == "cheaper" and all(m.per_epoch for m in metrics):
+        raise ConfigError("hydra.sweeper.pruner.peers", "cheaper compares exact objectives "
+                                                        "(size, params, MACs, latency): every one is learned")
     if "trainer.max_epochs" in settings.space.params:
         raise ConfigError("trainer.max_epochs", "moasha needs one max_epochs, not a searched one")
     epochs = int(compose(list(settings.space.fixed)).trainer.max_epochs)

@@ -162,6 +162,10 @@ class OpenStudy:
         with quiet_optuna():
             optuna.storages.fail_stale_trials(self.study)
 
+    def epochs(self) -> int:
+        """Epochs the budget-using trials trained, every worker's (:func:`dse.sweep.trials.epochs`)."""
+        return sum(trials.epochs(t) for t in self.study.get_trials(deepcopy=False) if trials.uses_budget(t))
+
     def used(self, below: int | None = None) -> int:
         """Trials using the budget (those numbered below ``below`` when given), every worker's."""
         return sum(1 for t in self.study.get_trials(deepcopy=False)
@@ -212,6 +216,8 @@ def write_results(study: optuna.Study, settings: Settings, sweep_dir: Path) -> P
         "objectives": [{"metric": o.metric, "direction": o.direction} for o in settings.objectives],
         "constraints": [str(c) for c in settings.constraints],
         "n_trials": settings.n_trials, "trials": states,
+        "epochs_trained": sum(trials.epochs(t) for t in study.get_trials(deepcopy=False)
+                              if trials.uses_budget(t)),
     }
     if len(settings.objectives) == 1:
         doc["best_params"] = dict(front[0].params) if front else None

@@ -143,7 +143,7 @@ class StudyRunner:
         while not full:
             db.fail_stale()
             room = s.n_trials - db.used()
-            if room <= 0:
+            if room <= 0 or self._epochs_spent():
                 break
             pending: list[optuna.Trial] = []  # asked here and not told yet
             try:
@@ -165,14 +165,24 @@ class StudyRunner:
                     f"dse_optuna: stopping study {s.study_name!r}: {failures} failed trials "
                     f"exceed max_failure_rate={s.max_failure_rate:g} of n_trials={s.n_trials}")
 
+    def _epochs_spent(self) -> bool:
+        """Whether the trials have trained ``total_epochs`` (checked before each batch, so a batch
+        started under it may end over it, by at most ``n_jobs`` trials per worker)."""
+        if self.s.total_epochs is None or (spent := self.db.epochs()) < self.s.total_epochs:
+            return False
+        log.info("dse_optuna: study %r has trained %d epochs of total_epochs=%d; no more trials",
+                 self.s.study_name, spent, self.s.total_epochs)
+        return True
+
     def _progress(self, seen: dict[str, int], started: float) -> None:
         """``[7/20] trials finished · 1 failed · ETA 4m10s``, over every worker's trials; the ETA
         is this worker's pace, so with several workers it errs long."""
         done = seen["complete"] + seen["pruned"] + seen["failed"]
         left = max(0, self.s.n_trials - done)
         eta = (time.time() - started) / max(1, sum(map(len, self.returns))) * left
-        log.info("dse_optuna: [%d/%d] trials finished · %d failed%s", done, self.s.n_trials,
-                 seen["failed"], f" · ETA {duration(eta)}" if left else "")
+        epochs = f" · {self.db.epochs()}/{self.s.total_epochs} epochs" if self.s.total_epochs else ""
+        log.info("dse_optuna: [%d/%d] trials finished · %d failed%s%s", done, self.s.n_trials,
+                 seen["failed"], epochs, f" · ETA {duration(eta)}" if left else "")
 
     def _ask(self, pending: list[optuna.Trial]) -> optuna.Trial | None:
         """A new trial with its point sampled, or None when other workers filled n_trials."""

@@ -38,6 +38,7 @@ class PrunerConf:
     min_resource: int = 1  # hyperband, moasha: epochs every trial gets
     max_resource: Any = "auto"  # hyperband, moasha: a full trial's epochs (auto: learnt; moasha: max_epochs)
     reduction_factor: int = 3  # hyperband, moasha: keep 1 in reduction_factor trials per rung
+    peers: str = "all"  # moasha: rank against all trials at a rung, or only the cheaper ones (all | cheaper)
 
 
 @dataclass
@@ -49,6 +50,9 @@ class DseOptunaSweeperConf:
     # (default: <paths.runs>/<study.name>/optuna.db, quoted by the results store's rule)
     storage: str = f"${{dse_study_sqlite:${{paths.runs}},${{study.name}},{OPTUNA_DB}}}"
     n_trials: int = 20  # finished trials the study should have (all workers, all reruns)
+    # stop starting trials once the study's trials have trained this many epochs in all (every seed,
+    # pruned trials what they trained; all workers, all reruns); None: n_trials alone
+    total_epochs: Optional[int] = None
     n_jobs: int = 1  # trials asked and launched together (set hydra.launcher.n_jobs alike)
     objectives: list[Any] = field(
         default_factory=lambda: [["val_top1", "maximize"], ["size_mib", "minimize"]]

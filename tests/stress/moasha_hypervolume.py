@@ -1,13 +1,15 @@
 """MOASHA against no pruning on ``study=pareto`` (issue #28): hypervolume of the front against the
 training epochs (and seconds) spent to reach it, three sampler seeds per arm.
 
-Not collected by pytest (:data:`ARMS` x 3 seeds, studies of 32 or 64 trials x 9 epochs; full, moasha
-and moasha-r1 take about 55 minutes on 2 cores, docs/BENCHMARKS.md). Each study runs in its own
+Not collected by pytest (:data:`ARMS` x 3 seeds, studies of 32 or 64 trials x 9 epochs or a 144-epoch
+budget; the six arms docs/BENCHMARKS.md shows take about 2 h 20 min on 2 cores). Each study runs in its own
 folder under ``--runs`` with one thread, two studies at a time (one per core: the arms see the same
 machine, and no study shares a core), longest first; ``--table`` only reads the stores. "HV
 unpruned, same epochs": the unpruned run's hypervolume once it had trained as many epochs as the
-pruned run did in all; "HV at half the unpruned epochs": the arm's own once it had trained half the
-epochs of the unpruned run of its seed. The front is the feasible ok rows' (val top-1 up, fp32 MiB
+pruned run did in all; "HV, epochs under total_epochs=half": where the arm's study stops, and its
+hypervolume then, with ``hydra.sweeper.total_epochs`` at half the unpruned run's epochs (the
+first trial that reaches it ends the study; one worker runs trials in a fixed order, so a longer run of
+the same seed holds that study as its start). The front is the feasible ok rows' (val top-1 up, fp32 MiB
 down); its hypervolume is the area it dominates inside the reference box (val top-1 >= 0, size <=
 the study's 5 MiB budget), computed here because Optuna's is private API. A pruned trial's epochs
 count to its arm's cost, and it is no front point (it did not finish). "lost" counts the unpruned
@@ -56,6 +58,12 @@ ARMS = {  # name: (overrides, the chart's label and colour)
                   "MOASHA η=3, rung 3", "C2"),
     "moasha-64": ([TRIALS.format(64), *_MOASHA, "hydra.sweeper.pruner.min_resource=1"],
                   "MOASHA η=3, rungs 1, 3, 64 trials", "C4"),
+    "cheaper-64": ([TRIALS.format(64), *_MOASHA, "hydra.sweeper.pruner.min_resource=1",
+                    "hydra.sweeper.pruner.peers=cheaper"], "MOASHA η=3, rungs 1, 3, cheaper peers, 64 trials",
+                   "C6"),
+    "cheaper-144": ([TRIALS.format(64), "hydra.sweeper.total_epochs=144", *_MOASHA,
+                     "hydra.sweeper.pruner.min_resource=1", "hydra.sweeper.pruner.peers=cheaper"],
+                    "MOASHA η=3, rungs 1, 3, cheaper peers, total_epochs=144", "C7"),
 }
 
 
@@ -114,13 +122,14 @@ def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[s
         lost = sum(not any(a >= x and b <= y for a, b in mine) for x, y in theirs)
         wall = (pd.to_datetime(h["finished_at"]).max() - pd.to_datetime(h["started_at"]).min())
         spent = full[full["epochs_used"] <= h["epochs_used"].iloc[-1]]["hv"]  # no pruning, as many epochs
-        half = h[h["epochs_used"] <= full["epochs_used"].iloc[-1] / 2]["hv"]  # this arm, half the epochs
+        over = h[h["epochs_used"] >= full["epochs_used"].iloc[-1] / 2]  # total_epochs=half stops at the first
+        stop = over.iloc[0] if len(over) else h.iloc[-1]
         rows.append([arm, str(s), str(len(h)), str(int((h["status"] == "pruned").sum())),
                      str(int(h["epochs"].sum())), f"{h['train_seconds'].sum() / 60:.1f}",
                      f"{wall.total_seconds() / 60:.1f}", f"{h['hv'].iloc[-1]:.4f}", str(len(mine)),
                      "-" if arm == "full" else f"{lost} of {len(theirs)}",
                      "-" if arm == "full" or spent.empty else f"{spent.iloc[-1]:.4f}",
-                     "-" if half.empty else f"{half.iloc[-1]:.4f}"])
+                     f"{stop['hv']:.4f}, {int(stop['epochs_used'])}"])
     return rows, hist
 
 
@@ -185,10 +194,12 @@ def chart(hist: dict[tuple[str, int], pd.DataFrame], path: Path) -> None:
         style = {"color": color, "alpha": 0.8, "lw": 1.4, "label": label if s == seeds[0] else None}
         axes[0].step(h["epochs_used"], h["hv"], where="post", **style)
         axes[1].step(h["seconds_used"] / 60, h["hv"], where="post", **style)
+    if full := [h["epochs_used"].iloc[-1] for (arm, _), h in hist.items() if arm == "full"]:
+        axes[0].axvline(max(full) / 2, color="grey", ls=":", lw=1, label="half the unpruned epochs")
     for ax, x in zip(axes, ("training epochs, cumulative", "training minutes, cumulative"), strict=True):
         ax.set(xlabel=x, ylabel=f"hypervolume (val top-1 x MiB, ref 0, {BUDGET_MIB:g} MiB)")
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right")
+    axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(f"study=pareto, 9 epochs a trial, sampler seeds {seeds}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -199,7 +210,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=Path, default=Path("/tmp/hvb"))
     ap.add_argument("--seeds", type=comma_ints, default="0,1000,2000")  # apart: trial n draws with seed + n
-    ap.add_argument("--arms", default=",".join(ARMS), help="the arms to train (the table reads all)")
+    ap.add_argument("--arms", default=",".join(ARMS), help="the arms to train and chart (the table "
+                    "reads all)")
     ap.add_argument("--table", action="store_true", help="read the stores only")
     ap.add_argument("--chart", type=Path, default=None)
     ap.add_argument("--correlation", action="store_true", help="rank correlation of each epoch's accuracy "
@@ -213,7 +225,7 @@ def main() -> None:
             list(pool.map(lambda job: run(*job, args.runs), jobs))
     rows, hist = summary(args.runs, args.seeds)
     print(table(["arm", "seed", "trials", "pruned", "epochs", "train min", "wall min", "HV", "front",
-                 "lost", "HV unpruned, same epochs", "HV at half the unpruned epochs"], rows))
+                 "lost", "HV unpruned, same epochs", "HV, epochs under total_epochs=half"], rows))
     if args.correlation:
         rows = rank_correlation(args.runs, args.seeds)
         print(table(["seed", "trials", *(f"epoch {e}" for e in range(1, len(rows[0]) - 1))], rows))
@@ -221,7 +233,7 @@ def main() -> None:
         head = ["min:η[:max]", *(f"HV, epochs (seed {s})" for s in args.seeds), "HV mean ± sd", "epochs"]
         print(table(head, replays(args.runs, args.seeds, args.replay)))
     if args.chart:
-        chart(hist, args.chart)
+        chart({k: h for k, h in hist.items() if k[0] in args.arms.split(",")}, args.chart)
 
 
 if __name__ == "__main__":

@@ -163,8 +163,7 @@ class OpenStudy:
             optuna.storages.fail_stale_trials(self.study)
 
     def epochs(self) -> int:
-        """Epochs the budget-using trials trained, every worker's (:func:`dse.sweep.trials.epochs`)."""
-        return sum(trials.epochs(t) for t in self.study.get_trials(deepcopy=False) if trials.uses_budget(t))
+        return epochs_trained(self.study)
 
     def used(self, below: int | None = None) -> int:
         """Trials using the budget (those numbered below ``below`` when given), every worker's."""
@@ -193,6 +192,12 @@ def best(study: optuna.Study, settings: Settings) -> list[FrozenTrial]:
     return front[:1] if len(settings.objectives) == 1 else front
 
 
+def epochs_trained(study: optuna.Study) -> int:
+    """Epochs the budget-using trials trained, every worker's (:func:`dse.sweep.trials.epochs`): what
+    ``total_epochs`` limits."""
+    return sum(trials.epochs(t) for t in study.get_trials(deepcopy=False) if trials.uses_budget(t))
+
+
 def counts(study: optuna.Study) -> dict[str, int]:
     """Trials of each kind (:data:`dse.sweep.trials.KINDS`), every kind listed."""
     seen = Counter(trials.kind(t) for t in study.get_trials(deepcopy=False))
@@ -216,8 +221,7 @@ def write_results(study: optuna.Study, settings: Settings, sweep_dir: Path) -> P
         "objectives": [{"metric": o.metric, "direction": o.direction} for o in settings.objectives],
         "constraints": [str(c) for c in settings.constraints],
         "n_trials": settings.n_trials, "trials": states,
-        "epochs_trained": sum(trials.epochs(t) for t in study.get_trials(deepcopy=False)
-                              if trials.uses_budget(t)),
+        "epochs_trained": epochs_trained(study),
     }
     if len(settings.objectives) == 1:
         doc["best_params"] = dict(front[0].params) if front else None

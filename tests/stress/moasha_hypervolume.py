@@ -9,13 +9,16 @@ unpruned, same epochs": the unpruned run's hypervolume once it had trained as ma
 pruned run did in all; "HV, epochs under total_epochs=half": where the arm's study stops, and its
 hypervolume then, with ``hydra.sweeper.total_epochs`` at half the unpruned run's epochs (the
 first trial that reaches it ends the study; one worker runs trials in a fixed order, so a longer run of
-the same seed holds that study as its start). The front is the feasible ok rows' (val top-1 up, fp32 MiB
+the same seed holds that study as its start); "HV within half the epochs": the hypervolume once the
+last trial that ends within half the unpruned epochs has ended (the trial that crosses the budget
+left out). The front is the feasible ok rows' (val top-1 up, fp32 MiB
 down); its hypervolume is the area it dominates inside the reference box (val top-1 >= 0, size <=
 the study's 5 MiB budget), computed here because Optuna's is private API. A pruned trial's epochs
 count to its arm's cost, and it is no front point (it did not finish). "lost" counts the unpruned
 front's points that no point of the pruned run's front weakly dominates.
 
-    python -m tests.stress.moasha_hypervolume [--runs /tmp/hvb] [--seeds 0,1000,2000] [--arms A,B] [--table]
+    python -m tests.stress.moasha_hypervolume [--runs /tmp/hvb] [--subset 500] [--seeds 0,1000,2000]
+        [--arms A,B] [--table]
         [--chart docs/img/moasha_hypervolume.png] [--correlation] [--replay 1:3,1:3:3]
 """
 
@@ -42,7 +45,7 @@ BIN = Path(sys.executable).parent
 STORE = "runs/pareto/results.db"  # in each study's folder
 VAL_TOP1 = REGISTRY["val_top1"].key  # the column each run's metrics.csv logs it under
 BUDGET_MIB = 5.0  # conf/study/pareto.yaml's constraint, and the reference point's size
-COMMON = ["study=pareto", "data.subset=500", "trainer.batch_size=16", "trainer.max_epochs=9",
+COMMON = ["study=pareto", "trainer.batch_size=16", "trainer.max_epochs=9",
           "trainer.chance_epochs=100", "trainer.progress_bar=false"]
 TRIALS = "hydra.sweeper.n_trials={}"
 _MOASHA = ["hydra.sweeper.pruner.name=moasha", "hydra.sweeper.pruner.reduction_factor=3"]
@@ -58,6 +61,8 @@ ARMS = {  # name: (overrides, the chart's label and colour)
                   "MOASHA η=3, rung 3", "C2"),
     "moasha-64": ([TRIALS.format(64), *_MOASHA, "hydra.sweeper.pruner.min_resource=1"],
                   "MOASHA η=3, rungs 1, 3, 64 trials", "C4"),
+    "moasha-144": ([TRIALS.format(64), "hydra.sweeper.total_epochs=144", *_MOASHA,
+                    "hydra.sweeper.pruner.min_resource=1"], "MOASHA η=3, rungs 1, 3, total_epochs=144", "C8"),
     "cheaper-64": ([TRIALS.format(64), *_MOASHA, "hydra.sweeper.pruner.min_resource=1",
                     "hydra.sweeper.pruner.peers=cheaper"], "MOASHA η=3, rungs 1, 3, cheaper peers, 64 trials",
                    "C6"),
@@ -72,10 +77,11 @@ def folder_of(runs: Path, arm: str, seed: int) -> Path:
     return runs / f"{arm}-s{seed}"
 
 
-def run(arm: str, seed: int, runs: Path) -> None:
+def run(arm: str, seed: int, runs: Path, subset: int) -> None:
     folder = folder_of(runs, arm, seed)
     folder.mkdir(parents=True, exist_ok=True)
-    cmd = [str(BIN / "dse-train"), "-m", *COMMON, f"hydra.sweeper.sampler.seed={seed}", *ARMS[arm][0]]
+    cmd = [str(BIN / "dse-train"), "-m", *COMMON, f"data.subset={subset}",
+           f"hydra.sweeper.sampler.seed={seed}", *ARMS[arm][0]]
     print("$", f"(cd {folder} && OMP_NUM_THREADS=1 dse-train", *cmd[1:], ")", flush=True)
     with open(folder / "log.txt", "w") as log:
         subprocess.run(cmd, cwd=folder, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log,
@@ -122,14 +128,17 @@ def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[s
         lost = sum(not any(a >= x and b <= y for a, b in mine) for x, y in theirs)
         wall = (pd.to_datetime(h["finished_at"]).max() - pd.to_datetime(h["started_at"]).min())
         spent = full[full["epochs_used"] <= h["epochs_used"].iloc[-1]]["hv"]  # no pruning, as many epochs
-        over = h[h["epochs_used"] >= full["epochs_used"].iloc[-1] / 2]  # total_epochs=half stops at the first
+        half = full["epochs_used"].iloc[-1] / 2
+        over = h[h["epochs_used"] >= half]  # total_epochs=half stops at the first
         stop = over.iloc[0] if len(over) else h.iloc[-1]
+        within = h[h["epochs_used"] <= half]["hv"]
         rows.append([arm, str(s), str(len(h)), str(int((h["status"] == "pruned").sum())),
                      str(int(h["epochs"].sum())), f"{h['train_seconds'].sum() / 60:.1f}",
                      f"{wall.total_seconds() / 60:.1f}", f"{h['hv'].iloc[-1]:.4f}", str(len(mine)),
                      "-" if arm == "full" else f"{lost} of {len(theirs)}",
                      "-" if arm == "full" or spent.empty else f"{spent.iloc[-1]:.4f}",
-                     f"{stop['hv']:.4f}, {int(stop['epochs_used'])}"])
+                     f"{stop['hv']:.4f}, {int(stop['epochs_used'])}",
+                     f"{within.iloc[-1]:.4f}" if len(within) else "-"])
     return rows, hist
 
 
@@ -183,7 +192,7 @@ def replays(runs: Path, seeds: list[int], settings: list[str]) -> list[list[str]
     return rows
 
 
-def chart(hist: dict[tuple[str, int], pd.DataFrame], path: Path) -> None:
+def chart(hist: dict[tuple[str, int], pd.DataFrame], path: Path, subset: int) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -200,7 +209,7 @@ def chart(hist: dict[tuple[str, int], pd.DataFrame], path: Path) -> None:
         ax.set(xlabel=x, ylabel=f"hypervolume (val top-1 x MiB, ref 0, {BUDGET_MIB:g} MiB)")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(f"study=pareto, 9 epochs a trial, sampler seeds {seeds}", fontsize=10)
+    fig.suptitle(f"study=pareto, data.subset={subset}, 9 epochs a trial, sampler seeds {seeds}", fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
@@ -210,6 +219,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=Path, default=Path("/tmp/hvb"))
     ap.add_argument("--seeds", type=comma_ints, default="0,1000,2000")  # apart: trial n draws with seed + n
+    ap.add_argument("--subset", type=int, default=500, help="training (and validation) images a study "
+                    "uses: data.subset (the chart's title says it)")
     ap.add_argument("--arms", default=",".join(ARMS), help="the arms to train and chart (the table "
                     "reads all)")
     ap.add_argument("--table", action="store_true", help="read the stores only")
@@ -222,10 +233,11 @@ def main() -> None:
     if not args.table:
         with ThreadPoolExecutor(2) as pool:  # the unpruned studies first: they take longest
             jobs = [(a, s) for a in args.arms.split(",") for s in args.seeds]
-            list(pool.map(lambda job: run(*job, args.runs), jobs))
+            list(pool.map(lambda job: run(*job, args.runs, args.subset), jobs))
     rows, hist = summary(args.runs, args.seeds)
     print(table(["arm", "seed", "trials", "pruned", "epochs", "train min", "wall min", "HV", "front",
-                 "lost", "HV unpruned, same epochs", "HV, epochs under total_epochs=half"], rows))
+                 "lost", "HV unpruned, same epochs", "HV, epochs under total_epochs=half",
+                 "HV within half the epochs"], rows))
     if args.correlation:
         rows = rank_correlation(args.runs, args.seeds)
         print(table(["seed", "trials", *(f"epoch {e}" for e in range(1, len(rows[0]) - 1))], rows))
@@ -233,7 +245,7 @@ def main() -> None:
         head = ["min:η[:max]", *(f"HV, epochs (seed {s})" for s in args.seeds), "HV mean ± sd", "epochs"]
         print(table(head, replays(args.runs, args.seeds, args.replay)))
     if args.chart:
-        chart({k: h for k, h in hist.items() if k[0] in args.arms.split(",")}, args.chart)
+        chart({k: h for k, h in hist.items() if k[0] in args.arms.split(",")}, args.chart, args.subset)
 
 
 if __name__ == "__main__":

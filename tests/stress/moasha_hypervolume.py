@@ -15,7 +15,9 @@ left out). The front is the feasible ok rows' (val top-1 up, fp32 MiB
 down); its hypervolume is the area it dominates inside the reference box (val top-1 >= 0, size <=
 the study's 5 MiB budget), computed here because Optuna's is private API. A pruned trial's epochs
 count to its arm's cost, and it is no front point (it did not finish). "lost" counts the unpruned
-front's points that no point of the pruned run's front weakly dominates.
+front's points that no point of the pruned run's front weakly dominates. A second table gives each arm's
+mean ± sd over its seeds, each hypervolume with Welch's t-test against no pruning's final one, and
+"HV after the unpruned trials": after as many trials as the unpruned study ran.
 
     python -m tests.stress.moasha_hypervolume [--runs /tmp/hvb] [--subset 500] [--seeds 0,1000,2000]
         [--arms A,B] [--table]
@@ -115,7 +117,14 @@ def history(folder: Path) -> pd.DataFrame:
     return df
 
 
-def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[str, int], pd.DataFrame]]:
+def hv_within(h: pd.DataFrame, epochs: float) -> float:
+    """The hypervolume once the last trial that ends within ``epochs`` cumulative epochs has ended."""
+    hv = h[h["epochs_used"] <= epochs]["hv"]
+    return float(hv.iloc[-1]) if len(hv) else float("nan")
+
+
+def summary(runs: Path, seeds: list[int]) -> tuple[pd.DataFrame, dict[tuple[str, int], pd.DataFrame]]:
+    """One row per study (arm, seed) with what the per-seed table shows, and each study's history."""
     hist = {(arm, s): history(folder_of(runs, arm, s)) for arm in ARMS for s in seeds
             if (folder_of(runs, arm, s) / STORE).is_file()}
     hist = {key: h for key, h in hist.items() if len(h)}  # the studies with a row so far
@@ -127,19 +136,52 @@ def summary(runs: Path, seeds: list[int]) -> tuple[list[list[str]], dict[tuple[s
         theirs = front(fok[fok["mib"] <= BUDGET_MIB][["val_top1", "mib"]].to_numpy(float))
         lost = sum(not any(a >= x and b <= y for a, b in mine) for x, y in theirs)
         wall = (pd.to_datetime(h["finished_at"]).max() - pd.to_datetime(h["started_at"]).min())
-        spent = full[full["epochs_used"] <= h["epochs_used"].iloc[-1]]["hv"]  # no pruning, as many epochs
         half = full["epochs_used"].iloc[-1] / 2
         over = h[h["epochs_used"] >= half]  # total_epochs=half stops at the first
         stop = over.iloc[0] if len(over) else h.iloc[-1]
-        within = h[h["epochs_used"] <= half]["hv"]
-        rows.append([arm, str(s), str(len(h)), str(int((h["status"] == "pruned").sum())),
-                     str(int(h["epochs"].sum())), f"{h['train_seconds'].sum() / 60:.1f}",
-                     f"{wall.total_seconds() / 60:.1f}", f"{h['hv'].iloc[-1]:.4f}", str(len(mine)),
-                     "-" if arm == "full" else f"{lost} of {len(theirs)}",
-                     "-" if arm == "full" or spent.empty else f"{spent.iloc[-1]:.4f}",
-                     f"{stop['hv']:.4f}, {int(stop['epochs_used'])}",
-                     f"{within.iloc[-1]:.4f}" if len(within) else "-"])
-    return rows, hist
+        at_n = h.iloc[len(full) - 1] if len(h) >= len(full) else {"hv": np.nan, "epochs_used": np.nan}
+        rows.append({"arm": arm, "seed": s, "trials": len(h), "pruned": int((h["status"] == "pruned").sum()),
+                     "epochs": int(h["epochs"].sum()), "train_min": h["train_seconds"].sum() / 60,
+                     "wall_min": wall.total_seconds() / 60, "hv": h["hv"].iloc[-1], "front": len(mine),
+                     "lost": "-" if arm == "full" else f"{lost} of {len(theirs)}",
+                     "hv_unpruned": np.nan if arm == "full" else hv_within(full, h["epochs_used"].iloc[-1]),
+                     "hv_stop": stop["hv"], "epochs_stop": int(stop["epochs_used"]),
+                     "hv_half": hv_within(h, half),
+                     "hv_n": at_n["hv"], "epochs_n": at_n["epochs_used"]})
+    return pd.DataFrame(rows), hist
+
+
+def per_seed(df: pd.DataFrame) -> list[list[str]]:
+    """The per-seed table's rows (docs/BENCHMARKS.md)."""
+    def f4(x: float) -> str:
+        return "-" if np.isnan(x) else f"{x:.4f}"
+
+    return [[r.arm, str(r.seed), str(r.trials), str(r.pruned), str(r.epochs), f"{r.train_min:.1f}",
+             f"{r.wall_min:.1f}", f"{r.hv:.4f}", str(r.front), r.lost, f4(r.hv_unpruned),
+             f"{r.hv_stop:.4f}, {r.epochs_stop}", f4(r.hv_half)] for r in df.itertuples()]
+
+
+def means(df: pd.DataFrame) -> list[list[str]]:
+    """Per arm, mean ± sd over its seeds, each hypervolume with its change from no pruning's final one
+    and Welch's t-test against it (the docs' summary tables)."""
+    full = df[df["arm"] == "full"]
+
+    def ms(x: pd.Series) -> str:
+        return "-" if x.isna().all() else f"{x.mean():.3f} ± {x.std():.3f}"
+
+    def share(x: pd.Series, of: str, digits: int) -> str:
+        return "-" if x.isna().all() else f"{x.mean():.{digits}f} ({x.mean() / full[of].mean():.0%})"
+
+    def hv(x: pd.Series) -> str:
+        if x.isna().all():
+            return "-"
+        p = stats.ttest_ind(x.dropna(), full["hv"], equal_var=False).pvalue
+        return f"{ms(x)} ({(x.mean() / full['hv'].mean() - 1) * 100:+.1f} %, p = {p:.2f})"
+
+    return [[arm, str(len(a)), share(a["epochs"], "epochs", 0), share(a["train_min"], "train_min", 1),
+             hv(a["hv"]), hv(a["hv_stop"]), hv(a["hv_half"]), hv(a["hv_n"]),
+             share(a["epochs_n"], "epochs", 0), ms(a["hv_unpruned"])]
+            for arm, a in df.groupby("arm", sort=False)]
 
 
 def curves(folder: Path) -> pd.DataFrame:
@@ -234,10 +276,14 @@ def main() -> None:
         with ThreadPoolExecutor(2) as pool:  # the unpruned studies first: they take longest
             jobs = [(a, s) for a in args.arms.split(",") for s in args.seeds]
             list(pool.map(lambda job: run(*job, args.runs, args.subset), jobs))
-    rows, hist = summary(args.runs, args.seeds)
+    studies, hist = summary(args.runs, args.seeds)
     print(table(["arm", "seed", "trials", "pruned", "epochs", "train min", "wall min", "HV", "front",
                  "lost", "HV unpruned, same epochs", "HV, epochs under total_epochs=half",
-                 "HV within half the epochs"], rows))
+                 "HV within half the epochs"], per_seed(studies)))
+    print(table(["arm", "seeds", "epochs (share)", "train min (share)", "final HV",
+                 "HV under total_epochs=half", "HV within half the epochs", "HV after the unpruned trials",
+                 "epochs then", "HV unpruned, same epochs"],
+                means(studies)))
     if args.correlation:
         rows = rank_correlation(args.runs, args.seeds)
         print(table(["seed", "trials", *(f"epoch {e}" for e in range(1, len(rows[0]) - 1))], rows))
